@@ -1,0 +1,1 @@
+"""Central server: queue, verification, media, realtime and audit for telepharmacy fills."""

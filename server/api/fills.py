@@ -1,0 +1,102 @@
+"""Fill handlers: create, submit, read, and the pharmacist's claim, heartbeat, release and decision."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from aiohttp import web
+
+from server.api.table import json_body, principal_of
+from server.errors import InvalidInput
+from server.fills.lifecycle import DecisionInput, NewFill
+from server.fills.rules import PRIORITIES, REJECTION_REASONS, FillState
+from server.services import services_of
+
+
+def _fill_id(request: web.Request) -> str:
+    return request.match_info["fill_id"]
+
+
+async def create_fill(request: web.Request) -> web.Response:
+    svc = services_of(request)
+    new = NewFill.parse(await json_body(request))
+    fill, created = await svc.fills.create(principal_of(request), new)
+    return web.json_response(
+        await svc.queries.detail(principal_of(request), fill.id), status=201 if created else 200
+    )
+
+
+async def list_fills(request: web.Request) -> web.Response:
+    state = request.query.get("state")
+    if state is not None and state not in set(FillState):
+        raise InvalidInput("Unknown state filter.")
+    fills = await services_of(request).queries.site_fills(principal_of(request), state=state)
+    return web.json_response({"fills": fills})
+
+
+async def get_fill(request: web.Request) -> web.Response:
+    return web.json_response(
+        await services_of(request).queries.detail(principal_of(request), _fill_id(request))
+    )
+
+
+async def submit_fill(request: web.Request) -> web.Response:
+    svc = services_of(request)
+    fill = await svc.fills.submit(principal_of(request), _fill_id(request))
+    return web.json_response(await svc.queries.detail(principal_of(request), fill.id))
+
+
+async def queue(request: web.Request) -> web.Response:
+    site = request.query.get("site_id")
+    priority = request.query.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise InvalidInput("Unknown priority filter.")
+    try:
+        site_id = int(site) if site else None
+    except ValueError as exc:
+        raise InvalidInput("site_id must be a number.") from exc
+    data = await services_of(request).queries.queue(principal_of(request), site_id=site_id, priority=priority)
+    data["now"] = dt.datetime.now(dt.UTC).isoformat()
+    return web.json_response(data)
+
+
+async def claim_next(request: web.Request) -> web.Response:
+    svc = services_of(request)
+    fill = await svc.fills.claim_next(principal_of(request))
+    if fill is None:
+        return web.json_response({"fill": None})
+    return web.json_response({"fill": await svc.queries.detail(principal_of(request), fill.id)})
+
+
+async def claim(request: web.Request) -> web.Response:
+    svc = services_of(request)
+    fill = await svc.fills.claim(principal_of(request), _fill_id(request))
+    return web.json_response({"fill": await svc.queries.detail(principal_of(request), fill.id)})
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    svc = services_of(request)
+    fill = await svc.fills.heartbeat(principal_of(request), _fill_id(request))
+    return web.json_response(
+        {
+            "lease_expires_at": fill.lease_expires_at.isoformat() if fill.lease_expires_at else None,
+            "version": fill.version,
+        }
+    )
+
+
+async def release(request: web.Request) -> web.Response:
+    svc = services_of(request)
+    fill = await svc.fills.release(principal_of(request), _fill_id(request))
+    return web.json_response({"state": fill.state, "version": fill.version})
+
+
+async def decide(request: web.Request) -> web.Response:
+    svc = services_of(request)
+    decision = DecisionInput.parse(await json_body(request, max_bytes=16384))
+    fill, _ = await svc.fills.decide(principal_of(request), _fill_id(request), decision)
+    return web.json_response(await svc.queries.detail(principal_of(request), fill.id))
+
+
+async def reasons(request: web.Request) -> web.Response:
+    return web.json_response({"reasons": [{"code": k, "label": v} for k, v in REJECTION_REASONS.items()]})

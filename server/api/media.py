@@ -1,0 +1,130 @@
+"""Media: tus uploads glued to fills, and serving stored variants."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from server.api.table import principal_of
+from server.errors import DomainError, InvalidInput
+from server.fills.rules import MEDIA_KINDS, VIDEO_KINDS
+from server.media.errors import MediaRejected
+from server.media.serving import find_variant
+from server.media.store import LocalMediaStore
+from server.media.tus import TusEndpoint, TusUpload
+from server.services import Services, services_of
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+UPLOADS_PATH = "/api/v1/uploads"
+# A refused medium maps to HTTP by what the file is: not a supported type, or too big.
+REJECTION_STATUS = {
+    "unsupported_format": 415,
+    "not_an_image": 415,
+    "not_a_video": 415,
+    "too_many_pixels": 413,
+    "decompression_bomb": 413,
+    "too_long": 413,
+}
+HTTP_ERRORS: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest,
+    401: web.HTTPUnauthorized,
+    403: web.HTTPForbidden,
+    404: web.HTTPNotFound,
+    409: web.HTTPConflict,
+    415: web.HTTPUnsupportedMediaType,
+    422: web.HTTPUnprocessableEntity,
+}
+
+
+def http_error(status: int, code: str, message: str, **detail: Any) -> web.HTTPException:
+    """A JSON error as an exception, for the tus endpoint's callbacks."""
+    text = json.dumps({"error": code, "message": message, **({"detail": detail} if detail else {})})
+    if status == 413:
+        return web.HTTPRequestEntityTooLarge(
+            max_size=0, actual_size=0, text=text, content_type="application/json"
+        )
+    return HTTP_ERRORS.get(status, web.HTTPUnprocessableEntity)(text=text, content_type="application/json")
+
+
+def _domain(exc: DomainError) -> web.HTTPException:
+    return http_error(exc.status, exc.code, exc.message, **exc.detail)
+
+
+async def authorize_upload(request: web.Request, metadata: dict[str, str], length: int) -> None:
+    """A new upload names a draft fill of the caller's site, a media kind and the file's SHA-256."""
+    svc = services_of(request)
+    kind = metadata.get("kind", "")
+    try:
+        if kind not in MEDIA_KINDS:
+            raise InvalidInput(f"Upload-Metadata 'kind' must be one of {', '.join(MEDIA_KINDS)}.")
+        if not SHA256.match(metadata.get("sha256", "")):
+            raise InvalidInput("Upload-Metadata 'sha256' must be the file's SHA-256 in lowercase hex.")
+        if not metadata.get("filename"):
+            raise InvalidInput("Upload-Metadata needs a 'filename'.")
+        limit = svc.config.max_video_bytes if kind in VIDEO_KINDS else svc.config.max_image_bytes
+        if length > limit:
+            raise http_error(413, "too_large", f"A {kind} file may be at most {limit // (1024 * 1024)} MB.")
+        if length == 0:
+            raise InvalidInput("The file is empty.", code="empty")
+        await svc.fills.authorize_upload(principal_of(request), metadata.get("fill_id", ""), kind)
+    except DomainError as exc:
+        raise _domain(exc) from exc
+
+
+def upload_owner(request: web.Request) -> str:
+    return f"user:{principal_of(request).user_id}"
+
+
+async def complete_upload(request: web.Request, upload: TusUpload) -> dict[str, str]:
+    """Verifies, decodes and stores the medium, then records it on its fill."""
+    meta = upload.metadata
+    try:
+        media = await services_of(request).intake.take(
+            principal_of(request), meta["fill_id"], upload.data_path, sha256=meta["sha256"], kind=meta["kind"],
+            filename=meta["filename"],
+        )
+    except MediaRejected as exc:
+        raise http_error(REJECTION_STATUS.get(exc.code, 422), exc.code, exc.message) from exc
+    except DomainError as exc:
+        raise _domain(exc) from exc
+    return {"Tp-Media-Id": str(media.id)}
+
+
+def make_tus_endpoint(services: Services) -> TusEndpoint:
+    return TusEndpoint(
+        services.config.upload_dir,
+        max(services.config.max_image_bytes, services.config.max_video_bytes),
+        base_path=UPLOADS_PATH,
+        authorize=authorize_upload,
+        owner_of=upload_owner,
+        on_complete=complete_upload,
+    )
+
+
+async def get_media(request: web.Request) -> web.StreamResponse:
+    svc = services_of(request)
+    variant = request.query.get("variant", "2048")
+    sha, content_type = await find_variant(
+        svc.db, principal_of(request), int(request.match_info["media_id"]), variant
+    )
+    store = svc.store
+    path = store.local_path(sha) if isinstance(store, LocalMediaStore) else None
+    if path is None:
+        data = await store.open_bytes(sha)
+        return web.Response(
+            body=data,
+            content_type=content_type,
+            headers={"Cache-Control": "private, max-age=86400, immutable", "ETag": f'"{sha}"'},
+        )
+    resp = web.FileResponse(
+        path,
+        headers={
+            "Cache-Control": "private, max-age=86400, immutable",
+            "Content-Type": content_type,
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+    return resp

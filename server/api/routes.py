@@ -1,0 +1,177 @@
+"""The whole URL space in one table: method, path, handler, who may call it, what it does."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from pharmacist_console import assets as console
+from server.api import auth, fills, media, records, reports, system
+from server.api.table import ANY_USER, PUBLIC, Handler, Route
+from server.media.tus import TusEndpoint
+from server.security.principal import Role
+
+TECH = frozenset({Role.TECHNICIAN})
+PHARM = frozenset({Role.PHARMACIST})
+ADMIN = frozenset({Role.ADMIN})
+TUS = web.AppKey("tus", TusEndpoint)
+
+
+def _tus(name: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await getattr(request.app[TUS], name)(request)
+
+    handler.__name__ = f"tus_{name}"
+    return handler
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", system.healthz, PUBLIC, "Liveness and database reachability", "operations"),
+    Route("GET", "/metrics", system.metrics, PUBLIC, "Prometheus metrics (no patient data)", "operations"),
+    Route(
+        "GET",
+        "/api/v1/openapi.json",
+        system.openapi,
+        PUBLIC,
+        "This API described in OpenAPI 3.1",
+        "operations",
+    ),
+    Route(
+        "POST",
+        "/api/v1/session",
+        auth.login,
+        PUBLIC,
+        "Sign in to the console (sets the session cookie)",
+        "session",
+    ),
+    Route("GET", "/api/v1/session", auth.me, ANY_USER, "Who is signed in, and the CSRF token", "session"),
+    Route("DELETE", "/api/v1/session", auth.logout, ANY_USER, "Sign out", "session"),
+    Route(
+        "GET",
+        "/api/v1/ws",
+        system.websocket,
+        ANY_USER,
+        "Live events (websocket); ?cursor= catches up",
+        "realtime",
+    ),
+    Route(
+        "GET", "/api/v1/ice-servers", system.ice_servers, ANY_USER, "STUN/TURN settings for video", "realtime"
+    ),
+    Route("GET", "/api/v1/reasons", fills.reasons, ANY_USER, "Rejection reason codes", "verification"),
+    Route("GET", "/api/v1/sites", records.list_sites, ANY_USER, "Sites the caller may see", "directory"),
+    Route("POST", "/api/v1/sites", records.create_site, ADMIN, "Create a site", "directory"),
+    Route("GET", "/api/v1/users", records.list_users, ADMIN, "Users and their licenses", "directory"),
+    Route("POST", "/api/v1/users", records.create_user, ADMIN, "Create a user", "directory"),
+    Route(
+        "POST",
+        "/api/v1/users/{username}/licenses",
+        records.add_license,
+        ADMIN,
+        "Add or renew a pharmacist's state license",
+        "directory",
+    ),
+    Route(
+        "POST",
+        "/api/v1/device-tokens",
+        records.issue_device_token,
+        ADMIN,
+        "Issue a device token for a technician's site device",
+        "directory",
+    ),
+    Route(
+        "DELETE",
+        r"/api/v1/device-tokens/{token_id:\d+}",
+        records.revoke_device_token,
+        ADMIN,
+        "Revoke a device token",
+        "directory",
+    ),
+    Route(
+        "GET",
+        "/api/v1/prescriptions",
+        records.list_prescriptions,
+        TECH | ADMIN,
+        "Prescriptions of the site",
+        "prescriptions",
+    ),
+    Route(
+        "POST",
+        "/api/v1/prescriptions",
+        records.create_prescription,
+        TECH | ADMIN,
+        "Enter a prescription",
+        "prescriptions",
+    ),
+    Route("GET", "/api/v1/fills", fills.list_fills, TECH | ADMIN, "The site's fills, newest first", "fills"),
+    Route(
+        "POST",
+        "/api/v1/fills",
+        fills.create_fill,
+        TECH,
+        "Create a draft fill (idempotent on its id)",
+        "fills",
+    ),
+    Route("GET", "/api/v1/fills/{fill_id}", fills.get_fill, ANY_USER, "One fill with its evidence", "fills"),
+    Route(
+        "POST",
+        "/api/v1/fills/{fill_id}/submit",
+        fills.submit_fill,
+        TECH,
+        "Submit a fill for verification",
+        "fills",
+    ),
+    Route("GET", "/api/v1/queue", fills.queue, PHARM | ADMIN, "Open fills in queue order", "verification"),
+    Route(
+        "POST",
+        "/api/v1/queue/claim-next",
+        fills.claim_next,
+        PHARM,
+        "Claim the next fill in queue order",
+        "verification",
+    ),
+    Route(
+        "POST",
+        "/api/v1/fills/{fill_id}/claim",
+        fills.claim,
+        PHARM,
+        "Claim one fill (a lease)",
+        "verification",
+    ),
+    Route(
+        "POST", "/api/v1/fills/{fill_id}/heartbeat", fills.heartbeat, PHARM, "Renew the lease", "verification"
+    ),
+    Route(
+        "POST",
+        "/api/v1/fills/{fill_id}/release",
+        fills.release,
+        PHARM,
+        "Put a claimed fill back",
+        "verification",
+    ),
+    Route(
+        "POST", "/api/v1/fills/{fill_id}/decision", fills.decide, PHARM, "Approve or reject", "verification"
+    ),
+    Route(
+        "GET",
+        r"/api/v1/media/{media_id:\d+}",
+        media.get_media,
+        ANY_USER,
+        "A stored image or video variant (Range supported)",
+        "media",
+    ),
+    Route("OPTIONS", "/api/v1/uploads", _tus("options"), PUBLIC, "tus discovery", "media"),
+    Route("POST", "/api/v1/uploads", _tus("create"), TECH, "tus: create an upload", "media"),
+    Route("HEAD", "/api/v1/uploads/{upload_id}", _tus("head"), TECH, "tus: upload offset", "media"),
+    Route("PATCH", "/api/v1/uploads/{upload_id}", _tus("patch"), TECH, "tus: append bytes", "media"),
+    Route("DELETE", "/api/v1/uploads/{upload_id}", _tus("delete"), TECH, "tus: terminate an upload", "media"),
+    Route("GET", "/api/v1/audit/verify", reports.audit_verify, ADMIN, "Verify the audit hash chain", "audit"),
+    Route(
+        "GET",
+        "/api/v1/audit/export",
+        reports.audit_export,
+        ADMIN,
+        "Audit events as CSV (?from=&to=)",
+        "audit",
+    ),
+    Route("GET", "/", console.index, PUBLIC, "The pharmacist console", "console"),
+    Route("GET", "/console/{path:.+}", console.static, PUBLIC, "Console assets", "console"),
+)

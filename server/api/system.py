@@ -1,0 +1,69 @@
+"""Health, metrics, the OpenAPI document, and the websocket endpoint."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from sqlalchemy import text
+
+from server.errors import Forbidden, InvalidInput
+from server.services import services_of
+
+
+async def healthz(request: web.Request) -> web.Response:
+    svc = services_of(request)
+    async with svc.db.read() as s:
+        await s.execute(text("SELECT 1"))
+    return web.json_response({"status": "ok", "database": "sqlite" if svc.db.is_sqlite else "postgresql"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    svc = services_of(request)
+    return await svc.metrics.render(svc.db)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from server.api.openapi import document
+
+    return web.json_response(document())
+
+
+async def ice_servers(request: web.Request) -> web.Response:
+    servers = [
+        {"urls": list(s.urls), **({"username": s.username, "credential": s.credential} if s.username else {})}
+        for s in services_of(request).config.ice_servers
+    ]
+    return web.json_response({"ice_servers": servers})
+
+
+def origin_allowed(request: web.Request) -> bool:
+    """Same origin as the server, or one the operator allowed (cross-site websocket hijacking guard)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    allowed = services_of(request).config.allowed_origins
+    if origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    return parts.netloc == request.host and parts.scheme in ("http", "https")
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """Live events for consoles and sites; ?cursor=N replays what a reconnecting client missed."""
+    from server.api.table import principal_of
+
+    svc = services_of(request)
+    principal = principal_of(request)
+    # Browsers always send Origin; a site device (bearer token, no cookie) is not a browser.
+    if principal.via == "session" and not origin_allowed(request):
+        raise Forbidden("This origin may not open the live connection.", code="bad_origin")
+    cursor_raw = request.query.get("cursor")
+    try:
+        cursor = int(cursor_raw) if cursor_raw not in (None, "") else None
+    except ValueError as exc:
+        raise InvalidInput("cursor must be an event id.") from exc
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=256 * 1024)
+    await ws.prepare(request)
+    await svc.hub.serve(principal, ws, cursor)
+    return ws

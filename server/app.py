@@ -1,0 +1,157 @@
+"""The application factory: everything is built from a Config, opened and closed in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import multiprocessing
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+from aiohttp import web
+
+from server.api.media import make_tus_endpoint
+from server.api.routes import ROUTES, TUS
+from server.api.table import guard
+from server.config import Config
+from server.db.engine import Database
+from server.db.migrate import upgrade
+from server.db.models import Fill, utcnow
+from server.directory import Directory
+from server.fills.intake import MediaIntake
+from server.fills.lifecycle import FillService
+from server.fills.queries import FillQueries
+from server.media.store import LocalMediaStore
+from server.operations.metrics import Metrics
+from server.prescriptions import Prescriptions
+from server.realtime.bus import EventBus, LocalBus, PostgresBus
+from server.realtime.hub import Hub
+from server.security.auth import Auth
+from server.security.passwords import Passwords
+from server.services import SERVICES, Services
+
+log = logging.getLogger(__name__)
+Schema = Literal["migrate", "create", "none"]
+
+
+def make_executor(config: Config) -> concurrent.futures.Executor:
+    """Image decoding is CPU-bound: separate processes keep it off the event loop and the GIL."""
+    if config.media_workers <= 0:
+        return concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=config.media_workers, mp_context=multiprocessing.get_context("forkserver")
+    )
+
+
+def build_services(config: Config, db: Database, *, clock: Callable[..., object] | None = None) -> Services:
+    passwords = Passwords(config.password_time_cost)
+    metrics = Metrics()
+    bus: EventBus = LocalBus() if db.is_sqlite else PostgresBus(db.url)
+
+    def observe(fill: Fill) -> None:
+        if fill.decided_at is not None:
+            metrics.observe_decision(
+                fill.submitted_at.timestamp() if fill.submitted_at else None,
+                fill.decided_at.timestamp(),
+                fill.state,
+            )
+
+    fills = FillService(db, config, clock=clock or utcnow, on_decided=observe)  # type: ignore[arg-type]
+    store = LocalMediaStore(config.media_dir)
+    executor = make_executor(config)
+    return Services(
+        config=config,
+        db=db,
+        auth=Auth(db, config, passwords),
+        directory=Directory(db, passwords),
+        prescriptions=Prescriptions(db),
+        fills=fills,
+        queries=FillQueries(db),
+        hub=Hub(db, bus, queue_size=config.event_queue_size),
+        store=store,
+        media_executor=executor,
+        metrics=metrics,
+        intake=MediaIntake(fills, store, executor, config),
+    )
+
+
+async def sweep_leases(services: Services) -> None:
+    """Puts fills whose pharmacist went quiet back in the queue."""
+    while True:
+        await asyncio.sleep(services.config.lease_sweep_seconds)
+        try:
+            await services.fills.expire_leases()
+        except Exception:
+            log.exception("lease sweep failed; will retry")
+
+
+@web.middleware
+async def security_headers(
+    request: web.Request, handler: Callable[[web.Request], asyncio.Future[web.StreamResponse]]
+) -> web.StreamResponse:
+    resp = await handler(request)
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("X-Frame-Options", "DENY")
+    if request.path.startswith("/api/"):
+        resp.headers.setdefault("Cache-Control", "no-store")
+    return resp
+
+
+def create_app(
+    config: Config, *, schema: Schema = "migrate", clock: Callable[..., object] | None = None
+) -> web.Application:
+    """Builds the server. Resources open on startup and close on cleanup, in cleanup_ctx."""
+    metrics_holder: dict[str, Metrics] = {}
+
+    @web.middleware
+    async def count_requests(
+        request: web.Request, handler: Callable[[web.Request], asyncio.Future[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        metrics = metrics_holder.get("m")
+        if metrics is None:
+            return await handler(request)
+        return await metrics.middleware(request, handler)
+
+    app = web.Application(middlewares=[count_requests, security_headers], client_max_size=1024 * 1024)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.upload_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(config.effective_database_url)
+        if schema == "migrate":
+            await upgrade(db)
+        elif schema == "create":
+            await db.create_schema()
+        services = build_services(config, db, clock=clock)
+        app[SERVICES] = services
+        app[TUS] = make_tus_endpoint(services)
+        metrics_holder["m"] = services.metrics
+        await services.hub.start()
+        sweeper = asyncio.create_task(sweep_leases(services), name="lease-sweeper")
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await services.hub.stop()
+            services.media_executor.shutdown(wait=True, cancel_futures=True)
+            await db.dispose()
+
+    app.cleanup_ctx.append(resources)
+
+    async def close_sockets(app: web.Application) -> None:
+        # Websockets end on shutdown, not after it: aiohttp would otherwise wait for them.
+        if SERVICES in app:
+            await app[SERVICES].hub.close_all()
+
+    app.on_shutdown.append(close_sockets)
+
+    async def authenticate(request: web.Request):  # type: ignore[no-untyped-def]
+        return await request.app[SERVICES].auth.authenticate(request)
+
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, guard(route, authenticate), name=None)
+    return app

@@ -1,0 +1,206 @@
+"""tp-server: serve, migrate, admin, demo and audit commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import getpass
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from server.app import create_app
+from server.audit import chain as audit
+from server.config import Config
+from server.db.engine import Database
+from server.db.migrate import upgrade
+from server.directory import Directory
+from server.errors import DomainError
+from server.security.auth import Auth
+from server.security.passwords import Passwords
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return Config.from_env(
+        data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None,
+        database_url=getattr(args, "database_url", None),
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+    )
+
+
+def _add_db_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir", help="folder for the SQLite database and media (default .tp-data or TP_DATA_DIR)"
+    )
+    p.add_argument(
+        "--database-url", help="e.g. postgresql+asyncpg://user@host/db (default: SQLite in the data dir)"
+    )
+
+
+async def _with_db(config: Config, work: Callable[[Database], Awaitable[Any]]) -> Any:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(config.effective_database_url)
+    try:
+        await upgrade(db)
+        return await work(db)
+    finally:
+        await db.dispose()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(f"Console: http://{config.host}:{config.port}/", flush=True)
+    web.run_app(create_app(config), host=config.host, port=config.port, print=None)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    asyncio.run(_with_db(_config(args), lambda db: asyncio.sleep(0)))
+    print("schema is up to date")
+    return 0
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def work(db: Database) -> None:
+        passwords = Passwords(config.password_time_cost)
+        directory = Directory(db, passwords)
+        if args.what == "site":
+            site = await directory.create_site(None, args.code, args.name, args.state)
+            print(f"site {site.id} {site.code} ({site.state}) created")
+        elif args.what == "user":
+            password = args.password or getpass.getpass(f"Password for {args.username}: ")
+            user = await directory.create_user(
+                None,
+                args.username,
+                args.display_name or args.username,
+                args.role,
+                password,
+                site_code=args.site,
+            )
+            print(f"user {user.id} {user.username} ({user.role}) created")
+        elif args.what == "license":
+            lic = await directory.add_license(
+                None, args.username, args.state, args.number, dt.date.fromisoformat(args.expires)
+            )
+            print(f"license {lic.state} {lic.number} until {lic.expires_on} recorded")
+        elif args.what == "token":
+            token = await Auth(db, config, passwords).issue_device_token(None, args.username, args.label)
+            print(token)
+        elif args.what == "revoke-token":
+            await Auth(db, config, passwords).revoke_device_token(None, args.token_id)
+            print(f"device token {args.token_id} revoked")
+
+    try:
+        asyncio.run(_with_db(config, work))
+    except DomainError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.what == "verify":
+        report = asyncio.run(_with_db(config, audit.verify))
+        if report.ok:
+            print(f"audit chain intact: {report.rows} rows")
+            return 0
+        print(f"audit chain BROKEN at row {report.first_broken_id}: {report.problem}", file=sys.stderr)
+        return 1
+    start, end = dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to)
+    if args.out == "-":
+        n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, start, end, sys.stdout)))
+    else:
+        with open(args.out, "w", newline="", encoding="utf-8") as fh:
+            n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, start, end, fh)))
+    print(f"{n} audit events exported", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from server.demo.seed import seed_if_empty
+
+    config = _config(args)
+    logins = asyncio.run(_with_db(config, lambda db: seed_if_empty(db, config)))
+    print("\nDemo logins (password for all: demo-password):")
+    for line in logins:
+        print(f"  {line}")
+    if args.seed_only:
+        return 0
+    return cmd_serve(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tp-server", description="Telepharmacy remote verification server")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    _add_db_args(serve)
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="seed demo data if the database is empty, then serve")
+    _add_db_args(demo)
+    demo.add_argument("--host", default=None)
+    demo.add_argument("--port", type=int, default=None)
+    demo.add_argument("--seed-only", action="store_true", help="seed and exit")
+    demo.set_defaults(func=cmd_demo)
+
+    mig = sub.add_parser("migrate", help="bring the database schema up to date")
+    _add_db_args(mig)
+    mig.set_defaults(func=cmd_migrate)
+
+    admin = sub.add_parser("admin", help="manage sites, users, licenses and device tokens")
+    _add_db_args(admin)
+    asub = admin.add_subparsers(dest="what", required=True)
+    p = asub.add_parser("site", help="create a site")
+    p.add_argument("--code", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--state", required=True, help="two-letter US state")
+    p = asub.add_parser("user", help="create a user")
+    p.add_argument("--username", required=True)
+    p.add_argument("--display-name")
+    p.add_argument("--role", required=True, choices=["technician", "pharmacist", "admin"])
+    p.add_argument("--site", help="site code (technicians)")
+    p.add_argument("--password", help="prompted for when omitted")
+    p = asub.add_parser("license", help="add or renew a pharmacist's license")
+    p.add_argument("--username", required=True)
+    p.add_argument("--state", required=True)
+    p.add_argument("--number", required=True)
+    p.add_argument("--expires", required=True, help="YYYY-MM-DD")
+    p = asub.add_parser("token", help="issue a device token for a technician's site device (printed once)")
+    p.add_argument("--username", required=True)
+    p.add_argument("--label", default="site device")
+    p = asub.add_parser("revoke-token", help="revoke a device token")
+    p.add_argument("--token-id", type=int, required=True)
+    admin.set_defaults(func=cmd_admin)
+
+    aud = sub.add_parser("audit", help="verify or export the audit trail")
+    _add_db_args(aud)
+    ausub = aud.add_subparsers(dest="what", required=True)
+    ausub.add_parser("verify", help="prove the hash chain; name the first broken row")
+    ex = ausub.add_parser("export", help="CSV of a date range for an inspector")
+    ex.add_argument("--from", dest="date_from", required=True)
+    ex.add_argument("--to", dest="date_to", required=True)
+    ex.add_argument("--out", default="-", help="file name, or - for standard output")
+    aud.set_defaults(func=cmd_audit)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Typed server configuration: built in code by tests, from the command line or environment in production."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEFAULT_REQUIRED_MEDIA = ("stock_bottle", "pills", "vial_label")
+
+
+@dataclass(frozen=True)
+class IceServer:
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+def parse_ice_servers(text: str) -> tuple[IceServer, ...]:
+    """ICE servers from JSON: [{"urls": [...], "username": ..., "credential": ...}]."""
+    items = json.loads(text)
+    if not isinstance(items, list):
+        raise ValueError("TP_ICE_SERVERS must be a JSON list")
+    out = []
+    for item in items:
+        urls = item["urls"]
+        out.append(
+            IceServer(
+                urls=tuple([urls] if isinstance(urls, str) else urls),
+                username=item.get("username"),
+                credential=item.get("credential"),
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Origins allowed to open a websocket with a session cookie; empty means the server's own origin.
+    allowed_origins: tuple[str, ...] = ()
+    secure_cookies: bool | None = None
+    session_hours: int = 12
+    lease_seconds: int = 120
+    lease_sweep_seconds: float = 5.0
+    required_media_kinds: tuple[str, ...] = DEFAULT_REQUIRED_MEDIA
+    max_image_bytes: int = 30 * 1024 * 1024
+    max_video_bytes: int = 200 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
+    max_video_seconds: float = 60.0
+    login_attempts: int = 5
+    login_window_seconds: int = 300
+    event_queue_size: int = 1000
+    password_time_cost: int = 3
+    media_workers: int = 2
+    # Empty by default: on one network host candidates suffice; set TURN for sites behind NAT.
+    ice_servers: tuple[IceServer, ...] = ()
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'telepharmacy.sqlite3'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def cookies_secure(self) -> bool:
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        return self.host not in ("127.0.0.1", "localhost", "::1")
+
+    def with_(self, **changes: object) -> Config:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, data_dir: Path | None = None, **overrides: object) -> Config:
+        """Config from TP_* environment variables; explicit overrides win."""
+        env = os.environ
+        base = cls(
+            data_dir=Path(env.get("TP_DATA_DIR", str(data_dir or Path(".tp-data")))),
+            database_url=env.get("TP_DATABASE_URL", ""),
+            host=env.get("TP_HOST", "127.0.0.1"),
+            port=int(env.get("TP_PORT", "8080")),
+            allowed_origins=tuple(o for o in env.get("TP_ALLOWED_ORIGINS", "").split(",") if o),
+        )
+        if env.get("TP_ICE_SERVERS"):
+            base = base.with_(ice_servers=parse_ice_servers(env["TP_ICE_SERVERS"]))
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return base.with_(**clean) if clean else base

@@ -1,0 +1,95 @@
+"""Engines and transactions. SQLite: WAL, one writer connection with BEGIN IMMEDIATE. PostgreSQL: pooled."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from server.db.models import Base
+
+# Serialises writes of the audit chain and the event journal on PostgreSQL, so that event ids
+# become visible in the order they were handed out and each audit row sees its predecessor.
+JOURNAL_LOCK_KEY = 0x7E1E_F11
+# Session.info key: set when a transaction wrote realtime events, so its commit wakes the hub.
+WROTE_EVENTS = "tp_wrote_events"
+
+
+def _sqlite_setup(engine: AsyncEngine, *, writer: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # Take transaction control from the driver so BEGIN is ours to issue.
+        dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+class Database:
+    """Opens sessions for reading and for writing; knows the dialect's locking rules."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            # One writer connection: SQLite has one writer anyway, and waiting in the pool is fair.
+            self.write_engine = create_async_engine(
+                url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60
+            )
+            self.read_engine = create_async_engine(url, echo=echo, pool_size=5, max_overflow=5)
+            _sqlite_setup(self.write_engine, writer=True)
+            _sqlite_setup(self.read_engine, writer=False)
+        else:
+            self.write_engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
+            self.read_engine = self.write_engine
+        self.commit_hooks: list[Callable[[], None]] = []
+        self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    async def create_schema(self) -> None:
+        async with self.write_engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+
+    async def drop_schema(self) -> None:
+        async with self.write_engine.begin() as conn:
+            await conn.run_sync(Base.metadata.drop_all)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A session in one write transaction: committed on success, rolled back on any error.
+
+        After a commit that wrote realtime events, the commit hooks run (they wake the hub).
+        """
+        async with self._writer() as session:
+            async with session.begin():
+                yield session
+            if session.info.pop(WROTE_EVENTS, False):
+                for hook in self.commit_hooks:
+                    hook()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self._reader() as session, session.begin():
+            yield session
+
+    async def lock_journal(self, session: AsyncSession) -> None:
+        """Holds the journal lock until the transaction ends (SQLite's writer already holds it)."""
+        if not self.is_sqlite:
+            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": JOURNAL_LOCK_KEY})
+
+    async def dispose(self) -> None:
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()

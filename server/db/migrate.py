@@ -1,0 +1,45 @@
+"""Schema migrations with Alembic, run from the server's own async engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import text
+
+from server.db.engine import Database
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x7E1E_0001
+
+
+def alembic_config(connection: Any = None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+async def upgrade(db: Database, revision: str = "head") -> None:
+    """Brings the schema to revision; on PostgreSQL one instance at a time (advisory lock)."""
+    async with db.write_engine.connect() as conn:
+        if not db.is_sqlite:
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            await conn.commit()
+        try:
+            await conn.run_sync(lambda sync_conn: command.upgrade(alembic_config(sync_conn), revision))
+            await conn.commit()
+        finally:
+            if not db.is_sqlite:
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                await conn.commit()
+
+
+async def autogenerate(db: Database, message: str) -> None:
+    """Writes a new revision from the difference between the models and the database (developers)."""
+    async with db.write_engine.connect() as conn:
+        await conn.run_sync(
+            lambda sync_conn: command.revision(alembic_config(sync_conn), message=message, autogenerate=True)
+        )

@@ -1,0 +1,1 @@
+"""Demo data: sites, people, prescriptions and generated evidence photos."""

@@ -1,0 +1,247 @@
+"""Sites, users and licenses: what an administrator manages. Every change is audited."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from server.audit import chain as audit
+from server.db.engine import Database
+from server.db.models import License, Site, User
+from server.errors import Conflict, InvalidInput, NotFound
+from server.fills.rules import MEDIA_KINDS
+from server.security.passwords import Passwords
+from server.security.principal import Principal, Role
+
+US_STATES = frozenset(
+    [
+        "AL",
+        "AK",
+        "AZ",
+        "AR",
+        "CA",
+        "CO",
+        "CT",
+        "DE",
+        "DC",
+        "FL",
+        "GA",
+        "HI",
+        "ID",
+        "IL",
+        "IN",
+        "IA",
+        "KS",
+        "KY",
+        "LA",
+        "ME",
+        "MD",
+        "MA",
+        "MI",
+        "MN",
+        "MS",
+        "MO",
+        "MT",
+        "NE",
+        "NV",
+        "NH",
+        "NJ",
+        "NM",
+        "NY",
+        "NC",
+        "ND",
+        "OH",
+        "OK",
+        "OR",
+        "PA",
+        "RI",
+        "SC",
+        "SD",
+        "TN",
+        "TX",
+        "UT",
+        "VT",
+        "VA",
+        "WA",
+        "WV",
+        "WI",
+        "WY",
+        "PR",
+        "GU",
+        "VI",
+    ]
+)
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+
+
+def site_view(site: Site) -> dict[str, Any]:
+    return {
+        "id": site.id,
+        "code": site.code,
+        "name": site.name,
+        "state": site.state,
+        "status": site.status,
+        "required_media_kinds": site.required_media_kinds,
+    }
+
+
+def user_view(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "role": user.role,
+        "site_id": user.site_id,
+        "active": user.active,
+        "licenses": [
+            {"state": lic.state, "number": lic.number, "expires_on": lic.expires_on.isoformat()}
+            for lic in user.licenses
+        ],
+    }
+
+
+def _state(value: str) -> str:
+    state = (value or "").upper()
+    if state not in US_STATES:
+        raise InvalidInput(f"{value!r} is not a US state code.")
+    return state
+
+
+class Directory:
+    def __init__(self, db: Database, passwords: Passwords) -> None:
+        self.db = db
+        self.passwords = passwords
+
+    async def create_site(
+        self,
+        actor: Principal | None,
+        code: str,
+        name: str,
+        state: str,
+        required_media_kinds: list[str] | None = None,
+    ) -> Site:
+        if not code or not name:
+            raise InvalidInput("A site needs a code and a name.")
+        if required_media_kinds is not None and any(k not in MEDIA_KINDS for k in required_media_kinds):
+            raise InvalidInput(f"Media kinds must come from {', '.join(MEDIA_KINDS)}.")
+        try:
+            async with self.db.write() as s:
+                site = Site(
+                    code=code,
+                    name=name,
+                    state=_state(state),
+                    status="active",
+                    required_media_kinds=required_media_kinds,
+                )
+                s.add(site)
+                await s.flush()
+                await audit.append(
+                    self.db, s, actor, "site.created", "site", site.id, {"code": code, "state": site.state}
+                )
+                return site
+        except IntegrityError as exc:
+            raise Conflict(f"A site with code {code!r} exists already.") from exc
+
+    async def set_site_status(self, actor: Principal | None, site_id: int, status: str) -> Site:
+        if status not in ("active", "suspended"):
+            raise InvalidInput("Status is 'active' or 'suspended'.")
+        async with self.db.write() as s:
+            site = await s.get(Site, site_id)
+            if site is None:
+                raise NotFound("No such site.")
+            site.status = status
+            await audit.append(self.db, s, actor, "site.status", "site", site.id, {"status": status})
+            return site
+
+    async def create_user(
+        self,
+        actor: Principal | None,
+        username: str,
+        display_name: str,
+        role: str,
+        password: str,
+        *,
+        site_code: str | None = None,
+    ) -> User:
+        if not USERNAME.match(username or ""):
+            raise InvalidInput("Usernames are 2-64 lowercase letters, digits, dots, dashes or underscores.")
+        if role not in {r.value for r in Role}:
+            raise InvalidInput("Role is technician, pharmacist or admin.")
+        try:
+            hashed = await _hash(self.passwords, password)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        try:
+            async with self.db.write() as s:
+                site_id = None
+                if role == Role.TECHNICIAN:
+                    site = (await s.execute(select(Site).where(Site.code == site_code))).scalar_one_or_none()
+                    if site is None:
+                        raise InvalidInput("A technician belongs to one existing site: give its code.")
+                    site_id = site.id
+                user = User(
+                    username=username,
+                    display_name=display_name or username,
+                    role=role,
+                    password_hash=hashed,
+                    site_id=site_id,
+                    active=True,
+                    licenses=[],
+                )
+                s.add(user)
+                await s.flush()
+                await audit.append(
+                    self.db,
+                    s,
+                    actor,
+                    "user.created",
+                    "user",
+                    user.id,
+                    {"username": username, "role": role, "site_id": site_id},
+                )
+                return user
+        except IntegrityError as exc:
+            raise Conflict(f"The username {username!r} is taken.") from exc
+
+    async def add_license(
+        self, actor: Principal | None, username: str, state: str, number: str, expires_on: dt.date
+    ) -> License:
+        async with self.db.write() as s:
+            user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+            if user is None or user.role != Role.PHARMACIST:
+                raise InvalidInput("Licenses belong to an existing pharmacist.")
+            st = _state(state)
+            lic = next((x for x in user.licenses if x.state == st), None)
+            if lic is None:
+                lic = License(user_id=user.id, state=st, number=number, expires_on=expires_on)
+                s.add(lic)
+            else:
+                lic.number, lic.expires_on = number, expires_on
+            await s.flush()
+            await audit.append(
+                self.db,
+                s,
+                actor,
+                "license.set",
+                "user",
+                user.id,
+                {"state": st, "number": number, "expires_on": expires_on.isoformat()},
+            )
+            return lic
+
+    async def sites(self) -> list[Site]:
+        async with self.db.read() as s:
+            return list((await s.execute(select(Site).order_by(Site.id))).scalars())
+
+    async def users(self) -> list[User]:
+        async with self.db.read() as s:
+            return list((await s.execute(select(User).order_by(User.id))).scalars())
+
+
+async def _hash(passwords: Passwords, password: str) -> str:
+    return await asyncio.to_thread(passwords.hash, password)

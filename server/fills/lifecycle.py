@@ -1,0 +1,612 @@
+"""Every transition of a fill goes through here: who may act, a conditional change, an audit event.
+
+A transition changes its row only if the row is still as the caller saw it (state, version, lease
+holder); otherwise it raises Conflict and changes nothing. The audit event and the realtime event
+are written in the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.audit import chain as audit
+from server.config import Config
+from server.db.engine import Database
+from server.db.models import Decision, Fill, Media, Prescription, Site, utcnow
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.evidence.barcodes import check_product
+from server.fills.rules import MEDIA_KINDS, OUTCOMES, PRIORITIES, REJECTION_REASONS, FillState
+from server.realtime import journal
+from server.security.principal import Principal, Role
+
+PRIORITY_RANK = case({p: i for i, p in enumerate(PRIORITIES)}, value=Fill.priority, else_=len(PRIORITIES))
+MAX_NOTE = 2000
+MAX_BARCODES = 10
+
+
+@dataclass(frozen=True)
+class NewFill:
+    """What a site sends to create a fill; also the body whose digest makes creation idempotent."""
+
+    id: str
+    prescription_id: int
+    priority: str = "routine"
+    barcodes: tuple[str, ...] = ()
+    counted_quantity: Decimal | None = None
+    previous_fill_id: str | None = None
+    override_reason: str | None = None
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> NewFill:
+        try:
+            fill_id = str(uuid.UUID(str(body["id"])))
+            rx = int(body["prescription_id"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InvalidInput(
+                "A fill needs an 'id' (a UUID made by the site) and a 'prescription_id'."
+            ) from exc
+        priority = body.get("priority", "routine")
+        if priority not in PRIORITIES:
+            raise InvalidInput(f"Priority must be one of {', '.join(PRIORITIES)}.")
+        barcodes = body.get("barcodes") or []
+        if not isinstance(barcodes, list) or not all(
+            isinstance(b, str) and 0 < len(b) <= 200 for b in barcodes
+        ):
+            raise InvalidInput("Barcodes must be a list of scanned barcode texts.")
+        if len(barcodes) > MAX_BARCODES:
+            raise InvalidInput(f"At most {MAX_BARCODES} barcodes per fill.")
+        counted = body.get("counted_quantity")
+        try:
+            counted_q = None if counted is None else Decimal(str(counted))
+        except InvalidOperation as exc:
+            raise InvalidInput("The counted quantity must be a number.") from exc
+        if counted_q is not None and (counted_q < 0 or counted_q > 100000):
+            raise InvalidInput("The counted quantity is out of range.")
+        prev = body.get("previous_fill_id")
+        override = body.get("override_reason")
+        if override is not None and (not isinstance(override, str) or not 0 < len(override.strip()) <= 500):
+            raise InvalidInput("An override needs a reason of at most 500 characters.")
+        return cls(
+            id=fill_id,
+            prescription_id=rx,
+            priority=priority,
+            barcodes=tuple(barcodes),
+            counted_quantity=counted_q,
+            previous_fill_id=str(prev) if prev else None,
+            override_reason=override.strip() if override else None,
+        )
+
+    def digest(self) -> str:
+        body = {
+            "prescription_id": self.prescription_id,
+            "priority": self.priority,
+            "barcodes": list(self.barcodes),
+            "counted_quantity": None
+            if self.counted_quantity is None
+            else str(self.counted_quantity.normalize()),
+            "previous_fill_id": self.previous_fill_id,
+            "override_reason": self.override_reason,
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DecisionInput:
+    version: int
+    outcome: str
+    reason_codes: tuple[str, ...]
+    note: str | None
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> DecisionInput:
+        try:
+            version = int(body["version"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InvalidInput("A decision names the fill 'version' it was made on.") from exc
+        outcome = body.get("outcome")
+        if outcome not in OUTCOMES:
+            raise InvalidInput("The outcome must be 'approve' or 'reject'.")
+        reasons = body.get("reason_codes") or []
+        if not isinstance(reasons, list) or any(r not in REJECTION_REASONS for r in reasons):
+            raise InvalidInput(f"Reason codes must come from: {', '.join(REJECTION_REASONS)}.")
+        note = body.get("note")
+        if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
+            raise InvalidInput(f"The note must be text of at most {MAX_NOTE} characters.")
+        note = note.strip() if note else None
+        if outcome == "reject" and not reasons:
+            raise InvalidInput("A rejection needs at least one reason code.")
+        if outcome == "approve" and reasons:
+            raise InvalidInput("An approval carries no rejection reasons.")
+        if "other" in reasons and not note:
+            raise InvalidInput("The reason 'other' needs a note saying what is wrong.")
+        return cls(version, outcome, tuple(dict.fromkeys(reasons)), note or None)
+
+
+def event_payload(fill: Fill, **extra: Any) -> dict[str, Any]:
+    """What a realtime event says about a fill: ids, state, version. Never patient data."""
+    return {
+        "fill_id": fill.id,
+        "site_id": fill.site_id,
+        "state": fill.state,
+        "version": fill.version,
+        "priority": fill.priority,
+        "product_check": fill.product_check,
+        "claimed_by": fill.claimed_by,
+        **extra,
+    }
+
+
+class FillService:
+    """The life of a fill. Each public method is one transaction."""
+
+    def __init__(
+        self,
+        db: Database,
+        config: Config,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        on_decided: Callable[[Fill], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.clock = clock
+        self.on_decided = on_decided
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _site(self, s: AsyncSession, site_id: int) -> Site:
+        site = await s.get(Site, site_id)
+        if site is None:
+            raise NotFound("No such site.")
+        return site
+
+    async def _visible_fill(self, s: AsyncSession, actor: Principal, fill_id: str) -> tuple[Fill, Site]:
+        """The fill if the actor may see it; NotFound otherwise, so ids of other sites do not leak."""
+        row = (
+            await s.execute(select(Fill, Site).join(Site, Site.id == Fill.site_id).where(Fill.id == fill_id))
+        ).first()
+        if row is None or not actor.may_see_site(row.Site.id, row.Site.state):
+            raise NotFound("No such fill.")
+        return row.Fill, row.Site
+
+    async def _announce(
+        self,
+        s: AsyncSession,
+        actor: Principal | None,
+        action: str,
+        fill: Fill,
+        site: Site,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        detail = detail or {}
+        await audit.append(
+            self.db,
+            s,
+            actor,
+            action,
+            "fill",
+            fill.id,
+            {"state": fill.state, "version": fill.version, **detail},
+            at=self.clock(),
+        )
+        await journal.record(
+            self.db, s, action, site_id=site.id, us_state=site.state, payload=event_payload(fill, **detail)
+        )
+
+    async def _conditional(
+        self, s: AsyncSession, fill: Fill, where: Sequence[Any], values: dict[str, Any]
+    ) -> bool:
+        result = await s.execute(
+            update(Fill)
+            .where(Fill.id == fill.id, *where)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        await s.refresh(fill)
+        return True
+
+    def required_kinds(self, site: Site) -> tuple[str, ...]:
+        return tuple(site.required_media_kinds or self.config.required_media_kinds)
+
+    # -- at the site -----------------------------------------------------------------------------
+
+    async def create(self, actor: Principal, new: NewFill) -> tuple[Fill, bool]:
+        """Creates a draft fill; idempotent on the site's id. Returns (fill, created)."""
+        if actor.role is not Role.TECHNICIAN or actor.site_id is None:
+            raise Forbidden("Only a technician at a site creates fills.")
+        digest = new.digest()
+        async with self.db.write() as s:
+            existing = await s.get(Fill, new.id)
+            if existing is not None:
+                if existing.site_id != actor.site_id or existing.request_digest != digest:
+                    raise Conflict("A different fill with this id exists already.", code="fill_id_conflict")
+                return existing, False
+            rx = await s.get(Prescription, new.prescription_id)
+            if rx is None or rx.site_id != actor.site_id:
+                raise NotFound("No such prescription at this site.")
+            site = await self._site(s, rx.site_id)
+            if site.status != "active":
+                raise Forbidden("This site is suspended and cannot submit fills.")
+            if new.previous_fill_id:
+                await self._check_resubmission(s, new, rx)
+            fill = Fill(
+                id=new.id,
+                prescription_id=rx.id,
+                site_id=site.id,
+                technician_id=actor.user_id,
+                previous_fill_id=new.previous_fill_id,
+                priority=new.priority,
+                state=FillState.DRAFT,
+                version=1,
+                barcodes=list(new.barcodes),
+                counted_quantity=new.counted_quantity,
+                override_reason=new.override_reason,
+                request_digest=digest,
+                created_at=self.clock(),
+            )
+            s.add(fill)
+            await s.flush()
+            detail: dict[str, Any] = {"prescription_id": rx.id}
+            if new.previous_fill_id:
+                detail["previous_fill_id"] = new.previous_fill_id
+            await audit.append(self.db, s, actor, "fill.created", "fill", fill.id, detail, at=self.clock())
+            return fill, True
+
+    async def _check_resubmission(self, s: AsyncSession, new: NewFill, rx: Prescription) -> None:
+        prev = await s.get(Fill, new.previous_fill_id)
+        if prev is None or prev.prescription_id != rx.id:
+            raise InvalidInput("A resubmission must name a rejected fill of the same prescription.")
+        if prev.state != FillState.REJECTED:
+            raise Conflict("Only a rejected fill can be resubmitted.", code="not_rejected")
+        taken = (await s.execute(select(Fill.id).where(Fill.previous_fill_id == prev.id))).first()
+        if taken is not None:
+            raise Conflict("This rejected fill was resubmitted already.", code="already_resubmitted")
+
+    async def authorize_upload(self, actor: Principal, fill_id: str, kind: str) -> None:
+        """Media may be added only by the fill's site, while the fill is still a draft."""
+        if kind not in MEDIA_KINDS:
+            raise InvalidInput(f"Media kind must be one of {', '.join(MEDIA_KINDS)}.")
+        if actor.role is not Role.TECHNICIAN:
+            raise Forbidden("Only the site's technician adds media to a fill.")
+        async with self.db.read() as s:
+            fill, _ = await self._visible_fill(s, actor, fill_id)
+            if fill.state != FillState.DRAFT:
+                raise Conflict("Media can be added only before the fill is submitted.", code="not_draft")
+
+    async def attach_media(self, actor: Principal, fill_id: str, media: Media) -> Media:
+        """Records stored media on a draft fill; the same file twice is stored once."""
+        async with self.db.write() as s:
+            fill, _ = await self._visible_fill(s, actor, fill_id)
+            if fill.state != FillState.DRAFT:
+                raise Conflict("Media can be added only before the fill is submitted.", code="not_draft")
+            same = (
+                await s.execute(
+                    select(Media).where(
+                        Media.fill_id == fill.id, Media.kind == media.kind, Media.sha256 == media.sha256
+                    )
+                )
+            ).scalar_one_or_none()
+            if same is not None:
+                return same
+            media.fill_id = fill.id
+            media.created_at = self.clock()
+            s.add(media)
+            await s.flush()
+            await audit.append(
+                self.db,
+                s,
+                actor,
+                "media.stored",
+                "fill",
+                fill.id,
+                {"media_id": media.id, "kind": media.kind, "sha256": media.sha256, "bytes": media.bytes},
+                at=self.clock(),
+            )
+            return media
+
+    async def submit(self, actor: Principal, fill_id: str) -> Fill:
+        """Submits a draft whose required media are stored; it enters the queue at once."""
+        async with self.db.write() as s:
+            fill, site = await self._visible_fill(s, actor, fill_id)
+            if actor.role is not Role.TECHNICIAN:
+                raise Forbidden("Only the site's technician submits a fill.")
+            if fill.state != FillState.DRAFT:
+                if fill.state in (FillState.SUBMITTED, FillState.QUEUED, FillState.IN_REVIEW):
+                    return fill  # a retried submit is not an error
+                raise Conflict(f"This fill is {fill.state} and cannot be submitted again.", code="not_draft")
+            media = (await s.execute(select(Media).where(Media.fill_id == fill.id))).scalars().all()
+            missing = [k for k in self.required_kinds(site) if k not in {m.kind for m in media}]
+            if missing:
+                raise Conflict(
+                    "The fill cannot be submitted before these photos are stored: "
+                    + ", ".join(missing)
+                    + ".",
+                    code="media_missing",
+                    missing=missing,
+                )
+            rx = await s.get(Prescription, fill.prescription_id)
+            assert rx is not None
+            now = self.clock()
+            decoded = [b for m in media if m.kind == "stock_bottle" for b in m.quality.get("barcodes", [])]
+            check = check_product([*fill.barcodes, *decoded], rx.expected_ndc, now.date())
+            values = {"product_check": check.result, "product_check_detail": check.detail}
+            if not await self._conditional(
+                s,
+                fill,
+                [Fill.state == FillState.DRAFT, Fill.version == fill.version],
+                {"state": FillState.SUBMITTED, "submitted_at": now, "version": fill.version + 1, **values},
+            ):
+                raise Conflict("The fill changed while it was being submitted.")
+            await audit.append(
+                self.db,
+                s,
+                actor,
+                "fill.submitted",
+                "fill",
+                fill.id,
+                {
+                    "state": fill.state,
+                    "version": fill.version,
+                    "media": len(media),
+                    "product_check": check.result,
+                    **({"override_reason": fill.override_reason} if fill.override_reason else {}),
+                },
+                at=now,
+            )
+            # Every medium was verified when its upload completed, so the fill is queued at once.
+            await self._conditional(
+                s,
+                fill,
+                [Fill.state == FillState.SUBMITTED],
+                {"state": FillState.QUEUED, "queued_at": now, "version": fill.version + 1},
+            )
+            await self._announce(s, actor, "fill.queued", fill, site)
+            return fill
+
+    # -- at the pharmacist's console -------------------------------------------------------------
+
+    def _claimable(self, now: dt.datetime) -> Any:
+        return or_(
+            Fill.state == FillState.QUEUED,
+            and_(Fill.state == FillState.IN_REVIEW, Fill.lease_expires_at <= now),
+        )
+
+    def _require_pharmacist(self, actor: Principal) -> None:
+        if actor.role is not Role.PHARMACIST:
+            raise Forbidden("Only a pharmacist verifies fills.")
+
+    async def _take(
+        self, s: AsyncSession, actor: Principal, fill: Fill, site: Site, now: dt.datetime
+    ) -> bool:
+        ok = await self._conditional(
+            s,
+            fill,
+            [Fill.version == fill.version, self._claimable(now)],
+            {
+                "state": FillState.IN_REVIEW,
+                "claimed_by": actor.user_id,
+                "lease_expires_at": now + dt.timedelta(seconds=self.config.lease_seconds),
+                "version": fill.version + 1,
+            },
+        )
+        if ok:
+            await self._announce(s, actor, "fill.claimed", fill, site)
+        return ok
+
+    async def claim(self, actor: Principal, fill_id: str) -> Fill:
+        """Claims one fill: a lease of lease_seconds, renewed by heartbeat."""
+        self._require_pharmacist(actor)
+        async with self.db.write() as s:
+            fill, site = await self._visible_fill(s, actor, fill_id)
+            now = self.clock()
+            if (
+                fill.state == FillState.IN_REVIEW
+                and fill.claimed_by == actor.user_id
+                and fill.lease_expires_at
+                and fill.lease_expires_at > now
+            ):
+                return fill
+            if fill.state not in (FillState.QUEUED, FillState.IN_REVIEW):
+                raise Conflict(
+                    f"This fill is {fill.state}; it is not waiting for verification.", code="not_queued"
+                )
+            if not await self._take(s, actor, fill, site, now):
+                raise Conflict("Another pharmacist is verifying this fill.", code="claimed_by_other")
+            return fill
+
+    async def claim_next(self, actor: Principal) -> Fill | None:
+        """Claims the first fill in queue order (priority, then age) from the actor's licensed states."""
+        self._require_pharmacist(actor)
+        if not actor.licensed_states:
+            return None
+        async with self.db.write() as s:
+            now = self.clock()
+            q = (
+                select(Fill, Site)
+                .join(Site, Site.id == Fill.site_id)
+                .where(self._claimable(now), Site.state.in_(actor.licensed_states))
+                .order_by(PRIORITY_RANK, Fill.submitted_at, Fill.id)
+                .limit(5)
+            )
+            if not self.db.is_sqlite:
+                q = q.with_for_update(skip_locked=True, of=Fill)
+            for row in (await s.execute(q)).all():
+                if await self._take(s, actor, row.Fill, row.Site, now):
+                    return row.Fill
+            return None
+
+    async def heartbeat(self, actor: Principal, fill_id: str) -> Fill:
+        """Renews the actor's lease; a lease that has run out is lost."""
+        self._require_pharmacist(actor)
+        async with self.db.write() as s:
+            fill, _ = await self._visible_fill(s, actor, fill_id)
+            now = self.clock()
+            if not await self._conditional(
+                s,
+                fill,
+                [
+                    Fill.state == FillState.IN_REVIEW,
+                    Fill.claimed_by == actor.user_id,
+                    Fill.lease_expires_at > now,
+                ],
+                {"lease_expires_at": now + dt.timedelta(seconds=self.config.lease_seconds)},
+            ):
+                raise Conflict("Your claim on this fill has lapsed.", code="lease_lost")
+            return fill
+
+    async def release(self, actor: Principal, fill_id: str) -> Fill:
+        """Puts a fill the actor holds back in the queue."""
+        self._require_pharmacist(actor)
+        async with self.db.write() as s:
+            fill, site = await self._visible_fill(s, actor, fill_id)
+            if not await self._conditional(
+                s,
+                fill,
+                [Fill.state == FillState.IN_REVIEW, Fill.claimed_by == actor.user_id],
+                {
+                    "state": FillState.QUEUED,
+                    "claimed_by": None,
+                    "lease_expires_at": None,
+                    "version": fill.version + 1,
+                },
+            ):
+                raise Conflict("You do not hold this fill.", code="not_holder")
+            await self._announce(s, actor, "fill.released", fill, site, {"why": "released"})
+            return fill
+
+    async def decide(self, actor: Principal, fill_id: str, d: DecisionInput) -> tuple[Fill, Decision]:
+        """Approves or rejects. Needs the lease and the current version: of two racing decisions one wins."""
+        self._require_pharmacist(actor)
+        async with self.db.write() as s:
+            fill, site = await self._visible_fill(s, actor, fill_id)
+            now = self.clock()
+            state = FillState.APPROVED if d.outcome == "approve" else FillState.REJECTED
+            ok = await self._conditional(
+                s,
+                fill,
+                [
+                    Fill.state == FillState.IN_REVIEW,
+                    Fill.claimed_by == actor.user_id,
+                    Fill.version == d.version,
+                    Fill.lease_expires_at > now,
+                ],
+                {
+                    "state": state,
+                    "decided_at": now,
+                    "claimed_by": None,
+                    "lease_expires_at": None,
+                    "version": fill.version + 1,
+                },
+            )
+            if not ok:
+                await s.refresh(fill)
+                raise self._decision_conflict(fill, actor, d, now)
+            decision = Decision(
+                fill_id=fill.id,
+                pharmacist_id=actor.user_id,
+                outcome=d.outcome,
+                reason_codes=list(d.reason_codes),
+                note=d.note,
+                decided_at=now,
+            )
+            s.add(decision)
+            await s.flush()
+            await audit.append(
+                self.db,
+                s,
+                actor,
+                "decision.recorded",
+                "fill",
+                fill.id,
+                {
+                    "decision_id": decision.id,
+                    "pharmacist": actor.display_name,
+                    "pharmacist_id": actor.user_id,
+                    "outcome": d.outcome,
+                    "reason_codes": list(d.reason_codes),
+                    "has_note": d.note is not None,
+                },
+                at=now,
+            )
+            await self._announce(
+                s,
+                actor,
+                "fill.decided",
+                fill,
+                site,
+                {"outcome": d.outcome, "reason_codes": list(d.reason_codes)},
+            )
+        if self.on_decided:
+            self.on_decided(fill)
+        return fill, decision
+
+    @staticmethod
+    def _decision_conflict(fill: Fill, actor: Principal, d: DecisionInput, now: dt.datetime) -> Conflict:
+        if fill.state in (FillState.APPROVED, FillState.REJECTED):
+            return Conflict("This fill has been decided already.", code="already_decided", state=fill.state)
+        if fill.state != FillState.IN_REVIEW or fill.claimed_by != actor.user_id:
+            return Conflict(
+                "You no longer hold this fill: it was released or claimed by someone else.", code="lease_lost"
+            )
+        if fill.lease_expires_at is not None and fill.lease_expires_at <= now:
+            return Conflict("Your claim on this fill has lapsed; open it again.", code="lease_lost")
+        return Conflict(
+            "The fill changed since you opened it; review it again.",
+            code="stale_version",
+            version=fill.version,
+            your_version=d.version,
+        )
+
+    async def expire_leases(self) -> int:
+        """Puts fills whose lease ran out back in the queue; returns how many."""
+        now = self.clock()
+        async with self.db.write() as s:
+            rows = (
+                await s.execute(
+                    select(Fill, Site)
+                    .join(Site, Site.id == Fill.site_id)
+                    .where(Fill.state == FillState.IN_REVIEW, Fill.lease_expires_at <= now)
+                    .limit(200)
+                )
+            ).all()
+            n = 0
+            for row in rows:
+                fill = row.Fill
+                holder = fill.claimed_by
+                if await self._conditional(
+                    s,
+                    fill,
+                    [
+                        Fill.version == fill.version,
+                        Fill.state == FillState.IN_REVIEW,
+                        Fill.lease_expires_at <= now,
+                    ],
+                    {
+                        "state": FillState.QUEUED,
+                        "claimed_by": None,
+                        "lease_expires_at": None,
+                        "version": fill.version + 1,
+                    },
+                ):
+                    await self._announce(
+                        s,
+                        None,
+                        "fill.released",
+                        fill,
+                        row.Site,
+                        {"why": "lease_expired", "previous_holder": holder},
+                    )
+                    n += 1
+            return n

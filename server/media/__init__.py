@@ -1,0 +1,1 @@
+"""Media: resumable uploads, validation of images and videos, content-addressed storage."""

@@ -1,0 +1,1 @@
+"""Running the server: metrics, health, the command line."""

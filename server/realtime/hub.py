@@ -1,0 +1,204 @@
+"""Delivers journal events to websocket clients, each only what its user may see.
+
+One pump reads the journal after each commit and offers every event to every connection. A
+connection has a bounded queue: a client too slow to drain it is disconnected, and catches up by
+cursor when it reconnects, so one slow client never stalls the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+from sqlalchemy import func, select
+
+from server.db.engine import Database
+from server.db.models import Event
+from server.realtime.bus import EventBus
+from server.security.principal import Principal, Role
+
+log = logging.getLogger(__name__)
+
+CLOSE_LAGGING = 4000
+CATCH_UP_BATCH = 500
+
+
+def event_message(ev: Event) -> dict[str, Any]:
+    payload = {k: v for k, v in ev.payload.items() if k != "for_user"}
+    return {"id": ev.id, "type": ev.type, "at": ev.at.isoformat(), "us_state": ev.us_state, **payload}
+
+
+def visible(principal: Principal, ev: Event) -> bool:
+    """The rule of who sees which event; the same rule as for reading fills over HTTP."""
+    target = ev.payload.get("for_user")
+    if target is not None:
+        return bool(target == principal.user_id)
+    if principal.role is Role.ADMIN:
+        return True
+    if principal.role is Role.TECHNICIAN:
+        return ev.site_id is not None and ev.site_id == principal.site_id
+    return ev.us_state is not None and ev.us_state in principal.licensed_states
+
+
+class Connection:
+    def __init__(self, principal: Principal, ws: web.WebSocketResponse, queue_size: int) -> None:
+        self.principal = principal
+        self.ws = ws
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
+        self.lagging = False
+
+    def offer(self, ev: Event) -> None:
+        if self.lagging or not visible(self.principal, ev):
+            return
+        try:
+            self.queue.put_nowait(event_message(ev))
+        except asyncio.QueueFull:
+            self.lagging = True
+
+
+MessageHandler = Callable[[Connection, dict[str, Any]], Awaitable[None]]
+
+
+class Hub:
+    def __init__(self, db: Database, bus: EventBus, *, queue_size: int = 1000) -> None:
+        self.db = db
+        self.bus = bus
+        self.queue_size = queue_size
+        self.connections: set[Connection] = set()
+        self.last_id = 0
+        self.handlers: dict[str, MessageHandler] = {}
+        self._pump: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        async with self.db.read() as s:
+            self.last_id = (await s.execute(select(func.max(Event.id)))).scalar() or 0
+        await self.bus.start()
+        self.db.commit_hooks.append(self.bus.committed)
+        self._pump = asyncio.create_task(self._run(), name="realtime-pump")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await self.bus.stop()
+        if self._pump:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        await self.close_all()
+
+    async def close_all(self) -> None:
+        for conn in list(self.connections):
+            await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            # The timeout is a safety net: a missed wake-up costs at most one second.
+            await self.bus.wait(1.0)
+            try:
+                await self.pump_once()
+            except Exception:
+                log.exception("realtime pump failed; retrying")
+                await asyncio.sleep(0.5)
+
+    async def pump_once(self) -> None:
+        while True:
+            async with self.db.read() as s:
+                events = (
+                    (
+                        await s.execute(
+                            select(Event)
+                            .where(Event.id > self.last_id)
+                            .order_by(Event.id)
+                            .limit(CATCH_UP_BATCH)
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+            for ev in events:
+                for conn in list(self.connections):
+                    conn.offer(ev)
+                self.last_id = ev.id
+            if len(events) < CATCH_UP_BATCH:
+                return
+
+    async def catch_up(self, conn: Connection, cursor: int, upto: int) -> int:
+        """Sends events after cursor up to upto that the connection may see; returns the last id sent."""
+        sent = cursor
+        while sent < upto:
+            async with self.db.read() as s:
+                events = (
+                    (
+                        await s.execute(
+                            select(Event)
+                            .where(Event.id > sent, Event.id <= upto)
+                            .order_by(Event.id)
+                            .limit(CATCH_UP_BATCH)
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+            if not events:
+                break
+            for ev in events:
+                if visible(conn.principal, ev):
+                    await conn.ws.send_json(event_message(ev))
+            sent = events[-1].id
+        return max(sent, upto)
+
+    async def serve(self, principal: Principal, ws: web.WebSocketResponse, cursor: int | None) -> None:
+        """Runs one connection: hello, catch-up from cursor, then live events and incoming messages."""
+        conn = Connection(principal, ws, self.queue_size)
+        # Registered before reading the catch-up, so nothing committed in between is missed.
+        self.connections.add(conn)
+        try:
+            upto = self.last_id
+            await ws.send_json(
+                {"type": "hello", "cursor": upto, "user_id": principal.user_id, "role": principal.role.value}
+            )
+            sent = await self.catch_up(conn, cursor, upto) if cursor is not None else upto
+            sender = asyncio.create_task(self._send(conn, sent))
+            try:
+                await self._receive(conn)
+            finally:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+        finally:
+            self.connections.discard(conn)
+
+    async def _send(self, conn: Connection, sent: int) -> None:
+        while True:
+            if conn.lagging and conn.queue.empty():
+                await conn.ws.close(code=CLOSE_LAGGING, message=b"too slow: reconnect with your cursor")
+                return
+            msg = await conn.queue.get()
+            if msg["id"] <= sent:
+                continue
+            await conn.ws.send_json(msg)
+            sent = msg["id"]
+
+    async def _receive(self, conn: Connection) -> None:
+        async for msg in conn.ws:
+            if msg.type != web.WSMsgType.TEXT:
+                continue
+            try:
+                data = json.loads(msg.data)
+                kind = data.get("type")
+            except (ValueError, AttributeError):
+                await conn.ws.send_json({"type": "error", "error": "messages are JSON objects with a 'type'"})
+                continue
+            if kind == "ping":
+                await conn.ws.send_json({"type": "pong"})
+                continue
+            handler = self.handlers.get(kind)
+            if handler is None:
+                await conn.ws.send_json({"type": "error", "error": f"unknown message type {kind!r}"})
+                continue
+            await handler(conn, data)

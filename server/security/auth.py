@@ -1,0 +1,172 @@
+"""Authentication: console sessions (cookie + CSRF token) and site device tokens (bearer)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from aiohttp import web
+from sqlalchemy import select, update
+
+from server.audit import chain as audit
+from server.config import Config
+from server.db.engine import Database
+from server.db.models import ConsoleSession, DeviceToken, User, utcnow
+from server.errors import InvalidInput, NotAuthenticated, NotFound, TooManyRequests
+from server.security import tokens
+from server.security.passwords import Passwords
+from server.security.principal import Principal, Role, active_states
+from server.security.ratelimit import LoginLimiter
+
+SESSION_COOKIE = "tp_session"
+
+
+def principal_for(
+    user: User, *, via: str, csrf: str | None = None, today: dt.date | None = None
+) -> Principal:
+    states = active_states([(lic.state, lic.expires_on) for lic in user.licenses], today or dt.date.today())
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        role=Role(user.role),
+        site_id=user.site_id,
+        licensed_states=states if user.role == Role.PHARMACIST else frozenset(),
+        via=via,
+        csrf_token=csrf,
+    )
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    session_token: str
+    principal: Principal
+
+
+class Auth:
+    def __init__(self, db: Database, config: Config, passwords: Passwords) -> None:
+        self.db = db
+        self.config = config
+        self.passwords = passwords
+        self.limiter = LoginLimiter(config.login_attempts, config.login_window_seconds)
+
+    async def authenticate(self, request: web.Request) -> Principal | None:
+        """The caller from a bearer device token or a session cookie; None when neither is valid."""
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            return await self.from_device_token(header[7:].strip())
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            return await self.from_session(cookie)
+        return None
+
+    async def from_device_token(self, token: str) -> Principal | None:
+        async with self.db.read() as s:
+            row = (
+                await s.execute(
+                    select(User)
+                    .join(DeviceToken, DeviceToken.user_id == User.id)
+                    .where(
+                        DeviceToken.token_hash == tokens.digest(token),
+                        DeviceToken.revoked_at.is_(None),
+                        User.active.is_(True),
+                    )
+                )
+            ).scalar_one_or_none()
+            return principal_for(row, via="device") if row else None
+
+    async def from_session(self, token: str) -> Principal | None:
+        async with self.db.read() as s:
+            row = (
+                await s.execute(
+                    select(User, ConsoleSession)
+                    .join(ConsoleSession, ConsoleSession.user_id == User.id)
+                    .where(
+                        ConsoleSession.token_hash == tokens.digest(token),
+                        ConsoleSession.expires_at > utcnow(),
+                        User.active.is_(True),
+                    )
+                )
+            ).first()
+            return principal_for(row.User, via="session", csrf=row.ConsoleSession.csrf_token) if row else None
+
+    async def login(self, username: str, password: str, client: str) -> LoginResult:
+        """Checks a password and opens a console session; failures are rate limited."""
+        if not username or not password or len(username) > 64 or len(password) > 256:
+            raise InvalidInput("Give a username and a password.")
+        keys = [f"user:{username.lower()}", f"client:{client}|{username.lower()}"]
+        wait = self.limiter.retry_after(keys)
+        if wait > 0:
+            raise TooManyRequests("Too many failed sign-ins; try again later.", retry_after=wait)
+        async with self.db.read() as s:
+            user = (
+                await s.execute(select(User).where(User.username == username, User.active.is_(True)))
+            ).scalar_one_or_none()
+        ok = await self.passwords.verify(user.password_hash if user else None, password)
+        if not ok or user is None:
+            self.limiter.failed(keys)
+            async with self.db.write() as s:
+                await audit.append(
+                    self.db,
+                    s,
+                    None,
+                    "login.failed",
+                    "user",
+                    user.id if user else "unknown",
+                    {"client": client},
+                )
+            raise NotAuthenticated("Wrong username or password.", code="bad_credentials")
+        self.limiter.succeeded(keys)
+        token, csrf = tokens.new_secret(), tokens.new_secret()
+        async with self.db.write() as s:
+            s.add(
+                ConsoleSession(
+                    token_hash=tokens.digest(token),
+                    user_id=user.id,
+                    csrf_token=csrf,
+                    expires_at=utcnow() + dt.timedelta(hours=self.config.session_hours),
+                )
+            )
+            principal = principal_for(user, via="session", csrf=csrf)
+            await audit.append(self.db, s, principal, "login", "user", user.id, {"client": client})
+        return LoginResult(token, principal)
+
+    async def logout(self, token: str | None) -> None:
+        if not token:
+            return
+        async with self.db.write() as s:
+            await s.execute(
+                update(ConsoleSession)
+                .where(ConsoleSession.token_hash == tokens.digest(token))
+                .values(expires_at=utcnow())
+            )
+
+    async def issue_device_token(self, admin: Principal | None, username: str, label: str) -> str:
+        """A new device token for a technician's site device; only its hash is kept."""
+        token = tokens.new_secret()
+        async with self.db.write() as s:
+            user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+            if user is None or user.role != Role.TECHNICIAN:
+                raise NotFound("Device tokens are issued to an existing technician.")
+            row = DeviceToken(token_hash=tokens.digest(token), user_id=user.id, label=label[:200])
+            s.add(row)
+            await s.flush()
+            await audit.append(
+                self.db,
+                s,
+                admin,
+                "device_token.issued",
+                "device_token",
+                row.id,
+                {"user_id": user.id, "label": row.label},
+            )
+        return token
+
+    async def revoke_device_token(self, admin: Principal | None, token_id: int) -> None:
+        async with self.db.write() as s:
+            row = await s.get(DeviceToken, token_id)
+            if row is None:
+                raise NotFound("No such device token.")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+                await audit.append(self.db, s, admin, "device_token.revoked", "device_token", row.id, {})

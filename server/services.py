@@ -1,0 +1,43 @@
+"""Everything a request may need, built once per application from the config."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from server.config import Config
+from server.db.engine import Database
+from server.directory import Directory
+from server.fills.intake import MediaIntake
+from server.fills.lifecycle import FillService
+from server.fills.queries import FillQueries
+from server.media.store import MediaStore
+from server.operations.metrics import Metrics
+from server.prescriptions import Prescriptions
+from server.realtime.hub import Hub
+from server.security.auth import Auth
+
+
+@dataclass
+class Services:
+    config: Config
+    db: Database
+    auth: Auth
+    directory: Directory
+    prescriptions: Prescriptions
+    fills: FillService
+    queries: FillQueries
+    hub: Hub
+    store: MediaStore
+    media_executor: concurrent.futures.Executor
+    metrics: Metrics
+    intake: MediaIntake
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def services_of(request: web.Request) -> Services:
+    return request.app[SERVICES]

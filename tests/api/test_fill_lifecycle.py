@@ -1,0 +1,243 @@
+"""The life of a fill through the API: create, photograph, submit, claim, decide, resubmit."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.api.world import REQUIRED, World, new_fill_id, photo, queued_fill, rx_body, upload
+
+
+async def _rx(world: World, tech: str = "tech_nd1", number: str = "RX100", **over: object) -> int:
+    user = await world.device(tech)
+    body = await user.json("POST", "/api/v1/prescriptions", 201, json=rx_body(number, **over))
+    return int(body["id"])
+
+
+async def test_submitted_fill_is_queued_and_approved_by_a_licensed_pharmacist(world: World) -> None:
+    tech = await world.device("tech_nd1")
+    rx = await _rx(world)
+    fill = await queued_fill(world, tech, rx)
+    assert fill["state"] == "queued"
+    assert {m["kind"] for m in fill["media"]} == set(REQUIRED)
+
+    rph = await world.login("nd_rph")
+    claimed = (await rph.json("POST", "/api/v1/queue/claim-next"))["fill"]
+    assert claimed["id"] == fill["id"] and claimed["state"] == "in_review"
+    assert claimed["prescription"]["patient_name"] == "Jane Q. Patient"
+    decided = await rph.json(
+        "POST",
+        f"/api/v1/fills/{fill['id']}/decision",
+        json={"version": claimed["version"], "outcome": "approve"},
+    )
+    assert decided["state"] == "approved"
+    assert decided["decision"]["pharmacist"]["name"] == "Nd Rph"
+
+    seen = await tech.json("GET", f"/api/v1/fills/{fill['id']}")
+    assert seen["state"] == "approved"
+
+
+async def test_rejected_fill_returns_to_technician_with_reason_and_can_be_resubmitted(world: World) -> None:
+    tech = await world.device("tech_nd1")
+    rx = await _rx(world)
+    fill = await queued_fill(world, tech, rx)
+    rph = await world.login("nd_rph")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    await rph.json(
+        "POST",
+        f"/api/v1/fills/{fill['id']}/decision",
+        json={
+            "version": claimed["version"],
+            "outcome": "reject",
+            "reason_codes": ["wrong_quantity"],
+            "note": "Counted 58, prescription says 60.",
+        },
+    )
+
+    seen = await tech.json("GET", f"/api/v1/fills/{fill['id']}")
+    assert seen["state"] == "rejected"
+    assert seen["decision"]["reason_codes"] == ["wrong_quantity"]
+    assert seen["decision"]["note"] == "Counted 58, prescription says 60."
+
+    retry_id = new_fill_id()
+    retry = await tech.json(
+        "POST",
+        "/api/v1/fills",
+        201,
+        json={"id": retry_id, "prescription_id": rx, "previous_fill_id": fill["id"]},
+    )
+    assert retry["previous_fill_id"] == fill["id"]
+    again = await tech.json(
+        "POST",
+        "/api/v1/fills",
+        409,
+        json={"id": new_fill_id(), "prescription_id": rx, "previous_fill_id": fill["id"]},
+    )
+    assert again["error"] == "already_resubmitted"
+    for kind in REQUIRED:
+        assert (await upload(tech, retry_id, kind, photo(kind, 99))).status == 204
+    await tech.json("POST", f"/api/v1/fills/{retry_id}/submit")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{retry_id}/claim"))["fill"]
+    assert [e["fill_id"] for e in claimed["earlier_rejections"]] == [fill["id"]]
+    assert claimed["earlier_rejections"][0]["reason_codes"] == ["wrong_quantity"]
+
+
+async def test_rejection_needs_a_reason_and_other_needs_a_note(world: World) -> None:
+    tech = await world.device("tech_nd1")
+    fill = await queued_fill(world, tech, await _rx(world))
+    rph = await world.login("nd_rph")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    url = f"/api/v1/fills/{fill['id']}/decision"
+    body = await rph.json("POST", url, 400, json={"version": claimed["version"], "outcome": "reject"})
+    assert "reason" in body["message"]
+    await rph.json(
+        "POST", url, 400, json={"version": claimed["version"], "outcome": "reject", "reason_codes": ["other"]}
+    )
+    await rph.json(
+        "POST",
+        url,
+        400,
+        json={"version": claimed["version"], "outcome": "reject", "reason_codes": ["not_a_reason"]},
+    )
+    still = await rph.json("GET", f"/api/v1/fills/{fill['id']}")
+    assert still["state"] == "in_review"
+
+
+async def test_fill_cannot_be_submitted_before_required_photos_are_stored(world: World) -> None:
+    tech = await world.device("tech_nd1")
+    rx = await _rx(world)
+    fill_id = new_fill_id()
+    await tech.json("POST", "/api/v1/fills", 201, json={"id": fill_id, "prescription_id": rx})
+    assert (await upload(tech, fill_id, "stock_bottle", photo("stock_bottle"))).status == 204
+    body = await tech.json("POST", f"/api/v1/fills/{fill_id}/submit", 409)
+    assert body["error"] == "media_missing"
+    assert body["detail"]["missing"] == ["pills", "vial_label"]
+
+
+async def test_creating_a_fill_is_idempotent_on_its_id(world: World) -> None:
+    tech = await world.device("tech_nd1")
+    rx = await _rx(world)
+    fill_id = new_fill_id()
+    body = {
+        "id": fill_id,
+        "prescription_id": rx,
+        "priority": "waiting",
+        "barcodes": ["]d2010036660061800217271231"],
+    }
+    first = await tech.json("POST", "/api/v1/fills", 201, json=body)
+    again = await tech.json("POST", "/api/v1/fills", 200, json=body)
+    assert again["id"] == first["id"] and again["version"] == first["version"]
+    changed = await tech.json("POST", "/api/v1/fills", 409, json={**body, "priority": "routine"})
+    assert changed["error"] == "fill_id_conflict"
+    listed = await tech.json("GET", "/api/v1/fills")
+    assert [f["id"] for f in listed["fills"]] == [fill_id]
+
+
+async def test_queue_order_is_priority_then_age(world: World) -> None:
+    tech = await world.device("tech_nd1")
+    ids = []
+    for i, priority in enumerate(["delivery", "routine", "waiting", "routine"]):
+        rx = await _rx(world, number=f"RX{i}")
+        ids.append((priority, (await queued_fill(world, tech, rx, priority=priority, seed=i))["id"]))
+    rph = await world.login("nd_rph")
+    queue = await rph.json("GET", "/api/v1/queue")
+    order = [f["id"] for f in queue["fills"]]
+    assert order == [ids[2][1], ids[1][1], ids[3][1], ids[0][1]]
+    assert queue["counts"] == {"queued": 4}
+    first = (await rph.json("POST", "/api/v1/queue/claim-next"))["fill"]
+    assert first["id"] == ids[2][1]
+
+
+async def test_released_fill_goes_back_to_the_queue(world: World) -> None:
+    tech = await world.device("tech_nd1")
+    fill = await queued_fill(world, tech, await _rx(world))
+    a, b = await world.login("nd_rph"), await world.login("both_rph")
+    await a.json("POST", f"/api/v1/fills/{fill['id']}/claim")
+    taken = await b.json("POST", f"/api/v1/fills/{fill['id']}/claim", 409)
+    assert taken["error"] == "claimed_by_other"
+    await a.json("POST", f"/api/v1/fills/{fill['id']}/release")
+    claimed = (await b.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    assert claimed["claimed_by"] is not None and claimed["state"] == "in_review"
+
+
+async def test_expired_lease_puts_the_fill_back_and_the_late_decision_gets_409(world: World) -> None:
+    world.services.fills.config = world.services.config.with_(lease_seconds=1)
+    tech = await world.device("tech_nd1")
+    fill = await queued_fill(world, tech, await _rx(world))
+    a = await world.login("nd_rph")
+    claimed = (await a.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    await asyncio.sleep(1.6)  # the lease runs out and the sweeper (every 0.2 s) returns the fill
+    back = await a.json("GET", f"/api/v1/fills/{fill['id']}")
+    assert back["state"] == "queued" and back["claimed_by"] is None
+    late = await a.json(
+        "POST",
+        f"/api/v1/fills/{fill['id']}/decision",
+        409,
+        json={"version": claimed["version"], "outcome": "approve"},
+    )
+    assert late["error"] == "lease_lost"
+    beat = await a.json("POST", f"/api/v1/fills/{fill['id']}/heartbeat", 409)
+    assert beat["error"] == "lease_lost"
+
+
+async def test_heartbeat_keeps_the_lease(world: World) -> None:
+    world.services.fills.config = world.services.config.with_(lease_seconds=1)
+    tech = await world.device("tech_nd1")
+    fill = await queued_fill(world, tech, await _rx(world))
+    a = await world.login("nd_rph")
+    claimed = (await a.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    for _ in range(4):
+        await asyncio.sleep(0.4)
+        await a.json("POST", f"/api/v1/fills/{fill['id']}/heartbeat")
+    done = await a.json(
+        "POST",
+        f"/api/v1/fills/{fill['id']}/decision",
+        json={"version": claimed["version"], "outcome": "approve"},
+    )
+    assert done["state"] == "approved"
+
+
+async def test_two_racing_decisions_exactly_one_wins(world: World) -> None:
+    """Fifty times over: two decisions on the same fill and version at once (two console tabs): one wins."""
+    tech = await world.device("tech_nd1")
+    rx = await _rx(world)
+    a = await world.login("nd_rph")
+    outcomes = []
+    for i in range(50):
+        fill = await queued_fill(world, tech, rx, seed=i)
+        mine = (await a.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+        r1, r2 = await asyncio.gather(
+            a.post(
+                f"/api/v1/fills/{fill['id']}/decision",
+                json={"version": mine["version"], "outcome": "approve"},
+            ),
+            a.post(
+                f"/api/v1/fills/{fill['id']}/decision",
+                json={"version": mine["version"], "outcome": "reject", "reason_codes": ["image_unclear"]},
+            ),
+        )
+        outcomes.append(sorted([r1.status, r2.status]))
+        final = await a.json("GET", f"/api/v1/fills/{fill['id']}")
+        winner = r1 if r1.status == 200 else r2
+        assert final["state"] == (await winner.json())["state"]
+    assert all(o == [200, 409] for o in outcomes), outcomes
+
+
+async def test_after_a_lapsed_lease_only_the_new_holder_can_decide(world: World) -> None:
+    world.services.fills.config = world.services.config.with_(lease_seconds=1)
+    tech = await world.device("tech_nd1")
+    fill = await queued_fill(world, tech, await _rx(world))
+    a, b = await world.login("nd_rph"), await world.login("both_rph")
+    old = (await a.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    await asyncio.sleep(1.3)
+    new = (await b.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    ra, rb = await asyncio.gather(
+        a.post(
+            f"/api/v1/fills/{fill['id']}/decision", json={"version": old["version"], "outcome": "approve"}
+        ),
+        b.post(
+            f"/api/v1/fills/{fill['id']}/decision",
+            json={"version": new["version"], "outcome": "reject", "reason_codes": ["label_error"]},
+        ),
+    )
+    assert (ra.status, rb.status) == (409, 200)
+    assert (await ra.json())["error"] == "lease_lost"

@@ -1,0 +1,238 @@
+"""A small pharmacy network for API tests: sites in two states, people, prescriptions, clients."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+
+from server.app import create_app
+from server.config import Config
+from server.services import SERVICES, Services
+
+PASSWORD = "correct-horse-battery"
+
+
+def test_config(tmp_path: Path, database_url: str, **overrides: Any) -> Config:
+    return Config(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        password_time_cost=1,
+        media_workers=0,
+        lease_sweep_seconds=0.2,
+        **overrides,
+    )
+
+
+@dataclass
+class User:
+    """One signed-in person: a console session (cookie + CSRF) or a site device token."""
+
+    client: TestClient
+    username: str
+    csrf: str | None = None
+    token: str | None = None
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        h = dict(extra or {})
+        if self.token:
+            h["Authorization"] = f"Bearer {self.token}"
+        if self.csrf:
+            h["X-CSRF-Token"] = self.csrf
+        return h
+
+    async def request(self, method: str, path: str, **kw: Any) -> ClientResponse:
+        kw["headers"] = self._headers(kw.get("headers"))
+        return await self.client.request(method, path, **kw)
+
+    async def get(self, path: str, **kw: Any) -> ClientResponse:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> ClientResponse:
+        return await self.request("POST", path, **kw)
+
+    async def json(self, method: str, path: str, status: int = 200, **kw: Any) -> Any:
+        resp = await self.request(method, path, **kw)
+        body = await resp.json()
+        assert resp.status == status, (resp.status, body)
+        return body
+
+
+@dataclass
+class World:
+    server: TestServer
+    services: Services
+    clients: list[TestClient] = field(default_factory=list)
+    sites: dict[str, int] = field(default_factory=dict)
+    prescriptions: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    async def anonymous(self) -> TestClient:
+        client = TestClient(self.server)
+        await client.start_server()
+        self.clients.append(client)
+        return client
+
+    async def login(self, username: str) -> User:
+        client = await self.anonymous()
+        resp = await client.post("/api/v1/session", json={"username": username, "password": PASSWORD})
+        body = await resp.json()
+        assert resp.status == 200, body
+        return User(client, username, csrf=body["csrf_token"])
+
+    async def device(self, username: str) -> User:
+        client = await self.anonymous()
+        return User(client, username, token=self.tokens[username])
+
+    async def close(self) -> None:
+        for c in self.clients:
+            await c.close()
+        await self.server.close()
+
+
+async def build_world(tmp_path: Path, database_url: str, **config: Any) -> World:
+    """Sites: ND-1 and ND-2 in North Dakota, MN-1 in Minnesota. Pharmacists: nd_rph (ND), mn_rph (MN),
+    both_rph (ND and MN), lapsed_rph (ND license expired). Technicians: tech_nd1, tech_nd2, tech_mn1."""
+    app = create_app(test_config(tmp_path, database_url, **config), schema="create")
+    server = TestServer(app)
+    await server.start_server()
+    svc = app[SERVICES]
+    world = World(server, svc)
+    d = svc.directory
+    for code, name, state in (
+        ("ND-1", "Hettinger Drug", "ND"),
+        ("ND-2", "Mott Pharmacy", "ND"),
+        ("MN-1", "Lake Bronson Rx", "MN"),
+    ):
+        world.sites[code] = (await d.create_site(None, code, name, state)).id
+    await d.create_user(None, "admin", "Ada Admin", "admin", PASSWORD)
+    today = dt.date.today()
+    for username, states in (
+        ("nd_rph", [("ND", 365)]),
+        ("mn_rph", [("MN", 365)]),
+        ("both_rph", [("ND", 365), ("MN", 365)]),
+        ("lapsed_rph", [("ND", -1)]),
+    ):
+        await d.create_user(None, username, username.replace("_", " ").title(), "pharmacist", PASSWORD)
+        for state, days in states:
+            await d.add_license(None, username, state, f"{state}-{username}", today + dt.timedelta(days=days))
+    for username, site in (("tech_nd1", "ND-1"), ("tech_nd2", "ND-2"), ("tech_mn1", "MN-1")):
+        await d.create_user(None, username, username, "technician", PASSWORD, site_code=site)
+        world.tokens[username] = await svc.auth.issue_device_token(None, username, f"{site} counter")
+    return world
+
+
+def rx_body(rx_number: str, ndc: str = "0378-1805-01", **over: Any) -> dict[str, Any]:
+    body = {
+        "rx_number": rx_number,
+        "patient_name": "Jane Q. Patient",
+        "patient_dob": "1948-02-29",
+        "prescriber": "Dr. Ruth Prescriber",
+        "drug": "Metformin HCl",
+        "strength": "500 mg",
+        "dosage_form": "tablet",
+        "ndc": ndc,
+        "quantity": 60,
+        "days_supply": 30,
+        "directions": "Take one tablet by mouth twice daily with meals",
+        "fill_type": "new",
+    }
+    body.update(over)
+    return body
+
+
+def new_fill_id() -> str:
+    return str(uuid.uuid4())
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tus_metadata(**values: str) -> str:
+    import base64
+
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())
+
+
+async def upload(
+    user: User,
+    fill_id: str,
+    kind: str,
+    data: bytes,
+    filename: str = "photo.jpg",
+    *,
+    claimed_sha256: str | None = None,
+) -> ClientResponse:
+    """Uploads one file over tus in a single PATCH; returns the final response."""
+    meta = tus_metadata(fill_id=fill_id, kind=kind, filename=filename, sha256=claimed_sha256 or sha256(data))
+    created = await user.post(
+        "/api/v1/uploads",
+        headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+    )
+    if created.status != 201:
+        return created
+    return await user.request(
+        "PATCH",
+        created.headers["Location"],
+        data=data,
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+
+
+_PHOTO_CACHE: dict[tuple[str, int], bytes] = {}
+
+
+def photo(kind: str, seed: int = 0) -> bytes:
+    """A small plain JPEG per kind, different per seed, cached (tests need many)."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    key = (kind, seed)
+    if key not in _PHOTO_CACHE:
+        im = Image.new("RGB", (1280, 960), (200 - seed % 50, 190, 170))
+        draw = ImageDraw.Draw(im)
+        for i in range(0, 1280, 40):
+            draw.line([(i, 0), (1280 - i, 960)], fill=(seed * 7 % 255, 60, 90), width=3)
+        draw.text((40, 40), f"{kind} {seed}", fill=(0, 0, 0))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=85)
+        _PHOTO_CACHE[key] = buf.getvalue()
+    return _PHOTO_CACHE[key]
+
+
+REQUIRED = ("stock_bottle", "pills", "vial_label")
+
+
+async def queued_fill(
+    world: World,
+    tech: User,
+    rx_id: int,
+    *,
+    priority: str = "routine",
+    barcodes: list[str] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Creates, photographs and submits a fill; returns it as the server shows it (queued)."""
+    fill_id = new_fill_id()
+    await tech.json(
+        "POST",
+        "/api/v1/fills",
+        201,
+        json={"id": fill_id, "prescription_id": rx_id, "priority": priority, "barcodes": barcodes or []},
+    )
+    for i, kind in enumerate(REQUIRED):
+        resp = await upload(tech, fill_id, kind, photo(kind, seed * 10 + i))
+        assert resp.status == 204, (resp.status, await resp.text())
+    return dict(await tech.json("POST", f"/api/v1/fills/{fill_id}/submit"))

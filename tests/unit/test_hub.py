@@ -1,0 +1,108 @@
+"""The hub fans events out without letting one slow client stall the others."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from server.db.engine import Database
+from server.realtime import journal
+from server.realtime.bus import LocalBus
+from server.realtime.hub import CLOSE_LAGGING, Hub
+from server.security.principal import Principal, Role
+
+
+class FakeSocket:
+    """Stands in for a websocket: records what is sent; a stuck one never finishes a send."""
+
+    def __init__(self, stuck: bool = False) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.stuck = stuck
+        self.closed_with: int | None = None
+        self._closed = asyncio.Event()
+
+    async def send_json(self, data: dict[str, Any]) -> None:
+        if self.stuck and data.get("type") != "hello":
+            await asyncio.Event().wait()
+        self.sent.append(data)
+
+    async def close(self, code: int = 1000, message: bytes = b"") -> None:
+        self.closed_with = code
+        self._closed.set()
+
+    def __aiter__(self) -> FakeSocket:
+        return self
+
+    async def __anext__(self) -> Any:
+        await self._closed.wait()
+        raise StopAsyncIteration
+
+
+def pharmacist(states: set[str]) -> Principal:
+    return Principal(1, "rph", "Rph", Role.PHARMACIST, None, frozenset(states), "session")
+
+
+async def test_slow_client_is_dropped_while_fast_ones_get_every_event(sqlite_url: str) -> None:
+    db = Database(sqlite_url)
+    await db.create_schema()
+    hub = Hub(db, LocalBus(), queue_size=5)
+    await hub.start()
+    fast, slow, other_state = FakeSocket(), FakeSocket(stuck=True), FakeSocket()
+    tasks = [
+        asyncio.create_task(hub.serve(pharmacist({"ND"}), fast, None)),  # type: ignore[arg-type]
+        asyncio.create_task(hub.serve(pharmacist({"ND"}), slow, None)),  # type: ignore[arg-type]
+        asyncio.create_task(hub.serve(pharmacist({"MN"}), other_state, None)),  # type: ignore[arg-type]
+    ]
+    await asyncio.sleep(0.05)
+    for i in range(40):
+        async with db.write() as s:
+            await journal.record(db, s, "fill.queued", site_id=1, us_state="ND", payload={"fill_id": str(i)})
+    async with asyncio.timeout(5):
+        while len([m for m in fast.sent if m["type"] == "fill.queued"]) < 40:
+            await asyncio.sleep(0.01)
+    assert [m["fill_id"] for m in fast.sent if m["type"] == "fill.queued"] == [str(i) for i in range(40)]
+    assert [m for m in other_state.sent if m["type"] != "hello"] == []
+    # The stuck client is never awaited by the others; once its queue overflowed it is marked lagging.
+    conn = next(c for c in hub.connections if c.ws is slow)
+    assert conn.lagging
+    for ws in (fast, other_state):
+        await ws.close()
+    await hub.stop()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await db.dispose()
+
+
+async def test_lagging_client_is_closed_once_its_queue_drains(sqlite_url: str) -> None:
+    db = Database(sqlite_url)
+    await db.create_schema()
+    hub = Hub(db, LocalBus(), queue_size=2)
+    await hub.start()
+    ws = FakeSocket()
+    gate = asyncio.Event()
+    original = ws.send_json
+
+    async def slow_send(data: dict[str, Any]) -> None:
+        if data.get("type") != "hello":
+            await gate.wait()
+        await original(data)
+
+    ws.send_json = slow_send  # type: ignore[method-assign]
+    task = asyncio.create_task(hub.serve(pharmacist({"ND"}), ws, None))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    for i in range(6):
+        async with db.write() as s:
+            await journal.record(db, s, "fill.queued", site_id=1, us_state="ND", payload={"fill_id": str(i)})
+    await asyncio.sleep(0.2)
+    gate.set()
+    async with asyncio.timeout(5):
+        while ws.closed_with is None:
+            await asyncio.sleep(0.01)
+    assert ws.closed_with == CLOSE_LAGGING
+    got = [m["id"] for m in ws.sent if m["type"] == "fill.queued"]
+    assert got == sorted(got) and len(got) < 6  # it reconnects with its cursor for the rest
+    await hub.stop()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await db.dispose()
