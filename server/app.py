@@ -14,7 +14,7 @@ from aiohttp import web
 
 from server.api.media import make_tus_endpoint
 from server.api.routes import ROUTES, TUS
-from server.api.table import guard
+from server.api.table import Handler, guard
 from server.config import Config
 from server.db.engine import Database
 from server.db.migrate import upgrade
@@ -46,7 +46,7 @@ def make_executor(config: Config) -> concurrent.futures.Executor:
 
 
 def build_services(config: Config, db: Database, *, clock: Callable[..., object] | None = None) -> Services:
-    passwords = Passwords(config.password_time_cost)
+    passwords = Passwords(config.password_time_cost, config.password_memory_kib)
     metrics = Metrics()
     bus: EventBus = LocalBus() if db.is_sqlite else PostgresBus(db.url)
 
@@ -89,7 +89,7 @@ async def sweep_leases(services: Services) -> None:
 
 @web.middleware
 async def security_headers(
-    request: web.Request, handler: Callable[[web.Request], asyncio.Future[web.StreamResponse]]
+    request: web.Request, handler: Handler
 ) -> web.StreamResponse:
     resp = await handler(request)
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -107,7 +107,7 @@ def create_app(
 
     @web.middleware
     async def count_requests(
-        request: web.Request, handler: Callable[[web.Request], asyncio.Future[web.StreamResponse]]
+        request: web.Request, handler: Handler
     ) -> web.StreamResponse:
         metrics = metrics_holder.get("m")
         if metrics is None:

@@ -70,7 +70,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
     config = _config(args)
 
     async def work(db: Database) -> None:
-        passwords = Passwords(config.password_time_cost)
+        passwords = Passwords(config.password_time_cost, config.password_memory_kib)
         directory = Directory(db, passwords)
         if args.what == "site":
             site = await directory.create_site(None, args.code, args.name, args.state)

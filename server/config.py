@@ -56,6 +56,7 @@ class Config:
     login_window_seconds: int = 300
     event_queue_size: int = 1000
     password_time_cost: int = 3
+    password_memory_kib: int = 65536
     media_workers: int = 2
     # Empty by default: on one network host candidates suffice; set TURN for sites behind NAT.
     ice_servers: tuple[IceServer, ...] = ()

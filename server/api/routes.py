@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from pharmacist_console import assets as console
-from server.api import auth, fills, media, records, reports, system
+from server.api import auth, dashboard, fills, media, records, reports, system
 from server.api.table import ANY_USER, PUBLIC, Handler, Route
 from server.media.tus import TusEndpoint
 from server.security.principal import Role
@@ -18,7 +18,8 @@ TUS = web.AppKey("tus", TusEndpoint)
 
 def _tus(name: str) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await getattr(request.app[TUS], name)(request)
+        method: Handler = getattr(request.app[TUS], name)
+        return await method(request)
 
     handler.__name__ = f"tus_{name}"
     return handler
@@ -163,6 +164,14 @@ ROUTES: tuple[Route, ...] = (
     Route("HEAD", "/api/v1/uploads/{upload_id}", _tus("head"), TECH, "tus: upload offset", "media"),
     Route("PATCH", "/api/v1/uploads/{upload_id}", _tus("patch"), TECH, "tus: append bytes", "media"),
     Route("DELETE", "/api/v1/uploads/{upload_id}", _tus("delete"), TECH, "tus: terminate an upload", "media"),
+    Route(
+        "GET",
+        "/api/v1/dashboard",
+        dashboard.figures,
+        PHARM | ADMIN,
+        "Turnaround p50/p90 by site and pharmacist, rejections by reason, queue depth (?days=)",
+        "reports",
+    ),
     Route("GET", "/api/v1/audit/verify", reports.audit_verify, ADMIN, "Verify the audit hash chain", "audit"),
     Route(
         "GET",

@@ -97,7 +97,7 @@ async def seed_if_empty(db: Database, config: Config) -> list[str]:
 
 
 async def seed(db: Database, config: Config) -> None:
-    passwords = Passwords(config.password_time_cost)
+    passwords = Passwords(config.password_time_cost, config.password_memory_kib)
     directory = Directory(db, passwords)
     auth = Auth(db, config, passwords)
     today = dt.date.today()

@@ -7,38 +7,61 @@ import concurrent.futures
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from server.config import Config
 from server.db.models import Media
-from server.evidence.photo_quality import decode_barcodes_file
+from server.evidence.photo_quality import decode_barcodes
 from server.fills.lifecycle import FillService
 from server.media.ingest import ingest_media
 from server.media.store import MediaStore
 from server.security.principal import Principal
 
 
+def read_barcodes(path: Path) -> list[str]:
+    """Every barcode in a stored photo (runs in the media executor: top level, so it pickles)."""
+    with Image.open(path) as im:
+        return decode_barcodes(im)
+
+
 class MediaIntake:
-    def __init__(self, fills: FillService, store: MediaStore, executor: concurrent.futures.Executor,
-                 config: Config) -> None:
+    def __init__(
+        self, fills: FillService, store: MediaStore, executor: concurrent.futures.Executor, config: Config
+    ) -> None:
         self.fills = fills
         self.store = store
         self.executor = executor
         self.config = config
 
-    async def take(self, actor: Principal, fill_id: str, path: Path, *, sha256: str, kind: str,
-                   filename: str) -> Media:
+    async def take(
+        self, actor: Principal, fill_id: str, path: Path, *, sha256: str, kind: str, filename: str
+    ) -> Media:
         """Stores one medium of a draft fill; raises MediaRejected for a file that is not sound evidence."""
         ingested = await ingest_media(
-            path, claimed_sha256=sha256, kind=kind, filename=filename, store=self.store, executor=self.executor,
-            max_image_pixels=self.config.max_image_pixels, max_video_seconds=self.config.max_video_seconds,
+            path,
+            claimed_sha256=sha256,
+            kind=kind,
+            filename=filename,
+            store=self.store,
+            executor=self.executor,
+            max_image_pixels=self.config.max_image_pixels,
+            max_video_seconds=self.config.max_video_seconds,
         )
         quality: dict[str, Any] = dict(ingested.quality)
         if kind == "stock_bottle":
             # The server reads the stock bottle's barcode too, so a site that sent no scan is still checked.
             quality["barcodes"] = await self._barcodes(ingested.variants)
         media = Media(
-            kind=kind, sha256=ingested.sha256, content_type=ingested.content_type, filename=filename[:255],
-            bytes=ingested.bytes, width=ingested.width, height=ingested.height,
-            duration_seconds=ingested.duration_seconds, variants=ingested.variants, quality=quality,
+            kind=kind,
+            sha256=ingested.sha256,
+            content_type=ingested.content_type,
+            filename=filename[:255],
+            bytes=ingested.bytes,
+            width=ingested.width,
+            height=ingested.height,
+            duration_seconds=ingested.duration_seconds,
+            variants=ingested.variants,
+            quality=quality,
         )
         return await self.fills.attach_media(actor, fill_id, media)
 
@@ -48,4 +71,4 @@ class MediaIntake:
         if path is None:
             return []
         loop = asyncio.get_running_loop()
-        return list(await loop.run_in_executor(self.executor, decode_barcodes_file, path))
+        return list(await loop.run_in_executor(self.executor, read_barcodes, path))

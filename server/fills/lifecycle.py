@@ -187,17 +187,14 @@ class FillService:
         fill: Fill,
         site: Site,
         detail: dict[str, Any] | None = None,
+        *,
+        audit_only: dict[str, Any] | None = None,
     ) -> None:
+        """Audits a transition and announces it live; audit_only details stay out of the broadcast."""
         detail = detail or {}
         await audit.append(
-            self.db,
-            s,
-            actor,
-            action,
-            "fill",
-            fill.id,
-            {"state": fill.state, "version": fill.version, **detail},
-            at=self.clock(),
+            self.db, s, actor, action, "fill", fill.id,
+            {"state": fill.state, "version": fill.version, **detail, **(audit_only or {})}, at=self.clock(),
         )
         await journal.record(
             self.db, s, action, site_id=site.id, us_state=site.state, payload=event_payload(fill, **detail)
@@ -442,9 +439,9 @@ class FillService:
             )
             if not self.db.is_sqlite:
                 q = q.with_for_update(skip_locked=True, of=Fill)
-            for row in (await s.execute(q)).all():
-                if await self._take(s, actor, row.Fill, row.Site, now):
-                    return row.Fill
+            for fill, site in (await s.execute(q)).all():
+                if await self._take(s, actor, fill, site, now):
+                    return fill
             return None
 
     async def heartbeat(self, actor: Principal, fill_id: str) -> Fill:
@@ -523,30 +520,11 @@ class FillService:
             )
             s.add(decision)
             await s.flush()
-            await audit.append(
-                self.db,
-                s,
-                actor,
-                "decision.recorded",
-                "fill",
-                fill.id,
-                {
-                    "decision_id": decision.id,
-                    "pharmacist": actor.display_name,
-                    "pharmacist_id": actor.user_id,
-                    "outcome": d.outcome,
-                    "reason_codes": list(d.reason_codes),
-                    "has_note": d.note is not None,
-                },
-                at=now,
-            )
             await self._announce(
-                s,
-                actor,
-                "fill.decided",
-                fill,
-                site,
+                s, actor, "fill.decided", fill, site,
                 {"outcome": d.outcome, "reason_codes": list(d.reason_codes)},
+                audit_only={"decision_id": decision.id, "pharmacist": actor.display_name,
+                            "pharmacist_id": actor.user_id, "has_note": d.note is not None},
             )
         if self.on_decided:
             self.on_decided(fill)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
 from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site, User
@@ -102,7 +102,7 @@ class FillQueries:
         """Open fills the actor may verify, in queue order, with counts and the oldest waiting time."""
         if actor.role is Role.PHARMACIST and not actor.licensed_states:
             return {"fills": [], "counts": {}, "oldest_queued_at": None}
-        where = [Fill.state.in_(OPEN_STATES)]
+        where: list[ColumnElement[bool]] = [Fill.state.in_(OPEN_STATES)]
         if actor.role is Role.PHARMACIST:
             where.append(Site.state.in_(actor.licensed_states))
         if site_id is not None:
@@ -130,7 +130,7 @@ class FillQueries:
                         .group_by(Fill.state)
                     )
                 )
-                .tuples()
+                
                 .all()
             )
             oldest = (
@@ -156,7 +156,7 @@ class FillQueries:
                 .where(Media.fill_id.in_(ids))
                 .group_by(Media.fill_id, Media.kind)
             )
-        ).tuples():
+        ):
             counts = out.setdefault(fill_id, [0, 0])
             counts[1 if kind in VIDEO_KINDS else 0] += n
         return {k: (v[0], v[1]) for k, v in out.items()}
@@ -165,7 +165,9 @@ class FillQueries:
         self, actor: Principal, *, state: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """A technician's view of their site's recent fills."""
-        where = [Fill.site_id == actor.site_id] if actor.role is Role.TECHNICIAN else []
+        where: list[ColumnElement[bool]] = []
+        if actor.role is Role.TECHNICIAN:
+            where.append(Fill.site_id == actor.site_id)
         if state:
             where.append(Fill.state == state)
         async with self.db.read() as s:

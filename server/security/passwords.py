@@ -9,8 +9,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 
 class Passwords:
-    def __init__(self, time_cost: int = 3) -> None:
-        self._hasher = PasswordHasher(time_cost=time_cost)
+    def __init__(self, time_cost: int = 3, memory_kib: int = 65536) -> None:
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
         # Verifying against this keeps the timing of an unknown user like that of a wrong password.
         self._dummy = self._hasher.hash("not-a-real-password")
 

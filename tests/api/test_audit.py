@@ -35,7 +35,7 @@ async def test_every_transition_is_audited_with_the_pharmacists_identity(world: 
                                 .order_by(AuditEvent.id))).scalars().all()
     actions = [r.action for r in rows]
     assert actions == ["fill.created", "media.stored", "media.stored", "media.stored", "fill.submitted",
-                       "fill.queued", "fill.claimed", "decision.recorded"]
+                       "fill.queued", "fill.claimed", "fill.decided"]
     decision = rows[-1]
     assert decision.actor == "pharmacist:nd_rph"
     assert decision.detail["pharmacist"] == "Nd Rph" and decision.detail["outcome"] == "approve"
@@ -49,7 +49,7 @@ async def test_verify_names_the_first_edited_row(world: World) -> None:
     await _decided_fill(world)
     db = world.services.db
     async with db.read() as s:
-        target = (await s.execute(select(AuditEvent).where(AuditEvent.action == "decision.recorded"))).scalar_one()
+        target = (await s.execute(select(AuditEvent).where(AuditEvent.action == "fill.decided"))).scalar_one()
     async with db.write() as s:
         await s.execute(update(AuditEvent).where(AuditEvent.id == target.id)
                         .values(detail={**target.detail, "outcome": "reject"}))
@@ -73,7 +73,7 @@ async def test_inspector_exports_a_date_range_as_csv(world: World) -> None:
     resp = await admin.get(f"/api/v1/audit/export?from={today}&to={today}")
     assert resp.status == 200 and resp.content_type == "text/csv"
     rows = list(csv.DictReader(io.StringIO(await resp.text())))
-    assert any(r["action"] == "decision.recorded" for r in rows)
+    assert any(r["action"] == "fill.decided" for r in rows)
     assert [int(r["id"]) for r in rows] == sorted(int(r["id"]) for r in rows)
     empty = await admin.get(f"/api/v1/audit/export?from={today - dt.timedelta(days=9)}"
                             f"&to={today - dt.timedelta(days=8)}")

@@ -24,6 +24,7 @@ def test_config(tmp_path: Path, database_url: str, **overrides: Any) -> Config:
         data_dir=tmp_path / "data",
         database_url=database_url,
         password_time_cost=1,
+        password_memory_kib=1024,
         media_workers=0,
         lease_sweep_seconds=0.2,
         **overrides,

@@ -1,0 +1,393 @@
+"""Ingest benchmark: 20 sites submit fills of three ~1 MB photos end to end to `queued`.
+
+Prints JSON: fills/s and MB/s through the real server (a separate process, SQLite, every image
+validated and its variants made before the fill can be queued), the same run's baseline (a bare
+aiohttp handler that receives the same bytes and fsyncs them) and the ratio, the latency of
+events from commit to a console websocket with 500 more idle websocket clients attached, and the
+server's peak resident memory (its media workers included).
+
+    .venv/bin/python bench/ingest.py [--fills 240] [--sites 20] [--idle 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import concurrent.futures
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+KINDS = ("stock_bottle", "pills", "vial_label")
+PASSWORD = "bench-password-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_photo(seed: int) -> bytes:
+    """A ~1 MB, 3-megapixel JPEG with enough texture to cost what a phone photo costs to decode."""
+    from server.demo import photos
+
+    kind = seed % 3
+    size = (2000, 1500)
+    if kind == 0:
+        im = photos.stock_bottle_photo(
+            "0093-1048-01", "Metformin HCl", "500 mg", "L1", dt.date(2028, 1, 31), size=size, seed=seed
+        )
+    elif kind == 1:
+        im = photos.pills_photo(30, seed=seed, size=size)
+    else:
+        im = photos.vial_label_photo(
+            "600123", "Pat Bench", "Metformin HCl", "500 mg", "Take 1 twice daily", 60, seed=seed, size=size
+        )
+    ImageDraw.Draw(im).text((10, 10), f"bench {seed}", fill=(0, 0, 0))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+def prepare_photos(count: int) -> list[bytes]:
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:
+        return list(pool.map(make_photo, range(count)))
+
+
+def seed_database(data_dir: Path, sites: int) -> list[str]:
+    """Sites, one technician each with a device token, and one pharmacist licensed in ND."""
+    from server.config import Config
+    from server.db.engine import Database
+    from server.db.migrate import upgrade
+    from server.directory import Directory
+    from server.security.auth import Auth
+    from server.security.passwords import Passwords
+
+    async def run() -> list[str]:
+        config = Config(data_dir=data_dir, password_time_cost=1)
+        db = Database(config.effective_database_url)
+        await upgrade(db)
+        directory = Directory(db, Passwords(1))
+        auth = Auth(db, config, Passwords(1))
+        await directory.create_user(None, "rph", "Bench Pharmacist", "pharmacist", PASSWORD)
+        await directory.add_license(None, "rph", "ND", "ND-1", dt.date.today() + dt.timedelta(days=90))
+        tokens = []
+        for i in range(sites):
+            await directory.create_site(None, f"S{i}", f"Site {i}", "ND")
+            await directory.create_user(
+                None, f"tech{i}", f"Tech {i}", "technician", PASSWORD, site_code=f"S{i}"
+            )
+            tokens.append(await auth.issue_device_token(None, f"tech{i}", "bench"))
+        await db.dispose()
+        return tokens
+
+    return asyncio.run(run())
+
+
+class MemoryWatch(threading.Thread):
+    """Samples the peak resident memory of a process and its children."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            try:
+                procs = [self.proc, *self.proc.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+
+def start_server(args: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start: " + (proc.stderr.read().decode() if proc.stderr else ""))
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def meta(**values: str) -> str:
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())
+
+
+async def submit_fill(
+    session: aiohttp.ClientSession, base: str, token: str, rx_id: int, images: list[bytes]
+) -> None:
+    auth = {"Authorization": f"Bearer {token}"}
+    fill_id = str(uuid.uuid4())
+    async with session.post(
+        f"{base}/api/v1/fills", json={"id": fill_id, "prescription_id": rx_id}, headers=auth
+    ) as r:
+        assert r.status == 201, await r.text()
+    for kind, data in zip(KINDS, images, strict=True):
+        headers = {
+            **auth,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(len(data)),
+            "Upload-Metadata": meta(
+                fill_id=fill_id, kind=kind, filename=f"{kind}.jpg", sha256=hashlib.sha256(data).hexdigest()
+            ),
+        }
+        async with session.post(f"{base}/api/v1/uploads", headers=headers) as r:
+            assert r.status == 201, await r.text()
+            location = r.headers["Location"]
+        patch = {
+            **auth,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        }
+        async with session.patch(
+            f"{base}{location}" if location.startswith("/") else location, data=data, headers=patch
+        ) as r:
+            assert r.status == 204, await r.text()
+    async with session.post(f"{base}/api/v1/fills/{fill_id}/submit", headers=auth) as r:
+        body = await r.json()
+        assert r.status == 200 and body["state"] == "queued", body
+
+
+async def make_prescriptions(session: aiohttp.ClientSession, base: str, tokens: list[str]) -> list[int]:
+    ids = []
+    for i, token in enumerate(tokens):
+        body = {
+            "rx_number": f"B{i}",
+            "patient_name": "Bench Patient",
+            "patient_dob": "1950-01-01",
+            "prescriber": "Dr. Bench",
+            "drug": "Metformin HCl",
+            "strength": "500 mg",
+            "dosage_form": "tablet",
+            "ndc": "0093-1048-01",
+            "quantity": 60,
+            "days_supply": 30,
+            "directions": "Take 1 twice daily",
+        }
+        async with session.post(
+            f"{base}/api/v1/prescriptions", json=body, headers={"Authorization": f"Bearer {token}"}
+        ) as r:
+            ids.append((await r.json())["id"])
+    return ids
+
+
+async def console_listener(
+    base: str, idle: int, latencies: list[float], ready: asyncio.Event, done: asyncio.Event, tokens: list[str]
+) -> None:
+    """One measuring console (a pharmacist) plus idle clients (site devices) on the same hub."""
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{base}/api/v1/session", json={"username": "rph", "password": PASSWORD}
+        ) as r:
+            assert r.status == 200
+        idle_ws = []
+        idle_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        for i in range(idle):
+            idle_ws.append(
+                await idle_session.ws_connect(
+                    f"{base}/api/v1/ws", headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
+                )
+            )
+        ws = await session.ws_connect(f"{base}/api/v1/ws", headers={"Origin": base})
+        await ws.receive_json()
+        ready.set()
+        while not done.is_set():
+            try:
+                msg = await asyncio.wait_for(ws.receive(), 0.5)
+            except TimeoutError:
+                continue
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            data = json.loads(msg.data)
+            if data.get("type") == "fill.queued":
+                at = dt.datetime.fromisoformat(data["at"])
+                latencies.append((dt.datetime.now(dt.UTC) - at).total_seconds() * 1000)
+        await ws.close()
+        for w in idle_ws:
+            await w.close()
+        await idle_session.close()
+
+
+async def run_ingest(
+    base: str, tokens: list[str], photos: list[bytes], fills: int, idle: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    ready, done = asyncio.Event(), asyncio.Event()
+    listener = asyncio.create_task(console_listener(base, idle, latencies, ready, done, tokens))
+    await asyncio.wait_for(ready.wait(), 120)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        rx_ids = await make_prescriptions(session, base, tokens)
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for n in range(fills):
+            queue.put_nowait(n)
+        total_bytes = 0
+
+        async def site(i: int) -> None:
+            nonlocal total_bytes
+            while True:
+                try:
+                    n = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                images = [photos[(n * 3 + k) % len(photos)] for k in range(3)]
+                await submit_fill(session, base, tokens[i], rx_ids[i], images)
+                total_bytes += sum(len(x) for x in images)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(site(i) for i in range(len(tokens))))
+        elapsed = time.perf_counter() - start
+    await asyncio.sleep(0.5)
+    done.set()
+    await listener
+    lat = sorted(latencies)
+    return {
+        "fills": fills,
+        "seconds": round(elapsed, 2),
+        "fills_per_s": round(fills / elapsed, 2),
+        "mb_per_s": round(total_bytes / elapsed / 1e6, 2),
+        "events_seen": len(lat),
+        "event_latency_ms_p50": round(statistics.median(lat), 2) if lat else None,
+        "event_latency_ms_p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2) if lat else None,
+    }
+
+
+BASELINE = """
+import os, sys, tempfile
+from aiohttp import web
+root = sys.argv[2]
+async def upload(request):
+    fd, tmp = tempfile.mkstemp(dir=root)
+    with os.fdopen(fd, "wb") as fh:
+        async for chunk in request.content.iter_chunked(256 * 1024):
+            fh.write(chunk)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, tmp + ".done")
+    return web.Response(status=204)
+app = web.Application(client_max_size=64 * 1024 * 1024)
+app.router.add_post("/upload", upload)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+async def run_baseline(base: str, photos: list[bytes], fills: int, sites: int) -> dict[str, Any]:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(fills * 3):
+        queue.put_nowait(n)
+    total = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def site() -> None:
+            nonlocal total
+            while True:
+                try:
+                    n = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                data = photos[n % len(photos)]
+                async with session.post(f"{base}/upload", data=data) as r:
+                    assert r.status == 204
+                total += len(data)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(site() for _ in range(sites)))
+        elapsed = time.perf_counter() - start
+    return {"seconds": round(elapsed, 2), "mb_per_s": round(total / elapsed / 1e6, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--fills", type=int, default=240)
+    ap.add_argument("--sites", type=int, default=20)
+    ap.add_argument("--idle", type=int, default=500)
+    ap.add_argument("--photos", type=int, default=60, help="distinct photos to cycle through")
+    args = ap.parse_args()
+
+    photos = prepare_photos(args.photos)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "server"
+        tokens = seed_database(data_dir, args.sites)
+        port = free_port()
+        server = start_server(
+            [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)],
+            port,
+        )
+        watch = MemoryWatch(server.pid)
+        watch.start()
+        try:
+            ingest = asyncio.run(
+                run_ingest(f"http://127.0.0.1:{port}", tokens, photos, args.fills, args.idle)
+            )
+        finally:
+            watch.running = False
+            stop(server)
+        base_dir = Path(tmp) / "baseline"
+        base_dir.mkdir()
+        bport = free_port()
+        baseline_proc = start_server([sys.executable, "-c", BASELINE, str(bport), str(base_dir)], bport)
+        try:
+            baseline = asyncio.run(run_baseline(f"http://127.0.0.1:{bport}", photos, args.fills, args.sites))
+        finally:
+            stop(baseline_proc)
+    mean_photo = sum(len(p) for p in photos) / len(photos)
+    print(
+        json.dumps(
+            {
+                "bench": "ingest",
+                "sites": args.sites,
+                "idle_websockets": args.idle,
+                "photo_mean_bytes": int(mean_photo),
+                "photo_pixels": "2000x1500",
+                "server": ingest,
+                "baseline_bare_fsync": baseline,
+                "upload_ratio_vs_baseline": round(ingest["mb_per_s"] / baseline["mb_per_s"], 3),
+                "server_peak_rss_mb": round(watch.peak / 1e6, 1),
+                "targets": {"fills_per_s": 20, "ratio": 0.7, "event_p99_ms": 50, "peak_rss_mb": 400},
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
