@@ -21,7 +21,7 @@ def _operation(route: Route) -> dict[str, Any]:
         "tags": [route.tag],
         "operationId": f"{route.method.lower()}_{getattr(route.handler, '__name__', 'handler')}",
         "responses": {"200": {"description": "OK"}},
-        "x-roles": "public" if route.is_public else sorted(r.value for r in route.allow),
+        "x-roles": "public" if isinstance(route.allow, str) else sorted(r.value for r in route.allow),
     }
     params = PARAM.findall(route.path)
     if params:

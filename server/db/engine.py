@@ -24,7 +24,7 @@ def _sqlite_setup(engine: AsyncEngine, *, writer: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Take transaction control from the driver so BEGIN is ours to issue.
-        dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
+        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")

@@ -49,7 +49,7 @@ class PostgresBus(LocalBus):
         self._conn: Any = None
 
     async def start(self) -> None:
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
 
         self._conn = await asyncpg.connect(self.dsn)
         await self._conn.add_listener("tp_events", self._on_notify)
