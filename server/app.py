@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import logging
 import multiprocessing
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
@@ -24,6 +25,7 @@ from server.fills.intake import MediaIntake
 from server.fills.lifecycle import FillService
 from server.fills.queries import FillQueries
 from server.media.store import LocalMediaStore
+from server.media.tus import TusEndpoint
 from server.operations.metrics import Metrics
 from server.prescriptions import Prescriptions
 from server.realtime.bus import EventBus, LocalBus, PostgresBus
@@ -34,6 +36,7 @@ from server.services import SERVICES, Services
 
 log = logging.getLogger(__name__)
 Schema = Literal["migrate", "create", "none"]
+ABANDONED_UPLOAD_SECONDS = 24 * 3600
 
 
 def make_executor(config: Config) -> concurrent.futures.Executor:
@@ -77,14 +80,18 @@ def build_services(config: Config, db: Database, *, clock: Callable[..., object]
     )
 
 
-async def sweep_leases(services: Services) -> None:
-    """Puts fills whose pharmacist went quiet back in the queue."""
+async def sweep(services: Services, tus: TusEndpoint) -> None:
+    """Puts fills whose pharmacist went quiet back in the queue; clears uploads abandoned for a day."""
+    last_purge = 0.0
     while True:
         await asyncio.sleep(services.config.lease_sweep_seconds)
         try:
             await services.fills.expire_leases()
+            if time.monotonic() - last_purge > 3600:
+                last_purge = time.monotonic()
+                await tus.purge_stale(ABANDONED_UPLOAD_SECONDS)
         except Exception:
-            log.exception("lease sweep failed; will retry")
+            log.exception("sweep failed; will retry")
 
 
 @web.middleware
@@ -126,10 +133,10 @@ def create_app(
             await db.create_schema()
         services = build_services(config, db, clock=clock)
         app[SERVICES] = services
-        app[TUS] = make_tus_endpoint(services)
+        app[TUS] = tus = make_tus_endpoint(services)
         metrics_holder["m"] = services.metrics
         await services.hub.start()
-        sweeper = asyncio.create_task(sweep_leases(services), name="lease-sweeper")
+        sweeper = asyncio.create_task(sweep(services, tus), name="sweeper")
         try:
             yield
         finally:

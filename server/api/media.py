@@ -13,7 +13,6 @@ from server.errors import DomainError, InvalidInput
 from server.fills.rules import MEDIA_KINDS, VIDEO_KINDS
 from server.media.errors import MediaRejected
 from server.media.serving import find_variant
-from server.media.store import LocalMediaStore
 from server.media.tus import TusEndpoint, TusUpload
 from server.services import Services, services_of
 
@@ -106,25 +105,12 @@ def make_tus_endpoint(services: Services) -> TusEndpoint:
 
 async def get_media(request: web.Request) -> web.StreamResponse:
     svc = services_of(request)
-    variant = request.query.get("variant", "2048")
-    sha, content_type = await find_variant(
-        svc.db, principal_of(request), int(request.match_info["media_id"]), variant
-    )
-    store = svc.store
-    path = store.local_path(sha) if isinstance(store, LocalMediaStore) else None
+    media_id = int(request.match_info["media_id"])
+    sha, content_type = await find_variant(svc.db, principal_of(request), media_id, request.query.get("variant"))
+    # Content addressed, so a variant never changes: the browser may keep it (privately) for a day.
+    headers = {"Cache-Control": "private, max-age=86400, immutable", "ETag": f'"{sha}"',
+               "Content-Type": content_type}
+    path = svc.store.local_path(sha)
     if path is None:
-        data = await store.open_bytes(sha)
-        return web.Response(
-            body=data,
-            content_type=content_type,
-            headers={"Cache-Control": "private, max-age=86400, immutable", "ETag": f'"{sha}"'},
-        )
-    resp = web.FileResponse(
-        path,
-        headers={
-            "Cache-Control": "private, max-age=86400, immutable",
-            "Content-Type": content_type,
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
-    return resp
+        return web.Response(body=await svc.store.open_bytes(sha), headers=headers)
+    return web.FileResponse(path, headers=headers)

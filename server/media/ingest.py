@@ -1,0 +1,136 @@
+"""Turn a finished upload into stored evidence: verify its hash, validate it, store metadata-free variants."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypedDict
+
+from server.media.errors import MediaRejected
+from server.media.images import ProcessedImage, VariantFile, process_image, sniff_image_format
+from server.media.store import MediaStore, file_sha256, is_sha256
+from server.media.video import ProcessedVideo, probe_video, sniff_video_container
+
+PHOTO_KINDS = frozenset({"stock_bottle", "pills", "vial_label", "final_package", "other"})
+VIDEO_KINDS = frozenset({"count_video"})
+MEDIA_KINDS = PHOTO_KINDS | VIDEO_KINDS
+
+
+class StoredVariant(TypedDict):
+    """A variant as stored: its own SHA-256 in the media store, type and pixel size."""
+
+    sha256: str
+    content_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class IngestedMedia:
+    """What a fill records about one verified media file."""
+
+    sha256: str
+    content_type: str
+    bytes: int
+    width: int
+    height: int
+    duration_seconds: float | None
+    variants: dict[str, StoredVariant]
+    quality: dict[str, float] = field(default_factory=dict)
+
+
+async def ingest_media(
+    upload_path: Path,
+    *,
+    claimed_sha256: str,
+    kind: str,
+    filename: str,
+    store: MediaStore,
+    executor: concurrent.futures.Executor,
+    max_image_pixels: int,
+    max_video_seconds: float,
+    workdir_parent: Path | None = None,
+    keep_audio: bool = False,
+) -> IngestedMedia:
+    """Verify, validate and store an uploaded photo or video; raise MediaRejected when it cannot be evidence.
+
+    `filename` is the technician's name for the file: it is never used to decide the type and never logged.
+    The original upload is not stored (it carries GPS and other metadata); the "full" variant is the evidence.
+    Work files go to a temporary directory under `workdir_parent` (default: the upload's directory).
+    Video audio is dropped unless `keep_audio` (a consented consultation recording, say).
+    """
+    del filename  # Deliberately unused: detection is by content only.
+    if kind not in MEDIA_KINDS:
+        raise MediaRejected("unknown_kind", "This kind of media is not known to the server.")
+    claimed = claimed_sha256.strip().lower()
+    if not is_sha256(claimed):
+        raise MediaRejected("bad_sha256", "The upload's SHA-256 is not 64 hexadecimal digits.")
+    size, actual, head = await asyncio.to_thread(_inspect, upload_path)
+    if size == 0:
+        raise MediaRejected("empty", "The file is empty. Capture it again.")
+    if actual != claimed:
+        raise MediaRejected(
+            "sha256_mismatch",
+            "The file changed or was damaged on the way (checksum mismatch). Upload it again.",
+        )
+
+    is_video = sniff_video_container(head) is not None and sniff_image_format(head) is None
+    if kind in VIDEO_KINDS and not is_video:
+        raise MediaRejected("not_a_video", "A count video must be an MP4 or WebM recording.")
+    if kind in PHOTO_KINDS and is_video:
+        raise MediaRejected("wrong_kind", "A photo was expected here, but this file is a video.")
+
+    parent = workdir_parent if workdir_parent is not None else upload_path.parent
+    workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="ingest-", dir=parent))
+    loop = asyncio.get_running_loop()
+    try:
+        processed: ProcessedImage | ProcessedVideo
+        if is_video:
+            job = functools.partial(
+                probe_video, upload_path, workdir, max_seconds=max_video_seconds, keep_audio=keep_audio
+            )
+            processed = await loop.run_in_executor(executor, job)
+        else:
+            job2 = functools.partial(process_image, upload_path, workdir, max_pixels=max_image_pixels)
+            processed = await loop.run_in_executor(executor, job2)
+        variants = await _store_variants(store, processed.variants)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    return IngestedMedia(
+        sha256=claimed,
+        content_type=processed.content_type,
+        bytes=size,
+        width=processed.width,
+        height=processed.height,
+        duration_seconds=processed.duration_seconds if isinstance(processed, ProcessedVideo) else None,
+        variants=variants,
+        quality=dict(processed.quality),
+    )
+
+
+def _inspect(path: Path) -> tuple[int, str, bytes]:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(64)
+    return size, file_sha256(path), head
+
+
+async def _store_variants(store: MediaStore, variants: dict[str, VariantFile]) -> dict[str, StoredVariant]:
+    stored: dict[str, StoredVariant] = {}
+    by_path: dict[Path, str] = {}
+    for name, variant in variants.items():
+        # "2048" is often the very file "full" is: store it once.
+        sha = by_path.get(variant.path)
+        if sha is None:
+            sha = await store.put_file(variant.path)
+            by_path[variant.path] = sha
+        stored[name] = StoredVariant(
+            sha256=sha, content_type=variant.content_type, width=variant.width, height=variant.height
+        )
+    return stored

@@ -1,0 +1,260 @@
+"""Content-addressed store (server.media.store) and upload ingestion (server.media.ingest)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import multiprocessing
+import struct
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from PIL import ExifTags, Image
+
+from server.media.errors import MediaNotFound, MediaRejected
+from server.media.ingest import IngestedMedia, ingest_media
+from server.media.store import LocalMediaStore, MediaStore
+
+# PyAV leaves from_image unannotated; one typed alias keeps strict mypy quiet.
+frame_from_image: Any = av.VideoFrame.from_image
+
+# --- store -----------------------------------------------------------------------------------------
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def stored_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+async def test_put_bytes_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
+    store = LocalMediaStore(tmp_path / "media")
+    data = b"evidence bytes"
+    digest = await store.put_bytes(data)
+
+    assert digest == sha(data)
+    expected = tmp_path / "media" / digest[:2] / digest[2:4] / digest
+    assert store.local_path(digest) == expected
+    assert expected.read_bytes() == data
+    assert await store.exists(digest)
+    assert await store.open_bytes(digest) == data
+
+    assert await store.put_bytes(data) == digest
+    assert stored_files(tmp_path / "media") == [expected]
+
+
+async def test_put_file_copies_and_leaves_no_temporary_files(tmp_path: Path) -> None:
+    store = LocalMediaStore(tmp_path / "media")
+    src = tmp_path / "variant.jpg"
+    src.write_bytes(b"x" * 3_000_000)
+    digest = await store.put_file(src)
+    assert digest == sha(src.read_bytes())
+    assert src.exists()  # a copy, not a move
+    assert await store.put_file(src) == digest
+    files = stored_files(tmp_path / "media")
+    assert [f.name for f in files] == [digest]
+
+
+async def test_concurrent_puts_of_the_same_content(tmp_path: Path) -> None:
+    store = LocalMediaStore(tmp_path / "media")
+    digests = await asyncio.gather(*(store.put_bytes(b"same") for _ in range(10)))
+    assert set(digests) == {sha(b"same")}
+    assert len(stored_files(tmp_path / "media")) == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["../../etc/passwd", "A" * 64, "a" * 63, "g" * 64, "", "a" * 64 + "/", "/" + "a" * 63],
+)
+async def test_malformed_sha_is_refused_before_touching_paths(tmp_path: Path, bad: str) -> None:
+    store = LocalMediaStore(tmp_path / "media")
+    with pytest.raises(ValueError):
+        await store.exists(bad)
+    with pytest.raises(ValueError):
+        store.local_path(bad)
+    with pytest.raises(ValueError):
+        await store.open_bytes(bad)
+
+
+async def test_missing_object(tmp_path: Path) -> None:
+    store = LocalMediaStore(tmp_path / "media")
+    missing = sha(b"never stored")
+    assert not await store.exists(missing)
+    assert store.local_path(missing) is None
+    with pytest.raises(MediaNotFound):
+        await store.open_bytes(missing)
+
+
+def test_local_store_implements_the_protocol(tmp_path: Path) -> None:
+    assert isinstance(LocalMediaStore(tmp_path), MediaStore)
+
+
+# --- ingest ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def executor() -> Iterator[Executor]:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield pool
+
+
+def tagged_photo_bytes(size: tuple[int, int] = (640, 480), orientation: int = 1) -> bytes:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    exif[ExifTags.IFD.GPSInfo] = {1: "N", 2: (40.0, 42.0, 46.0), 3: "W", 4: (74.0, 0.0, 21.0)}
+    buf = io.BytesIO()
+    im = Image.linear_gradient("L").resize(size).convert("RGB")
+    im.save(buf, "JPEG", quality=90, exif=exif, comment=b"PATIENT JOHN DOE")
+    return buf.getvalue()
+
+
+def small_video_bytes(tmp_path: Path, seconds: float = 1.0) -> bytes:
+    path = tmp_path / "gen.mp4"
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height = 160, 120
+        stream.pix_fmt = "yuv420p"
+        for i in range(int(seconds * 10)):
+            out.mux(stream.encode(frame_from_image(Image.new("RGB", (160, 120), (i * 20, 80, 80)))))
+        out.mux(stream.encode(None))
+    return path.read_bytes()
+
+
+async def ingest(
+    tmp_path: Path,
+    data: bytes,
+    *,
+    kind: str = "pills",
+    claimed: str | None = None,
+    executor: Executor,
+    max_image_pixels: int = 50_000_000,
+    max_video_seconds: float = 60.0,
+) -> tuple[IngestedMedia, LocalMediaStore]:
+    uploads = tmp_path / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    upload = uploads / "0123456789abcdef0123456789abcdef.data"
+    upload.write_bytes(data)
+    store = LocalMediaStore(tmp_path / "media")
+    result = await ingest_media(
+        upload,
+        claimed_sha256=claimed if claimed is not None else sha(data),
+        kind=kind,
+        filename="Jane Roe pills.jpg",
+        store=store,
+        executor=executor,
+        max_image_pixels=max_image_pixels,
+        max_video_seconds=max_video_seconds,
+    )
+    return result, store
+
+
+async def test_ingest_photo_stores_metadata_free_variants_not_the_original(
+    tmp_path: Path, executor: Executor
+) -> None:
+    data = tagged_photo_bytes(orientation=6)
+    result, store = await ingest(tmp_path, data, executor=executor)
+
+    assert result.sha256 == sha(data)
+    assert result.content_type == "image/jpeg"
+    assert result.bytes == len(data)
+    assert (result.width, result.height) == (480, 640)
+    assert result.duration_seconds is None
+    assert set(result.variants) == {"full", "2048", "320"}
+    assert result.variants["2048"] == result.variants["full"]
+    assert not await store.exists(result.sha256)  # the original carries GPS; it is not kept
+    for variant in result.variants.values():
+        stored = await store.open_bytes(variant["sha256"])
+        assert sha(stored) == variant["sha256"]
+        assert b"PATIENT" not in stored and b"Exif" not in stored
+        with Image.open(io.BytesIO(stored)) as im:
+            assert im.size == (variant["width"], variant["height"])
+    assert result.quality["mean_luminance"] > 0
+    assert not list((tmp_path / "uploads").glob("ingest-*"))  # workdir cleaned
+
+
+async def test_ingest_video(tmp_path: Path, executor: Executor) -> None:
+    data = small_video_bytes(tmp_path)
+    result, store = await ingest(tmp_path, data, kind="count_video", executor=executor)
+    assert result.content_type == "video/mp4"
+    assert result.duration_seconds == pytest.approx(1.0, abs=0.15)
+    assert set(result.variants) == {"full", "poster"}
+    assert result.variants["full"]["content_type"] == "video/mp4"
+    assert result.variants["poster"]["content_type"] == "image/jpeg"
+    for variant in result.variants.values():
+        assert await store.exists(variant["sha256"])
+    assert not await store.exists(result.sha256)
+
+
+async def test_ingest_runs_in_a_process_pool(tmp_path: Path) -> None:
+    # Everything sent to the pool must pickle: the job, its result and MediaRejected.
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        result, _ = await ingest(tmp_path / "ok", tagged_photo_bytes(), executor=pool)
+        assert result.variants["320"]["width"] == 320
+        with pytest.raises(MediaRejected) as info:
+            await ingest(tmp_path / "bad", b"<html>not a photo</html>", executor=pool)
+        assert info.value.code == "not_an_image"
+
+
+def bomb_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", 30000, 30000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def truncated_jpeg() -> bytes:
+    data = tagged_photo_bytes((800, 600))
+    return data[: len(data) // 2]
+
+
+REFUSALS = {
+    "decompression_bomb": (bomb_png(), "pills", {}),
+    "truncated": (truncated_jpeg(), "pills", {}),
+    "not_an_image": (b"<!doctype html><title>photo.jpg</title>", "stock_bottle", {}),
+    "empty": (b"", "vial_label", {}),
+    "too_many_pixels": (tagged_photo_bytes((1200, 1000)), "pills", {"max_image_pixels": 1_000_000}),
+    "sha256_mismatch": (tagged_photo_bytes(), "pills", {"claimed": sha(b"something else")}),
+    "not_a_video": (tagged_photo_bytes(), "count_video", {}),
+    "unknown_kind": (tagged_photo_bytes(), "selfie", {}),
+}
+
+
+@pytest.mark.parametrize("code", sorted(REFUSALS))
+async def test_ingest_refusals_leave_nothing_behind(tmp_path: Path, executor: Executor, code: str) -> None:
+    data, kind, extra = REFUSALS[code]
+    with pytest.raises(MediaRejected) as info:
+        await ingest(tmp_path, data, kind=kind, executor=executor, **extra)  # type: ignore[arg-type]
+    assert info.value.code == code
+    assert stored_files(tmp_path / "media") == []
+    assert not list((tmp_path / "uploads").glob("ingest-*"))
+
+
+async def test_video_uploaded_as_a_photo_is_refused(tmp_path: Path, executor: Executor) -> None:
+    with pytest.raises(MediaRejected) as info:
+        await ingest(tmp_path, small_video_bytes(tmp_path), kind="pills", executor=executor)
+    assert info.value.code == "wrong_kind"
+    assert stored_files(tmp_path / "media") == []
+
+
+async def test_too_long_video_is_refused(tmp_path: Path, executor: Executor) -> None:
+    with pytest.raises(MediaRejected) as info:
+        await ingest(
+            tmp_path,
+            small_video_bytes(tmp_path, seconds=3),
+            kind="count_video",
+            executor=executor,
+            max_video_seconds=2,
+        )
+    assert info.value.code == "too_long"
+    assert stored_files(tmp_path / "media") == []
+    assert not list((tmp_path / "uploads").glob("ingest-*"))
