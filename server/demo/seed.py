@@ -64,18 +64,18 @@ class DemoRx:
 PRESCRIPTIONS = (
     DemoRx("ND-HET", "6001234", "Evelyn Hart", "1941-03-12", "Metformin HCl", "500 mg", "tablet", "0093-1048-01",
            60, "Take 1 tablet by mouth twice daily with meals", "waiting"),
-    DemoRx("ND-HET", "6001235", "Walter Brandt", "1952-11-02", "Lisinopril", "10 mg", "tablet", "68180-0513-01",
+    DemoRx("ND-HET", "6001235", "Walter Brandt", "1952-11-02", "Lisinopril", "10 mg", "tablet", "68180-513-01",
            30, "Take 1 tablet by mouth once daily", "routine"),
     DemoRx("ND-MOT", "7100456", "Grace Olson", "1960-07-21", "Atorvastatin Calcium", "20 mg", "tablet",
            "0378-2016-77", 30, "Take 1 tablet by mouth at bedtime", "routine", bottle_ndc="0378-2018-77"),
     DemoRx("ND-MOT", "7100457", "Henry Lindqvist", "1938-01-30", "Amlodipine Besylate", "5 mg", "tablet",
            "0093-7167-56", 90, "Take 1 tablet by mouth daily", "delivery", expired_lot=True),
     DemoRx("MN-LKB", "8200310", "Ingrid Nygaard", "1975-05-05", "Sertraline HCl", "50 mg", "tablet",
-           "16714-0612-01", 30, "Take 1 tablet by mouth every morning", "waiting"),
+           "16714-612-01", 30, "Take 1 tablet by mouth every morning", "waiting"),
     DemoRx("MN-LKB", "8200311", "Arne Solberg", "1949-09-14", "Levothyroxine Sodium", "75 mcg", "tablet",
            "0378-1805-01", 90, "Take 1 tablet by mouth every morning on an empty stomach", "routine",
            scan=False),
-    DemoRx("ND-HET", "6001236", "Ruth Engel", "1966-12-24", "Omeprazole DR", "20 mg", "capsule", "62175-0136-37",
+    DemoRx("ND-HET", "6001236", "Ruth Engel", "1966-12-24", "Omeprazole DR", "20 mg", "capsule", "62175-136-37",
            30, "Take 1 capsule by mouth daily before breakfast", "routine"),
 )
 
