@@ -26,6 +26,7 @@ from server.fills.lifecycle import FillService
 from server.fills.queries import FillQueries
 from server.media.store import LocalMediaStore
 from server.media.tus import TusEndpoint
+from server.operations.logs import keep_patient_data_out_of_logs
 from server.operations.metrics import Metrics
 from server.prescriptions import Prescriptions
 from server.realtime.bus import EventBus, LocalBus, PostgresBus
@@ -110,6 +111,7 @@ def create_app(
     config: Config, *, schema: Schema = "migrate", clock: Callable[..., object] | None = None
 ) -> web.Application:
     """Builds the server. Resources open on startup and close on cleanup, in cleanup_ctx."""
+    keep_patient_data_out_of_logs()
     metrics_holder: dict[str, Metrics] = {}
 
     @web.middleware

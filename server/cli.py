@@ -21,6 +21,7 @@ from server.db.engine import Database
 from server.db.migrate import upgrade
 from server.directory import Directory
 from server.errors import DomainError
+from server.operations import logs
 from server.security.auth import Auth
 from server.security.passwords import Passwords
 
@@ -197,7 +198,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(logging.INFO)
     args = parser().parse_args(argv)
     return int(args.func(args))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -45,13 +46,10 @@ async def _pg_exec(sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_available: bool) -> Iterator[str]:
-    """A fresh, empty database for one test: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}"
-        return
-    if not postgres_available:
+@contextlib.contextmanager
+def _postgres_database(available: bool) -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards."""
+    if not available:
         pytest.skip("PostgreSQL unreachable (CI sets TP_REQUIRE_POSTGRES=1 and fails instead)")
     name = f"tp_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_pg_exec(f'CREATE DATABASE "{name}"'))
@@ -60,6 +58,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_availa
         yield f"{base}/{name}"
     finally:
         asyncio.run(_pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_available: bool) -> Iterator[str]:
+    """A fresh, empty database for one test: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}"
+        return
+    with _postgres_database(postgres_available) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_available: bool) -> Iterator[str]:
+    """For what only PostgreSQL does: several server nodes on one database."""
+    with _postgres_database(postgres_available) as url:
+        yield url
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from server.services import SERVICES, Services
 PASSWORD = "correct-horse-battery"
 
 
-def test_config(tmp_path: Path, database_url: str, **overrides: Any) -> Config:
+def server_config(tmp_path: Path, database_url: str, **overrides: Any) -> Config:
     return Config(
         data_dir=tmp_path / "data",
         database_url=database_url,
@@ -100,7 +100,7 @@ class World:
 async def build_world(tmp_path: Path, database_url: str, **config: Any) -> World:
     """Sites: ND-1 and ND-2 in North Dakota, MN-1 in Minnesota. Pharmacists: nd_rph (ND), mn_rph (MN),
     both_rph (ND and MN), lapsed_rph (ND license expired). Technicians: tech_nd1, tech_nd2, tech_mn1."""
-    app = create_app(test_config(tmp_path, database_url, **config), schema="create")
+    app = create_app(server_config(tmp_path, database_url, **config), schema="create")
     server = TestServer(app)
     await server.start_server()
     svc = app[SERVICES]

@@ -1,0 +1,120 @@
+"""What an operator relies on: health, metrics, several nodes on PostgreSQL, logs free of patient data."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from server.app import create_app
+from server.db.engine import Database
+from server.realtime import journal
+from server.realtime.bus import LocalBus, PostgresBus
+from server.realtime.hub import Hub
+from tests.api.world import World, build_world, queued_fill, rx_body, server_config
+
+
+async def test_health_and_metrics(world: World) -> None:
+    anon = await world.anonymous()
+    health = await anon.get("/healthz")
+    assert health.status == 200 and (await health.json())["status"] == "ok"
+    tech = await world.device("tech_nd1")
+    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX1"))
+    fill = await queued_fill(world, tech, rx["id"])
+    rph = await world.login("nd_rph")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision",
+                   json={"version": claimed["version"], "outcome": "approve"})
+    text = await (await anon.get("/metrics")).text()
+    assert 'tp_fills{state="approved"} 1.0' in text
+    assert 'tp_turnaround_seconds_count{outcome="approved"} 1.0' in text
+    assert "tp_http_requests_total" in text
+    assert "Jane" not in text
+
+
+async def test_patient_data_never_reaches_the_logs(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    tech = await world.device("tech_nd1")
+    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX1", patient_name="Zelda Uniquename"))
+    fill = await queued_fill(world, tech, rx["id"])
+    rph = await world.login("nd_rph")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json={
+        "version": claimed["version"], "outcome": "reject", "reason_codes": ["other"],
+        "note": "Zelda Uniquename's label shows the wrong strength"})
+    # A duplicate prescription fails inside the database; its error names no patient either.
+    await tech.json("POST", "/api/v1/prescriptions", 409, json=rx_body("RX1", patient_name="Zelda Uniquename"))
+    assert caplog.records, "the flow should have logged something"
+    assert all("Zelda" not in r.getMessage() and "Uniquename" not in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.postgres
+async def test_an_event_committed_on_one_node_reaches_a_console_on_another(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    database_url = postgres_url
+
+    world = await build_world(tmp_path / "a", database_url)
+    node_b = TestServer(create_app(server_config(tmp_path / "b", database_url), schema="none"))
+    await node_b.start_server()
+    try:
+        rph_b = TestClient(node_b)
+        await rph_b.start_server()
+        resp = await rph_b.post("/api/v1/session", json={"username": "nd_rph", "password": "correct-horse-battery"})
+        assert resp.status == 200
+        ws = await rph_b.ws_connect("/api/v1/ws", headers={"Origin": str(rph_b.make_url("/")).rstrip("/")})
+        assert (await ws.receive_json())["type"] == "hello"
+        tech = await world.device("tech_nd1")
+        rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX1"))
+        fill = await queued_fill(world, tech, rx["id"])  # committed on node A
+        async with asyncio.timeout(3):
+            while True:
+                event = await ws.receive_json()
+                if event["type"] == "fill.queued":
+                    break
+        assert event["fill_id"] == fill["id"]
+        await ws.close()
+        await rph_b.close()
+    finally:
+        await node_b.close()
+        await world.close()
+
+
+async def test_concurrent_event_writers_never_let_a_reader_skip_an_id(database_url: str) -> None:
+    """The cursor trap: a reader racing concurrent writers must see every id, in order, exactly once."""
+    db = Database(database_url)
+    await db.create_schema()
+    hub = Hub(db, LocalBus() if db.is_sqlite else PostgresBus(db.url))
+    seen: list[int] = []
+
+    class Recorder:
+        lagging = False
+
+        def offer(self, ev: object) -> None:
+            seen.append(ev.id)  # type: ignore[attr-defined]
+
+    hub.connections.add(Recorder())  # type: ignore[arg-type]
+    stop = asyncio.Event()
+
+    async def reader() -> None:
+        while not stop.is_set():
+            await hub.pump_once()
+            await asyncio.sleep(0)
+
+    async def writer(n: int) -> None:
+        for i in range(25):
+            async with db.write() as s:
+                await journal.record(db, s, "test", site_id=1, us_state="ND", payload={"w": n, "i": i})
+                await asyncio.sleep(0.001 * (i % 3))  # hold the transaction open a little
+
+    read_task = asyncio.create_task(reader())
+    await asyncio.gather(*(writer(n) for n in range(8)))
+    await asyncio.sleep(0.2)
+    stop.set()
+    await read_task
+    await hub.pump_once()
+    assert seen == list(range(1, 8 * 25 + 1))
+    await db.dispose()
