@@ -1,0 +1,174 @@
+"""The server's HTTP API as the site uses it: a device token, JSON in and out, errors sorted by what to do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import aiohttp
+
+from remote_site_client.config import SiteConfig
+
+# Statuses that may change by themselves: try again later.
+RETRYABLE_STATUSES = frozenset({408, 423, 425, 429, 500, 502, 503, 504})
+
+
+class ApiError(Exception):
+    """A refusal or a failure talking to the server; `transient` says whether retrying can help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str = "",
+        detail: Mapping[str, Any] | None = None,
+        transient: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.detail: dict[str, Any] = dict(detail or {})
+        if transient is None:
+            transient = status is None or status in RETRYABLE_STATUSES or status == 401 or status >= 500
+        self.transient = transient
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Unreachable(ApiError):
+    """The server could not be reached, or the connection dropped."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
+
+
+async def error_from(resp: aiohttp.ClientResponse) -> ApiError:
+    """An ApiError from a refusal, using the server's `{error, message}` body when it has one."""
+    text = await resp.text(errors="replace")
+    code, message = "", ""
+    detail: dict[str, Any] = {}
+    try:
+        body = json.loads(text)
+        if isinstance(body, dict):
+            code = str(body.get("error") or "")
+            message = str(body.get("message") or "")
+            if isinstance(body.get("detail"), dict):
+                detail = body["detail"]
+    except ValueError:
+        message = text.strip()[:300]
+    if resp.status == 401:
+        message = (
+            "The server refused this device's token: ask the administrator for a new one and run "
+            "`tp-site enroll` again."
+        )
+    return ApiError(
+        message or f"The server answered {resp.status} {resp.reason}.",
+        status=resp.status,
+        code=code,
+        detail=detail,
+    )
+
+
+def network_error(exc: BaseException) -> Unreachable:
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return Unreachable("The server did not answer in time (slow or dropped link).")
+    return Unreachable(f"The server cannot be reached: {exc or type(exc).__name__}")
+
+
+class SiteApi:
+    """An HTTP session for one enrolled site; use as an async context manager."""
+
+    def __init__(self, config: SiteConfig) -> None:
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> SiteApi:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {self.config.token}", "User-Agent": "tp-site/0.1"},
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=15, sock_connect=15, sock_read=self.config.request_timeout_seconds
+                ),
+                # Cookies never authenticate a site device.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def url(self, path: str) -> str:
+        """An absolute URL for an API path ("/fills") or a server path ("/api/v1/uploads/x")."""
+        if path.startswith(("http://", "https://")):
+            return path
+        if path.startswith("/api/"):
+            return self.config.server_url.rstrip("/") + path
+        return self.config.api_url + path
+
+    def websocket_url(self, cursor: int | None) -> str:
+        parts = urlsplit(self.url("/ws"))
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        query = urlencode({"cursor": cursor}) if cursor is not None else ""
+        return urlunsplit((scheme, parts.netloc, parts.path, query, ""))
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Sends one JSON request; returns (status, body) for 2xx, raises ApiError otherwise."""
+        try:
+            async with self.session.request(method, self.url(path), json=body) as resp:
+                if resp.status >= 400:
+                    raise await error_from(resp)
+                text = await resp.text()
+                return resp.status, json.loads(text) if text else None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise network_error(exc) from exc
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    async def whoami(self) -> dict[str, Any]:
+        _, body = await self.call("GET", "/session")
+        return dict(body)
+
+    async def prescriptions(self) -> list[dict[str, Any]]:
+        _, body = await self.call("GET", "/prescriptions")
+        return list(body["prescriptions"])
+
+    async def create_prescription(self, rx: Mapping[str, Any]) -> dict[str, Any]:
+        _, body = await self.call("POST", "/prescriptions", dict(rx))
+        return dict(body)
+
+    async def create_fill(self, fill: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
+        """Creates the draft fill, or finds it when this id was created before: (created, fill)."""
+        status, body = await self.call("POST", "/fills", dict(fill))
+        return status == 201, dict(body)
+
+    async def submit_fill(self, fill_id: str) -> dict[str, Any]:
+        _, body = await self.call("POST", f"/fills/{fill_id}/submit")
+        return dict(body)
+
+    async def fill(self, fill_id: str) -> dict[str, Any]:
+        _, body = await self.call("GET", f"/fills/{fill_id}")
+        return dict(body)
+
+    async def fills(self, state: str | None = None) -> list[dict[str, Any]]:
+        path = "/fills" + (f"?{urlencode({'state': state})}" if state else "")
+        _, body = await self.call("GET", path)
+        return list(body["fills"])
+
+    async def reasons(self) -> dict[str, str]:
+        _, body = await self.call("GET", "/reasons")
+        return {r["code"]: r["label"] for r in body["reasons"]}

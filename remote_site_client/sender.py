@@ -1,0 +1,335 @@
+"""Drains the outbox: create the fill (idempotent), upload each file over tus, submit, confirm `queued`.
+
+Every step can be repeated safely, so an attempt interrupted anywhere (dropped link, server restart,
+the process killed) is simply attempted again: the fill id was made before any network call, the
+upload URL is kept in the outbox, and media the server already stored are recognised by their SHA-256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from remote_site_client import backoff
+from remote_site_client.api import ApiError, SiteApi
+from remote_site_client.config import SiteConfig
+from remote_site_client.outbox import CREATED, FAILED, PENDING, QUEUED, UPLOADED, Entry, Outbox, OutboxFile
+from remote_site_client.prepare import prepare_file
+from remote_site_client.progress import FileProgress, ProgressFactory, Quiet
+from remote_site_client.tus import TusClient, UploadGone
+
+log = logging.getLogger(__name__)
+
+# Server states that mean the fill went through submission: delivered.
+PAST_SUBMISSION = frozenset({"submitted", "queued", "in_review", "approved", "rejected"})
+DECIDED = frozenset({"approved", "rejected"})
+LEASE_SECONDS = 120.0
+KIND_NAMES = {
+    "stock_bottle": "stock bottle photo",
+    "pills": "pills photo",
+    "vial_label": "vial label photo",
+    "final_package": "final package photo",
+    "count_video": "count video",
+    "other": "photo",
+}
+
+
+def _quiet(label: str, total: int) -> FileProgress:
+    return Quiet()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one attempt at an entry came to."""
+
+    fill_id: str
+    state: str
+    error: str | None = None
+    sent_bytes: int = 0
+    fill: dict[str, Any] | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.state == QUEUED
+
+
+class Sender:
+    def __init__(
+        self,
+        config: SiteConfig,
+        outbox: Outbox,
+        api: SiteApi,
+        *,
+        progress: ProgressFactory = _quiet,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.api = api
+        self.tus = TusClient(api, chunk_bytes=config.chunk_bytes)
+        self.progress = progress
+        self.rng = rng or random.Random()
+        self._renewed_at = 0.0
+
+    # -- one attempt -----------------------------------------------------------------------------
+
+    async def attempt(self, fill_id: str) -> Attempt | None:
+        """Works one entry as far as it goes; None when another process is working it."""
+        if not self.outbox.acquire(fill_id, LEASE_SECONDS):
+            return None
+        self._renewed_at = time.monotonic()
+        sent = 0
+        try:
+            entry = self.outbox.get(fill_id)
+            assert entry is not None
+            fill, sent = await self._deliver(entry)
+            self.outbox.mark_queued(fill_id, fill["state"])
+            self._note_decision(fill)
+            return Attempt(fill_id, QUEUED, sent_bytes=sent, fill=fill)
+        except ApiError as exc:
+            return await self._failed_attempt(fill_id, exc, sent)
+        except (OSError, ValueError, KeyError) as exc:
+            # Something on this computer (a file, a surprising answer): keep the entry and try later.
+            log.exception("fill %s could not be worked", fill_id)
+            message = f"Could not be sent from this computer: {type(exc).__name__}: {exc}"
+            return await self._failed_attempt(fill_id, ApiError(message, transient=True), sent)
+        finally:
+            self.outbox.release(fill_id)
+
+    async def _failed_attempt(self, fill_id: str, exc: ApiError, sent: int) -> Attempt:
+        if exc.code == "not_draft":
+            # The fill went past the draft in an attempt whose answer was lost: it was delivered.
+            with contextlib.suppress(ApiError):
+                fill = await self.api.fill(fill_id)
+                if fill["state"] in PAST_SUBMISSION:
+                    self.outbox.mark_queued(fill_id, fill["state"])
+                    self._note_decision(fill)
+                    return Attempt(fill_id, QUEUED, sent_bytes=sent, fill=fill)
+        entry = self.outbox.get(fill_id)
+        attempts = entry.attempts if entry else 0
+        if exc.transient:
+            wait = backoff.delay(
+                attempts, self.config.retry_base_seconds, self.config.retry_max_seconds, self.rng
+            )
+            self.outbox.retry_later(fill_id, exc.message, wait)
+            log.info("fill %s not delivered yet (%s); next try in %.0fs", fill_id, exc.message, wait)
+            return Attempt(fill_id, entry.state if entry else PENDING, exc.message, sent)
+        self.outbox.mark_failed(fill_id, exc.message)
+        log.warning("fill %s refused by the server: %s", fill_id, exc.message)
+        return Attempt(fill_id, FAILED, exc.message, sent)
+
+    async def _prepare(self, entry: Entry) -> Entry:
+        """Makes the upload copy of each file (re-encoded for the link) once; kept in the outbox."""
+        todo = [f for f in entry.files if not (f.prepared is not None and f.sha256 and f.prepared.exists())]
+        if not todo:
+            return entry
+        gate = asyncio.Semaphore(2)  # two photos at a time: the CPU is busy, memory stays small
+
+        async def one(f: OutboxFile) -> None:
+            async with gate:
+                prepared = await asyncio.to_thread(
+                    prepare_file,
+                    f.original,
+                    f.kind,
+                    f.original.parent / f"{f.position:02d}-{f.kind}-upload.jpg",
+                    long_edge=self.config.long_edge,
+                    quality=self.config.jpeg_quality,
+                )
+            self.outbox.set_prepared(f.id, prepared.path, prepared.sha256, prepared.size)
+
+        await asyncio.gather(*(one(f) for f in todo))
+        fresh = self.outbox.get(entry.fill_id)
+        assert fresh is not None
+        return fresh
+
+    async def _create_and_prepare(self, entry: Entry) -> tuple[dict[str, Any], Entry]:
+        """Creates the fill on the server while the photos are made ready here: one waits on the link,
+        the other on the CPU."""
+        preparing = asyncio.ensure_future(self._prepare(entry))
+        try:
+            _, fill = await self.api.create_fill(entry.body)
+        except BaseException:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await preparing
+            raise
+        return fill, await preparing
+
+    async def _deliver(self, entry: Entry) -> tuple[dict[str, Any], int]:
+        sent = 0
+        fill, entry = await self._create_and_prepare(entry)
+        if fill["state"] in PAST_SUBMISSION:
+            return fill, sent
+        if entry.state == PENDING:
+            self.outbox.set_state(entry.fill_id, CREATED, fill_state=fill["state"])
+        stored = {(m["kind"], m["sha256"]): int(m["id"]) for m in fill.get("media", [])}
+        for f in entry.files:
+            if f.media_id is None and (f.kind, f.sha256) in stored:
+                self.outbox.set_media_id(f.id, stored[(f.kind, f.sha256)])
+        fresh = self.outbox.get(entry.fill_id)
+        assert fresh is not None
+        sent += await self._upload_all([f for f in fresh.files if f.media_id is None])
+        self.outbox.set_state(entry.fill_id, UPLOADED)
+        try:
+            fill = await self.api.submit_fill(entry.fill_id)
+        except ApiError as exc:
+            if exc.code == "media_missing":
+                missing = [str(k) for k in exc.detail.get("missing", [])]
+                self.outbox.forget_media(entry.fill_id, missing)
+                raise ApiError(exc.message, status=exc.status, code=exc.code, transient=True) from exc
+            raise
+        if fill["state"] not in PAST_SUBMISSION:
+            raise ApiError(f"The server has the fill as {fill['state']}, not queued yet.", transient=True)
+        return fill, sent
+
+    async def _upload_all(self, files: Sequence[OutboxFile]) -> int:
+        """Uploads files side by side: the link stays busy while the server verifies the previous one."""
+        gate = asyncio.Semaphore(max(1, self.config.parallel_uploads))
+
+        async def one(f: OutboxFile) -> int:
+            async with gate:
+                return await self._upload(f)
+
+        results = await asyncio.gather(*(one(f) for f in files), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for error in errors:
+            if not isinstance(error, ApiError):
+                raise error
+        # A refusal that will not change outweighs a dropped link: say it now, do not retry.
+        for error in sorted(errors, key=lambda e: isinstance(e, ApiError) and e.transient):
+            raise error
+        return sum(r for r in results if isinstance(r, int))
+
+    async def _upload(self, f: OutboxFile) -> int:
+        assert f.prepared is not None and f.sha256 is not None and f.bytes is not None
+        label = KIND_NAMES.get(f.kind, f.kind)
+        bar = self.progress(label, f.bytes)
+
+        def step(done: int) -> None:
+            bar.update(done)
+            self._keep_lease(f.fill_id)
+
+        metadata = {"fill_id": f.fill_id, "kind": f.kind, "filename": _upload_name(f), "sha256": f.sha256}
+        url = f.upload_url
+        try:
+            try:
+                result = await self.tus.upload(
+                    f.prepared,
+                    size=f.bytes,
+                    metadata=metadata,
+                    url=url,
+                    remember_url=lambda u: self.outbox.set_upload_url(f.id, u),
+                    progress=step,
+                )
+            except UploadGone:
+                # Finished by the request a killed process left behind, or expired: ask the fill.
+                fill = await self.api.fill(f.fill_id)
+                for m in fill.get("media", []):
+                    if (m["kind"], m["sha256"]) == (f.kind, f.sha256):
+                        bar.finish("stored")
+                        self.outbox.set_media_id(f.id, int(m["id"]))
+                        return 0
+                result = await self.tus.upload(
+                    f.prepared,
+                    size=f.bytes,
+                    metadata=metadata,
+                    url=None,
+                    remember_url=lambda u: self.outbox.set_upload_url(f.id, u),
+                    progress=step,
+                )
+        except ApiError as exc:
+            bar.finish("interrupted" if exc.transient else "refused")
+            if exc.transient or exc.code == "not_draft":
+                raise
+            raise ApiError(
+                f"The server refused the {label}: {exc.message}",
+                status=exc.status,
+                code=exc.code,
+                transient=False,
+            ) from exc
+        bar.finish("stored" + (f" (resumed at {result.resumed_from} bytes)" if result.resumed_from else ""))
+        self.outbox.set_media_id(f.id, result.media_id)
+        return result.sent_bytes
+
+    def _keep_lease(self, fill_id: str) -> None:
+        now = time.monotonic()
+        if now - self._renewed_at > LEASE_SECONDS / 3:
+            self._renewed_at = now
+            self.outbox.renew(fill_id, LEASE_SECONDS)
+
+    def _note_decision(self, fill: dict[str, Any]) -> None:
+        decision = fill.get("decision")
+        if fill.get("state") in DECIDED and decision:
+            self.outbox.record_decision(
+                fill["id"],
+                fill["state"],
+                decision.get("outcome"),
+                decision.get("reason_codes") or [],
+                decision.get("note"),
+            )
+
+    # -- many attempts ---------------------------------------------------------------------------
+
+    async def deliver(self, fill_id: str, *, patience: float) -> Attempt:
+        """Tries one entry until it is delivered, refused, or `patience` seconds are spent."""
+        deadline = time.monotonic() + patience
+        last = Attempt(fill_id, PENDING)
+        while True:
+            result = await self.attempt(fill_id)
+            if result is not None:
+                last = result
+                if result.state in (QUEUED, FAILED):
+                    return result
+            entry = self.outbox.get(fill_id)
+            if entry is None or entry.state in (QUEUED, FAILED):
+                return Attempt(fill_id, entry.state if entry else FAILED, last.error)
+            wait = max(0.2, entry.next_attempt_at - time.time()) if result is not None else 1.0
+            if time.monotonic() + wait > deadline:
+                return last
+            await asyncio.sleep(wait)
+
+    async def drain(
+        self, fill_ids: Sequence[str] | None = None, *, ignore_backoff: bool = False
+    ) -> list[Attempt]:
+        """One attempt at each due entry (or each open entry, ignoring backoff), oldest first."""
+        if fill_ids is None:
+            fill_ids = (
+                [e.fill_id for e in reversed(self.outbox.entries([PENDING, CREATED, UPLOADED]))]
+                if ignore_backoff
+                else self.outbox.due()
+            )
+        results = []
+        for fill_id in fill_ids:
+            result = await self.attempt(fill_id)
+            if result is not None:
+                results.append(result)
+        return results
+
+    async def run(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
+        """The long-running service: drain what is due, prune, sleep until the next entry is due."""
+        while not stop.is_set():
+            wake.clear()
+            await self.drain()
+            self.outbox.prune(self.config.retention_days)
+            next_at = self.outbox.next_due_at()
+            timeout = 30.0 if next_at is None else min(30.0, max(0.2, next_at - time.time()))
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.gather(*waiters, return_exceptions=True)
+
+
+def _upload_name(f: OutboxFile) -> str:
+    if f.prepared is not None and f.prepared != f.original:
+        return Path(f.filename).stem[:100] + f.prepared.suffix
+    return f.filename

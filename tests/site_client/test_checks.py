@@ -1,0 +1,106 @@
+"""Checks at the site: the shared rules, said so a technician knows what to retake; photos fit the link."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from remote_site_client.checks import check_submission
+from remote_site_client.prepare import prepare_file
+from server.demo.photos import stock_bottle_photo, to_jpeg_bytes
+from server.evidence.photo_quality import decode_barcodes
+from tests.site_client.world import EXPIRY, NDC
+
+TODAY = dt.date(2026, 11, 26)
+
+
+def _check(photo_dir: Path, stock: str, scanned: list[str] | None = None, ndc: str | None = NDC):  # type: ignore[no-untyped-def]
+    files = [("stock_bottle", photo_dir / stock), ("pills", photo_dir / "pills.jpg")]
+    return check_submission(files, scanned=scanned or [], expected_ndc=ndc, today=TODAY)
+
+
+def test_good_photos_pass_and_the_barcode_is_read_from_the_stock_bottle(photo_dir: Path) -> None:
+    report = _check(photo_dir, "stock_bottle.jpg")
+    assert report.ok, report.problems
+    assert report.product is not None and report.product.result == "match"
+    assert len(report.barcodes) == 1 and report.barcodes[0].startswith("]d2")
+    assert any("lot LOT42A, expires 2028-06-30" in n for n in report.notes)
+
+
+@pytest.mark.parametrize(
+    ("photo", "code", "message"),
+    [
+        ("blurred_stock_bottle.jpg", "blurred", "The stock bottle photo is blurred: hold the camera still"),
+        ("dark_stock_bottle.jpg", "too_dark", "The stock bottle photo is too dark"),
+        ("wrong_stock_bottle.jpg", "wrong_ndc", "prescription is for NDC 00378-1805-01"),
+        ("expired_stock_bottle.jpg", "expired", "The stock bottle expired on 2024-01-31"),
+    ],
+)
+def test_a_photo_that_needs_retaking_is_named_with_what_to_do(
+    photo_dir: Path, photo: str, code: str, message: str
+) -> None:
+    report = _check(photo_dir, photo)
+    assert not report.ok
+    assert code in [p.code for p in report.problems]
+    assert any(message in p.message for p in report.problems), report.problems
+
+
+def test_a_scanned_barcode_with_a_bad_check_digit_is_refused(photo_dir: Path) -> None:
+    report = _check(photo_dir, "stock_bottle.jpg", scanned=["(01)00303781805019(17)280630(10)LOT42A"])
+    assert [p.code for p in report.problems] == ["barcode_unreadable"]
+
+
+def test_offline_without_the_prescription_the_barcode_is_still_checked(photo_dir: Path) -> None:
+    report = _check(photo_dir, "expired_stock_bottle.jpg", ndc=None)
+    assert [p.code for p in report.problems] == ["expired"]
+    assert any("offline" in n for n in report.notes)
+
+
+def test_a_file_that_is_not_a_photo_is_refused(tmp_path: Path, photo_dir: Path) -> None:
+    bogus = tmp_path / "pills.jpg"
+    bogus.write_bytes(b"%PDF-1.4 not a photo")
+    report = check_submission(
+        [("stock_bottle", photo_dir / "stock_bottle.jpg"), ("pills", bogus)],
+        scanned=[],
+        expected_ndc=NDC,
+        today=TODAY,
+    )
+    assert [p.code for p in report.problems] == ["unreadable"]
+    assert "pills photo cannot be opened" in report.problems[0].message
+
+
+def test_a_phone_photo_is_fit_for_the_link_and_keeps_its_barcode(tmp_path: Path) -> None:
+    photo = stock_bottle_photo(
+        NDC, "Metformin HCl", "500 mg", "LOT42A", EXPIRY, size=(4000, 3000), module_px=14
+    )
+    src = tmp_path / "IMG_0001.jpg"
+    # Taken sideways, with GPS and a comment that must not leave the site.
+    src.write_bytes(
+        to_jpeg_bytes(photo.rotate(90, expand=True), 95, exif_gps=True, orientation=6, comment="Jane Q")
+    )
+    prepared = prepare_file(src, "stock_bottle", tmp_path / "upload.jpg", long_edge=2048, quality=82)
+    assert prepared.reencoded and prepared.barcodes_kept
+    assert prepared.size * 8 < src.stat().st_size
+    with Image.open(prepared.path) as im:
+        assert im.size == (2000, 1500)  # upright, at most 2048 on the long edge
+        assert not im.getexif() and "comment" not in im.info
+        assert any(b.endswith("LOT42A") for b in decode_barcodes(im))
+
+
+def test_long_edge_zero_sends_the_original_untouched(tmp_path: Path, photo_dir: Path) -> None:
+    prepared = prepare_file(photo_dir / "pills.jpg", "pills", tmp_path / "x.jpg", long_edge=0, quality=82)
+    assert not prepared.reencoded and prepared.path == photo_dir / "pills.jpg"
+
+
+def test_a_barcode_lost_by_re_encoding_sends_the_original(tmp_path: Path) -> None:
+    # Tiny modules that survive only at full resolution.
+    photo = stock_bottle_photo(
+        NDC, "Metformin HCl", "500 mg", "LOT42A", EXPIRY, size=(2048, 1536), module_px=3
+    )
+    src = tmp_path / "small-code.png"
+    photo.save(src)
+    prepared = prepare_file(src, "stock_bottle", tmp_path / "upload.jpg", long_edge=800, quality=40)
+    assert not prepared.reencoded and prepared.path == src

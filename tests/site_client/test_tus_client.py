@@ -1,0 +1,148 @@
+"""The tus client resumes from the server's offset after a cut link, a restart of itself, or chunk damage."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from remote_site_client.api import ApiError, SiteApi, Unreachable
+from remote_site_client.config import SiteConfig
+from remote_site_client.tus import TusClient
+from server.media.tus import TusEndpoint, TusUpload
+from tests.site_client.proxy import LinkProxy
+
+SIZE = 3 * 1024 * 1024
+
+
+class Received:
+    def __init__(self) -> None:
+        self.completed: list[tuple[dict[str, str], str]] = []
+
+
+@pytest.fixture
+async def tus_server(tmp_path: Path) -> AsyncIterator[tuple[str, Received]]:
+    received = Received()
+
+    async def authorize(request: web.Request, metadata: dict[str, str], length: int) -> None:
+        if metadata.get("kind") == "bogus":
+            raise web.HTTPUnprocessableEntity(
+                text='{"error": "not_an_image", "message": "This file is not a photo."}',
+                content_type="application/json",
+            )
+
+    async def complete(request: web.Request, upload: TusUpload) -> dict[str, str]:
+        digest = hashlib.sha256(upload.data_path.read_bytes()).hexdigest()
+        received.completed.append((upload.metadata, digest))
+        return {"Tp-Media-Id": str(len(received.completed))}
+
+    endpoint = TusEndpoint(
+        tmp_path / "uploads", 100 * 1024 * 1024, base_path="/api/v1/uploads",
+        authorize=authorize, owner_of=lambda r: "site", on_complete=complete,
+    )  # fmt: skip
+    app = web.Application()
+    endpoint.add_routes(app.router)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", received
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def big_file(tmp_path: Path) -> Path:
+    p = tmp_path / "photo.jpg"
+    p.write_bytes(os.urandom(SIZE))
+    return p
+
+
+async def test_cut_link_resumes_from_the_servers_offset_not_from_zero(
+    tus_server: tuple[str, Received], big_file: Path, tmp_path: Path
+) -> None:
+    url, received = tus_server
+    proxy = LinkProxy("127.0.0.1", int(url.rsplit(":", 1)[1]), up_rate=8 * 1024 * 1024)
+    await proxy.start()
+    cfg = SiteConfig(server_url=proxy.url, token="t", data_dir=tmp_path)
+    remembered: list[str | None] = []
+    meta = {
+        "fill_id": "f",
+        "kind": "pills",
+        "filename": "p.jpg",
+        "sha256": hashlib.sha256(big_file.read_bytes()).hexdigest(),
+    }
+    try:
+        async with SiteApi(cfg) as api:
+            proxy.cut_after_up = SIZE // 2
+            with pytest.raises(Unreachable):
+                await TusClient(api).upload(
+                    big_file, size=SIZE, metadata=meta, url=None, remember_url=remembered.append
+                )
+        assert remembered and remembered[0]
+        before = proxy.stats.up_bytes
+        # A new process (new session) picks the upload up from the URL kept in the outbox.
+        async with SiteApi(cfg) as api:
+            result = await TusClient(api).upload(
+                big_file, size=SIZE, metadata=meta, url=remembered[0], remember_url=remembered.append
+            )
+        resent = proxy.stats.up_bytes - before
+    finally:
+        await proxy.stop()
+    assert result.media_id == 1
+    assert result.resumed_from > SIZE // 4
+    assert result.sent_bytes == SIZE - result.resumed_from
+    assert resent < SIZE * 0.75
+    assert len(remembered) == 1  # no second upload was created
+    assert received.completed == [(meta, meta["sha256"])]
+
+
+async def test_chunked_upload_with_checksums(
+    tus_server: tuple[str, Received], big_file: Path, tmp_path: Path
+) -> None:
+    url, received = tus_server
+    cfg = SiteConfig(server_url=url, token="t", data_dir=tmp_path)
+    sha = hashlib.sha256(big_file.read_bytes()).hexdigest()
+    seen: list[int] = []
+    async with SiteApi(cfg) as api:
+        result = await TusClient(api, chunk_bytes=1024 * 1024).upload(
+            big_file, size=SIZE, metadata={"kind": "pills", "sha256": sha}, url=None,
+            remember_url=lambda u: None, progress=seen.append,
+        )  # fmt: skip
+    assert result.media_id == 1 and result.sent_bytes == SIZE
+    assert seen[-1] == SIZE and seen == sorted(seen)
+    assert received.completed[0][1] == sha
+
+
+async def test_refusal_is_permanent_with_the_servers_message(
+    tus_server: tuple[str, Received], big_file: Path, tmp_path: Path
+) -> None:
+    url, _ = tus_server
+    cfg = SiteConfig(server_url=url, token="t", data_dir=tmp_path)
+    async with SiteApi(cfg) as api:
+        with pytest.raises(ApiError) as info:
+            await TusClient(api).upload(
+                big_file, size=SIZE, metadata={"kind": "bogus"}, url=None, remember_url=lambda u: None
+            )
+    assert not info.value.transient
+    assert info.value.status == 422 and "not a photo" in info.value.message
+
+
+async def test_forgotten_upload_starts_again(
+    tus_server: tuple[str, Received], big_file: Path, tmp_path: Path
+) -> None:
+    url, _ = tus_server
+    cfg = SiteConfig(server_url=url, token="t", data_dir=tmp_path)
+    urls: list[str | None] = []
+    async with SiteApi(cfg) as api:
+        result = await TusClient(api).upload(
+            big_file, size=SIZE, metadata={"kind": "pills"}, url=url + "/api/v1/uploads/" + "0" * 32,
+            remember_url=urls.append,
+        )  # fmt: skip
+    assert result.resumed_from == 0 and len(urls) == 1 and result.media_id == 1
