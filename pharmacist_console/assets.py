@@ -16,15 +16,36 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+# Named here rather than guessed from the host's mime.types: a module script served with the wrong
+# type is refused by the browser (nosniff), and hosts differ.
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".woff2": "font/woff2",
+}
 
 
 async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "index.html", headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+    """The console's single page."""
+    return web.FileResponse(
+        STATIC / "index.html",
+        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache", "Content-Type": CONTENT_TYPES[".html"]},
+    )
 
 
 async def static(request: web.Request) -> web.FileResponse:
+    """One asset under static/, by a path that cannot leave it."""
     rel = request.match_info["path"]
     target = (STATIC / rel).resolve()
     if not target.is_relative_to(STATIC.resolve()) or not target.is_file():
         raise web.HTTPNotFound()
-    return web.FileResponse(target, headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+    content_type = CONTENT_TYPES.get(target.suffix.lower())
+    if content_type is None:
+        raise web.HTTPNotFound()
+    # no-cache still lets the browser keep the file: it revalidates (304) instead of downloading again.
+    return web.FileResponse(
+        target, headers={**SECURITY_HEADERS, "Cache-Control": "no-cache", "Content-Type": content_type}
+    )

@@ -1,0 +1,69 @@
+// The one way the console talks HTTP to the server: JSON in and out, the CSRF header on every change.
+
+export class ApiError extends Error {
+  constructor(status, code, message, detail = {}) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+    this.detail = detail;
+  }
+}
+
+let csrfToken = null;
+let unauthorizedHandler = null;
+
+export function setCsrfToken(token) {
+  csrfToken = token;
+}
+
+/** Called once per 401, so the app can show the sign-in form again. */
+export function onUnauthorized(handler) {
+  unauthorizedHandler = handler;
+}
+
+/** Calls the API; resolves with the parsed JSON body or rejects with an ApiError (status 0: no answer). */
+export async function api(method, path, body, { signal, keepalive = false } = {}) {
+  const headers = { Accept: "application/json" };
+  if (method !== "GET" && method !== "HEAD" && csrfToken) headers["X-CSRF-Token"] = csrfToken;
+  let payload;
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(path, {
+      method, headers, body: payload, credentials: "same-origin", cache: "no-store", signal, keepalive,
+      redirect: "error",
+    });
+  } catch (err) {
+    if (err && err.name === "AbortError") throw err;
+    throw new ApiError(0, "network", "The server could not be reached. Check the connection.");
+  }
+  const text = await resp.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!resp.ok) {
+    const err = new ApiError(
+      resp.status,
+      (data && data.error) || `http_${resp.status}`,
+      (data && data.message) || `The server answered ${resp.status}.`,
+      (data && data.detail) || {},
+    );
+    if (resp.status === 401 && unauthorizedHandler && !(method === "POST" && path === "/api/v1/session")) {
+      unauthorizedHandler(err);
+    }
+    throw err;
+  }
+  return data;
+}
+
+export const get = (path, opts) => api("GET", path, undefined, opts);
+export const post = (path, body, opts) => api("POST", path, body ?? {}, opts);

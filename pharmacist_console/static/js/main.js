@@ -1,0 +1,251 @@
+// The console's entry point: session, views, the live feed and the keyboard, wired together.
+
+import { api, get, onUnauthorized, setCsrfToken, ApiError } from "./api.js";
+import { $, h, fill, isTyping, toast } from "./dom.js";
+import { LiveFeed } from "./live.js";
+import { DetailCache, ImageCache, Prefetcher } from "./prefetch.js";
+import { QueueStore } from "./queue.js";
+import { QueueView } from "./queue_view.js";
+import { Viewer } from "./viewer.js";
+import { Workspace } from "./workspace.js";
+
+const VIEWS = ["boot", "login", "queue", "verify", "dashboard"];
+const LIVE_TEXT = { off: "Offline", connecting: "Connecting…", reconnecting: "Reconnecting…", live: "Live" };
+
+const els = {
+  app: $("#app"),
+  nav: $("#nav"),
+  live: $("#live"),
+  pressure: $("#pressure"),
+  me: $("#me"),
+  signOut: $("#sign-out"),
+  helpButton: $("#help-button"),
+  help: $("#help"),
+  loginForm: $("#login-form"),
+  loginUser: $("#login-username"),
+  loginPass: $("#login-password"),
+  loginError: $("#login-error"),
+  loginSubmit: $("#login-submit"),
+  filterSite: $("#filter-site"),
+  filterPriority: $("#filter-priority"),
+  openNext: $("#open-next"),
+};
+
+const details = new DetailCache();
+const images = new ImageCache();
+const prefetcher = new Prefetcher(details, images);
+const store = new QueueStore({ details });
+const live = new LiveFeed();
+const viewer = new Viewer($("#v-stage"), {
+  images, zoomLabel: $("#v-zoom"), info: $("#v-stage-info"), tools: $("#v-stage-tools"),
+});
+let me = null;
+let view = "boot";
+let dashboard = null;
+
+const workspace = new Workspace({
+  store, details, images, prefetcher, viewer,
+  els: {
+    title: $("#v-title"), rx: $("#v-rx"), strip: $("#v-strip"), lease: $("#v-lease"), banner: $("#v-banner"),
+    status: $("#v-status"), approve: $("#v-approve"), reject: $("#v-reject"), next: $("#v-next"), back: $("#v-back"),
+    reasons: $("#v-reasons"), reasonList: $("#v-reason-list"), note: $("#v-note"), noteRequired: $("#v-note-required"),
+    reasonError: $("#v-reason-error"), reasonCancel: $("#v-reason-cancel"), reasonConfirm: $("#v-reason-confirm"),
+  },
+  exit: () => show("queue"),
+});
+
+const queueView = new QueueView({
+  store,
+  els: {
+    body: $("#queue-body"), empty: $("#queue-empty"), countQueued: $("#count-queued"),
+    countInReview: $("#count-in-review"), oldest: $("#oldest"), oldestBox: $("#oldest-box"),
+    pressure: $("#pressure"), pressureWaiting: $("#pressure-waiting"), pressureOldest: $("#pressure-oldest"),
+  },
+  onOpen: (id) => openFill(id),
+});
+
+// -- views -----------------------------------------------------------------------------------------
+
+function show(name) {
+  view = name;
+  els.app.dataset.view = name;
+  for (const v of VIEWS) document.getElementById(`${v}-view`).hidden = v !== name;
+  for (const link of els.nav.querySelectorAll("[data-nav]")) {
+    if (link.dataset.nav === name || (name === "verify" && link.dataset.nav === "queue")) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (name === "queue") queueView.render();
+  if (name === "dashboard") openDashboard();
+}
+
+async function openDashboard() {
+  if (!dashboard) {
+    const mod = await import("./dashboard.js");
+    dashboard = new mod.Dashboard({ grid: $("#dash-grid"), days: $("#dash-days"), note: $("#dash-note") });
+  }
+  dashboard.load();
+}
+
+function openFill(id) {
+  if (!me || me.role !== "pharmacist") {
+    toast("Only pharmacists verify fills; this account can watch the queue.", "warn");
+    return;
+  }
+  show("verify");
+  workspace.open(id);
+}
+
+function openNextFill() {
+  const next = store.nextWaiting(workspace.skipped);
+  const any = next || store.nextWaiting();
+  if (!any) {
+    toast("No fill is waiting.", "info");
+    return;
+  }
+  openFill(any.id);
+}
+
+// -- session ---------------------------------------------------------------------------------------
+
+function showLogin(message) {
+  show("login");
+  for (const el of [els.nav, els.live, els.me, els.signOut, els.helpButton, els.pressure]) el.hidden = true;
+  els.loginError.hidden = !message;
+  els.loginError.textContent = message || "";
+  els.loginPass.value = "";
+  (els.loginUser.value ? els.loginPass : els.loginUser).focus();
+}
+
+async function startSession(user, csrf) {
+  setCsrfToken(csrf);
+  if (user.role !== "pharmacist" && user.role !== "admin") {
+    await api("DELETE", "/api/v1/session").catch(() => {});
+    showLogin("This console is for pharmacists. Technicians use the site client.");
+    return;
+  }
+  me = user;
+  workspace.setUser(user);
+  queueView.setUser(user);
+  fill(els.me, h("span", { class: "me-name" }, user.display_name),
+    user.licensed_states?.length ? h("span", { class: "me-states" }, user.licensed_states.join(" · ")) : h("span", { class: "me-states" }, user.role));
+  for (const el of [els.nav, els.live, els.me, els.signOut, els.helpButton, els.pressure]) el.hidden = false;
+  show("queue");
+  const [sites, reasons] = await Promise.all([get("/api/v1/sites"), get("/api/v1/reasons")]);
+  fill(els.filterSite, h("option", { value: "" }, "All sites"),
+    sites.sites.map((s) => h("option", { value: s.id }, `${s.code} · ${s.name} (${s.state})`)));
+  workspace.setReasons(reasons.reasons);
+  live.start();
+}
+
+function endSession(message) {
+  workspace.reset();
+  live.stop();
+  store.reset();
+  me = null;
+  setCsrfToken(null);
+  showLogin(message);
+}
+
+els.loginForm.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  els.loginError.hidden = true;
+  els.loginSubmit.disabled = true;
+  try {
+    const body = await api("POST", "/api/v1/session", { username: els.loginUser.value.trim(), password: els.loginPass.value });
+    els.loginPass.value = "";
+    await startSession(body.user, body.csrf_token);
+  } catch (err) {
+    els.loginError.textContent = err instanceof ApiError ? err.message : "Sign-in failed.";
+    els.loginError.hidden = false;
+    els.loginPass.select();
+  } finally {
+    els.loginSubmit.disabled = false;
+  }
+});
+
+els.signOut.addEventListener("click", async () => {
+  if (workspace.active) await workspace.leave();
+  await api("DELETE", "/api/v1/session").catch(() => {});
+  endSession("You have signed out.");
+});
+
+onUnauthorized(() => {
+  if (me) endSession("Your session has ended. Sign in again.");
+});
+
+// -- live ------------------------------------------------------------------------------------------
+
+live.addEventListener("status", (e) => {
+  const state = e.detail.state;
+  els.live.dataset.state = state;
+  els.live.querySelector(".live-text").textContent = LIVE_TEXT[state] || state;
+  els.live.title = state === "live" ? "Receiving changes as they happen" : "Changes are caught up when the connection is back";
+});
+live.addEventListener("hello", (e) => {
+  // A resumed connection replays what was missed from the cursor; only a fresh one loads the queue.
+  if (!e.detail.resumed) store.load().catch((err) => toast(`Could not load the queue: ${err.message}`, "error"));
+});
+let dashboardTimer = null;
+live.addEventListener("event", (e) => {
+  store.handle(e.detail);
+  workspace.onEvent(e.detail);
+  if (view === "dashboard" && dashboard && e.detail.type === "fill.decided") {
+    // The figures follow decisions as they happen, a few seconds behind so bursts cost one request.
+    clearTimeout(dashboardTimer);
+    dashboardTimer = setTimeout(() => { if (view === "dashboard") dashboard.load(); }, 3000);
+  }
+});
+live.addEventListener("trouble", () => {
+  // Repeated failures may mean the session ended: asking triggers the sign-in form on a 401.
+  get("/api/v1/session").catch(() => {});
+});
+
+// -- controls and keys -----------------------------------------------------------------------------
+
+els.nav.addEventListener("click", (e) => {
+  const link = e.target.closest("[data-nav]");
+  if (!link) return;
+  if (view === "verify") workspace.leave();
+  show(link.dataset.nav);
+});
+els.filterSite.addEventListener("change", () => store.setFilters({ siteId: els.filterSite.value }).catch((err) => toast(err.message, "error")));
+els.filterPriority.addEventListener("change", () => store.setFilters({ priority: els.filterPriority.value }).catch((err) => toast(err.message, "error")));
+els.openNext.addEventListener("click", () => openNextFill());
+els.helpButton.addEventListener("click", () => els.help.showModal());
+$("#help-close").addEventListener("click", () => els.help.close());
+
+document.addEventListener("keydown", (e) => {
+  if (els.help.open || view === "login" || view === "boot") return;
+  if (e.key === "?" && !isTyping(e.target)) {
+    els.help.showModal();
+    e.preventDefault();
+    return;
+  }
+  let used = false;
+  if (view === "verify") used = workspace.onKey(e);
+  else if (!isTyping(e.target) && !e.ctrlKey && !e.metaKey && !e.altKey) {
+    const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+    if (view === "queue" && key === "n") {
+      openNextFill();
+      used = true;
+    } else if (key === "d" && view !== "dashboard") {
+      show("dashboard");
+      used = true;
+    } else if ((key === "q" || key === "Escape") && view === "dashboard") {
+      show("queue");
+      used = true;
+    } else if (view === "queue") used = queueView.onKey(e);
+  }
+  if (used) e.preventDefault();
+});
+
+// -- boot ------------------------------------------------------------------------------------------
+
+(async () => {
+  try {
+    const body = await api("GET", "/api/v1/session");
+    await startSession(body.user, body.csrf_token);
+  } catch (err) {
+    showLogin(err instanceof ApiError && err.status !== 401 ? err.message : "");
+  }
+})();

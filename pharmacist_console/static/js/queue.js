@@ -1,0 +1,191 @@
+// The queue as the console knows it: loaded once, then kept current by live events (versions decide).
+
+import { get } from "./api.js";
+import { PRIORITY_RANK } from "./format.js";
+
+const OPEN = new Set(["queued", "in_review"]);
+const QUEUE_LIMIT = 200; // the server's page size: a full page means there may be more
+const VIDEO_KINDS = new Set(["count_video"]);
+
+/** A queue row from a fill's detail (what a live arrival is fetched as). */
+export function rowFromDetail(d) {
+  const media = d.media || [];
+  const videos = media.filter((m) => VIDEO_KINDS.has(m.kind)).length;
+  return {
+    id: d.id, state: d.state, version: d.version, priority: d.priority, site: d.site,
+    product_check: d.product_check, claimed_by: d.claimed_by, lease_expires_at: d.lease_expires_at,
+    created_at: d.created_at, submitted_at: d.submitted_at, queued_at: d.queued_at,
+    previous_fill_id: d.previous_fill_id, images: media.length - videos, videos,
+  };
+}
+
+export function compareRows(a, b) {
+  const pa = PRIORITY_RANK[a.priority] ?? 9;
+  const pb = PRIORITY_RANK[b.priority] ?? 9;
+  if (pa !== pb) return pa - pb;
+  const ta = a.submitted_at || "";
+  const tb = b.submitted_at || "";
+  if (ta !== tb) return ta < tb ? -1 : 1;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/**
+ * Emits "change" ({fillId, arrived}) whenever rows, counts or the oldest time change.
+ * Events that arrive before the first load are kept and applied after it; an event older than
+ * the row (by version) is ignored, so replays and races are harmless.
+ */
+export class QueueStore extends EventTarget {
+  constructor({ details }) {
+    super();
+    this.details = details; // where fetched fill details are shared with the prefetcher
+    this.rows = new Map();
+    this.counts = { queued: 0, in_review: 0 };
+    this.serverOldest = null;
+    this.truncated = false;
+    this.loaded = false;
+    this.pending = [];
+    this.inflight = new Map();
+    this.filters = { siteId: "", priority: "" };
+    this.skewMs = 0;
+    this.generation = 0;
+    this.reloadTimer = null;
+  }
+
+  now() {
+    return Date.now() + this.skewMs;
+  }
+
+  /** Forgets everything (signing out): the next load starts afresh. */
+  reset() {
+    this.generation += 1;
+    this.rows = new Map();
+    this.counts = { queued: 0, in_review: 0 };
+    this.serverOldest = null;
+    this.loaded = false;
+    this.pending = [];
+    this.inflight = new Map();
+    this.emit(null, false);
+  }
+
+  setFilters(filters) {
+    this.filters = { ...this.filters, ...filters };
+    return this.load();
+  }
+
+  async load() {
+    const gen = ++this.generation;
+    const q = new URLSearchParams();
+    if (this.filters.siteId) q.set("site_id", this.filters.siteId);
+    if (this.filters.priority) q.set("priority", this.filters.priority);
+    const query = q.toString();
+    const data = await get(`/api/v1/queue${query ? `?${query}` : ""}`);
+    if (gen !== this.generation) return;
+    if (data.now) this.skewMs = Date.parse(data.now) - Date.now();
+    this.rows = new Map(data.fills.map((f) => [f.id, f]));
+    this.counts = { queued: 0, in_review: 0, ...data.counts };
+    this.serverOldest = data.oldest_queued_at;
+    this.truncated = data.fills.length >= QUEUE_LIMIT;
+    this.loaded = true;
+    const pending = this.pending;
+    this.pending = [];
+    for (const ev of pending) this.apply(ev);
+    this.emit(null, false);
+  }
+
+  emit(fillId, arrived) {
+    this.dispatchEvent(new CustomEvent("change", { detail: { fillId, arrived } }));
+  }
+
+  matches(ev) {
+    if (this.filters.siteId && String(ev.site_id ?? ev.site?.id) !== String(this.filters.siteId)) return false;
+    if (this.filters.priority && ev.priority !== this.filters.priority) return false;
+    return true;
+  }
+
+  /** Applies one live event. */
+  handle(ev) {
+    if (!ev.fill_id) return;
+    if (!this.loaded) {
+      this.pending.push(ev);
+      return;
+    }
+    this.apply(ev);
+  }
+
+  apply(ev) {
+    const waiting = this.inflight.get(ev.fill_id);
+    if (waiting) {
+      waiting.push(ev);
+      return;
+    }
+    const row = this.rows.get(ev.fill_id);
+    if (row) {
+      if (ev.version <= row.version) return;
+      this.bump(row.state, -1);
+      if (OPEN.has(ev.state) && this.matches(ev)) {
+        Object.assign(row, {
+          state: ev.state, version: ev.version, priority: ev.priority, product_check: ev.product_check,
+          claimed_by: ev.claimed_by,
+        });
+        this.bump(row.state, +1);
+      } else {
+        this.rows.delete(ev.fill_id);
+      }
+      this.emit(ev.fill_id, false);
+      return;
+    }
+    if (!OPEN.has(ev.state) || !this.matches(ev)) return;
+    if (this.truncated) {
+      this.scheduleReload();
+      return;
+    }
+    this.fetchRow(ev.fill_id);
+  }
+
+  bump(state, delta) {
+    if (state in this.counts || delta > 0) this.counts[state] = Math.max(0, (this.counts[state] || 0) + delta);
+  }
+
+  async fetchRow(fillId) {
+    this.inflight.set(fillId, []);
+    const gen = this.generation;
+    let detail = null;
+    try {
+      detail = await this.details.fetch(fillId);
+    } catch {
+      detail = null; // not visible (any more) or the network failed: the next event or reload fixes it
+    }
+    const later = this.inflight.get(fillId) || [];
+    this.inflight.delete(fillId);
+    if (gen !== this.generation) return;
+    if (detail && OPEN.has(detail.state) && this.matches(detail) && !this.rows.has(fillId)) {
+      this.rows.set(fillId, rowFromDetail(detail));
+      this.bump(detail.state, +1);
+      this.emit(fillId, true);
+    }
+    for (const ev of later) this.apply(ev);
+  }
+
+  scheduleReload() {
+    clearTimeout(this.reloadTimer);
+    this.reloadTimer = setTimeout(() => this.load().catch(() => {}), 250);
+  }
+
+  /** Open rows in queue order: priority, then time of submission. */
+  ordered() {
+    return [...this.rows.values()].sort(compareRows);
+  }
+
+  /** The first fill waiting (not in review) in queue order, skipping the given ids. */
+  nextWaiting(exclude = new Set()) {
+    return this.ordered().find((r) => r.state === "queued" && !exclude.has(r.id)) || null;
+  }
+
+  /** When the oldest open fill was submitted (ISO), as the server counts it. */
+  oldest() {
+    if (this.truncated) return this.serverOldest;
+    let oldest = null;
+    for (const r of this.rows.values()) if (r.submitted_at && (!oldest || r.submitted_at < oldest)) oldest = r.submitted_at;
+    return oldest;
+  }
+}

@@ -1,0 +1,127 @@
+"""The README's screenshots from a realistic network, and the console's fit from a laptop to a 4K screen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from tests.browser.conftest import WorldFactory, sign_in, submit
+from tests.browser.showcase import PASSWORD, showcase
+
+pytestmark = pytest.mark.browser
+
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+CONTRAST = (Path(__file__).parent / "contrast.js").read_text()
+DESKTOP = {"width": 1440, "height": 900}
+
+
+async def _low_contrast(page: Page) -> list[str]:
+    result: list[str] = await page.evaluate(CONTRAST)
+    return result
+
+
+async def _fits(page: Page) -> dict[str, Any]:
+    result: dict[str, Any] = await page.evaluate(
+        """() => {
+          const box = (sel) => {
+            const r = document.querySelector(sel).getBoundingClientRect();
+            const {left, top, right, bottom, width, height} = r;
+            return {left, top, right, bottom, width, height};
+          };
+          const doc = document.documentElement;
+          return {
+            scrollWidth: doc.scrollWidth, scrollHeight: doc.scrollHeight,
+            width: innerWidth, height: innerHeight,
+            approve: box('#v-approve'), reject: box('#v-reject'), stage: box('#v-stage'), rx: box('#v-rx'),
+            font: parseFloat(getComputedStyle(document.body).fontSize),
+          };
+        }"""
+    )
+    return result
+
+
+async def test_screenshots_of_the_queue_and_the_verification_view(browser: Browser, tmp_path: Path) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    async with showcase(tmp_path) as show:
+        c = await sign_in(browser, show.url, "rph.nd", password=PASSWORD, viewport=DESKTOP)
+        page = c.page
+        await expect(page.locator("#queue-body tr")).to_have_count(len(show.live))
+        await expect(page.locator("#count-in-review")).to_have_text("1")
+        await expect(page.locator("#oldest-box")).to_have_attribute("data-level", "warn")
+        assert await _low_contrast(page) == []
+        hint = await page.locator("#queue-view .hint").bounding_box()
+        assert hint is not None
+        height = min(DESKTOP["height"], round(hint["y"] + hint["height"] + 16))
+        await page.screenshot(
+            path=SHOTS / "queue.png",
+            animations="disabled",
+            caret="hide",
+            clip={"x": 0, "y": 0, "width": DESKTOP["width"], "height": height},
+        )
+
+        first = show.live[0]
+        await c.row(first).click()
+        await expect(page.locator("body")).to_have_attribute("data-shown-fill", first)
+        await expect(page.locator("#v-lease")).to_contain_text("Claimed by you")
+        await expect(page.locator("#v-rx")).to_contain_text("Evelyn Hart")
+        await expect(page.locator("#v-rx")).to_contain_text("Earlier attempt rejected")
+        await expect(page.locator("#v-rx")).to_contain_text("Wrong quantity")
+        await expect(page.locator("#v-strip .thumb")).to_have_count(4)
+        await expect(page.locator("#v-strip img")).to_have_count(4)
+        assert await _low_contrast(page) == []
+        await page.mouse.move(0, DESKTOP["height"] - 1)  # no hover highlight in the picture
+        await page.screenshot(path=SHOTS / "verification.png", animations="disabled", caret="hide")
+
+        await page.keyboard.press("r")
+        await page.keyboard.press("3")
+        await page.fill("#v-note", "Counted 58 on the tray; please recount to 60.")
+        await page.locator("#reasons-title").click()
+        assert await _low_contrast(page) == []
+        await page.screenshot(path=SHOTS / "reject.png", animations="disabled", caret="hide")
+        await page.keyboard.press("Escape")
+        await page.keyboard.press("Escape")
+        await expect(page.locator("#queue-view")).to_be_visible()
+
+        await page.keyboard.press("d")
+        await expect(page.locator("#dash-grid .card")).to_have_count(5)
+        await expect(page.locator("#dash-grid svg rect.bar-p50").first).to_be_visible()
+        assert await _low_contrast(page) == []
+        await page.screenshot(path=SHOTS / "dashboard.png", animations="disabled", caret="hide")
+    for name in ("queue", "verification", "reject", "dashboard"):
+        assert (SHOTS / f"{name}.png").stat().st_size > 30_000
+
+
+@pytest.mark.parametrize(
+    ("viewport", "min_font", "min_stage"),
+    [({"width": 1366, "height": 768}, 14, (800, 400)), ({"width": 3840, "height": 2160}, 22, (2800, 1500))],
+    ids=["1366x768", "4k"],
+)
+async def test_the_verification_view_fits_a_laptop_and_a_4k_screen(
+    browser: Browser,
+    make_world: WorldFactory,
+    viewport: dict[str, int],
+    min_font: float,
+    min_stage: tuple[int, int],
+) -> None:
+    world = await make_world()
+    fill = await submit(
+        world, "tech_nd1", "RX1", rx={"directions": "Take one tablet by mouth twice daily " * 6}
+    )
+    c = await sign_in(browser, world, "nd_rph", viewport=viewport)
+    await c.row(fill["id"]).click()
+    await expect(c.page.locator("#v-approve")).to_be_enabled()
+    m = await _fits(c.page)
+    assert m["scrollWidth"] <= m["width"] and m["scrollHeight"] <= m["height"], m
+    for button in ("approve", "reject"):
+        b = m[button]
+        assert b["left"] >= 0 and b["top"] >= 0 and b["right"] <= m["width"] and b["bottom"] <= m["height"], m
+    assert m["stage"]["width"] >= min_stage[0] and m["stage"]["height"] >= min_stage[1], m
+    assert m["rx"]["width"] >= 300, m
+    assert m["font"] >= min_font, m
+    await c.page.keyboard.press("r")
+    picker = await c.page.locator("#v-reasons").bounding_box()
+    assert picker is not None and picker["y"] >= 0 and picker["y"] + picker["height"] <= viewport["height"]
+    assert await _low_contrast(c.page) == []
