@@ -19,7 +19,6 @@ import datetime as dt
 import hashlib
 import io
 import json
-import os
 import signal
 import socket
 import statistics
@@ -34,7 +33,7 @@ from typing import Any
 
 import aiohttp
 import psutil
-from PIL import Image, ImageDraw
+from PIL import ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -87,9 +86,10 @@ def seed_database(data_dir: Path, sites: int) -> list[str]:
     from server.security.auth import Auth
     from server.security.passwords import Passwords
 
+    data_dir.mkdir(parents=True, exist_ok=True)
+
     async def run() -> list[str]:
         config = Config(data_dir=data_dir, password_time_cost=1)
-        data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(config.effective_database_url)
         await upgrade(db)
         directory = Directory(db, Passwords(1))
@@ -305,8 +305,11 @@ async def run_upload_path(base: str, tokens: list[str], photos: list[bytes], fil
         rx_ids = await make_prescriptions(session, base, tokens, prefix="U")
         for i, token in enumerate(tokens):
             fill_id = str(uuid.uuid4())
-            async with session.post(f"{base}/api/v1/fills", json={"id": fill_id, "prescription_id": rx_ids[i]},
-                                    headers={"Authorization": f"Bearer {token}"}) as r:
+            async with session.post(
+                f"{base}/api/v1/fills",
+                json={"id": fill_id, "prescription_id": rx_ids[i]},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as r:
                 assert r.status == 201, await r.text()
             fills.append(fill_id)
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -323,17 +326,31 @@ async def run_upload_path(base: str, tokens: list[str], photos: list[bytes], fil
                 except asyncio.QueueEmpty:
                     return
                 data = photos[n % len(photos)]
-                headers = {**auth, "Tus-Resumable": "1.0.0", "Upload-Length": str(len(data)),
-                           "Upload-Metadata": meta(fill_id=fills[i], kind="pills", filename="p.jpg",
-                                                   sha256=hashlib.sha256(data).hexdigest())}
+                headers = {
+                    **auth,
+                    "Tus-Resumable": "1.0.0",
+                    "Upload-Length": str(len(data)),
+                    "Upload-Metadata": meta(
+                        fill_id=fills[i],
+                        kind="pills",
+                        filename="p.jpg",
+                        sha256=hashlib.sha256(data).hexdigest(),
+                    ),
+                }
                 async with session.post(f"{base}/api/v1/uploads", headers=headers) as r:
                     location = r.headers["Location"]
-                patch = {**auth, "Tus-Resumable": "1.0.0", "Upload-Offset": "0",
-                         "Content-Type": "application/offset+octet-stream"}
+                patch = {
+                    **auth,
+                    "Tus-Resumable": "1.0.0",
+                    "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream",
+                }
                 async with session.patch(f"{base}{location}", data=data[:-1], headers=patch) as r:
                     assert r.status == 204, await r.text()
                 total += len(data) - 1
-                async with session.delete(f"{base}{location}", headers={**auth, "Tus-Resumable": "1.0.0"}) as r:
+                async with session.delete(
+                    f"{base}{location}", headers={**auth, "Tus-Resumable": "1.0.0"}
+                ) as r:
                     assert r.status == 204
 
         start = time.perf_counter()
@@ -392,7 +409,9 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=20)
     ap.add_argument("--idle", type=int, default=500)
     ap.add_argument("--photos", type=int, default=60, help="distinct photos to cycle through")
-    ap.add_argument("--profile", help="write a py-spy profile (raw stacks) of the server and its workers here")
+    ap.add_argument(
+        "--profile", help="write a py-spy profile (raw stacks) of the server and its workers here"
+    )
     args = ap.parse_args()
 
     photos = prepare_photos(args.photos)
@@ -409,14 +428,31 @@ def main() -> None:
         watch.start()
         spy = None
         if args.profile:
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses", "--idle", "-r", "200", "-f", "raw",
-                                    "-o", args.profile, "-p", str(server.pid)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--subprocesses",
+                    "--idle",
+                    "-r",
+                    "200",
+                    "-f",
+                    "raw",
+                    "-o",
+                    args.profile,
+                    "-p",
+                    str(server.pid),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         try:
             ingest = asyncio.run(
                 run_ingest(f"http://127.0.0.1:{port}", tokens, photos, args.fills, args.idle)
             )
-            upload_path = asyncio.run(run_upload_path(f"http://127.0.0.1:{port}", tokens, photos, args.fills * 3))
+            upload_path = asyncio.run(
+                run_upload_path(f"http://127.0.0.1:{port}", tokens, photos, args.fills * 3)
+            )
         finally:
             watch.running = False
             if spy is not None:
@@ -445,8 +481,8 @@ def main() -> None:
                 "server": ingest,
                 "baseline_bare_fsync": baseline,
                 "upload_path": upload_path,
-        "upload_path_ratio_vs_baseline": round(upload_path["mb_per_s"] / baseline["mb_per_s"], 3),
-        "end_to_end_ratio_vs_baseline": round(ingest["mb_per_s"] / baseline["mb_per_s"], 3),
+                "upload_path_ratio_vs_baseline": round(upload_path["mb_per_s"] / baseline["mb_per_s"], 3),
+                "end_to_end_ratio_vs_baseline": round(ingest["mb_per_s"] / baseline["mb_per_s"], 3),
                 "server_peak_rss_mb": round(watch.peak / 1e6, 1),
                 "targets": {"fills_per_s": 20, "ratio": 0.7, "event_p99_ms": 50, "peak_rss_mb": 400},
             },

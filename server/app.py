@@ -96,9 +96,7 @@ async def sweep(services: Services, tus: TusEndpoint) -> None:
 
 
 @web.middleware
-async def security_headers(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     resp = await handler(request)
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
     resp.headers.setdefault("X-Frame-Options", "DENY")
@@ -115,9 +113,7 @@ def create_app(
     metrics_holder: dict[str, Metrics] = {}
 
     @web.middleware
-    async def count_requests(
-        request: web.Request, handler: Handler
-    ) -> web.StreamResponse:
+    async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics = metrics_holder.get("m")
         if metrics is None:
             return await handler(request)

@@ -82,7 +82,11 @@ async def complete_upload(request: web.Request, upload: TusUpload) -> dict[str, 
     meta = upload.metadata
     try:
         media = await services_of(request).intake.take(
-            principal_of(request), meta["fill_id"], upload.data_path, sha256=meta["sha256"], kind=meta["kind"],
+            principal_of(request),
+            meta["fill_id"],
+            upload.data_path,
+            sha256=meta["sha256"],
+            kind=meta["kind"],
             filename=meta["filename"],
         )
     except MediaRejected as exc:
@@ -106,10 +110,15 @@ def make_tus_endpoint(services: Services) -> TusEndpoint:
 async def get_media(request: web.Request) -> web.StreamResponse:
     svc = services_of(request)
     media_id = int(request.match_info["media_id"])
-    sha, content_type = await find_variant(svc.db, principal_of(request), media_id, request.query.get("variant"))
+    sha, content_type = await find_variant(
+        svc.db, principal_of(request), media_id, request.query.get("variant")
+    )
     # Content addressed, so a variant never changes: the browser may keep it (privately) for a day.
-    headers = {"Cache-Control": "private, max-age=86400, immutable", "ETag": f'"{sha}"',
-               "Content-Type": content_type}
+    headers = {
+        "Cache-Control": "private, max-age=86400, immutable",
+        "ETag": f'"{sha}"',
+        "Content-Type": content_type,
+    }
     path = svc.store.local_path(sha)
     if path is None:
         return web.Response(body=await svc.store.open_bytes(sha), headers=headers)

@@ -269,11 +269,13 @@ def assess_photo_file(
 
 # What US drug packages carry: GS1 DataMatrix (DSCSA), GS1-128, and the UPC-A/EAN-13 of the NDC.
 # Looking for these alone reads a 3 MP photo in about 30 ms instead of about 85 ms for every format.
-DRUG_PACKAGE_FORMATS = (
-    zxingcpp.BarcodeFormat.DataMatrix,
-    zxingcpp.BarcodeFormat.Code128,
-    zxingcpp.BarcodeFormat.UPCA,
-    zxingcpp.BarcodeFormat.EAN13,
+DRUG_PACKAGE_FORMATS = zxingcpp.BarcodeFormats(
+    [
+        zxingcpp.BarcodeFormat.DataMatrix,
+        zxingcpp.BarcodeFormat.Code128,
+        zxingcpp.BarcodeFormat.UPCA,
+        zxingcpp.BarcodeFormat.EAN13,
+    ]
 )
 
 

@@ -193,8 +193,14 @@ class FillService:
         """Audits a transition and announces it live; audit_only details stay out of the broadcast."""
         detail = detail or {}
         await audit.append(
-            self.db, s, actor, action, "fill", fill.id,
-            {"state": fill.state, "version": fill.version, **detail, **(audit_only or {})}, at=self.clock(),
+            self.db,
+            s,
+            actor,
+            action,
+            "fill",
+            fill.id,
+            {"state": fill.state, "version": fill.version, **detail, **(audit_only or {})},
+            at=self.clock(),
         )
         await journal.record(
             self.db, s, action, site_id=site.id, us_state=site.state, payload=event_payload(fill, **detail)
@@ -521,10 +527,18 @@ class FillService:
             s.add(decision)
             await s.flush()
             await self._announce(
-                s, actor, "fill.decided", fill, site,
+                s,
+                actor,
+                "fill.decided",
+                fill,
+                site,
                 {"outcome": d.outcome, "reason_codes": list(d.reason_codes)},
-                audit_only={"decision_id": decision.id, "pharmacist": actor.display_name,
-                            "pharmacist_id": actor.user_id, "has_note": d.note is not None},
+                audit_only={
+                    "decision_id": decision.id,
+                    "pharmacist": actor.display_name,
+                    "pharmacist_id": actor.user_id,
+                    "has_note": d.note is not None,
+                },
             )
         if self.on_decided:
             self.on_decided(fill)

@@ -129,9 +129,7 @@ class FillQueries:
                         .where(*where)
                         .group_by(Fill.state)
                     )
-                )
-                
-                .all()
+                ).all()
             )
             oldest = (
                 await s.execute(
@@ -150,12 +148,10 @@ class FillQueries:
         if not ids:
             return {}
         out: dict[str, list[int]] = {}
-        for fill_id, kind, n in (
-            await s.execute(
-                select(Media.fill_id, Media.kind, func.count())
-                .where(Media.fill_id.in_(ids))
-                .group_by(Media.fill_id, Media.kind)
-            )
+        for fill_id, kind, n in await s.execute(
+            select(Media.fill_id, Media.kind, func.count())
+            .where(Media.fill_id.in_(ids))
+            .group_by(Media.fill_id, Media.kind)
         ):
             counts = out.setdefault(fill_id, [0, 0])
             counts[1 if kind in VIDEO_KINDS else 0] += n

@@ -5,7 +5,13 @@ from __future__ import annotations
 import logging
 
 # These libraries log SQL with its bound parameters (patient names, dates of birth) at DEBUG/INFO.
-PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "asyncpg", "alembic.runtime.migration")
+PARAMETER_LOGGERS = (
+    "aiosqlite",
+    "sqlalchemy.engine",
+    "sqlalchemy.pool",
+    "asyncpg",
+    "alembic.runtime.migration",
+)
 
 
 def keep_patient_data_out_of_logs() -> None:

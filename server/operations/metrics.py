@@ -57,9 +57,7 @@ class Metrics:
 
     async def render(self, db: Database) -> web.Response:
         async with db.read() as s:
-            counts = dict(
-                (await s.execute(select(Fill.state, func.count()).group_by(Fill.state))).all()
-            )
+            counts = dict((await s.execute(select(Fill.state, func.count()).group_by(Fill.state))).all())
         for state in ("draft", "submitted", "queued", "in_review", "approved", "rejected"):
             self.queue_depth.labels(state).set(counts.get(state, 0))
         resp = web.Response(body=generate_latest(self.registry))

@@ -26,8 +26,13 @@ def test_every_route_declares_its_roles() -> None:
 def test_public_routes_are_only_the_ones_meant_to_be() -> None:
     public = {(r.method, r.path) for r in ROUTES if r.is_public}
     assert public == {
-        ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/api/v1/openapi.json"), ("POST", "/api/v1/session"),
-        ("OPTIONS", "/api/v1/uploads"), ("GET", "/"), ("GET", "/console/{path:.+}"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("GET", "/api/v1/openapi.json"),
+        ("POST", "/api/v1/session"),
+        ("OPTIONS", "/api/v1/uploads"),
+        ("GET", "/"),
+        ("GET", "/console/{path:.+}"),
     }
 
 
@@ -42,8 +47,10 @@ def test_openapi_document_equals_the_route_table() -> None:
 
 async def test_every_route_refuses_the_anonymous_and_the_roles_it_does_not_allow(world: World) -> None:
     anon = await world.anonymous()
-    users = {role: (await world.device(name) if role is Role.TECHNICIAN else await world.login(name))
-             for role, name in SIGNED_IN_AS.items()}
+    users = {
+        role: (await world.device(name) if role is Role.TECHNICIAN else await world.login(name))
+        for role, name in SIGNED_IN_AS.items()
+    }
     checked = 0
     for route in ROUTES:
         if route.is_public:
@@ -81,7 +88,9 @@ async def test_console_session_needs_the_csrf_token_for_changes(world: World) ->
 
 async def test_session_cookie_is_httponly_and_strict(world: World) -> None:
     anon = await world.anonymous()
-    resp = await anon.post("/api/v1/session", json={"username": "nd_rph", "password": "correct-horse-battery"})
+    resp = await anon.post(
+        "/api/v1/session", json={"username": "nd_rph", "password": "correct-horse-battery"}
+    )
     cookie = resp.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
 
@@ -122,7 +131,9 @@ async def test_technician_never_sees_another_site(world: World) -> None:
     assert (await nd2.json("GET", "/api/v1/fills"))["fills"] == []
     assert (await nd2.json("GET", "/api/v1/prescriptions"))["prescriptions"] == []
     # Another site's prescription cannot carry this site's fill.
-    body = await nd2.json("POST", "/api/v1/fills", 404, json={"id": new_fill_id(), "prescription_id": rx["id"]})
+    body = await nd2.json(
+        "POST", "/api/v1/fills", 404, json={"id": new_fill_id(), "prescription_id": rx["id"]}
+    )
     assert body["error"] == "not_found"
     media_id = fill["media"][0]["id"]
     assert (await nd2.get(f"/api/v1/media/{media_id}")).status == 404

@@ -23,19 +23,37 @@ async def _decided_fill(world: World) -> str:
     fill = await queued_fill(world, tech, rx["id"])
     rph = await world.login("nd_rph")
     claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
-    await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision",
-                   json={"version": claimed["version"], "outcome": "approve"})
+    await rph.json(
+        "POST",
+        f"/api/v1/fills/{fill['id']}/decision",
+        json={"version": claimed["version"], "outcome": "approve"},
+    )
     return str(fill["id"])
 
 
 async def test_every_transition_is_audited_with_the_pharmacists_identity(world: World) -> None:
     fill_id = await _decided_fill(world)
     async with world.services.db.read() as s:
-        rows = (await s.execute(select(AuditEvent).where(AuditEvent.entity_id == fill_id)
-                                .order_by(AuditEvent.id))).scalars().all()
+        rows = (
+            (
+                await s.execute(
+                    select(AuditEvent).where(AuditEvent.entity_id == fill_id).order_by(AuditEvent.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
     actions = [r.action for r in rows]
-    assert actions == ["fill.created", "media.stored", "media.stored", "media.stored", "fill.submitted",
-                       "fill.queued", "fill.claimed", "fill.decided"]
+    assert actions == [
+        "fill.created",
+        "media.stored",
+        "media.stored",
+        "media.stored",
+        "fill.submitted",
+        "fill.queued",
+        "fill.claimed",
+        "fill.decided",
+    ]
     decision = rows[-1]
     assert decision.actor == "pharmacist:nd_rph"
     assert decision.detail["pharmacist"] == "Nd Rph" and decision.detail["outcome"] == "approve"
@@ -51,8 +69,11 @@ async def test_verify_names_the_first_edited_row(world: World) -> None:
     async with db.read() as s:
         target = (await s.execute(select(AuditEvent).where(AuditEvent.action == "fill.decided"))).scalar_one()
     async with db.write() as s:
-        await s.execute(update(AuditEvent).where(AuditEvent.id == target.id)
-                        .values(detail={**target.detail, "outcome": "reject"}))
+        await s.execute(
+            update(AuditEvent)
+            .where(AuditEvent.id == target.id)
+            .values(detail={**target.detail, "outcome": "reject"})
+        )
     report = await audit.verify(db)
     assert not report.ok and report.first_broken_id == target.id and "edited" in (report.problem or "")
 
@@ -75,23 +96,43 @@ async def test_inspector_exports_a_date_range_as_csv(world: World) -> None:
     rows = list(csv.DictReader(io.StringIO(await resp.text())))
     assert any(r["action"] == "fill.decided" for r in rows)
     assert [int(r["id"]) for r in rows] == sorted(int(r["id"]) for r in rows)
-    empty = await admin.get(f"/api/v1/audit/export?from={today - dt.timedelta(days=9)}"
-                            f"&to={today - dt.timedelta(days=8)}")
+    empty = await admin.get(
+        f"/api/v1/audit/export?from={today - dt.timedelta(days=9)}&to={today - dt.timedelta(days=8)}"
+    )
     assert len((await empty.text()).strip().splitlines()) == 1  # the header only
     verdict = await admin.json("GET", "/api/v1/audit/verify")
     assert verdict["ok"] is True
 
 
 def _tp_server(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_audit_commands_verify_and_export(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
-    assert _tp_server("admin", "--data-dir", data, "site", "--code", "ND-9", "--name", "Test",
-                      "--state", "ND").returncode == 0
-    assert _tp_server("admin", "--data-dir", data, "user", "--username", "rph", "--role", "pharmacist",
-                      "--password", "long-enough-pw").returncode == 0
+    assert (
+        _tp_server(
+            "admin", "--data-dir", data, "site", "--code", "ND-9", "--name", "Test", "--state", "ND"
+        ).returncode
+        == 0
+    )
+    assert (
+        _tp_server(
+            "admin",
+            "--data-dir",
+            data,
+            "user",
+            "--username",
+            "rph",
+            "--role",
+            "pharmacist",
+            "--password",
+            "long-enough-pw",
+        ).returncode
+        == 0
+    )
     ok = _tp_server("audit", "--data-dir", data, "verify")
     assert ok.returncode == 0 and "intact: 2 rows" in ok.stdout
     out = tmp_path / "audit.csv"

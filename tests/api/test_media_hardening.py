@@ -22,11 +22,17 @@ from tests.api.world import REQUIRED, User, World, new_fill_id, photo, rx_body, 
 
 def _png_declaring(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims a huge size: a decompression bomb."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _media_files(world: World) -> list[Path]:
@@ -73,17 +79,23 @@ async def test_empty_and_oversize_uploads_are_refused_at_creation(world: World) 
     limit = world.services.config.max_image_bytes
     from tests.api.world import tus_metadata
 
-    resp = await tech.post("/api/v1/uploads", headers={
-        "Tus-Resumable": "1.0.0", "Upload-Length": str(limit + 1),
-        "Upload-Metadata": tus_metadata(fill_id=fill_id, kind="pills", filename="x.jpg", sha256="0" * 64)})
+    resp = await tech.post(
+        "/api/v1/uploads",
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(limit + 1),
+            "Upload-Metadata": tus_metadata(fill_id=fill_id, kind="pills", filename="x.jpg", sha256="0" * 64),
+        },
+    )
     assert resp.status == 413
     assert _media_files(world) == []
 
 
 async def test_stored_variants_carry_no_exif_gps_or_comment(world: World) -> None:
     tech, fill_id = await _draft(world)
-    image = photos.vial_label_photo("RX1", "Jane Q. Patient", "Metformin", "500 mg", "Take 1 daily", 60,
-                                    size=(1600, 1200))
+    image = photos.vial_label_photo(
+        "RX1", "Jane Q. Patient", "Metformin", "500 mg", "Take 1 daily", 60, size=(1600, 1200)
+    )
     data = photos.to_jpeg_bytes(image, 90, exif_gps=True, comment="Patient Jane Q. Patient", orientation=6)
     with Image.open(io.BytesIO(data)) as sent:
         assert sent.getexif().get_ifd(0x8825)  # the phone's GPS position is in what was sent
@@ -113,8 +125,13 @@ async def test_interrupted_upload_is_resumed_by_a_tus_client(world: World, tmp_p
 
     meta = {"fill_id": fill_id, "kind": "pills", "filename": "pills.jpg", "sha256": sha}
     with io.BytesIO(data) as stream:
-        first = Sha256Uploader(file_stream=stream, client=TusClient(base, headers=headers), metadata=meta,
-                               chunk_size=len(data) // 3, upload_checksum=True)
+        first = Sha256Uploader(
+            file_stream=stream,
+            client=TusClient(base, headers=headers),
+            metadata=meta,
+            chunk_size=len(data) // 3,
+            upload_checksum=True,
+        )
         await asyncio.to_thread(first.upload_chunk)  # one chunk, then the link "drops"
         url = first.url
     assert url is not None
@@ -125,8 +142,13 @@ async def test_interrupted_upload_is_resumed_by_a_tus_client(world: World, tmp_p
     assert 0 < offset < len(data)
     with io.BytesIO(data) as stream:
         resumed = await asyncio.to_thread(
-            Sha256Uploader, file_stream=stream, client=TusClient(base, headers=headers), url=url,
-            chunk_size=256 * 1024, upload_checksum=True)
+            Sha256Uploader,
+            file_stream=stream,
+            client=TusClient(base, headers=headers),
+            url=url,
+            chunk_size=256 * 1024,
+            upload_checksum=True,
+        )
         assert resumed.offset == offset  # continues from the server's offset, not from zero
         await asyncio.to_thread(resumed.upload)
     fill = await tech.json("GET", f"/api/v1/fills/{fill_id}")
@@ -141,18 +163,35 @@ async def test_another_user_cannot_touch_an_upload(world: World) -> None:
     tech, fill_id = await _draft(world)
     from tests.api.world import sha256, tus_metadata
 
-    created = await tech.post("/api/v1/uploads", headers={
-        "Tus-Resumable": "1.0.0", "Upload-Length": str(len(GOOD)),
-        "Upload-Metadata": tus_metadata(fill_id=fill_id, kind="pills", filename="p.jpg", sha256=sha256(GOOD))})
+    created = await tech.post(
+        "/api/v1/uploads",
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": str(len(GOOD)),
+            "Upload-Metadata": tus_metadata(
+                fill_id=fill_id, kind="pills", filename="p.jpg", sha256=sha256(GOOD)
+            ),
+        },
+    )
     location = created.headers["Location"]
     other = await world.device("tech_nd2")
-    resp = await other.request("PATCH", location, data=GOOD, headers={
-        "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    resp = await other.request(
+        "PATCH",
+        location,
+        data=GOOD,
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
     assert resp.status == 404
     # Nor can another site add media to this site's fill.
     meta = tus_metadata(fill_id=fill_id, kind="pills", filename="p.jpg", sha256=sha256(GOOD))
-    refused = await other.post("/api/v1/uploads", headers={
-        "Tus-Resumable": "1.0.0", "Upload-Length": str(len(GOOD)), "Upload-Metadata": meta})
+    refused = await other.post(
+        "/api/v1/uploads",
+        headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(len(GOOD)), "Upload-Metadata": meta},
+    )
     assert refused.status == 404
 
 

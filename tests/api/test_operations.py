@@ -26,8 +26,11 @@ async def test_health_and_metrics(world: World) -> None:
     fill = await queued_fill(world, tech, rx["id"])
     rph = await world.login("nd_rph")
     claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
-    await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision",
-                   json={"version": claimed["version"], "outcome": "approve"})
+    await rph.json(
+        "POST",
+        f"/api/v1/fills/{fill['id']}/decision",
+        json={"version": claimed["version"], "outcome": "approve"},
+    )
     text = await (await anon.get("/metrics")).text()
     assert 'tp_fills{state="approved"} 1.0' in text
     assert 'tp_turnaround_seconds_count{outcome="approved"} 1.0' in text
@@ -38,15 +41,26 @@ async def test_health_and_metrics(world: World) -> None:
 async def test_patient_data_never_reaches_the_logs(world: World, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     tech = await world.device("tech_nd1")
-    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX1", patient_name="Zelda Uniquename"))
+    rx = await tech.json(
+        "POST", "/api/v1/prescriptions", 201, json=rx_body("RX1", patient_name="Zelda Uniquename")
+    )
     fill = await queued_fill(world, tech, rx["id"])
     rph = await world.login("nd_rph")
     claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
-    await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json={
-        "version": claimed["version"], "outcome": "reject", "reason_codes": ["other"],
-        "note": "Zelda Uniquename's label shows the wrong strength"})
+    await rph.json(
+        "POST",
+        f"/api/v1/fills/{fill['id']}/decision",
+        json={
+            "version": claimed["version"],
+            "outcome": "reject",
+            "reason_codes": ["other"],
+            "note": "Zelda Uniquename's label shows the wrong strength",
+        },
+    )
     # A duplicate prescription fails inside the database; its error names no patient either.
-    await tech.json("POST", "/api/v1/prescriptions", 409, json=rx_body("RX1", patient_name="Zelda Uniquename"))
+    await tech.json(
+        "POST", "/api/v1/prescriptions", 409, json=rx_body("RX1", patient_name="Zelda Uniquename")
+    )
     assert caplog.records, "the flow should have logged something"
     assert all("Zelda" not in r.getMessage() and "Uniquename" not in r.getMessage() for r in caplog.records)
 
@@ -63,7 +77,9 @@ async def test_an_event_committed_on_one_node_reaches_a_console_on_another(
     try:
         rph_b = TestClient(node_b)
         await rph_b.start_server()
-        resp = await rph_b.post("/api/v1/session", json={"username": "nd_rph", "password": "correct-horse-battery"})
+        resp = await rph_b.post(
+            "/api/v1/session", json={"username": "nd_rph", "password": "correct-horse-battery"}
+        )
         assert resp.status == 200
         ws = await rph_b.ws_connect("/api/v1/ws", headers={"Origin": str(rph_b.make_url("/")).rstrip("/")})
         assert (await ws.receive_json())["type"] == "hello"

@@ -11,7 +11,9 @@ from aiohttp import ClientWebSocketResponse, WSMsgType
 from tests.api.world import User, World, queued_fill, rx_body
 
 
-async def _connect(user: User, cursor: int | None = None, origin: str | None = "same") -> ClientWebSocketResponse:
+async def _connect(
+    user: User, cursor: int | None = None, origin: str | None = "same"
+) -> ClientWebSocketResponse:
     headers = {}
     if user.token:
         headers["Authorization"] = f"Bearer {user.token}"
@@ -49,8 +51,10 @@ async def _drain(ws: ClientWebSocketResponse, seconds: float = 0.3) -> list[dict
 async def test_consoles_and_sites_see_only_their_own_events(world: World) -> None:
     nd_tech, mn_tech = await world.device("tech_nd1"), await world.device("tech_mn1")
     nd_rph, mn_rph = await world.login("nd_rph"), await world.login("mn_rph")
-    sockets = {name: await _connect(u) for name, u in
-               (("nd_tech", nd_tech), ("mn_tech", mn_tech), ("nd_rph", nd_rph), ("mn_rph", mn_rph))}
+    sockets = {
+        name: await _connect(u)
+        for name, u in (("nd_tech", nd_tech), ("mn_tech", mn_tech), ("nd_rph", nd_rph), ("mn_rph", mn_rph))
+    }
     for ws in sockets.values():
         assert (await ws.receive_json())["type"] == "hello"
     rx = await nd_tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX1"))
@@ -65,9 +69,16 @@ async def test_consoles_and_sites_see_only_their_own_events(world: World) -> Non
     assert await _drain(sockets["mn_tech"]) == []
 
     claimed = (await nd_rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
-    await nd_rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json={
-        "version": claimed["version"], "outcome": "reject", "reason_codes": ["label_error"],
-        "note": "Patient name misspelled on the label"})
+    await nd_rph.json(
+        "POST",
+        f"/api/v1/fills/{fill['id']}/decision",
+        json={
+            "version": claimed["version"],
+            "outcome": "reject",
+            "reason_codes": ["label_error"],
+            "note": "Patient name misspelled on the label",
+        },
+    )
     decided = (await _until(sockets["nd_tech"], lambda d, _: d["type"] == "fill.decided"))[-1]
     assert decided["outcome"] == "reject" and decided["reason_codes"] == ["label_error"]
     assert "misspelled" not in json.dumps(decided)  # notes are free text: fetched over HTTP, never broadcast
@@ -109,9 +120,16 @@ async def test_reconnecting_with_a_cursor_receives_exactly_what_was_missed(world
 
 async def test_websocket_from_a_foreign_origin_is_refused(world: World) -> None:
     rph = await world.login("nd_rph")
-    resp = await rph.client.get("/api/v1/ws", headers={
-        "Origin": "https://evil.example", "Connection": "Upgrade", "Upgrade": "websocket",
-        "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    resp = await rph.client.get(
+        "/api/v1/ws",
+        headers={
+            "Origin": "https://evil.example",
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        },
+    )
     assert resp.status == 403
     ws = await _connect(rph)
     assert (await ws.receive_json())["type"] == "hello"
