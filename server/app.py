@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
-import multiprocessing
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
@@ -26,6 +24,7 @@ from server.fills.lifecycle import FillService
 from server.fills.queries import FillQueries
 from server.media.store import LocalMediaStore
 from server.media.tus import TusEndpoint
+from server.media.workers import make_executor, warm_up
 from server.operations.logs import keep_patient_data_out_of_logs
 from server.operations.metrics import Metrics
 from server.prescriptions import Prescriptions
@@ -38,15 +37,6 @@ from server.services import SERVICES, Services
 log = logging.getLogger(__name__)
 Schema = Literal["migrate", "create", "none"]
 ABANDONED_UPLOAD_SECONDS = 24 * 3600
-
-
-def make_executor(config: Config) -> concurrent.futures.Executor:
-    """Image decoding is CPU-bound: separate processes keep it off the event loop and the GIL."""
-    if config.media_workers <= 0:
-        return concurrent.futures.ThreadPoolExecutor(max_workers=2)
-    return concurrent.futures.ProcessPoolExecutor(
-        max_workers=config.media_workers, mp_context=multiprocessing.get_context("forkserver")
-    )
 
 
 def build_services(config: Config, db: Database, *, clock: Callable[..., object] | None = None) -> Services:
@@ -64,7 +54,7 @@ def build_services(config: Config, db: Database, *, clock: Callable[..., object]
 
     fills = FillService(db, config, clock=clock or utcnow, on_decided=observe)  # type: ignore[arg-type]
     store = LocalMediaStore(config.media_dir)
-    executor = make_executor(config)
+    executor = make_executor(config.media_workers)
     return Services(
         config=config,
         db=db,
@@ -134,6 +124,11 @@ def create_app(
         app[TUS] = tus = make_tus_endpoint(services)
         metrics_holder["m"] = services.metrics
         await services.hub.start()
+        if config.media_workers > 0:
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(
+                *(loop.run_in_executor(services.media_executor, warm_up) for _ in range(config.media_workers))
+            )
         sweeper = asyncio.create_task(sweep(services, tus), name="sweeper")
         try:
             yield

@@ -7,21 +7,13 @@ import concurrent.futures
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from server.config import Config
 from server.db.models import Media
-from server.evidence.photo_quality import decode_barcodes
+from server.evidence.photo_quality import read_barcodes_file
 from server.fills.lifecycle import FillService
 from server.media.ingest import ingest_media
 from server.media.store import MediaStore
 from server.security.principal import Principal
-
-
-def read_barcodes(path: Path) -> list[str]:
-    """Every barcode in a stored photo (runs in the media executor: top level, so it pickles)."""
-    with Image.open(path) as im:
-        return decode_barcodes(im)
 
 
 class MediaIntake:
@@ -71,4 +63,4 @@ class MediaIntake:
         if path is None:
             return []
         loop = asyncio.get_running_loop()
-        return list(await loop.run_in_executor(self.executor, read_barcodes, path))
+        return list(await loop.run_in_executor(self.executor, read_barcodes_file, path))

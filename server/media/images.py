@@ -248,6 +248,9 @@ def _shrink(im: Image.Image, size: tuple[int, int]) -> Image.Image:
     k = im.width // size[0]
     if k >= 2 and im.height // size[1] == k and (-(-im.width // k), -(-im.height // k)) == size:
         return im.reduce(k)
+    if max(im.width / size[0], im.height / size[1]) < 2:
+        # A mild reduction (2304 -> 2048, say): Lanczos costs 2.4x bilinear here for no visible gain.
+        return im.resize(size, Image.Resampling.BILINEAR)
     return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
 
 
