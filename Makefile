@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA ?= .demo-data
 
-.PHONY: demo test lint typecheck compose-check pytest system-deps postgres bench clean
+.PHONY: demo test lint typecheck compose-check pytest system-deps postgres bench screenshots clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,15 @@ pytest: $(STAMP) system-deps postgres
 
 test: lint typecheck compose-check pytest
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/media_images.py
+	$(BIN)/python bench/rural_link.py
+	$(BIN)/python bench/console_flow.py
+
+# Remakes the README's screenshots (a browser test that otherwise writes to a temporary folder).
+screenshots: $(STAMP) system-deps
+	TP_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q tests/browser/test_screenshots.py
 
 clean:
 	rm -rf $(VENV) $(DATA)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 KINDS = ("stock_bottle", "pills", "vial_label")
 PHOTO_SIZE = (2000, 1500)  # 3 megapixels: what the site client sends (long edge at most 2048)
-PHOTO_QUALITY = 95
+PHOTO_QUALITY = 97
 PASSWORD = "bench-password-1"
 
 

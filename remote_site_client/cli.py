@@ -489,6 +489,50 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return asyncio.run(_watch(cfg, outbox, args))
 
 
+def cmd_consult(args: argparse.Namespace) -> int:
+    """A video consultation from the counter: camera 'test' (generated pattern), a device or a file."""
+    from remote_site_client.consult import Consultation, ConsultError, Timeouts, open_source
+
+    cfg = _load(args)
+    video, audio, player = open_source(args.camera)
+    body: dict[str, Any] = {"kind": "live_look" if args.live_look else "counsel"}
+    if args.rx_id is not None:
+        body["prescription_id"] = args.rx_id
+    if args.fill_id:
+        body["fill_id"] = args.fill_id
+    if args.record:
+        body["recording_consent"] = True
+
+    async def run() -> int:
+        async with SiteApi(cfg) as api:
+            call = Consultation(
+                api,
+                video=video,
+                audio=audio,
+                player=player,
+                timeouts=Timeouts(answer=args.answer_timeout),
+                max_seconds=args.max_seconds,
+                record_to=args.record,
+                request=body,
+                on_status=say,
+            )
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signal.SIGINT, call.hang_up)
+            try:
+                result = await call.run()
+            except ConsultError as exc:
+                say(f"error: {exc}")
+                return EXIT_REFUSED
+        out(
+            f"consultation {result.consultation_id}: ended ({result.reason}, by {result.ended_by}); "
+            f"frames received {result.frames_received}, sent {result.frames_sent}"
+        )
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
 async def _sync_once(sender: Sender, outbox: Outbox, patience: float) -> int:
     """Delivers what the outbox holds now, retrying each fill for up to `patience` seconds."""
     results = [
@@ -632,6 +676,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="also print queued/claimed/released events")
     p.add_argument("--exit-after", type=int, metavar="N", help="stop after N decisions")
     p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("consult", help="ask a pharmacist for a video consultation at the counter")
+    p.add_argument(
+        "--camera", default="test", help="'test' (generated pattern), a device (/dev/video0) or a media file"
+    )
+    p.add_argument("--rx-id", type=int, help="the prescription the counselling is about")
+    p.add_argument("--fill-id", help="the fill the counselling is about")
+    p.add_argument("--live-look", action="store_true", help="a one-way view of the counting tray")
+    p.add_argument("--record", metavar="FILE.mp4", help="record the call (only with the patient's consent)")
+    p.add_argument("--answer-timeout", type=float, default=120.0, metavar="SECONDS")
+    p.add_argument("--max-seconds", type=float, metavar="SECONDS", help="hang up after this long")
+    p.set_defaults(func=cmd_consult)
 
     p = sub.add_parser("sync", help="deliver the outbox (a long-running service)")
     p.add_argument("--once", action="store_true", help="deliver what is waiting now, then exit")

@@ -15,6 +15,8 @@ from server.api.media import make_tus_endpoint
 from server.api.routes import ROUTES, TUS
 from server.api.table import Handler, guard
 from server.config import Config
+from server.consultations.service import ConsultationService
+from server.consultations.signalling import SignallingRelay
 from server.db.engine import Database
 from server.db.migrate import upgrade
 from server.db.models import Fill, utcnow
@@ -55,6 +57,8 @@ def build_services(config: Config, db: Database, *, clock: Callable[..., object]
     fills = FillService(db, config, clock=clock or utcnow, on_decided=observe)  # type: ignore[arg-type]
     store = LocalMediaStore(config.media_dir)
     executor = make_executor(config.media_workers)
+    hub = Hub(db, bus, queue_size=config.event_queue_size)
+    consultations = ConsultationService(db, clock=fills.clock)
     return Services(
         config=config,
         db=db,
@@ -63,11 +67,13 @@ def build_services(config: Config, db: Database, *, clock: Callable[..., object]
         prescriptions=Prescriptions(db),
         fills=fills,
         queries=FillQueries(db),
-        hub=Hub(db, bus, queue_size=config.event_queue_size),
+        hub=hub,
         store=store,
         media_executor=executor,
         metrics=metrics,
         intake=MediaIntake(fills, store, executor, config),
+        consultations=consultations,
+        signalling=SignallingRelay(hub, consultations),
     )
 
 

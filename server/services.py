@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from server.config import Config
+from server.consultations.service import ConsultationService
+from server.consultations.signalling import SignallingRelay
 from server.db.engine import Database
 from server.directory import Directory
 from server.fills.intake import MediaIntake
@@ -34,6 +36,8 @@ class Services:
     media_executor: concurrent.futures.Executor
     metrics: Metrics
     intake: MediaIntake
+    consultations: ConsultationService
+    signalling: SignallingRelay
 
 
 SERVICES = web.AppKey("services", Services)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from pharmacist_console import assets as console
-from server.api import auth, dashboard, fills, media, records, reports, system
+from server.api import auth, consultations, dashboard, fills, media, records, reports, system
 from server.api.table import ANY_USER, PUBLIC, Handler, Route
 from server.media.tus import TusEndpoint
 from server.security.principal import Role
@@ -180,6 +180,54 @@ ROUTES: tuple[Route, ...] = (
         ADMIN,
         "Audit events as CSV (?from=&to=)",
         "audit",
+    ),
+    Route(
+        "POST",
+        "/api/v1/consultations",
+        consultations.request_consultation,
+        TECH,
+        "Ask a pharmacist for a video consultation (counselling or a live look)",
+        "consultations",
+    ),
+    Route(
+        "GET",
+        "/api/v1/consultations",
+        consultations.list_consultations,
+        ANY_USER,
+        "Open consultations the caller may see",
+        "consultations",
+    ),
+    Route(
+        "GET",
+        r"/api/v1/consultations/{consultation_id:\d+}",
+        consultations.get_consultation,
+        ANY_USER,
+        "One consultation record",
+        "consultations",
+    ),
+    Route(
+        "POST",
+        r"/api/v1/consultations/{consultation_id:\d+}/accept",
+        consultations.accept,
+        PHARM,
+        "Answer a consultation (licensed in the site's state; one pharmacist wins)",
+        "consultations",
+    ),
+    Route(
+        "POST",
+        r"/api/v1/consultations/{consultation_id:\d+}/connected",
+        consultations.connected,
+        TECH | PHARM,
+        "Report that media flows (stamps the connection time once)",
+        "consultations",
+    ),
+    Route(
+        "POST",
+        r"/api/v1/consultations/{consultation_id:\d+}/end",
+        consultations.end,
+        ANY_USER,
+        "Hang up or cancel; the pharmacist may add an outcome note",
+        "consultations",
     ),
     Route("GET", "/", console.index, PUBLIC, "The pharmacist console", "console"),
     Route("GET", "/console/{path:.+}", console.static, PUBLIC, "Console assets", "console"),

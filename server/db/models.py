@@ -214,3 +214,27 @@ class Event(Base):
     site_id: Mapped[int | None] = mapped_column(nullable=True, index=True)
     us_state: Mapped[str | None] = mapped_column(String(2), nullable=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Consultation(Base):
+    """A video consultation (counselling) or a live look at the counting tray; ids only, no media here."""
+
+    __tablename__ = "consultations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    prescription_id: Mapped[int | None] = mapped_column(ForeignKey("prescriptions.id"), nullable=True)
+    fill_id: Mapped[str | None] = mapped_column(ForeignKey("fills.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16), default="counsel")
+    state: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(default=1)
+    requested_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    pharmacist_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, index=True)
+    requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    answered_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    connected_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    duration_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    ended_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    outcome_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    recording_consent: Mapped[bool] = mapped_column(default=False)

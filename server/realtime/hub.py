@@ -62,6 +62,7 @@ class Connection:
 
 
 MessageHandler = Callable[[Connection, dict[str, Any]], Awaitable[None]]
+CloseListener = Callable[[Connection], Awaitable[None]]
 
 
 class Hub:
@@ -72,6 +73,8 @@ class Hub:
         self.connections: set[Connection] = set()
         self.last_id = 0
         self.handlers: dict[str, MessageHandler] = {}
+        # Called after a connection ended (signalling ends the calls it was part of).
+        self.on_close: list[CloseListener] = []
         self._pump: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -172,6 +175,11 @@ class Hub:
                     await sender
         finally:
             self.connections.discard(conn)
+            for listener in list(self.on_close):
+                try:
+                    await listener(conn)
+                except Exception:
+                    log.exception("a connection-close listener failed")
 
     async def _send(self, conn: Connection, sent: int) -> None:
         while True:

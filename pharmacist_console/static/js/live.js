@@ -71,7 +71,11 @@ export class LiveFeed extends EventTarget {
       this.dispatchEvent(new CustomEvent("hello", { detail: { cursor: data.cursor, resumed } }));
       return;
     }
-    if (typeof data.id !== "number") return; // pong and errors carry no id
+    if (typeof data.id !== "number") {
+      // pong, errors and signalling carry no id: signalling goes to whoever listens (consult.js).
+      if (typeof data.type === "string" && data.type.startsWith("consult.")) this.dispatchEvent(new CustomEvent("message", { detail: data }));
+      return;
+    }
     if (this.cursor !== null && data.id <= this.cursor) return;
     this.cursor = data.id;
     this.dispatchEvent(new CustomEvent("event", { detail: data }));

@@ -2,6 +2,7 @@
 
 import { api, get, onUnauthorized, setCsrfToken, ApiError } from "./api.js";
 import { $, h, fill, isTyping, toast } from "./dom.js";
+import { Consults } from "./consult.js";
 import { LiveFeed } from "./live.js";
 import { DetailCache, ImageCache, Prefetcher } from "./prefetch.js";
 import { QueueStore } from "./queue.js";
@@ -36,6 +37,8 @@ const images = new ImageCache();
 const prefetcher = new Prefetcher(details, images);
 const store = new QueueStore({ details });
 const live = new LiveFeed();
+// Video consultations: request banner, accept and the call panel (its own DOM, its own listeners).
+const consults = new Consults({ live });
 const viewer = new Viewer($("#v-stage"), {
   images, zoomLabel: $("#v-zoom"), info: $("#v-stage-info"), tools: $("#v-stage-tools"),
 });

@@ -1,0 +1,271 @@
+// Video consultations: incoming requests, accept, the call (WebRTC, the site offers), controls, quality.
+// Signalling goes over the console's live websocket; media flows peer to peer with the site client.
+
+import { api, get, post, ApiError } from "./api.js";
+import { h, fill, toast } from "./dom.js";
+
+const TIMEOUTS = { offer: 15000, gathering: 8000, connect: 15000, firstFrame: 10000, disconnected: 3000 };
+
+function fmtClock(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+}
+
+export class Consults {
+  constructor({ live, me }) {
+    this.live = live;
+    this.me = me;
+    this.requests = new Map(); // consultation id -> banner element
+    this.call = null;
+    this.banner = h("div", { id: "consult-requests", class: "consult-requests", "aria-live": "polite" });
+    this.buildPanel();
+    document.getElementById("app").append(this.banner, this.panel);
+    live.addEventListener("hello", (e) => { if (!e.detail.resumed) this.loadOpen(); });
+    live.addEventListener("event", (e) => this.onEvent(e.detail));
+    live.addEventListener("message", (e) => this.onMessage(e.detail));
+  }
+
+  buildPanel() {
+    this.remoteVideo = h("video", { id: "consult-remote", class: "consult-video", autoplay: true, playsinline: true });
+    this.localVideo = h("video", { id: "consult-local", class: "consult-video consult-self", autoplay: true, playsinline: true });
+    this.localVideo.muted = true;
+    this.stateText = h("span", { id: "consult-state", class: "consult-state" }, "");
+    this.clock = h("span", { id: "consult-clock", class: "consult-clock" }, "00:00");
+    this.quality = h("span", { id: "consult-quality", class: "consult-quality" }, "");
+    this.muteBtn = h("button", { type: "button", id: "consult-mute", class: "btn small" }, "Mute");
+    this.cameraBtn = h("button", { type: "button", id: "consult-camera", class: "btn small" }, "Camera off");
+    this.hangupBtn = h("button", { type: "button", id: "consult-hangup", class: "btn danger small" }, "Hang up");
+    this.muteBtn.addEventListener("click", () => this.toggle("audio", this.muteBtn, "Mute", "Unmute"));
+    this.cameraBtn.addEventListener("click", () => this.toggle("video", this.cameraBtn, "Camera off", "Camera on"));
+    this.hangupBtn.addEventListener("click", () => this.hangUp());
+    this.panel = h("section", { id: "consult-panel", class: "consult-panel", hidden: true, "aria-label": "Video consultation", dataset: { state: "idle" } },
+      h("div", { class: "consult-head" }, h("strong", { id: "consult-title" }, "Consultation"), this.stateText, this.clock),
+      h("div", { class: "consult-tiles" }, this.remoteVideo, this.localVideo),
+      h("div", { class: "consult-controls" }, this.muteBtn, this.cameraBtn, this.hangupBtn),
+      this.quality);
+  }
+
+  // -- requests ----------------------------------------------------------------------------------
+
+  async loadOpen() {
+    try {
+      const body = await get("/api/v1/consultations");
+      for (const c of body.consultations) if (c.state === "requested") this.showRequest(c);
+    } catch (err) {
+      toast(`Could not load consultation requests: ${err.message}`, "error");
+    }
+  }
+
+  async onEvent(ev) {
+    if (!ev.type || !ev.type.startsWith("consultation.")) return;
+    const id = ev.consultation_id;
+    if (ev.type === "consultation.requested") {
+      try {
+        this.showRequest(await get(`/api/v1/consultations/${id}`));
+      } catch { /* gone already */ }
+    } else {
+      this.dropRequest(id);
+      if (ev.type === "consultation.ended" && this.call && this.call.id === id) this.finish(`Call ended (${ev.end_reason || "ended"}).`);
+    }
+  }
+
+  showRequest(c) {
+    if (this.requests.has(c.id) || (this.call && this.call.id === c.id)) return;
+    const what = c.kind === "live_look" ? "a live look at the counting tray" : "patient counselling";
+    const accept = h("button", { type: "button", class: "btn primary small consult-accept", dataset: { id: String(c.id) } }, "Accept");
+    const el = h("div", { class: "consult-request", role: "status", dataset: { id: String(c.id) } },
+      h("span", {}, `${c.site ? `${c.site.code} ${c.site.name}` : `Site ${c.site_id}`} asks for ${what}`,
+        c.prescription_id ? ` (Rx ${c.prescription_id})` : ""), accept);
+    accept.addEventListener("click", () => this.accept(c));
+    this.requests.set(c.id, el);
+    this.banner.append(el);
+  }
+
+  dropRequest(id) {
+    const el = this.requests.get(id);
+    if (el) el.remove();
+    this.requests.delete(id);
+  }
+
+  async accept(c) {
+    if (this.call) { toast("Finish the current call first.", "warn"); return; }
+    let accepted;
+    try {
+      accepted = await post(`/api/v1/consultations/${c.id}/accept`);
+    } catch (err) {
+      this.dropRequest(c.id);
+      toast(err instanceof ApiError && err.status === 409 ? "Another pharmacist answered this one." : err.message, "warn");
+      return;
+    }
+    this.dropRequest(c.id);
+    this.start(accepted, c.site);
+  }
+
+  // -- the call ----------------------------------------------------------------------------------
+
+  async start(c, site) {
+    const call = { id: c.id, pc: null, stream: null, timers: [], stats: null, connectedAt: null, framesIn: 0, framesOut: 0, ended: false, prev: null };
+    this.call = call;
+    this.panel.hidden = false;
+    fill(document.getElementById("consult-title"), `Consultation with ${site ? site.code : `site ${c.site_id}`}`);
+    this.setState("starting", "Starting camera…");
+    try {
+      const ice = await get("/api/v1/ice-servers");
+      call.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
+      if (call.ended) return;
+      this.localVideo.srcObject = call.stream;
+      const pc = new RTCPeerConnection({ iceServers: ice.ice_servers });
+      call.pc = pc;
+      for (const track of call.stream.getTracks()) pc.addTrack(track, call.stream);
+      pc.addEventListener("track", (e) => {
+        if (e.track.kind === "video") this.remoteVideo.srcObject = e.streams[0] || new MediaStream([e.track]);
+      });
+      pc.addEventListener("connectionstatechange", () => this.onConnectionState());
+      this.setState("waiting", "Waiting for the site's offer…");
+      this.deadline("offer", TIMEOUTS.offer, () => call.offered, "The site sent no offer");
+      this.live.send({ type: "consult.join", consultation_id: c.id });
+    } catch (err) {
+      this.hangUp("failed", `Could not start the call: ${err.message}`);
+    }
+  }
+
+  deadline(name, ms, done, message) {
+    const call = this.call;
+    call.timers.push(setTimeout(() => {
+      if (this.call === call && !call.ended && !done()) this.hangUp("timeout", `${message} within ${ms / 1000} s; the call was ended.`);
+    }, ms));
+  }
+
+  async onMessage(msg) {
+    const call = this.call;
+    if (!msg.type || !msg.type.startsWith("consult.") || !call || msg.consultation_id !== call.id) return;
+    if (msg.type === "consult.ended") {
+      this.finish(msg.reason === "hangup" ? "The site hung up." : `Call ended (${msg.reason}).`);
+    } else if (msg.type === "consult.error") {
+      this.hangUp("failed", `The server refused: ${msg.error}`);
+    } else if (msg.type === "consult.signal" && msg.description && msg.description.type === "offer") {
+      call.offered = true;
+      try {
+        await this.answer(call, msg.description);
+      } catch (err) {
+        this.hangUp("failed", `Could not answer the site's offer: ${err.message}`);
+      }
+    } else if (msg.type === "consult.signal" && msg.candidate && call.pc) {
+      await call.pc.addIceCandidate(msg.candidate).catch(() => {});
+    }
+  }
+
+  async answer(call, offer) {
+    const pc = call.pc;
+    await pc.setRemoteDescription(offer);
+    await pc.setLocalDescription(await pc.createAnswer());
+    // One answer with every candidate: aiortc does not take trickled candidates well, and loopback is fast.
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === "complete") { resolve(); return; }
+      const timer = setTimeout(resolve, TIMEOUTS.gathering);
+      pc.addEventListener("icegatheringstatechange", () => {
+        if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
+      });
+    });
+    if (call.ended) return;
+    const local = pc.localDescription;
+    this.live.send({ type: "consult.signal", consultation_id: call.id, description: { type: local.type, sdp: local.sdp } });
+    this.setState("connecting", "Connecting…");
+    this.deadline("connect", TIMEOUTS.connect, () => call.connectedAt !== null, "The media connection was not made");
+  }
+
+  onConnectionState() {
+    const call = this.call;
+    if (!call || !call.pc || call.ended) return;
+    const state = call.pc.connectionState;
+    if (state === "connected") {
+      if (call.connectedAt === null) {
+        call.connectedAt = performance.now();
+        this.deadline("first frame", TIMEOUTS.firstFrame, () => call.framesIn > 0, "No video arrived");
+        call.stats = setInterval(() => this.sample(call), 1000);
+        post(`/api/v1/consultations/${call.id}/connected`).catch(() => {});
+      }
+      this.setState("connected", "Connected");
+    } else if (state === "disconnected") {
+      this.setState("unstable", "Connection interrupted; trying to recover…");
+      setTimeout(() => {
+        if (this.call === call && !call.ended && call.pc.connectionState !== "connected") this.hangUp("dropped", "The connection was lost.");
+      }, TIMEOUTS.disconnected);
+    } else if (state === "failed") {
+      this.hangUp("dropped", "The connection failed.");
+    }
+  }
+
+  async sample(call) {
+    if (call.ended || !call.pc) return;
+    const report = await call.pc.getStats();
+    let bytesIn = 0, lost = 0, received = 0, rtt = null;
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") {
+        call.framesIn = s.framesDecoded || 0;
+        bytesIn += s.bytesReceived || 0;
+        lost += s.packetsLost || 0;
+        received += s.packetsReceived || 0;
+      } else if (s.type === "inbound-rtp") {
+        bytesIn += s.bytesReceived || 0;
+      } else if (s.type === "outbound-rtp" && s.kind === "video") {
+        call.framesOut = s.framesSent || s.framesEncoded || 0;
+      } else if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) {
+        rtt = s.currentRoundTripTime;
+      }
+    });
+    const now = performance.now();
+    const kbps = call.prev ? ((bytesIn - call.prev.bytes) * 8) / (now - call.prev.at) : 0;
+    call.prev = { bytes: bytesIn, at: now };
+    const loss = received + lost > 0 ? (100 * lost) / (received + lost) : 0;
+    const quality = loss > 5 || (rtt !== null && rtt > 0.4) ? "poor" : loss > 1 || (rtt !== null && rtt > 0.2) ? "fair" : "good";
+    this.panel.dataset.framesIn = String(call.framesIn);
+    this.panel.dataset.framesOut = String(call.framesOut);
+    this.panel.dataset.quality = quality;
+    fill(this.quality, `Quality ${quality}: receiving ${Math.round(kbps)} kbps · loss ${loss.toFixed(1)} % · round trip ${rtt === null ? "–" : `${Math.round(rtt * 1000)} ms`}`);
+    fill(this.clock, fmtClock((now - call.connectedAt) / 1000));
+  }
+
+  toggle(kind, button, onText, offText) {
+    const call = this.call;
+    if (!call || !call.stream) return;
+    for (const track of call.stream.getTracks()) if (track.kind === kind) track.enabled = !track.enabled;
+    const enabled = call.stream.getTracks().some((t) => t.kind === kind && t.enabled);
+    button.textContent = enabled ? onText : offText;
+    button.setAttribute("aria-pressed", String(!enabled));
+  }
+
+  async hangUp(reason = "hangup", message = "You ended the call.") {
+    const call = this.call;
+    if (!call || call.ended) return;
+    const id = call.id;
+    this.finish(message, reason === "hangup" ? "ok" : "error");
+    try {
+      await api("POST", `/api/v1/consultations/${id}/end`, { reason });
+    } catch (err) {
+      toast(`The server did not hear the hang-up: ${err.message}`, "warn");
+    }
+  }
+
+  finish(message, kind = "info") {
+    const call = this.call;
+    if (!call || call.ended) return;
+    call.ended = true;
+    for (const t of call.timers) clearTimeout(t);
+    clearInterval(call.stats);
+    if (call.pc) call.pc.close();
+    if (call.stream) for (const t of call.stream.getTracks()) t.stop();
+    this.remoteVideo.srcObject = null;
+    this.localVideo.srcObject = null;
+    this.setState("ended", message);
+    this.panel.dataset.lastCall = String(call.id);
+    this.call = null;
+    toast(message, kind, { timeout: 5000 });
+    setTimeout(() => { if (!this.call) this.panel.hidden = true; }, 4000);
+  }
+
+  setState(state, text) {
+    this.panel.dataset.state = state;
+    fill(this.stateText, text);
+  }
+}

@@ -1,0 +1,469 @@
+"""A video consultation at the site's counter: camera and microphone through aiortc.
+
+The site asks for a pharmacist, waits for one to answer, then offers the call over the server's
+websocket (aiortc gathers every candidate before the offer, so one offer and one answer suffice).
+Every wait has a deadline and a clear message: ICE gathering, the answer, connecting, the first frame.
+When either side hangs up, or the media or the websocket drops, the call ends on both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
+from aiortc.contrib.media import MediaPlayer, MediaRecorder
+from PIL import Image, ImageDraw
+
+from remote_site_client.api import SiteApi
+
+log = logging.getLogger(__name__)
+
+VIDEO_CLOCK = 90000
+
+
+class ConsultError(Exception):
+    """The call could not go on; the message says which step failed and what to check."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    answer: float = 120.0  # for a pharmacist to accept
+    gathering: float = 10.0  # ICE candidate gathering
+    remote_answer: float = 15.0  # the browser's SDP answer
+    connect: float = 15.0  # ICE + DTLS to connected
+    first_frame: float = 10.0
+    # How long the media may stay "disconnected" before the call is ended (an ICE blip recovers sooner).
+    disconnected: float = 3.0
+
+
+class TestPattern(VideoStreamTrack):
+    """A generated 640x480 picture with a moving bar and a frame counter, at a fixed rate (no numpy)."""
+
+    kind = "video"
+    __test__ = False  # not a pytest class, despite the name
+
+    def __init__(self, width: int = 640, height: int = 480, fps: int = 20) -> None:
+        super().__init__()
+        self.width, self.height, self.fps = width, height, fps
+        self._frames = [self._picture(i) for i in range(fps)]
+        self._count = 0
+        self._origin: float | None = None
+
+    def _picture(self, i: int) -> Image.Image:
+        img = Image.new("RGB", (self.width, self.height), (30, 60, 90))
+        draw = ImageDraw.Draw(img)
+        x = int(i * self.width / self.fps)
+        draw.rectangle((x, 0, x + self.width // 10, self.height), fill=(240, 200, 40))
+        draw.text((10, 10), f"tp-site test pattern {i:02d}", fill=(255, 255, 255))
+        return img
+
+    async def recv(self) -> av.VideoFrame:
+        now = time.monotonic()
+        if self._origin is None:
+            self._origin = now
+        due = self._origin + self._count / self.fps
+        if due > now:
+            await asyncio.sleep(due - now)
+        frame: av.VideoFrame = av.VideoFrame.from_image(self._frames[self._count % self.fps])  # type: ignore[no-untyped-call]
+        frame.pts = int(self._count * VIDEO_CLOCK / self.fps)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self._count += 1
+        return frame
+
+
+@dataclass
+class CallResult:
+    consultation_id: int | None = None
+    accepted_after: float | None = None  # seconds from the request to the answer
+    connected_after: float | None = None  # seconds from the answer to ICE connected
+    first_frame_after: float | None = None  # seconds from the answer to the first remote frame
+    frames_received: int = 0
+    frames_sent: int = 0
+    ended_by: str = ""  # "us", "peer", "server"
+    reason: str = ""
+    duration_seconds: float | None = None
+    events: list[str] = field(default_factory=list)
+
+
+def ice_configuration(body: dict[str, Any]) -> RTCConfiguration:
+    servers = [
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+        for s in body.get("ice_servers", [])
+    ]
+    return RTCConfiguration(iceServers=servers)
+
+
+class CountingTrack(MediaStreamTrack):
+    """Wraps a source track and counts what it hands to the encoder."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+        self.count = 0
+
+    async def recv(self) -> Any:
+        frame = await self.source.recv()
+        self.count += 1
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self.source.stop()
+
+
+class Consultation:
+    """One call from the site. `run()` returns when the call is over (or raises ConsultError)."""
+
+    def __init__(
+        self,
+        api: SiteApi,
+        *,
+        video: MediaStreamTrack | None = None,
+        audio: MediaStreamTrack | None = None,
+        player: MediaPlayer | None = None,
+        timeouts: Timeouts | None = None,
+        max_seconds: float | None = None,
+        record_to: str | None = None,
+        request: dict[str, Any] | None = None,
+        on_status: Callable[[str], None] | None = None,
+    ) -> None:
+        self.api = api
+        self.player = player
+        self.video = CountingTrack(video) if video is not None else None
+        self.audio = audio
+        self.timeouts = timeouts or Timeouts()
+        self.max_seconds = max_seconds
+        self.record_to = record_to
+        self.request_body = request or {}
+        self.on_status = on_status or (lambda text: None)
+        self.result = CallResult()
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.pc: RTCPeerConnection | None = None
+        self.recorder: MediaRecorder | None = None
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self._consumers: list[asyncio.Task[None]] = []
+        self._first_frame = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._media_down = asyncio.Event()
+        self._hangup = asyncio.Event()
+
+    def status(self, text: str) -> None:
+        self.result.events.append(text)
+        self.on_status(text)
+
+    def hang_up(self) -> None:
+        """Ends the call from this side (a kiosk button, Ctrl-C)."""
+        self._hangup.set()
+
+    # -- websocket -------------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            with contextlib.suppress(ValueError):
+                data = json.loads(msg.data)
+                if isinstance(data, dict):
+                    await self._inbox.put(data)
+        await self._inbox.put({"type": "socket.closed"})
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send_json(message)
+
+    def _mine(self, data: dict[str, Any]) -> bool:
+        cid = self.result.consultation_id
+        return data.get("consultation_id") == cid
+
+    async def _next(
+        self, wanted: Callable[[dict[str, Any]], bool], limit: float, what: str
+    ) -> dict[str, Any]:
+        """The next message matching wanted; a consultation end or a closed socket raises."""
+        try:
+            async with asyncio.timeout(limit):
+                while True:
+                    data = await self._inbox.get()
+                    kind = data.get("type")
+                    if kind == "socket.closed":
+                        raise ConsultError(f"The server closed the live connection while waiting for {what}.")
+                    if self._mine(data) and kind in ("consult.ended", "consultation.ended"):
+                        self.result.ended_by = "peer"
+                        self.result.reason = str(data.get("reason") or data.get("end_reason") or "ended")
+                        raise _Ended()
+                    if self._mine(data) and kind == "consult.error":
+                        raise ConsultError(f"The server refused: {data.get('error')}")
+                    if wanted(data):
+                        return data
+        except TimeoutError as exc:
+            raise ConsultError(f"Timed out after {limit:g} s waiting for {what}.") from exc
+
+    # -- the call --------------------------------------------------------------------------------
+
+    async def run(self) -> CallResult:
+        session = self.api.session
+        try:
+            _, ice = await self.api.call("GET", "/api/v1/ice-servers")
+            self.ws = await session.ws_connect(self.api.websocket_url(None), heartbeat=10)
+            self._reader = asyncio.create_task(self._read(), name="consult-ws")
+            await self._next(lambda d: d.get("type") == "hello", 10, "the server's hello")
+            t0 = time.monotonic()
+            _, body = await self.api.call("POST", "/api/v1/consultations", self.request_body)
+            self.result.consultation_id = cid = int(body["id"])
+            self.status(f"Asked for a pharmacist (consultation {cid}); waiting for an answer…")
+            await self._send({"type": "consult.join", "consultation_id": cid})
+            joined = await self._next(
+                lambda d: d.get("type") == "consult.joined" and self._mine(d), 10, "the join"
+            )
+            if joined.get("state") != "accepted":
+                try:
+                    await self._next(
+                        lambda d: (
+                            self._mine(d) and d.get("type") in ("consult.accepted", "consultation.accepted")
+                        ),
+                        self.timeouts.answer,
+                        "a pharmacist to answer",
+                    )
+                except ConsultError:
+                    await self._end("unanswered")
+                    self.result.ended_by, self.result.reason = "us", "unanswered"
+                    raise
+            t1 = time.monotonic()
+            self.result.accepted_after = t1 - t0
+            self.status("A pharmacist answered; connecting…")
+            await self._call(ice, t1)
+        except _Ended:
+            pass
+        finally:
+            await self._close()
+        return self.result
+
+    async def _call(self, ice: dict[str, Any], t_answer: float) -> None:
+        cid = self.result.consultation_id
+        pc = self._peer(ice)
+        offer = await pc.createOffer()
+        try:
+            await asyncio.wait_for(pc.setLocalDescription(offer), self.timeouts.gathering)
+        except TimeoutError as exc:
+            await self._end("failed")
+            raise ConsultError(
+                f"ICE gathering took over {self.timeouts.gathering:g} s: "
+                "check the network and the STUN/TURN settings."
+            ) from exc
+        local = pc.localDescription
+        await self._send(
+            {
+                "type": "consult.signal",
+                "consultation_id": cid,
+                "description": {"type": local.type, "sdp": local.sdp},
+            }
+        )
+        answer = await self._await_step(
+            lambda d: (
+                self._mine(d) and d.get("type") == "consult.signal" and isinstance(d.get("description"), dict)
+            ),
+            self.timeouts.remote_answer,
+            "the pharmacist's answer",
+        )
+        desc = answer["description"]
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=desc["sdp"], type=desc["type"]))
+        if self.recorder is not None:
+            await self.recorder.start()
+        await self._wait_event(self._connected, self.timeouts.connect, "the media connection (ICE/DTLS)")
+        self.result.connected_after = time.monotonic() - t_answer
+        self.status("Connected.")
+        await self._wait_event(self._first_frame, self.timeouts.first_frame, "the first video frame")
+        self.result.first_frame_after = time.monotonic() - t_answer
+        with contextlib.suppress(Exception):
+            await self.api.call("POST", f"/api/v1/consultations/{cid}/connected", {})
+        await self._in_call()
+
+    def _peer(self, ice: dict[str, Any]) -> RTCPeerConnection:
+        pc = self.pc = RTCPeerConnection(ice_configuration(ice))
+        if self.record_to:
+            self.recorder = MediaRecorder(self.record_to)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if self.recorder is not None:
+                self.recorder.addTrack(track)
+            if track.kind == "video":
+                self._consumers.append(asyncio.create_task(self._count_frames(track)))
+            elif self.recorder is None:
+                self._consumers.append(asyncio.create_task(self._drain(track)))
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            state = pc.connectionState
+            if state == "connected":
+                self._connected.set()
+                self._media_down.clear()
+            elif state in ("failed", "closed", "disconnected"):
+                self._media_down.set()
+
+        if self.video is not None:
+            pc.addTrack(self.video)
+        else:
+            pc.addTransceiver("video", direction="recvonly")
+        if self.audio is not None:
+            pc.addTrack(self.audio)
+        else:
+            pc.addTransceiver("audio", direction="recvonly")
+        return pc
+
+    async def _await_step(
+        self, wanted: Callable[[dict[str, Any]], bool], limit: float, what: str
+    ) -> dict[str, Any]:
+        try:
+            return await self._next(wanted, limit, what)
+        except ConsultError:
+            await self._end("timeout")
+            self.result.ended_by, self.result.reason = "us", "timeout"
+            raise
+
+    async def _wait_event(self, event: asyncio.Event, limit: float, what: str) -> None:
+        """Waits for event while still noticing the end of the consultation."""
+        waiter = asyncio.create_task(event.wait())
+        message = asyncio.create_task(self._next(lambda d: False, limit, what))
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, message}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+            )
+            if waiter in done:
+                return
+            if message in done:
+                message.result()  # raises _Ended or ConsultError
+            await self._end("timeout")
+            self.result.ended_by, self.result.reason = "us", "timeout"
+            raise ConsultError(f"Timed out after {limit:g} s waiting for {what}.")
+        except ConsultError:
+            if not self.result.reason:
+                await self._end("timeout")
+                self.result.ended_by, self.result.reason = "us", "timeout"
+            raise
+        finally:
+            for t in (waiter, message):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, _Ended, ConsultError):
+                    await t
+
+    async def _in_call(self) -> None:
+        """Until someone hangs up: our button, the pharmacist (consult.ended), a drop, or max_seconds."""
+        peer = asyncio.create_task(self._next(lambda d: False, float("inf"), "the end of the call"))
+        hangup = asyncio.create_task(self._hangup.wait())
+        down = asyncio.create_task(self._media_lost())
+        tasks = {peer, hangup, down}
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=self.max_seconds, return_when=asyncio.FIRST_COMPLETED)
+            if peer in done:
+                try:
+                    peer.result()
+                except _Ended:
+                    self.status(f"The pharmacist ended the call ({self.result.reason}).")
+                    return
+                except ConsultError as exc:
+                    await self._end("dropped")
+                    self.result.ended_by, self.result.reason = "server", "dropped"
+                    raise exc
+            reason = "dropped" if down in done else "hangup"
+            self.result.ended_by, self.result.reason = "us", reason
+            await self._end(reason)
+            self.status("Call ended." if reason == "hangup" else "The media connection dropped; call ended.")
+        finally:
+            for t in tasks:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, _Ended, ConsultError):
+                    await t
+
+    async def _media_lost(self) -> None:
+        """Returns when the media has been down longer than the grace period (a blip may recover)."""
+        while True:
+            await self._media_down.wait()
+            await asyncio.sleep(self.timeouts.disconnected)
+            if self.pc is None or self.pc.connectionState != "connected":
+                return
+
+    async def _count_frames(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                await track.recv()
+                self.result.frames_received += 1
+                self._first_frame.set()
+
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                await track.recv()
+
+    async def _end(self, reason: str) -> None:
+        cid = self.result.consultation_id
+        if cid is None:
+            return
+        try:
+            _, body = await self.api.call("POST", f"/api/v1/consultations/{cid}/end", {"reason": reason})
+            self.result.duration_seconds = body.get("duration_seconds")
+        except Exception as exc:  # the server may be gone; the call still ends here
+            log.warning("could not tell the server the call ended: %s", type(exc).__name__)
+
+    def _stop_sources(self) -> None:
+        sources = [self.video, self.audio]
+        if self.player is not None:
+            sources += [self.player.audio, self.player.video]
+        for source in sources:
+            if source is not None:
+                source.stop()
+
+    async def _close(self) -> None:
+        if self.video is not None:
+            self.result.frames_sent = self.video.count
+        for t in self._consumers:
+            t.cancel()
+        for t in self._consumers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self.recorder is not None:
+            with contextlib.suppress(Exception):
+                await self.recorder.stop()
+        if self.pc is not None:
+            await self.pc.close()
+        self._stop_sources()
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+
+class _Ended(Exception):
+    """The consultation ended from the other side or the server."""
+
+
+def open_source(camera: str) -> tuple[MediaStreamTrack | None, MediaStreamTrack | None, MediaPlayer | None]:
+    """'test' for the generated pattern, a device like /dev/video0, or a media file."""
+    if camera == "test":
+        return TestPattern(), None, None
+    if camera.startswith("/dev/video"):
+        player = MediaPlayer(camera, format="v4l2", options={"video_size": "640x480", "framerate": "20"})
+    else:
+        player = MediaPlayer(camera, loop=True)
+    return player.video, player.audio, player

@@ -1,0 +1,51 @@
+"""Consultation endpoints: thin handlers over server.consultations."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.api.table import json_body, principal_of
+from server.consultations.service import public_view
+from server.services import services_of
+
+
+def _id(request: web.Request) -> int:
+    return int(request.match_info["consultation_id"])
+
+
+async def request_consultation(request: web.Request) -> web.Response:
+    svc = services_of(request)
+    c, site = await svc.consultations.request(principal_of(request), await json_body(request))
+    return web.json_response(public_view(c, site), status=201)
+
+
+async def list_consultations(request: web.Request) -> web.Response:
+    rows = await services_of(request).consultations.list_open(principal_of(request))
+    return web.json_response({"consultations": [public_view(c, site) for c, site in rows]})
+
+
+async def get_consultation(request: web.Request) -> web.Response:
+    c, site = await services_of(request).consultations.get(principal_of(request), _id(request))
+    return web.json_response(public_view(c, site))
+
+
+async def accept(request: web.Request) -> web.Response:
+    svc = services_of(request)
+    c, site = await svc.consultations.accept(principal_of(request), _id(request))
+    await svc.signalling.accepted(c)
+    return web.json_response(public_view(c, site))
+
+
+async def connected(request: web.Request) -> web.Response:
+    c = await services_of(request).consultations.mark_connected(principal_of(request), _id(request))
+    return web.json_response(public_view(c))
+
+
+async def end(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    reason = body.get("reason", "hangup")
+    note = body.get("note")
+    c = await services_of(request).consultations.end(
+        principal_of(request), _id(request), str(reason), note if isinstance(note, str) else None
+    )
+    return web.json_response(public_view(c))

@@ -1,0 +1,1 @@
+"""Video consultations: the record and its life (service) and the signalling relay (signalling)."""

@@ -1,0 +1,295 @@
+"""The life of a consultation: requested by a site, accepted by one licensed pharmacist, ended by either.
+
+Every change is a conditional update plus an audit event and a realtime event in one transaction.
+Realtime events carry ids and states only: they reach every pharmacist of the site's state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.audit import chain as audit
+from server.db.engine import Database
+from server.db.models import Consultation, Fill, Prescription, Site, utcnow
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.realtime import journal
+from server.security.principal import Principal, Role
+
+REQUESTED = "requested"
+ACCEPTED = "accepted"
+ENDED = "ended"
+OPEN_STATES = (REQUESTED, ACCEPTED)
+KINDS = ("counsel", "live_look")
+END_REASONS = ("hangup", "cancelled", "unanswered", "timeout", "dropped", "failed")
+MAX_NOTE = 2000
+
+EndListener = Callable[[Consultation], Awaitable[None]]
+
+
+def public_view(c: Consultation, site: Site | None = None) -> dict[str, Any]:
+    """What the API returns about a consultation: ids, times and states (no patient data)."""
+    body: dict[str, Any] = {
+        "id": c.id,
+        "site_id": c.site_id,
+        "prescription_id": c.prescription_id,
+        "fill_id": c.fill_id,
+        "kind": c.kind,
+        "state": c.state,
+        "version": c.version,
+        "requested_by": c.requested_by,
+        "pharmacist_id": c.pharmacist_id,
+        "requested_at": c.requested_at.isoformat(),
+        "answered_at": c.answered_at.isoformat() if c.answered_at else None,
+        "connected_at": c.connected_at.isoformat() if c.connected_at else None,
+        "ended_at": c.ended_at.isoformat() if c.ended_at else None,
+        "duration_seconds": c.duration_seconds,
+        "end_reason": c.end_reason,
+        "ended_by": c.ended_by,
+        "outcome_note": c.outcome_note,
+        "recording_consent": c.recording_consent,
+    }
+    if site is not None:
+        body["site"] = {"id": site.id, "code": site.code, "name": site.name, "state": site.state}
+    return body
+
+
+def event_payload(c: Consultation) -> dict[str, Any]:
+    """A realtime event about a consultation: ids and state only."""
+    return {
+        "consultation_id": c.id,
+        "site_id": c.site_id,
+        "kind": c.kind,
+        "state": c.state,
+        "version": c.version,
+        "pharmacist_id": c.pharmacist_id,
+        "end_reason": c.end_reason,
+    }
+
+
+class ConsultationService:
+    def __init__(self, db: Database, *, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.db = db
+        self.clock = clock
+        # Called after a consultation ended (committed): the signalling relay tells both parties.
+        self.on_ended: list[EndListener] = []
+
+    async def _visible(
+        self, s: AsyncSession, actor: Principal, consultation_id: int
+    ) -> tuple[Consultation, Site]:
+        row = (
+            await s.execute(
+                select(Consultation, Site)
+                .join(Site, Site.id == Consultation.site_id)
+                .where(Consultation.id == consultation_id)
+            )
+        ).first()
+        if row is None or not actor.may_see_site(row.Site.id, row.Site.state):
+            raise NotFound("No such consultation.")
+        return row.Consultation, row.Site
+
+    async def _announce(
+        self,
+        s: AsyncSession,
+        actor: Principal | None,
+        action: str,
+        c: Consultation,
+        site: Site,
+        **detail: Any,
+    ) -> None:
+        await audit.append(
+            self.db,
+            s,
+            actor,
+            action,
+            "consultation",
+            c.id,
+            {"state": c.state, "version": c.version, "site_id": c.site_id, **detail},
+            at=self.clock(),
+        )
+        await journal.record(
+            self.db, s, action, site_id=site.id, us_state=site.state, payload=event_payload(c)
+        )
+
+    async def _conditional(
+        self, s: AsyncSession, c: Consultation, where: list[Any], values: dict[str, Any]
+    ) -> bool:
+        result = await s.execute(
+            update(Consultation)
+            .where(Consultation.id == c.id, *where)
+            .values(version=Consultation.version + 1, **values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        await s.refresh(c)
+        return True
+
+    async def request(self, actor: Principal, body: dict[str, Any]) -> tuple[Consultation, Site]:
+        """A site asks for a pharmacist: counselling (optionally on a prescription or fill) or a live look."""
+        if actor.role is not Role.TECHNICIAN or actor.site_id is None:
+            raise Forbidden("Only a site asks for a consultation.")
+        kind = body.get("kind", "counsel")
+        if kind not in KINDS:
+            raise InvalidInput(f"The kind must be one of {', '.join(KINDS)}.")
+        consent = body.get("recording_consent", False)
+        if not isinstance(consent, bool):
+            raise InvalidInput("recording_consent is true or false.")
+        async with self.db.write() as s:
+            site = await s.get(Site, actor.site_id)
+            if site is None:
+                raise NotFound("No such site.")
+            rx_id, fill_id = await self._links(s, site, body)
+            now = self.clock()
+            c = Consultation(
+                site_id=site.id,
+                prescription_id=rx_id,
+                fill_id=fill_id,
+                kind=kind,
+                state=REQUESTED,
+                version=1,
+                requested_by=actor.user_id,
+                requested_at=now,
+                recording_consent=consent,
+            )
+            s.add(c)
+            await s.flush()
+            await self._announce(s, actor, "consultation.requested", c, site)
+            return c, site
+
+    async def _links(
+        self, s: AsyncSession, site: Site, body: dict[str, Any]
+    ) -> tuple[int | None, str | None]:
+        rx_id: int | None = None
+        fill_id: str | None = None
+        if body.get("fill_id") is not None:
+            fill = await s.get(Fill, str(body["fill_id"]))
+            if fill is None or fill.site_id != site.id:
+                raise NotFound("No such fill at this site.")
+            fill_id, rx_id = fill.id, fill.prescription_id
+        if body.get("prescription_id") is not None:
+            try:
+                wanted = int(body["prescription_id"])
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput("prescription_id is a number.") from exc
+            rx = await s.get(Prescription, wanted)
+            if rx is None or rx.site_id != site.id or (rx_id is not None and rx_id != rx.id):
+                raise NotFound("No such prescription at this site.")
+            rx_id = rx.id
+        return rx_id, fill_id
+
+    async def get(self, actor: Principal, consultation_id: int) -> tuple[Consultation, Site]:
+        async with self.db.read() as s:
+            return await self._visible(s, actor, consultation_id)
+
+    async def list_open(self, actor: Principal) -> list[tuple[Consultation, Site]]:
+        """Open consultations the caller may see (a console starting up shows waiting requests)."""
+        async with self.db.read() as s:
+            q = select(Consultation, Site).join(Site, Site.id == Consultation.site_id)
+            q = q.where(Consultation.state.in_(OPEN_STATES)).order_by(Consultation.id)
+            if actor.role is Role.TECHNICIAN:
+                q = q.where(Consultation.site_id == actor.site_id)
+            elif actor.role is Role.PHARMACIST:
+                q = q.where(Site.state.in_(sorted(actor.licensed_states)))
+                q = q.where(or_(Consultation.state == REQUESTED, Consultation.pharmacist_id == actor.user_id))
+            rows = (await s.execute(q.limit(200))).all()
+            return [(r.Consultation, r.Site) for r in rows]
+
+    async def accept(self, actor: Principal, consultation_id: int) -> tuple[Consultation, Site]:
+        """One licensed pharmacist answers; the conditional update makes sure only one wins."""
+        if actor.role is not Role.PHARMACIST:
+            raise Forbidden("Only a pharmacist answers a consultation.")
+        async with self.db.write() as s:
+            c, site = await self._visible(s, actor, consultation_id)
+            if site.state not in actor.licensed_states:
+                raise Forbidden("You are not licensed in this site's state.", code="not_licensed")
+            won = await self._conditional(
+                s,
+                c,
+                [Consultation.state == REQUESTED],
+                {"state": ACCEPTED, "pharmacist_id": actor.user_id, "answered_at": self.clock()},
+            )
+            if not won:
+                raise Conflict("Another pharmacist answered, or the site hung up.", code="consultation_taken")
+            await self._announce(s, actor, "consultation.accepted", c, site)
+            return c, site
+
+    async def mark_connected(self, actor: Principal, consultation_id: int) -> Consultation:
+        """The first party to see media flowing stamps the connection time (once)."""
+        async with self.db.write() as s:
+            c, _ = await self._visible(s, actor, consultation_id)
+            if actor.user_id not in (c.requested_by, c.pharmacist_id):
+                raise Forbidden("Only the two parties report the connection.")
+            if await self._conditional(
+                s,
+                c,
+                [Consultation.state == ACCEPTED, Consultation.connected_at.is_(None)],
+                {"connected_at": self.clock()},
+            ):
+                await audit.append(
+                    self.db, s, actor, "consultation.connected", "consultation", c.id, {}, at=self.clock()
+                )
+            return c
+
+    async def end(
+        self, actor: Principal | None, consultation_id: int, reason: str, note: str | None = None
+    ) -> Consultation:
+        """Either party (or the server, actor None) ends it; ending an ended consultation changes nothing."""
+        if reason not in END_REASONS:
+            raise InvalidInput(f"The reason must be one of {', '.join(END_REASONS)}.")
+        if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
+            raise InvalidInput(f"The note must be text of at most {MAX_NOTE} characters.")
+        c: Consultation
+        site: Site
+        async with self.db.write() as s:
+            if actor is None:
+                row = (
+                    await s.execute(
+                        select(Consultation, Site)
+                        .join(Site, Site.id == Consultation.site_id)
+                        .where(Consultation.id == consultation_id)
+                    )
+                ).first()
+                if row is None:
+                    raise NotFound("No such consultation.")
+                c, site = row.Consultation, row.Site
+            else:
+                c, site = await self._visible(s, actor, consultation_id)
+                party = actor.user_id in (c.requested_by, c.pharmacist_id)
+                same_site = actor.role is Role.TECHNICIAN and actor.site_id == c.site_id
+                if actor.role is not Role.ADMIN and not party and not same_site:
+                    raise Forbidden("Only the two parties end a consultation.")
+            if c.state == ENDED:
+                if note and actor is not None and actor.user_id == c.pharmacist_id and not c.outcome_note:
+                    await self._conditional(
+                        s, c, [Consultation.state == ENDED], {"outcome_note": note.strip()}
+                    )
+                    await audit.append(
+                        self.db, s, actor, "consultation.note", "consultation", c.id, {}, at=self.clock()
+                    )
+                return c
+            now = self.clock()
+            start = c.connected_at or c.answered_at
+            duration = max(0.0, (now - start).total_seconds()) if start else 0.0
+            values: dict[str, Any] = {
+                "state": ENDED,
+                "ended_at": now,
+                "duration_seconds": round(duration, 3),
+                "end_reason": reason,
+                "ended_by": actor.user_id if actor else None,
+            }
+            if note and actor is not None and actor.user_id == c.pharmacist_id:
+                values["outcome_note"] = note.strip()
+            if not await self._conditional(s, c, [Consultation.state.in_(OPEN_STATES)], values):
+                await s.refresh(c)
+                return c
+            await self._announce(
+                s, actor, "consultation.ended", c, site, reason=reason, duration=c.duration_seconds
+            )
+        for listener in list(self.on_ended):
+            await listener(c)
+        return c

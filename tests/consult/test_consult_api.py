@@ -1,0 +1,66 @@
+"""The consultation record over HTTP and the signalling relay over websockets (no media)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.api.world import World
+
+
+async def _ws(world: World, user: Any) -> Any:
+    origin = str(world.server.make_url("")).rstrip("/")
+    headers = {"Origin": origin} if user.csrf else {"Authorization": f"Bearer {user.token}"}
+    ws = await user.client.ws_connect("/api/v1/ws", headers=headers)
+    assert (await ws.receive_json())["type"] == "hello"
+    return ws
+
+
+async def _next(ws: Any, kind: str) -> dict[str, Any]:
+    async with asyncio.timeout(5):
+        while True:
+            msg: dict[str, Any] = await ws.receive_json()
+            if msg["type"] == kind:
+                return msg
+
+
+async def test_one_accept_wins_and_only_licensed_pharmacists_may(world: World) -> None:
+    site = await world.device("tech_nd1")
+    c = await site.json("POST", "/api/v1/consultations", 201, json={})
+    assert c["state"] == "requested" and c["site"]["code"] == "ND-1"
+    assert (await (await world.login("mn_rph")).post(f"/api/v1/consultations/{c['id']}/accept")).status == 404
+    other_site = await world.device("tech_mn1")
+    assert (await other_site.get(f"/api/v1/consultations/{c['id']}")).status == 404
+    nd, both = await world.login("nd_rph"), await world.login("both_rph")
+    a, b = await asyncio.gather(
+        nd.post(f"/api/v1/consultations/{c['id']}/accept"),
+        both.post(f"/api/v1/consultations/{c['id']}/accept"),
+    )
+    assert sorted([a.status, b.status]) == [200, 409]
+    ended = await site.json("POST", f"/api/v1/consultations/{c['id']}/end", json={"reason": "hangup"})
+    assert ended["state"] == "ended" and ended["duration_seconds"] is not None
+
+
+async def test_early_offer_waits_for_the_pharmacist_and_a_drop_ends_both(world: World) -> None:
+    site = await world.device("tech_nd1")
+    nd = await world.login("nd_rph")
+    site_ws = await _ws(world, site)
+    c = await site.json("POST", "/api/v1/consultations", 201, json={})
+    await site_ws.send_json({"type": "consult.join", "consultation_id": c["id"]})
+    assert (await _next(site_ws, "consult.joined"))["peer_joined"] is False
+    await nd.json("POST", f"/api/v1/consultations/{c['id']}/accept")
+    await _next(site_ws, "consult.accepted")
+    # Sent before the pharmacist joined: kept in the room, delivered on join.
+    offer = {"type": "offer", "sdp": "v=0"}
+    await site_ws.send_json({"type": "consult.signal", "consultation_id": c["id"], "description": offer})
+    rph_ws = await _ws(world, nd)
+    await rph_ws.send_json({"type": "consult.join", "consultation_id": c["id"]})
+    assert (await _next(rph_ws, "consult.joined"))["peer_joined"] is True
+    got = await _next(rph_ws, "consult.signal")
+    assert got["description"] == offer and got["from"] == "site"
+    await site_ws.close()
+    ended = await _next(rph_ws, "consult.ended")
+    assert ended["reason"] == "dropped"
+    record = await nd.json("GET", f"/api/v1/consultations/{c['id']}")
+    assert record["state"] == "ended" and record["end_reason"] == "dropped"
+    await rph_ws.close()
