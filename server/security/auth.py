@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -19,6 +21,8 @@ from server.security.principal import Principal, Role, active_states
 from server.security.ratelimit import LoginLimiter
 
 SESSION_COOKIE = "tp_session"
+AUTH_CACHE_SECONDS = 5.0
+AUTH_CACHE_SIZE = 10_000
 
 
 def principal_for(
@@ -49,16 +53,38 @@ class Auth:
         self.config = config
         self.passwords = passwords
         self.limiter = LoginLimiter(config.login_attempts, config.login_window_seconds)
+        self._identities: dict[tuple[str, str], tuple[float, Principal | None]] = {}
 
     async def authenticate(self, request: web.Request) -> Principal | None:
         """The caller from a bearer device token or a session cookie; None when neither is valid."""
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
-            return await self.from_device_token(header[7:].strip())
+            return await self._cached(("device", header[7:].strip()), self.from_device_token)
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
-            return await self.from_session(cookie)
+            return await self._cached(("session", cookie), self.from_session)
         return None
+
+    async def _cached(
+        self, key: tuple[str, str], look_up: Callable[[str], Awaitable[Principal | None]]
+    ) -> Principal | None:
+        """A caller's identity is looked up at most every few seconds (an upload is many requests).
+
+        Revoking a token or signing out clears it here at once; other server instances see it within
+        AUTH_CACHE_SECONDS, as they see an expired license.
+        """
+        now = time.monotonic()
+        hit = self._identities.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        principal = await look_up(key[1])
+        if len(self._identities) > AUTH_CACHE_SIZE:
+            self._identities.clear()
+        self._identities[key] = (now + AUTH_CACHE_SECONDS, principal)
+        return principal
+
+    def forget_all(self) -> None:
+        self._identities.clear()
 
     async def from_device_token(self, token: str) -> Principal | None:
         async with self.db.read() as s:
@@ -134,6 +160,7 @@ class Auth:
     async def logout(self, token: str | None) -> None:
         if not token:
             return
+        self._identities.pop(("session", token), None)
         async with self.db.write() as s:
             await s.execute(
                 update(ConsoleSession)
@@ -169,4 +196,6 @@ class Auth:
                 raise NotFound("No such device token.")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
+                # Only the hash is stored, so the cached entry cannot be named: forget every identity.
+                self.forget_all()
                 await audit.append(self.db, s, admin, "device_token.revoked", "device_token", row.id, {})
