@@ -77,7 +77,7 @@ def prepare_photos(count: int) -> list[bytes]:
         return list(pool.map(make_photo, range(count)))
 
 
-def seed_database(data_dir: Path, sites: int) -> list[str]:
+def seed_database(data_dir: Path, sites: int, database_url: str = "") -> list[str]:
     """Sites, one technician each with a device token, and one pharmacist licensed in ND."""
     from server.config import Config
     from server.db.engine import Database
@@ -89,7 +89,7 @@ def seed_database(data_dir: Path, sites: int) -> list[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
 
     async def run() -> list[str]:
-        config = Config(data_dir=data_dir, password_time_cost=1)
+        config = Config(data_dir=data_dir, password_time_cost=1, database_url=database_url)
         db = Database(config.effective_database_url)
         await upgrade(db)
         directory = Directory(db, Passwords(1))
@@ -416,6 +416,7 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=20)
     ap.add_argument("--idle", type=int, default=500)
     ap.add_argument("--photos", type=int, default=60, help="distinct photos to cycle through")
+    ap.add_argument("--database-url", default="", help="PostgreSQL (an empty database) instead of SQLite")
     ap.add_argument(
         "--profile", help="write a py-spy profile (raw stacks) of the server and its workers here"
     )
@@ -424,10 +425,11 @@ def main() -> None:
     photos = prepare_photos(args.photos)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "server"
-        tokens = seed_database(data_dir, args.sites)
+        tokens = seed_database(data_dir, args.sites, args.database_url)
         port = free_port()
         server = start_server(
-            [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)],
+            [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)]
+            + (["--database-url", args.database_url] if args.database_url else []),
             port,
             Path(tmp) / "server.log",
         )
