@@ -279,12 +279,6 @@ DRUG_PACKAGE_FORMATS = zxingcpp.BarcodeFormats(
 )
 
 
-def read_barcodes_file(path: Path) -> list[str]:
-    """Every barcode in a photo file; a top-level function so a process pool can run it."""
-    with Image.open(path) as im:
-        return decode_barcodes(im)
-
-
 def decode_barcodes(image: Image.Image) -> list[str]:
     """Every barcode zxing-cpp finds, as symbology identifier + raw text (GS1 separators as \\x1d)."""
     gray = _gray(image)

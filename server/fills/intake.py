@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 from pathlib import Path
 from typing import Any
 
 from server.config import Config
 from server.db.models import Media
-from server.evidence.photo_quality import read_barcodes_file
 from server.fills.lifecycle import FillService
 from server.media.ingest import ingest_media
 from server.media.store import MediaStore
@@ -37,12 +35,13 @@ class MediaIntake:
             store=self.store,
             executor=self.executor,
             max_image_pixels=self.config.max_image_pixels,
+            # The server reads the stock bottle's barcode too, so a site that sent no scan is still checked.
+            read_barcodes=kind == "stock_bottle",
             max_video_seconds=self.config.max_video_seconds,
         )
         quality: dict[str, Any] = dict(ingested.quality)
         if kind == "stock_bottle":
-            # The server reads the stock bottle's barcode too, so a site that sent no scan is still checked.
-            quality["barcodes"] = await self._barcodes(ingested.variants)
+            quality["barcodes"] = ingested.barcodes
         media = Media(
             kind=kind,
             sha256=ingested.sha256,
@@ -56,11 +55,3 @@ class MediaIntake:
             quality=quality,
         )
         return await self.fills.attach_media(actor, fill_id, media)
-
-    async def _barcodes(self, variants: dict[str, Any]) -> list[str]:
-        variant = variants.get("2048") or variants.get("full")
-        path = self.store.local_path(variant["sha256"]) if variant else None
-        if path is None:
-            return []
-        loop = asyncio.get_running_loop()
-        return list(await loop.run_in_executor(self.executor, read_barcodes_file, path))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter, ImageStat, UnidentifiedImageError
 
+from server.evidence.photo_quality import decode_barcodes
 from server.media.errors import MediaRejected
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
@@ -60,6 +61,8 @@ class ProcessedImage:
     content_type: str
     variants: dict[str, VariantFile]
     quality: dict[str, float] = field(default_factory=dict)
+    # Barcodes read from the full-resolution pixels, when asked for (the stock bottle's).
+    barcodes: list[str] = field(default_factory=list)
 
 
 def sniff_image_format(head: bytes) -> str | None:
@@ -120,8 +123,14 @@ def _bomb() -> MediaRejected:
     )
 
 
-def process_image(src: Path, workdir: Path, *, max_pixels: int) -> ProcessedImage:
-    """Validate a photo and write its metadata-free variants (full, 2048, 320) into `workdir`."""
+def process_image(
+    src: Path, workdir: Path, *, max_pixels: int, read_barcodes: bool = False
+) -> ProcessedImage:
+    """Validate a photo and write its metadata-free variants (full, 2048, 320) into `workdir`.
+
+    With read_barcodes, the barcodes are read from the same decode at full resolution: one decode
+    instead of two for the stock bottle photo.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     # One read serves sniffing, decoding and the byte-level strip (uploads are capped well below RAM).
     data = src.read_bytes()
@@ -141,10 +150,12 @@ def process_image(src: Path, workdir: Path, *, max_pixels: int) -> ProcessedImag
     except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError) as exc:
         raise _truncated() if "truncated" in str(exc) else _corrupt() from None
     with im:
-        return _process_open(im, fmt, data, workdir, max_pixels)
+        return _process_open(im, fmt, data, workdir, max_pixels, read_barcodes)
 
 
-def _process_open(im: Image.Image, fmt: str, data: bytes, workdir: Path, max_pixels: int) -> ProcessedImage:
+def _process_open(
+    im: Image.Image, fmt: str, data: bytes, workdir: Path, max_pixels: int, read_barcodes: bool = False
+) -> ProcessedImage:
     width, height = im.size
     pixels = width * height
     if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
@@ -165,13 +176,14 @@ def _process_open(im: Image.Image, fmt: str, data: bytes, workdir: Path, max_pix
     large_size = _large_size((width, height))
     strippable = orientation == 1 and (fmt != "JPEG" or im.mode in ("RGB", "L"))
 
-    if fmt == "JPEG" and strippable:
+    if fmt == "JPEG" and strippable and not read_barcodes:
         # Decode only as much as the variants need from pixels: DCT scaling still reads (and so
         # validates) every byte of entropy-coded data, and a 1/2 scale is itself a good downscale.
         k = max(1, round(width / large_size[0]))
         im.draft(im.mode, (THUMB_EDGE, THUMB_EDGE) if fits else (width // k, height // k))
     decoded = _decode(im)
     oriented = decoded.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else decoded
+    barcodes = decode_barcodes(oriented) if read_barcodes else []
 
     variants: dict[str, VariantFile] = {}
     ctype = CONTENT_TYPES[fmt]
@@ -200,7 +212,7 @@ def _process_open(im: Image.Image, fmt: str, data: bytes, workdir: Path, max_pix
     thumb.save(thumb_path, "JPEG", quality=THUMB_QUALITY)
     variants[THUMB] = VariantFile(thumb_path, "image/jpeg", thumb.width, thumb.height)
 
-    return ProcessedImage(width, height, fmt, ctype, variants, quality_measures(thumb))
+    return ProcessedImage(width, height, fmt, ctype, variants, quality_measures(thumb), barcodes)
 
 
 def _orientation(im: Image.Image) -> int:

@@ -42,6 +42,7 @@ class IngestedMedia:
     duration_seconds: float | None
     variants: dict[str, StoredVariant]
     quality: dict[str, float] = field(default_factory=dict)
+    barcodes: list[str] = field(default_factory=list)
 
 
 async def ingest_media(
@@ -56,6 +57,7 @@ async def ingest_media(
     max_video_seconds: float,
     workdir_parent: Path | None = None,
     keep_audio: bool = False,
+    read_barcodes: bool = False,
 ) -> IngestedMedia:
     """Verify, validate and store an uploaded photo or video; raise MediaRejected when it cannot be evidence.
 
@@ -96,7 +98,9 @@ async def ingest_media(
             )
             processed = await loop.run_in_executor(executor, job)
         else:
-            job2 = functools.partial(process_image, upload_path, workdir, max_pixels=max_image_pixels)
+            job2 = functools.partial(
+                process_image, upload_path, workdir, max_pixels=max_image_pixels, read_barcodes=read_barcodes
+            )
             processed = await loop.run_in_executor(executor, job2)
         variants = await _store_variants(store, processed.variants)
     finally:
@@ -111,6 +115,7 @@ async def ingest_media(
         duration_seconds=processed.duration_seconds if isinstance(processed, ProcessedVideo) else None,
         variants=variants,
         quality=dict(processed.quality),
+        barcodes=processed.barcodes if isinstance(processed, ProcessedImage) else [],
     )
 
 
