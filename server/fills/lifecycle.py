@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from server.audit import chain as audit
 from server.config import Config
@@ -217,7 +218,9 @@ class FillService:
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
-        await s.refresh(fill)
+        # The row now holds exactly these values: record them as loaded rather than reading it back.
+        for key, value in values.items():
+            set_committed_value(fill, key, value)
         return True
 
     def required_kinds(self, site: Site) -> tuple[str, ...]:
