@@ -24,6 +24,7 @@ from remote_site_client.config import ConfigError, SiteConfig
 from remote_site_client.live import Decisions, listen, run_hook
 from remote_site_client.outbox import FAILED, OPEN_STATES, QUEUED, Entry, Outbox
 from remote_site_client.progress import human_bytes, progress_board
+from remote_site_client.recordings import deliver_recordings
 from remote_site_client.sender import KIND_NAMES, Sender
 
 log = logging.getLogger("tp-site")
@@ -494,6 +495,8 @@ def cmd_consult(args: argparse.Namespace) -> int:
     from remote_site_client.consult import Consultation, ConsultError, Timeouts, open_source
 
     cfg = _load(args)
+    if args.record and not args.record.lower().endswith(".mp4"):
+        raise UsageError("--record writes an .mp4 file (H.264 + AAC); webm loses video now and then.")
     video, audio, player = open_source(args.camera)
     body: dict[str, Any] = {"kind": "live_look" if args.live_look else "counsel"}
     if args.rx_id is not None:
@@ -515,6 +518,7 @@ def cmd_consult(args: argparse.Namespace) -> int:
                 record_to=args.record,
                 request=body,
                 on_status=say,
+                wait_for_invite=args.wait_for_request,
             )
             loop = asyncio.get_running_loop()
             with contextlib.suppress(NotImplementedError):
@@ -524,10 +528,16 @@ def cmd_consult(args: argparse.Namespace) -> int:
             except ConsultError as exc:
                 say(f"error: {exc}")
                 return EXIT_REFUSED
-        out(
-            f"consultation {result.consultation_id}: ended ({result.reason}, by {result.ended_by}); "
-            f"frames received {result.frames_received}, sent {result.frames_sent}"
-        )
+            out(
+                f"consultation {result.consultation_id}: ended ({result.reason}, by {result.ended_by}); "
+                f"frames received {result.frames_received}, sent {result.frames_sent}"
+            )
+            if result.recorded and result.consultation_id is not None:
+                # Through the outbox: kept (fsync'd) until the server has it; `tp-site sync` retries.
+                with Outbox(cfg.data_dir) as outbox:
+                    outbox.add_recording(result.consultation_id, Path(args.record))
+                    for cid, state, error in await deliver_recordings(api, outbox):
+                        out(f"recording of consultation {cid}: {state}" + (f" ({error})" if error else ""))
         return EXIT_OK
 
     return asyncio.run(run())
@@ -540,6 +550,8 @@ async def _sync_once(sender: Sender, outbox: Outbox, patience: float) -> int:
         for e in reversed(outbox.entries(list(OPEN_STATES)))
     ]
     outbox.prune(sender.config.retention_days)
+    for cid, state, error in await deliver_recordings(sender.api, outbox):
+        out(f"recording of consultation {cid}: {state}" + (f" ({error})" if error else ""))
     for r in results:
         state = "delivered" if r.delivered else ("REFUSED" if r.state == FAILED else "not yet")
         out(f"{r.fill_id}: {state}" + (f" ({r.error})" if r.error else ""))
@@ -684,6 +696,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rx-id", type=int, help="the prescription the counselling is about")
     p.add_argument("--fill-id", help="the fill the counselling is about")
     p.add_argument("--live-look", action="store_true", help="a one-way view of the counting tray")
+    p.add_argument(
+        "--wait-for-request",
+        action="store_true",
+        help="a counter kiosk: wait for a pharmacist to ask (counselling on a fill, a live look)",
+    )
     p.add_argument("--record", metavar="FILE.mp4", help="record the call (only with the patient's consent)")
     p.add_argument("--answer-timeout", type=float, default=120.0, metavar="SECONDS")
     p.add_argument("--max-seconds", type=float, metavar="SECONDS", help="hang up after this long")

@@ -28,7 +28,8 @@ from aiortc import (
     RTCSessionDescription,
     VideoStreamTrack,
 )
-from aiortc.contrib.media import MediaPlayer, MediaRecorder
+from aiortc.contrib.media import MediaPlayer, MediaRelay
+from aiortc.mediastreams import MediaStreamError
 from PIL import Image, ImageDraw
 
 from remote_site_client.api import SiteApi
@@ -91,15 +92,20 @@ class TestPattern(VideoStreamTrack):
 @dataclass
 class CallResult:
     consultation_id: int | None = None
+    kind: str = "counsel"
+    fill_id: str | None = None
     accepted_after: float | None = None  # seconds from the request to the answer
     connected_after: float | None = None  # seconds from the answer to ICE connected
     first_frame_after: float | None = None  # seconds from the answer to the first remote frame
+    connected_wall: float | None = None  # time.time() at ICE connected (benchmarks compare with the browser)
+    first_frame_wall: float | None = None  # time.time() at the first remote video frame
     frames_received: int = 0
     frames_sent: int = 0
     ended_by: str = ""  # "us", "peer", "server"
     reason: str = ""
     duration_seconds: float | None = None
     events: list[str] = field(default_factory=list)
+    recorded: bool = False
 
 
 def ice_configuration(body: dict[str, Any]) -> RTCConfiguration:
@@ -129,6 +135,74 @@ class CountingTrack(MediaStreamTrack):
         self.source.stop()
 
 
+class FixedSizeTrack(MediaStreamTrack):
+    """Hands the recorder every video frame at one size: the browser changes its sending resolution as
+    its bandwidth estimate ramps up, and an encoder opened at one size refuses another (silently, in a
+    task nobody awaits), which would leave the recording without video."""
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack, width: int = 640, height: int = 480) -> None:
+        super().__init__()
+        self.source, self.width, self.height = source, width, height
+
+    async def recv(self) -> Any:
+        frame = await self.source.recv()
+        assert isinstance(frame, av.VideoFrame)
+        if (frame.width, frame.height) == (self.width, self.height) and frame.format.name == "yuv420p":
+            return frame
+        scaled = frame.reformat(width=self.width, height=self.height, format="yuv420p")
+        scaled.pts, scaled.time_base = frame.pts, frame.time_base
+        return scaled
+
+
+class Mp4Recorder:
+    """Writes the call to an mp4 (H.264 at a fixed 640x480, AAC).
+
+    aiortc's MediaRecorder sizes the video stream from its first frame; when audio reaches the muxer
+    first, the header is written without a usable video stream and the file ends up audio only. Here
+    the video stream is sized before anything is written.
+    """
+
+    def __init__(self, path: str, width: int = 640, height: int = 480) -> None:
+        self.container = av.open(path, mode="w", format="mp4")
+        self.size = (width, height)
+        self.tracks: list[tuple[MediaStreamTrack, Any]] = []
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def addTrack(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video":
+            stream = self.container.add_stream("libx264", rate=30)
+            stream.width, stream.height = self.size
+            stream.pix_fmt = "yuv420p"
+            self.tracks.append((FixedSizeTrack(track, *self.size), stream))
+        else:
+            self.tracks.append((track, self.container.add_stream("aac")))
+
+    async def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._run(t, s)) for t, s in self.tracks]
+
+    async def _run(self, track: MediaStreamTrack, stream: Any) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            for packet in stream.encode(frame):
+                self.container.mux(packet)
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for _, stream in self.tracks:
+            for packet in stream.encode(None):
+                self.container.mux(packet)
+        self.container.close()
+
+
 class Consultation:
     """One call from the site. `run()` returns when the call is over (or raises ConsultError)."""
 
@@ -144,6 +218,7 @@ class Consultation:
         record_to: str | None = None,
         request: dict[str, Any] | None = None,
         on_status: Callable[[str], None] | None = None,
+        wait_for_invite: bool = False,
     ) -> None:
         self.api = api
         self.player = player
@@ -151,13 +226,19 @@ class Consultation:
         self.audio = audio
         self.timeouts = timeouts or Timeouts()
         self.max_seconds = max_seconds
+        if record_to is not None and not record_to.lower().endswith(".mp4"):
+            # webm with audio and video in one file loses the video now and then (see NOTES.md).
+            raise ConsultError("Recordings are written as .mp4 (H.264 + AAC).")
         self.record_to = record_to
         self.request_body = request or {}
+        # A counter kiosk that waits for a pharmacist to ask (counselling on a fill, a live look).
+        self.wait_for_invite = wait_for_invite
+        self.kind = str(self.request_body.get("kind", "counsel"))
         self.on_status = on_status or (lambda text: None)
         self.result = CallResult()
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.pc: RTCPeerConnection | None = None
-        self.recorder: MediaRecorder | None = None
+        self.recorder: Mp4Recorder | None = None
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._consumers: list[asyncio.Task[None]] = []
@@ -227,9 +308,15 @@ class Consultation:
             self._reader = asyncio.create_task(self._read(), name="consult-ws")
             await self._next(lambda d: d.get("type") == "hello", 10, "the server's hello")
             t0 = time.monotonic()
-            _, body = await self.api.call("POST", "/api/v1/consultations", self.request_body)
+            if self.wait_for_invite:
+                body = await self._invitation()
+            else:
+                _, body = await self.api.call("POST", "/api/v1/consultations", self.request_body)
             self.result.consultation_id = cid = int(body["id"])
-            self.status(f"Asked for a pharmacist (consultation {cid}); waiting for an answer…")
+            self.kind = self.result.kind = str(body.get("kind", "counsel"))
+            self.result.fill_id = body.get("fill_id")
+            if not self.wait_for_invite:
+                self.status(f"Asked for a pharmacist (consultation {cid}); waiting for an answer…")
             await self._send({"type": "consult.join", "consultation_id": cid})
             joined = await self._next(
                 lambda d: d.get("type") == "consult.joined" and self._mine(d), 10, "the join"
@@ -256,6 +343,32 @@ class Consultation:
         finally:
             await self._close()
         return self.result
+
+    async def _invitation(self) -> dict[str, Any]:
+        """Waits for a pharmacist to ask this site for a consultation, then answers it."""
+
+        def invited(c: dict[str, Any]) -> bool:
+            return (
+                c.get("state") == "accepted"
+                and c.get("requested_by") == c.get("pharmacist_id")
+                and (c.get("answered_at") is None)
+            )
+
+        self.status("Waiting for a pharmacist to ask for a consultation…")
+        _, listing = await self.api.call("GET", "/api/v1/consultations")
+        waiting = [c for c in listing.get("consultations", []) if invited(c)]
+        if waiting:
+            cid = int(waiting[0]["id"])
+        else:
+            event = await self._next(
+                lambda d: d.get("type") == "consultation.invited", self.timeouts.answer, "a pharmacist to ask"
+            )
+            cid = int(event["consultation_id"])
+        self.result.consultation_id = cid
+        _, body = await self.api.call("POST", f"/api/v1/consultations/{cid}/answer", {})
+        what = "a live look at the counting tray" if body.get("kind") == "live_look" else "counselling"
+        self.status(f"A pharmacist asks for {what} (consultation {cid}); connecting…")
+        return dict(body)
 
     async def _call(self, ice: dict[str, Any], t_answer: float) -> None:
         cid = self.result.consultation_id
@@ -287,12 +400,22 @@ class Consultation:
         desc = answer["description"]
         await pc.setRemoteDescription(RTCSessionDescription(sdp=desc["sdp"], type=desc["type"]))
         if self.recorder is not None:
-            await self.recorder.start()
+            # Consent goes on the consultation's record first; without it, nothing is recorded.
+            try:
+                await self.api.call("POST", f"/api/v1/consultations/{cid}/consent", {})
+            except Exception as exc:
+                self.recorder = None
+                self.status(f"Not recording: the patient's consent could not be recorded ({exc}).")
+            else:
+                await self.recorder.start()
+                self.result.recorded = True
+                self.status("Recording (consent recorded).")
         await self._wait_event(self._connected, self.timeouts.connect, "the media connection (ICE/DTLS)")
         self.result.connected_after = time.monotonic() - t_answer
         self.status("Connected.")
-        await self._wait_event(self._first_frame, self.timeouts.first_frame, "the first video frame")
-        self.result.first_frame_after = time.monotonic() - t_answer
+        if self.kind != "live_look":  # a live look is one way: nothing comes back to the site
+            await self._wait_event(self._first_frame, self.timeouts.first_frame, "the first video frame")
+            self.result.first_frame_after = time.monotonic() - t_answer
         with contextlib.suppress(Exception):
             await self.api.call("POST", f"/api/v1/consultations/{cid}/connected", {})
         await self._in_call()
@@ -300,26 +423,41 @@ class Consultation:
     def _peer(self, ice: dict[str, Any]) -> RTCPeerConnection:
         pc = self.pc = RTCPeerConnection(ice_configuration(ice))
         if self.record_to:
-            self.recorder = MediaRecorder(self.record_to)
+            self.recorder = Mp4Recorder(self.record_to)
+
+        relay = MediaRelay()  # the recorder and the frame counter each get every frame
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if self.recorder is not None:
-                self.recorder.addTrack(track)
+                self.recorder.addTrack(relay.subscribe(track))
+                track = relay.subscribe(track)
             if track.kind == "video":
                 self._consumers.append(asyncio.create_task(self._count_frames(track)))
-            elif self.recorder is None:
+            else:
                 self._consumers.append(asyncio.create_task(self._drain(track)))
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
             state = pc.connectionState
             if state == "connected":
+                if self.result.connected_wall is None:
+                    self.result.connected_wall = time.time()
                 self._connected.set()
                 self._media_down.clear()
             elif state in ("failed", "closed", "disconnected"):
                 self._media_down.set()
 
+        self._add_media(pc)
+        return pc
+
+    def _add_media(self, pc: RTCPeerConnection) -> None:
+        if self.kind == "live_look":
+            # One way, video only: the tray camera to the pharmacist; the browser sends nothing back.
+            if self.video is None:
+                raise ConsultError("A live look needs a camera (--camera).")
+            pc.addTransceiver(self.video, direction="sendonly")
+            return
         if self.video is not None:
             pc.addTrack(self.video)
         else:
@@ -328,7 +466,6 @@ class Consultation:
             pc.addTrack(self.audio)
         else:
             pc.addTransceiver("audio", direction="recvonly")
-        return pc
 
     async def _await_step(
         self, wanted: Callable[[dict[str, Any]], bool], limit: float, what: str
@@ -407,6 +544,8 @@ class Consultation:
             while True:
                 await track.recv()
                 self.result.frames_received += 1
+                if self.result.first_frame_wall is None:
+                    self.result.first_frame_wall = time.time()
                 self._first_frame.set()
 
     async def _drain(self, track: MediaStreamTrack) -> None:

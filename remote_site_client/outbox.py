@@ -64,6 +64,17 @@ CREATE TABLE IF NOT EXISTS files (
     media_id INTEGER,
     UNIQUE (fill_id, position)
 );
+CREATE TABLE IF NOT EXISTS recordings (
+    consultation_id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    delivered_at REAL
+);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS prescriptions (
     id INTEGER PRIMARY KEY, data TEXT NOT NULL, fetched_at REAL NOT NULL
@@ -420,6 +431,39 @@ class Outbox:
                 f"UPDATE entries SET next_attempt_at = ? WHERE state IN ({marks})",  # noqa: S608
                 (time.time(), *OPEN_STATES),
             )
+
+    # -- consultation recordings (mp4, recorded with consent): delivered as media of the consultation --
+
+    def add_recording(self, consultation_id: int, src: Path) -> tuple[str, int]:
+        """An fsync'd copy of a call's recording, then its entry; returns (sha256, bytes)."""
+        folder = self.files_dir / "recordings"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        dest = folder / f"{consultation_id}.mp4"
+        sha, size = durable_copy(src, dest)
+        fsync_dir(folder)
+        self.db.execute(
+            "INSERT OR REPLACE INTO recordings (consultation_id, path, sha256, bytes, state, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (consultation_id, str(dest), sha, size, PENDING, time.time()),
+        )
+        return sha, size
+
+    def recordings(self, states: Sequence[str] = (PENDING,)) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(states))
+        query = f"SELECT * FROM recordings WHERE state IN ({marks}) ORDER BY consultation_id"  # noqa: S608
+        rows = self.db.execute(query, tuple(states))
+        return [dict(r) for r in rows]
+
+    def mark_recording(self, consultation_id: int, state: str, error: str | None = None) -> None:
+        self.db.execute(
+            "UPDATE recordings SET state = ?, attempts = attempts + 1, last_error = ?,"
+            " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
+            " WHERE consultation_id = ?",
+            (state, error, state, time.time(), consultation_id),
+        )
+        if state == "delivered":
+            with contextlib.suppress(FileNotFoundError):
+                Path(self.files_dir / "recordings" / f"{consultation_id}.mp4").unlink()
 
     def set_prepared(self, file_id: int, prepared: Path, sha256: str, size: int) -> None:
         rel = prepared.relative_to(self.data_dir).as_posix()

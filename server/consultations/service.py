@@ -52,6 +52,12 @@ def public_view(c: Consultation, site: Site | None = None) -> dict[str, Any]:
         "ended_by": c.ended_by,
         "outcome_note": c.outcome_note,
         "recording_consent": c.recording_consent,
+        "recording_consent_at": c.recording_consent_at.isoformat() if c.recording_consent_at else None,
+        "recording": (
+            {"sha256": c.recording_sha256, "bytes": c.recording_bytes, "content_type": "video/mp4"}
+            if c.recording_sha256
+            else None
+        ),
     }
     if site is not None:
         body["site"] = {"id": site.id, "code": site.code, "name": site.name, "state": site.state}
@@ -182,6 +188,126 @@ class ConsultationService:
             rx_id = rx.id
         return rx_id, fill_id
 
+    async def invite(self, actor: Principal, body: dict[str, Any]) -> tuple[Consultation, Site]:
+        """A pharmacist verifying a fill asks its site for counselling or a live look at the tray.
+
+        The consultation starts accepted by the asking pharmacist; the site's kiosk (any device of that
+        site) answers it. The fill and its prescription are linked on the record.
+        """
+        if actor.role is not Role.PHARMACIST:
+            raise Forbidden("Only a pharmacist asks a site for a consultation.")
+        kind = body.get("kind", "counsel")
+        if kind not in KINDS:
+            raise InvalidInput(f"The kind must be one of {', '.join(KINDS)}.")
+        if not isinstance(body.get("fill_id"), str):
+            raise InvalidInput("fill_id is required.")
+        async with self.db.write() as s:
+            fill = await s.get(Fill, body["fill_id"])
+            site = await s.get(Site, fill.site_id) if fill is not None else None
+            if fill is None or site is None or not actor.may_see_site(site.id, site.state):
+                raise NotFound("No such fill.")
+            if site.state not in actor.licensed_states:
+                raise Forbidden("You are not licensed in this site's state.", code="not_licensed")
+            c = Consultation(
+                site_id=site.id,
+                prescription_id=fill.prescription_id,
+                fill_id=fill.id,
+                kind=kind,
+                state=ACCEPTED,
+                version=1,
+                requested_by=actor.user_id,
+                pharmacist_id=actor.user_id,
+                requested_at=self.clock(),
+                recording_consent=False,
+            )
+            s.add(c)
+            await s.flush()
+            await self._announce(s, actor, "consultation.invited", c, site, fill_id=fill.id)
+            return c, site
+
+    @staticmethod
+    def is_site_party(c: Consultation, actor: Principal) -> bool:
+        """The site's side: the device that asked, or, when a pharmacist asked, any device of the site."""
+        if actor.role is not Role.TECHNICIAN or actor.site_id != c.site_id:
+            return False
+        return actor.user_id == c.requested_by or c.requested_by == c.pharmacist_id
+
+    async def answer(self, actor: Principal, consultation_id: int) -> tuple[Consultation, Site]:
+        """The site's kiosk answers a pharmacist's invitation (once)."""
+        async with self.db.write() as s:
+            c, site = await self._visible(s, actor, consultation_id)
+            if not self.is_site_party(c, actor) or c.requested_by != c.pharmacist_id:
+                raise Forbidden("Only the invited site answers.")
+            won = await self._conditional(
+                s,
+                c,
+                [Consultation.state == ACCEPTED, Consultation.answered_at.is_(None)],
+                {"answered_at": self.clock()},
+            )
+            if not won:
+                raise Conflict("The invitation was answered or ended already.", code="consultation_taken")
+            await self._announce(s, actor, "consultation.answered", c, site)
+            return c, site
+
+    async def consent_to_recording(self, actor: Principal, consultation_id: int) -> Consultation:
+        """The site records the patient's consent, before it starts recording (stamped once, audited)."""
+        async with self.db.write() as s:
+            c, _ = await self._visible(s, actor, consultation_id)
+            if not self.is_site_party(c, actor):
+                raise Forbidden("Only the site's side records the patient's consent.")
+            if c.recording_consent_at is not None:
+                return c
+            if c.state not in OPEN_STATES:
+                raise Conflict("The consultation has ended.", code="consultation_ended")
+            now = self.clock()
+            await self._conditional(
+                s,
+                c,
+                [Consultation.recording_consent_at.is_(None)],
+                {"recording_consent": True, "recording_consent_at": now},
+            )
+            await audit.append(
+                self.db, s, actor, "consultation.recording_consent", "consultation", c.id, {}, at=now
+            )
+            return c
+
+    async def store_recording(
+        self, actor: Principal, consultation_id: int, sha256: str, size: int
+    ) -> Consultation:
+        """Records the delivered recording's digest (the caller has the file in place)."""
+        async with self.db.write() as s:
+            c, _ = await self._visible(s, actor, consultation_id)
+            if not self.is_site_party(c, actor):
+                raise Forbidden("Only the site's side uploads the recording.")
+            if not c.recording_consent or c.recording_consent_at is None:
+                raise Conflict("No recorded consent: the recording is refused.", code="no_consent")
+            if c.recording_sha256 == sha256:
+                return c
+            if c.recording_sha256 is not None:
+                raise Conflict("A different recording was delivered already.", code="recording_exists")
+            await self._conditional(s, c, [], {"recording_sha256": sha256, "recording_bytes": size})
+            await audit.append(
+                self.db,
+                s,
+                actor,
+                "consultation.recording",
+                "consultation",
+                c.id,
+                {"sha256": sha256, "bytes": size},
+                at=self.clock(),
+            )
+            return c
+
+    async def recording_of(self, actor: Principal, consultation_id: int) -> Consultation:
+        """The recording's record, for the two parties only."""
+        async with self.db.read() as s:
+            c, _ = await self._visible(s, actor, consultation_id)
+            if not self.is_site_party(c, actor) and actor.user_id != c.pharmacist_id:
+                raise NotFound("No such recording.")
+            if c.recording_sha256 is None:
+                raise NotFound("No recording was delivered.")
+            return c
+
     async def get(self, actor: Principal, consultation_id: int) -> tuple[Consultation, Site]:
         async with self.db.read() as s:
             return await self._visible(s, actor, consultation_id)
@@ -222,7 +348,7 @@ class ConsultationService:
         """The first party to see media flowing stamps the connection time (once)."""
         async with self.db.write() as s:
             c, _ = await self._visible(s, actor, consultation_id)
-            if actor.user_id not in (c.requested_by, c.pharmacist_id):
+            if actor.user_id not in (c.requested_by, c.pharmacist_id) and not self.is_site_party(c, actor):
                 raise Forbidden("Only the two parties report the connection.")
             if await self._conditional(
                 s,

@@ -80,7 +80,7 @@ class SignallingRelay:
         except DomainError as exc:
             return await self._refuse(conn, cid, exc.message)
         uid = conn.principal.user_id
-        if uid == c.requested_by:
+        if self.consultations.is_site_party(c, conn.principal):
             role = SITE
         elif uid == c.pharmacist_id and c.state == ACCEPTED:
             role = PHARMACIST

@@ -238,3 +238,8 @@ class Consultation(Base):
     ended_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     outcome_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     recording_consent: Mapped[bool] = mapped_column(default=False)
+    # Consent is stamped before the site starts recording; the recording (mp4) is stored as
+    # <data_dir>/consultations/<id>.mp4 once the site's outbox delivered it.
+    recording_consent_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    recording_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    recording_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

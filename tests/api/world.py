@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from server.app import create_app
@@ -35,7 +35,7 @@ def server_config(tmp_path: Path, database_url: str, **overrides: Any) -> Config
 class User:
     """One signed-in person: a console session (cookie + CSRF) or a site device token."""
 
-    client: TestClient
+    client: TestClient[web.Request, web.Application]
     username: str
     csrf: str | None = None
     token: str | None = None
@@ -69,12 +69,12 @@ class User:
 class World:
     server: TestServer
     services: Services
-    clients: list[TestClient] = field(default_factory=list)
+    clients: list[TestClient[web.Request, web.Application]] = field(default_factory=list)
     sites: dict[str, int] = field(default_factory=dict)
     prescriptions: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
 
-    async def anonymous(self) -> TestClient:
+    async def anonymous(self) -> TestClient[web.Request, web.Application]:
         client = TestClient(self.server)
         await client.start_server()
         self.clients.append(client)

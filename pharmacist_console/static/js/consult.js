@@ -4,7 +4,7 @@
 import { api, get, post, ApiError } from "./api.js";
 import { h, fill, toast } from "./dom.js";
 
-const TIMEOUTS = { offer: 15000, gathering: 8000, connect: 15000, firstFrame: 10000, disconnected: 3000 };
+const TIMEOUTS = { offer: 15000, invited: 60000, gathering: 8000, connect: 15000, firstFrame: 10000, disconnected: 3000 };
 
 function fmtClock(seconds) {
   const s = Math.max(0, Math.floor(seconds));
@@ -89,6 +89,10 @@ export class Consults {
 
   async accept(c) {
     if (this.call) { toast("Finish the current call first.", "warn"); return; }
+    // Wall-clock milestones of the last call (ms since the epoch), read by bench/consult_setup.py.
+    this.mark("acceptedAt");
+    delete this.panel.dataset.connectedAt;
+    delete this.panel.dataset.firstFrameAt;
     let accepted;
     try {
       accepted = await post(`/api/v1/consultations/${c.id}/accept`);
@@ -101,28 +105,51 @@ export class Consults {
     this.start(accepted, c.site);
   }
 
+  // The pharmacist asks the site of a fill (counselling on it, or a live look); the site's kiosk answers.
+  async invite(fillId, kind) {
+    if (this.call) { toast("Finish the current call first.", "warn"); return; }
+    this.mark("acceptedAt");
+    delete this.panel.dataset.connectedAt;
+    delete this.panel.dataset.firstFrameAt;
+    let c;
+    try {
+      c = await post("/api/v1/consultations/invite", { fill_id: fillId, kind });
+    } catch (err) {
+      toast(`Could not ask the site: ${err.message}`, "error");
+      return;
+    }
+    this.start(c, c.site, { invited: true });
+  }
+
   // -- the call ----------------------------------------------------------------------------------
 
-  async start(c, site) {
-    const call = { id: c.id, pc: null, stream: null, timers: [], stats: null, connectedAt: null, framesIn: 0, framesOut: 0, ended: false, prev: null };
+  async start(c, site, { invited = false } = {}) {
+    const look = c.kind === "live_look";
+    const call = { id: c.id, kind: c.kind, pc: null, stream: null, timers: [], stats: null, connectedAt: null, framesIn: 0, framesOut: 0, ended: false, prev: null };
     this.call = call;
     this.panel.hidden = false;
-    fill(document.getElementById("consult-title"), `Consultation with ${site ? site.code : `site ${c.site_id}`}`);
-    this.setState("starting", "Starting camera…");
+    const where = site ? site.code : `site ${c.site_id}`;
+    fill(document.getElementById("consult-title"), look ? `Live look at the counting tray, ${where}` : `Consultation with ${where}`);
+    this.panel.dataset.kind = c.kind;
+    for (const k of ["framesIn", "framesOut", "bytesOut", "quality"]) delete this.panel.dataset[k];
+    this.panel.dataset.fill = c.fill_id || "";
+    this.localVideo.hidden = this.muteBtn.hidden = this.cameraBtn.hidden = look;
+    this.setState("starting", look ? "Asking the site…" : "Starting camera…");
     try {
       const ice = await get("/api/v1/ice-servers");
-      call.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
+      // A live look is one way: no camera or microphone here, the answer is receive-only.
+      if (!look) call.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
       if (call.ended) return;
-      this.localVideo.srcObject = call.stream;
+      if (call.stream) this.localVideo.srcObject = call.stream;
       const pc = new RTCPeerConnection({ iceServers: ice.ice_servers });
       call.pc = pc;
-      for (const track of call.stream.getTracks()) pc.addTrack(track, call.stream);
+      if (call.stream) for (const track of call.stream.getTracks()) pc.addTrack(track, call.stream);
       pc.addEventListener("track", (e) => {
         if (e.track.kind === "video") this.remoteVideo.srcObject = e.streams[0] || new MediaStream([e.track]);
       });
       pc.addEventListener("connectionstatechange", () => this.onConnectionState());
-      this.setState("waiting", "Waiting for the site's offer…");
-      this.deadline("offer", TIMEOUTS.offer, () => call.offered, "The site sent no offer");
+      this.setState("waiting", invited ? "Waiting for the site to answer…" : "Waiting for the site's offer…");
+      this.deadline("offer", invited ? TIMEOUTS.invited : TIMEOUTS.offer, () => call.offered, invited ? "The site did not answer" : "The site sent no offer");
       this.live.send({ type: "consult.join", consultation_id: c.id });
     } catch (err) {
       this.hangUp("failed", `Could not start the call: ${err.message}`);
@@ -181,6 +208,8 @@ export class Consults {
     if (state === "connected") {
       if (call.connectedAt === null) {
         call.connectedAt = performance.now();
+        this.mark("connectedAt");
+        this.watchFirstFrame(call);
         this.deadline("first frame", TIMEOUTS.firstFrame, () => call.framesIn > 0, "No video arrived");
         call.stats = setInterval(() => this.sample(call), 1000);
         post(`/api/v1/consultations/${call.id}/connected`).catch(() => {});
@@ -196,10 +225,30 @@ export class Consults {
     }
   }
 
+  mark(name) {
+    this.panel.dataset[name] = String(Math.round(performance.timeOrigin + performance.now()));
+  }
+
+  // Polls the receiver's stats briefly after connecting, so the first decoded frame is seen at once.
+  watchFirstFrame(call) {
+    const poll = setInterval(async () => {
+      if (call.ended || !call.pc) { clearInterval(poll); return; }
+      const report = await call.pc.getStats();
+      report.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video" && s.framesDecoded > 0 && call.framesIn === 0) {
+          call.framesIn = s.framesDecoded;
+          this.mark("firstFrameAt");
+        }
+      });
+      if (call.framesIn > 0) clearInterval(poll);
+    }, 10);
+    call.timers.push(setTimeout(() => clearInterval(poll), TIMEOUTS.firstFrame));
+  }
+
   async sample(call) {
     if (call.ended || !call.pc) return;
     const report = await call.pc.getStats();
-    let bytesIn = 0, lost = 0, received = 0, rtt = null;
+    let bytesIn = 0, bytesOut = 0, lost = 0, received = 0, rtt = null;
     report.forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "video") {
         call.framesIn = s.framesDecoded || 0;
@@ -208,8 +257,9 @@ export class Consults {
         received += s.packetsReceived || 0;
       } else if (s.type === "inbound-rtp") {
         bytesIn += s.bytesReceived || 0;
-      } else if (s.type === "outbound-rtp" && s.kind === "video") {
-        call.framesOut = s.framesSent || s.framesEncoded || 0;
+      } else if (s.type === "outbound-rtp") {
+        bytesOut += s.bytesSent || 0;
+        if (s.kind === "video") call.framesOut = s.framesSent || s.framesEncoded || 0;
       } else if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) {
         rtt = s.currentRoundTripTime;
       }
@@ -221,6 +271,7 @@ export class Consults {
     const quality = loss > 5 || (rtt !== null && rtt > 0.4) ? "poor" : loss > 1 || (rtt !== null && rtt > 0.2) ? "fair" : "good";
     this.panel.dataset.framesIn = String(call.framesIn);
     this.panel.dataset.framesOut = String(call.framesOut);
+    this.panel.dataset.bytesOut = String(bytesOut);
     this.panel.dataset.quality = quality;
     fill(this.quality, `Quality ${quality}: receiving ${Math.round(kbps)} kbps · loss ${loss.toFixed(1)} % · round trip ${rtt === null ? "–" : `${Math.round(rtt * 1000)} ms`}`);
     fill(this.clock, fmtClock((now - call.connectedAt) / 1000));

@@ -214,6 +214,13 @@ els.nav.addEventListener("click", (e) => {
 els.filterSite.addEventListener("change", () => store.setFilters({ siteId: els.filterSite.value }).catch((err) => toast(err.message, "error")));
 els.filterPriority.addEventListener("change", () => store.setFilters({ priority: els.filterPriority.value }).catch((err) => toast(err.message, "error")));
 els.openNext.addEventListener("click", () => openNextFill());
+
+// From the fill being verified: counselling on its prescription, or a live look at the counting tray.
+function askSite(kind) {
+  if (workspace.current) consults.invite(workspace.current.id, kind);
+}
+$("#v-counsel").addEventListener("click", () => askSite("counsel"));
+$("#v-look").addEventListener("click", () => askSite("live_look"));
 els.helpButton.addEventListener("click", () => els.help.showModal());
 $("#help-close").addEventListener("click", () => els.help.close());
 
@@ -225,7 +232,11 @@ document.addEventListener("keydown", (e) => {
     return;
   }
   let used = false;
-  if (view === "verify") used = workspace.onKey(e);
+  const plain = !isTyping(e.target) && !e.ctrlKey && !e.metaKey && !e.altKey;
+  if (view === "verify" && plain && !workspace.picker.open && ["v", "t"].includes(e.key.toLowerCase())) {
+    askSite(e.key.toLowerCase() === "t" ? "live_look" : "counsel");
+    used = true;
+  } else if (view === "verify") used = workspace.onKey(e);
   else if (!isTyping(e.target) && !e.ctrlKey && !e.metaKey && !e.altKey) {
     const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
     if (view === "queue" && key === "n") {
