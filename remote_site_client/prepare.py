@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from server.evidence.photo_quality import decode_barcodes
+from server.media.images import EXIF_ORIENTATION, ORIENTATION_TRANSPOSE
 
 REENCODED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "MPO"})
 # A second try for a barcode that did not survive the configured quality.
@@ -66,18 +67,6 @@ def _decoded(data: bytes) -> set[str]:
         return set(decode_barcodes(im))
 
 
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_ORIENTATION = 0x0112
-
-
 def _dct_factor(size: tuple[int, int], long_edge: int) -> int:
     """The largest power-of-two JPEG scale that still leaves at least 90% of `long_edge` (1 = none)."""
     factor = 1
@@ -99,7 +88,7 @@ def load_upright(src: Path, long_edge: int = 0) -> Image.Image | None:
             if im.format not in REENCODED_FORMATS or im.width * im.height > MAX_PIXELS:
                 im.close()
                 return None
-            orientation = im.getexif().get(_ORIENTATION, 1)
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
             factor = _dct_factor(im.size, long_edge) if long_edge and im.format in ("JPEG", "MPO") else 1
             if factor > 1:
                 im.draft("RGB", (im.width // factor, im.height // factor))
@@ -113,8 +102,8 @@ def load_upright(src: Path, long_edge: int = 0) -> Image.Image | None:
             return None
     # One decoded frame at a time: each step replaces the last.
     out = im if im.mode == "RGB" else im.convert("RGB")
-    if orientation in _TRANSPOSE:
-        out = out.transpose(_TRANSPOSE[orientation])
+    if orientation in ORIENTATION_TRANSPOSE:
+        out = out.transpose(ORIENTATION_TRANSPOSE[orientation])
     # Nothing of the phone's metadata travels: no EXIF (GPS), no XMP, no JPEG comment.
     out.info = {}
     return out

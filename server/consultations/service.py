@@ -10,10 +10,11 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
+from server.db.conditional import update_if
 from server.db.engine import Database
 from server.db.models import Consultation, Fill, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -124,16 +125,7 @@ class ConsultationService:
     async def _conditional(
         self, s: AsyncSession, c: Consultation, where: list[Any], values: dict[str, Any]
     ) -> bool:
-        result = await s.execute(
-            update(Consultation)
-            .where(Consultation.id == c.id, *where)
-            .values(version=Consultation.version + 1, **values)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return False
-        await s.refresh(c)
-        return True
+        return await update_if(s, c, where, {"version": Consultation.version + 1, **values})
 
     async def request(self, actor: Principal, body: dict[str, Any]) -> tuple[Consultation, Site]:
         """A site asks for a pharmacist: counselling (optionally on a prescription or fill) or a live look."""

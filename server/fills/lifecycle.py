@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import and_, case, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from server.audit import chain as audit
 from server.config import Config
+from server.db.conditional import update_if
 from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -210,18 +210,7 @@ class FillService:
     async def _conditional(
         self, s: AsyncSession, fill: Fill, where: Sequence[Any], values: dict[str, Any]
     ) -> bool:
-        result = await s.execute(
-            update(Fill)
-            .where(Fill.id == fill.id, *where)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return False
-        # The row now holds exactly these values: record them as loaded rather than reading it back.
-        for key, value in values.items():
-            set_committed_value(fill, key, value)
-        return True
+        return await update_if(s, fill, where, values)
 
     def required_kinds(self, site: Site) -> tuple[str, ...]:
         return tuple(site.required_media_kinds or self.config.required_media_kinds)

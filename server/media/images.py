@@ -28,7 +28,8 @@ WEBP_QUALITY = 90
 THUMB_QUALITY = 85
 PNG_COMPRESS_LEVEL = 6
 
-_TRANSPOSE = {
+# How to turn a photo upright for each EXIF orientation (shared with the site client).
+ORIENTATION_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -37,7 +38,7 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_EXIF_ORIENTATION = 0x0112
+EXIF_ORIENTATION = 0x0112
 _LAPLACIAN = ImageFilter.Kernel((3, 3), (0, 1, 0, 1, -4, 1, 0, 1, 0), scale=2, offset=128)
 
 
@@ -182,7 +183,11 @@ def _process_open(
         k = max(1, round(width / large_size[0]))
         im.draft(im.mode, (THUMB_EDGE, THUMB_EDGE) if fits else (width // k, height // k))
     decoded = _decode(im)
-    oriented = decoded.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else decoded
+    oriented = (
+        decoded.transpose(ORIENTATION_TRANSPOSE[orientation])
+        if orientation in ORIENTATION_TRANSPOSE
+        else decoded
+    )
     barcodes = decode_barcodes(oriented) if read_barcodes else []
 
     variants: dict[str, VariantFile] = {}
@@ -217,7 +222,7 @@ def _process_open(
 
 def _orientation(im: Image.Image) -> int:
     try:
-        value = im.getexif().get(_EXIF_ORIENTATION, 1)
+        value = im.getexif().get(EXIF_ORIENTATION, 1)
     except Exception:
         # Malformed EXIF is common from cheap cameras; it only costs us the orientation hint.
         return 1
