@@ -26,6 +26,7 @@ from server.db.migrate import upgrade
 from server.directory import Directory
 from server.security.auth import Auth
 from server.security.passwords import Passwords
+from tests.api.world import rx_body as api_rx_body
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct-horse-battery"
@@ -213,20 +214,7 @@ async def site_api(server_url: str, token: str, method: str, path: str, body: An
 
 
 def rx_body(rx_number: str, ndc: str = NDC) -> dict[str, Any]:
-    return {
-        "rx_number": rx_number,
-        "patient_name": "Jane Q. Patient",
-        "patient_dob": "1948-02-29",
-        "prescriber": "Dr. Ruth Prescriber",
-        "drug": "Metformin HCl",
-        "strength": "500 mg",
-        "dosage_form": "tablet",
-        "ndc": ndc,
-        "quantity": 60,
-        "days_supply": 30,
-        "directions": "Take one tablet by mouth twice daily with meals",
-        "fill_type": "new",
-    }
+    return api_rx_body(rx_number, ndc)
 
 
 def copy_data(template: Path, dest: Path) -> Path:
