@@ -35,16 +35,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.browser.conftest import CHROMIUM, FLAGS  # noqa: E402  (the tests' own browser settings)
+
 PASSWORD = "bench-password-1"
 PHOTO_SIZE = (2048, 1536)
 POOL = 4  # distinct photos per kind; every fill still gets its own media ids, URLs and decodes
