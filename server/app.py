@@ -41,9 +41,10 @@ Schema = Literal["migrate", "create", "none"]
 ABANDONED_UPLOAD_SECONDS = 24 * 3600
 
 
-def build_services(config: Config, db: Database, *, clock: Callable[..., object] | None = None) -> Services:
+def build_services(
+    config: Config, db: Database, metrics: Metrics, *, clock: Callable[..., object] | None = None
+) -> Services:
     passwords = Passwords(config.password_time_cost, config.password_memory_kib)
-    metrics = Metrics()
     bus: EventBus = LocalBus() if db.is_sqlite else PostgresBus(db.url)
 
     def observe(fill: Fill) -> None:
@@ -106,16 +107,9 @@ def create_app(
 ) -> web.Application:
     """Builds the server. Resources open on startup and close on cleanup, in cleanup_ctx."""
     keep_patient_data_out_of_logs()
-    metrics_holder: dict[str, Metrics] = {}
-
-    @web.middleware
-    async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-        metrics = metrics_holder.get("m")
-        if metrics is None:
-            return await handler(request)
-        return await metrics.middleware(request, handler)
-
-    app = web.Application(middlewares=[count_requests, security_headers], client_max_size=1024 * 1024)
+    # Made here, not with the other services, so its middleware counts requests from the first one.
+    metrics = Metrics()
+    app = web.Application(middlewares=[metrics.middleware, security_headers], client_max_size=1024 * 1024)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -125,10 +119,9 @@ def create_app(
             await upgrade(db)
         elif schema == "create":
             await db.create_schema()
-        services = build_services(config, db, clock=clock)
+        services = build_services(config, db, metrics, clock=clock)
         app[SERVICES] = services
         app[TUS] = tus = make_tus_endpoint(services)
-        metrics_holder["m"] = services.metrics
         await services.hub.start()
         if config.media_workers > 0:
             loop = asyncio.get_running_loop()

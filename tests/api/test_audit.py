@@ -14,25 +14,11 @@ from sqlalchemy import delete, select, update
 
 from server.audit import chain as audit
 from server.db.models import AuditEvent
-from tests.api.world import World, queued_fill, rx_body
-
-
-async def _decided_fill(world: World) -> str:
-    tech = await world.device("tech_nd1")
-    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX1"))
-    fill = await queued_fill(world, tech, rx["id"])
-    rph = await world.login("nd_rph")
-    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
-    await rph.json(
-        "POST",
-        f"/api/v1/fills/{fill['id']}/decision",
-        json={"version": claimed["version"], "outcome": "approve"},
-    )
-    return str(fill["id"])
+from tests.api.world import World, approved_fill
 
 
 async def test_every_transition_is_audited_with_the_pharmacists_identity(world: World) -> None:
-    fill_id = await _decided_fill(world)
+    fill_id = await approved_fill(world)
     async with world.services.db.read() as s:
         rows = (
             (
@@ -64,7 +50,7 @@ async def test_every_transition_is_audited_with_the_pharmacists_identity(world: 
 
 
 async def test_verify_names_the_first_edited_row(world: World) -> None:
-    await _decided_fill(world)
+    await approved_fill(world)
     db = world.services.db
     async with db.read() as s:
         target = (await s.execute(select(AuditEvent).where(AuditEvent.action == "fill.decided"))).scalar_one()
@@ -79,7 +65,7 @@ async def test_verify_names_the_first_edited_row(world: World) -> None:
 
 
 async def test_verify_names_the_row_after_a_deletion(world: World) -> None:
-    await _decided_fill(world)
+    await approved_fill(world)
     db = world.services.db
     async with db.write() as s:
         await s.execute(delete(AuditEvent).where(AuditEvent.id == 5))
@@ -88,7 +74,7 @@ async def test_verify_names_the_row_after_a_deletion(world: World) -> None:
 
 
 async def test_inspector_exports_a_date_range_as_csv(world: World) -> None:
-    await _decided_fill(world)
+    await approved_fill(world)
     admin = await world.login("admin")
     today = dt.date.today()
     resp = await admin.get(f"/api/v1/audit/export?from={today}&to={today}")

@@ -14,23 +14,14 @@ from server.db.engine import Database
 from server.realtime import journal
 from server.realtime.bus import LocalBus, PostgresBus
 from server.realtime.hub import Hub
-from tests.api.world import World, build_world, queued_fill, rx_body, server_config
+from tests.api.world import World, approved_fill, build_world, queued_fill, rx_body, server_config
 
 
 async def test_health_and_metrics(world: World) -> None:
     anon = await world.anonymous()
     health = await anon.get("/healthz")
     assert health.status == 200 and (await health.json())["status"] == "ok"
-    tech = await world.device("tech_nd1")
-    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX1"))
-    fill = await queued_fill(world, tech, rx["id"])
-    rph = await world.login("nd_rph")
-    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
-    await rph.json(
-        "POST",
-        f"/api/v1/fills/{fill['id']}/decision",
-        json={"version": claimed["version"], "outcome": "approve"},
-    )
+    await approved_fill(world)
     text = await (await anon.get("/metrics")).text()
     assert 'tp_fills{state="approved"} 1.0' in text
     assert 'tp_turnaround_seconds_count{outcome="approved"} 1.0' in text

@@ -237,3 +237,18 @@ async def queued_fill(
         resp = await upload(tech, fill_id, kind, photo(kind, seed * 10 + i))
         assert resp.status == 204, (resp.status, await resp.text())
     return dict(await tech.json("POST", f"/api/v1/fills/{fill_id}/submit"))
+
+
+async def approved_fill(world: World) -> str:
+    """A fill of ND-1 submitted, claimed and approved by nd_rph; returns its id."""
+    tech = await world.device("tech_nd1")
+    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX1"))
+    fill = await queued_fill(world, tech, rx["id"])
+    rph = await world.login("nd_rph")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    await rph.json(
+        "POST",
+        f"/api/v1/fills/{fill['id']}/decision",
+        json={"version": claimed["version"], "outcome": "approve"},
+    )
+    return str(fill["id"])
