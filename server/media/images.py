@@ -27,6 +27,8 @@ JPEG_QUALITY = 90
 WEBP_QUALITY = 90
 THUMB_QUALITY = 85
 PNG_COMPRESS_LEVEL = 6
+# Photos at least this long are searched for barcodes at half scale first.
+BARCODE_HALF_SCALE_EDGE = 1600
 
 # How to turn a photo upright for each EXIF orientation (shared with the site client).
 ORIENTATION_TRANSPOSE = {
@@ -177,18 +179,24 @@ def _process_open(
     large_size = _large_size((width, height))
     strippable = orientation == 1 and (fmt != "JPEG" or im.mode in ("RGB", "L"))
 
-    if fmt == "JPEG" and strippable and not read_barcodes:
+    reduced = False
+    if fmt == "JPEG" and strippable:
         # Decode only as much as the variants need from pixels: DCT scaling still reads (and so
         # validates) every byte of entropy-coded data, and a 1/2 scale is itself a good downscale.
-        k = max(1, round(width / large_size[0]))
-        im.draft(im.mode, (THUMB_EDGE, THUMB_EDGE) if fits else (width // k, height // k))
+        if read_barcodes and max(width, height) >= BARCODE_HALF_SCALE_EDGE:
+            # Half scale keeps 4+ px per module of a package DataMatrix and costs a quarter of the
+            # full-resolution read; the full resolution is the fallback when nothing is found.
+            im.draft(im.mode, (width // 2, height // 2))
+        elif not read_barcodes:
+            k = max(1, round(width / large_size[0]))
+            im.draft(im.mode, (THUMB_EDGE, THUMB_EDGE) if fits else (width // k, height // k))
+        reduced = im.size != (width, height)
     decoded = _decode(im)
-    oriented = (
-        decoded.transpose(ORIENTATION_TRANSPOSE[orientation])
-        if orientation in ORIENTATION_TRANSPOSE
-        else decoded
-    )
+    oriented = _upright(decoded, orientation)
     barcodes = decode_barcodes(oriented) if read_barcodes else []
+    if read_barcodes and not barcodes and reduced:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as whole:
+            barcodes = decode_barcodes(_upright(_decode(whole), orientation))
 
     variants: dict[str, VariantFile] = {}
     ctype = CONTENT_TYPES[fmt]
@@ -218,6 +226,11 @@ def _process_open(
     variants[THUMB] = VariantFile(thumb_path, "image/jpeg", thumb.width, thumb.height)
 
     return ProcessedImage(width, height, fmt, ctype, variants, quality_measures(thumb), barcodes)
+
+
+def _upright(im: Image.Image, orientation: int) -> Image.Image:
+    transpose = ORIENTATION_TRANSPOSE.get(orientation)
+    return im if transpose is None else im.transpose(transpose)
 
 
 def _orientation(im: Image.Image) -> int:

@@ -412,3 +412,45 @@ def test_media_rejected_pickles() -> None:
 
     err = pickle.loads(pickle.dumps(MediaRejected("truncated", "cut short")))
     assert (err.code, err.message) == ("truncated", "cut short")
+
+
+def _stock_bottle(tmp_path: Path, name: str, module_px: int, orientation: int = 1) -> Path:
+    import datetime as dt
+
+    from server.demo.photos import stock_bottle_photo
+
+    im = stock_bottle_photo(
+        "0093-1048-01",
+        "Metformin HCl",
+        "500 mg",
+        "L7",
+        dt.date(2029, 6, 30),
+        size=(2000, 1500),
+        module_px=module_px,
+        seed=3,
+    )
+    if orientation == 6:
+        # Stored sideways as a phone does, with the tag that turns it upright.
+        im = im.transpose(Image.Transpose.ROTATE_90)
+        exif = Image.Exif()
+        exif[ExifTags.Base.Orientation] = 6
+        return write_jpeg(tmp_path / name, im, exif=exif)
+    return write_jpeg(tmp_path / name, im)
+
+
+@pytest.mark.parametrize(
+    ("module_px", "orientation"),
+    [(8, 1), (3, 1), (8, 6)],
+    ids=["read-at-half-scale", "small-code-read-at-full-resolution", "sideways-photo"],
+)
+def test_stock_bottle_datamatrix_is_read_from_the_photo(
+    tmp_path: Path, module_px: int, orientation: int
+) -> None:
+    src = _stock_bottle(tmp_path, "stock.jpg", module_px, orientation)
+    out = process_image(src, tmp_path / "w", max_pixels=MAX_PIXELS, read_barcodes=True)
+    datamatrix = [b for b in out.barcodes if b.startswith("]d2")]
+    assert datamatrix and "0100300931048011" in datamatrix[0].replace("]d2", "")
+    assert "17290630" in datamatrix[0]
+    # The variants are the same as without the barcode read.
+    with Image.open(out.variants["320"].path) as thumb:
+        assert max(thumb.size) == 320
