@@ -65,6 +65,9 @@ async def ingest_media(
     The original upload is not stored (it carries GPS and other metadata); the "full" variant is the evidence.
     Work files go to a temporary directory under `workdir_parent` (default: the upload's directory).
     Video audio is dropped unless `keep_audio` (a consented consultation recording, say).
+
+    Every step that touches the file's bytes (hash, decode, variants, storing) runs as one job in
+    `executor`, a media worker process: the event loop's process never reads the upload.
     """
     del filename  # Deliberately unused: detection is by content only.
     if kind not in MEDIA_KINDS:
@@ -72,10 +75,38 @@ async def ingest_media(
     claimed = claimed_sha256.strip().lower()
     if not is_sha256(claimed):
         raise MediaRejected("bad_sha256", "The upload's SHA-256 is not 64 hexadecimal digits.")
-    size, actual, head = await asyncio.to_thread(_inspect, upload_path)
+    job = functools.partial(
+        ingest_file,
+        upload_path,
+        claimed_sha256=claimed,
+        kind=kind,
+        store=store,
+        max_image_pixels=max_image_pixels,
+        max_video_seconds=max_video_seconds,
+        workdir_parent=workdir_parent,
+        keep_audio=keep_audio,
+        read_barcodes=read_barcodes,
+    )
+    return await asyncio.get_running_loop().run_in_executor(executor, job)
+
+
+def ingest_file(
+    upload_path: Path,
+    *,
+    claimed_sha256: str,
+    kind: str,
+    store: MediaStore,
+    max_image_pixels: int,
+    max_video_seconds: float,
+    workdir_parent: Path | None,
+    keep_audio: bool,
+    read_barcodes: bool,
+) -> IngestedMedia:
+    """ingest_media's work, blocking: meant for a media worker (the store must be picklable)."""
+    size, actual, head = _inspect(upload_path)
     if size == 0:
         raise MediaRejected("empty", "The file is empty. Capture it again.")
-    if actual != claimed:
+    if actual != claimed_sha256:
         raise MediaRejected(
             "sha256_mismatch",
             "The file changed or was damaged on the way (checksum mismatch). Upload it again.",
@@ -88,26 +119,23 @@ async def ingest_media(
         raise MediaRejected("wrong_kind", "A photo was expected here, but this file is a video.")
 
     parent = workdir_parent if workdir_parent is not None else upload_path.parent
-    workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="ingest-", dir=parent))
-    loop = asyncio.get_running_loop()
+    workdir = Path(tempfile.mkdtemp(prefix="ingest-", dir=parent))
     try:
         processed: ProcessedImage | ProcessedVideo
         if is_video:
-            job = functools.partial(
-                probe_video, upload_path, workdir, max_seconds=max_video_seconds, keep_audio=keep_audio
+            processed = probe_video(
+                upload_path, workdir, max_seconds=max_video_seconds, keep_audio=keep_audio
             )
-            processed = await loop.run_in_executor(executor, job)
         else:
-            job2 = functools.partial(
-                process_image, upload_path, workdir, max_pixels=max_image_pixels, read_barcodes=read_barcodes
+            processed = process_image(
+                upload_path, workdir, max_pixels=max_image_pixels, read_barcodes=read_barcodes
             )
-            processed = await loop.run_in_executor(executor, job2)
-        variants = await _store_variants(store, processed.variants)
+        variants = _store_variants(store, processed.variants)
     finally:
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
+        shutil.rmtree(workdir, True)
 
     return IngestedMedia(
-        sha256=claimed,
+        sha256=claimed_sha256,
         content_type=processed.content_type,
         bytes=size,
         width=processed.width,
@@ -126,14 +154,15 @@ def _inspect(path: Path) -> tuple[int, str, bytes]:
     return size, file_sha256(path), head
 
 
-async def _store_variants(store: MediaStore, variants: dict[str, VariantFile]) -> dict[str, StoredVariant]:
+def _store_variants(store: MediaStore, variants: dict[str, VariantFile]) -> dict[str, StoredVariant]:
     stored: dict[str, StoredVariant] = {}
     by_path: dict[Path, str] = {}
     for name, variant in variants.items():
         # "2048" is often the very file "full" is: store it once.
         sha = by_path.get(variant.path)
         if sha is None:
-            sha = await store.put_file(variant.path)
+            # The work file is ours alone and deleted afterwards: the store may take it over.
+            sha = store.put_file_blocking(variant.path, move=True)
             by_path[variant.path] = sha
         stored[name] = StoredVariant(
             sha256=sha, content_type=variant.content_type, width=variant.width, height=variant.height

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -44,6 +45,11 @@ class MediaStore(Protocol):
         """Store a copy of `src`; return its SHA-256. Idempotent."""
         ...
 
+    def put_file_blocking(self, src: Path, *, move: bool = False) -> str:
+        """put_file for a worker thread or process (the store is picklable); with `move` the store may
+        take `src` over instead of copying it."""
+        ...
+
     async def put_bytes(self, data: bytes) -> str:
         """Store `data`; return its SHA-256. Idempotent."""
         ...
@@ -82,7 +88,7 @@ class LocalMediaStore:
 
     async def put_file(self, src: Path) -> str:
         """Store a copy of `src` durably; return its SHA-256."""
-        return await asyncio.to_thread(self._put_file_sync, Path(src))
+        return await asyncio.to_thread(self.put_file_blocking, Path(src))
 
     async def put_bytes(self, data: bytes) -> str:
         """Store `data` durably; return its SHA-256."""
@@ -120,7 +126,30 @@ class LocalMediaStore:
         for d in created:
             _fsync_dir(d.parent)
 
-    def _put_file_sync(self, src: Path) -> str:
+    def put_file_blocking(self, src: Path, *, move: bool = False) -> str:
+        """Store `src` durably and return its SHA-256; with `move`, rename it into place (one hash pass,
+        no copy) when it is on the store's filesystem."""
+        src = Path(src)
+        if move:
+            sha = file_sha256(src)
+            target = self.path_for(sha)
+            if target.is_file():
+                return sha
+            self._prepare_dir(target)
+            with src.open("rb") as f:
+                os.fsync(f.fileno())
+            os.chmod(src, 0o644)
+            try:
+                os.replace(src, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+            else:
+                _fsync_dir(target.parent)
+                return sha
+        return self._copy_in(src)
+
+    def _copy_in(self, src: Path) -> str:
         sha = file_sha256(src)
 
         def copy(out: BinaryIO) -> None:

@@ -63,6 +63,43 @@ async def test_put_file_copies_and_leaves_no_temporary_files(tmp_path: Path) -> 
     assert [f.name for f in files] == [digest]
 
 
+def test_put_file_blocking_with_move_takes_the_file_over(tmp_path: Path) -> None:
+    store = LocalMediaStore(tmp_path / "media")
+    work = tmp_path / "work"
+    work.mkdir()
+    first, second = work / "a.jpg", work / "b.jpg"
+    first.write_bytes(b"y" * 100_000)
+    second.write_bytes(b"y" * 100_000)
+    digest = store.put_file_blocking(first, move=True)
+    assert digest == sha(b"y" * 100_000)
+    assert not first.exists()  # renamed into the store, not copied
+    assert store.put_file_blocking(second, move=True) == digest  # already stored: nothing changes
+    assert second.exists()
+    files = stored_files(tmp_path / "media")
+    assert [f.name for f in files] == [digest]
+    assert files[0].read_bytes() == b"y" * 100_000
+
+
+async def test_ingest_runs_in_a_media_worker_process(tmp_path: Path) -> None:
+    """The production path: the whole job (hash, decode, variants, store) in a forkserver worker."""
+    from server.media.workers import make_executor
+
+    pool = make_executor(1)
+    try:
+        data = tagged_photo_bytes()
+        result, store = await ingest(tmp_path, data, executor=pool)
+        with pytest.raises(MediaRejected) as refused:
+            await ingest(tmp_path, b"<html>not a photo</html>", executor=pool)
+    finally:
+        pool.shutdown()
+    assert refused.value.code == "not_an_image"
+    assert result.sha256 == sha(data)
+    for variant in result.variants.values():
+        stored = store.local_path(variant["sha256"])
+        assert stored is not None and sha(stored.read_bytes()) == variant["sha256"]
+    assert not list((tmp_path / "uploads").glob("ingest-*"))  # the worker's workdir is gone
+
+
 async def test_concurrent_puts_of_the_same_content(tmp_path: Path) -> None:
     store = LocalMediaStore(tmp_path / "media")
     digests = await asyncio.gather(*(store.put_bytes(b"same") for _ in range(10)))
