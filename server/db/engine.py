@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from server.db.models import Base
+from server.db.sqlite_driver import one_trip_url
 
 # Serialises writes of the audit chain and the event journal on PostgreSQL, so that event ids
 # become visible in the order they were handed out and each audit row sees its predecessor.
@@ -45,10 +46,12 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             # One writer connection: SQLite has one writer anyway, and waiting in the pool is fair.
+            # The driver makes a statement one thread round trip, which keeps that writer's turns short.
+            driver_url = one_trip_url(url)
             self.write_engine = create_async_engine(
-                url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60
+                driver_url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60
             )
-            self.read_engine = create_async_engine(url, echo=echo, pool_size=5, max_overflow=5)
+            self.read_engine = create_async_engine(driver_url, echo=echo, pool_size=5, max_overflow=5)
             _sqlite_setup(self.write_engine, writer=True)
             _sqlite_setup(self.read_engine, writer=False)
         else:
