@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,25 @@ class MemoryWatch(threading.Thread):
             except psutil.Error:
                 pass
             time.sleep(0.1)
+
+
+def cpu_seconds(proc: psutil.Process) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the server's main process, of its media workers (and the
+    multiprocessing helpers), and of this process, which is the load-generating client."""
+    main = proc.cpu_times()
+    workers = 0.0
+    for child in proc.children(recursive=True):
+        try:
+            t = child.cpu_times()
+        except psutil.Error:
+            continue
+        workers += t.user + t.system
+    me = psutil.Process().cpu_times()
+    return {"server_main": main.user + main.system, "media_workers": workers, "client": me.user + me.system}
+
+
+def cpu_per_fill(before: dict[str, float], after: dict[str, float], fills: int) -> dict[str, float]:
+    return {k: round((after[k] - before[k]) / fills * 1000, 1) for k in before}
 
 
 def start_server(args: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -261,7 +281,12 @@ async def console_listener(
 
 
 async def run_ingest(
-    base: str, tokens: list[str], photos: list[bytes], fills: int, idle: int
+    base: str,
+    tokens: list[str],
+    photos: list[bytes],
+    fills: int,
+    idle: int,
+    cpu: Callable[[], dict[str, float]],
 ) -> dict[str, Any]:
     latencies: list[float] = []
     ready, done = asyncio.Event(), asyncio.Event()
@@ -286,9 +311,11 @@ async def run_ingest(
                 await submit_fill(session, base, tokens[i], rx_ids[i], images)
                 total_bytes += sum(len(x) for x in images)
 
+        cpu_before = cpu()
         start = time.perf_counter()
         await asyncio.gather(*(site(i) for i in range(len(tokens))))
         elapsed = time.perf_counter() - start
+        cpu_after = cpu()
     await asyncio.sleep(0.5)
     done.set()
     await listener
@@ -301,6 +328,7 @@ async def run_ingest(
         "events_seen": len(lat),
         "event_latency_ms_p50": round(statistics.median(lat), 2) if lat else None,
         "event_latency_ms_p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2) if lat else None,
+        "cpu_ms_per_fill": cpu_per_fill(cpu_before, cpu_after, fills),
     }
 
 
@@ -442,7 +470,6 @@ def main() -> None:
                     str(Path(sys.executable).parent / "py-spy"),
                     "record",
                     "--subprocesses",
-                    "--idle",
                     "-r",
                     "200",
                     "-f",
@@ -457,7 +484,14 @@ def main() -> None:
             )
         try:
             ingest = asyncio.run(
-                run_ingest(f"http://127.0.0.1:{port}", tokens, photos, args.fills, args.idle)
+                run_ingest(
+                    f"http://127.0.0.1:{port}",
+                    tokens,
+                    photos,
+                    args.fills,
+                    args.idle,
+                    lambda: cpu_seconds(watch.proc),
+                )
             )
             upload_path = asyncio.run(
                 run_upload_path(f"http://127.0.0.1:{port}", tokens, photos, args.fills * 3)
