@@ -3,7 +3,14 @@
 The site asks for a pharmacist, waits for one to answer, then offers the call over the server's
 websocket (aiortc gathers every candidate before the offer, so one offer and one answer suffice).
 Every wait has a deadline and a clear message: ICE gathering, the answer, connecting, the first frame.
-When either side hangs up, or the media or the websocket drops, the call ends on both sides.
+When either side hangs up, or the websocket drops, the call ends on both sides.
+
+When the media path drops while both websockets stay up (a short network blip), the call is
+re-established inside the same consultation, within `Timeouts.reconnect`, or ended with the reason
+"reconnect_failed". aiortc 1.16 cannot restart ICE: its offers take no iceRestart option, the ICE
+credentials are fixed when a transport is made, and RTCIceTransport.start() returns at once when it
+has run before. So recovery is a fresh RTCPeerConnection and a new offer/answer, numbered by a
+`generation` that travels with each description so a late answer to an older offer is ignored.
 """
 
 from __future__ import annotations
@@ -50,8 +57,8 @@ class Timeouts:
     remote_answer: float = 15.0  # the browser's SDP answer
     connect: float = 15.0  # ICE + DTLS to connected
     first_frame: float = 10.0
-    # How long the media may stay "disconnected" before the call is ended (an ICE blip recovers sooner).
-    disconnected: float = 3.0
+    # From noticing that the media path dropped to media flowing again on a new peer connection.
+    reconnect: float = 12.0
 
 
 class TestPattern(VideoStreamTrack):
@@ -106,6 +113,7 @@ class CallResult:
     duration_seconds: float | None = None
     events: list[str] = field(default_factory=list)
     recorded: bool = False
+    reconnections: int = 0  # times the media path was re-established during the call
 
 
 def ice_configuration(body: dict[str, Any]) -> RTCConfiguration:
@@ -156,30 +164,79 @@ class FixedSizeTrack(MediaStreamTrack):
         return scaled
 
 
+class ContinuousTrack(MediaStreamTrack):
+    """One track made of several in turn, for the recorder: after a reconnection the new peer
+    connection's track takes over, its timestamps shifted to follow on from the last frame written
+    (an encoder refuses time going backwards, and each connection starts its own clock)."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+        self._switched = asyncio.Event()
+        self._offset: int | None = 0
+        self._last_pts: int | None = None
+        self._step = 1
+
+    def switch(self, source: MediaStreamTrack) -> None:
+        self.source = source
+        self._offset = None
+        self._switched.set()
+
+    async def recv(self) -> Any:
+        while True:
+            source = self.source
+            try:
+                frame = await source.recv()
+            except MediaStreamError:
+                if source is self.source:  # ended, and no successor yet: wait for one
+                    self._switched.clear()
+                    await self._switched.wait()
+                continue
+            if source is not self.source or frame.pts is None:
+                continue
+            pts: int = frame.pts
+            if self._offset is None:
+                self._offset = 0 if self._last_pts is None else self._last_pts + self._step - pts
+            pts += self._offset
+            if self._last_pts is not None and pts > self._last_pts:
+                self._step = pts - self._last_pts
+            self._last_pts = frame.pts = pts
+            return frame
+
+
 class Mp4Recorder:
     """Writes the call to an mp4 (H.264 at a fixed 640x480, AAC).
 
     aiortc's MediaRecorder sizes the video stream from its first frame; when audio reaches the muxer
     first, the header is written without a usable video stream and the file ends up audio only. Here
-    the video stream is sized before anything is written.
+    the video stream is sized before anything is written. A reconnected call goes on in the same file.
     """
 
     def __init__(self, path: str, width: int = 640, height: int = 480) -> None:
         self.container = av.open(path, mode="w", format="mp4")
         self.size = (width, height)
-        self.tracks: list[tuple[MediaStreamTrack, Any]] = []
+        self.tracks: list[tuple[ContinuousTrack, Any]] = []
         self.tasks: list[asyncio.Task[None]] = []
+        self.started = False
 
     def addTrack(self, track: MediaStreamTrack) -> None:
+        for feed, _ in self.tracks:
+            if feed.kind == track.kind:
+                feed.switch(FixedSizeTrack(track, *self.size) if track.kind == "video" else track)
+                return
+        if self.started:
+            return  # a stream cannot join the file once writing began
         if track.kind == "video":
             stream = self.container.add_stream("libx264", rate=30)
             stream.width, stream.height = self.size
             stream.pix_fmt = "yuv420p"
-            self.tracks.append((FixedSizeTrack(track, *self.size), stream))
+            self.tracks.append((ContinuousTrack(FixedSizeTrack(track, *self.size)), stream))
         else:
-            self.tracks.append((track, self.container.add_stream("aac")))
+            self.tracks.append((ContinuousTrack(track), self.container.add_stream("aac")))
 
     async def start(self) -> None:
+        self.started = True
         self.tasks = [asyncio.create_task(self._run(t, s)) for t, s in self.tracks]
 
     async def _run(self, track: MediaStreamTrack, stream: Any) -> None:
@@ -246,6 +303,9 @@ class Consultation:
         self._connected = asyncio.Event()
         self._media_down = asyncio.Event()
         self._hangup = asyncio.Event()
+        self.ice: dict[str, Any] = {}
+        # Numbers the offers: 0 for the first, one more for each offer after a drop.
+        self.generation = 0
 
     def status(self, text: str) -> None:
         self.result.events.append(text)
@@ -372,33 +432,21 @@ class Consultation:
 
     async def _call(self, ice: dict[str, Any], t_answer: float) -> None:
         cid = self.result.consultation_id
-        pc = self._peer(ice)
-        offer = await pc.createOffer()
+        self.ice = ice
+        if self.record_to:
+            self.recorder = Mp4Recorder(self.record_to)
         try:
-            await asyncio.wait_for(pc.setLocalDescription(offer), self.timeouts.gathering)
+            await self._offer()
         except TimeoutError as exc:
             await self._end("failed")
             raise ConsultError(
                 f"ICE gathering took over {self.timeouts.gathering:g} s: "
                 "check the network and the STUN/TURN settings."
             ) from exc
-        local = pc.localDescription
-        await self._send(
-            {
-                "type": "consult.signal",
-                "consultation_id": cid,
-                "description": {"type": local.type, "sdp": local.sdp},
-            }
-        )
         answer = await self._await_step(
-            lambda d: (
-                self._mine(d) and d.get("type") == "consult.signal" and isinstance(d.get("description"), dict)
-            ),
-            self.timeouts.remote_answer,
-            "the pharmacist's answer",
+            self._is_answer, self.timeouts.remote_answer, "the pharmacist's answer"
         )
-        desc = answer["description"]
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=desc["sdp"], type=desc["type"]))
+        await self._accept(answer)
         if self.recorder is not None:
             # Consent goes on the consultation's record first; without it, nothing is recorded.
             try:
@@ -420,11 +468,60 @@ class Consultation:
             await self.api.call("POST", f"/api/v1/consultations/{cid}/connected", {})
         await self._in_call()
 
-    def _peer(self, ice: dict[str, Any]) -> RTCPeerConnection:
-        pc = self.pc = RTCPeerConnection(ice_configuration(ice))
-        if self.record_to:
-            self.recorder = Mp4Recorder(self.record_to)
+    async def _offer(self) -> None:
+        """Offers on a fresh peer connection (the previous one, if any, closed), as the next generation.
 
+        The site is the only side that ever offers: the console only answers, and asks the site for
+        a new offer (`restart`) when it sees the media path drop. One offerer means no glare (two
+        offers crossing), and the site must make the new peer connection anyway, since aiortc cannot
+        restart ICE on the old one; aiortc also gathers every candidate before the offer leaves, so
+        the offer is complete in one message.
+        """
+        old, self.pc = self.pc, None
+        if old is not None:
+            self.generation += 1
+            await old.close()
+        self._connected.clear()
+        self._first_frame.clear()
+        self._media_down.clear()
+        pc = self._peer()
+        offer = await pc.createOffer()
+        await asyncio.wait_for(pc.setLocalDescription(offer), self.timeouts.gathering)
+        local = pc.localDescription
+        await self._send(
+            {
+                "type": "consult.signal",
+                "consultation_id": self.result.consultation_id,
+                "description": {"type": local.type, "sdp": local.sdp},
+                "generation": self.generation,
+            }
+        )
+
+    def _is_answer(self, d: dict[str, Any]) -> bool:
+        """The console's answer to the current offer (a late answer to an older one is not)."""
+        return (
+            self._mine(d)
+            and d.get("type") == "consult.signal"
+            and isinstance(d.get("description"), dict)
+            and d.get("generation", 0) == self.generation
+        )
+
+    def _is_restart_request(self, d: dict[str, Any]) -> bool:
+        """The console lost the media of the current connection and asks for a new offer."""
+        return (
+            self._mine(d)
+            and d.get("type") == "consult.signal"
+            and bool(d.get("restart"))
+            and d.get("generation", 0) >= self.generation
+        )
+
+    async def _accept(self, answer: dict[str, Any]) -> None:
+        assert self.pc is not None
+        desc = answer["description"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=desc["sdp"], type=desc["type"]))
+
+    def _peer(self) -> RTCPeerConnection:
+        pc = self.pc = RTCPeerConnection(ice_configuration(self.ice))
         relay = MediaRelay()  # the recorder and the frame counter each get every frame
 
         @pc.on("track")
@@ -439,13 +536,15 @@ class Consultation:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
+            if pc is not self.pc:  # a connection replaced after a reconnection, closing
+                return
             state = pc.connectionState
             if state == "connected":
                 if self.result.connected_wall is None:
                     self.result.connected_wall = time.time()
                 self._connected.set()
-                self._media_down.clear()
-            elif state in ("failed", "closed", "disconnected"):
+            elif state in ("failed", "closed"):
+                # aiortc has no "disconnected" state: failed and closed are final for this connection.
                 self._media_down.set()
 
         self._add_media(pc)
@@ -477,67 +576,127 @@ class Consultation:
             self.result.ended_by, self.result.reason = "us", "timeout"
             raise
 
-    async def _wait_event(self, event: asyncio.Event, limit: float, what: str) -> None:
-        """Waits for event while still noticing the end of the consultation."""
-        waiter = asyncio.create_task(event.wait())
-        message = asyncio.create_task(self._next(lambda d: False, limit, what))
+    async def _watch(self, event: asyncio.Event, *, fails: asyncio.Event | None = None) -> bool:
+        """Waits for event while noticing the end of the consultation (raises _Ended or ConsultError);
+        False if `fails` is set first."""
+        waits: dict[asyncio.Task[Any], bool] = {asyncio.create_task(event.wait()): True}
+        if fails is not None:
+            waits[asyncio.create_task(fails.wait())] = False
+        message = asyncio.create_task(self._next(lambda d: False, float("inf"), "the call"))
         try:
-            done, _ = await asyncio.wait(
-                {waiter, message}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
-            )
-            if waiter in done:
-                return
+            done, _ = await asyncio.wait({*waits, message}, return_when=asyncio.FIRST_COMPLETED)
             if message in done:
                 message.result()  # raises _Ended or ConsultError
-            await self._end("timeout")
-            self.result.ended_by, self.result.reason = "us", "timeout"
-            raise ConsultError(f"Timed out after {limit:g} s waiting for {what}.")
-        except ConsultError:
-            if not self.result.reason:
-                await self._end("timeout")
-                self.result.ended_by, self.result.reason = "us", "timeout"
-            raise
+            return any(waits[t] for t in done if t in waits)
         finally:
-            for t in (waiter, message):
+            for t in (*waits, message):
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, _Ended, ConsultError):
                     await t
 
+    async def _wait_event(self, event: asyncio.Event, limit: float, what: str) -> None:
+        """Waits for event while still noticing the end of the consultation; ends the call on timeout."""
+        try:
+            async with asyncio.timeout(limit):
+                await self._watch(event)
+        except TimeoutError as exc:
+            await self._end("timeout")
+            self.result.ended_by, self.result.reason = "us", "timeout"
+            raise ConsultError(f"Timed out after {limit:g} s waiting for {what}.") from exc
+        except ConsultError:
+            await self._end("timeout")
+            self.result.ended_by, self.result.reason = "us", "timeout"
+            raise
+
     async def _in_call(self) -> None:
-        """Until someone hangs up: our button, the pharmacist (consult.ended), a drop, or max_seconds."""
-        peer = asyncio.create_task(self._next(lambda d: False, float("inf"), "the end of the call"))
+        """Until someone hangs up: our button, the pharmacist (consult.ended), a dropped websocket, or
+        max_seconds. A dropped media path is re-established on a new peer connection when it can be."""
+        ends_at = None if self.max_seconds is None else time.monotonic() + self.max_seconds
+        try:
+            while True:
+                left = None if ends_at is None else max(0.0, ends_at - time.monotonic())
+                if await self._until_call_breaks(left) != "media":
+                    break
+                if not await self._reconnect():
+                    return
+        except _Ended:
+            self.status(f"The pharmacist ended the call ({self.result.reason}).")
+            return
+        except ConsultError:
+            await self._end("dropped")
+            self.result.ended_by, self.result.reason = "server", "dropped"
+            raise
+        self.result.ended_by, self.result.reason = "us", "hangup"
+        await self._end("hangup")
+        self.status("Call ended.")
+
+    async def _until_call_breaks(self, limit: float | None) -> str:
+        """'hangup' (our button, or max_seconds) or 'media' (ours dropped, or the console asks)."""
+        peer = asyncio.create_task(self._next(self._is_restart_request, float("inf"), "the end of the call"))
         hangup = asyncio.create_task(self._hangup.wait())
-        down = asyncio.create_task(self._media_lost())
+        down = asyncio.create_task(self._media_down.wait())
         tasks = {peer, hangup, down}
         try:
-            done, _ = await asyncio.wait(tasks, timeout=self.max_seconds, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
             if peer in done:
-                try:
-                    peer.result()
-                except _Ended:
-                    self.status(f"The pharmacist ended the call ({self.result.reason}).")
-                    return
-                except ConsultError as exc:
-                    await self._end("dropped")
-                    self.result.ended_by, self.result.reason = "server", "dropped"
-                    raise exc
-            reason = "dropped" if down in done else "hangup"
-            self.result.ended_by, self.result.reason = "us", reason
-            await self._end(reason)
-            self.status("Call ended." if reason == "hangup" else "The media connection dropped; call ended.")
+                peer.result()  # raises _Ended or ConsultError; else a restart request
+            if hangup in done or not done:
+                return "hangup"
+            return "media"
         finally:
             for t in tasks:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, _Ended, ConsultError):
                     await t
 
-    async def _media_lost(self) -> None:
-        """Returns when the media has been down longer than the grace period (a blip may recover)."""
-        while True:
-            await self._media_down.wait()
-            await asyncio.sleep(self.timeouts.disconnected)
-            if self.pc is None or self.pc.connectionState != "connected":
-                return
+    async def _reconnect(self) -> bool:
+        """Re-establishes the call within the window: True when media flows again, False when the
+        call ended here (our hang-up, or no recovery in time: ended as "reconnect_failed")."""
+        window = self.timeouts.reconnect
+        started = time.monotonic()
+        self.status(f"The media connection dropped. Reconnecting… (up to {window:g} s)")
+        attempt = asyncio.create_task(self._reattach(started + window))
+        hangup = asyncio.create_task(self._hangup.wait())
+        try:
+            done, _ = await asyncio.wait({attempt, hangup}, return_when=asyncio.FIRST_COMPLETED)
+            if attempt in done and attempt.result():
+                self.result.reconnections += 1
+                took = time.monotonic() - started
+                self.status(f"Reconnected after {took:.1f} s (reconnection {self.result.reconnections}).")
+                with contextlib.suppress(Exception):
+                    await self.api.call(
+                        "POST", f"/api/v1/consultations/{self.result.consultation_id}/reconnected", {}
+                    )
+                return True
+        finally:
+            for t in (attempt, hangup):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, _Ended, ConsultError):
+                    await t
+        if hangup in done:
+            self.result.ended_by, self.result.reason = "us", "hangup"
+            await self._end("hangup")
+            self.status("Call ended.")
+        else:
+            self.result.ended_by, self.result.reason = "us", "reconnect_failed"
+            await self._end("reconnect_failed")
+            self.status(f"Could not reconnect within {window:g} s; call ended.")
+        return False
+
+    async def _reattach(self, deadline: float) -> bool:
+        """New offers until media flows again (True) or the deadline passes (False)."""
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                async with asyncio.timeout(left):
+                    await self._offer()
+                    await self._accept(await self._next(self._is_answer, float("inf"), "the answer"))
+                    flowing = self._connected if self.kind == "live_look" else self._first_frame
+                    if await self._watch(flowing, fails=self._media_down):
+                        return True
+            except TimeoutError:
+                return False
+            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        return False
 
     async def _count_frames(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(Exception):

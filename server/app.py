@@ -15,6 +15,7 @@ from server.api.media import make_tus_endpoint
 from server.api.routes import ROUTES, TUS
 from server.api.table import Handler, guard
 from server.config import Config
+from server.consultations.mailbox import LocalMailbox, Mailbox, PostgresMailbox
 from server.consultations.service import ConsultationService
 from server.consultations.signalling import SignallingRelay
 from server.db.engine import Database
@@ -46,6 +47,7 @@ def build_services(
 ) -> Services:
     passwords = Passwords(config.password_time_cost, config.password_memory_kib)
     bus: EventBus = LocalBus() if db.is_sqlite else PostgresBus(db.url)
+    mailbox: Mailbox = LocalMailbox() if db.is_sqlite else PostgresMailbox(db)
 
     def observe(fill: Fill) -> None:
         if fill.decided_at is not None:
@@ -74,7 +76,7 @@ def build_services(
         metrics=metrics,
         intake=MediaIntake(fills, store, executor, config),
         consultations=consultations,
-        signalling=SignallingRelay(hub, consultations),
+        signalling=SignallingRelay(hub, consultations, mailbox),
     )
 
 
@@ -123,6 +125,7 @@ def create_app(
         app[SERVICES] = services
         app[TUS] = tus = make_tus_endpoint(services)
         await services.hub.start()
+        await services.signalling.start()
         if config.media_workers > 0:
             loop = asyncio.get_running_loop()
             await asyncio.gather(
@@ -135,6 +138,7 @@ def create_app(
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await services.signalling.stop()
             await services.hub.stop()
             services.media_executor.shutdown(wait=True, cancel_futures=True)
             await db.dispose()

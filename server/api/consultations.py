@@ -119,6 +119,11 @@ async def connected(request: web.Request) -> web.Response:
     return web.json_response(public_view(c))
 
 
+async def reconnected(request: web.Request) -> web.Response:
+    c = await services_of(request).consultations.mark_reconnected(principal_of(request), _id(request))
+    return web.json_response(public_view(c))
+
+
 async def end(request: web.Request) -> web.Response:
     body = await json_body(request)
     reason = body.get("reason", "hangup")

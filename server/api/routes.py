@@ -263,6 +263,14 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "POST",
+        r"/api/v1/consultations/{consultation_id:\d+}/reconnected",
+        consultations.reconnected,
+        TECH,
+        "The site re-established the media path inside the call (counted, audited)",
+        "consultations",
+    ),
+    Route(
+        "POST",
         r"/api/v1/consultations/{consultation_id:\d+}/end",
         consultations.end,
         ANY_USER,

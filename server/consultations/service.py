@@ -26,7 +26,9 @@ ACCEPTED = "accepted"
 ENDED = "ended"
 OPEN_STATES = (REQUESTED, ACCEPTED)
 KINDS = ("counsel", "live_look")
-END_REASONS = ("hangup", "cancelled", "unanswered", "timeout", "dropped", "failed")
+# "dropped": a party's live connection closed; "reconnect_failed": the media path dropped and could
+# not be re-established within the recovery window.
+END_REASONS = ("hangup", "cancelled", "unanswered", "timeout", "dropped", "failed", "reconnect_failed")
 MAX_NOTE = 2000
 
 EndListener = Callable[[Consultation], Awaitable[None]]
@@ -52,6 +54,7 @@ def public_view(c: Consultation, site: Site | None = None) -> dict[str, Any]:
         "end_reason": c.end_reason,
         "ended_by": c.ended_by,
         "outcome_note": c.outcome_note,
+        "reconnections": c.reconnections,
         "recording_consent": c.recording_consent,
         "recording_consent_at": c.recording_consent_at.isoformat() if c.recording_consent_at else None,
         "recording": (
@@ -351,6 +354,34 @@ class ConsultationService:
                 await audit.append(
                     self.db, s, actor, "consultation.connected", "consultation", c.id, {}, at=self.clock()
                 )
+            return c
+
+    async def mark_reconnected(self, actor: Principal, consultation_id: int) -> Consultation:
+        """The site re-established the media path inside the call: counted on the record and audited.
+
+        The site reports it because the site is the side that re-offers (remote_site_client/consult.py).
+        """
+        async with self.db.write() as s:
+            c, _ = await self._visible(s, actor, consultation_id)
+            if not self.is_site_party(c, actor):
+                raise Forbidden("Only the site's side reports a reconnection.")
+            if not await self._conditional(
+                s,
+                c,
+                [Consultation.state == ACCEPTED, Consultation.connected_at.is_not(None)],
+                {"reconnections": Consultation.reconnections + 1},
+            ):
+                raise Conflict("The call is not connected, or it has ended.", code="consultation_ended")
+            await audit.append(
+                self.db,
+                s,
+                actor,
+                "consultation.reconnected",
+                "consultation",
+                c.id,
+                {"reconnections": c.reconnections},
+                at=self.clock(),
+            )
             return c
 
     async def end(

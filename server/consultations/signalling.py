@@ -1,21 +1,36 @@
 """Relays WebRTC signalling between the two parties of a consultation, over their live websockets.
 
-Nothing here is persisted: offers, answers and candidates go from one party's connection to the
-other's. A party joins the consultation's room first; a message for a party that has not joined
-yet waits in the room (bounded) and is delivered when it joins, so an early offer is never lost.
-A party's websocket closing ends the consultation, and both parties hear of every end at once.
-The rooms live in this process: with several server instances, both parties must reach the same one.
+Offers, answers and candidates go from one party's connection to the other's, and to no one else:
+they are never journaled, audited or broadcast. A party joins the consultation's room first. When
+the other party's websocket is on this server instance, a message goes straight to it; otherwise it
+waits in the mailbox (server.consultations.mailbox): in memory on one instance, in a transient
+table with a NOTIFY wake-up when several instances share PostgreSQL. Either way a message sent
+before the other party joined is delivered when it joins, so an early offer is never lost, and the
+messages to one party keep their order (one lock per party and room orders the direct sends and
+the deliveries from the mailbox).
+
+Each join tells the other party (`consult.peer_joined`), through the same path: a party joining
+second finds that message waiting and learns from it that its peer is there (`peer_joined`).
+
+A party's websocket closing ends the consultation. The party on this instance hears of an end at
+once (`consult.ended`); a party on another instance hears of it through the journal event
+`consultation.ended`, which its instance also uses to close its room.
+
+The relay carries `restart` requests and description `generation`s without reading them: the site
+re-offers on a fresh peer connection when the media path drops (see remote_site_client/consult.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.consultations.mailbox import Address, Mailbox
 from server.consultations.service import ACCEPTED, ENDED, OPEN_STATES, ConsultationService
-from server.db.models import Consultation
+from server.db.models import Consultation, Event
 from server.errors import DomainError
 from server.realtime.hub import Connection, Hub
 
@@ -23,8 +38,8 @@ log = logging.getLogger(__name__)
 
 SITE = "site"
 PHARMACIST = "pharmacist"
-MAX_PENDING = 64
-SIGNAL_KEYS = ("description", "candidate", "restart")
+SIGNAL_KEYS = ("description", "candidate", "restart", "generation")
+PEER_JOINED = "consult.peer_joined"
 
 
 def other(role: str) -> str:
@@ -35,7 +50,10 @@ def other(role: str) -> str:
 class Room:
     consultation_id: int
     members: dict[str, Connection] = field(default_factory=dict)
-    pending: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {SITE: [], PHARMACIST: []})
+    # Orders what reaches each party: direct sends and deliveries from the mailbox.
+    locks: dict[str, asyncio.Lock] = field(
+        default_factory=lambda: {SITE: asyncio.Lock(), PHARMACIST: asyncio.Lock()}
+    )
 
 
 async def send(conn: Connection, message: dict[str, Any]) -> None:
@@ -44,15 +62,23 @@ async def send(conn: Connection, message: dict[str, Any]) -> None:
 
 
 class SignallingRelay:
-    def __init__(self, hub: Hub, consultations: ConsultationService) -> None:
+    def __init__(self, hub: Hub, consultations: ConsultationService, mailbox: Mailbox) -> None:
         self.hub = hub
         self.consultations = consultations
+        self.mailbox = mailbox
         self.rooms: dict[int, Room] = {}
         hub.handlers["consult.join"] = self.join
         hub.handlers["consult.signal"] = self.signal
         hub.handlers["consult.hangup"] = self.hangup
         hub.on_close.append(self.dropped)
+        hub.on_event.append(self.journaled)
         consultations.on_ended.append(self.ended)
+
+    async def start(self) -> None:
+        await self.mailbox.start(self)
+
+    async def stop(self) -> None:
+        await self.mailbox.stop()
 
     @staticmethod
     def _id(data: dict[str, Any]) -> int | None:
@@ -70,6 +96,34 @@ class SignallingRelay:
             if member is conn:
                 return role
         return None
+
+    # -- what the mailbox asks -------------------------------------------------------------------
+
+    def local_parties(self) -> set[Address]:
+        return {(cid, role) for cid, room in self.rooms.items() for role in room.members}
+
+    async def deliver(self, consultation_id: int, party: str) -> None:
+        """Hands the party on this instance what waits for it in the mailbox."""
+        room = self.rooms.get(consultation_id)
+        if room is None or party not in room.members:
+            return
+        async with room.locks[party]:
+            member = room.members.get(party)
+            if member is None:
+                return
+            for message in await self.mailbox.take(consultation_id, party):
+                await send(member, message)
+
+    async def _to(self, room: Room, party: str, message: dict[str, Any]) -> bool:
+        """Sends to the party: directly when it is connected here, else through the mailbox."""
+        async with room.locks[party]:
+            member = room.members.get(party)
+            if member is not None:
+                await send(member, message)
+                return True
+        return await self.mailbox.post(room.consultation_id, party, message)
+
+    # -- websocket messages ----------------------------------------------------------------------
 
     async def join(self, conn: Connection, data: dict[str, Any]) -> None:
         cid = self._id(data)
@@ -89,23 +143,24 @@ class SignallingRelay:
         if c.state == ENDED:
             return await send(conn, self._ended_message(c))
         room = self.rooms.setdefault(cid, Room(cid))
-        room.members[role] = conn
-        peer = room.members.get(other(role))
-        await send(
-            conn,
-            {
-                "type": "consult.joined",
-                "consultation_id": cid,
-                "role": role,
-                "state": c.state,
-                "peer_joined": peer is not None,
-            },
-        )
-        waiting, room.pending[role] = room.pending[role], []
-        for message in waiting:
-            await send(conn, message)
-        if peer is not None:
-            await send(peer, {"type": "consult.peer_joined", "consultation_id": cid, "role": role})
+        async with room.locks[role]:
+            room.members[role] = conn
+            waiting = await self.mailbox.take(cid, role)
+            peer_joined = any(m.get("type") == PEER_JOINED for m in waiting)
+            await send(
+                conn,
+                {
+                    "type": "consult.joined",
+                    "consultation_id": cid,
+                    "role": role,
+                    "state": c.state,
+                    "peer_joined": peer_joined,
+                },
+            )
+            for message in waiting:
+                if message.get("type") != PEER_JOINED:
+                    await send(conn, message)
+        await self._to(room, other(role), {"type": PEER_JOINED, "consultation_id": cid, "role": role})
 
     async def signal(self, conn: Connection, data: dict[str, Any]) -> None:
         cid = self._id(data)
@@ -116,13 +171,7 @@ class SignallingRelay:
         for key in SIGNAL_KEYS:
             if key in data:
                 message[key] = data[key]
-        room = self.rooms[cid]
-        peer = room.members.get(other(role))
-        if peer is not None:
-            await send(peer, message)
-        elif len(room.pending[other(role)]) < MAX_PENDING:
-            room.pending[other(role)].append(message)
-        else:
+        if not await self._to(self.rooms[cid], other(role), message):
             await self._refuse(conn, cid, "Too many messages waiting for the other party.")
 
     async def hangup(self, conn: Connection, data: dict[str, Any]) -> None:
@@ -141,8 +190,10 @@ class SignallingRelay:
         except DomainError as exc:
             await self._refuse(conn, cid, exc.message)
 
+    # -- the consultation's life -----------------------------------------------------------------
+
     async def accepted(self, c: Consultation) -> None:
-        """Tells the site at once (the journal event follows through the pump as well)."""
+        """Tells the site at once when it is connected here (the journal event reaches it anywhere)."""
         room = self.rooms.get(c.id)
         site = room.members.get(SITE) if room else None
         if site is not None:
@@ -161,18 +212,28 @@ class SignallingRelay:
         }
 
     async def ended(self, c: Consultation) -> None:
+        """The consultation ended on this instance: both parties here hear it now, nothing waits on."""
         room = self.rooms.pop(c.id, None)
-        if room is None:
-            return
-        for member in room.members.values():
-            await send(member, self._ended_message(c))
+        if room is not None:
+            for member in room.members.values():
+                await send(member, self._ended_message(c))
+        try:
+            await self.mailbox.discard(c.id)
+        except Exception:
+            log.exception("clearing the signals of consultation %s failed (they expire)", c.id)
+
+    def journaled(self, ev: Event) -> None:
+        """An end committed by any instance closes this instance's room (its parties get the event)."""
+        cid = ev.payload.get("consultation_id")
+        if ev.type == "consultation.ended" and isinstance(cid, int):
+            self.rooms.pop(cid, None)
 
     async def dropped(self, conn: Connection) -> None:
         """A party's live connection closed: the consultation ends for both, at once."""
         for cid in [cid for cid, room in self.rooms.items() if conn in room.members.values()]:
-            room = self.rooms[cid]
+            room = self.rooms.get(cid)
             role = self._role_of(conn, cid)
-            if role is not None and room.members.get(role) is conn:
+            if room is not None and role is not None and room.members.get(role) is conn:
                 del room.members[role]
             try:
                 c, _ = await self.consultations.get(conn.principal, cid)

@@ -243,3 +243,19 @@ class Consultation(Base):
     recording_consent_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     recording_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     recording_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Times the media path was re-established inside this consultation after it dropped.
+    reconnections: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class ConsultationSignal(Base):
+    """Signalling (an offer, an answer, candidates) on its way to a party whose websocket is on another
+    server instance. Transient: deleted when delivered, when the consultation ends, or after a short
+    expiry. Never journaled or audited: only the instance holding the addressee's connection reads it."""
+
+    __tablename__ = "consultation_signals"
+    __table_args__ = (Index("ix_consultation_signals_to", "consultation_id", "party"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    consultation_id: Mapped[int] = mapped_column(ForeignKey("consultations.id"))
+    party: Mapped[str] = mapped_column(String(16))
+    message: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(index=True)

@@ -63,6 +63,7 @@ class Connection:
 
 MessageHandler = Callable[[Connection, dict[str, Any]], Awaitable[None]]
 CloseListener = Callable[[Connection], Awaitable[None]]
+EventListener = Callable[[Event], None]
 
 
 class Hub:
@@ -75,6 +76,8 @@ class Hub:
         self.handlers: dict[str, MessageHandler] = {}
         # Called after a connection ended (signalling ends the calls it was part of).
         self.on_close: list[CloseListener] = []
+        # Told of every journal event this node reads, whichever node committed it (must not block).
+        self.on_event: list[EventListener] = []
         self._pump: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -126,6 +129,11 @@ class Hub:
             for ev in events:
                 for conn in list(self.connections):
                     conn.offer(ev)
+                for listener in self.on_event:
+                    try:
+                        listener(ev)
+                    except Exception:
+                        log.exception("an event listener failed")
                 self.last_id = ev.id
             if len(events) < CATCH_UP_BATCH:
                 return

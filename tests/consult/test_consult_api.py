@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sqlalchemy import select
+
+from server.db.models import AuditEvent
 from tests.api.world import World
 
 
@@ -64,3 +67,26 @@ async def test_early_offer_waits_for_the_pharmacist_and_a_drop_ends_both(world: 
     record = await nd.json("GET", f"/api/v1/consultations/{c['id']}")
     assert record["state"] == "ended" and record["end_reason"] == "dropped"
     await rph_ws.close()
+
+
+async def test_only_the_site_reports_a_reconnection_and_only_of_a_connected_call(world: World) -> None:
+    site = await world.device("tech_nd1")
+    nd = await world.login("nd_rph")
+    c = await site.json("POST", "/api/v1/consultations", 201, json={})
+    url = f"/api/v1/consultations/{c['id']}"
+    await nd.json("POST", f"{url}/accept")
+    assert (await site.post(f"{url}/reconnected")).status == 409  # never connected yet
+    await site.json("POST", f"{url}/connected")
+    assert (await nd.post(f"{url}/reconnected")).status == 403  # the site re-offers, so the site reports
+    assert (await (await world.device("tech_nd2")).post(f"{url}/reconnected")).status == 404
+    assert (await site.json("POST", f"{url}/reconnected"))["reconnections"] == 1
+    assert (await site.json("POST", f"{url}/reconnected"))["reconnections"] == 2
+    ended = await site.json("POST", f"{url}/end", json={"reason": "reconnect_failed"})
+    assert ended["end_reason"] == "reconnect_failed" and ended["reconnections"] == 2
+    assert (await site.post(f"{url}/reconnected")).status == 409
+    async with world.services.db.read() as s:
+        rows = await s.execute(
+            select(AuditEvent.action, AuditEvent.detail).where(AuditEvent.entity_id == str(c["id"]))
+        )
+        reconnected = [r.detail for r in rows if r.action == "consultation.reconnected"]
+    assert reconnected == [{"reconnections": 1}, {"reconnections": 2}]

@@ -1,10 +1,28 @@
 // Video consultations: incoming requests, accept, the call (WebRTC, the site offers), controls, quality.
 // Signalling goes over the console's live websocket; media flows peer to peer with the site client.
+//
+// When the media path drops after the call connected, the call is re-established inside the same
+// consultation: the site is the only side that offers (so two offers never cross), on a fresh peer
+// connection, since aiortc cannot restart ICE. This console asks it to (`restart`) and answers each
+// new offer on a fresh peer connection of its own; a `generation` on every description tells a new
+// offer from an old one. Without media again within TIMEOUTS.reconnect, the call ends ("reconnect_failed").
 
 import { api, get, post, ApiError } from "./api.js";
 import { h, fill, toast } from "./dom.js";
 
-const TIMEOUTS = { offer: 15000, invited: 60000, gathering: 8000, connect: 15000, firstFrame: 10000, disconnected: 3000 };
+// settle: how long a "disconnected" path may heal by itself before the site is asked for a new offer;
+// stall: nothing at all received for this long counts as a dropped path (Chromium reports a silent path
+// "disconnected" only after about 8 s; the site's RTCP alone arrives every second or so).
+const TIMEOUTS = { offer: 15000, invited: 60000, gathering: 8000, connect: 15000, firstFrame: 10000, settle: 1500, stall: 3000, reconnect: 15000 };
+
+const ENDED_BECAUSE = {
+  hangup: "The site hung up.",
+  reconnect_failed: "The connection was lost and could not be re-established; the call was ended.",
+};
+
+function endedText(reason) {
+  return ENDED_BECAUSE[reason] || `Call ended (${reason || "ended"}).`;
+}
 
 function fmtClock(seconds) {
   const s = Math.max(0, Math.floor(seconds));
@@ -65,7 +83,7 @@ export class Consults {
       } catch { /* gone already */ }
     } else {
       this.dropRequest(id);
-      if (ev.type === "consultation.ended" && this.call && this.call.id === id) this.finish(`Call ended (${ev.end_reason || "ended"}).`);
+      if (ev.type === "consultation.ended" && this.call && this.call.id === id) this.finish(endedText(ev.end_reason));
     }
   }
 
@@ -125,13 +143,17 @@ export class Consults {
 
   async start(c, site, { invited = false } = {}) {
     const look = c.kind === "live_look";
-    const call = { id: c.id, kind: c.kind, pc: null, stream: null, timers: [], stats: null, connectedAt: null, framesIn: 0, framesOut: 0, ended: false, prev: null };
+    const call = {
+      id: c.id, kind: c.kind, pc: null, stream: null, iceServers: [], timers: [], stats: null, connectedAt: null,
+      framesIn: 0, framesOut: 0, bytesOut: 0, base: { framesIn: 0, framesOut: 0, bytesOut: 0 }, ended: false, prev: null,
+      generation: -1, reconnecting: null, reconnections: 0,
+    };
     this.call = call;
     this.panel.hidden = false;
     const where = site ? site.code : `site ${c.site_id}`;
     fill(document.getElementById("consult-title"), look ? `Live look at the counting tray, ${where}` : `Consultation with ${where}`);
     this.panel.dataset.kind = c.kind;
-    for (const k of ["framesIn", "framesOut", "bytesOut", "quality"]) delete this.panel.dataset[k];
+    for (const k of ["framesIn", "framesOut", "bytesOut", "quality", "reconnections"]) delete this.panel.dataset[k];
     this.panel.dataset.fill = c.fill_id || "";
     this.localVideo.hidden = this.muteBtn.hidden = this.cameraBtn.hidden = look;
     this.setState("starting", look ? "Asking the site…" : "Starting camera…");
@@ -141,19 +163,25 @@ export class Consults {
       if (!look) call.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
       if (call.ended) return;
       if (call.stream) this.localVideo.srcObject = call.stream;
-      const pc = new RTCPeerConnection({ iceServers: ice.ice_servers });
-      call.pc = pc;
-      if (call.stream) for (const track of call.stream.getTracks()) pc.addTrack(track, call.stream);
-      pc.addEventListener("track", (e) => {
-        if (e.track.kind === "video") this.remoteVideo.srcObject = e.streams[0] || new MediaStream([e.track]);
-      });
-      pc.addEventListener("connectionstatechange", () => this.onConnectionState());
+      call.iceServers = ice.ice_servers;
+      call.pc = this.newPeer(call);
       this.setState("waiting", invited ? "Waiting for the site to answer…" : "Waiting for the site's offer…");
       this.deadline("offer", invited ? TIMEOUTS.invited : TIMEOUTS.offer, () => call.offered, invited ? "The site did not answer" : "The site sent no offer");
       this.live.send({ type: "consult.join", consultation_id: c.id });
     } catch (err) {
       this.hangUp("failed", `Could not start the call: ${err.message}`);
     }
+  }
+
+  newPeer(call) {
+    const pc = new RTCPeerConnection({ iceServers: call.iceServers });
+    if (call.stream) for (const track of call.stream.getTracks()) pc.addTrack(track, call.stream);
+    pc.addEventListener("track", (e) => {
+      if (e.track.kind === "video") this.remoteVideo.srcObject = e.streams[0] || new MediaStream([e.track]);
+    });
+    // A replaced connection closing after a reconnection is no news.
+    pc.addEventListener("connectionstatechange", () => { if (call.pc === pc) this.onConnectionState(); });
+    return pc;
   }
 
   deadline(name, ms, done, message) {
@@ -167,13 +195,17 @@ export class Consults {
     const call = this.call;
     if (!msg.type || !msg.type.startsWith("consult.") || !call || msg.consultation_id !== call.id) return;
     if (msg.type === "consult.ended") {
-      this.finish(msg.reason === "hangup" ? "The site hung up." : `Call ended (${msg.reason}).`);
+      this.finish(endedText(msg.reason));
     } else if (msg.type === "consult.error") {
       this.hangUp("failed", `The server refused: ${msg.error}`);
     } else if (msg.type === "consult.signal" && msg.description && msg.description.type === "offer") {
+      const generation = msg.generation || 0;
+      if (generation <= call.generation) return; // an offer answered already
       call.offered = true;
       try {
-        await this.answer(call, msg.description);
+        if (generation > 0) this.replacePeer(call);
+        call.generation = generation;
+        await this.answer(call, msg.description, generation);
       } catch (err) {
         this.hangUp("failed", `Could not answer the site's offer: ${err.message}`);
       }
@@ -182,7 +214,18 @@ export class Consults {
     }
   }
 
-  async answer(call, offer) {
+  // The site re-offers on a fresh connection: answer on a fresh one too, keeping camera and counters.
+  replacePeer(call) {
+    if (!call.reconnecting) this.reconnect(call, { ask: false });
+    const old = call.pc;
+    call.base = { framesIn: call.framesIn, framesOut: call.framesOut, bytesOut: call.bytesOut };
+    call.prev = null;
+    call.received = null;
+    call.pc = this.newPeer(call);
+    if (old) old.close();
+  }
+
+  async answer(call, offer, generation) {
     const pc = call.pc;
     await pc.setRemoteDescription(offer);
     await pc.setLocalDescription(await pc.createAnswer());
@@ -196,7 +239,8 @@ export class Consults {
     });
     if (call.ended) return;
     const local = pc.localDescription;
-    this.live.send({ type: "consult.signal", consultation_id: call.id, description: { type: local.type, sdp: local.sdp } });
+    this.live.send({ type: "consult.signal", consultation_id: call.id, generation, description: { type: local.type, sdp: local.sdp } });
+    if (generation > 0) return; // reconnecting: the reconnection window applies
     this.setState("connecting", "Connecting…");
     this.deadline("connect", TIMEOUTS.connect, () => call.connectedAt !== null, "The media connection was not made");
   }
@@ -214,15 +258,45 @@ export class Consults {
         call.stats = setInterval(() => this.sample(call), 1000);
         post(`/api/v1/consultations/${call.id}/connected`).catch(() => {});
       }
+      const r = call.reconnecting;
+      if (r) {
+        call.reconnecting = null;
+        if (call.generation > r.generation) {
+          call.reconnections += 1;
+          this.panel.dataset.reconnections = String(call.reconnections);
+        }
+        toast(call.generation > r.generation ? "Reconnected." : "Connection restored.", "ok", { timeout: 3000 });
+      }
       this.setState("connected", "Connected");
-    } else if (state === "disconnected") {
-      this.setState("unstable", "Connection interrupted; trying to recover…");
-      setTimeout(() => {
-        if (this.call === call && !call.ended && call.pc.connectionState !== "connected") this.hangUp("dropped", "The connection was lost.");
-      }, TIMEOUTS.disconnected);
-    } else if (state === "failed") {
-      this.hangUp("dropped", "The connection failed.");
+    } else if (call.connectedAt === null) {
+      if (state === "failed") this.hangUp("dropped", "The connection failed.");
+    } else if (state === "disconnected" || state === "failed" || state === "closed") {
+      this.reconnect(call, { ask: true, now: state !== "disconnected" });
     }
+  }
+
+  // The media path dropped after the call connected: show it, ask the site for a new offer (at once when
+  // the connection failed; after TIMEOUTS.settle when it is only disconnected, as a short blip may heal),
+  // and end the call if media does not flow again within TIMEOUTS.reconnect.
+  reconnect(call, { ask, now = true }) {
+    let r = call.reconnecting;
+    if (!r) {
+      r = { asked: -1, generation: call.generation };
+      call.reconnecting = r;
+      this.setState("reconnecting", "Reconnecting…");
+      call.timers.push(setTimeout(() => {
+        if (this.call === call && call.reconnecting === r) {
+          this.hangUp("reconnect_failed", `The connection was lost and could not be re-established within ${TIMEOUTS.reconnect / 1000} s; the call was ended.`);
+        }
+      }, TIMEOUTS.reconnect));
+    }
+    if (!ask) return;
+    const request = () => {
+      if (this.call !== call || call.ended || call.reconnecting !== r || r.asked === call.generation) return;
+      r.asked = call.generation;
+      this.live.send({ type: "consult.signal", consultation_id: call.id, restart: true, generation: call.generation });
+    };
+    if (now) request(); else call.timers.push(setTimeout(request, TIMEOUTS.settle));
   }
 
   mark(name) {
@@ -247,11 +321,13 @@ export class Consults {
 
   async sample(call) {
     if (call.ended || !call.pc) return;
-    const report = await call.pc.getStats();
-    let bytesIn = 0, bytesOut = 0, lost = 0, received = 0, rtt = null;
+    const pc = call.pc;
+    const report = await pc.getStats();
+    let bytesIn = 0, bytesOut = 0, lost = 0, received = 0, rtt = null, framesIn = 0, framesOut = 0, transportIn = 0;
+    if (call.ended || pc !== call.pc) return;
     report.forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "video") {
-        call.framesIn = s.framesDecoded || 0;
+        framesIn = s.framesDecoded || 0;
         bytesIn += s.bytesReceived || 0;
         lost += s.packetsLost || 0;
         received += s.packetsReceived || 0;
@@ -259,11 +335,18 @@ export class Consults {
         bytesIn += s.bytesReceived || 0;
       } else if (s.type === "outbound-rtp") {
         bytesOut += s.bytesSent || 0;
-        if (s.kind === "video") call.framesOut = s.framesSent || s.framesEncoded || 0;
+        if (s.kind === "video") framesOut = s.framesSent || s.framesEncoded || 0;
       } else if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) {
         rtt = s.currentRoundTripTime;
+      } else if (s.type === "transport") {
+        transportIn += s.bytesReceived || 0;
       }
     });
+    this.watchStall(call, transportIn);
+    // Counted across reconnections: each new peer connection starts its counters at zero.
+    call.framesIn = call.base.framesIn + framesIn;
+    call.framesOut = call.base.framesOut + framesOut;
+    call.bytesOut = call.base.bytesOut + bytesOut;
     const now = performance.now();
     const kbps = call.prev ? ((bytesIn - call.prev.bytes) * 8) / (now - call.prev.at) : 0;
     call.prev = { bytes: bytesIn, at: now };
@@ -271,10 +354,20 @@ export class Consults {
     const quality = loss > 5 || (rtt !== null && rtt > 0.4) ? "poor" : loss > 1 || (rtt !== null && rtt > 0.2) ? "fair" : "good";
     this.panel.dataset.framesIn = String(call.framesIn);
     this.panel.dataset.framesOut = String(call.framesOut);
-    this.panel.dataset.bytesOut = String(bytesOut);
+    this.panel.dataset.bytesOut = String(call.bytesOut);
     this.panel.dataset.quality = quality;
     fill(this.quality, `Quality ${quality}: receiving ${Math.round(kbps)} kbps · loss ${loss.toFixed(1)} % · round trip ${rtt === null ? "–" : `${Math.round(rtt * 1000)} ms`}`);
     fill(this.clock, fmtClock((now - call.connectedAt) / 1000));
+  }
+
+  // A path gone silent is a dropped path, whatever the connection state says yet.
+  watchStall(call, bytes) {
+    const now = performance.now();
+    if (!call.received || bytes > call.received.bytes) {
+      call.received = { bytes, at: now };
+    } else if (!call.reconnecting && call.pc.connectionState === "connected" && now - call.received.at > TIMEOUTS.stall) {
+      this.reconnect(call, { ask: true });
+    }
   }
 
   toggle(kind, button, onText, offText) {
