@@ -128,7 +128,12 @@ async def test_options_advertises_capabilities(client: TestClient[Any, Any]) -> 
     assert resp.status == 204
     assert resp.headers["Tus-Resumable"] == "1.0.0"
     assert resp.headers["Tus-Version"] == "1.0.0"
-    assert set(resp.headers["Tus-Extension"].split(",")) == {"creation", "termination", "checksum"}
+    assert set(resp.headers["Tus-Extension"].split(",")) == {
+        "creation",
+        "creation-with-upload",
+        "termination",
+        "checksum",
+    }
     assert resp.headers["Tus-Max-Size"] == str(10 * 1024 * 1024)
     assert resp.headers["Tus-Checksum-Algorithm"] == "sha256"
 
@@ -603,3 +608,140 @@ async def test_on_complete_ingests_and_a_refusal_discards(
         assert sorted(p.name for p in (tmp_path / "uploads").iterdir()) == []
     finally:
         executor.shutdown()
+
+
+# --- creation-with-upload ----------------------------------------------------------------------------
+
+
+def same_file(metadata: Any) -> str | None:
+    """As the server names a fill's photo: which file of which fill."""
+    name = metadata.get("name")
+    return str(name) if name else None
+
+
+async def test_creation_with_upload_sends_a_file_in_one_request(
+    client: TestClient[Any, Any], recorder: Recorder
+) -> None:
+    data = os.urandom(200_000)
+    headers = {
+        **PATCH,
+        "Upload-Length": str(len(data)),
+        "Upload-Metadata": encode_metadata({"kind": "pills"}),
+        "Upload-Checksum": "sha256 " + sha256_b64(data),
+    }
+    resp = await client.post(BASE, data=data, headers=headers)
+    assert resp.status == 201, await resp.text()
+    assert resp.headers["Upload-Offset"] == str(len(data))
+    assert resp.headers["X-Media-Sha256"] == hashlib.sha256(data).hexdigest()
+    assert [(c[1], c[2]) for c in recorder.completed] == [(data, {"kind": "pills"})]
+
+    # A part of a file: created, the rest follows by PATCH at the offset the creation reported.
+    resp = await client.post(BASE, data=data[:50_000], headers={**headers, "Upload-Checksum": ""})
+    assert resp.status == 400  # an empty checksum is malformed, and nothing was created for it
+    del headers["Upload-Checksum"]
+    resp = await client.post(BASE, data=data[:50_000], headers=headers)
+    assert resp.status == 201 and resp.headers["Upload-Offset"] == "50000"
+    rest = await client.patch(
+        resp.headers["Location"], data=data[50_000:], headers={**PATCH, "Upload-Offset": "50000"}
+    )
+    assert rest.status == 204
+    assert len(recorder.completed) == 2 and recorder.completed[1][1] == data
+
+
+async def test_creation_with_upload_refuses_a_body_of_another_type_or_a_bad_checksum(
+    client: TestClient[Any, Any], recorder: Recorder, tmp_path: Path
+) -> None:
+    data = os.urandom(10_000)
+    base = {**TUS, "Upload-Length": str(len(data))}
+    resp = await client.post(BASE, data=data, headers={**base, "Content-Type": "image/jpeg"})
+    assert resp.status == 415
+    assert not list((tmp_path / "uploads").glob("*.info"))  # refused before anything was created
+
+    resp = await client.post(
+        BASE, data=data, headers={**base, **PATCH, "Upload-Checksum": "sha256 " + sha256_b64(b"other")}
+    )
+    assert resp.status == 460
+    # The upload exists, empty: the client can send the bytes again where the answer says.
+    head = await client.head(resp.headers["Location"], headers=TUS)
+    assert head.headers["Upload-Offset"] == "0"
+    assert recorder.completed == []
+
+
+async def send_partial_creation(
+    host: str, port: int, total: int, metadata: dict[str, str], body: bytes
+) -> None:
+    """A creation-with-upload that announces `total` bytes and breaks off after `body`."""
+    _, writer = await asyncio.open_connection(host, port)
+    head = (
+        f"POST {BASE} HTTP/1.1\r\nHost: {host}:{port}\r\nTus-Resumable: 1.0.0\r\n"
+        f"Content-Type: application/offset+octet-stream\r\nUpload-Length: {total}\r\n"
+        f"Upload-Metadata: {encode_metadata(metadata)}\r\nContent-Length: {total}\r\n\r\n"
+    ).encode()
+    writer.write(head + body)
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_broken_off_creation_is_found_again_and_resumed_not_resent(
+    tmp_path: Path, recorder: Recorder, aiohttp_server: AiohttpServer
+) -> None:
+    """The client never learnt the Location; creating the same file again finds the upload."""
+    app, _ = make_app(tmp_path / "uploads", recorder, write_buffer=64 * 1024, same_file=same_file)
+    server = await aiohttp_server(app)
+    assert server.port is not None
+    root = f"http://{server.host}:{server.port}"
+    data = os.urandom(300_000)
+    meta = {"kind": "pills", "name": "fill-1/pills/" + hashlib.sha256(data).hexdigest()}
+    await send_partial_creation(server.host, server.port, len(data), meta, data[:120_000])
+
+    plain = {**TUS, "Upload-Length": str(len(data)), "Upload-Metadata": encode_metadata(meta)}
+    async with aiohttp.ClientSession() as session:
+        location = ""
+        for _ in range(50):  # the server may still be taking the broken request's bytes
+            async with session.post(root + BASE, headers=plain) as resp:
+                assert resp.status == 201
+                location = resp.headers["Location"]
+                if resp.headers["Upload-Offset"] == "120000":
+                    break
+            await asyncio.sleep(0.05)
+        assert resp.headers["Upload-Offset"] == "120000"
+        # Another owner, or another file, gets an upload of its own.
+        async with session.post(root + BASE, headers={**plain, "X-Owner": "bob"}) as other:
+            assert other.headers["Location"] != location and other.headers["Upload-Offset"] == "0"
+        async with session.patch(
+            root + location, data=data[120_000:], headers={**PATCH, "Upload-Offset": "120000"}
+        ) as done:
+            assert done.status == 204
+    assert [c[1] for c in recorder.completed] == [data]
+    # Finished: the same file again is a new upload (the hint went with the finished one).
+    async with aiohttp.ClientSession() as session, session.post(root + BASE, headers=plain) as resp:
+        assert resp.headers["Location"] != location and resp.headers["Upload-Offset"] == "0"
+
+
+async def test_a_repeated_creation_with_upload_skips_the_bytes_already_held(
+    tmp_path: Path, recorder: Recorder, aiohttp_client: AiohttpClient
+) -> None:
+    app, _ = make_app(tmp_path / "uploads", recorder, same_file=same_file)
+    client = await aiohttp_client(app)
+    data = os.urandom(100_000)
+    meta = encode_metadata({"kind": "pills", "name": "fill-2/pills"})
+    first = await client.post(
+        BASE, data=data[:40_000], headers={**PATCH, "Upload-Length": str(len(data)), "Upload-Metadata": meta}
+    )
+    assert first.status == 201 and first.headers["Upload-Offset"] == "40000"
+    again = await client.post(
+        BASE,
+        data=data,
+        headers={
+            **PATCH,
+            "Upload-Length": str(len(data)),
+            "Upload-Metadata": meta,
+            "Upload-Checksum": "sha256 " + sha256_b64(data),
+        },
+    )
+    assert again.status == 201, await again.text()
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["Upload-Offset"] == str(len(data))
+    assert [c[1] for c in recorder.completed] == [data]
