@@ -1,4 +1,8 @@
-"""tp-server: serve, migrate, admin, demo and audit commands."""
+"""tp-server: serve, migrate, admin, demo and audit commands.
+
+Each command imports what it needs when it runs. The media worker processes import the program's
+main module again as they start (multiprocessing does); kept light, it costs them no memory.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +14,12 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from server.app import create_app
-from server.audit import chain as audit
 from server.config import Config
-from server.db.engine import Database
-from server.db.migrate import upgrade
-from server.directory import Directory
-from server.errors import DomainError
-from server.operations import logs
-from server.security.auth import Auth
-from server.security.passwords import Passwords
+
+if TYPE_CHECKING:
+    from server.db.engine import Database
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -45,6 +41,9 @@ def _add_db_args(p: argparse.ArgumentParser) -> None:
 
 
 async def _with_db(config: Config, work: Callable[[Database], Awaitable[Any]]) -> Any:
+    from server.db.engine import Database
+    from server.db.migrate import upgrade
+
     config.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(config.effective_database_url)
     try:
@@ -55,6 +54,10 @@ async def _with_db(config: Config, work: Callable[[Database], Awaitable[Any]]) -
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from server.app import create_app
+
     config = _config(args)
     print(f"Console: http://{config.host}:{config.port}/", flush=True)
     web.run_app(create_app(config), host=config.host, port=config.port, print=None)
@@ -68,6 +71,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
+    from server.directory import Directory
+    from server.errors import DomainError
+    from server.security.auth import Auth
+    from server.security.passwords import Passwords
+
     config = _config(args)
 
     async def work(db: Database) -> None:
@@ -108,6 +116,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from server.audit import chain as audit
+
     config = _config(args)
     if args.what == "verify":
         report = asyncio.run(_with_db(config, audit.verify))
@@ -198,6 +208,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from server.operations import logs
+
     logs.configure(logging.INFO)
     args = parser().parse_args(argv)
     return int(args.func(args))
