@@ -40,6 +40,10 @@ def row_hash(row: AuditEvent) -> str:
     return hashlib.sha256(_canonical(row)).hexdigest()
 
 
+# Session.info key: the chain's tail as this transaction left it (set once it holds the journal lock).
+_TAIL = "tp_audit_tail"
+
+
 async def append(
     db: Database,
     session: AsyncSession,
@@ -51,13 +55,22 @@ async def append(
     *,
     at: dt.datetime | None = None,
 ) -> AuditEvent:
-    """Appends one event in the caller's transaction; the journal lock orders the chain."""
-    await db.lock_journal(session)
-    last = (
-        await session.execute(select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
-    ).first()
+    """Appends one event in the caller's transaction; the journal lock orders the chain.
+
+    The transaction holds the lock from its first append to its end, so its later appends follow the
+    row it appended last without reading the chain's tail again.
+    """
+    last: tuple[int, str] | None = session.info.get(_TAIL)
+    if last is None:
+        await db.lock_journal(session)
+        tail = (
+            await session.execute(
+                select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+            )
+        ).first()
+        last = (tail.id, tail.hash) if tail else None
     row = AuditEvent(
-        id=(last.id + 1) if last else 1,
+        id=(last[0] + 1) if last else 1,
         at=at or dt.datetime.now(dt.UTC),
         actor_id=actor.user_id if actor else None,
         actor=actor.label if actor else "system",
@@ -65,13 +78,14 @@ async def append(
         entity_type=entity_type,
         entity_id=str(entity_id),
         detail=detail or {},
-        prev_hash=last.hash if last else GENESIS,
+        prev_hash=last[1] if last else GENESIS,
         hash="",
     )
     # The id is part of the hash, so a deleted row leaves a visible gap in the chain.
     row.hash = row_hash(row)
     session.add(row)
     await session.flush()
+    session.info[_TAIL] = (row.id, row.hash)
     return row
 
 

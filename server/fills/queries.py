@@ -82,13 +82,13 @@ def prescription_view(rx: Prescription) -> dict[str, Any]:
     }
 
 
-def decision_view(d: Decision, pharmacist: User | None) -> dict[str, Any]:
+def decision_view(d: Decision, pharmacist_name: str | None) -> dict[str, Any]:
     return {
         "outcome": d.outcome,
         "reason_codes": d.reason_codes,
         "note": d.note,
         "decided_at": _iso(d.decided_at),
-        "pharmacist": {"id": d.pharmacist_id, "name": pharmacist.display_name if pharmacist else None},
+        "pharmacist": {"id": d.pharmacist_id, "name": pharmacist_name},
     }
 
 
@@ -193,25 +193,32 @@ class FillQueries:
     async def detail(self, actor: Principal, fill_id: str) -> dict[str, Any]:
         """One fill with its prescription, evidence, decision and earlier attempts."""
         async with self.db.read() as s:
+            # One statement for the fill, its site, prescription and technician's name (names only:
+            # a User entity would load its licenses too).
             row = (
                 await s.execute(
-                    select(Fill, Site).join(Site, Site.id == Fill.site_id).where(Fill.id == fill_id)
+                    select(Fill, Site, Prescription, User.display_name)
+                    .join(Site, Site.id == Fill.site_id)
+                    .join(Prescription, Prescription.id == Fill.prescription_id)
+                    .outerjoin(User, User.id == Fill.technician_id)
+                    .where(Fill.id == fill_id)
                 )
             ).first()
             if row is None or not actor.may_see_site(row.Site.id, row.Site.state):
                 raise NotFound("No such fill.")
-            fill, site = row.Fill, row.Site
-            rx = await s.get(Prescription, fill.prescription_id)
-            tech = await s.get(User, fill.technician_id)
+            fill, site, rx, tech_name = row.Fill, row.Site, row.Prescription, row.display_name
             media = (
                 (await s.execute(select(Media).where(Media.fill_id == fill.id).order_by(Media.id)))
                 .scalars()
                 .all()
             )
-            decision = (
-                await s.execute(select(Decision).where(Decision.fill_id == fill.id))
-            ).scalar_one_or_none()
-            pharmacist = await s.get(User, decision.pharmacist_id) if decision else None
+            decided = (
+                await s.execute(
+                    select(Decision, User.display_name)
+                    .outerjoin(User, User.id == Decision.pharmacist_id)
+                    .where(Decision.fill_id == fill.id)
+                )
+            ).first()
             earlier = (
                 await s.execute(
                     select(Fill, Decision)
@@ -224,17 +231,16 @@ class FillQueries:
                     .order_by(Fill.created_at)
                 )
             ).all()
-        assert rx is not None
         out = fill_summary(fill, site)
         out.update(
             prescription=prescription_view(rx),
-            technician={"id": fill.technician_id, "name": tech.display_name if tech else None},
+            technician={"id": fill.technician_id, "name": tech_name},
             barcodes=fill.barcodes,
             counted_quantity=_num(fill.counted_quantity),
             product_check_detail=fill.product_check_detail,
             override_reason=fill.override_reason,
             media=[media_view(m) for m in media],
-            decision=decision_view(decision, pharmacist) if decision else None,
+            decision=decision_view(decided.Decision, decided.display_name) if decided else None,
             earlier_rejections=[
                 {
                     "fill_id": e.Fill.id,
