@@ -22,9 +22,18 @@ from remote_site_client.api import ApiError, SiteApi
 from remote_site_client.checks import CheckReport, check_submission
 from remote_site_client.config import ConfigError, SiteConfig
 from remote_site_client.live import Decisions, listen, run_hook
-from remote_site_client.outbox import FAILED, OPEN_STATES, QUEUED, Entry, Outbox
+from remote_site_client.outbox import (
+    DELIVERED,
+    FAILED,
+    OPEN_STATES,
+    PENDING,
+    QUEUED,
+    Entry,
+    Outbox,
+    Recording,
+)
 from remote_site_client.progress import human_bytes, progress_board
-from remote_site_client.recordings import deliver_recordings
+from remote_site_client.recordings import RecordingAttempt, RecordingSender
 from remote_site_client.sender import KIND_NAMES, Sender
 
 log = logging.getLogger("tp-site")
@@ -315,6 +324,24 @@ def _entry_line(e: Entry) -> str:
     )
 
 
+def _recording_lines(r: Recording) -> list[str]:
+    label = {DELIVERED: "delivered", FAILED: "FAILED"}.get(r.state, "pending")
+    lines = [
+        f"recording of consultation {r.consultation_id}  {human_bytes(r.bytes)}  {label}"
+        f"  stored {_when(r.created_at)}"
+    ]
+    if r.state == FAILED:
+        lines.append(f"    refused: {r.failed_reason}")
+    elif r.state == PENDING:
+        retry = "now" if r.next_attempt_at <= time.time() else _when(r.next_attempt_at)
+        sending = ", uploading (resumes where it stopped)" if r.upload_url else ""
+        lines.append(
+            f"    tries: {r.attempts}, next: {retry}{sending}"
+            + (f", last error: {r.last_error}" if r.last_error else "")
+        )
+    return lines
+
+
 def cmd_outbox(args: argparse.Namespace) -> int:
     cfg = _load(args)
     with Outbox(cfg.data_dir) as outbox:
@@ -323,8 +350,17 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 raise UsageError(f"{args.retry} is not a failed entry of this outbox.")
             out(f"Fill {args.retry} will be sent again.")
             return EXIT_OK
+        if args.retry_recording is not None:
+            if not outbox.requeue_recording(args.retry_recording):
+                raise UsageError(f"Consultation {args.retry_recording} has no refused recording here.")
+            out(f"The recording of consultation {args.retry_recording} will be sent again.")
+            return EXIT_OK
         entries = outbox.entries(None if args.all else [*OPEN_STATES, FAILED])
-        if not entries:
+        recordings = outbox.recordings(None if args.all else [PENDING, FAILED])
+        for r in recordings:
+            for line in _recording_lines(r):
+                out(line)
+        if not entries and not recordings:
             out("The outbox is empty: everything was delivered.")
         for e in entries:
             out(_entry_line(e))
@@ -528,6 +564,10 @@ def cmd_consult(args: argparse.Namespace) -> int:
             except ConsultError as exc:
                 say(f"error: {exc}")
                 return EXIT_REFUSED
+            finally:
+                # Ctrl-C stops an upload as it stops a submission: the outbox keeps the rest.
+                with contextlib.suppress(NotImplementedError):
+                    loop.remove_signal_handler(signal.SIGINT)
             out(
                 f"consultation {result.consultation_id}: ended ({result.reason}, by {result.ended_by}); "
                 f"frames received {result.frames_received}, sent {result.frames_sent}"
@@ -536,28 +576,42 @@ def cmd_consult(args: argparse.Namespace) -> int:
                 # Through the outbox: kept (fsync'd) until the server has it; `tp-site sync` retries.
                 with Outbox(cfg.data_dir) as outbox:
                     outbox.add_recording(result.consultation_id, Path(args.record))
-                    for cid, state, error in await deliver_recordings(api, outbox):
-                        out(f"recording of consultation {cid}: {state}" + (f" ({error})" if error else ""))
+                    sender = RecordingSender(cfg, outbox, api, progress=progress_board())
+                    sent = await sender.deliver(result.consultation_id, patience=args.upload_wait)
+                    out(sent.line())
+                    return _recordings_exit([sent])
         return EXIT_OK
 
     return asyncio.run(run())
 
 
+def _recordings_exit(results: Sequence[RecordingAttempt]) -> int:
+    if any(r.state == FAILED for r in results):
+        return EXIT_REFUSED
+    return EXIT_PENDING if any(r.state == PENDING for r in results) else EXIT_OK
+
+
 async def _sync_once(sender: Sender, outbox: Outbox, patience: float) -> int:
-    """Delivers what the outbox holds now, retrying each fill for up to `patience` seconds."""
+    """Delivers what the outbox holds now, retrying each fill and recording for up to `patience` seconds."""
     results = [
         await sender.deliver(e.fill_id, patience=patience)
         for e in reversed(outbox.entries(list(OPEN_STATES)))
     ]
     outbox.prune(sender.config.retention_days)
-    for cid, state, error in await deliver_recordings(sender.api, outbox):
-        out(f"recording of consultation {cid}: {state}" + (f" ({error})" if error else ""))
+    recording_sender = RecordingSender(sender.config, outbox, sender.api)
+    recordings = [
+        await recording_sender.deliver(r.consultation_id, patience=patience) for r in outbox.recordings()
+    ]
+    for rec in recordings:
+        out(rec.line())
     for r in results:
         state = "delivered" if r.delivered else ("REFUSED" if r.state == FAILED else "not yet")
         out(f"{r.fill_id}: {state}" + (f" ({r.error})" if r.error else ""))
     if any(r.state == FAILED for r in results):
         return EXIT_REFUSED
-    return EXIT_PENDING if outbox.entries(list(OPEN_STATES)) else EXIT_OK
+    if outbox.entries(list(OPEN_STATES)):
+        return EXIT_PENDING
+    return _recordings_exit(recordings)
 
 
 async def _sync(cfg: SiteConfig, outbox: Outbox, once: bool, patience: float) -> int:
@@ -565,7 +619,8 @@ async def _sync(cfg: SiteConfig, outbox: Outbox, once: bool, patience: float) ->
         sender = Sender(cfg, outbox, api)
         if once:
             return await _sync_once(sender, outbox, patience)
-        stop, wake = asyncio.Event(), asyncio.Event()
+        recordings = RecordingSender(cfg, outbox, api)
+        stop, wake, wake_recordings = asyncio.Event(), asyncio.Event(), asyncio.Event()
         decisions = Decisions(api, outbox)
 
         async def handle(event: dict[str, Any]) -> None:
@@ -578,11 +633,13 @@ async def _sync(cfg: SiteConfig, outbox: Outbox, once: bool, patience: float) ->
             # The link is back: whatever waits for a retry goes now.
             outbox.wake_all()
             wake.set()
+            wake_recordings.set()
 
         say(f"Sync running for {cfg.server_url}; outbox in {cfg.data_dir}. Stop with Ctrl-C.")
         sending = asyncio.create_task(sender.run(stop, wake))
+        recording = asyncio.create_task(recordings.run(stop, wake_recordings))
         listening = asyncio.create_task(listen(api, outbox, "sync", handle, on_connect=connected))
-        await _until_stopped(stop, sending, listening)
+        await _until_stopped(stop, sending, recording, listening)
     return EXIT_OK
 
 
@@ -676,8 +733,14 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("outbox", help="what is waiting to be sent or was refused, and why")
-    p.add_argument("--all", action="store_true", help="include delivered fills")
+    p.add_argument("--all", action="store_true", help="include delivered fills and recordings")
     p.add_argument("--retry", metavar="FILL_ID", help="send a refused fill again")
+    p.add_argument(
+        "--retry-recording",
+        type=int,
+        metavar="CONSULTATION_ID",
+        help="send a refused consultation recording again",
+    )
     p.set_defaults(func=cmd_outbox)
 
     p = sub.add_parser("watch", help="print decisions as they arrive")
@@ -689,7 +752,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-after", type=int, metavar="N", help="stop after N decisions")
     p.set_defaults(func=cmd_watch)
 
-    p = sub.add_parser("consult", help="ask a pharmacist for a video consultation at the counter")
+    p = sub.add_parser(
+        "consult",
+        help="ask a pharmacist for a video consultation at the counter",
+        description="Exit status: 0 the call ended (and its recording, if any, was delivered), "
+        "3 the recording waits in the outbox (sync delivers it), 4 refused by the server.",
+    )
     p.add_argument(
         "--camera", default="test", help="'test' (generated pattern), a device (/dev/video0) or a media file"
     )
@@ -704,16 +772,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--record", metavar="FILE.mp4", help="record the call (only with the patient's consent)")
     p.add_argument("--answer-timeout", type=float, default=120.0, metavar="SECONDS")
     p.add_argument("--max-seconds", type=float, metavar="SECONDS", help="hang up after this long")
+    p.add_argument(
+        "--upload-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --record: how long to keep retrying the upload before leaving it to `tp-site sync`",
+    )
     p.set_defaults(func=cmd_consult)
 
-    p = sub.add_parser("sync", help="deliver the outbox (a long-running service)")
+    p = sub.add_parser("sync", help="deliver the outbox: fills and call recordings (a long-running service)")
     p.add_argument("--once", action="store_true", help="deliver what is waiting now, then exit")
     p.add_argument(
         "--patience",
         type=float,
         default=60.0,
         metavar="SECONDS",
-        help="with --once: how long to retry each fill",
+        help="with --once: how long to retry each fill and recording",
     )
     p.set_defaults(func=cmd_sync)
     return ap

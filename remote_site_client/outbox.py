@@ -9,6 +9,9 @@ fsync'd copies of the photos. The sender works an entry through its delivery sta
 An entry is delivered only when the server has confirmed the fill `queued`. Several processes may
 open the outbox (the technician's `submit`, the `sync` service): an entry is worked by one process at
 a time, under a lease that names the process, so a killed sender's entry is picked up at once.
+
+A consultation's recording (mp4, recorded with consent) waits here the same way, as media of its
+consultation: pending --uploaded over tus--> delivered, or failed when the server refuses it for good.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ CREATE TABLE IF NOT EXISTS recordings (
     last_error TEXT,
     created_at REAL NOT NULL,
     delivered_at REAL
+    -- and the RECORDING_COLUMNS below, added when the outbox is opened
 );
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS prescriptions (
@@ -81,12 +85,23 @@ CREATE TABLE IF NOT EXISTS prescriptions (
 );
 """
 
+# Columns the recordings table gained after it first shipped, added in place to an older outbox.
+RECORDING_COLUMNS = {
+    "next_attempt_at": "REAL NOT NULL DEFAULT 0",
+    "failed_reason": "TEXT",
+    "upload_url": "TEXT",
+    "media_id": "INTEGER",
+    "lease_pid": "INTEGER",
+    "lease_until": "REAL",
+}
+
 PENDING = "pending"
 CREATED = "created"
 UPLOADED = "uploaded"
 QUEUED = "queued"
 FAILED = "failed"
 OPEN_STATES = (PENDING, CREATED, UPLOADED)
+DELIVERED = "delivered"  # a recording the server stored as media of its consultation
 _COPY_CHUNK = 1024 * 1024
 _INCOMING = ".incoming-"
 
@@ -132,6 +147,25 @@ class Entry:
     @property
     def delivered(self) -> bool:
         return self.state == QUEUED
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A consultation's recording waiting in the outbox (or delivered, or refused)."""
+
+    consultation_id: int
+    path: Path
+    sha256: str
+    bytes: int
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    failed_reason: str | None
+    upload_url: str | None
+    media_id: int | None
+    created_at: float
+    delivered_at: float | None
 
 
 def fsync_dir(path: Path) -> None:
@@ -186,6 +220,10 @@ class Outbox:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self.db.execute(statement)
+            have = {row["name"] for row in self.db.execute("PRAGMA table_info(recordings)")}
+            for name, ddl in RECORDING_COLUMNS.items():
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE recordings ADD COLUMN {name} {ddl}")
         self._sweep_incoming()
 
     def close(self) -> None:
@@ -345,38 +383,51 @@ class Outbox:
 
     # -- the sender's lease ----------------------------------------------------------------------
 
-    def acquire(self, fill_id: str, seconds: float = 120.0) -> bool:
-        """Takes the entry for this process unless another live process is working it."""
+    def _acquire(
+        self, table: str, key: str, value: object, open_states: Sequence[str], seconds: float
+    ) -> bool:
         now = time.time()
         me = os.getpid()
         with self.transaction() as db:
             row = db.execute(
-                "SELECT state, lease_pid, lease_until FROM entries WHERE fill_id = ?", (fill_id,)
+                f"SELECT state, lease_pid, lease_until FROM {table} WHERE {key} = ?",  # noqa: S608
+                (value,),
             ).fetchone()
-            if row is None or row["state"] not in OPEN_STATES:
+            if row is None or row["state"] not in open_states:
                 return False
             pid, until = row["lease_pid"], row["lease_until"]
             if pid is not None and pid != me and until is not None and until > now and _pid_alive(pid):
                 return False
             db.execute(
-                "UPDATE entries SET lease_pid = ?, lease_until = ? WHERE fill_id = ?",
-                (me, now + seconds, fill_id),
+                f"UPDATE {table} SET lease_pid = ?, lease_until = ? WHERE {key} = ?",  # noqa: S608
+                (me, now + seconds, value),
             )
             return True
 
-    def renew(self, fill_id: str, seconds: float = 120.0) -> None:
+    def _renew(self, table: str, key: str, value: object, seconds: float) -> None:
         with self.transaction() as db:
             db.execute(
-                "UPDATE entries SET lease_until = ? WHERE fill_id = ? AND lease_pid = ?",
-                (time.time() + seconds, fill_id, os.getpid()),
+                f"UPDATE {table} SET lease_until = ? WHERE {key} = ? AND lease_pid = ?",  # noqa: S608
+                (time.time() + seconds, value, os.getpid()),
             )
 
-    def release(self, fill_id: str) -> None:
+    def _release(self, table: str, key: str, value: object) -> None:
         with self.transaction() as db:
             db.execute(
-                "UPDATE entries SET lease_pid = NULL, lease_until = NULL WHERE fill_id = ? AND lease_pid = ?",
-                (fill_id, os.getpid()),
+                f"UPDATE {table} SET lease_pid = NULL, lease_until = NULL"  # noqa: S608
+                f" WHERE {key} = ? AND lease_pid = ?",
+                (value, os.getpid()),
             )
+
+    def acquire(self, fill_id: str, seconds: float = 120.0) -> bool:
+        """Takes the entry for this process unless another live process is working it."""
+        return self._acquire("entries", "fill_id", fill_id, OPEN_STATES, seconds)
+
+    def renew(self, fill_id: str, seconds: float = 120.0) -> None:
+        self._renew("entries", "fill_id", fill_id, seconds)
+
+    def release(self, fill_id: str) -> None:
+        self._release("entries", "fill_id", fill_id)
 
     # -- progress of delivery --------------------------------------------------------------------
 
@@ -424,46 +475,138 @@ class Outbox:
             return cur.rowcount == 1
 
     def wake_all(self) -> None:
-        """Makes every open entry due now (the link is back)."""
+        """Makes every open entry and pending recording due now (the link is back)."""
         marks = ",".join("?" for _ in OPEN_STATES)
         with self.transaction() as db:
             db.execute(
                 f"UPDATE entries SET next_attempt_at = ? WHERE state IN ({marks})",  # noqa: S608
                 (time.time(), *OPEN_STATES),
             )
+            db.execute("UPDATE recordings SET next_attempt_at = ? WHERE state = ?", (time.time(), PENDING))
 
     # -- consultation recordings (mp4, recorded with consent): delivered as media of the consultation --
 
-    def add_recording(self, consultation_id: int, src: Path) -> tuple[str, int]:
-        """An fsync'd copy of a call's recording, then its entry; returns (sha256, bytes)."""
+    def add_recording(self, consultation_id: int, src: Path) -> Recording:
+        """An fsync'd copy of a call's recording, then its entry, due now."""
         folder = self.files_dir / "recordings"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         dest = folder / f"{consultation_id}.mp4"
         sha, size = durable_copy(src, dest)
         fsync_dir(folder)
-        self.db.execute(
-            "INSERT OR REPLACE INTO recordings (consultation_id, path, sha256, bytes, state, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (consultation_id, str(dest), sha, size, PENDING, time.time()),
-        )
-        return sha, size
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO recordings (consultation_id, path, sha256, bytes, state,"
+                " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (consultation_id, str(dest), sha, size, PENDING, now, now),
+            )
+        found = self.recording(consultation_id)
+        assert found is not None
+        return found
 
-    def recordings(self, states: Sequence[str] = (PENDING,)) -> list[dict[str, Any]]:
-        marks = ",".join("?" * len(states))
-        query = f"SELECT * FROM recordings WHERE state IN ({marks}) ORDER BY consultation_id"  # noqa: S608
-        rows = self.db.execute(query, tuple(states))
-        return [dict(r) for r in rows]
-
-    def mark_recording(self, consultation_id: int, state: str, error: str | None = None) -> None:
-        self.db.execute(
-            "UPDATE recordings SET state = ?, attempts = attempts + 1, last_error = ?,"
-            " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
-            " WHERE consultation_id = ?",
-            (state, error, state, time.time(), consultation_id),
+    @staticmethod
+    def _recording(row: sqlite3.Row) -> Recording:
+        return Recording(
+            consultation_id=row["consultation_id"],
+            path=Path(row["path"]),
+            sha256=row["sha256"],
+            bytes=row["bytes"],
+            state=row["state"],
+            attempts=row["attempts"],
+            next_attempt_at=row["next_attempt_at"],
+            last_error=row["last_error"],
+            failed_reason=row["failed_reason"],
+            upload_url=row["upload_url"],
+            media_id=row["media_id"],
+            created_at=row["created_at"],
+            delivered_at=row["delivered_at"],
         )
-        if state == "delivered":
-            with contextlib.suppress(FileNotFoundError):
-                Path(self.files_dir / "recordings" / f"{consultation_id}.mp4").unlink()
+
+    def recording(self, consultation_id: int) -> Recording | None:
+        row = self.db.execute(
+            "SELECT * FROM recordings WHERE consultation_id = ?", (consultation_id,)
+        ).fetchone()
+        return self._recording(row) if row else None
+
+    def recordings(self, states: Sequence[str] | None = (PENDING,)) -> list[Recording]:
+        """Recordings in these states (all with None), oldest consultation first."""
+        if states is None:
+            rows = self.db.execute("SELECT * FROM recordings ORDER BY consultation_id")
+        else:
+            marks = ",".join("?" * len(states))
+            query = f"SELECT * FROM recordings WHERE state IN ({marks}) ORDER BY consultation_id"  # noqa: S608
+            rows = self.db.execute(query, tuple(states))
+        return [self._recording(r) for r in rows]
+
+    def due_recordings(self, now: float | None = None) -> list[int]:
+        """Pending recordings whose next attempt is due, oldest consultation first."""
+        when = time.time() if now is None else now
+        rows = self.db.execute(
+            "SELECT consultation_id FROM recordings WHERE state = ? AND next_attempt_at <= ?"
+            " ORDER BY consultation_id",
+            (PENDING, when),
+        )
+        return [int(r[0]) for r in rows]
+
+    def next_recording_due_at(self) -> float | None:
+        row = self.db.execute(
+            "SELECT MIN(next_attempt_at) FROM recordings WHERE state = ?", (PENDING,)
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    def acquire_recording(self, consultation_id: int, seconds: float = 120.0) -> bool:
+        """Takes a pending recording for this process unless another live process is uploading it."""
+        return self._acquire("recordings", "consultation_id", consultation_id, (PENDING,), seconds)
+
+    def renew_recording(self, consultation_id: int, seconds: float = 120.0) -> None:
+        self._renew("recordings", "consultation_id", consultation_id, seconds)
+
+    def release_recording(self, consultation_id: int) -> None:
+        self._release("recordings", "consultation_id", consultation_id)
+
+    def set_recording_upload_url(self, consultation_id: int, url: str | None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE recordings SET upload_url = ? WHERE consultation_id = ?", (url, consultation_id)
+            )
+
+    def recording_delivered(self, consultation_id: int, media_id: int) -> None:
+        """The server stored it as media of the consultation: the outbox's copy goes."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE recordings SET state = ?, media_id = ?, upload_url = NULL, last_error = NULL,"
+                " delivered_at = ?, lease_pid = NULL, lease_until = NULL WHERE consultation_id = ?",
+                (DELIVERED, media_id, time.time(), consultation_id),
+            )
+        with contextlib.suppress(FileNotFoundError):
+            (self.files_dir / "recordings" / f"{consultation_id}.mp4").unlink()
+
+    def recording_retry_later(self, consultation_id: int, error: str, delay: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE recordings SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                " lease_pid = NULL, lease_until = NULL WHERE consultation_id = ?",
+                (error, time.time() + delay, consultation_id),
+            )
+
+    def recording_failed(self, consultation_id: int, reason: str) -> None:
+        """A refusal that retrying will not change: kept with its reason, never sent again by itself."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE recordings SET state = ?, attempts = attempts + 1, failed_reason = ?, last_error = ?,"
+                " upload_url = NULL, lease_pid = NULL, lease_until = NULL WHERE consultation_id = ?",
+                (FAILED, reason, reason, consultation_id),
+            )
+
+    def requeue_recording(self, consultation_id: int) -> bool:
+        """Puts a refused recording back to be sent (after the cause was fixed)."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE recordings SET state = ?, failed_reason = NULL, attempts = 0, next_attempt_at = ?"
+                " WHERE consultation_id = ? AND state = ?",
+                (PENDING, time.time(), consultation_id, FAILED),
+            )
+            return cur.rowcount == 1
 
     def set_prepared(self, file_id: int, prepared: Path, sha256: str, size: int) -> None:
         rel = prepared.relative_to(self.data_dir).as_posix()

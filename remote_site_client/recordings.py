@@ -1,50 +1,227 @@
-"""Call recordings in the outbox, delivered as media of their consultations (no aiortc needed here)."""
+"""Call recordings in the outbox, delivered as media of their consultations over tus (no aiortc here).
+
+Like a fill's photos: the upload URL is kept in the outbox before any byte is sent, so a dropped link
+or a killed process resumes from the server's offset rather than from zero, and a recording the server
+already stored is recognised by its SHA-256. A network error is retried with backoff (the long-running
+`tp-site sync` keeps at it); a refusal (no consent recorded, not an mp4) is final and kept with its
+reason for `tp-site outbox`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
 
-import aiohttp
-
+from remote_site_client import backoff
 from remote_site_client.api import ApiError, SiteApi
-from remote_site_client.outbox import FAILED, Outbox
+from remote_site_client.config import SiteConfig
+from remote_site_client.outbox import DELIVERED, FAILED, PENDING, Outbox, Recording
+from remote_site_client.progress import FileProgress, ProgressFactory, Quiet
+from remote_site_client.tus import TusClient, UploadGone, UploadResult
+
+log = logging.getLogger(__name__)
+
+KIND = "consultation_recording"
+LEASE_SECONDS = 120.0
 
 
-async def _chunks(path: Path, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
-    f = await asyncio.to_thread(path.open, "rb")
-    try:
-        while chunk := await asyncio.to_thread(f.read, size):
-            yield chunk
-    finally:
-        f.close()
+def _quiet(label: str, total: int) -> FileProgress:
+    return Quiet()
 
 
-async def deliver_recordings(api: SiteApi, outbox: Outbox) -> list[tuple[int, str, str | None]]:
-    """Uploads the outbox's call recordings as media of their consultations; (id, state, error) each.
+@dataclass(frozen=True)
+class RecordingAttempt:
+    """What one attempt at delivering a recording came to."""
 
-    A refusal (no recorded consent, not an mp4) is final; a network error leaves it for the next run.
-    """
-    results: list[tuple[int, str, str | None]] = []
-    for rec in outbox.recordings():
-        cid = int(rec["consultation_id"])
-        path = Path(rec["path"])
+    consultation_id: int
+    state: str
+    error: str | None = None
+    sent_bytes: int = 0
+    resumed_from: int = 0
+    media_id: int | None = None
+
+    def line(self) -> str:
+        """One line for the technician."""
+        head = f"recording of consultation {self.consultation_id}"
+        if self.state == DELIVERED:
+            return f"{head}: delivered"
+        if self.state == FAILED:
+            return f"{head}: REFUSED by the server: {self.error}"
+        return f"{head}: not delivered yet ({self.error or 'link down'}); `tp-site sync` delivers it"
+
+
+class RecordingSender:
+    """Delivers the outbox's recordings, one process per recording at a time (a lease, as for fills)."""
+
+    def __init__(
+        self,
+        config: SiteConfig,
+        outbox: Outbox,
+        api: SiteApi,
+        *,
+        progress: ProgressFactory = _quiet,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.api = api
+        self.tus = TusClient(api, chunk_bytes=config.chunk_bytes)
+        self.progress = progress
+        self.rng = rng or random.Random()
+        self._renewed_at = 0.0
+
+    async def attempt(self, consultation_id: int) -> RecordingAttempt | None:
+        """Works one pending recording as far as it goes; None when another process is working it."""
+        if not self.outbox.acquire_recording(consultation_id, LEASE_SECONDS):
+            return None
+        self._renewed_at = time.monotonic()
         try:
-            async with api.session.put(
-                api.url(f"/api/v1/consultations/{cid}/recording"),
-                data=_chunks(path),
-                headers={"X-Content-SHA256": rec["sha256"], "Content-Type": "video/mp4"},
-            ) as resp:
-                if resp.status >= 400:
-                    text = (await resp.text())[:300]
-                    state = FAILED if 400 <= resp.status < 500 and resp.status != 408 else "pending"
-                    outbox.mark_recording(cid, state, f"HTTP {resp.status}: {text}")
-                    results.append((cid, state, text))
-                    continue
-            outbox.mark_recording(cid, "delivered")
-            results.append((cid, "delivered", None))
-        except (aiohttp.ClientError, OSError, TimeoutError, ApiError) as exc:
-            outbox.mark_recording(cid, "pending", str(exc))
-            results.append((cid, "pending", str(exc)))
-    return results
+            rec = self.outbox.recording(consultation_id)
+            assert rec is not None
+            if not rec.path.exists():
+                message = "The outbox's copy of the recording is missing; it cannot be sent."
+                self.outbox.recording_failed(consultation_id, message)
+                return RecordingAttempt(consultation_id, FAILED, message)
+            media_id, result = await self._deliver(rec)
+            self.outbox.recording_delivered(consultation_id, media_id)
+            sent, resumed = (result.sent_bytes, result.resumed_from) if result else (0, 0)
+            return RecordingAttempt(consultation_id, DELIVERED, None, sent, resumed, media_id)
+        except ApiError as exc:
+            return self._failed_attempt(consultation_id, exc)
+        except (OSError, ValueError, KeyError) as exc:
+            # Something on this computer (a file, a surprising answer): keep it and try later.
+            log.exception("recording of consultation %s could not be worked", consultation_id)
+            message = f"Could not be sent from this computer: {type(exc).__name__}: {exc}"
+            return self._failed_attempt(consultation_id, ApiError(message, transient=True))
+        finally:
+            self.outbox.release_recording(consultation_id)
+
+    def _failed_attempt(self, consultation_id: int, exc: ApiError) -> RecordingAttempt:
+        if exc.transient:
+            rec = self.outbox.recording(consultation_id)
+            wait = backoff.delay(
+                rec.attempts if rec else 0,
+                self.config.retry_base_seconds,
+                self.config.retry_max_seconds,
+                self.rng,
+            )
+            self.outbox.recording_retry_later(consultation_id, exc.message, wait)
+            log.info("recording %s not delivered yet (%s); next try in %.0fs", consultation_id, exc, wait)
+            return RecordingAttempt(consultation_id, PENDING, exc.message)
+        self.outbox.recording_failed(consultation_id, exc.message)
+        log.warning("recording of consultation %s refused by the server: %s", consultation_id, exc)
+        return RecordingAttempt(consultation_id, FAILED, exc.message)
+
+    async def _stored(self, rec: Recording) -> int | None:
+        """The media id when the server already holds this very recording (sent by an earlier attempt
+        whose answer was lost)."""
+        _, consultation = await self.api.call("GET", f"/consultations/{rec.consultation_id}")
+        stored = consultation.get("recording")
+        if stored and stored.get("sha256") == rec.sha256:
+            return int(stored["id"])
+        return None
+
+    async def _deliver(self, rec: Recording) -> tuple[int, UploadResult | None]:
+        cid = rec.consultation_id
+        if rec.upload_url is None and (media_id := await self._stored(rec)) is not None:
+            return media_id, None
+        bar = self.progress(f"recording {cid}", rec.bytes)
+        metadata = {
+            "consultation_id": str(cid),
+            "kind": KIND,
+            "filename": f"consultation-{cid}.mp4",
+            "sha256": rec.sha256,
+        }
+
+        def step(done: int) -> None:
+            bar.update(done)
+            now = time.monotonic()
+            if now - self._renewed_at > LEASE_SECONDS / 3:
+                self._renewed_at = now
+                self.outbox.renew_recording(cid, LEASE_SECONDS)
+
+        async def upload(url: str | None) -> UploadResult:
+            return await self.tus.upload(
+                rec.path,
+                size=rec.bytes,
+                metadata=metadata,
+                url=url,
+                remember_url=lambda u: self.outbox.set_recording_upload_url(cid, u),
+                progress=step,
+            )
+
+        try:
+            try:
+                result = await upload(rec.upload_url)
+            except UploadGone:
+                # Finished by the request a killed process left behind, or expired: ask the consultation.
+                if (media_id := await self._stored(rec)) is not None:
+                    bar.finish("stored")
+                    return media_id, None
+                result = await upload(None)
+        except ApiError as exc:
+            bar.finish("interrupted" if exc.transient else "refused")
+            if exc.transient:
+                raise
+            raise ApiError(
+                f"The server refused the recording: {exc.message}", status=exc.status, code=exc.code
+            ) from exc
+        if result.media_id is None:
+            raise ApiError("The server took the recording but did not say where it is.", transient=True)
+        bar.finish("stored" + (f" (resumed at {result.resumed_from} bytes)" if result.resumed_from else ""))
+        return result.media_id, result
+
+    async def deliver(self, consultation_id: int, *, patience: float) -> RecordingAttempt:
+        """Tries one recording until it is delivered, refused, or `patience` seconds are spent."""
+        deadline = time.monotonic() + patience
+        last = RecordingAttempt(consultation_id, PENDING)
+        while True:
+            result = await self.attempt(consultation_id)
+            if result is not None:
+                last = result
+                if result.state != PENDING:
+                    return result
+            rec = self.outbox.recording(consultation_id)
+            if rec is None or rec.state != PENDING:
+                # Another process finished it meanwhile.
+                state = rec.state if rec else FAILED
+                return RecordingAttempt(consultation_id, state, rec.failed_reason if rec else None)
+            wait = max(0.2, rec.next_attempt_at - time.time()) if result is not None else 1.0
+            if time.monotonic() + wait > deadline:
+                return last
+            await asyncio.sleep(wait)
+
+    async def drain(self) -> list[RecordingAttempt]:
+        """One attempt at each due recording; none while a fill is due (a waiting patient's fill first)."""
+        if self.outbox.due():
+            return []
+        results = []
+        for cid in self.outbox.due_recordings():
+            result = await self.attempt(cid)
+            if result is not None:
+                results.append(result)
+        return results
+
+    async def run(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
+        """The long-running service: deliver what is due, sleep until the next recording is due."""
+        while not stop.is_set():
+            wake.clear()
+            for result in await self.drain():
+                if result.state != PENDING:
+                    log.warning("%s", result.line())
+            next_at = self.outbox.next_recording_due_at()
+            timeout = 30.0 if next_at is None else min(30.0, max(0.2, next_at - time.time()))
+            if self.outbox.due():
+                timeout = min(timeout, 1.0)  # a fill goes first; look again soon
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.gather(*waiters, return_exceptions=True)

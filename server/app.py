@@ -16,6 +16,7 @@ from server.api.routes import ROUTES, TUS
 from server.api.table import Handler, guard
 from server.config import Config
 from server.consultations.mailbox import LocalMailbox, Mailbox, PostgresMailbox
+from server.consultations.recordings import RecordingIntake
 from server.consultations.service import ConsultationService
 from server.consultations.signalling import SignallingRelay
 from server.db.engine import Database
@@ -76,6 +77,7 @@ def build_services(
         metrics=metrics,
         intake=MediaIntake(fills, store, executor, config),
         consultations=consultations,
+        recordings=RecordingIntake(consultations, store, executor, config),
         signalling=SignallingRelay(hub, consultations, mailbox),
     )
 

@@ -52,6 +52,10 @@ class Config:
     max_video_bytes: int = 200 * 1024 * 1024
     max_image_pixels: int = 50_000_000
     max_video_seconds: float = 60.0
+    # A consultation's recording (mp4, with its audio): a 10-minute call is tens of MB; an hour at
+    # aiortc's highest video rate is under 1 GB.
+    max_recording_bytes: int = 1024 * 1024 * 1024
+    max_recording_seconds: float = 3600.0
     login_attempts: int = 5
     login_window_seconds: int = 300
     event_queue_size: int = 1000

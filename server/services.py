@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from server.config import Config
+from server.consultations.recordings import RecordingIntake
 from server.consultations.service import ConsultationService
 from server.consultations.signalling import SignallingRelay
 from server.db.engine import Database
@@ -37,6 +38,7 @@ class Services:
     metrics: Metrics
     intake: MediaIntake
     consultations: ConsultationService
+    recordings: RecordingIntake
     signalling: SignallingRelay
 
 

@@ -1,4 +1,4 @@
-"""Media: tus uploads glued to fills, and serving stored variants."""
+"""Media: tus uploads glued to fills and consultations, and serving stored variants."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ REJECTION_STATUS = {
     "too_many_pixels": 413,
     "decompression_bomb": 413,
     "too_long": 413,
+    "too_large": 413,
+    "not_mp4": 415,
 }
 HTTP_ERRORS: dict[int, type[web.HTTPException]] = {
     400: web.HTTPBadRequest,
@@ -52,23 +54,49 @@ def _domain(exc: DomainError) -> web.HTTPException:
     return http_error(exc.status, exc.code, exc.message, **exc.detail)
 
 
+def _consultation_id(metadata: dict[str, str]) -> int:
+    value = metadata["consultation_id"]
+    if not value.isdigit():
+        raise InvalidInput("Upload-Metadata 'consultation_id' must be the consultation's number.")
+    return int(value)
+
+
+def _rejected(exc: MediaRejected) -> web.HTTPException:
+    return http_error(REJECTION_STATUS.get(exc.code, 422), exc.code, exc.message)
+
+
 async def authorize_upload(request: web.Request, metadata: dict[str, str], length: int) -> None:
-    """A new upload names a draft fill of the caller's site, a media kind and the file's SHA-256."""
+    """A new upload names the file's SHA-256, a filename, a media kind and what it belongs to: a draft
+    fill of the caller's site (fill_id) or a consultation the caller's site recorded (consultation_id)."""
     svc = services_of(request)
     kind = metadata.get("kind", "")
     try:
-        if kind not in MEDIA_KINDS:
-            raise InvalidInput(f"Upload-Metadata 'kind' must be one of {', '.join(MEDIA_KINDS)}.")
         if not SHA256.match(metadata.get("sha256", "")):
             raise InvalidInput("Upload-Metadata 'sha256' must be the file's SHA-256 in lowercase hex.")
         if not metadata.get("filename"):
             raise InvalidInput("Upload-Metadata needs a 'filename'.")
+        if length == 0:
+            raise InvalidInput("The file is empty.", code="empty")
+        if "consultation_id" in metadata:
+            if "fill_id" in metadata:
+                raise InvalidInput("An upload belongs to a fill or to a consultation, not to both.")
+            await svc.recordings.authorize(
+                principal_of(request),
+                _consultation_id(metadata),
+                kind=kind,
+                sha256=metadata["sha256"],
+                filename=metadata["filename"],
+                length=length,
+            )
+            return
+        if kind not in MEDIA_KINDS:
+            raise InvalidInput(f"Upload-Metadata 'kind' must be one of {', '.join(MEDIA_KINDS)}.")
         limit = svc.config.max_video_bytes if kind in VIDEO_KINDS else svc.config.max_image_bytes
         if length > limit:
             raise http_error(413, "too_large", f"A {kind} file may be at most {limit // (1024 * 1024)} MB.")
-        if length == 0:
-            raise InvalidInput("The file is empty.", code="empty")
         await svc.fills.authorize_upload(principal_of(request), metadata.get("fill_id", ""), kind)
+    except MediaRejected as exc:
+        raise _rejected(exc) from exc
     except DomainError as exc:
         raise _domain(exc) from exc
 
@@ -78,19 +106,28 @@ def upload_owner(request: web.Request) -> str:
 
 
 async def complete_upload(request: web.Request, upload: TusUpload) -> dict[str, str]:
-    """Verifies, decodes and stores the medium, then records it on its fill."""
-    meta = upload.metadata
+    """Verifies, decodes and stores the medium, then records it on its fill or consultation."""
+    svc, actor, meta = services_of(request), principal_of(request), upload.metadata
     try:
-        media = await services_of(request).intake.take(
-            principal_of(request),
-            meta["fill_id"],
-            upload.data_path,
-            sha256=meta["sha256"],
-            kind=meta["kind"],
-            filename=meta["filename"],
-        )
+        if "consultation_id" in meta:
+            media = await svc.recordings.take(
+                actor,
+                _consultation_id(meta),
+                upload.data_path,
+                sha256=meta["sha256"],
+                filename=meta["filename"],
+            )
+        else:
+            media = await svc.intake.take(
+                actor,
+                meta["fill_id"],
+                upload.data_path,
+                sha256=meta["sha256"],
+                kind=meta["kind"],
+                filename=meta["filename"],
+            )
     except MediaRejected as exc:
-        raise http_error(REJECTION_STATUS.get(exc.code, 422), exc.code, exc.message) from exc
+        raise _rejected(exc) from exc
     except DomainError as exc:
         raise _domain(exc) from exc
     return {"Tp-Media-Id": str(media.id)}
@@ -99,7 +136,11 @@ async def complete_upload(request: web.Request, upload: TusUpload) -> dict[str, 
 def make_tus_endpoint(services: Services) -> TusEndpoint:
     return TusEndpoint(
         services.config.upload_dir,
-        max(services.config.max_image_bytes, services.config.max_video_bytes),
+        max(
+            services.config.max_image_bytes,
+            services.config.max_video_bytes,
+            services.config.max_recording_bytes,
+        ),
         base_path=UPLOADS_PATH,
         authorize=authorize_upload,
         owner_of=upload_owner,
@@ -107,12 +148,10 @@ def make_tus_endpoint(services: Services) -> TusEndpoint:
     )
 
 
-async def get_media(request: web.Request) -> web.StreamResponse:
+async def serve_media(request: web.Request, media_id: int, variant: str | None) -> web.StreamResponse:
+    """One variant of one stored medium, if the caller may see it; Range requests are answered."""
     svc = services_of(request)
-    media_id = int(request.match_info["media_id"])
-    sha, content_type = await find_variant(
-        svc.db, principal_of(request), media_id, request.query.get("variant")
-    )
+    sha, content_type = await find_variant(svc.db, principal_of(request), media_id, variant)
     # Content addressed, so a variant never changes: the browser may keep it (privately) for a day.
     headers = {
         "Cache-Control": "private, max-age=86400, immutable",
@@ -123,3 +162,7 @@ async def get_media(request: web.Request) -> web.StreamResponse:
     if path is None:
         return web.Response(body=await svc.store.open_bytes(sha), headers=headers)
     return web.FileResponse(path, headers=headers)
+
+
+async def get_media(request: web.Request) -> web.StreamResponse:
+    return await serve_media(request, int(request.match_info["media_id"]), request.query.get("variant"))

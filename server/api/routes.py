@@ -7,6 +7,8 @@ from aiohttp import web
 from pharmacist_console import assets as console
 from server.api import auth, consultations, dashboard, fills, media, records, reports, system
 from server.api.table import ANY_USER, PUBLIC, Handler, Route
+from server.consultations.service import RECORDING_KIND
+from server.fills.rules import MEDIA_KINDS
 from server.media.tus import TusEndpoint
 from server.security.principal import Role
 
@@ -160,7 +162,20 @@ ROUTES: tuple[Route, ...] = (
         "media",
     ),
     Route("OPTIONS", "/api/v1/uploads", _tus("options"), PUBLIC, "tus discovery", "media"),
-    Route("POST", "/api/v1/uploads", _tus("create"), TECH, "tus: create an upload", "media"),
+    Route(
+        "POST",
+        "/api/v1/uploads",
+        _tus("create"),
+        TECH,
+        "tus: create an upload",
+        "media",
+        doc={
+            "description": "Upload-Metadata names the file (sha256, filename) and what it belongs to: "
+            f"fill_id with a kind ({', '.join(MEDIA_KINDS)}), or consultation_id with kind "
+            f"{RECORDING_KIND} (an mp4, only from the consultation's site after the patient's consent "
+            "was recorded, once). The request that completes it answers with Tp-Media-Id."
+        },
+    ),
     Route("HEAD", "/api/v1/uploads/{upload_id}", _tus("head"), TECH, "tus: upload offset", "media"),
     Route("PATCH", "/api/v1/uploads/{upload_id}", _tus("patch"), TECH, "tus: append bytes", "media"),
     Route("DELETE", "/api/v1/uploads/{upload_id}", _tus("delete"), TECH, "tus: terminate an upload", "media"),
@@ -214,19 +229,11 @@ ROUTES: tuple[Route, ...] = (
         "consultations",
     ),
     Route(
-        "PUT",
-        r"/api/v1/consultations/{consultation_id:\d+}/recording",
-        consultations.put_recording,
-        TECH,
-        "The site's outbox delivers the call's recording (mp4, only with recorded consent)",
-        "consultations",
-    ),
-    Route(
         "GET",
         r"/api/v1/consultations/{consultation_id:\d+}/recording",
         consultations.get_recording,
-        TECH | PHARM,
-        "The call's recording, for the two parties only",
+        ANY_USER,
+        "The call's recording (mp4; ?variant=poster), for the two parties and admins; Range supported",
         "consultations",
     ),
     Route(

@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.audit import chain as audit
 from server.db.conditional import update_if
 from server.db.engine import Database
-from server.db.models import Consultation, Fill, Prescription, Site, utcnow
+from server.db.models import Consultation, Fill, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.fills.queries import media_view
 from server.realtime import journal
 from server.security.principal import Principal, Role
 
@@ -30,6 +31,8 @@ KINDS = ("counsel", "live_look")
 # not be re-established within the recovery window.
 END_REASONS = ("hangup", "cancelled", "unanswered", "timeout", "dropped", "failed", "reconnect_failed")
 MAX_NOTE = 2000
+# The media kind of a consultation's recording (an mp4 with its audio, recorded with consent).
+RECORDING_KIND = "consultation_recording"
 
 EndListener = Callable[[Consultation], Awaitable[None]]
 
@@ -57,11 +60,9 @@ def public_view(c: Consultation, site: Site | None = None) -> dict[str, Any]:
         "reconnections": c.reconnections,
         "recording_consent": c.recording_consent,
         "recording_consent_at": c.recording_consent_at.isoformat() if c.recording_consent_at else None,
-        "recording": (
-            {"sha256": c.recording_sha256, "bytes": c.recording_bytes, "content_type": "video/mp4"}
-            if c.recording_sha256
-            else None
-        ),
+        # The delivered recording as media: its SHA-256 is the file the site sent, the url serves the
+        # cleaned copy (remuxed without container metadata) and ?variant=poster its poster frame.
+        "recording": media_view(c.recording) if c.recording is not None else None,
     }
     if site is not None:
         body["site"] = {"id": site.id, "code": site.code, "name": site.name, "state": site.state}
@@ -156,6 +157,7 @@ class ConsultationService:
                 requested_by=actor.user_id,
                 requested_at=now,
                 recording_consent=consent,
+                recording=None,  # loaded as "none yet", so the view can be built after the session
             )
             s.add(c)
             await s.flush()
@@ -214,6 +216,7 @@ class ConsultationService:
                 pharmacist_id=actor.user_id,
                 requested_at=self.clock(),
                 recording_consent=False,
+                recording=None,
             )
             s.add(c)
             await s.flush()
@@ -266,21 +269,62 @@ class ConsultationService:
             )
             return c
 
-    async def store_recording(
-        self, actor: Principal, consultation_id: int, sha256: str, size: int
-    ) -> Consultation:
-        """Records the delivered recording's digest (the caller has the file in place)."""
+    @classmethod
+    def may_see_recording(cls, c: Consultation, site: Site, actor: Principal) -> bool:
+        """The recording is for the two parties (the site's side, the pharmacist who took the call) and
+        admins; each still only while they may see the site."""
+        if not actor.may_see_site(site.id, site.state):
+            return False
+        return actor.role is Role.ADMIN or actor.user_id == c.pharmacist_id or cls.is_site_party(c, actor)
+
+    def _recording_rule(self, c: Consultation, actor: Principal, sha256: str) -> Media | None:
+        """Who may deliver a recording, and when: the site's side, with consent recorded, once.
+
+        Returns the stored recording when it is this very file (a retried delivery), else None.
+        """
+        if not self.is_site_party(c, actor):
+            raise Forbidden("Only the site's side uploads the recording.")
+        if not c.recording_consent or c.recording_consent_at is None:
+            raise Conflict(
+                "The patient's consent to recording was not recorded on this consultation: "
+                "the recording is refused.",
+                code="no_consent",
+            )
+        if c.recording is None:
+            return None
+        if c.recording.sha256 == sha256:
+            return c.recording
+        raise Conflict(
+            "A different recording of this consultation was stored already.", code="recording_exists"
+        )
+
+    async def authorize_recording(self, actor: Principal, consultation_id: int, sha256: str) -> Media | None:
+        """Refuses a recording that could never be stored; returns the stored one when it is this file."""
+        async with self.db.read() as s:
+            c, _ = await self._visible(s, actor, consultation_id)
+            return self._recording_rule(c, actor, sha256)
+
+    async def attach_recording(self, actor: Principal, consultation_id: int, media: Media) -> Media:
+        """Records stored, verified media as the consultation's recording; the same file again is the
+        same media (idempotent), audited once."""
         async with self.db.write() as s:
             c, _ = await self._visible(s, actor, consultation_id)
-            if not self.is_site_party(c, actor):
-                raise Forbidden("Only the site's side uploads the recording.")
-            if not c.recording_consent or c.recording_consent_at is None:
-                raise Conflict("No recorded consent: the recording is refused.", code="no_consent")
-            if c.recording_sha256 == sha256:
-                return c
-            if c.recording_sha256 is not None:
-                raise Conflict("A different recording was delivered already.", code="recording_exists")
-            await self._conditional(s, c, [], {"recording_sha256": sha256, "recording_bytes": size})
+            same = self._recording_rule(c, actor, media.sha256)
+            if same is not None:
+                return same
+            # Taken first, so of two deliveries racing on PostgreSQL the second waits here, then finds it.
+            if not await self._conditional(s, c, [Consultation.recording_media_id.is_(None)], {}):
+                await s.refresh(c)
+                same = self._recording_rule(c, actor, media.sha256)
+                if same is None:
+                    raise Conflict("The consultation changed meanwhile; deliver it again.", code="busy")
+                return same
+            media.consultation_id = c.id
+            media.created_at = self.clock()
+            s.add(media)
+            await s.flush()
+            await update_if(s, c, [], {"recording_media_id": media.id})
+            await s.refresh(c, ["recording"])
             await audit.append(
                 self.db,
                 s,
@@ -288,20 +332,20 @@ class ConsultationService:
                 "consultation.recording",
                 "consultation",
                 c.id,
-                {"sha256": sha256, "bytes": size},
+                {"media_id": media.id, "sha256": media.sha256, "bytes": media.bytes},
                 at=self.clock(),
             )
-            return c
+            return media
 
-    async def recording_of(self, actor: Principal, consultation_id: int) -> Consultation:
-        """The recording's record, for the two parties only."""
+    async def recording_of(self, actor: Principal, consultation_id: int) -> Media:
+        """The recording's media, for those who may see it."""
         async with self.db.read() as s:
-            c, _ = await self._visible(s, actor, consultation_id)
-            if not self.is_site_party(c, actor) and actor.user_id != c.pharmacist_id:
+            c, site = await self._visible(s, actor, consultation_id)
+            if not self.may_see_recording(c, site, actor):
                 raise NotFound("No such recording.")
-            if c.recording_sha256 is None:
+            if c.recording is None:
                 raise NotFound("No recording was delivered.")
-            return c
+            return c.recording
 
     async def get(self, actor: Principal, consultation_id: int) -> tuple[Consultation, Site]:
         async with self.db.read() as s:

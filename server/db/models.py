@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     Date,
     DateTime,
     ForeignKey,
@@ -158,10 +159,20 @@ class Fill(Base):
 
 
 class Media(Base):
+    """A stored photo or video: evidence of a fill, or the recording of a consultation (exactly one)."""
+
     __tablename__ = "media"
-    __table_args__ = (UniqueConstraint("fill_id", "kind", "sha256"),)
+    __table_args__ = (
+        UniqueConstraint("fill_id", "kind", "sha256"),
+        # One recording per consultation, enforced by the database as well as by the service.
+        UniqueConstraint("consultation_id", "kind", name="uq_media_consultation_kind"),
+        CheckConstraint("(fill_id IS NULL) <> (consultation_id IS NULL)", name="ck_media_one_owner"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
-    fill_id: Mapped[str] = mapped_column(ForeignKey("fills.id"), index=True)
+    fill_id: Mapped[str | None] = mapped_column(ForeignKey("fills.id"), index=True, nullable=True)
+    consultation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("consultations.id", name="fk_media_consultation_id"), nullable=True
+    )
     kind: Mapped[str] = mapped_column(String(32))
     sha256: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(64))
@@ -217,7 +228,7 @@ class Event(Base):
 
 
 class Consultation(Base):
-    """A video consultation (counselling) or a live look at the counting tray; ids only, no media here."""
+    """A video consultation (counselling) or a live look at the counting tray; its recording is media."""
 
     __tablename__ = "consultations"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -238,11 +249,14 @@ class Consultation(Base):
     ended_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     outcome_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     recording_consent: Mapped[bool] = mapped_column(default=False)
-    # Consent is stamped before the site starts recording; the recording (mp4) is stored as
-    # <data_dir>/consultations/<id>.mp4 once the site's outbox delivered it.
+    # Consent is stamped before the site starts recording; the recording (mp4) is media of this
+    # consultation in the media store once the site's outbox delivered it.
     recording_consent_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
-    recording_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    recording_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # use_alter: media rows point back at their consultation, so one of the two keys comes second.
+    recording_media_id: Mapped[int | None] = mapped_column(
+        ForeignKey("media.id", name="fk_consultations_recording_media_id", use_alter=True), nullable=True
+    )
+    recording: Mapped[Media | None] = relationship(foreign_keys=[recording_media_id], lazy="joined")
     # Times the media path was re-established inside this consultation after it dropped.
     reconnections: Mapped[int] = mapped_column(default=0, server_default="0")
 

@@ -17,7 +17,7 @@ from server.media.store import MediaStore, file_sha256, is_sha256
 from server.media.video import ProcessedVideo, probe_video, sniff_video_container
 
 PHOTO_KINDS = frozenset({"stock_bottle", "pills", "vial_label", "final_package", "other"})
-VIDEO_KINDS = frozenset({"count_video"})
+VIDEO_KINDS = frozenset({"count_video", "consultation_recording"})
 MEDIA_KINDS = PHOTO_KINDS | VIDEO_KINDS
 
 

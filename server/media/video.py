@@ -61,6 +61,16 @@ def _source_content_type(container: str, head: bytes) -> str:
     return "video/webm" if b"webm" in head[:64] else "video/x-matroska"
 
 
+def video_content_type(path: Path) -> str | None:
+    """The container's type by the file's first bytes (video/mp4, video/quicktime, video/webm,
+    video/x-matroska), or None when it is not a video; reads 64 bytes, so a media worker can answer
+    before any decoding."""
+    with path.open("rb") as f:
+        head = f.read(64)
+    container = sniff_video_container(head)
+    return None if container is None else _source_content_type(container, head)
+
+
 def _broken() -> MediaRejected:
     return MediaRejected("corrupt", "The video file is damaged or incomplete. Record or upload it again.")
 
