@@ -215,7 +215,7 @@ class Sender:
             bar.update(done)
             self._keep_lease(f.fill_id)
 
-        metadata = {"fill_id": f.fill_id, "kind": f.kind, "filename": _upload_name(f), "sha256": f.sha256}
+        metadata = {"fill_id": f.fill_id, "kind": f.kind, "filename": upload_name(f), "sha256": f.sha256}
         url = f.upload_url
         try:
             try:
@@ -329,7 +329,8 @@ class Sender:
                     await asyncio.gather(*waiters, return_exceptions=True)
 
 
-def _upload_name(f: OutboxFile) -> str:
+def upload_name(f: OutboxFile) -> str:
+    """The file name sent in Upload-Metadata: the technician's name, with the prepared file's suffix."""
     if f.prepared is not None and f.prepared != f.original:
         return Path(f.filename).stem[:100] + f.prepared.suffix
     return f.filename

@@ -1,9 +1,16 @@
 """A small tus 1.0 client on aiohttp: create, resume from the server's offset, stream the rest.
 
-The upload URL is handed to the caller (to keep in the outbox) before any byte is sent, so a process
-killed mid-upload resumes on restart from what the server kept, not from zero. By default the rest of
-the file goes in one PATCH (no round trip per chunk on a high-latency link, and the server keeps every
-byte of an interrupted PATCH); with `chunk_bytes` set, each chunk carries an Upload-Checksum.
+A photo-sized file (at most `whole_creation_bytes`) goes whole in the creation request
+(creation-with-upload): one round trip instead of two on a high-latency link. Before it starts, the
+caller keeps `CREATION_BEGUN` as the upload's URL; should the request break off (or the process be
+killed), the retry creates the same file again without a body, the server answers with the upload it
+kept and its offset, and only the rest follows by PATCH.
+
+A larger file (a video) is created first and its URL handed to the caller (to keep in the outbox)
+before any byte is sent, so a process killed mid-upload resumes on restart from what the server
+kept, not from zero. The rest of the file goes in one PATCH (no round trip per chunk, and the server
+keeps every byte of an interrupted PATCH); with `chunk_bytes` set, each chunk carries an
+Upload-Checksum.
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ UPLOADS_PATH = "/api/v1/uploads"
 _PIECE = 64 * 1024
 # Statuses of HEAD or PATCH that mean the server no longer has the upload: start a new one.
 _GONE = frozenset({403, 404, 410})
+# Photos the site prepares (long edge 2048 px) are well under this; videos are not.
+WHOLE_CREATION_BYTES = 2 * 1024 * 1024
+# Kept as an upload's URL while its creation-with-upload runs: the Location is not known yet.
+CREATION_BEGUN = "tus:creation-begun"
 
 Progress = Callable[[int], None]
 
@@ -88,26 +99,36 @@ class TusClient:
     """Uploads may run side by side; their bytes take turns on the link (one body at a time), so the
     next file streams at full rate while the server verifies the previous one."""
 
-    def __init__(self, api: SiteApi, *, chunk_bytes: int = 0) -> None:
+    def __init__(
+        self, api: SiteApi, *, chunk_bytes: int = 0, whole_creation_bytes: int = WHOLE_CREATION_BYTES
+    ) -> None:
         self.api = api
         self.chunk_bytes = chunk_bytes
+        self.whole_creation_bytes = whole_creation_bytes
         self._link = asyncio.Lock()
 
     def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         return {"Tus-Resumable": TUS_VERSION, **(extra or {})}
 
-    async def create(self, length: int, metadata: Mapping[str, str]) -> str:
+    async def create(self, length: int, metadata: Mapping[str, str]) -> tuple[str, int]:
+        """A new upload, or the unfinished one of the same file: its URL and the server's offset."""
         headers = self._headers({"Upload-Length": str(length), "Upload-Metadata": encode_metadata(metadata)})
         try:
             async with self.api.session.post(self.api.url(UPLOADS_PATH), headers=headers) as resp:
                 if resp.status != 201:
                     raise await error_from(resp)
-                location = resp.headers.get("Location")
-                if not location:
-                    raise ApiError("The server created an upload but did not say where.", status=resp.status)
-                return str(resp.url.join(URL(location)))
+                return self._location(resp), int(resp.headers.get("Upload-Offset", "0"))
+        except ValueError as exc:
+            raise ApiError("The server's answer about the upload had no usable offset.") from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise network_error(exc) from exc
+
+    @staticmethod
+    def _location(resp: aiohttp.ClientResponse) -> str:
+        location = resp.headers.get("Location")
+        if not location:
+            raise ApiError("The server created an upload but did not say where.", status=resp.status)
+        return str(resp.url.join(URL(location)))
 
     async def offset(self, url: str) -> int | None:
         """How many bytes the server holds of this upload; None when it no longer knows it."""
@@ -123,13 +144,15 @@ class TusClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise network_error(exc) from exc
 
-    async def _patch(
-        self, url: str, path: Path, start: int, end: int, counter: _Counter
-    ) -> tuple[int, int | None]:
-        """Sends bytes [start, end); returns (the server's offset, the media id once the file is stored)."""
-        headers = self._headers(
-            {"Upload-Offset": str(start), "Content-Type": "application/offset+octet-stream"}
-        )
+    async def _send(
+        self, url: str | None, path: Path, start: int, end: int, counter: _Counter, headers: dict[str, str]
+    ) -> tuple[str | None, int, int | None]:
+        """Sends bytes [start, end) by PATCH to `url`, or with the creation when `url` is None.
+
+        Returns (the upload's URL when the creation made it, the server's offset, the media id once the
+        file is stored).
+        """
+        headers = self._headers({**headers, "Content-Type": "application/offset+octet-stream"})
         headers["Content-Length"] = str(end - start)
         if self.chunk_bytes:
             digest = hashlib.sha256(_read_range(path, start, end)).digest()
@@ -144,25 +167,36 @@ class TusClient:
                 self._link.release()
 
         counter.on_body_sent = free_link
+        body = _stream(path, start, end, counter)
         try:
-            async with self.api.session.patch(
-                url, data=_stream(path, start, end, counter), headers=headers
-            ) as resp:
+            if url is None:
+                request = self.api.session.post(self.api.url(UPLOADS_PATH), data=body, headers=headers)
+            else:
+                request = self.api.session.patch(url, data=body, headers=headers)
+            async with request as resp:
                 free_link()
+                created = self._location(resp) if url is None and resp.status < 300 else None
                 if resp.status == 409 and "Upload-Offset" in resp.headers:
-                    return int(resp.headers["Upload-Offset"]), None
-                if resp.status in _GONE:
+                    return created, int(resp.headers["Upload-Offset"]), None
+                if resp.status in _GONE and url is not None:
                     raise UploadGone()
-                if resp.status == 460:
-                    return start, None  # the chunk was damaged on the way and dropped: send it again
+                if resp.status == 460 and url is not None:
+                    return None, start, None  # the chunk was damaged on the way and dropped: send it again
                 if resp.status >= 300:
                     raise await error_from(resp)
                 media = resp.headers.get("Tp-Media-Id")
-                return int(resp.headers["Upload-Offset"]), int(media) if media else None
+                return created, int(resp.headers["Upload-Offset"]), int(media) if media else None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise network_error(exc) from exc
         finally:
             free_link()
+
+    async def _patch(
+        self, url: str, path: Path, start: int, end: int, counter: _Counter
+    ) -> tuple[int, int | None]:
+        """Sends bytes [start, end); returns (the server's offset, the media id once the file is stored)."""
+        _, offset, media_id = await self._send(url, path, start, end, counter, {"Upload-Offset": str(start)})
+        return offset, media_id
 
     async def upload(
         self,
@@ -176,14 +210,23 @@ class TusClient:
         max_rounds: int = 1000,
     ) -> UploadResult:
         """Uploads one file, resuming the upload at `url` from the server's offset when it still has it."""
-        offset = await self.offset(url) if url else None
+        begun = url == CREATION_BEGUN
+        offset = await self.offset(url) if url and not begun else None
+        counter = _Counter(progress)
         if offset is None:
-            url = await self.create(size, metadata)
-            remember_url(url)
-            offset = 0
+            if size <= self.whole_creation_bytes and not self.chunk_bytes and not begun:
+                remember_url(CREATION_BEGUN)
+                headers = {"Upload-Length": str(size), "Upload-Metadata": encode_metadata(metadata)}
+                url, offset, media_id = await self._send(None, path, 0, size, counter, headers)
+                remember_url(url)
+                if media_id is not None:
+                    return UploadResult(media_id, counter.sent, 0)
+            else:
+                # A new upload, or (after a creation that broke off) the one the server kept.
+                url, offset = await self.create(size, metadata)
+                remember_url(url)
         assert url is not None
         resumed_from = offset
-        counter = _Counter(progress)
         if progress:
             progress(offset)
         for _ in range(max_rounds):

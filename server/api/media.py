@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -145,7 +146,16 @@ def make_tus_endpoint(services: Services) -> TusEndpoint:
         authorize=authorize_upload,
         owner_of=upload_owner,
         on_complete=complete_upload,
+        same_file=same_file,
     )
+
+
+def same_file(metadata: Mapping[str, str]) -> str | None:
+    """Which file an upload carries (what it belongs to, its kind and SHA-256): creating the same file
+    again resumes its unfinished upload."""
+    if not metadata.get("sha256"):
+        return None
+    return "|".join(metadata.get(k, "") for k in ("fill_id", "consultation_id", "kind", "sha256"))
 
 
 async def serve_media(request: web.Request, media_id: int, variant: str | None) -> web.StreamResponse:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from remote_site_client.api import ApiError, SiteApi, Unreachable
 from remote_site_client.config import SiteConfig
-from remote_site_client.tus import TusClient
+from remote_site_client.tus import CREATION_BEGUN, TusClient
 from server.media.tus import TusEndpoint, TusUpload
 from tests.site_client.proxy import LinkProxy
 
@@ -43,6 +43,7 @@ async def tus_server(tmp_path: Path) -> AsyncIterator[tuple[str, Received]]:
     endpoint = TusEndpoint(
         tmp_path / "uploads", 100 * 1024 * 1024, base_path="/api/v1/uploads",
         authorize=authorize, owner_of=lambda r: "site", on_complete=complete,
+        same_file=lambda metadata: metadata.get("sha256"),
     )  # fmt: skip
     app = web.Application()
     endpoint.add_routes(app.router)
@@ -101,6 +102,53 @@ async def test_cut_link_resumes_from_the_servers_offset_not_from_zero(
     assert resent < SIZE * 0.75
     assert len(remembered) == 1  # no second upload was created
     assert received.completed == [(meta, meta["sha256"])]
+
+
+async def test_a_photo_goes_with_its_creation_and_a_cut_one_resumes_where_it_stopped(
+    tus_server: tuple[str, Received], tmp_path: Path
+) -> None:
+    url, received = tus_server
+    size = 1536 * 1024
+    photo = tmp_path / "stock.jpg"
+    photo.write_bytes(os.urandom(size))
+    meta = {"kind": "stock_bottle", "sha256": hashlib.sha256(photo.read_bytes()).hexdigest()}
+    proxy = LinkProxy("127.0.0.1", int(url.rsplit(":", 1)[1]), up_rate=8 * 1024 * 1024)
+    await proxy.start()
+    cfg = SiteConfig(server_url=proxy.url, token="t", data_dir=tmp_path)
+    remembered: list[str | None] = []
+    try:
+        async with SiteApi(cfg) as api:
+            proxy.cut_after_up = size // 2
+            with pytest.raises(Unreachable):
+                await TusClient(api).upload(
+                    photo, size=size, metadata=meta, url=None, remember_url=remembered.append
+                )
+        # The Location never arrived: the outbox knows only that the creation began.
+        assert remembered == [CREATION_BEGUN]
+        before = proxy.stats.up_bytes
+        async with SiteApi(cfg) as api:
+            result = await TusClient(api).upload(
+                photo, size=size, metadata=meta, url=remembered[-1], remember_url=remembered.append
+            )
+        resent = proxy.stats.up_bytes - before
+    finally:
+        await proxy.stop()
+    assert result.media_id == 1 and received.completed == [(meta, meta["sha256"])]
+    assert result.resumed_from > size // 4 and result.sent_bytes == size - result.resumed_from
+    assert resent < size * 0.75  # the rest, not the whole photo again
+    assert remembered[-1] is not None and remembered[-1].startswith(proxy.url)
+
+    # A photo on a sound link: stored by the creation request itself.
+    other = tmp_path / "pills.jpg"
+    other.write_bytes(os.urandom(size))
+    meta2 = {"kind": "pills", "sha256": hashlib.sha256(other.read_bytes()).hexdigest()}
+    kept: list[str | None] = []
+    async with SiteApi(SiteConfig(server_url=url, token="t", data_dir=tmp_path)) as api:
+        done = await TusClient(api).upload(
+            other, size=size, metadata=meta2, url=None, remember_url=kept.append
+        )
+    assert done.media_id == 2 and done.sent_bytes == size and done.resumed_from == 0
+    assert kept[0] == CREATION_BEGUN and len(kept) == 2  # no PATCH needed a URL
 
 
 async def test_chunked_upload_with_checksums(
