@@ -143,6 +143,10 @@ class SignallingRelay:
         if c.state == ENDED:
             return await send(conn, self._ended_message(c))
         room = self.rooms.setdefault(cid, Room(cid))
+        # Announced before the join is answered: a party that hears "joined" may count on its peer
+        # knowing (across instances too). Anything the peer sends back meanwhile waits in the mailbox
+        # and is handed over below, in order.
+        await self._to(room, other(role), {"type": PEER_JOINED, "consultation_id": cid, "role": role})
         async with room.locks[role]:
             room.members[role] = conn
             waiting = await self.mailbox.take(cid, role)
@@ -160,7 +164,6 @@ class SignallingRelay:
             for message in waiting:
                 if message.get("type") != PEER_JOINED:
                     await send(conn, message)
-        await self._to(room, other(role), {"type": PEER_JOINED, "consultation_id": cid, "role": role})
 
     async def signal(self, conn: Connection, data: dict[str, Any]) -> None:
         cid = self._id(data)
