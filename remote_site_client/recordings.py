@@ -12,25 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from dataclasses import dataclass
 
 from remote_site_client import backoff
-from remote_site_client.api import ApiError, SiteApi
-from remote_site_client.config import SiteConfig
-from remote_site_client.outbox import DELIVERED, FAILED, PENDING, Outbox, Recording
-from remote_site_client.progress import FileProgress, ProgressFactory, Quiet
-from remote_site_client.tus import TusClient, UploadGone, UploadResult
+from remote_site_client.api import ApiError
+from remote_site_client.delivery import LEASE_SECONDS, Delivered, OutboxWorker
+from remote_site_client.outbox import DELIVERED, FAILED, PENDING, Recording
 
 log = logging.getLogger(__name__)
 
 KIND = "consultation_recording"
-LEASE_SECONDS = 120.0
-
-
-def _quiet(label: str, total: int) -> FileProgress:
-    return Quiet()
 
 
 @dataclass(frozen=True)
@@ -54,31 +46,14 @@ class RecordingAttempt:
         return f"{head}: not delivered yet ({self.error or 'link down'}); `tp-site sync` delivers it"
 
 
-class RecordingSender:
+class RecordingSender(OutboxWorker):
     """Delivers the outbox's recordings, one process per recording at a time (a lease, as for fills)."""
-
-    def __init__(
-        self,
-        config: SiteConfig,
-        outbox: Outbox,
-        api: SiteApi,
-        *,
-        progress: ProgressFactory = _quiet,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.config = config
-        self.outbox = outbox
-        self.api = api
-        self.tus = TusClient(api, chunk_bytes=config.chunk_bytes)
-        self.progress = progress
-        self.rng = rng or random.Random()
-        self._renewed_at = 0.0
 
     async def attempt(self, consultation_id: int) -> RecordingAttempt | None:
         """Works one pending recording as far as it goes; None when another process is working it."""
         if not self.outbox.acquire_recording(consultation_id, LEASE_SECONDS):
             return None
-        self._renewed_at = time.monotonic()
+        self._leased()
         try:
             rec = self.outbox.recording(consultation_id)
             assert rec is not None
@@ -86,10 +61,11 @@ class RecordingSender:
                 message = "The outbox's copy of the recording is missing; it cannot be sent."
                 self.outbox.recording_failed(consultation_id, message)
                 return RecordingAttempt(consultation_id, FAILED, message)
-            media_id, result = await self._deliver(rec)
-            self.outbox.recording_delivered(consultation_id, media_id)
-            sent, resumed = (result.sent_bytes, result.resumed_from) if result else (0, 0)
-            return RecordingAttempt(consultation_id, DELIVERED, None, sent, resumed, media_id)
+            done = await self._deliver(rec)
+            self.outbox.recording_delivered(consultation_id, done.media_id)
+            return RecordingAttempt(
+                consultation_id, DELIVERED, None, done.sent_bytes, done.resumed_from, done.media_id
+            )
         except ApiError as exc:
             return self._failed_attempt(consultation_id, exc)
         except (OSError, ValueError, KeyError) as exc:
@@ -125,55 +101,26 @@ class RecordingSender:
             return int(stored["id"])
         return None
 
-    async def _deliver(self, rec: Recording) -> tuple[int, UploadResult | None]:
+    async def _deliver(self, rec: Recording) -> Delivered:
         cid = rec.consultation_id
         if rec.upload_url is None and (media_id := await self._stored(rec)) is not None:
-            return media_id, None
-        bar = self.progress(f"recording {cid}", rec.bytes)
+            return Delivered(media_id)
         metadata = {
             "consultation_id": str(cid),
             "kind": KIND,
             "filename": f"consultation-{cid}.mp4",
             "sha256": rec.sha256,
         }
-
-        def step(done: int) -> None:
-            bar.update(done)
-            now = time.monotonic()
-            if now - self._renewed_at > LEASE_SECONDS / 3:
-                self._renewed_at = now
-                self.outbox.renew_recording(cid, LEASE_SECONDS)
-
-        async def upload(url: str | None) -> UploadResult:
-            return await self.tus.upload(
-                rec.path,
-                size=rec.bytes,
-                metadata=metadata,
-                url=url,
-                remember_url=lambda u: self.outbox.set_recording_upload_url(cid, u),
-                progress=step,
-            )
-
-        try:
-            try:
-                result = await upload(rec.upload_url)
-            except UploadGone:
-                # Finished by the request a killed process left behind, or expired: ask the consultation.
-                if (media_id := await self._stored(rec)) is not None:
-                    bar.finish("stored")
-                    return media_id, None
-                result = await upload(None)
-        except ApiError as exc:
-            bar.finish("interrupted" if exc.transient else "refused")
-            if exc.transient:
-                raise
-            raise ApiError(
-                f"The server refused the recording: {exc.message}", status=exc.status, code=exc.code
-            ) from exc
-        if result.media_id is None:
-            raise ApiError("The server took the recording but did not say where it is.", transient=True)
-        bar.finish("stored" + (f" (resumed at {result.resumed_from} bytes)" if result.resumed_from else ""))
-        return result.media_id, result
+        return await self._send_file(
+            rec.path,
+            size=rec.bytes,
+            metadata=metadata,
+            url=rec.upload_url,
+            remember_url=lambda u: self.outbox.set_recording_upload_url(cid, u),
+            label="recording",
+            renew=lambda seconds: self.outbox.renew_recording(cid, seconds),
+            stored=lambda: self._stored(rec),
+        )
 
     async def deliver(self, consultation_id: int, *, patience: float) -> RecordingAttempt:
         """Tries one recording until it is delivered, refused, or `patience` seconds are spent."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,19 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from remote_site_client import backoff
-from remote_site_client.api import ApiError, SiteApi
-from remote_site_client.config import SiteConfig
-from remote_site_client.outbox import CREATED, FAILED, PENDING, QUEUED, UPLOADED, Entry, Outbox, OutboxFile
+from remote_site_client.api import ApiError
+from remote_site_client.delivery import LEASE_SECONDS, OutboxWorker
+from remote_site_client.outbox import CREATED, FAILED, PENDING, QUEUED, UPLOADED, Entry, OutboxFile
 from remote_site_client.prepare import prepare_file
-from remote_site_client.progress import FileProgress, ProgressFactory, Quiet
-from remote_site_client.tus import TusClient, UploadGone
 
 log = logging.getLogger(__name__)
 
 # Server states that mean the fill went through submission: delivered.
 PAST_SUBMISSION = frozenset({"submitted", "queued", "in_review", "approved", "rejected"})
 DECIDED = frozenset({"approved", "rejected"})
-LEASE_SECONDS = 120.0
 KIND_NAMES = {
     "stock_bottle": "stock bottle photo",
     "pills": "pills photo",
@@ -39,10 +35,6 @@ KIND_NAMES = {
     "count_video": "count video",
     "other": "photo",
 }
-
-
-def _quiet(label: str, total: int) -> FileProgress:
-    return Quiet()
 
 
 @dataclass(frozen=True)
@@ -60,31 +52,14 @@ class Attempt:
         return self.state == QUEUED
 
 
-class Sender:
-    def __init__(
-        self,
-        config: SiteConfig,
-        outbox: Outbox,
-        api: SiteApi,
-        *,
-        progress: ProgressFactory = _quiet,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.config = config
-        self.outbox = outbox
-        self.api = api
-        self.tus = TusClient(api, chunk_bytes=config.chunk_bytes)
-        self.progress = progress
-        self.rng = rng or random.Random()
-        self._renewed_at = 0.0
-
+class Sender(OutboxWorker):
     # -- one attempt -----------------------------------------------------------------------------
 
     async def attempt(self, fill_id: str) -> Attempt | None:
         """Works one entry as far as it goes; None when another process is working it."""
         if not self.outbox.acquire(fill_id, LEASE_SECONDS):
             return None
-        self._renewed_at = time.monotonic()
+        self._leased()
         sent = 0
         try:
             entry = self.outbox.get(fill_id)
@@ -208,60 +183,27 @@ class Sender:
 
     async def _upload(self, f: OutboxFile) -> int:
         assert f.prepared is not None and f.sha256 is not None and f.bytes is not None
-        label = KIND_NAMES.get(f.kind, f.kind)
-        bar = self.progress(label, f.bytes)
-
-        def step(done: int) -> None:
-            bar.update(done)
-            self._keep_lease(f.fill_id)
-
         metadata = {"fill_id": f.fill_id, "kind": f.kind, "filename": upload_name(f), "sha256": f.sha256}
-        url = f.upload_url
-        try:
-            try:
-                result = await self.tus.upload(
-                    f.prepared,
-                    size=f.bytes,
-                    metadata=metadata,
-                    url=url,
-                    remember_url=lambda u: self.outbox.set_upload_url(f.id, u),
-                    progress=step,
-                )
-            except UploadGone:
-                # Finished by the request a killed process left behind, or expired: ask the fill.
-                fill = await self.api.fill(f.fill_id)
-                for m in fill.get("media", []):
-                    if (m["kind"], m["sha256"]) == (f.kind, f.sha256):
-                        bar.finish("stored")
-                        self.outbox.set_media_id(f.id, int(m["id"]))
-                        return 0
-                result = await self.tus.upload(
-                    f.prepared,
-                    size=f.bytes,
-                    metadata=metadata,
-                    url=None,
-                    remember_url=lambda u: self.outbox.set_upload_url(f.id, u),
-                    progress=step,
-                )
-        except ApiError as exc:
-            bar.finish("interrupted" if exc.transient else "refused")
-            if exc.transient or exc.code == "not_draft":
-                raise
-            raise ApiError(
-                f"The server refused the {label}: {exc.message}",
-                status=exc.status,
-                code=exc.code,
-                transient=False,
-            ) from exc
-        bar.finish("stored" + (f" (resumed at {result.resumed_from} bytes)" if result.resumed_from else ""))
-        self.outbox.set_media_id(f.id, result.media_id)
-        return result.sent_bytes
 
-    def _keep_lease(self, fill_id: str) -> None:
-        now = time.monotonic()
-        if now - self._renewed_at > LEASE_SECONDS / 3:
-            self._renewed_at = now
-            self.outbox.renew(fill_id, LEASE_SECONDS)
+        async def stored() -> int | None:
+            fill = await self.api.fill(f.fill_id)
+            same = (m for m in fill.get("media", []) if (m["kind"], m["sha256"]) == (f.kind, f.sha256))
+            return next((int(m["id"]) for m in same), None)
+
+        done = await self._send_file(
+            f.prepared,
+            size=f.bytes,
+            metadata=metadata,
+            url=f.upload_url,
+            remember_url=lambda u: self.outbox.set_upload_url(f.id, u),
+            label=KIND_NAMES.get(f.kind, f.kind),
+            renew=lambda seconds: self.outbox.renew(f.fill_id, seconds),
+            stored=stored,
+            # A fill submitted meanwhile: the attempt learns so from the fill, not as a refused file.
+            passed_on=frozenset({"not_draft"}),
+        )
+        self.outbox.set_media_id(f.id, done.media_id)
+        return done.sent_bytes
 
     def _note_decision(self, fill: dict[str, Any]) -> None:
         decision = fill.get("decision")
