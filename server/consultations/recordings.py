@@ -86,16 +86,5 @@ class RecordingIntake:
         if ingested.variants["full"]["content_type"] != MP4:
             # An mp4 box holding VP8/VP9 would be copied to WebM: not what a recording is.
             raise _not_mp4()
-        media = Media(
-            kind=RECORDING_KIND,
-            sha256=ingested.sha256,
-            content_type=ingested.content_type,
-            filename=filename[:255],
-            bytes=ingested.bytes,
-            width=ingested.width,
-            height=ingested.height,
-            duration_seconds=ingested.duration_seconds,
-            variants=ingested.variants,
-            quality=dict(ingested.quality),
-        )
+        media = Media.verified(ingested, kind=RECORDING_KIND, filename=filename)
         return await self.consultations.attach_recording(actor, consultation_id, media)

@@ -42,16 +42,5 @@ class MediaIntake:
         quality: dict[str, Any] = dict(ingested.quality)
         if kind == "stock_bottle":
             quality["barcodes"] = ingested.barcodes
-        media = Media(
-            kind=kind,
-            sha256=ingested.sha256,
-            content_type=ingested.content_type,
-            filename=filename[:255],
-            bytes=ingested.bytes,
-            width=ingested.width,
-            height=ingested.height,
-            duration_seconds=ingested.duration_seconds,
-            variants=ingested.variants,
-            quality=quality,
-        )
+        media = Media.verified(ingested, kind=kind, filename=filename, quality=quality)
         return await self.fills.attach_media(actor, fill_id, media)
