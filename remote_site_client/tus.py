@@ -185,7 +185,9 @@ class TusClient:
                 if resp.status >= 300:
                     raise await error_from(resp)
                 media = resp.headers.get("Tp-Media-Id")
-                return created, int(resp.headers["Upload-Offset"]), int(media) if media else None
+                # A server without creation-with-upload ignores the body and says no offset: send it by PATCH.
+                offset = int(resp.headers.get("Upload-Offset", "0" if created else ""))
+                return created, offset, int(media) if media else None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise network_error(exc) from exc
         finally:
