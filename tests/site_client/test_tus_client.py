@@ -194,3 +194,47 @@ async def test_forgotten_upload_starts_again(
             remember_url=urls.append,
         )  # fmt: skip
     assert result.resumed_from == 0 and len(urls) == 1 and result.media_id == 1
+
+
+async def test_a_server_without_creation_with_upload_gets_the_photo_by_patch(tmp_path: Path) -> None:
+    """A creation answered without Upload-Offset (the body was ignored): the photo follows by PATCH."""
+    completed: list[bytes] = []
+
+    async def complete(request: web.Request, upload: TusUpload) -> dict[str, str]:
+        completed.append(upload.data_path.read_bytes())
+        return {"Tp-Media-Id": "7"}
+
+    async def authorize(request: web.Request, metadata: dict[str, str], length: int) -> None:
+        return None
+
+    endpoint = TusEndpoint(
+        tmp_path / "uploads", 10 * 1024 * 1024, base_path="/api/v1/uploads",
+        authorize=authorize, owner_of=lambda r: "site", on_complete=complete,
+    )  # fmt: skip
+
+    async def plain_creation(request: web.Request) -> web.StreamResponse:
+        # An older server: it creates the upload as if no body came, and drops the body.
+        answer = await endpoint.create(request.clone(headers={**request.headers, "Content-Length": "0"}))
+        await request.read()
+        del answer.headers["Upload-Offset"]
+        return answer
+
+    app = web.Application()
+    app.router.add_post("/api/v1/uploads", plain_creation)
+    app.router.add_patch("/api/v1/uploads/{upload_id}", endpoint.patch)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    photo = tmp_path / "pills.jpg"
+    photo.write_bytes(os.urandom(300_000))
+    try:
+        cfg = SiteConfig(server_url=f"http://127.0.0.1:{port}", token="t", data_dir=tmp_path)
+        async with SiteApi(cfg) as api:
+            result = await TusClient(api).upload(
+                photo, size=300_000, metadata={"kind": "pills"}, url=None, remember_url=lambda u: None
+            )
+    finally:
+        await runner.cleanup()
+    assert result.media_id == 7 and completed == [photo.read_bytes()]
