@@ -275,21 +275,20 @@ class TusEndpoint:
             await asyncio.to_thread(self._create_files, upload_id, info)
             if not with_body and length > 0:
                 return self._created(upload_id, 0)
-        location = f"{self.base_path}/{upload_id}"
-        try:
-            async with self._locked(upload_id) as current:
-                if current is None:
-                    raise self._error(web.HTTPNotFound, "upload not found")
-                if not current.complete and with_body:
+        async with self._locked(upload_id) as current:
+            if current is None:
+                raise self._error(web.HTTPNotFound, "upload not found")
+            if not current.complete and with_body:
+                try:
                     # Bytes the server holds already (an earlier attempt of this creation) are skipped.
                     received = await self._receive(request, current, expected, skip=current.offset)
-                    current = dataclasses.replace(current, offset=current.offset + received)
-                extra = await self._complete(request, current) if current.complete else {}
-                return self._created(upload_id, current.offset, extra)
-        except web.HTTPException as exc:
-            # Wherever it failed, the client learns where the upload is, to resume it.
-            exc.headers.setdefault("Location", location)
-            raise
+                except web.HTTPException as exc:
+                    # The body broke off or was refused; the upload stays, and the client learns where.
+                    exc.headers.setdefault("Location", f"{self.base_path}/{upload_id}")
+                    raise
+                current = dataclasses.replace(current, offset=current.offset + received)
+            extra = await self._complete(request, current) if current.complete else {}
+            return self._created(upload_id, current.offset, extra)
 
     def _created(self, upload_id: str, offset: int, extra: Mapping[str, str] | None = None) -> web.Response:
         headers = {"Location": f"{self.base_path}/{upload_id}", "Upload-Offset": str(offset), **(extra or {})}
