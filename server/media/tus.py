@@ -460,6 +460,9 @@ class TusEndpoint:
         """Exclusive access to one upload, and its state read under the lock (None when unknown): an
         asyncio lock here, a flock for other processes. Taking the flock and reading the state is one
         thread round trip."""
+        if not _ID_RE.fullmatch(upload_id):
+            # Never a path from a request: only ids this endpoint made name files.
+            raise self._error(web.HTTPNotFound, "upload not found")
         lock = self._locks.get(upload_id)
         if lock is None:
             lock = asyncio.Lock()
@@ -490,7 +493,7 @@ class TusEndpoint:
     def _lock_and_load(self, upload_id: str) -> tuple[int, bool, TusUpload | None]:
         fd = os.open(self._path(upload_id, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
         held = _try_flock(fd)
-        return fd, held, self._load_sync(upload_id) if held and _ID_RE.fullmatch(upload_id) else None
+        return fd, held, self._load_sync(upload_id) if held else None
 
     # --- disk state ------------------------------------------------------------------------------
 
