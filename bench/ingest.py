@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import multiprocessing
 import signal
 import socket
 import statistics
@@ -138,7 +139,8 @@ class MemoryWatch(threading.Thread):
 
 def cpu_seconds(proc: psutil.Process) -> dict[str, float]:
     """CPU seconds (user + system) so far of the server's main process, of its media workers (and the
-    multiprocessing helpers), and of this process, which is the load-generating client."""
+    multiprocessing helpers), and of this process, which is the load-generating client (the console's
+    process is not counted: it stands for other machines)."""
     main = proc.cpu_times()
     workers = 0.0
     for child in proc.children(recursive=True):
@@ -280,6 +282,24 @@ async def console_listener(
         await idle_session.close()
 
 
+def console_process(base: str, idle: int, tokens: list[str], ready: Any, done: Any, results: Any) -> None:
+    """The console and the idle clients in a process of their own, as on other machines: sharing the
+    sites' event loop, the console would measure the load generator's own delays."""
+
+    async def run() -> list[float]:
+        latencies: list[float] = []
+        up, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(console_listener(base, idle, latencies, up, stop, tokens))
+        await asyncio.wait_for(up.wait(), 120)
+        ready.set()
+        await asyncio.to_thread(done.wait)
+        stop.set()
+        await task
+        return latencies
+
+    results.put(asyncio.run(run()))
+
+
 async def run_ingest(
     base: str,
     tokens: list[str],
@@ -288,10 +308,12 @@ async def run_ingest(
     idle: int,
     cpu: Callable[[], dict[str, float]],
 ) -> dict[str, Any]:
-    latencies: list[float] = []
-    ready, done = asyncio.Event(), asyncio.Event()
-    listener = asyncio.create_task(console_listener(base, idle, latencies, ready, done, tokens))
-    await asyncio.wait_for(ready.wait(), 120)
+    ctx = multiprocessing.get_context("spawn")
+    ready, done, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    listener = ctx.Process(target=console_process, args=(base, idle, tokens, ready, done, results))
+    listener.start()
+    if not await asyncio.to_thread(ready.wait, 120):
+        raise RuntimeError("the console did not connect")
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         rx_ids = await make_prescriptions(session, base, tokens)
@@ -318,8 +340,8 @@ async def run_ingest(
         cpu_after = cpu()
     await asyncio.sleep(0.5)
     done.set()
-    await listener
-    lat = sorted(latencies)
+    lat = sorted(await asyncio.to_thread(results.get, True, 60))
+    listener.join(30)
     return {
         "fills": fills,
         "seconds": round(elapsed, 2),
