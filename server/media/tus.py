@@ -40,6 +40,8 @@ TUS_CHECKSUM_ALGORITHMS = "sha256"
 PATCH_CONTENT_TYPE = "application/offset+octet-stream"
 
 _ID_RE = re.compile(r"[0-9a-f]{32}")
+# Network reads buffered before a write: one pwritev takes at most IOV_MAX (1024 on Linux) pieces.
+_MAX_CHUNKS = 256
 _METADATA_KEY_RE = re.compile(r"[!-+\--~]+")  # printable ASCII without space or comma
 _INT_RE = re.compile(r"[0-9]{1,19}")
 
@@ -411,7 +413,9 @@ class TusEndpoint:
         room = upload.length - upload.offset
         hasher = hashlib.sha256() if expected is not None else None
         appender = _Appender(upload.data_path, upload.offset, hasher, skip=skip)
-        buf = bytearray()
+        # The network's chunks are kept as they came and written together (pwritev): no copying.
+        buf: list[bytes] = []
+        buffered = 0
         interrupted = too_large = False
         try:
             while True:
@@ -425,22 +429,23 @@ class TusEndpoint:
                 if not chunk:
                     break
                 chunk = appender.skip_held(chunk)
-                if appender.written + len(buf) + len(chunk) > room:
+                if appender.written + buffered + len(chunk) > room:
                     too_large = True
                     break
-                buf += chunk
-                if len(buf) >= self.write_buffer:
-                    await asyncio.to_thread(appender.write, bytes(buf))
-                    buf = bytearray()
+                buf.append(chunk)
+                buffered += len(chunk)
+                if buffered >= self.write_buffer or len(buf) >= _MAX_CHUNKS:
+                    await asyncio.to_thread(appender.write, buf)
+                    buf, buffered = [], 0
         except BaseException:
             # Cancelled: keep what arrived, synchronously (one buffer at most). Should a cancelled
             # thread write still be running, the same bytes land at the same place: harmless.
-            appender.finish(bytes(buf), keep=True)
+            appender.finish(buf, keep=True)
             raise
         if too_large:
-            buf = bytearray()
+            buf = []
         mismatch = await asyncio.to_thread(
-            appender.finish, bytes(buf), keep=not too_large, expected=expected, interrupted=interrupted
+            appender.finish, buf, keep=not too_large, expected=expected, interrupted=interrupted
         )
         if too_large:
             raise self._too_large(upload)
@@ -607,14 +612,13 @@ class _Appender:
         self.skip -= len(held)
         return chunk[len(held) :]
 
-    def write(self, data: bytes) -> None:
+    def write(self, chunks: list[bytes]) -> None:
         if self.fd is None:
             self.fd = os.open(self.path, os.O_WRONLY)
-        _write_at(self.fd, data, self.start + self.written, self.hasher)
-        self.written += len(data)
+        self.written += _write_at(self.fd, chunks, self.start + self.written, self.hasher)
 
     def finish(
-        self, data: bytes, *, keep: bool, expected: bytes | None = None, interrupted: bool = False
+        self, data: list[bytes], *, keep: bool, expected: bytes | None = None, interrupted: bool = False
     ) -> bool:
         """Writes the rest, makes it durable and closes; returns True when the checksum did not match.
 
@@ -639,13 +643,19 @@ class _Appender:
                 self.fd = None
 
 
-def _write_at(fd: int, data: bytes | bytearray, position: int, hasher: Any) -> None:
+def _write_at(fd: int, chunks: list[bytes], position: int, hasher: Any) -> int:
+    """Writes the chunks one after another at `position`; returns how many bytes."""
     if hasher is not None:
-        hasher.update(data)
-    done = 0
-    with memoryview(data) as view:
-        while done < len(data):
-            done += os.pwrite(fd, view[done:], position + done)
+        for chunk in chunks:
+            hasher.update(chunk)
+    total = sum(len(c) for c in chunks)
+    done = os.pwritev(fd, chunks, position) if chunks else 0
+    if done < total:
+        # A short write (rare on a regular file): the rest, piece by piece.
+        rest = b"".join(chunks)
+        while done < total:
+            done += os.pwrite(fd, rest[done:], position + done)
+    return total
 
 
 def _try_flock(fd: int) -> bool:
