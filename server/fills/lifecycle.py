@@ -147,6 +147,12 @@ def event_payload(fill: Fill, **extra: Any) -> dict[str, Any]:
     }
 
 
+def _must_see(actor: Principal, site_id: int | None, site_state: str | None) -> None:
+    """NotFound unless the fill exists at a site the actor may see: ids of other sites do not leak."""
+    if site_id is None or site_state is None or not actor.may_see_site(site_id, site_state):
+        raise NotFound("No such fill.")
+
+
 class FillService:
     """The life of a fill. Each public method is one transaction."""
 
@@ -176,9 +182,22 @@ class FillService:
         row = (
             await s.execute(select(Fill, Site).join(Site, Site.id == Fill.site_id).where(Fill.id == fill_id))
         ).first()
-        if row is None or not actor.may_see_site(row.Site.id, row.Site.state):
-            raise NotFound("No such fill.")
+        _must_see(actor, row.Site.id if row else None, row.Site.state if row else None)
+        assert row is not None
         return row.Fill, row.Site
+
+    async def _visible_state(self, s: AsyncSession, actor: Principal, fill_id: str) -> str:
+        """_visible_fill for the fill's state alone: columns, not entities (asked on every upload)."""
+        row = (
+            await s.execute(
+                select(Fill.state, Site.id, Site.state)
+                .join(Site, Site.id == Fill.site_id)
+                .where(Fill.id == fill_id)
+            )
+        ).first()
+        _must_see(actor, row[1] if row else None, row[2] if row else None)
+        assert row is not None
+        return str(row[0])
 
     async def _announce(
         self,
@@ -276,9 +295,9 @@ class FillService:
         if actor.role is not Role.TECHNICIAN:
             raise Forbidden("Only the site's technician adds media to a fill.")
         async with self.db.read() as s:
-            fill, _ = await self._visible_fill(s, actor, fill_id)
-            if fill.state != FillState.DRAFT:
-                raise Conflict("Media can be added only before the fill is submitted.", code="not_draft")
+            state = await self._visible_state(s, actor, fill_id)
+        if state != FillState.DRAFT:
+            raise Conflict("Media can be added only before the fill is submitted.", code="not_draft")
 
     async def attach_media(self, actor: Principal, fill_id: str, media: Media) -> Media:
         """Records stored media on a draft fill; the same file twice is stored once."""
