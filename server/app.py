@@ -47,8 +47,13 @@ def build_services(
     config: Config, db: Database, metrics: Metrics, *, clock: Callable[..., object] | None = None
 ) -> Services:
     passwords = Passwords(config.password_time_cost, config.password_memory_kib)
-    bus: EventBus = LocalBus() if db.is_sqlite else PostgresBus(db.url)
-    mailbox: Mailbox = LocalMailbox() if db.is_sqlite else PostgresMailbox(db)
+    bus: EventBus
+    mailbox: Mailbox
+    if db.is_sqlite:
+        bus, mailbox = LocalBus(), LocalMailbox()
+    else:
+        postgres = PostgresBus(db.url)
+        bus, mailbox = postgres, PostgresMailbox(db, postgres)
 
     def observe(fill: Fill) -> None:
         if fill.decided_at is not None:

@@ -9,7 +9,8 @@ Two backends, chosen by the database:
 - `LocalMailbox` (one instance, SQLite): a bounded list in memory, as the relay always had.
 - `PostgresMailbox` (several instances): a transient table of pending signals, so an SDP of any
   size travels (a NOTIFY payload stops at 8000 bytes); the NOTIFY on `tp_signals` carries only the
-  address and wakes the instances, and the addressee's instance takes the rows with
+  address and wakes the instances (through the event bus's listening connection), and the
+  addressee's instance takes the rows with
   DELETE ... RETURNING, so each signal is delivered once. Rows left behind (the party never joined)
   expire after `EXPIRY_SECONDS`. A missed wake-up (the listening connection dropped) costs at most
   `POLL_SECONDS`: the instance also looks for mail for its own parties that often.
@@ -28,6 +29,7 @@ from sqlalchemy import delete, func, select
 
 from server.db.engine import Database
 from server.db.models import ConsultationSignal, utcnow
+from server.realtime.bus import PostgresBus
 
 log = logging.getLogger(__name__)
 
@@ -94,25 +96,22 @@ class PostgresMailbox:
     def __init__(
         self,
         db: Database,
+        bus: PostgresBus,
         *,
         expiry_seconds: float = EXPIRY_SECONDS,
         poll_seconds: float = POLL_SECONDS,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.db = db
-        self.dsn = db.url.replace("postgresql+asyncpg://", "postgresql://")
+        self.bus = bus
         self.expiry = dt.timedelta(seconds=expiry_seconds)
         self.poll_seconds = poll_seconds
         self.clock = clock
-        self._conn: Any = None
         self._wakes: asyncio.Queue[Address] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, addressees: Addressees) -> None:
-        import asyncpg  # type: ignore[import-untyped]
-
-        self._conn = await asyncpg.connect(self.dsn)
-        await self._conn.add_listener(CHANNEL, self._on_notify)
+        await self.bus.listen(CHANNEL, self._on_notify)
         self._task = asyncio.create_task(self._run(addressees), name="signal-mailbox")
 
     async def stop(self) -> None:
@@ -121,12 +120,8 @@ class PostgresMailbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
 
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notify(self, payload: str) -> None:
         cid, _, party = payload.partition(":")
         if cid.isdigit() and party:
             self._wakes.put_nowait((int(cid), party))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -41,21 +42,34 @@ class LocalBus:
 
 
 class PostgresBus(LocalBus):
-    """Several nodes: every commit NOTIFYs tp_events (see journal.record); each node LISTENs."""
+    """Several nodes: every commit NOTIFYs tp_events (see journal.record); each node LISTENs.
+
+    Its one listening connection also carries the other channels a node listens to (`listen`).
+    """
 
     def __init__(self, dsn: str) -> None:
         super().__init__()
         self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
         self._conn: Any = None
+        self._channels: dict[str, Callable[[str], None]] = {"tp_events": lambda _payload: self._wake.set()}
 
     async def start(self) -> None:
         import asyncpg  # type: ignore[import-untyped]
 
         self._conn = await asyncpg.connect(self.dsn)
-        await self._conn.add_listener("tp_events", self._on_notify)
+        for channel in self._channels:
+            await self._conn.add_listener(channel, self._on_notify)
 
-    def _on_notify(self, *_args: Any) -> None:
-        self._wake.set()
+    async def listen(self, channel: str, on_payload: Callable[[str], None]) -> None:
+        """Calls on_payload with each NOTIFY payload on channel (from now, or from start)."""
+        self._channels[channel] = on_payload
+        if self._conn is not None:
+            await self._conn.add_listener(channel, self._on_notify)
+
+    def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        handler = self._channels.get(channel)
+        if handler is not None:
+            handler(payload)
 
     async def stop(self) -> None:
         if self._conn is not None:

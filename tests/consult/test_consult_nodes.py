@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
 from server.app import create_app
-from server.consultations.mailbox import EXPIRY_SECONDS, MAX_PENDING, PostgresMailbox
+from server.consultations.mailbox import CHANNEL, EXPIRY_SECONDS, MAX_PENDING, PostgresMailbox
 from server.db.models import AuditEvent, ConsultationSignal, Event
 from tests.api.world import PASSWORD, User, World, build_world, server_config
 
@@ -253,7 +253,8 @@ async def test_a_missed_wake_up_is_found_by_the_safety_net(nodes: Nodes) -> None
     cid, site_ws, rph_ws, _ = await _joined_call(nodes)
     mailbox = nodes.world.services.signalling.mailbox  # node A, the pharmacist's
     assert isinstance(mailbox, PostgresMailbox)
-    await mailbox._conn.close()  # its LISTEN connection is gone: no NOTIFY reaches node A any more
+    # No NOTIFY on the signals' channel reaches node A any more.
+    await mailbox.bus._conn.remove_listener(CHANNEL, mailbox.bus._on_notify)
     candidate = {"candidate": "candidate:1 1 udp 1 192.0.2.1 9 typ host", "sdpMid": "0"}
     await site_ws.send_json({"type": "consult.signal", "consultation_id": cid, "candidate": candidate})
     got = await _next(rph_ws, "consult.signal", seconds=3)
