@@ -3,6 +3,8 @@ sending one file over tus to the end."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -17,6 +19,21 @@ from remote_site_client.tus import TusClient, UploadGone
 
 # How long a process holds an outbox item; renewed while its bytes flow.
 LEASE_SECONDS = 120.0
+
+
+async def idle(
+    stop: asyncio.Event, wake: asyncio.Event, next_due_at: float | None, *, at_most: float = 30.0
+) -> None:
+    """A service loop's rest: until stop, a wake-up, the next item's time (epoch seconds), or at_most."""
+    timeout = at_most if next_due_at is None else min(at_most, max(0.2, next_due_at - time.time()))
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*waiters, return_exceptions=True)
 
 
 def quiet(label: str, total: int) -> FileProgress:

@@ -10,14 +10,13 @@ reason for `tp-site outbox`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 
 from remote_site_client import backoff
 from remote_site_client.api import ApiError
-from remote_site_client.delivery import LEASE_SECONDS, Delivered, OutboxWorker
+from remote_site_client.delivery import LEASE_SECONDS, Delivered, OutboxWorker, idle
 from remote_site_client.outbox import DELIVERED, FAILED, PENDING, Recording
 
 log = logging.getLogger(__name__)
@@ -160,15 +159,7 @@ class RecordingSender(OutboxWorker):
             for result in await self.drain():
                 if result.state != PENDING:
                     log.warning("%s", result.line())
-            next_at = self.outbox.next_recording_due_at()
-            timeout = 30.0 if next_at is None else min(30.0, max(0.2, next_at - time.time()))
-            if self.outbox.due():
-                timeout = min(timeout, 1.0)  # a fill goes first; look again soon
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-            try:
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waiters:
-                    w.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.gather(*waiters, return_exceptions=True)
+            # While a fill is due it goes first: look again soon.
+            await idle(
+                stop, wake, self.outbox.next_recording_due_at(), at_most=1.0 if self.outbox.due() else 30.0
+            )

@@ -18,7 +18,7 @@ from typing import Any
 
 from remote_site_client import backoff
 from remote_site_client.api import ApiError
-from remote_site_client.delivery import LEASE_SECONDS, OutboxWorker
+from remote_site_client.delivery import LEASE_SECONDS, OutboxWorker, idle
 from remote_site_client.outbox import CREATED, FAILED, PENDING, QUEUED, UPLOADED, Entry, OutboxFile
 from remote_site_client.prepare import prepare_file
 
@@ -259,16 +259,7 @@ class Sender(OutboxWorker):
             wake.clear()
             await self.drain()
             self.outbox.prune(self.config.retention_days)
-            next_at = self.outbox.next_due_at()
-            timeout = 30.0 if next_at is None else min(30.0, max(0.2, next_at - time.time()))
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-            try:
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waiters:
-                    w.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.gather(*waiters, return_exceptions=True)
+            await idle(stop, wake, self.outbox.next_due_at())
 
 
 def upload_name(f: OutboxFile) -> str:
