@@ -263,20 +263,18 @@ class TusEndpoint:
             raise self._with_tus_headers(exc) from None
 
         same = self._same_key(owner, metadata)
-        upload_id = await asyncio.to_thread(self._find_same, same, owner, length) if same else None
-        if upload_id is None:
-            upload_id = secrets.token_hex(16)
-            info = {
-                "id": upload_id,
-                "length": length,
-                "metadata": metadata,
-                "owner": owner,
-                "created_at": time.time(),
-                "same": same,
-            }
-            await asyncio.to_thread(self._create_files, upload_id, info)
-            if not with_body and length > 0:
-                return self._created(upload_id, 0)
+        info = {
+            "id": secrets.token_hex(16),
+            "length": length,
+            "metadata": metadata,
+            "owner": owner,
+            "created_at": time.time(),
+            "same": same,
+        }
+        # One thread round trip: the unfinished upload of the same file, or a new one.
+        upload_id, new = await asyncio.to_thread(self._find_or_create, info)
+        if new and not with_body and length > 0:
+            return self._created(upload_id, 0)
         async with self._locked(upload_id) as current:
             if current is None:
                 raise self._error(web.HTTPNotFound, "upload not found")
@@ -301,6 +299,15 @@ class TusEndpoint:
         if not name:
             return None
         return hashlib.sha256(f"{owner}\0{name}".encode()).hexdigest()[:32]
+
+    def _find_or_create(self, info: dict[str, Any]) -> tuple[str, bool]:
+        """(upload id, whether it is new): the unfinished upload of the same file, else info's."""
+        if info["same"]:
+            found = self._find_same(info["same"], info["owner"], info["length"])
+            if found is not None:
+                return found, False
+        self._create_files(info["id"], info)
+        return info["id"], True
 
     def _find_same(self, same: str, owner: str, length: int) -> str | None:
         try:
