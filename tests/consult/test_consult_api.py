@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from sqlalchemy import select
 
 from server.db.models import AuditEvent
 from tests.api.world import World
-
-
-async def _ws(world: World, user: Any) -> Any:
-    origin = str(world.server.make_url("")).rstrip("/")
-    headers = {"Origin": origin} if user.csrf else {"Authorization": f"Bearer {user.token}"}
-    ws = await user.client.ws_connect("/api/v1/ws", headers=headers)
-    assert (await ws.receive_json())["type"] == "hello"
-    return ws
-
-
-async def _next(ws: Any, kind: str) -> dict[str, Any]:
-    async with asyncio.timeout(5):
-        while True:
-            msg: dict[str, Any] = await ws.receive_json()
-            if msg["type"] == kind:
-                return msg
+from tests.consult.wire import connect, next_of
 
 
 async def test_one_accept_wins_and_only_licensed_pharmacists_may(world: World) -> None:
@@ -47,22 +31,22 @@ async def test_one_accept_wins_and_only_licensed_pharmacists_may(world: World) -
 async def test_early_offer_waits_for_the_pharmacist_and_a_drop_ends_both(world: World) -> None:
     site = await world.device("tech_nd1")
     nd = await world.login("nd_rph")
-    site_ws = await _ws(world, site)
+    site_ws = await connect(site)
     c = await site.json("POST", "/api/v1/consultations", 201, json={})
     await site_ws.send_json({"type": "consult.join", "consultation_id": c["id"]})
-    assert (await _next(site_ws, "consult.joined"))["peer_joined"] is False
+    assert (await next_of(site_ws, "consult.joined"))["peer_joined"] is False
     await nd.json("POST", f"/api/v1/consultations/{c['id']}/accept")
-    await _next(site_ws, "consult.accepted")
+    await next_of(site_ws, "consult.accepted")
     # Sent before the pharmacist joined: kept in the room, delivered on join.
     offer = {"type": "offer", "sdp": "v=0"}
     await site_ws.send_json({"type": "consult.signal", "consultation_id": c["id"], "description": offer})
-    rph_ws = await _ws(world, nd)
+    rph_ws = await connect(nd)
     await rph_ws.send_json({"type": "consult.join", "consultation_id": c["id"]})
-    assert (await _next(rph_ws, "consult.joined"))["peer_joined"] is True
-    got = await _next(rph_ws, "consult.signal")
+    assert (await next_of(rph_ws, "consult.joined"))["peer_joined"] is True
+    got = await next_of(rph_ws, "consult.signal")
     assert got["description"] == offer and got["from"] == "site"
     await site_ws.close()
-    ended = await _next(rph_ws, "consult.ended")
+    ended = await next_of(rph_ws, "consult.ended")
     assert ended["reason"] == "dropped"
     record = await nd.json("GET", f"/api/v1/consultations/{c['id']}")
     assert record["state"] == "ended" and record["end_reason"] == "dropped"

@@ -7,10 +7,8 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import WSMsgType
 from playwright.async_api import Browser, expect
 from sqlalchemy import select
 
@@ -19,21 +17,9 @@ from remote_site_client.config import SiteConfig
 from remote_site_client.consult import Consultation, TestPattern
 from server.db.models import AuditEvent
 from tests.browser.conftest import WorldFactory, base_url, sign_in, until
+from tests.consult.wire import drain
 
 pytestmark = pytest.mark.browser
-
-
-async def _drain(ws: Any, seconds: float) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    try:
-        async with asyncio.timeout(seconds):
-            while True:
-                msg = await ws.receive()
-                if msg.type != WSMsgType.TEXT:
-                    return got
-                got.append(json.loads(msg.data))
-    except TimeoutError:
-        return got
 
 
 async def test_consultation_call_end_to_end(
@@ -108,7 +94,7 @@ async def test_consultation_call_end_to_end(
             )
         assert {"consultation.requested", "consultation.accepted", "consultation.ended"} <= set(actions)
 
-        seen = await _drain(outsider_ws, 0.5)
+        seen = await drain(outsider_ws, 0.5)
         kinds = [m["type"] for m in seen]
         assert "consult.signal" not in kinds and "consult.ended" not in kinds
         assert kinds.count("consult.error") == 2

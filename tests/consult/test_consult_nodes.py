@@ -4,7 +4,6 @@ the signalling is journaled, audited or left behind; either side's hang-up or dr
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientWebSocketResponse, WSMsgType
+from aiohttp import ClientWebSocketResponse
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
@@ -22,6 +21,7 @@ from server.app import create_app
 from server.consultations.mailbox import CHANNEL, EXPIRY_SECONDS, MAX_PENDING, PostgresMailbox
 from server.db.models import AuditEvent, ConsultationSignal, Event
 from tests.api.world import PASSWORD, User, World, build_world, server_config
+from tests.consult.wire import connect, drain, next_of
 
 pytestmark = pytest.mark.postgres
 
@@ -68,53 +68,21 @@ async def nodes(tmp_path: Path, postgres_url: str) -> AsyncIterator[Nodes]:
         await world.close()
 
 
-async def _ws(user: User) -> ClientWebSocketResponse:
-    headers = (
-        {"Authorization": f"Bearer {user.token}"}
-        if user.token
-        else {"Origin": str(user.client.make_url("/")).rstrip("/")}
-    )
-    ws = await user.client.ws_connect("/api/v1/ws", headers=headers)
-    assert (await ws.receive_json())["type"] == "hello"
-    return ws
-
-
-async def _next(ws: ClientWebSocketResponse, *kinds: str, seconds: float = 5) -> dict[str, Any]:
-    async with asyncio.timeout(seconds):
-        while True:
-            msg: dict[str, Any] = await ws.receive_json()
-            if msg["type"] in kinds:
-                return msg
-
-
-async def _drain(ws: ClientWebSocketResponse, seconds: float = 0.5) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    try:
-        async with asyncio.timeout(seconds):
-            while True:
-                msg = await ws.receive()
-                if msg.type != WSMsgType.TEXT:
-                    return got
-                got.append(json.loads(msg.data))
-    except TimeoutError:
-        return got
-
-
 async def _joined_call(
     n: Nodes,
 ) -> tuple[int, ClientWebSocketResponse, ClientWebSocketResponse, User]:
     """The site (on B) asks, the pharmacist (on A) accepts; both join on their own instance."""
     site = await n.device(n.b, "tech_nd1")
     rph = await n.login(n.world.server, "nd_rph")
-    site_ws, rph_ws = await _ws(site), await _ws(rph)
+    site_ws, rph_ws = await connect(site), await connect(rph)
     c = await site.json("POST", "/api/v1/consultations", 201, json={})
     await site_ws.send_json({"type": "consult.join", "consultation_id": c["id"]})
-    assert (await _next(site_ws, "consult.joined"))["peer_joined"] is False
+    assert (await next_of(site_ws, "consult.joined"))["peer_joined"] is False
     await rph.json("POST", f"/api/v1/consultations/{c['id']}/accept")
-    await _next(site_ws, "consultation.accepted", "consult.accepted")  # committed on A, heard on B
+    await next_of(site_ws, "consultation.accepted", "consult.accepted")  # committed on A, heard on B
     await rph_ws.send_json({"type": "consult.join", "consultation_id": c["id"]})
-    assert (await _next(rph_ws, "consult.joined"))["peer_joined"] is True
-    assert (await _next(site_ws, "consult.peer_joined"))["role"] == "pharmacist"
+    assert (await next_of(rph_ws, "consult.joined"))["peer_joined"] is True
+    assert (await next_of(site_ws, "consult.peer_joined"))["role"] == "pharmacist"
     return c["id"], site_ws, rph_ws, rph
 
 
@@ -122,20 +90,20 @@ async def test_signalling_crosses_instances_to_the_two_parties_only(nodes: Nodes
     n = nodes
     site = await n.device(n.b, "tech_nd1")
     rph = await n.login(n.world.server, "nd_rph")
-    site_ws = await _ws(site)
+    site_ws = await connect(site)
     # Others who may see the consultation's events, on both instances.
     outsiders = [
-        await _ws(await n.login(n.world.server, "both_rph")),
-        await _ws(await n.login(n.b, "both_rph")),
+        await connect(await n.login(n.world.server, "both_rph")),
+        await connect(await n.login(n.b, "both_rph")),
     ]
-    outsiders.append(await _ws(await n.device(n.world.server, "tech_nd2")))
+    outsiders.append(await connect(await n.device(n.world.server, "tech_nd2")))
 
     c = await site.json("POST", "/api/v1/consultations", 201, json={})
     cid = c["id"]
     await site_ws.send_json({"type": "consult.join", "consultation_id": cid})
-    assert (await _next(site_ws, "consult.joined"))["peer_joined"] is False
+    assert (await next_of(site_ws, "consult.joined"))["peer_joined"] is False
     await rph.json("POST", f"/api/v1/consultations/{cid}/accept")
-    await _next(site_ws, "consultation.accepted", "consult.accepted")
+    await next_of(site_ws, "consultation.accepted", "consult.accepted")
 
     # The offer leaves the site (on B) before the pharmacist joined anywhere: it waits, whatever its size.
     offer = {"type": "offer", "sdp": BIG_SDP + f"a={MARK}\r\n"}
@@ -147,12 +115,12 @@ async def test_signalling_crosses_instances_to_the_two_parties_only(nodes: Nodes
         await ws.send_json({"type": "consult.join", "consultation_id": cid})
         await ws.send_json({"type": "consult.signal", "consultation_id": cid, "description": offer})
 
-    rph_ws = await _ws(rph)  # on A
+    rph_ws = await connect(rph)  # on A
     await rph_ws.send_json({"type": "consult.join", "consultation_id": cid})
-    assert (await _next(rph_ws, "consult.joined"))["peer_joined"] is True
-    got = await _next(rph_ws, "consult.signal")
+    assert (await next_of(rph_ws, "consult.joined"))["peer_joined"] is True
+    got = await next_of(rph_ws, "consult.signal")
     assert got["description"] == offer and got["from"] == "site" and got["generation"] == 0
-    assert (await _next(site_ws, "consult.peer_joined"))["role"] == "pharmacist"
+    assert (await next_of(site_ws, "consult.peer_joined"))["role"] == "pharmacist"
 
     # Both ways, in order, while both are joined on different instances.
     answer = {"type": "answer", "sdp": BIG_SDP + f"a={MARK}-answer\r\n"}
@@ -161,19 +129,19 @@ async def test_signalling_crosses_instances_to_the_two_parties_only(nodes: Nodes
         {"type": "consult.signal", "consultation_id": cid, "description": answer, "generation": 0}
     )
     await rph_ws.send_json({"type": "consult.signal", "consultation_id": cid, "candidate": candidate})
-    first, second = await _next(site_ws, "consult.signal"), await _next(site_ws, "consult.signal")
+    first, second = await next_of(site_ws, "consult.signal"), await next_of(site_ws, "consult.signal")
     assert first["description"] == answer and first["from"] == "pharmacist"
     assert second["candidate"] == candidate
     await site_ws.send_json({"type": "consult.signal", "consultation_id": cid, "candidate": candidate})
-    assert (await _next(rph_ws, "consult.signal"))["candidate"] == candidate
+    assert (await next_of(rph_ws, "consult.signal"))["candidate"] == candidate
     await rph_ws.send_json(
         {"type": "consult.signal", "consultation_id": cid, "restart": True, "generation": 0}
     )
-    restart = await _next(site_ws, "consult.signal")
+    restart = await next_of(site_ws, "consult.signal")
     assert restart["restart"] is True and restart["generation"] == 0
 
     for ws in outsiders:
-        seen = await _drain(ws)
+        seen = await drain(ws)
         kinds = [m["type"] for m in seen]
         assert "consult.signal" not in kinds and "consult.peer_joined" not in kinds
         assert MARK not in json.dumps(seen) and "sdp" not in json.dumps(seen)
@@ -193,8 +161,8 @@ async def test_a_hang_up_on_either_instance_ends_the_call_on_both(nodes: Nodes, 
     hanging, other = (site_ws, rph_ws) if who == "site" else (rph_ws, site_ws)
     t0 = time.monotonic()
     await hanging.send_json({"type": "consult.hangup", "consultation_id": cid})
-    here = await _next(hanging, "consult.ended", "consultation.ended")
-    there = await _next(other, "consult.ended", "consultation.ended")
+    here = await next_of(hanging, "consult.ended", "consultation.ended")
+    there = await next_of(other, "consult.ended", "consultation.ended")
     assert time.monotonic() - t0 < 5
     assert {here.get("reason", here.get("end_reason")), there.get("reason", there.get("end_reason"))} == {
         "hangup"
@@ -203,7 +171,7 @@ async def test_a_hang_up_on_either_instance_ends_the_call_on_both(nodes: Nodes, 
     assert record["state"] == "ended" and record["end_reason"] == "hangup"
     # The instance of the party that did not hang up closed its room: a late signal is refused.
     await other.send_json({"type": "consult.signal", "consultation_id": cid, "candidate": {}})
-    assert (await _next(other, "consult.error"))["consultation_id"] == cid
+    assert (await next_of(other, "consult.error"))["consultation_id"] == cid
     await site_ws.close()
     await rph_ws.close()
 
@@ -214,7 +182,7 @@ async def test_a_dropped_websocket_on_one_instance_ends_the_call_on_the_other(no
     dropping, other = (site_ws, rph_ws) if who == "site" else (rph_ws, site_ws)
     t0 = time.monotonic()
     await dropping.close()
-    ended = await _next(other, "consult.ended", "consultation.ended")
+    ended = await next_of(other, "consult.ended", "consultation.ended")
     assert time.monotonic() - t0 < 5
     assert ended.get("end_reason", ended.get("reason")) == "dropped"
     assert (await rph.json("GET", f"/api/v1/consultations/{cid}"))["end_reason"] == "dropped"
@@ -257,7 +225,7 @@ async def test_a_missed_wake_up_is_found_by_the_safety_net(nodes: Nodes) -> None
     await mailbox.bus._conn.remove_listener(CHANNEL, mailbox.bus._on_notify)
     candidate = {"candidate": "candidate:1 1 udp 1 192.0.2.1 9 typ host", "sdpMid": "0"}
     await site_ws.send_json({"type": "consult.signal", "consultation_id": cid, "candidate": candidate})
-    got = await _next(rph_ws, "consult.signal", seconds=3)
+    got = await next_of(rph_ws, "consult.signal", seconds=3)
     assert got["candidate"] == candidate
     await site_ws.close()
     await rph_ws.close()

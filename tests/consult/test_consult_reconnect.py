@@ -17,15 +17,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 from aioice.ice import StunProtocol
 from playwright.async_api import Browser, Page, expect
-from sqlalchemy import select
 
 from remote_site_client.api import SiteApi
 from remote_site_client.config import SiteConfig
 from remote_site_client.consult import CallResult, Consultation, TestPattern, Timeouts
 from server.app import create_app
-from server.db.models import AuditEvent
 from tests.api.world import World, build_world, server_config
 from tests.browser.conftest import WorldFactory, base_url, sign_in
+from tests.consult.wire import audit_of
 
 pytestmark = pytest.mark.browser
 
@@ -88,16 +87,6 @@ async def until_true(check: Callable[[], bool], seconds: float) -> None:
     async with asyncio.timeout(seconds):
         while not check():
             await asyncio.sleep(0.05)
-
-
-async def _audit(world: World, cid: int) -> list[tuple[str, dict[str, Any]]]:
-    async with world.services.db.read() as s:
-        rows = await s.execute(
-            select(AuditEvent.action, AuditEvent.detail).where(
-                AuditEvent.entity_type == "consultation", AuditEvent.entity_id == str(cid)
-            )
-        )
-        return [(r.action, r.detail) for r in rows]
 
 
 async def _start_call(
@@ -179,7 +168,7 @@ async def test_a_network_blip_is_recovered_in_the_same_consultation(
 
         record = await (await world.login("nd_rph")).json("GET", f"/api/v1/consultations/{cid}")
         assert record["reconnections"] == 2 and record["end_reason"] == "hangup"
-        audit = await _audit(world, cid)
+        audit = await audit_of(world, cid)
         reconnected = [detail for action, detail in audit if action == "consultation.reconnected"]
         assert reconnected == [{"reconnections": 1}, {"reconnections": 2}]
         assert "sdp" not in json.dumps(audit) and "candidate" not in json.dumps(audit)

@@ -9,7 +9,6 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import av
 import pytest
@@ -22,10 +21,11 @@ from remote_site_client.api import SiteApi
 from remote_site_client.config import SiteConfig
 from remote_site_client.consult import Consultation, ConsultError
 from remote_site_client.outbox import DELIVERED, Outbox
-from server.db.models import AuditEvent, Media
+from server.db.models import Media
 from tests.api.world import User, World, sha256, tus_metadata
 from tests.browser.conftest import WorldFactory, base_url, sign_in
 from tests.consult.samples import SECRET_TITLE, recording_mp4
+from tests.consult.wire import audit_of
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -73,16 +73,6 @@ async def stored_media(world: World) -> int:
 def store_files(world: World) -> list[Path]:
     root = world.services.config.media_dir
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
-
-
-async def audit_of(world: World, cid: int) -> list[tuple[str, dict[str, Any]]]:
-    async with world.services.db.read() as s:
-        rows = await s.execute(
-            select(AuditEvent.action, AuditEvent.detail).where(
-                AuditEvent.entity_type == "consultation", AuditEvent.entity_id == str(cid)
-            )
-        )
-        return [(r.action, r.detail) for r in rows]
 
 
 async def test_a_recording_without_recorded_consent_is_refused_and_nothing_is_stored(
