@@ -5,6 +5,10 @@ await waits for a turn of the event loop. While a busy loop serves uploads, thos
 transaction hold SQLite's single writer for about 17 ms, and the writer capped the whole server near
 10 fills/s. This cursor runs the four steps as one function on aiosqlite's connection thread.
 
+A transaction's BEGIN travels with its first statement, not on a round trip of its own; a transaction
+that runs no statement never begins at all, and a COMMIT or ROLLBACK with no transaction open (the
+pool's reset of a returned connection, say) makes no round trip.
+
 It uses aiosqlite's `Connection._execute` (queue a function for the connection's thread), which is
 private: aiosqlite is pinned, and every database test runs through this cursor.
 """
@@ -29,11 +33,19 @@ from sqlalchemy.util.concurrency import await_
 
 DRIVER = "tp_aiosqlite"
 
-_Outcome = tuple[Any, list[Any], int, int | None]
+# description, rows, rowcount, lastrowid, and whether a transaction is open afterwards
+_Outcome = tuple[Any, list[Any], int, int | None, bool]
 
 
-def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> _Outcome:
-    """On the connection's thread: execute, fetch everything, close the cursor."""
+_BEGINS = frozenset({"BEGIN", "BEGIN IMMEDIATE", "BEGIN EXCLUSIVE", "BEGIN DEFERRED"})
+
+
+def _run(
+    conn: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool
+) -> _Outcome:
+    """On the connection's thread: begin if a BEGIN waits, execute, fetch everything, close the cursor."""
+    if begin is not None:
+        conn.execute(begin)
     cursor = conn.cursor()
     try:
         if many:
@@ -44,7 +56,7 @@ def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) 
             cursor.execute(operation, parameters)
         description = cursor.description
         rows = cursor.fetchall() if description else []
-        return description, rows, cursor.rowcount, cursor.lastrowid
+        return description, rows, cursor.rowcount, cursor.lastrowid, conn.in_transaction
     finally:
         cursor.close()
 
@@ -86,12 +98,28 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     def arraysize(self, value: int) -> None:
         del value
 
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        if not parameters and isinstance(operation, str) and operation.strip().upper() in _BEGINS:
+            # Held back until the transaction's first statement, which takes it along.
+            self._adapt_connection._begin = operation
+            self._description, self._rows, self._rowcount = None, collections.deque(), -1
+            return None
+        return super().execute(operation, parameters)
+
+    _adapt_connection: OneTripConnection
+
     async def _round_trip(self, operation: Any, parameters: Any, many: bool) -> None:
-        async with self._adapt_connection._execute_mutex:
+        adapt = self._adapt_connection
+        async with adapt._execute_mutex:
             driver = self._connection
-            description, rows, rowcount, lastrowid = await driver._execute(
-                _run, driver._conn, operation, parameters, many
-            )
+            begin, adapt._begin = adapt._begin, None
+            try:
+                description, rows, rowcount, lastrowid, adapt._open = await driver._execute(
+                    _run, driver._conn, begin, operation, parameters, many
+                )
+            except BaseException:
+                adapt._open = True  # unknown: let COMMIT or ROLLBACK make sure
+                raise
         self._description = description
         self._rows = collections.deque(rows)
         self._rowcount = rowcount
@@ -105,8 +133,25 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    __slots__ = ("_begin", "_open")
     _cursor_cls = OneTripCursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._begin: str | None = None  # a BEGIN waiting for the transaction's first statement
+        self._open = True  # whether a transaction may be open (as the last statement left it)
+
+    def commit(self) -> None:
+        self._begin = None
+        if self._open:
+            super().commit()
+            self._open = False
+
+    def rollback(self) -> None:
+        self._begin = None
+        if self._open:
+            super().rollback()
+            self._open = False
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
