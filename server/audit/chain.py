@@ -83,8 +83,9 @@ async def append(
     )
     # The id is part of the hash, so a deleted row leaves a visible gap in the chain.
     row.hash = row_hash(row)
+    # Not flushed here: the id is ours, so the row is written with the transaction's next statement
+    # or its commit, together with any other event appended meanwhile.
     session.add(row)
-    await session.flush()
     session.info[_TAIL] = (row.id, row.hash)
     return row
 

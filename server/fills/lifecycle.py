@@ -171,12 +171,6 @@ class FillService:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    async def _site(self, s: AsyncSession, site_id: int) -> Site:
-        site = await s.get(Site, site_id)
-        if site is None:
-            raise NotFound("No such site.")
-        return site
-
     async def _visible_fill(self, s: AsyncSession, actor: Principal, fill_id: str) -> tuple[Fill, Site]:
         """The fill if the actor may see it; NotFound otherwise, so ids of other sites do not leak."""
         row = (
@@ -247,10 +241,16 @@ class FillService:
                 if existing.site_id != actor.site_id or existing.request_digest != digest:
                     raise Conflict("A different fill with this id exists already.", code="fill_id_conflict")
                 return existing, False
-            rx = await s.get(Prescription, new.prescription_id)
-            if rx is None or rx.site_id != actor.site_id:
+            found = (
+                await s.execute(
+                    select(Prescription, Site)
+                    .join(Site, Site.id == Prescription.site_id)
+                    .where(Prescription.id == new.prescription_id)
+                )
+            ).first()
+            if found is None or found.Prescription.site_id != actor.site_id:
                 raise NotFound("No such prescription at this site.")
-            site = await self._site(s, rx.site_id)
+            rx, site = found.Prescription, found.Site
             if site.status != "active":
                 raise Forbidden("This site is suspended and cannot submit fills.")
             if new.previous_fill_id:
@@ -302,16 +302,26 @@ class FillService:
     async def attach_media(self, actor: Principal, fill_id: str, media: Media) -> Media:
         """Records stored media on a draft fill; the same file twice is stored once."""
         async with self.db.write() as s:
-            fill, _ = await self._visible_fill(s, actor, fill_id)
+            # One statement: the fill, its site, and the same file if it is stored already.
+            row = (
+                await s.execute(
+                    select(Fill, Site, Media)
+                    .join(Site, Site.id == Fill.site_id)
+                    .outerjoin(
+                        Media,
+                        and_(
+                            Media.fill_id == Fill.id, Media.kind == media.kind, Media.sha256 == media.sha256
+                        ),
+                    )
+                    .where(Fill.id == fill_id)
+                )
+            ).first()
+            _must_see(actor, row.Site.id if row else None, row.Site.state if row else None)
+            assert row is not None
+            fill: Fill = row.Fill
+            same: Media | None = row.Media
             if fill.state != FillState.DRAFT:
                 raise Conflict("Media can be added only before the fill is submitted.", code="not_draft")
-            same = (
-                await s.execute(
-                    select(Media).where(
-                        Media.fill_id == fill.id, Media.kind == media.kind, Media.sha256 == media.sha256
-                    )
-                )
-            ).scalar_one_or_none()
             if same is not None:
                 return same
             media.fill_id = fill.id
@@ -333,7 +343,20 @@ class FillService:
     async def submit(self, actor: Principal, fill_id: str) -> Fill:
         """Submits a draft whose required media are stored; it enters the queue at once."""
         async with self.db.write() as s:
-            fill, site = await self._visible_fill(s, actor, fill_id)
+            # One statement for the fill, its site and its prescription.
+            row = (
+                await s.execute(
+                    select(Fill, Site, Prescription)
+                    .join(Site, Site.id == Fill.site_id)
+                    .join(Prescription, Prescription.id == Fill.prescription_id)
+                    .where(Fill.id == fill_id)
+                )
+            ).first()
+            _must_see(actor, row.Site.id if row else None, row.Site.state if row else None)
+            assert row is not None
+            fill: Fill = row.Fill
+            site: Site = row.Site
+            rx: Prescription = row.Prescription
             if actor.role is not Role.TECHNICIAN:
                 raise Forbidden("Only the site's technician submits a fill.")
             if fill.state != FillState.DRAFT:
@@ -350,17 +373,25 @@ class FillService:
                     code="media_missing",
                     missing=missing,
                 )
-            rx = await s.get(Prescription, fill.prescription_id)
-            assert rx is not None
             now = self.clock()
             decoded = [b for m in media if m.kind == "stock_bottle" for b in m.quality.get("barcodes", [])]
             check = check_product([*fill.barcodes, *decoded], rx.expected_ndc, now.date())
-            values = {"product_check": check.result, "product_check_detail": check.detail}
+            # Every medium was verified when its upload completed, so a submitted fill is queued at
+            # once: one conditional change takes the row through both states (nobody can see it in
+            # between), and each state has its own audit event and version.
+            submitted_version = fill.version + 1
             if not await self._conditional(
                 s,
                 fill,
                 [Fill.state == FillState.DRAFT, Fill.version == fill.version],
-                {"state": FillState.SUBMITTED, "submitted_at": now, "version": fill.version + 1, **values},
+                {
+                    "state": FillState.QUEUED,
+                    "submitted_at": now,
+                    "queued_at": now,
+                    "version": submitted_version + 1,
+                    "product_check": check.result,
+                    "product_check_detail": check.detail,
+                },
             ):
                 raise Conflict("The fill changed while it was being submitted.")
             await audit.append(
@@ -371,20 +402,13 @@ class FillService:
                 "fill",
                 fill.id,
                 {
-                    "state": fill.state,
-                    "version": fill.version,
+                    "state": FillState.SUBMITTED,
+                    "version": submitted_version,
                     "media": len(media),
                     "product_check": check.result,
                     **({"override_reason": fill.override_reason} if fill.override_reason else {}),
                 },
                 at=now,
-            )
-            # Every medium was verified when its upload completed, so the fill is queued at once.
-            await self._conditional(
-                s,
-                fill,
-                [Fill.state == FillState.SUBMITTED],
-                {"state": FillState.QUEUED, "queued_at": now, "version": fill.version + 1},
             )
             await self._announce(s, actor, "fill.queued", fill, site)
             return fill

@@ -212,25 +212,19 @@ class FillQueries:
                 .scalars()
                 .all()
             )
-            decided = (
+            # One statement for the decisions on this prescription's fills: this fill's own, and the
+            # earlier attempts that were rejected.
+            decisions = (
                 await s.execute(
-                    select(Decision, User.display_name)
-                    .outerjoin(User, User.id == Decision.pharmacist_id)
-                    .where(Decision.fill_id == fill.id)
-                )
-            ).first()
-            earlier = (
-                await s.execute(
-                    select(Fill, Decision)
+                    select(Fill.id, Fill.state, Decision, User.display_name)
                     .join(Decision, Decision.fill_id == Fill.id)
-                    .where(
-                        Fill.prescription_id == fill.prescription_id,
-                        Fill.id != fill.id,
-                        Fill.state == FillState.REJECTED,
-                    )
+                    .outerjoin(User, User.id == Decision.pharmacist_id)
+                    .where(Fill.prescription_id == fill.prescription_id)
                     .order_by(Fill.created_at)
                 )
             ).all()
+        decided = next((d for d in decisions if d.id == fill.id), None)
+        earlier = [d for d in decisions if d.id != fill.id and d.state == FillState.REJECTED]
         out = fill_summary(fill, site)
         out.update(
             prescription=prescription_view(rx),
@@ -243,7 +237,7 @@ class FillQueries:
             decision=decision_view(decided.Decision, decided.display_name) if decided else None,
             earlier_rejections=[
                 {
-                    "fill_id": e.Fill.id,
+                    "fill_id": e.id,
                     "decided_at": _iso(e.Decision.decided_at),
                     "reason_codes": e.Decision.reason_codes,
                     "note": e.Decision.note,

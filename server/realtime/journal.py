@@ -40,8 +40,7 @@ async def record(
         us_state=us_state,
         payload=body,
     )
-    session.add(ev)
-    await session.flush()
+    session.add(ev)  # written with the transaction's next statement or its commit
     session.info[WROTE_EVENTS] = True
     if not db.is_sqlite:
         await session.execute(select(func.pg_notify("tp_events", str(ev.id))))
