@@ -41,6 +41,8 @@ from server.services import SERVICES, Services
 log = logging.getLogger(__name__)
 Schema = Literal["migrate", "create", "none"]
 ABANDONED_UPLOAD_SECONDS = 24 * 3600
+# A request body is read in pieces of up to twice this before the connection pauses reading.
+READ_BUFSIZE = 512 * 1024
 
 
 def build_services(
@@ -118,7 +120,13 @@ def create_app(
     keep_patient_data_out_of_logs()
     # Made here, not with the other services, so its middleware counts requests from the first one.
     metrics = Metrics()
-    app = web.Application(middlewares=[metrics.middleware, security_headers], client_max_size=1024 * 1024)
+    app = web.Application(
+        middlewares=[metrics.middleware, security_headers],
+        client_max_size=1024 * 1024,
+        # A connection reads up to twice this before pausing: a photo arrives in a few reads instead of
+        # a pause and a resume every 128 KiB (aiohttp's default of 64 KiB).
+        handler_args={"read_bufsize": READ_BUFSIZE},
+    )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         config.data_dir.mkdir(parents=True, exist_ok=True)

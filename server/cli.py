@@ -57,10 +57,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from server.app import create_app
+    from server.operations.logs import AccessLog
 
     config = _config(args)
     print(f"Console: http://{config.host}:{config.port}/", flush=True)
-    web.run_app(create_app(config), host=config.host, port=config.port, print=None)
+    web.run_app(
+        create_app(config), host=config.host, port=config.port, print=None, access_log_class=AccessLog
+    )
     return 0
 
 

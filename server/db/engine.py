@@ -51,7 +51,8 @@ class Database:
             self.write_engine = create_async_engine(
                 driver_url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60
             )
-            self.read_engine = create_async_engine(driver_url, echo=echo, pool_size=5, max_overflow=5)
+            # Readers stay open: an overflow connection costs a thread, a connect and four PRAGMAs.
+            self.read_engine = create_async_engine(driver_url, echo=echo, pool_size=10, max_overflow=10)
             _sqlite_setup(self.write_engine, writer=True)
             _sqlite_setup(self.read_engine, writer=False)
         else:
