@@ -147,6 +147,8 @@ def make_tus_endpoint(services: Services) -> TusEndpoint:
         owner_of=upload_owner,
         on_complete=complete_upload,
         same_file=same_file,
+        # A photo sent whole with its creation (the site client sends up to 2 MiB so) is written once.
+        write_buffer=2 * 1024 * 1024,
     )
 
 

@@ -3,7 +3,13 @@
 The endpoint knows nothing of users or the database: the application passes callbacks that authorize a
 creation, name the owner of a request, and take over a finished upload. State lives on disk (an info JSON
 and a data file per upload), so a restart keeps partial uploads and instances sharing the directory can
-continue each other's uploads. The data file's size is the upload offset.
+continue each other's uploads. The data file's size is the upload offset, and a flock on it is the
+upload's lock.
+
+A file sent whole with its creation request never becomes visible: it is a data file held by that
+request until it is taken over, with no info file, no fsync and no other file made for it. Only when it
+does not finish (the body broke off, was refused, or its completion failed) is it published, durably,
+so the client can resume it.
 """
 
 from __future__ import annotations
@@ -235,6 +241,48 @@ class TusEndpoint:
         With a body (creation-with-upload) the first bytes travel in the same request: one round trip
         instead of two for a file sent whole.
         """
+        with_body, length, expected, metadata = self._creation_headers(request)
+        owner = self._owner(request)
+        try:
+            await self._authorize(request, metadata, length)
+        except web.HTTPException as exc:
+            raise self._with_tus_headers(exc) from None
+
+        info = {
+            "id": secrets.token_hex(16),
+            "length": length,
+            "metadata": metadata,
+            "owner": owner,
+            "created_at": time.time(),
+            "same": self._same_key(owner, metadata),
+        }
+        if with_body and length > 0:
+            # One thread round trip: the unfinished upload of the same file, or a new one held by
+            # this request alone (created and locked).
+            upload_id, new_fd = await asyncio.to_thread(self._find_or_start, info)
+            if new_fd is not None:
+                return await self._create_whole(request, info, new_fd, expected)
+        else:
+            upload_id, new = await asyncio.to_thread(self._find_or_create, info)
+            if new and length > 0:
+                return self._created(upload_id, 0)
+        async with self._locked(upload_id) as current:
+            if current is None:
+                raise self._error(web.HTTPNotFound, "upload not found")
+            if not current.complete and with_body:
+                try:
+                    # Bytes the server holds already (an earlier attempt of this creation) are skipped.
+                    received = await self._receive(request, current, expected, skip=current.offset)
+                except web.HTTPException as exc:
+                    # The body broke off or was refused; the upload stays, and the client learns where.
+                    exc.headers.setdefault("Location", f"{self.base_path}/{upload_id}")
+                    raise
+                current = dataclasses.replace(current, offset=current.offset + received)
+            extra = await self._complete(request, current) if current.complete else {}
+            return self._created(upload_id, current.offset, extra)
+
+    def _creation_headers(self, request: web.Request) -> tuple[bool, int, bytes | None, dict[str, str]]:
+        """(with a body, Upload-Length, the body's checksum, metadata) of a creation request, checked."""
         self._check_version(request)
         if "Upload-Defer-Length" in request.headers:
             raise self._error(web.HTTPBadRequest, "Upload-Defer-Length is not supported")
@@ -256,39 +304,42 @@ class TusEndpoint:
             metadata = parse_metadata(request.headers.get("Upload-Metadata", ""))
         except MetadataError as exc:
             raise self._error(web.HTTPBadRequest, str(exc)) from None
-        owner = self._owner(request)
-        try:
-            await self._authorize(request, metadata, length)
-        except web.HTTPException as exc:
-            raise self._with_tus_headers(exc) from None
+        return with_body, length, expected, metadata
 
-        same = self._same_key(owner, metadata)
-        info = {
-            "id": secrets.token_hex(16),
-            "length": length,
-            "metadata": metadata,
-            "owner": owner,
-            "created_at": time.time(),
-            "same": same,
-        }
-        # One thread round trip: the unfinished upload of the same file, or a new one.
-        upload_id, new = await asyncio.to_thread(self._find_or_create, info)
-        if new and not with_body and length > 0:
-            return self._created(upload_id, 0)
-        async with self._locked(upload_id) as current:
-            if current is None:
-                raise self._error(web.HTTPNotFound, "upload not found")
-            if not current.complete and with_body:
-                try:
-                    # Bytes the server holds already (an earlier attempt of this creation) are skipped.
-                    received = await self._receive(request, current, expected, skip=current.offset)
-                except web.HTTPException as exc:
-                    # The body broke off or was refused; the upload stays, and the client learns where.
-                    exc.headers.setdefault("Location", f"{self.base_path}/{upload_id}")
-                    raise
-                current = dataclasses.replace(current, offset=current.offset + received)
-            extra = await self._complete(request, current) if current.complete else {}
-            return self._created(upload_id, current.offset, extra)
+    async def _create_whole(
+        self, request: web.Request, info: dict[str, Any], fd: int, expected: bytes | None
+    ) -> web.Response:
+        """A new upload whose bytes come with its creation: received, then taken over; published only
+        if it does not finish here."""
+        upload = TusUpload(
+            id=info["id"],
+            length=int(info["length"]),
+            offset=0,
+            metadata=info["metadata"],
+            owner=info["owner"],
+            data_path=self._path(info["id"], "data"),
+            created_at=float(info["created_at"]),
+        )
+        try:
+            try:
+                received = await self._receive(request, upload, expected, publish=info)
+            except web.HTTPException as exc:
+                exc.headers.setdefault("Location", f"{self.base_path}/{upload.id}")
+                raise
+            current = dataclasses.replace(upload, offset=received)
+            if not current.complete:
+                return self._created(upload.id, received)
+            try:
+                extra = await self._complete(request, current)
+            except web.HTTPException:
+                raise
+            except BaseException:
+                # Completion failed for another reason: keep the upload so that completion can be retried.
+                await asyncio.to_thread(self._publish, info)
+                raise
+            return self._created(upload.id, current.offset, extra)
+        finally:
+            os.close(fd)
 
     def _created(self, upload_id: str, offset: int, extra: Mapping[str, str] | None = None) -> web.Response:
         headers = {"Location": f"{self.base_path}/{upload_id}", "Upload-Offset": str(offset), **(extra or {})}
@@ -301,13 +352,25 @@ class TusEndpoint:
         return hashlib.sha256(f"{owner}\0{name}".encode()).hexdigest()[:32]
 
     def _find_or_create(self, info: dict[str, Any]) -> tuple[str, bool]:
-        """(upload id, whether it is new): the unfinished upload of the same file, else info's."""
+        """(upload id, whether it is new): the unfinished upload of the same file, else info's, published."""
         if info["same"]:
             found = self._find_same(info["same"], info["owner"], info["length"])
             if found is not None:
                 return found, False
         self._create_files(info["id"], info)
         return info["id"], True
+
+    def _find_or_start(self, info: dict[str, Any]) -> tuple[str, int | None]:
+        """(upload id, None) for the unfinished upload of the same file; else (info's id, the locked
+        descriptor of its new, unpublished data file)."""
+        if info["same"]:
+            found = self._find_same(info["same"], info["owner"], info["length"])
+            if found is not None:
+                return found, None
+        fd = os.open(self._path(info["id"], "data"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        # Nobody else knows the id yet, so the lock is free: taken for purge_stale's sake.
+        _try_flock(fd)
+        return info["id"], fd
 
     def _find_same(self, same: str, owner: str, length: int) -> str | None:
         try:
@@ -407,12 +470,20 @@ class TusEndpoint:
         return dict(extra)
 
     async def _receive(
-        self, request: web.Request, upload: TusUpload, expected: bytes | None, *, skip: int = 0
+        self,
+        request: web.Request,
+        upload: TusUpload,
+        expected: bytes | None,
+        *,
+        skip: int = 0,
+        publish: dict[str, Any] | None = None,
     ) -> int:
         """Stream the body to the data file (one buffer in memory at most); return the bytes kept.
 
         The body's first `skip` bytes are not written (the upload holds them already); a checksum
-        covers the whole body all the same.
+        covers the whole body all the same. `publish` is the info of an upload not yet published: the
+        bytes are made durable and the upload published (in the same thread round trip) unless it
+        finished whole.
 
         The file is written from a thread once per `write_buffer` and once at the end (with the fsync):
         a photo costs one or two thread round trips, not one per network read.
@@ -448,11 +519,13 @@ class TusEndpoint:
             # Cancelled: keep what arrived, synchronously (one buffer at most). Should a cancelled
             # thread write still be running, the same bytes land at the same place: harmless.
             appender.finish(buf, keep=True)
+            if publish is not None:
+                self._publish(publish)
             raise
         if too_large:
             buf = []
         mismatch = await asyncio.to_thread(
-            appender.finish, buf, keep=not too_large, expected=expected, interrupted=interrupted
+            self._finish, appender, buf, not too_large, expected, interrupted, publish
         )
         if too_large:
             raise self._too_large(upload)
@@ -466,6 +539,24 @@ class TusEndpoint:
             offset = str(upload.offset + appender.written)
             raise self._error(web.HTTPBadRequest, "the request body ended early", **{"Upload-Offset": offset})
         return appender.written
+
+    def _finish(
+        self,
+        appender: _Appender,
+        data: list[bytes],
+        keep: bool,
+        expected: bytes | None,
+        interrupted: bool,
+        unpublished: dict[str, Any] | None,
+    ) -> bool:
+        """_Appender.finish; for an unpublished upload (its info given) no fsync when it finished whole
+        (it is taken over at once), else durable and published. True when the checksum did not match."""
+        if unpublished is None:
+            return appender.finish(data, keep=keep, expected=expected, interrupted=interrupted)
+        mismatch = appender.finish(data, keep=keep, expected=expected, interrupted=interrupted, sync=False)
+        if mismatch or appender.start + appender.written < int(unpublished["length"]):
+            self._publish(unpublished)
+        return mismatch
 
     @contextlib.asynccontextmanager
     async def _locked(self, upload_id: str) -> AsyncIterator[TusUpload | None]:
@@ -485,11 +576,12 @@ class TusEndpoint:
         except TimeoutError:
             raise self._error(HTTPLocked, "another request is writing to this upload") from None
         try:
-            # flock rather than O_EXCL: the kernel releases it when a process dies, so no stale locks.
+            # flock on the data file rather than O_EXCL: the kernel releases it when a process dies,
+            # so no stale locks.
             fd, held, upload = await asyncio.to_thread(self._lock_and_load, upload_id)
             try:
                 deadline = asyncio.get_running_loop().time() + self.lock_timeout
-                while not held:
+                while not held and fd is not None:
                     if asyncio.get_running_loop().time() > deadline:
                         raise self._error(HTTPLocked, "another server is writing to this upload")
                     await asyncio.sleep(0.05)
@@ -498,12 +590,16 @@ class TusEndpoint:
                         upload = await self._load(upload_id)
                 yield upload
             finally:
-                os.close(fd)
+                if fd is not None:
+                    os.close(fd)
         finally:
             lock.release()
 
-    def _lock_and_load(self, upload_id: str) -> tuple[int, bool, TusUpload | None]:
-        fd = os.open(self._path(upload_id, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    def _lock_and_load(self, upload_id: str) -> tuple[int | None, bool, TusUpload | None]:
+        try:
+            fd = os.open(self._path(upload_id, "data"), os.O_RDWR)
+        except FileNotFoundError:
+            return None, True, None  # an unknown upload: nothing to lock, nothing to load
         held = _try_flock(fd)
         return fd, held, self._load_sync(upload_id) if held else None
 
@@ -541,12 +637,25 @@ class TusEndpoint:
         )
 
     def _create_files(self, upload_id: str, info: dict[str, Any]) -> None:
-        if info.get("same"):
-            # A hint for creation, written before the upload is visible: no fsync needed.
-            self._path(info["same"], "same").write_text(upload_id, "ascii")
         # The data file exists before the info file, so a visible info always has its data.
         fd = os.open(self._path(upload_id, "data"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
+        self._write_info(upload_id, info)
+
+    def _publish(self, info: dict[str, Any]) -> None:
+        """Makes an upload held by its creation request durable and visible (its data file exists)."""
+        fd = os.open(self._path(info["id"], "data"), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._write_info(info["id"], info)
+
+    def _write_info(self, upload_id: str, info: dict[str, Any]) -> None:
+        """Writes the info file durably (and the same-file hint): from now on the upload exists."""
+        if info.get("same"):
+            # A hint for creation, written before the upload is visible: no fsync needed.
+            self._path(info["same"], "same").write_text(upload_id, "ascii")
         tmp = self._path(upload_id, "info.tmp")
         with tmp.open("w", encoding="utf-8") as f:
             json.dump(info, f)
@@ -564,7 +673,8 @@ class TusEndpoint:
             same = json.loads(self._path(upload_id, "info").read_text("utf-8")).get("same")
         except (OSError, ValueError):
             same = None
-        # The info file goes first: without it the upload no longer exists for anyone.
+        # The info file goes first: without it the upload no longer exists for anyone. (A ".lock" file
+        # is left by earlier versions, which locked a file of its own.)
         for suffix in ("info", "data", "lock"):
             with contextlib.suppress(FileNotFoundError):
                 self._path(upload_id, suffix).unlink()
@@ -595,7 +705,27 @@ class TusEndpoint:
                 async with self._locked(upload_id):
                     await asyncio.to_thread(self._remove_files, upload_id)
                     removed += 1
+        await asyncio.to_thread(self._purge_unpublished, now - max_idle_seconds)
         return removed
+
+    def _purge_unpublished(self, before: float) -> None:
+        """Deletes data files that were never published (their request died with its process), and
+        lock files of earlier versions, untouched since `before`."""
+        for path in [*self.upload_dir.glob("*.data"), *self.upload_dir.glob("*.lock")]:
+            upload_id = path.name.split(".", 1)[0]
+            if not _ID_RE.fullmatch(upload_id) or self._path(upload_id, "info").exists():
+                continue
+            try:
+                if path.stat().st_mtime >= before:
+                    continue
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                if _try_flock(fd):  # not held by a request still receiving it
+                    path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
 
 
 class _Appender:
@@ -625,9 +755,16 @@ class _Appender:
         self.written += _write_at(self.fd, chunks, self.start + self.written, self.hasher)
 
     def finish(
-        self, data: list[bytes], *, keep: bool, expected: bytes | None = None, interrupted: bool = False
+        self,
+        data: list[bytes],
+        *,
+        keep: bool,
+        expected: bytes | None = None,
+        interrupted: bool = False,
+        sync: bool = True,
     ) -> bool:
-        """Writes the rest, makes it durable and closes; returns True when the checksum did not match.
+        """Writes the rest, makes it durable (with `sync`) and closes; returns True when the checksum
+        did not match.
 
         A chunk that overflows the upload (not `keep`), or that cannot be verified, is dropped whole.
         """
@@ -642,7 +779,8 @@ class _Appender:
             if not keep or not verified:
                 os.ftruncate(self.fd, self.start)
                 self.written = 0
-            os.fsync(self.fd)
+            if sync:
+                os.fsync(self.fd)
             return self.hasher is not None and not interrupted and not verified
         finally:
             if self.fd is not None:

@@ -347,7 +347,7 @@ async def test_concurrent_patches_are_serialized(
         yield b"def"
 
     upload_id = location.rsplit("/", 1)[1]
-    lock_path = tmp_path / "uploads" / f"{upload_id}.lock"
+    lock_path = tmp_path / "uploads" / f"{upload_id}.data"
 
     async def held_by_server() -> bool:
         if not lock_path.exists():
@@ -381,7 +381,7 @@ async def test_concurrent_patches_are_serialized(
 async def test_a_lock_held_by_another_process_gives_423(client: TestClient[Any, Any], tmp_path: Path) -> None:
     location = await create(client, 6)
     upload_id = location.rsplit("/", 1)[1]
-    fd = os.open(tmp_path / "uploads" / f"{upload_id}.lock", os.O_RDWR | os.O_CREAT)
+    fd = os.open(tmp_path / "uploads" / f"{upload_id}.data", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # another open file description behaves like another process
         resp = await client.patch(location, data=b"abc", headers={**PATCH, "Upload-Offset": "0"})
@@ -414,9 +414,17 @@ async def test_purge_stale(tmp_path: Path, recorder: Recorder, aiohttp_client: A
     app, endpoint = make_app(tmp_path / "uploads", recorder)
     c = await aiohttp_client(app)
     location = await create(c, 6)
+    # The data of a creation whose request died with its process, and a lock file of an earlier
+    # version: never published, they go once they are as old.
+    orphan = tmp_path / "uploads" / f"{'a' * 32}.data"
+    orphan.write_bytes(b"half a photo")
+    legacy_lock = tmp_path / "uploads" / f"{'b' * 32}.lock"
+    legacy_lock.touch()
     assert await endpoint.purge_stale(3600) == 0
+    assert orphan.exists() and legacy_lock.exists()
     assert await endpoint.purge_stale(0) == 1
     assert (await c.head(location, headers=TUS)).status == 404
+    assert sorted((tmp_path / "uploads").iterdir()) == []
 
 
 # --- a dropped connection, then the real tuspy client resumes ---------------------------------------
