@@ -42,6 +42,7 @@ def row_hash(row: AuditEvent) -> str:
 
 # Session.info key: the chain's tail as this transaction left it (set once it holds the journal lock).
 _TAIL = "tp_audit_tail"
+_LAST_ROW = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
 
 
 async def append(
@@ -63,11 +64,7 @@ async def append(
     last: tuple[int, str] | None = session.info.get(_TAIL)
     if last is None:
         await db.lock_journal(session)
-        tail = (
-            await session.execute(
-                select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
-            )
-        ).first()
+        tail = (await session.execute(_LAST_ROW)).first()
         last = (tail.id, tail.hash) if tail else None
     row = AuditEvent(
         id=(last[0] + 1) if last else 1,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import and_, case, or_, select
+from sqlalchemy import and_, bindparam, case, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
@@ -31,6 +31,41 @@ from server.realtime import journal
 from server.security.principal import Principal, Role
 
 PRIORITY_RANK = case({p: i for i, p in enumerate(PRIORITIES)}, value=Fill.priority, else_=len(PRIORITIES))
+
+# The hot path's statements, built once and run with parameters: building one costs more than SQLite
+# takes to run it.
+_FILL_AND_SITE = select(Fill, Site).join(Site, Site.id == Fill.site_id).where(Fill.id == bindparam("fill_id"))
+_FILL_STATE = (
+    select(Fill.state, Site.id, Site.state)
+    .join(Site, Site.id == Fill.site_id)
+    .where(Fill.id == bindparam("fill_id"))
+)
+# The fill, its site, and the same file if it is stored already.
+_FILL_SITE_SAME_MEDIA = (
+    select(Fill, Site, Media)
+    .join(Site, Site.id == Fill.site_id)
+    .outerjoin(
+        Media,
+        and_(
+            Media.fill_id == Fill.id,
+            Media.kind == bindparam("kind"),
+            Media.sha256 == bindparam("sha256"),
+        ),
+    )
+    .where(Fill.id == bindparam("fill_id"))
+)
+_FILL_SITE_PRESCRIPTION = (
+    select(Fill, Site, Prescription)
+    .join(Site, Site.id == Fill.site_id)
+    .join(Prescription, Prescription.id == Fill.prescription_id)
+    .where(Fill.id == bindparam("fill_id"))
+)
+_MEDIA_OF_FILL = select(Media).where(Media.fill_id == bindparam("fill_id"))
+_PRESCRIPTION_AND_SITE = (
+    select(Prescription, Site)
+    .join(Site, Site.id == Prescription.site_id)
+    .where(Prescription.id == bindparam("prescription_id"))
+)
 MAX_NOTE = 2000
 MAX_BARCODES = 10
 
@@ -173,22 +208,14 @@ class FillService:
 
     async def _visible_fill(self, s: AsyncSession, actor: Principal, fill_id: str) -> tuple[Fill, Site]:
         """The fill if the actor may see it; NotFound otherwise, so ids of other sites do not leak."""
-        row = (
-            await s.execute(select(Fill, Site).join(Site, Site.id == Fill.site_id).where(Fill.id == fill_id))
-        ).first()
+        row = (await s.execute(_FILL_AND_SITE, {"fill_id": fill_id})).first()
         _must_see(actor, row.Site.id if row else None, row.Site.state if row else None)
         assert row is not None
         return row.Fill, row.Site
 
     async def _visible_state(self, s: AsyncSession, actor: Principal, fill_id: str) -> str:
         """_visible_fill for the fill's state alone: columns, not entities (asked on every upload)."""
-        row = (
-            await s.execute(
-                select(Fill.state, Site.id, Site.state)
-                .join(Site, Site.id == Fill.site_id)
-                .where(Fill.id == fill_id)
-            )
-        ).first()
+        row = (await s.execute(_FILL_STATE, {"fill_id": fill_id})).first()
         _must_see(actor, row[1] if row else None, row[2] if row else None)
         assert row is not None
         return str(row[0])
@@ -242,11 +269,7 @@ class FillService:
                     raise Conflict("A different fill with this id exists already.", code="fill_id_conflict")
                 return existing, False
             found = (
-                await s.execute(
-                    select(Prescription, Site)
-                    .join(Site, Site.id == Prescription.site_id)
-                    .where(Prescription.id == new.prescription_id)
-                )
+                await s.execute(_PRESCRIPTION_AND_SITE, {"prescription_id": new.prescription_id})
             ).first()
             if found is None or found.Prescription.site_id != actor.site_id:
                 raise NotFound("No such prescription at this site.")
@@ -302,18 +325,9 @@ class FillService:
     async def attach_media(self, actor: Principal, fill_id: str, media: Media) -> Media:
         """Records stored media on a draft fill; the same file twice is stored once."""
         async with self.db.write() as s:
-            # One statement: the fill, its site, and the same file if it is stored already.
             row = (
                 await s.execute(
-                    select(Fill, Site, Media)
-                    .join(Site, Site.id == Fill.site_id)
-                    .outerjoin(
-                        Media,
-                        and_(
-                            Media.fill_id == Fill.id, Media.kind == media.kind, Media.sha256 == media.sha256
-                        ),
-                    )
-                    .where(Fill.id == fill_id)
+                    _FILL_SITE_SAME_MEDIA, {"fill_id": fill_id, "kind": media.kind, "sha256": media.sha256}
                 )
             ).first()
             _must_see(actor, row.Site.id if row else None, row.Site.state if row else None)
@@ -343,15 +357,7 @@ class FillService:
     async def submit(self, actor: Principal, fill_id: str) -> Fill:
         """Submits a draft whose required media are stored; it enters the queue at once."""
         async with self.db.write() as s:
-            # One statement for the fill, its site and its prescription.
-            row = (
-                await s.execute(
-                    select(Fill, Site, Prescription)
-                    .join(Site, Site.id == Fill.site_id)
-                    .join(Prescription, Prescription.id == Fill.prescription_id)
-                    .where(Fill.id == fill_id)
-                )
-            ).first()
+            row = (await s.execute(_FILL_SITE_PRESCRIPTION, {"fill_id": fill_id})).first()
             _must_see(actor, row.Site.id if row else None, row.Site.state if row else None)
             assert row is not None
             fill: Fill = row.Fill
@@ -363,7 +369,7 @@ class FillService:
                 if fill.state in (FillState.SUBMITTED, FillState.QUEUED, FillState.IN_REVIEW):
                     return fill  # a retried submit is not an error
                 raise Conflict(f"This fill is {fill.state} and cannot be submitted again.", code="not_draft")
-            media = (await s.execute(select(Media).where(Media.fill_id == fill.id))).scalars().all()
+            media = (await s.execute(_MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
             missing = [k for k in self.required_kinds(site) if k not in {m.kind for m in media}]
             if missing:
                 raise Conflict(

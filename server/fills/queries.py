@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, bindparam, func, select
 
 from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site, User
@@ -15,6 +15,26 @@ from server.fills.rules import VIDEO_KINDS, FillState
 from server.security.principal import Principal, Role
 
 OPEN_STATES = (FillState.QUEUED, FillState.IN_REVIEW)
+
+# A fill's detail (answered on every create and submit): its statements are built once.
+# The fill, its site, prescription and technician's name (names only: a User entity would load its
+# licenses too).
+_DETAIL = (
+    select(Fill, Site, Prescription, User.display_name)
+    .join(Site, Site.id == Fill.site_id)
+    .join(Prescription, Prescription.id == Fill.prescription_id)
+    .outerjoin(User, User.id == Fill.technician_id)
+    .where(Fill.id == bindparam("fill_id"))
+)
+_DETAIL_MEDIA = select(Media).where(Media.fill_id == bindparam("fill_id")).order_by(Media.id)
+# The decisions on a prescription's fills: a fill's own, and the earlier attempts that were rejected.
+_DETAIL_DECISIONS = (
+    select(Fill.id, Fill.state, Decision, User.display_name)
+    .join(Decision, Decision.fill_id == Fill.id)
+    .outerjoin(User, User.id == Decision.pharmacist_id)
+    .where(Fill.prescription_id == bindparam("prescription_id"))
+    .order_by(Fill.created_at)
+)
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -193,36 +213,12 @@ class FillQueries:
     async def detail(self, actor: Principal, fill_id: str) -> dict[str, Any]:
         """One fill with its prescription, evidence, decision and earlier attempts."""
         async with self.db.read() as s:
-            # One statement for the fill, its site, prescription and technician's name (names only:
-            # a User entity would load its licenses too).
-            row = (
-                await s.execute(
-                    select(Fill, Site, Prescription, User.display_name)
-                    .join(Site, Site.id == Fill.site_id)
-                    .join(Prescription, Prescription.id == Fill.prescription_id)
-                    .outerjoin(User, User.id == Fill.technician_id)
-                    .where(Fill.id == fill_id)
-                )
-            ).first()
+            row = (await s.execute(_DETAIL, {"fill_id": fill_id})).first()
             if row is None or not actor.may_see_site(row.Site.id, row.Site.state):
                 raise NotFound("No such fill.")
             fill, site, rx, tech_name = row.Fill, row.Site, row.Prescription, row.display_name
-            media = (
-                (await s.execute(select(Media).where(Media.fill_id == fill.id).order_by(Media.id)))
-                .scalars()
-                .all()
-            )
-            # One statement for the decisions on this prescription's fills: this fill's own, and the
-            # earlier attempts that were rejected.
-            decisions = (
-                await s.execute(
-                    select(Fill.id, Fill.state, Decision, User.display_name)
-                    .join(Decision, Decision.fill_id == Fill.id)
-                    .outerjoin(User, User.id == Decision.pharmacist_id)
-                    .where(Fill.prescription_id == fill.prescription_id)
-                    .order_by(Fill.created_at)
-                )
-            ).all()
+            media = (await s.execute(_DETAIL_MEDIA, {"fill_id": fill.id})).scalars().all()
+            decisions = (await s.execute(_DETAIL_DECISIONS, {"prescription_id": fill.prescription_id})).all()
         decided = next((d for d in decisions if d.id == fill.id), None)
         earlier = [d for d in decisions if d.id != fill.id and d.state == FillState.REJECTED]
         out = fill_summary(fill, site)

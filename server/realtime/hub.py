@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, web
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from server.db.engine import Database
 from server.db.models import Event
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 CLOSE_LAGGING = 4000
 CATCH_UP_BATCH = 500
+# Run after every commit that wrote events: built once.
+_EVENTS_AFTER = select(Event).where(Event.id > bindparam("after")).order_by(Event.id).limit(CATCH_UP_BATCH)
 
 
 def event_message(ev: Event) -> dict[str, Any]:
@@ -114,18 +116,7 @@ class Hub:
     async def pump_once(self) -> None:
         while True:
             async with self.db.read() as s:
-                events = (
-                    (
-                        await s.execute(
-                            select(Event)
-                            .where(Event.id > self.last_id)
-                            .order_by(Event.id)
-                            .limit(CATCH_UP_BATCH)
-                        )
-                    )
-                    .scalars()
-                    .all()
-                )
+                events = (await s.execute(_EVENTS_AFTER, {"after": self.last_id})).scalars().all()
             for ev in events:
                 for conn in list(self.connections):
                     conn.offer(ev)

@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.db.engine import WROTE_EVENTS, Database
 from server.db.models import Event
 
+_LAST_ID = select(func.max(Event.id))
+
 
 async def record(
     db: Database,
@@ -28,7 +30,7 @@ async def record(
     reader that advances its cursor past id N has already seen every id below N.
     """
     await db.lock_journal(session)
-    last = (await session.execute(select(func.max(Event.id)))).scalar()
+    last = (await session.execute(_LAST_ID)).scalar()
     body = dict(payload)
     if user_id is not None:
         body["for_user"] = user_id
