@@ -79,6 +79,7 @@ def event_payload(c: Consultation) -> dict[str, Any]:
         "version": c.version,
         "pharmacist_id": c.pharmacist_id,
         "end_reason": c.end_reason,
+        "duration_seconds": c.duration_seconds,
     }
 
 

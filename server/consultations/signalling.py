@@ -67,6 +67,7 @@ class SignallingRelay:
         self.consultations = consultations
         self.mailbox = mailbox
         self.rooms: dict[int, Room] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # rooms being closed after a journaled end
         hub.handlers["consult.join"] = self.join
         hub.handlers["consult.signal"] = self.signal
         hub.handlers["consult.hangup"] = self.hangup
@@ -141,7 +142,7 @@ class SignallingRelay:
         else:
             return await self._refuse(conn, cid, "Only the two parties of a consultation join it.")
         if c.state == ENDED:
-            return await send(conn, self._ended_message(c))
+            return await send(conn, self._ended_message(c.id, c.end_reason, c.duration_seconds))
         room = self.rooms.setdefault(cid, Room(cid))
         # Announced before the join is answered: a party that hears "joined" may count on its peer
         # knowing (across instances too). Anything the peer sends back meanwhile waits in the mailbox
@@ -206,30 +207,38 @@ class SignallingRelay:
             )
 
     @staticmethod
-    def _ended_message(c: Consultation) -> dict[str, Any]:
+    def _ended_message(cid: int, reason: Any, duration: Any) -> dict[str, Any]:
         return {
             "type": "consult.ended",
-            "consultation_id": c.id,
-            "reason": c.end_reason,
-            "duration_seconds": c.duration_seconds,
+            "consultation_id": cid,
+            "reason": reason,
+            "duration_seconds": duration,
         }
+
+    async def _close_room(self, cid: int, message: dict[str, Any]) -> None:
+        """Whichever comes first, the end's own code or its journal event, tells the parties here."""
+        room = self.rooms.pop(cid, None)
+        if room is not None:
+            for member in list(room.members.values()):
+                await send(member, message)
 
     async def ended(self, c: Consultation) -> None:
         """The consultation ended on this instance: both parties here hear it now, nothing waits on."""
-        room = self.rooms.pop(c.id, None)
-        if room is not None:
-            for member in room.members.values():
-                await send(member, self._ended_message(c))
+        await self._close_room(c.id, self._ended_message(c.id, c.end_reason, c.duration_seconds))
         try:
             await self.mailbox.discard(c.id)
         except Exception:
             log.exception("clearing the signals of consultation %s failed (they expire)", c.id)
 
     def journaled(self, ev: Event) -> None:
-        """An end committed by any instance closes this instance's room (its parties get the event)."""
+        """An end committed by any instance closes this instance's room, and its parties here hear it."""
         cid = ev.payload.get("consultation_id")
-        if ev.type == "consultation.ended" and isinstance(cid, int):
-            self.rooms.pop(cid, None)
+        if ev.type == "consultation.ended" and isinstance(cid, int) and cid in self.rooms:
+            payload = ev.payload
+            message = self._ended_message(cid, payload.get("end_reason"), payload.get("duration_seconds"))
+            task = asyncio.get_running_loop().create_task(self._close_room(cid, message))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def dropped(self, conn: Connection) -> None:
         """A party's live connection closed: the consultation ends for both, at once."""

@@ -11,13 +11,13 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from server.db.models import Base
+from server.db.models import Base, Event
 from server.db.sqlite_driver import one_trip_url
 
 # Serialises writes of the audit chain and the event journal on PostgreSQL, so that event ids
 # become visible in the order they were handed out and each audit row sees its predecessor.
 JOURNAL_LOCK_KEY = 0x7E1E_F11
-# Session.info key: set when a transaction wrote realtime events, so its commit wakes the hub.
+# Session.info key: the realtime events a transaction wrote, handed to the commit hooks (the hub).
 WROTE_EVENTS = "tp_wrote_events"
 
 
@@ -58,7 +58,8 @@ class Database:
         else:
             self.write_engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
             self.read_engine = self.write_engine
-        self.commit_hooks: list[Callable[[], None]] = []
+        # Called after a commit that wrote realtime events, with those events (in id order).
+        self.commit_hooks: list[Callable[[list[Event]], None]] = []
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -74,14 +75,16 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A session in one write transaction: committed on success, rolled back on any error.
 
-        After a commit that wrote realtime events, the commit hooks run (they wake the hub).
+        After a commit that wrote realtime events, the commit hooks run with them (the hub delivers
+        them), still holding the connection: on SQLite's single writer, in commit order.
         """
         async with self._writer() as session:
             async with session.begin():
                 yield session
-            if session.info.pop(WROTE_EVENTS, False):
+            events = session.info.pop(WROTE_EVENTS, None)
+            if events:
                 for hook in self.commit_hooks:
-                    hook()
+                    hook(events)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -87,7 +87,7 @@ class Hub:
         async with self.db.read() as s:
             self.last_id = (await s.execute(select(func.max(Event.id)))).scalar() or 0
         await self.bus.start()
-        self.db.commit_hooks.append(self.bus.committed)
+        self.db.commit_hooks.append(self.committed)
         self._pump = asyncio.create_task(self._run(), name="realtime-pump")
 
     async def stop(self) -> None:
@@ -113,19 +113,39 @@ class Hub:
                 log.exception("realtime pump failed; retrying")
                 await asyncio.sleep(0.5)
 
+    def committed(self, events: list[Event]) -> None:
+        """Events this process has just committed: delivered from memory, without reading them back,
+        once the committing code has gone on (it may have more to do first, such as a consultation's
+        end closing its room)."""
+        asyncio.get_running_loop().call_soon(self._take, events)
+
+    def _take(self, events: list[Event]) -> None:
+        if events[-1].id <= self.last_id:
+            return  # the pump read them first
+        if events[0].id == self.last_id + 1:
+            for ev in events:
+                self._deliver(ev)
+        else:
+            # Events of another node (or another process) come between: the pump reads all in order.
+            self.bus.committed()
+
+    def _deliver(self, ev: Event) -> None:
+        for conn in list(self.connections):
+            conn.offer(ev)
+        for listener in self.on_event:
+            try:
+                listener(ev)
+            except Exception:
+                log.exception("an event listener failed")
+        self.last_id = ev.id
+
     async def pump_once(self) -> None:
         while True:
             async with self.db.read() as s:
                 events = (await s.execute(_EVENTS_AFTER, {"after": self.last_id})).scalars().all()
             for ev in events:
-                for conn in list(self.connections):
-                    conn.offer(ev)
-                for listener in self.on_event:
-                    try:
-                        listener(ev)
-                    except Exception:
-                        log.exception("an event listener failed")
-                self.last_id = ev.id
+                if ev.id > self.last_id:  # not delivered from memory while the journal was read
+                    self._deliver(ev)
             if len(events) < CATCH_UP_BATCH:
                 return
 

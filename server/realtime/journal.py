@@ -43,7 +43,7 @@ async def record(
         payload=body,
     )
     session.add(ev)  # written with the transaction's next statement or its commit
-    session.info[WROTE_EVENTS] = True
+    session.info.setdefault(WROTE_EVENTS, []).append(ev)
     if not db.is_sqlite:
         await session.execute(select(func.pg_notify("tp_events", str(ev.id))))
     return ev
