@@ -17,7 +17,13 @@ class EventBus(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def committed(self) -> None: ...
-    async def wait(self, seconds: float) -> None: ...
+    async def wait(self, seconds: float) -> bool:
+        """Until woken (True) or `seconds` passed (False)."""
+        ...
+
+    def unread(self, last_id: int) -> bool:
+        """Whether what woke the reader may be events after last_id (else they were read already)."""
+        ...
 
 
 class LocalBus:
@@ -35,10 +41,16 @@ class LocalBus:
     def committed(self) -> None:
         self._wake.set()
 
-    async def wait(self, seconds: float) -> None:
+    async def wait(self, seconds: float) -> bool:
+        woken = False
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            woken = await asyncio.wait_for(self._wake.wait(), seconds)
         self._wake.clear()
+        return woken
+
+    def unread(self, last_id: int) -> bool:
+        del last_id
+        return True  # woken only when the hub could not take its own events from memory
 
 
 class PostgresBus(LocalBus):
@@ -51,7 +63,9 @@ class PostgresBus(LocalBus):
         super().__init__()
         self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
         self._conn: Any = None
-        self._channels: dict[str, Callable[[str], None]] = {"tp_events": lambda _payload: self._wake.set()}
+        self._channels: dict[str, Callable[[str], None]] = {"tp_events": self._notified}
+        self._newest = 0  # the highest event id a NOTIFY named
+        self._must_read = False  # woken by something that names no id
 
     async def start(self) -> None:
         import asyncpg  # type: ignore[import-untyped]
@@ -59,6 +73,22 @@ class PostgresBus(LocalBus):
         self._conn = await asyncpg.connect(self.dsn)
         for channel in self._channels:
             await self._conn.add_listener(channel, self._on_notify)
+
+    def _notified(self, payload: str) -> None:
+        if payload.isdigit():
+            self._newest = max(self._newest, int(payload))
+        else:
+            self._must_read = True
+        self._wake.set()
+
+    def committed(self) -> None:
+        self._must_read = True
+        self._wake.set()
+
+    def unread(self, last_id: int) -> bool:
+        # A node's own commits NOTIFY it too, after its hub has delivered them from memory.
+        must, self._must_read = self._must_read, False
+        return must or self._newest > last_id
 
     async def listen(self, channel: str, on_payload: Callable[[str], None]) -> None:
         """Calls on_payload with each NOTIFY payload on channel (from now, or from start)."""

@@ -106,7 +106,8 @@ class Hub:
     async def _run(self) -> None:
         while not self._stopping:
             # The timeout is a safety net: a missed wake-up costs at most one second.
-            await self.bus.wait(1.0)
+            if await self.bus.wait(1.0) and not self.bus.unread(self.last_id):
+                continue
             try:
                 await self.pump_once()
             except Exception:
