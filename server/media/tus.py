@@ -179,6 +179,8 @@ class TusEndpoint:
         self.write_buffer = write_buffer
         self._same_file = same_file
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Same-file keys of the unpublished uploads this process is receiving, and their ids.
+        self._receiving: dict[str, str] = {}
         self.upload_dir.mkdir(parents=True, exist_ok=True)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
@@ -248,24 +250,30 @@ class TusEndpoint:
         except web.HTTPException as exc:
             raise self._with_tus_headers(exc) from None
 
+        same = self._same_key(owner, metadata)
         info = {
             "id": secrets.token_hex(16),
             "length": length,
             "metadata": metadata,
             "owner": owner,
             "created_at": time.time(),
-            "same": self._same_key(owner, metadata),
+            "same": same,
         }
-        if with_body and length > 0:
+        # A request of this process still receiving the same file (a retry that overtook the
+        # broken-off original): wait for its lock below, then resume what it published.
+        upload_id = self._receiving.get(same) if same else None
+        if upload_id is None and with_body and length > 0:
             # One thread round trip: the unfinished upload of the same file, or a new one held by
             # this request alone (created and locked).
             upload_id, new_fd = await asyncio.to_thread(self._find_or_start, info)
             if new_fd is not None:
                 return await self._create_whole(request, info, new_fd, expected)
-        else:
-            upload_id, new = await asyncio.to_thread(self._find_or_create, info)
+        elif upload_id is None:
+            found_id, new = await asyncio.to_thread(self._find_or_create, info)
             if new and length > 0:
-                return self._created(upload_id, 0)
+                return self._created(found_id, 0)
+            upload_id = found_id
+        assert upload_id is not None
         async with self._locked(upload_id) as current:
             if current is None:
                 raise self._error(web.HTTPNotFound, "upload not found")
@@ -320,6 +328,8 @@ class TusEndpoint:
             data_path=self._path(info["id"], "data"),
             created_at=float(info["created_at"]),
         )
+        if info["same"]:
+            self._receiving[info["same"]] = upload.id
         try:
             try:
                 received = await self._receive(request, upload, expected, publish=info)
@@ -339,6 +349,8 @@ class TusEndpoint:
                 raise
             return self._created(upload.id, current.offset, extra)
         finally:
+            if info["same"]:
+                self._receiving.pop(info["same"], None)
             os.close(fd)
 
     def _created(self, upload_id: str, offset: int, extra: Mapping[str, str] | None = None) -> web.Response:
