@@ -21,6 +21,10 @@ JOURNAL_LOCK_KEY = 0x7E1E_F11
 WROTE_EVENTS = "tp_wrote_events"
 
 
+# Execution option of read_one()'s SQLite sessions: no BEGIN, each statement is its own snapshot.
+_NO_BEGIN = "tp_no_begin"
+
+
 def _sqlite_setup(engine: AsyncEngine, *, writer: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -35,7 +39,8 @@ def _sqlite_setup(engine: AsyncEngine, *, writer: bool) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+        if not conn.get_execution_options().get(_NO_BEGIN):
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
 
 class Database:
@@ -62,6 +67,11 @@ class Database:
         self.commit_hooks: list[Callable[[list[Event]], None]] = []
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        # Statements outside any transaction: SQLite without BEGIN, PostgreSQL in autocommit.
+        single = {_NO_BEGIN: True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"}
+        self._single = async_sessionmaker(
+            self.read_engine.execution_options(**single), expire_on_commit=False
+        )
 
     async def create_schema(self) -> None:
         async with self.write_engine.begin() as conn:
@@ -88,7 +98,15 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session in one read transaction: its statements see one snapshot."""
         async with self._reader() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read_one(self) -> AsyncIterator[AsyncSession]:
+        """A session for one read statement, outside any transaction (the statement is its own
+        snapshot): no BEGIN and COMMIT around it, a round trip or two fewer than read()."""
+        async with self._single() as session:
             yield session
 
     async def lock_journal(self, session: AsyncSession) -> None:

@@ -317,7 +317,7 @@ class FillService:
             raise InvalidInput(f"Media kind must be one of {', '.join(MEDIA_KINDS)}.")
         if actor.role is not Role.TECHNICIAN:
             raise Forbidden("Only the site's technician adds media to a fill.")
-        async with self.db.read() as s:
+        async with self.db.read_one() as s:
             state = await self._visible_state(s, actor, fill_id)
         if state != FillState.DRAFT:
             raise Conflict("Media can be added only before the fill is submitted.", code="not_draft")

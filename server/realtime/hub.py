@@ -142,7 +142,7 @@ class Hub:
 
     async def pump_once(self) -> None:
         while True:
-            async with self.db.read() as s:
+            async with self.db.read_one() as s:
                 events = (await s.execute(_EVENTS_AFTER, {"after": self.last_id})).scalars().all()
             for ev in events:
                 if ev.id > self.last_id:  # not delivered from memory while the journal was read
