@@ -106,3 +106,36 @@ async def test_lagging_client_is_closed_once_its_queue_drains(sqlite_url: str) -
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await db.dispose()
+
+
+async def test_events_of_another_process_are_never_overtaken_by_this_ones(sqlite_url: str) -> None:
+    """The hub hands on its own commits from memory, but only in journal order: an event another
+    process committed first (not yet read here) comes first."""
+    db = Database(sqlite_url)
+    await db.create_schema()
+    elsewhere = Database(sqlite_url)  # another process on the same database: its commits reach no hub here
+    hub = Hub(db, LocalBus())
+    await hub.start()
+    ws = FakeSocket()
+    task = asyncio.create_task(hub.serve(pharmacist({"ND"}), ws, None))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+
+    async def queued(on: Database, fill_id: str) -> None:
+        async with on.write() as s:
+            await journal.record(on, s, "fill.queued", site_id=1, us_state="ND", payload={"fill_id": fill_id})
+
+    await queued(db, "a")  # next in order: from memory
+    await queued(elsewhere, "b")  # unread here
+    await queued(db, "c")  # not next: the journal is read, b first
+    await queued(db, "d")
+    async with asyncio.timeout(5):
+        while len([m for m in ws.sent if m["type"] == "fill.queued"]) < 4:
+            await asyncio.sleep(0.01)
+    got = [(m["id"], m["fill_id"]) for m in ws.sent if m["type"] == "fill.queued"]
+    assert got == [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+    await ws.close()
+    await hub.stop()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await elsewhere.dispose()
+    await db.dispose()
