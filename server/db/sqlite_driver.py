@@ -65,6 +65,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     """A client-side cursor whose results arrive with the statement's single round trip."""
 
     __slots__ = ("_description", "_lastrowid", "_rowcount")
+    _adapt_connection: OneTripConnection
     # No driver cursor stays open between calls, so there is nothing to close asynchronously.
     _awaitable_cursor_close = False
 
@@ -105,8 +106,6 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
             self._description, self._rows, self._rowcount = None, collections.deque(), -1
             return None
         return super().execute(operation, parameters)
-
-    _adapt_connection: OneTripConnection
 
     async def _round_trip(self, operation: Any, parameters: Any, many: bool) -> None:
         adapt = self._adapt_connection

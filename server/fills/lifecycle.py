@@ -206,11 +206,18 @@ class FillService:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    async def _visible_fill(self, s: AsyncSession, actor: Principal, fill_id: str) -> tuple[Fill, Site]:
-        """The fill if the actor may see it; NotFound otherwise, so ids of other sites do not leak."""
-        row = (await s.execute(_FILL_AND_SITE, {"fill_id": fill_id})).first()
+    async def _visible_row(
+        self, s: AsyncSession, actor: Principal, statement: Any, params: dict[str, Any]
+    ) -> Any:
+        """The row of a statement over one fill and its Site, if the actor may see the fill; NotFound
+        otherwise, so ids of other sites do not leak."""
+        row = (await s.execute(statement, params)).first()
         _must_see(actor, row.Site.id if row else None, row.Site.state if row else None)
-        assert row is not None
+        return row
+
+    async def _visible_fill(self, s: AsyncSession, actor: Principal, fill_id: str) -> tuple[Fill, Site]:
+        """The fill and its site if the actor may see it."""
+        row = await self._visible_row(s, actor, _FILL_AND_SITE, {"fill_id": fill_id})
         return row.Fill, row.Site
 
     async def _visible_state(self, s: AsyncSession, actor: Principal, fill_id: str) -> str:
@@ -325,13 +332,12 @@ class FillService:
     async def attach_media(self, actor: Principal, fill_id: str, media: Media) -> Media:
         """Records stored media on a draft fill; the same file twice is stored once."""
         async with self.db.write() as s:
-            row = (
-                await s.execute(
-                    _FILL_SITE_SAME_MEDIA, {"fill_id": fill_id, "kind": media.kind, "sha256": media.sha256}
-                )
-            ).first()
-            _must_see(actor, row.Site.id if row else None, row.Site.state if row else None)
-            assert row is not None
+            row = await self._visible_row(
+                s,
+                actor,
+                _FILL_SITE_SAME_MEDIA,
+                {"fill_id": fill_id, "kind": media.kind, "sha256": media.sha256},
+            )
             fill: Fill = row.Fill
             same: Media | None = row.Media
             if fill.state != FillState.DRAFT:
@@ -357,9 +363,7 @@ class FillService:
     async def submit(self, actor: Principal, fill_id: str) -> Fill:
         """Submits a draft whose required media are stored; it enters the queue at once."""
         async with self.db.write() as s:
-            row = (await s.execute(_FILL_SITE_PRESCRIPTION, {"fill_id": fill_id})).first()
-            _must_see(actor, row.Site.id if row else None, row.Site.state if row else None)
-            assert row is not None
+            row = await self._visible_row(s, actor, _FILL_SITE_PRESCRIPTION, {"fill_id": fill_id})
             fill: Fill = row.Fill
             site: Site = row.Site
             rx: Prescription = row.Prescription

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_LAGGING = 4000
 CATCH_UP_BATCH = 500
-# Run after every commit that wrote events: built once.
+# The pump's read of the journal: built once.
 _EVENTS_AFTER = select(Event).where(Event.id > bindparam("after")).order_by(Event.id).limit(CATCH_UP_BATCH)
 
 
