@@ -112,11 +112,16 @@ def seed_database(data_dir: Path, sites: int, database_url: str = "") -> list[st
     return asyncio.run(run())
 
 
-def peak_rss(proc: psutil.Process) -> int:
-    """The sum of each process's own peak resident size (the kernel's VmHWM) over a process and its
-    children: exact, with no sampling, and never below the peak of the sum."""
+def family(proc: psutil.Process) -> list[psutil.Process]:
+    """A process and its children (the media workers)."""
+    return [proc, *proc.children(recursive=True)]
+
+
+def peak_rss(procs: list[psutil.Process]) -> int:
+    """The sum of each process's own peak resident size (the kernel's VmHWM): exact, with no
+    sampling, and never below the peak of the sum."""
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in procs:
         try:
             status = Path(f"/proc/{p.pid}/status").read_text()
         except OSError:
@@ -146,9 +151,9 @@ class MemoryWatch(threading.Thread):
     def run(self) -> None:
         while self.running:
             try:
-                infos = [p.memory_full_info() for p in [self.proc, *self.proc.children(recursive=True)]]
-                self.peak_pss = max(self.peak_pss, sum(i.pss for i in infos))
-                self.peak_rss = max(self.peak_rss, peak_rss(self.proc))
+                procs = family(self.proc)
+                self.peak_pss = max(self.peak_pss, sum(p.memory_full_info().pss for p in procs))
+                self.peak_rss = max(self.peak_rss, peak_rss(procs))
             except psutil.Error:
                 pass
             time.sleep(0.5)
@@ -539,7 +544,7 @@ def main() -> None:
         finally:
             watch.running = False
             with contextlib.suppress(psutil.Error):
-                watch.peak_rss = max(watch.peak_rss, peak_rss(watch.proc))
+                watch.peak_rss = max(watch.peak_rss, peak_rss(family(watch.proc)))
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)

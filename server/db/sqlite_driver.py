@@ -37,7 +37,8 @@ DRIVER = "tp_aiosqlite"
 _Outcome = tuple[Any, list[Any], int, int | None, bool]
 
 
-_BEGINS = frozenset({"BEGIN", "BEGIN IMMEDIATE", "BEGIN EXCLUSIVE", "BEGIN DEFERRED"})
+# As Database's "begin" listener issues them.
+_BEGINS = frozenset({"BEGIN", "BEGIN IMMEDIATE"})
 
 
 def _run(
@@ -100,7 +101,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         del value
 
     def execute(self, operation: Any, parameters: Any = None) -> Any:
-        if not parameters and isinstance(operation, str) and operation.strip().upper() in _BEGINS:
+        if operation in _BEGINS and not parameters:
             # Held back until the transaction's first statement, which takes it along.
             self._adapt_connection._begin = operation
             self._description, self._rows, self._rowcount = None, collections.deque(), -1

@@ -127,16 +127,17 @@ def _bomb() -> MediaRejected:
 
 
 def process_image(
-    src: Path, workdir: Path, *, max_pixels: int, read_barcodes: bool = False
+    src: Path, workdir: Path, *, max_pixels: int, read_barcodes: bool = False, data: bytes | None = None
 ) -> ProcessedImage:
     """Validate a photo and write its metadata-free variants (full, 2048, 320) into `workdir`.
 
-    With read_barcodes, the barcodes are read from the same decode at full resolution: one decode
-    instead of two for the stock bottle photo.
+    With read_barcodes, the barcodes are read from the same decode (at half scale for a large photo,
+    at full resolution when that finds none). `data` is the file's bytes when the caller has read them.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     # One read serves sniffing, decoding and the byte-level strip (uploads are capped well below RAM).
-    data = src.read_bytes()
+    if data is None:
+        data = src.read_bytes()
     if not data:
         raise MediaRejected("empty", "The file is empty. Take the photo again.")
     fmt = sniff_image_format(data[:32])

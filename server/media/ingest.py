@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import hashlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -103,7 +104,14 @@ def ingest_file(
     read_barcodes: bool,
 ) -> IngestedMedia:
     """ingest_media's work, blocking: meant for a media worker (the store must be picklable)."""
-    size, actual, head = _inspect(upload_path)
+    with upload_path.open("rb") as f:
+        head = f.read(64)
+    is_video = sniff_video_container(head) is not None and sniff_image_format(head) is None
+    # A photo is read once: hashed in memory, then decoded and stripped from the same bytes (photo
+    # uploads are capped well below RAM). A video is hashed as it streams from disk.
+    data = upload_path.read_bytes() if kind in PHOTO_KINDS and not is_video else None
+    size = len(data) if data is not None else upload_path.stat().st_size
+    actual = hashlib.sha256(data).hexdigest() if data is not None else file_sha256(upload_path)
     if size == 0:
         raise MediaRejected("empty", "The file is empty. Capture it again.")
     if actual != claimed_sha256:
@@ -112,7 +120,6 @@ def ingest_file(
             "The file changed or was damaged on the way (checksum mismatch). Upload it again.",
         )
 
-    is_video = sniff_video_container(head) is not None and sniff_image_format(head) is None
     if kind in VIDEO_KINDS and not is_video:
         raise MediaRejected("not_a_video", "A count video must be an MP4 or WebM recording.")
     if kind in PHOTO_KINDS and is_video:
@@ -128,7 +135,7 @@ def ingest_file(
             )
         else:
             processed = process_image(
-                upload_path, workdir, max_pixels=max_image_pixels, read_barcodes=read_barcodes
+                upload_path, workdir, max_pixels=max_image_pixels, read_barcodes=read_barcodes, data=data
             )
         variants = _store_variants(store, processed.variants)
     finally:
@@ -145,13 +152,6 @@ def ingest_file(
         quality=dict(processed.quality),
         barcodes=processed.barcodes if isinstance(processed, ProcessedImage) else [],
     )
-
-
-def _inspect(path: Path) -> tuple[int, str, bytes]:
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(64)
-    return size, file_sha256(path), head
 
 
 def _store_variants(store: MediaStore, variants: dict[str, VariantFile]) -> dict[str, StoredVariant]:

@@ -530,9 +530,9 @@ class TusEndpoint:
         except BaseException:
             # Cancelled: keep what arrived, synchronously (one buffer at most). Should a cancelled
             # thread write still be running, the same bytes land at the same place: harmless.
-            appender.finish(buf, keep=True)
+            appender.finish(buf, keep=True, sync=publish is None)
             if publish is not None:
-                self._publish(publish)
+                self._publish(publish)  # makes it durable
             raise
         if too_large:
             buf = []
@@ -685,9 +685,8 @@ class TusEndpoint:
             same = json.loads(self._path(upload_id, "info").read_text("utf-8")).get("same")
         except (OSError, ValueError):
             same = None
-        # The info file goes first: without it the upload no longer exists for anyone. (A ".lock" file
-        # is left by earlier versions, which locked a file of its own.)
-        for suffix in ("info", "data", "lock"):
+        # The info file goes first: without it the upload no longer exists for anyone.
+        for suffix in ("info", "data"):
             with contextlib.suppress(FileNotFoundError):
                 self._path(upload_id, suffix).unlink()
         if isinstance(same, str) and _ID_RE.fullmatch(same):
