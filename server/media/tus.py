@@ -385,11 +385,8 @@ class TusEndpoint:
         return info["id"], fd
 
     def _find_same(self, same: str, owner: str, length: int) -> str | None:
-        try:
-            upload_id = self._path(same, "same").read_text("ascii").strip()
-        except (FileNotFoundError, UnicodeDecodeError):
-            return None
-        if not _ID_RE.fullmatch(upload_id):
+        upload_id = self._hinted(same)
+        if upload_id is None:
             return None
         upload = self._load_sync(upload_id)
         if upload is None or upload.owner != owner or upload.length != length:
@@ -665,14 +662,17 @@ class TusEndpoint:
 
     def _write_info(self, upload_id: str, info: dict[str, Any]) -> None:
         """Writes the info file durably (and the same-file hint): from now on the upload exists."""
-        if info.get("same"):
-            # A hint for creation, written before the upload is visible: no fsync needed.
-            self._path(info["same"], "same").write_text(upload_id, "ascii")
         tmp = self._path(upload_id, "info.tmp")
         with tmp.open("w", encoding="utf-8") as f:
             json.dump(info, f)
             f.flush()
             os.fsync(f.fileno())
+        if info.get("same"):
+            # The hint for creation is a second name of the info file, made before the upload is
+            # visible: no file of its own (each new inode is costly on a busy disk), no fsync needed.
+            link = self._path(upload_id, "same.tmp")
+            os.link(tmp, link)
+            os.replace(link, self._path(info["same"], "same"))
         os.replace(tmp, self._path(upload_id, "info"))
         dir_fd = os.open(self.upload_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -689,11 +689,20 @@ class TusEndpoint:
         for suffix in ("info", "data"):
             with contextlib.suppress(FileNotFoundError):
                 self._path(upload_id, suffix).unlink()
-        if isinstance(same, str) and _ID_RE.fullmatch(same):
-            hint = self._path(same, "same")
+        if isinstance(same, str) and _ID_RE.fullmatch(same) and self._hinted(same) == upload_id:
+            # Not a newer upload's hint.
             with contextlib.suppress(OSError):
-                if hint.read_text("ascii").strip() == upload_id:  # not a newer upload's
-                    hint.unlink()
+                self._path(same, "same").unlink()
+
+    def _hinted(self, same: str) -> str | None:
+        """The upload id a same-file hint names: a link to that upload's info file (earlier versions
+        wrote the bare id)."""
+        try:
+            text = self._path(same, "same").read_text("utf-8")
+            upload_id = json.loads(text).get("id") if text.startswith("{") else text.strip()
+        except (OSError, ValueError, AttributeError):
+            return None
+        return upload_id if isinstance(upload_id, str) and _ID_RE.fullmatch(upload_id) else None
 
     def _data_mtime(self, upload_id: str) -> float:
         try:

@@ -753,3 +753,32 @@ async def test_a_repeated_creation_with_upload_skips_the_bytes_already_held(
     assert again.headers["Location"] == first.headers["Location"]
     assert again.headers["Upload-Offset"] == str(len(data))
     assert [c[1] for c in recorder.completed] == [data]
+
+
+async def test_a_same_file_hint_from_an_earlier_version_is_still_followed(
+    tmp_path: Path, recorder: Recorder, aiohttp_client: AiohttpClient
+) -> None:
+    """Earlier versions wrote the hint as a file holding the bare upload id; now it is a second name
+    of the upload's info file. An upload broken off before an upgrade resumes after it."""
+    uploads = tmp_path / "uploads"
+    app, _ = make_app(uploads, recorder, same_file=same_file)
+    client = await aiohttp_client(app)
+    data = os.urandom(100_000)
+    headers = {
+        **PATCH,
+        "Upload-Length": str(len(data)),
+        "Upload-Metadata": encode_metadata({"kind": "pills", "name": "fill-3/pills"}),
+    }
+    first = await client.post(BASE, data=data[:30_000], headers=headers)
+    assert first.status == 201 and first.headers["Upload-Offset"] == "30000"
+    upload_id = first.headers["Location"].rsplit("/", 1)[1]
+    [hint] = uploads.glob("*.same")
+    assert hint.stat().st_ino == (uploads / f"{upload_id}.info").stat().st_ino
+    hint.unlink()
+    hint.write_text(upload_id, "ascii")
+
+    again = await client.post(BASE, data=data, headers=headers)
+    assert again.status == 201, await again.text()
+    assert again.headers["Location"] == first.headers["Location"]
+    assert [c[1] for c in recorder.completed] == [data]
+    assert not list(uploads.glob("*.same"))  # the hint went with the finished upload
