@@ -5,13 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.engine import WROTE_EVENTS, Database
 from server.db.models import Event
 
 _LAST_ID = select(func.max(Event.id))
+# PostgreSQL: the NOTIFY of the new event's id travels with the read of the last one. It is sent at
+# commit and dropped on rollback, like the row.
+_LAST_ID_AND_NOTIFY = select(
+    func.max(Event.id), func.pg_notify("tp_events", cast(func.coalesce(func.max(Event.id), 0) + 1, String))
+)
 
 
 async def record(
@@ -30,7 +35,7 @@ async def record(
     reader that advances its cursor past id N has already seen every id below N.
     """
     await db.lock_journal(session)
-    last = (await session.execute(_LAST_ID)).scalar()
+    last = (await session.execute(_LAST_ID if db.is_sqlite else _LAST_ID_AND_NOTIFY)).scalar()
     body = dict(payload)
     if user_id is not None:
         body["for_user"] = user_id
@@ -44,6 +49,4 @@ async def record(
     )
     session.add(ev)  # written with the transaction's next statement or its commit
     session.info.setdefault(WROTE_EVENTS, []).append(ev)
-    if not db.is_sqlite:
-        await session.execute(select(func.pg_notify("tp_events", str(ev.id))))
     return ev

@@ -90,6 +90,35 @@ async def test_an_event_committed_on_one_node_reaches_a_console_on_another(
         await world.close()
 
 
+@pytest.mark.postgres
+async def test_a_committed_event_notifies_other_nodes_with_its_id_and_a_rolled_back_one_does_not(
+    postgres_url: str,
+) -> None:
+    """Other nodes learn of a commit from its NOTIFY (the one-second poll is only a safety net)."""
+    db = Database(postgres_url)
+    await db.create_schema()
+    bus = PostgresBus(db.url)
+    await bus.start()
+    try:
+        for _ in range(2):
+            async with db.write() as s:
+                last = await journal.record(db, s, "fill.queued", site_id=None, us_state="ND", payload={})
+        while not bus.unread(last.id - 1):  # the two NOTIFYs may wake the bus once or twice
+            assert await bus.wait(5), "no NOTIFY arrived"
+        assert not bus.unread(last.id)  # it named the newest event's own id
+        await bus.wait(0)  # both have arrived: clear the wake-up
+
+        with pytest.raises(RuntimeError):
+            async with db.write() as s:
+                await journal.record(db, s, "fill.queued", site_id=None, us_state="ND", payload={})
+                raise RuntimeError("the change fails")
+        assert not await bus.wait(0.5)
+        assert not bus.unread(last.id)
+    finally:
+        await bus.stop()
+        await db.dispose()
+
+
 async def test_concurrent_event_writers_never_let_a_reader_skip_an_id(database_url: str) -> None:
     """The cursor trap: a reader racing concurrent writers must see every id, in order, exactly once."""
     db = Database(database_url)
