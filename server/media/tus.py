@@ -729,8 +729,12 @@ class TusEndpoint:
         return removed
 
     def _purge_unpublished(self, before: float) -> None:
-        """Deletes data files that were never published (their request died with its process), and
-        lock files of earlier versions, untouched since `before`."""
+        """Deletes data files that were never published (their request died with its process), work
+        files never renamed, and lock files of earlier versions, untouched since `before`."""
+        for path in self.upload_dir.glob("*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < before:
+                    path.unlink()
         for path in [*self.upload_dir.glob("*.data"), *self.upload_dir.glob("*.lock")]:
             upload_id = path.name.split(".", 1)[0]
             if not _ID_RE.fullmatch(upload_id) or self._path(upload_id, "info").exists():

@@ -420,8 +420,12 @@ async def test_purge_stale(tmp_path: Path, recorder: Recorder, aiohttp_client: A
     orphan.write_bytes(b"half a photo")
     legacy_lock = tmp_path / "uploads" / f"{'b' * 32}.lock"
     legacy_lock.touch()
+    # Work files of a process that died between writing and renaming them.
+    half_written = [tmp_path / "uploads" / f"{'c' * 32}.{suffix}.tmp" for suffix in ("info", "same")]
+    for path in half_written:
+        path.write_text("{}")
     assert await endpoint.purge_stale(3600) == 0
-    assert orphan.exists() and legacy_lock.exists()
+    assert orphan.exists() and legacy_lock.exists() and all(p.exists() for p in half_written)
     assert await endpoint.purge_stale(0) == 1
     assert (await c.head(location, headers=TUS)).status == 404
     assert sorted((tmp_path / "uploads").iterdir()) == []
