@@ -394,12 +394,20 @@ class TusEndpoint:
         return upload_id
 
     async def head(self, request: web.Request) -> web.Response:
-        """Report an upload's offset (200) so a client can resume."""
+        """Report an upload's offset (200) so a client can resume.
+
+        Read under the upload's lock: a request still receiving it (the one a cut link broke, before
+        the server has noticed) holds bytes not yet written, and an offset read around it would make
+        the client send them again.
+        """
         self._check_version(request)
         upload = await self._owned(request)
-        headers = {"Upload-Offset": str(upload.offset), "Upload-Length": str(upload.length)}
-        if upload.metadata:
-            headers["Upload-Metadata"] = encode_metadata(upload.metadata)
+        async with self._locked(upload.id) as current:
+            if current is None:
+                raise self._error(web.HTTPNotFound, "upload not found")
+        headers = {"Upload-Offset": str(current.offset), "Upload-Length": str(current.length)}
+        if current.metadata:
+            headers["Upload-Metadata"] = encode_metadata(current.metadata)
         return web.Response(status=200, headers=self._headers(headers))
 
     async def patch(self, request: web.Request) -> web.Response:

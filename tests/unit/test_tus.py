@@ -500,6 +500,29 @@ async def test_dropped_connection_keeps_bytes_and_tuspy_resumes(
     assert recorder.completed[0][2] == {"kind": "pills"}
 
 
+async def test_head_during_a_broken_patch_reports_the_bytes_it_is_still_holding(
+    tmp_path: Path, recorder: Recorder, aiohttp_server: AiohttpServer
+) -> None:
+    """A client whose link was cut asks for the offset before the server has noticed the cut: the
+    answer waits for the broken request, so no byte it kept is sent twice."""
+    app, _ = make_app(tmp_path / "uploads", recorder, write_buffer=1024 * 1024)
+    server = await aiohttp_server(app)
+    assert server.port is not None
+    root = f"http://{server.host}:{server.port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(root + BASE, headers={**TUS, "Upload-Length": "300000"}) as resp:
+            location = resp.headers["Location"]
+        # 200,000 of 300,000 bytes, held in the server's write buffer until the connection drops.
+        broken = asyncio.create_task(
+            send_partial_patch(server.host, server.port, location, 300_000, os.urandom(200_000), hold=0.5)
+        )
+        await asyncio.sleep(0.2)
+        async with session.head(root + location, headers=TUS) as resp:
+            assert resp.status == 200
+            assert resp.headers["Upload-Offset"] == "200000"
+        await broken
+
+
 async def test_a_stalled_client_releases_the_upload_after_the_idle_timeout(
     tmp_path: Path, recorder: Recorder, aiohttp_server: AiohttpServer
 ) -> None:
