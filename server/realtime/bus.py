@@ -10,6 +10,10 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
+# A lost LISTEN connection is made again after these delays (doubling up to the maximum).
+RECONNECT_FIRST_DELAY = 0.5
+RECONNECT_MAX_DELAY = 5.0
+
 
 class EventBus(Protocol):
     """Tells the hub that the journal has grown. Carries no data: readers read the journal."""
@@ -66,13 +70,55 @@ class PostgresBus(LocalBus):
         self._channels: dict[str, Callable[[str], None]] = {"tp_events": self._notified}
         self._newest = 0  # the highest event id a NOTIFY named
         self._must_read = False  # woken by something that names no id
+        self._stopping = False
+        self._reconnecting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self._stopping = False
+        await self._connect()
+
+    async def _connect(self) -> None:
         import asyncpg  # type: ignore[import-untyped]
 
-        self._conn = await asyncpg.connect(self.dsn)
-        for channel in self._channels:
-            await self._conn.add_listener(channel, self._on_notify)
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            for channel in self._channels:
+                await conn.add_listener(channel, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        conn.add_termination_listener(self._on_terminated)
+        self._conn = conn
+
+    def _on_terminated(self, conn: Any) -> None:
+        if self._stopping or conn is not self._conn:
+            return
+        self._conn = None
+        log.warning("the LISTEN connection to PostgreSQL was lost; reconnecting (polling meanwhile)")
+        self._reconnecting = asyncio.get_running_loop().create_task(
+            self._reconnect(), name="listen-reconnect"
+        )
+
+    async def _reconnect(self) -> None:
+        delay = RECONNECT_FIRST_DELAY
+        while not self._stopping:
+            try:
+                await self._connect()
+            except Exception as exc:
+                log.warning(
+                    "reconnecting to PostgreSQL to LISTEN failed (%s); again in %.1f s",
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY)
+                continue
+            log.info("listening to PostgreSQL again")
+            # What was NOTIFYed while it was away is lost. An empty payload names nothing: the hub reads
+            # the journal for it (the signal mailbox's own poll finds any waiting signal).
+            for handler in list(self._channels.values()):
+                handler("")
+            return
 
     def _notified(self, payload: str) -> None:
         if payload.isdigit():
@@ -102,6 +148,12 @@ class PostgresBus(LocalBus):
             handler(payload)
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
+            self._reconnecting = None
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close()

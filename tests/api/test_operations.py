@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import text
 
 from server.app import create_app
 from server.db.engine import Database
@@ -114,6 +115,33 @@ async def test_a_committed_event_notifies_other_nodes_with_its_id_and_a_rolled_b
                 raise RuntimeError("the change fails")
         assert not await bus.wait(0.5)
         assert not bus.unread(last.id)
+    finally:
+        await bus.stop()
+        await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_lost_listen_connection_is_made_again(postgres_url: str) -> None:
+    """PostgreSQL ends the node's LISTEN connection (a restart, a failover, an idle timeout): the node
+    connects again, looks for what it missed, and hears later NOTIFYs as before."""
+    db = Database(postgres_url)
+    await db.create_schema()
+    bus = PostgresBus(db.url)
+    await bus.start()
+    try:
+        async with db.write() as s:
+            await s.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+                )
+            )
+        assert await bus.wait(10), "the bus did not reconnect"
+        assert bus.unread(10**9)  # it tells the hub to read the journal: NOTIFYs may have been lost
+        async with db.write() as s:
+            ev = await journal.record(db, s, "fill.queued", site_id=None, us_state="ND", payload={})
+        while not bus.unread(ev.id - 1):
+            assert await bus.wait(5), "no NOTIFY arrived on the new connection"
     finally:
         await bus.stop()
         await db.dispose()
