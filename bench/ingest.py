@@ -160,10 +160,12 @@ class MemoryWatch(threading.Thread):
 
 
 def cpu_seconds(proc: psutil.Process) -> dict[str, float]:
-    """CPU seconds (user + system) so far of the server's main process, of its media workers (and the
-    multiprocessing helpers), and of this process, which is the load-generating client (the console's
-    process is not counted: it stands for other machines)."""
+    """CPU seconds (user + system) so far of the server's main process (and of its event loop's thread,
+    a part of it), of its media workers (and the multiprocessing helpers), and of this process, which is
+    the load-generating client (the console's process is not counted: it stands for other machines)."""
     main = proc.cpu_times()
+    # The event loop runs on the main process's first thread, whose id is the process id.
+    loop = next((t.user_time + t.system_time for t in proc.threads() if t.id == proc.pid), 0.0)
     workers = 0.0
     for child in proc.children(recursive=True):
         try:
@@ -172,7 +174,12 @@ def cpu_seconds(proc: psutil.Process) -> dict[str, float]:
             continue
         workers += t.user + t.system
     me = psutil.Process().cpu_times()
-    return {"server_main": main.user + main.system, "media_workers": workers, "client": me.user + me.system}
+    return {
+        "server_main": main.user + main.system,
+        "server_event_loop": loop,
+        "media_workers": workers,
+        "client": me.user + me.system,
+    }
 
 
 def cpu_per_fill(before: dict[str, float], after: dict[str, float], fills: int) -> dict[str, float]:
