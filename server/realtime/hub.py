@@ -47,18 +47,33 @@ def visible(principal: Principal, ev: Event) -> bool:
     return ev.us_state is not None and ev.us_state in principal.licensed_states
 
 
+def serialized_once(ev: Event) -> Callable[[], str]:
+    """The event's message as JSON text, made on first use and shared by every connection."""
+    text: str | None = None
+
+    def message() -> str:
+        nonlocal text
+        if text is None:
+            text = json.dumps(event_message(ev))
+        return text
+
+    return message
+
+
 class Connection:
     def __init__(self, principal: Principal, ws: web.WebSocketResponse, queue_size: int) -> None:
         self.principal = principal
         self.ws = ws
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
+        # (event id, message text)
+        self.queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue(queue_size)
         self.lagging = False
 
-    def offer(self, ev: Event) -> None:
+    def offer(self, ev: Event, message: Callable[[], str]) -> None:
+        """Queues the event's message (`message` makes its text) if this connection may see it."""
         if self.lagging or not visible(self.principal, ev):
             return
         try:
-            self.queue.put_nowait(event_message(ev))
+            self.queue.put_nowait((ev.id, message()))
         except asyncio.QueueFull:
             self.lagging = True
 
@@ -131,8 +146,9 @@ class Hub:
             self.bus.committed()
 
     def _deliver(self, ev: Event) -> None:
+        message = serialized_once(ev)
         for conn in list(self.connections):
-            conn.offer(ev)
+            conn.offer(ev, message)
         for listener in self.on_event:
             try:
                 listener(ev)
@@ -206,11 +222,11 @@ class Hub:
             if conn.lagging and conn.queue.empty():
                 await conn.ws.close(code=CLOSE_LAGGING, message=b"too slow: reconnect with your cursor")
                 return
-            msg = await conn.queue.get()
-            if msg["id"] <= sent:
+            event_id, text = await conn.queue.get()
+            if event_id <= sent:
                 continue
-            await conn.ws.send_json(msg)
-            sent = msg["id"]
+            await conn.ws.send_str(text)
+            sent = event_id
 
     async def _receive(self, conn: Connection) -> None:
         async for msg in conn.ws:

@@ -157,7 +157,7 @@ async def test_concurrent_event_writers_never_let_a_reader_skip_an_id(database_u
     class Recorder:
         lagging = False
 
-        def offer(self, ev: object) -> None:
+        def offer(self, ev: object, message: object) -> None:
             seen.append(ev.id)  # type: ignore[attr-defined]
 
     hub.connections.add(Recorder())  # type: ignore[arg-type]

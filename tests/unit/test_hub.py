@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from server.db.engine import Database
@@ -25,6 +26,9 @@ class FakeSocket:
         if self.stuck and data.get("type") != "hello":
             await asyncio.Event().wait()
         self.sent.append(data)
+
+    async def send_str(self, text: str) -> None:
+        await self.send_json(json.loads(text))
 
     async def close(self, code: int = 1000, message: bytes = b"") -> None:
         self.closed_with = code
