@@ -401,13 +401,12 @@ class TusEndpoint:
         the client send them again.
         """
         self._check_version(request)
-        upload = await self._owned(request)
-        async with self._locked(upload.id) as current:
-            if current is None:
-                raise self._error(web.HTTPNotFound, "upload not found")
-        headers = {"Upload-Offset": str(current.offset), "Upload-Length": str(current.length)}
-        if current.metadata:
-            headers["Upload-Metadata"] = encode_metadata(current.metadata)
+        owner = self._owner(request)
+        async with self._locked(request.match_info.get("upload_id", "")) as current:
+            upload = self._mine(current, owner)
+        headers = {"Upload-Offset": str(upload.offset), "Upload-Length": str(upload.length)}
+        if upload.metadata:
+            headers["Upload-Metadata"] = encode_metadata(upload.metadata)
         return web.Response(status=200, headers=self._headers(headers))
 
     async def patch(self, request: web.Request) -> web.Response:
@@ -467,9 +466,10 @@ class TusEndpoint:
         )
 
     async def _owned(self, request: web.Request) -> TusUpload:
-        upload_id = request.match_info.get("upload_id", "")
         owner = self._owner(request)
-        upload = await self._load(upload_id)
+        return self._mine(await self._load(request.match_info.get("upload_id", "")), owner)
+
+    def _mine(self, upload: TusUpload | None, owner: str) -> TusUpload:
         # Someone else's upload is indistinguishable from a missing one.
         if upload is None or not hmac.compare_digest(upload.owner.encode(), owner.encode()):
             raise self._error(web.HTTPNotFound, "upload not found")
