@@ -27,6 +27,8 @@ from typing import Any
 import zxingcpp
 from PIL import Image, ImageFilter, ImageStat
 
+from server.evidence.barcodes import parse_barcode
+
 _LAPLACIAN = ImageFilter.Kernel((3, 3), (0, 1, 0, 1, -4, 1, 0, 1, 0), scale=1, offset=128)
 # The Laplacian of an 8-bit image has a variance of about 1 from rounding alone; without subtracting it a
 # featureless, badly blurred photo would score like a sharp one (both fine and coarse detail near zero).
@@ -279,8 +281,31 @@ DRUG_PACKAGE_FORMATS = zxingcpp.BarcodeFormats(
 )
 
 
-def decode_barcodes(image: Image.Image) -> list[str]:
-    """Every barcode zxing-cpp finds, as symbology identifier + raw text (GS1 separators as \\x1d)."""
-    gray = _gray(image)
-    found = zxingcpp.read_barcodes(gray, formats=DRUG_PACKAGE_FORMATS, text_mode=zxingcpp.TextMode.Plain)
+def decode_barcodes(image: Image.Image, *, thorough: bool = True) -> list[str]:
+    """Every barcode zxing-cpp finds, as symbology identifier + raw text (GS1 separators as \\x1d).
+
+    Thorough, the search turns the image every way and looks for light-on-dark symbols too; without,
+    it reads upright dark-on-light symbols (and those tilted well short of 90 degrees) only.
+    """
+    found = zxingcpp.read_barcodes(
+        _gray(image),
+        formats=DRUG_PACKAGE_FORMATS,
+        text_mode=zxingcpp.TextMode.Plain,
+        try_rotate=thorough,
+        try_invert=thorough,
+    )
     return [f"{b.symbology_identifier}{b.text}" for b in found]
+
+
+def decode_product_barcodes(image: Image.Image) -> list[str]:
+    """The barcodes of a stock-bottle photo taken as evidence: the thorough search, unless a quick look
+    (a third of its cost) already found a symbol that names a drug product.
+
+    A photo whose product code is upright and dark on light, as most are, costs only the quick look;
+    any other still gets the thorough search.
+    """
+    gray = _gray(image)
+    quick = decode_barcodes(gray, thorough=False)
+    if any(parse_barcode(text).usable for text in quick):
+        return quick
+    return decode_barcodes(gray)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter, ImageStat, UnidentifiedImageError
 
-from server.evidence.photo_quality import decode_barcodes
+from server.evidence.photo_quality import decode_product_barcodes
 from server.media.errors import MediaRejected
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
@@ -194,10 +194,10 @@ def _process_open(
         reduced = im.size != (width, height)
     decoded = _decode(im)
     oriented = _upright(decoded, orientation)
-    barcodes = decode_barcodes(oriented) if read_barcodes else []
+    barcodes = decode_product_barcodes(oriented) if read_barcodes else []
     if read_barcodes and not barcodes and reduced:
         with Image.open(io.BytesIO(data), formats=[fmt]) as whole:
-            barcodes = decode_barcodes(_upright(_decode(whole), orientation))
+            barcodes = decode_product_barcodes(_upright(_decode(whole), orientation))
 
     variants: dict[str, VariantFile] = {}
     ctype = CONTENT_TYPES[fmt]

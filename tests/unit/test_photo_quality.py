@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import zxingcpp
-from PIL import Image
+from PIL import Image, ImageOps
 
 from server.demo import photos
 from server.evidence.barcodes import check_product, parse_barcode
@@ -23,6 +23,7 @@ from server.evidence.photo_quality import (
     assess_photo,
     assess_photo_file,
     decode_barcodes,
+    decode_product_barcodes,
     kind_label,
 )
 
@@ -301,3 +302,36 @@ def test_decode_barcodes_reads_the_vial_rx_code_which_is_not_a_product(bases: di
 
 def test_decode_barcodes_on_a_blank_image() -> None:
     assert decode_barcodes(Image.new("RGB", (640, 480), (200, 200, 200))) == []
+
+
+@pytest.mark.parametrize("turn", ["upright", "quarter_turn", "upside_down", "inverted"])
+def test_evidence_read_finds_the_stock_bottle_code_however_the_photo_shows_it(
+    bases: dict[str, Image.Image], turn: str
+) -> None:
+    image = bases["stock_3mp"].convert("L")
+    if turn == "quarter_turn":
+        image = image.transpose(Image.Transpose.ROTATE_90)
+    elif turn == "upside_down":
+        image = image.transpose(Image.Transpose.ROTATE_180)
+    elif turn == "inverted":
+        image = ImageOps.invert(image)  # a light-on-dark (laser-etched) code
+    found = decode_product_barcodes(image)
+    assert check_product(found, "12345-678-90", TODAY).result == "match"
+    # Only an upright, dark-on-light code is within the quick look that the evidence read starts with.
+    assert bool(decode_barcodes(image, thorough=False)) == (turn == "upright")
+
+
+def test_evidence_read_searches_on_when_the_quick_look_finds_no_product_code() -> None:
+    # A vial's Rx code (upright, names no product) beside a stock bottle's code turned a quarter.
+    rx = zxingcpp.create_barcode("6001234", zxingcpp.BarcodeFormat.Code128).to_image(scale=4)
+    product = zxingcpp.create_barcode(
+        "(01)00312345678906(17)271231(10)LOT9", zxingcpp.BarcodeFormat.DataMatrix, gs1=True
+    ).to_image(scale=8)
+    canvas = Image.new("L", (900, 500), 255)
+    canvas.paste(Image.frombytes("L", (rx.shape[1], rx.shape[0]), bytes(memoryview(rx))), (40, 40))
+    dm = Image.frombytes("L", (product.shape[1], product.shape[0]), bytes(memoryview(product)))
+    canvas.paste(dm.transpose(Image.Transpose.ROTATE_90), (600, 200))
+    assert decode_barcodes(canvas, thorough=False) == ["]C06001234"]
+    found = decode_product_barcodes(canvas)
+    assert "]C06001234" in found
+    assert check_product(found, "12345-678-90", TODAY).result == "match"
