@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import struct
@@ -52,6 +53,8 @@ class VariantFile:
     content_type: str
     width: int
     height: int
+    # The SHA-256 of the bytes written, when they were hashed on the way (so the store need not read them).
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,11 +205,14 @@ def _process_open(
     variants: dict[str, VariantFile] = {}
     ctype = CONTENT_TYPES[fmt]
     full_path = workdir / f"{FULL}{_EXTENSIONS[fmt]}"
+    full_sha256 = None
     if strippable:
-        full_path.write_bytes(strip_metadata(data, fmt))
+        stripped = strip_metadata(data, fmt)
+        full_path.write_bytes(stripped)
+        full_sha256 = hashlib.sha256(stripped).hexdigest()
     else:
         _save_family(oriented, full_path, fmt)
-    variants[FULL] = VariantFile(full_path, ctype, width, height)
+    variants[FULL] = VariantFile(full_path, ctype, width, height, full_sha256)
 
     base = oriented
     if fits:
@@ -218,8 +224,9 @@ def _process_open(
         variants[LARGE] = VariantFile(large_path, ctype, base.width, base.height)
 
     small = _resizable(base)
-    # A box reduce by the ratio's integer part, then a short bilinear step: the cheapest decent thumbnail.
-    small = small.resize(_fit_size(small.size, THUMB_EDGE), Image.Resampling.BILINEAR, reducing_gap=1.0)
+    # A box reduce by the ratio's integer part, then area averaging for the rest: the cheapest decent
+    # thumbnail (a bilinear last step cost 1.5 times as much for no visible gain at 320 px).
+    small = small.resize(_fit_size(small.size, THUMB_EDGE), Image.Resampling.BOX, reducing_gap=1.0)
     thumb = _flatten(small)
     thumb_path = workdir / f"{THUMB}.jpg"
     _clear_info(thumb)

@@ -162,7 +162,7 @@ def _store_variants(store: MediaStore, variants: dict[str, VariantFile]) -> dict
         sha = by_path.get(variant.path)
         if sha is None:
             # The work file is ours alone and deleted afterwards: the store may take it over.
-            sha = store.put_file_blocking(variant.path, move=True)
+            sha = store.put_file_blocking(variant.path, move=True, sha256=variant.sha256)
             by_path[variant.path] = sha
         stored[name] = StoredVariant(
             sha256=sha, content_type=variant.content_type, width=variant.width, height=variant.height

@@ -45,9 +45,10 @@ class MediaStore(Protocol):
         """Store a copy of `src`; return its SHA-256. Idempotent."""
         ...
 
-    def put_file_blocking(self, src: Path, *, move: bool = False) -> str:
+    def put_file_blocking(self, src: Path, *, move: bool = False, sha256: str | None = None) -> str:
         """put_file for a worker thread or process (the store is picklable); with `move` the store may
-        take `src` over instead of copying it."""
+        take `src` over instead of copying it. `sha256` is the digest of `src`'s bytes when the caller
+        has just computed it from them: the store does not read the file again to learn it."""
         ...
 
     async def put_bytes(self, data: bytes) -> str:
@@ -126,12 +127,12 @@ class LocalMediaStore:
         for d in created:
             _fsync_dir(d.parent)
 
-    def put_file_blocking(self, src: Path, *, move: bool = False) -> str:
+    def put_file_blocking(self, src: Path, *, move: bool = False, sha256: str | None = None) -> str:
         """Store `src` durably and return its SHA-256; with `move`, rename it into place (one hash pass,
-        no copy) when it is on the store's filesystem."""
+        or none when `sha256` is given; no copy) when it is on the store's filesystem."""
         src = Path(src)
         if move:
-            sha = file_sha256(src)
+            sha = check_sha256(sha256) if sha256 is not None else file_sha256(src)
             target = self.path_for(sha)
             if target.is_file():
                 return sha

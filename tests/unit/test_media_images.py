@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import warnings
@@ -150,6 +151,8 @@ def test_unrotated_jpeg_full_variant_is_the_same_image_without_reencoding(tmp_pa
     with Image.open(src) as a, Image.open(full.path) as b:
         assert same_pixels(a, b)
     assert jpeg_segments(full.path.read_bytes())[0] == 0xE0  # a bare JFIF APP0 survives
+    # Hashed as it was written, so the store names it without reading it back: the name must be right.
+    assert full.sha256 == hashlib.sha256(full.path.read_bytes()).hexdigest()
 
 
 def test_orientation_6_is_applied_and_gives_a_portrait(tmp_path: Path) -> None:
