@@ -161,8 +161,9 @@ class MemoryWatch(threading.Thread):
 
 def cpu_seconds(proc: psutil.Process) -> dict[str, float]:
     """CPU seconds (user + system) so far of the server's main process (and of its event loop's thread,
-    a part of it), of its media workers (and the multiprocessing helpers), and of this process, which is
-    the load-generating client (the console's process is not counted: it stands for other machines)."""
+    a part of it), of its media workers (and the multiprocessing helpers), of this process, which is the
+    load-generating client (the console's process is not counted: it stands for other machines), and of
+    the whole machine."""
     main = proc.cpu_times()
     # The event loop runs on the main process's first thread, whose id is the process id.
     loop = next((t.user_time + t.system_time for t in proc.threads() if t.id == proc.pid), 0.0)
@@ -174,11 +175,15 @@ def cpu_seconds(proc: psutil.Process) -> dict[str, float]:
             continue
         workers += t.user + t.system
     me = psutil.Process().cpu_times()
+    # Everything the two cores did, the kernel's own threads and the console's process included: what a
+    # fill costs this machine in all, and so what bounds fills/s.
+    machine = psutil.cpu_times()
     return {
         "server_main": main.user + main.system,
         "server_event_loop": loop,
         "media_workers": workers,
         "client": me.user + me.system,
+        "machine": machine.user + machine.nice + machine.system + machine.irq + machine.softirq,
     }
 
 

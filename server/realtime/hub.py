@@ -1,8 +1,10 @@
 """Delivers journal events to websocket clients, each only what its user may see.
 
-One pump reads the journal after each commit and offers every event to every connection. A
-connection has a bounded queue: a client too slow to drain it is disconnected, and catches up by
-cursor when it reconnects, so one slow client never stalls the others.
+One pump reads the journal after each commit and offers every event to the connections whose user may
+see it; connections are grouped by user (a site's devices, a console's tabs), so the rule is asked once
+per group and event, not once per socket. A connection has a bounded queue: a client too slow to
+drain it is disconnected, and catches up by cursor when it reconnects, so one slow client never stalls
+the others.
 """
 
 from __future__ import annotations
@@ -69,8 +71,9 @@ class Connection:
         self.lagging = False
 
     def offer(self, ev: Event, message: Callable[[], str]) -> None:
-        """Queues the event's message (`message` makes its text) if this connection may see it."""
-        if self.lagging or not visible(self.principal, ev):
+        """Queues the event's message (`message` makes its text); the hub has checked that this
+        connection's user may see it."""
+        if self.lagging:
             return
         try:
             self.queue.put_nowait((ev.id, message()))
@@ -89,6 +92,8 @@ class Hub:
         self.bus = bus
         self.queue_size = queue_size
         self.connections: set[Connection] = set()
+        # The same connections by user: who may see an event is asked once per distinct principal.
+        self._audiences: dict[Principal, set[Connection]] = {}
         self.last_id = 0
         self.handlers: dict[str, MessageHandler] = {}
         # Called after a connection ended (signalling ends the calls it was part of).
@@ -145,10 +150,26 @@ class Hub:
             # Events of another node (or another process) come between: the pump reads all in order.
             self.bus.committed()
 
+    def add(self, conn: Connection) -> None:
+        """Registers a connection for live events."""
+        self.connections.add(conn)
+        self._audiences.setdefault(conn.principal, set()).add(conn)
+
+    def discard(self, conn: Connection) -> None:
+        """Unregisters a connection (no error if it is not registered)."""
+        self.connections.discard(conn)
+        group = self._audiences.get(conn.principal)
+        if group is not None:
+            group.discard(conn)
+            if not group:
+                del self._audiences[conn.principal]
+
     def _deliver(self, ev: Event) -> None:
         message = serialized_once(ev)
-        for conn in list(self.connections):
-            conn.offer(ev, message)
+        for principal, group in list(self._audiences.items()):
+            if visible(principal, ev):
+                for conn in list(group):
+                    conn.offer(ev, message)
         for listener in self.on_event:
             try:
                 listener(ev)
@@ -195,7 +216,7 @@ class Hub:
         """Runs one connection: hello, catch-up from cursor, then live events and incoming messages."""
         conn = Connection(principal, ws, self.queue_size)
         # Registered before reading the catch-up, so nothing committed in between is missed.
-        self.connections.add(conn)
+        self.add(conn)
         try:
             upto = self.last_id
             await ws.send_json(
@@ -210,7 +231,7 @@ class Hub:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
         finally:
-            self.connections.discard(conn)
+            self.discard(conn)
             for listener in list(self.on_close):
                 try:
                     await listener(conn)

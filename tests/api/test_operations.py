@@ -15,6 +15,7 @@ from server.db.engine import Database
 from server.realtime import journal
 from server.realtime.bus import LocalBus, PostgresBus
 from server.realtime.hub import Hub
+from server.security.principal import Principal, Role
 from tests.api.world import World, approved_fill, build_world, queued_fill, rx_body, server_config
 
 
@@ -156,11 +157,12 @@ async def test_concurrent_event_writers_never_let_a_reader_skip_an_id(database_u
 
     class Recorder:
         lagging = False
+        principal = Principal(1, "admin", "Admin", Role.ADMIN, None, frozenset(), "session")
 
         def offer(self, ev: object, message: object) -> None:
             seen.append(ev.id)  # type: ignore[attr-defined]
 
-    hub.connections.add(Recorder())  # type: ignore[arg-type]
+    hub.add(Recorder())  # type: ignore[arg-type]
     stop = asyncio.Event()
 
     async def reader() -> None:
