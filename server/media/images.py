@@ -130,13 +130,22 @@ def _bomb() -> MediaRejected:
 
 
 def process_image(
-    src: Path, workdir: Path, *, max_pixels: int, read_barcodes: bool = False, data: bytes | None = None
+    src: Path,
+    workdir: Path,
+    *,
+    max_pixels: int,
+    read_barcodes: bool = False,
+    data: bytes | None = None,
+    data_sha256: str | None = None,
 ) -> ProcessedImage:
     """Validate a photo and write its metadata-free variants (full, 2048, 320) into `workdir`.
 
     With read_barcodes, the barcodes are read from the same decode (at half scale for a large photo,
-    at full resolution when that finds none). `data` is the file's bytes when the caller has read them.
+    at full resolution when that finds none). `data` is the file's bytes when the caller has read them,
+    and `data_sha256` their SHA-256 when it has computed that too.
     """
+    if data is None:
+        data_sha256 = None  # a digest of bytes this function has not been given
     workdir.mkdir(parents=True, exist_ok=True)
     # One read serves sniffing, decoding and the byte-level strip (uploads are capped well below RAM).
     if data is None:
@@ -157,11 +166,17 @@ def process_image(
     except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError) as exc:
         raise _truncated() if "truncated" in str(exc) else _corrupt() from None
     with im:
-        return _process_open(im, fmt, data, workdir, max_pixels, read_barcodes)
+        return _process_open(im, fmt, data, workdir, max_pixels, read_barcodes, data_sha256)
 
 
 def _process_open(
-    im: Image.Image, fmt: str, data: bytes, workdir: Path, max_pixels: int, read_barcodes: bool = False
+    im: Image.Image,
+    fmt: str,
+    data: bytes,
+    workdir: Path,
+    max_pixels: int,
+    read_barcodes: bool = False,
+    data_sha256: str | None = None,
 ) -> ProcessedImage:
     width, height = im.size
     pixels = width * height
@@ -209,7 +224,9 @@ def _process_open(
     if strippable:
         stripped = strip_metadata(data, fmt)
         full_path.write_bytes(stripped)
-        full_sha256 = hashlib.sha256(stripped).hexdigest()
+        # Nothing stripped: the upload's own digest, which the caller has checked, names it.
+        unchanged = data_sha256 is not None and stripped == data
+        full_sha256 = data_sha256 if unchanged else hashlib.sha256(stripped).hexdigest()
     else:
         _save_family(oriented, full_path, fmt)
     variants[FULL] = VariantFile(full_path, ctype, width, height, full_sha256)
@@ -445,8 +462,10 @@ def _segment(marker: int, payload: bytes) -> bytes:
 
 def _bare_jfif(payload: bytes) -> bytes:
     units = payload[7] if payload[7] <= 2 else 0
-    # Version 1.02, the original density, and no embedded thumbnail.
-    return b"JFIF\x00\x01\x02" + bytes((units,)) + payload[8:12] + b"\x00\x00"
+    # The version (1.02 when it is not a 1.x), the original density, and no embedded thumbnail: a file
+    # with nothing to strip (as the site client sends photos) comes out byte for byte the same.
+    version = payload[5:7] if payload[5] == 1 and payload[6] <= 2 else b"\x01\x02"
+    return b"JFIF\x00" + version + bytes((units,)) + payload[8:12] + b"\x00\x00"
 
 
 # Chunks that carry pixels or how to show them; text, eXIf, iCCP, tIME and private chunks go.

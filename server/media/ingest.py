@@ -135,7 +135,12 @@ def ingest_file(
             )
         else:
             processed = process_image(
-                upload_path, workdir, max_pixels=max_image_pixels, read_barcodes=read_barcodes, data=data
+                upload_path,
+                workdir,
+                max_pixels=max_image_pixels,
+                read_barcodes=read_barcodes,
+                data=data,
+                data_sha256=actual,
             )
         variants = _store_variants(store, processed.variants)
     finally:
