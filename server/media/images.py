@@ -144,12 +144,11 @@ def process_image(
     at full resolution when that finds none). `data` is the file's bytes when the caller has read them,
     and `data_sha256` their SHA-256 when it has computed that too.
     """
-    if data is None:
-        data_sha256 = None  # a digest of bytes this function has not been given
     workdir.mkdir(parents=True, exist_ok=True)
     # One read serves sniffing, decoding and the byte-level strip (uploads are capped well below RAM).
     if data is None:
         data = src.read_bytes()
+        data_sha256 = None  # a digest of bytes this function was not given
     if not data:
         raise MediaRejected("empty", "The file is empty. Take the photo again.")
     fmt = sniff_image_format(data[:32])

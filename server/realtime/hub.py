@@ -91,8 +91,7 @@ class Hub:
         self.db = db
         self.bus = bus
         self.queue_size = queue_size
-        self.connections: set[Connection] = set()
-        # The same connections by user: who may see an event is asked once per distinct principal.
+        # Live connections by user: who may see an event is asked once per distinct principal.
         self._audiences: dict[Principal, set[Connection]] = {}
         self.last_id = 0
         self.handlers: dict[str, MessageHandler] = {}
@@ -120,7 +119,7 @@ class Hub:
         await self.close_all()
 
     async def close_all(self) -> None:
-        for conn in list(self.connections):
+        for conn in self.connections:
             await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
     async def _run(self) -> None:
@@ -150,14 +149,17 @@ class Hub:
             # Events of another node (or another process) come between: the pump reads all in order.
             self.bus.committed()
 
+    @property
+    def connections(self) -> list[Connection]:
+        """Every live connection."""
+        return [conn for group in self._audiences.values() for conn in group]
+
     def add(self, conn: Connection) -> None:
         """Registers a connection for live events."""
-        self.connections.add(conn)
         self._audiences.setdefault(conn.principal, set()).add(conn)
 
     def discard(self, conn: Connection) -> None:
         """Unregisters a connection (no error if it is not registered)."""
-        self.connections.discard(conn)
         group = self._audiences.get(conn.principal)
         if group is not None:
             group.discard(conn)
