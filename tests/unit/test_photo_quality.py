@@ -18,6 +18,7 @@ from server.demo import photos
 from server.evidence.barcodes import check_product, parse_barcode
 from server.evidence.photo_quality import (
     DEFAULT,
+    PRODUCT_SYMBOLOGIES,
     PhotoAssessment,
     QualityThresholds,
     assess_photo,
@@ -335,3 +336,26 @@ def test_evidence_read_searches_on_when_the_quick_look_finds_no_product_code() -
     found = decode_product_barcodes(canvas)
     assert "]C06001234" in found
     assert check_product(found, "12345-678-90", TODAY).result == "match"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content", "gs1", "names_a_product"),
+    [
+        (zxingcpp.BarcodeFormat.DataMatrix, "(01)00312345678906(17)271231(10)LOT9", True, True),
+        (zxingcpp.BarcodeFormat.Code128, "(01)00312345678906", True, True),
+        (zxingcpp.BarcodeFormat.UPCA, "31234567890", False, True),
+        (zxingcpp.BarcodeFormat.EAN13, "031234567890", False, True),
+        (zxingcpp.BarcodeFormat.Code128, "6001234", False, False),  # a vial's Rx number
+        (zxingcpp.BarcodeFormat.DataMatrix, "LOT9", False, False),
+    ],
+)
+def test_the_quick_look_knows_which_symbols_carry_a_product_number(
+    fmt: zxingcpp.BarcodeFormat, content: str, gs1: bool, names_a_product: bool
+) -> None:
+    symbol = zxingcpp.create_barcode(content, fmt, gs1=True) if gs1 else zxingcpp.create_barcode(content, fmt)
+    raw = symbol.to_image(scale=6)
+    image = Image.new("L", (raw.shape[1] + 120, raw.shape[0] + 120), 255)
+    image.paste(Image.frombytes("L", (raw.shape[1], raw.shape[0]), bytes(memoryview(raw))), (60, 60))
+    (text,) = decode_barcodes(image, thorough=False)
+    assert text.startswith(PRODUCT_SYMBOLOGIES) == names_a_product
+    assert parse_barcode(text).usable == names_a_product
