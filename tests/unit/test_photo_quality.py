@@ -283,12 +283,16 @@ def test_decode_barcodes_reads_the_stock_bottle_datamatrix_as_parse_barcode_expe
     assert check_product(found, "12345-678-91", TODAY).result == "mismatch"
 
 
+def symbol_image(content: str, fmt: zxingcpp.BarcodeFormat, scale: int, *, gs1: bool = False) -> Image.Image:
+    """A barcode made by zxing-cpp, as a greyscale picture with its quiet zone."""
+    raw = zxingcpp.create_barcode(content, fmt, gs1=gs1).to_image(scale=scale)
+    return Image.frombytes("L", (raw.shape[1], raw.shape[0]), bytes(memoryview(raw)))
+
+
 def test_decode_barcodes_keeps_group_separators() -> None:
-    symbol = zxingcpp.create_barcode(
-        "(01)00312345678906(10)LOT7(17)280200", zxingcpp.BarcodeFormat.DataMatrix, gs1=True
+    image = symbol_image(
+        "(01)00312345678906(10)LOT7(17)280200", zxingcpp.BarcodeFormat.DataMatrix, 8, gs1=True
     )
-    raw = symbol.to_image(scale=8)
-    image = Image.frombytes("L", (raw.shape[1], raw.shape[0]), bytes(memoryview(raw)))
     (text,) = decode_barcodes(image)
     assert text == "]d2010031234567890610LOT7\x1d17280200"
     assert parse_barcode(text).expiry == date(2028, 2, 29)
@@ -324,14 +328,13 @@ def test_evidence_read_finds_the_stock_bottle_code_however_the_photo_shows_it(
 
 def test_evidence_read_searches_on_when_the_quick_look_finds_no_product_code() -> None:
     # A vial's Rx code (upright, names no product) beside a stock bottle's code turned a quarter.
-    rx = zxingcpp.create_barcode("6001234", zxingcpp.BarcodeFormat.Code128).to_image(scale=4)
-    product = zxingcpp.create_barcode(
-        "(01)00312345678906(17)271231(10)LOT9", zxingcpp.BarcodeFormat.DataMatrix, gs1=True
-    ).to_image(scale=8)
+    rx = symbol_image("6001234", zxingcpp.BarcodeFormat.Code128, 4)
+    product = symbol_image(
+        "(01)00312345678906(17)271231(10)LOT9", zxingcpp.BarcodeFormat.DataMatrix, 8, gs1=True
+    )
     canvas = Image.new("L", (900, 500), 255)
-    canvas.paste(Image.frombytes("L", (rx.shape[1], rx.shape[0]), bytes(memoryview(rx))), (40, 40))
-    dm = Image.frombytes("L", (product.shape[1], product.shape[0]), bytes(memoryview(product)))
-    canvas.paste(dm.transpose(Image.Transpose.ROTATE_90), (600, 200))
+    canvas.paste(rx, (40, 40))
+    canvas.paste(product.transpose(Image.Transpose.ROTATE_90), (600, 200))
     assert decode_barcodes(canvas, thorough=False) == ["]C06001234"]
     found = decode_product_barcodes(canvas)
     assert "]C06001234" in found
@@ -352,10 +355,6 @@ def test_evidence_read_searches_on_when_the_quick_look_finds_no_product_code() -
 def test_the_quick_look_knows_which_symbols_carry_a_product_number(
     fmt: zxingcpp.BarcodeFormat, content: str, gs1: bool, names_a_product: bool
 ) -> None:
-    symbol = zxingcpp.create_barcode(content, fmt, gs1=True) if gs1 else zxingcpp.create_barcode(content, fmt)
-    raw = symbol.to_image(scale=6)
-    image = Image.new("L", (raw.shape[1] + 120, raw.shape[0] + 120), 255)
-    image.paste(Image.frombytes("L", (raw.shape[1], raw.shape[0]), bytes(memoryview(raw))), (60, 60))
-    (text,) = decode_barcodes(image, thorough=False)
+    (text,) = decode_barcodes(symbol_image(content, fmt, 6, gs1=gs1), thorough=False)
     assert text.startswith(PRODUCT_SYMBOLOGIES) == names_a_product
     assert parse_barcode(text).usable == names_a_product
