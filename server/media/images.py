@@ -55,6 +55,9 @@ class VariantFile:
     height: int
     # The SHA-256 of the bytes written, when they were hashed on the way (so the store need not read them).
     sha256: str | None = None
+    # The upload's own file, in no need of stripping: not in the workdir, so stored by link or copy
+    # and never moved away.
+    source: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ def process_image(
 
     With read_barcodes, the barcodes are read from the same decode (at half scale for a large photo,
     at full resolution when that finds none). `data` is the file's bytes when the caller has read them,
-    and `data_sha256` their SHA-256 when it has computed that too.
+    and `data_sha256` their SHA-256 when it has computed that too; then a photo with nothing to strip
+    gets no copy: its full variant is `src` itself (marked `source`).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     # One read serves sniffing, decoding and the byte-level strip (uploads are capped well below RAM).
@@ -165,12 +169,13 @@ def process_image(
     except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError) as exc:
         raise _truncated() if "truncated" in str(exc) else _corrupt() from None
     with im:
-        return _process_open(im, fmt, data, workdir, max_pixels, read_barcodes, data_sha256)
+        return _process_open(im, fmt, src, data, workdir, max_pixels, read_barcodes, data_sha256)
 
 
 def _process_open(
     im: Image.Image,
     fmt: str,
+    src: Path,
     data: bytes,
     workdir: Path,
     max_pixels: int,
@@ -219,16 +224,20 @@ def _process_open(
     variants: dict[str, VariantFile] = {}
     ctype = CONTENT_TYPES[fmt]
     full_path = workdir / f"{FULL}{_EXTENSIONS[fmt]}"
-    full_sha256 = None
     if strippable:
         stripped = strip_metadata(data, fmt)
-        full_path.write_bytes(stripped)
-        # Nothing stripped: the upload's own digest, which the caller has checked, names it.
-        unchanged = data_sha256 is not None and stripped == data
-        full_sha256 = data_sha256 if unchanged else hashlib.sha256(stripped).hexdigest()
+        if data_sha256 is not None and stripped == data:
+            # Nothing to strip (as the site client sends photos): the upload itself is the evidence,
+            # named by its own digest, which the caller has checked. No copy is written.
+            variants[FULL] = VariantFile(src, ctype, width, height, data_sha256, source=True)
+        else:
+            full_path.write_bytes(stripped)
+            variants[FULL] = VariantFile(
+                full_path, ctype, width, height, hashlib.sha256(stripped).hexdigest()
+            )
     else:
         _save_family(oriented, full_path, fmt)
-    variants[FULL] = VariantFile(full_path, ctype, width, height, full_sha256)
+        variants[FULL] = VariantFile(full_path, ctype, width, height)
 
     base = oriented
     if fits:

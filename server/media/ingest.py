@@ -166,8 +166,11 @@ def _store_variants(store: MediaStore, variants: dict[str, VariantFile]) -> dict
         # "2048" is often the very file "full" is: store it once.
         sha = by_path.get(variant.path)
         if sha is None:
-            # The work file is ours alone and deleted afterwards: the store may take it over.
-            sha = store.put_file_blocking(variant.path, move=True, sha256=variant.sha256)
+            # A work file is ours alone and deleted afterwards: the store may take it over. The upload's
+            # own file stays where it is (its endpoint removes it) and does not change again.
+            sha = store.put_file_blocking(
+                variant.path, move=not variant.source, link=variant.source, sha256=variant.sha256
+            )
             by_path[variant.path] = sha
         stored[name] = StoredVariant(
             sha256=sha, content_type=variant.content_type, width=variant.width, height=variant.height

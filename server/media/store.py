@@ -17,6 +17,8 @@ from server.media.errors import MediaNotFound
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _COPY_CHUNK = 1024 * 1024
+# Why a rename or a hard link into the store can fail where a copy succeeds.
+_NO_SHORTCUT = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP})
 
 
 def is_sha256(value: str) -> bool:
@@ -45,10 +47,14 @@ class MediaStore(Protocol):
         """Store a copy of `src`; return its SHA-256. Idempotent."""
         ...
 
-    def put_file_blocking(self, src: Path, *, move: bool = False, sha256: str | None = None) -> str:
+    def put_file_blocking(
+        self, src: Path, *, move: bool = False, link: bool = False, sha256: str | None = None
+    ) -> str:
         """put_file for a worker thread or process (the store is picklable); with `move` the store may
-        take `src` over instead of copying it. `sha256` is the digest of `src`'s bytes when the caller
-        has just computed it from them: the store does not read the file again to learn it."""
+        take `src` over instead of copying it; with `link`, `src` stays where it is and never changes
+        again, so the store may keep the very same file (a second name) instead of a copy. `sha256` is
+        the digest of `src`'s bytes when the caller has just computed it from them: the store does not
+        read the file again to learn it."""
         ...
 
     async def put_bytes(self, data: bytes) -> str:
@@ -127,11 +133,14 @@ class LocalMediaStore:
         for d in created:
             _fsync_dir(d.parent)
 
-    def put_file_blocking(self, src: Path, *, move: bool = False, sha256: str | None = None) -> str:
-        """Store `src` durably and return its SHA-256; with `move`, rename it into place (one hash pass,
-        or none when `sha256` is given; no copy) when it is on the store's filesystem."""
+    def put_file_blocking(
+        self, src: Path, *, move: bool = False, link: bool = False, sha256: str | None = None
+    ) -> str:
+        """Store `src` durably and return its SHA-256. With `move` it is renamed into place, with `link`
+        it gets the object's name as a second one (hard link); either is one hash pass, or none when
+        `sha256` is given, and no copy, when `src` is on the store's filesystem."""
         src = Path(src)
-        if move:
+        if move or link:
             sha = check_sha256(sha256) if sha256 is not None else file_sha256(src)
             target = self.path_for(sha)
             if target.is_file():
@@ -141,9 +150,15 @@ class LocalMediaStore:
                 os.fsync(f.fileno())
             os.chmod(src, 0o644)
             try:
-                os.replace(src, target)
+                if link:
+                    os.link(src, target)
+                else:
+                    os.replace(src, target)
+            except FileExistsError:
+                return sha  # stored meanwhile by another worker: the same bytes
             except OSError as exc:
-                if exc.errno != errno.EXDEV:
+                # Another filesystem, or one without hard links: a copy after all.
+                if exc.errno not in _NO_SHORTCUT:
                     raise
             else:
                 _fsync_dir(target.parent)

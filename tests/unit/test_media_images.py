@@ -195,8 +195,10 @@ def test_a_photo_with_nothing_to_strip_is_kept_byte_for_byte_under_its_upload_di
     digest = hashlib.sha256(data).hexdigest()
     result = process_image(src, tmp_path / "work", max_pixels=MAX_PIXELS, data=data, data_sha256=digest)
     full = result.variants["full"]
+    assert full.path == src and full.source  # no copy written: the upload itself
     assert full.path.read_bytes() == data
     assert full.sha256 == digest
+    assert not result.variants["320"].source
 
 
 def test_orientation_6_is_applied_and_gives_a_portrait(tmp_path: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import io
 import multiprocessing
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -78,6 +80,37 @@ def test_put_file_blocking_with_move_takes_the_file_over(tmp_path: Path) -> None
     files = stored_files(tmp_path / "media")
     assert [f.name for f in files] == [digest]
     assert files[0].read_bytes() == b"y" * 100_000
+
+
+def test_put_file_blocking_with_link_keeps_the_same_file_under_a_second_name(tmp_path: Path) -> None:
+    store = LocalMediaStore(tmp_path / "media")
+    src = tmp_path / "upload.data"
+    src.write_bytes(b"z" * 100_000)
+    digest = store.put_file_blocking(src, link=True, sha256=sha(b"z" * 100_000))
+    stored = store.local_path(digest)
+    assert stored is not None and stored.read_bytes() == b"z" * 100_000
+    assert src.read_bytes() == b"z" * 100_000  # left where it was
+    assert stored.stat().st_ino == src.stat().st_ino  # no copy was written
+    src.unlink()  # as its upload is removed afterwards: the stored object stays
+    assert stored.read_bytes() == b"z" * 100_000
+
+
+def test_put_file_blocking_with_link_copies_across_filesystems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def other_device(src: Any, dst: Any) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", other_device)
+    store = LocalMediaStore(tmp_path / "media")
+    src = tmp_path / "upload.data"
+    src.write_bytes(b"w" * 50_000)
+    digest = store.put_file_blocking(src, link=True)
+    stored = store.local_path(digest)
+    assert digest == sha(b"w" * 50_000)
+    assert stored is not None and stored.read_bytes() == b"w" * 50_000
+    assert stored.stat().st_ino != src.stat().st_ino
+    assert [f.name for f in stored_files(tmp_path / "media")] == [digest]
 
 
 async def test_ingest_runs_in_a_media_worker_process(tmp_path: Path) -> None:
@@ -215,6 +248,23 @@ async def test_ingest_photo_stores_metadata_free_variants_not_the_original(
             assert im.size == (variant["width"], variant["height"])
     assert result.quality["mean_luminance"] > 0
     assert not list((tmp_path / "uploads").glob("ingest-*"))  # workdir cleaned
+
+
+async def test_ingest_keeps_a_clean_photo_as_the_upload_itself(tmp_path: Path, executor: Executor) -> None:
+    # As the site client sends photos: a plain JFIF header and nothing to strip. The stored evidence is
+    # the uploaded file (a second name for it), not a copy written again.
+    buf = io.BytesIO()
+    Image.linear_gradient("L").resize((640, 480)).convert("RGB").save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    result, store = await ingest(tmp_path, data, executor=executor)
+    upload = tmp_path / "uploads" / "0123456789abcdef0123456789abcdef.data"
+    full = result.variants["full"]
+    assert full["sha256"] == result.sha256 == sha(data)
+    stored = store.local_path(full["sha256"])
+    assert stored is not None and stored.read_bytes() == data
+    assert stored.stat().st_ino == upload.stat().st_ino
+    assert upload.read_bytes() == data  # the upload is its endpoint's to remove
+    assert not list((tmp_path / "uploads").glob("ingest-*"))
 
 
 async def test_ingest_video(tmp_path: Path, executor: Executor) -> None:
