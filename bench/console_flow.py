@@ -135,7 +135,7 @@ async def seed(data_dir: Path, count: int) -> None:
                     "fill_type": "refill",
                 },
             )
-            fill, _ = await svc.fills.create(
+            record, _ = await svc.fills.create(
                 tech,
                 NewFill(
                     id=str(uuid.uuid4()),
@@ -144,6 +144,7 @@ async def seed(data_dir: Path, count: int) -> None:
                     counted_quantity=Decimal(60),
                 ),
             )
+            fill = record.fill
 
             async def take(kind: str, data: bytes, fill_id: str = fill.id) -> None:
                 path = uploads / f"{uuid.uuid4().hex}.jpg"

@@ -9,6 +9,7 @@ from aiohttp import web
 from server.api.table import json_body, principal_of
 from server.errors import InvalidInput
 from server.fills.lifecycle import DecisionInput, NewFill
+from server.fills.queries import detail_view
 from server.fills.rules import PRIORITIES, REJECTION_REASONS, FillState
 from server.services import services_of
 
@@ -20,10 +21,8 @@ def _fill_id(request: web.Request) -> str:
 async def create_fill(request: web.Request) -> web.Response:
     svc = services_of(request)
     new = NewFill.parse(await json_body(request))
-    fill, created = await svc.fills.create(principal_of(request), new)
-    return web.json_response(
-        await svc.queries.detail(principal_of(request), fill.id), status=201 if created else 200
-    )
+    record, created = await svc.fills.create(principal_of(request), new)
+    return web.json_response(detail_view(record), status=201 if created else 200)
 
 
 async def list_fills(request: web.Request) -> web.Response:
@@ -42,8 +41,7 @@ async def get_fill(request: web.Request) -> web.Response:
 
 async def submit_fill(request: web.Request) -> web.Response:
     svc = services_of(request)
-    fill = await svc.fills.submit(principal_of(request), _fill_id(request))
-    return web.json_response(await svc.queries.detail(principal_of(request), fill.id))
+    return web.json_response(detail_view(await svc.fills.submit(principal_of(request), _fill_id(request))))
 
 
 async def queue(request: web.Request) -> web.Response:

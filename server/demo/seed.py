@@ -243,7 +243,7 @@ async def _seed_fills(db: Database, config: Config, techs: dict[str, Principal],
             bottle_ndc = demo.bottle_ndc or demo.ndc
             gtin = photos.gtin_for_ndc10(bottle_ndc)
             scan = f"(01){gtin}(17){expiry:%y%m%d}(10){lot}"
-            fill, _ = await fills.create(
+            record, _ = await fills.create(
                 tech,
                 NewFill(
                     id=str(uuid.uuid4()),
@@ -253,6 +253,7 @@ async def _seed_fills(db: Database, config: Config, techs: dict[str, Principal],
                     counted_quantity=None,
                 ),
             )
+            fill = record.fill
             shots: dict[str, Image.Image] = {
                 "stock_bottle": photos.stock_bottle_photo(
                     bottle_ndc, demo.drug, demo.strength, lot, expiry, size=PHOTO_SIZE, seed=i

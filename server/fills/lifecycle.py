@@ -26,6 +26,13 @@ from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.barcodes import check_product
+from server.fills.records import (
+    FILL_SITE_PRESCRIPTION_TECHNICIAN,
+    MEDIA_OF_FILL,
+    FillRecord,
+    decisions_of,
+    load_record,
+)
 from server.fills.rules import MEDIA_KINDS, OUTCOMES, PRIORITIES, REJECTION_REASONS, FillState
 from server.realtime import journal
 from server.security.principal import Principal, Role
@@ -54,13 +61,6 @@ _FILL_SITE_SAME_MEDIA = (
     )
     .where(Fill.id == bindparam("fill_id"))
 )
-_FILL_SITE_PRESCRIPTION = (
-    select(Fill, Site, Prescription)
-    .join(Site, Site.id == Fill.site_id)
-    .join(Prescription, Prescription.id == Fill.prescription_id)
-    .where(Fill.id == bindparam("fill_id"))
-)
-_MEDIA_OF_FILL = select(Media).where(Media.fill_id == bindparam("fill_id"))
 _PRESCRIPTION_AND_SITE = (
     select(Prescription, Site)
     .join(Site, Site.id == Prescription.site_id)
@@ -264,8 +264,8 @@ class FillService:
 
     # -- at the site -----------------------------------------------------------------------------
 
-    async def create(self, actor: Principal, new: NewFill) -> tuple[Fill, bool]:
-        """Creates a draft fill; idempotent on the site's id. Returns (fill, created)."""
+    async def create(self, actor: Principal, new: NewFill) -> tuple[FillRecord, bool]:
+        """Creates a draft fill; idempotent on the site's id. Returns (its record, created)."""
         if actor.role is not Role.TECHNICIAN or actor.site_id is None:
             raise Forbidden("Only a technician at a site creates fills.")
         digest = new.digest()
@@ -274,7 +274,9 @@ class FillService:
             if existing is not None:
                 if existing.site_id != actor.site_id or existing.request_digest != digest:
                     raise Conflict("A different fill with this id exists already.", code="fill_id_conflict")
-                return existing, False
+                record = await load_record(s, actor, existing.id)
+                assert record is not None  # the actor's own site
+                return record, False
             found = (
                 await s.execute(_PRESCRIPTION_AND_SITE, {"prescription_id": new.prescription_id})
             ).first()
@@ -306,7 +308,9 @@ class FillService:
             if new.previous_fill_id:
                 detail["previous_fill_id"] = new.previous_fill_id
             await audit.append(self.db, s, actor, "fill.created", "fill", fill.id, detail, at=self.clock())
-            return fill, True
+            # The answer's record from what this transaction holds: a new fill has no media yet.
+            decisions = await decisions_of(s, rx.id)
+            return FillRecord(fill, site, rx, actor.display_name, [], decisions), True
 
     async def _check_resubmission(self, s: AsyncSession, new: NewFill, rx: Prescription) -> None:
         prev = await s.get(Fill, new.previous_fill_id)
@@ -360,20 +364,23 @@ class FillService:
             )
             return media
 
-    async def submit(self, actor: Principal, fill_id: str) -> Fill:
-        """Submits a draft whose required media are stored; it enters the queue at once."""
+    async def submit(self, actor: Principal, fill_id: str) -> FillRecord:
+        """Submits a draft whose required media are stored; it enters the queue at once. Returns the
+        fill's record as it left the transaction."""
         async with self.db.write() as s:
-            row = await self._visible_row(s, actor, _FILL_SITE_PRESCRIPTION, {"fill_id": fill_id})
+            row = await self._visible_row(s, actor, FILL_SITE_PRESCRIPTION_TECHNICIAN, {"fill_id": fill_id})
             fill: Fill = row.Fill
             site: Site = row.Site
             rx: Prescription = row.Prescription
             if actor.role is not Role.TECHNICIAN:
                 raise Forbidden("Only the site's technician submits a fill.")
+            media = (await s.execute(MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
             if fill.state != FillState.DRAFT:
                 if fill.state in (FillState.SUBMITTED, FillState.QUEUED, FillState.IN_REVIEW):
-                    return fill  # a retried submit is not an error
+                    # A retried submit is not an error.
+                    decisions = await decisions_of(s, rx.id)
+                    return FillRecord(fill, site, rx, row.display_name, media, decisions)
                 raise Conflict(f"This fill is {fill.state} and cannot be submitted again.", code="not_draft")
-            media = (await s.execute(_MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
             missing = [k for k in self.required_kinds(site) if k not in {m.kind for m in media}]
             if missing:
                 raise Conflict(
@@ -421,7 +428,8 @@ class FillService:
                 at=now,
             )
             await self._announce(s, actor, "fill.queued", fill, site)
-            return fill
+            decisions = await decisions_of(s, rx.id)
+            return FillRecord(fill, site, rx, row.display_name, media, decisions)
 
     # -- at the pharmacist's console -------------------------------------------------------------
 

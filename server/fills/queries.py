@@ -5,36 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, select
+from sqlalchemy import ColumnElement, func, select
 
 from server.db.engine import Database
-from server.db.models import Decision, Fill, Media, Prescription, Site, User
+from server.db.models import Decision, Fill, Media, Prescription, Site
 from server.errors import NotFound
 from server.fills.lifecycle import PRIORITY_RANK
+from server.fills.records import FillRecord, load_record
 from server.fills.rules import VIDEO_KINDS, FillState
 from server.security.principal import Principal, Role
 
 OPEN_STATES = (FillState.QUEUED, FillState.IN_REVIEW)
-
-# A fill's detail (answered on every create and submit): its statements are built once.
-# The fill, its site, prescription and technician's name (names only: a User entity would load its
-# licenses too).
-_DETAIL = (
-    select(Fill, Site, Prescription, User.display_name)
-    .join(Site, Site.id == Fill.site_id)
-    .join(Prescription, Prescription.id == Fill.prescription_id)
-    .outerjoin(User, User.id == Fill.technician_id)
-    .where(Fill.id == bindparam("fill_id"))
-)
-_DETAIL_MEDIA = select(Media).where(Media.fill_id == bindparam("fill_id")).order_by(Media.id)
-# The decisions on a prescription's fills: a fill's own, and the earlier attempts that were rejected.
-_DETAIL_DECISIONS = (
-    select(Fill.id, Fill.state, Decision, User.display_name)
-    .join(Decision, Decision.fill_id == Fill.id)
-    .outerjoin(User, User.id == Decision.pharmacist_id)
-    .where(Fill.prescription_id == bindparam("prescription_id"))
-    .order_by(Fill.created_at)
-)
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -213,32 +194,35 @@ class FillQueries:
     async def detail(self, actor: Principal, fill_id: str) -> dict[str, Any]:
         """One fill with its prescription, evidence, decision and earlier attempts."""
         async with self.db.read() as s:
-            row = (await s.execute(_DETAIL, {"fill_id": fill_id})).first()
-            if row is None or not actor.may_see_site(row.Site.id, row.Site.state):
-                raise NotFound("No such fill.")
-            fill, site, rx, tech_name = row.Fill, row.Site, row.Prescription, row.display_name
-            media = (await s.execute(_DETAIL_MEDIA, {"fill_id": fill.id})).scalars().all()
-            decisions = (await s.execute(_DETAIL_DECISIONS, {"prescription_id": fill.prescription_id})).all()
-        decided = next((d for d in decisions if d.id == fill.id), None)
-        earlier = [d for d in decisions if d.id != fill.id and d.state == FillState.REJECTED]
-        out = fill_summary(fill, site)
-        out.update(
-            prescription=prescription_view(rx),
-            technician={"id": fill.technician_id, "name": tech_name},
-            barcodes=fill.barcodes,
-            counted_quantity=_num(fill.counted_quantity),
-            product_check_detail=fill.product_check_detail,
-            override_reason=fill.override_reason,
-            media=[media_view(m) for m in media],
-            decision=decision_view(decided.Decision, decided.display_name) if decided else None,
-            earlier_rejections=[
-                {
-                    "fill_id": e.id,
-                    "decided_at": _iso(e.Decision.decided_at),
-                    "reason_codes": e.Decision.reason_codes,
-                    "note": e.Decision.note,
-                }
-                for e in earlier
-            ],
-        )
-        return out
+            record = await load_record(s, actor, fill_id)
+        if record is None:
+            raise NotFound("No such fill.")
+        return detail_view(record)
+
+
+def detail_view(record: FillRecord) -> dict[str, Any]:
+    """A fill in full: its prescription, evidence, decision and earlier attempts."""
+    fill = record.fill
+    decided = next((d for d in record.decisions if d.id == fill.id), None)
+    earlier = [d for d in record.decisions if d.id != fill.id and d.state == FillState.REJECTED]
+    out = fill_summary(fill, record.site)
+    out.update(
+        prescription=prescription_view(record.prescription),
+        technician={"id": fill.technician_id, "name": record.technician_name},
+        barcodes=fill.barcodes,
+        counted_quantity=_num(fill.counted_quantity),
+        product_check_detail=fill.product_check_detail,
+        override_reason=fill.override_reason,
+        media=[media_view(m) for m in record.media],
+        decision=decision_view(decided.Decision, decided.display_name) if decided else None,
+        earlier_rejections=[
+            {
+                "fill_id": e.id,
+                "decided_at": _iso(e.Decision.decided_at),
+                "reason_codes": e.Decision.reason_codes,
+                "note": e.Decision.note,
+            }
+            for e in earlier
+        ],
+    )
+    return out

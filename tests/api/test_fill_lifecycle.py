@@ -81,6 +81,39 @@ async def test_rejected_fill_returns_to_technician_with_reason_and_can_be_resubm
     assert claimed["earlier_rejections"][0]["reason_codes"] == ["wrong_quantity"]
 
 
+async def test_create_and_submit_answer_with_the_fill_as_a_later_read_shows_it(world: World) -> None:
+    # The answers are built from the writing transaction's own rows: they must not differ from a read.
+    tech = await world.device("tech_nd1")
+    rx = await _rx(world)
+    first = await queued_fill(world, tech, rx)
+    rph = await world.login("nd_rph")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{first['id']}/claim"))["fill"]
+    await rph.json(
+        "POST",
+        f"/api/v1/fills/{first['id']}/decision",
+        json={"version": claimed["version"], "outcome": "reject", "reason_codes": ["label_error"]},
+    )
+    body = {
+        "id": new_fill_id(),
+        "prescription_id": rx,
+        "previous_fill_id": first["id"],
+        "priority": "waiting",
+    }
+    created = await tech.json("POST", "/api/v1/fills", 201, json=body)
+    path = f"/api/v1/fills/{body['id']}"
+    assert created == await tech.json("GET", path)
+    assert created["technician"]["name"] == "tech_nd1"
+    assert [e["reason_codes"] for e in created["earlier_rejections"]] == [["label_error"]]
+    assert await tech.json("POST", "/api/v1/fills", 200, json=body) == created  # the same create again
+
+    for kind in REQUIRED:
+        assert (await upload(tech, body["id"], kind, photo(kind, 7))).status == 204
+    submitted = await tech.json("POST", f"{path}/submit")
+    assert submitted["state"] == "queued" and len(submitted["media"]) == len(REQUIRED)
+    assert submitted == await tech.json("GET", path)
+    assert await tech.json("POST", f"{path}/submit") == submitted  # a retried submit
+
+
 async def test_rejection_needs_a_reason_and_other_needs_a_note(world: World) -> None:
     tech = await world.device("tech_nd1")
     fill = await queued_fill(world, tech, await _rx(world))

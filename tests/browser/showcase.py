@@ -241,7 +241,7 @@ class Showcase:
             rx_id = (await self.services.prescriptions.create(tech, rx_body)).id
         from decimal import Decimal
 
-        fill, _ = await self.services.fills.create(
+        record, _ = await self.services.fills.create(
             tech,
             NewFill(
                 id=str(uuid.uuid4()),
@@ -252,6 +252,7 @@ class Showcase:
                 previous_fill_id=previous,
             ),
         )
+        fill = record.fill
         return fill.id
 
 

@@ -1,0 +1,63 @@
+"""One fill with everything its detailed view shows, as one transaction saw it.
+
+The read side loads a record for a fill in full; creating and submitting a fill build theirs from the
+rows their own transaction holds already, so the answer to either costs no second transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db.models import Decision, Fill, Media, Prescription, Site, User
+from server.security.principal import Principal
+
+# Built once: a record is read on every create and submit.
+# The fill, its site, prescription and technician's name (names only: a User entity would load its
+# licenses too).
+FILL_SITE_PRESCRIPTION_TECHNICIAN = (
+    select(Fill, Site, Prescription, User.display_name)
+    .join(Site, Site.id == Fill.site_id)
+    .join(Prescription, Prescription.id == Fill.prescription_id)
+    .outerjoin(User, User.id == Fill.technician_id)
+    .where(Fill.id == bindparam("fill_id"))
+)
+MEDIA_OF_FILL = select(Media).where(Media.fill_id == bindparam("fill_id")).order_by(Media.id)
+# The decisions on a prescription's fills: a fill's own, and the earlier attempts that were rejected.
+_DECISIONS_OF_PRESCRIPTION = (
+    select(Fill.id, Fill.state, Decision, User.display_name)
+    .join(Decision, Decision.fill_id == Fill.id)
+    .outerjoin(User, User.id == Decision.pharmacist_id)
+    .where(Fill.prescription_id == bindparam("prescription_id"))
+    .order_by(Fill.created_at)
+)
+
+
+@dataclass(frozen=True)
+class FillRecord:
+    fill: Fill
+    site: Site
+    prescription: Prescription
+    technician_name: str | None
+    media: Sequence[Media]
+    # (fill id, fill state, Decision, the pharmacist's name) for each decided fill of the prescription.
+    decisions: Sequence[Any]
+
+
+async def decisions_of(s: AsyncSession, prescription_id: int) -> Sequence[Any]:
+    return (await s.execute(_DECISIONS_OF_PRESCRIPTION, {"prescription_id": prescription_id})).all()
+
+
+async def load_record(s: AsyncSession, actor: Principal, fill_id: str) -> FillRecord | None:
+    """The fill's record, or None when there is no such fill or the actor may not see it."""
+    row = (await s.execute(FILL_SITE_PRESCRIPTION_TECHNICIAN, {"fill_id": fill_id})).first()
+    if row is None or not actor.may_see_site(row.Site.id, row.Site.state):
+        return None
+    fill: Fill = row.Fill
+    media = (await s.execute(MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
+    decisions = await decisions_of(s, fill.prescription_id)
+    return FillRecord(fill, row.Site, row.Prescription, row.display_name, media, decisions)
