@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -68,6 +69,33 @@ _PRESCRIPTION_AND_SITE = (
 )
 MAX_NOTE = 2000
 MAX_BARCODES = 10
+# How many new drafts the upload pre-check remembers (a site has a few open at a time).
+KNOWN_DRAFTS = 4096
+
+
+class KnownDrafts:
+    """Fills this process created and has not seen leave the draft state, with their site (id, US
+    state): the pre-check of each of a new fill's photos answers from here instead of reading the fill.
+
+    Only "still a draft" is remembered. It goes stale when another server submits the fill; then
+    attach_media, which checks again in its own transaction, refuses the photo after its bytes arrived
+    (as when an upload overtakes a submit) and forgets the fill.
+    """
+
+    def __init__(self, size: int = KNOWN_DRAFTS) -> None:
+        self.size = size
+        self._sites: OrderedDict[str, tuple[int, str]] = OrderedDict()
+
+    def add(self, fill_id: str, site_id: int, us_state: str) -> None:
+        self._sites[fill_id] = (site_id, us_state)
+        if len(self._sites) > self.size:
+            self._sites.popitem(last=False)
+
+    def site_of(self, fill_id: str) -> tuple[int, str] | None:
+        return self._sites.get(fill_id)
+
+    def discard(self, fill_id: str) -> None:
+        self._sites.pop(fill_id, None)
 
 
 @dataclass(frozen=True)
@@ -203,6 +231,7 @@ class FillService:
         self.config = config
         self.clock = clock
         self.on_decided = on_decided
+        self.drafts = KnownDrafts()
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -269,6 +298,13 @@ class FillService:
         if actor.role is not Role.TECHNICIAN or actor.site_id is None:
             raise Forbidden("Only a technician at a site creates fills.")
         digest = new.digest()
+        record, created = await self._create(actor, new, digest)
+        if created:
+            # Committed: the photos' pre-checks need not read it back.
+            self.drafts.add(record.fill.id, record.site.id, record.site.state)
+        return record, created
+
+    async def _create(self, actor: Principal, new: NewFill, digest: str) -> tuple[FillRecord, bool]:
         async with self.db.write() as s:
             existing = await s.get(Fill, new.id)
             if existing is not None:
@@ -328,6 +364,10 @@ class FillService:
             raise InvalidInput(f"Media kind must be one of {', '.join(MEDIA_KINDS)}.")
         if actor.role is not Role.TECHNICIAN:
             raise Forbidden("Only the site's technician adds media to a fill.")
+        known = self.drafts.site_of(fill_id)
+        if known is not None:
+            _must_see(actor, *known)
+            return
         async with self.db.read_one() as s:
             state = await self._visible_state(s, actor, fill_id)
         if state != FillState.DRAFT:
@@ -345,6 +385,7 @@ class FillService:
             fill: Fill = row.Fill
             same: Media | None = row.Media
             if fill.state != FillState.DRAFT:
+                self.drafts.discard(fill.id)
                 raise Conflict("Media can be added only before the fill is submitted.", code="not_draft")
             if same is not None:
                 return same
@@ -376,6 +417,7 @@ class FillService:
                 raise Forbidden("Only the site's technician submits a fill.")
             media = (await s.execute(MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
             if fill.state != FillState.DRAFT:
+                self.drafts.discard(fill.id)
                 if fill.state in (FillState.SUBMITTED, FillState.QUEUED, FillState.IN_REVIEW):
                     # A retried submit is not an error.
                     decisions = await decisions_of(s, rx.id)
@@ -411,6 +453,7 @@ class FillService:
                 },
             ):
                 raise Conflict("The fill changed while it was being submitted.")
+            self.drafts.discard(fill.id)
             await audit.append(
                 self.db,
                 s,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from server.fills.lifecycle import FillService
 from tests.api.world import REQUIRED, World, new_fill_id, photo, queued_fill, rx_body, upload
 
 
@@ -112,6 +113,36 @@ async def test_create_and_submit_answer_with_the_fill_as_a_later_read_shows_it(w
     assert submitted["state"] == "queued" and len(submitted["media"]) == len(REQUIRED)
     assert submitted == await tech.json("GET", path)
     assert await tech.json("POST", f"{path}/submit") == submitted  # a retried submit
+
+
+async def test_photos_are_refused_once_the_fill_is_submitted_here_or_by_another_server(world: World) -> None:
+    tech = await world.device("tech_nd1")
+    rx = await _rx(world)
+    submitted = await queued_fill(world, tech, rx)
+    late = await upload(tech, submitted["id"], "other", photo("other", 1))
+    assert (late.method, late.status) == ("POST", 409)  # refused before any byte is sent
+    assert (await late.json())["error"] == "not_draft"
+
+    # A draft this server created, whose photos' pre-checks it answers from memory...
+    draft = new_fill_id()
+    await tech.json("POST", "/api/v1/fills", 201, json={"id": draft, "prescription_id": rx})
+    stranger = await world.device("tech_nd2")
+    assert (await upload(stranger, draft, "pills", photo("pills", 2))).status == 404
+    for kind in REQUIRED:
+        assert (await upload(tech, draft, kind, photo(kind, 3))).status == 204
+    # ...submitted by another server on the same database.
+    technician = await world.services.auth.from_device_token(world.tokens["tech_nd1"])
+    assert technician is not None
+    await FillService(world.services.db, world.services.config).submit(technician, draft)
+    # This server learns of it when the photo is to be recorded: refused, and nothing is attached.
+    stale = await upload(tech, draft, "other", photo("other", 4))
+    assert (stale.method, stale.status) == ("PATCH", 409)
+    assert (await stale.json())["error"] == "not_draft"
+    # From then on it asks the database again: refused before the bytes.
+    again = await upload(tech, draft, "other", photo("other", 5))
+    assert (again.method, again.status) == ("POST", 409)
+    seen = await tech.json("GET", f"/api/v1/fills/{draft}")
+    assert seen["state"] == "queued" and sorted(m["kind"] for m in seen["media"]) == sorted(REQUIRED)
 
 
 async def test_rejection_needs_a_reason_and_other_needs_a_note(world: World) -> None:
