@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from server.fills.lifecycle import FillService
-from tests.api.world import REQUIRED, World, new_fill_id, photo, queued_fill, rx_body, upload
+from tests.api.world import REQUIRED, User, World, new_fill_id, photo, queued_fill, rx_body, upload
 
 
 async def _rx(world: World, tech: str = "tech_nd1", number: str = "RX100", **over: object) -> int:
     user = await world.device(tech)
     body = await user.json("POST", "/api/v1/prescriptions", 201, json=rx_body(number, **over))
     return int(body["id"])
+
+
+async def _rejected_fill(world: World, tech: User, rx: int, **decision: Any) -> tuple[dict[str, Any], User]:
+    """A fill queued by tech and rejected by nd_rph with the decision's reasons; (the fill, nd_rph)."""
+    fill = await queued_fill(world, tech, rx)
+    rph = await world.login("nd_rph")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    await rph.json(
+        "POST",
+        f"/api/v1/fills/{fill['id']}/decision",
+        json={"version": claimed["version"], "outcome": "reject", **decision},
+    )
+    return fill, rph
 
 
 async def test_submitted_fill_is_queued_and_approved_by_a_licensed_pharmacist(world: World) -> None:
@@ -40,18 +54,8 @@ async def test_submitted_fill_is_queued_and_approved_by_a_licensed_pharmacist(wo
 async def test_rejected_fill_returns_to_technician_with_reason_and_can_be_resubmitted(world: World) -> None:
     tech = await world.device("tech_nd1")
     rx = await _rx(world)
-    fill = await queued_fill(world, tech, rx)
-    rph = await world.login("nd_rph")
-    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
-    await rph.json(
-        "POST",
-        f"/api/v1/fills/{fill['id']}/decision",
-        json={
-            "version": claimed["version"],
-            "outcome": "reject",
-            "reason_codes": ["wrong_quantity"],
-            "note": "Counted 58, prescription says 60.",
-        },
+    fill, rph = await _rejected_fill(
+        world, tech, rx, reason_codes=["wrong_quantity"], note="Counted 58, prescription says 60."
     )
 
     seen = await tech.json("GET", f"/api/v1/fills/{fill['id']}")
@@ -86,14 +90,7 @@ async def test_create_and_submit_answer_with_the_fill_as_a_later_read_shows_it(w
     # The answers are built from the writing transaction's own rows: they must not differ from a read.
     tech = await world.device("tech_nd1")
     rx = await _rx(world)
-    first = await queued_fill(world, tech, rx)
-    rph = await world.login("nd_rph")
-    claimed = (await rph.json("POST", f"/api/v1/fills/{first['id']}/claim"))["fill"]
-    await rph.json(
-        "POST",
-        f"/api/v1/fills/{first['id']}/decision",
-        json={"version": claimed["version"], "outcome": "reject", "reason_codes": ["label_error"]},
-    )
+    first, _ = await _rejected_fill(world, tech, rx, reason_codes=["label_error"])
     body = {
         "id": new_fill_id(),
         "prescription_id": rx,
