@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.db.models import Decision, Fill, Media, Prescription, Site, User
 from server.security.principal import Principal
 
-# Built once: a record is read on every create and submit.
+# Built once: submitting a fill runs the first two, and so does every read of a fill in full.
 # The fill, its site, prescription and technician's name (names only: a User entity would load its
 # licenses too).
 FILL_SITE_PRESCRIPTION_TECHNICIAN = (
