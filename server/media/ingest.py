@@ -104,12 +104,16 @@ def ingest_file(
     read_barcodes: bool,
 ) -> IngestedMedia:
     """ingest_media's work, blocking: meant for a media worker (the store must be picklable)."""
+    # A photo is read once, through the same open file as its first bytes: hashed in memory, then
+    # decoded and stripped from those bytes (photo uploads are capped well below RAM). A video is
+    # hashed as it streams from disk.
     with upload_path.open("rb") as f:
         head = f.read(64)
-    is_video = sniff_video_container(head) is not None and sniff_image_format(head) is None
-    # A photo is read once: hashed in memory, then decoded and stripped from the same bytes (photo
-    # uploads are capped well below RAM). A video is hashed as it streams from disk.
-    data = upload_path.read_bytes() if kind in PHOTO_KINDS and not is_video else None
+        is_video = sniff_video_container(head) is not None and sniff_image_format(head) is None
+        data = None
+        if kind in PHOTO_KINDS and not is_video:
+            f.seek(0)
+            data = f.read()
     size = len(data) if data is not None else upload_path.stat().st_size
     actual = hashlib.sha256(data).hexdigest() if data is not None else file_sha256(upload_path)
     if size == 0:
