@@ -187,6 +187,34 @@ def cpu_seconds(proc: psutil.Process) -> dict[str, float]:
     }
 
 
+def calibrate(photo: bytes) -> dict[str, float]:
+    """How fast this machine runs right now, in the two kinds of work a fill costs: a photo's reduced
+    JPEG decode (the media workers) and plain Python (the event loop). The same fixed work every time,
+    best of several tries, so runs on a machine whose speed drifts can be compared."""
+    from PIL import Image
+
+    record = {"id": str(uuid.UUID(int=1)), "state": "queued", "version": 3, "site_id": 7, "media": list(range(20))}
+
+    def decode() -> None:
+        with Image.open(io.BytesIO(photo)) as im:
+            im.draft("RGB", (im.width // 4, im.height // 4))
+            im.load()
+
+    def python() -> None:
+        for _ in range(2000):
+            json.loads(json.dumps(record))
+
+    def best(work: Callable[[], None]) -> float:
+        times = []
+        for _ in range(7):
+            start = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - start)
+        return round(min(times) * 1000, 2)
+
+    return {"jpeg_quarter_decode_ms": best(decode), "python_json_2000_ms": best(python)}
+
+
 def cpu_per_fill(before: dict[str, float], after: dict[str, float], fills: int) -> dict[str, float]:
     return {k: round((after[k] - before[k]) / fills * 1000, 1) for k in before}
 
@@ -539,6 +567,7 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+        before = calibrate(photos[0])
         try:
             ingest = asyncio.run(
                 run_ingest(
@@ -550,6 +579,7 @@ def main() -> None:
                     lambda: cpu_seconds(watch.proc),
                 )
             )
+            after = calibrate(photos[0])
             upload_path = asyncio.run(
                 run_upload_path(f"http://127.0.0.1:{port}", tokens, photos, args.fills * 3)
             )
@@ -581,6 +611,8 @@ def main() -> None:
                 "photo_mean_bytes": int(mean_photo),
                 "photo_pixels": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}",
                 "server": ingest,
+                # The machine's speed just before and after the run: lower is faster.
+                "calibration": {k: [before[k], after[k]] for k in before},
                 "baseline_bare_fsync": baseline,
                 "upload_path": upload_path,
                 "upload_path_ratio_vs_baseline": round(upload_path["mb_per_s"] / baseline["mb_per_s"], 3),
