@@ -193,7 +193,13 @@ def calibrate(photo: bytes) -> dict[str, float]:
     best of several tries, so runs on a machine whose speed drifts can be compared."""
     from PIL import Image
 
-    record = {"id": str(uuid.UUID(int=1)), "state": "queued", "version": 3, "site_id": 7, "media": list(range(20))}
+    record = {
+        "id": str(uuid.UUID(int=1)),
+        "state": "queued",
+        "version": 3,
+        "site_id": 7,
+        "media": list(range(20)),
+    }
 
     def decode() -> None:
         with Image.open(io.BytesIO(photo)) as im:
