@@ -2,7 +2,8 @@
 
 Prints JSON: fills/s and MB/s through the real server (a separate process, SQLite, every image
 validated and its variants made before the fill can be queued), the same run's baseline (a bare
-aiohttp handler that receives the same bytes and fsyncs them) and the ratio, the latency of
+aiohttp handler that receives the same bytes and fsyncs them) and the ratio of the tus upload path
+to it (the two measured in alternate rounds, both servers up), the latency of
 events from commit to a console websocket with 500 more idle websocket clients attached, and the
 server's peak resident memory (its media workers included).
 
@@ -422,13 +423,15 @@ async def run_ingest(
     }
 
 
-async def run_upload_path(base: str, tokens: list[str], photos: list[bytes], files: int) -> dict[str, Any]:
+async def run_upload_path(
+    base: str, tokens: list[str], photos: list[bytes], files: int, prefix: str = "U"
+) -> dict[str, Any]:
     """The tus path alone (auth, creation with upload, streaming to disk, fsync): every byte but the
     last, so no completion and no image work. The uploads are terminated after the clock stops, as the
     baseline's files are left in place: cleaning up is not part of receiving."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         fills = []
-        rx_ids = await make_prescriptions(session, base, tokens, prefix="U")
+        rx_ids = await make_prescriptions(session, base, tokens, prefix=prefix)
         for i, token in enumerate(tokens):
             fill_id = str(uuid.uuid4())
             async with session.post(
@@ -480,7 +483,7 @@ async def run_upload_path(base: str, tokens: list[str], photos: list[bytes], fil
         for location, auth in created:
             async with session.delete(f"{base}{location}", headers={**auth, "Tus-Resumable": "1.0.0"}) as r:
                 assert r.status == 204
-    return {"files": files, "seconds": round(elapsed, 2), "mb_per_s": round(total / elapsed / 1e6, 2)}
+    return {"files": files, "bytes": total, "seconds": elapsed}
 
 
 BASELINE = """
@@ -502,9 +505,9 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 
 
-async def run_baseline(base: str, photos: list[bytes], fills: int, sites: int) -> dict[str, Any]:
+async def run_baseline(base: str, photos: list[bytes], files: int, sites: int) -> dict[str, Any]:
     queue: asyncio.Queue[int] = asyncio.Queue()
-    for n in range(fills * 3):
+    for n in range(files):
         queue.put_nowait(n)
     total = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -524,7 +527,37 @@ async def run_baseline(base: str, photos: list[bytes], fills: int, sites: int) -
         start = time.perf_counter()
         await asyncio.gather(*(site() for _ in range(sites)))
         elapsed = time.perf_counter() - start
-    return {"seconds": round(elapsed, 2), "mb_per_s": round(total / elapsed / 1e6, 2)}
+    return {"files": files, "bytes": total, "seconds": elapsed}
+
+
+def compare_upload_paths(
+    server: str, baseline: str, tokens: list[str], photos: list[bytes], files: int, rounds: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tus path and the bare baseline in alternate rounds (ABBA), both servers up throughout: a
+    machine whose speed drifts during the comparison slows both alike."""
+    totals: dict[str, dict[str, float]] = {
+        side: {"files": 0, "bytes": 0, "seconds": 0.0} for side in ("tus", "bare")
+    }
+    share = max(1, files // rounds)
+    for r in range(rounds):
+        order = ("tus", "bare") if r % 2 == 0 else ("bare", "tus")
+        for side in order:
+            if side == "tus":
+                part = asyncio.run(run_upload_path(server, tokens, photos, share, prefix=f"U{r}-"))
+            else:
+                part = asyncio.run(run_baseline(baseline, photos, share, len(tokens)))
+            for key in totals[side]:
+                totals[side][key] += part[key]
+
+    def summary(t: dict[str, float]) -> dict[str, Any]:
+        return {
+            "files": int(t["files"]),
+            "rounds": rounds,
+            "seconds": round(t["seconds"], 2),
+            "mb_per_s": round(t["bytes"] / t["seconds"] / 1e6, 2),
+        }
+
+    return summary(totals["tus"]), summary(totals["bare"])
 
 
 def main() -> None:
@@ -533,6 +566,9 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=20)
     ap.add_argument("--idle", type=int, default=500)
     ap.add_argument("--photos", type=int, default=60, help="distinct photos to cycle through")
+    ap.add_argument(
+        "--rounds", type=int, default=4, help="alternate rounds of the upload path and the baseline"
+    )
     ap.add_argument("--database-url", default="", help="PostgreSQL (an empty database) instead of SQLite")
     ap.add_argument(
         "--profile", help="write a py-spy profile (raw stacks) of the server and its workers here"
@@ -586,9 +622,23 @@ def main() -> None:
                 )
             )
             after = calibrate(photos[0])
-            upload_path = asyncio.run(
-                run_upload_path(f"http://127.0.0.1:{port}", tokens, photos, args.fills * 3)
+            base_dir = Path(tmp) / "baseline"
+            base_dir.mkdir()
+            bport = free_port()
+            baseline_proc = start_server(
+                [sys.executable, "-c", BASELINE, str(bport), str(base_dir)], bport, Path(tmp) / "baseline.log"
             )
+            try:
+                upload_path, baseline = compare_upload_paths(
+                    f"http://127.0.0.1:{port}",
+                    f"http://127.0.0.1:{bport}",
+                    tokens,
+                    photos,
+                    args.fills * 3,
+                    args.rounds,
+                )
+            finally:
+                stop(baseline_proc)
         finally:
             watch.running = False
             with contextlib.suppress(psutil.Error):
@@ -597,16 +647,6 @@ def main() -> None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
             stop(server)
-        base_dir = Path(tmp) / "baseline"
-        base_dir.mkdir()
-        bport = free_port()
-        baseline_proc = start_server(
-            [sys.executable, "-c", BASELINE, str(bport), str(base_dir)], bport, Path(tmp) / "baseline.log"
-        )
-        try:
-            baseline = asyncio.run(run_baseline(f"http://127.0.0.1:{bport}", photos, args.fills, args.sites))
-        finally:
-            stop(baseline_proc)
     mean_photo = sum(len(p) for p in photos) / len(photos)
     print(
         json.dumps(
