@@ -9,7 +9,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from server.db.engine import Database
 from server.db.sqlite_driver import one_trip_url
 
 
@@ -36,17 +35,3 @@ async def test_rows_counts_ids_and_errors_come_back_from_one_round_trip(tmp_path
             assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 4
     finally:
         await engine.dispose()
-
-
-async def test_sqlite_commits_are_durable_before_they_are_answered(tmp_path: Path) -> None:
-    """WAL with synchronous=FULL: each commit reaches the disk, so a power cut cannot take back a
-    decision or a fill that a client was told of (NORMAL may lose the last commits)."""
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
-    try:
-        async with db.write() as s:
-            assert (await s.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
-            assert (await s.execute(text("PRAGMA synchronous"))).scalar_one() == 2  # FULL
-        async with db.read() as s:
-            assert (await s.execute(text("PRAGMA synchronous"))).scalar_one() == 2
-    finally:
-        await db.dispose()
