@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from server.db.engine import Database
 from server.db.sqlite_driver import one_trip_url
+from server.realtime import journal
 
 
 async def test_rows_counts_ids_and_errors_come_back_from_one_round_trip(tmp_path: Path) -> None:
@@ -35,3 +39,40 @@ async def test_rows_counts_ids_and_errors_come_back_from_one_round_trip(tmp_path
             assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 4
     finally:
         await engine.dispose()
+
+
+async def test_sqlite_answers_a_write_once_its_commit_is_on_disk(tmp_path: Path) -> None:
+    """Group commit: each write returns only after an fsync of the write-ahead log that began after
+    its transaction's work, so a power cut cannot take back what a client was told; the events of
+    concurrent writes still reach the commit hooks in commit (id) order."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    await db.create_schema()
+    sync = db.wal_sync
+    assert sync is not None and sync.wal_path == str(tmp_path / "db.sqlite-wal")
+    fsyncs: list[tuple[float, float]] = []
+    real_fsync = sync._fsync
+
+    def timed_fsync() -> None:
+        start = time.monotonic()
+        real_fsync()
+        fsyncs.append((start, time.monotonic()))
+
+    sync._fsync = timed_fsync  # type: ignore[method-assign]
+    delivered: list[int] = []
+    db.commit_hooks.append(lambda events: delivered.extend(ev.id for ev in events))
+
+    async def write(i: int) -> None:
+        async with db.write() as s:
+            await journal.record(db, s, "test.written", site_id=None, us_state=None, payload={"i": i})
+            work_done = time.monotonic()
+        answered = time.monotonic()
+        assert any(work_done <= start and end <= answered for start, end in fsyncs)
+
+    try:
+        await asyncio.gather(*(write(i) for i in range(20)))
+        assert Path(sync.wal_path).is_file()  # what was fsynced is SQLite's log itself
+        assert delivered == list(range(1, 21))
+        async with db.read() as s:
+            assert (await s.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
+    finally:
+        await db.dispose()
