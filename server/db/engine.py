@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -65,6 +66,8 @@ class WalSync:
         self._deliver = deliver
         self._pending: list[tuple[list[Event] | None, asyncio.Future[None]]] = []
         self._draining: asyncio.Task[None] | None = None
+        # A thread of its own: the sync never queues behind file work in the loop's default executor.
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wal-sync")
 
     def committed(self, events: list[Event] | None) -> asyncio.Future[None]:
         """Called by the committing code while it still holds the writer (so in commit order); the
@@ -82,10 +85,11 @@ class WalSync:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                error: OSError | None = None
+                error: Exception | None = None
                 try:
-                    await asyncio.to_thread(self._fsync)
-                except OSError as exc:
+                    await asyncio.get_running_loop().run_in_executor(self._thread, self._fsync)
+                except Exception as exc:
+                    # The writers hear of it rather than wait for ever.
                     log.error("fsync of the SQLite write-ahead log failed: %s", exc)
                     error = exc
                 # The committing code goes on first, then the hooks deliver (as right after a commit).
@@ -106,13 +110,15 @@ class WalSync:
             self._draining = None
 
     def _fsync(self) -> None:
-        # fsync flushes the file, whichever descriptor asks: SQLite's own writes are covered.
+        # Flushing a file flushes it whichever descriptor asks: SQLite's own writes are covered. The
+        # data sync, as SQLite's own for its log: the log's size and blocks are flushed when they
+        # changed, its times are not (a log reused after a checkpoint then needs no journal commit).
         try:
             fd = os.open(self.wal_path, os.O_RDONLY)
         except FileNotFoundError:
             return  # no log (yet, or after the last connection closed): every commit is in the database
         try:
-            os.fsync(fd)
+            os.fdatasync(fd)
         finally:
             os.close(fd)
 
