@@ -6,6 +6,7 @@ Chromium (fake camera) is the pharmacist, the aiortc site client the patient's k
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -100,11 +101,17 @@ async def _start_call(
         api, video=TestPattern(fps=20), max_seconds=90, on_status=said.append, **kiosk_options
     )
     site_task = asyncio.create_task(kiosk.run())
-    await console.page.locator(".consult-request button").click(timeout=15000)
-    await expect(console.page.locator("#consult-panel")).to_have_attribute(
-        "data-state", "connected", timeout=15000
-    )
-    await frames_flow_again(console.page, kiosk)
+    try:
+        await console.page.locator(".consult-request button").click(timeout=15000)
+        await expect(console.page.locator("#consult-panel")).to_have_attribute(
+            "data-state", "connected", timeout=15000
+        )
+        await frames_flow_again(console.page, kiosk)
+    except BaseException:
+        # A call that never connected leaves nothing running for the next test to trip over.
+        with contextlib.suppress(Exception):
+            await _cleanup(console, kiosk, site_task, api)
+        raise
     return console, kiosk, site_task, api, said
 
 
