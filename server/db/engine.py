@@ -38,8 +38,8 @@ def _sqlite_setup(engine: AsyncEngine, *, writer: bool) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: SQLite does not fsync inside a commit, which would hold the single writer for it;
-        # WalSync makes each commit durable before it is answered instead, one fsync for many commits.
+        # NORMAL: SQLite does not sync inside a commit, which would hold the single writer for it;
+        # WalSync makes each commit durable before it is answered instead, one sync for many commits.
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=10000")
@@ -51,11 +51,16 @@ def _sqlite_setup(engine: AsyncEngine, *, writer: bool) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
 
-class WalSync:
-    """Group commit for SQLite: a write transaction is answered, and its events delivered, only once an
-    fsync of the write-ahead log that began after its commit has finished.
+# The thread WalSync syncs on, one per process: a sync never queues behind file work in the loop's
+# default executor.
+_SYNC_THREAD = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wal-sync")
 
-    The fsync runs in a thread, outside the writer, for every commit since the last one: a commit
+
+class WalSync:
+    """Group commit for SQLite: a write transaction is answered, and its events delivered, only once a
+    sync of the write-ahead log that began after its commit has finished.
+
+    The sync runs in a thread, outside the writer, for every commit since the last one: a commit
     costs the writer no disk wait, and a power cut cannot take back what anyone was told of (with
     synchronous=NORMAL alone it could lose the commits since the last checkpoint). Commits are
     answered, and their events handed to the hooks, in commit order.
@@ -66,8 +71,6 @@ class WalSync:
         self._deliver = deliver
         self._pending: list[tuple[list[Event] | None, asyncio.Future[None]]] = []
         self._draining: asyncio.Task[None] | None = None
-        # A thread of its own: the sync never queues behind file work in the loop's default executor.
-        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wal-sync")
 
     def committed(self, events: list[Event] | None) -> asyncio.Future[None]:
         """Called by the committing code while it still holds the writer (so in commit order); the
@@ -87,10 +90,10 @@ class WalSync:
                 batch, self._pending = self._pending, []
                 error: Exception | None = None
                 try:
-                    await asyncio.get_running_loop().run_in_executor(self._thread, self._fsync)
+                    await asyncio.get_running_loop().run_in_executor(_SYNC_THREAD, self._fsync)
                 except Exception as exc:
                     # The writers hear of it rather than wait for ever.
-                    log.error("fsync of the SQLite write-ahead log failed: %s", exc)
+                    log.error("syncing the SQLite write-ahead log to disk failed: %s", exc)
                     error = exc
                 # The committing code goes on first, then the hooks deliver (as right after a commit).
                 for _, done in batch:
