@@ -63,7 +63,8 @@ class WalSync:
     The sync runs in a thread, outside the writer, for every commit since the last one: a commit
     costs the writer no disk wait, and a power cut cannot take back what anyone was told of (with
     synchronous=NORMAL alone it could lose the commits since the last checkpoint). Commits are
-    answered, and their events handed to the hooks, in commit order.
+    answered, and their events handed to the hooks, in commit order. A read, too, goes on only once
+    what it may have seen is on disk (`after_read`): SQLite shows a commit to readers before its sync.
     """
 
     def __init__(self, wal_path: str, deliver: Callable[[list[Event]], None]) -> None:
@@ -83,6 +84,14 @@ class WalSync:
         if draining is None or draining.done() or draining.get_loop() is not loop:
             self._draining = loop.create_task(self._drain(), name="wal-sync")
         return done
+
+    def after_read(self, writing: bool) -> asyncio.Future[None] | None:
+        """Called when a read has ended; `writing` says whether a write transaction is under way (it
+        may have committed and not yet registered). The future is done once a sync that began after
+        the read has finished; None when nothing the read saw can be waiting for one."""
+        if not writing and not self._pending and (self._draining is None or self._draining.done()):
+            return None
+        return self.committed(None)
 
     async def _drain(self) -> None:
         try:
@@ -159,6 +168,8 @@ class Database:
             if database and database != ":memory:" and not database.startswith("file:")
             else None
         )
+        # Write transactions under way (from their start until their commit is registered with WalSync).
+        self._writing = 0
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
         # Statements outside any transaction: SQLite without BEGIN, PostgreSQL in autocommit.
@@ -184,14 +195,18 @@ class Database:
         disk (WalSync); elsewhere at once, still holding the connection.
         """
         durable: asyncio.Future[None] | None = None
-        async with self._writer() as session:
-            async with session.begin():
-                yield session
-            events = session.info.pop(WROTE_EVENTS, None)
-            if self.wal_sync is not None:
-                durable = self.wal_sync.committed(events)
-            elif events:
-                self._run_hooks(events)
+        self._writing += 1
+        try:
+            async with self._writer() as session:
+                async with session.begin():
+                    yield session
+                events = session.info.pop(WROTE_EVENTS, None)
+                if self.wal_sync is not None:
+                    durable = self.wal_sync.committed(events)
+                elif events:
+                    self._run_hooks(events)
+        finally:
+            self._writing -= 1
         if durable is not None:
             await durable
 
@@ -201,9 +216,11 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        """A session in one read transaction: its statements see one snapshot."""
+        """A session in one read transaction: its statements see one snapshot. The caller goes on once
+        what it read is on disk (SQLite: see WalSync), so nobody is shown what a power cut takes back."""
         async with self._reader() as session, session.begin():
             yield session
+        await self._read_durably()
 
     @asynccontextmanager
     async def read_one(self) -> AsyncIterator[AsyncSession]:
@@ -211,6 +228,13 @@ class Database:
         snapshot): no BEGIN and COMMIT around it, a round trip or two fewer than read()."""
         async with self._single() as session:
             yield session
+        await self._read_durably()
+
+    async def _read_durably(self) -> None:
+        if self.wal_sync is not None:
+            durable = self.wal_sync.after_read(self._writing > 0)
+            if durable is not None:
+                await durable
 
     async def lock_journal(self, session: AsyncSession) -> None:
         """Holds the journal lock until the transaction ends (SQLite's writer already holds it)."""
