@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from server.db.engine import Database
+from server.db.engine import Database, WalSync
 from server.db.sqlite_driver import one_trip_url
 from server.realtime import journal
 
@@ -41,6 +41,21 @@ async def test_rows_counts_ids_and_errors_come_back_from_one_round_trip(tmp_path
         await engine.dispose()
 
 
+def _timed_syncs(sync: WalSync, delay: float = 0.0) -> list[tuple[float, float]]:
+    """Records when each of the write-ahead log's syncs starts and ends; `delay` makes the disk slow."""
+    syncs: list[tuple[float, float]] = []
+    real_fsync = sync._fsync
+
+    def timed_fsync() -> None:
+        start = time.monotonic()
+        time.sleep(delay)
+        real_fsync()
+        syncs.append((start, time.monotonic()))
+
+    sync._fsync = timed_fsync  # type: ignore[method-assign]
+    return syncs
+
+
 async def test_sqlite_answers_a_write_once_its_commit_is_on_disk(tmp_path: Path) -> None:
     """Group commit: each write returns only after an fsync of the write-ahead log that began after
     its transaction's work, so a power cut cannot take back what a client was told; the events of
@@ -49,15 +64,7 @@ async def test_sqlite_answers_a_write_once_its_commit_is_on_disk(tmp_path: Path)
     await db.create_schema()
     sync = db.wal_sync
     assert sync is not None and sync.wal_path == str(tmp_path / "db.sqlite-wal")
-    fsyncs: list[tuple[float, float]] = []
-    real_fsync = sync._fsync
-
-    def timed_fsync() -> None:
-        start = time.monotonic()
-        real_fsync()
-        fsyncs.append((start, time.monotonic()))
-
-    sync._fsync = timed_fsync  # type: ignore[method-assign]
+    fsyncs = _timed_syncs(sync)
     delivered: list[int] = []
     db.commit_hooks.append(lambda events: delivered.extend(ev.id for ev in events))
 
@@ -86,16 +93,8 @@ async def test_sqlite_shows_a_reader_a_commit_only_once_it_is_on_disk(tmp_path: 
     await db.create_schema()
     sync = db.wal_sync
     assert sync is not None
-    fsyncs: list[tuple[float, float]] = []
-    real_fsync = sync._fsync
-
-    def slow_fsync() -> None:
-        start = time.monotonic()
-        time.sleep(0.2)  # a slow disk: a reader can see the commit long before it is on disk
-        real_fsync()
-        fsyncs.append((start, time.monotonic()))
-
-    sync._fsync = slow_fsync  # type: ignore[method-assign]
+    # A slow disk: a reader can see the commit long before it is on disk.
+    fsyncs = _timed_syncs(sync, delay=0.2)
 
     async def newest() -> int | None:
         async with db.read_one() as s:
