@@ -23,6 +23,7 @@ from PIL import ExifTags, Image, ImageDraw, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.media.images import process_image
+from server.media.workfiles import WorkFiles
 
 MAX_PIXELS = 50_000_000
 
@@ -46,7 +47,11 @@ def make_jpeg(width: int, height: int, orientation: int, quality: int = 90) -> b
 
 
 def _one(src: str, workdir: str) -> None:
-    process_image(Path(src), Path(workdir), max_pixels=MAX_PIXELS)
+    work = WorkFiles(Path(workdir))
+    try:
+        process_image(Path(src), work, max_pixels=MAX_PIXELS)
+    finally:
+        work.remove()
 
 
 def run_case(files: list[Path], rounds: int, workdir: Path) -> dict[str, Any]:

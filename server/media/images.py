@@ -14,6 +14,7 @@ from PIL import Image, ImageFilter, ImageStat, UnidentifiedImageError
 
 from server.evidence.photo_quality import decode_product_barcodes
 from server.media.errors import MediaRejected
+from server.media.workfiles import WorkFiles
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -47,7 +48,7 @@ _LAPLACIAN = ImageFilter.Kernel((3, 3), (0, 1, 0, 1, -4, 1, 0, 1, 0), scale=2, o
 
 @dataclass(frozen=True)
 class VariantFile:
-    """One produced file: where it is in the workdir and what it holds."""
+    """One produced file: where it is (a work file) and what it holds."""
 
     path: Path
     content_type: str
@@ -55,7 +56,7 @@ class VariantFile:
     height: int
     # The SHA-256 of the bytes written, when they were hashed on the way (so the store need not read them).
     sha256: str | None = None
-    # The upload's own file, in no need of stripping: not in the workdir, so stored by link or copy
+    # The upload's own file, in no need of stripping: not a work file, so stored by link or copy
     # and never moved away.
     source: bool = False
 
@@ -134,21 +135,20 @@ def _bomb() -> MediaRejected:
 
 def process_image(
     src: Path,
-    workdir: Path,
+    work: WorkFiles,
     *,
     max_pixels: int,
     read_barcodes: bool = False,
     data: bytes | None = None,
     data_sha256: str | None = None,
 ) -> ProcessedImage:
-    """Validate a photo and write its metadata-free variants (full, 2048, 320) into `workdir`.
+    """Validate a photo and write its metadata-free variants (full, 2048, 320) as `work`'s files.
 
     With read_barcodes, the barcodes are read from the same decode (at half scale for a large photo,
     at full resolution when that finds none). `data` is the file's bytes when the caller has read them,
     and `data_sha256` their SHA-256 when it has computed that too; then a photo with nothing to strip
     gets no copy: its full variant is `src` itself (marked `source`).
     """
-    workdir.mkdir(parents=True, exist_ok=True)
     # One read serves sniffing, decoding and the byte-level strip (uploads are capped well below RAM).
     if data is None:
         data = src.read_bytes()
@@ -169,7 +169,7 @@ def process_image(
     except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError) as exc:
         raise _truncated() if "truncated" in str(exc) else _corrupt() from None
     with im:
-        return _process_open(im, fmt, src, data, workdir, max_pixels, read_barcodes, data_sha256)
+        return _process_open(im, fmt, src, data, work, max_pixels, read_barcodes, data_sha256)
 
 
 def _process_open(
@@ -177,7 +177,7 @@ def _process_open(
     fmt: str,
     src: Path,
     data: bytes,
-    workdir: Path,
+    work: WorkFiles,
     max_pixels: int,
     read_barcodes: bool = False,
     data_sha256: str | None = None,
@@ -223,7 +223,7 @@ def _process_open(
 
     variants: dict[str, VariantFile] = {}
     ctype = CONTENT_TYPES[fmt]
-    full_path = workdir / f"{FULL}{_EXTENSIONS[fmt]}"
+    full_path = work.path(f"{FULL}{_EXTENSIONS[fmt]}")
     if strippable:
         stripped = strip_metadata(data, fmt)
         if data_sha256 is not None and stripped == data:
@@ -244,7 +244,7 @@ def _process_open(
         variants[LARGE] = variants[FULL]
     else:
         base = _shrink(_resizable(oriented), large_size)
-        large_path = workdir / f"{LARGE}{_EXTENSIONS[fmt]}"
+        large_path = work.path(f"{LARGE}{_EXTENSIONS[fmt]}")
         _save_family(base, large_path, fmt)
         variants[LARGE] = VariantFile(large_path, ctype, base.width, base.height)
 
@@ -253,7 +253,7 @@ def _process_open(
     # thumbnail (a bilinear last step cost 1.5 times as much for no visible gain at 320 px).
     small = small.resize(_fit_size(small.size, THUMB_EDGE), Image.Resampling.BOX, reducing_gap=1.0)
     thumb = _flatten(small)
-    thumb_path = workdir / f"{THUMB}.jpg"
+    thumb_path = work.path(f"{THUMB}.jpg")
     _clear_info(thumb)
     thumb.save(thumb_path, "JPEG", quality=THUMB_QUALITY)
     variants[THUMB] = VariantFile(thumb_path, "image/jpeg", thumb.width, thumb.height)

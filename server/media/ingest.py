@@ -6,8 +6,6 @@ import asyncio
 import concurrent.futures
 import functools
 import hashlib
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -16,6 +14,7 @@ from server.media.errors import MediaRejected
 from server.media.images import ProcessedImage, VariantFile, process_image, sniff_image_format
 from server.media.store import MediaStore, file_sha256, is_sha256
 from server.media.video import ProcessedVideo, probe_video, sniff_video_container
+from server.media.workfiles import WorkFiles
 
 PHOTO_KINDS = frozenset({"stock_bottle", "pills", "vial_label", "final_package", "other"})
 VIDEO_KINDS = frozenset({"count_video", "consultation_recording"})
@@ -56,7 +55,7 @@ async def ingest_media(
     executor: concurrent.futures.Executor,
     max_image_pixels: int,
     max_video_seconds: float,
-    workdir_parent: Path | None = None,
+    work_dir: Path | None = None,
     keep_audio: bool = False,
     read_barcodes: bool = False,
 ) -> IngestedMedia:
@@ -64,7 +63,7 @@ async def ingest_media(
 
     `filename` is the technician's name for the file: it is never used to decide the type and never logged.
     The original upload is not stored (it carries GPS and other metadata); the "full" variant is the evidence.
-    Work files go to a temporary directory under `workdir_parent` (default: the upload's directory).
+    Work files go to `work_dir` (default: the upload's directory), under names of their own.
     Video audio is dropped unless `keep_audio` (a consented consultation recording, say).
 
     Every step that touches the file's bytes (hash, decode, variants, storing) runs as one job in
@@ -84,7 +83,7 @@ async def ingest_media(
         store=store,
         max_image_pixels=max_image_pixels,
         max_video_seconds=max_video_seconds,
-        workdir_parent=workdir_parent,
+        work_dir=work_dir,
         keep_audio=keep_audio,
         read_barcodes=read_barcodes,
     )
@@ -99,7 +98,7 @@ def ingest_file(
     store: MediaStore,
     max_image_pixels: int,
     max_video_seconds: float,
-    workdir_parent: Path | None,
+    work_dir: Path | None,
     keep_audio: bool,
     read_barcodes: bool,
 ) -> IngestedMedia:
@@ -129,18 +128,15 @@ def ingest_file(
     if kind in PHOTO_KINDS and is_video:
         raise MediaRejected("wrong_kind", "A photo was expected here, but this file is a video.")
 
-    parent = workdir_parent if workdir_parent is not None else upload_path.parent
-    workdir = Path(tempfile.mkdtemp(prefix="ingest-", dir=parent))
+    work = WorkFiles(work_dir if work_dir is not None else upload_path.parent)
     try:
         processed: ProcessedImage | ProcessedVideo
         if is_video:
-            processed = probe_video(
-                upload_path, workdir, max_seconds=max_video_seconds, keep_audio=keep_audio
-            )
+            processed = probe_video(upload_path, work, max_seconds=max_video_seconds, keep_audio=keep_audio)
         else:
             processed = process_image(
                 upload_path,
-                workdir,
+                work,
                 max_pixels=max_image_pixels,
                 read_barcodes=read_barcodes,
                 data=data,
@@ -148,7 +144,7 @@ def ingest_file(
             )
         variants = _store_variants(store, processed.variants)
     finally:
-        shutil.rmtree(workdir, True)
+        work.remove()
 
     return IngestedMedia(
         sha256=claimed_sha256,

@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -37,6 +38,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.client_exceptions import ClientPayloadError
 from aiohttp.http_exceptions import HttpProcessingError
+
+from server.media.workfiles import EARLIER_JOB_DIR_PREFIX, WORK_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -738,11 +741,16 @@ class TusEndpoint:
 
     def _purge_unpublished(self, before: float) -> None:
         """Deletes data files that were never published (their request died with its process), work
-        files never renamed, and lock files of earlier versions, untouched since `before`."""
-        for path in self.upload_dir.glob("*.tmp"):
+        files never renamed, what media jobs that died left behind (files, and directories of earlier
+        versions) and lock files of earlier versions, untouched since `before`."""
+        for path in [*self.upload_dir.glob("*.tmp"), *self.upload_dir.glob(f"{WORK_PREFIX}*")]:
             with contextlib.suppress(FileNotFoundError):
                 if path.stat().st_mtime < before:
                     path.unlink()
+        for path in self.upload_dir.glob(f"{EARLIER_JOB_DIR_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_dir() and path.stat().st_mtime < before:
+                    shutil.rmtree(path, ignore_errors=True)
         for path in [*self.upload_dir.glob("*.data"), *self.upload_dir.glob("*.lock")]:
             upload_id = path.name.split(".", 1)[0]
             if not _ID_RE.fullmatch(upload_id) or self._path(upload_id, "info").exists():

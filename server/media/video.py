@@ -13,6 +13,7 @@ from PIL import Image
 
 from server.media.errors import MediaRejected
 from server.media.images import THUMB_EDGE, VariantFile, quality_measures
+from server.media.workfiles import WorkFiles
 
 VIDEO_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1"})
 # Audio is dropped unless asked for: a count video needs none, and voices can carry patient names.
@@ -75,9 +76,10 @@ def _broken() -> MediaRejected:
     return MediaRejected("corrupt", "The video file is damaged or incomplete. Record or upload it again.")
 
 
-def probe_video(src: Path, workdir: Path, *, max_seconds: float, keep_audio: bool = False) -> ProcessedVideo:
-    """Validate a video; write a metadata-free copy ("full") and a JPEG poster ("poster") into `workdir`."""
-    workdir.mkdir(parents=True, exist_ok=True)
+def probe_video(
+    src: Path, work: WorkFiles, *, max_seconds: float, keep_audio: bool = False
+) -> ProcessedVideo:
+    """Validate a video; write a metadata-free copy ("full") and a JPEG poster ("poster") as work files."""
     size = src.stat().st_size
     if size == 0:
         raise MediaRejected("empty", "The file is empty. Record the video again.")
@@ -89,7 +91,7 @@ def probe_video(src: Path, workdir: Path, *, max_seconds: float, keep_audio: boo
     try:
         # The demuxer is forced from the magic bytes so FFmpeg never guesses (playlists, image sequences).
         with av.open(str(src), format=_DEMUXERS[container]) as inp:
-            return _remux_and_probe(inp, size, workdir, container, head, max_seconds, keep_audio)
+            return _remux_and_probe(inp, size, work, container, head, max_seconds, keep_audio)
     except av.FFmpegError:
         raise _broken() from None
 
@@ -97,7 +99,7 @@ def probe_video(src: Path, workdir: Path, *, max_seconds: float, keep_audio: boo
 def _remux_and_probe(
     inp: Any,
     size: int,
-    workdir: Path,
+    work: WorkFiles,
     container: str,
     head: bytes,
     max_seconds: float,
@@ -121,7 +123,7 @@ def _remux_and_probe(
 
     out_family = "webm" if codec in ("vp8", "vp9") or (codec == "av1" and container == "matroska") else "mp4"
     ain = _audio_stream(inp, out_family) if keep_audio else None
-    full_path = workdir / f"{FULL}.{out_family}"
+    full_path = work.path(f"{FULL}.{out_family}")
     span = _Span(vin.time_base or Fraction(1, 1000), max_seconds)
     # Keep the sample-entry tag on MP4 to MP4 copies: Safari plays HEVC only as 'hvc1', FFmpeg writes 'hev1'.
     tag = vin.codec_context.codec_tag if container == "mp4" and out_family == "mp4" else None
@@ -138,7 +140,7 @@ def _remux_and_probe(
     if max(poster.size) > POSTER_EDGE:
         poster.thumbnail((POSTER_EDGE, POSTER_EDGE), Image.Resampling.BILINEAR)
     poster.info = {}
-    poster_path = workdir / f"{POSTER}.jpg"
+    poster_path = work.path(f"{POSTER}.jpg")
     poster.save(poster_path, "JPEG", quality=POSTER_QUALITY)
     small = poster.copy()
     small.thumbnail((THUMB_EDGE, THUMB_EDGE), Image.Resampling.BILINEAR)

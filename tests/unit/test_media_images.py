@@ -14,6 +14,7 @@ from PIL import ExifTags, Image, ImageChops, ImageCms, ImageDraw, ImageFile, Ima
 
 from server.media.errors import MediaRejected
 from server.media.images import ProcessedImage, process_image, strip_jpeg
+from server.media.workfiles import WorkFiles
 
 SECRETS = (b"PATIENT", b"JOHN DOE", b"40.7128", b"Exif", b"http://ns.adobe.com/xap", b"ICC_PROFILE", b"GPS")
 MAX_PIXELS = 50_000_000
@@ -137,7 +138,7 @@ def assert_metadata_free(path: Path) -> None:
 
 
 def run(src: Path, tmp_path: Path, max_pixels: int = MAX_PIXELS) -> ProcessedImage:
-    return process_image(src, tmp_path / "work", max_pixels=max_pixels)
+    return process_image(src, WorkFiles(tmp_path / "work"), max_pixels=max_pixels)
 
 
 def refused(src: Path, tmp_path: Path, code: str, max_pixels: int = MAX_PIXELS) -> MediaRejected:
@@ -193,7 +194,9 @@ def test_a_photo_with_nothing_to_strip_is_kept_byte_for_byte_under_its_upload_di
     src = tmp_path / "upload.bin"
     src.write_bytes(data)
     digest = hashlib.sha256(data).hexdigest()
-    result = process_image(src, tmp_path / "work", max_pixels=MAX_PIXELS, data=data, data_sha256=digest)
+    result = process_image(
+        src, WorkFiles(tmp_path / "work"), max_pixels=MAX_PIXELS, data=data, data_sha256=digest
+    )
     full = result.variants["full"]
     assert full.path == src and full.source  # no copy written: the upload itself
     assert full.path.read_bytes() == data
@@ -496,7 +499,7 @@ def test_stock_bottle_datamatrix_is_read_from_the_photo(
     tmp_path: Path, module_px: int, orientation: int
 ) -> None:
     src = _stock_bottle(tmp_path, "stock.jpg", module_px, orientation)
-    out = process_image(src, tmp_path / "w", max_pixels=MAX_PIXELS, read_barcodes=True)
+    out = process_image(src, WorkFiles(tmp_path / "w"), max_pixels=MAX_PIXELS, read_barcodes=True)
     datamatrix = [b for b in out.barcodes if b.startswith("]d2")]
     assert datamatrix and "0100300931048011" in datamatrix[0].replace("]d2", "")
     assert "17290630" in datamatrix[0]

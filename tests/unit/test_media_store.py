@@ -22,6 +22,7 @@ from PIL import ExifTags, Image
 from server.media.errors import MediaNotFound, MediaRejected
 from server.media.ingest import IngestedMedia, ingest_media
 from server.media.store import LocalMediaStore, MediaStore
+from server.media.workfiles import WORK_PREFIX
 
 # PyAV leaves from_image unannotated; one typed alias keeps strict mypy quiet.
 frame_from_image: Any = av.VideoFrame.from_image
@@ -130,7 +131,7 @@ async def test_ingest_runs_in_a_media_worker_process(tmp_path: Path) -> None:
     for variant in result.variants.values():
         stored = store.local_path(variant["sha256"])
         assert stored is not None and sha(stored.read_bytes()) == variant["sha256"]
-    assert not list((tmp_path / "uploads").glob("ingest-*"))  # the worker's workdir is gone
+    assert not list((tmp_path / "uploads").glob(f"{WORK_PREFIX}*"))  # the worker's work files are gone
 
 
 def minor_faults(pid: int) -> int:
@@ -272,7 +273,17 @@ async def test_ingest_photo_stores_metadata_free_variants_not_the_original(
         with Image.open(io.BytesIO(stored)) as im:
             assert im.size == (variant["width"], variant["height"])
     assert result.quality["mean_luminance"] > 0
-    assert not list((tmp_path / "uploads").glob("ingest-*"))  # workdir cleaned
+    assert not list((tmp_path / "uploads").glob(f"{WORK_PREFIX}*"))  # work files removed
+
+
+async def test_a_photo_stored_already_leaves_no_work_files(tmp_path: Path, executor: Executor) -> None:
+    # The second time, the store holds every variant already and takes none of the new work files.
+    data = tagged_photo_bytes((900, 700), orientation=6)
+    first, _ = await ingest(tmp_path, data, executor=executor)
+    again, _ = await ingest(tmp_path, data, executor=executor)
+    assert again.variants == first.variants
+    assert [p.name for p in (tmp_path / "uploads").iterdir()] == ["0123456789abcdef0123456789abcdef.data"]
+    assert len(stored_files(tmp_path / "media")) == 2  # the stripped photo and its thumbnail
 
 
 async def test_ingest_keeps_a_clean_photo_as_the_upload_itself(tmp_path: Path, executor: Executor) -> None:
@@ -289,7 +300,7 @@ async def test_ingest_keeps_a_clean_photo_as_the_upload_itself(tmp_path: Path, e
     assert stored is not None and stored.read_bytes() == data
     assert stored.stat().st_ino == upload.stat().st_ino
     assert upload.read_bytes() == data  # the upload is its endpoint's to remove
-    assert not list((tmp_path / "uploads").glob("ingest-*"))
+    assert not list((tmp_path / "uploads").glob(f"{WORK_PREFIX}*"))
 
 
 async def test_ingest_video(tmp_path: Path, executor: Executor) -> None:
@@ -348,7 +359,7 @@ async def test_ingest_refusals_leave_nothing_behind(tmp_path: Path, executor: Ex
         await ingest(tmp_path, data, kind=kind, executor=executor, **extra)  # type: ignore[arg-type]
     assert info.value.code == code
     assert stored_files(tmp_path / "media") == []
-    assert not list((tmp_path / "uploads").glob("ingest-*"))
+    assert not list((tmp_path / "uploads").glob(f"{WORK_PREFIX}*"))
 
 
 async def test_video_uploaded_as_a_photo_is_refused(tmp_path: Path, executor: Executor) -> None:
@@ -369,4 +380,4 @@ async def test_too_long_video_is_refused(tmp_path: Path, executor: Executor) -> 
         )
     assert info.value.code == "too_long"
     assert stored_files(tmp_path / "media") == []
-    assert not list((tmp_path / "uploads").glob("ingest-*"))
+    assert not list((tmp_path / "uploads").glob(f"{WORK_PREFIX}*"))

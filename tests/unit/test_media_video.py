@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from server.media.errors import MediaRejected
 from server.media.video import ProcessedVideo, probe_video
+from server.media.workfiles import WorkFiles
 
 SECRET_TITLE = "PATIENT JOHN DOE"
 
@@ -58,7 +59,7 @@ def make_video(
 
 
 def run(src: Path, tmp_path: Path, max_seconds: float = 60.0, **kw: bool) -> ProcessedVideo:
-    return probe_video(src, tmp_path / "work", max_seconds=max_seconds, **kw)
+    return probe_video(src, WorkFiles(tmp_path / "work"), max_seconds=max_seconds, **kw)
 
 
 def refused(src: Path, tmp_path: Path, code: str, max_seconds: float = 60.0) -> MediaRejected:
@@ -115,7 +116,7 @@ def test_h264_in_matroska_is_copied_to_mp4(tmp_path: Path) -> None:
     result = run(src, tmp_path)
     assert result.content_type == "video/x-matroska"
     assert result.container == "mp4"
-    again = probe_video(result.variants["full"].path, tmp_path / "again", max_seconds=60)
+    again = probe_video(result.variants["full"].path, WorkFiles(tmp_path / "again"), max_seconds=60)
     assert again.duration_seconds == pytest.approx(result.duration_seconds, abs=0.11)
 
 

@@ -26,6 +26,7 @@ from server.media.tus import (
     encode_metadata,
     parse_metadata,
 )
+from server.media.workfiles import EARLIER_JOB_DIR_PREFIX, WORK_PREFIX, WorkFiles
 
 BASE = "/api/v1/uploads"
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -424,8 +425,17 @@ async def test_purge_stale(tmp_path: Path, recorder: Recorder, aiohttp_client: A
     half_written = [tmp_path / "uploads" / f"{'c' * 32}.{suffix}.tmp" for suffix in ("info", "same")]
     for path in half_written:
         path.write_text("{}")
+    # What a media job left when its worker died: its work files, or an earlier version's job directory.
+    job_files = WorkFiles(tmp_path / "uploads")
+    for name in ("full.jpg", "320.jpg"):
+        job_files.path(name).write_bytes(b"pixels")
+    job_dir = tmp_path / "uploads" / f"{EARLIER_JOB_DIR_PREFIX}k3j2"
+    job_dir.mkdir()
+    (job_dir / "320.jpg").write_bytes(b"pixels")
+    leftovers = [*half_written, *(tmp_path / "uploads").glob(f"{WORK_PREFIX}*"), job_dir]
+    assert len(leftovers) == 5
     assert await endpoint.purge_stale(3600) == 0
-    assert orphan.exists() and legacy_lock.exists() and all(p.exists() for p in half_written)
+    assert orphan.exists() and legacy_lock.exists() and all(p.exists() for p in leftovers)
     assert await endpoint.purge_stale(0) == 1
     assert (await c.head(location, headers=TUS)).status == 404
     assert sorted((tmp_path / "uploads").iterdir()) == []
