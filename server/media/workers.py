@@ -1,11 +1,12 @@
-"""The media worker processes: what they preload, how they keep their heap, and a warm-up so the
-first upload does not wait."""
+"""The media worker processes: what they preload, how they keep their heap, their priority, and a
+warm-up so the first upload does not wait."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import ctypes
 import multiprocessing
+import os
 
 # Only what image and video work needs: a worker that imported the whole server would cost ~100 MB more.
 PRELOAD = ["server.media.images", "server.media.video", "server.evidence.photo_quality"]
@@ -20,6 +21,12 @@ _M_MMAP_THRESHOLD = -3
 # kept: the memory a worker may hold idle.
 HEAP_MMAP_THRESHOLD = 16 * 1024 * 1024
 HEAP_TRIM_THRESHOLD = 32 * 1024 * 1024
+# How much lower a worker's CPU priority is than the server's. The event loop's process coordinates
+# every upload and holds SQLite's writer and the GIL while it runs: preempted by a worker, it held up
+# every request. With the cores contended it now goes first, and the decoding takes what is left
+# (all of it when the loop waits). Not the lowest (19): other work on the host still leaves workers
+# a share.
+WORKER_NICENESS = 10
 
 
 def keep_heap() -> bool:
@@ -34,6 +41,12 @@ def keep_heap() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD)
     )
+
+
+def start_worker() -> None:
+    """Runs first in each worker process: its heap kept, its priority lowered."""
+    keep_heap()
+    os.nice(WORKER_NICENESS)
 
 
 def warm_up() -> int:
@@ -54,4 +67,6 @@ def make_executor(workers: int) -> concurrent.futures.Executor:
         return concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="media")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
-    return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=keep_heap)
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=start_worker
+    )

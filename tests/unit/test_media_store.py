@@ -134,6 +134,19 @@ async def test_ingest_runs_in_a_media_worker_process(tmp_path: Path) -> None:
     assert not list((tmp_path / "uploads").glob(f"{WORK_PREFIX}*"))  # the worker's work files are gone
 
 
+async def test_media_workers_yield_the_cores_to_the_server() -> None:
+    """Decoding takes the CPU the server's own process leaves: a worker runs at a lower priority."""
+    from server.media.workers import WORKER_NICENESS, make_executor
+
+    pool = make_executor(1)
+    try:
+        worker = await asyncio.get_running_loop().run_in_executor(pool, os.nice, 0)
+    finally:
+        pool.shutdown()
+    assert worker == min(19, os.nice(0) + WORKER_NICENESS)
+    assert worker > os.nice(0) or os.nice(0) == 19
+
+
 def minor_faults(pid: int) -> int:
     """Page faults a process has taken that the kernel served without disk I/O (Linux)."""
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
