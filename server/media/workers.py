@@ -29,18 +29,17 @@ HEAP_TRIM_THRESHOLD = 32 * 1024 * 1024
 WORKER_NICENESS = 10
 
 
-def keep_heap() -> bool:
-    """Tells the C allocator to keep freed image buffers for reuse; False where it is not glibc's."""
+def keep_heap() -> None:
+    """Tells the C allocator to keep freed image buffers for reuse (glibc's; elsewhere nothing changes)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
     except (OSError, AttributeError):
-        return False
+        return
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    # mallopt returns 1 on success; fixing the thresholds also ends glibc's own adjusting of them.
-    return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD)
-    )
+    # Fixing the thresholds also ends glibc's own adjusting of them.
+    mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD)
 
 
 def start_worker() -> None:

@@ -22,6 +22,7 @@ from PIL import ExifTags, Image
 from server.media.errors import MediaNotFound, MediaRejected
 from server.media.ingest import IngestedMedia, ingest_media
 from server.media.store import LocalMediaStore, MediaStore
+from server.media.workers import WORKER_NICENESS, make_executor
 from server.media.workfiles import WORK_PREFIX
 
 # PyAV leaves from_image unannotated; one typed alias keeps strict mypy quiet.
@@ -114,18 +115,12 @@ def test_put_file_blocking_with_link_copies_across_filesystems(
     assert [f.name for f in stored_files(tmp_path / "media")] == [digest]
 
 
-async def test_ingest_runs_in_a_media_worker_process(tmp_path: Path) -> None:
+async def test_ingest_runs_in_a_media_worker_process(tmp_path: Path, worker_pool: Executor) -> None:
     """The production path: the whole job (hash, decode, variants, store) in a forkserver worker."""
-    from server.media.workers import make_executor
-
-    pool = make_executor(1)
-    try:
-        data = tagged_photo_bytes()
-        result, store = await ingest(tmp_path, data, executor=pool)
-        with pytest.raises(MediaRejected) as refused:
-            await ingest(tmp_path, b"<html>not a photo</html>", executor=pool)
-    finally:
-        pool.shutdown()
+    data = tagged_photo_bytes()
+    result, store = await ingest(tmp_path, data, executor=worker_pool)
+    with pytest.raises(MediaRejected) as refused:
+        await ingest(tmp_path, b"<html>not a photo</html>", executor=worker_pool)
     assert refused.value.code == "not_an_image"
     assert result.sha256 == sha(data)
     for variant in result.variants.values():
@@ -134,15 +129,9 @@ async def test_ingest_runs_in_a_media_worker_process(tmp_path: Path) -> None:
     assert not list((tmp_path / "uploads").glob(f"{WORK_PREFIX}*"))  # the worker's work files are gone
 
 
-async def test_media_workers_yield_the_cores_to_the_server() -> None:
+async def test_media_workers_yield_the_cores_to_the_server(worker_pool: Executor) -> None:
     """Decoding takes the CPU the server's own process leaves: a worker runs at a lower priority."""
-    from server.media.workers import WORKER_NICENESS, make_executor
-
-    pool = make_executor(1)
-    try:
-        worker = await asyncio.get_running_loop().run_in_executor(pool, os.nice, 0)
-    finally:
-        pool.shutdown()
+    worker = await asyncio.get_running_loop().run_in_executor(worker_pool, os.nice, 0)
     assert worker == min(19, os.nice(0) + WORKER_NICENESS)
     assert worker > os.nice(0) or os.nice(0) == 19
 
@@ -152,23 +141,19 @@ def minor_faults(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
-async def test_a_media_worker_reuses_its_memory_from_photo_to_photo(tmp_path: Path) -> None:
+async def test_a_media_worker_reuses_its_memory_from_photo_to_photo(
+    tmp_path: Path, worker_pool: Executor
+) -> None:
     """A worker's decoded pixels go back to its heap for the next photo, not to the kernel: otherwise
     each photo taken sideways (turned upright, so decoded whole) costs about 6000 page faults, 24 MB
     of fresh zeroed pages, on top of its decode."""
-    from server.media.workers import make_executor
-
-    pool = make_executor(1)
-    try:
-        pid = await asyncio.get_running_loop().run_in_executor(pool, os.getpid)
-        photos = [tagged_photo_bytes((2000, 1500), orientation=o) for o in (6, 3, 6, 8)]
-        await ingest(tmp_path, photos[0], executor=pool)  # the worker's first photo sizes its heap
-        before = minor_faults(pid)
-        for data in photos[1:]:
-            await ingest(tmp_path, data, executor=pool)
-        per_photo = (minor_faults(pid) - before) / len(photos[1:])
-    finally:
-        pool.shutdown()
+    pid = await asyncio.get_running_loop().run_in_executor(worker_pool, os.getpid)
+    photos = [tagged_photo_bytes((2000, 1500), orientation=o) for o in (6, 3, 6, 8)]
+    await ingest(tmp_path, photos[0], executor=worker_pool)  # the worker's first photo sizes its heap
+    before = minor_faults(pid)
+    for data in photos[1:]:
+        await ingest(tmp_path, data, executor=worker_pool)
+    per_photo = (minor_faults(pid) - before) / len(photos[1:])
     assert per_photo < 150, per_photo
 
 
@@ -213,6 +198,16 @@ def test_local_store_implements_the_protocol(tmp_path: Path) -> None:
 def executor() -> Iterator[Executor]:
     with ThreadPoolExecutor(max_workers=2) as pool:
         yield pool
+
+
+@pytest.fixture
+def worker_pool() -> Iterator[Executor]:
+    """One media worker process, as the server starts them."""
+    pool = make_executor(1)
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
 
 
 def tagged_photo_bytes(size: tuple[int, int] = (640, 480), orientation: int = 1) -> bytes:
