@@ -42,6 +42,8 @@ def row_hash(row: AuditEvent) -> str:
 
 # Session.info key: the chain's tail as this transaction left it (set once it holds the journal lock).
 _TAIL = "tp_audit_tail"
+# The chain's name for Database.journal_tail: its end as (id, hash), (0, GENESIS) when it is empty.
+_JOURNAL = "audit"
 _LAST_ROW = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
 
 
@@ -64,10 +66,12 @@ async def append(
     last: tuple[int, str] | None = session.info.get(_TAIL)
     if last is None:
         await db.lock_journal(session)
+        last = await db.journal_tail(session, _JOURNAL)
+    if last is None:
         tail = (await session.execute(_LAST_ROW)).first()
-        last = (tail.id, tail.hash) if tail else None
+        last = (tail.id, tail.hash) if tail else (0, GENESIS)
     row = AuditEvent(
-        id=(last[0] + 1) if last else 1,
+        id=last[0] + 1,
         at=at or dt.datetime.now(dt.UTC),
         actor_id=actor.user_id if actor else None,
         actor=actor.label if actor else "system",
@@ -75,7 +79,7 @@ async def append(
         entity_type=entity_type,
         entity_id=str(entity_id),
         detail=detail or {},
-        prev_hash=last[1] if last else GENESIS,
+        prev_hash=last[1],
         hash="",
     )
     # The id is part of the hash, so a deleted row leaves a visible gap in the chain.
@@ -84,6 +88,7 @@ async def append(
     # or its commit, together with any other event appended meanwhile.
     session.add(row)
     session.info[_TAIL] = (row.id, row.hash)
+    await db.journal_appended(session, _JOURNAL, session.info[_TAIL])
     return row
 
 

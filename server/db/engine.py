@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from server.db.models import Base, Event
-from server.db.sqlite_driver import one_trip_url
+from server.db.sqlite_driver import OneTripConnection, one_trip_url
 
 # Serialises writes of the audit chain and the event journal on PostgreSQL, so that event ids
 # become visible in the order they were handed out and each audit row sees its predecessor.
@@ -240,6 +240,26 @@ class Database:
         """Holds the journal lock until the transaction ends (SQLite's writer already holds it)."""
         if not self.is_sqlite:
             await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": JOURNAL_LOCK_KEY})
+
+    async def journal_tail(self, session: AsyncSession, journal: str) -> Any | None:
+        """The end of an append-only journal ("audit", "events") as this server's writer last
+        committed it, when nobody else has written since (SQLite's single writer); None when the
+        caller must read it from the table (and with journal_appended, tell where it left it)."""
+        conn = await self._one_trip(session)
+        return conn.journal_tail(journal) if conn is not None else None
+
+    async def journal_appended(self, session: AsyncSession, journal: str, tail: Any) -> None:
+        """The transaction moved the journal's end to `tail`; later ones know it once it commits."""
+        conn = await self._one_trip(session)
+        if conn is not None:
+            conn.journal_appended(journal, tail)
+
+    async def _one_trip(self, session: AsyncSession) -> OneTripConnection | None:
+        if not self.is_sqlite:
+            # Several instances append to the same journals: the table is the only place to ask.
+            return None
+        raw = (await session.connection()).sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        return raw if isinstance(raw, OneTripConnection) else None
 
     async def dispose(self) -> None:
         if self.wal_sync is not None:

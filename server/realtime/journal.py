@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.db.engine import WROTE_EVENTS, Database
 from server.db.models import Event
 
+# Database.journal_tail's name for the journal: its end is the last id (0 when empty).
+_JOURNAL = "events"
 _LAST_ID = select(func.max(Event.id))
 # PostgreSQL: the NOTIFY of the new event's id travels with the read of the last one. It is sent at
 # commit and dropped on rollback, like the row.
@@ -35,12 +37,14 @@ async def record(
     reader that advances its cursor past id N has already seen every id below N.
     """
     await db.lock_journal(session)
-    last = (await session.execute(_LAST_ID if db.is_sqlite else _LAST_ID_AND_NOTIFY)).scalar()
+    last: int | None = await db.journal_tail(session, _JOURNAL)
+    if last is None:
+        last = (await session.execute(_LAST_ID if db.is_sqlite else _LAST_ID_AND_NOTIFY)).scalar() or 0
     body = dict(payload)
     if user_id is not None:
         body["for_user"] = user_id
     ev = Event(
-        id=(last or 0) + 1,
+        id=last + 1,
         at=dt.datetime.now(dt.UTC),
         type=type_,
         site_id=site_id,
@@ -48,5 +52,6 @@ async def record(
         payload=body,
     )
     session.add(ev)  # written with the transaction's next statement or its commit
+    await db.journal_appended(session, _JOURNAL, ev.id)
     session.info.setdefault(WROTE_EVENTS, []).append(ev)
     return ev
