@@ -37,7 +37,7 @@ from typing import Any
 
 import aiohttp
 import psutil
-from PIL import ImageDraw
+from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 KINDS = ("stock_bottle", "pills", "vial_label")
 PHOTO_SIZE = (2000, 1500)  # 3 megapixels: what the site client sends (long edge at most 2048)
 PHOTO_QUALITY = 97
+SCENES = 60  # scenes drawn; every photo of a run is one of them with its own number on it
 PASSWORD = "bench-password-1"
 
 
@@ -54,31 +55,46 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_photo(seed: int) -> bytes:
-    """A ~1 MB, 3-megapixel JPEG with enough texture to cost what a phone photo costs to decode."""
+def base_photo(seed: int) -> Image.Image:
+    """A 3-megapixel scene with enough texture to cost what a phone photo costs to decode."""
     from server.demo import photos
 
     kind = seed % 3
     size = PHOTO_SIZE
     if kind == 0:
-        im = photos.stock_bottle_photo(
+        return photos.stock_bottle_photo(
             "0093-1048-01", "Metformin HCl", "500 mg", "L1", dt.date(2028, 1, 31), size=size, seed=seed
         )
-    elif kind == 1:
-        im = photos.pills_photo(30, seed=seed, size=size)
-    else:
-        im = photos.vial_label_photo(
-            "600123", "Pat Bench", "Metformin HCl", "500 mg", "Take 1 twice daily", 60, seed=seed, size=size
-        )
-    ImageDraw.Draw(im).text((10, 10), f"bench {seed}", fill=(0, 0, 0))
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=PHOTO_QUALITY)
-    return buf.getvalue()
+    if kind == 1:
+        return photos.pills_photo(30, seed=seed, size=size)
+    return photos.vial_label_photo(
+        "600123", "Pat Bench", "Metformin HCl", "500 mg", "Take 1 twice daily", 60, seed=seed, size=size
+    )
 
 
-def prepare_photos(count: int) -> list[bytes]:
+def make_photos(scene: int, seeds: list[int]) -> list[bytes]:
+    """~1 MB JPEGs of one scene, each with its own number drawn on it: different pixels, bytes and
+    digest, as every photo a site takes is, so the store keeps each one (nothing is already stored)."""
+    base = base_photo(scene)
+    out = []
+    for seed in seeds:
+        im = base.copy()
+        ImageDraw.Draw(im).text((10, 10), f"bench {seed}", fill=(0, 0, 0))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=PHOTO_QUALITY)
+        out.append(buf.getvalue())
+    return out
+
+
+def prepare_photos(count: int, scenes: int = SCENES) -> list[bytes]:
+    """`count` distinct photos; photo i shows scene i % scenes, whose kind is i % 3 (as KINDS)."""
+    groups = [list(range(scene, count, scenes)) for scene in range(scenes)]
+    photos: list[bytes] = [b""] * count
     with concurrent.futures.ProcessPoolExecutor(2) as pool:
-        return list(pool.map(make_photo, range(count)))
+        for seeds, made in zip(groups, pool.map(make_photos, range(scenes), groups), strict=True):
+            for seed, data in zip(seeds, made, strict=True):
+                photos[seed] = data
+    return photos
 
 
 def seed_database(data_dir: Path, sites: int, database_url: str = "") -> list[str]:
@@ -565,7 +581,9 @@ def main() -> None:
     ap.add_argument("--fills", type=int, default=240)
     ap.add_argument("--sites", type=int, default=20)
     ap.add_argument("--idle", type=int, default=500)
-    ap.add_argument("--photos", type=int, default=60, help="distinct photos to cycle through")
+    ap.add_argument(
+        "--photos", type=int, default=0, help="distinct photos to cycle through (default: one per photo sent)"
+    )
     ap.add_argument(
         "--rounds", type=int, default=4, help="alternate rounds of the upload path and the baseline"
     )
@@ -575,7 +593,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    photos = prepare_photos(args.photos)
+    photos = prepare_photos(args.photos or args.fills * len(KINDS))
     for photo in photos:
         digest(photo)
     with tempfile.TemporaryDirectory() as tmp:
@@ -655,6 +673,7 @@ def main() -> None:
                 "sites": args.sites,
                 "idle_websockets": args.idle,
                 "photo_mean_bytes": int(mean_photo),
+                "photos_distinct": len(set(photos)),
                 "photo_pixels": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}",
                 "server": ingest,
                 # The machine's speed just before and after the run: lower is faster.
