@@ -37,6 +37,10 @@ async def record(
     reader that advances its cursor past id N has already seen every id below N.
     """
     await db.lock_journal(session)
+    if session.new or session.dirty:
+        # What the transaction holds back is written first: then only the event's own row and the
+        # commit come between its time and its commit, and the time says when it was committed.
+        await session.flush()
     last: int | None = await db.journal_tail(session, _JOURNAL)
     if last is None:
         last = (await session.execute(_LAST_ID if db.is_sqlite else _LAST_ID_AND_NOTIFY)).scalar() or 0
