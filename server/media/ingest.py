@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import functools
 import hashlib
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -67,7 +68,8 @@ async def ingest_media(
     Video audio is dropped unless `keep_audio` (a consented consultation recording, say).
 
     Every step that touches the file's bytes (hash, decode, variants, storing) runs as one job in
-    `executor`, a media worker process: the event loop's process never reads the upload.
+    `executor`, a media worker process: the event loop's process never reads the upload. A job whose
+    worker died runs once more (another job may have killed it); a file that kills it twice is refused.
     """
     del filename  # Deliberately unused: detection is by content only.
     if kind not in MEDIA_KINDS:
@@ -87,7 +89,19 @@ async def ingest_media(
         keep_audio=keep_audio,
         read_barcodes=read_barcodes,
     )
-    return await asyncio.get_running_loop().run_in_executor(executor, job)
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(executor, job)
+    except BrokenProcessPool:
+        # A worker died under this job or beside it: on new workers it runs once more.
+        pass
+    try:
+        return await loop.run_in_executor(executor, job)
+    except BrokenProcessPool:
+        # Twice: this file is what kills the decoder. Refused, like any file that cannot be evidence.
+        raise MediaRejected(
+            "unprocessable", "The server could not safely read this file. Capture it again."
+        ) from None
 
 
 def ingest_file(

@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import logging
 import multiprocessing
 import os
+import threading
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Only what image and video work needs: a worker that imported the whole server would cost ~100 MB more.
 PRELOAD = ["server.media.images", "server.media.video", "server.evidence.photo_quality"]
@@ -57,15 +65,42 @@ def warm_up() -> int:
     return multiprocessing.current_process().pid or 0
 
 
-def make_executor(workers: int) -> concurrent.futures.Executor:
-    """Image decoding is CPU-bound: worker processes keep it off the event loop and the GIL.
+class MediaWorkers(concurrent.futures.Executor):
+    """Worker processes that are replaced when one dies (a decoder crashing on a file, the kernel's
+    out-of-memory killer). A ProcessPoolExecutor is unusable for good once a worker has died: every
+    upload after it would fail until the server restarted. Here the jobs that were running then fail
+    with BrokenProcessPool, and the next job starts new workers."""
 
-    forkserver, not fork: the server has threads (database drivers), which fork would copy mid-state.
-    """
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._pool = self._start()
+
+    def _start(self) -> concurrent.futures.ProcessPoolExecutor:
+        # forkserver, not fork: the server has threads (database drivers), which fork would copy mid-state.
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=ctx, initializer=start_worker
+        )
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        with self._lock:
+            try:
+                return self._pool.submit(fn, *args, **kwargs)
+            except BrokenProcessPool:
+                broken, self._pool = self._pool, self._start()
+                log.warning("a media worker died; starting new ones")
+                broken.shutdown(wait=False, cancel_futures=True)
+                return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def make_executor(workers: int) -> concurrent.futures.Executor:
+    """Image decoding is CPU-bound: worker processes keep it off the event loop and the GIL."""
     if workers <= 0:
         return concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="media")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
-    return concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=start_worker
-    )
+    return MediaWorkers(workers)

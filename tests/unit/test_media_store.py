@@ -8,12 +8,14 @@ import hashlib
 import io
 import multiprocessing
 import os
+import signal
 import struct
 import zlib
-from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 import pytest
@@ -24,6 +26,8 @@ from server.media.ingest import IngestedMedia, ingest_media
 from server.media.store import LocalMediaStore, MediaStore
 from server.media.workers import WORKER_NICENESS, make_executor
 from server.media.workfiles import WORK_PREFIX
+
+T = TypeVar("T")
 
 # PyAV leaves from_image unannotated; one typed alias keeps strict mypy quiet.
 frame_from_image: Any = av.VideoFrame.from_image
@@ -127,6 +131,49 @@ async def test_ingest_runs_in_a_media_worker_process(tmp_path: Path, worker_pool
         stored = store.local_path(variant["sha256"])
         assert stored is not None and sha(stored.read_bytes()) == variant["sha256"]
     assert not list((tmp_path / "uploads").glob(f"{WORK_PREFIX}*"))  # the worker's work files are gone
+
+
+async def test_media_workers_are_replaced_when_one_dies(tmp_path: Path, worker_pool: Executor) -> None:
+    """A worker killed mid-job (a decoder crash, the out-of-memory killer) fails only the jobs it was
+    running: the next photo runs on a new worker instead of every later upload failing."""
+    loop = asyncio.get_running_loop()
+    first = await loop.run_in_executor(worker_pool, os.getpid)
+    with pytest.raises(BrokenProcessPool):
+        await loop.run_in_executor(worker_pool, os.kill, first, signal.SIGKILL)
+    result, _ = await ingest(tmp_path, tagged_photo_bytes(), executor=worker_pool)
+    assert result.width == 640
+    assert await loop.run_in_executor(worker_pool, os.getpid) != first
+
+
+class DyingWorkers(ThreadPoolExecutor):
+    """Runs jobs in a thread, but the first `deaths` of them fail as a job whose worker died does."""
+
+    def __init__(self, deaths: int) -> None:
+        super().__init__(max_workers=1)
+        self.deaths = deaths
+        self.jobs = 0
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        self.jobs += 1
+        if self.jobs > self.deaths:
+            return super().submit(fn, *args, **kwargs)
+        dead: Future[T] = Future()
+        dead.set_exception(BrokenProcessPool("A child process terminated abruptly"))
+        return dead
+
+
+async def test_a_photo_whose_worker_died_once_is_stored_one_that_kills_it_twice_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Another job may have killed the worker: a photo caught in that runs once more. A file that
+    kills it again is what kills it, and is refused with a clear message; nothing is stored."""
+    with DyingWorkers(deaths=1) as once:
+        result, _ = await ingest(tmp_path / "once", tagged_photo_bytes(), executor=once)
+    assert once.jobs == 2 and result.width == 640
+    with DyingWorkers(deaths=2) as twice, pytest.raises(MediaRejected) as refused:
+        await ingest(tmp_path / "twice", tagged_photo_bytes(), executor=twice)
+    assert refused.value.code == "unprocessable" and "Capture it again" in refused.value.message
+    assert stored_files(tmp_path / "twice" / "media") == []
 
 
 async def test_media_workers_yield_the_cores_to_the_server(worker_pool: Executor) -> None:
