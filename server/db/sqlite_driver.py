@@ -180,13 +180,14 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._begin = None
         appended, self._appended = self._appended, {}
         version, self._version = self._version, None
-        if self._open:
-            try:
-                super().commit()
-            except BaseException:
-                self._forget_tails()
-                raise
-            self._open = False
+        if not self._open:
+            return
+        try:
+            super().commit()
+        except BaseException:
+            self._forget_tails()
+            raise
+        self._open = False
         if appended and version is not None:
             # Its own commits leave the connection's data_version as it was.
             if version != self._tails_version:
