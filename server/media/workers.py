@@ -8,6 +8,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import select
 import threading
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -50,8 +51,42 @@ def keep_heap() -> None:
     mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD)
 
 
-def start_worker() -> None:
-    """Runs first in each worker process: its heap kept, its priority lowered."""
+def follow_server(server_pid: int) -> None:
+    """Ends this process as soon as the server's process ends, however it ends (SIGKILL included).
+
+    A worker's parent is the forkserver, not the server, so the kernel's parent-death signal cannot
+    tell it; it watches the server's pid instead. The forkserver and multiprocessing's resource tracker
+    end by themselves once the server and every worker are gone (their pipes reach end of file).
+    """
+    threading.Thread(target=_exit_with, args=(server_pid,), name="follow-server", daemon=True).start()
+
+
+def _exit_with(pid: int) -> None:
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(0)
+    except OSError:  # a kernel without pidfd (before Linux 5.3): ask every half second
+        while _alive(pid):
+            threading.Event().wait(0.5)
+        os._exit(0)
+    select.select([handle], [], [])  # readable once the process has exited
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        pass
+    return True
+
+
+def start_worker(server_pid: int) -> None:
+    """Runs first in each worker process: it ends with the server, its heap kept, its priority lowered."""
+    follow_server(server_pid)
     keep_heap()
     os.nice(WORKER_NICENESS)
 
@@ -81,7 +116,7 @@ class MediaWorkers(concurrent.futures.Executor):
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
         return concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=ctx, initializer=start_worker
+            max_workers=self.workers, mp_context=ctx, initializer=start_worker, initargs=(os.getpid(),)
         )
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
