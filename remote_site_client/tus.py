@@ -110,14 +110,17 @@ class TusClient:
     def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         return {"Tus-Resumable": TUS_VERSION, **(extra or {})}
 
-    async def create(self, length: int, metadata: Mapping[str, str]) -> tuple[str, int]:
-        """A new upload, or the unfinished one of the same file: its URL and the server's offset."""
+    async def create(self, length: int, metadata: Mapping[str, str]) -> tuple[str, int, int | None]:
+        """A new upload, or the unfinished one of the same file: its URL, the server's offset, and the
+        media id when the server held every byte already and stored the file on this request."""
         headers = self._headers({"Upload-Length": str(length), "Upload-Metadata": encode_metadata(metadata)})
         try:
             async with self.api.session.post(self.api.url(UPLOADS_PATH), headers=headers) as resp:
                 if resp.status != 201:
                     raise await error_from(resp)
-                return self._location(resp), int(resp.headers.get("Upload-Offset", "0"))
+                media = resp.headers.get("Tp-Media-Id")
+                offset = int(resp.headers.get("Upload-Offset", "0"))
+                return self._location(resp), offset, int(media) if media else None
         except ValueError as exc:
             raise ApiError("The server's answer about the upload had no usable offset.") from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -225,8 +228,10 @@ class TusClient:
                     return UploadResult(media_id, counter.sent, 0)
             else:
                 # A new upload, or (after a creation that broke off) the one the server kept.
-                url, offset = await self.create(size, metadata)
+                url, offset, media_id = await self.create(size, metadata)
                 remember_url(url)
+                if media_id is not None:
+                    return UploadResult(media_id, counter.sent, offset)
         assert url is not None
         resumed_from = offset
         if progress:

@@ -238,3 +238,56 @@ async def test_a_server_without_creation_with_upload_gets_the_photo_by_patch(tmp
     finally:
         await runner.cleanup()
     assert result.media_id == 7 and completed == [photo.read_bytes()]
+
+
+async def test_an_upload_whose_bytes_all_arrived_is_completed_by_one_request(tmp_path: Path) -> None:
+    """The server kept every byte but could not store the photo then: the next try's creation request
+    completes it and names the media, and the client asks nothing more."""
+    requests: list[str] = []
+    failures = [OSError("the media store was not reachable")]  # not a refusal: the upload is kept
+
+    @web.middleware
+    async def count(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+        requests.append(request.method)
+        return await handler(request)
+
+    async def complete(request: web.Request, upload: TusUpload) -> dict[str, str]:
+        if failures:
+            raise failures.pop()
+        return {"Tp-Media-Id": "9"}
+
+    async def authorize(request: web.Request, metadata: dict[str, str], length: int) -> None:
+        return None
+
+    endpoint = TusEndpoint(
+        tmp_path / "uploads", 10 * 1024 * 1024, base_path="/api/v1/uploads",
+        authorize=authorize, owner_of=lambda r: "site", on_complete=complete,
+        same_file=lambda metadata: metadata.get("sha256"),
+    )  # fmt: skip
+    app = web.Application(middlewares=[count])
+    endpoint.add_routes(app.router)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    photo = tmp_path / "vial.jpg"
+    photo.write_bytes(os.urandom(200_000))
+    meta = {"kind": "vial_label", "sha256": hashlib.sha256(photo.read_bytes()).hexdigest()}
+    remembered: list[str | None] = [None]
+    try:
+        cfg = SiteConfig(server_url=f"http://127.0.0.1:{port}", token="t", data_dir=tmp_path)
+        async with SiteApi(cfg) as api:
+            with pytest.raises(ApiError):
+                await TusClient(api).upload(
+                    photo, size=200_000, metadata=meta, url=None, remember_url=remembered.append
+                )
+            assert remembered[-1] == CREATION_BEGUN
+            requests.clear()
+            done = await TusClient(api).upload(
+                photo, size=200_000, metadata=meta, url=remembered[-1], remember_url=remembered.append
+            )
+    finally:
+        await runner.cleanup()
+    assert requests == ["POST"]
+    assert done.media_id == 9 and done.sent_bytes == 0
