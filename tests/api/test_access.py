@@ -86,6 +86,16 @@ async def test_console_session_needs_the_csrf_token_for_changes(world: World) ->
     assert (await rph.post("/api/v1/queue/claim-next")).status == 200
 
 
+async def test_console_session_refuses_a_wrong_csrf_token(world: World) -> None:
+    rph = await world.login("nd_rph")
+    assert rph.csrf is not None
+    wrong = rph.csrf[:-1] + ("0" if rph.csrf[-1] != "0" else "1")
+    for token in (wrong, rph.csrf[:-1], "é" * len(rph.csrf)):
+        resp = await rph.client.post("/api/v1/queue/claim-next", headers={"X-CSRF-Token": token})
+        assert resp.status == 403, token
+        assert (await resp.json())["error"] == "csrf"
+
+
 async def test_session_cookie_is_httponly_and_strict(world: World) -> None:
     anon = await world.anonymous()
     resp = await anon.post(
