@@ -12,6 +12,7 @@ from typing import Literal
 from aiohttp import web
 
 from server.api.media import make_tus_endpoint
+from server.api.openapi import OPENAPI_DOCUMENT, document
 from server.api.routes import ROUTES, TUS
 from server.api.table import Handler, guard
 from server.config import Config
@@ -172,4 +173,5 @@ def create_app(
 
     for route in ROUTES:
         app.router.add_route(route.method, route.path, guard(route, authenticate), name=None)
+    app[OPENAPI_DOCUMENT] = document(ROUTES)
     return app

@@ -37,12 +37,18 @@ def test_public_routes_are_only_the_ones_meant_to_be() -> None:
 
 
 def test_openapi_document_equals_the_route_table() -> None:
-    doc = document()
+    doc = document(ROUTES)
     declared = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert declared == {(r.method, openapi_path(r.path)) for r in ROUTES}
     for r in ROUTES:
         op = doc["paths"][openapi_path(r.path)][r.method.lower()]
         assert op["x-roles"] == ("public" if r.is_public else sorted(x.value for x in r.allow))
+
+
+async def test_served_openapi_document_is_the_one_built_from_the_table(world: World) -> None:
+    resp = await (await world.anonymous()).get("/api/v1/openapi.json")
+    assert resp.status == 200
+    assert await resp.json() == document(ROUTES)
 
 
 async def test_every_route_refuses_the_anonymous_and_the_roles_it_does_not_allow(world: World) -> None:
