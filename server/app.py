@@ -12,6 +12,7 @@ from typing import Literal
 from aiohttp import web
 
 from server.api.media import make_tus_endpoint
+from server.api.openapi import OPENAPI_DOCUMENT, document
 from server.api.routes import ROUTES, TUS
 from server.api.table import Handler, guard
 from server.config import Config
@@ -21,11 +22,12 @@ from server.consultations.service import ConsultationService
 from server.consultations.signalling import SignallingRelay
 from server.db.engine import Database
 from server.db.migrate import upgrade
-from server.db.models import Fill, utcnow
+from server.db.models import Consultation, Fill, Media, Site, utcnow
 from server.directory import Directory
 from server.fills.intake import MediaIntake
 from server.fills.lifecycle import FillService
 from server.fills.queries import FillQueries
+from server.media.serving import MediaAccess
 from server.media.store import LocalMediaStore
 from server.media.tus import TusEndpoint
 from server.media.workers import make_executor, warm_up
@@ -36,6 +38,7 @@ from server.realtime.bus import EventBus, LocalBus, PostgresBus
 from server.realtime.hub import Hub
 from server.security.auth import Auth
 from server.security.passwords import Passwords
+from server.security.principal import Principal
 from server.services import SERVICES, Services
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,13 @@ Schema = Literal["migrate", "create", "none"]
 ABANDONED_UPLOAD_SECONDS = 24 * 3600
 # A request body is read in pieces of up to twice this before the connection pauses reading.
 READ_BUFSIZE = 512 * 1024
+
+
+def may_read_media(actor: Principal, media: Media, site: Site, consultation: Consultation | None) -> bool:
+    """A fill's evidence is for whoever may see its site; a recording, for those its consultation names."""
+    if consultation is not None:
+        return ConsultationService.may_see_recording(consultation, site, actor)
+    return actor.may_see_site(site.id, site.state)
 
 
 def build_services(
@@ -80,6 +90,7 @@ def build_services(
         queries=FillQueries(db),
         hub=hub,
         store=store,
+        media=MediaAccess(db, may_read_media),
         media_executor=executor,
         metrics=metrics,
         intake=MediaIntake(fills, store, executor, config),
@@ -172,4 +183,5 @@ def create_app(
 
     for route in ROUTES:
         app.router.add_route(route.method, route.path, guard(route, authenticate), name=None)
+    app[OPENAPI_DOCUMENT] = document(ROUTES)
     return app

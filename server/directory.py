@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -77,32 +76,6 @@ US_STATES = frozenset(
     ]
 )
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
-
-
-def site_view(site: Site) -> dict[str, Any]:
-    return {
-        "id": site.id,
-        "code": site.code,
-        "name": site.name,
-        "state": site.state,
-        "status": site.status,
-        "required_media_kinds": site.required_media_kinds,
-    }
-
-
-def user_view(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "username": user.username,
-        "display_name": user.display_name,
-        "role": user.role,
-        "site_id": user.site_id,
-        "active": user.active,
-        "licenses": [
-            {"state": lic.state, "number": lic.number, "expires_on": lic.expires_on.isoformat()}
-            for lic in user.licenses
-        ],
-    }
 
 
 def _state(value: str) -> str:

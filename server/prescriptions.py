@@ -14,7 +14,6 @@ from server.db.engine import Database
 from server.db.models import Prescription, Site
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.barcodes import normalize_ndc
-from server.fills.queries import prescription_view
 from server.fills.rules import FILL_TYPES
 from server.security.principal import Principal, Role
 
@@ -96,9 +95,9 @@ class Prescriptions:
         except IntegrityError as exc:
             raise Conflict(f"Rx {fields['rx_number']} exists at this site already.") from exc
 
-    async def list_for(self, actor: Principal, *, limit: int = 200) -> list[dict[str, Any]]:
+    async def list_for(self, actor: Principal, *, limit: int = 200) -> list[Prescription]:
         async with self.db.read() as s:
             q = select(Prescription).order_by(Prescription.id.desc()).limit(limit)
             if actor.role is Role.TECHNICIAN:
                 q = q.where(Prescription.site_id == actor.site_id)
-            return [prescription_view(rx) for rx in (await s.execute(q)).scalars()]
+            return list((await s.execute(q)).scalars())

@@ -16,11 +16,13 @@ from server.directory import Directory
 from server.fills.intake import MediaIntake
 from server.fills.lifecycle import FillService
 from server.fills.queries import FillQueries
+from server.media.serving import MediaAccess
 from server.media.store import MediaStore
 from server.operations.metrics import Metrics
 from server.prescriptions import Prescriptions
 from server.realtime.hub import Hub
 from server.security.auth import Auth
+from server.security.principal import Principal
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Services:
     queries: FillQueries
     hub: Hub
     store: MediaStore
+    media: MediaAccess[Principal]
     media_executor: concurrent.futures.Executor
     metrics: Metrics
     intake: MediaIntake

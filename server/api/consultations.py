@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.api.media import serve_media
+from server.api.shapes import consultation_view
 from server.api.table import json_body, principal_of
-from server.consultations.service import public_view
 from server.services import services_of
 
 
@@ -17,23 +17,23 @@ def _id(request: web.Request) -> int:
 async def request_consultation(request: web.Request) -> web.Response:
     svc = services_of(request)
     c, site = await svc.consultations.request(principal_of(request), await json_body(request))
-    return web.json_response(public_view(c, site), status=201)
+    return web.json_response(consultation_view(c, site), status=201)
 
 
 async def invite(request: web.Request) -> web.Response:
     svc = services_of(request)
     c, site = await svc.consultations.invite(principal_of(request), await json_body(request))
-    return web.json_response(public_view(c, site), status=201)
+    return web.json_response(consultation_view(c, site), status=201)
 
 
 async def answer(request: web.Request) -> web.Response:
     c, site = await services_of(request).consultations.answer(principal_of(request), _id(request))
-    return web.json_response(public_view(c, site))
+    return web.json_response(consultation_view(c, site))
 
 
 async def consent(request: web.Request) -> web.Response:
     c = await services_of(request).consultations.consent_to_recording(principal_of(request), _id(request))
-    return web.json_response(public_view(c))
+    return web.json_response(consultation_view(c))
 
 
 async def get_recording(request: web.Request) -> web.StreamResponse:
@@ -44,29 +44,29 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
 
 async def list_consultations(request: web.Request) -> web.Response:
     rows = await services_of(request).consultations.list_open(principal_of(request))
-    return web.json_response({"consultations": [public_view(c, site) for c, site in rows]})
+    return web.json_response({"consultations": [consultation_view(c, site) for c, site in rows]})
 
 
 async def get_consultation(request: web.Request) -> web.Response:
     c, site = await services_of(request).consultations.get(principal_of(request), _id(request))
-    return web.json_response(public_view(c, site))
+    return web.json_response(consultation_view(c, site))
 
 
 async def accept(request: web.Request) -> web.Response:
     svc = services_of(request)
     c, site = await svc.consultations.accept(principal_of(request), _id(request))
     await svc.signalling.accepted(c)
-    return web.json_response(public_view(c, site))
+    return web.json_response(consultation_view(c, site))
 
 
 async def connected(request: web.Request) -> web.Response:
     c = await services_of(request).consultations.mark_connected(principal_of(request), _id(request))
-    return web.json_response(public_view(c))
+    return web.json_response(consultation_view(c))
 
 
 async def reconnected(request: web.Request) -> web.Response:
     c = await services_of(request).consultations.mark_reconnected(principal_of(request), _id(request))
-    return web.json_response(public_view(c))
+    return web.json_response(consultation_view(c))
 
 
 async def end(request: web.Request) -> web.Response:
@@ -76,4 +76,4 @@ async def end(request: web.Request) -> web.Response:
     c = await services_of(request).consultations.end(
         principal_of(request), _id(request), str(reason), note if isinstance(note, str) else None
     )
-    return web.json_response(public_view(c))
+    return web.json_response(consultation_view(c))

@@ -6,10 +6,10 @@ import datetime as dt
 
 from aiohttp import web
 
+from server.api.shapes import detail_view, queue_view, site_fill_view
 from server.api.table import json_body, principal_of
 from server.errors import InvalidInput
 from server.fills.lifecycle import DecisionInput, NewFill
-from server.fills.queries import detail_view
 from server.fills.rules import PRIORITIES, REJECTION_REASONS, FillState
 from server.services import services_of
 
@@ -30,13 +30,12 @@ async def list_fills(request: web.Request) -> web.Response:
     if state is not None and state not in set(FillState):
         raise InvalidInput("Unknown state filter.")
     fills = await services_of(request).queries.site_fills(principal_of(request), state=state)
-    return web.json_response({"fills": fills})
+    return web.json_response({"fills": [site_fill_view(f) for f in fills]})
 
 
 async def get_fill(request: web.Request) -> web.Response:
-    return web.json_response(
-        await services_of(request).queries.detail(principal_of(request), _fill_id(request))
-    )
+    record = await services_of(request).queries.detail(principal_of(request), _fill_id(request))
+    return web.json_response(detail_view(record))
 
 
 async def submit_fill(request: web.Request) -> web.Response:
@@ -53,7 +52,10 @@ async def queue(request: web.Request) -> web.Response:
         site_id = int(site) if site else None
     except ValueError as exc:
         raise InvalidInput("site_id must be a number.") from exc
-    data = await services_of(request).queries.queue(principal_of(request), site_id=site_id, priority=priority)
+    fills = await services_of(request).queries.queue(
+        principal_of(request), site_id=site_id, priority=priority
+    )
+    data = queue_view(fills)
     data["now"] = dt.datetime.now(dt.UTC).isoformat()
     return web.json_response(data)
 
@@ -63,13 +65,13 @@ async def claim_next(request: web.Request) -> web.Response:
     fill = await svc.fills.claim_next(principal_of(request))
     if fill is None:
         return web.json_response({"fill": None})
-    return web.json_response({"fill": await svc.queries.detail(principal_of(request), fill.id)})
+    return web.json_response({"fill": detail_view(await svc.queries.detail(principal_of(request), fill.id))})
 
 
 async def claim(request: web.Request) -> web.Response:
     svc = services_of(request)
     fill = await svc.fills.claim(principal_of(request), _fill_id(request))
-    return web.json_response({"fill": await svc.queries.detail(principal_of(request), fill.id)})
+    return web.json_response({"fill": detail_view(await svc.queries.detail(principal_of(request), fill.id))})
 
 
 async def heartbeat(request: web.Request) -> web.Response:
@@ -93,7 +95,7 @@ async def decide(request: web.Request) -> web.Response:
     svc = services_of(request)
     decision = DecisionInput.parse(await json_body(request, max_bytes=16384))
     fill, _ = await svc.fills.decide(principal_of(request), _fill_id(request), decision)
-    return web.json_response(await svc.queries.detail(principal_of(request), fill.id))
+    return web.json_response(detail_view(await svc.queries.detail(principal_of(request), fill.id)))
 
 
 async def reasons(request: web.Request) -> web.Response:

@@ -13,7 +13,6 @@ from server.api.table import principal_of
 from server.errors import DomainError, InvalidInput
 from server.fills.rules import MEDIA_KINDS, VIDEO_KINDS
 from server.media.errors import MediaRejected
-from server.media.serving import find_variant
 from server.media.tus import TusEndpoint, TusUpload
 from server.services import Services, services_of
 
@@ -163,7 +162,7 @@ def same_file(metadata: Mapping[str, str]) -> str | None:
 async def serve_media(request: web.Request, media_id: int, variant: str | None) -> web.StreamResponse:
     """One variant of one stored medium, if the caller may see it; Range requests are answered."""
     svc = services_of(request)
-    sha, content_type = await find_variant(svc.db, principal_of(request), media_id, variant)
+    sha, content_type = await svc.media.find_variant(principal_of(request), media_id, variant)
     # Content addressed, so a variant never changes: the browser may keep it (privately) for a day.
     headers = {
         "Cache-Control": "private, max-age=86400, immutable",

@@ -1,14 +1,21 @@
-"""The OpenAPI 3.1 document, generated from the route table so the two cannot drift."""
+"""The OpenAPI 3.1 document, generated from the route table so the two cannot drift.
+
+The application factory builds it from the table it mounts and keeps it under OPENAPI_DOCUMENT, so the
+handler that serves it needs nothing of the table (which names that handler).
+"""
 
 from __future__ import annotations
 
 import re
-from functools import cache
+from collections.abc import Iterable
 from typing import Any
+
+from aiohttp import web
 
 from server.api.table import Route
 
 PARAM = re.compile(r"\{(\w+)(?::[^}]+)?\}")
+OPENAPI_DOCUMENT: web.AppKey[dict[str, Any]] = web.AppKey("openapi_document")
 
 
 def openapi_path(path: str) -> str:
@@ -37,12 +44,10 @@ def _operation(route: Route) -> dict[str, Any]:
     return op
 
 
-@cache
-def document() -> dict[str, Any]:
-    from server.api.routes import ROUTES
-
+def document(routes: Iterable[Route]) -> dict[str, Any]:
+    """The document describing these routes."""
     paths: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
+    for route in routes:
         paths.setdefault(openapi_path(route.path), {})[route.method.lower()] = _operation(route)
     return {
         "openapi": "3.1.0",

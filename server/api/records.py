@@ -6,10 +6,9 @@ import datetime as dt
 
 from aiohttp import web
 
+from server.api.shapes import prescription_view, site_view, user_view
 from server.api.table import json_body, principal_of
-from server.directory import site_view, user_view
 from server.errors import InvalidInput
-from server.fills.queries import prescription_view
 from server.services import services_of
 
 
@@ -23,9 +22,8 @@ async def create_prescription(request: web.Request) -> web.Response:
 
 
 async def list_prescriptions(request: web.Request) -> web.Response:
-    return web.json_response(
-        {"prescriptions": await services_of(request).prescriptions.list_for(principal_of(request))}
-    )
+    prescriptions = await services_of(request).prescriptions.list_for(principal_of(request))
+    return web.json_response({"prescriptions": [prescription_view(rx) for rx in prescriptions]})
 
 
 async def list_sites(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from sqlalchemy import text
 
+from server.api.openapi import OPENAPI_DOCUMENT
 from server.errors import Forbidden, InvalidInput
 from server.services import services_of
 
@@ -24,9 +25,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    from server.api.openapi import document
-
-    return web.json_response(document())
+    return web.json_response(request.app[OPENAPI_DOCUMENT])
 
 
 async def ice_servers(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import traceback
@@ -68,7 +69,10 @@ def guard(route: Route, authenticate: Authenticator) -> Handler:
                     raise Forbidden("Your role may not do this.")
                 if principal.via == "session" and request.method not in SAFE_METHODS:
                     sent = request.headers.get("X-CSRF-Token", "")
-                    if not principal.csrf_token or sent != principal.csrf_token:
+                    # Constant time: how long a comparison takes must not tell how much of a guess was right.
+                    if not principal.csrf_token or not hmac.compare_digest(
+                        sent.encode(), principal.csrf_token.encode()
+                    ):
                         raise Forbidden("Missing or wrong CSRF token.", code="csrf")
                 request[PRINCIPAL] = principal
             return await route.handler(request)

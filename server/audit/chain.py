@@ -9,16 +9,25 @@ import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.engine import Database
 from server.db.models import AuditEvent
-from server.security.principal import Principal
 
 GENESIS = "0" * 64
+
+
+class Actor(Protocol):
+    """Whoever made a change, as the trail records them: the trail needs no more of who is calling."""
+
+    @property
+    def user_id(self) -> int: ...
+
+    @property
+    def label(self) -> str: ...
 
 
 def _canonical(row: AuditEvent) -> bytes:
@@ -50,7 +59,7 @@ _LAST_ROW = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()
 async def append(
     db: Database,
     session: AsyncSession,
-    actor: Principal | None,
+    actor: Actor | None,
     action: str,
     entity_type: str,
     entity_id: str | int,

@@ -86,5 +86,5 @@ class RecordingIntake:
         if ingested.variants["full"]["content_type"] != MP4:
             # An mp4 box holding VP8/VP9 would be copied to WebM: not what a recording is.
             raise _not_mp4()
-        media = Media.verified(ingested, kind=RECORDING_KIND, filename=filename)
+        media = ingested.media_row(kind=RECORDING_KIND, filename=filename)
         return await self.consultations.attach_recording(actor, consultation_id, media)

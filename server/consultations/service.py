@@ -18,7 +18,6 @@ from server.db.conditional import update_if
 from server.db.engine import Database
 from server.db.models import Consultation, Fill, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
-from server.fills.queries import media_view
 from server.realtime import journal
 from server.security.principal import Principal, Role
 
@@ -35,38 +34,6 @@ MAX_NOTE = 2000
 RECORDING_KIND = "consultation_recording"
 
 EndListener = Callable[[Consultation], Awaitable[None]]
-
-
-def public_view(c: Consultation, site: Site | None = None) -> dict[str, Any]:
-    """What the API returns about a consultation: ids, times and states (no patient data)."""
-    body: dict[str, Any] = {
-        "id": c.id,
-        "site_id": c.site_id,
-        "prescription_id": c.prescription_id,
-        "fill_id": c.fill_id,
-        "kind": c.kind,
-        "state": c.state,
-        "version": c.version,
-        "requested_by": c.requested_by,
-        "pharmacist_id": c.pharmacist_id,
-        "requested_at": c.requested_at.isoformat(),
-        "answered_at": c.answered_at.isoformat() if c.answered_at else None,
-        "connected_at": c.connected_at.isoformat() if c.connected_at else None,
-        "ended_at": c.ended_at.isoformat() if c.ended_at else None,
-        "duration_seconds": c.duration_seconds,
-        "end_reason": c.end_reason,
-        "ended_by": c.ended_by,
-        "outcome_note": c.outcome_note,
-        "reconnections": c.reconnections,
-        "recording_consent": c.recording_consent,
-        "recording_consent_at": c.recording_consent_at.isoformat() if c.recording_consent_at else None,
-        # The delivered recording as media: its SHA-256 is the file the site sent, the url serves the
-        # cleaned copy (remuxed without container metadata) and ?variant=poster its poster frame.
-        "recording": media_view(c.recording) if c.recording is not None else None,
-    }
-    if site is not None:
-        body["site"] = {"id": site.id, "code": site.code, "name": site.name, "state": site.state}
-    return body
 
 
 def event_payload(c: Consultation) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -22,9 +22,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
-
-if TYPE_CHECKING:
-    from server.media.ingest import IngestedMedia
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -188,24 +185,6 @@ class Media(Base):
     variants: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     quality: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-
-    @classmethod
-    def verified(
-        cls, ingested: IngestedMedia, *, kind: str, filename: str, quality: dict[str, Any] | None = None
-    ) -> Media:
-        """The row for a file server.media.ingest verified and stored; its owner is set by the caller."""
-        return cls(
-            kind=kind,
-            sha256=ingested.sha256,
-            content_type=ingested.content_type,
-            filename=filename[:255],
-            bytes=ingested.bytes,
-            width=ingested.width,
-            height=ingested.height,
-            duration_seconds=ingested.duration_seconds,
-            variants=ingested.variants,
-            quality=dict(ingested.quality) if quality is None else quality,
-        )
 
 
 class Decision(Base):

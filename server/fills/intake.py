@@ -42,5 +42,5 @@ class MediaIntake:
         quality: dict[str, Any] = dict(ingested.quality)
         if kind == "stock_bottle":
             quality["barcodes"] = ingested.barcodes
-        media = Media.verified(ingested, kind=kind, filename=filename, quality=quality)
+        media = ingested.media_row(kind=kind, filename=filename, quality=quality)
         return await self.fills.attach_media(actor, fill_id, media)

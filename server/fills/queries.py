@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 
 from server.db.engine import Database
-from server.db.models import Decision, Fill, Media, Prescription, Site
+from server.db.models import Decision, Fill, Media, Site
 from server.errors import NotFound
 from server.fills.lifecycle import PRIORITY_RANK
 from server.fills.records import FillRecord, load_record
@@ -18,79 +19,27 @@ from server.security.principal import Principal, Role
 OPEN_STATES = (FillState.QUEUED, FillState.IN_REVIEW)
 
 
-def _iso(t: dt.datetime | None) -> str | None:
-    return t.isoformat() if t else None
+@dataclass(frozen=True)
+class QueueRow:
+    fill: Fill
+    site: Site
+    images: int
+    videos: int
 
 
-def _num(v: Any) -> float | None:
-    return None if v is None else float(v)
+@dataclass(frozen=True)
+class FillQueue:
+    rows: list[QueueRow]
+    # Open fills by state (all of them, not only the rows listed).
+    counts: dict[str, int]
+    oldest_queued_at: dt.datetime | None
 
 
-def fill_summary(fill: Fill, site: Site) -> dict[str, Any]:
-    """A queue row: enough to choose and route, nothing about the patient."""
-    return {
-        "id": fill.id,
-        "state": fill.state,
-        "version": fill.version,
-        "priority": fill.priority,
-        "site": {"id": site.id, "code": site.code, "name": site.name, "state": site.state},
-        "product_check": fill.product_check,
-        "claimed_by": fill.claimed_by,
-        "lease_expires_at": _iso(fill.lease_expires_at),
-        "created_at": _iso(fill.created_at),
-        "submitted_at": _iso(fill.submitted_at),
-        "queued_at": _iso(fill.queued_at),
-        "decided_at": _iso(fill.decided_at),
-        "previous_fill_id": fill.previous_fill_id,
-    }
-
-
-def media_view(m: Media) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "kind": m.kind,
-        "sha256": m.sha256,
-        "content_type": m.content_type,
-        "bytes": m.bytes,
-        "width": m.width,
-        "height": m.height,
-        "duration_seconds": m.duration_seconds,
-        "variants": sorted(m.variants),
-        "url": f"/api/v1/media/{m.id}",
-        "quality": {k: v for k, v in m.quality.items() if k != "barcodes"},
-    }
-
-
-def prescription_view(rx: Prescription) -> dict[str, Any]:
-    """The prescription in full: patient data, shown only to callers allowed to see the fill."""
-    return {
-        "id": rx.id,
-        "site_id": rx.site_id,
-        "rx_number": rx.rx_number,
-        "patient_name": rx.patient_name,
-        "patient_dob": rx.patient_dob.isoformat(),
-        "prescriber": rx.prescriber,
-        "drug": rx.drug,
-        "strength": rx.strength,
-        "dosage_form": rx.dosage_form,
-        "expected_ndc": rx.expected_ndc,
-        "quantity": _num(rx.quantity),
-        "days_supply": rx.days_supply,
-        "directions": rx.directions,
-        "dea_schedule": rx.dea_schedule,
-        "fill_type": rx.fill_type,
-        "created_at": _iso(rx.created_at),
-    }
-
-
-def decision_view(d: Decision, pharmacist_name: str | None) -> dict[str, Any]:
-    return {
-        "outcome": d.outcome,
-        "reason_codes": d.reason_codes,
-        "note": d.note,
-        "decided_at": _iso(d.decided_at),
-        "pharmacist": {"id": d.pharmacist_id, "name": pharmacist_name},
-    }
+@dataclass(frozen=True)
+class SiteFill:
+    fill: Fill
+    site: Site
+    decision: Decision | None
 
 
 class FillQueries:
@@ -99,10 +48,10 @@ class FillQueries:
 
     async def queue(
         self, actor: Principal, *, site_id: int | None = None, priority: str | None = None, limit: int = 200
-    ) -> dict[str, Any]:
+    ) -> FillQueue:
         """Open fills the actor may verify, in queue order, with counts and the oldest waiting time."""
         if actor.role is Role.PHARMACIST and not actor.licensed_states:
-            return {"fills": [], "counts": {}, "oldest_queued_at": None}
+            return FillQueue([], {}, None)
         where: list[ColumnElement[bool]] = [Fill.state.in_(OPEN_STATES)]
         if actor.role is Role.PHARMACIST:
             where.append(Site.state.in_(actor.licensed_states))
@@ -137,12 +86,9 @@ class FillQueries:
                     select(func.min(Fill.submitted_at)).join(Site, Site.id == Fill.site_id).where(*where)
                 )
             ).scalar()
-        fills = []
-        for r in rows:
-            item = fill_summary(r.Fill, r.Site)
-            item["images"], item["videos"] = counts_by_fill.get(r.Fill.id, (0, 0))
-            fills.append(item)
-        return {"fills": fills, "counts": by_state, "oldest_queued_at": _iso(oldest)}
+        return FillQueue(
+            [QueueRow(r.Fill, r.Site, *counts_by_fill.get(r.Fill.id, (0, 0))) for r in rows], by_state, oldest
+        )
 
     @staticmethod
     async def _media_counts(s: Any, ids: list[str]) -> dict[str, tuple[int, int]]:
@@ -160,7 +106,7 @@ class FillQueries:
 
     async def site_fills(
         self, actor: Principal, *, state: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
+    ) -> list[SiteFill]:
         """A technician's view of their site's recent fills."""
         where: list[ColumnElement[bool]] = []
         if actor.role is Role.TECHNICIAN:
@@ -183,46 +129,12 @@ class FillQueries:
                     await s.execute(select(Decision).where(Decision.fill_id.in_([r.Fill.id for r in rows])))
                 ).scalars()
             }
-        out = []
-        for r in rows:
-            item = fill_summary(r.Fill, r.Site)
-            d = decisions.get(r.Fill.id)
-            item["decision"] = decision_view(d, None) if d else None
-            out.append(item)
-        return out
+        return [SiteFill(r.Fill, r.Site, decisions.get(r.Fill.id)) for r in rows]
 
-    async def detail(self, actor: Principal, fill_id: str) -> dict[str, Any]:
+    async def detail(self, actor: Principal, fill_id: str) -> FillRecord:
         """One fill with its prescription, evidence, decision and earlier attempts."""
         async with self.db.read() as s:
             record = await load_record(s, actor, fill_id)
         if record is None:
             raise NotFound("No such fill.")
-        return detail_view(record)
-
-
-def detail_view(record: FillRecord) -> dict[str, Any]:
-    """A fill in full: its prescription, evidence, decision and earlier attempts."""
-    fill = record.fill
-    decided = next((d for d in record.decisions if d.id == fill.id), None)
-    earlier = [d for d in record.decisions if d.id != fill.id and d.state == FillState.REJECTED]
-    out = fill_summary(fill, record.site)
-    out.update(
-        prescription=prescription_view(record.prescription),
-        technician={"id": fill.technician_id, "name": record.technician_name},
-        barcodes=fill.barcodes,
-        counted_quantity=_num(fill.counted_quantity),
-        product_check_detail=fill.product_check_detail,
-        override_reason=fill.override_reason,
-        media=[media_view(m) for m in record.media],
-        decision=decision_view(decided.Decision, decided.display_name) if decided else None,
-        earlier_rejections=[
-            {
-                "fill_id": e.id,
-                "decided_at": _iso(e.Decision.decided_at),
-                "reason_codes": e.Decision.reason_codes,
-                "note": e.Decision.note,
-            }
-            for e in earlier
-        ],
-    )
-    return out
+        return record

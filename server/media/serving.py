@@ -1,45 +1,52 @@
 """Stored media for the people allowed to see them; HTTP ranges so videos seek.
 
-A fill's media are for everyone who may see the fill's site; a consultation's recording only for those
-ConsultationService.may_see_recording names.
+Who may read a medium is not storage's rule: the application hands MediaAccess a policy, asked with the
+medium, the site it belongs to and, for a recording, its consultation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
 from sqlalchemy import func, select
 
-from server.consultations.service import ConsultationService
 from server.db.engine import Database
 from server.db.models import Consultation, Fill, Media, Site
 from server.errors import NotFound
-from server.security.principal import Principal
+
+Reader = TypeVar("Reader")
+ReadPolicy = Callable[[Reader, Media, Site, Consultation | None], bool]
 
 
-async def find_variant(db: Database, actor: Principal, media_id: int, variant: str | None) -> tuple[str, str]:
-    """(sha256, content type) of one variant of one medium, if the actor may see it.
+class MediaAccess(Generic[Reader]):
+    def __init__(self, db: Database, may_read: ReadPolicy[Reader]) -> None:
+        self.db = db
+        self.may_read = may_read
 
-    Without a variant: the 2048 px image, or the full video. The upload itself is never kept (it may
-    carry GPS and other metadata); "full" is the cleaned evidence at full resolution.
-    """
-    async with db.read() as s:
-        row = (
-            await s.execute(
-                select(Media, Site, Consultation)
-                .outerjoin(Fill, Fill.id == Media.fill_id)
-                .outerjoin(Consultation, Consultation.id == Media.consultation_id)
-                .join(Site, Site.id == func.coalesce(Fill.site_id, Consultation.site_id))
-                .where(Media.id == media_id)
+    async def find_variant(self, reader: Reader, media_id: int, variant: str | None) -> tuple[str, str]:
+        """(sha256, content type) of one variant of one medium, if the policy lets the reader see it.
+
+        Without a variant: the 2048 px image, or the full video. The upload itself is never kept (it may
+        carry GPS and other metadata); "full" is the cleaned evidence at full resolution.
+        """
+        async with self.db.read() as s:
+            row = (
+                await s.execute(
+                    select(Media, Site, Consultation)
+                    .outerjoin(Fill, Fill.id == Media.fill_id)
+                    .outerjoin(Consultation, Consultation.id == Media.consultation_id)
+                    .join(Site, Site.id == func.coalesce(Fill.site_id, Consultation.site_id))
+                    .where(Media.id == media_id)
+                )
+            ).first()
+        if row is None or not self.may_read(reader, row.Media, row.Site, row.Consultation):
+            raise NotFound("No such media.")
+        media: Media = row.Media
+        variant = variant or ("2048" if "2048" in media.variants else "full")
+        found = media.variants.get(variant)
+        if not found:
+            raise NotFound(
+                f"This media has no {variant!r} variant; it has {', '.join(sorted(media.variants))}."
             )
-        ).first()
-    if row is None or not actor.may_see_site(row.Site.id, row.Site.state):
-        raise NotFound("No such media.")
-    if row.Consultation is not None and not ConsultationService.may_see_recording(
-        row.Consultation, row.Site, actor
-    ):
-        raise NotFound("No such media.")
-    media: Media = row.Media
-    variant = variant or ("2048" if "2048" in media.variants else "full")
-    found = media.variants.get(variant)
-    if not found:
-        raise NotFound(f"This media has no {variant!r} variant; it has {', '.join(sorted(media.variants))}.")
-    return str(found["sha256"]), str(found["content_type"])
+        return str(found["sha256"]), str(found["content_type"])

@@ -38,15 +38,14 @@ def event_message(ev: Event) -> dict[str, Any]:
 
 
 def visible(principal: Principal, ev: Event) -> bool:
-    """The rule of who sees which event; the same rule as for reading fills over HTTP."""
+    """Who sees an event: the user it is for, else whoever may see its site (Principal's rule)."""
     target = ev.payload.get("for_user")
     if target is not None:
         return bool(target == principal.user_id)
-    if principal.role is Role.ADMIN:
-        return True
-    if principal.role is Role.TECHNICIAN:
-        return ev.site_id is not None and ev.site_id == principal.site_id
-    return ev.us_state is not None and ev.us_state in principal.licensed_states
+    if ev.site_id is None or ev.us_state is None:
+        # Every event names its site or its user; one that names neither is for administrators.
+        return principal.role is Role.ADMIN
+    return principal.may_see_site(ev.site_id, ev.us_state)
 
 
 def serialized_once(ev: Event) -> Callable[[], str]:

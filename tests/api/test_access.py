@@ -37,12 +37,18 @@ def test_public_routes_are_only_the_ones_meant_to_be() -> None:
 
 
 def test_openapi_document_equals_the_route_table() -> None:
-    doc = document()
+    doc = document(ROUTES)
     declared = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert declared == {(r.method, openapi_path(r.path)) for r in ROUTES}
     for r in ROUTES:
         op = doc["paths"][openapi_path(r.path)][r.method.lower()]
         assert op["x-roles"] == ("public" if r.is_public else sorted(x.value for x in r.allow))
+
+
+async def test_served_openapi_document_is_the_one_built_from_the_table(world: World) -> None:
+    resp = await (await world.anonymous()).get("/api/v1/openapi.json")
+    assert resp.status == 200
+    assert await resp.json() == document(ROUTES)
 
 
 async def test_every_route_refuses_the_anonymous_and_the_roles_it_does_not_allow(world: World) -> None:
@@ -84,6 +90,16 @@ async def test_console_session_needs_the_csrf_token_for_changes(world: World) ->
     assert resp.status == 403
     assert (await resp.json())["error"] == "csrf"
     assert (await rph.post("/api/v1/queue/claim-next")).status == 200
+
+
+async def test_console_session_refuses_a_wrong_csrf_token(world: World) -> None:
+    rph = await world.login("nd_rph")
+    assert rph.csrf is not None
+    wrong = rph.csrf[:-1] + ("0" if rph.csrf[-1] != "0" else "1")
+    for token in (wrong, rph.csrf[:-1], "é" * len(rph.csrf)):
+        resp = await rph.client.post("/api/v1/queue/claim-next", headers={"X-CSRF-Token": token})
+        assert resp.status == 403, token
+        assert (await resp.json())["error"] == "csrf"
 
 
 async def test_session_cookie_is_httponly_and_strict(world: World) -> None:

@@ -7,9 +7,10 @@ import json
 from typing import Any
 
 from server.db.engine import Database
+from server.db.models import Event
 from server.realtime import journal
 from server.realtime.bus import LocalBus
-from server.realtime.hub import CLOSE_LAGGING, Hub
+from server.realtime.hub import CLOSE_LAGGING, Hub, visible
 from server.security.principal import Principal, Role
 
 
@@ -143,3 +144,22 @@ async def test_events_of_another_process_are_never_overtaken_by_this_ones(sqlite
     await asyncio.gather(task, return_exceptions=True)
     await elsewhere.dispose()
     await db.dispose()
+
+
+def test_an_event_reaches_whoever_may_see_its_site_or_the_user_it_is_for() -> None:
+    readers = {
+        "ND pharmacist": pharmacist({"ND"}),
+        "MN pharmacist": pharmacist({"MN"}),
+        "site 1 technician": Principal(7, "tech1", "Tech 1", Role.TECHNICIAN, 1, frozenset(), "device"),
+        "site 2 technician": Principal(8, "tech2", "Tech 2", Role.TECHNICIAN, 2, frozenset(), "device"),
+        "admin": Principal(9, "admin", "Admin", Role.ADMIN, None, frozenset(), "session"),
+    }
+    queued = Event(id=1, type="fill.queued", site_id=1, us_state="ND", payload={})
+    signal = Event(id=2, type="consultation.signal", site_id=1, us_state="ND", payload={"for_user": 1})
+    assert {name for name, p in readers.items() if visible(p, queued)} == {
+        "ND pharmacist",
+        "site 1 technician",
+        "admin",
+    }
+    # Both pharmacists are user 1 here: an event for a user goes to that user alone.
+    assert {name for name, p in readers.items() if visible(p, signal)} == {"ND pharmacist", "MN pharmacist"}

@@ -1,0 +1,192 @@
+"""How the API answers: each record shaped as JSON.
+
+The domain returns rows and records; handlers shape them here, so no domain module knows the wire format.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from server.db.models import Consultation, Decision, Fill, Media, Prescription, Site, User
+from server.fills.queries import FillQueue, SiteFill
+from server.fills.records import FillRecord
+from server.fills.rules import FillState
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def fill_summary(fill: Fill, site: Site) -> dict[str, Any]:
+    """A queue row: enough to choose and route, nothing about the patient."""
+    return {
+        "id": fill.id,
+        "state": fill.state,
+        "version": fill.version,
+        "priority": fill.priority,
+        "site": {"id": site.id, "code": site.code, "name": site.name, "state": site.state},
+        "product_check": fill.product_check,
+        "claimed_by": fill.claimed_by,
+        "lease_expires_at": _iso(fill.lease_expires_at),
+        "created_at": _iso(fill.created_at),
+        "submitted_at": _iso(fill.submitted_at),
+        "queued_at": _iso(fill.queued_at),
+        "decided_at": _iso(fill.decided_at),
+        "previous_fill_id": fill.previous_fill_id,
+    }
+
+
+def media_view(m: Media) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "kind": m.kind,
+        "sha256": m.sha256,
+        "content_type": m.content_type,
+        "bytes": m.bytes,
+        "width": m.width,
+        "height": m.height,
+        "duration_seconds": m.duration_seconds,
+        "variants": sorted(m.variants),
+        "url": f"/api/v1/media/{m.id}",
+        "quality": {k: v for k, v in m.quality.items() if k != "barcodes"},
+    }
+
+
+def prescription_view(rx: Prescription) -> dict[str, Any]:
+    """The prescription in full: patient data, shown only to callers allowed to see the fill."""
+    return {
+        "id": rx.id,
+        "site_id": rx.site_id,
+        "rx_number": rx.rx_number,
+        "patient_name": rx.patient_name,
+        "patient_dob": rx.patient_dob.isoformat(),
+        "prescriber": rx.prescriber,
+        "drug": rx.drug,
+        "strength": rx.strength,
+        "dosage_form": rx.dosage_form,
+        "expected_ndc": rx.expected_ndc,
+        "quantity": _num(rx.quantity),
+        "days_supply": rx.days_supply,
+        "directions": rx.directions,
+        "dea_schedule": rx.dea_schedule,
+        "fill_type": rx.fill_type,
+        "created_at": _iso(rx.created_at),
+    }
+
+
+def decision_view(d: Decision, pharmacist_name: str | None) -> dict[str, Any]:
+    return {
+        "outcome": d.outcome,
+        "reason_codes": d.reason_codes,
+        "note": d.note,
+        "decided_at": _iso(d.decided_at),
+        "pharmacist": {"id": d.pharmacist_id, "name": pharmacist_name},
+    }
+
+
+def detail_view(record: FillRecord) -> dict[str, Any]:
+    """A fill in full: its prescription, evidence, decision and earlier attempts."""
+    fill = record.fill
+    decided = next((d for d in record.decisions if d.id == fill.id), None)
+    earlier = [d for d in record.decisions if d.id != fill.id and d.state == FillState.REJECTED]
+    out = fill_summary(fill, record.site)
+    out.update(
+        prescription=prescription_view(record.prescription),
+        technician={"id": fill.technician_id, "name": record.technician_name},
+        barcodes=fill.barcodes,
+        counted_quantity=_num(fill.counted_quantity),
+        product_check_detail=fill.product_check_detail,
+        override_reason=fill.override_reason,
+        media=[media_view(m) for m in record.media],
+        decision=decision_view(decided.Decision, decided.display_name) if decided else None,
+        earlier_rejections=[
+            {
+                "fill_id": e.id,
+                "decided_at": _iso(e.Decision.decided_at),
+                "reason_codes": e.Decision.reason_codes,
+                "note": e.Decision.note,
+            }
+            for e in earlier
+        ],
+    )
+    return out
+
+
+def queue_view(queue: FillQueue) -> dict[str, Any]:
+    """The pharmacist's queue: its rows with their media counts, counts by state, the oldest wait."""
+    fills = []
+    for row in queue.rows:
+        item = fill_summary(row.fill, row.site)
+        item["images"], item["videos"] = row.images, row.videos
+        fills.append(item)
+    return {"fills": fills, "counts": queue.counts, "oldest_queued_at": _iso(queue.oldest_queued_at)}
+
+
+def site_fill_view(row: SiteFill) -> dict[str, Any]:
+    """A row of a site's recent fills, with its decision once there is one."""
+    item = fill_summary(row.fill, row.site)
+    item["decision"] = decision_view(row.decision, None) if row.decision else None
+    return item
+
+
+def consultation_view(c: Consultation, site: Site | None = None) -> dict[str, Any]:
+    """What the API returns about a consultation: ids, times and states (no patient data)."""
+    body: dict[str, Any] = {
+        "id": c.id,
+        "site_id": c.site_id,
+        "prescription_id": c.prescription_id,
+        "fill_id": c.fill_id,
+        "kind": c.kind,
+        "state": c.state,
+        "version": c.version,
+        "requested_by": c.requested_by,
+        "pharmacist_id": c.pharmacist_id,
+        "requested_at": c.requested_at.isoformat(),
+        "answered_at": c.answered_at.isoformat() if c.answered_at else None,
+        "connected_at": c.connected_at.isoformat() if c.connected_at else None,
+        "ended_at": c.ended_at.isoformat() if c.ended_at else None,
+        "duration_seconds": c.duration_seconds,
+        "end_reason": c.end_reason,
+        "ended_by": c.ended_by,
+        "outcome_note": c.outcome_note,
+        "reconnections": c.reconnections,
+        "recording_consent": c.recording_consent,
+        "recording_consent_at": c.recording_consent_at.isoformat() if c.recording_consent_at else None,
+        # The delivered recording as media: its SHA-256 is the file the site sent, the url serves the
+        # cleaned copy (remuxed without container metadata) and ?variant=poster its poster frame.
+        "recording": media_view(c.recording) if c.recording is not None else None,
+    }
+    if site is not None:
+        body["site"] = {"id": site.id, "code": site.code, "name": site.name, "state": site.state}
+    return body
+
+
+def site_view(site: Site) -> dict[str, Any]:
+    return {
+        "id": site.id,
+        "code": site.code,
+        "name": site.name,
+        "state": site.state,
+        "status": site.status,
+        "required_media_kinds": site.required_media_kinds,
+    }
+
+
+def user_view(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "role": user.role,
+        "site_id": user.site_id,
+        "active": user.active,
+        "licenses": [
+            {"state": lic.state, "number": lic.number, "expires_on": lic.expires_on.isoformat()}
+            for lic in user.licenses
+        ],
+    }
