@@ -14,7 +14,8 @@ from server.errors import DomainError, InvalidInput
 from server.fills.rules import MEDIA_KINDS, VIDEO_KINDS
 from server.media.errors import MediaRejected
 from server.media.serving import find_variant
-from server.media.tus import TusEndpoint, TusUpload
+from server.media.tus.endpoint import TusEndpoint
+from server.media.tus.uploads import TusUpload
 from server.services import Services, services_of
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
