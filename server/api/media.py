@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server.api.byte_ranges import send_stored
 from server.api.table import principal_of
 from server.errors import DomainError, InvalidInput
 from server.fills.rules import MEDIA_KINDS, VIDEO_KINDS
@@ -166,15 +167,8 @@ async def serve_media(request: web.Request, media_id: int, variant: str | None) 
     svc = services_of(request)
     sha, content_type = await find_variant(svc.db, principal_of(request), media_id, variant)
     # Content addressed, so a variant never changes: the browser may keep it (privately) for a day.
-    headers = {
-        "Cache-Control": "private, max-age=86400, immutable",
-        "ETag": f'"{sha}"',
-        "Content-Type": content_type,
-    }
-    path = svc.store.local_path(sha)
-    if path is None:
-        return web.Response(body=await svc.store.open_bytes(sha), headers=headers)
-    return web.FileResponse(path, headers=headers)
+    headers = {"Cache-Control": "private, max-age=86400, immutable", "Content-Type": content_type}
+    return await send_stored(request, svc.store, sha, headers)
 
 
 async def get_media(request: web.Request) -> web.StreamResponse:
