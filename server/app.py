@@ -29,7 +29,7 @@ from server.fills.lifecycle import FillService
 from server.fills.queries import FillQueries
 from server.media.serving import MediaAccess
 from server.media.store import LocalMediaStore
-from server.media.tus import TusEndpoint
+from server.media.tus.endpoint import TusEndpoint
 from server.media.workers import make_executor, warm_up
 from server.operations.logs import keep_patient_data_out_of_logs
 from server.operations.metrics import Metrics

@@ -9,11 +9,13 @@ from typing import Any
 
 from aiohttp import web
 
+from server.api.byte_ranges import send_stored
 from server.api.table import principal_of
 from server.errors import DomainError, InvalidInput
 from server.fills.rules import MEDIA_KINDS, VIDEO_KINDS
 from server.media.errors import MediaRejected
-from server.media.tus import TusEndpoint, TusUpload
+from server.media.tus.endpoint import TusEndpoint
+from server.media.tus.uploads import TusUpload
 from server.services import Services, services_of
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -164,15 +166,8 @@ async def serve_media(request: web.Request, media_id: int, variant: str | None) 
     svc = services_of(request)
     sha, content_type = await svc.media.find_variant(principal_of(request), media_id, variant)
     # Content addressed, so a variant never changes: the browser may keep it (privately) for a day.
-    headers = {
-        "Cache-Control": "private, max-age=86400, immutable",
-        "ETag": f'"{sha}"',
-        "Content-Type": content_type,
-    }
-    path = svc.store.local_path(sha)
-    if path is None:
-        return web.Response(body=await svc.store.open_bytes(sha), headers=headers)
-    return web.FileResponse(path, headers=headers)
+    headers = {"Cache-Control": "private, max-age=86400, immutable", "Content-Type": content_type}
+    return await send_stored(request, svc.store, sha, headers)
 
 
 async def get_media(request: web.Request) -> web.StreamResponse:

@@ -9,7 +9,7 @@ from server.api import auth, consultations, dashboard, fills, media, records, re
 from server.api.table import ANY_USER, PUBLIC, Handler, Route
 from server.consultations.service import RECORDING_KIND
 from server.fills.rules import MEDIA_KINDS
-from server.media.tus import TusEndpoint
+from server.media.tus.endpoint import TusEndpoint
 from server.security.principal import Role
 
 TECH = frozenset({Role.TECHNICIAN})

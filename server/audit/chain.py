@@ -49,10 +49,6 @@ def row_hash(row: AuditEvent) -> str:
     return hashlib.sha256(_canonical(row)).hexdigest()
 
 
-# Session.info key: the chain's tail as this transaction left it (set once it holds the journal lock).
-_TAIL = "tp_audit_tail"
-# The chain's name for Database.journal_tail: its end as (id, hash), (0, GENESIS) when it is empty.
-_JOURNAL = "audit"
 _LAST_ROW = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
 
 
@@ -72,11 +68,12 @@ async def append(
     The transaction holds the lock from its first append to its end, so its later appends follow the
     row it appended last without reading the chain's tail again.
     """
-    last: tuple[int, str] | None = session.info.get(_TAIL)
+    tails = await db.journal_tails(session)
+    last = tails.audit()
     if last is None:
+        # A known end is known under the lock: this transaction's first append took it, or SQLite's
+        # single writer holds it.
         await db.lock_journal(session)
-        last = await db.journal_tail(session, _JOURNAL)
-    if last is None:
         tail = (await session.execute(_LAST_ROW)).first()
         last = (tail.id, tail.hash) if tail else (0, GENESIS)
     row = AuditEvent(
@@ -96,8 +93,7 @@ async def append(
     # Not flushed here: the id is ours, so the row is written with the transaction's next statement
     # or its commit, together with any other event appended meanwhile.
     session.add(row)
-    session.info[_TAIL] = (row.id, row.hash)
-    await db.journal_appended(session, _JOURNAL, session.info[_TAIL])
+    tails.audit_appended((row.id, row.hash))
     return row
 
 

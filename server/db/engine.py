@@ -15,6 +15,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from server.db.journal_tails import JournalTails
 from server.db.models import Base, Event
 from server.db.sqlite_driver import OneTripConnection, one_trip_url
 
@@ -27,6 +28,8 @@ WROTE_EVENTS = "tp_wrote_events"
 
 log = logging.getLogger(__name__)
 
+# Session.info key: the JournalTails of a transaction whose connection keeps none (PostgreSQL).
+_TRANSACTION_TAILS = "tp_journal_tails"
 # Execution option of read_one()'s SQLite sessions: no BEGIN, each statement is its own snapshot.
 _NO_BEGIN = "tp_no_begin"
 
@@ -241,25 +244,17 @@ class Database:
         if not self.is_sqlite:
             await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": JOURNAL_LOCK_KEY})
 
-    async def journal_tail(self, session: AsyncSession, journal: str) -> Any | None:
-        """The end of an append-only journal ("audit", "events") as this server's writer last
-        committed it, when nobody else has written since (SQLite's single writer); None when the
-        caller must read it from the table (and with journal_appended, tell where it left it)."""
-        conn = await self._one_trip(session)
-        return conn.journal_tail(journal) if conn is not None else None
-
-    async def journal_appended(self, session: AsyncSession, journal: str, tail: Any) -> None:
-        """The transaction moved the journal's end to `tail`; later ones know it once it commits."""
-        conn = await self._one_trip(session)
-        if conn is not None:
-            conn.journal_appended(journal, tail)
-
-    async def _one_trip(self, session: AsyncSession) -> OneTripConnection | None:
-        if not self.is_sqlite:
-            # Several instances append to the same journals: the table is the only place to ask.
-            return None
-        raw = (await session.connection()).sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-        return raw if isinstance(raw, OneTripConnection) else None
+    async def journal_tails(self, session: AsyncSession) -> JournalTails:
+        """The journals' ends as the session's transaction may know them without reading them: on
+        SQLite as the writer connection remembers them, elsewhere only what the transaction appended."""
+        if self.is_sqlite:
+            raw = (await session.connection()).sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+            if isinstance(raw, OneTripConnection):
+                return raw.tails
+        tails: JournalTails | None = session.info.get(_TRANSACTION_TAILS)
+        if tails is None:
+            tails = session.info[_TRANSACTION_TAILS] = JournalTails()
+        return tails
 
     async def dispose(self) -> None:
         if self.wal_sync is not None:

@@ -10,9 +10,8 @@ that runs no statement never begins at all, and a COMMIT or ROLLBACK with no tra
 pool's reset of a returned connection, say) makes no round trip.
 
 A write transaction's BEGIN IMMEDIATE also reads `PRAGMA data_version`, which changes only when another
-connection commits. With it the connection remembers the ends of the append-only journals (the audit
-chain's last row, the event journal's last id) as its own commits left them: while nobody else has
-written, a transaction appending to them need not read them again (see `journal_tail`).
+connection commits; the connection's JournalTails hears of it and of how each transaction ended
+(server.db.journal_tails).
 
 It uses aiosqlite's `Connection._execute` (queue a function for the connection's thread), which is
 private: aiosqlite is pinned, and every database test runs through this cursor.
@@ -35,6 +34,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
+
+from server.db.journal_tails import JournalTails
 
 DRIVER = "tp_aiosqlite"
 
@@ -115,7 +116,8 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         if operation in _BEGINS and not parameters:
             # Held back until the transaction's first statement, which takes it along.
             self._adapt_connection._begin = operation
-            self._adapt_connection._version = None
+            # What a transaction that ended otherwise (a ROLLBACK sent as a statement) appended is dropped.
+            self._adapt_connection.tails.ended()
             self._description, self._rows, self._rowcount = None, collections.deque(), -1
             return None
         return super().execute(operation, parameters)
@@ -133,7 +135,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
                 adapt._open = True  # unknown: let COMMIT or ROLLBACK make sure
                 raise
         if version is not None:
-            adapt._version = version
+            adapt.tails.began(version)
         self._description = description
         self._rows = collections.deque(rows)
         self._rowcount = rowcount
@@ -147,66 +149,38 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("_appended", "_begin", "_open", "_tails", "_tails_version", "_version")
+    __slots__ = ("_begin", "_open", "tails")
     _cursor_cls = OneTripCursor
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._begin: str | None = None  # a BEGIN waiting for the transaction's first statement
         self._open = True  # whether a transaction may be open (as the last statement left it)
-        # data_version as this write transaction's BEGIN found it (None: no write transaction begun).
-        self._version: int | None = None
-        # The journals' ends as this connection's commits left them, and the data_version they hold for.
-        self._tails: dict[str, Any] = {}
-        self._tails_version: int | None = None
-        # The ends this transaction moved the journals to, taken over by its commit.
-        self._appended: dict[str, Any] = {}
-
-    def journal_tail(self, journal: str) -> Any | None:
-        """The end of an append-only journal as this connection last committed it, if no other
-        connection has committed since this write transaction began (or as this transaction moved
-        it); None when it must be read."""
-        if journal in self._appended:
-            return self._appended[journal]
-        if self._version is None or self._version != self._tails_version:
-            return None
-        return self._tails.get(journal)
-
-    def journal_appended(self, journal: str, tail: Any) -> None:
-        """This transaction moved a journal's end to `tail`: known to later ones once it commits."""
-        self._appended[journal] = tail
+        # The journals' ends as this connection's own commits left them.
+        self.tails = JournalTails()
 
     def commit(self) -> None:
         self._begin = None
-        appended, self._appended = self._appended, {}
-        version, self._version = self._version, None
         if not self._open:
+            self.tails.ended()
             return
         try:
             super().commit()
         except BaseException:
-            self._forget_tails()
+            self.tails.failed()
             raise
         self._open = False
-        if appended and version is not None:
-            # Its own commits leave the connection's data_version as it was.
-            if version != self._tails_version:
-                self._tails = {}
-            self._tails.update(appended)
-            self._tails_version = version
+        self.tails.committed()
 
     def rollback(self) -> None:
         self._begin = None
-        self._appended, self._version = {}, None
         if self._open:
-            # A transaction failed (not the pool's reset after a commit): whatever made it fail might
-            # have been a stale end, so they are read again.
-            self._forget_tails()
+            # A transaction failed (not the pool's reset after a commit).
+            self.tails.failed()
             super().rollback()
             self._open = False
-
-    def _forget_tails(self) -> None:
-        self._appended, self._tails, self._tails_version, self._version = {}, {}, None, None
+        else:
+            self.tails.ended()
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):

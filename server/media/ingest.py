@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 from server.db.models import Media
 from server.media.errors import MediaRejected
 from server.media.images import ProcessedImage, VariantFile, process_image, sniff_image_format
-from server.media.store import MediaStore, file_sha256, is_sha256
+from server.media.store import Handover, MediaStore, file_sha256, is_sha256
 from server.media.video import ProcessedVideo, probe_video, sniff_video_container
 from server.media.workfiles import WorkFiles
 
@@ -196,11 +196,10 @@ def _store_variants(store: MediaStore, variants: dict[str, VariantFile]) -> dict
         # "2048" is often the very file "full" is: store it once.
         sha = by_path.get(variant.path)
         if sha is None:
-            # A work file is ours alone and deleted afterwards: the store may take it over. The upload's
+            # A work file is ours alone and deleted afterwards: it is given to the store. The upload's
             # own file stays where it is (its endpoint removes it) and does not change again.
-            sha = store.put_file_blocking(
-                variant.path, move=not variant.source, link=variant.source, sha256=variant.sha256
-            )
+            handover = Handover.KEEPS_UNCHANGED if variant.source else Handover.GIVES
+            sha = store.put_file_blocking(variant.path, sha256=variant.sha256, handover=handover)
             by_path[variant.path] = sha
         stored[name] = StoredVariant(
             sha256=sha, content_type=variant.content_type, width=variant.width, height=variant.height

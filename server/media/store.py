@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import errno
 import hashlib
 import os
@@ -39,39 +40,63 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+class Handover(enum.Enum):
+    """What the caller does with a file once it has handed it to the store: a store may spare itself
+    a copy where the caller's use of the file allows it."""
+
+    KEEPS = enum.auto()
+    """The caller keeps the file and may change it: the store keeps a copy of its own."""
+    GIVES = enum.auto()
+    """The file is the store's: the caller never opens it again (and expects it may be gone)."""
+    KEEPS_UNCHANGED = enum.auto()
+    """The caller keeps the file and never changes it again (it may delete it)."""
+
+
 @runtime_checkable
 class MediaStore(Protocol):
-    """Where verified media bytes live; implemented locally and (later) on S3-compatible storage."""
-
-    async def put_file(self, src: Path) -> str:
-        """Store a copy of `src`; return its SHA-256. Idempotent."""
-        ...
+    """Where verified evidence lives, each object named by the SHA-256 of its bytes: stored once,
+    never changed, read whole or by byte range. Implemented on a local filesystem (LocalMediaStore);
+    nothing here assumes one, so S3-compatible object storage can implement it too."""
 
     def put_file_blocking(
-        self, src: Path, *, move: bool = False, link: bool = False, sha256: str | None = None
+        self, src: Path, *, sha256: str | None = None, handover: Handover = Handover.KEEPS
     ) -> str:
-        """put_file for a worker thread or process (the store is picklable); with `move` the store may
-        take `src` over instead of copying it; with `link`, `src` stays where it is and never changes
-        again, so the store may keep the very same file (a second name) instead of a copy. `sha256` is
-        the digest of `src`'s bytes when the caller has just computed it from them: the store does not
-        read the file again to learn it."""
+        """Store `src`'s bytes durably and return their SHA-256; idempotent. For a worker thread or
+        process (the store is picklable). `sha256` is the digest of `src`'s bytes when the caller has
+        just computed it from them (the store does not read the file again to learn it); `handover`
+        says what becomes of `src` afterwards."""
+        ...
+
+    async def put_file(self, src: Path) -> str:
+        """put_file_blocking of a file the caller keeps, from the event loop."""
         ...
 
     async def put_bytes(self, data: bytes) -> str:
-        """Store `data`; return its SHA-256. Idempotent."""
+        """Store `data` durably; return its SHA-256. Idempotent."""
         ...
 
     async def exists(self, sha256: str) -> bool:
         """True when an object with this SHA-256 is stored."""
         ...
 
-    def local_path(self, sha256: str) -> Path | None:
-        """A local file to serve (with Range support), or None when absent or not on local disk."""
+    async def size(self, sha256: str) -> int:
+        """The object's length in bytes; raise MediaNotFound when absent."""
         ...
 
-    async def open_bytes(self, sha256: str) -> bytes:
-        """The object's bytes; raise MediaNotFound when absent."""
+    async def read(self, sha256: str, start: int = 0, length: int | None = None) -> bytes:
+        """`length` bytes of the object from `start` (to its end when None, fewer past its end); raise
+        MediaNotFound when absent."""
         ...
+
+    async def delete(self, sha256: str) -> None:
+        """Remove the object, durably; nothing happens when it is absent."""
+        ...
+
+
+def _read_range(path: Path, start: int, length: int | None) -> bytes:
+    with path.open("rb") as f:
+        f.seek(start)
+        return f.read() if length is None else f.read(length)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -106,18 +131,32 @@ class LocalMediaStore:
         path = self.path_for(sha256)
         return await asyncio.to_thread(path.is_file)
 
-    def local_path(self, sha256: str) -> Path | None:
-        """The object's file (for aiohttp FileResponse), or None when absent."""
-        path = self.path_for(sha256)
-        return path if path.is_file() else None
-
-    async def open_bytes(self, sha256: str) -> bytes:
-        """The object's bytes; raise MediaNotFound when absent."""
+    async def size(self, sha256: str) -> int:
+        """The object's length in bytes; raise MediaNotFound when absent."""
         path = self.path_for(sha256)
         try:
-            return await asyncio.to_thread(path.read_bytes)
+            return (await asyncio.to_thread(path.stat)).st_size
         except FileNotFoundError:
             raise MediaNotFound(sha256) from None
+
+    async def read(self, sha256: str, start: int = 0, length: int | None = None) -> bytes:
+        """`length` bytes of the object from `start` (to its end when None); MediaNotFound when absent."""
+        path = self.path_for(sha256)
+        try:
+            return await asyncio.to_thread(_read_range, path, start, length)
+        except FileNotFoundError:
+            raise MediaNotFound(sha256) from None
+
+    async def delete(self, sha256: str) -> None:
+        """Remove the object, durably; nothing happens when it is absent."""
+        await asyncio.to_thread(self._delete_sync, self.path_for(sha256))
+
+    def _delete_sync(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
 
     def _prepare_dir(self, target: Path) -> None:
         parent = target.parent
@@ -134,13 +173,14 @@ class LocalMediaStore:
             _fsync_dir(d.parent)
 
     def put_file_blocking(
-        self, src: Path, *, move: bool = False, link: bool = False, sha256: str | None = None
+        self, src: Path, *, sha256: str | None = None, handover: Handover = Handover.KEEPS
     ) -> str:
-        """Store `src` durably and return its SHA-256. With `move` it is renamed into place, with `link`
-        it gets the object's name as a second one (hard link); either is one hash pass, or none when
-        `sha256` is given, and no copy, when `src` is on the store's filesystem."""
+        """Store `src` durably and return its SHA-256. A file given to the store is renamed into place;
+        one its caller keeps unchanged gets the object's name as a second one (a hard link): either is
+        one hash pass, or none when `sha256` is given, and no copy, when `src` is on the store's
+        filesystem."""
         src = Path(src)
-        if move or link:
+        if handover is not Handover.KEEPS:
             sha = check_sha256(sha256) if sha256 is not None else file_sha256(src)
             target = self.path_for(sha)
             if target.is_file():
@@ -150,7 +190,7 @@ class LocalMediaStore:
                 os.fsync(f.fileno())
             os.chmod(src, 0o644)
             try:
-                if link:
+                if handover is Handover.KEEPS_UNCHANGED:
                     os.link(src, target)
                 else:
                     os.replace(src, target)

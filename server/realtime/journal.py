@@ -11,8 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.db.engine import WROTE_EVENTS, Database
 from server.db.models import Event
 
-# Database.journal_tail's name for the journal: its end is the last id (0 when empty).
-_JOURNAL = "events"
 _LAST_ID = select(func.max(Event.id))
 # PostgreSQL: the NOTIFY of the new event's id travels with the read of the last one. It is sent at
 # commit and dropped on rollback, like the row.
@@ -41,7 +39,9 @@ async def record(
         # What the transaction holds back is written first: then only the event's own row and the
         # commit come between its time and its commit, and the time says when it was committed.
         await session.flush()
-    last: int | None = await db.journal_tail(session, _JOURNAL)
+    tails = await db.journal_tails(session)
+    # On PostgreSQL the read of the last id carries the new event's NOTIFY: it is read every time.
+    last = tails.events() if db.is_sqlite else None
     if last is None:
         last = (await session.execute(_LAST_ID if db.is_sqlite else _LAST_ID_AND_NOTIFY)).scalar() or 0
     body = dict(payload)
@@ -56,6 +56,6 @@ async def record(
         payload=body,
     )
     session.add(ev)  # written with the transaction's next statement or its commit
-    await db.journal_appended(session, _JOURNAL, ev.id)
+    tails.events_appended(ev.id)
     session.info.setdefault(WROTE_EVENTS, []).append(ev)
     return ev

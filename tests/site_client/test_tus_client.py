@@ -13,7 +13,8 @@ from aiohttp import web
 from remote_site_client.api import ApiError, SiteApi, Unreachable
 from remote_site_client.config import SiteConfig
 from remote_site_client.tus import CREATION_BEGUN, TusClient
-from server.media.tus import TusEndpoint, TusUpload
+from server.media.tus.endpoint import TusEndpoint
+from server.media.tus.uploads import TusUpload
 from tests.site_client.proxy import LinkProxy
 
 SIZE = 3 * 1024 * 1024

@@ -23,7 +23,7 @@ from PIL import ExifTags, Image
 
 from server.media.errors import MediaNotFound, MediaRejected
 from server.media.ingest import IngestedMedia, ingest_media
-from server.media.store import LocalMediaStore, MediaStore
+from server.media.store import Handover, LocalMediaStore, MediaStore
 from server.media.workers import WORKER_NICENESS, make_executor
 from server.media.workfiles import WORK_PREFIX
 
@@ -50,10 +50,10 @@ async def test_put_bytes_is_content_addressed_and_idempotent(tmp_path: Path) -> 
 
     assert digest == sha(data)
     expected = tmp_path / "media" / digest[:2] / digest[2:4] / digest
-    assert store.local_path(digest) == expected
+    assert store.path_for(digest) == expected
     assert expected.read_bytes() == data
     assert await store.exists(digest)
-    assert await store.open_bytes(digest) == data
+    assert await store.read(digest) == data
 
     assert await store.put_bytes(data) == digest
     assert stored_files(tmp_path / "media") == [expected]
@@ -71,37 +71,39 @@ async def test_put_file_copies_and_leaves_no_temporary_files(tmp_path: Path) -> 
     assert [f.name for f in files] == [digest]
 
 
-def test_put_file_blocking_with_move_takes_the_file_over(tmp_path: Path) -> None:
+def test_a_file_given_to_the_store_is_taken_over(tmp_path: Path) -> None:
     store = LocalMediaStore(tmp_path / "media")
     work = tmp_path / "work"
     work.mkdir()
     first, second = work / "a.jpg", work / "b.jpg"
     first.write_bytes(b"y" * 100_000)
     second.write_bytes(b"y" * 100_000)
-    digest = store.put_file_blocking(first, move=True)
+    digest = store.put_file_blocking(first, handover=Handover.GIVES)
     assert digest == sha(b"y" * 100_000)
     assert not first.exists()  # renamed into the store, not copied
-    assert store.put_file_blocking(second, move=True) == digest  # already stored: nothing changes
+    assert (
+        store.put_file_blocking(second, handover=Handover.GIVES) == digest
+    )  # already stored: nothing changes
     assert second.exists()
     files = stored_files(tmp_path / "media")
     assert [f.name for f in files] == [digest]
     assert files[0].read_bytes() == b"y" * 100_000
 
 
-def test_put_file_blocking_with_link_keeps_the_same_file_under_a_second_name(tmp_path: Path) -> None:
+def test_a_file_kept_unchanged_is_stored_under_a_second_name(tmp_path: Path) -> None:
     store = LocalMediaStore(tmp_path / "media")
     src = tmp_path / "upload.data"
     src.write_bytes(b"z" * 100_000)
-    digest = store.put_file_blocking(src, link=True, sha256=sha(b"z" * 100_000))
-    stored = store.local_path(digest)
-    assert stored is not None and stored.read_bytes() == b"z" * 100_000
+    digest = store.put_file_blocking(src, sha256=sha(b"z" * 100_000), handover=Handover.KEEPS_UNCHANGED)
+    stored = store.path_for(digest)
+    assert stored.read_bytes() == b"z" * 100_000
     assert src.read_bytes() == b"z" * 100_000  # left where it was
     assert stored.stat().st_ino == src.stat().st_ino  # no copy was written
     src.unlink()  # as its upload is removed afterwards: the stored object stays
     assert stored.read_bytes() == b"z" * 100_000
 
 
-def test_put_file_blocking_with_link_copies_across_filesystems(
+def test_a_file_kept_unchanged_is_copied_across_filesystems(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def other_device(src: Any, dst: Any) -> None:
@@ -111,10 +113,10 @@ def test_put_file_blocking_with_link_copies_across_filesystems(
     store = LocalMediaStore(tmp_path / "media")
     src = tmp_path / "upload.data"
     src.write_bytes(b"w" * 50_000)
-    digest = store.put_file_blocking(src, link=True)
-    stored = store.local_path(digest)
+    digest = store.put_file_blocking(src, handover=Handover.KEEPS_UNCHANGED)
+    stored = store.path_for(digest)
     assert digest == sha(b"w" * 50_000)
-    assert stored is not None and stored.read_bytes() == b"w" * 50_000
+    assert stored.read_bytes() == b"w" * 50_000
     assert stored.stat().st_ino != src.stat().st_ino
     assert [f.name for f in stored_files(tmp_path / "media")] == [digest]
 
@@ -128,8 +130,8 @@ async def test_ingest_runs_in_a_media_worker_process(tmp_path: Path, worker_pool
     assert refused.value.code == "not_an_image"
     assert result.sha256 == sha(data)
     for variant in result.variants.values():
-        stored = store.local_path(variant["sha256"])
-        assert stored is not None and sha(stored.read_bytes()) == variant["sha256"]
+        stored = store.path_for(variant["sha256"])
+        assert sha(stored.read_bytes()) == variant["sha256"]
     assert not list((tmp_path / "uploads").glob(f"{WORK_PREFIX}*"))  # the worker's work files are gone
 
 
@@ -220,18 +222,34 @@ async def test_malformed_sha_is_refused_before_touching_paths(tmp_path: Path, ba
     with pytest.raises(ValueError):
         await store.exists(bad)
     with pytest.raises(ValueError):
-        store.local_path(bad)
+        store.path_for(bad)
     with pytest.raises(ValueError):
-        await store.open_bytes(bad)
+        await store.read(bad)
 
 
 async def test_missing_object(tmp_path: Path) -> None:
     store = LocalMediaStore(tmp_path / "media")
     missing = sha(b"never stored")
     assert not await store.exists(missing)
-    assert store.local_path(missing) is None
+    assert not store.path_for(missing).exists()
     with pytest.raises(MediaNotFound):
-        await store.open_bytes(missing)
+        await store.read(missing)
+
+
+async def test_an_object_is_read_by_range_sized_and_deleted(tmp_path: Path) -> None:
+    store = LocalMediaStore(tmp_path / "media")
+    data = bytes(range(256)) * 40
+    digest = await store.put_bytes(data)
+    assert await store.size(digest) == len(data)
+    assert await store.read(digest) == data
+    assert await store.read(digest, 100, 50) == data[100:150]
+    assert await store.read(digest, len(data) - 10, 50) == data[-10:]  # fewer past its end
+    await store.delete(digest)
+    assert not await store.exists(digest)
+    await store.delete(digest)  # absent: nothing happens
+    with pytest.raises(MediaNotFound):
+        await store.size(digest)
+    assert stored_files(tmp_path / "media") == []
 
 
 def test_local_store_implements_the_protocol(tmp_path: Path) -> None:
@@ -322,7 +340,7 @@ async def test_ingest_photo_stores_metadata_free_variants_not_the_original(
     assert result.variants["2048"] == result.variants["full"]
     assert not await store.exists(result.sha256)  # the original carries GPS; it is not kept
     for variant in result.variants.values():
-        stored = await store.open_bytes(variant["sha256"])
+        stored = await store.read(variant["sha256"])
         assert sha(stored) == variant["sha256"]
         assert b"PATIENT" not in stored and b"Exif" not in stored
         with Image.open(io.BytesIO(stored)) as im:
@@ -351,8 +369,8 @@ async def test_ingest_keeps_a_clean_photo_as_the_upload_itself(tmp_path: Path, e
     upload = tmp_path / "uploads" / "0123456789abcdef0123456789abcdef.data"
     full = result.variants["full"]
     assert full["sha256"] == result.sha256 == sha(data)
-    stored = store.local_path(full["sha256"])
-    assert stored is not None and stored.read_bytes() == data
+    stored = store.path_for(full["sha256"])
+    assert stored.read_bytes() == data
     assert stored.stat().st_ino == upload.stat().st_ino
     assert upload.read_bytes() == data  # the upload is its endpoint's to remove
     assert not list((tmp_path / "uploads").glob(f"{WORK_PREFIX}*"))

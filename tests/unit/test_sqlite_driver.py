@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from server.audit import chain as audit
 from server.db.engine import Database, WalSync
 from server.db.sqlite_driver import one_trip_url
 from server.realtime import journal
@@ -121,62 +119,4 @@ async def test_sqlite_shows_a_reader_a_commit_only_once_it_is_on_disk(tmp_path: 
         assert await newest() == 1
         assert len(fsyncs) == synced  # nothing was waiting for a sync
     finally:
-        await db.dispose()
-
-
-class _JournalReads:
-    """Counts the statements that read a journal's end (the audit chain's last row, the last event id)."""
-
-    def __init__(self, db: Database) -> None:
-        self.count = 0
-        event.listen(db.write_engine.sync_engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "ORDER BY audit_events.id DESC" in statement or "max(events.id)" in statement:
-            self.count += 1
-
-
-async def _append_both(db: Database, i: int, *, fail: bool = False) -> None:
-    async with db.write() as s:
-        # As every change does, it reads what it changes first: that statement begins the transaction.
-        await s.execute(text("SELECT count(*) FROM fills"))
-        await audit.append(db, s, None, "test.appended", "test", i)
-        await journal.record(db, s, "test.appended", site_id=None, us_state=None, payload={"i": i})
-        await journal.record(db, s, "test.appended.again", site_id=None, us_state=None, payload={"i": i})
-        if fail:
-            raise RuntimeError("the transaction fails after appending")
-
-
-async def _event_ids(db: Database) -> list[int]:
-    async with db.read() as s:
-        return list((await s.execute(text("SELECT id FROM events ORDER BY id"))).scalars())
-
-
-async def test_the_writer_reads_the_journals_ends_again_only_after_someone_else_wrote(tmp_path: Path) -> None:
-    """The audit chain and the event journal go on from where the server's own commits left them
-    without reading them again; after another writer (an admin command in another process, say) or a
-    failed transaction they are read again, so the chain stays whole and no id is handed out twice."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
-    db, other = Database(url), Database(url)
-    await db.create_schema()
-    reads = _JournalReads(db)
-    try:
-        for i in range(5):
-            await _append_both(db, i)
-        assert reads.count == 2  # once each, in the first transaction
-
-        await _append_both(other, 100)
-        await _append_both(db, 5)
-        assert reads.count == 4
-
-        with pytest.raises(RuntimeError):
-            await _append_both(db, 6, fail=True)
-        await _append_both(db, 7)
-        assert reads.count == 6  # the failed one found them known; the next one read them again
-
-        report = await audit.verify(db)
-        assert report.ok and report.rows == 8
-        assert await _event_ids(db) == list(range(1, 17))
-    finally:
-        await other.dispose()
         await db.dispose()

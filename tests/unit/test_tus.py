@@ -19,13 +19,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from tusclient.client import TusClient
 from tusclient.uploader.uploader import Uploader
 
-from server.media.tus import (
-    MetadataError,
-    TusEndpoint,
-    TusUpload,
-    encode_metadata,
-    parse_metadata,
-)
+from server.media.tus.endpoint import TusEndpoint
+from server.media.tus.protocol import MetadataError, encode_metadata, parse_metadata
+from server.media.tus.uploads import TusUpload
 from server.media.workfiles import EARLIER_JOB_DIR_PREFIX, WORK_PREFIX, WorkFiles
 
 BASE = "/api/v1/uploads"

@@ -1,10 +1,8 @@
 """tus 1.0 resumable uploads for aiohttp: core, creation (with upload), termination, checksum (sha256).
 
 The endpoint knows nothing of users or the database: the application passes callbacks that authorize a
-creation, name the owner of a request, and take over a finished upload. State lives on disk (an info JSON
-and a data file per upload), so a restart keeps partial uploads and instances sharing the directory can
-continue each other's uploads. The data file's size is the upload offset, and a flock on it is the
-upload's lock.
+creation, name the owner of a request, and take over a finished upload. The uploads' state is on disk
+(server.media.tus.uploads); the wire format is server.media.tus.protocol.
 
 A file sent whole with its creation request never becomes visible: it is a data file held by that
 request until it is taken over, with no info file, no fsync and no other file made for it. Only when it
@@ -15,23 +13,14 @@ so the client can resume it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import hmac
-import json
-import logging
 import os
-import re
 import secrets
-import shutil
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,116 +28,29 @@ from aiohttp import web
 from aiohttp.client_exceptions import ClientPayloadError
 from aiohttp.http_exceptions import HttpProcessingError
 
-from server.media.workfiles import EARLIER_JOB_DIR_PREFIX, WORK_PREFIX
+from server.media.tus.protocol import (
+    PATCH_CONTENT_TYPE,
+    TUS_CHECKSUM_ALGORITHMS,
+    TUS_EXTENSIONS,
+    TUS_VERSION,
+    HTTPChecksumMismatch,
+    HTTPLocked,
+    MetadataError,
+    encode_metadata,
+    parse_checksum,
+    parse_length,
+    parse_metadata,
+)
+from server.media.tus.uploads import Appender, TusUpload, UploadLocked, Uploads
 
-log = logging.getLogger(__name__)
-
-TUS_VERSION = "1.0.0"
-TUS_EXTENSIONS = "creation,creation-with-upload,termination,checksum"
-TUS_CHECKSUM_ALGORITHMS = "sha256"
-PATCH_CONTENT_TYPE = "application/offset+octet-stream"
-
-_ID_RE = re.compile(r"[0-9a-f]{32}")
 # Network reads buffered before a write: one pwritev takes at most IOV_MAX (1024 on Linux) pieces.
 _MAX_CHUNKS = 256
-_METADATA_KEY_RE = re.compile(r"[!-+\--~]+")  # printable ASCII without space or comma
-_INT_RE = re.compile(r"[0-9]{1,19}")
-
-
-@dataclass(frozen=True)
-class TusUpload:
-    """An upload as stored on disk; `offset` is how many bytes have arrived."""
-
-    id: str
-    length: int
-    offset: int
-    metadata: dict[str, str]
-    owner: str
-    data_path: Path
-    created_at: float
-
-    @property
-    def complete(self) -> bool:
-        """True when every byte has arrived."""
-        return self.offset == self.length
-
 
 Authorize = Callable[[web.Request, dict[str, str], int], Awaitable[None]]
 OwnerOf = Callable[[web.Request], str]
 OnComplete = Callable[[web.Request, TusUpload], Awaitable[dict[str, str]]]
 # Names the file an upload carries (from its metadata), or None: see TusEndpoint's `same_file`.
 SameFile = Callable[[Mapping[str, str]], str | None]
-
-
-class HTTPChecksumMismatch(web.HTTPClientError):
-    """460: the chunk's bytes do not match its Upload-Checksum; the chunk was discarded."""
-
-    status_code = 460
-
-
-class HTTPLocked(web.HTTPClientError):
-    """423: another request is writing to this upload."""
-
-    status_code = 423
-
-
-class MetadataError(ValueError):
-    """A malformed Upload-Metadata header."""
-
-
-def parse_metadata(header: str) -> dict[str, str]:
-    """Parse an Upload-Metadata header (`key base64,key2 base64,flag`) into text values."""
-    result: dict[str, str] = {}
-    if not header.strip():
-        return result
-    for pair in header.split(","):
-        parts = pair.strip().split(" ")
-        if len(parts) > 2 or not parts[0]:
-            raise MetadataError("malformed Upload-Metadata pair")
-        key = parts[0]
-        if not _METADATA_KEY_RE.fullmatch(key):
-            raise MetadataError("invalid Upload-Metadata key")
-        if key in result:
-            raise MetadataError("duplicate Upload-Metadata key")
-        value = ""
-        if len(parts) == 2:
-            try:
-                value = base64.b64decode(parts[1], validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError, ValueError):
-                raise MetadataError("Upload-Metadata value is not base64 UTF-8") from None
-        result[key] = value
-    return result
-
-
-def encode_metadata(metadata: Mapping[str, str]) -> str:
-    """Encode text values as an Upload-Metadata header."""
-    pairs = []
-    for key, value in metadata.items():
-        if not _METADATA_KEY_RE.fullmatch(key):
-            raise MetadataError("invalid Upload-Metadata key")
-        pairs.append(f"{key} {base64.b64encode(value.encode('utf-8')).decode('ascii')}" if value else key)
-    return ",".join(pairs)
-
-
-def _parse_length(value: str | None, name: str) -> int:
-    if value is None or not _INT_RE.fullmatch(value.strip()):
-        raise ValueError(f"{name} must be a non-negative integer")
-    return int(value.strip())
-
-
-def _parse_checksum(value: str | None) -> bytes | None:
-    if value is None:
-        return None
-    algorithm, _, encoded = value.strip().partition(" ")
-    if algorithm.lower() != "sha256":
-        raise ValueError("unsupported checksum algorithm; use sha256")
-    try:
-        digest = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("Upload-Checksum is not base64") from None
-    if len(digest) != hashlib.sha256().digest_size:
-        raise ValueError("Upload-Checksum has the wrong length for sha256")
-    return digest
 
 
 class TusEndpoint:
@@ -171,20 +73,17 @@ class TusEndpoint:
         """`same_file` makes creation find an unfinished upload of the same file by the same owner and
         answer with it (its Location and Upload-Offset) instead of starting over: a client whose
         creation-with-upload broke off before it learnt the Location resumes instead of resending."""
-        self.upload_dir = Path(upload_dir)
+        self.uploads = Uploads(upload_dir, lock_timeout=lock_timeout)
         self.max_size = max_size
         self.base_path = base_path.rstrip("/")
         self._authorize = authorize
         self._owner_of = owner_of
         self._on_complete = on_complete
-        self.lock_timeout = lock_timeout
         self.idle_timeout = idle_timeout
         self.write_buffer = write_buffer
         self._same_file = same_file
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # Same-file keys of the unpublished uploads this process is receiving, and their ids.
         self._receiving: dict[str, str] = {}
-        self.upload_dir.mkdir(parents=True, exist_ok=True)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Register the handlers at `base_path` and `base_path/{upload_id}`."""
@@ -268,11 +167,11 @@ class TusEndpoint:
         if upload_id is None and with_body and length > 0:
             # One thread round trip: the unfinished upload of the same file, or a new one held by
             # this request alone (created and locked).
-            upload_id, new_fd = await asyncio.to_thread(self._find_or_start, info)
+            upload_id, new_fd = await asyncio.to_thread(self.uploads.find_or_start, info)
             if new_fd is not None:
                 return await self._create_whole(request, info, new_fd, expected)
         elif upload_id is None:
-            found_id, new = await asyncio.to_thread(self._find_or_create, info)
+            found_id, new = await asyncio.to_thread(self.uploads.find_or_create, info)
             if new and length > 0:
                 return self._created(found_id, 0)
             upload_id = found_id
@@ -301,8 +200,8 @@ class TusEndpoint:
         if with_body and request.content_type != PATCH_CONTENT_TYPE:
             raise self._error(web.HTTPUnsupportedMediaType, f"Content-Type must be {PATCH_CONTENT_TYPE}")
         try:
-            length = _parse_length(request.headers.get("Upload-Length"), "Upload-Length")
-            expected = _parse_checksum(request.headers.get("Upload-Checksum")) if with_body else None
+            length = parse_length(request.headers.get("Upload-Length"), "Upload-Length")
+            expected = parse_checksum(request.headers.get("Upload-Checksum")) if with_body else None
         except ValueError as exc:
             raise self._error(web.HTTPBadRequest, str(exc)) from None
         if length > self.max_size:
@@ -328,7 +227,7 @@ class TusEndpoint:
             offset=0,
             metadata=info["metadata"],
             owner=info["owner"],
-            data_path=self._path(info["id"], "data"),
+            data_path=self.uploads.path(info["id"], "data"),
             created_at=float(info["created_at"]),
         )
         if info["same"]:
@@ -348,7 +247,7 @@ class TusEndpoint:
                 raise
             except BaseException:
                 # Completion failed for another reason: keep the upload so that completion can be retried.
-                await asyncio.to_thread(self._publish, info)
+                await asyncio.to_thread(self.uploads.publish, info)
                 raise
             return self._created(upload.id, current.offset, extra)
         finally:
@@ -365,36 +264,6 @@ class TusEndpoint:
         if not name:
             return None
         return hashlib.sha256(f"{owner}\0{name}".encode()).hexdigest()[:32]
-
-    def _find_or_create(self, info: dict[str, Any]) -> tuple[str, bool]:
-        """(upload id, whether it is new): the unfinished upload of the same file, else info's, published."""
-        if info["same"]:
-            found = self._find_same(info["same"], info["owner"], info["length"])
-            if found is not None:
-                return found, False
-        self._create_files(info["id"], info)
-        return info["id"], True
-
-    def _find_or_start(self, info: dict[str, Any]) -> tuple[str, int | None]:
-        """(upload id, None) for the unfinished upload of the same file; else (info's id, the locked
-        descriptor of its new, unpublished data file)."""
-        if info["same"]:
-            found = self._find_same(info["same"], info["owner"], info["length"])
-            if found is not None:
-                return found, None
-        fd = os.open(self._path(info["id"], "data"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        # Nobody else knows the id yet, so the lock is free: taken for purge_stale's sake.
-        _try_flock(fd)
-        return info["id"], fd
-
-    def _find_same(self, same: str, owner: str, length: int) -> str | None:
-        upload_id = self._hinted(same)
-        if upload_id is None:
-            return None
-        upload = self._load_sync(upload_id)
-        if upload is None or upload.owner != owner or upload.length != length:
-            return None
-        return upload_id
 
     async def head(self, request: web.Request) -> web.Response:
         """Report an upload's offset (200) so a client can resume.
@@ -418,8 +287,8 @@ class TusEndpoint:
         if request.content_type != PATCH_CONTENT_TYPE:
             raise self._error(web.HTTPUnsupportedMediaType, f"Content-Type must be {PATCH_CONTENT_TYPE}")
         try:
-            offset = _parse_length(request.headers.get("Upload-Offset"), "Upload-Offset")
-            expected = _parse_checksum(request.headers.get("Upload-Checksum"))
+            offset = parse_length(request.headers.get("Upload-Offset"), "Upload-Offset")
+            expected = parse_checksum(request.headers.get("Upload-Checksum"))
         except ValueError as exc:
             raise self._error(web.HTTPBadRequest, str(exc)) from None
         upload = await self._owned(request)
@@ -451,7 +320,7 @@ class TusEndpoint:
         self._check_version(request)
         upload = await self._owned(request)
         async with self._locked(upload.id):
-            await asyncio.to_thread(self._remove_files, upload.id)
+            await asyncio.to_thread(self.uploads.remove, upload.id)
         return web.Response(status=204, headers=self._headers())
 
     # --- helpers used by handlers ----------------------------------------------------------------
@@ -470,7 +339,7 @@ class TusEndpoint:
 
     async def _owned(self, request: web.Request) -> TusUpload:
         owner = self._owner(request)
-        return self._mine(await self._load(request.match_info.get("upload_id", "")), owner)
+        return self._mine(await self.uploads.load(request.match_info.get("upload_id", "")), owner)
 
     def _mine(self, upload: TusUpload | None, owner: str) -> TusUpload:
         # Someone else's upload is indistinguishable from a missing one.
@@ -483,10 +352,10 @@ class TusEndpoint:
         try:
             extra = await self._on_complete(request, upload)
         except web.HTTPException as exc:
-            await asyncio.to_thread(self._remove_files, upload.id)
+            await asyncio.to_thread(self.uploads.remove, upload.id)
             raise self._with_tus_headers(exc) from None
         # Any other error leaves the finished upload in place, so completion can be retried.
-        await asyncio.to_thread(self._remove_files, upload.id)
+        await asyncio.to_thread(self.uploads.remove, upload.id)
         return dict(extra)
 
     async def _receive(
@@ -510,7 +379,7 @@ class TusEndpoint:
         """
         room = upload.length - upload.offset
         hasher = hashlib.sha256() if expected is not None else None
-        appender = _Appender(upload.data_path, upload.offset, hasher, skip=skip)
+        appender = Appender(upload.data_path, upload.offset, hasher, skip=skip)
         # The network's chunks are kept as they came and written together (pwritev): no copying.
         buf: list[bytes] = []
         buffered = 0
@@ -540,7 +409,7 @@ class TusEndpoint:
             # thread write still be running, the same bytes land at the same place: harmless.
             appender.finish(buf, keep=True, sync=publish is None)
             if publish is not None:
-                self._publish(publish)  # makes it durable
+                self.uploads.publish(publish)  # makes it durable
             raise
         if too_large:
             buf = []
@@ -562,290 +431,35 @@ class TusEndpoint:
 
     def _finish(
         self,
-        appender: _Appender,
+        appender: Appender,
         data: list[bytes],
         keep: bool,
         expected: bytes | None,
         interrupted: bool,
         unpublished: dict[str, Any] | None,
     ) -> bool:
-        """_Appender.finish; for an unpublished upload (its info given) no fsync when it finished whole
+        """Appender.finish; for an unpublished upload (its info given) no fsync when it finished whole
         (it is taken over at once), else durable and published. True when the checksum did not match."""
         if unpublished is None:
             return appender.finish(data, keep=keep, expected=expected, interrupted=interrupted)
         mismatch = appender.finish(data, keep=keep, expected=expected, interrupted=interrupted, sync=False)
         if mismatch or appender.start + appender.written < int(unpublished["length"]):
-            self._publish(unpublished)
+            self.uploads.publish(unpublished)
         return mismatch
 
     @contextlib.asynccontextmanager
     async def _locked(self, upload_id: str) -> AsyncIterator[TusUpload | None]:
-        """Exclusive access to one upload, and its state read under the lock (None when unknown): an
-        asyncio lock here, a flock for other processes. Taking the flock and reading the state is one
-        thread round trip."""
-        if not _ID_RE.fullmatch(upload_id):
-            # Never a path from a request: only ids this endpoint made name files.
-            raise self._error(web.HTTPNotFound, "upload not found")
-        lock = self._locks.get(upload_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[upload_id] = lock
+        """Uploads.locked, its timeout answered 423."""
         try:
-            async with asyncio.timeout(self.lock_timeout):
-                await lock.acquire()
-        except TimeoutError:
-            raise self._error(HTTPLocked, "another request is writing to this upload") from None
-        try:
-            # flock on the data file rather than O_EXCL: the kernel releases it when a process dies,
-            # so no stale locks.
-            fd, held, upload = await asyncio.to_thread(self._lock_and_load, upload_id)
-            try:
-                deadline = asyncio.get_running_loop().time() + self.lock_timeout
-                while not held and fd is not None:
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise self._error(HTTPLocked, "another server is writing to this upload")
-                    await asyncio.sleep(0.05)
-                    held = _try_flock(fd)
-                    if held:
-                        upload = await self._load(upload_id)
-                yield upload
-            finally:
-                if fd is not None:
-                    os.close(fd)
-        finally:
-            lock.release()
-
-    def _lock_and_load(self, upload_id: str) -> tuple[int | None, bool, TusUpload | None]:
-        try:
-            fd = os.open(self._path(upload_id, "data"), os.O_RDWR)
-        except FileNotFoundError:
-            return None, True, None  # an unknown upload: nothing to lock, nothing to load
-        held = _try_flock(fd)
-        return fd, held, self._load_sync(upload_id) if held else None
-
-    # --- disk state ------------------------------------------------------------------------------
-
-    def _path(self, upload_id: str, suffix: str) -> Path:
-        return self.upload_dir / f"{upload_id}.{suffix}"
+            async with self.uploads.locked(upload_id) as current:
+                yield current
+        except UploadLocked as exc:
+            raise self._error(HTTPLocked, str(exc)) from None
 
     async def get_upload(self, upload_id: str) -> TusUpload | None:
         """The upload's current state, or None when unknown."""
-        return await self._load(upload_id)
-
-    async def _load(self, upload_id: str) -> TusUpload | None:
-        if not _ID_RE.fullmatch(upload_id):
-            return None
-        return await asyncio.to_thread(self._load_sync, upload_id)
-
-    def _load_sync(self, upload_id: str) -> TusUpload | None:
-        try:
-            info: dict[str, Any] = json.loads(self._path(upload_id, "info").read_text("utf-8"))
-            size = self._path(upload_id, "data").stat().st_size
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            log.warning("unreadable tus upload state for %s", upload_id)
-            return None
-        return TusUpload(
-            id=upload_id,
-            length=int(info["length"]),
-            offset=size,
-            metadata={str(k): str(v) for k, v in info.get("metadata", {}).items()},
-            owner=str(info["owner"]),
-            data_path=self._path(upload_id, "data"),
-            created_at=float(info.get("created_at", 0.0)),
-        )
-
-    def _create_files(self, upload_id: str, info: dict[str, Any]) -> None:
-        # The data file exists before the info file, so a visible info always has its data.
-        fd = os.open(self._path(upload_id, "data"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        self._write_info(upload_id, info)
-
-    def _publish(self, info: dict[str, Any]) -> None:
-        """Makes an upload held by its creation request durable and visible (its data file exists)."""
-        fd = os.open(self._path(info["id"], "data"), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._write_info(info["id"], info)
-
-    def _write_info(self, upload_id: str, info: dict[str, Any]) -> None:
-        """Writes the info file durably (and the same-file hint): from now on the upload exists."""
-        tmp = self._path(upload_id, "info.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(info, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if info.get("same"):
-            # The hint for creation is a second name of the info file, made before the upload is
-            # visible: no file of its own (each new inode is costly on a busy disk), no fsync needed.
-            link = self._path(upload_id, "same.tmp")
-            os.link(tmp, link)
-            os.replace(link, self._path(info["same"], "same"))
-        os.replace(tmp, self._path(upload_id, "info"))
-        dir_fd = os.open(self.upload_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-    def _remove_files(self, upload_id: str) -> None:
-        try:
-            same = json.loads(self._path(upload_id, "info").read_text("utf-8")).get("same")
-        except (OSError, ValueError):
-            same = None
-        # The info file goes first: without it the upload no longer exists for anyone.
-        for suffix in ("info", "data"):
-            with contextlib.suppress(FileNotFoundError):
-                self._path(upload_id, suffix).unlink()
-        if isinstance(same, str) and _ID_RE.fullmatch(same) and self._hinted(same) == upload_id:
-            # Not a newer upload's hint.
-            with contextlib.suppress(OSError):
-                self._path(same, "same").unlink()
-
-    def _hinted(self, same: str) -> str | None:
-        """The upload id a same-file hint names: a link to that upload's info file (earlier versions
-        wrote the bare id)."""
-        try:
-            text = self._path(same, "same").read_text("utf-8")
-            upload_id = json.loads(text).get("id") if text.startswith("{") else text.strip()
-        except (OSError, ValueError, AttributeError):
-            return None
-        return upload_id if isinstance(upload_id, str) and _ID_RE.fullmatch(upload_id) else None
-
-    def _data_mtime(self, upload_id: str) -> float:
-        try:
-            return self._path(upload_id, "data").stat().st_mtime
-        except FileNotFoundError:
-            return 0.0
+        return await self.uploads.load(upload_id)
 
     async def purge_stale(self, max_idle_seconds: float) -> int:
         """Delete uploads that received no byte for `max_idle_seconds`; return how many went."""
-        now = time.time()
-        removed = 0
-        for info_path in await asyncio.to_thread(sorted, self.upload_dir.glob("*.info")):
-            upload_id = info_path.stem
-            if not _ID_RE.fullmatch(upload_id):
-                continue
-            mtime = await asyncio.to_thread(self._data_mtime, upload_id)
-            if now - mtime < max_idle_seconds:
-                continue
-            with contextlib.suppress(web.HTTPException):
-                async with self._locked(upload_id):
-                    await asyncio.to_thread(self._remove_files, upload_id)
-                    removed += 1
-        await asyncio.to_thread(self._purge_unpublished, now - max_idle_seconds)
-        return removed
-
-    def _purge_unpublished(self, before: float) -> None:
-        """Deletes data files that were never published (their request died with its process), work
-        files never renamed, what media jobs that died left behind (files, and directories of earlier
-        versions) and lock files of earlier versions, untouched since `before`."""
-        for path in [*self.upload_dir.glob("*.tmp"), *self.upload_dir.glob(f"{WORK_PREFIX}*")]:
-            with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_mtime < before:
-                    path.unlink()
-        for path in self.upload_dir.glob(f"{EARLIER_JOB_DIR_PREFIX}*"):
-            with contextlib.suppress(FileNotFoundError):
-                if path.is_dir() and path.stat().st_mtime < before:
-                    shutil.rmtree(path, ignore_errors=True)
-        for path in [*self.upload_dir.glob("*.data"), *self.upload_dir.glob("*.lock")]:
-            upload_id = path.name.split(".", 1)[0]
-            if not _ID_RE.fullmatch(upload_id) or self._path(upload_id, "info").exists():
-                continue
-            try:
-                if path.stat().st_mtime >= before:
-                    continue
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                if _try_flock(fd):  # not held by a request still receiving it
-                    path.unlink(missing_ok=True)
-            finally:
-                os.close(fd)
-
-
-class _Appender:
-    """Writes one request's bytes at the upload's offset; its methods run in a thread."""
-
-    def __init__(self, path: Path, start: int, hasher: Any, *, skip: int = 0) -> None:
-        self.path = path
-        self.start = start
-        self.hasher = hasher
-        self.skip = skip
-        self.written = 0
-        self.fd: int | None = None
-
-    def skip_held(self, chunk: bytes) -> bytes:
-        """The part of `chunk` past the bytes the upload holds already (those count for the checksum)."""
-        if not self.skip:
-            return chunk
-        held = chunk[: self.skip]
-        if self.hasher is not None:
-            self.hasher.update(held)
-        self.skip -= len(held)
-        return chunk[len(held) :]
-
-    def write(self, chunks: list[bytes]) -> None:
-        if self.fd is None:
-            self.fd = os.open(self.path, os.O_WRONLY)
-        self.written += _write_at(self.fd, chunks, self.start + self.written, self.hasher)
-
-    def finish(
-        self,
-        data: list[bytes],
-        *,
-        keep: bool,
-        expected: bytes | None = None,
-        interrupted: bool = False,
-        sync: bool = True,
-    ) -> bool:
-        """Writes the rest, makes it durable (with `sync`) and closes; returns True when the checksum
-        did not match.
-
-        A chunk that overflows the upload (not `keep`), or that cannot be verified, is dropped whole.
-        """
-        try:
-            if keep and data:
-                self.write(data)
-            verified = self.hasher is None or (not interrupted and self.hasher.digest() == expected)
-            if self.fd is None and (self.written == 0 or verified):
-                return False
-            if self.fd is None:
-                self.fd = os.open(self.path, os.O_WRONLY)
-            if not keep or not verified:
-                os.ftruncate(self.fd, self.start)
-                self.written = 0
-            if sync:
-                os.fsync(self.fd)
-            return self.hasher is not None and not interrupted and not verified
-        finally:
-            if self.fd is not None:
-                os.close(self.fd)
-                self.fd = None
-
-
-def _write_at(fd: int, chunks: list[bytes], position: int, hasher: Any) -> int:
-    """Writes the chunks one after another at `position`; returns how many bytes."""
-    if hasher is not None:
-        for chunk in chunks:
-            hasher.update(chunk)
-    total = sum(len(c) for c in chunks)
-    done = os.pwritev(fd, chunks, position) if chunks else 0
-    if done < total:
-        # A short write (rare on a regular file): the rest, piece by piece.
-        rest = b"".join(chunks)
-        while done < total:
-            done += os.pwrite(fd, rest[done:], position + done)
-    return total
-
-
-def _try_flock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+        return await self.uploads.purge_stale(max_idle_seconds)
