@@ -25,7 +25,7 @@ from remote_site_client.prepare import prepare_file
 log = logging.getLogger(__name__)
 
 # Server states that mean the fill went through submission: delivered.
-PAST_SUBMISSION = frozenset({"submitted", "queued", "in_review", "approved", "rejected"})
+PAST_SUBMISSION = frozenset({"queued", "in_review", "approved", "rejected"})
 DECIDED = frozenset({"approved", "rejected"})
 KIND_NAMES = {
     "stock_bottle": "stock bottle photo",
