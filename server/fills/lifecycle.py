@@ -24,6 +24,7 @@ from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.barcodes import check_product
+from server.evidence.kinds import MediaKind
 from server.fills.records import (
     FILL_SITE_PRESCRIPTION_TECHNICIAN,
     MEDIA_OF_FILL,
@@ -221,7 +222,7 @@ class FillService:
             s,
             fill,
             [_STARTS[t], *where],
-            {"state": t.target, "version": fill.version + 1, **values},
+            {**values, "state": t.target, "version": fill.version + 1},
         )
 
     def required_kinds(self, site: Site) -> tuple[str, ...]:
@@ -369,7 +370,8 @@ class FillService:
                     missing=missing,
                 )
             now = self.clock()
-            decoded = [b for m in media if m.kind == "stock_bottle" for b in m.quality.get("barcodes", [])]
+            bottles = [m for m in media if m.kind == MediaKind.STOCK_BOTTLE]
+            decoded = [b for m in bottles for b in m.quality.get("barcodes", [])]
             check = check_product([*fill.barcodes, *decoded], rx.expected_ndc, now.date())
             if not await self._move(
                 s,

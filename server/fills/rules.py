@@ -6,6 +6,9 @@ import enum
 from dataclasses import dataclass
 from typing import Final, Literal
 
+# Media kinds are named with the evidence rules, which the site shares; the workflow's are those.
+from server.evidence.kinds import MEDIA_KINDS as MEDIA_KINDS
+from server.evidence.kinds import VIDEO_KINDS as VIDEO_KINDS
 from server.security.principal import Role
 
 
@@ -34,10 +37,17 @@ class Transition:
     by: Role | Literal["system"]
 
 
-# Every state a fill takes and every way it goes from one to the next. A fill is created a draft, takes
-# its photos as a draft and, once submitted, enters the queue at once: its media were verified as they
-# arrived, so there is nothing left to wait for. CLAIM takes a fill in review only when its lease has
-# run out; the lifecycle adds that condition.
+# Every state a fill takes and every way it goes from one to the next:
+#
+#   draft --submit--> queued --claim--> in_review --approve--> approved
+#                       ^                 |  |
+#                       +--release--------+  +----reject-----> rejected
+#                          (or its lease runs out)
+#
+# A fill takes its photos as a draft and, once submitted, enters the queue at once: each photo was
+# verified as it arrived, so there is nothing left to wait for. CLAIM takes a fill in review only when
+# its lease has run out (another pharmacist's, before the server returned it); the lifecycle adds that
+# condition. A rejected fill is never reopened: the technician resubmits a new fill linked to it.
 TRANSITIONS: Final = (
     CREATE := Transition("fill.created", (), FillState.DRAFT, Role.TECHNICIAN),
     SUBMIT := Transition("fill.submitted", (FillState.DRAFT,), FillState.QUEUED, Role.TECHNICIAN),
@@ -51,9 +61,6 @@ TRANSITIONS: Final = (
 
 # Patient waiting at the counter first, then routine, then fills going out for delivery.
 PRIORITIES = ("waiting", "routine", "delivery")
-
-MEDIA_KINDS = ("stock_bottle", "pills", "vial_label", "final_package", "count_video", "other")
-VIDEO_KINDS = frozenset({"count_video"})
 
 REJECTION_REASONS: dict[str, str] = {
     "wrong_drug": "Wrong drug",
