@@ -92,7 +92,7 @@ async def seed(data_dir: Path, count: int) -> None:
     from server.app import create_app
     from server.config import Config
     from server.demo.photos import gtin_for_ndc10
-    from server.fills.lifecycle import NewFill
+    from server.fills.requests import NewFill
     from server.security.principal import Principal, Role
     from server.services import SERVICES
 

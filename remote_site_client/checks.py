@@ -19,18 +19,10 @@ from PIL import Image, UnidentifiedImageError
 
 from server.evidence import photo_quality
 from server.evidence.barcodes import ProductCheck, check_product, format_ndc11, parse_barcode
+from server.evidence.kinds import KIND_NAMES, PHOTO_KINDS
 
 # Barcodes are read at a power-of-two scale of the photo no smaller than this (the server reads ~2048).
 BARCODE_EDGE = 1800
-PHOTO_KINDS = frozenset({"stock_bottle", "pills", "vial_label", "final_package", "other"})
-KIND_LABELS = {
-    "stock_bottle": "stock bottle photo",
-    "pills": "pills photo",
-    "vial_label": "vial label photo",
-    "final_package": "final package photo",
-    "other": "extra photo",
-    "count_video": "count video",
-}
 
 
 @dataclass(frozen=True)
@@ -59,7 +51,7 @@ def _unopenable(kind: str) -> Problem:
     return Problem(
         kind,
         "unreadable",
-        f"The {KIND_LABELS.get(kind, 'photo')} cannot be opened (it is not a photo, or it is damaged): "
+        f"The {KIND_NAMES.get(kind, 'photo')} cannot be opened (it is not a photo, or it is damaged): "
         "retake it.",
     )
 
@@ -226,7 +218,7 @@ def check_submission(
         notes.append("Barcode read from the stock bottle photo.")
     photo_kinds = {kind for kind, _ in files}
     clean = sorted(
-        KIND_LABELS.get(k, k) for k in photo_kinds & PHOTO_KINDS if not any(p.kind == k for p in problems)
+        KIND_NAMES.get(k, k) for k in photo_kinds & PHOTO_KINDS if not any(p.kind == k for p in problems)
     )
     if clean:
         notes.insert(0, "Sharp, well exposed and large enough: " + ", ".join(clean) + ".")

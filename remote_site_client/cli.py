@@ -34,7 +34,8 @@ from remote_site_client.outbox import (
 )
 from remote_site_client.progress import human_bytes, progress_board
 from remote_site_client.recordings import RecordingAttempt, RecordingSender
-from remote_site_client.sender import KIND_NAMES, Sender
+from remote_site_client.sender import Sender
+from server.evidence.kinds import KIND_NAMES
 
 log = logging.getLogger("tp-site")
 

@@ -18,10 +18,11 @@ from remote_site_client import backoff
 from remote_site_client.api import ApiError
 from remote_site_client.delivery import LEASE_SECONDS, Delivered, OutboxWorker, idle
 from remote_site_client.outbox import DELIVERED, FAILED, PENDING, Recording
+from server.evidence.kinds import CONSULTATION_RECORDING
 
 log = logging.getLogger(__name__)
 
-KIND = "consultation_recording"
+KIND = CONSULTATION_RECORDING
 
 
 @dataclass(frozen=True)

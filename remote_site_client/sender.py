@@ -21,20 +21,13 @@ from remote_site_client.api import ApiError
 from remote_site_client.delivery import LEASE_SECONDS, OutboxWorker, idle
 from remote_site_client.outbox import CREATED, FAILED, PENDING, QUEUED, UPLOADED, Entry, OutboxFile
 from remote_site_client.prepare import prepare_file
+from server.evidence.kinds import KIND_NAMES
 
 log = logging.getLogger(__name__)
 
 # Server states that mean the fill went through submission: delivered.
-PAST_SUBMISSION = frozenset({"submitted", "queued", "in_review", "approved", "rejected"})
+PAST_SUBMISSION = frozenset({"queued", "in_review", "approved", "rejected"})
 DECIDED = frozenset({"approved", "rejected"})
-KIND_NAMES = {
-    "stock_bottle": "stock bottle photo",
-    "pills": "pills photo",
-    "vial_label": "vial label photo",
-    "final_package": "final package photo",
-    "count_video": "count video",
-    "other": "photo",
-}
 
 
 @dataclass(frozen=True)

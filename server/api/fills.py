@@ -9,7 +9,7 @@ from aiohttp import web
 from server.api.shapes import detail_view, queue_view, site_fill_view
 from server.api.table import json_body, principal_of
 from server.errors import InvalidInput
-from server.fills.lifecycle import DecisionInput, NewFill
+from server.fills.requests import DecisionInput, NewFill
 from server.fills.rules import PRIORITIES, REJECTION_REASONS, FillState
 from server.services import services_of
 

@@ -18,6 +18,7 @@ from server.db.conditional import update_if
 from server.db.engine import Database
 from server.db.models import Consultation, Fill, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.evidence.kinds import CONSULTATION_RECORDING
 from server.realtime import journal
 from server.security.principal import Principal, Role
 
@@ -31,7 +32,7 @@ KINDS = ("counsel", "live_look")
 END_REASONS = ("hangup", "cancelled", "unanswered", "timeout", "dropped", "failed", "reconnect_failed")
 MAX_NOTE = 2000
 # The media kind of a consultation's recording (an mp4 with its audio, recorded with consent).
-RECORDING_KIND = "consultation_recording"
+RECORDING_KIND = CONSULTATION_RECORDING
 
 EndListener = Callable[[Consultation], Awaitable[None]]
 

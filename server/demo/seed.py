@@ -25,7 +25,8 @@ from server.db.models import User
 from server.demo import photos
 from server.directory import Directory
 from server.fills.intake import MediaIntake
-from server.fills.lifecycle import FillService, NewFill
+from server.fills.lifecycle import FillService
+from server.fills.requests import NewFill
 from server.media.store import LocalMediaStore
 from server.prescriptions import Prescriptions
 from server.security.auth import Auth, principal_for

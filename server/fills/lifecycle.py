@@ -1,20 +1,17 @@
 """Every transition of a fill goes through here: who may act, a conditional change, an audit event.
 
-A transition changes its row only if the row is still as the caller saw it (state, version, lease
-holder); otherwise it raises Conflict and changes nothing. The audit event and the realtime event
-are written in the same transaction as the change.
+Which transitions exist, from which states, and who may make them is the table in server.fills.rules;
+the role checks and each change's starting states and target come from it. A transition changes its
+row only if the row is still as the caller saw it (state, version, lease holder); otherwise it raises
+Conflict and changes nothing. The audit event and the realtime event are written in the same
+transaction as the change.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, or_, select
@@ -27,6 +24,7 @@ from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.barcodes import check_product
+from server.evidence.kinds import MediaKind
 from server.fills.records import (
     FILL_SITE_PRESCRIPTION_TECHNICIAN,
     MEDIA_OF_FILL,
@@ -34,7 +32,22 @@ from server.fills.records import (
     decisions_of,
     load_record,
 )
-from server.fills.rules import MEDIA_KINDS, OUTCOMES, PRIORITIES, REJECTION_REASONS, FillState
+from server.fills.requests import DecisionInput, NewFill
+from server.fills.rules import (
+    APPROVE,
+    CLAIM,
+    CREATE,
+    EXPIRE,
+    MEDIA_KINDS,
+    OPEN_STATES,
+    PRIORITIES,
+    REJECT,
+    RELEASE,
+    SUBMIT,
+    TRANSITIONS,
+    FillState,
+    Transition,
+)
 from server.realtime import journal
 from server.security.principal import Principal, Role
 
@@ -67,10 +80,18 @@ _PRESCRIPTION_AND_SITE = (
     .join(Site, Site.id == Prescription.site_id)
     .where(Prescription.id == bindparam("prescription_id"))
 )
-MAX_NOTE = 2000
-MAX_BARCODES = 10
 # How many new drafts the upload pre-check remembers (a site has a few open at a time).
 KNOWN_DRAFTS = 4096
+# Each transition's starting states as a condition, built once.
+_STARTS = {
+    t: (Fill.state == t.sources[0] if len(t.sources) == 1 else Fill.state.in_(t.sources))
+    for t in TRANSITIONS
+    if t.sources
+}
+_REFUSALS: dict[str, str] = {
+    Role.TECHNICIAN: "Only a technician at the fill's site does this.",
+    Role.PHARMACIST: "Only a pharmacist verifies fills.",
+}
 
 
 class KnownDrafts:
@@ -96,104 +117,6 @@ class KnownDrafts:
 
     def discard(self, fill_id: str) -> None:
         self._sites.pop(fill_id, None)
-
-
-@dataclass(frozen=True)
-class NewFill:
-    """What a site sends to create a fill; also the body whose digest makes creation idempotent."""
-
-    id: str
-    prescription_id: int
-    priority: str = "routine"
-    barcodes: tuple[str, ...] = ()
-    counted_quantity: Decimal | None = None
-    previous_fill_id: str | None = None
-    override_reason: str | None = None
-
-    @classmethod
-    def parse(cls, body: dict[str, Any]) -> NewFill:
-        try:
-            fill_id = str(uuid.UUID(str(body["id"])))
-            rx = int(body["prescription_id"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise InvalidInput(
-                "A fill needs an 'id' (a UUID made by the site) and a 'prescription_id'."
-            ) from exc
-        priority = body.get("priority", "routine")
-        if priority not in PRIORITIES:
-            raise InvalidInput(f"Priority must be one of {', '.join(PRIORITIES)}.")
-        barcodes = body.get("barcodes") or []
-        if not isinstance(barcodes, list) or not all(
-            isinstance(b, str) and 0 < len(b) <= 200 for b in barcodes
-        ):
-            raise InvalidInput("Barcodes must be a list of scanned barcode texts.")
-        if len(barcodes) > MAX_BARCODES:
-            raise InvalidInput(f"At most {MAX_BARCODES} barcodes per fill.")
-        counted = body.get("counted_quantity")
-        try:
-            counted_q = None if counted is None else Decimal(str(counted))
-        except InvalidOperation as exc:
-            raise InvalidInput("The counted quantity must be a number.") from exc
-        if counted_q is not None and (counted_q < 0 or counted_q > 100000):
-            raise InvalidInput("The counted quantity is out of range.")
-        prev = body.get("previous_fill_id")
-        override = body.get("override_reason")
-        if override is not None and (not isinstance(override, str) or not 0 < len(override.strip()) <= 500):
-            raise InvalidInput("An override needs a reason of at most 500 characters.")
-        return cls(
-            id=fill_id,
-            prescription_id=rx,
-            priority=priority,
-            barcodes=tuple(barcodes),
-            counted_quantity=counted_q,
-            previous_fill_id=str(prev) if prev else None,
-            override_reason=override.strip() if override else None,
-        )
-
-    def digest(self) -> str:
-        body = {
-            "prescription_id": self.prescription_id,
-            "priority": self.priority,
-            "barcodes": list(self.barcodes),
-            "counted_quantity": None
-            if self.counted_quantity is None
-            else str(self.counted_quantity.normalize()),
-            "previous_fill_id": self.previous_fill_id,
-            "override_reason": self.override_reason,
-        }
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class DecisionInput:
-    version: int
-    outcome: str
-    reason_codes: tuple[str, ...]
-    note: str | None
-
-    @classmethod
-    def parse(cls, body: dict[str, Any]) -> DecisionInput:
-        try:
-            version = int(body["version"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise InvalidInput("A decision names the fill 'version' it was made on.") from exc
-        outcome = body.get("outcome")
-        if outcome not in OUTCOMES:
-            raise InvalidInput("The outcome must be 'approve' or 'reject'.")
-        reasons = body.get("reason_codes") or []
-        if not isinstance(reasons, list) or any(r not in REJECTION_REASONS for r in reasons):
-            raise InvalidInput(f"Reason codes must come from: {', '.join(REJECTION_REASONS)}.")
-        note = body.get("note")
-        if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
-            raise InvalidInput(f"The note must be text of at most {MAX_NOTE} characters.")
-        note = note.strip() if note else None
-        if outcome == "reject" and not reasons:
-            raise InvalidInput("A rejection needs at least one reason code.")
-        if outcome == "approve" and reasons:
-            raise InvalidInput("An approval carries no rejection reasons.")
-        if "other" in reasons and not note:
-            raise InvalidInput("The reason 'other' needs a note saying what is wrong.")
-        return cls(version, outcome, tuple(dict.fromkeys(reasons)), note or None)
 
 
 def event_payload(fill: Fill, **extra: Any) -> dict[str, Any]:
@@ -283,10 +206,24 @@ class FillService:
             self.db, s, action, site_id=site.id, us_state=site.state, payload=event_payload(fill, **detail)
         )
 
-    async def _conditional(
-        self, s: AsyncSession, fill: Fill, where: Sequence[Any], values: dict[str, Any]
+    @staticmethod
+    def _require(actor: Principal, t: Transition) -> None:
+        """Forbidden unless the transition table lets the actor's role make t."""
+        if actor.role is not t.by:
+            raise Forbidden(_REFUSALS.get(t.by, "Only the server itself makes this change."))
+
+    @staticmethod
+    async def _move(
+        s: AsyncSession, fill: Fill, t: Transition, where: Sequence[Any], values: dict[str, Any]
     ) -> bool:
-        return await update_if(s, fill, where, values)
+        """Makes transition t if the row is still in one of t's starting states and where holds: the row
+        takes t's state and the next version. False, and nothing changed, otherwise."""
+        return await update_if(
+            s,
+            fill,
+            [_STARTS[t], *where],
+            {**values, "state": t.target, "version": fill.version + 1},
+        )
 
     def required_kinds(self, site: Site) -> tuple[str, ...]:
         return tuple(site.required_media_kinds or self.config.required_media_kinds)
@@ -295,7 +232,8 @@ class FillService:
 
     async def create(self, actor: Principal, new: NewFill) -> tuple[FillRecord, bool]:
         """Creates a draft fill; idempotent on the site's id. Returns (its record, created)."""
-        if actor.role is not Role.TECHNICIAN or actor.site_id is None:
+        self._require(actor, CREATE)
+        if actor.site_id is None:
             raise Forbidden("Only a technician at a site creates fills.")
         digest = new.digest()
         record, created = await self._create(actor, new, digest)
@@ -330,7 +268,7 @@ class FillService:
                 technician_id=actor.user_id,
                 previous_fill_id=new.previous_fill_id,
                 priority=new.priority,
-                state=FillState.DRAFT,
+                state=CREATE.target,
                 version=1,
                 barcodes=list(new.barcodes),
                 counted_quantity=new.counted_quantity,
@@ -343,7 +281,7 @@ class FillService:
             detail: dict[str, Any] = {"prescription_id": rx.id}
             if new.previous_fill_id:
                 detail["previous_fill_id"] = new.previous_fill_id
-            await audit.append(self.db, s, actor, "fill.created", "fill", fill.id, detail, at=self.clock())
+            await audit.append(self.db, s, actor, CREATE.action, "fill", fill.id, detail, at=self.clock())
             # The answer's record from what this transaction holds: a new fill has no media yet.
             decisions = await decisions_of(s, rx.id)
             return FillRecord(fill, site, rx, actor.display_name, [], decisions), True
@@ -413,12 +351,11 @@ class FillService:
             fill: Fill = row.Fill
             site: Site = row.Site
             rx: Prescription = row.Prescription
-            if actor.role is not Role.TECHNICIAN:
-                raise Forbidden("Only the site's technician submits a fill.")
+            self._require(actor, SUBMIT)
             media = (await s.execute(MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
-            if fill.state != FillState.DRAFT:
+            if fill.state not in SUBMIT.sources:
                 self.drafts.discard(fill.id)
-                if fill.state in (FillState.SUBMITTED, FillState.QUEUED, FillState.IN_REVIEW):
+                if fill.state in OPEN_STATES:
                     # A retried submit is not an error.
                     decisions = await decisions_of(s, rx.id)
                     return FillRecord(fill, site, rx, row.display_name, media, decisions)
@@ -433,37 +370,35 @@ class FillService:
                     missing=missing,
                 )
             now = self.clock()
-            decoded = [b for m in media if m.kind == "stock_bottle" for b in m.quality.get("barcodes", [])]
+            bottles = [m for m in media if m.kind == MediaKind.STOCK_BOTTLE]
+            decoded = [b for m in bottles for b in m.quality.get("barcodes", [])]
             check = check_product([*fill.barcodes, *decoded], rx.expected_ndc, now.date())
-            # Every medium was verified when its upload completed, so a submitted fill is queued at
-            # once: one conditional change takes the row through both states (nobody can see it in
-            # between), and each state has its own audit event and version.
-            submitted_version = fill.version + 1
-            if not await self._conditional(
+            if not await self._move(
                 s,
                 fill,
-                [Fill.state == FillState.DRAFT, Fill.version == fill.version],
+                SUBMIT,
+                [Fill.version == fill.version],
                 {
-                    "state": FillState.QUEUED,
                     "submitted_at": now,
                     "queued_at": now,
-                    "version": submitted_version + 1,
                     "product_check": check.result,
                     "product_check_detail": check.detail,
                 },
             ):
                 raise Conflict("The fill changed while it was being submitted.")
             self.drafts.discard(fill.id)
+            # The technician's act, with what only the trail keeps; then the queue's event, which the
+            # consoles hear. Both name the state the row is in now.
             await audit.append(
                 self.db,
                 s,
                 actor,
-                "fill.submitted",
+                SUBMIT.action,
                 "fill",
                 fill.id,
                 {
-                    "state": FillState.SUBMITTED,
-                    "version": submitted_version,
+                    "state": fill.state,
+                    "version": fill.version,
                     "media": len(media),
                     "product_check": check.result,
                     **({"override_reason": fill.override_reason} if fill.override_reason else {}),
@@ -477,36 +412,32 @@ class FillService:
     # -- at the pharmacist's console -------------------------------------------------------------
 
     def _claimable(self, now: dt.datetime) -> Any:
+        """The fills CLAIM may take now: queued, or in review under a lease that has run out."""
         return or_(
             Fill.state == FillState.QUEUED,
             and_(Fill.state == FillState.IN_REVIEW, Fill.lease_expires_at <= now),
         )
 
-    def _require_pharmacist(self, actor: Principal) -> None:
-        if actor.role is not Role.PHARMACIST:
-            raise Forbidden("Only a pharmacist verifies fills.")
-
     async def _take(
         self, s: AsyncSession, actor: Principal, fill: Fill, site: Site, now: dt.datetime
     ) -> bool:
-        ok = await self._conditional(
+        ok = await self._move(
             s,
             fill,
+            CLAIM,
             [Fill.version == fill.version, self._claimable(now)],
             {
-                "state": FillState.IN_REVIEW,
                 "claimed_by": actor.user_id,
                 "lease_expires_at": now + dt.timedelta(seconds=self.config.lease_seconds),
-                "version": fill.version + 1,
             },
         )
         if ok:
-            await self._announce(s, actor, "fill.claimed", fill, site)
+            await self._announce(s, actor, CLAIM.action, fill, site)
         return ok
 
     async def claim(self, actor: Principal, fill_id: str) -> Fill:
         """Claims one fill: a lease of lease_seconds, renewed by heartbeat."""
-        self._require_pharmacist(actor)
+        self._require(actor, CLAIM)
         async with self.db.write() as s:
             fill, site = await self._visible_fill(s, actor, fill_id)
             now = self.clock()
@@ -517,7 +448,7 @@ class FillService:
                 and fill.lease_expires_at > now
             ):
                 return fill
-            if fill.state not in (FillState.QUEUED, FillState.IN_REVIEW):
+            if fill.state not in CLAIM.sources:
                 raise Conflict(
                     f"This fill is {fill.state}; it is not waiting for verification.", code="not_queued"
                 )
@@ -527,7 +458,7 @@ class FillService:
 
     async def claim_next(self, actor: Principal) -> Fill | None:
         """Claims the first fill in queue order (priority, then age) from the actor's licensed states."""
-        self._require_pharmacist(actor)
+        self._require(actor, CLAIM)
         if not actor.licensed_states:
             return None
         async with self.db.write() as s:
@@ -547,12 +478,12 @@ class FillService:
             return None
 
     async def heartbeat(self, actor: Principal, fill_id: str) -> Fill:
-        """Renews the actor's lease; a lease that has run out is lost."""
-        self._require_pharmacist(actor)
+        """Renews the actor's lease; a lease that has run out is lost. Not a transition: the state stays."""
+        self._require(actor, CLAIM)  # the claim's holder renews it
         async with self.db.write() as s:
             fill, _ = await self._visible_fill(s, actor, fill_id)
             now = self.clock()
-            if not await self._conditional(
+            if not await update_if(
                 s,
                 fill,
                 [
@@ -567,47 +498,37 @@ class FillService:
 
     async def release(self, actor: Principal, fill_id: str) -> Fill:
         """Puts a fill the actor holds back in the queue."""
-        self._require_pharmacist(actor)
+        self._require(actor, RELEASE)
         async with self.db.write() as s:
             fill, site = await self._visible_fill(s, actor, fill_id)
-            if not await self._conditional(
+            if not await self._move(
                 s,
                 fill,
-                [Fill.state == FillState.IN_REVIEW, Fill.claimed_by == actor.user_id],
-                {
-                    "state": FillState.QUEUED,
-                    "claimed_by": None,
-                    "lease_expires_at": None,
-                    "version": fill.version + 1,
-                },
+                RELEASE,
+                [Fill.claimed_by == actor.user_id],
+                {"claimed_by": None, "lease_expires_at": None},
             ):
                 raise Conflict("You do not hold this fill.", code="not_holder")
-            await self._announce(s, actor, "fill.released", fill, site, {"why": "released"})
+            await self._announce(s, actor, RELEASE.action, fill, site, {"why": "released"})
             return fill
 
     async def decide(self, actor: Principal, fill_id: str, d: DecisionInput) -> tuple[Fill, Decision]:
         """Approves or rejects. Needs the lease and the current version: of two racing decisions one wins."""
-        self._require_pharmacist(actor)
+        t = APPROVE if d.outcome == "approve" else REJECT
+        self._require(actor, t)
         async with self.db.write() as s:
             fill, site = await self._visible_fill(s, actor, fill_id)
             now = self.clock()
-            state = FillState.APPROVED if d.outcome == "approve" else FillState.REJECTED
-            ok = await self._conditional(
+            ok = await self._move(
                 s,
                 fill,
+                t,
                 [
-                    Fill.state == FillState.IN_REVIEW,
                     Fill.claimed_by == actor.user_id,
                     Fill.version == d.version,
                     Fill.lease_expires_at > now,
                 ],
-                {
-                    "state": state,
-                    "decided_at": now,
-                    "claimed_by": None,
-                    "lease_expires_at": None,
-                    "version": fill.version + 1,
-                },
+                {"decided_at": now, "claimed_by": None, "lease_expires_at": None},
             )
             if not ok:
                 await s.refresh(fill)
@@ -625,7 +546,7 @@ class FillService:
             await self._announce(
                 s,
                 actor,
-                "fill.decided",
+                t.action,
                 fill,
                 site,
                 {"outcome": d.outcome, "reason_codes": list(d.reason_codes)},
@@ -665,7 +586,7 @@ class FillService:
                 await s.execute(
                     select(Fill, Site)
                     .join(Site, Site.id == Fill.site_id)
-                    .where(Fill.state == FillState.IN_REVIEW, Fill.lease_expires_at <= now)
+                    .where(_STARTS[EXPIRE], Fill.lease_expires_at <= now)
                     .limit(200)
                 )
             ).all()
@@ -673,25 +594,17 @@ class FillService:
             for row in rows:
                 fill = row.Fill
                 holder = fill.claimed_by
-                if await self._conditional(
+                if await self._move(
                     s,
                     fill,
-                    [
-                        Fill.version == fill.version,
-                        Fill.state == FillState.IN_REVIEW,
-                        Fill.lease_expires_at <= now,
-                    ],
-                    {
-                        "state": FillState.QUEUED,
-                        "claimed_by": None,
-                        "lease_expires_at": None,
-                        "version": fill.version + 1,
-                    },
+                    EXPIRE,
+                    [Fill.version == fill.version, Fill.lease_expires_at <= now],
+                    {"claimed_by": None, "lease_expires_at": None},
                 ):
                     await self._announce(
                         s,
                         None,
-                        "fill.released",
+                        EXPIRE.action,
                         fill,
                         row.Site,
                         {"why": "lease_expired", "previous_holder": holder},

@@ -13,10 +13,8 @@ from server.db.models import Decision, Fill, Media, Site
 from server.errors import NotFound
 from server.fills.lifecycle import PRIORITY_RANK
 from server.fills.records import FillRecord, load_record
-from server.fills.rules import VIDEO_KINDS, FillState
+from server.fills.rules import OPEN_STATES, VIDEO_KINDS
 from server.security.principal import Principal, Role
-
-OPEN_STATES = (FillState.QUEUED, FillState.IN_REVIEW)
 
 
 @dataclass(frozen=True)

@@ -3,22 +3,64 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from typing import Final, Literal
+
+# Media kinds are named with the evidence rules, which the site shares; the workflow's are those.
+from server.evidence.kinds import MEDIA_KINDS as MEDIA_KINDS
+from server.evidence.kinds import VIDEO_KINDS as VIDEO_KINDS
+from server.security.principal import Role
 
 
 class FillState(enum.StrEnum):
     DRAFT = "draft"
-    SUBMITTED = "submitted"
     QUEUED = "queued"
     IN_REVIEW = "in_review"
     APPROVED = "approved"
     REJECTED = "rejected"
 
 
+# Waiting for a pharmacist or in a pharmacist's hands: the queue's fills.
+OPEN_STATES = (FillState.QUEUED, FillState.IN_REVIEW)
+# The server itself, when a pharmacist's lease runs out.
+SYSTEM: Final = "system"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One change of a fill's state the workflow allows: the audit action that records it, the states it
+    starts from, the state it ends in, and who may make it."""
+
+    action: str
+    sources: tuple[FillState, ...]
+    target: FillState
+    by: Role | Literal["system"]
+
+
+# Every state a fill takes and every way it goes from one to the next:
+#
+#   draft --submit--> queued --claim--> in_review --approve--> approved
+#                       ^                 |  |
+#                       +--release--------+  +----reject-----> rejected
+#                          (or its lease runs out)
+#
+# A fill takes its photos as a draft and, once submitted, enters the queue at once: each photo was
+# verified as it arrived, so there is nothing left to wait for. CLAIM takes a fill in review only when
+# its lease has run out (another pharmacist's, before the server returned it); the lifecycle adds that
+# condition. A rejected fill is never reopened: the technician resubmits a new fill linked to it.
+TRANSITIONS: Final = (
+    CREATE := Transition("fill.created", (), FillState.DRAFT, Role.TECHNICIAN),
+    SUBMIT := Transition("fill.submitted", (FillState.DRAFT,), FillState.QUEUED, Role.TECHNICIAN),
+    CLAIM := Transition("fill.claimed", OPEN_STATES, FillState.IN_REVIEW, Role.PHARMACIST),
+    RELEASE := Transition("fill.released", (FillState.IN_REVIEW,), FillState.QUEUED, Role.PHARMACIST),
+    EXPIRE := Transition("fill.released", (FillState.IN_REVIEW,), FillState.QUEUED, SYSTEM),
+    APPROVE := Transition("fill.decided", (FillState.IN_REVIEW,), FillState.APPROVED, Role.PHARMACIST),
+    REJECT := Transition("fill.decided", (FillState.IN_REVIEW,), FillState.REJECTED, Role.PHARMACIST),
+)
+
+
 # Patient waiting at the counter first, then routine, then fills going out for delivery.
 PRIORITIES = ("waiting", "routine", "delivery")
-
-MEDIA_KINDS = ("stock_bottle", "pills", "vial_label", "final_package", "count_video", "other")
-VIDEO_KINDS = frozenset({"count_video"})
 
 REJECTION_REASONS: dict[str, str] = {
     "wrong_drug": "Wrong drug",

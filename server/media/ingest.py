@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from server.db.models import Media
+from server.evidence.kinds import CONSULTATION_RECORDING, PHOTO_KINDS, VIDEO_KINDS
 from server.media.errors import MediaRejected
 from server.media.images import ProcessedImage, VariantFile, process_image, sniff_image_format
 from server.media.store import Handover, MediaStore, file_sha256, is_sha256
 from server.media.video import ProcessedVideo, probe_video, sniff_video_container
 from server.media.workfiles import WorkFiles
 
-PHOTO_KINDS = frozenset({"stock_bottle", "pills", "vial_label", "final_package", "other"})
-VIDEO_KINDS = frozenset({"count_video", "consultation_recording"})
-MEDIA_KINDS = PHOTO_KINDS | VIDEO_KINDS
+# A consultation's recording is taken in as a video, like a fill's count video.
+_VIDEO_KINDS = VIDEO_KINDS | {CONSULTATION_RECORDING}
 
 
 class StoredVariant(TypedDict):
@@ -88,7 +88,7 @@ async def ingest_media(
     worker died runs once more (another job may have killed it); a file that kills it twice is refused.
     """
     del filename  # Deliberately unused: detection is by content only.
-    if kind not in MEDIA_KINDS:
+    if kind not in PHOTO_KINDS and kind not in _VIDEO_KINDS:
         raise MediaRejected("unknown_kind", "This kind of media is not known to the server.")
     claimed = claimed_sha256.strip().lower()
     if not is_sha256(claimed):
@@ -153,7 +153,7 @@ def ingest_file(
             "The file changed or was damaged on the way (checksum mismatch). Upload it again.",
         )
 
-    if kind in VIDEO_KINDS and not is_video:
+    if kind in _VIDEO_KINDS and not is_video:
         raise MediaRejected("not_a_video", "A count video must be an MP4 or WebM recording.")
     if kind in PHOTO_KINDS and is_video:
         raise MediaRejected("wrong_kind", "A photo was expected here, but this file is a video.")

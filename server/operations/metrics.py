@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from server.db.engine import Database
 from server.db.models import Fill
+from server.fills.rules import FillState
 
 
 class Metrics:
@@ -58,8 +59,8 @@ class Metrics:
     async def render(self, db: Database) -> web.Response:
         async with db.read() as s:
             counts = dict((await s.execute(select(Fill.state, func.count()).group_by(Fill.state))).all())
-        for state in ("draft", "submitted", "queued", "in_review", "approved", "rejected"):
-            self.queue_depth.labels(state).set(counts.get(state, 0))
+        for state in FillState:
+            self.queue_depth.labels(state.value).set(counts.get(state, 0))
         resp = web.Response(body=generate_latest(self.registry))
         resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return resp

@@ -15,14 +15,13 @@ from sqlalchemy import ColumnElement, func, or_, select
 from server.db.engine import Database
 from server.db.models import AuditEvent, Decision, Fill, Site, User, utcnow
 from server.errors import InvalidInput
-from server.fills.rules import REJECTION_REASONS, FillState
+from server.fills.rules import OPEN_STATES, REJECTION_REASONS
 from server.reports.figures import Spell, bucket_for, depth_series, percentile, review_spells
 from server.security.principal import Principal, Role
 
 MAX_DAYS = 366
 OTHERS = "Other pharmacists"
 REVIEW_ACTIONS = ("fill.claimed", "fill.released", "fill.decided")
-OPEN_STATES = (FillState.QUEUED, FillState.IN_REVIEW)
 
 
 def _iso(t: dt.datetime) -> str:

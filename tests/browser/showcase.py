@@ -24,7 +24,7 @@ from server.app import create_app
 from server.config import Config
 from server.db.models import utcnow
 from server.demo import photos
-from server.fills.lifecycle import DecisionInput, NewFill
+from server.fills.requests import DecisionInput, NewFill
 from server.security.principal import Principal, Role
 from server.services import SERVICES, Services
 

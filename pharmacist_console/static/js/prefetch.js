@@ -24,6 +24,7 @@ export function thumbVariant(media) {
   return v[0] || "320";
 }
 
+/** Whether a medium is a video: the server's VIDEO_KINDS, which is the count video alone. */
 export function isVideo(media) {
   return media.kind === "count_video";
 }

@@ -2,15 +2,15 @@
 
 import { get } from "./api.js";
 import { PRIORITY_RANK } from "./format.js";
+import { isVideo } from "./prefetch.js";
 
 const OPEN = new Set(["queued", "in_review"]);
 const QUEUE_LIMIT = 200; // the server's page size: a full page means there may be more
-const VIDEO_KINDS = new Set(["count_video"]);
 
 /** A queue row from a fill's detail (what a live arrival is fetched as). */
 export function rowFromDetail(d) {
   const media = d.media || [];
-  const videos = media.filter((m) => VIDEO_KINDS.has(m.kind)).length;
+  const videos = media.filter(isVideo).length;
   return {
     id: d.id, state: d.state, version: d.version, priority: d.priority, site: d.site,
     product_check: d.product_check, claimed_by: d.claimed_by, lease_expires_at: d.lease_expires_at,

@@ -5,6 +5,7 @@ import {
   CHECK_HINTS, CHECK_LABELS, KIND_LABELS, PRIORITY_LABELS, formatDateTime, formatDob, formatNdc,
   formatQuantity, formatWhen,
 } from "./format.js";
+import { isVideo } from "./prefetch.js";
 
 export function checkBadge(result) {
   const r = result || "none";
@@ -150,13 +151,13 @@ export function renderStrip(strip, media, selected, thumb, onSelect) {
   fill(strip, media.map((m, i) => {
     const img = thumb(m);
     const button = h("button", {
-      type: "button", role: "tab", class: ["thumb", i === selected ? "is-selected" : null, m.kind === "count_video" ? "is-video" : null],
+      type: "button", role: "tab", class: ["thumb", i === selected ? "is-selected" : null, isVideo(m) ? "is-video" : null],
       "aria-selected": i === selected ? "true" : "false", title: `${KIND_LABELS[m.kind] || m.kind} (${i + 1})`,
       onclick: () => onSelect(i),
     },
     img || h("span", { class: "thumb-missing" }, "…"),
     h("span", { class: "thumb-label" }, KIND_LABELS[m.kind] || m.kind),
-    m.kind === "count_video" ? h("span", { class: "thumb-play", "aria-hidden": "true" }, "▶") : null);
+    isVideo(m) ? h("span", { class: "thumb-play", "aria-hidden": "true" }, "▶") : null);
     return button;
   }));
 }

@@ -3,7 +3,7 @@
 
 import { h, fill } from "./dom.js";
 import { KIND_LABELS } from "./format.js";
-import { mediaUrl, viewVariant } from "./prefetch.js";
+import { isVideo, mediaUrl, viewVariant } from "./prefetch.js";
 
 const ZOOM_STEP = 1.25;
 const PAN_STEP = 80;
@@ -100,7 +100,7 @@ export class Viewer {
     const parts = [h("strong", {}, KIND_LABELS[m.kind] || m.kind)];
     if (m.width && m.height) parts.push(h("span", {}, `${m.width} × ${m.height}`));
     if (m.duration_seconds) parts.push(h("span", {}, `${m.duration_seconds.toFixed(1)} s`));
-    if (this.img || !isVideoMedia(m)) {
+    if (this.img || !isVideo(m)) {
       const preview = this.img ? `Preview ${this.img.naturalWidth} px · F for full` : "Preview";
       parts.push(h("span", { class: this.full ? "res-full" : "res-preview" },
         this.loadingFull ? "Loading full resolution…" : this.full ? "Full resolution" : preview));
@@ -323,8 +323,4 @@ export class Viewer {
     else return false;
     return true;
   }
-}
-
-function isVideoMedia(m) {
-  return m.kind === "count_video";
 }
