@@ -16,8 +16,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from server.evidence.orientation import EXIF_ORIENTATION, ORIENTATION_TRANSPOSE
 from server.evidence.photo_quality import decode_barcodes
-from server.media.images import EXIF_ORIENTATION, ORIENTATION_TRANSPOSE
 
 REENCODED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "MPO"})
 # A second try for a barcode that did not survive the configured quality.

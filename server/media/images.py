@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter, ImageStat, UnidentifiedImageError
 
+from server.evidence.orientation import EXIF_ORIENTATION, ORIENTATION_TRANSPOSE
 from server.evidence.photo_quality import decode_product_barcodes
 from server.media.errors import MediaRejected
 from server.media.workfiles import WorkFiles
@@ -32,17 +33,6 @@ PNG_COMPRESS_LEVEL = 6
 # Photos at least this long are searched for barcodes at half scale first.
 BARCODE_HALF_SCALE_EDGE = 1600
 
-# How to turn a photo upright for each EXIF orientation (shared with the site client).
-ORIENTATION_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-EXIF_ORIENTATION = 0x0112
 _LAPLACIAN = ImageFilter.Kernel((3, 3), (0, 1, 0, 1, -4, 1, 0, 1, 0), scale=2, offset=128)
 
 
