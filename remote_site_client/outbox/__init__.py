@@ -35,8 +35,6 @@ from remote_site_client.outbox.store import (
     PENDING,
     QUEUED,
     UPLOADED,
-    durable_copy,
-    fsync_dir,
 )
 
 __all__ = [
@@ -51,8 +49,6 @@ __all__ = [
     "Outbox",
     "OutboxFile",
     "Recording",
-    "durable_copy",
-    "fsync_dir",
 ]
 
 
