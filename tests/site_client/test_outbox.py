@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -118,29 +117,3 @@ def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
     assert 4.0 <= waits[3] <= 8.0
     assert all(30.0 <= w <= 60.0 for w in waits[6:])
     assert len({round(delay(5, 1.0, 60.0), 6) for _ in range(20)}) > 1
-
-
-def test_an_outbox_from_before_resumable_recordings_keeps_its_recordings(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    old = sqlite3.connect(data / "outbox.sqlite3")
-    old.execute(
-        "CREATE TABLE recordings (consultation_id INTEGER PRIMARY KEY, path TEXT NOT NULL,"
-        " sha256 TEXT NOT NULL, bytes INTEGER NOT NULL, state TEXT NOT NULL,"
-        " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, created_at REAL NOT NULL, delivered_at REAL)"
-    )
-    old.execute(
-        "INSERT INTO recordings (consultation_id, path, sha256, bytes, state, created_at)"
-        " VALUES (7, '/x/7.mp4', 'ab', 10, 'pending', 1.0)"
-    )
-    old.commit()
-    old.close()
-    with Outbox(data) as outbox:
-        (rec,) = outbox.recordings()
-        assert rec.consultation_id == 7 and rec.upload_url is None and rec.media_id is None
-        assert outbox.due_recordings() == [7]  # waiting since before: due now
-        assert outbox.acquire_recording(7)
-        outbox.set_recording_upload_url(7, "http://server/api/v1/uploads/abc")
-        outbox.release_recording(7)
-    with Outbox(data) as outbox:
-        assert outbox.recordings()[0].upload_url == "http://server/api/v1/uploads/abc"

@@ -1,0 +1,1 @@
+"""One module per tp-site command: each declares its flags (`add_parser`) and runs (`run`)."""

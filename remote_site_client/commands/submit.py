@@ -1,0 +1,180 @@
+"""tp-site submit: check the photos, store the fill in the outbox, and send it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any
+
+from remote_site_client.api import ApiError, SiteApi
+from remote_site_client.checks import CheckReport, check_submission
+from remote_site_client.commands.common import (
+    EXIT_CHECKS,
+    EXIT_OK,
+    EXIT_PENDING,
+    EXIT_REFUSED,
+    UsageError,
+    load_config,
+    out,
+)
+from remote_site_client.config import SiteConfig
+from remote_site_client.outbox import FAILED, QUEUED, Outbox
+from remote_site_client.progress import progress_board
+from remote_site_client.sender import Sender
+from server.evidence.kinds import KIND_NAMES
+
+PHOTO_OPTIONS = (
+    ("stock_bottle", "--stock-bottle"),
+    ("pills", "--pills"),
+    ("vial_label", "--vial-label"),
+    ("final_package", "--final-package"),
+)
+
+
+def _files(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    files: list[tuple[str, Path]] = []
+    for kind, _ in PHOTO_OPTIONS:
+        value = getattr(args, kind)
+        if value:
+            files.append((kind, Path(value)))
+    files += [("other", Path(p)) for p in args.other or []]
+    if args.video:
+        files.append(("count_video", Path(args.video)))
+    for kind, path in files:
+        if not path.is_file():
+            raise UsageError(f"The {KIND_NAMES.get(kind, kind)} {path} does not exist.")
+    if not any(kind == "stock_bottle" for kind, _ in files):
+        raise UsageError("A fill needs the stock bottle photo (--stock-bottle FILE).")
+    return files
+
+
+async def _find_rx(cfg: SiteConfig, outbox: Outbox, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The prescription from the local copy, else from the server; None when offline and unknown."""
+    rx_id = args.prescription_id
+    rx = outbox.cached_prescription(rx_id=rx_id, rx_number=args.rx)
+    if rx is not None:
+        return rx
+    try:
+        async with SiteApi(cfg) as api:
+            items = await api.prescriptions()
+    except ApiError as exc:
+        if not exc.transient:
+            raise
+        return None
+    outbox.cache_prescriptions(items)
+    rx = outbox.cached_prescription(rx_id=rx_id, rx_number=args.rx)
+    if rx is None:
+        raise UsageError(
+            f"No prescription {args.rx or rx_id} at this site: enter it with `tp-site rx create`."
+        )
+    return rx
+
+
+def _print_report(report: CheckReport) -> None:
+    for note in report.notes:
+        out(f"  ok: {note}")
+    for problem in report.problems:
+        out(f"  PROBLEM: {problem.message}")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    files = _files(args)
+    with Outbox(cfg.data_dir) as outbox:
+        rx = asyncio.run(_find_rx(cfg, outbox, args))
+        if rx is None and args.prescription_id is None:
+            raise UsageError(
+                "The server cannot be reached and this prescription is not known here: "
+                "give --prescription-id."
+            )
+        prescription_id = int(rx["id"]) if rx else int(args.prescription_id)
+        out("Checking the photos...")
+        report = check_submission(
+            files,
+            scanned=args.barcode or [],
+            expected_ndc=rx["expected_ndc"] if rx else None,
+            today=dt.date.today(),
+            thresholds=cfg.thresholds(),
+        )
+        _print_report(report)
+        if not report.ok and not args.override:
+            out('Nothing was sent. Retake the photos above, or send anyway with --override "REASON".')
+            return EXIT_CHECKS
+        if not report.ok:
+            out(f"Sending anyway: override recorded with the reason {args.override!r}.")
+        body: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "prescription_id": prescription_id,
+            "priority": args.priority,
+            "barcodes": report.barcodes[:10],
+        }
+        if args.count is not None:
+            body["counted_quantity"] = args.count
+        if args.resubmit_of:
+            body["previous_fill_id"] = args.resubmit_of
+        if args.override:
+            body["override_reason"] = args.override
+        fill_id = outbox.add(body, files, rx_number=rx["rx_number"] if rx else None)
+        out(f"Stored in the outbox as fill {fill_id}.")
+        if args.no_send:
+            out("It will be sent by `tp-site sync`.")
+            return EXIT_PENDING
+        return asyncio.run(_send_now(cfg, outbox, fill_id, args.wait))
+
+
+async def _send_now(cfg: SiteConfig, outbox: Outbox, fill_id: str, patience: float) -> int:
+    async with SiteApi(cfg) as api:
+        sender = Sender(cfg, outbox, api, progress=progress_board())
+        result = await sender.deliver(fill_id, patience=patience)
+    if result.state == QUEUED:
+        out(
+            f"Fill {fill_id} is queued for verification. "
+            "Wait for the pharmacist's decision before handing it out."
+        )
+        return EXIT_OK
+    if result.state == FAILED:
+        out(f"The server refused fill {fill_id}: {result.error}")
+        out("It stays in the outbox (see `tp-site outbox`); fix the cause, then `tp-site outbox --retry ID`.")
+        return EXIT_REFUSED
+    out(
+        f"Not sent yet ({result.error or 'link down'}). It is safe in the outbox; `tp-site sync` delivers it."
+    )
+    return EXIT_PENDING
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="check the photos, store the fill in the outbox, and send it",
+        description="Exit status: 0 queued for verification, 1 a check failed (nothing stored), "
+        "3 stored but not delivered yet (sync delivers it), 4 refused by the server.",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--rx", help="the prescription's Rx number")
+    which.add_argument("--prescription-id", type=int, help="the prescription's id on the server")
+    for kind, option in PHOTO_OPTIONS:
+        p.add_argument(option, dest=kind, metavar="FILE", help=f"the {KIND_NAMES[kind]}")
+    p.add_argument("--other", action="append", metavar="FILE", help="another photo (repeatable)")
+    p.add_argument("--video", metavar="FILE", help="a short count video (MP4 or WebM)")
+    p.add_argument(
+        "--barcode",
+        action="append",
+        metavar="TEXT",
+        help="scanned barcode text (default: read from the stock bottle photo)",
+    )
+    p.add_argument("--count", type=float, help="the counted quantity")
+    p.add_argument("--priority", choices=["waiting", "routine", "delivery"], default="routine")
+    p.add_argument("--override", metavar="REASON", help="send although a check failed; the reason is audited")
+    p.add_argument("--resubmit-of", metavar="FILL_ID", help="the rejected fill this one replaces")
+    p.add_argument("--no-send", action="store_true", help="only store it in the outbox")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to keep trying now before leaving it to `tp-site sync`",
+    )
+    p.set_defaults(func=run)

@@ -1,0 +1,98 @@
+"""tp-site sync: deliver the outbox (fills and call recordings), once or as a long-running service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+from remote_site_client.api import SiteApi
+from remote_site_client.commands.common import (
+    EXIT_OK,
+    EXIT_PENDING,
+    EXIT_REFUSED,
+    load_config,
+    out,
+    recordings_exit,
+    say,
+    until_stopped,
+)
+from remote_site_client.config import SiteConfig
+from remote_site_client.live import Decisions, listen
+from remote_site_client.outbox import FAILED, OPEN_STATES, Outbox
+from remote_site_client.recordings import RecordingSender
+from remote_site_client.sender import Sender
+
+log = logging.getLogger("tp-site")
+
+
+async def _sync_once(sender: Sender, outbox: Outbox, patience: float) -> int:
+    """Delivers what the outbox holds now, retrying each fill and recording for up to `patience` seconds."""
+    results = [
+        await sender.deliver(e.fill_id, patience=patience)
+        for e in reversed(outbox.entries(list(OPEN_STATES)))
+    ]
+    outbox.prune(sender.config.retention_days)
+    recording_sender = RecordingSender(sender.config, outbox, sender.api)
+    recordings = [
+        await recording_sender.deliver(r.consultation_id, patience=patience) for r in outbox.recordings()
+    ]
+    for rec in recordings:
+        out(rec.line())
+    for r in results:
+        state = "delivered" if r.delivered else ("REFUSED" if r.state == FAILED else "not yet")
+        out(f"{r.fill_id}: {state}" + (f" ({r.error})" if r.error else ""))
+    if any(r.state == FAILED for r in results):
+        return EXIT_REFUSED
+    if outbox.entries(list(OPEN_STATES)):
+        return EXIT_PENDING
+    return recordings_exit(recordings)
+
+
+async def _sync(cfg: SiteConfig, outbox: Outbox, once: bool, patience: float) -> int:
+    async with SiteApi(cfg) as api:
+        sender = Sender(cfg, outbox, api)
+        if once:
+            return await _sync_once(sender, outbox, patience)
+        recordings = RecordingSender(cfg, outbox, api)
+        stop, wake, wake_recordings = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        decisions = Decisions(api, outbox)
+
+        async def handle(event: dict[str, Any]) -> None:
+            if event.get("type") == "fill.decided":
+                notice = await decisions.notice(str(event["fill_id"]))
+                log.warning("decision: %s", notice.text().splitlines()[0])
+                wake.set()
+
+        def connected() -> None:
+            # The link is back: whatever waits for a retry goes now.
+            outbox.wake_all()
+            wake.set()
+            wake_recordings.set()
+
+        say(f"Sync running for {cfg.server_url}; outbox in {cfg.data_dir}. Stop with Ctrl-C.")
+        sending = asyncio.create_task(sender.run(stop, wake))
+        recording = asyncio.create_task(recordings.run(stop, wake_recordings))
+        listening = asyncio.create_task(listen(api, outbox, "sync", handle, on_connect=connected))
+        await until_stopped(stop, sending, recording, listening)
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    with Outbox(cfg.data_dir) as outbox:
+        return asyncio.run(_sync(cfg, outbox, args.once, args.patience))
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sync", help="deliver the outbox: fills and call recordings (a long-running service)")
+    p.add_argument("--once", action="store_true", help="deliver what is waiting now, then exit")
+    p.add_argument(
+        "--patience",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --once: how long to retry each fill and recording",
+    )
+    p.set_defaults(func=run)

@@ -1,0 +1,76 @@
+"""tp-site watch: print decisions as they arrive, and run a program for each."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from remote_site_client.api import SiteApi
+from remote_site_client.commands.common import EXIT_OK, load_config, out, say, until_stopped
+from remote_site_client.config import SiteConfig
+from remote_site_client.live import Decisions, listen, run_hook
+from remote_site_client.outbox import Outbox
+
+
+def _hook_argv(args: argparse.Namespace) -> list[str] | None:
+    if not args.run:
+        return None
+    return [args.run, *(args.run_arg or [])]
+
+
+async def _watch(cfg: SiteConfig, outbox: Outbox, args: argparse.Namespace) -> int:
+    hook = _hook_argv(args)
+    seen = 0
+    done = asyncio.Event()
+    async with SiteApi(cfg) as api:
+        decisions = Decisions(api, outbox)
+
+        async def handle(event: dict[str, Any]) -> None:
+            nonlocal seen
+            if event.get("type") != "fill.decided":
+                if args.all:
+                    out(f"{event.get('type')}  fill {event.get('fill_id')}  {event.get('state')}")
+                return
+            notice = await decisions.notice(str(event["fill_id"]))
+            out(notice.text())
+            if hook:
+                code = await run_hook(hook, notice)
+                if code:
+                    say(f"{hook[0]} exited with status {code} for fill {notice.fill_id}")
+            seen += 1
+            if args.exit_after and seen >= args.exit_after:
+                done.set()
+
+        def connected() -> None:
+            say("Connected; waiting for decisions.")
+
+        task = asyncio.create_task(
+            listen(
+                api,
+                outbox,
+                "watch",
+                handle,
+                on_connect=connected,
+                on_disconnect=lambda why: say(f"Link lost ({why}); reconnecting..."),
+            )
+        )
+        await until_stopped(done, task)
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    with Outbox(cfg.data_dir) as outbox:
+        return asyncio.run(_watch(cfg, outbox, args))
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("watch", help="print decisions as they arrive")
+    p.add_argument(
+        "--run", metavar="PROGRAM", help="run this program for each decision (data in TP_* variables)"
+    )
+    p.add_argument("--run-arg", action="append", metavar="ARG", help="an argument for --run (repeatable)")
+    p.add_argument("--all", action="store_true", help="also print queued/claimed/released events")
+    p.add_argument("--exit-after", type=int, metavar="N", help="stop after N decisions")
+    p.set_defaults(func=run)

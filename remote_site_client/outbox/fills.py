@@ -1,0 +1,355 @@
+"""Fills waiting to be delivered: one entry per submission and the files it carries."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from remote_site_client.outbox.store import (
+    FAILED,
+    OPEN_STATES,
+    PENDING,
+    QUEUED,
+    Store,
+    durable_copy,
+    fsync_dir,
+)
+
+_INCOMING = ".incoming-"
+
+
+@dataclass(frozen=True)
+class OutboxFile:
+    id: int
+    fill_id: str
+    position: int
+    kind: str
+    filename: str
+    original: Path
+    original_sha256: str
+    original_bytes: int
+    prepared: Path | None
+    sha256: str | None
+    bytes: int | None
+    upload_url: str | None
+    media_id: int | None
+
+
+@dataclass(frozen=True)
+class Entry:
+    fill_id: str
+    prescription_id: int
+    rx_number: str | None
+    body: dict[str, Any]
+    state: str
+    fill_state: str | None
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    failed_reason: str | None
+    created_at: float
+    queued_at: float | None
+    decided_at: float | None
+    outcome: str | None
+    reason_codes: list[str]
+    note: str | None
+    pruned_at: float | None
+    files: tuple[OutboxFile, ...] = ()
+
+    @property
+    def delivered(self) -> bool:
+        return self.state == QUEUED
+
+
+class FillStore(Store):
+    """The entries and their files: added durably, worked through the delivery states, pruned."""
+
+    def _sweep_incoming(self) -> None:
+        """Removes folders of submissions that were killed before their entry was committed."""
+        cutoff = time.time() - 3600
+        for path in self.files_dir.glob(_INCOMING + "*"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    shutil.rmtree(path)
+
+    # -- adding ----------------------------------------------------------------------------------
+
+    def add(
+        self,
+        body: dict[str, Any],
+        files: Sequence[tuple[str, Path]],
+        *,
+        rx_number: str | None = None,
+        now: float | None = None,
+    ) -> str:
+        """Stores a new submission: fsync'd copies of the files, then the entry, in that order."""
+        fill_id = str(body.get("id") or uuid.uuid4())
+        body = {**body, "id": fill_id}
+        incoming = self.files_dir / f"{_INCOMING}{fill_id}"
+        incoming.mkdir(mode=0o700)
+        copied = []
+        for position, (kind, src) in enumerate(files):
+            suffix = src.suffix.lower()[:8] or ".bin"
+            name = f"{position:02d}-{kind}-original{suffix}"
+            sha, size = durable_copy(src, incoming / name)
+            copied.append((position, kind, src.name[:200] or name, name, sha, size))
+        fsync_dir(incoming)
+        final = self.files_dir / fill_id
+        os.replace(incoming, final)
+        fsync_dir(self.files_dir)
+        when = time.time() if now is None else now
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO entries (fill_id, prescription_id, rx_number, body, state, attempts,"
+                " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+                (fill_id, int(body["prescription_id"]), rx_number, json.dumps(body), PENDING, when, when),
+            )
+            for position, kind, filename, name, sha, size in copied:
+                db.execute(
+                    "INSERT INTO files (fill_id, position, kind, filename, original, original_sha256,"
+                    " original_bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (fill_id, position, kind, filename, f"outbox/{fill_id}/{name}", sha, size),
+                )
+        return fill_id
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _file(self, row: sqlite3.Row) -> OutboxFile:
+        return OutboxFile(
+            id=row["id"],
+            fill_id=row["fill_id"],
+            position=row["position"],
+            kind=row["kind"],
+            filename=row["filename"],
+            original=self.data_dir / row["original"],
+            original_sha256=row["original_sha256"],
+            original_bytes=row["original_bytes"],
+            prepared=self.data_dir / row["prepared"] if row["prepared"] else None,
+            sha256=row["sha256"],
+            bytes=row["bytes"],
+            upload_url=row["upload_url"],
+            media_id=row["media_id"],
+        )
+
+    def _entry(self, row: sqlite3.Row, with_files: bool = True) -> Entry:
+        files: tuple[OutboxFile, ...] = ()
+        if with_files:
+            files = tuple(
+                self._file(f)
+                for f in self.db.execute(
+                    "SELECT * FROM files WHERE fill_id = ? ORDER BY position", (row["fill_id"],)
+                )
+            )
+        return Entry(
+            fill_id=row["fill_id"],
+            prescription_id=row["prescription_id"],
+            rx_number=row["rx_number"],
+            body=json.loads(row["body"]),
+            state=row["state"],
+            fill_state=row["fill_state"],
+            attempts=row["attempts"],
+            next_attempt_at=row["next_attempt_at"],
+            last_error=row["last_error"],
+            failed_reason=row["failed_reason"],
+            created_at=row["created_at"],
+            queued_at=row["queued_at"],
+            decided_at=row["decided_at"],
+            outcome=row["outcome"],
+            reason_codes=json.loads(row["reason_codes"]) if row["reason_codes"] else [],
+            note=row["note"],
+            pruned_at=row["pruned_at"],
+            files=files,
+        )
+
+    def get(self, fill_id: str) -> Entry | None:
+        row = self.db.execute("SELECT * FROM entries WHERE fill_id = ?", (fill_id,)).fetchone()
+        return self._entry(row) if row else None
+
+    def entries(self, states: Sequence[str] | None = None, limit: int = 200) -> list[Entry]:
+        if states:
+            marks = ",".join("?" for _ in states)
+            rows = self.db.execute(
+                f"SELECT * FROM entries WHERE state IN ({marks}) ORDER BY created_at DESC LIMIT ?",  # noqa: S608
+                (*states, limit),
+            ).fetchall()
+        else:
+            rows = self.db.execute(
+                "SELECT * FROM entries ORDER BY created_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [self._entry(r) for r in rows]
+
+    def due(self, now: float | None = None) -> list[str]:
+        """Open entries whose next attempt is due, oldest first."""
+        when = time.time() if now is None else now
+        marks = ",".join("?" for _ in OPEN_STATES)
+        return [
+            r[0]
+            for r in self.db.execute(
+                f"SELECT fill_id FROM entries WHERE state IN ({marks}) AND next_attempt_at <= ?"  # noqa: S608
+                " ORDER BY created_at",
+                (*OPEN_STATES, when),
+            )
+        ]
+
+    def next_due_at(self) -> float | None:
+        marks = ",".join("?" for _ in OPEN_STATES)
+        row = self.db.execute(
+            f"SELECT MIN(next_attempt_at) FROM entries WHERE state IN ({marks})",  # noqa: S608
+            OPEN_STATES,
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    # -- the sender's lease ----------------------------------------------------------------------
+
+    def acquire(self, fill_id: str, seconds: float = 120.0) -> bool:
+        """Takes the entry for this process unless another live process is working it."""
+        return self._acquire("entries", "fill_id", fill_id, OPEN_STATES, seconds)
+
+    def renew(self, fill_id: str, seconds: float = 120.0) -> None:
+        self._renew("entries", "fill_id", fill_id, seconds)
+
+    def release(self, fill_id: str) -> None:
+        self._release("entries", "fill_id", fill_id)
+
+    # -- progress of delivery --------------------------------------------------------------------
+
+    def set_state(self, fill_id: str, state: str, *, fill_state: str | None = None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE entries SET state = ?, fill_state = COALESCE(?, fill_state), last_error = NULL"
+                " WHERE fill_id = ?",
+                (state, fill_state, fill_id),
+            )
+
+    def mark_queued(self, fill_id: str, fill_state: str, *, now: float | None = None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE entries SET state = ?, fill_state = ?, queued_at = COALESCE(queued_at, ?),"
+                " last_error = NULL, lease_pid = NULL, lease_until = NULL WHERE fill_id = ?",
+                (QUEUED, fill_state, time.time() if now is None else now, fill_id),
+            )
+
+    def mark_failed(self, fill_id: str, reason: str) -> None:
+        """A refusal that retrying will not change: kept, shown by `outbox`, never sent again by itself."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE entries SET state = ?, failed_reason = ?, last_error = ?, lease_pid = NULL,"
+                " lease_until = NULL WHERE fill_id = ?",
+                (FAILED, reason, reason, fill_id),
+            )
+
+    def retry_later(self, fill_id: str, error: str, delay: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE entries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                " lease_pid = NULL, lease_until = NULL WHERE fill_id = ?",
+                (error, time.time() + delay, fill_id),
+            )
+
+    def requeue(self, fill_id: str) -> bool:
+        """Puts a failed entry back to be sent (after the technician fixed the cause)."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE entries SET state = ?, failed_reason = NULL, attempts = 0, next_attempt_at = ?"
+                " WHERE fill_id = ? AND state = ?",
+                (PENDING, time.time(), fill_id, FAILED),
+            )
+            return cur.rowcount == 1
+
+    def _wake_entries(self, db: sqlite3.Connection) -> None:
+        marks = ",".join("?" for _ in OPEN_STATES)
+        db.execute(
+            f"UPDATE entries SET next_attempt_at = ? WHERE state IN ({marks})",  # noqa: S608
+            (time.time(), *OPEN_STATES),
+        )
+
+    # -- the files' upload ---------------------------------------------------------------------
+
+    def set_prepared(self, file_id: int, prepared: Path, sha256: str, size: int) -> None:
+        rel = prepared.relative_to(self.data_dir).as_posix()
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE files SET prepared = ?, sha256 = ?, bytes = ?, upload_url = NULL WHERE id = ?",
+                (rel, sha256, size, file_id),
+            )
+
+    def set_upload_url(self, file_id: int, url: str | None) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE files SET upload_url = ? WHERE id = ?", (url, file_id))
+
+    def set_media_id(self, file_id: int, media_id: int | None) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE files SET media_id = ?, upload_url = NULL WHERE id = ?", (media_id, file_id))
+
+    def forget_media(self, fill_id: str, kinds: Sequence[str]) -> None:
+        """The server says these kinds are missing: upload them again."""
+        marks = ",".join("?" for _ in kinds)
+        sql = f"UPDATE files SET media_id = NULL, upload_url = NULL WHERE fill_id = ? AND kind IN ({marks})"  # noqa: S608
+        with self.transaction() as db:
+            db.execute(sql, (fill_id, *kinds))
+
+    # -- decisions and pruning -------------------------------------------------------------------
+
+    def record_decision(
+        self,
+        fill_id: str,
+        fill_state: str,
+        outcome: str | None,
+        reason_codes: Sequence[str],
+        note: str | None,
+        *,
+        now: float | None = None,
+    ) -> bool:
+        """Remembers the decision on a fill sent from here; False when the fill is not in this outbox."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE entries SET fill_state = ?, outcome = ?, reason_codes = ?, note = ?,"
+                " decided_at = COALESCE(decided_at, ?) WHERE fill_id = ?",
+                (
+                    fill_state,
+                    outcome,
+                    json.dumps(list(reason_codes)),
+                    note,
+                    time.time() if now is None else now,
+                    fill_id,
+                ),
+            )
+            return cur.rowcount == 1
+
+    def set_fill_state(self, fill_id: str, fill_state: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE entries SET fill_state = ? WHERE fill_id = ?", (fill_state, fill_id))
+
+    def prune(self, retention_days: float, *, now: float | None = None) -> list[str]:
+        """Deletes upload copies of delivered fills, and originals of fills approved long enough ago."""
+        when = time.time() if now is None else now
+        for row in self.db.execute(
+            "SELECT f.id, f.prepared, f.original FROM files f JOIN entries e ON e.fill_id = f.fill_id"
+            " WHERE e.state = ? AND f.prepared IS NOT NULL AND f.prepared != f.original",
+            (QUEUED,),
+        ).fetchall():
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / row["prepared"]).unlink()
+            with self.transaction() as db:
+                db.execute("UPDATE files SET prepared = NULL WHERE id = ?", (row["id"],))
+        cutoff = when - retention_days * 86400
+        pruned = []
+        for row in self.db.execute(
+            "SELECT fill_id FROM entries WHERE state = ? AND outcome = 'approve' AND pruned_at IS NULL"
+            " AND decided_at <= ?",
+            (QUEUED, cutoff),
+        ).fetchall():
+            shutil.rmtree(self.files_dir / row["fill_id"], ignore_errors=True)
+            with self.transaction() as db:
+                db.execute("UPDATE entries SET pruned_at = ? WHERE fill_id = ?", (when, row["fill_id"]))
+            pruned.append(row["fill_id"])
+        return pruned

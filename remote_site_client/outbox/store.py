@@ -1,0 +1,114 @@
+"""What the outbox's stores share: the delivery states, durable copies, one connection, leases."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+PENDING = "pending"
+CREATED = "created"
+UPLOADED = "uploaded"
+QUEUED = "queued"
+FAILED = "failed"
+OPEN_STATES = (PENDING, CREATED, UPLOADED)
+DELIVERED = "delivered"  # a recording the server stored as media of its consultation
+_COPY_CHUNK = 1024 * 1024
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_copy(src: Path, dest: Path) -> tuple[str, int]:
+    """Copies src to dest through a temporary name, fsyncs it, and returns (sha256, bytes)."""
+    tmp = dest.with_name(dest.name + ".part")
+    digest = hashlib.sha256()
+    size = 0
+    with src.open("rb") as fin, tmp.open("wb") as fout:
+        while chunk := fin.read(_COPY_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            fout.write(chunk)
+        fout.flush()
+        os.fsync(fout.fileno())
+    os.replace(tmp, dest)
+    return digest.hexdigest(), size
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    """A store over the outbox's connection. Methods are short synchronous transactions."""
+
+    def __init__(self, data_dir: Path, db: sqlite3.Connection) -> None:
+        self.data_dir = data_dir
+        self.files_dir = data_dir / "outbox"
+        self.db = db
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE) so two processes never deadlock."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- leases: one process at a time works an entry or a recording -----------------------------
+
+    def _acquire(
+        self, table: str, key: str, value: object, open_states: Sequence[str], seconds: float
+    ) -> bool:
+        now = time.time()
+        me = os.getpid()
+        with self.transaction() as db:
+            row = db.execute(
+                f"SELECT state, lease_pid, lease_until FROM {table} WHERE {key} = ?",  # noqa: S608
+                (value,),
+            ).fetchone()
+            if row is None or row["state"] not in open_states:
+                return False
+            pid, until = row["lease_pid"], row["lease_until"]
+            if pid is not None and pid != me and until is not None and until > now and _pid_alive(pid):
+                return False
+            db.execute(
+                f"UPDATE {table} SET lease_pid = ?, lease_until = ? WHERE {key} = ?",  # noqa: S608
+                (me, now + seconds, value),
+            )
+            return True
+
+    def _renew(self, table: str, key: str, value: object, seconds: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE {table} SET lease_until = ? WHERE {key} = ? AND lease_pid = ?",  # noqa: S608
+                (time.time() + seconds, value, os.getpid()),
+            )
+
+    def _release(self, table: str, key: str, value: object) -> None:
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE {table} SET lease_pid = NULL, lease_until = NULL"  # noqa: S608
+                f" WHERE {key} = ? AND lease_pid = ?",
+                (value, os.getpid()),
+            )
