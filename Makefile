@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA ?= .demo-data
 
-.PHONY: demo test lint typecheck compose-check pytest system-deps postgres bench screenshots clean
+.PHONY: demo test test-fast lint typecheck compose-check pytest system-deps postgres bench screenshots clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,13 @@ compose-check: system-deps
 	docker-compose -f docker/compose.yaml config --quiet
 
 pytest: $(STAMP) system-deps postgres
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test: lint typecheck compose-check pytest
+
+# Unit and API tests on SQLite: no PostgreSQL, no browser, no server or site processes.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "(unit or api) and not postgres" tests/unit tests/api
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/ingest.py
