@@ -49,10 +49,10 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "(unit or api) and not postgres" tests/unit tests/api
 
 bench: $(STAMP) system-deps
-	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/media_images.py
-	$(BIN)/python bench/rural_link.py
-	$(BIN)/python bench/console_flow.py
+	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.media_images
+	$(BIN)/python -m bench.rural_link
+	$(BIN)/python -m bench.console_flow
 
 # Remakes the README's screenshots (a browser test that otherwise writes to a temporary folder).
 screenshots: $(STAMP) system-deps
