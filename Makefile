@@ -44,9 +44,9 @@ pytest: $(STAMP) system-deps postgres
 
 test: lint typecheck compose-check pytest
 
-# Unit and API tests on SQLite: no PostgreSQL, no browser, no server or site processes.
+# Unit and API tests on SQLite: no PostgreSQL, no browser, no server or site processes; on two workers.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "(unit or api) and not postgres" tests/unit tests/api
+	$(BIN)/pytest -q -n 2 -m "(unit or api) and not postgres" tests/unit tests/api
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench.ingest
