@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA ?= .demo-data
 
-.PHONY: demo test lint typecheck compose-check pytest system-deps postgres bench screenshots clean
+.PHONY: demo test test-fast lint typecheck compose-check pytest system-deps postgres bench screenshots clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -40,15 +40,19 @@ compose-check: system-deps
 	docker-compose -f docker/compose.yaml config --quiet
 
 pytest: $(STAMP) system-deps postgres
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test: lint typecheck compose-check pytest
 
+# Unit and API tests on SQLite: no PostgreSQL, no browser, no server or site processes; on two workers.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -n 2 -m "(unit or api) and not postgres" tests/unit tests/api
+
 bench: $(STAMP) system-deps
-	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/media_images.py
-	$(BIN)/python bench/rural_link.py
-	$(BIN)/python bench/console_flow.py
+	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.media_images
+	$(BIN)/python -m bench.rural_link
+	$(BIN)/python -m bench.console_flow
 
 # Remakes the README's screenshots (a browser test that otherwise writes to a temporary folder).
 screenshots: $(STAMP) system-deps

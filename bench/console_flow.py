@@ -10,7 +10,7 @@ the next fill is drawn with every photo it shows (the large one and all thumbnai
 reported: the same to the first painted frame after that, and to the next fill's claim being
 confirmed (when A works again). Prints JSON.
 
-    .venv/bin/python bench/console_flow.py [--fills 50] [--viewport 1920x1080]
+    .venv/bin/python -m bench.console_flow [--fills 50] [--viewport 1920x1080]
 """
 
 from __future__ import annotations
@@ -19,34 +19,22 @@ import argparse
 import asyncio
 import datetime as dt
 import hashlib
-import json
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.browser.conftest import CHROMIUM, FLAGS  # noqa: E402  (the tests' own browser settings)
+from bench.harness import emit, free_port, serve_command, start_server, stop_server
+from tests.browser.conftest import CHROMIUM, FLAGS  # the tests' own browser settings
 
 PASSWORD = "bench-password-1"
 PHOTO_SIZE = (2048, 1536)
 POOL = 4  # distinct photos per kind; every fill still gets its own media ids, URLs and decodes
 NDC = "0093-1048-01"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def photo_pool() -> dict[str, list[bytes]]:
@@ -164,20 +152,6 @@ async def seed(data_dir: Path, count: int) -> None:
         await runner.cleanup()
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}healthz", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("the server did not become healthy")
-
-
 def stats(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     p90 = ordered[max(0, round(0.9 * len(ordered)) - 1)]
@@ -250,41 +224,30 @@ def main() -> int:
     seeded = time.monotonic() - started
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        wait_healthy(url, proc)
-        result = drive(url, args.fills, (width, height))
-    finally:
-        proc.terminate()
+        proc = start_server(serve_command(data_dir, port), port, tmp / "server.log")
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            result = drive(url, args.fills, (width, height))
+        finally:
+            stop_server(proc)
+    finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     shown = result["approve_to_shown_ms"]
-    print(
-        json.dumps(
-            {
-                "benchmark": "console approve -> next fill's photos decoded in the page",
-                "fills": args.fills,
-                "median_ms": shown["median"],
-                "p90_ms": shown["p90"],
-                "target_median_ms": 150,
-                "met": shown["median"] <= 150,
-                **result,
-                "photos": f"3 per fill, {PHOTO_SIZE[0]} x {PHOTO_SIZE[1]} JPEG",
-                "viewport": args.viewport,
-                "server": "separate process, SQLite, loopback",
-                "seed_seconds": round(seeded, 1),
-            },
-            indent=2,
-        )
+    emit(
+        {
+            "benchmark": "console approve -> next fill's photos decoded in the page",
+            "fills": args.fills,
+            "median_ms": shown["median"],
+            "p90_ms": shown["p90"],
+            "target_median_ms": 150,
+            "met": shown["median"] <= 150,
+            **result,
+            "photos": f"3 per fill, {PHOTO_SIZE[0]} x {PHOTO_SIZE[1]} JPEG",
+            "viewport": args.viewport,
+            "server": "separate process, SQLite, loopback",
+            "seed_seconds": round(seeded, 1),
+        }
     )
     return 0
 

@@ -8,15 +8,13 @@ its CPU seconds over the call's middle, scaled to one minute (target at most 25 
 
 Prints JSON.
 
-    .venv/bin/python bench/consult_setup.py [--calls 20] [--cpu-seconds 20]
+    .venv/bin/python -m bench.consult_setup [--calls 20] [--cpu-seconds 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import statistics
 import sys
 import tempfile
@@ -24,20 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-SELF = Path(__file__).resolve()
-ROOT = SELF.parent.parent
-sys.path.insert(0, str(ROOT))
+from playwright.async_api import Browser, Page, async_playwright, expect
 
-from playwright.async_api import Browser, Page, async_playwright, expect  # noqa: E402
-
-from remote_site_client import config as site_config  # noqa: E402
-from remote_site_client.api import SiteApi  # noqa: E402
-from remote_site_client.config import SiteConfig  # noqa: E402
-from remote_site_client.consult import Consultation, TestPattern  # noqa: E402
-from tests.api.world import World, build_world  # noqa: E402
-from tests.browser.conftest import CHROMIUM, FLAGS, base_url, sign_in, until  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
+from bench.harness import ROOT, emit, process_cpu_seconds
+from remote_site_client import config as site_config
+from remote_site_client.api import SiteApi
+from remote_site_client.config import SiteConfig
+from remote_site_client.consult import Consultation, TestPattern
+from tests.api.world import World, build_world
+from tests.browser.conftest import CHROMIUM, FLAGS, base_url, sign_in, until
 
 
 def summary(values: list[float]) -> dict[str, float | None]:
@@ -90,11 +83,6 @@ async def one_call(page: Page, world: World, origin: str, data_dir: Path) -> dic
         await api.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime of every thread
-
-
 async def cpu_call(page: Page, world: World, origin: str, folder: Path, seconds: float) -> dict[str, Any]:
     """The site client in its own process; CPU measured from the first frame for `seconds`."""
     path = folder / "site-config.json"
@@ -110,9 +98,9 @@ async def cpu_call(page: Page, world: World, origin: str, folder: Path, seconds:
         await accept_next(page)
         await until(page, "document.getElementById('consult-panel').dataset.firstFrameAt !== undefined", 15)
         await asyncio.sleep(2)  # past the start (key frames, bandwidth estimation)
-        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        cpu0, t0 = process_cpu_seconds(proc.pid), time.monotonic()
         await asyncio.sleep(seconds)
-        cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+        cpu1, t1 = process_cpu_seconds(proc.pid), time.monotonic()
         frames_in = int(
             await page.evaluate("Number(document.getElementById('consult-panel').dataset.framesIn)")
         )
@@ -173,7 +161,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--cpu-seconds", type=float, default=20.0)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(bench(args.calls, args.cpu_seconds)), indent=2))
+    emit(asyncio.run(bench(args.calls, args.cpu_seconds)))
 
 
 if __name__ == "__main__":

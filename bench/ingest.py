@@ -7,7 +7,7 @@ to it (the two measured in alternate rounds, both servers up), the latency of
 events from commit to a console websocket with 500 more idle websocket clients attached, and the
 server's peak resident memory (its media workers included).
 
-    .venv/bin/python bench/ingest.py [--fills 240] [--sites 20] [--idle 500]
+    .venv/bin/python -m bench.ingest [--fills 240] [--sites 20] [--idle 500]
 """
 
 from __future__ import annotations
@@ -16,19 +16,16 @@ import argparse
 import asyncio
 import base64
 import concurrent.futures
-import contextlib
 import datetime as dt
 import hashlib
 import io
 import json
 import multiprocessing
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -39,20 +36,21 @@ import aiohttp
 import psutil
 from PIL import Image, ImageDraw
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.harness import (
+    MemoryWatch,
+    calibrate,
+    emit,
+    free_port,
+    serve_command,
+    start_server,
+    stop_server,
+)
 
 KINDS = ("stock_bottle", "pills", "vial_label")
 PHOTO_SIZE = (2000, 1500)  # 3 megapixels: what the site client sends (long edge at most 2048)
 PHOTO_QUALITY = 97
 SCENES = 60  # scenes drawn; every photo of a run is one of them with its own number on it
 PASSWORD = "bench-password-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def base_photo(seed: int) -> Image.Image:
@@ -129,53 +127,6 @@ def seed_database(data_dir: Path, sites: int, database_url: str = "") -> list[st
     return asyncio.run(run())
 
 
-def family(proc: psutil.Process) -> list[psutil.Process]:
-    """A process and its children (the media workers)."""
-    return [proc, *proc.children(recursive=True)]
-
-
-def peak_rss(procs: list[psutil.Process]) -> int:
-    """The sum of each process's own peak resident size (the kernel's VmHWM): exact, with no
-    sampling, and never below the peak of the sum."""
-    total = 0
-    for p in procs:
-        try:
-            status = Path(f"/proc/{p.pid}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                total += int(line.split()[1]) * 1024
-    return total
-
-
-class MemoryWatch(threading.Thread):
-    """Samples the memory of a process and its children (the media workers), twice a second.
-
-    RSS summed over processes counts pages the forkserver workers share more than once; PSS divides
-    shared pages among the processes sharing them, so its sum is what the server really holds. The
-    peak RSS comes from the kernel (see peak_rss); sampling smaps more often would take CPU from the
-    server measured on the same two cores.
-    """
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.proc = psutil.Process(pid)
-        self.peak_rss = 0
-        self.peak_pss = 0
-        self.running = True
-
-    def run(self) -> None:
-        while self.running:
-            try:
-                procs = family(self.proc)
-                self.peak_pss = max(self.peak_pss, sum(p.memory_full_info().pss for p in procs))
-                self.peak_rss = max(self.peak_rss, peak_rss(procs))
-            except psutil.Error:
-                pass
-            time.sleep(0.5)
-
-
 def cpu_seconds(proc: psutil.Process) -> dict[str, float]:
     """CPU seconds (user + system) so far of the server's main process (and of its event loop's thread,
     a part of it), of its media workers (and the multiprocessing helpers), of this process, which is the
@@ -204,64 +155,8 @@ def cpu_seconds(proc: psutil.Process) -> dict[str, float]:
     }
 
 
-def calibrate(photo: bytes) -> dict[str, float]:
-    """How fast this machine runs right now, in the two kinds of work a fill costs: a photo's reduced
-    JPEG decode (the media workers) and plain Python (the event loop). The same fixed work every time,
-    best of several tries, so runs on a machine whose speed drifts can be compared."""
-    from PIL import Image
-
-    record = {
-        "id": str(uuid.UUID(int=1)),
-        "state": "queued",
-        "version": 3,
-        "site_id": 7,
-        "media": list(range(20)),
-    }
-
-    def decode() -> None:
-        with Image.open(io.BytesIO(photo)) as im:
-            im.draft("RGB", (im.width // 4, im.height // 4))
-            im.load()
-
-    def python() -> None:
-        for _ in range(2000):
-            json.loads(json.dumps(record))
-
-    def best(work: Callable[[], None]) -> float:
-        times = []
-        for _ in range(7):
-            start = time.perf_counter()
-            work()
-            times.append(time.perf_counter() - start)
-        return round(min(times) * 1000, 2)
-
-    return {"jpeg_quarter_decode_ms": best(decode), "python_json_2000_ms": best(python)}
-
-
 def cpu_per_fill(before: dict[str, float], after: dict[str, float], fills: int) -> dict[str, float]:
     return {k: round((after[k] - before[k]) / fills * 1000, 1) for k in before}
-
-
-def start_server(args: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    # Logs go to a file: a pipe nobody reads fills up and stalls the server.
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start: " + log.read_text()[-2000:])
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 _DIGESTS: dict[int, str] = {}
@@ -601,8 +496,9 @@ def main() -> None:
         tokens = seed_database(data_dir, args.sites, args.database_url)
         port = free_port()
         server = start_server(
-            [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)]
-            + (["--database-url", args.database_url] if args.database_url else []),
+            serve_command(
+                data_dir, port, *(["--database-url", args.database_url] if args.database_url else [])
+            ),
             port,
             Path(tmp) / "server.log",
         )
@@ -656,38 +552,33 @@ def main() -> None:
                     args.rounds,
                 )
             finally:
-                stop(baseline_proc)
+                stop_server(baseline_proc)
         finally:
-            watch.running = False
-            with contextlib.suppress(psutil.Error):
-                watch.peak_rss = max(watch.peak_rss, peak_rss(family(watch.proc)))
+            watch.stop()
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
-            stop(server)
+            stop_server(server)
     mean_photo = sum(len(p) for p in photos) / len(photos)
-    print(
-        json.dumps(
-            {
-                "bench": "ingest",
-                "sites": args.sites,
-                "idle_websockets": args.idle,
-                "photo_mean_bytes": int(mean_photo),
-                "photos_distinct": len(set(photos)),
-                "photo_pixels": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}",
-                "server": ingest,
-                # The machine's speed just before and after the run: lower is faster.
-                "calibration": {k: [before[k], after[k]] for k in before},
-                "baseline_bare_fsync": baseline,
-                "upload_path": upload_path,
-                "upload_path_ratio_vs_baseline": round(upload_path["mb_per_s"] / baseline["mb_per_s"], 3),
-                "end_to_end_ratio_vs_baseline": round(ingest["mb_per_s"] / baseline["mb_per_s"], 3),
-                "server_peak_rss_mb_summed": round(watch.peak_rss / 1e6, 1),
-                "server_peak_pss_mb": round(watch.peak_pss / 1e6, 1),
-                "targets": {"fills_per_s": 20, "ratio": 0.7, "event_p99_ms": 50, "peak_rss_mb": 400},
-            },
-            indent=2,
-        )
+    emit(
+        {
+            "bench": "ingest",
+            "sites": args.sites,
+            "idle_websockets": args.idle,
+            "photo_mean_bytes": int(mean_photo),
+            "photos_distinct": len(set(photos)),
+            "photo_pixels": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}",
+            "server": ingest,
+            # The machine's speed just before and after the run: lower is faster.
+            "calibration": {k: [before[k], after[k]] for k in before},
+            "baseline_bare_fsync": baseline,
+            "upload_path": upload_path,
+            "upload_path_ratio_vs_baseline": round(upload_path["mb_per_s"] / baseline["mb_per_s"], 3),
+            "end_to_end_ratio_vs_baseline": round(ingest["mb_per_s"] / baseline["mb_per_s"], 3),
+            "server_peak_rss_mb_summed": round(watch.peak_rss / 1e6, 1),
+            "server_peak_pss_mb": round(watch.peak_pss / 1e6, 1),
+            "targets": {"fills_per_s": 20, "ratio": 0.7, "event_p99_ms": 50, "peak_rss_mb": 400},
+        }
     )
 
 

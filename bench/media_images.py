@@ -1,11 +1,13 @@
-"""Benchmark process_image on generated phone-like JPEGs; prints JSON (add --profile for a cProfile table)."""
+"""Benchmark process_image on generated phone-like JPEGs; prints JSON (add --profile for a cProfile table).
+
+.venv/bin/python -m bench.media_images [--images 6] [--rounds 5] [--quick] [--profile]
+"""
 
 from __future__ import annotations
 
 import argparse
 import cProfile
 import io
-import json
 import os
 import pstats
 import shutil
@@ -19,9 +21,7 @@ from typing import Any
 
 from PIL import ExifTags, Image, ImageDraw, ImageFilter
 
-# Run as a script from the repository root or anywhere else.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from bench.harness import emit
 from server.media.images import process_image
 from server.media.workfiles import WorkFiles
 
@@ -132,7 +132,7 @@ def main() -> None:
                 results[name]["parallel"] = run_parallel(files, args.rounds, tmp, args.workers)
                 if args.profile:
                     print(profile(files, args.rounds, tmp / "p", 25), file=sys.stderr)
-        print(json.dumps({"cpu_count": os.cpu_count(), "cases": results}, indent=2))
+        emit({"cpu_count": os.cpu_count(), "cases": results})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

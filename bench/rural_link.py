@@ -6,7 +6,7 @@ Prints JSON: seconds from submit to queued for both, the ratio (target >= 5), wh
 read the stock bottle's barcode from the re-encoded photo, and the client's peak resident memory while it
 checks and prepares the three photos (target <= 250 MB).
 
-    .venv/bin/python bench/rural_link.py [--up-mbit 2] [--rtt-ms 150]
+    .venv/bin/python -m bench.rural_link [--up-mbit 2] [--rtt-ms 150]
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import re
 import subprocess
@@ -24,21 +23,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-SELF = Path(__file__).resolve()
-ROOT = SELF.parent.parent
-sys.path.insert(0, str(ROOT))
-
-from server.demo.photos import pills_photo, stock_bottle_photo, to_jpeg_bytes, vial_label_photo  # noqa: E402
-from tests.site_client.proxy import LinkProxy  # noqa: E402
-from tests.site_client.world import (  # noqa: E402
-    NDC,
-    ServerProcess,
+from bench.harness import (
+    ROOT,
+    emit,
     free_port,
-    make_site,
-    rx_body,
-    seed,
-    site_api,
+    high_water_mark,
+    serve_command,
+    start_server,
+    stop_server,
 )
+from server.demo.photos import pills_photo, stock_bottle_photo, to_jpeg_bytes, vial_label_photo
+from tests.site_client.proxy import LinkProxy
+from tests.site_client.world import NDC, make_site, rx_body, seed, site_api
 
 PHONE_SIZE = (4000, 3000)
 PHONE_QUALITY = 95  # what phone cameras write; a 12-megapixel photo is then about 3 MB
@@ -71,16 +67,13 @@ def child_main(rss_file: str, argv: list[str]) -> int:
     from remote_site_client.cli import main
 
     code = main(argv)
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec.
-    status = Path("/proc/self/status").read_text()
-    peak_kb = int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
-    Path(rss_file).write_text(str(peak_kb))
+    Path(rss_file).write_text(str(high_water_mark() // 1024))
     return code
 
 
 async def submit_through(
     label: str,
-    server: ServerProcess,
+    server_url: str,
     proxy: LinkProxy,
     token: str,
     photos: dict[str, Path],
@@ -88,12 +81,12 @@ async def submit_through(
     **tuning: Any,
 ) -> dict[str, Any]:
     rx_number = f"RX-{label}"
-    status, rx = await site_api(server.url, token, "POST", "/api/v1/prescriptions", rx_body(rx_number))
+    status, rx = await site_api(server_url, token, "POST", "/api/v1/prescriptions", rx_body(rx_number))
     assert status == 201, rx
     site = make_site(work / label, proxy.url, token, **tuning)
     rss_file = work / f"{label}.rss"
     argv = [
-        sys.executable, str(SELF), "--child-rss-file", str(rss_file), "--",
+        sys.executable, "-m", "bench.rural_link", "--child-rss-file", str(rss_file), "--",
         "submit", "--rx", rx_number,
         "--stock-bottle", str(photos["stock_bottle"]), "--pills", str(photos["pills"]),
         "--vial-label", str(photos["vial_label"]),
@@ -110,7 +103,7 @@ async def submit_through(
         raise RuntimeError(f"{label}: tp-site submit failed ({proc.returncode}): {text} {err.decode()}")
     match = FILL_ID.search(text)
     assert match, text
-    status, fill = await site_api(server.url, token, "GET", f"/api/v1/fills/{match.group(1)}")
+    status, fill = await site_api(server_url, token, "GET", f"/api/v1/fills/{match.group(1)}")
     detail = fill.get("product_check_detail") or {}
     scanned = len(fill.get("barcodes") or [])
     # The server adds what it read from the stored stock-bottle photo to what the site sent.
@@ -132,18 +125,19 @@ async def run(up_mbit: float, rtt_ms: float) -> dict[str, Any]:
         work = Path(tmp)
         photos = phone_photos(work)
         token = await seed(work / "server-data")
-        server = ServerProcess(work / "server-data", free_port(), work / "server.log")
-        await server.start()
-        proxy = LinkProxy(
-            "127.0.0.1", server.port, up_rate=up_mbit * 1e6 / 8, down_rate=20e6 / 8, rtt=rtt_ms / 1000
+        port = free_port()
+        server = await asyncio.to_thread(
+            start_server, serve_command(work / "server-data", port), port, work / "server.log"
         )
+        url = f"http://127.0.0.1:{port}"
+        proxy = LinkProxy("127.0.0.1", port, up_rate=up_mbit * 1e6 / 8, down_rate=20e6 / 8, rtt=rtt_ms / 1000)
         await proxy.start()
         try:
-            built = await submit_through("built", server, proxy, token, photos, work)
-            originals = await submit_through("originals", server, proxy, token, photos, work, long_edge=0)
+            built = await submit_through("built", url, proxy, token, photos, work)
+            originals = await submit_through("originals", url, proxy, token, photos, work, long_edge=0)
         finally:
             await proxy.stop()
-            await server.stop()
+            await asyncio.to_thread(stop_server, server)
     return {
         "link": {"up_mbit_per_s": up_mbit, "rtt_ms": rtt_ms},
         "photos": {
@@ -171,8 +165,7 @@ def main() -> int:
     ap.add_argument("--rtt-ms", type=float, default=150.0)
     args = ap.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    result = asyncio.run(run(args.up_mbit, args.rtt_ms))
-    print(json.dumps(result, indent=2))
+    emit(asyncio.run(run(args.up_mbit, args.rtt_ms)))
     return 0
 
 

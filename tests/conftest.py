@@ -12,6 +12,29 @@ from pathlib import Path
 import pytest
 
 PG_ADMIN_DSN = os.environ.get("TP_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+TESTS = Path(__file__).parent
+# Each folder of tests is one kind (pyproject.toml registers the markers): `-m "unit or api"` picks some.
+KIND_OF_FOLDER = {
+    "unit": "unit",
+    "api": "api",
+    "migration": "migration",
+    "site_client": "site",
+    "browser": "browser",
+    "consult": "consult",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks each test with its kind, and with what it needs: PostgreSQL or the browser."""
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0]
+        if folder in KIND_OF_FOLDER:
+            item.add_marker(KIND_OF_FOLDER[folder])
+        fixtures = getattr(item, "fixturenames", ())
+        if "postgres_url" in fixtures:
+            item.add_marker("postgres")
+        if "browser" in fixtures:
+            item.add_marker("browser")
 
 
 def _pg_reachable() -> bool:

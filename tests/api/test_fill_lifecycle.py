@@ -221,12 +221,12 @@ async def test_released_fill_goes_back_to_the_queue(world: World) -> None:
 
 
 async def test_expired_lease_puts_the_fill_back_and_the_late_decision_gets_409(world: World) -> None:
-    world.services.fills.config = world.services.config.with_(lease_seconds=1)
     tech = await world.device("tech_nd1")
     fill = await queued_fill(world, tech, await _rx(world))
     a = await world.login("nd_rph")
     claimed = (await a.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
-    await asyncio.sleep(1.6)  # the lease runs out and the sweeper (every 0.2 s) returns the fill
+    world.clock.advance(world.services.config.lease_seconds + 1)
+    await world.services.fills.expire_leases()  # what the sweeper does every lease_sweep_seconds
     back = await a.json("GET", f"/api/v1/fills/{fill['id']}")
     assert back["state"] == "queued" and back["claimed_by"] is None
     late = await a.json(
@@ -241,13 +241,14 @@ async def test_expired_lease_puts_the_fill_back_and_the_late_decision_gets_409(w
 
 
 async def test_heartbeat_keeps_the_lease(world: World) -> None:
-    world.services.fills.config = world.services.config.with_(lease_seconds=1)
     tech = await world.device("tech_nd1")
     fill = await queued_fill(world, tech, await _rx(world))
     a = await world.login("nd_rph")
     claimed = (await a.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
-    for _ in range(4):
-        await asyncio.sleep(0.4)
+    lease = world.services.config.lease_seconds
+    for _ in range(4):  # twice the lease in all, never more than half of it between beats
+        world.clock.advance(lease / 2)
+        await world.services.fills.expire_leases()
         await a.json("POST", f"/api/v1/fills/{fill['id']}/heartbeat")
     done = await a.json(
         "POST",
@@ -284,12 +285,11 @@ async def test_two_racing_decisions_exactly_one_wins(world: World) -> None:
 
 
 async def test_after_a_lapsed_lease_only_the_new_holder_can_decide(world: World) -> None:
-    world.services.fills.config = world.services.config.with_(lease_seconds=1)
     tech = await world.device("tech_nd1")
     fill = await queued_fill(world, tech, await _rx(world))
     a, b = await world.login("nd_rph"), await world.login("both_rph")
     old = (await a.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
-    await asyncio.sleep(1.3)
+    world.clock.advance(world.services.config.lease_seconds + 1)
     new = (await b.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
     ra, rb = await asyncio.gather(
         a.post(

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from server.app import create_app
 from server.config import Config
+from server.db.models import utcnow
 from server.services import SERVICES, Services
 
 PASSWORD = "correct-horse-battery"
@@ -29,6 +30,22 @@ def server_config(tmp_path: Path, database_url: str, **overrides: Any) -> Config
         lease_sweep_seconds=0.2,
         **overrides,
     )
+
+
+class ServerClock:
+    """The server's clock in a test: the real time, moved on at will, so a lease runs out without a wait.
+
+    It keeps running between moves, so fills made one after another keep their order by age.
+    """
+
+    def __init__(self) -> None:
+        self.ahead = dt.timedelta()
+
+    def __call__(self) -> dt.datetime:
+        return utcnow() + self.ahead
+
+    def advance(self, seconds: float) -> None:
+        self.ahead += dt.timedelta(seconds=seconds)
 
 
 @dataclass
@@ -69,6 +86,7 @@ class User:
 class World:
     server: TestServer
     services: Services
+    clock: ServerClock
     clients: list[TestClient[web.Request, web.Application]] = field(default_factory=list)
     sites: dict[str, int] = field(default_factory=dict)
     prescriptions: dict[str, int] = field(default_factory=dict)
@@ -100,11 +118,12 @@ class World:
 async def build_world(tmp_path: Path, database_url: str, **config: Any) -> World:
     """Sites: ND-1 and ND-2 in North Dakota, MN-1 in Minnesota. Pharmacists: nd_rph (ND), mn_rph (MN),
     both_rph (ND and MN), lapsed_rph (ND license expired). Technicians: tech_nd1, tech_nd2, tech_mn1."""
-    app = create_app(server_config(tmp_path, database_url, **config), schema="create")
+    clock = ServerClock()
+    app = create_app(server_config(tmp_path, database_url, **config), schema="create", clock=clock)
     server = TestServer(app)
     await server.start_server()
     svc = app[SERVICES]
-    world = World(server, svc)
+    world = World(server, svc, clock)
     d = svc.directory
     for code, name, state in (
         ("ND-1", "Hettinger Drug", "ND"),

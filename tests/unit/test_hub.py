@@ -22,11 +22,19 @@ class FakeSocket:
         self.stuck = stuck
         self.closed_with: int | None = None
         self._closed = asyncio.Event()
+        self._greeted = asyncio.Event()
 
     async def send_json(self, data: dict[str, Any]) -> None:
         if self.stuck and data.get("type") != "hello":
             await asyncio.Event().wait()
         self.sent.append(data)
+        if data.get("type") == "hello":
+            self._greeted.set()
+
+    async def greeted(self) -> None:
+        """Returns once the hub said hello: from then on the connection is registered for events."""
+        async with asyncio.timeout(5):
+            await self._greeted.wait()
 
     async def send_str(self, text: str) -> None:
         await self.send_json(json.loads(text))
@@ -58,7 +66,7 @@ async def test_slow_client_is_dropped_while_fast_ones_get_every_event(sqlite_url
         asyncio.create_task(hub.serve(pharmacist({"ND"}), slow, None)),  # type: ignore[arg-type]
         asyncio.create_task(hub.serve(pharmacist({"MN"}), other_state, None)),  # type: ignore[arg-type]
     ]
-    await asyncio.sleep(0.05)
+    await asyncio.gather(fast.greeted(), slow.greeted(), other_state.greeted())
     for i in range(40):
         async with db.write() as s:
             await journal.record(db, s, "fill.queued", site_id=1, us_state="ND", payload={"fill_id": str(i)})
@@ -95,11 +103,14 @@ async def test_lagging_client_is_closed_once_its_queue_drains(sqlite_url: str) -
 
     ws.send_json = slow_send  # type: ignore[method-assign]
     task = asyncio.create_task(hub.serve(pharmacist({"ND"}), ws, None))  # type: ignore[arg-type]
-    await asyncio.sleep(0.05)
+    await ws.greeted()
     for i in range(6):
         async with db.write() as s:
             await journal.record(db, s, "fill.queued", site_id=1, us_state="ND", payload={"fill_id": str(i)})
-    await asyncio.sleep(0.2)
+    conn = next(c for c in hub.connections if c.ws is ws)
+    async with asyncio.timeout(5):
+        while not conn.lagging:
+            await asyncio.sleep(0.01)
     gate.set()
     async with asyncio.timeout(5):
         while ws.closed_with is None:
@@ -123,7 +134,7 @@ async def test_events_of_another_process_are_never_overtaken_by_this_ones(sqlite
     await hub.start()
     ws = FakeSocket()
     task = asyncio.create_task(hub.serve(pharmacist({"ND"}), ws, None))  # type: ignore[arg-type]
-    await asyncio.sleep(0.05)
+    await ws.greeted()
 
     async def queued(on: Database, fill_id: str) -> None:
         async with on.write() as s:

@@ -344,26 +344,10 @@ async def test_concurrent_patches_are_serialized(
         yield b"def"
 
     upload_id = location.rsplit("/", 1)[1]
-    lock_path = tmp_path / "uploads" / f"{upload_id}.data"
-
-    async def held_by_server() -> bool:
-        if not lock_path.exists():
-            return False
-        fd = os.open(lock_path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
 
     async def second() -> int:
         await first_started.wait()
-        for _ in range(200):  # until the first request's handler streams under the lock
-            if await held_by_server():
-                break
-            await asyncio.sleep(0.01)
+        await until_held(tmp_path / "uploads", location)  # the first request's handler streams under it
         resp = await client.patch(location, data=b"xyz", headers={**PATCH, "Upload-Offset": "0"})
         return resp.status
 
@@ -438,6 +422,27 @@ async def test_purge_stale(tmp_path: Path, recorder: Recorder, aiohttp_client: A
 
 
 # --- a dropped connection, then the real tuspy client resumes ---------------------------------------
+
+
+def held_by_server(upload_dir: Path, location: str) -> bool:
+    """Whether a request holds the upload's lock: the server is streaming into it."""
+    lock_path = upload_dir / f"{location.rsplit('/', 1)[1]}.data"
+    if not lock_path.exists():
+        return False
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+async def until_held(upload_dir: Path, location: str) -> None:
+    async with asyncio.timeout(5):
+        while not held_by_server(upload_dir, location):
+            await asyncio.sleep(0.01)
 
 
 async def send_partial_patch(
@@ -522,7 +527,7 @@ async def test_head_during_a_broken_patch_reports_the_bytes_it_is_still_holding(
         broken = asyncio.create_task(
             send_partial_patch(server.host, server.port, location, 300_000, os.urandom(200_000), hold=0.5)
         )
-        await asyncio.sleep(0.2)
+        await until_held(tmp_path / "uploads", location)
         async with session.head(root + location, headers=TUS) as resp:
             assert resp.status == 200
             assert resp.headers["Upload-Offset"] == "200000"
@@ -543,7 +548,7 @@ async def test_a_stalled_client_releases_the_upload_after_the_idle_timeout(
         stalled = asyncio.create_task(
             send_partial_patch(server.host, server.port, location, 10, b"abcd", 1.0)
         )
-        await asyncio.sleep(0.05)
+        await until_held(tmp_path / "uploads", location)
         headers = {**PATCH, "Upload-Offset": "4"}
         async with session.patch(root + location, data=b"efghij", headers=headers) as resp:
             assert resp.status == 204

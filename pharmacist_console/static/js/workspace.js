@@ -6,6 +6,7 @@ import { post, ApiError } from "./api.js";
 import { h, fill, isTyping, toast } from "./dom.js";
 import { CHECK_LABELS, formatTime } from "./format.js";
 import { imagesToShow, isVideo, mediaUrl, thumbVariant, viewVariant } from "./prefetch.js";
+import * as timing from "./timing.js";
 import { renderRxPanel, renderStrip, renderTitle, selectInStrip } from "./verify_view.js";
 
 const HEARTBEAT_MAX_MS = 30000;
@@ -40,8 +41,6 @@ export class Workspace {
     this.heartbeatTimer = null;
     this.leaseTicker = null;
     this.confirmUntil = 0;
-    this.measureNext = false;
-    this.measureClaim = false;
     this.picker = { open: false, selected: new Set() };
 
     els.approve.addEventListener("click", () => this.approve());
@@ -121,16 +120,11 @@ export class Workspace {
     this.startHeartbeat();
     this.updateButtons();
     this.prefetchNext();
-    if (this.measureClaim) {
-      // When the next fill became decidable (its claim confirmed), for the benchmark.
-      this.measureClaim = false;
-      performance.mark("tp:fill-claimed");
-      performance.measure("tp:approve-to-claimed", "tp:approve-key", "tp:fill-claimed");
-    }
+    timing.fillClaimed();
   }
 
   claimFailed(cur, err) {
-    this.measureClaim = false;
+    timing.claimRefused();
     const code = err instanceof ApiError ? err.code : "network";
     if (err.status === 409 || err.status === 404) {
       this.skipped.add(cur.id);
@@ -176,16 +170,7 @@ export class Workspace {
     const shown = Promise.all(pending).then(() => {
       if (this.current !== cur) return;
       document.body.dataset.shownFill = d.id;
-      performance.mark("tp:fill-shown", { detail: { fill: d.id } });
-      if (this.measureNext) {
-        this.measureNext = false;
-        performance.measure("tp:approve-to-shown", "tp:approve-key", "tp:fill-shown");
-        // The same, after the browser has painted the frame with the new fill in it.
-        requestAnimationFrame(() => setTimeout(() => {
-          performance.mark("tp:fill-painted");
-          performance.measure("tp:approve-to-painted", "tp:approve-key", "tp:fill-painted");
-        }, 0));
-      }
+      timing.fillShown(d.id);
     }, () => {});
     return shown;
   }
@@ -386,11 +371,7 @@ export class Workspace {
       return;
     }
     this.confirmUntil = 0;
-    if (keyTime !== undefined) {
-      performance.mark("tp:approve-key", { startTime: keyTime });
-      this.measureNext = true;
-      this.measureClaim = true;
-    }
+    if (keyTime !== undefined) timing.approveKeyPressed(keyTime);
     this.decide("approve", [], null);
   }
 
@@ -408,8 +389,7 @@ export class Workspace {
     } catch (err) {
       if (this.current !== cur) return;
       cur.deciding = false;
-      this.measureNext = false;
-      this.measureClaim = false;
+      timing.approvalEnded();
       if (err.status === 0) {
         await this.checkUnanswered(cur, outcome, err);
         return;
@@ -462,7 +442,7 @@ export class Workspace {
   advance() {
     const next = this.store.nextWaiting(this.excluded());
     if (!next) {
-      this.measureNext = false;
+      timing.approvalEnded();
       this.current = null;
       this.exit();
       toast("No more fills waiting.", "info");
@@ -571,7 +551,7 @@ export class Workspace {
     this.stopHeartbeat();
     this.closePicker();
     this.current = null;
-    this.measureNext = false;
+    timing.approvalEnded();
     this.prefetcher.warm(null);
     this.exit();
     return released;
