@@ -57,7 +57,7 @@ def free_port() -> int:
 
 def base_photo(seed: int) -> Image.Image:
     """A 3-megapixel scene with enough texture to cost what a phone photo costs to decode."""
-    from server.demo import photos
+    from demo import photos
 
     kind = seed % 3
     size = PHOTO_SIZE

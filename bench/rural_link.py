@@ -28,7 +28,7 @@ SELF = Path(__file__).resolve()
 ROOT = SELF.parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.demo.photos import pills_photo, stock_bottle_photo, to_jpeg_bytes, vial_label_photo  # noqa: E402
+from demo.photos import pills_photo, stock_bottle_photo, to_jpeg_bytes, vial_label_photo  # noqa: E402
 from tests.site_client.proxy import LinkProxy  # noqa: E402
 from tests.site_client.world import (  # noqa: E402
     NDC,
