@@ -15,7 +15,7 @@ import io
 import random
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -207,6 +207,21 @@ UNFILLED = DemoRx(
     0,
 )
 UNFILLED_LOT = "L2417C"
+# The week of decided fills behind the dashboard: one refill, numbered H101, H102, ...
+HISTORY = DemoRx(
+    "",
+    "",
+    "History Patient",
+    "1950-01-01",
+    "Metformin HCl",
+    "500 mg",
+    "tablet",
+    "0093-1048-01",
+    60,
+    "Take 1 tablet by mouth twice daily",
+    "routine",
+    0,
+)
 
 
 class SimClock:
@@ -269,12 +284,12 @@ class DemoWorld:
         return rx.id
 
 
-def rx_body(demo: DemoRx, fill_type: str) -> dict[str, Any]:
+def rx_body(demo: DemoRx, fill_type: str, *, prescriber: str = PRESCRIBERS[0]) -> dict[str, Any]:
     return {
         "rx_number": demo.rx,
         "patient_name": demo.patient,
         "patient_dob": demo.dob,
-        "prescriber": PRESCRIBERS[0],
+        "prescriber": prescriber,
         "drug": demo.drug,
         "strength": demo.strength,
         "dosage_form": demo.form,
@@ -355,20 +370,7 @@ async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count
         world.rx_seq += 1
         rx = await world.services.prescriptions.create(
             world.techs[code],
-            {
-                "rx_number": f"H{world.rx_seq}",
-                "patient_name": "History Patient",
-                "patient_dob": "1950-01-01",
-                "prescriber": rng.choice(PRESCRIBERS),
-                "drug": "Metformin HCl",
-                "strength": "500 mg",
-                "dosage_form": "tablet",
-                "ndc": "0093-1048-01",
-                "quantity": 60,
-                "days_supply": 30,
-                "directions": "Take 1 tablet by mouth twice daily",
-                "fill_type": "refill",
-            },
+            rx_body(replace(HISTORY, rx=f"H{world.rx_seq}"), "refill", prescriber=rng.choice(PRESCRIBERS)),
         )
         fill_id = await world.new_fill(
             code, rx.id, priority=rng.choice(("waiting", "routine", "routine", "delivery"))
