@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tp-server demo --data-dir $(DATA) --host $(HOST) --port $(PORT)
+	$(BIN)/python -m demo --data-dir $(DATA) --host $(HOST) --port $(PORT)
 
 # Debian's Chromium drives the browser tests; docker-compose validates docker/ offline.
 system-deps:

@@ -39,7 +39,7 @@ NDC = "0093-1048-01"
 
 def photo_pool() -> dict[str, list[bytes]]:
     """Phone-like JPEGs per kind: drawn scenes with texture, about 0.3-0.6 MB each."""
-    from server.demo import photos
+    from demo import photos
 
     expiry = dt.date.today() + dt.timedelta(days=400)
     pool: dict[str, list[bytes]] = {"stock_bottle": [], "pills": [], "vial_label": []}
@@ -77,9 +77,9 @@ async def seed(data_dir: Path, count: int) -> None:
 
     from aiohttp import web
 
+    from demo.photos import gtin_for_ndc10
     from server.app import create_app
     from server.config import Config
-    from server.demo.photos import gtin_for_ndc10
     from server.fills.requests import NewFill
     from server.security.principal import Principal, Role
     from server.services import SERVICES

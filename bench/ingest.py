@@ -55,7 +55,7 @@ PASSWORD = "bench-password-1"
 
 def base_photo(seed: int) -> Image.Image:
     """A 3-megapixel scene with enough texture to cost what a phone photo costs to decode."""
-    from server.demo import photos
+    from demo import photos
 
     kind = seed % 3
     size = PHOTO_SIZE

@@ -32,7 +32,7 @@ from bench.harness import (
     start_server,
     stop_server,
 )
-from server.demo.photos import pills_photo, stock_bottle_photo, to_jpeg_bytes, vial_label_photo
+from demo.photos import pills_photo, stock_bottle_photo, to_jpeg_bytes, vial_label_photo
 from tests.site_client.proxy import LinkProxy
 from tests.site_client.world import NDC, make_site, rx_body, seed, site_api
 

@@ -1,4 +1,4 @@
-"""tp-server: serve, migrate, admin, demo and audit commands.
+"""tp-server: serve, migrate, admin and audit commands.
 
 Each command imports what it needs when it runs. The media worker processes import the program's
 main module again as they start (multiprocessing does); kept light, it costs them no memory.
@@ -139,19 +139,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from server.demo.seed import seed_if_empty
-
-    config = _config(args)
-    logins = asyncio.run(_with_db(config, lambda db: seed_if_empty(db, config)))
-    print("\nDemo logins (password for all: demo-password):")
-    for line in logins:
-        print(f"  {line}")
-    if args.seed_only:
-        return 0
-    return cmd_serve(args)
-
-
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tp-server", description="Telepharmacy remote verification server")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -161,13 +148,6 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.set_defaults(func=cmd_serve)
-
-    demo = sub.add_parser("demo", help="seed demo data if the database is empty, then serve")
-    _add_db_args(demo)
-    demo.add_argument("--host", default=None)
-    demo.add_argument("--port", type=int, default=None)
-    demo.add_argument("--seed-only", action="store_true", help="seed and exit")
-    demo.set_defaults(func=cmd_demo)
 
     mig = sub.add_parser("migrate", help="bring the database schema up to date")
     _add_db_args(mig)

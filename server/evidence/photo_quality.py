@@ -49,7 +49,7 @@ _KIND_LABELS = {
 
 @dataclass(frozen=True)
 class QualityThresholds:
-    """Limits for assess_photo; the defaults were tuned on the generated photos in server.demo.photos."""
+    """Limits for assess_photo; the defaults were tuned on the drawn photos of the demo (demo/photos.py)."""
 
     min_long_edge: int = 1024
     min_short_edge: int = 768

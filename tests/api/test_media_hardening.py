@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from tusclient.client import TusClient
 from tusclient.uploader import Uploader
 
+from demo import photos
 from server.db.models import Media
-from server.demo import photos
 from tests.api.world import REQUIRED, User, World, new_fill_id, photo, rx_body, upload
 
 

@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 from playwright.async_api import Browser, Request, Route, WebSocketRoute, expect
 from sqlalchemy import select
 
+from demo import photos
 from server.db.models import Decision, Fill, User
-from server.demo import photos
 from tests.api.world import REQUIRED, World, new_fill_id, photo, rx_body, upload
 from tests.browser.conftest import SiteSocket, WorldFactory, sign_in, submit, until
 

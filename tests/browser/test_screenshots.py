@@ -3,20 +3,44 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, expect
 
+from demo import world
+from server.app import create_app
+from server.config import Config
+from server.services import SERVICES
 from tests.browser.conftest import WorldFactory, sign_in, submit
-from tests.browser.showcase import PASSWORD, showcase
 
 pytestmark = pytest.mark.browser
 
 README_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 CONTRAST = (Path(__file__).parent / "contrast.js").read_text()
 DESKTOP = {"width": 1440, "height": 900}
+
+
+@asynccontextmanager
+async def demo_network(tmp: Path) -> AsyncIterator[tuple[str, world.DemoWorld]]:
+    """The demo's network on a loopback port; yields the console's URL and the world."""
+    clock = world.SimClock()
+    config = Config(
+        data_dir=tmp / "data",
+        database_url=f"sqlite+aiosqlite:///{tmp / 'demo.sqlite3'}",
+        password_time_cost=1,
+        media_workers=0,
+    )
+    server = TestServer(create_app(config, schema="create", clock=clock))
+    await server.start_server()
+    try:
+        yield str(server.make_url("/")), await world.build(server.app[SERVICES], clock, tmp)
+    finally:
+        await server.close()
 
 
 async def _low_contrast(page: Page) -> list[str]:
@@ -48,8 +72,8 @@ async def test_screenshots_of_the_queue_and_the_verification_view(browser: Brows
     # The README's pictures are remade on purpose (TP_UPDATE_SCREENSHOTS=1), not by every test run.
     shots = README_SHOTS if os.environ.get("TP_UPDATE_SCREENSHOTS") == "1" else tmp_path
     shots.mkdir(parents=True, exist_ok=True)
-    async with showcase(tmp_path) as show:
-        c = await sign_in(browser, show.url, "rph.nd", password=PASSWORD, viewport=DESKTOP)
+    async with demo_network(tmp_path) as (url, show):
+        c = await sign_in(browser, url, "rph.nd", password=world.PASSWORD, viewport=DESKTOP)
         page = c.page
         await expect(page.locator("#queue-body tr")).to_have_count(len(show.live))
         await expect(page.locator("#count-in-review")).to_have_text("1")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from server.demo.photos import degrade, pills_photo, stock_bottle_photo, to_jpeg_bytes, vial_label_photo
+from demo.photos import degrade, pills_photo, stock_bottle_photo, to_jpeg_bytes, vial_label_photo
 from tests.site_client.world import EXPIRY, NDC, OTHER_NDC, ServerProcess, copy_data, free_port, seed
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from demo.photos import stock_bottle_photo, to_jpeg_bytes
 from remote_site_client.checks import check_submission
 from remote_site_client.prepare import prepare_file
-from server.demo.photos import stock_bottle_photo, to_jpeg_bytes
 from server.evidence.photo_quality import decode_barcodes
 from tests.site_client.world import EXPIRY, NDC
 

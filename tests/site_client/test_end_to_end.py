@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from demo.photos import count_video
 from remote_site_client.api import SiteApi
 from remote_site_client.outbox import CREATED, QUEUED, Outbox, OutboxFile
 from remote_site_client.sender import Sender, upload_name
 from remote_site_client.tus import CREATION_BEGUN, TusClient
-from server.demo.photos import count_video
 from tests.site_client.proxy import LinkProxy
 from tests.site_client.world import NDC, Pharmacist, ServerProcess, Site, make_site, rx_body, site_api
 

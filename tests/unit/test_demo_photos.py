@@ -11,7 +11,7 @@ import biip
 import pytest
 from PIL import ExifTags, Image, ImageChops, ImageStat
 
-from server.demo import photos
+from demo import photos
 from server.evidence.barcodes import check_product, normalize_ndc, parse_barcode
 from server.evidence.photo_quality import decode_barcodes
 

@@ -469,7 +469,7 @@ def test_media_rejected_pickles() -> None:
 def _stock_bottle(tmp_path: Path, name: str, module_px: int, orientation: int = 1) -> Path:
     import datetime as dt
 
-    from server.demo.photos import stock_bottle_photo
+    from demo.photos import stock_bottle_photo
 
     im = stock_bottle_photo(
         "0093-1048-01",

@@ -14,7 +14,7 @@ import pytest
 import zxingcpp
 from PIL import Image, ImageOps
 
-from server.demo import photos
+from demo import photos
 from server.evidence.barcodes import check_product, parse_barcode
 from server.evidence.photo_quality import (
     DEFAULT,

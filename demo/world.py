@@ -1,0 +1,488 @@
+"""The demo pharmacy network: four sites in two states, a week of decided fills and a live queue.
+
+Everything goes through the server's services, as real use would, with a simulated clock while the
+history is written, so the claims, decisions and the audit trail are what a week of work leaves. The
+live fills carry drawn photos: pills on a tray, printed vial labels and a real GS1 DataMatrix on each
+stock bottle, one pulled with the wrong strength and one from an expired lot. One prescription is
+entered and not yet filled, for a first fill from the site client.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import random
+import tempfile
+import uuid
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from demo import photos
+from server.db.models import utcnow
+from server.fills.requests import DecisionInput, NewFill
+from server.security.principal import Principal, Role
+from server.services import Services
+
+PASSWORD = "demo-password"  # noqa: S105 - every demo login's password, printed on purpose
+SITES = (
+    ("ND-HET", "Hettinger Drug", "ND", "tech.het", "Tara Heit, CPhT"),
+    ("ND-MOT", "Mott Community Pharmacy", "ND", "tech.mot", "Mo Otis, CPhT"),
+    ("ND-BOW", "Bowman Family Pharmacy", "ND", "tech.bow", "Bea Bowman, CPhT"),
+    ("MN-LKB", "Lake Bronson Rx", "MN", "tech.lkb", "Lars Bronson, CPhT"),
+)
+PHARMACISTS = (
+    ("rph.nd", "Dr. Nora Dakota, PharmD", ("ND", "MN")),
+    ("rph.lind", "Dr. Sam Lind, PharmD", ("ND",)),
+    ("rph.sota", "Dr. Mina Sota, PharmD", ("MN",)),
+)
+PRESCRIBERS = ("Dr. Sam Whitcomb, MD", "Dr. Alice Brekke, DO", "Dr. Omar Haddad, MD", "Jen Ulstad, FNP-C")
+REASON_WEIGHTS = {
+    "wrong_quantity": 5,
+    "label_error": 3,
+    "image_unclear": 4,
+    "barcode_mismatch": 2,
+    "wrong_strength": 1,
+    "expired_or_damaged_stock": 1,
+}
+PHONE_PHOTO = (1600, 1200)
+
+
+@dataclass(frozen=True)
+class DemoRx:
+    site: str
+    rx: str
+    patient: str
+    dob: str
+    drug: str
+    strength: str
+    form: str
+    ndc: str
+    qty: int
+    directions: str
+    priority: str
+    minutes_ago: float
+    # What the technician actually pulled: the prescribed NDC unless the demo shows a mismatch.
+    bottle_ndc: str | None = None
+    expired: bool = False
+    counted: int | None = None
+
+
+LIVE = (
+    DemoRx(
+        "ND-HET",
+        "6001234",
+        "Evelyn Hart",
+        "1941-03-12",
+        "Metformin HCl",
+        "500 mg",
+        "tablet",
+        "0093-1048-01",
+        60,
+        "Take 1 tablet by mouth twice daily with meals",
+        "waiting",
+        24,
+        counted=60,
+    ),
+    DemoRx(
+        "MN-LKB",
+        "8200310",
+        "Ingrid Nygaard",
+        "1975-05-05",
+        "Sertraline HCl",
+        "50 mg",
+        "tablet",
+        "16714-612-01",
+        30,
+        "Take 1 tablet by mouth every morning",
+        "waiting",
+        6,
+        counted=30,
+    ),
+    DemoRx(
+        "ND-MOT",
+        "7100456",
+        "Grace Olson",
+        "1960-07-21",
+        "Atorvastatin Calcium",
+        "20 mg",
+        "tablet",
+        "0378-2016-77",
+        30,
+        "Take 1 tablet by mouth at bedtime",
+        "routine",
+        17,
+        bottle_ndc="0378-2018-77",
+    ),
+    DemoRx(
+        "ND-HET",
+        "6001235",
+        "Walter Brandt",
+        "1952-11-02",
+        "Lisinopril",
+        "10 mg",
+        "tablet",
+        "68180-513-01",
+        30,
+        "Take 1 tablet by mouth once daily",
+        "routine",
+        12,
+    ),
+    DemoRx(
+        "ND-BOW",
+        "5500871",
+        "Ruth Engel",
+        "1966-12-24",
+        "Omeprazole DR",
+        "20 mg",
+        "capsule",
+        "62175-136-37",
+        30,
+        "Take 1 capsule by mouth daily before breakfast",
+        "routine",
+        4,
+        counted=30,
+    ),
+    DemoRx(
+        "MN-LKB",
+        "8200311",
+        "Arne Solberg",
+        "1949-09-14",
+        "Levothyroxine Sodium",
+        "75 mcg",
+        "tablet",
+        "0378-1805-01",
+        90,
+        "Take 1 tablet by mouth every morning on an empty stomach",
+        "routine",
+        2,
+    ),
+    DemoRx(
+        "ND-MOT",
+        "7100457",
+        "Henry Lindqvist",
+        "1938-01-30",
+        "Amlodipine Besylate",
+        "5 mg",
+        "tablet",
+        "0093-7167-56",
+        90,
+        "Take 1 tablet by mouth daily",
+        "delivery",
+        9,
+        expired=True,
+    ),
+    DemoRx(
+        "ND-BOW",
+        "5500872",
+        "Dale Fischer",
+        "1958-04-18",
+        "Losartan Potassium",
+        "50 mg",
+        "tablet",
+        "0093-7365-56",
+        30,
+        "Take 1 tablet by mouth once daily",
+        "delivery",
+        0.7,
+    ),
+)
+# Entered at the counter and waiting for its first fill: the one a newcomer sends with `tp-site submit`.
+UNFILLED = DemoRx(
+    "ND-HET",
+    "6001237",
+    "Joan Whitfield",
+    "1948-08-09",
+    "Simvastatin",
+    "20 mg",
+    "tablet",
+    "0093-7153-56",
+    30,
+    "Take 1 tablet by mouth every evening",
+    "waiting",
+    0,
+)
+UNFILLED_LOT = "L2417C"
+# The week of decided fills behind the dashboard: one refill, numbered H101, H102, ...
+HISTORY = DemoRx(
+    "",
+    "",
+    "History Patient",
+    "1950-01-01",
+    "Metformin HCl",
+    "500 mg",
+    "tablet",
+    "0093-1048-01",
+    60,
+    "Take 1 tablet by mouth twice daily",
+    "routine",
+    0,
+)
+
+
+class SimClock:
+    """The domain's clock: a set instant while history is written, the real time otherwise."""
+
+    def __init__(self) -> None:
+        self.at: dt.datetime | None = None
+
+    def __call__(self) -> dt.datetime:
+        return self.at or utcnow()
+
+
+@dataclass
+class DemoWorld:
+    """The people and fills of the demo, for whoever drives it next (a test, the demo's printout)."""
+
+    services: Services
+    clock: SimClock
+    work_dir: Path
+    techs: dict[str, Principal] = field(default_factory=dict)
+    rphs: dict[str, Principal] = field(default_factory=dict)
+    # The live queue's fills, oldest submission first in LIVE's order.
+    live: list[str] = field(default_factory=list)
+    rx_seq: int = 100
+
+    async def take(
+        self, tech: Principal, fill_id: str, kind: str, data: bytes, filename: str = "photo.jpg"
+    ) -> None:
+        path = self.work_dir / f"{uuid.uuid4().hex}-{filename}"
+        path.write_bytes(data)
+        await self.services.intake.take(
+            tech, fill_id, path, sha256=hashlib.sha256(data).hexdigest(), kind=kind, filename=filename
+        )
+
+    async def new_fill(
+        self,
+        site: str,
+        prescription_id: int,
+        *,
+        priority: str = "routine",
+        barcodes: tuple[str, ...] = (),
+        counted: int | None = None,
+        previous: str | None = None,
+    ) -> str:
+        record, _ = await self.services.fills.create(
+            self.techs[site],
+            NewFill(
+                id=str(uuid.uuid4()),
+                prescription_id=prescription_id,
+                priority=priority,
+                barcodes=barcodes,
+                counted_quantity=None if counted is None else Decimal(counted),
+                previous_fill_id=previous,
+            ),
+        )
+        return record.fill.id
+
+    async def prescription(self, demo: DemoRx, fill_type: str) -> int:
+        rx = await self.services.prescriptions.create(self.techs[demo.site], rx_body(demo, fill_type))
+        return rx.id
+
+
+def rx_body(demo: DemoRx, fill_type: str, *, prescriber: str = PRESCRIBERS[0]) -> dict[str, Any]:
+    return {
+        "rx_number": demo.rx,
+        "patient_name": demo.patient,
+        "patient_dob": demo.dob,
+        "prescriber": prescriber,
+        "drug": demo.drug,
+        "strength": demo.strength,
+        "dosage_form": demo.form,
+        "ndc": demo.ndc,
+        "quantity": demo.qty,
+        "days_supply": 30 if demo.qty <= 60 else 90,
+        "directions": demo.directions,
+        "fill_type": fill_type,
+    }
+
+
+def scan_text(ndc10: str, lot: str, expiry: dt.date) -> str:
+    """What a scanner reads from a stock bottle's GS1 DataMatrix: product, expiry and lot."""
+    return f"(01){photos.gtin_for_ndc10(ndc10)}(17){expiry:%y%m%d}(10){lot}"
+
+
+def evidence_photos(
+    demo: DemoRx, seed: int, lot: str, expiry: dt.date, size: tuple[int, int]
+) -> dict[str, Image.Image]:
+    """The three photos a technician takes of a fill: stock bottle, counted pills, labelled vial."""
+    return {
+        "stock_bottle": photos.stock_bottle_photo(
+            demo.bottle_ndc or demo.ndc, demo.drug, demo.strength, lot, expiry, size=size, seed=seed
+        ),
+        "pills": photos.pills_photo(
+            min(demo.qty, 40), seed=seed, size=size, shape="capsule" if demo.form == "capsule" else "round"
+        ),
+        "vial_label": photos.vial_label_photo(
+            demo.rx, demo.patient, demo.drug, demo.strength, demo.directions, demo.qty, seed=seed, size=size
+        ),
+    }
+
+
+def _small_photo(kind: str) -> bytes:
+    im = Image.new(
+        "RGB",
+        (480, 360),
+        {"stock_bottle": (200, 196, 186), "pills": (150, 180, 210)}.get(kind, (190, 170, 150)),
+    )
+    ImageDraw.Draw(im).rectangle((160, 80, 320, 280), fill=(235, 235, 230))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+async def _people(world: DemoWorld) -> None:
+    d = world.services.directory
+    today = dt.date.today()
+    for code, name, state, _, _ in SITES:
+        await d.create_site(None, code, name, state)
+    await d.create_user(None, "admin", "Avery Admin", "admin", PASSWORD)
+    for username, display, states in PHARMACISTS:
+        user = await d.create_user(None, username, display, "pharmacist", PASSWORD)
+        for st in states:
+            await d.add_license(None, username, st, f"{st}-{user.id:05d}", today + dt.timedelta(days=700))
+        world.rphs[username] = Principal(
+            user.id, username, display, Role.PHARMACIST, None, frozenset(states), "session"
+        )
+    for code, _, _, username, display in SITES:
+        user = await d.create_user(None, username, display, "technician", PASSWORD, site_code=code)
+        world.techs[code] = Principal(
+            user.id, username, display, Role.TECHNICIAN, user.site_id, frozenset(), "device"
+        )
+
+
+async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count: int) -> None:
+    """A week of decided fills: turnaround of a few minutes to half an hour, some rejections."""
+    fills = world.services.fills
+    small = {kind: _small_photo(kind) for kind in ("stock_bottle", "pills", "vial_label")}
+    by_state = {"ND": ["rph.nd", "rph.lind"], "MN": ["rph.nd", "rph.sota"]}
+    for _ in range(count):
+        code, _, state, _, _ = SITES[rng.choice((0, 0, 1, 1, 2, 3, 3))]
+        day = rng.randint(0, 6)
+        submitted = now - dt.timedelta(days=day, hours=rng.uniform(0.5, 9.5))
+        wait = dt.timedelta(minutes=rng.lognormvariate(1.6, 0.7))
+        review = dt.timedelta(seconds=rng.uniform(35, 110))
+        world.clock.at = submitted
+        world.rx_seq += 1
+        rx = await world.services.prescriptions.create(
+            world.techs[code],
+            rx_body(replace(HISTORY, rx=f"H{world.rx_seq}"), "refill", prescriber=rng.choice(PRESCRIBERS)),
+        )
+        fill_id = await world.new_fill(
+            code, rx.id, priority=rng.choice(("waiting", "routine", "routine", "delivery"))
+        )
+        for kind, data in small.items():
+            await world.take(world.techs[code], fill_id, kind, data)
+        await fills.submit(world.techs[code], fill_id)
+        rph = world.rphs[rng.choice(by_state[state])]
+        world.clock.at = submitted + wait
+        claimed = await fills.claim(rph, fill_id)
+        world.clock.at = submitted + wait + review
+        if rng.random() < 0.14:
+            reasons = rng.sample(
+                list(REASON_WEIGHTS), k=rng.choice((1, 1, 2)), counts=list(REASON_WEIGHTS.values())
+            )
+            decision = DecisionInput(
+                claimed.version, "reject", tuple(dict.fromkeys(reasons)), "Please retake."
+            )
+        else:
+            decision = DecisionInput(claimed.version, "approve", (), None)
+        await fills.decide(rph, fill_id, decision)
+    world.clock.at = None
+
+
+async def _rejected_first_attempt(
+    world: DemoWorld, demo: DemoRx, prescription_id: int, scan: str, submitted: dt.datetime
+) -> str:
+    """An earlier attempt at a fill, rejected for its count: the console shows it beside the retake."""
+    tech = world.techs[demo.site]
+    world.clock.at = submitted - dt.timedelta(minutes=14)
+    first = await world.new_fill(
+        demo.site, prescription_id, priority=demo.priority, barcodes=(scan,), counted=58
+    )
+    for kind in ("stock_bottle", "pills", "vial_label"):
+        await world.take(tech, first, kind, _small_photo(kind))
+    await world.services.fills.submit(tech, first)
+    world.clock.at = submitted - dt.timedelta(minutes=9)
+    claimed = await world.services.fills.claim(world.rphs["rph.lind"], first)
+    world.clock.at = submitted - dt.timedelta(minutes=8)
+    await world.services.fills.decide(
+        world.rphs["rph.lind"],
+        first,
+        DecisionInput(
+            claimed.version,
+            "reject",
+            ("wrong_quantity",),
+            "Counted 58; please recount to 60 and retake the tray photo.",
+        ),
+    )
+    return first
+
+
+async def _live_fill(world: DemoWorld, i: int, demo: DemoRx, now: dt.datetime, video: Path | None) -> str:
+    lot = f"L{2400 + i}A"
+    expiry = now.date() + dt.timedelta(days=-40 if demo.expired else 420)
+    scan = scan_text(demo.bottle_ndc or demo.ndc, lot, expiry)
+    # Only the first fills, the ones a visitor opens first, get phone-sized photos; smaller ones keep
+    # the start quick.
+    shots = evidence_photos(demo, i, lot, expiry, PHONE_PHOTO if i < 2 else (800, 600))
+    submitted = now - dt.timedelta(minutes=demo.minutes_ago)
+    prescription_id = await world.prescription(demo, "new" if i % 3 else "refill")
+    previous = None
+    if i == 0:
+        previous = await _rejected_first_attempt(world, demo, prescription_id, scan, submitted)
+    world.clock.at = submitted
+    fill_id = await world.new_fill(
+        demo.site,
+        prescription_id,
+        priority=demo.priority,
+        barcodes=(scan,),
+        counted=demo.counted,
+        previous=previous,
+    )
+    tech = world.techs[demo.site]
+    for kind, image in shots.items():
+        await world.take(tech, fill_id, kind, photos.to_jpeg_bytes(image, 88), f"{kind}.jpg")
+    if video is not None:
+        await world.take(tech, fill_id, "count_video", video.read_bytes(), "count.webm")
+    await world.services.fills.submit(tech, fill_id)
+    world.clock.at = None
+    return fill_id
+
+
+async def build(services: Services, clock: SimClock, work_dir: Path, *, history: int = 70) -> DemoWorld:
+    """Writes the demo network into an empty database; `work_dir` holds the photos on their way in."""
+    world = DemoWorld(services, clock, work_dir)
+    await _people(world)
+    now = utcnow()
+    await _history(world, now, random.Random(7), history)
+    video = photos.count_video(
+        work_dir / "count.webm", seconds=3, fps=10, size=(960, 720), container="webm", count=40, seed=3
+    )
+    for i, demo in enumerate(LIVE):
+        world.live.append(await _live_fill(world, i, demo, now, video if i == 0 else None))
+    # Another pharmacist is reviewing one of them right now.
+    await services.fills.claim(world.rphs["rph.lind"], world.live[3])
+    await world.prescription(UNFILLED, "new")
+    return world
+
+
+def sample_photos(folder: Path, today: dt.date) -> dict[str, Path]:
+    """Writes the unfilled prescription's three photos as a phone would take them, by kind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    expiry = today + dt.timedelta(days=500)
+    written = {}
+    for kind, image in evidence_photos(UNFILLED, 11, UNFILLED_LOT, expiry, PHONE_PHOTO).items():
+        written[kind] = path = folder / f"{kind.replace('_', '-')}.jpg"
+        path.write_bytes(photos.to_jpeg_bytes(image, 88))
+    return written
+
+
+def temporary_work_dir(data_dir: Path) -> tempfile.TemporaryDirectory[str]:
+    """A folder beside the media store, so a photo taken in is linked there rather than copied."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix="demo-", dir=data_dir)

@@ -1,1 +1,0 @@
-"""Demo data: sites, people, prescriptions and generated evidence photos."""
