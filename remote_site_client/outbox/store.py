@@ -45,15 +45,26 @@ def durable_copy(src: Path, dest: Path) -> tuple[str, int]:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether the process holding a lease can still work on it. A zombie (killed, not yet reaped by
+    its parent) cannot, though its pid still answers signals."""
     if pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
-    return True
+    except PermissionError:  # alive, another user's
+        pass
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone meanwhile, or no /proc: the signal's answer stands
+        return False
+    # The state follows the command name, which is in parentheses and may itself hold any character.
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] == "Z"
 
 
 class Store:

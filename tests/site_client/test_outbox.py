@@ -61,6 +61,27 @@ def test_an_entry_is_worked_by_one_live_process_at_a_time(tmp_path: Path) -> Non
         assert not outbox.acquire(fill_id)
 
 
+def test_a_killed_sender_not_yet_reaped_does_not_hold_its_entries(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "data") as outbox:
+        fill_id = outbox.add({"prescription_id": 1}, _files(tmp_path))
+        sender = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            outbox.db.execute(
+                "UPDATE entries SET lease_pid = ?, lease_until = ? WHERE fill_id = ?",
+                (sender.pid, time.time() + 120, fill_id),
+            )
+            assert not outbox.acquire(fill_id)
+            sender.kill()  # a zombie until its parent reaps it: its pid still answers signals
+            deadline = time.monotonic() + 5
+            while Path(f"/proc/{sender.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert outbox.acquire(fill_id)
+        finally:
+            sender.kill()
+            sender.wait()
+
+
 def test_failed_entries_keep_their_reason_and_can_be_sent_again(tmp_path: Path) -> None:
     with Outbox(tmp_path / "data") as outbox:
         fill_id = outbox.add({"prescription_id": 1}, _files(tmp_path))
