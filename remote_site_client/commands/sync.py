@@ -19,6 +19,7 @@ from remote_site_client.commands.common import (
     until_stopped,
 )
 from remote_site_client.config import SiteConfig
+from remote_site_client.delivery import wake_on_other_writers
 from remote_site_client.live import Decisions, listen
 from remote_site_client.outbox import FAILED, OPEN_STATES, Outbox
 from remote_site_client.recordings import RecordingSender
@@ -75,7 +76,8 @@ async def _sync(cfg: SiteConfig, outbox: Outbox, once: bool, patience: float) ->
         sending = asyncio.create_task(sender.run(stop, wake))
         recording = asyncio.create_task(recordings.run(stop, wake_recordings))
         listening = asyncio.create_task(listen(api, outbox, "sync", handle, on_connect=connected))
-        await until_stopped(stop, sending, recording, listening)
+        noticing = asyncio.create_task(wake_on_other_writers(outbox.data_version, wake, wake_recordings))
+        await until_stopped(stop, sending, recording, listening, noticing)
     return EXIT_OK
 
 

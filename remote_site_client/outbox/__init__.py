@@ -71,6 +71,10 @@ class Outbox(FillStore, RecordingStore, LocalState):
             raise
         self._sweep_incoming()
 
+    def data_version(self) -> int:
+        """A number that changes when another process commits to the outbox (not on this one's commits)."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
     def close(self) -> None:
         self.db.close()
 
