@@ -33,6 +33,7 @@ from server.media.tus.endpoint import TusEndpoint
 from server.media.workers import make_executor, warm_up
 from server.operations.logs import keep_patient_data_out_of_logs
 from server.operations.metrics import Metrics
+from server.operations.storage import DataPaths
 from server.prescriptions import Prescriptions
 from server.realtime.bus import EventBus, LocalBus, PostgresBus
 from server.realtime.hub import Hub
@@ -44,6 +45,9 @@ from server.services import SERVICES, Services
 log = logging.getLogger(__name__)
 Schema = Literal["migrate", "create", "none"]
 ABANDONED_UPLOAD_SECONDS = 24 * 3600
+# With a data path short of room, an upload idle this long is abandoned: its site resumes or starts
+# again, and the room it holds may be what another upload needs.
+ABANDONED_UPLOAD_SECONDS_LOW_SPACE = 600
 # A request body is read in pieces of up to twice this before the connection pauses reading.
 READ_BUFSIZE = 512 * 1024
 
@@ -97,21 +101,28 @@ def build_services(
         consultations=consultations,
         recordings=RecordingIntake(consultations, store, executor, config),
         signalling=SignallingRelay(hub, consultations, mailbox),
+        storage=DataPaths.of(config),
     )
 
 
 async def sweep(services: Services, tus: TusEndpoint) -> None:
-    """Puts fills whose pharmacist went quiet back in the queue; clears uploads abandoned for a day."""
+    """Puts fills whose pharmacist went quiet back in the queue; clears uploads abandoned for a day, or
+    for ten minutes when a data path is short of room."""
     last_purge = 0.0
     while True:
         await asyncio.sleep(services.config.lease_sweep_seconds)
         try:
             await services.fills.expire_leases()
-            if time.monotonic() - last_purge > 3600:
+            low = await asyncio.to_thread(low_on_space, services)
+            if low or time.monotonic() - last_purge > 3600:
                 last_purge = time.monotonic()
-                await tus.purge_stale(ABANDONED_UPLOAD_SECONDS)
+                await tus.purge_stale(ABANDONED_UPLOAD_SECONDS_LOW_SPACE if low else ABANDONED_UPLOAD_SECONDS)
         except Exception:
             log.exception("sweep failed; will retry")
+
+
+def low_on_space(services: Services) -> bool:
+    return min(services.storage.free_bytes().values()) < services.config.min_free_bytes
 
 
 @web.middleware

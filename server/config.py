@@ -62,6 +62,9 @@ class Config:
     password_time_cost: int = 3
     password_memory_kib: int = 65536
     media_workers: int = 2
+    # Below this many free bytes on a data path /healthz says degraded, and abandoned uploads are
+    # purged sooner than their day.
+    min_free_bytes: int = 1024 * 1024 * 1024
     # Empty by default: on one network host candidates suffice; set TURN for sites behind NAT.
     ice_servers: tuple[IceServer, ...] = ()
 
@@ -100,6 +103,7 @@ class Config:
             host=env.get("TP_HOST", "127.0.0.1"),
             port=int(env.get("TP_PORT", "8080")),
             allowed_origins=tuple(o for o in env.get("TP_ALLOWED_ORIGINS", "").split(",") if o),
+            min_free_bytes=int(env.get("TP_MIN_FREE_BYTES", str(cls.min_free_bytes))),
         )
         if env.get("TP_ICE_SERVERS"):
             base = base.with_(ice_servers=parse_ice_servers(env["TP_ICE_SERVERS"]))

@@ -42,6 +42,14 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class OutOfStorage(DomainError):
+    """The server could not write its data (disk full or not writable): nothing of the request was kept,
+    and the sender may try again later."""
+
+    status = 507
+    code = "out_of_storage"
+
+
 class TooManyRequests(DomainError):
     status = 429
     code = "too_many_requests"

@@ -19,6 +19,7 @@ from server.fills.queries import FillQueries
 from server.media.serving import MediaAccess
 from server.media.store import MediaStore
 from server.operations.metrics import Metrics
+from server.operations.storage import DataPaths
 from server.prescriptions import Prescriptions
 from server.realtime.hub import Hub
 from server.security.auth import Auth
@@ -43,6 +44,7 @@ class Services:
     consultations: ConsultationService
     recordings: RecordingIntake
     signalling: SignallingRelay
+    storage: DataPaths
 
 
 SERVICES = web.AppKey("services", Services)

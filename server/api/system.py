@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -13,15 +14,25 @@ from server.services import services_of
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Alive and the database reachable (200); `degraded` when a data path has less free room than
+    `min_free_bytes`: reads work, writes may soon fail."""
     svc = services_of(request)
     async with svc.db.read() as s:
         await s.execute(text("SELECT 1"))
-    return web.json_response({"status": "ok", "database": "sqlite" if svc.db.is_sqlite else "postgresql"})
+    free = await asyncio.to_thread(svc.storage.free_bytes)
+    short = sorted(role for role, n in free.items() if n < svc.config.min_free_bytes)
+    body = {
+        "status": "degraded" if short else "ok",
+        "database": "sqlite" if svc.db.is_sqlite else "postgresql",
+        "free_bytes": free,
+        **({"low_on_space": short} if short else {}),
+    }
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
     svc = services_of(request)
-    return await svc.metrics.render(svc.db)
+    return await svc.metrics.render(svc.db, svc.storage)
 
 
 async def openapi(request: web.Request) -> web.Response:

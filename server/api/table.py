@@ -12,8 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-from server.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated
+from server.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated, OutOfStorage
 from server.security.principal import Principal, Role
+from server.services import services_of
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,9 @@ ANY_USER = frozenset(Role)
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# A site's request that failed this way is kept in its outbox and sent again by itself.
+OUT_OF_STORAGE_AT_SITE = "The server is out of storage; your fill is safe at the site and will be sent later."
+OUT_OF_STORAGE = "The server is out of storage; nothing was changed. Try again in a while."
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,14 @@ def guard(route: Route, authenticate: Authenticator) -> Handler:
         except web.HTTPException:
             raise
         except Exception as exc:
+            failure = services_of(request).storage.failure_in(exc)
+            if failure is not None:
+                log.error(
+                    "%s %s: the %s path failed to write: %s (errno %d)",
+                    route.method, route.path, failure.role, failure.reason, failure.errno,
+                )  # fmt: skip
+                at_site = PRINCIPAL in request and request[PRINCIPAL].role is Role.TECHNICIAN
+                return error_response(OutOfStorage(OUT_OF_STORAGE_AT_SITE if at_site else OUT_OF_STORAGE))
             # The message may carry bound SQL parameters (patient data): log the type and frames only.
             frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
             log.error("unhandled %s in %s %s\n%s", type(exc).__name__, route.method, route.path, frames)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -13,6 +14,7 @@ from sqlalchemy import func, select
 from server.db.engine import Database
 from server.db.models import Fill
 from server.fills.rules import FillState
+from server.operations.storage import DataPaths
 
 
 class Metrics:
@@ -25,6 +27,12 @@ class Metrics:
             "tp_http_request_seconds", "HTTP request latency", ["route"], registry=self.registry
         )
         self.queue_depth = Gauge("tp_fills", "Fills by state", ["state"], registry=self.registry)
+        self.free_bytes = Gauge(
+            "tp_storage_free_bytes",
+            "Free bytes on each data path's file system",
+            ["path"],
+            registry=self.registry,
+        )
         self.turnaround = Histogram(
             "tp_turnaround_seconds",
             "Seconds from submission to decision",
@@ -56,11 +64,13 @@ class Metrics:
             self.requests.labels(request.method, route, str(status)).inc()
             self.latency.labels(route).observe(time.perf_counter() - start)
 
-    async def render(self, db: Database) -> web.Response:
+    async def render(self, db: Database, storage: DataPaths) -> web.Response:
         async with db.read() as s:
             counts = dict((await s.execute(select(Fill.state, func.count()).group_by(Fill.state))).all())
         for state in FillState:
             self.queue_depth.labels(state.value).set(counts.get(state, 0))
+        for role, free in (await asyncio.to_thread(storage.free_bytes)).items():
+            self.free_bytes.labels(role).set(free)
         resp = web.Response(body=generate_latest(self.registry))
         resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return resp

@@ -28,6 +28,8 @@ async def test_health_and_metrics(world: World) -> None:
     assert 'tp_fills{state="approved"} 1.0' in text
     assert 'tp_turnaround_seconds_count{outcome="approved"} 1.0' in text
     assert "tp_http_requests_total" in text
+    for path in ("media", "uploads", "database"):
+        assert f'tp_storage_free_bytes{{path="{path}"}}' in text
     assert "Jane" not in text
 
 

@@ -63,10 +63,11 @@ async def seed(data_dir: Path) -> str:
 class ServerProcess:
     """`tp-server serve` on a data folder: started, stopped politely, or killed, and started again."""
 
-    def __init__(self, data_dir: Path, port: int, log_path: Path) -> None:
+    def __init__(self, data_dir: Path, port: int, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
         self.log_path = log_path
+        self.env = env or {}
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -75,7 +76,7 @@ class ServerProcess:
 
     async def start(self) -> None:
         log = self.log_path.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "server.cli", "serve", "--data-dir", str(self.data_dir),
             "--host", "127.0.0.1", "--port", str(self.port),

@@ -41,7 +41,7 @@ from server.media.tus.protocol import (
     parse_length,
     parse_metadata,
 )
-from server.media.tus.uploads import Appender, TusUpload, UploadLocked, Uploads
+from server.media.tus.uploads import Appender, TusUpload, UploadLocked, Uploads, named
 
 # Network reads buffered before a write: one pwritev takes at most IOV_MAX (1024 on Linux) pieces.
 _MAX_CHUNKS = 256
@@ -382,28 +382,11 @@ class TusEndpoint:
         appender = Appender(upload.data_path, upload.offset, hasher, skip=skip)
         # The network's chunks are kept as they came and written together (pwritev): no copying.
         buf: list[bytes] = []
-        buffered = 0
-        interrupted = too_large = False
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self.idle_timeout):
-                        chunk = await request.content.readany()
-                except (TimeoutError, ConnectionError, ClientPayloadError, HttpProcessingError):
-                    # The client went away or stalled: keep what arrived, it will HEAD and resume.
-                    interrupted = True
-                    break
-                if not chunk:
-                    break
-                chunk = appender.skip_held(chunk)
-                if appender.written + buffered + len(chunk) > room:
-                    too_large = True
-                    break
-                buf.append(chunk)
-                buffered += len(chunk)
-                if buffered >= self.write_buffer or len(buf) >= _MAX_CHUNKS:
-                    await asyncio.to_thread(appender.write, buf)
-                    buf, buffered = [], 0
+            interrupted, too_large = await self._read_body(request, appender, room, buf)
+        except OSError as exc:
+            await asyncio.to_thread(self._discard, upload, appender, publish)
+            raise named(exc, upload.data_path) from None
         except BaseException:
             # Cancelled: keep what arrived, synchronously (one buffer at most). Should a cancelled
             # thread write still be running, the same bytes land at the same place: harmless.
@@ -413,9 +396,13 @@ class TusEndpoint:
             raise
         if too_large:
             buf = []
-        mismatch = await asyncio.to_thread(
-            self._finish, appender, buf, not too_large, expected, interrupted, publish
-        )
+        try:
+            mismatch = await asyncio.to_thread(
+                self._finish, appender, buf, not too_large, expected, interrupted, publish
+            )
+        except OSError as exc:
+            await asyncio.to_thread(self._discard, upload, appender, publish)
+            raise named(exc, upload.data_path) from None
         if too_large:
             raise self._too_large(upload)
         if mismatch:
@@ -428,6 +415,39 @@ class TusEndpoint:
             offset = str(upload.offset + appender.written)
             raise self._error(web.HTTPBadRequest, "the request body ended early", **{"Upload-Offset": offset})
         return appender.written
+
+    async def _read_body(
+        self, request: web.Request, appender: Appender, room: int, buf: list[bytes]
+    ) -> tuple[bool, bool]:
+        """Reads the body, writing it out once per `write_buffer`; `buf` holds what is not written
+        yet. Returns (the client went away or stalled, the body is larger than the upload's room)."""
+        buffered = 0
+        while True:
+            try:
+                async with asyncio.timeout(self.idle_timeout):
+                    chunk = await request.content.readany()
+            except (TimeoutError, ConnectionError, ClientPayloadError, HttpProcessingError):
+                # The client went away or stalled: keep what arrived, it will HEAD and resume.
+                return True, False
+            if not chunk:
+                return False, False
+            chunk = appender.skip_held(chunk)
+            if appender.written + buffered + len(chunk) > room:
+                return False, True
+            buf.append(chunk)
+            buffered += len(chunk)
+            if buffered >= self.write_buffer or len(buf) >= _MAX_CHUNKS:
+                await asyncio.to_thread(appender.write, list(buf))
+                buf.clear()
+                buffered = 0
+
+    def _discard(self, upload: TusUpload, appender: Appender, unpublished: dict[str, Any] | None) -> None:
+        """A write of this request failed (disk full, not writable): nothing it wrote stays. An upload
+        keeps the bytes earlier requests sent; one that holds none goes whole (the site starts again),
+        so that a full disk does not collect an empty upload per attempt."""
+        appender.discard()
+        if unpublished is not None or appender.start == 0:
+            self.uploads.remove(upload.id)
 
     def _finish(
         self,

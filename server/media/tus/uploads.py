@@ -161,17 +161,24 @@ class Uploads:
     def _write_info(self, upload_id: str, info: dict[str, Any]) -> None:
         """Writes the info file durably (and the same-file hint): from now on the upload exists."""
         tmp = self.path(upload_id, "info.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(info, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if info.get("same"):
-            # The hint for creation is a second name of the info file, made before the upload is
-            # visible: no file of its own (each new inode is costly on a busy disk), no fsync needed.
-            link = self.path(upload_id, "same.tmp")
-            os.link(tmp, link)
-            os.replace(link, self.path(info["same"], "same"))
-        os.replace(tmp, self.path(upload_id, "info"))
+        link = self.path(upload_id, "same.tmp")
+        try:
+            with tmp.open("w", encoding="utf-8") as f:
+                json.dump(info, f)
+                f.flush()
+                os.fsync(f.fileno())
+            if info.get("same"):
+                # The hint for creation is a second name of the info file, made before the upload is
+                # visible: no file of its own (each new inode is costly on a busy disk), no fsync needed.
+                os.link(tmp, link)
+                os.replace(link, self.path(info["same"], "same"))
+            os.replace(tmp, self.path(upload_id, "info"))
+        except BaseException:
+            # A disk that filled up must not keep the half-written file of every attempt.
+            for left in (tmp, link):
+                with contextlib.suppress(OSError):
+                    left.unlink()
+            raise
         dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dir_fd)
@@ -343,6 +350,28 @@ class Appender:
             if self.fd is not None:
                 os.close(self.fd)
                 self.fd = None
+
+    def discard(self) -> None:
+        """Undoes this request's writes (a write failed: disk full, not writable): the file is cut back
+        to where the request began."""
+        try:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_WRONLY)
+            os.ftruncate(self.fd, self.start)
+        except FileNotFoundError:
+            pass
+        finally:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+        self.written = 0
+
+
+def named(exc: OSError, path: Path) -> OSError:
+    """The error with the file it is about (a write on a descriptor names none), for the log."""
+    if exc.filename is not None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 def write_at(fd: int, chunks: list[bytes], position: int, hasher: Any) -> int:
