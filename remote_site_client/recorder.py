@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from typing import Any
 
 import av
@@ -11,6 +11,8 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from remote_site_client.media_tracks import ContinuousTrack, FixedSizeTrack
+
+log = logging.getLogger(__name__)
 
 
 class Mp4Recorder:
@@ -27,6 +29,7 @@ class Mp4Recorder:
         self.tracks: list[tuple[ContinuousTrack, Any]] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.started = False
+        self.dropped = 0  # frames or packets the encoder or muxer refused
 
     def addTrack(self, track: MediaStreamTrack) -> None:
         for feed, _ in self.tracks:
@@ -53,16 +56,38 @@ class Mp4Recorder:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            for packet in stream.encode(frame):
+            self._encode(stream, frame)
+
+    def _encode(self, stream: Any, frame: Any) -> None:
+        """Encodes a frame (None: the rest the encoder holds) and writes its packets. A frame or packet
+        refused (a timestamp out of order around a reconnection) costs itself, not the recording."""
+        try:
+            packets = stream.encode(frame)
+        except (av.error.FFmpegError, ValueError) as exc:
+            self.dropped += 1
+            log.warning("recording: a %s frame was dropped (%s)", stream.type, exc)
+            return
+        for packet in packets:
+            try:
                 self.container.mux(packet)
+            except (av.error.FFmpegError, ValueError) as exc:
+                self.dropped += 1
+                log.warning("recording: a %s packet was dropped (%s)", stream.type, exc)
 
     async def stop(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        for t in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        for _, stream in self.tracks:
-            for packet in stream.encode(None):
-                self.container.mux(packet)
-        self.container.close()
+        """Ends the recording. The file is closed (its index written) whatever happened before: a file
+        left open is unreadable, and the recording of the whole call would be lost."""
+        try:
+            for t in self.tasks:
+                t.cancel()
+            for t in self.tasks:
+                try:
+                    await t
+                except asyncio.CancelledError:
+                    pass
+                except Exception:
+                    log.exception("recording: a track's writer failed")
+            for _, stream in self.tracks:
+                self._encode(stream, None)
+        finally:
+            self.container.close()
