@@ -17,6 +17,7 @@ from server.db.models import Media
 from server.errors import InvalidInput
 from server.media.errors import MediaRejected
 from server.media.ingest import ingest_media
+from server.media.rows import media_row
 from server.media.store import MediaStore
 from server.media.video import video_content_type
 from server.security.principal import Principal
@@ -86,5 +87,5 @@ class RecordingIntake:
         if ingested.variants["full"]["content_type"] != MP4:
             # An mp4 box holding VP8/VP9 would be copied to WebM: not what a recording is.
             raise _not_mp4()
-        media = ingested.media_row(kind=RECORDING_KIND, filename=filename)
+        media = media_row(ingested, kind=RECORDING_KIND, filename=filename)
         return await self.consultations.attach_recording(actor, consultation_id, media)

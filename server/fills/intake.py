@@ -10,6 +10,7 @@ from server.config import Config
 from server.db.models import Media
 from server.fills.lifecycle import FillService
 from server.media.ingest import ingest_media
+from server.media.rows import media_row
 from server.media.store import MediaStore
 from server.security.principal import Principal
 
@@ -42,5 +43,5 @@ class MediaIntake:
         quality: dict[str, Any] = dict(ingested.quality)
         if kind == "stock_bottle":
             quality["barcodes"] = ingested.barcodes
-        media = ingested.media_row(kind=kind, filename=filename, quality=quality)
+        media = media_row(ingested, kind=kind, filename=filename, quality=quality)
         return await self.fills.attach_media(actor, fill_id, media)

@@ -9,9 +9,8 @@ import hashlib
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict
 
-from server.db.models import Media
 from server.evidence.kinds import CONSULTATION_RECORDING, PHOTO_KINDS, VIDEO_KINDS
 from server.media.errors import MediaRejected
 from server.media.images import ProcessedImage, VariantFile, process_image, sniff_image_format
@@ -45,21 +44,6 @@ class IngestedMedia:
     variants: dict[str, StoredVariant]
     quality: dict[str, float] = field(default_factory=dict)
     barcodes: list[str] = field(default_factory=list)
-
-    def media_row(self, *, kind: str, filename: str, quality: dict[str, Any] | None = None) -> Media:
-        """The media row recording this file; its owner (fill or consultation) is set by the caller."""
-        return Media(
-            kind=kind,
-            sha256=self.sha256,
-            content_type=self.content_type,
-            filename=filename[:255],
-            bytes=self.bytes,
-            width=self.width,
-            height=self.height,
-            duration_seconds=self.duration_seconds,
-            variants=self.variants,
-            quality=dict(self.quality) if quality is None else quality,
-        )
 
 
 async def ingest_media(

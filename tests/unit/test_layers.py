@@ -24,10 +24,14 @@ Every import counts: at module level, inside functions, under TYPE_CHECKING, rel
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Mapping, Set
 from pathlib import Path
 
 import pytest
+
+from server.media.workers import PRELOAD
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKED = ("server", "remote_site_client")
@@ -267,3 +271,16 @@ def test_what_the_layers_allow_is_not_reported() -> None:
         "remote_site_client/prepare.py": "from server.evidence.orientation import EXIF_ORIENTATION\n",
     }
     assert violations(sources) == []
+
+
+def test_what_the_media_workers_run_imports_no_database_code() -> None:
+    """A media worker imports the modules of its jobs: the database layer there would cost each worker
+    about 25 MB of memory for nothing."""
+    worker_modules = ["server.media.workers", "server.media.ingest", *PRELOAD]
+    code = (
+        f"import importlib, sys\nfor m in {worker_modules!r}: importlib.import_module(m)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic', 'aiosqlite', "
+        "'asyncpg') or m.startswith('server.db')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
