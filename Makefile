@@ -44,9 +44,9 @@ pytest: $(STAMP) system-deps postgres
 
 test: lint typecheck compose-check pytest
 
-# Unit and API tests on SQLite: no PostgreSQL, no browser, no server or site processes; on two workers.
+# Unit and API tests on SQLite but the slow few: no PostgreSQL, browser, server or site processes; two workers.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -n 2 -m "(unit or api) and not postgres" tests/unit tests/api
+	$(BIN)/pytest -q -n 2 -m "(unit or api) and not postgres and not slow" tests/unit tests/api
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench.ingest

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import delete, select, update
 
 from server.audit import chain as audit
@@ -96,6 +97,7 @@ def _tp_server(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_audit_commands_verify_and_export(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     assert (

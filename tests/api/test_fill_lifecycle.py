@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from server.fills.lifecycle import FillService
 from tests.api.world import REQUIRED, User, World, new_fill_id, photo, queued_fill, rx_body, upload
 
@@ -258,6 +260,7 @@ async def test_heartbeat_keeps_the_lease(world: World) -> None:
     assert done["state"] == "approved"
 
 
+@pytest.mark.slow
 async def test_two_racing_decisions_exactly_one_wins(world: World) -> None:
     """Fifty times over: two decisions on the same fill and version at once (two console tabs): one wins."""
     tech = await world.device("tech_nd1")

@@ -119,6 +119,7 @@ def sweep(bases: dict[str, Image.Image]) -> list[Case]:
     return cases
 
 
+@pytest.mark.slow
 def test_sweep_classifies_every_generated_photo(sweep: list[Case]) -> None:
     wrong = [
         f"{c.base}/{c.variant}: expected {list(c.expected)}, got {c.assessment.as_dict()}"
