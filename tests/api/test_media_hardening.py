@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -17,7 +19,17 @@ from tusclient.uploader import Uploader
 
 from demo import photos
 from server.db.models import Media
-from tests.api.world import REQUIRED, User, World, new_fill_id, photo, rx_body, upload
+from tests.api.world import (
+    REQUIRED,
+    User,
+    World,
+    build_world,
+    new_fill_id,
+    photo,
+    rx_body,
+    tus_metadata,
+    upload,
+)
 
 
 def _png_declaring(width: int, height: int) -> bytes:
@@ -212,3 +224,32 @@ async def test_video_evidence_is_probed_and_gets_a_poster(world: World, tmp_path
     # A photo sent as a video, or a video sent as a photo, is refused.
     wrong = await upload(tech, fill_id, "pills", video.read_bytes(), "count.jpg")
     assert wrong.status in (415, 422)
+
+
+@pytest.mark.parametrize("low_on_space", [True, False])
+async def test_an_upload_abandoned_ten_minutes_is_cleared_only_while_space_is_low(
+    tmp_path: Path, low_on_space: bool
+) -> None:
+    # Every data path counts as short of room when the floor is higher than any disk.
+    floor = 2**62 if low_on_space else 0
+    database = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite3'}"
+    world = await build_world(tmp_path, database, min_free_bytes=floor)
+    try:
+        tech, fill_id = await _draft(world)
+        meta = tus_metadata(fill_id=fill_id, kind="pills", filename="pills.jpg", sha256="0" * 64)
+        created = await tech.post(
+            "/api/v1/uploads",
+            headers={"Tus-Resumable": "1.0.0", "Upload-Length": "1000", "Upload-Metadata": meta},
+        )
+        assert created.status == 201
+        uploads = world.services.config.upload_dir
+        (data_file,) = uploads.glob("*.data")
+        eleven_minutes_ago = time.time() - 11 * 60
+        os.utime(data_file, (eleven_minutes_ago, eleven_minutes_ago))
+        deadline = time.monotonic() + 5
+        while data_file.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the sweep runs every 0.2 s here
+        assert data_file.exists() is not low_on_space
+        assert bool(list(uploads.glob("*.info"))) is not low_on_space
+    finally:
+        await world.close()
