@@ -14,7 +14,8 @@ from aiohttp import web
 from server.api.media import make_tus_endpoint
 from server.api.openapi import OPENAPI_DOCUMENT, document
 from server.api.routes import ROUTES, TUS
-from server.api.table import Handler, guard
+from server.api.scheme import request_is_https, trusted_networks
+from server.api.table import guard
 from server.config import Config
 from server.consultations.mailbox import LocalMailbox, Mailbox, PostgresMailbox
 from server.consultations.recordings import RecordingIntake
@@ -125,14 +126,29 @@ def low_on_space(services: Services) -> bool:
     return min(services.storage.free_bytes().values()) < services.config.min_free_bytes
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    resp = await handler(request)
-    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-    resp.headers.setdefault("X-Frame-Options", "DENY")
-    if request.path.startswith("/api/"):
-        resp.headers.setdefault("Cache-Control", "no-store")
-    return resp
+# Every answer, errors included: nothing sniffed, framed or kept. An answer that says itself how it may
+# be kept or what its page may load (the console's own files) keeps its word.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+HSTS = "max-age=31536000; includeSubDomains"
+# The product without its version or its libraries': nothing to match against a list of known flaws.
+SERVER_NAME = "telepharmacy"
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Sets the headers every response carries. As an on_response_prepare hook it sees each response
+    as it is sent, raised HTTPExceptions too (the router's 404 and 405, the tus endpoint's errors)."""
+    headers = response.headers
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    headers["Server"] = SERVER_NAME
+    if request_is_https(request, request.app[SERVICES].config.trusted_proxies):
+        headers["Strict-Transport-Security"] = HSTS
 
 
 def create_app(
@@ -143,7 +159,7 @@ def create_app(
     # Made here, not with the other services, so its middleware counts requests from the first one.
     metrics = Metrics()
     app = web.Application(
-        middlewares=[metrics.middleware, security_headers],
+        middlewares=[metrics.middleware],
         client_max_size=1024 * 1024,
         # A connection reads up to twice this before pausing: a photo arrives in a few reads instead of
         # a pause and a resume every 128 KiB (aiohttp's default of 64 KiB).
@@ -181,6 +197,8 @@ def create_app(
             await db.dispose()
 
     app.cleanup_ctx.append(resources)
+    trusted_networks(config.trusted_proxies)  # a malformed entry stops the start, not every request
+    app.on_response_prepare.append(security_headers)
 
     async def close_sockets(app: web.Application) -> None:
         # Websockets end on shutdown, not after it: aiohttp would otherwise wait for them.

@@ -43,6 +43,7 @@ class Config:
     port: int = 8080
     # Origins allowed to open a websocket with a session cookie; empty means the server's own origin.
     allowed_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
     secure_cookies: bool | None = None
     session_hours: int = 12
     lease_seconds: int = 120
@@ -103,6 +104,7 @@ class Config:
             host=env.get("TP_HOST", "127.0.0.1"),
             port=int(env.get("TP_PORT", "8080")),
             allowed_origins=tuple(o for o in env.get("TP_ALLOWED_ORIGINS", "").split(",") if o),
+            trusted_proxies=tuple(a for a in env.get("TP_TRUSTED_PROXIES", "").split(",") if a),
             min_free_bytes=int(env.get("TP_MIN_FREE_BYTES", str(cls.min_free_bytes))),
         )
         if env.get("TP_ICE_SERVERS"):

@@ -165,8 +165,9 @@ async def serve_media(request: web.Request, media_id: int, variant: str | None) 
     """One variant of one stored medium, if the caller may see it; Range requests are answered."""
     svc = services_of(request)
     sha, content_type = await svc.media.find_variant(principal_of(request), media_id, variant)
-    # Content addressed, so a variant never changes: the browser may keep it (privately) for a day.
-    headers = {"Cache-Control": "private, max-age=86400, immutable", "Content-Type": content_type}
+    # A photo shows the patient's name (the vial label): a shared workstation keeps none after sign-out.
+    # The console decodes each photo once per page and reuses it, so nothing is fetched twice in a view.
+    headers = {"Cache-Control": "no-store", "Content-Type": content_type}
     return await send_stored(request, svc.store, sha, headers)
 
 

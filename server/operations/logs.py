@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
@@ -18,10 +19,36 @@ PARAMETER_LOGGERS = (
 )
 
 
+# aiohttp's own loggers record the exceptions of requests it could not parse or answer; the message of
+# such an exception quotes the request (a parse error, the first hundred bytes of an over-long header:
+# an Upload-Metadata filename, a cookie).
+REQUEST_EXCEPTION_LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.websocket", "aiohttp.internal")
+
+
+class ExceptionTypeAndFrames(logging.Filter):
+    """Replaces a record's exception by its type and frames: its message and arguments stay out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}" + (f"\n{frames}" if frames else "")
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_EXCEPTION_TYPE_AND_FRAMES = ExceptionTypeAndFrames()
+
+
 def keep_patient_data_out_of_logs() -> None:
-    """Pins the loggers that would print SQL parameters to WARNING, whatever the root level is."""
+    """Pins the loggers that would print SQL parameters to WARNING, whatever the root level is, and
+    keeps the text of request exceptions out of aiohttp's records."""
     for name in PARAMETER_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in REQUEST_EXCEPTION_LOGGERS:
+        logging.getLogger(name).addFilter(_EXCEPTION_TYPE_AND_FRAMES)  # once: the same filter is kept once
 
 
 def configure(level: int = logging.INFO) -> None:

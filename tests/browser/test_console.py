@@ -112,6 +112,9 @@ async def test_approve_by_keyboard_reaches_the_site_and_the_next_fill_opens(
     await expect(page.locator("#v-lease")).to_contain_text("Claimed by you")
     measured = await page.evaluate("performance.getEntriesByName('tp:approve-to-shown').length")
     assert measured == 1
+    # Photos are served no-store: each is fetched once, decoded ahead, and that copy is what is shown.
+    media = [u for u in c.urls if "/api/v1/media/" in u]
+    assert media and len(media) == len(set(media)), media
 
     # Patient data never reaches the browser console or any URL.
     for text in c.logs + c.urls:
@@ -360,6 +363,10 @@ async def test_filters_and_the_viewer_zoom_pan_full_resolution_and_video(
     await until(page, "() => document.querySelector('#v-stage video').readyState >= 1")
     await page.keyboard.press("]")
     await until(page, "() => document.querySelector('#v-stage video').currentTime > 0.5")
+    # Served no-store, each photo and poster is fetched once and reused; the video streams by ranges.
+    src = str(world.server.make_url(await video.get_attribute("src") or ""))
+    images = [u for u in c.urls if "/api/v1/media/" in u and u != src]
+    assert images and len(images) == len(set(images)), images
     await page.keyboard.press("Escape")
     await expect(c.row(fill["id"])).to_contain_text("Waiting")
     await expect(c.row(video_fill)).to_contain_text("Waiting")
