@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -23,6 +24,24 @@ SIZE = 3 * 1024 * 1024
 class Received:
     def __init__(self) -> None:
         self.completed: list[tuple[dict[str, str], str]] = []
+
+
+async def allow(request: web.Request, metadata: dict[str, str], length: int) -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """The app on a free loopback port: its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture
@@ -48,15 +67,8 @@ async def tus_server(tmp_path: Path) -> AsyncIterator[tuple[str, Received]]:
     )  # fmt: skip
     app = web.Application()
     endpoint.add_routes(app.router)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", received
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url, received
 
 
 @pytest.fixture
@@ -205,12 +217,9 @@ async def test_a_server_without_creation_with_upload_gets_the_photo_by_patch(tmp
         completed.append(upload.data_path.read_bytes())
         return {"Tp-Media-Id": "7"}
 
-    async def authorize(request: web.Request, metadata: dict[str, str], length: int) -> None:
-        return None
-
     endpoint = TusEndpoint(
         tmp_path / "uploads", 10 * 1024 * 1024, base_path="/api/v1/uploads",
-        authorize=authorize, owner_of=lambda r: "site", on_complete=complete,
+        authorize=allow, owner_of=lambda r: "site", on_complete=complete,
     )  # fmt: skip
 
     async def plain_creation(request: web.Request) -> web.StreamResponse:
@@ -223,21 +232,12 @@ async def test_a_server_without_creation_with_upload_gets_the_photo_by_patch(tmp
     app = web.Application()
     app.router.add_post("/api/v1/uploads", plain_creation)
     app.router.add_patch("/api/v1/uploads/{upload_id}", endpoint.patch)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     photo = tmp_path / "pills.jpg"
     photo.write_bytes(os.urandom(300_000))
-    try:
-        cfg = SiteConfig(server_url=f"http://127.0.0.1:{port}", token="t", data_dir=tmp_path)
-        async with SiteApi(cfg) as api:
-            result = await TusClient(api).upload(
-                photo, size=300_000, metadata={"kind": "pills"}, url=None, remember_url=lambda u: None
-            )
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url, SiteApi(SiteConfig(server_url=url, token="t", data_dir=tmp_path)) as api:
+        result = await TusClient(api).upload(
+            photo, size=300_000, metadata={"kind": "pills"}, url=None, remember_url=lambda u: None
+        )
     assert result.media_id == 7 and completed == [photo.read_bytes()]
 
 
@@ -257,38 +257,26 @@ async def test_an_upload_whose_bytes_all_arrived_is_completed_by_one_request(tmp
             raise failures.pop()
         return {"Tp-Media-Id": "9"}
 
-    async def authorize(request: web.Request, metadata: dict[str, str], length: int) -> None:
-        return None
-
     endpoint = TusEndpoint(
         tmp_path / "uploads", 10 * 1024 * 1024, base_path="/api/v1/uploads",
-        authorize=authorize, owner_of=lambda r: "site", on_complete=complete,
+        authorize=allow, owner_of=lambda r: "site", on_complete=complete,
         same_file=lambda metadata: metadata.get("sha256"),
     )  # fmt: skip
     app = web.Application(middlewares=[count])
     endpoint.add_routes(app.router)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     photo = tmp_path / "vial.jpg"
     photo.write_bytes(os.urandom(200_000))
     meta = {"kind": "vial_label", "sha256": hashlib.sha256(photo.read_bytes()).hexdigest()}
     remembered: list[str | None] = [None]
-    try:
-        cfg = SiteConfig(server_url=f"http://127.0.0.1:{port}", token="t", data_dir=tmp_path)
-        async with SiteApi(cfg) as api:
-            with pytest.raises(ApiError):
-                await TusClient(api).upload(
-                    photo, size=200_000, metadata=meta, url=None, remember_url=remembered.append
-                )
-            assert remembered[-1] == CREATION_BEGUN
-            requests.clear()
-            done = await TusClient(api).upload(
-                photo, size=200_000, metadata=meta, url=remembered[-1], remember_url=remembered.append
+    async with serving(app) as url, SiteApi(SiteConfig(server_url=url, token="t", data_dir=tmp_path)) as api:
+        with pytest.raises(ApiError):
+            await TusClient(api).upload(
+                photo, size=200_000, metadata=meta, url=None, remember_url=remembered.append
             )
-    finally:
-        await runner.cleanup()
+        assert remembered[-1] == CREATION_BEGUN
+        requests.clear()
+        done = await TusClient(api).upload(
+            photo, size=200_000, metadata=meta, url=remembered[-1], remember_url=remembered.append
+        )
     assert requests == ["POST"]
     assert done.media_id == 9 and done.sent_bytes == 0
