@@ -62,7 +62,12 @@ def may_read_media(actor: Principal, media: Media, site: Site, consultation: Con
 def build_services(
     config: Config, db: Database, metrics: Metrics, *, clock: Callable[..., object] | None = None
 ) -> Services:
-    passwords = Passwords(config.password_time_cost, config.password_memory_kib)
+    passwords = Passwords(
+        config.password_time_cost,
+        config.password_memory_kib,
+        slots=config.password_hash_slots,
+        queue=config.password_hash_queue,
+    )
     bus: EventBus
     mailbox: Mailbox
     if db.is_sqlite:

@@ -61,6 +61,10 @@ class Config:
     event_queue_size: int = 1000
     password_time_cost: int = 3
     password_memory_kib: int = 65536
+    # Password hashes computed at once (0: half the cores) and sign-ins that may wait for a turn;
+    # beyond that a sign-in is answered 429 at once.
+    password_hash_slots: int = 0
+    password_hash_queue: int = 16
     media_workers: int = 2
     # Below this many free bytes on a data path /healthz says degraded, and abandoned uploads are
     # purged sooner than their day.
