@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.api.table import json_body, principal_of
+from server.errors import UnsupportedMediaType
 from server.security.auth import SESSION_COOKIE
 from server.security.principal import Principal
 from server.services import services_of
@@ -16,6 +17,9 @@ def client_address(request: web.Request) -> str:
 
 async def login(request: web.Request) -> web.Response:
     svc = services_of(request)
+    # A form or text/plain post is what a foreign page can send without asking (login CSRF).
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("Sign in with a JSON body (Content-Type: application/json).")
     body = await json_body(request, max_bytes=4096)
     result = await svc.auth.login(
         str(body.get("username", "")), str(body.get("password", "")), client_address(request)
