@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from dataclasses import dataclass, replace
@@ -43,7 +44,10 @@ class Config:
     port: int = 8080
     # Origins allowed to open a websocket with a session cookie; empty means the server's own origin.
     allowed_origins: tuple[str, ...] = ()
+    # The session cookie's Secure flag; None: set when the client reached us over HTTPS.
     secure_cookies: bool | None = None
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto are believed.
+    trusted_proxies: tuple[str, ...] = ()
     session_hours: int = 12
     lease_seconds: int = 120
     lease_sweep_seconds: float = 5.0
@@ -72,6 +76,11 @@ class Config:
     # Empty by default: on one network host candidates suffice; set TURN for sites behind NAT.
     ice_servers: tuple[IceServer, ...] = ()
 
+    def __post_init__(self) -> None:
+        for proxy in self.trusted_proxies:
+            # A mistyped proxy fails at start (ValueError names it), not at the first request.
+            ipaddress.ip_network(proxy, strict=False)
+
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
@@ -88,12 +97,6 @@ class Config:
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
 
-    @property
-    def cookies_secure(self) -> bool:
-        if self.secure_cookies is not None:
-            return self.secure_cookies
-        return self.host not in ("127.0.0.1", "localhost", "::1")
-
     def with_(self, **changes: object) -> Config:
         return replace(self, **changes)  # type: ignore[arg-type]
 
@@ -108,6 +111,9 @@ class Config:
             port=int(env.get("TP_PORT", "8080")),
             allowed_origins=tuple(o for o in env.get("TP_ALLOWED_ORIGINS", "").split(",") if o),
             min_free_bytes=int(env.get("TP_MIN_FREE_BYTES", str(cls.min_free_bytes))),
+            trusted_proxies=tuple(
+                p.strip() for p in env.get("TP_TRUSTED_PROXIES", "").split(",") if p.strip()
+            ),
         )
         if env.get("TP_ICE_SERVERS"):
             base = base.with_(ice_servers=parse_ice_servers(env["TP_ICE_SERVERS"]))

@@ -1,12 +1,32 @@
-"""Signing in: only JSON from the server's own pages (or origins the operator allowed) signs in, and
-another site's page changes nothing."""
+"""Signing in: only JSON from the server's own pages (or origins the operator allowed) signs in,
+another site's page changes nothing, and the cookie is Secure over HTTPS."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient
+
 from tests.api.world import PASSWORD, World, build_world
+
+PROXY = "127.0.0.1"  # the test client's own address: the proxy in front of these servers
+OWNER = "198.51.100.20"
+
+
+async def sign_in(
+    client: TestClient[web.Request, web.Application],
+    username: str,
+    password: str,
+    address: str,
+    **headers: str,
+) -> ClientResponse:
+    return await client.post(
+        "/api/v1/session",
+        json={"username": username, "password": password},
+        headers={"X-Forwarded-For": address, **headers},
+    )
 
 
 async def test_sign_in_takes_only_json(world: World) -> None:
@@ -52,5 +72,24 @@ async def test_an_origin_the_operator_allowed_may_sign_in(tmp_path: Path, databa
         assert ok.status == 200
         other = await client.post("/api/v1/session", json=body, headers={"Origin": "https://example.org"})
         assert other.status == 403
+    finally:
+        await world.close()
+
+
+def _cookie(resp: ClientResponse) -> str:
+    assert resp.status == 200
+    return resp.headers["Set-Cookie"]
+
+
+async def test_session_cookie_is_secure_when_the_browser_came_over_https(
+    tmp_path: Path, database_url: str
+) -> None:
+    world = await build_world(tmp_path, database_url, host="0.0.0.0", trusted_proxies=(PROXY,))
+    try:
+        client = await world.anonymous()
+        plain = await sign_in(client, "nd_rph", PASSWORD, OWNER)
+        assert "Secure" not in _cookie(plain)
+        https = await sign_in(client, "nd_rph", PASSWORD, OWNER, **{"X-Forwarded-Proto": "https"})
+        assert "Secure" in _cookie(https)
     finally:
         await world.close()
