@@ -92,7 +92,7 @@ def build_services(
     return Services(
         config=config,
         db=db,
-        auth=Auth(db, config, passwords),
+        auth=Auth(db, config, passwords, clock=fills.clock),
         directory=Directory(db, passwords),
         prescriptions=Prescriptions(db),
         fills=fills,

@@ -60,8 +60,13 @@ class Config:
     # aiortc's highest video rate is under 1 GB.
     max_recording_bytes: int = 1024 * 1024 * 1024
     max_recording_seconds: float = 3600.0
+    # An account's wrong passwords beyond login_attempts each delay its next sign-in, doubling from one
+    # second up to login_max_delay_seconds; an address with login_address_attempts wrong passwords
+    # waits login_window_seconds. Counts are forgotten a window after their last failure.
     login_attempts: int = 5
+    login_address_attempts: int = 10
     login_window_seconds: int = 300
+    login_max_delay_seconds: int = 60
     event_queue_size: int = 1000
     password_time_cost: int = 3
     password_memory_kib: int = 65536

@@ -6,6 +6,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from server.security.origin import client_address, is_https
+from server.security.ratelimit import address_key
 
 PROXIES = ("10.0.0.0/8",)
 
@@ -28,3 +29,9 @@ def test_https_is_believed_from_a_trusted_proxy_only() -> None:
     assert is_https(request("10.0.0.5", **said), PROXIES)
     assert not is_https(request("192.0.2.4", **said), PROXIES)
     assert not is_https(request("10.0.0.5", **{"X-Forwarded-Proto": "http"}), PROXIES)
+
+
+def test_an_ipv6_client_is_counted_by_its_slash_64() -> None:
+    assert address_key("2001:db8:1:2::1") == address_key("2001:db8:1:2:ffff::9")
+    assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
+    assert address_key("192.0.2.4") != address_key("192.0.2.5")
