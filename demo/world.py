@@ -28,7 +28,7 @@ from server.fills.requests import DecisionInput, NewFill
 from server.security.principal import Principal, Role
 from server.services import Services
 
-PASSWORD = "demo-password"  # noqa: S105 - every demo login's password, printed on purpose
+PASSWORD = "rural-counter-demo"  # noqa: S105 - every demo login's password, printed on purpose
 SITES = (
     ("ND-HET", "Hettinger Drug", "ND", "tech.het", "Tara Heit, CPhT"),
     ("ND-MOT", "Mott Community Pharmacy", "ND", "tech.mot", "Mo Otis, CPhT"),

@@ -14,7 +14,6 @@ from aiohttp import web
 from server.api.media import make_tus_endpoint
 from server.api.openapi import OPENAPI_DOCUMENT, document
 from server.api.routes import ROUTES, TUS
-from server.api.scheme import request_is_https, trusted_networks
 from server.api.table import guard
 from server.config import Config
 from server.consultations.mailbox import LocalMailbox, Mailbox, PostgresMailbox
@@ -39,6 +38,7 @@ from server.prescriptions import Prescriptions
 from server.realtime.bus import EventBus, LocalBus, PostgresBus
 from server.realtime.hub import Hub
 from server.security.auth import Auth
+from server.security.origin import is_https
 from server.security.passwords import Passwords
 from server.security.principal import Principal
 from server.services import SERVICES, Services
@@ -63,7 +63,12 @@ def may_read_media(actor: Principal, media: Media, site: Site, consultation: Con
 def build_services(
     config: Config, db: Database, metrics: Metrics, *, clock: Callable[..., object] | None = None
 ) -> Services:
-    passwords = Passwords(config.password_time_cost, config.password_memory_kib)
+    passwords = Passwords(
+        config.password_time_cost,
+        config.password_memory_kib,
+        slots=config.password_hash_slots,
+        queue=config.password_hash_queue,
+    )
     bus: EventBus
     mailbox: Mailbox
     if db.is_sqlite:
@@ -88,7 +93,7 @@ def build_services(
     return Services(
         config=config,
         db=db,
-        auth=Auth(db, config, passwords),
+        auth=Auth(db, config, passwords, clock=fills.clock),
         directory=Directory(db, passwords),
         prescriptions=Prescriptions(db),
         fills=fills,
@@ -147,7 +152,7 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     for name, value in SECURITY_HEADERS.items():
         headers.setdefault(name, value)
     headers["Server"] = SERVER_NAME
-    if request_is_https(request, request.app[SERVICES].config.trusted_proxies):
+    if is_https(request, request.app[SERVICES].config.trusted_proxies):
         headers["Strict-Transport-Security"] = HSTS
 
 
@@ -197,7 +202,6 @@ def create_app(
             await db.dispose()
 
     app.cleanup_ctx.append(resources)
-    trusted_networks(config.trusted_proxies)  # a malformed entry stops the start, not every request
     app.on_response_prepare.append(security_headers)
 
     async def close_sockets(app: web.Application) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from dataclasses import dataclass, replace
@@ -43,8 +44,10 @@ class Config:
     port: int = 8080
     # Origins allowed to open a websocket with a session cookie; empty means the server's own origin.
     allowed_origins: tuple[str, ...] = ()
-    trusted_proxies: tuple[str, ...] = ()
+    # The session cookie's Secure flag; None: set when the client reached us over HTTPS.
     secure_cookies: bool | None = None
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto are believed.
+    trusted_proxies: tuple[str, ...] = ()
     session_hours: int = 12
     lease_seconds: int = 120
     lease_sweep_seconds: float = 5.0
@@ -57,17 +60,36 @@ class Config:
     # aiortc's highest video rate is under 1 GB.
     max_recording_bytes: int = 1024 * 1024 * 1024
     max_recording_seconds: float = 3600.0
+    # An account's wrong passwords beyond login_attempts each delay its next sign-in, doubling from one
+    # second up to login_max_delay_seconds; an address with login_address_attempts wrong passwords
+    # waits login_window_seconds. Counts are forgotten a window after their last failure.
     login_attempts: int = 5
+    login_address_attempts: int = 10
     login_window_seconds: int = 300
+    login_max_delay_seconds: int = 60
     event_queue_size: int = 1000
     password_time_cost: int = 3
     password_memory_kib: int = 65536
+    # Password hashes computed at once (0: half the cores) and sign-ins that may wait for a turn;
+    # beyond that a sign-in is answered 429 at once.
+    password_hash_slots: int = 0
+    password_hash_queue: int = 16
     media_workers: int = 2
     # Below this many free bytes on a data path /healthz says degraded, and abandoned uploads are
     # purged sooner than their day.
     min_free_bytes: int = 1024 * 1024 * 1024
     # Empty by default: on one network host candidates suffice; set TURN for sites behind NAT.
     ice_servers: tuple[IceServer, ...] = ()
+
+    def __post_init__(self) -> None:
+        for proxy in self.trusted_proxies:
+            # A mistyped proxy fails at start, not at the first request.
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"TP_TRUSTED_PROXIES: {proxy!r} is neither an IP address nor a network such as 10.0.0.0/8"
+                ) from None
 
     @property
     def media_dir(self) -> Path:
@@ -85,12 +107,6 @@ class Config:
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
 
-    @property
-    def cookies_secure(self) -> bool:
-        if self.secure_cookies is not None:
-            return self.secure_cookies
-        return self.host not in ("127.0.0.1", "localhost", "::1")
-
     def with_(self, **changes: object) -> Config:
         return replace(self, **changes)  # type: ignore[arg-type]
 
@@ -104,8 +120,10 @@ class Config:
             host=env.get("TP_HOST", "127.0.0.1"),
             port=int(env.get("TP_PORT", "8080")),
             allowed_origins=tuple(o for o in env.get("TP_ALLOWED_ORIGINS", "").split(",") if o),
-            trusted_proxies=tuple(a for a in env.get("TP_TRUSTED_PROXIES", "").split(",") if a),
             min_free_bytes=int(env.get("TP_MIN_FREE_BYTES", str(cls.min_free_bytes))),
+            trusted_proxies=tuple(
+                p.strip() for p in env.get("TP_TRUSTED_PROXIES", "").split(",") if p.strip()
+            ),
         )
         if env.get("TP_ICE_SERVERS"):
             base = base.with_(ice_servers=parse_ice_servers(env["TP_ICE_SERVERS"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 
@@ -145,10 +144,7 @@ class Directory:
             raise InvalidInput("Usernames are 2-64 lowercase letters, digits, dots, dashes or underscores.")
         if role not in {r.value for r in Role}:
             raise InvalidInput("Role is technician, pharmacist or admin.")
-        try:
-            hashed = await _hash(self.passwords, password)
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from exc
+        hashed = await self.passwords.new_hash(password, username=username, user_inputs=display_name.split())
         try:
             async with self.db.write() as s:
                 site_id = None
@@ -214,7 +210,3 @@ class Directory:
     async def users(self) -> list[User]:
         async with self.db.read() as s:
             return list((await s.execute(select(User).order_by(User.id))).scalars())
-
-
-async def _hash(passwords: Passwords, password: str) -> str:
-    return await asyncio.to_thread(passwords.hash, password)

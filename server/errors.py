@@ -42,6 +42,11 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class UnsupportedMediaType(DomainError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class OutOfStorage(DomainError):
     """The server could not write its data (disk full or not writable): nothing of the request was kept,
     and the sender may try again later."""

@@ -5,29 +5,34 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.api.table import json_body, principal_of
+from server.errors import UnsupportedMediaType
+from server.security import origin
 from server.security.auth import SESSION_COOKIE
 from server.security.principal import Principal
 from server.services import services_of
 
 
-def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
 async def login(request: web.Request) -> web.Response:
     svc = services_of(request)
+    # A form or text/plain post is what a foreign page can send without asking (login CSRF).
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("Sign in with a JSON body (Content-Type: application/json).")
     body = await json_body(request, max_bytes=4096)
+    proxies = svc.config.trusted_proxies
     result = await svc.auth.login(
-        str(body.get("username", "")), str(body.get("password", "")), client_address(request)
+        str(body.get("username", "")),
+        str(body.get("password", "")),
+        origin.client_address(request, proxies),
     )
     p = result.principal
     resp = web.json_response({"user": _me(p), "csrf_token": p.csrf_token})
+    secure = svc.config.secure_cookies
     resp.set_cookie(
         SESSION_COOKIE,
         result.session_token,
         httponly=True,
         samesite="Strict",
-        secure=svc.config.cookies_secure,
+        secure=origin.is_https(request, proxies) if secure is None else secure,
         path="/",
         max_age=svc.config.session_hours * 3600,
     )

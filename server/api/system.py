@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from sqlalchemy import text
 
 from server.api.openapi import OPENAPI_DOCUMENT
 from server.errors import Forbidden, InvalidInput
+from server.security.origin import origin_allowed
 from server.services import services_of
 
 
@@ -47,18 +47,6 @@ async def ice_servers(request: web.Request) -> web.Response:
     return web.json_response({"ice_servers": servers})
 
 
-def origin_allowed(request: web.Request) -> bool:
-    """Same origin as the server, or one the operator allowed (cross-site websocket hijacking guard)."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return False
-    allowed = services_of(request).config.allowed_origins
-    if origin in allowed:
-        return True
-    parts = urlsplit(origin)
-    return parts.netloc == request.host and parts.scheme in ("http", "https")
-
-
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """Live events for consoles and sites; ?cursor=N replays what a reconnecting client missed."""
     from server.api.table import principal_of
@@ -66,7 +54,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     svc = services_of(request)
     principal = principal_of(request)
     # Browsers always send Origin; a site device (bearer token, no cookie) is not a browser.
-    if principal.via == "session" and not origin_allowed(request):
+    if principal.via == "session" and not origin_allowed(request, svc.config.allowed_origins):
         raise Forbidden("This origin may not open the live connection.", code="bad_origin")
     cursor_raw = request.query.get("cursor")
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated, OutOfStorage
+from server.security.origin import origin_allowed
 from server.security.principal import Principal, Role
 from server.services import services_of
 
@@ -55,8 +57,18 @@ def error_response(exc: DomainError) -> web.Response:
         body["detail"] = exc.detail
     headers = {}
     if exc.status == 429 and "retry_after" in exc.detail:
-        headers["Retry-After"] = str(int(exc.detail["retry_after"]) + 1)
+        headers["Retry-After"] = str(math.ceil(exc.detail["retry_after"]))
     return web.json_response(body, status=exc.status, headers=headers)
+
+
+def refuse_foreign_pages(request: web.Request) -> None:
+    """A browser names the page that sent a request (Origin): another site's page changes nothing here.
+
+    Site devices send no Origin; a signed-in browser's requests from the console carry its own."""
+    if request.method in SAFE_METHODS or "Origin" not in request.headers:
+        return
+    if not origin_allowed(request, services_of(request).config.allowed_origins):
+        raise Forbidden("Requests from another site's page are refused.", code="bad_origin")
 
 
 def guard(route: Route, authenticate: Authenticator) -> Handler:
@@ -64,6 +76,7 @@ def guard(route: Route, authenticate: Authenticator) -> Handler:
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         try:
+            refuse_foreign_pages(request)
             if not route.is_public:
                 principal = await authenticate(request)
                 if principal is None:

@@ -111,6 +111,16 @@ class ConsoleSession(Base):
     expires_at: Mapped[dt.datetime] = mapped_column()
 
 
+class SignInFailure(Base):
+    """Wrong passwords counted per account (`account:<username>`) and per client address
+    (`address:<ip>`), shared by every server instance; forgotten a while after the last one."""
+
+    __tablename__ = "sign_in_failures"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column()
+    last_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
 class Prescription(Base):
     __tablename__ = "prescriptions"
     __table_args__ = (UniqueConstraint("site_id", "rx_number"),)

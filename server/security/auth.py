@@ -16,9 +16,9 @@ from server.db.engine import Database
 from server.db.models import ConsoleSession, DeviceToken, User, utcnow
 from server.errors import InvalidInput, NotAuthenticated, NotFound, TooManyRequests
 from server.security import tokens
-from server.security.passwords import Passwords
+from server.security.passwords import MAX_LENGTH, Passwords
 from server.security.principal import Principal, Role, active_states
-from server.security.ratelimit import LoginLimiter
+from server.security.ratelimit import SignInLimits, SignInPolicy
 
 SESSION_COOKIE = "tp_session"
 AUTH_CACHE_SECONDS = 5.0
@@ -48,11 +48,24 @@ class LoginResult:
 
 
 class Auth:
-    def __init__(self, db: Database, config: Config, passwords: Passwords) -> None:
+    def __init__(
+        self,
+        db: Database,
+        config: Config,
+        passwords: Passwords,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
         self.db = db
         self.config = config
         self.passwords = passwords
-        self.limiter = LoginLimiter(config.login_attempts, config.login_window_seconds)
+        policy = SignInPolicy(
+            free=config.login_attempts,
+            per_address=config.login_address_attempts,
+            window_seconds=config.login_window_seconds,
+            max_delay_seconds=config.login_max_delay_seconds,
+        )
+        self.limits = SignInLimits(db, policy, clock)
         self._identities: dict[tuple[str, str], tuple[float, Principal | None]] = {}
 
     async def authenticate(self, request: web.Request) -> Principal | None:
@@ -117,21 +130,22 @@ class Auth:
             return principal_for(row.User, via="session", csrf=row.ConsoleSession.csrf_token) if row else None
 
     async def login(self, username: str, password: str, client: str) -> LoginResult:
-        """Checks a password and opens a console session; failures are rate limited."""
-        if not username or not password or len(username) > 64 or len(password) > 256:
+        """Checks a password and opens a console session; failures slow the account and the address."""
+        if not username or not password or len(username) > 64:
             raise InvalidInput("Give a username and a password.")
-        keys = [f"user:{username.lower()}", f"client:{client}|{username.lower()}"]
-        wait = self.limiter.retry_after(keys)
-        if wait > 0:
-            raise TooManyRequests("Too many failed sign-ins; try again later.", retry_after=wait)
+        if len(password) > MAX_LENGTH:
+            raise InvalidInput(f"Passwords have at most {MAX_LENGTH} characters.")
+        wait = await self.limits.wait(username, client)
+        if wait is not None:
+            raise TooManyRequests(wait.message, retry_after=wait.seconds)
         async with self.db.read() as s:
             user = (
                 await s.execute(select(User).where(User.username == username, User.active.is_(True)))
             ).scalar_one_or_none()
         ok = await self.passwords.verify(user.password_hash if user else None, password)
         if not ok or user is None:
-            self.limiter.failed(keys)
             async with self.db.write() as s:
+                await self.limits.failed(s, username, client)
                 await audit.append(
                     self.db,
                     s,
@@ -142,9 +156,12 @@ class Auth:
                     {"client": client},
                 )
             raise NotAuthenticated("Wrong username or password.", code="bad_credentials")
-        self.limiter.succeeded(keys)
+        upgraded = await self.passwords.upgraded(user.password_hash, password) if user.password_hash else None
         token, csrf = tokens.new_secret(), tokens.new_secret()
         async with self.db.write() as s:
+            await self.limits.succeeded(s, username)
+            if upgraded is not None:
+                await s.execute(update(User).where(User.id == user.id).values(password_hash=upgraded))
             s.add(
                 ConsoleSession(
                     token_hash=tokens.digest(token),

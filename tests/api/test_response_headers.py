@@ -155,6 +155,5 @@ async def test_hsts_is_sent_only_over_https_as_a_trusted_proxy_reports_it(
 
 
 def test_a_malformed_trusted_proxy_stops_the_server_at_start(tmp_path: Path) -> None:
-    config = server_config(tmp_path, "sqlite+aiosqlite://", trusted_proxies=("10.0.0.1", "nginx"))
     with pytest.raises(ValueError, match="'nginx' is neither an IP address nor a network"):
-        create_app(config)
+        create_app(server_config(tmp_path, "sqlite+aiosqlite://", trusted_proxies=("10.0.0.1", "nginx")))
