@@ -160,6 +160,32 @@ async def test_a_revoked_site_neither_gets_the_pharmacists_offer_nor_acts_in_the
     await rph_ws.close()
 
 
+async def test_a_pharmacist_whose_license_is_removed_mid_call_neither_signals_nor_is_signalled(
+    world: World,
+) -> None:
+    site = await world.device("tech_nd1")
+    site_ws = await _connect(site)
+    rph = await world.login("nd_rph")
+    rph_ws = await _connect(rph)
+    c = await site.json("POST", "/api/v1/consultations", 201, json={})
+    await site_ws.send_json({"type": "consult.join", "consultation_id": c["id"]})
+    await _until(site_ws, "consult.joined")
+    await rph.json("POST", f"/api/v1/consultations/{c['id']}/accept")
+    await rph_ws.send_json({"type": "consult.join", "consultation_id": c["id"]})
+    await _until(rph_ws, "consult.joined")
+    yesterday = dt.date.today() - dt.timedelta(days=1)
+    await world.services.directory.add_license(None, "nd_rph", "ND", "ND-nd_rph", yesterday)
+
+    candidate = {"candidate": "candidate:1 1 udp 1 192.0.2.1 9 typ host", "sdpMid": "0"}
+    await site_ws.send_json({"type": "consult.signal", "consultation_id": c["id"], "candidate": candidate})
+    await rph_ws.send_json({"type": "consult.signal", "consultation_id": c["id"], "candidate": candidate})
+    to_rph = [m for m in await _arriving(rph_ws) if m["type"].startswith("consult.")]
+    assert [m["type"] for m in to_rph] == ["consult.error"] and "no longer" in to_rph[0]["error"]
+    assert "consult.signal" not in [m["type"] for m in await _arriving(site_ws, 0.3)]
+    for ws in (site_ws, rph_ws):
+        await ws.close()
+
+
 @dataclass
 class Nodes:
     world: World  # node A
