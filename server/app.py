@@ -90,11 +90,15 @@ def build_services(
     executor = make_executor(config.media_workers)
     hub = Hub(db, bus, queue_size=config.event_queue_size)
     consultations = ConsultationService(db, clock=fills.clock)
+    auth, directory = Auth(db, config, passwords, clock=fills.clock), Directory(db, passwords)
+    # A sign-out, a revocation, a deactivation, a license or site change reaches the live connections.
+    auth.access_listeners.append(hub.access_changed)
+    directory.access_listeners.append(hub.access_changed)
     return Services(
         config=config,
         db=db,
-        auth=Auth(db, config, passwords, clock=fills.clock),
-        directory=Directory(db, passwords),
+        auth=auth,
+        directory=directory,
         prescriptions=Prescriptions(db),
         fills=fills,
         queries=FillQueries(db),

@@ -14,7 +14,7 @@ from server.db.models import License, Site, User
 from server.errors import Conflict, InvalidInput, NotFound
 from server.fills.rules import MEDIA_KINDS
 from server.security.passwords import Passwords
-from server.security.principal import Principal, Role
+from server.security.principal import AccessChange, AccessListener, Principal, Role, tell
 
 US_STATES = frozenset(
     [
@@ -88,6 +88,8 @@ class Directory:
     def __init__(self, db: Database, passwords: Passwords) -> None:
         self.db = db
         self.passwords = passwords
+        # Told after a change of someone's rights committed (the realtime hub re-checks live connections).
+        self.access_listeners: list[AccessListener] = []
 
     async def create_site(
         self,
@@ -128,7 +130,19 @@ class Directory:
                 raise NotFound("No such site.")
             site.status = status
             await audit.append(self.db, s, actor, "site.status", "site", site.id, {"status": status})
-            return site
+        await tell(self.access_listeners, AccessChange(site_id=site.id))
+        return site
+
+    async def set_user_active(self, actor: Principal | None, username: str, active: bool) -> User:
+        """Deactivates a user (no sign-in, no device, live connections closed) or reactivates them."""
+        async with self.db.write() as s:
+            user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+            if user is None:
+                raise NotFound("No such user.")
+            user.active = active
+            await audit.append(self.db, s, actor, "user.active", "user", user.id, {"active": active})
+        await tell(self.access_listeners, AccessChange(user_id=user.id))
+        return user
 
     async def create_user(
         self,
@@ -201,7 +215,8 @@ class Directory:
                 user.id,
                 {"state": st, "number": number, "expires_on": expires_on.isoformat()},
             )
-            return lic
+        await tell(self.access_listeners, AccessChange(user_id=user.id))
+        return lic
 
     async def sites(self) -> list[Site]:
         async with self.db.read() as s:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from aiohttp import web
 from sqlalchemy import text
 
 from server.api.openapi import OPENAPI_DOCUMENT
-from server.errors import Forbidden, InvalidInput
+from server.errors import Forbidden, InvalidInput, NotAuthenticated
 from server.security.origin import origin_allowed
 from server.services import services_of
 
@@ -61,7 +62,16 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         cursor = int(cursor_raw) if cursor_raw not in (None, "") else None
     except ValueError as exc:
         raise InvalidInput("cursor must be an event id.") from exc
+    credential = svc.auth.credential(request)
+    # Read afresh rather than from the few seconds' cache of identities, and again while it is open (hub).
+    fresh = await svc.auth.reload(credential) if credential is not None else None
+    if credential is None or fresh is None:
+        raise NotAuthenticated(
+            "Your sign-in is no longer valid (signed out, token revoked or account deactivated), "
+            "or your site is suspended.",
+            code="access_withdrawn",
+        )
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=256 * 1024)
     await ws.prepare(request)
-    await svc.hub.serve(principal, ws, cursor)
+    await svc.hub.serve(fresh, ws, cursor, revalidate=functools.partial(svc.auth.reload, credential))
     return ws

@@ -16,6 +16,10 @@ A party's websocket closing ends the consultation. The party on this instance he
 once (`consult.ended`); a party on another instance hears of it through the journal event
 `consultation.ended`, which its instance also uses to close its room.
 
+Each party's rights are read afresh by the hub before each message it sends here (a revoked device, a
+signed-out console is closed instead); a party whose rights no longer cover the consultation's site (a
+license removed) neither signals nor is signalled to.
+
 The relay carries `restart` requests and description `generation`s without reading them: the site
 re-offers on a fresh peer connection when the media path drops (see remote_site_client/consult.py).
 """
@@ -49,11 +53,17 @@ def other(role: str) -> str:
 @dataclass
 class Room:
     consultation_id: int
+    site_id: int
+    us_state: str
     members: dict[str, Connection] = field(default_factory=dict)
     # Orders what reaches each party: direct sends and deliveries from the mailbox.
     locks: dict[str, asyncio.Lock] = field(
         default_factory=lambda: {SITE: asyncio.Lock(), PHARMACIST: asyncio.Lock()}
     )
+
+    def admits(self, conn: Connection) -> bool:
+        """Whether the connection's user, as last read, may still see the consultation's site."""
+        return conn.principal.may_see_site(self.site_id, self.us_state)
 
 
 async def send(conn: Connection, message: dict[str, Any]) -> None:
@@ -110,7 +120,7 @@ class SignallingRelay:
             return
         async with room.locks[party]:
             member = room.members.get(party)
-            if member is None:
+            if member is None or not room.admits(member):
                 return
             for message in await self.mailbox.take(consultation_id, party):
                 await send(member, message)
@@ -120,7 +130,8 @@ class SignallingRelay:
         async with room.locks[party]:
             member = room.members.get(party)
             if member is not None:
-                await send(member, message)
+                if room.admits(member):
+                    await send(member, message)
                 return True
         return await self.mailbox.post(room.consultation_id, party, message)
 
@@ -131,7 +142,7 @@ class SignallingRelay:
         if cid is None:
             return await self._refuse(conn, None, "consult.join needs a consultation_id.")
         try:
-            c, _ = await self.consultations.get(conn.principal, cid)
+            c, site = await self.consultations.get(conn.principal, cid)
         except DomainError as exc:
             return await self._refuse(conn, cid, exc.message)
         uid = conn.principal.user_id
@@ -143,7 +154,7 @@ class SignallingRelay:
             return await self._refuse(conn, cid, "Only the two parties of a consultation join it.")
         if c.state == ENDED:
             return await send(conn, self._ended_message(c.id, c.end_reason, c.duration_seconds))
-        room = self.rooms.setdefault(cid, Room(cid))
+        room = self.rooms.setdefault(cid, Room(cid, site.id, site.state))
         # Announced before the join is answered: a party that hears "joined" may count on its peer
         # knowing (across instances too). Anything the peer sends back meanwhile waits in the mailbox
         # and is handed over below, in order.
@@ -171,6 +182,8 @@ class SignallingRelay:
         role = self._role_of(conn, cid) if cid is not None else None
         if cid is None or role is None:
             return await self._refuse(conn, cid, "Join the consultation before signalling.")
+        if not self.rooms[cid].admits(conn):
+            return await self._refuse(conn, cid, "You may no longer take part in this consultation.")
         message: dict[str, Any] = {"type": "consult.signal", "consultation_id": cid, "from": role}
         for key in SIGNAL_KEYS:
             if key in data:

@@ -1,4 +1,8 @@
-"""Wakes event readers when events are committed: in-process, or PostgreSQL LISTEN/NOTIFY across nodes."""
+"""Wakes event readers when events are committed: in-process, or PostgreSQL LISTEN/NOTIFY across nodes.
+
+It also carries access notices: someone's rights changed (signed out, token revoked, deactivated, licenses
+or site changed), so every node re-checks the live connections the notice names. A notice names ids only.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ log = logging.getLogger(__name__)
 # A lost LISTEN connection is made again after these delays (doubling up to the maximum).
 RECONNECT_FIRST_DELAY = 0.5
 RECONNECT_MAX_DELAY = 5.0
+ACCESS_CHANNEL = "tp_access"
+# Called with the text of another node's notice; an empty text names no one: notices may have been missed.
+AccessHandler = Callable[[str], None]
 
 
 class EventBus(Protocol):
@@ -29,12 +36,34 @@ class EventBus(Protocol):
         """Whether what woke the reader may be events after last_id (else they were read already)."""
         ...
 
+    def on_access(self, handler: AccessHandler) -> None:
+        """Calls handler with each access notice another node announces."""
+        ...
+
+    async def announce_access(self, notice: str) -> None:
+        """Tells the other nodes of an access notice (this node's hub has its own in hand)."""
+        ...
+
 
 class LocalBus:
     """One node: a commit in this process wakes this process's hub."""
 
     def __init__(self) -> None:
         self._wake = asyncio.Event()
+        self._access_handlers: list[AccessHandler] = []
+
+    def on_access(self, handler: AccessHandler) -> None:
+        self._access_handlers.append(handler)
+
+    async def announce_access(self, notice: str) -> None:
+        del notice  # there is no other node
+
+    def _access_notified(self, notice: str) -> None:
+        for handler in self._access_handlers:
+            try:
+                handler(notice)
+            except Exception:
+                log.exception("an access notice handler failed")
 
     async def start(self) -> None:
         return None
@@ -67,7 +96,12 @@ class PostgresBus(LocalBus):
         super().__init__()
         self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://")
         self._conn: Any = None
-        self._channels: dict[str, Callable[[str], None]] = {"tp_events": self._notified}
+        self._channels: dict[str, Callable[[str], None]] = {
+            "tp_events": self._notified,
+            ACCESS_CHANNEL: self._access_notified,
+        }
+        # One statement at a time on the listening connection (LISTEN, and NOTIFY of access notices).
+        self._conn_lock = asyncio.Lock()
         self._newest = 0  # the highest event id a NOTIFY named
         self._must_read = False  # woken by something that names no id
         self._stopping = False
@@ -139,10 +173,30 @@ class PostgresBus(LocalBus):
     async def listen(self, channel: str, on_payload: Callable[[str], None]) -> None:
         """Calls on_payload with each NOTIFY payload on channel (from now, or from start)."""
         self._channels[channel] = on_payload
-        if self._conn is not None:
-            await self._conn.add_listener(channel, self._on_notify)
+        async with self._conn_lock:
+            if self._conn is not None:
+                await self._conn.add_listener(channel, self._on_notify)
 
-    def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+    async def announce_access(self, notice: str) -> None:
+        try:
+            async with self._conn_lock:
+                if self._conn is not None:
+                    await self._conn.execute("SELECT pg_notify($1, $2)", ACCESS_CHANNEL, notice)
+                    return
+            import asyncpg
+
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                await conn.execute("SELECT pg_notify($1, $2)", ACCESS_CHANNEL, notice)
+            finally:
+                await conn.close()
+        except Exception as exc:
+            # The other nodes' live connections re-read their rights on their own (hub.REVALIDATE_SECONDS).
+            log.warning("announcing an access change to the other nodes failed (%s)", type(exc).__name__)
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if channel == ACCESS_CHANNEL and pid == conn.get_server_pid():
+            return  # this node's own notice: its hub handled it when announcing it
         handler = self._channels.get(channel)
         if handler is not None:
             handler(payload)

@@ -5,6 +5,15 @@ see it; connections are grouped by user (a site's devices, a console's tabs), so
 per group and event, not once per socket. A connection has a bounded queue: a client too slow to
 drain it is disconnected, and catches up by cursor when it reconnects, so one slow client never stalls
 the others.
+
+A connection keeps only the rights it still has. Its user's rights are read afresh (`Hub.still_valid`)
+when an access notice names the user or their site (a sign-out, a revoked token, a deactivation, a
+license or site change, announced on the bus to every node), before each message it acts with (joining
+or signalling a call), before anything is sent to it when they were last read more than
+`revalidate_seconds` ago, and every `revalidate_seconds` while it is idle (a license runs out by the
+date; a change made where no hub hears of it, such as on the command line, is seen that late at worst).
+Rights withdrawn close it (4401, with the reason); narrower ones (a license removed) apply to what it is
+sent from then on.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,11 +32,18 @@ from sqlalchemy import bindparam, func, select
 from server.db.engine import Database
 from server.db.models import Event
 from server.realtime.bus import EventBus
-from server.security.principal import Principal, Role
+from server.security.principal import AccessChange, Principal, Role
 
 log = logging.getLogger(__name__)
 
 CLOSE_LAGGING = 4000
+CLOSE_ACCESS_WITHDRAWN = 4401
+# Why a connection was closed with CLOSE_ACCESS_WITHDRAWN, by how its user authenticated.
+WITHDRAWN_REASON = {
+    "device": b"device token revoked, account deactivated or site suspended",
+    "session": b"signed out, session ended or account deactivated: sign in again",
+}
+REVALIDATE_SECONDS = 60.0
 CATCH_UP_BATCH = 500
 # The pump's read of the journal: built once.
 _EVENTS_AFTER = select(Event).where(Event.id > bindparam("after")).order_by(Event.id).limit(CATCH_UP_BATCH)
@@ -61,13 +78,29 @@ def serialized_once(ev: Event) -> Callable[[], str]:
     return message
 
 
+# Reads a connection's rights afresh: None once they were withdrawn.
+Revalidate = Callable[[], Awaitable[Principal | None]]
+
+
 class Connection:
-    def __init__(self, principal: Principal, ws: web.WebSocketResponse, queue_size: int) -> None:
+    def __init__(
+        self,
+        principal: Principal,
+        ws: web.WebSocketResponse,
+        queue_size: int,
+        revalidate: Revalidate | None = None,
+    ) -> None:
         self.principal = principal
         self.ws = ws
-        # (event id, message text)
-        self.queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue(queue_size)
+        # (event, its message text)
+        self.queue: asyncio.Queue[tuple[Event, str]] = asyncio.Queue(queue_size)
         self.lagging = False
+        self.revalidate = revalidate
+        self.checked_at = time.monotonic()
+        self.withdrawn = False
+        self.closing: asyncio.Task[None] | None = None  # the close once its rights were withdrawn
+        # One reading of the rights at a time, each applied in turn: the last one read is the newest.
+        self.check_lock = asyncio.Lock()
 
     def offer(self, ev: Event, message: Callable[[], str]) -> None:
         """Queues the event's message (`message` makes its text); the hub has checked that this
@@ -75,7 +108,7 @@ class Connection:
         if self.lagging:
             return
         try:
-            self.queue.put_nowait((ev.id, message()))
+            self.queue.put_nowait((ev, message()))
         except asyncio.QueueFull:
             self.lagging = True
 
@@ -85,11 +118,39 @@ CloseListener = Callable[[Connection], Awaitable[None]]
 EventListener = Callable[[Event], None]
 
 
+def _named(notice: str) -> AccessChange | None:
+    """Who an access notice names; None when it names no one in particular (re-check everyone)."""
+    try:
+        body = json.loads(notice) if notice else None
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    user_id, site_id = body.get("user_id"), body.get("site_id")
+    if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in (user_id, site_id)):
+        return None
+    return AccessChange(user_id=user_id, site_id=site_id)
+
+
+def _affects(change: AccessChange, principal: Principal) -> bool:
+    return change.user_id == principal.user_id or (
+        change.site_id is not None and change.site_id == principal.site_id
+    )
+
+
 class Hub:
-    def __init__(self, db: Database, bus: EventBus, *, queue_size: int = 1000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        bus: EventBus,
+        *,
+        queue_size: int = 1000,
+        revalidate_seconds: float = REVALIDATE_SECONDS,
+    ) -> None:
         self.db = db
         self.bus = bus
         self.queue_size = queue_size
+        self.revalidate_seconds = revalidate_seconds
         # Live connections by user: who may see an event is asked once per distinct principal.
         self._audiences: dict[Principal, set[Connection]] = {}
         self.last_id = 0
@@ -99,7 +160,10 @@ class Hub:
         # Told of every journal event this node reads, whichever node committed it (must not block).
         self.on_event: list[EventListener] = []
         self._pump: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._rechecks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        bus.on_access(self._access_notice)
 
     async def start(self) -> None:
         async with self.db.read() as s:
@@ -107,14 +171,16 @@ class Hub:
         await self.bus.start()
         self.db.commit_hooks.append(self.committed)
         self._pump = asyncio.create_task(self._run(), name="realtime-pump")
+        self._watch = asyncio.create_task(self._revalidate_idle(), name="realtime-rights")
 
     async def stop(self) -> None:
         self._stopping = True
         await self.bus.stop()
-        if self._pump:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
+        for task in [self._pump, self._watch, *self._rechecks]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.close_all()
 
     async def close_all(self) -> None:
@@ -147,6 +213,70 @@ class Hub:
         else:
             # Events of another node (or another process) come between: the pump reads all in order.
             self.bus.committed()
+
+    async def access_changed(self, change: AccessChange) -> None:
+        """A committed change of someone's rights: the other nodes are told, and this node's connections
+        it names are re-read before this returns (so the change's request is answered after that)."""
+        notice = {"user_id": change.user_id, "site_id": change.site_id}
+        await self.bus.announce_access(json.dumps({k: v for k, v in notice.items() if v is not None}))
+        await self._recheck([c for c in self.connections if _affects(change, c.principal)])
+
+    def _access_notice(self, notice: str) -> None:
+        """Another node's notice (or, when notices may have been missed, none: everyone is re-read)."""
+        change = _named(notice)
+        affected = [c for c in self.connections if change is None or _affects(change, c.principal)]
+        if affected:
+            task = asyncio.get_running_loop().create_task(self._recheck(affected), name="realtime-recheck")
+            self._rechecks.add(task)
+            task.add_done_callback(self._rechecks.discard)
+
+    async def _recheck(self, conns: list[Connection]) -> None:
+        for conn in conns:
+            try:
+                await self.still_valid(conn)
+            except Exception as exc:
+                # Not closed on a failed read: the next message, event or idle check reads again.
+                log.warning("re-reading a live connection's rights failed (%s)", type(exc).__name__)
+
+    async def _revalidate_idle(self) -> None:
+        while True:
+            await asyncio.sleep(self.revalidate_seconds / 4)
+            now = time.monotonic()
+            await self._recheck(
+                [c for c in self.connections if now - c.checked_at >= self.revalidate_seconds]
+            )
+
+    async def still_valid(self, conn: Connection) -> bool:
+        """Reads the connection's rights afresh. Withdrawn, it is closed (4401, with the reason) and
+        False is returned; otherwise what it is sent from now on follows the rights just read."""
+        if conn.revalidate is None:
+            return True
+        async with conn.check_lock:
+            if conn.withdrawn:
+                return False
+            principal = await conn.revalidate()
+            conn.checked_at = time.monotonic()
+            registered = conn in self._audiences.get(conn.principal, ())  # else `serve` has ended
+            if principal is None:
+                conn.withdrawn = True
+                if registered:
+                    self.discard(conn)
+                    # Nothing more reaches it from now; the closing handshake does not hold up the
+                    # caller (a sign-out's answer), and `serve` waits for it.
+                    conn.closing = asyncio.get_running_loop().create_task(self._close_withdrawn(conn))
+                return False
+            if principal != conn.principal:
+                self.discard(conn)
+                conn.principal = principal
+                if registered:
+                    self.add(conn)
+            return True
+
+    @staticmethod
+    async def _close_withdrawn(conn: Connection) -> None:
+        reason = WITHDRAWN_REASON.get(conn.principal.via, b"access withdrawn")
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await conn.ws.close(code=CLOSE_ACCESS_WITHDRAWN, message=reason)
 
     @property
     def connections(self) -> list[Connection]:
@@ -213,9 +343,17 @@ class Hub:
             sent = events[-1].id
         return max(sent, upto)
 
-    async def serve(self, principal: Principal, ws: web.WebSocketResponse, cursor: int | None) -> None:
-        """Runs one connection: hello, catch-up from cursor, then live events and incoming messages."""
-        conn = Connection(principal, ws, self.queue_size)
+    async def serve(
+        self,
+        principal: Principal,
+        ws: web.WebSocketResponse,
+        cursor: int | None,
+        revalidate: Revalidate | None = None,
+    ) -> None:
+        """Runs one connection: hello, catch-up from cursor, then live events and incoming messages.
+
+        `revalidate` reads the user's rights afresh (without it they are never re-read)."""
+        conn = Connection(principal, ws, self.queue_size, revalidate)
         # Registered before reading the catch-up, so nothing committed in between is missed.
         self.add(conn)
         try:
@@ -233,6 +371,8 @@ class Hub:
                     await sender
         finally:
             self.discard(conn)
+            if conn.closing is not None:
+                await conn.closing
             for listener in list(self.on_close):
                 try:
                     await listener(conn)
@@ -244,11 +384,21 @@ class Hub:
             if conn.lagging and conn.queue.empty():
                 await conn.ws.close(code=CLOSE_LAGGING, message=b"too slow: reconnect with your cursor")
                 return
-            event_id, text = await conn.queue.get()
-            if event_id <= sent:
+            ev, text = await conn.queue.get()
+            if conn.withdrawn:
+                return
+            if ev.id <= sent:
                 continue
+            if time.monotonic() - conn.checked_at >= self.revalidate_seconds:
+                try:
+                    if not await self.still_valid(conn):
+                        return
+                except Exception as exc:
+                    log.warning("re-reading a live connection's rights failed (%s)", type(exc).__name__)
+                if not visible(conn.principal, ev):
+                    continue
             await conn.ws.send_str(text)
-            sent = event_id
+            sent = ev.id
 
     async def _receive(self, conn: Connection) -> None:
         async for msg in conn.ws:
@@ -267,4 +417,20 @@ class Hub:
             if handler is None:
                 await conn.ws.send_json({"type": "error", "error": f"unknown message type {kind!r}"})
                 continue
+            if not await self._act(conn, handler, data):
+                return
+
+    async def _act(self, conn: Connection, handler: MessageHandler, data: dict[str, Any]) -> bool:
+        """Runs a message's handler, which acts with the connection's rights (a call's join, signals,
+        hang-up), once they are read afresh; False when they were withdrawn (the connection is closed)."""
+        try:
+            allowed = await self.still_valid(conn)
+        except Exception as exc:
+            log.warning("re-reading a live connection's rights failed (%s)", type(exc).__name__)
+            await conn.ws.send_json(
+                {"type": "error", "error": "Your rights could not be checked; try again."}
+            )
+            return True
+        if allowed:
             await handler(conn, data)
+        return allowed

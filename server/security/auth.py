@@ -13,11 +13,11 @@ from sqlalchemy import select, update
 from server.audit import chain as audit
 from server.config import Config
 from server.db.engine import Database
-from server.db.models import ConsoleSession, DeviceToken, User, utcnow
+from server.db.models import ConsoleSession, DeviceToken, Site, User, utcnow
 from server.errors import InvalidInput, NotAuthenticated, NotFound, TooManyRequests
 from server.security import tokens
 from server.security.passwords import MAX_LENGTH, Passwords
-from server.security.principal import Principal, Role, active_states
+from server.security.principal import AccessChange, AccessListener, Principal, Role, active_states, tell
 from server.security.ratelimit import SignInLimits, SignInPolicy
 
 SESSION_COOKIE = "tp_session"
@@ -67,16 +67,40 @@ class Auth:
         )
         self.limits = SignInLimits(db, policy, clock)
         self._identities: dict[tuple[str, str], tuple[float, Principal | None]] = {}
+        # Told after a sign-out or a revocation committed (the realtime hub closes the live connections).
+        self.access_listeners: list[AccessListener] = []
 
     async def authenticate(self, request: web.Request) -> Principal | None:
         """The caller from a bearer device token or a session cookie; None when neither is valid."""
+        credential = self.credential(request)
+        if credential is None:
+            return None
+        return await self._cached(credential, self._look_up(credential[0]))
+
+    @staticmethod
+    def credential(request: web.Request) -> tuple[str, str] | None:
+        """("device", bearer token) or ("session", cookie): what the caller authenticates with."""
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
-            return await self._cached(("device", header[7:].strip()), self.from_device_token)
+            return ("device", header[7:].strip())
         cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie:
-            return await self._cached(("session", cookie), self.from_session)
-        return None
+        return ("session", cookie) if cookie else None
+
+    def _look_up(self, via: str) -> Callable[[str], Awaitable[Principal | None]]:
+        return self.from_device_token if via == "device" else self.from_session
+
+    async def reload(self, credential: tuple[str, str]) -> Principal | None:
+        """The caller's rights read afresh (a live connection re-checks with it): None once the token is
+        revoked, the session ended, the user deactivated or a technician's site suspended."""
+        principal = await self._look_up(credential[0])(credential[1])
+        self._identities[credential] = (time.monotonic() + AUTH_CACHE_SECONDS, principal)
+        if principal is not None and principal.site_id is not None:
+            async with self.db.read() as s:
+                status = await s.scalar(select(Site.status).where(Site.id == principal.site_id))
+            # A suspended site takes no live part: no events, no calls (its HTTP reads still work).
+            if status != "active":
+                return None
+        return principal
 
     async def _cached(
         self, key: tuple[str, str], look_up: Callable[[str], Awaitable[Principal | None]]
@@ -179,11 +203,14 @@ class Auth:
             return
         self._identities.pop(("session", token), None)
         async with self.db.write() as s:
-            await s.execute(
+            user_id = await s.scalar(
                 update(ConsoleSession)
                 .where(ConsoleSession.token_hash == tokens.digest(token))
                 .values(expires_at=utcnow())
+                .returning(ConsoleSession.user_id)
             )
+        if user_id is not None:
+            await tell(self.access_listeners, AccessChange(user_id=user_id))
 
     async def issue_device_token(self, admin: Principal | None, username: str, label: str) -> str:
         """A new device token for a technician's site device; only its hash is kept."""
@@ -216,3 +243,5 @@ class Auth:
                 # Only the hash is stored, so the cached entry cannot be named: forget every identity.
                 self.forget_all()
                 await audit.append(self.db, s, admin, "device_token.revoked", "device_token", row.id, {})
+            user_id = row.user_id
+        await tell(self.access_listeners, AccessChange(user_id=user_id))

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 
 class Role(enum.StrEnum):
@@ -40,3 +44,24 @@ class Principal:
 def active_states(licenses: list[tuple[str, dt.date]], today: dt.date) -> frozenset[str]:
     """States whose license has not expired by today."""
     return frozenset(state for state, expires in licenses if expires >= today)
+
+
+@dataclass(frozen=True)
+class AccessChange:
+    """Someone's rights changed: a session ended, a device token was revoked, a user deactivated, a
+    pharmacist's licenses or a site's status changed. Ids only, so it may travel between server nodes."""
+
+    user_id: int | None = None
+    site_id: int | None = None
+
+
+AccessListener = Callable[[AccessChange], Awaitable[None]]
+
+
+async def tell(listeners: list[AccessListener], change: AccessChange) -> None:
+    """Hands a committed change to every listener (the realtime hub re-checks its live connections)."""
+    for listener in listeners:
+        try:
+            await listener(change)
+        except Exception:
+            log.exception("telling of an access change failed; live connections re-check on their own")

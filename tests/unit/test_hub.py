@@ -10,7 +10,7 @@ from server.db.engine import Database
 from server.db.models import Event
 from server.realtime import journal
 from server.realtime.bus import LocalBus
-from server.realtime.hub import CLOSE_LAGGING, Hub, visible
+from server.realtime.hub import CLOSE_ACCESS_WITHDRAWN, CLOSE_LAGGING, Hub, visible
 from server.security.principal import Principal, Role
 
 
@@ -174,3 +174,43 @@ def test_an_event_reaches_whoever_may_see_its_site_or_the_user_it_is_for() -> No
     }
     # Both pharmacists are user 1 here: an event for a user goes to that user alone.
     assert {name for name, p in readers.items() if visible(p, signal)} == {"ND pharmacist", "MN pharmacist"}
+
+
+async def test_an_idle_connection_rereads_its_rights_and_loses_what_ran_out(sqlite_url: str) -> None:
+    """A license runs out by the date, with no one announcing it: the hub re-reads the rights of a
+    connection that has not been checked for `revalidate_seconds`, narrows them, and closes it once
+    they are withdrawn."""
+    db = Database(sqlite_url)
+    await db.create_schema()
+    hub = Hub(db, LocalBus(), revalidate_seconds=0.1)
+    await hub.start()
+    licensed_in_both = pharmacist({"ND", "MN"})
+    rights: list[Principal | None] = [licensed_in_both]
+
+    async def revalidate() -> Principal | None:
+        return rights[-1]
+
+    ws = FakeSocket()
+    task = asyncio.create_task(hub.serve(licensed_in_both, ws, None, revalidate))  # type: ignore[arg-type]
+    await ws.greeted()
+    conn = next(c for c in hub.connections if c.ws is ws)
+    rights.append(pharmacist({"ND"}))  # the Minnesota license ran out at midnight
+    async with asyncio.timeout(5):
+        while conn.principal.licensed_states != {"ND"}:
+            await asyncio.sleep(0.01)
+    for state in ("MN", "ND"):
+        async with db.write() as s:
+            await journal.record(db, s, "fill.queued", site_id=1, us_state=state, payload={"fill_id": state})
+    async with asyncio.timeout(5):
+        while not [m for m in ws.sent if m["type"] == "fill.queued"]:
+            await asyncio.sleep(0.01)
+    assert [m["fill_id"] for m in ws.sent if m["type"] == "fill.queued"] == ["ND"]
+    rights.append(None)  # deactivated where no hub heard of it
+    async with asyncio.timeout(5):
+        while ws.closed_with is None:
+            await asyncio.sleep(0.01)
+    assert ws.closed_with == CLOSE_ACCESS_WITHDRAWN
+    await hub.stop()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await db.dispose()
