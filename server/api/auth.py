@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api.table import json_body, principal_of
+from server.api.params import body_of
+from server.api.table import principal_of
+from server.inputs import Body, Field, Text
 from server.security.auth import SESSION_COOKIE
 from server.security.principal import Principal
 from server.services import services_of
+
+# Bounded only by the body's size: the password rules are the sign-in's to apply.
+SIGN_IN = Body({"username": Field(Text(256), required=True), "password": Field(Text(1024), required=True)})
 
 
 def client_address(request: web.Request) -> str:
@@ -16,10 +21,8 @@ def client_address(request: web.Request) -> str:
 
 async def login(request: web.Request) -> web.Response:
     svc = services_of(request)
-    body = await json_body(request, max_bytes=4096)
-    result = await svc.auth.login(
-        str(body.get("username", "")), str(body.get("password", "")), client_address(request)
-    )
+    body = await body_of(request, SIGN_IN, max_bytes=4096)
+    result = await svc.auth.login(body["username"], body["password"], client_address(request))
     p = result.principal
     resp = web.json_response({"user": _me(p), "csrf_token": p.csrf_token})
     resp.set_cookie(

@@ -6,16 +6,24 @@ import datetime as dt
 
 from aiohttp import web
 
+from server.api.params import Query, path_param, query_param
 from server.api.shapes import detail_view, queue_view, site_fill_view
 from server.api.table import json_body, principal_of
-from server.errors import InvalidInput
 from server.fills.requests import DecisionInput, NewFill
 from server.fills.rules import PRIORITIES, REJECTION_REASONS, FillState
+from server.inputs import ID, OneOf
 from server.services import services_of
+
+STATE_FILTER = Query(
+    "state", OneOf(tuple(s.value for s in FillState), "Unknown state filter."), "Only fills in this state"
+)
+SITE_FILTER = Query("site_id", ID, "Only this site's fills")
+PRIORITY_FILTER = Query("priority", OneOf(PRIORITIES, "Unknown priority filter."), "Only this priority")
 
 
 def _fill_id(request: web.Request) -> str:
-    return request.match_info["fill_id"]
+    fill_id: str = path_param(request, "fill_id")
+    return fill_id
 
 
 async def create_fill(request: web.Request) -> web.Response:
@@ -26,9 +34,7 @@ async def create_fill(request: web.Request) -> web.Response:
 
 
 async def list_fills(request: web.Request) -> web.Response:
-    state = request.query.get("state")
-    if state is not None and state not in set(FillState):
-        raise InvalidInput("Unknown state filter.")
+    state = query_param(request, STATE_FILTER, None)
     fills = await services_of(request).queries.site_fills(principal_of(request), state=state)
     return web.json_response({"fills": [site_fill_view(f) for f in fills]})
 
@@ -44,14 +50,8 @@ async def submit_fill(request: web.Request) -> web.Response:
 
 
 async def queue(request: web.Request) -> web.Response:
-    site = request.query.get("site_id")
-    priority = request.query.get("priority")
-    if priority is not None and priority not in PRIORITIES:
-        raise InvalidInput("Unknown priority filter.")
-    try:
-        site_id = int(site) if site else None
-    except ValueError as exc:
-        raise InvalidInput("site_id must be a number.") from exc
+    site_id = query_param(request, SITE_FILTER, None)
+    priority = query_param(request, PRIORITY_FILTER, None)
     fills = await services_of(request).queries.queue(
         principal_of(request), site_id=site_id, priority=priority
     )

@@ -9,8 +9,13 @@ from aiohttp import web
 from sqlalchemy import text
 
 from server.api.openapi import OPENAPI_DOCUMENT
-from server.errors import Forbidden, InvalidInput
+from server.api.params import Query, query_param
+from server.errors import Forbidden
+from server.inputs import INT64_MAX, Int
 from server.services import services_of
+
+# An event id of the journal (BIGINT); 0 replays all that is kept.
+CURSOR = Query("cursor", Int(0, INT64_MAX), "The last event id received: the events after it are replayed")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -68,11 +73,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     # Browsers always send Origin; a site device (bearer token, no cookie) is not a browser.
     if principal.via == "session" and not origin_allowed(request):
         raise Forbidden("This origin may not open the live connection.", code="bad_origin")
-    cursor_raw = request.query.get("cursor")
-    try:
-        cursor = int(cursor_raw) if cursor_raw not in (None, "") else None
-    except ValueError as exc:
-        raise InvalidInput("cursor must be an event id.") from exc
+    cursor = query_param(request, CURSOR, None)
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=256 * 1024)
     await ws.prepare(request)
     await svc.hub.serve(principal, ws, cursor)
