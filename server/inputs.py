@@ -139,6 +139,19 @@ class Text:
 
 
 @dataclass(frozen=True)
+class AnyText:
+    """Any text: for a parameter whose reader takes it as it comes."""
+
+    def parse(self, value: object, name: str) -> str:
+        if not isinstance(value, str):
+            raise InvalidInput(f"'{name}' must be text.")
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string"}
+
+
+@dataclass(frozen=True)
 class OneOf:
     """One of a fixed vocabulary of strings."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api.params import body_of
+from server.api.params import accepts, body_of
 from server.api.table import principal_of
 from server.inputs import Body, Field, Text
 from server.security.auth import SESSION_COOKIE
@@ -19,6 +19,7 @@ def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
+@accepts(body=SIGN_IN)
 async def login(request: web.Request) -> web.Response:
     svc = services_of(request)
     body = await body_of(request, SIGN_IN, max_bytes=4096)
@@ -37,6 +38,7 @@ async def login(request: web.Request) -> web.Response:
     return resp
 
 
+@accepts()
 async def logout(request: web.Request) -> web.Response:
     await services_of(request).auth.logout(request.cookies.get(SESSION_COOKIE))
     resp = web.json_response({"signed_out": True})
@@ -55,6 +57,7 @@ def _me(p: Principal) -> dict[str, object]:
     }
 
 
+@accepts()
 async def me(request: web.Request) -> web.Response:
     p = principal_of(request)
     return web.json_response({"user": _me(p), "csrf_token": p.csrf_token})

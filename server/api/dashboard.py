@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api.params import Query, query_param
+from server.api.params import Query, accepts, query_param
 from server.api.table import principal_of
 from server.inputs import Int
 from server.reports.dashboard import MAX_DAYS, Dashboard
@@ -13,6 +13,7 @@ from server.services import services_of
 DAYS = Query("days", Int(1, MAX_DAYS), "How many days back (default 7)")
 
 
+@accepts(query=(DAYS,))
 async def figures(request: web.Request) -> web.Response:
     """Turnaround, rejections by reason and queue depth for ?days= (default 7)."""
     days = query_param(request, DAYS, 7)

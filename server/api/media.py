@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from server.api.byte_ranges import send_stored
-from server.api.params import PATH_PARAMS, Query, path_param, query_param
+from server.api.params import PATH_PARAMS, Query, accepts, path_param, query_param
 from server.api.table import principal_of
 from server.errors import DomainError, InvalidInput
 from server.fills.rules import MEDIA_KINDS, VIDEO_KINDS
@@ -180,5 +180,6 @@ async def serve_media(request: web.Request, media_id: int, variant: str | None) 
     return await send_stored(request, svc.store, sha, headers)
 
 
+@accepts(query=(VARIANT,), json=False)
 async def get_media(request: web.Request) -> web.StreamResponse:
     return await serve_media(request, path_param(request, "media_id"), query_param(request, VARIANT, None))

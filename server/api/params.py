@@ -1,7 +1,8 @@
 """Path and query parameters, and request bodies, read through the specs of server.inputs.
 
-Path parameters are typed by name, once, for every route; query parameters and bodies are declared next
-to the handler that reads them.
+Path parameters are typed by name, once, for every route; query parameters and bodies are declared on
+the handler that reads them (`accepts`). The OpenAPI document is built from the same declarations, so
+what a route is said to take is what it checks.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from server.api.table import json_body
+from server.api.table import Handler, json_body
 from server.errors import InvalidInput
-from server.inputs import ID, Body, Spec, Text, parse_field
+from server.inputs import ID, AnyText, Body, Spec, Text, parse_field
 
 T = TypeVar("T")
+H = TypeVar("H", bound=Handler)
 
 # Every path parameter of the route table, by name.
 PATH_PARAMS: Mapping[str, Spec[Any]] = {
@@ -25,9 +27,10 @@ PATH_PARAMS: Mapping[str, Spec[Any]] = {
     "token_id": ID,
     # A fill's id is the UUID its site made; letters, digits and dashes are all an id can hold.
     "fill_id": Text(64, 1, pattern="[0-9A-Za-z-]+", message="'fill_id' must be a fill's id (a UUID)."),
-    "upload_id": Text(64, 1),
     "username": Text(64, 1),
-    "path": Text(256, 1),
+    # Read by the tus endpoint and the console's assets, which answer 404 to what they do not hold.
+    "upload_id": AnyText(),
+    "path": AnyText(),
 }
 
 
@@ -39,6 +42,33 @@ class Query:
     spec: Spec[Any]
     description: str = ""
     required: bool = False
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a handler reads besides its path, and how it answers success."""
+
+    body: Body | None = None
+    query: tuple[Query, ...] = ()
+    status: int = 200
+    # The JSON a success carries, when the handler answers JSON.
+    json: bool = True
+
+
+# Handler -> what it declared; read by the OpenAPI document.
+DECLARED: dict[Handler, Inputs] = {}
+
+
+def accepts(
+    *, body: Body | None = None, query: tuple[Query, ...] = (), status: int = 200, json: bool = True
+) -> Callable[[H], H]:
+    """Declares a handler's body and query parameters (which it reads with body_of and query_param)."""
+
+    def declare(handler: H) -> H:
+        DECLARED[handler] = Inputs(body, query, status, json)
+        return handler
+
+    return declare
 
 
 def path_param(request: web.Request, name: str) -> Any:

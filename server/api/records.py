@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api.params import body_of, path_param
+from server.api.params import accepts, body_of, path_param
 from server.api.shapes import prescription_view, site_view, user_view
 from server.api.table import json_body, principal_of
 from server.fills.rules import MEDIA_KINDS
 from server.inputs import ID, Body, Date, Field, ListOf, Nullable, OneOf, Text
+from server.prescriptions import PRESCRIPTION
 from server.security.principal import Role
 from server.services import services_of
 
 STATE = Text(2, 2, pattern="[A-Za-z]{2}", message="'state' is a two-letter state code such as ND.")
 USERNAME = Text(64, 1)
-PRESCRIPTION_SITE = Body({"site_id": Field(Nullable(ID), description="The site (admins only)")})
+# An admin names the prescription's site; a technician's is their own.
+PRESCRIPTION_BODY = Body(
+    {**PRESCRIPTION.fields, "site_id": Field(Nullable(ID), description="The site (admins only)")},
+    check=PRESCRIPTION.check,
+)
 NEW_SITE = Body(
     {
         "code": Field(Text(32, 1, strip=True), required=True),
@@ -44,24 +49,28 @@ NEW_DEVICE_TOKEN = Body(
 )
 
 
+@accepts(body=PRESCRIPTION_BODY, status=201)
 async def create_prescription(request: web.Request) -> web.Response:
     body = await json_body(request)
-    site_id = PRESCRIPTION_SITE.parse(body).get("site_id")
+    site_id = PRESCRIPTION_BODY.parse(body).get("site_id")
     rx = await services_of(request).prescriptions.create(principal_of(request), body, site_id=site_id)
     return web.json_response(prescription_view(rx), status=201)
 
 
+@accepts()
 async def list_prescriptions(request: web.Request) -> web.Response:
     prescriptions = await services_of(request).prescriptions.list_for(principal_of(request))
     return web.json_response({"prescriptions": [prescription_view(rx) for rx in prescriptions]})
 
 
+@accepts()
 async def list_sites(request: web.Request) -> web.Response:
     p = principal_of(request)
     sites = [s for s in await services_of(request).directory.sites() if p.may_see_site(s.id, s.state)]
     return web.json_response({"sites": [site_view(s) for s in sites]})
 
 
+@accepts(body=NEW_SITE, status=201)
 async def create_site(request: web.Request) -> web.Response:
     body = await body_of(request, NEW_SITE)
     site = await services_of(request).directory.create_site(
@@ -70,10 +79,12 @@ async def create_site(request: web.Request) -> web.Response:
     return web.json_response(site_view(site), status=201)
 
 
+@accepts()
 async def list_users(request: web.Request) -> web.Response:
     return web.json_response({"users": [user_view(u) for u in await services_of(request).directory.users()]})
 
 
+@accepts(body=NEW_USER, status=201)
 async def create_user(request: web.Request) -> web.Response:
     body = await body_of(request, NEW_USER)
     user = await services_of(request).directory.create_user(
@@ -87,6 +98,7 @@ async def create_user(request: web.Request) -> web.Response:
     return web.json_response(user_view(user), status=201)
 
 
+@accepts(body=NEW_LICENSE, status=201)
 async def add_license(request: web.Request) -> web.Response:
     body = await body_of(request, NEW_LICENSE)
     lic = await services_of(request).directory.add_license(
@@ -101,6 +113,7 @@ async def add_license(request: web.Request) -> web.Response:
     )
 
 
+@accepts(body=NEW_DEVICE_TOKEN, status=201)
 async def issue_device_token(request: web.Request) -> web.Response:
     body = await body_of(request, NEW_DEVICE_TOKEN)
     token = await services_of(request).auth.issue_device_token(
@@ -110,6 +123,7 @@ async def issue_device_token(request: web.Request) -> web.Response:
     return web.json_response({"token": token}, status=201)
 
 
+@accepts()
 async def revoke_device_token(request: web.Request) -> web.Response:
     await services_of(request).auth.revoke_device_token(
         principal_of(request), path_param(request, "token_id")

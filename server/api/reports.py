@@ -7,7 +7,7 @@ import io
 
 from aiohttp import web
 
-from server.api.params import Query, query_param
+from server.api.params import Query, accepts, query_param
 from server.audit import chain as audit
 from server.inputs import Date
 from server.services import services_of
@@ -17,6 +17,7 @@ EXPORT_FROM = Query("from", Date(), "The first day (UTC), YYYY-MM-DD", required=
 EXPORT_TO = Query("to", Date(), "The last day (UTC), YYYY-MM-DD", required=True)
 
 
+@accepts()
 async def audit_verify(request: web.Request) -> web.Response:
     report = await audit.verify(services_of(request).db)
     return web.json_response(
@@ -29,6 +30,7 @@ async def audit_verify(request: web.Request) -> web.Response:
     )
 
 
+@accepts(query=(EXPORT_FROM, EXPORT_TO), json=False)
 async def audit_export(request: web.Request) -> web.Response:
     start: dt.date = query_param(request, EXPORT_FROM)
     end: dt.date = query_param(request, EXPORT_TO)

@@ -9,7 +9,7 @@ from aiohttp import web
 from sqlalchemy import text
 
 from server.api.openapi import OPENAPI_DOCUMENT
-from server.api.params import Query, query_param
+from server.api.params import Query, accepts, query_param
 from server.errors import Forbidden
 from server.inputs import INT64_MAX, Int
 from server.services import services_of
@@ -18,6 +18,7 @@ from server.services import services_of
 CURSOR = Query("cursor", Int(0, INT64_MAX), "The last event id received: the events after it are replayed")
 
 
+@accepts()
 async def healthz(request: web.Request) -> web.Response:
     """Alive and the database reachable (200); `degraded` when a data path has less free room than
     `min_free_bytes`: reads work, writes may soon fail."""
@@ -40,10 +41,12 @@ async def metrics(request: web.Request) -> web.Response:
     return await svc.metrics.render(svc.db, svc.storage)
 
 
+@accepts()
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI_DOCUMENT])
 
 
+@accepts()
 async def ice_servers(request: web.Request) -> web.Response:
     servers = [
         {"urls": list(s.urls), **({"username": s.username, "credential": s.credential} if s.username else {})}
@@ -64,6 +67,7 @@ def origin_allowed(request: web.Request) -> bool:
     return parts.netloc == request.host and parts.scheme in ("http", "https")
 
 
+@accepts(query=(CURSOR,), json=False)
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """Live events for consoles and sites; ?cursor=N replays what a reconnecting client missed."""
     from server.api.table import principal_of
