@@ -60,13 +60,16 @@ def _parameters(route: Route, inputs: Inputs) -> list[dict[str, Any]]:
 def _operation(route: Route) -> dict[str, Any]:
     inputs = DECLARED.get(route.handler, Inputs(json=False))
     success: dict[str, Any] = {"description": "Created" if inputs.status == 201 else "OK"}
+    # What is not JSON (media, tus, CSV, the console, metrics) is described by its route's summary; its
+    # success may be 200, 201, 204 or 206.
+    status = str(inputs.status) if inputs.json else "2XX"
     if inputs.json:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     op: dict[str, Any] = {
         "summary": route.summary,
         "tags": [route.tag],
         "operationId": f"{route.method.lower()}_{getattr(route.handler, '__name__', 'handler')}",
-        "responses": {str(inputs.status): success, "default": ERRORS},
+        "responses": {status: success, "default": ERRORS},
         "x-roles": "public" if isinstance(route.allow, str) else sorted(r.value for r in route.allow),
     }
     params = _parameters(route, inputs)

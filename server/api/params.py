@@ -77,9 +77,9 @@ def path_param(request: web.Request, name: str) -> Any:
 
 
 def query_param(request: web.Request, q: Query, default: Any = None) -> Any:
-    """The query parameter, checked by its spec; `default` when it is absent or empty (and not required)."""
+    """The query parameter, checked by its spec; `default` when it is absent (and not required)."""
     raw = request.query.get(q.name)
-    if raw is None or raw == "":
+    if raw is None:
         if q.required:
             raise InvalidInput(f"'{q.name}' is required.", field=q.name)
         return default

@@ -261,7 +261,7 @@ class Probe:
         for name, p in self.params.items():
             for value in candidates(p["schema"]):
                 text = as_text(value)
-                if text is None or (p["in"] == "query" and text == ""):
+                if text is None:
                     continue
                 if p["in"] == "path" and (
                     "/" in text or text == "" or not re.fullmatch(self.segment.get(name, "[^/]+"), text)
