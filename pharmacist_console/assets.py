@@ -39,8 +39,12 @@ async def index(request: web.Request) -> web.FileResponse:
 async def static(request: web.Request) -> web.FileResponse:
     """One asset under static/, by a path that cannot leave it."""
     rel = request.match_info["path"]
-    target = (STATIC / rel).resolve()
-    if not target.is_relative_to(STATIC.resolve()) or not target.is_file():
+    try:
+        target = (STATIC / rel).resolve()
+        found = target.is_relative_to(STATIC.resolve()) and target.is_file()
+    except (OSError, ValueError):  # a name too long, or with a NUL, for the file system to look up
+        found = False
+    if not found:
         raise web.HTTPNotFound()
     content_type = CONTENT_TYPES.get(target.suffix.lower())
     if content_type is None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -15,6 +14,7 @@ from server.db.models import Prescription, Site
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.barcodes import normalize_ndc
 from server.fills.rules import FILL_TYPES
+from server.inputs import Body, Date, Field, Int, Nullable, OneOf, Quantity, Text
 from server.security.principal import Principal, Role
 
 TEXT_FIELDS = {
@@ -29,37 +29,47 @@ TEXT_FIELDS = {
 DEA_SCHEDULES = ("CII", "CIII", "CIV", "CV")
 
 
+def _one_ndc(fields: dict[str, Any]) -> None:
+    if "ndc" not in fields and "expected_ndc" not in fields:
+        raise InvalidInput("'ndc' is required.")
+
+
+PRESCRIPTION = Body(
+    {
+        **{
+            name: Field(
+                Text(
+                    limit, 1, strip=True, message=f"'{name}' is required (text, at most {limit} characters)."
+                ),
+                required=True,
+            )
+            for name, limit in TEXT_FIELDS.items()
+        },
+        "patient_dob": Field(Date(example="1950-04-30"), required=True),
+        "ndc": Field(Text(32, 1), description="The expected product's NDC (10 or 11 digits, dashes allowed)"),
+        "expected_ndc": Field(Text(32, 1), description="The same as 'ndc' (one of the two is required)"),
+        "quantity": Field(Quantity(Decimal(0), Decimal(100000), exclusive_minimum=True), required=True),
+        "days_supply": Field(Int(0, 400)),
+        "dea_schedule": Field(Nullable(OneOf(("", *DEA_SCHEDULES)))),
+        "fill_type": Field(OneOf(FILL_TYPES, "'fill_type' is 'new' or 'refill'.")),
+    },
+    check=_one_ndc,
+)
+
+
 def parse_prescription(body: dict[str, Any]) -> dict[str, Any]:
     """Validates a prescription body; raises InvalidInput naming the first bad field."""
-    out: dict[str, Any] = {}
-    for name, limit in TEXT_FIELDS.items():
-        value = body.get(name)
-        if not isinstance(value, str) or not value.strip() or len(value) > limit:
-            raise InvalidInput(f"'{name}' is required (text, at most {limit} characters).")
-        out[name] = value.strip()
+    fields = PRESCRIPTION.parse(body)
+    out = {name: fields[name] for name in TEXT_FIELDS}
+    out["patient_dob"] = fields["patient_dob"]
     try:
-        out["patient_dob"] = dt.date.fromisoformat(str(body.get("patient_dob")))
-    except ValueError as exc:
-        raise InvalidInput("'patient_dob' must be a date like 1950-04-30.") from exc
-    try:
-        out["expected_ndc"] = normalize_ndc(str(body.get("ndc", body.get("expected_ndc", ""))))
+        out["expected_ndc"] = normalize_ndc(fields.get("ndc", fields.get("expected_ndc", "")))
     except ValueError as exc:
         raise InvalidInput(f"'ndc': {exc}") from exc
-    try:
-        out["quantity"] = Decimal(str(body.get("quantity")))
-        out["days_supply"] = int(body.get("days_supply", 0))
-    except (InvalidOperation, ValueError, TypeError) as exc:
-        raise InvalidInput("'quantity' and 'days_supply' must be numbers.") from exc
-    if not (0 < out["quantity"] <= 100000) or not (0 <= out["days_supply"] <= 400):
-        raise InvalidInput("'quantity' or 'days_supply' is out of range.")
-    dea = body.get("dea_schedule")
-    if dea not in (None, "", *DEA_SCHEDULES):
-        raise InvalidInput(f"'dea_schedule' is one of {', '.join(DEA_SCHEDULES)} or empty.")
-    out["dea_schedule"] = dea or None
-    fill_type = body.get("fill_type", "new")
-    if fill_type not in FILL_TYPES:
-        raise InvalidInput("'fill_type' is 'new' or 'refill'.")
-    out["fill_type"] = fill_type
+    out["quantity"] = fields["quantity"]
+    out["days_supply"] = fields.get("days_supply", 0)
+    out["dea_schedule"] = fields.get("dea_schedule") or None
+    out["fill_type"] = fields.get("fill_type", "new")
     return out
 
 

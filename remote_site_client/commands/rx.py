@@ -73,8 +73,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rx_sub = p.add_subparsers(dest="rx_command", required=True)
     rx_sub.add_parser("list", help="list the site's prescriptions")
     c = rx_sub.add_parser("create", help="enter a prescription")
+    # The server takes numbers as JSON numbers.
+    types: dict[str, type] = {"quantity": float, "days_supply": int}
     for name in RX_FIELDS:
-        c.add_argument("--" + name.replace("_", "-"), dest=name, required=True)
+        c.add_argument("--" + name.replace("_", "-"), dest=name, required=True, type=types.get(name, str))
     c.add_argument("--dea-schedule", choices=["CII", "CIII", "CIV", "CV"])
     c.add_argument("--fill-type", choices=["new", "refill"], default="new")
     p.set_defaults(func=run)

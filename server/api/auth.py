@@ -4,26 +4,28 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api.table import json_body, principal_of
+from server.api.params import accepts, body_of
+from server.api.table import principal_of
 from server.errors import UnsupportedMediaType
+from server.inputs import Body, Field, Text
 from server.security import origin
 from server.security.auth import SESSION_COOKIE
 from server.security.principal import Principal
 from server.services import services_of
 
+# Bounded only by the body's size: the password rules are the sign-in's to apply.
+SIGN_IN = Body({"username": Field(Text(256), required=True), "password": Field(Text(1024), required=True)})
 
+
+@accepts(body=SIGN_IN)
 async def login(request: web.Request) -> web.Response:
     svc = services_of(request)
     # A form or text/plain post is what a foreign page can send without asking (login CSRF).
     if request.content_type != "application/json":
         raise UnsupportedMediaType("Sign in with a JSON body (Content-Type: application/json).")
-    body = await json_body(request, max_bytes=4096)
+    body = await body_of(request, SIGN_IN, max_bytes=4096)
     proxies = svc.config.trusted_proxies
-    result = await svc.auth.login(
-        str(body.get("username", "")),
-        str(body.get("password", "")),
-        origin.client_address(request, proxies),
-    )
+    result = await svc.auth.login(body["username"], body["password"], origin.client_address(request, proxies))
     p = result.principal
     resp = web.json_response({"user": _me(p), "csrf_token": p.csrf_token})
     secure = svc.config.secure_cookies
@@ -39,6 +41,7 @@ async def login(request: web.Request) -> web.Response:
     return resp
 
 
+@accepts()
 async def logout(request: web.Request) -> web.Response:
     await services_of(request).auth.logout(request.cookies.get(SESSION_COOKIE))
     resp = web.json_response({"signed_out": True})
@@ -57,6 +60,7 @@ def _me(p: Principal) -> dict[str, object]:
     }
 
 
+@accepts()
 async def me(request: web.Request) -> web.Response:
     p = principal_of(request)
     return web.json_response({"user": _me(p), "csrf_token": p.csrf_token})

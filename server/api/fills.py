@@ -6,18 +6,27 @@ import datetime as dt
 
 from aiohttp import web
 
+from server.api.params import Query, accepts, path_param, query_param
 from server.api.shapes import detail_view, queue_view, site_fill_view
 from server.api.table import json_body, principal_of
-from server.errors import InvalidInput
-from server.fills.requests import DecisionInput, NewFill
+from server.fills.requests import DECISION, NEW_FILL, DecisionInput, NewFill
 from server.fills.rules import PRIORITIES, REJECTION_REASONS, FillState
+from server.inputs import ID, OneOf
 from server.services import services_of
+
+STATE_FILTER = Query(
+    "state", OneOf(tuple(s.value for s in FillState), "Unknown state filter."), "Only fills in this state"
+)
+SITE_FILTER = Query("site_id", ID, "Only this site's fills")
+PRIORITY_FILTER = Query("priority", OneOf(PRIORITIES, "Unknown priority filter."), "Only this priority")
 
 
 def _fill_id(request: web.Request) -> str:
-    return request.match_info["fill_id"]
+    fill_id: str = path_param(request, "fill_id")
+    return fill_id
 
 
+@accepts(body=NEW_FILL, status=201)
 async def create_fill(request: web.Request) -> web.Response:
     svc = services_of(request)
     new = NewFill.parse(await json_body(request))
@@ -25,33 +34,29 @@ async def create_fill(request: web.Request) -> web.Response:
     return web.json_response(detail_view(record), status=201 if created else 200)
 
 
+@accepts(query=(STATE_FILTER,))
 async def list_fills(request: web.Request) -> web.Response:
-    state = request.query.get("state")
-    if state is not None and state not in set(FillState):
-        raise InvalidInput("Unknown state filter.")
+    state = query_param(request, STATE_FILTER, None)
     fills = await services_of(request).queries.site_fills(principal_of(request), state=state)
     return web.json_response({"fills": [site_fill_view(f) for f in fills]})
 
 
+@accepts()
 async def get_fill(request: web.Request) -> web.Response:
     record = await services_of(request).queries.detail(principal_of(request), _fill_id(request))
     return web.json_response(detail_view(record))
 
 
+@accepts()
 async def submit_fill(request: web.Request) -> web.Response:
     svc = services_of(request)
     return web.json_response(detail_view(await svc.fills.submit(principal_of(request), _fill_id(request))))
 
 
+@accepts(query=(SITE_FILTER, PRIORITY_FILTER))
 async def queue(request: web.Request) -> web.Response:
-    site = request.query.get("site_id")
-    priority = request.query.get("priority")
-    if priority is not None and priority not in PRIORITIES:
-        raise InvalidInput("Unknown priority filter.")
-    try:
-        site_id = int(site) if site else None
-    except ValueError as exc:
-        raise InvalidInput("site_id must be a number.") from exc
+    site_id = query_param(request, SITE_FILTER, None)
+    priority = query_param(request, PRIORITY_FILTER, None)
     fills = await services_of(request).queries.queue(
         principal_of(request), site_id=site_id, priority=priority
     )
@@ -60,6 +65,7 @@ async def queue(request: web.Request) -> web.Response:
     return web.json_response(data)
 
 
+@accepts()
 async def claim_next(request: web.Request) -> web.Response:
     svc = services_of(request)
     fill = await svc.fills.claim_next(principal_of(request))
@@ -68,12 +74,14 @@ async def claim_next(request: web.Request) -> web.Response:
     return web.json_response({"fill": detail_view(await svc.queries.detail(principal_of(request), fill.id))})
 
 
+@accepts()
 async def claim(request: web.Request) -> web.Response:
     svc = services_of(request)
     fill = await svc.fills.claim(principal_of(request), _fill_id(request))
     return web.json_response({"fill": detail_view(await svc.queries.detail(principal_of(request), fill.id))})
 
 
+@accepts()
 async def heartbeat(request: web.Request) -> web.Response:
     svc = services_of(request)
     fill = await svc.fills.heartbeat(principal_of(request), _fill_id(request))
@@ -85,12 +93,14 @@ async def heartbeat(request: web.Request) -> web.Response:
     )
 
 
+@accepts()
 async def release(request: web.Request) -> web.Response:
     svc = services_of(request)
     fill = await svc.fills.release(principal_of(request), _fill_id(request))
     return web.json_response({"state": fill.state, "version": fill.version})
 
 
+@accepts(body=DECISION)
 async def decide(request: web.Request) -> web.Response:
     svc = services_of(request)
     decision = DecisionInput.parse(await json_body(request, max_bytes=16384))
@@ -98,5 +108,6 @@ async def decide(request: web.Request) -> web.Response:
     return web.json_response(detail_view(await svc.queries.detail(principal_of(request), fill.id)))
 
 
+@accepts()
 async def reasons(request: web.Request) -> web.Response:
     return web.json_response({"reasons": [{"code": k, "label": v} for k, v in REJECTION_REASONS.items()]})

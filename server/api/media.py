@@ -10,15 +10,23 @@ from typing import Any
 from aiohttp import web
 
 from server.api.byte_ranges import send_stored
+from server.api.params import PATH_PARAMS, Query, accepts, path_param, query_param
 from server.api.table import principal_of
 from server.errors import DomainError, InvalidInput
 from server.fills.rules import MEDIA_KINDS, VIDEO_KINDS
+from server.inputs import ID, Text, parse_field
 from server.media.errors import MediaRejected
 from server.media.tus.endpoint import TusEndpoint
 from server.media.tus.uploads import TusUpload
 from server.services import Services, services_of
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+FILENAME = Text(1024, 1)
+VARIANT = Query(
+    "variant",
+    Text(16, 1),
+    "full, 2048 or thumb of an image; full or poster of a video (default: 2048 of an image, full of a video)",
+)
 UPLOADS_PATH = "/api/v1/uploads"
 # A refused medium maps to HTTP by what the file is: not a supported type, or too big.
 REJECTION_STATUS = {
@@ -57,10 +65,10 @@ def _domain(exc: DomainError) -> web.HTTPException:
 
 
 def _consultation_id(metadata: dict[str, str]) -> int:
-    value = metadata["consultation_id"]
-    if not value.isdigit():
-        raise InvalidInput("Upload-Metadata 'consultation_id' must be the consultation's number.")
-    return int(value)
+    try:
+        return ID.parse_text(metadata["consultation_id"], "consultation_id")
+    except InvalidInput as exc:
+        raise InvalidInput("Upload-Metadata 'consultation_id' must be the consultation's number.") from exc
 
 
 def _rejected(exc: MediaRejected) -> web.HTTPException:
@@ -77,6 +85,7 @@ async def authorize_upload(request: web.Request, metadata: dict[str, str], lengt
             raise InvalidInput("Upload-Metadata 'sha256' must be the file's SHA-256 in lowercase hex.")
         if not metadata.get("filename"):
             raise InvalidInput("Upload-Metadata needs a 'filename'.")
+        parse_field(FILENAME, metadata["filename"], "filename")
         if length == 0:
             raise InvalidInput("The file is empty.", code="empty")
         if "consultation_id" in metadata:
@@ -96,7 +105,8 @@ async def authorize_upload(request: web.Request, metadata: dict[str, str], lengt
         limit = svc.config.max_video_bytes if kind in VIDEO_KINDS else svc.config.max_image_bytes
         if length > limit:
             raise http_error(413, "too_large", f"A {kind} file may be at most {limit // (1024 * 1024)} MB.")
-        await svc.fills.authorize_upload(principal_of(request), metadata.get("fill_id", ""), kind)
+        fill_id = parse_field(PATH_PARAMS["fill_id"], metadata.get("fill_id", ""), "fill_id")
+        await svc.fills.authorize_upload(principal_of(request), fill_id, kind)
     except MediaRejected as exc:
         raise _rejected(exc) from exc
     except DomainError as exc:
@@ -171,5 +181,6 @@ async def serve_media(request: web.Request, media_id: int, variant: str | None) 
     return await send_stored(request, svc.store, sha, headers)
 
 
+@accepts(query=(VARIANT,), json=False)
 async def get_media(request: web.Request) -> web.StreamResponse:
-    return await serve_media(request, int(request.match_info["media_id"]), request.query.get("variant"))
+    return await serve_media(request, path_param(request, "media_id"), query_param(request, VARIANT, None))

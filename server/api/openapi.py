@@ -1,5 +1,7 @@
 """The OpenAPI 3.1 document, generated from the route table so the two cannot drift.
 
+Parameters and request bodies come from the declarations the handlers read their input with
+(server.api.params), so the schema a client is given is the one its requests are checked against.
 The application factory builds it from the table it mounts and keeps it under OPENAPI_DOCUMENT, so the
 handler that serves it needs nothing of the table (which names that handler).
 """
@@ -12,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server.api.params import DECLARED, PATH_PARAMS, Inputs
 from server.api.table import Route
 
 PARAM = re.compile(r"\{(\w+)(?::[^}]+)?\}")
@@ -22,24 +25,65 @@ def openapi_path(path: str) -> str:
     return PARAM.sub(r"{\1}", path)
 
 
+ERROR = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string", "description": "A code a program can act on"},
+        "message": {"type": "string", "description": "A sentence a person can act on"},
+        "detail": {"type": "object", "description": "More, such as the refused field (detail.field)"},
+    },
+}
+# Refusals answer JSON; a path no route matches gets the HTTP library's plain text.
+ERRORS = {
+    "description": "Refused: the code and a message say why",
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}},
+        "text/plain": {"schema": {"type": "string"}},
+    },
+}
+
+
+def _parameters(route: Route, inputs: Inputs) -> list[dict[str, Any]]:
+    out = [
+        {"name": p, "in": "path", "required": True, "schema": PATH_PARAMS[p].schema()}
+        for p in PARAM.findall(route.path)
+    ]
+    for q in inputs.query:
+        param = {"name": q.name, "in": "query", "required": q.required, "schema": q.spec.schema()}
+        if q.description:
+            param["description"] = q.description
+        out.append(param)
+    return out
+
+
 def _operation(route: Route) -> dict[str, Any]:
+    inputs = DECLARED.get(route.handler, Inputs(json=False))
+    success: dict[str, Any] = {"description": "Created" if inputs.status == 201 else "OK"}
+    # What is not JSON (media, tus, CSV, the console, metrics) is described by its route's summary; its
+    # success may be 200, 201, 204 or 206.
+    status = str(inputs.status) if inputs.json else "2XX"
+    if inputs.json:
+        success["content"] = {"application/json": {"schema": {"type": "object"}}}
     op: dict[str, Any] = {
         "summary": route.summary,
         "tags": [route.tag],
         "operationId": f"{route.method.lower()}_{getattr(route.handler, '__name__', 'handler')}",
-        "responses": {"200": {"description": "OK"}},
+        "responses": {status: success, "default": ERRORS},
         "x-roles": "public" if isinstance(route.allow, str) else sorted(r.value for r in route.allow),
     }
-    params = PARAM.findall(route.path)
+    params = _parameters(route, inputs)
     if params:
-        op["parameters"] = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params
-        ]
+        op["parameters"] = params
+    if inputs.body is not None:
+        schema = inputs.body.schema()
+        # No body reads as {}: one is needed only when a field is.
+        op["requestBody"] = {
+            "required": bool(schema.get("required")),
+            "content": {"application/json": {"schema": schema}},
+        }
     if not route.is_public:
         op["security"] = [{"session": []}, {"deviceToken": []}]
-        op["responses"].update(
-            {"401": {"description": "Not signed in"}, "403": {"description": "Role not allowed"}}
-        )
     op.update(route.doc)
     return op
 
@@ -54,9 +98,10 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
         "info": {"title": "Telepharmacy remote verification", "version": "1"},
         "paths": paths,
         "components": {
+            "schemas": {"Error": ERROR},
             "securitySchemes": {
                 "session": {"type": "apiKey", "in": "cookie", "name": "tp_session"},
                 "deviceToken": {"type": "http", "scheme": "bearer"},
-            }
+            },
         },
     }

@@ -2,95 +2,130 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from aiohttp import web
 
+from server.api.params import accepts, body_of, path_param
 from server.api.shapes import prescription_view, site_view, user_view
 from server.api.table import json_body, principal_of
-from server.errors import InvalidInput
+from server.fills.rules import MEDIA_KINDS
+from server.inputs import ID, Body, Date, Field, ListOf, Nullable, OneOf, Text
+from server.prescriptions import PRESCRIPTION
+from server.security.principal import Role
 from server.services import services_of
 
+STATE = Text(2, 2, pattern="[A-Za-z]{2}", message="'state' is a two-letter state code such as ND.")
+USERNAME = Text(64, 1)
+# An admin names the prescription's site; a technician's is their own.
+PRESCRIPTION_BODY = Body(
+    {**PRESCRIPTION.fields, "site_id": Field(Nullable(ID), description="The site (admins only)")},
+    check=PRESCRIPTION.check,
+)
+NEW_SITE = Body(
+    {
+        "code": Field(Text(32, 1, strip=True), required=True),
+        "name": Field(Text(200, 1, strip=True), required=True),
+        "state": Field(STATE, required=True),
+        "required_media_kinds": Field(Nullable(ListOf(OneOf(MEDIA_KINDS), 2 * len(MEDIA_KINDS)))),
+    }
+)
+NEW_USER = Body(
+    {
+        "username": Field(USERNAME, required=True),
+        "display_name": Field(Text(200, 1, strip=True), required=True),
+        "role": Field(OneOf(tuple(r.value for r in Role)), required=True),
+        "password": Field(Text(1024, 1), required=True),
+        "site_code": Field(Nullable(Text(32)), description="A technician's site"),
+    }
+)
+NEW_LICENSE = Body(
+    {
+        "state": Field(STATE, required=True),
+        "number": Field(Text(64, 1, strip=True), required=True),
+        "expires_on": Field(Date(), required=True),
+    }
+)
+NEW_DEVICE_TOKEN = Body(
+    {"username": Field(USERNAME, required=True), "label": Field(Text(200), description="Which device")}
+)
 
+
+@accepts(body=PRESCRIPTION_BODY, status=201)
 async def create_prescription(request: web.Request) -> web.Response:
     body = await json_body(request)
-    site_id = body.get("site_id")
-    rx = await services_of(request).prescriptions.create(
-        principal_of(request), body, site_id=int(site_id) if isinstance(site_id, int) else None
-    )
+    site_id = PRESCRIPTION_BODY.parse(body).get("site_id")
+    rx = await services_of(request).prescriptions.create(principal_of(request), body, site_id=site_id)
     return web.json_response(prescription_view(rx), status=201)
 
 
+@accepts()
 async def list_prescriptions(request: web.Request) -> web.Response:
     prescriptions = await services_of(request).prescriptions.list_for(principal_of(request))
     return web.json_response({"prescriptions": [prescription_view(rx) for rx in prescriptions]})
 
 
+@accepts()
 async def list_sites(request: web.Request) -> web.Response:
     p = principal_of(request)
     sites = [s for s in await services_of(request).directory.sites() if p.may_see_site(s.id, s.state)]
     return web.json_response({"sites": [site_view(s) for s in sites]})
 
 
+@accepts(body=NEW_SITE, status=201)
 async def create_site(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    kinds = body.get("required_media_kinds")
+    body = await body_of(request, NEW_SITE)
     site = await services_of(request).directory.create_site(
-        principal_of(request),
-        str(body.get("code", "")),
-        str(body.get("name", "")),
-        str(body.get("state", "")),
-        kinds if isinstance(kinds, list) else None,
+        principal_of(request), body["code"], body["name"], body["state"], body.get("required_media_kinds")
     )
     return web.json_response(site_view(site), status=201)
 
 
+@accepts()
 async def list_users(request: web.Request) -> web.Response:
     return web.json_response({"users": [user_view(u) for u in await services_of(request).directory.users()]})
 
 
+@accepts(body=NEW_USER, status=201)
 async def create_user(request: web.Request) -> web.Response:
-    body = await json_body(request)
+    body = await body_of(request, NEW_USER)
     user = await services_of(request).directory.create_user(
         principal_of(request),
-        str(body.get("username", "")),
-        str(body.get("display_name", "")),
-        str(body.get("role", "")),
-        str(body.get("password", "")),
+        body["username"],
+        body["display_name"],
+        body["role"],
+        body["password"],
         site_code=body.get("site_code"),
     )
     return web.json_response(user_view(user), status=201)
 
 
+@accepts(body=NEW_LICENSE, status=201)
 async def add_license(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    try:
-        expires = dt.date.fromisoformat(str(body.get("expires_on")))
-    except ValueError as exc:
-        raise InvalidInput("'expires_on' must be a date like 2027-06-30.") from exc
+    body = await body_of(request, NEW_LICENSE)
     lic = await services_of(request).directory.add_license(
         principal_of(request),
-        request.match_info["username"],
-        str(body.get("state", "")),
-        str(body.get("number", "")),
-        expires,
+        path_param(request, "username"),
+        body["state"],
+        body["number"],
+        body["expires_on"],
     )
     return web.json_response(
         {"state": lic.state, "number": lic.number, "expires_on": lic.expires_on.isoformat()}, status=201
     )
 
 
+@accepts(body=NEW_DEVICE_TOKEN, status=201)
 async def issue_device_token(request: web.Request) -> web.Response:
-    body = await json_body(request)
+    body = await body_of(request, NEW_DEVICE_TOKEN)
     token = await services_of(request).auth.issue_device_token(
-        principal_of(request), str(body.get("username", "")), str(body.get("label", "site device"))
+        principal_of(request), body["username"], body.get("label", "site device")
     )
     # Shown once: only its hash is stored.
     return web.json_response({"token": token}, status=201)
 
 
+@accepts()
 async def revoke_device_token(request: web.Request) -> web.Response:
     await services_of(request).auth.revoke_device_token(
-        principal_of(request), int(request.match_info["token_id"])
+        principal_of(request), path_param(request, "token_id")
     )
     return web.json_response({"revoked": True})

@@ -7,11 +7,17 @@ import io
 
 from aiohttp import web
 
+from server.api.params import Query, accepts, query_param
 from server.audit import chain as audit
-from server.errors import InvalidInput
+from server.inputs import Date
 from server.services import services_of
 
+# Whole UTC days, both inclusive: the export reads up to the day after `to`, so that day must exist.
+EXPORT_FROM = Query("from", Date(), "The first day (UTC), YYYY-MM-DD", required=True)
+EXPORT_TO = Query("to", Date(), "The last day (UTC), YYYY-MM-DD", required=True)
 
+
+@accepts()
 async def audit_verify(request: web.Request) -> web.Response:
     report = await audit.verify(services_of(request).db)
     return web.json_response(
@@ -24,12 +30,10 @@ async def audit_verify(request: web.Request) -> web.Response:
     )
 
 
+@accepts(query=(EXPORT_FROM, EXPORT_TO), json=False)
 async def audit_export(request: web.Request) -> web.Response:
-    try:
-        start = dt.date.fromisoformat(request.query["from"])
-        end = dt.date.fromisoformat(request.query["to"])
-    except (KeyError, ValueError) as exc:
-        raise InvalidInput("Give ?from=YYYY-MM-DD&to=YYYY-MM-DD.") from exc
+    start: dt.date = query_param(request, EXPORT_FROM)
+    end: dt.date = query_param(request, EXPORT_TO)
     buf = io.StringIO()
     await audit.export_csv(services_of(request).db, start, end, buf)
     return web.Response(

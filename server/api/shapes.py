@@ -134,8 +134,9 @@ def site_fill_view(row: SiteFill) -> dict[str, Any]:
     return item
 
 
-def consultation_view(c: Consultation, site: Site | None = None) -> dict[str, Any]:
-    """What the API returns about a consultation: ids, times and states (no patient data)."""
+def consultation_view(c: Consultation, site: Site | None = None, *, with_note: bool) -> dict[str, Any]:
+    """What the API returns about a consultation: ids, times and states; the outcome note (the one field
+    about the patient) only `with_note`, for those who may read it."""
     body: dict[str, Any] = {
         "id": c.id,
         "site_id": c.site_id,
@@ -153,7 +154,6 @@ def consultation_view(c: Consultation, site: Site | None = None) -> dict[str, An
         "duration_seconds": c.duration_seconds,
         "end_reason": c.end_reason,
         "ended_by": c.ended_by,
-        "outcome_note": c.outcome_note,
         "reconnections": c.reconnections,
         "recording_consent": c.recording_consent,
         "recording_consent_at": c.recording_consent_at.isoformat() if c.recording_consent_at else None,
@@ -161,6 +161,8 @@ def consultation_view(c: Consultation, site: Site | None = None) -> dict[str, An
         # cleaned copy (remuxed without container metadata) and ?variant=poster its poster frame.
         "recording": media_view(c.recording) if c.recording is not None else None,
     }
+    if with_note:
+        body["outcome_note"] = c.outcome_note
     if site is not None:
         body["site"] = {"id": site.id, "code": site.code, "name": site.name, "state": site.state}
     return body

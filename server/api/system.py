@@ -9,11 +9,17 @@ from aiohttp import web
 from sqlalchemy import text
 
 from server.api.openapi import OPENAPI_DOCUMENT
-from server.errors import Forbidden, InvalidInput, NotAuthenticated
+from server.api.params import Query, accepts, query_param
+from server.errors import Forbidden, NotAuthenticated
+from server.inputs import INT64_MAX, Int
 from server.security.origin import origin_allowed
 from server.services import services_of
 
+# An event id of the journal (BIGINT); 0 replays all that is kept.
+CURSOR = Query("cursor", Int(0, INT64_MAX), "The last event id received: the events after it are replayed")
 
+
+@accepts()
 async def healthz(request: web.Request) -> web.Response:
     """Alive and the database reachable (200); `degraded` when a data path has less free room than
     `min_free_bytes`: reads work, writes may soon fail."""
@@ -36,10 +42,12 @@ async def metrics(request: web.Request) -> web.Response:
     return await svc.metrics.render(svc.db, svc.storage)
 
 
+@accepts()
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI_DOCUMENT])
 
 
+@accepts()
 async def ice_servers(request: web.Request) -> web.Response:
     servers = [
         {"urls": list(s.urls), **({"username": s.username, "credential": s.credential} if s.username else {})}
@@ -48,6 +56,7 @@ async def ice_servers(request: web.Request) -> web.Response:
     return web.json_response({"ice_servers": servers})
 
 
+@accepts(query=(CURSOR,), json=False)
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """Live events for consoles and sites; ?cursor=N replays what a reconnecting client missed."""
     from server.api.table import principal_of
@@ -57,11 +66,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     # Browsers always send Origin; a site device (bearer token, no cookie) is not a browser.
     if principal.via == "session" and not origin_allowed(request, svc.config.allowed_origins):
         raise Forbidden("This origin may not open the live connection.", code="bad_origin")
-    cursor_raw = request.query.get("cursor")
-    try:
-        cursor = int(cursor_raw) if cursor_raw not in (None, "") else None
-    except ValueError as exc:
-        raise InvalidInput("cursor must be an event id.") from exc
+    cursor = query_param(request, CURSOR, None)
     credential = svc.auth.credential(request)
     # Read afresh rather than from the few seconds' cache of identities, and again while it is open (hub).
     fresh = await svc.auth.reload(credential) if credential is not None else None

@@ -6,6 +6,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -117,6 +118,46 @@ def guard(route: Route, authenticate: Authenticator) -> Handler:
     return guarded
 
 
+# No request body of this API nests deeper; json.loads itself would recurse until Python's limit.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_OPENERS = frozenset(b"[{")
+
+
+def nesting_depth(raw: bytes) -> int:
+    """How deep the brackets of a JSON text nest (outside strings); cheap when there are few."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return 0
+    depth = deepest = 0
+    for byte in _JSON_STRING.sub(b"", raw).translate(None, delete=_NOT_BRACKETS):
+        depth += 1 if byte in _OPENERS else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _too_large(max_bytes: int, size: int) -> web.HTTPRequestEntityTooLarge:
+    text = json.dumps(
+        {"error": "too_large", "message": f"The request body may be at most {max_bytes} bytes."}
+    )
+    return web.HTTPRequestEntityTooLarge(
+        max_size=max_bytes, actual_size=size, text=text, content_type="application/json"
+    )
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidInput(f"Numbers must be finite: {name} is not a number this API takes.")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidInput(f"The number {text[:40]} is too large.")
+    return value
+
+
 def principal_of(request: web.Request) -> Principal:
     return request[PRINCIPAL]
 
@@ -124,13 +165,15 @@ def principal_of(request: web.Request) -> Principal:
 async def json_body(request: web.Request, *, max_bytes: int = 256 * 1024) -> dict[str, Any]:
     """The request's JSON object, or a clear 400/413."""
     if request.content_length is not None and request.content_length > max_bytes:
-        raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=request.content_length)
+        raise _too_large(max_bytes, request.content_length)
     raw = await request.content.read(max_bytes + 1)
     if len(raw) > max_bytes:
-        raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=len(raw))
+        raise _too_large(max_bytes, len(raw))
+    if nesting_depth(raw) > MAX_JSON_DEPTH:
+        raise InvalidInput(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
     try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
+        body = json.loads(raw or b"{}", parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:
         raise InvalidInput("The request body is not valid JSON.") from exc
     if not isinstance(body, dict):
         raise InvalidInput("The request body must be a JSON object.")

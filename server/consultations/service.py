@@ -239,12 +239,23 @@ class ConsultationService:
             return c
 
     @classmethod
-    def may_see_recording(cls, c: Consultation, site: Site, actor: Principal) -> bool:
-        """The recording is for the two parties (the site's side, the pharmacist who took the call) and
-        admins; each still only while they may see the site."""
-        if not actor.may_see_site(site.id, site.state):
-            return False
+    def is_party_or_admin(cls, c: Consultation, actor: Principal) -> bool:
+        """The call's two parties (the site's side, the pharmacist who took the call) and admins."""
         return actor.role is Role.ADMIN or actor.user_id == c.pharmacist_id or cls.is_site_party(c, actor)
+
+    @classmethod
+    def may_see_recording(cls, c: Consultation, site: Site, actor: Principal) -> bool:
+        """The recording is for the two parties and admins; each still only while they may see the site."""
+        return actor.may_see_site(site.id, site.state) and cls.is_party_or_admin(c, actor)
+
+    @classmethod
+    def may_read_note(cls, c: Consultation, actor: Principal) -> bool:
+        """The outcome note is what the pharmacist said of the patient's call: like the recording, for
+        the two parties and admins. Others who may see the consultation see that it exists, not the note.
+
+        Only for a consultation the actor was given by this service, which checked they may see the site.
+        """
+        return cls.is_party_or_admin(c, actor)
 
     def _recording_rule(self, c: Consultation, actor: Principal, sha256: str) -> Media | None:
         """Who may deliver a recording, and when: the site's side, with consent recorded, once.

@@ -8,16 +8,76 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from server.errors import InvalidInput
 from server.fills.rules import OUTCOMES, PRIORITIES, REJECTION_REASONS
+from server.inputs import ID, INT32_MAX, Body, Field, Int, ListOf, Nullable, OneOf, Quantity, Text, Uuid
 
 MAX_NOTE = 2000
 MAX_BARCODES = 10
+
+NEW_FILL = Body(
+    {
+        "id": Field(
+            Uuid("A fill needs an 'id': a UUID made by the site."),
+            required=True,
+            description="Made by the site; creating the same fill again is idempotent.",
+        ),
+        "prescription_id": Field(ID, required=True),
+        "priority": Field(OneOf(PRIORITIES, f"Priority must be one of {', '.join(PRIORITIES)}.")),
+        "barcodes": Field(
+            Nullable(
+                ListOf(
+                    Text(200, 1),
+                    MAX_BARCODES,
+                    f"Barcodes must be a list of at most {MAX_BARCODES} scanned barcode texts.",
+                )
+            )
+        ),
+        "counted_quantity": Field(Nullable(Quantity(Decimal(0), Decimal(100000)))),
+        "previous_fill_id": Field(Nullable(Uuid()), description="The rejected fill this one replaces."),
+        "override_reason": Field(
+            Nullable(
+                Text(500, 1, strip=True, message="An override needs a reason of at most 500 characters.")
+            ),
+            description="Why the site goes on although the product check flagged the stock bottle.",
+        ),
+    },
+    description="A draft fill of a prescription at the caller's site.",
+)
+
+
+def _decision_rules(d: dict[str, Any]) -> None:
+    reasons, note = d.get("reason_codes") or [], d.get("note")
+    if d["outcome"] == "reject" and not reasons:
+        raise InvalidInput("A rejection needs at least one reason code.")
+    if d["outcome"] == "approve" and reasons:
+        raise InvalidInput("An approval carries no rejection reasons.")
+    if "other" in reasons and not (note and note.strip()):
+        raise InvalidInput("The reason 'other' needs a note saying what is wrong.")
+
+
+DECISION = Body(
+    {
+        "version": Field(Int(0, INT32_MAX), required=True, description="The fill's version decided on."),
+        "outcome": Field(OneOf(OUTCOMES, "The outcome must be 'approve' or 'reject'."), required=True),
+        "reason_codes": Field(
+            Nullable(
+                ListOf(
+                    OneOf(tuple(REJECTION_REASONS)),
+                    4 * len(REJECTION_REASONS),
+                    f"Reason codes must come from: {', '.join(REJECTION_REASONS)}.",
+                )
+            )
+        ),
+        "note": Field(Nullable(Text(MAX_NOTE))),
+    },
+    check=_decision_rules,
+    description="A rejection needs reason codes (and 'other' a note); an approval has none.",
+)
 
 
 @dataclass(frozen=True)
@@ -34,42 +94,15 @@ class NewFill:
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> NewFill:
-        try:
-            fill_id = str(uuid.UUID(str(body["id"])))
-            rx = int(body["prescription_id"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise InvalidInput(
-                "A fill needs an 'id' (a UUID made by the site) and a 'prescription_id'."
-            ) from exc
-        priority = body.get("priority", "routine")
-        if priority not in PRIORITIES:
-            raise InvalidInput(f"Priority must be one of {', '.join(PRIORITIES)}.")
-        barcodes = body.get("barcodes") or []
-        if not isinstance(barcodes, list) or not all(
-            isinstance(b, str) and 0 < len(b) <= 200 for b in barcodes
-        ):
-            raise InvalidInput("Barcodes must be a list of scanned barcode texts.")
-        if len(barcodes) > MAX_BARCODES:
-            raise InvalidInput(f"At most {MAX_BARCODES} barcodes per fill.")
-        counted = body.get("counted_quantity")
-        try:
-            counted_q = None if counted is None else Decimal(str(counted))
-        except InvalidOperation as exc:
-            raise InvalidInput("The counted quantity must be a number.") from exc
-        if counted_q is not None and (counted_q < 0 or counted_q > 100000):
-            raise InvalidInput("The counted quantity is out of range.")
-        prev = body.get("previous_fill_id")
-        override = body.get("override_reason")
-        if override is not None and (not isinstance(override, str) or not 0 < len(override.strip()) <= 500):
-            raise InvalidInput("An override needs a reason of at most 500 characters.")
+        f = NEW_FILL.parse(body)
         return cls(
-            id=fill_id,
-            prescription_id=rx,
-            priority=priority,
-            barcodes=tuple(barcodes),
-            counted_quantity=counted_q,
-            previous_fill_id=str(prev) if prev else None,
-            override_reason=override.strip() if override else None,
+            id=f["id"],
+            prescription_id=f["prescription_id"],
+            priority=f.get("priority", "routine"),
+            barcodes=tuple(f.get("barcodes") or ()),
+            counted_quantity=f.get("counted_quantity"),
+            previous_fill_id=f.get("previous_fill_id"),
+            override_reason=f.get("override_reason"),
         )
 
     def digest(self) -> str:
@@ -97,24 +130,7 @@ class DecisionInput:
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> DecisionInput:
-        try:
-            version = int(body["version"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise InvalidInput("A decision names the fill 'version' it was made on.") from exc
-        outcome = body.get("outcome")
-        if outcome not in OUTCOMES:
-            raise InvalidInput("The outcome must be 'approve' or 'reject'.")
-        reasons = body.get("reason_codes") or []
-        if not isinstance(reasons, list) or any(r not in REJECTION_REASONS for r in reasons):
-            raise InvalidInput(f"Reason codes must come from: {', '.join(REJECTION_REASONS)}.")
-        note = body.get("note")
-        if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
-            raise InvalidInput(f"The note must be text of at most {MAX_NOTE} characters.")
-        note = note.strip() if note else None
-        if outcome == "reject" and not reasons:
-            raise InvalidInput("A rejection needs at least one reason code.")
-        if outcome == "approve" and reasons:
-            raise InvalidInput("An approval carries no rejection reasons.")
-        if "other" in reasons and not note:
-            raise InvalidInput("The reason 'other' needs a note saying what is wrong.")
-        return cls(version, outcome, tuple(dict.fromkeys(reasons)), note or None)
+        d = DECISION.parse(body)
+        note = (d.get("note") or "").strip()
+        reasons = d.get("reason_codes") or []
+        return cls(d["version"], d["outcome"], tuple(dict.fromkeys(reasons)), note or None)

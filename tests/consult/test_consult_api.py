@@ -74,3 +74,25 @@ async def test_only_the_site_reports_a_reconnection_and_only_of_a_connected_call
         )
         reconnected = [r.detail for r in rows if r.action == "consultation.reconnected"]
     assert reconnected == [{"reconnections": 1}, {"reconnections": 2}]
+
+
+async def test_the_outcome_note_is_for_the_two_parties_and_admins_only(world: World) -> None:
+    site, nd = await world.device("tech_nd1"), await world.login("nd_rph")
+    c = await site.json("POST", "/api/v1/consultations", 201, json={})
+    url = f"/api/v1/consultations/{c['id']}"
+    await nd.json("POST", f"{url}/accept")
+    note = "Counselled on taking it with food; patient asked about grapefruit."
+    ended = await nd.json("POST", f"{url}/end", json={"reason": "hangup", "note": note})
+    assert ended["outcome_note"] == note
+
+    for reader in (nd, site, await world.login("admin")):
+        assert (await reader.json("GET", url))["outcome_note"] == note, reader.username
+
+    # Another pharmacist licensed in the site's state sees that the call took place, never its note.
+    outsider = await world.login("both_rph")
+    record = await outsider.json("GET", url)
+    assert record["state"] == "ended" and "outcome_note" not in record
+    assert note not in await (await outsider.get(url)).text()
+    # Nor by ending it again (the record it answers with).
+    again = await outsider.post(f"{url}/end", json={"reason": "hangup"})
+    assert note not in await again.text()
