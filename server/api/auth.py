@@ -9,12 +9,16 @@ from server.api.table import principal_of
 from server.errors import UnsupportedMediaType
 from server.inputs import Body, Field, Text
 from server.security import origin
-from server.security.auth import SESSION_COOKIE
+from server.security.auth import SESSION_COOKIE, USERNAME_MAX
+from server.security.passwords import MAX_LENGTH
 from server.security.principal import Principal
 from server.services import services_of
 
-# Bounded only by the body's size: the password rules are the sign-in's to apply.
-SIGN_IN = Body({"username": Field(Text(256), required=True), "password": Field(Text(1024), required=True)})
+# The longest username and password there can be: anything longer is refused before it is hashed. The
+# largest such body (every character a JSON escape pair) still fits the sign-in's 4 KiB.
+SIGN_IN = Body(
+    {"username": Field(Text(USERNAME_MAX), required=True), "password": Field(Text(MAX_LENGTH), required=True)}
+)
 
 
 @accepts(body=SIGN_IN)

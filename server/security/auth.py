@@ -21,6 +21,8 @@ from server.security.principal import AccessChange, AccessListener, Principal, R
 from server.security.ratelimit import SignInLimits, SignInPolicy
 
 SESSION_COOKIE = "tp_session"
+# As Directory.create_user allows them.
+USERNAME_MAX = 64
 AUTH_CACHE_SECONDS = 5.0
 AUTH_CACHE_SIZE = 10_000
 
@@ -155,7 +157,7 @@ class Auth:
 
     async def login(self, username: str, password: str, client: str) -> LoginResult:
         """Checks a password and opens a console session; failures slow the account and the address."""
-        if not username or not password or len(username) > 64:
+        if not username or not password or len(username) > USERNAME_MAX:
             raise InvalidInput("Give a username and a password.")
         if len(password) > MAX_LENGTH:
             raise InvalidInput(f"Passwords have at most {MAX_LENGTH} characters.")
