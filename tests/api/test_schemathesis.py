@@ -24,6 +24,9 @@ from server.api.routes import ROUTES
 from server.security.auth import SESSION_COOKIE
 from tests.api.world import PASSWORD, World, build_world
 
+# Thousands of generated requests: make test runs them, make test-fast does not.
+pytestmark = pytest.mark.slow
+
 # About 5,000 cases in all: two callers, every operation but the two left out.
 EXAMPLES = 70
 LEFT_OUT = {("DELETE", "/api/v1/session"), ("DELETE", "/api/v1/device-tokens/{token_id}")}

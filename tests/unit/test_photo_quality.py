@@ -132,6 +132,7 @@ def test_sweep_classifies_every_generated_photo(sweep: list[Case]) -> None:
 FAILURE_CODES = ("blurred", "too_dark", "too_bright", "glare")
 
 
+@pytest.mark.slow
 def test_sweep_margins(sweep: list[Case]) -> None:
     """The thresholds sit well inside the gaps between passing and failing photos, not on their edges."""
     t = DEFAULT
