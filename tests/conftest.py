@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.api.world import Nodes, two_nodes
 
 PG_ADMIN_DSN = os.environ.get("TP_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 TESTS = Path(__file__).parent
@@ -103,3 +105,10 @@ def postgres_url(postgres_available: bool) -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}"
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path, postgres_url: str) -> AsyncIterator[Nodes]:
+    """Two server instances on one PostgreSQL database (tests/api/world.py)."""
+    async with two_nodes(tmp_path, postgres_url) as n:
+        yield n

@@ -8,34 +8,16 @@ import asyncio
 import datetime as dt
 import json
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from server.app import create_app
 from server.db.models import DeviceToken
 from server.realtime.hub import CLOSE_ACCESS_WITHDRAWN
 from server.security import tokens
 from server.security.auth import Auth
-from tests.api.world import User, World, build_world, new_fill_id, rx_body, server_config
-
-
-async def _connect(user: User) -> ClientWebSocketResponse:
-    """The user's websocket, past its hello: a site by its device token, a console by its Origin."""
-    headers = (
-        {"Authorization": f"Bearer {user.token}"}
-        if user.token
-        else {"Origin": str(user.client.make_url("/")).rstrip("/")}
-    )
-    ws = await user.client.ws_connect("/api/v1/ws", headers=headers)
-    assert (await ws.receive_json())["type"] == "hello"
-    return ws
+from tests.api.world import Nodes, World, connect, new_fill_id, rx_body
 
 
 async def _closed(ws: ClientWebSocketResponse, seconds: float = 1.0) -> tuple[str, list[dict[str, Any]]]:
@@ -81,7 +63,7 @@ async def _token_id(world: World, username: str) -> int:
 
 async def test_a_site_socket_closes_within_a_second_of_its_token_being_revoked(world: World) -> None:
     tech = await world.device("tech_nd1")
-    ws = await _connect(tech)
+    ws = await connect(tech)
     admin = await world.login("admin")
     await admin.json("DELETE", f"/api/v1/device-tokens/{await _token_id(world, 'tech_nd1')}")
     reason, _ = await _closed(ws)
@@ -91,8 +73,8 @@ async def test_a_site_socket_closes_within_a_second_of_its_token_being_revoked(w
 
 async def test_a_console_socket_closes_when_its_session_signs_out(world: World) -> None:
     rph = await world.login("nd_rph")
-    ws, other_tab = await _connect(rph), await _connect(rph)
-    elsewhere = await _connect(await world.login("nd_rph"))  # another session of the same pharmacist
+    ws, other_tab = await connect(rph), await connect(rph)
+    elsewhere = await connect(await world.login("nd_rph"))  # another session of the same pharmacist
     await rph.json("DELETE", "/api/v1/session")
     for socket in (ws, other_tab):
         reason, _ = await _closed(socket)
@@ -102,7 +84,7 @@ async def test_a_console_socket_closes_when_its_session_signs_out(world: World) 
 
 
 async def test_a_deactivated_pharmacists_socket_closes(world: World) -> None:
-    ws = await _connect(await world.login("nd_rph"))
+    ws = await connect(await world.login("nd_rph"))
     await world.services.directory.set_user_active(None, "nd_rph", False)
     reason, _ = await _closed(ws)
     assert "deactivated" in reason
@@ -110,8 +92,8 @@ async def test_a_deactivated_pharmacists_socket_closes(world: World) -> None:
 
 async def test_a_suspended_sites_sockets_close_and_open_no_more(world: World) -> None:
     tech = await world.device("tech_nd1")
-    ws = await _connect(tech)
-    other_site = await _connect(await world.device("tech_nd2"))
+    ws = await connect(tech)
+    other_site = await connect(await world.device("tech_nd2"))
     await world.services.directory.set_site_status(None, world.sites["ND-1"], "suspended")
     reason, _ = await _closed(ws)
     assert "suspended" in reason
@@ -121,7 +103,7 @@ async def test_a_suspended_sites_sockets_close_and_open_no_more(world: World) ->
 
 
 async def test_a_pharmacist_whose_license_is_removed_stops_getting_that_states_events(world: World) -> None:
-    ws = await _connect(await world.login("both_rph"))
+    ws = await connect(await world.login("both_rph"))
     yesterday = dt.date.today() - dt.timedelta(days=1)
     await world.services.directory.add_license(None, "both_rph", "MN", "MN-both_rph", yesterday)
     mn = await (await world.device("tech_mn1")).json("POST", "/api/v1/consultations", 201, json={})
@@ -134,9 +116,9 @@ async def test_a_pharmacist_whose_license_is_removed_stops_getting_that_states_e
 
 async def test_a_revoked_site_neither_gets_the_pharmacists_offer_nor_acts_in_the_call(world: World) -> None:
     tech = await world.device("tech_nd1")
-    site_ws = await _connect(tech)
+    site_ws = await connect(tech)
     rph = await world.login("nd_rph")
-    rph_ws = await _connect(rph)
+    rph_ws = await connect(rph)
     rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX1"))
     fill = await tech.json(
         "POST", "/api/v1/fills", 201, json={"id": new_fill_id(), "prescription_id": rx["id"]}
@@ -164,9 +146,9 @@ async def test_a_pharmacist_whose_license_is_removed_mid_call_neither_signals_no
     world: World,
 ) -> None:
     site = await world.device("tech_nd1")
-    site_ws = await _connect(site)
+    site_ws = await connect(site)
     rph = await world.login("nd_rph")
-    rph_ws = await _connect(rph)
+    rph_ws = await connect(rph)
     c = await site.json("POST", "/api/v1/consultations", 201, json={})
     await site_ws.send_json({"type": "consult.join", "consultation_id": c["id"]})
     await _until(site_ws, "consult.joined")
@@ -186,38 +168,10 @@ async def test_a_pharmacist_whose_license_is_removed_mid_call_neither_signals_no
         await ws.close()
 
 
-@dataclass
-class Nodes:
-    world: World  # node A
-    b: TestServer
-    clients: list[TestClient[Any, Any]]
-
-    async def device_on_b(self, username: str) -> User:
-        client = TestClient(self.b)
-        await client.start_server()
-        self.clients.append(client)
-        return User(client, username, token=self.world.tokens[username])
-
-
-@pytest.fixture
-async def nodes(tmp_path: Path, postgres_url: str) -> AsyncIterator[Nodes]:
-    world = await build_world(tmp_path / "a", postgres_url)
-    b = TestServer(create_app(server_config(tmp_path / "b", postgres_url), schema="none"))
-    await b.start_server()
-    n = Nodes(world, b, [])
-    try:
-        yield n
-    finally:
-        for c in n.clients:
-            await c.close()
-        await b.close()
-        await world.close()
-
-
 async def test_a_revocation_on_one_instance_closes_the_sites_socket_on_another(nodes: Nodes) -> None:
-    tech_on_b = await nodes.device_on_b("tech_nd1")
-    ws = await _connect(tech_on_b)
-    bystander = await _connect(await nodes.device_on_b("tech_nd2"))
+    tech_on_b = await nodes.device(nodes.b, "tech_nd1")
+    ws = await connect(tech_on_b)
+    bystander = await connect(await nodes.device(nodes.b, "tech_nd2"))
     admin = await nodes.world.login("admin")  # on A
     started = time.monotonic()
     await admin.json("DELETE", f"/api/v1/device-tokens/{await _token_id(nodes.world, 'tech_nd1')}")

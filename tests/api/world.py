@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientResponse, web
+from aiohttp import ClientResponse, ClientWebSocketResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from server.app import create_app
@@ -271,3 +273,52 @@ async def approved_fill(world: World) -> str:
         json={"version": claimed["version"], "outcome": "approve"},
     )
     return str(fill["id"])
+
+
+async def connect(user: User) -> ClientWebSocketResponse:
+    """The user's websocket, past its hello: a console by its Origin, a site by its device token."""
+    headers = (
+        {"Authorization": f"Bearer {user.token}"}
+        if user.token
+        else {"Origin": str(user.client.make_url("/")).rstrip("/")}
+    )
+    ws = await user.client.ws_connect("/api/v1/ws", headers=headers)
+    assert (await ws.receive_json())["type"] == "hello"
+    return ws
+
+
+@dataclass
+class Nodes:
+    world: World  # node A: built with the test world
+    b: TestServer
+    clients: list[TestClient[Any, Any]]
+
+    async def login(self, server: TestServer, username: str) -> User:
+        client = TestClient(server)
+        await client.start_server()
+        self.clients.append(client)
+        resp = await client.post("/api/v1/session", json={"username": username, "password": PASSWORD})
+        assert resp.status == 200
+        return User(client, username, csrf=(await resp.json())["csrf_token"])
+
+    async def device(self, server: TestServer, username: str) -> User:
+        client = TestClient(server)
+        await client.start_server()
+        self.clients.append(client)
+        return User(client, username, token=self.world.tokens[username])
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path, postgres_url: str) -> AsyncIterator[Nodes]:
+    """Two server instances on one PostgreSQL database: the test world on A, and B."""
+    world = await build_world(tmp_path / "a", postgres_url)
+    b = TestServer(create_app(server_config(tmp_path / "b", postgres_url), schema="none"))
+    await b.start_server()
+    n = Nodes(world, b, [])
+    try:
+        yield n
+    finally:
+        for c in n.clients:
+            await c.close()
+        await b.close()
+        await world.close()

@@ -7,8 +7,8 @@ import asyncio
 from sqlalchemy import select
 
 from server.db.models import AuditEvent
-from tests.api.world import World
-from tests.consult.wire import connect, next_of
+from tests.api.world import World, connect
+from tests.consult.wire import next_of
 
 
 async def test_one_accept_wins_and_only_licensed_pharmacists_may(world: World) -> None:

@@ -7,21 +7,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import ClientWebSocketResponse
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
-from server.app import create_app
 from server.consultations.mailbox import CHANNEL, EXPIRY_SECONDS, MAX_PENDING, PostgresMailbox
 from server.db.models import AuditEvent, ConsultationSignal, Event
-from tests.api.world import PASSWORD, User, World, build_world, server_config
-from tests.consult.wire import connect, drain, next_of
+from tests.api.world import Nodes, User, connect
+from tests.consult.wire import drain, next_of
 
 pytestmark = pytest.mark.postgres
 
@@ -30,42 +24,6 @@ BIG_SDP = "v=0\r\n" + "".join(
     f"a=candidate:{i} 1 udp 2122260223 10.0.{i % 250}.1 5{i:04d} typ host\r\n" for i in range(400)
 )
 MARK = "sdp-marker-7f3a"
-
-
-@dataclass
-class Nodes:
-    world: World  # node A: built with the test world
-    b: TestServer
-    clients: list[TestClient[Any, Any]]
-
-    async def login(self, server: TestServer, username: str) -> User:
-        client = TestClient(server)
-        await client.start_server()
-        self.clients.append(client)
-        resp = await client.post("/api/v1/session", json={"username": username, "password": PASSWORD})
-        assert resp.status == 200
-        return User(client, username, csrf=(await resp.json())["csrf_token"])
-
-    async def device(self, server: TestServer, username: str) -> User:
-        client = TestClient(server)
-        await client.start_server()
-        self.clients.append(client)
-        return User(client, username, token=self.world.tokens[username])
-
-
-@pytest.fixture
-async def nodes(tmp_path: Path, postgres_url: str) -> AsyncIterator[Nodes]:
-    world = await build_world(tmp_path / "a", postgres_url)
-    b = TestServer(create_app(server_config(tmp_path / "b", postgres_url), schema="none"))
-    await b.start_server()
-    n = Nodes(world, b, [])
-    try:
-        yield n
-    finally:
-        for c in n.clients:
-            await c.close()
-        await b.close()
-        await world.close()
 
 
 async def _joined_call(

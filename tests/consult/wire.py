@@ -10,19 +10,7 @@ from aiohttp import ClientWebSocketResponse, WSMsgType
 from sqlalchemy import select
 
 from server.db.models import AuditEvent
-from tests.api.world import User, World
-
-
-async def connect(user: User) -> ClientWebSocketResponse:
-    """The user's websocket, past its hello: a console by its Origin, a site by its device token."""
-    headers = (
-        {"Authorization": f"Bearer {user.token}"}
-        if user.token
-        else {"Origin": str(user.client.make_url("/")).rstrip("/")}
-    )
-    ws = await user.client.ws_connect("/api/v1/ws", headers=headers)
-    assert (await ws.receive_json())["type"] == "hello"
-    return ws
+from tests.api.world import World
 
 
 async def next_of(ws: ClientWebSocketResponse, *kinds: str, seconds: float = 5) -> dict[str, Any]:
