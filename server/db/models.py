@@ -123,7 +123,11 @@ class SignInFailure(Base):
 
 class Prescription(Base):
     __tablename__ = "prescriptions"
-    __table_args__ = (UniqueConstraint("site_id", "rx_number"),)
+    __table_args__ = (
+        UniqueConstraint("site_id", "rx_number"),
+        # Earlier fills of the same patient and drug, whatever the prescription.
+        Index("ix_prescriptions_patient_drug", "patient_name", "patient_dob", "drug"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
     rx_number: Mapped[str] = mapped_column(String(32))
@@ -161,6 +165,11 @@ class Fill(Base):
     product_check: Mapped[str] = mapped_column(String(16), default="none")
     product_check_detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     override_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The site's photo checks the technician sent the fill past: [{"kind": media kind, "check": code}].
+    overridden_checks: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    # What the pharmacist must acknowledge before approving, set when the fill is queued:
+    # [{"code": "quantity_mismatch" | "refill_too_soon" | ..., ...what it is about}].
+    flags: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
     request_digest: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     submitted_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
@@ -194,6 +203,8 @@ class Media(Base):
     # Derived files by name ("2048", "320", "poster") -> {"sha256", "content_type", "width", "height"}.
     variants: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     quality: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # A 64-bit difference hash of a photo (signed, as databases store 64 bits), to find reused photos.
+    perceptual_hash: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -206,6 +217,10 @@ class Decision(Base):
     outcome: Mapped[str] = mapped_column(String(8))
     reason_codes: Mapped[list[Any]] = mapped_column(JSON, default=list)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Each flag of the fill acknowledged: [{"flag": code, "reason": code, "note": text or null}].
+    acknowledgements: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    # What the pharmacist had on screen: [{"media_id", "kind", "seconds", "max_zoom", ...}].
+    views_seen: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
     decided_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
