@@ -104,9 +104,17 @@ def pick_fill(text: str, candidates: Iterable[tuple[str, str]], *, where: str) -
         if fill_id.replace("-", "").startswith(digits):
             found.setdefault(fill_id, label)
     if len(found) > 1:
-        lines = "\n".join(
-            f"  {fid.replace('-', '')[: max(12, len(digits) + 4)]}  {label}" for fid, label in found.items()
+        hexes = {fid: fid.replace("-", "") for fid in found}
+        # Enough of each id to tell them apart.
+        width = next(
+            (
+                n
+                for n in range(max(8, len(digits) + 1), 33)
+                if len({h[:n] for h in hexes.values()}) == len(hexes)
+            ),
+            32,
         )
+        lines = "\n".join(f"  {hexes[fid][:width]}  {label}" for fid, label in found.items())
         raise UsageError(f"{text} is the start of {len(found)} fills {where}; give more of the id:\n{lines}")
     if found:
         return next(iter(found))

@@ -51,7 +51,7 @@ PHOTO_KINDS = ("stock_bottle", "pills", "vial_label", "final_package", "other", 
 
 
 def _recording_lines(r: Recording) -> list[str]:
-    label = {DELIVERED: "delivered", FAILED: "REFUSED"}.get(r.state, "waiting to send")
+    label = {DELIVERED: "delivered", FAILED: "REFUSED"}.get(r.state, "pending")
     lines = [
         f"recording of consultation {r.consultation_id}  {human_bytes(r.bytes)}  {label}"
         f"  stored {when(r.created_at)}"
@@ -59,13 +59,21 @@ def _recording_lines(r: Recording) -> list[str]:
     if r.state == FAILED:
         lines.append(f"    refused: {r.failed_reason}")
     elif r.state == PENDING:
-        retry = "now" if r.next_attempt_at <= time.time() else when(r.next_attempt_at)
+        retry = due(r.next_attempt_at)
         sending = ", uploading (resumes where it stopped)" if r.upload_url else ""
         lines.append(
             f"    tries: {r.attempts}, next: {retry}{sending}"
             + (f", last error: {r.last_error}" if r.last_error else "")
         )
     return lines
+
+
+def due(at: float) -> str:
+    """When the next try is: now, in so many seconds, or at a local time."""
+    left = at - time.time()
+    if left <= 0:
+        return "now"
+    return f"in {left:.0f} s" if left < 3600 else when(at)
 
 
 def how_to_fix(e: Entry) -> list[str]:
@@ -93,7 +101,7 @@ def _entry_lines(outbox: Outbox, e: Entry) -> list[str]:
     elif e.replaced_by:
         lines.append(f"    fixed: replaced by fill {e.replaced_by.replace('-', '')[:8]}")
     elif e.state in OPEN_STATES:
-        retry = "now" if e.next_attempt_at <= time.time() else when(e.next_attempt_at)
+        retry = due(e.next_attempt_at)
         lines.append(
             f"    tries: {e.attempts}, next: {retry}"
             + (f", last error: {e.last_error}" if e.last_error else "")

@@ -153,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
             previous = asyncio.run(_rejected_fill(cfg, outbox, args.resubmit_of, Path(work), given))
             if args.rx is None and args.prescription_id is None:
                 args.prescription_id = previous.prescription_id
+            order = [kind for kind, _ in PHOTO_OPTIONS] + ["other", "count_video"]
+            previous.files.sort(key=lambda kf: order.index(kf[0]) if kf[0] in order else len(order))
             kept = [kind for kind, _ in previous.files]
             files += previous.files
             if args.count is None and previous.counted_quantity is not None:

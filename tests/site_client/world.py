@@ -119,15 +119,22 @@ class Site:
     config_path: Path
     config: SiteConfig
 
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONUNBUFFERED": "1", "TP_SITE_CONFIG": str(self.config_path)}
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "PYTHONUNBUFFERED": "1", "TP_SITE_CONFIG": str(self.config_path), **extra}
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "remote_site_client", *args]
 
-    async def run(self, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    async def run(
+        self, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+    ) -> tuple[int, str, str]:
+        """Runs `tp-site ARGS` as a technician types it; `env` adds variables (a time zone, say)."""
         proc = await asyncio.create_subprocess_exec(
-            *self.argv(*args), cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            *self.argv(*args),
+            cwd=ROOT,
+            env=self.env(**(env or {})),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout)
