@@ -1,0 +1,81 @@
+"""Prescriptions from a site's pharmacy system: FHIR R4 (a Bundle at the base, or a MedicationRequest).
+
+Answers are FHIR too: a refusal is an OperationOutcome naming each bad element, with nothing stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from server.api.params import accepts
+from server.api.table import json_body_as_sent, principal_of
+from server.errors import InvalidInput
+from server.pharmacy_systems.fhir import read_message
+from server.pharmacy_systems.received import Issue, MessageRejected
+from server.prescriptions import Stored
+from server.services import services_of
+
+FHIR_JSON = "application/fhir+json"
+# A bundle of a pharmacy's day is far below this; a message above it is refused unread.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def outcome(issues: list[Issue], severity: str = "error") -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {"severity": severity, "code": i.code, "diagnostics": i.diagnostics, "expression": [i.expression]}
+            for i in issues
+        ],
+    }
+
+
+def _fhir(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, content_type=FHIR_JSON, headers=headers)
+
+
+def _location(stored: Stored) -> str:
+    return f"MedicationRequest/{stored.prescription.id}"
+
+
+async def _receive(request: web.Request, expected: str) -> web.Response:
+    try:
+        raw, body = await json_body_as_sent(request, max_bytes=MAX_MESSAGE_BYTES)
+    except InvalidInput as exc:
+        return _fhir(outcome([Issue("structure", exc.message, "")]), 400)
+    try:
+        kind, items = read_message(body, expected)
+        stored = await services_of(request).prescriptions.receive(
+            principal_of(request), "fhir", items, raw.decode("utf-8")
+        )
+    except MessageRejected as exc:
+        return _fhir(outcome(exc.issues), exc.status)
+    created = any(s.created for s in stored)
+    if kind == "MedicationRequest":
+        resource = {**body, "id": str(stored[0].prescription.id)}
+        return _fhir(resource, 201 if created else 200, {"Location": _location(stored[0])})
+    # A batch is answered as a batch; a transaction, collection or message as the transaction it was.
+    answer = "batch-response" if body.get("type") == "batch" else "transaction-response"
+    return _fhir(
+        {
+            "resourceType": "Bundle",
+            "type": answer,
+            "entry": [
+                {"response": {"status": "201 Created" if s.created else "200 OK", "location": _location(s)}}
+                for s in stored
+            ],
+        },
+        201 if created else 200,
+    )
+
+
+@accepts(json=False, status=201)
+async def fhir_base(request: web.Request) -> web.Response:
+    return await _receive(request, "any")
+
+
+@accepts(json=False, status=201)
+async def fhir_medication_request(request: web.Request) -> web.Response:
+    return await _receive(request, "MedicationRequest")
