@@ -1,17 +1,21 @@
-"""Prescriptions from a site's pharmacy system: FHIR R4 (a Bundle at the base, or a MedicationRequest).
+"""Prescriptions from a site's pharmacy system: FHIR R4 (a Bundle at the base, or a MedicationRequest)
+and NCPDP SCRIPT NewRx.
 
-Answers are FHIR too: a refusal is an OperationOutcome naming each bad element, with nothing stored.
+Each is answered in its own language: FHIR with resources (a refusal is an OperationOutcome naming each
+bad element), SCRIPT with a Status or an Error message. A refused message stores nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from xml.sax.saxutils import escape
 
 from aiohttp import web
 
 from server.api.params import accepts
-from server.api.table import json_body_as_sent, principal_of
+from server.api.table import body_as_sent, json_body_as_sent, principal_of
 from server.errors import InvalidInput
+from server.pharmacy_systems import ncpdp
 from server.pharmacy_systems.fhir import read_message
 from server.pharmacy_systems.received import Issue, MessageRejected
 from server.prescriptions import Stored
@@ -79,3 +83,35 @@ async def fhir_base(request: web.Request) -> web.Response:
 @accepts(json=False, status=201)
 async def fhir_medication_request(request: web.Request) -> web.Response:
     return await _receive(request, "MedicationRequest")
+
+
+SCRIPT_XML = "application/xml"
+SCRIPT_NS = "http://www.ncpdp.org/schema/SCRIPT"
+
+
+def _script(code: str, description: str, status: int) -> web.Response:
+    """A SCRIPT answer: Status 000 (received) or Error 900 (rejected) with what is wrong."""
+    element = "Status" if code == "000" else "Error"
+    text = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Message xmlns="{SCRIPT_NS}"><Body><{element}>'
+        f"<Code>{code}</Code><Description>{escape(description)}</Description></{element}></Body></Message>"
+    )
+    return web.Response(text=text, status=status, content_type=SCRIPT_XML)
+
+
+@accepts(json=False, status=201)
+async def ncpdp_new_rx(request: web.Request) -> web.Response:
+    try:
+        raw = await body_as_sent(request, max_bytes=MAX_MESSAGE_BYTES)
+        received = ncpdp.read_new_rx(raw)
+        (stored,) = await services_of(request).prescriptions.receive(
+            principal_of(request), "ncpdp", [received], raw.decode("utf-8", errors="replace")
+        )
+    except MessageRejected as exc:
+        problems = "; ".join(f"{i.expression}: {i.diagnostics}" for i in exc.issues)
+        return _script("900", problems, exc.status)
+    return _script(
+        "000",
+        f"Received as prescription {stored.prescription.id}.",
+        201 if stored.created else 200,
+    )

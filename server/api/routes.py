@@ -161,6 +161,15 @@ ROUTES: tuple[Route, ...] = (
         "prescriptions",
         FHIR_BODY,
     ),
+    Route(
+        "POST",
+        "/api/v1/ncpdp/NewRx",
+        pharmacy_systems.ncpdp_new_rx,
+        INTEGRATION,
+        "NCPDP SCRIPT: a NewRx message (XML) from the site's pharmacy system",
+        "prescriptions",
+        {"requestBody": {"required": True, "content": {"application/xml": {"schema": {"type": "string"}}}}},
+    ),
     Route("GET", "/api/v1/queue", fills.queue, PHARM | ADMIN, "Open fills in queue order", "verification"),
     Route(
         "POST",

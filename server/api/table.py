@@ -168,15 +168,21 @@ async def json_body(request: web.Request, *, max_bytes: int = 256 * 1024) -> dic
     return (await json_body_as_sent(request, max_bytes=max_bytes))[1]
 
 
-async def json_body_as_sent(
-    request: web.Request, *, max_bytes: int = 256 * 1024
-) -> tuple[bytes, dict[str, Any]]:
-    """The request's bytes as sent and the JSON object they hold, or a clear 400/413."""
+async def body_as_sent(request: web.Request, *, max_bytes: int) -> bytes:
+    """The request's bytes, or a clear 413 past max_bytes (read no further than that)."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise _too_large(max_bytes, request.content_length)
     raw = await request.content.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise _too_large(max_bytes, len(raw))
+    return raw
+
+
+async def json_body_as_sent(
+    request: web.Request, *, max_bytes: int = 256 * 1024
+) -> tuple[bytes, dict[str, Any]]:
+    """The request's bytes as sent and the JSON object they hold, or a clear 400/413."""
+    raw = await body_as_sent(request, max_bytes=max_bytes)
     if nesting_depth(raw) > MAX_JSON_DEPTH:
         raise InvalidInput(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
     try:
