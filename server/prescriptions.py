@@ -32,6 +32,7 @@ TEXT_FIELDS = {
     "directions": 2000,
 }
 DEA_SCHEDULES = ("CII", "CIII", "CIV", "CV")
+MAX_SOURCE_LINE = 16384
 # What normalize_ndc reads: the 11-digit billing form, or an NDC10 hyphenated 4-4-2, 5-3-2 or 5-4-1 (or
 # 5-4-2 with hyphens).
 NDC_TEXT = Text(
@@ -68,6 +69,11 @@ PRESCRIPTION = Body(
         "days_supply": Field(Int(0, 400)),
         "dea_schedule": Field(Nullable(OneOf(("", *DEA_SCHEDULES)))),
         "fill_type": Field(OneOf(FILL_TYPES, "'fill_type' is 'new' or 'refill'.")),
+        "source": Field(
+            Nullable(Text(MAX_SOURCE_LINE, 1)),
+            description="The header and line of the pharmacy system's CSV export the prescription was read "
+            "from, kept verbatim; the same line sent again is the same prescription.",
+        ),
     },
     check=_one_ndc,
 )
@@ -86,6 +92,8 @@ def parse_prescription(body: dict[str, Any]) -> dict[str, Any]:
     out["days_supply"] = fields.get("days_supply", 0)
     out["dea_schedule"] = fields.get("dea_schedule") or None
     out["fill_type"] = fields.get("fill_type", "new")
+    if fields.get("source"):
+        out["source_kind"], out["source_body"] = "csv", fields["source"]
     return out
 
 
@@ -103,6 +111,11 @@ class Prescriptions:
         self, actor: Principal, body: dict[str, Any], *, site_id: int | None = None
     ) -> Prescription:
         """A technician enters a prescription for their own site; an admin names the site."""
+        return (await self.enter(actor, body, site_id=site_id)).prescription
+
+    async def enter(self, actor: Principal, body: dict[str, Any], *, site_id: int | None = None) -> Stored:
+        """create(), saying whether the prescription is new: a line of an export imported again is the
+        prescription it made the first time."""
         fields = parse_prescription(body)
         target = actor.site_id if actor.role is Role.TECHNICIAN else site_id
         if actor.role is Role.PHARMACIST:
@@ -111,6 +124,9 @@ class Prescriptions:
             async with self.db.write() as s:
                 if target is None or await s.get(Site, target) is None:
                     raise NotFound("No such site.")
+                again = await self._same_line(s, target, fields)
+                if again is not None:
+                    return Stored(again, created=False)
                 rx = Prescription(site_id=target, **fields)
                 s.add(rx)
                 await s.flush()
@@ -121,11 +137,28 @@ class Prescriptions:
                     "prescription.created",
                     "prescription",
                     rx.id,
-                    {"site_id": target, "rx_number": rx.rx_number},
+                    {"site_id": target, "rx_number": rx.rx_number, "source": rx.source_kind},
                 )
-                return rx
+                return Stored(rx, created=True)
         except IntegrityError as exc:
             raise Conflict(f"Rx {fields['rx_number']} exists at this site already.") from exc
+
+    @staticmethod
+    async def _same_line(s: AsyncSession, site_id: int, fields: dict[str, Any]) -> Prescription | None:
+        """The prescription an export's line made before, if this is that line again."""
+        if fields.get("source_kind") != "csv":
+            return None
+        found: Prescription | None = (
+            await s.execute(
+                select(Prescription).where(
+                    Prescription.site_id == site_id,
+                    Prescription.rx_number == fields["rx_number"],
+                    Prescription.source_kind == "csv",
+                    Prescription.source_body == fields["source_body"],
+                )
+            )
+        ).scalar_one_or_none()
+        return found
 
     async def receive(
         self, actor: Principal, kind: str, items: list[Received], original: str

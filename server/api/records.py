@@ -53,8 +53,8 @@ NEW_DEVICE_TOKEN = Body(
 async def create_prescription(request: web.Request) -> web.Response:
     body = await json_body(request)
     site_id = PRESCRIPTION_BODY.parse(body).get("site_id")
-    rx = await services_of(request).prescriptions.create(principal_of(request), body, site_id=site_id)
-    return web.json_response(prescription_view(rx), status=201)
+    stored = await services_of(request).prescriptions.enter(principal_of(request), body, site_id=site_id)
+    return web.json_response(prescription_view(stored.prescription), status=201 if stored.created else 200)
 
 
 @accepts()
