@@ -7,7 +7,9 @@ bad element), SCRIPT with a Status or an Error message. A refused message stores
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
 from aiohttp import web
@@ -21,6 +23,7 @@ from server.pharmacy_systems.received import Issue, MessageRejected
 from server.prescriptions import Stored
 from server.services import services_of
 
+T = TypeVar("T")
 FHIR_JSON = "application/fhir+json"
 # A bundle of a pharmacy's day is far below this; a message above it is refused unread.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -40,6 +43,10 @@ def _fhir(body: dict[str, Any], status: int, headers: dict[str, str] | None = No
     return web.json_response(body, status=status, content_type=FHIR_JSON, headers=headers)
 
 
+async def _in_worker(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(services_of(request).media_executor, fn, *args)
+
+
 def _location(stored: Stored) -> str:
     return f"MedicationRequest/{stored.prescription.id}"
 
@@ -50,7 +57,9 @@ async def _receive(request: web.Request, expected: str) -> web.Response:
     except InvalidInput as exc:
         return _fhir(outcome([Issue("structure", exc.message, "")]), 400)
     try:
-        kind, items = read_message(body, expected)
+        # Validating a message is CPU work (a few milliseconds for a bundle): done in a media worker,
+        # so the event loop goes on serving uploads and decisions meanwhile.
+        kind, items = await _in_worker(request, read_message, body, expected)
         stored = await services_of(request).prescriptions.receive(
             principal_of(request), "fhir", items, raw.decode("utf-8")
         )
@@ -103,7 +112,7 @@ def _script(code: str, description: str, status: int) -> web.Response:
 async def ncpdp_new_rx(request: web.Request) -> web.Response:
     try:
         raw = await body_as_sent(request, max_bytes=MAX_MESSAGE_BYTES)
-        received = ncpdp.read_new_rx(raw)
+        received = await _in_worker(request, ncpdp.read_new_rx, raw)
         (stored,) = await services_of(request).prescriptions.receive(
             principal_of(request), "ncpdp", [received], raw.decode("utf-8", errors="replace")
         )

@@ -23,6 +23,14 @@ class MessageRejected(Exception):
         self.issues = issues
         self.status = status
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in a worker process and raised again in the server's: pickled with its issues.
+        return (_rejected, (self.issues, self.status))
+
+
+def _rejected(issues: list[Issue], status: int) -> MessageRejected:
+    return MessageRejected(issues, status=status)
+
 
 @dataclass
 class Received:
