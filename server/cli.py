@@ -106,6 +106,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
         elif args.what == "token":
             token = await Auth(db, config, passwords).issue_device_token(None, args.username, args.label)
             print(token)
+        elif args.what == "integration-token":
+            token = await Auth(db, config, passwords).issue_integration_token(None, args.site, args.label)
+            print(token)
         elif args.what == "revoke-token":
             await Auth(db, config, passwords).revoke_device_token(None, args.token_id)
             print(f"device token {args.token_id} revoked")
@@ -174,6 +177,12 @@ def parser() -> argparse.ArgumentParser:
     p = asub.add_parser("token", help="issue a device token for a technician's site device (printed once)")
     p.add_argument("--username", required=True)
     p.add_argument("--label", default="site device")
+    p = asub.add_parser(
+        "integration-token",
+        help="issue a token for a site's pharmacy system to send prescriptions (FHIR, NCPDP) (printed once)",
+    )
+    p.add_argument("--site", required=True, help="the site's code")
+    p.add_argument("--label", default="pharmacy system")
     p = asub.add_parser("revoke-token", help="revoke a device token")
     p.add_argument("--token-id", type=int, required=True)
     admin.set_defaults(func=cmd_admin)

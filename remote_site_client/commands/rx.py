@@ -8,6 +8,7 @@ from typing import Any
 
 from remote_site_client.api import ApiError, SiteApi
 from remote_site_client.checks import ndc_label
+from remote_site_client.commands import rx_import
 from remote_site_client.commands.common import EXIT_OK, load_config, number, out, say
 from remote_site_client.config import SiteConfig
 from remote_site_client.outbox import Outbox
@@ -81,3 +82,4 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--dea-schedule", choices=["CII", "CIII", "CIV", "CV"])
     c.add_argument("--fill-type", choices=["new", "refill"], default="new")
     p.set_defaults(func=run)
+    rx_import.add_parser(rx_sub)

@@ -5,7 +5,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from pharmacist_console import assets as console
-from server.api import auth, consultations, dashboard, fills, media, records, reports, system
+from server.api import (
+    auth,
+    consultations,
+    dashboard,
+    fills,
+    media,
+    pharmacy_systems,
+    records,
+    reports,
+    system,
+)
 from server.api.table import ANY_USER, PUBLIC, Handler, Route
 from server.consultations.service import RECORDING_KIND
 from server.fills.rules import MEDIA_KINDS
@@ -13,6 +23,16 @@ from server.media.tus.endpoint import TusEndpoint
 from server.security.principal import Role
 
 TECH = frozenset({Role.TECHNICIAN})
+INTEGRATION = frozenset({Role.INTEGRATION})
+FHIR_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/fhir+json": {"schema": {"type": "object"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
 PHARM = frozenset({Role.PHARMACIST})
 ADMIN = frozenset({Role.ADMIN})
 TUS = web.AppKey("tus", TusEndpoint)
@@ -121,6 +141,34 @@ ROUTES: tuple[Route, ...] = (
         TECH,
         "Submit a fill for verification",
         "fills",
+    ),
+    Route(
+        "POST",
+        "/api/v1/fhir",
+        pharmacy_systems.fhir_base,
+        INTEGRATION,
+        "FHIR R4: a Bundle of MedicationRequests (with Patient, Practitioner, Medication) from the site's "
+        "pharmacy system",
+        "prescriptions",
+        FHIR_BODY,
+    ),
+    Route(
+        "POST",
+        "/api/v1/fhir/MedicationRequest",
+        pharmacy_systems.fhir_medication_request,
+        INTEGRATION,
+        "FHIR R4: one MedicationRequest with its contained Patient, Practitioner and Medication",
+        "prescriptions",
+        FHIR_BODY,
+    ),
+    Route(
+        "POST",
+        "/api/v1/ncpdp/NewRx",
+        pharmacy_systems.ncpdp_new_rx,
+        INTEGRATION,
+        "NCPDP SCRIPT: a NewRx message (XML) from the site's pharmacy system",
+        "prescriptions",
+        {"requestBody": {"required": True, "content": {"application/xml": {"schema": {"type": "string"}}}}},
     ),
     Route("GET", "/api/v1/queue", fills.queue, PHARM | ADMIN, "Open fills in queue order", "verification"),
     Route(

@@ -125,6 +125,8 @@ class Prescription(Base):
     __tablename__ = "prescriptions"
     __table_args__ = (
         UniqueConstraint("site_id", "rx_number"),
+        # A message received twice is one prescription: the sender's identifier is unique per site.
+        UniqueConstraint("site_id", "source_kind", "source_id", name="uq_prescriptions_source"),
         # Earlier fills of the same patient and drug, whatever the prescription.
         Index("ix_prescriptions_patient_drug", "patient_name", "patient_dob", "drug"),
     )
@@ -144,6 +146,12 @@ class Prescription(Base):
     directions: Mapped[str] = mapped_column(Text)
     dea_schedule: Mapped[str | None] = mapped_column(String(4), nullable=True)
     fill_type: Mapped[str] = mapped_column(String(8))
+    # Where the prescription came from: "entered" at the counter, or a message from the pharmacy
+    # system ("fhir", "ncpdp") kept verbatim, identified by the sender's own prescription identifier.
+    source_kind: Mapped[str] = mapped_column(String(16), default="entered", server_default="entered")
+    source_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    source_body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    source_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
