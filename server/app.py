@@ -15,6 +15,7 @@ from server.api.media import make_tus_endpoint
 from server.api.openapi import OPENAPI_DOCUMENT, document
 from server.api.routes import ROUTES, TUS
 from server.api.table import guard
+from server.audit.anchors import AnchorFile, anchor_head
 from server.config import Config
 from server.consultations.mailbox import LocalMailbox, Mailbox, PostgresMailbox
 from server.consultations.recordings import RecordingIntake
@@ -131,6 +132,20 @@ async def sweep(services: Services, tus: TusEndpoint) -> None:
             log.exception("sweep failed; will retry")
 
 
+async def anchor_now(services: Services, anchors: AnchorFile) -> None:
+    """Anchors the audit chain's head; a failure is logged, never fatal (the next one covers it)."""
+    try:
+        await anchor_head(services.db, anchors, utcnow())
+    except Exception:
+        log.exception("anchoring the audit chain's head failed; will retry")
+
+
+async def keep_anchoring(services: Services, anchors: AnchorFile) -> None:
+    while True:
+        await asyncio.sleep(services.config.audit_anchor_seconds)
+        await anchor_now(services, anchors)
+
+
 def low_on_space(services: Services) -> bool:
     return min(services.storage.free_bytes().values()) < services.config.min_free_bytes
 
@@ -193,13 +208,18 @@ def create_app(
             await asyncio.gather(
                 *(loop.run_in_executor(services.media_executor, warm_up) for _ in range(config.media_workers))
             )
+        anchors = AnchorFile(config.data_dir)
+        await anchor_now(services, anchors)
         sweeper = asyncio.create_task(sweep(services, tus), name="sweeper")
+        anchoring = asyncio.create_task(keep_anchoring(services, anchors), name="audit anchors")
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, anchoring):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await anchor_now(services, anchors)
             await services.signalling.stop()
             await services.hub.stop()
             services.media_executor.shutdown(wait=True, cancel_futures=True)

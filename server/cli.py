@@ -120,15 +120,32 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from server.audit import chain as audit
+    from server.audit.anchors import AnchorFile, AnchorReport
+    from server.audit.anchors import check as check_anchors
 
     config = _config(args)
     if args.what == "verify":
-        report = asyncio.run(_with_db(config, audit.verify))
-        if report.ok:
-            print(f"audit chain intact: {report.rows} rows")
-            return 0
-        print(f"audit chain BROKEN at row {report.first_broken_id}: {report.problem}", file=sys.stderr)
-        return 1
+        anchors = AnchorFile(config.data_dir)
+
+        async def both(db: Database) -> tuple[audit.ChainReport, AnchorReport]:
+            return await audit.verify(db), await check_anchors(db, anchors)
+
+        report, anchored = asyncio.run(_with_db(config, both))
+        if not report.ok:
+            print(f"audit chain BROKEN at row {report.first_broken_id}: {report.problem}", file=sys.stderr)
+            return 1
+        print(f"audit chain intact: {report.rows} rows")
+        if not anchored.ok:
+            print(f"audit anchors BROKEN: {anchored.problem}", file=sys.stderr)
+            return 1
+        if anchored.latest is None:
+            print(f"no anchors in {anchors.path}: the newest rows cannot be checked")
+        else:
+            print(
+                f"head anchored: {anchored.anchors} anchors hold, the latest row {anchored.latest.id} "
+                f"at {anchored.latest.at.isoformat(timespec='seconds')}"
+            )
+        return 0
     start, end = dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to)
     if args.out == "-":
         n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, start, end, sys.stdout)))

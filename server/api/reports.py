@@ -9,6 +9,8 @@ from aiohttp import web
 
 from server.api.params import Query, accepts, query_param
 from server.audit import chain as audit
+from server.audit.anchors import AnchorFile
+from server.audit.anchors import check as check_anchors
 from server.inputs import Date
 from server.services import services_of
 
@@ -19,13 +21,21 @@ EXPORT_TO = Query("to", Date(), "The last day (UTC), YYYY-MM-DD", required=True)
 
 @accepts()
 async def audit_verify(request: web.Request) -> web.Response:
-    report = await audit.verify(services_of(request).db)
+    services = services_of(request)
+    report = await audit.verify(services.db)
+    anchored = await check_anchors(services.db, AnchorFile(services.config.data_dir))
+    latest = anchored.latest
     return web.json_response(
         {
-            "ok": report.ok,
+            "ok": report.ok and anchored.ok,
             "rows": report.rows,
             "first_broken_id": report.first_broken_id,
-            "problem": report.problem,
+            "problem": report.problem or anchored.problem,
+            "anchors": {
+                "ok": anchored.ok,
+                "count": anchored.anchors,
+                "latest": {"id": latest.id, "at": latest.at.isoformat()} if latest else None,
+            },
         }
     )
 
