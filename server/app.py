@@ -38,6 +38,7 @@ from server.operations.storage import DataPaths
 from server.prescriptions import Prescriptions
 from server.realtime.bus import EventBus, LocalBus, PostgresBus
 from server.realtime.hub import Hub
+from server.security.access_log import AccessLog
 from server.security.auth import Auth
 from server.security.origin import is_https
 from server.security.passwords import Passwords
@@ -113,6 +114,7 @@ def build_services(
         recordings=RecordingIntake(consultations, store, executor, config),
         signalling=SignallingRelay(hub, consultations, mailbox),
         storage=DataPaths.of(config),
+        access_log=AccessLog(db, fills.clock),
     )
 
 
@@ -203,6 +205,7 @@ def create_app(
         app[TUS] = tus = make_tus_endpoint(services)
         await services.hub.start()
         await services.signalling.start()
+        await services.access_log.start()
         if config.media_workers > 0:
             loop = asyncio.get_running_loop()
             await asyncio.gather(
@@ -222,6 +225,7 @@ def create_app(
             await anchor_now(services, anchors)
             await services.signalling.stop()
             await services.hub.stop()
+            await services.access_log.stop()
             services.media_executor.shutdown(wait=True, cancel_futures=True)
             await db.dispose()
 

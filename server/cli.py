@@ -118,6 +118,22 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _access_report(config: Config, args: argparse.Namespace, start: dt.date, end: dt.date) -> int:
+    from server.security.access_log import access_report, day_range, write_report_csv
+
+    dob = dt.date.fromisoformat(args.dob)
+    rows = asyncio.run(
+        _with_db(config, lambda db: access_report(db, args.patient_name, dob, *day_range(start, end)))
+    )
+    if args.out == "-":
+        write_report_csv(rows, sys.stdout)
+    else:
+        with open(args.out, "w", newline="", encoding="utf-8") as fh:
+            write_report_csv(rows, fh)
+    print(f"{len(rows)} reads of the patient's records", file=sys.stderr)
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from server.audit import chain as audit
     from server.audit.anchors import AnchorFile, AnchorReport
@@ -147,6 +163,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             )
         return 0
     start, end = dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to)
+    if args.what == "access":
+        return _access_report(config, args, start, end)
     if args.out == "-":
         n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, start, end, sys.stdout)))
     else:
@@ -203,6 +221,14 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--from", dest="date_from", required=True)
     ex.add_argument("--to", dest="date_to", required=True)
     ex.add_argument("--out", default="-", help="file name, or - for standard output")
+    acc = ausub.add_parser(
+        "access", help="CSV of who read a patient's records (fills, prescriptions, photos)"
+    )
+    acc.add_argument("--patient-name", required=True, help="as on the prescriptions")
+    acc.add_argument("--dob", required=True, help="the patient's date of birth, YYYY-MM-DD")
+    acc.add_argument("--from", dest="date_from", required=True)
+    acc.add_argument("--to", dest="date_to", required=True)
+    acc.add_argument("--out", default="-", help="file name, or - for standard output")
     aud.set_defaults(func=cmd_audit)
     return ap
 
