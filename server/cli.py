@@ -121,18 +121,53 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _access_report(config: Config, args: argparse.Namespace, start: dt.date, end: dt.date) -> int:
+    from server.security.access_log import access_report, day_range, write_report_csv
+
+    dob = dt.date.fromisoformat(args.dob)
+    rows = asyncio.run(
+        _with_db(config, lambda db: access_report(db, args.patient_name, dob, *day_range(start, end)))
+    )
+    if args.out == "-":
+        write_report_csv(rows, sys.stdout)
+    else:
+        with open(args.out, "w", newline="", encoding="utf-8") as fh:
+            write_report_csv(rows, fh)
+    print(f"{len(rows)} reads of the patient's records", file=sys.stderr)
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from server.audit import chain as audit
+    from server.audit.anchors import AnchorFile, AnchorReport
+    from server.audit.anchors import check as check_anchors
 
     config = _config(args)
     if args.what == "verify":
-        report = asyncio.run(_with_db(config, audit.verify))
-        if report.ok:
-            print(f"audit chain intact: {report.rows} rows")
-            return 0
-        print(f"audit chain BROKEN at row {report.first_broken_id}: {report.problem}", file=sys.stderr)
-        return 1
+        anchors = AnchorFile(config.data_dir)
+
+        async def both(db: Database) -> tuple[audit.ChainReport, AnchorReport]:
+            return await audit.verify(db), await check_anchors(db, anchors)
+
+        report, anchored = asyncio.run(_with_db(config, both))
+        if not report.ok:
+            print(f"audit chain BROKEN at row {report.first_broken_id}: {report.problem}", file=sys.stderr)
+            return 1
+        print(f"audit chain intact: {report.rows} rows")
+        if not anchored.ok:
+            print(f"audit anchors BROKEN: {anchored.problem}", file=sys.stderr)
+            return 1
+        if anchored.latest is None:
+            print(f"no anchors in {anchors.path}: the newest rows cannot be checked")
+        else:
+            print(
+                f"head anchored: {anchored.anchors} anchors hold, the latest row {anchored.latest.id} "
+                f"at {anchored.latest.at.isoformat(timespec='seconds')}"
+            )
+        return 0
     start, end = dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to)
+    if args.what == "access":
+        return _access_report(config, args, start, end)
     if args.out == "-":
         n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, start, end, sys.stdout)))
     else:
@@ -195,6 +230,14 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--from", dest="date_from", required=True)
     ex.add_argument("--to", dest="date_to", required=True)
     ex.add_argument("--out", default="-", help="file name, or - for standard output")
+    acc = ausub.add_parser(
+        "access", help="CSV of who read a patient's records (fills, prescriptions, photos)"
+    )
+    acc.add_argument("--patient-name", required=True, help="as on the prescriptions")
+    acc.add_argument("--dob", required=True, help="the patient's date of birth, YYYY-MM-DD")
+    acc.add_argument("--from", dest="date_from", required=True)
+    acc.add_argument("--to", dest="date_to", required=True)
+    acc.add_argument("--out", default="-", help="file name, or - for standard output")
     aud.set_defaults(func=cmd_audit)
     return ap
 

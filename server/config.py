@@ -51,6 +51,8 @@ class Config:
     session_hours: int = 12
     lease_seconds: int = 120
     lease_sweep_seconds: float = 5.0
+    # How often the audit chain's head is anchored outside the database (and at start and shutdown).
+    audit_anchor_seconds: float = 3600.0
     required_media_kinds: tuple[str, ...] = DEFAULT_REQUIRED_MEDIA
     max_image_bytes: int = 30 * 1024 * 1024
     max_video_bytes: int = 200 * 1024 * 1024
@@ -121,6 +123,7 @@ class Config:
             port=int(env.get("TP_PORT", "8080")),
             allowed_origins=tuple(o for o in env.get("TP_ALLOWED_ORIGINS", "").split(",") if o),
             min_free_bytes=int(env.get("TP_MIN_FREE_BYTES", str(cls.min_free_bytes))),
+            audit_anchor_seconds=float(env.get("TP_AUDIT_ANCHOR_SECONDS", str(cls.audit_anchor_seconds))),
             trusted_proxies=tuple(
                 p.strip() for p in env.get("TP_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),

@@ -59,7 +59,9 @@ async def create_prescription(request: web.Request) -> web.Response:
 
 @accepts()
 async def list_prescriptions(request: web.Request) -> web.Response:
-    prescriptions = await services_of(request).prescriptions.list_for(principal_of(request))
+    svc, actor = services_of(request), principal_of(request)
+    prescriptions = await svc.prescriptions.list_for(actor)
+    svc.access_log.read(actor, "prescription", [rx.id for rx in prescriptions])
     return web.json_response({"prescriptions": [prescription_view(rx) for rx in prescriptions]})
 
 

@@ -238,6 +238,14 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/audit/verify", reports.audit_verify, ADMIN, "Verify the audit hash chain", "audit"),
     Route(
         "GET",
+        "/api/v1/audit/access",
+        reports.access_report,
+        ADMIN,
+        "Who read a patient's records, as CSV (?patient_name=&patient_dob=&from=&to=)",
+        "audit",
+    ),
+    Route(
+        "GET",
         "/api/v1/audit/export",
         reports.audit_export,
         ADMIN,

@@ -248,6 +248,20 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class AccessLogEntry(Base):
+    """A person read a record with patient data: a fill, a prescription, a photo or a recording. Ids
+    only; a patient's access report joins them to the patient's prescriptions."""
+
+    __tablename__ = "access_log"
+    __table_args__ = (Index("ix_access_log_entity", "entity_type", "entity_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(index=True)
+    user_id: Mapped[int] = mapped_column(index=True)
+    # "fill", "prescription" or "media" (a photo, a video or a consultation's recording).
+    entity_type: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[str] = mapped_column(String(64))
+
+
 class Event(Base):
     """Realtime events, persisted so a reconnecting client catches up by cursor."""
 
