@@ -54,13 +54,17 @@ async def create_prescription(request: web.Request) -> web.Response:
     body = await json_body(request)
     site_id = PRESCRIPTION_BODY.parse(body).get("site_id")
     rx = await services_of(request).prescriptions.create(principal_of(request), body, site_id=site_id)
-    return web.json_response(prescription_view(rx), status=201)
+    return web.json_response(prescription_view(rx, fills_used=0), status=201)
 
 
 @accepts()
 async def list_prescriptions(request: web.Request) -> web.Response:
-    prescriptions = await services_of(request).prescriptions.list_for(principal_of(request))
-    return web.json_response({"prescriptions": [prescription_view(rx) for rx in prescriptions]})
+    service = services_of(request).prescriptions
+    prescriptions = await service.list_for(principal_of(request))
+    used = await service.fills_used([rx.id for rx in prescriptions])
+    return web.json_response(
+        {"prescriptions": [prescription_view(rx, fills_used=used.get(rx.id, 0)) for rx in prescriptions]}
+    )
 
 
 @accepts()
