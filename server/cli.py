@@ -220,7 +220,6 @@ def parser() -> argparse.ArgumentParser:
     aud.set_defaults(func=cmd_audit)
 
     ref = sub.add_parser("reference", help="load or show the drug reference (FDA NDC Directory)")
-    _add_db_args(ref)
     rsub = ref.add_subparsers(dest="what", required=True)
     imp = rsub.add_parser(
         "import-ndc",
@@ -228,7 +227,8 @@ def parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("product_file", metavar="PRODUCT_FILE", help="product.txt from the FDA's ndctext.zip")
     imp.add_argument("package_file", metavar="PACKAGE_FILE", help="package.txt from the same download")
-    rsub.add_parser("status", help="say whether a reference is loaded, when, and its counts")
+    _add_db_args(imp)
+    _add_db_args(rsub.add_parser("status", help="say whether a reference is loaded, when, and its counts"))
     ref.set_defaults(func=cmd_reference)
     return ap
 

@@ -32,6 +32,7 @@ BATCH = 2000
 
 _LOOKUP = (
     select(DrugReferenceLoad.loaded_at, DrugPackage, DrugProduct)
+    .select_from(DrugReferenceLoad)
     .outerjoin(DrugPackage, DrugPackage.ndc11.in_(bindparam("ndc11s", expanding=True)))
     .outerjoin(DrugProduct, DrugProduct.product_id == DrugPackage.product_id)
     .where(DrugReferenceLoad.id == LOAD_ID)
