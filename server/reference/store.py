@@ -8,6 +8,7 @@ statement that also says whether any reference is loaded.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from dataclasses import dataclass
@@ -133,7 +134,8 @@ async def replace(db: Database, parsed: ParsedDirectory, product_file: str, pack
 async def import_ndc(db: Database, product_file: Path, package_file: Path) -> ImportReport:
     """Reads, parses and loads the NDC Directory's product and package files, replacing the last load."""
     started = time.perf_counter()
-    parsed = read_directory(product_file, package_file)
+    # Seconds of parsing: off the event loop (a server may run this, not only the command line).
+    parsed = await asyncio.to_thread(read_directory, product_file, package_file)
     parsing = time.perf_counter() - started
     writing = await replace(db, parsed, product_file.name, package_file.name)
     return ImportReport(

@@ -52,7 +52,7 @@ def test_bad_rows_are_left_out_and_counted_and_the_good_ones_kept(tmp_path: Path
         f"{products[0]['PRODUCTID']}\t0378-1805\tNOT-AN-NDC\tsomething\r\n"  # short row, bad NDC
         "9999-9999_nope\t9999-9999\t9999-9999-99\t100 TABLET in 1 BOTTLE\t20200101\r\n"  # no such product
         f"{products[0]['PRODUCTID']}\t0378-1805\t{PRESCRIBED}\tthe same NDC again\t2002012\r\n"  # duplicate
-        f"{products[1]['PRODUCTID']}\t0093-1048\t0093-1048-05\t500 TABLET in 1 BOTTLE\tbad-date\r\n"  # short row
+        f"{products[1]['PRODUCTID']}\t0093-1048\t0093-1048-05\t500 TABLET in 1 BOTTLE\tbad-date\r\n"  # short
     )
     parsed = read_directory(*write_sample(tmp_path, package_tail=tail))
     assert parsed.skipped == {"bad_ndc": 1, "package_without_product": 1, "duplicate_package": 1}
