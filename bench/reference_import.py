@@ -162,6 +162,8 @@ def main() -> None:
         generated = time.perf_counter() - started
         url = args.database_url or f"sqlite+aiosqlite:///{folder / 'bench.sqlite3'}"
         codes = [line.split("\t")[2] for line in package_file.read_text("cp1252").splitlines()[1:]]
+        sizes = {"product_file_mb": round(product_file.stat().st_size / 1e6, 1),
+                 "package_file_mb": round(package_file.stat().st_size / 1e6, 1)}  # fmt: skip
         result = asyncio.run(measure(url, product_file, package_file, codes))
     worst = max(run["total_seconds"] for run in result["runs"])
     emit(
@@ -171,7 +173,7 @@ def main() -> None:
             "database": "postgresql" if args.database_url else "sqlite",
             "packages_generated": args.packages,
             "products_generated": products,
-            "product_file_mb": round(product_file.stat().st_size / 1e6, 1) if product_file.exists() else None,
+            **sizes,
             "generate_seconds": round(generated, 2),
             **result,
             "target_seconds": 60,
