@@ -12,6 +12,7 @@ spell out) is accepted and flagged in `reference_check` for the pharmacist.
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from server.audit import chain as audit
 from server.db.engine import Database
-from server.db.models import Fill, Prescription, Site, utcnow
+from server.db.models import DrugPackage, DrugProduct, Fill, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.barcodes import format_ndc11, normalize_ndc
 from server.fills.lifecycle import FILL_USING_STATES
@@ -99,7 +100,9 @@ def parse_prescription(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_against_reference(fields: dict[str, Any], package: Any, product: Any, today: Any) -> dict[str, Any]:
+def check_against_reference(
+    fields: dict[str, Any], package: DrugPackage, product: DrugProduct, today: dt.date
+) -> dict[str, Any]:
     """Fills in what the entry left out from the reference's package, refuses what contradicts it
     (InvalidInput naming the field and the reference's value); returns the prescription's
     reference_check."""
@@ -112,18 +115,20 @@ def check_against_reference(fields: dict[str, Any], package: Any, product: Any, 
         "dosage_form": (product.dosage_form or "").lower() or None,
     }
     for name in FROM_REFERENCE:
-        if name not in fields and reference_values[name]:
-            fields[name] = reference_values[name][: TEXT_FIELDS[name]]
+        value = reference_values[name]
+        if name not in fields and value:
+            fields[name] = value[: TEXT_FIELDS[name]]
             filled.append(name)
     named = f"NDC {info['ndc11']}"
-    if "drug" not in filled and not compare_drug(fields["drug"], product):
-        _disagree("drug", fields["drug"], reference_values["drug"] or "", named)
-    if "strength" not in filled and not compare_strength(fields["strength"], product):
-        _disagree("strength", fields["strength"], reference_values["strength"] or "", named)
-    if "dosage_form" not in filled:
-        same_kind, unsaid = compare_form(fields["dosage_form"], product)
+    entered = {name: fields[name] for name in FROM_REFERENCE if name in fields and name not in filled}
+    if "drug" in entered and not compare_drug(entered["drug"], product):
+        _disagree("drug", entered["drug"], reference_values["drug"] or "", named)
+    if "strength" in entered and not compare_strength(entered["strength"], product):
+        _disagree("strength", entered["strength"], reference_values["strength"] or "", named)
+    if "dosage_form" in entered:
+        same_kind, unsaid = compare_form(entered["dosage_form"], product)
         if not same_kind:
-            _disagree("dosage_form", fields["dosage_form"], product.dosage_form or "", named)
+            _disagree("dosage_form", entered["dosage_form"], product.dosage_form or "", named)
         if unsaid:
             flags.append({"code": "release_form_not_entered", "reference": product.dosage_form})
     _check_schedule(fields, product.dea_schedule, named, filled, flags)

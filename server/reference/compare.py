@@ -211,7 +211,7 @@ def compare_drug(entered: str, product: Any) -> bool:
     words = _words(entered)
     names = [i.substance for i in ingredients(product)] + [product.proprietary_name or ""]
     firsts = {w for n in names if (w := next(iter(_WORDS.findall(n.lower())), None))}
-    return bool(words & firsts)
+    return not firsts or bool(words & firsts)
 
 
 def compare_strength(entered: str, product: Any) -> bool:
