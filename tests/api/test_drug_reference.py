@@ -149,6 +149,11 @@ async def test_discontinued_and_unknown_ndcs_are_flagged(world: World, tmp_path:
     assert detail["barcodes"][0]["reference"] is None
     assert detail["reference"]["flags"] == [{"code": "unknown_ndc", "ndc10": "0555099902"}]
 
+    # A product barcode that is no drug's (a GTIN without the 03 prefix) is named as such.
+    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=_rx("RX-G"))
+    fill = await queued_fill(world, tech, rx["id"], barcodes=["(01)00614141000029(10)X"])
+    assert fill["product_check_detail"]["mismatch_class"] == "not_an_ndc"
+
     # Prescribed an NDC the reference does not know: the scan cannot be classified, and says why.
     rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=_rx("RX-X", NOT_IN_DIRECTORY))
     assert rx["reference_check"]["status"] == "flagged"
