@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from pharmacist_console import assets as console
-from server.api import auth, consultations, dashboard, fills, media, records, reports, system
+from server.api import auth, consultations, dashboard, fills, media, records, reference, reports, system
 from server.api.table import ANY_USER, PUBLIC, Handler, Route
 from server.consultations.service import RECORDING_KIND
 from server.fills.rules import MEDIA_KINDS
@@ -114,6 +114,14 @@ ROUTES: tuple[Route, ...] = (
         "fills",
     ),
     Route("GET", "/api/v1/fills/{fill_id}", fills.get_fill, ANY_USER, "One fill with its evidence", "fills"),
+    Route(
+        "GET",
+        "/api/v1/reference/ndc/{ndc}",
+        reference.lookup_ndc,
+        ANY_USER,
+        "What the drug reference (FDA NDC Directory) says an NDC is",
+        "reference",
+    ),
     Route(
         "POST",
         "/api/v1/fills/{fill_id}/submit",

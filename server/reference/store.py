@@ -95,6 +95,17 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
+async def describe_ndc(db: Database, ndc11: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the loaded reference's summary or None, what it says the package is or None)."""
+    summary = await status(db)
+    if summary is None:
+        return None, None
+    async with db.read_one() as s:
+        found = await lookup(s, [ndc11])
+    known = found.packages.get(ndc11)
+    return summary, describe(*known, utcnow().date()) if known else None
+
+
 async def _insert(db: Database, s: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> None:
     """Inserts many rows the driver's fastest way, inside the session's transaction: COPY on
     PostgreSQL, executemany of plain tuples on SQLite (through the ORM, 150,000 packages took SQLite's

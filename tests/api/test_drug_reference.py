@@ -90,6 +90,10 @@ async def test_without_a_reference_everything_works_and_says_so(world: World) ->
     detail = (await tech.json("GET", f"/api/v1/fills/{fill['id']}"))["product_check_detail"]
     assert fill["product_check"] == "mismatch"
     assert detail["reference"] is None and detail["mismatch_class"] is None
+    assert await tech.json("GET", f"/api/v1/reference/ndc/{PRESCRIBED}") == {
+        "drug_reference": None,
+        "package": None,
+    }
     body = {k: v for k, v in _rx("RX2").items() if k != "strength"}
     refused = await tech.json("POST", "/api/v1/prescriptions", 400, json=body)
     assert "'strength' is required" in refused["message"] and "none is loaded" in refused["message"]
@@ -101,6 +105,15 @@ async def test_a_scanned_ndc_is_named_and_its_mismatch_classified(world: World, 
     anon = await world.anonymous()
     health = await (await anon.get("/healthz")).json()
     assert health["drug_reference"]["packages"] == 8
+
+    rph = await world.login("nd_rph")
+    for ndc in (PRESCRIBED, "00378180501"):
+        named = await rph.json("GET", f"/api/v1/reference/ndc/{ndc}")
+        assert named["drug_reference"]["products"] == 7
+        assert named["package"]["nonproprietary_name"] == "Metformin Hydrochloride"
+        assert named["package"]["package_description"].startswith("100 TABLET, FILM COATED in 1 BOTTLE")
+    assert (await rph.json("GET", f"/api/v1/reference/ndc/{NOT_IN_DIRECTORY}", 404))["error"] == "unknown_ndc"
+    assert (await rph.json("GET", "/api/v1/reference/ndc/0378180501", 400))["error"] == "invalid_input"
 
     tech = await world.device("tech_nd1")
     match = await _fill_scanning(world, tech, "RX-MATCH", PRESCRIBED)
