@@ -1,4 +1,4 @@
-"""tp-server: serve, migrate, admin and audit commands.
+"""tp-server: serve, migrate, admin, audit and reference commands.
 
 Each command imports what it needs when it runs. The media worker processes import the program's
 main module again as they start (multiprocessing does); kept light, it costs them no memory.
@@ -177,6 +177,37 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reference(args: argparse.Namespace) -> int:
+    from server.reference import store
+    from server.reference.ndc_files import ReferenceFileError
+
+    config = _config(args)
+    if args.what == "status":
+        summary = asyncio.run(_with_db(config, store.status))
+        if summary is None:
+            print("no drug reference is loaded: product checks name no products")
+        else:
+            print(
+                f"drug reference loaded {summary['loaded_at']}: "
+                f"{summary['products']} products, {summary['packages']} packages"
+            )
+        return 0
+    product_file, package_file = Path(args.product_file), Path(args.package_file)
+    try:
+        report = asyncio.run(_with_db(config, lambda db: store.import_ndc(db, product_file, package_file)))
+    except (OSError, ReferenceFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"drug reference replaced: {report.products} products, {report.packages} packages "
+        f"(read as {report.encodings['product']} / {report.encodings['package']}; "
+        f"parsed in {report.parse_seconds:.1f} s, written in {report.write_seconds:.1f} s)"
+    )
+    for reason, n in sorted(report.skipped.items()):
+        print(f"  {reason}: {n} (e.g. {', '.join(report.examples.get(reason, []))})")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tp-server", description="Telepharmacy remote verification server")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -239,6 +270,18 @@ def parser() -> argparse.ArgumentParser:
     acc.add_argument("--to", dest="date_to", required=True)
     acc.add_argument("--out", default="-", help="file name, or - for standard output")
     aud.set_defaults(func=cmd_audit)
+
+    ref = sub.add_parser("reference", help="load or show the drug reference (FDA NDC Directory)")
+    rsub = ref.add_subparsers(dest="what", required=True)
+    imp = rsub.add_parser(
+        "import-ndc",
+        help="replace the drug reference with the NDC Directory's product.txt and package.txt",
+    )
+    imp.add_argument("product_file", metavar="PRODUCT_FILE", help="product.txt from the FDA's ndctext.zip")
+    imp.add_argument("package_file", metavar="PACKAGE_FILE", help="package.txt from the same download")
+    _add_db_args(imp)
+    _add_db_args(rsub.add_parser("status", help="say whether a reference is loaded, when, and its counts"))
+    ref.set_defaults(func=cmd_reference)
     return ap
 
 

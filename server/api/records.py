@@ -54,7 +54,15 @@ async def create_prescription(request: web.Request) -> web.Response:
     body = await json_body(request)
     site_id = PRESCRIPTION_BODY.parse(body).get("site_id")
     stored = await services_of(request).prescriptions.enter(principal_of(request), body, site_id=site_id)
-    return web.json_response(prescription_view(stored.prescription), status=201 if stored.created else 200)
+    used = (
+        (await services_of(request).prescriptions.fills_used([stored.prescription.id]))
+        if not stored.created
+        else {}
+    )
+    return web.json_response(
+        prescription_view(stored.prescription, fills_used=used.get(stored.prescription.id, 0)),
+        status=201 if stored.created else 200,
+    )
 
 
 @accepts()
@@ -62,7 +70,10 @@ async def list_prescriptions(request: web.Request) -> web.Response:
     svc, actor = services_of(request), principal_of(request)
     prescriptions = await svc.prescriptions.list_for(actor)
     svc.access_log.read(actor, "prescription", [rx.id for rx in prescriptions])
-    return web.json_response({"prescriptions": [prescription_view(rx) for rx in prescriptions]})
+    used = await svc.prescriptions.fills_used([rx.id for rx in prescriptions])
+    return web.json_response(
+        {"prescriptions": [prescription_view(rx, fills_used=used.get(rx.id, 0)) for rx in prescriptions]}
+    )
 
 
 @accepts()

@@ -13,6 +13,7 @@ from server.api import (
     media,
     pharmacy_systems,
     records,
+    reference,
     reports,
     system,
 )
@@ -134,6 +135,14 @@ ROUTES: tuple[Route, ...] = (
         "fills",
     ),
     Route("GET", "/api/v1/fills/{fill_id}", fills.get_fill, ANY_USER, "One fill with its evidence", "fills"),
+    Route(
+        "GET",
+        "/api/v1/reference/ndc/{ndc}",
+        reference.lookup_ndc,
+        ANY_USER,
+        "What the drug reference (FDA NDC Directory) says an NDC is",
+        "reference",
+    ),
     Route(
         "POST",
         "/api/v1/fills/{fill_id}/submit",

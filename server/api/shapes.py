@@ -57,8 +57,13 @@ def media_view(m: Media) -> dict[str, Any]:
     }
 
 
-def prescription_view(rx: Prescription) -> dict[str, Any]:
-    """The prescription in full: patient data, shown only to callers allowed to see the fill."""
+def prescription_view(rx: Prescription, *, fills_used: int | None = None) -> dict[str, Any]:
+    """The prescription in full: patient data, shown only to callers allowed to see the fill. With
+    `fills_used` (submitted, not rejected), its refills used and the fills it has left."""
+    refills = {"refills_authorized": rx.refills_authorized}
+    if fills_used is not None:
+        refills["refills_used"] = max(0, fills_used - 1)
+        refills["fills_remaining"] = max(0, 1 + rx.refills_authorized - fills_used)
     return {
         "id": rx.id,
         "site_id": rx.site_id,
@@ -75,6 +80,8 @@ def prescription_view(rx: Prescription) -> dict[str, Any]:
         "directions": rx.directions,
         "dea_schedule": rx.dea_schedule,
         "fill_type": rx.fill_type,
+        **refills,
+        "reference_check": rx.reference_check,
         "created_at": _iso(rx.created_at),
     }
 

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, or_, select
+from sqlalchemy import and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
@@ -49,6 +49,7 @@ from server.fills.rules import (
     Transition,
 )
 from server.realtime import journal
+from server.reference.store import annotate_product_check
 from server.security.principal import Principal, Role
 
 PRIORITY_RANK = case({p: i for i, p in enumerate(PRIORITIES)}, value=Fill.priority, else_=len(PRIORITIES))
@@ -79,6 +80,18 @@ _PRESCRIPTION_AND_SITE = (
     select(Prescription, Site)
     .join(Site, Site.id == Prescription.site_id)
     .where(Prescription.id == bindparam("prescription_id"))
+)
+# A prescription's fills that use one of its fills (the first, then its refills): submitted and not
+# rejected. A draft uses none (an abandoned one blocks nothing); a rejection gives its fill back, so a
+# rejected fill and its resubmission use one between them.
+FILL_USING_STATES = (FillState.QUEUED, FillState.IN_REVIEW, FillState.APPROVED)
+_FILLS_USED = select(func.count()).where(
+    Fill.prescription_id == bindparam("prescription_id"),
+    Fill.state.in_(FILL_USING_STATES),
+    Fill.id != bindparam("fill_id"),
+)
+_LOCK_PRESCRIPTION = (
+    select(Prescription.id).where(Prescription.id == bindparam("prescription_id")).with_for_update()
 )
 # How many new drafts the upload pre-check remembers (a site has a few open at a time).
 KNOWN_DRAFTS = 4096
@@ -261,6 +274,7 @@ class FillService:
                 raise Forbidden("This site is suspended and cannot submit fills.")
             if new.previous_fill_id:
                 await self._check_resubmission(s, new, rx)
+            await self._check_refills(s, rx, new.id, lock=False)
             fill = Fill(
                 id=new.id,
                 prescription_id=rx.id,
@@ -295,6 +309,27 @@ class FillService:
         taken = (await s.execute(select(Fill.id).where(Fill.previous_fill_id == prev.id))).first()
         if taken is not None:
             raise Conflict("This rejected fill was resubmitted already.", code="already_resubmitted")
+
+    async def _check_refills(self, s: AsyncSession, rx: Prescription, fill_id: str, *, lock: bool) -> None:
+        """Conflict when the prescription's fills (the first and its refills) are all used by others.
+
+        With `lock`, the prescription's row is locked first (PostgreSQL; SQLite has one writer), so of
+        two fills submitted at once the second counts the first: two open fills never exceed it.
+        """
+        if lock and not self.db.is_sqlite:
+            await s.execute(_LOCK_PRESCRIPTION, {"prescription_id": rx.id})
+        used = (await s.execute(_FILLS_USED, {"prescription_id": rx.id, "fill_id": fill_id})).scalar_one()
+        allowed = 1 + rx.refills_authorized
+        if used >= allowed:
+            raise Conflict(
+                f"This prescription allows {allowed} fill{'s' if allowed > 1 else ''} "
+                f"({rx.refills_authorized} refill{'s' if rx.refills_authorized != 1 else ''} authorized) "
+                f"and {used} {'is' if used == 1 else 'are'} used or waiting for verification; "
+                "it needs a new prescription.",
+                code="refills_exhausted",
+                refills_authorized=rx.refills_authorized,
+                fills_used=used,
+            )
 
     async def authorize_upload(self, actor: Principal, fill_id: str, kind: str) -> None:
         """Media may be added only by the fill's site, while the fill is still a draft."""
@@ -373,6 +408,8 @@ class FillService:
             bottles = [m for m in media if m.kind == MediaKind.STOCK_BOTTLE]
             decoded = [b for m in bottles for b in m.quality.get("barcodes", [])]
             check = check_product([*fill.barcodes, *decoded], rx.expected_ndc, now.date())
+            product_detail = await annotate_product_check(s, check.detail, now.date())
+            await self._check_refills(s, rx, fill.id, lock=True)
             if not await self._move(
                 s,
                 fill,
@@ -382,7 +419,7 @@ class FillService:
                     "submitted_at": now,
                     "queued_at": now,
                     "product_check": check.result,
-                    "product_check_detail": check.detail,
+                    "product_check_detail": product_detail,
                 },
             ):
                 raise Conflict("The fill changed while it was being submitted.")

@@ -116,7 +116,7 @@ async def test_create_and_submit_answer_with_the_fill_as_a_later_read_shows_it(w
 
 async def test_photos_are_refused_once_the_fill_is_submitted_here_or_by_another_server(world: World) -> None:
     tech = await world.device("tech_nd1")
-    rx = await _rx(world)
+    rx = await _rx(world, refills_authorized=99)  # several fills of one prescription
     submitted = await queued_fill(world, tech, rx)
     late = await upload(tech, submitted["id"], "other", photo("other", 1))
     assert (late.method, late.status) == ("POST", 409)  # refused before any byte is sent
@@ -264,7 +264,7 @@ async def test_heartbeat_keeps_the_lease(world: World) -> None:
 async def test_two_racing_decisions_exactly_one_wins(world: World) -> None:
     """Fifty times over: two decisions on the same fill and version at once (two console tabs): one wins."""
     tech = await world.device("tech_nd1")
-    rx = await _rx(world)
+    rx = await _rx(world, refills_authorized=99)  # several fills of one prescription
     a = await world.login("nd_rph")
     outcomes = []
     for i in range(50):

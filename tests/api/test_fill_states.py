@@ -82,7 +82,8 @@ async def test_the_lifecycle_makes_every_transition_of_the_table_and_no_other(wo
     fills = FillService(world.services.db, world.services.config, clock=clock)
     lease = dt.timedelta(seconds=world.services.config.lease_seconds + 1)
     tech = await world.device("tech_nd1")
-    rx = (await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX300")))["id"]
+    body = rx_body("RX300", refills_authorized=99)  # several fills of one prescription
+    rx = (await tech.json("POST", "/api/v1/prescriptions", 201, json=body))["id"]
     nd, both = await _pharmacist(world, "nd_rph"), await _pharmacist(world, "both_rph")
 
     # Claimed, put back, claimed again and approved.
