@@ -30,10 +30,12 @@ function fmtClock(seconds) {
 }
 
 export class Consults {
-  constructor({ live, me }) {
+  constructor({ live, me, details }) {
     this.live = live;
     this.me = me;
+    this.details = details; // fill details, to name a request's prescription by its Rx number
     this.requests = new Map(); // consultation id -> banner element
+    this.dismissed = new Set(); // requests this pharmacist put aside (the server has no way to decline)
     this.call = null;
     this.banner = h("div", { id: "consult-requests", class: "consult-requests", "aria-live": "polite" });
     this.buildPanel();
@@ -88,15 +90,37 @@ export class Consults {
   }
 
   showRequest(c) {
-    if (this.requests.has(c.id) || (this.call && this.call.id === c.id)) return;
+    if (this.requests.has(c.id) || this.dismissed.has(c.id) || (this.call && this.call.id === c.id)) return;
     const what = c.kind === "live_look" ? "a live look at the counting tray" : "patient counselling";
     const accept = h("button", { type: "button", class: "btn primary small consult-accept", dataset: { id: String(c.id) } }, "Accept");
+    const dismiss = h("button", { type: "button", class: "btn small consult-dismiss", title: "Hide this request on this console; another pharmacist can still answer it" }, "Not now");
+    const rx = h("span", { class: "consult-rx" });
     const el = h("div", { class: "consult-request", role: "status", dataset: { id: String(c.id) } },
-      h("span", {}, `${c.site ? `${c.site.code} ${c.site.name}` : `Site ${c.site_id}`} asks for ${what}`,
-        c.prescription_id ? ` (Rx ${c.prescription_id})` : ""), accept);
+      h("span", {}, `${c.site ? `${c.site.code} ${c.site.name}` : "A site"} asks for ${what}`, rx), accept, dismiss);
     accept.addEventListener("click", () => this.accept(c));
+    dismiss.addEventListener("click", () => {
+      this.dismissed.add(c.id);
+      this.dropRequest(c.id);
+    });
     this.requests.set(c.id, el);
     this.banner.append(el);
+    this.nameRx(c, rx);
+  }
+
+  /** The request names the prescription by its Rx number (never the internal id), once it is known. */
+  async nameRx(c, slot) {
+    const known = c.rx_number || c.prescription?.rx_number;
+    if (known) {
+      fill(slot, ` on Rx ${known}`);
+      return;
+    }
+    if (!c.fill_id || !this.details) return;
+    try {
+      const d = await this.details.fetch(c.fill_id);
+      if (d.prescription?.rx_number && slot.isConnected) fill(slot, ` on Rx ${d.prescription.rx_number}`);
+    } catch {
+      // Not visible to this pharmacist: the site's name has to do.
+    }
   }
 
   dropRequest(id) {
