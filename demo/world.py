@@ -377,7 +377,7 @@ async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count
         )
         for kind, data in small.items():
             await world.take(world.techs[code], fill_id, kind, data)
-        await fills.submit(world.techs[code], fill_id)
+        record = await fills.submit(world.techs[code], fill_id)
         rph = world.rphs[rng.choice(by_state[state])]
         world.clock.at = submitted + wait
         claimed = await fills.claim(rph, fill_id)
@@ -390,7 +390,20 @@ async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count
                 claimed.version, "reject", tuple(dict.fromkeys(reasons)), "Please retake."
             )
         else:
-            decision = DecisionInput(claimed.version, "approve", (), None)
+            # Everything looked at, each flag acknowledged, as the console requires.
+            decision = DecisionInput(
+                claimed.version,
+                "approve",
+                (),
+                None,
+                tuple(
+                    {"flag": f["code"], "reason": "verified_visually", "note": None} for f in claimed.flags
+                ),
+                tuple(
+                    {"media_id": m.id, "seconds": round(rng.uniform(1.5, 9.0), 2), "max_zoom": 1.0}
+                    for m in record.media
+                ),
+            )
         await fills.decide(rph, fill_id, decision)
     world.clock.at = None
 

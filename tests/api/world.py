@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from server.app import create_app
 from server.config import Config
 from server.db.models import utcnow
+from server.evidence.kinds import VIDEO_KINDS
 from server.services import SERVICES, Services
 
 PASSWORD = "correct-horse-battery"
@@ -260,6 +261,22 @@ async def queued_fill(
     return dict(await tech.json("POST", f"/api/v1/fills/{fill_id}/submit"))
 
 
+def approval(fill: dict[str, Any], reason: str = "verified_visually") -> dict[str, Any]:
+    """An approval of the fill as the console sends it once everything was seen: every photo and video
+    on screen, and each flag acknowledged with `reason`."""
+    return {
+        "version": fill["version"],
+        "outcome": "approve",
+        "views_seen": [
+            {"media_id": m["id"], "seconds": 2.5, "max_zoom": 1.0, "played_fraction": 1.0}
+            if m["kind"] in VIDEO_KINDS
+            else {"media_id": m["id"], "seconds": 2.5, "max_zoom": 1.0}
+            for m in fill["media"]
+        ],
+        "acknowledgements": [{"flag": f["code"], "reason": reason} for f in fill["flags"]],
+    }
+
+
 async def approved_fill(world: World) -> str:
     """A fill of ND-1 submitted, claimed and approved by nd_rph; returns its id."""
     tech = await world.device("tech_nd1")
@@ -270,7 +287,7 @@ async def approved_fill(world: World) -> str:
     await rph.json(
         "POST",
         f"/api/v1/fills/{fill['id']}/decision",
-        json={"version": claimed["version"], "outcome": "approve"},
+        json=approval(claimed),
     )
     return str(fill["id"])
 
