@@ -246,14 +246,22 @@ async def queued_fill(
     priority: str = "routine",
     barcodes: list[str] | None = None,
     seed: int = 0,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """Creates, photographs and submits a fill; returns it as the server shows it (queued)."""
+    """Creates, photographs and submits a fill (with any other `fields` of its body, such as
+    counted_quantity); returns it as the server shows it (queued)."""
     fill_id = new_fill_id()
     await tech.json(
         "POST",
         "/api/v1/fills",
         201,
-        json={"id": fill_id, "prescription_id": rx_id, "priority": priority, "barcodes": barcodes or []},
+        json={
+            "id": fill_id,
+            "prescription_id": rx_id,
+            "priority": priority,
+            "barcodes": barcodes or [],
+            **fields,
+        },
     )
     for i, kind in enumerate(REQUIRED):
         resp = await upload(tech, fill_id, kind, photo(kind, seed * 10 + i))
