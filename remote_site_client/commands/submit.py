@@ -117,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
             body["previous_fill_id"] = args.resubmit_of
         if args.override:
             body["override_reason"] = args.override
+            # Which check was sent past, on which photo: the pharmacist acknowledges each.
+            body["overridden_checks"] = [{"kind": p.kind, "check": p.code} for p in report.problems]
         fill_id = outbox.add(body, files, rx_number=rx["rx_number"] if rx else None)
         out(f"Stored in the outbox as fill {fill_id}.")
         if args.no_send:
