@@ -13,12 +13,25 @@ from playwright.async_api import Browser, Page, Request, expect
 from sqlalchemy import select
 
 from demo import photos
-from server.db.models import Decision, Fill, User
-from tests.api.world import World, new_fill_id, photo, rx_body, upload
-from tests.browser.conftest import Console, SiteSocket, WorldFactory, sign_in, submit, until
+from server.db.models import Consultation, Decision, Fill, User
+from tests.api.world import World, approval, new_fill_id, photo, queued_fill, rx_body, upload
+from tests.browser.conftest import (
+    MATCHING_SCAN,
+    Console,
+    SiteSocket,
+    WorldFactory,
+    look_at_every_photo,
+    sign_in,
+    submit,
+    submit_clean,
+    until,
+)
 
 pytestmark = pytest.mark.browser
 
+# A bottle of another product (NDC 0093-1048-01): the product check says mismatch.
+OTHER_PRODUCT = f"(01){photos.gtin_for_ndc10('0093-1048-01')}(17)301231(10)LOT9"
+DAY = 86400
 UNSEEN = re.compile(r"\bis-unseen\b")
 IPAD = {"width": 1024, "height": 768}
 CONTRAST = (Path(__file__).parent / "contrast.js").read_text()
@@ -43,7 +56,8 @@ async def fill_in_order(
     user = await world.device(tech)
     made = await user.json("POST", "/api/v1/prescriptions", 201, json=rx_body(rx_number, **rx))
     fill_id = new_fill_id()
-    await user.json("POST", "/api/v1/fills", 201, json={"id": fill_id, "prescription_id": made["id"]})
+    body = {"id": fill_id, "prescription_id": made["id"], "barcodes": [MATCHING_SCAN], "counted_quantity": 60}
+    await user.json("POST", "/api/v1/fills", 201, json=body)
     if video is not None:
         resp = await upload(user, fill_id, "count_video", video.read_bytes(), filename=video.name)
         assert resp.status == 204, await resp.text()
@@ -72,20 +86,15 @@ async def open_fill(c: Console, fill_id: str) -> None:
     await expect(c.page.locator("body")).to_have_attribute("data-shown-fill", fill_id)
 
 
-async def look_at_every_photo(page: Page) -> None:
-    count = await page.locator("#v-strip .thumb").count()
-    for i in range(1, count):
-        await page.keyboard.press("ArrowRight")
-        await expect(page.locator("#v-strip .thumb").nth(i)).not_to_have_class(UNSEEN)
-
-
 async def test_approve_is_refused_until_every_photo_and_the_video_were_shown(
     browser: Browser, make_world: WorldFactory, tmp_path: Path
 ) -> None:
-    world = await make_world()
+    world = await make_world(decision_undo_seconds=0.5)
     video = photos.count_video(tmp_path / "count.webm", container="webm")
     # Listed by the server in upload order: video first, then the photos backwards.
-    fill_id = await fill_in_order(world, "tech_nd1", "RX1", ["vial_label", "pills", "stock_bottle"], video=video)
+    fill_id = await fill_in_order(
+        world, "tech_nd1", "RX1", ["vial_label", "pills", "stock_bottle"], video=video
+    )
     c = await sign_in(browser, world, "nd_rph")
     page = c.page
     sent = decisions_sent(page)
@@ -96,7 +105,9 @@ async def test_approve_is_refused_until_every_photo_and_the_video_were_shown(
     assert labels == ["Stock bottle", "Counted pills", "Labelled vial", "Count video"]
     approve = page.locator("#v-approve")
     await expect(approve).to_be_disabled()
-    await expect(page.locator("#v-status")).to_contain_text("Not yet seen: Counted pills, Labelled vial, Count video")
+    await expect(page.locator("#v-status")).to_contain_text(
+        "Not yet seen: Counted pills, Labelled vial, Count video"
+    )
     await page.keyboard.press("a")
     await expect(page.locator("#v-banner")).to_contain_text("Not every view was shown yet")
 
@@ -120,7 +131,9 @@ async def test_approve_is_refused_until_every_photo_and_the_video_were_shown(
     assert sent == []
 
     await page.keyboard.press("a")
-    await expect(page.locator("#queue-view")).to_be_visible()  # nothing else waiting: at once, not after the send
+    await expect(
+        page.locator("#queue-view")
+    ).to_be_visible()  # nothing else waiting: at once, not after the send
     await until(page, "() => document.querySelector('#q-undo').hidden", timeout=10)
     assert len(sent) == 1 and sent[0]["outcome"] == "approve"
     detail = await (await world.login("nd_rph")).json("GET", f"/api/v1/fills/{fill_id}")
@@ -136,9 +149,9 @@ async def test_approve_is_refused_until_every_photo_and_the_video_were_shown(
 async def test_undo_within_the_window_sends_nothing_and_the_fill_stays_claimed(
     browser: Browser, make_world: WorldFactory
 ) -> None:
-    world = await make_world()
-    first = await submit(world, "tech_nd1", "RX1", priority="waiting")
-    second = await submit(world, "tech_nd1", "RX2")
+    world = await make_world()  # the default window: 4 s
+    first = await submit_clean(world, "tech_nd1", "RX1", priority="waiting")
+    second = await submit_clean(world, "tech_nd1", "RX2")
     c = await sign_in(browser, world, "nd_rph")
     page = c.page
     sent = decisions_sent(page)
@@ -182,8 +195,8 @@ async def test_a_held_decision_is_sent_when_the_tab_closes_or_the_pharmacist_sig
     browser: Browser, make_world: WorldFactory
 ) -> None:
     world = await make_world()
-    first = await submit(world, "tech_nd1", "RX1")
-    second = await submit(world, "tech_nd1", "RX2")
+    first = await submit_clean(world, "tech_nd1", "RX1")
+    second = await submit_clean(world, "tech_nd1", "RX2")
     site = await SiteSocket.open(world, "tech_nd1")
     c = await sign_in(browser, world, "nd_rph")
     await open_fill(c, first["id"])
@@ -208,7 +221,7 @@ async def test_a_held_decision_is_sent_when_the_tab_closes_or_the_pharmacist_sig
 async def test_enter_in_the_rejection_note_is_a_new_line_and_ctrl_enter_sends(
     browser: Browser, make_world: WorldFactory
 ) -> None:
-    world = await make_world()
+    world = await make_world(decision_undo_seconds=0.5)
     fill = await submit(world, "tech_nd1", "RX1")
     c = await sign_in(browser, world, "nd_rph")
     page = c.page
@@ -254,11 +267,37 @@ async def test_the_keyboard_help_lists_every_key(browser: Browser, make_world: W
     await c.page.keyboard.press("?")
     await expect(c.page.locator("#help")).to_be_visible()
     keys = set(await c.page.locator("#help kbd").all_text_contents())
-    every = {"A", "R", "1", "9", "Ctrl", "Enter", "U", "Z", "H", "N", "Esc", "C", "L", "V", "T", "?", "←", "→", "↑", "↓"}
-    every |= {"+", "−", "0", "F", "Space", ",", ".", "[", "]", "J", "K", "Q", "D", "Shift"}
+    every = {
+        "A",
+        "R",
+        "1",
+        "9",
+        "Ctrl",
+        "Enter",
+        "U",
+        "Z",
+        "H",
+        "N",
+        "Esc",
+        "C",
+        "L",
+        "V",
+        "T",
+        "?",
+        "←",
+        "→",
+        "↑",
+        "↓",
+    }
+    every |= {"+", "\N{MINUS SIGN}", "0", "F", "Space", ",", ".", "[", "]", "J", "K", "Q", "D", "Shift"}
     assert every <= keys, every - keys
     text = await c.page.locator("#help").inner_text()
-    for words in ("Undo the decision", "pills beside the last approved", "acknowledgement", "Send the rejection"):
+    for words in (
+        "Undo the decision",
+        "pills beside the last approved",
+        "acknowledgement",
+        "Send the rejection",
+    ):
         assert words in text, words
 
 
@@ -273,12 +312,14 @@ async def _boxes_outside(page: Page, root: str) -> list[str]:
             let p = el.parentElement, scrolled = false;
             for (; p && p !== document.body; p = p.parentElement) {
               const o = getComputedStyle(p);
-              if (['auto', 'scroll'].includes(o.overflowY) || ['auto', 'scroll'].includes(o.overflowX)) scrolled = true;
+              const scrolls = (v) => v === 'auto' || v === 'scroll';
+              if (scrolls(o.overflowY) || scrolls(o.overflowX)) scrolled = true;
               if (p.classList.contains('stage')) scrolled = true;
             }
             if (scrolled) continue;
             if (r.left < -0.5 || r.top < -0.5 || r.right > W + 0.5 || r.bottom > H + 0.5) {
-              out.push(`${el.tagName}#${el.id}.${el.className} ${Math.round(r.left)},${Math.round(r.top)},${Math.round(r.right)},${Math.round(r.bottom)}`);
+              const at = [r.left, r.top, r.right, r.bottom].map(Math.round).join(',');
+              out.push(`${el.tagName}#${el.id}.${el.className} ${at}`);
             }
           }
           return out;
@@ -298,7 +339,9 @@ async def _buttons_reachable(page: Page, root: str) -> list[str]:
             if (!r.width || b.closest('[hidden]')) continue;
             const x = r.left + r.width / 2, y = r.top + r.height / 2;
             const hit = document.elementFromPoint(x, y);
-            if (!hit || !(hit === b || b.contains(hit))) out.push(`${b.id || b.textContent.trim()} at ${Math.round(x)},${Math.round(y)}`);
+            if (!hit || !(hit === b || b.contains(hit))) {
+              out.push(`${b.id || b.textContent.trim()} at ${Math.round(x)},${Math.round(y)}`);
+            }
           }
           return out;
         }""",
@@ -311,7 +354,19 @@ async def test_at_1024_by_768_nothing_is_clipped_and_every_button_is_reachable(
     browser: Browser, make_world: WorldFactory
 ) -> None:
     world = await make_world()
-    fills = [await submit(world, "tech_nd1", f"RX{i}", priority="waiting" if i == 0 else "routine") for i in range(3)]
+    fills = [
+        await submit(
+            world,
+            "tech_nd1",
+            f"RX{i}",
+            priority="waiting" if i == 0 else "routine",
+            barcodes=[OTHER_PRODUCT],
+            counted_quantity=58,
+            override_reason="Phone camera",
+            overridden_checks=[{"kind": "pills", "check": "blurry"}],
+        )
+        for i in range(3)
+    ]
     c = await sign_in(browser, world, "nd_rph", viewport=IPAD)
     page = c.page
     await expect(page.locator("#queue-body tr")).to_have_count(3)
@@ -329,6 +384,13 @@ async def test_at_1024_by_768_nothing_is_clipped_and_every_button_is_reachable(
     assert await _boxes_outside(page, "#verify-view") == []
     assert await _buttons_reachable(page, "#v-reasons") == []
     await page.keyboard.press("Escape")
+    await look_at_every_photo(page)
+    await page.keyboard.press("a")
+    await expect(page.locator("#v-acks")).to_be_visible()
+    assert await _boxes_outside(page, "#verify-view") == []
+    assert await _buttons_reachable(page, "#v-acks") == []
+    await page.screenshot(path=str(Path("/tmp") / "tp-acks-1024.png"))
+    await page.keyboard.press("Escape")
 
     # The call panel, when shown, leaves the decision buttons free; Hang up keeps its contrast on hover.
     await page.evaluate("document.getElementById('consult-panel').hidden = false")
@@ -340,14 +402,196 @@ async def test_at_1024_by_768_nothing_is_clipped_and_every_button_is_reachable(
     await page.screenshot(path=str(Path("/tmp") / "tp-verify-1024.png"))
 
 
-async def test_a_counselling_request_names_the_rx_number(browser: Browser, make_world: WorldFactory) -> None:
+async def test_a_counselling_request_names_the_rx_number_and_can_be_declined_with_a_reason(
+    browser: Browser, make_world: WorldFactory
+) -> None:
     world = await make_world()
     fill = await submit(world, "tech_nd1", "RX-4411")
     c = await sign_in(browser, world, "nd_rph", viewport=IPAD)
     tech = await world.device("tech_nd1")
-    made = await tech.json("POST", "/api/v1/consultations", 201, json={"kind": "counsel", "fill_id": fill["id"]})
+    made = await tech.json(
+        "POST", "/api/v1/consultations", 201, json={"kind": "counsel", "fill_id": fill["id"]}
+    )
     request = c.page.locator(f'.consult-request[data-id="{made["id"]}"]')
-    await expect(request).to_contain_text("on Rx RX-4411")
-    await expect(request).not_to_contain_text(f"Rx {made['prescription_id']})")
-    await request.locator(".consult-dismiss").click()
+    await expect(request).to_contain_text("Hettinger Drug asks for patient counselling on Rx RX-4411")
+    assert f"Rx {made['prescription_id']}" not in (await request.text_content() or "").replace("RX-4411", "")
+
+    await request.locator(".consult-decline").click()
+    await request.locator(".consult-decline-reason").select_option("other")
+    await request.locator(".consult-decline-send").click()  # "other" without words: not sent
+    await expect(request.locator(".consult-decline-note")).to_be_focused()
+    await request.locator(".consult-decline-note").fill("On a call with another site for ten minutes.")
+    await request.locator(".consult-decline-send").click()
     await expect(request).to_have_count(0)
+    async with world.services.db.read() as s:
+        ended = (await s.execute(select(Consultation).where(Consultation.id == made["id"]))).scalar_one()
+    assert (ended.state, ended.end_reason, ended.outcome_note) == (
+        "ended",
+        "declined",
+        "On a call with another site for ten minutes.",
+    )
+
+
+async def test_each_flag_demands_its_acknowledgement_and_the_a_key_alone_never_approves(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world(decision_undo_seconds=0.5)
+    rph = await world.login("nd_rph")
+    earlier = await submit_clean(world, "tech_nd1", "RX1")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{earlier['id']}/claim"))["fill"]
+    await rph.json("POST", f"/api/v1/fills/{earlier['id']}/decision", json=approval(claimed))
+    world.clock.advance(3 * DAY)
+    # The same prescription again three days later, another product's bottle, 58 counted of 60, and the
+    # technician sent the blurry pills photo past the site's check.
+    tech = await world.device("tech_nd1")
+    rx_id = (await tech.json("GET", "/api/v1/prescriptions"))["prescriptions"][0]["id"]
+    fill_id = new_fill_id()
+    await tech.json(
+        "POST",
+        "/api/v1/fills",
+        201,
+        json={
+            "id": fill_id,
+            "prescription_id": rx_id,
+            "barcodes": [OTHER_PRODUCT],
+            "counted_quantity": 58,
+            "override_reason": "Phone camera",
+            "overridden_checks": [{"kind": "pills", "check": "blurry"}],
+        },
+    )
+    for i, kind in enumerate(("stock_bottle", "pills", "vial_label")):
+        assert (await upload(tech, fill_id, kind, photo(kind, 90 + i))).status == 204
+    queued = await tech.json("POST", f"/api/v1/fills/{fill_id}/submit")
+    codes = [f["code"] for f in queued["flags"]]
+    assert codes == ["product_check", "quantity_mismatch", "override", "refill_too_soon"]
+
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    sent = decisions_sent(page)
+    row = c.row(fill_id)
+    await expect(row.locator(".flags-cell .badge")).to_have_text(["Count 58/60", "Override", "Too soon"])
+    await expect(row).to_contain_text("Mismatch")
+    await open_fill(c, fill_id)
+    flags = page.locator("#v-flags .flag-row")
+    await expect(flags).to_have_count(4)
+    await expect(flags.nth(1)).to_contain_text("Counted 58, prescribed 60")
+    await expect(flags.nth(2)).to_contain_text("blurry on Counted pills")
+    await expect(flags.nth(3)).to_contain_text("3.0 of 30 days")
+    await expect(page.locator("#v-rx .override-checks")).to_have_text("Overridden: blurry on Counted pills")
+    await look_at_every_photo(page)
+    await page.screenshot(path=str(Path("/tmp") / "tp-flags.png"))
+
+    # A opens the acknowledgement step; pressing it again there approves nothing.
+    await page.keyboard.press("a")
+    acks = page.locator("#v-acks")
+    await expect(acks).to_be_visible()
+    await page.keyboard.press("a")
+    await page.keyboard.press("Enter")
+    await expect(acks).to_be_visible()
+    await expect(page.locator("#v-ack-confirm")).to_be_disabled()
+    await expect(page.locator("#v-ack-error")).to_contain_text("Choose a reason for every flag (4 left)")
+    rows = acks.locator(".ack-row")
+    await page.keyboard.press("1")  # product check: verified visually; on to the count
+    await page.keyboard.press("2")  # count: partial fill documented
+    await page.keyboard.press("1")  # override: verified visually
+    await expect(rows.nth(3)).to_have_class(re.compile(r"\bis-active\b"))
+    await page.keyboard.press("6")  # refill too soon: other, which needs a note
+    await expect(rows.nth(3).locator(".ack-note")).to_be_focused()
+    await expect(page.locator("#v-ack-confirm")).to_be_disabled()
+    await expect(page.locator("#v-ack-error")).to_contain_text("needs a note")
+    await page.screenshot(path=str(Path("/tmp") / "tp-acks.png"))
+    await page.keyboard.type("Patient moving away; prescriber called.")
+    assert sent == []
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#queue-view")).to_be_visible()
+    await until(page, "() => document.querySelector('#q-undo').hidden", timeout=10)
+    assert len(sent) == 1
+    assert sent[0]["acknowledgements"] == [
+        {"flag": "product_check", "reason": "verified_visually", "note": None},
+        {"flag": "quantity_mismatch", "reason": "partial_fill_documented", "note": None},
+        {"flag": "override", "reason": "verified_visually", "note": None},
+        {"flag": "refill_too_soon", "reason": "other", "note": "Patient moving away; prescriber called."},
+    ]
+    detail = await rph.json("GET", f"/api/v1/fills/{fill_id}")
+    assert detail["state"] == "approved"
+    assert [a["flag"] for a in detail["decision"]["acknowledgements"]] == codes
+
+
+async def test_an_approval_the_server_refuses_is_shown_plainly(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world(decision_undo_seconds=0.2)
+    fill = await submit(world, "tech_nd1", "RX1", barcodes=[MATCHING_SCAN], counted_quantity=58)
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+
+    async def strip_acknowledgements(route: Any) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        await route.continue_(post_data=json.dumps({**body, "acknowledgements": []}))
+
+    await page.route("**/decision", strip_acknowledgements)
+    await open_fill(c, fill["id"])
+    await look_at_every_photo(page)
+    await page.keyboard.press("a")
+    await page.keyboard.press("2")
+    await page.keyboard.press("Enter")
+    refused = page.locator(".toast-error")
+    await expect(refused).to_contain_text("Approved Rx RX1 was refused")
+    await expect(refused).to_contain_text("a flag was not acknowledged (quantity_mismatch)")
+    assert (await claim_of(world, fill["id"]))[0] == "in_review"
+
+
+async def test_the_history_lists_earlier_fills_and_h_shows_the_pills_beside_the_last_approved(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world()
+    rph = await world.login("nd_rph")
+    first = await submit_clean(world, "tech_nd1", "RX1")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{first['id']}/claim"))["fill"]
+    await rph.json("POST", f"/api/v1/fills/{first['id']}/decision", json=approval(claimed))
+    world.clock.advance(28 * DAY)
+    tech = await world.device("tech_nd1")
+    rx_id = (await tech.json("GET", "/api/v1/prescriptions"))["prescriptions"][0]["id"]
+    second = await queued_fill(world, tech, rx_id, barcodes=[MATCHING_SCAN], counted_quantity=60, seed=3)
+    assert second["flags"] == []
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    row = c.row(second["id"])
+    await expect(row.locator(".rx-number")).to_have_text("Rx RX1")
+    await expect(row.locator(".rx-drug")).to_have_text("Metformin HCl 500 mg")
+    await expect(row.locator(".initials")).to_have_text("J. P.")
+    # A fill arriving live gets the same row, fetched by the console (events carry no patient data).
+    live = await submit_clean(
+        world, "tech_nd1", "RX7", rx={"patient_name": "Ola Nordmann", "drug": "Lisinopril"}
+    )
+    await expect(c.row(live["id"]).locator(".rx-number")).to_have_text("Rx RX7")
+    await expect(c.row(live["id"]).locator(".rx-drug")).to_have_text("Lisinopril 500 mg")
+    await expect(c.row(live["id"]).locator(".initials")).to_have_text("O. N.")
+
+    await open_fill(c, second["id"])
+    history = page.locator("#v-history")
+    await expect(history).to_contain_text("This prescription (1)")
+    earlier = history.locator(f'tr[data-fill="{first["id"]}"]').first
+    await expect(earlier).to_contain_text("Approved")
+    await expect(earlier).to_contain_text("Nd Rph")
+    await expect(earlier.locator("td").nth(2)).to_have_text("60")
+    await expect(earlier.locator("td").nth(3)).to_have_text("30")
+
+    await page.keyboard.press("h")
+    panes = page.locator("#v-stage .compare-pane")
+    await expect(panes).to_have_count(2)
+    await until(
+        page,
+        "() => [...document.querySelectorAll('#v-stage .compare img')]"
+        ".filter((i) => i.naturalWidth > 0).length === 2",
+    )
+    await expect(panes.nth(0)).to_contain_text("This fill")
+    await expect(panes.nth(1)).to_contain_text("Last approved")
+    srcs = await page.locator("#v-stage .compare img").evaluate_all("(imgs) => imgs.map((i) => i.src)")
+    pills = {m["kind"]: m["id"] for m in second["media"]}["pills"]
+    reference = {m["kind"]: m["id"] for m in first["media"]}["pills"]
+    assert f"/media/{pills}?" in srcs[0] and f"/media/{reference}?" in srcs[1], srcs
+    await page.screenshot(path=str(Path("/tmp") / "tp-compare.png"))
+    await page.keyboard.press("h")
+    await expect(panes).to_have_count(0)
+    await expect(page.locator("#v-stage .stage-img")).to_be_visible()

@@ -9,7 +9,7 @@
 import { post, ApiError } from "./api.js";
 import { h, fill, isTyping, toast } from "./dom.js";
 import { ACK_REASONS, describeFlag, flagBadge } from "./flags.js";
-import { KIND_LABELS, formatTime } from "./format.js";
+import { KIND_LABELS, formatDateTime, formatTime } from "./format.js";
 import { isVideo, mediaUrl, thumbVariant, viewVariant } from "./prefetch.js";
 import { SeenTracker, orderedMedia } from "./seen.js";
 import * as timing from "./timing.js";
@@ -260,10 +260,13 @@ export class Workspace {
       return;
     }
     cur.comparing = true;
+    // The strip points at the pills: H again (or an arrow key) goes on from there.
+    cur.mediaIndex = cur.media.indexOf(pills);
+    selectInStrip(this.els.strip, cur.mediaIndex);
     cur.seen.show(pills.id);
     this.viewer.showCompare(
       { media: pills, caption: "This fill" },
-      { media: last.media, caption: `Last approved · ${formatTime(last.decided_at)} ${new Date(last.decided_at).toLocaleDateString()}` },
+      { media: last.media, caption: `Last approved fill · ${formatDateTime(last.decided_at)}` },
     );
   }
 
@@ -600,6 +603,20 @@ export class Workspace {
         ? missing.map((id) => KIND_LABELS[held.cur.media.find((m) => m.id === id)?.kind] || `media ${id}`)
         : missing;
       toast(`${held.label} was refused. ${REFUSED_TEXT[err.code]}${what.length ? ` (${what.join(", ")})` : ""}.`, "error");
+      return;
+    }
+    if (err.status === 409 && err.code === "already_decided") {
+      let who = "";
+      try {
+        this.details.forget(cur.id);
+        const d = await this.details.fetch(cur.id);
+        if (d.decision) {
+          who = ` ${d.decision.outcome === "approve" ? "Approved" : "Rejected"} by ${d.decision.pharmacist?.name || "another pharmacist"} at ${formatTime(d.decision.decided_at)}.`;
+        }
+      } catch {
+        // Who decided is a detail; the refusal is what matters.
+      }
+      toast(`${held.label} was not recorded: the fill had been decided already; the earlier decision stands.${who}`, "error");
       return;
     }
     if (err.status === 409) {
