@@ -496,7 +496,9 @@ export class Workspace {
       held.beat = setTimeout(async () => {
         if (this.held !== held) return;
         try {
-          await post(`/api/v1/fills/${encodeURIComponent(cur.id)}/heartbeat`);
+          const r = await post(`/api/v1/fills/${encodeURIComponent(cur.id)}/heartbeat`);
+          cur.leaseExpiresAt = r.lease_expires_at;
+          cur.renewedAt = Date.now();
         } catch {
           // The decision's answer will say so if the claim was lost.
         }
@@ -538,7 +540,6 @@ export class Workspace {
     const cur = held.cur;
     cur.decided = false;
     cur.deciding = false;
-    cur.renewedAt = Date.now();
     this.current = cur;
     this.closePicker();
     this.closeAcks();
