@@ -375,6 +375,7 @@ async def test_at_1024_by_768_nothing_is_clipped_and_every_button_is_reachable(
     assert await _boxes_outside(page, ".topbar") == []
     assert await _boxes_outside(page, "#queue-view") == []
     assert await _buttons_reachable(page, "#queue-view") == []
+    await page.screenshot(path=str(Path("/tmp") / "tp-queue-1024.png"))
 
     await open_fill(c, fills[0]["id"])
     assert await _boxes_outside(page, "#verify-view") == []
