@@ -99,6 +99,7 @@ def decision_view(d: Decision, pharmacist_name: str | None) -> dict[str, Any]:
         "note": d.note,
         "acknowledgements": d.acknowledgements or [],
         "views_seen": d.views_seen or [],
+        "license": {"state": d.license_state, "number": d.license_number} if d.license_state else None,
         "decided_at": _iso(d.decided_at),
         "pharmacist": {"id": d.pharmacist_id, "name": pharmacist_name},
     }

@@ -21,7 +21,7 @@ from server.audit import chain as audit
 from server.config import Config
 from server.db.conditional import update_if
 from server.db.engine import Database
-from server.db.models import Decision, Fill, Media, Prescription, Site, utcnow
+from server.db.models import Decision, Fill, License, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.barcodes import check_product
 from server.evidence.kinds import MediaKind
@@ -554,9 +554,18 @@ class FillService:
             if not ok:
                 await s.refresh(fill)
                 raise self._decision_conflict(fill, actor, d, now)
+            license_number = (
+                await s.execute(
+                    select(License.number).where(
+                        License.user_id == actor.user_id, License.state == site.state
+                    )
+                )
+            ).scalar_one_or_none()
             decision = Decision(
                 fill_id=fill.id,
                 pharmacist_id=actor.user_id,
+                license_state=site.state,
+                license_number=license_number,
                 outcome=d.outcome,
                 reason_codes=list(d.reason_codes),
                 note=d.note,
@@ -577,6 +586,7 @@ class FillService:
                     "decision_id": decision.id,
                     "pharmacist": actor.display_name,
                     "pharmacist_id": actor.user_id,
+                    "license": {"state": site.state, "number": license_number},
                     "has_note": d.note is not None,
                     # What the pharmacist saw and acknowledged; notes stay in the decision.
                     "acknowledgements": [

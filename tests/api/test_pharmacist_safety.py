@@ -72,6 +72,9 @@ async def test_a_clean_fill_has_no_flags_and_a_short_count_must_be_acknowledged(
         {"flag": "quantity_mismatch", "reason": "partial_fill_documented", "has_note": True}
     ]
     assert len(detail["views_seen"]) == 3 and "Owed" not in json.dumps(detail)
+    # The decision names the licence it was made under: the pharmacist's for the site's state.
+    licence = {"state": "ND", "number": "ND-nd_rph"}
+    assert decided["decision"]["license"] == licence and detail["license"] == licence
 
 
 async def test_an_approval_must_name_every_photo_as_seen_but_a_rejection_need_not(world: World) -> None:
