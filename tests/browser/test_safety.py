@@ -185,8 +185,11 @@ async def test_undo_within_the_window_sends_nothing_and_the_fill_stays_claimed(
     await page.keyboard.press("Control+z")
     await expect(page.locator("body")).to_have_attribute("data-shown-fill", first["id"])
     site = await SiteSocket.open(world, "tech_nd1")
+    beats: list[str] = []
+    page.on("request", lambda r: beats.append(r.url) if r.url.endswith(f"{first['id']}/heartbeat") else None)
     await page.keyboard.press("a")
     await site.wait_for(lambda m: m.get("type") == "fill.decided" and m.get("fill_id") == first["id"])
+    assert beats, "the claim of a held decision is kept alive"
     assert len(sent) == 1
     assert await claim_of(world, first["id"]) == ("approved", None, 1)
 
