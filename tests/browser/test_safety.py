@@ -366,7 +366,7 @@ async def test_at_1024_by_768_nothing_is_clipped_and_every_button_is_reachable(
             barcodes=[OTHER_PRODUCT],
             counted_quantity=58,
             override_reason="Phone camera",
-            overridden_checks=[{"kind": "pills", "check": "blurry"}],
+            overridden_checks=[{"kind": "pills", "check": "blurred"}],
         )
         for i in range(3)
     ]
@@ -460,7 +460,7 @@ async def test_each_flag_demands_its_acknowledgement_and_the_a_key_alone_never_a
             "barcodes": [OTHER_PRODUCT],
             "counted_quantity": 58,
             "override_reason": "Phone camera",
-            "overridden_checks": [{"kind": "pills", "check": "blurry"}],
+            "overridden_checks": [{"kind": "pills", "check": "blurred"}],
         },
     )
     for i, kind in enumerate(("stock_bottle", "pills", "vial_label")):
@@ -479,9 +479,9 @@ async def test_each_flag_demands_its_acknowledgement_and_the_a_key_alone_never_a
     flags = page.locator("#v-flags .flag-row")
     await expect(flags).to_have_count(4)
     await expect(flags.nth(1)).to_contain_text("Counted 58, prescribed 60")
-    await expect(flags.nth(2)).to_contain_text("blurry on Counted pills")
+    await expect(flags.nth(2)).to_contain_text("blurred on Counted pills")
     await expect(flags.nth(3)).to_contain_text("3.0 of 30 days")
-    await expect(page.locator("#v-rx .override-checks")).to_have_text("Overridden: blurry on Counted pills")
+    await expect(page.locator("#v-rx .override-checks")).to_have_text("Overridden: blurred on Counted pills")
     await look_at_every_photo(page)
     await page.screenshot(path=str(Path("/tmp") / "tp-flags.png"))
 

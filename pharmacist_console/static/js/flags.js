@@ -22,9 +22,11 @@ export const ACK_REASONS = [
   { code: "other", label: "Other (note required)" },
 ];
 
+// The site's check codes (server/evidence/photo_quality.py, remote_site_client/checks.py) as words.
 export const CHECK_NAMES = {
-  blurry: "blurry", blur: "blurry", dark: "too dark", bright: "too bright", exposure: "exposure",
-  small: "too small", resolution: "resolution", barcode: "barcode", ndc: "NDC match",
+  blurred: "blurred", blurry: "blurred", glare: "glare", too_bright: "too bright", too_dark: "too dark",
+  too_small: "too small", unreadable: "cannot be opened", expired: "expired stock", no_barcode: "no barcode",
+  wrong_ndc: "barcode of another NDC", barcode_unreadable: "barcode unreadable",
 };
 
 let labels = { ...FLAG_LABELS };

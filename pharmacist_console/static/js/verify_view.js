@@ -110,7 +110,7 @@ function flagsSection(d) {
 
 const OUTCOME = { approve: "Approved", reject: "Rejected" };
 
-function historyRows(list, reasonLabels) {
+function historyRows(list) {
   return h("table", { class: "history-table" },
     h("thead", {}, h("tr", {},
       h("th", { scope: "col" }, "Date"), h("th", { scope: "col" }, "Rx"), h("th", { scope: "col", class: "num" }, "Qty"),
@@ -127,7 +127,7 @@ function historyRows(list, reasonLabels) {
 }
 
 /** Earlier fills of this prescription and of the same patient and drug, newest first. */
-function historySection(d, reasonLabels) {
+function historySection(d) {
   const hist = d.history;
   if (!hist) return null;
   const same = hist.same_prescription || [];
@@ -135,9 +135,9 @@ function historySection(d, reasonLabels) {
   return h("section", { class: "rx-section history", id: "v-history" },
     h("h2", {}, "History ", h("span", { class: "history-key" }, h("kbd", {}, "H"), " compare pills")),
     h("h3", {}, `This prescription (${same.length})`),
-    same.length ? historyRows(same, reasonLabels) : h("p", { class: "muted" }, "No earlier fills."),
+    same.length ? historyRows(same) : h("p", { class: "muted" }, "No earlier fills."),
     h("h3", {}, `Same patient and drug (${other.length})`),
-    other.length ? historyRows(other, reasonLabels) : h("p", { class: "muted" }, "No other prescriptions."));
+    other.length ? historyRows(other) : h("p", { class: "muted" }, "No other prescriptions."));
 }
 
 function countSection(d) {
@@ -182,7 +182,7 @@ export function renderRxPanel(panel, d, reasonLabels) {
     earlierSection(d, reasonLabels),
     checkSection(d),
     countSection(d),
-    historySection(d, reasonLabels),
+    historySection(d),
     fillSection(d));
 }
 
