@@ -205,6 +205,8 @@ def _submit(
         body["previous_fill_id"] = previous.fill_id
     if args.override:
         body["override_reason"] = args.override
+        # Which check was sent past, on which photo: the pharmacist acknowledges each.
+        body["overridden_checks"] = [{"kind": p.kind, "check": p.code} for p in report.problems]
     fill_id = outbox.add(body, files, rx_number=rx["rx_number"] if rx else None)
     out(f"Stored in the outbox as fill {short_id(fill_id)} (id {fill_id}).")
     if args.no_send:

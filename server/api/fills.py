@@ -10,7 +10,7 @@ from server.api.params import Query, accepts, path_param, query_param
 from server.api.shapes import detail_view, queue_view, site_fill_view
 from server.api.table import json_body, principal_of
 from server.fills.requests import DECISION, NEW_FILL, DecisionInput, NewFill
-from server.fills.rules import PRIORITIES, REJECTION_REASONS, FillState
+from server.fills.rules import ACKNOWLEDGEMENT_REASONS, FLAG_LABELS, PRIORITIES, REJECTION_REASONS, FillState
 from server.inputs import ID, OneOf
 from server.services import services_of
 
@@ -124,4 +124,12 @@ async def decide(request: web.Request) -> web.Response:
 
 @accepts()
 async def reasons(request: web.Request) -> web.Response:
-    return web.json_response({"reasons": [{"code": k, "label": v} for k, v in REJECTION_REASONS.items()]})
+    """The decision's vocabularies, and how long the console holds a decision for Undo."""
+    return web.json_response(
+        {
+            "reasons": [{"code": k, "label": v} for k, v in REJECTION_REASONS.items()],
+            "acknowledgement_reasons": [{"code": k, "label": v} for k, v in ACKNOWLEDGEMENT_REASONS.items()],
+            "flag_labels": FLAG_LABELS,
+            "undo_seconds": services_of(request).config.decision_undo_seconds,
+        }
+    )

@@ -80,7 +80,14 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET", "/api/v1/ice-servers", system.ice_servers, ANY_USER, "STUN/TURN settings for video", "realtime"
     ),
-    Route("GET", "/api/v1/reasons", fills.reasons, ANY_USER, "Rejection reason codes", "verification"),
+    Route(
+        "GET",
+        "/api/v1/reasons",
+        fills.reasons,
+        ANY_USER,
+        "Reason codes for rejecting and for acknowledging flags",
+        "verification",
+    ),
     Route("GET", "/api/v1/sites", records.list_sites, ANY_USER, "Sites the caller may see", "directory"),
     Route("POST", "/api/v1/sites", records.create_site, ADMIN, "Create a site", "directory"),
     Route("GET", "/api/v1/users", records.list_users, ADMIN, "Users and their licenses", "directory"),

@@ -234,6 +234,9 @@ class Decision(Base):
     acknowledgements: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
     # What the pharmacist had on screen: [{"media_id", "kind", "seconds", "max_zoom", ...}].
     views_seen: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    # The licence the pharmacist decided under: the one for the state of the fill's site.
+    license_state: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    license_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
     decided_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

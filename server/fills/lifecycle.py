@@ -21,10 +21,12 @@ from server.audit import chain as audit
 from server.config import Config
 from server.db.conditional import update_if
 from server.db.engine import Database
-from server.db.models import Decision, Fill, Media, Prescription, Site, utcnow
+from server.db.models import Decision, Fill, License, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.barcodes import check_product
 from server.evidence.kinds import MediaKind
+from server.fills.flags import check_approval, flags_at_queue
+from server.fills.history import last_approved, refill_too_soon
 from server.fills.records import (
     FILL_SITE_PRESCRIPTION_TECHNICIAN,
     MEDIA_OF_FILL,
@@ -142,6 +144,7 @@ def event_payload(fill: Fill, **extra: Any) -> dict[str, Any]:
         "priority": fill.priority,
         "product_check": fill.product_check,
         "claimed_by": fill.claimed_by,
+        "flags": fill.flags or [],
         **extra,
     }
 
@@ -287,6 +290,7 @@ class FillService:
                 barcodes=list(new.barcodes),
                 counted_quantity=new.counted_quantity,
                 override_reason=new.override_reason,
+                overridden_checks=list(new.overridden_checks),
                 request_digest=digest,
                 created_at=self.clock(),
             )
@@ -410,6 +414,13 @@ class FillService:
             check = check_product([*fill.barcodes, *decoded], rx.expected_ndc, now.date())
             product_detail = await annotate_product_check(s, check.detail, now.date())
             await self._check_refills(s, rx, fill.id, lock=True)
+            flags = flags_at_queue(
+                fill,
+                rx.quantity,
+                check.result,
+                product_detail,
+                refill_too_soon(await last_approved(s, fill, rx), now, self.config.refill_too_soon_percent),
+            )
             if not await self._move(
                 s,
                 fill,
@@ -420,6 +431,7 @@ class FillService:
                     "queued_at": now,
                     "product_check": check.result,
                     "product_check_detail": product_detail,
+                    "flags": flags,
                 },
             ):
                 raise Conflict("The fill changed while it was being submitted.")
@@ -438,6 +450,7 @@ class FillService:
                     "version": fill.version,
                     "media": len(media),
                     "product_check": check.result,
+                    "flags": [f["code"] for f in flags],
                     **({"override_reason": fill.override_reason} if fill.override_reason else {}),
                 },
                 at=now,
@@ -556,6 +569,15 @@ class FillService:
         async with self.db.write() as s:
             fill, site = await self._visible_fill(s, actor, fill_id)
             now = self.clock()
+            if (
+                t is APPROVE
+                and fill.state in APPROVE.sources
+                and fill.claimed_by == actor.user_id
+                and fill.version == d.version
+            ):
+                # Checked against the fill as it is; a fill that changed since is refused below anyway.
+                media = (await s.execute(MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
+                check_approval(fill, media, d)
             ok = await self._move(
                 s,
                 fill,
@@ -570,12 +592,23 @@ class FillService:
             if not ok:
                 await s.refresh(fill)
                 raise self._decision_conflict(fill, actor, d, now)
+            license_number = (
+                await s.execute(
+                    select(License.number).where(
+                        License.user_id == actor.user_id, License.state == site.state
+                    )
+                )
+            ).scalar_one_or_none()
             decision = Decision(
                 fill_id=fill.id,
                 pharmacist_id=actor.user_id,
+                license_state=site.state,
+                license_number=license_number,
                 outcome=d.outcome,
                 reason_codes=list(d.reason_codes),
                 note=d.note,
+                acknowledgements=list(d.acknowledgements),
+                views_seen=list(d.views_seen),
                 decided_at=now,
             )
             s.add(decision)
@@ -591,7 +624,14 @@ class FillService:
                     "decision_id": decision.id,
                     "pharmacist": actor.display_name,
                     "pharmacist_id": actor.user_id,
+                    "license": {"state": site.state, "number": license_number},
                     "has_note": d.note is not None,
+                    # What the pharmacist saw and acknowledged; notes stay in the decision.
+                    "acknowledgements": [
+                        {"flag": a["flag"], "reason": a["reason"], "has_note": a["note"] is not None}
+                        for a in d.acknowledgements
+                    ],
+                    "views_seen": list(d.views_seen),
                 },
             )
         if self.on_decided:

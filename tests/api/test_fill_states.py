@@ -17,7 +17,7 @@ from server.fills.lifecycle import FillService
 from server.fills.requests import DecisionInput, NewFill
 from server.fills.rules import CREATE, SYSTEM, TRANSITIONS, FillState, Transition
 from server.security.principal import Principal, Role
-from tests.api.world import PASSWORD, World, new_fill_id, queued_fill, rx_body
+from tests.api.world import PASSWORD, World, approval, new_fill_id, queued_fill, rx_body
 
 
 class Clock:
@@ -87,11 +87,12 @@ async def test_the_lifecycle_makes_every_transition_of_the_table_and_no_other(wo
     nd, both = await _pharmacist(world, "nd_rph"), await _pharmacist(world, "both_rph")
 
     # Claimed, put back, claimed again and approved.
-    first = (await queued_fill(world, tech, rx, seed=1))["id"]
+    queued = await queued_fill(world, tech, rx, seed=1)
+    first = queued["id"]
     await fills.claim(nd, first)
     await fills.release(nd, first)
     taken = await fills.claim(nd, first)
-    await fills.decide(nd, first, DecisionInput(taken.version, "approve", (), None))
+    await fills.decide(nd, first, DecisionInput.parse({**approval(queued), "version": taken.version}))
 
     # A lease that runs out is returned by the server; one taken over by another pharmacist before the
     # server saw it run out is claimed from review; then rejected.

@@ -313,6 +313,9 @@ async def test_blurred_dark_and_wrong_product_photos_are_stopped_before_anything
     fill_id = FILL_ID.search(out).group(1)  # type: ignore[union-attr]
     fill = await fill_detail(server.url, token, fill_id)
     assert fill["override_reason"] == reason and fill["product_check"] == "mismatch"
+    # The pharmacist sees which check was sent past on which photo, and must acknowledge it.
+    assert fill["overridden_checks"] == [{"kind": "stock_bottle", "check": "wrong_ndc"}]
+    assert {"code": "override", "checks": fill["overridden_checks"]} in fill["flags"]
 
 
 async def test_watch_catches_up_on_a_decision_made_while_its_link_was_down(

@@ -26,6 +26,7 @@ from server.db.migrate import upgrade
 from server.directory import Directory
 from server.security.auth import Auth
 from server.security.passwords import Passwords
+from tests.api.world import approval
 from tests.api.world import rx_body as api_rx_body
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,16 +201,13 @@ class Pharmacist:
     async def decide(
         self, fill_id: str, outcome: str, reasons: list[str] | None = None, note: str | None = None
     ) -> Any:
-        claimed = await self.call("POST", f"/api/v1/fills/{fill_id}/claim")
+        claimed = (await self.call("POST", f"/api/v1/fills/{fill_id}/claim"))["fill"]
+        if outcome == "approve":
+            return await self.call("POST", f"/api/v1/fills/{fill_id}/decision", approval(claimed))
         return await self.call(
             "POST",
             f"/api/v1/fills/{fill_id}/decision",
-            {
-                "version": claimed["fill"]["version"],
-                "outcome": outcome,
-                "reason_codes": reasons or [],
-                "note": note,
-            },
+            {"version": claimed["version"], "outcome": outcome, "reason_codes": reasons or [], "note": note},
         )
 
 
