@@ -17,7 +17,9 @@ DAY = 86400
 
 
 async def _rx(tech: User, number: str, **over: Any) -> int:
-    return int((await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body(number, **over)))["id"])
+    """A prescription with refills to spare: these tests fill some several times."""
+    body = rx_body(number, **{"refills_authorized": 5, **over})
+    return int((await tech.json("POST", "/api/v1/prescriptions", 201, json=body))["id"])
 
 
 async def _clean_fill(world: World, tech: User, rx: int, seed: int = 0) -> dict[str, Any]:

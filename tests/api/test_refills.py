@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.api.world import REQUIRED, User, World, new_fill_id, photo, queued_fill, rx_body, upload
+from tests.api.world import REQUIRED, User, World, approval, new_fill_id, photo, queued_fill, rx_body, upload
 
 
 async def _draft(tech: User, rx_id: int, **extra: Any) -> str:
@@ -20,9 +20,9 @@ async def _draft(tech: User, rx_id: int, **extra: Any) -> str:
 async def _decide(world: World, fill_id: str, outcome: str) -> None:
     rph = await world.login("nd_rph")
     claimed = (await rph.json("POST", f"/api/v1/fills/{fill_id}/claim"))["fill"]
-    body: dict[str, Any] = {"version": claimed["version"], "outcome": outcome}
+    body: dict[str, Any] = approval(claimed)
     if outcome == "reject":
-        body["reason_codes"] = ["wrong_quantity"]
+        body = {"version": claimed["version"], "outcome": "reject", "reason_codes": ["wrong_quantity"]}
     await rph.json("POST", f"/api/v1/fills/{fill_id}/decision", json=body)
 
 

@@ -36,8 +36,9 @@ def photos(photo_dir: Path, stock: str = "stock_bottle.jpg") -> list[str]:
     ]  # fmt: skip
 
 
-async def enter_rx(server_url: str, token: str, rx_number: str, ndc: str = NDC) -> int:
-    status, rx = await site_api(server_url, token, "POST", "/api/v1/prescriptions", rx_body(rx_number, ndc))
+async def enter_rx(server_url: str, token: str, rx_number: str, ndc: str = NDC, refills: int = 0) -> int:
+    body = {**rx_body(rx_number, ndc), "refills_authorized": refills}
+    status, rx = await site_api(server_url, token, "POST", "/api/v1/prescriptions", body)
     assert status == 201, rx
     return int(rx["id"])
 

@@ -91,7 +91,7 @@ async def test_status_lists_fills_by_short_id_with_rx_and_drug_in_local_time(
 async def test_a_short_id_that_names_two_fills_is_refused_with_both_listed(
     server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
 ) -> None:
-    rx_id = await enter_rx(server.url, token, "100234")
+    rx_id = await enter_rx(server.url, token, "100234", refills=1)
     site = make_site(tmp_path, server.url, token)
     files = [(kind, photo_dir / f"{kind}.jpg") for kind in ("stock_bottle", "pills", "vial_label")]
     twins = ["5eed1e55-0000-4000-8000-000000000001", "5eed1e55-0000-4000-8000-000000000002"]
