@@ -48,6 +48,7 @@ from server.fills.rules import (
     FillState,
     Transition,
 )
+from server.media.reuse import reused_photos
 from server.realtime import journal
 from server.security.principal import Principal, Role
 
@@ -373,6 +374,8 @@ class FillService:
             bottles = [m for m in media if m.kind == MediaKind.STOCK_BOTTLE]
             decoded = [b for m in bottles for b in m.quality.get("barcodes", [])]
             check = check_product([*fill.barcodes, *decoded], rx.expected_ndc, now.date())
+            photos = await reused_photos(s, fill.id, media)
+            flags = [*fill.flags, {"code": "reused_photo", "photos": photos}] if photos else fill.flags
             if not await self._move(
                 s,
                 fill,
@@ -383,6 +386,7 @@ class FillService:
                     "queued_at": now,
                     "product_check": check.result,
                     "product_check_detail": check.detail,
+                    "flags": flags,
                 },
             ):
                 raise Conflict("The fill changed while it was being submitted.")
