@@ -104,7 +104,14 @@ def summary(values: Iterable[int]) -> dict[str, Any]:
     v = sorted(values)
     if not v:
         return {"n": 0}
-    return {"n": len(v), "min": v[0], "median": statistics.median(v), "max": v[-1]}
+    return {
+        "n": len(v),
+        "min": v[0],
+        "median": statistics.median(v),
+        "p90": v[int(len(v) * 0.9)],
+        "max": v[-1],
+        "within_threshold": sum(d <= NEAR_DISTANCE for d in v),
+    }
 
 
 def main() -> None:
@@ -149,8 +156,8 @@ def main() -> None:
         same_product: dict[str, list[int]] = {}
         other_product: dict[str, list[int]] = {}
         cross_kind: list[int] = []
-        for kind, per in hashes.items():
-            for (a_key, a), (b_key, b) in itertools.combinations(per.items(), 2):
+        for kind, hashed in hashes.items():
+            for (a_key, a), (b_key, b) in itertools.combinations(hashed.items(), 2):
                 bucket = same_product if a_key[0] == b_key[0] else other_product
                 bucket.setdefault(kind, []).append(distance(a, b))
         for k1, k2 in itertools.combinations(KINDS, 2):

@@ -14,6 +14,8 @@ docs/decisions/0011-photo-reuse-hash.md.
 
 from __future__ import annotations
 
+from typing import cast
+
 from PIL import Image
 
 HALF_BITS = 64
@@ -34,13 +36,14 @@ assert BANDS * (BAND_RADIUS + 1) > NEAR_DISTANCE
 
 
 def _dhash(gray: Image.Image) -> int:
-    small = gray.resize((_GRID + 1, _GRID), Image.Resampling.BOX)
-    px = small.tobytes()
+    # Pixel access, not tobytes(): its 64 KB encoder buffer made a media worker's heap take fresh pages
+    # for the next photo's decode (tests/unit/test_media_store.py counts them).
+    px = cast(tuple[int, ...], gray.resize((_GRID + 1, _GRID), Image.Resampling.BOX).get_flattened_data())
     value = 0
     for y in range(_GRID):
-        row = px[y * (_GRID + 1) : (y + 1) * (_GRID + 1)]
-        for x in range(_GRID):
-            value = (value << 1) | (row[x + 1] > row[x])
+        at = y * (_GRID + 1)
+        for x in range(at, at + _GRID):
+            value = (value << 1) | (px[x + 1] > px[x])
     return value
 
 

@@ -251,8 +251,10 @@ def _process_open(
     thumb.save(thumb_path, "JPEG", quality=THUMB_QUALITY)
     variants[THUMB] = VariantFile(thumb_path, "image/jpeg", thumb.width, thumb.height)
 
+    # One greyscale thumbnail serves both measures and the perceptual hash.
+    gray = thumb if thumb.mode == "L" else thumb.convert("L")
     return ProcessedImage(
-        width, height, fmt, ctype, variants, quality_measures(thumb), barcodes, perceptual_hash(thumb)
+        width, height, fmt, ctype, variants, quality_measures(gray), barcodes, perceptual_hash(gray)
     )
 
 
