@@ -12,10 +12,12 @@ distance is then computed here. By pigeonhole that finds every photo within NEAR
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, Integer, Row, Select, String, any_, bindparam, func, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import Fill, Media
@@ -26,7 +28,57 @@ from server.evidence.photo_hash import BANDS, NEAR_DISTANCE, band_neighbours, ba
 MATCHES_PER_PHOTO = 3
 DRAFT = "draft"
 
-_BAND_COLUMNS = [getattr(Media, f"hash_band_{band}") for band in range(BANDS)]
+
+async def candidate_rows(
+    s: AsyncSession, digests: Iterable[str], hashes: Iterable[int]
+) -> Sequence[Row[int, str | None, str, int | None, int | None, str]]:
+    """Fills' media with one of these digests, or sharing a band key with one of these hashes: a
+    superset of the photos within NEAR_DISTANCE, each (id, fill_id, sha256, perceptual_hash,
+    perceptual_hash_vertical, the fill's state)."""
+    keys: list[set[int]] = [set() for _ in range(BANDS)]
+    for value in hashes:
+        for band, band_value in enumerate(bands(value)):
+            keys[band].update(band_neighbours(band, band_value))
+    dialect = (await s.connection()).dialect.name
+    query = _QUERIES.get(dialect)
+    if query is None:
+        query = _QUERIES[dialect] = _candidates_query(dialect)
+    params: dict[str, Any] = {"digests": sorted(set(digests))}
+    params.update((f"band_{band}", sorted(k)) for band, k in enumerate(keys))
+    if dialect != "postgresql":
+        params = {name: json.dumps(values) for name, values in params.items()}
+    return (await s.execute(query, params)).all()
+
+
+_QUERIES: dict[str, Select[int, str | None, str, int | None, int | None, str]] = {}
+
+
+def _candidates_query(dialect: str) -> Select[int, str | None, str, int | None, int | None, str]:
+    """One statement with one bound list per column, whatever the number of keys: an IN list of 400
+    parameters cost more to build and bind than the lookup itself (bench/photo_reuse.py)."""
+    columns = [Media.sha256, *(getattr(Media, f"hash_band_{b}") for b in range(BANDS))]
+    names = ["digests", *(f"band_{b}" for b in range(BANDS))]
+    terms: list[ColumnElement[bool]] = []
+    for column, name in zip(columns, names, strict=True):
+        if dialect == "postgresql":
+            element = String() if name == "digests" else Integer()
+            terms.append(column == any_(bindparam(name, type_=ARRAY(element))))
+        else:
+            # SQLite: the list as a JSON array, read by json_each; each term still searches its index.
+            listed = func.json_each(bindparam(name, type_=String())).table_valued("value")
+            terms.append(column.in_(select(listed.c.value)))
+    return (
+        select(
+            Media.id,
+            Media.fill_id,
+            Media.sha256,
+            Media.perceptual_hash,
+            Media.perceptual_hash_vertical,
+            Fill.state,
+        )
+        .join(Fill, Fill.id == Media.fill_id)
+        .where(or_(*terms))
+    )
 
 
 async def reused_photos(s: AsyncSession, fill_id: str, media: Sequence[Media]) -> list[dict[str, Any]]:
@@ -43,27 +95,12 @@ async def reused_photos(s: AsyncSession, fill_id: str, media: Sequence[Media]) -
         for m in media
         if m.perceptual_hash is not None and m.perceptual_hash_vertical is not None
     }
-    conditions: list[Any] = [Media.sha256.in_({m.sha256 for m in media})]
-    keys: list[set[int]] = [set() for _ in range(BANDS)]
-    for value in hashed.values():
-        for band, band_value in enumerate(bands(value)):
-            keys[band].update(band_neighbours(band, band_value))
-    conditions += [column.in_(sorted(k)) for column, k in zip(_BAND_COLUMNS, keys, strict=True) if k]
-    candidates = (
-        await s.execute(
-            select(
-                Media.id,
-                Media.fill_id,
-                Media.sha256,
-                Media.perceptual_hash,
-                Media.perceptual_hash_vertical,
-            ).where(or_(*conditions))
-        )
-    ).all()
+    candidates = await candidate_rows(s, {m.sha256 for m in media}, hashed.values())
 
     found: dict[int, list[tuple[int, int, str, int]]] = {}
     for other in candidates:
-        if other.fill_id is None or other.fill_id == fill_id:
+        # Only fills that were submitted count: a draft's photos were never shown to anyone as evidence.
+        if other.fill_id == fill_id or other.state == DRAFT:
             continue
         for m in media:
             if other.sha256 == m.sha256:
@@ -75,18 +112,10 @@ async def reused_photos(s: AsyncSession, fill_id: str, media: Sequence[Media]) -
             d = distance(mine, joined(other.perceptual_hash, other.perceptual_hash_vertical))
             if d <= NEAR_DISTANCE:
                 found.setdefault(m.id, []).append((1, d, other.fill_id, other.id))
-    if not found:
-        return []
-
-    # Only fills that were submitted count; a draft's photos were never shown to anyone as evidence.
-    other_fills = {fid for matches in found.values() for _, _, fid, _ in matches}
-    drafts = set(
-        (await s.execute(select(Fill.id).where(Fill.id.in_(other_fills), Fill.state == DRAFT))).scalars()
-    )
     entries: list[dict[str, Any]] = []
     for m in media:
         matches = sorted(
-            (x for x in found.get(m.id, []) if x[2] not in drafts),
+            found.get(m.id, []),
             # Identical before similar, then the nearest, then the most recent photo.
             key=lambda x: (x[0], x[1], -x[3]),
         )
