@@ -216,7 +216,6 @@ class Media(Base):
     hash_band_3: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
     hash_band_4: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
     hash_band_5: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
-    hash_band_6: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

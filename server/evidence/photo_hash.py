@@ -24,13 +24,13 @@ _HALF_MASK = (1 << HALF_BITS) - 1
 _GRID = 8
 
 # Two photos at most this far apart (of 128 bits) are the same photo: re-encoded, scaled, 2 % cropped.
-NEAR_DISTANCE = 12
+NEAR_DISTANCE = 11
 
 # Multi-index hashing: the 128 bits are dealt into BANDS groups (bit i into band i % BANDS, so each
 # group samples the whole frame both ways). Two hashes at most NEAR_DISTANCE apart differ, in at least
 # one group, in at most BAND_RADIUS bits (pigeonhole: BANDS * (BAND_RADIUS + 1) > NEAR_DISTANCE), so
 # looking up each group's value and its one-bit neighbours finds every near hash, and only a few others.
-BANDS = 7
+BANDS = 6
 BAND_RADIUS = 1
 assert BANDS * (BAND_RADIUS + 1) > NEAR_DISTANCE
 
@@ -83,7 +83,7 @@ def bands(value: int) -> tuple[int, ...]:
 
 
 def band_bits(band: int) -> int:
-    """How many bits band number `band` holds (19 or 18)."""
+    """How many bits band number `band` holds (22 or 21)."""
     return len(range(band, HASH_BITS, BANDS))
 
 

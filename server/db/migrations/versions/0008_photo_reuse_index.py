@@ -16,7 +16,7 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-BANDS = 7  # server.evidence.photo_hash.BANDS when this migration was written
+BANDS = 6  # server.evidence.photo_hash.BANDS when this migration was written
 
 
 def upgrade() -> None:
