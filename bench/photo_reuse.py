@@ -228,13 +228,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await _pg_exec(f'CREATE DATABASE "{name}"')
             url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
         else:
-            url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.sqlite3'}"
+            path = Path(args.sqlite_file) if args.sqlite_file else Path(tmp) / "bench.sqlite3"
+            url = f"sqlite+aiosqlite:///{path}"
         db = Database(url)
+        filled = 0.0
         try:
             await upgrade(db)
-            t1 = time.perf_counter()
-            await fill_database(db, hashes)
-            filled = time.perf_counter() - t1
+            if args.refill:
+                t1 = time.perf_counter()
+                await fill_database(db, hashes)
+                filled = time.perf_counter() - t1
             result = await lookups(db, hashes, args.lookups, args.seed + 1)
         finally:
             await db.dispose()
@@ -260,7 +263,10 @@ def main() -> None:
     ap.add_argument("--hashes", choices=("clustered", "uniform"), default="clustered")
     ap.add_argument("--postgres", action="store_true", help="a new database on the local PostgreSQL")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--sqlite-file", help="keep the SQLite database here; a second run measures it again")
     args = ap.parse_args()
+    # A kept SQLite file, filled by an earlier run with the same arguments, is measured again as it is.
+    args.refill = args.postgres or not (args.sqlite_file and Path(args.sqlite_file).exists())
     print(json.dumps(asyncio.run(run(args)), indent=1))
 
 

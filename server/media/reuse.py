@@ -31,10 +31,10 @@ DRAFT = "draft"
 
 async def candidate_rows(
     s: AsyncSession, digests: Iterable[str], hashes: Iterable[int]
-) -> Sequence[Row[int, str | None, str, int | None, int | None, str]]:
+) -> Sequence[Row[int, str | None, str, int | None, int | None]]:
     """Fills' media with one of these digests, or sharing a band key with one of these hashes: a
     superset of the photos within NEAR_DISTANCE, each (id, fill_id, sha256, perceptual_hash,
-    perceptual_hash_vertical, the fill's state)."""
+    perceptual_hash_vertical)."""
     keys: list[set[int]] = [set() for _ in range(BANDS)]
     for value in hashes:
         for band, band_value in enumerate(bands(value)):
@@ -50,10 +50,10 @@ async def candidate_rows(
     return (await s.execute(query, params)).all()
 
 
-_QUERIES: dict[str, Select[int, str | None, str, int | None, int | None, str]] = {}
+_QUERIES: dict[str, Select[int, str | None, str, int | None, int | None]] = {}
 
 
-def _candidates_query(dialect: str) -> Select[int, str | None, str, int | None, int | None, str]:
+def _candidates_query(dialect: str) -> Select[int, str | None, str, int | None, int | None]:
     """One statement with one bound list per column, whatever the number of keys: an IN list of 400
     parameters cost more to build and bind than the lookup itself (bench/photo_reuse.py)."""
     columns = [Media.sha256, *(getattr(Media, f"hash_band_{b}") for b in range(BANDS))]
@@ -67,18 +67,13 @@ def _candidates_query(dialect: str) -> Select[int, str | None, str, int | None, 
             # SQLite: the list as a JSON array, read by json_each; each term still searches its index.
             listed = func.json_each(bindparam(name, type_=String())).table_valued("value")
             terms.append(column.in_(select(listed.c.value)))
-    return (
-        select(
-            Media.id,
-            Media.fill_id,
-            Media.sha256,
-            Media.perceptual_hash,
-            Media.perceptual_hash_vertical,
-            Fill.state,
-        )
-        .join(Fill, Fill.id == Media.fill_id)
-        .where(or_(*terms))
-    )
+    return select(
+        Media.id,
+        Media.fill_id,
+        Media.sha256,
+        Media.perceptual_hash,
+        Media.perceptual_hash_vertical,
+    ).where(or_(*terms))
 
 
 async def reused_photos(s: AsyncSession, fill_id: str, media: Sequence[Media]) -> list[dict[str, Any]]:
@@ -99,8 +94,7 @@ async def reused_photos(s: AsyncSession, fill_id: str, media: Sequence[Media]) -
 
     found: dict[int, list[tuple[int, int, str, int]]] = {}
     for other in candidates:
-        # Only fills that were submitted count: a draft's photos were never shown to anyone as evidence.
-        if other.fill_id == fill_id or other.state == DRAFT:
+        if other.fill_id is None or other.fill_id == fill_id:
             continue
         for m in media:
             if other.sha256 == m.sha256:
@@ -112,10 +106,19 @@ async def reused_photos(s: AsyncSession, fill_id: str, media: Sequence[Media]) -
             d = distance(mine, joined(other.perceptual_hash, other.perceptual_hash_vertical))
             if d <= NEAR_DISTANCE:
                 found.setdefault(m.id, []).append((1, d, other.fill_id, other.id))
+    if not found:
+        return []
+
+    # Only fills that were submitted count: a draft's photos were never shown to anyone as evidence.
+    # Asked only when something matched (rarely), rather than joined to every candidate row.
+    other_fills = sorted({match[2] for matches in found.values() for match in matches})
+    drafts = set(
+        (await s.execute(select(Fill.id).where(Fill.id.in_(other_fills), Fill.state == DRAFT))).scalars()
+    )
     entries: list[dict[str, Any]] = []
     for m in media:
         matches = sorted(
-            found.get(m.id, []),
+            (match for match in found.get(m.id, []) if match[2] not in drafts),
             # Identical before similar, then the nearest, then the most recent photo.
             key=lambda x: (x[0], x[1], -x[3]),
         )
