@@ -92,20 +92,20 @@ async def reused_photos(s: AsyncSession, fill_id: str, media: Sequence[Media]) -
     }
     candidates = await candidate_rows(s, {m.sha256 for m in media}, hashed.values())
 
+    # Plain values, not ORM attributes, in the loop: a year of photos brings ~50 candidates a photo.
+    mine = [(m.id, m.sha256, hashed.get(m.id)) for m in media]
     found: dict[int, list[tuple[int, int, str, int]]] = {}
-    for other in candidates:
-        if other.fill_id is None or other.fill_id == fill_id:
+    for other_id, other_fill_id, other_sha256, horizontal, vertical in candidates:
+        if other_fill_id is None or other_fill_id == fill_id:
             continue
-        for m in media:
-            if other.sha256 == m.sha256:
-                found.setdefault(m.id, []).append((0, 0, other.fill_id, other.id))
-                continue
-            mine = hashed.get(m.id)
-            if mine is None or other.perceptual_hash is None or other.perceptual_hash_vertical is None:
-                continue
-            d = distance(mine, joined(other.perceptual_hash, other.perceptual_hash_vertical))
-            if d <= NEAR_DISTANCE:
-                found.setdefault(m.id, []).append((1, d, other.fill_id, other.id))
+        other = joined(horizontal, vertical) if horizontal is not None and vertical is not None else None
+        for media_id, sha256, value in mine:
+            if other_sha256 == sha256:
+                found.setdefault(media_id, []).append((0, 0, other_fill_id, other_id))
+            elif value is not None and other is not None:
+                d = distance(value, other)
+                if d <= NEAR_DISTANCE:
+                    found.setdefault(media_id, []).append((1, d, other_fill_id, other_id))
     if not found:
         return []
 
