@@ -3,7 +3,11 @@
 Seeds a queue of fills with three 2048 x 1536 photos each (the size the console shows), starts the
 real server in its own process (SQLite), signs a pharmacist in with Debian's Chromium (headless,
 Playwright) and approves fills one after another with the A key, each once the console has fetched
-the next fill ahead (a pharmacist spends seconds on a fill; the prefetch needs far less).
+the next fill ahead and every photo of the fill was shown (a pharmacist spends seconds on a fill;
+the prefetch needs far less). Approve waits for every view, and the decision is then held for the
+undo window while the next fill opens: the figure is the time to the next fill, not to the send.
+Every fill is clean (the right bottle, the prescribed count, its own photos), so nothing is flagged
+and A alone approves.
 
 The page measures itself with the Performance API: from the keydown event's timestamp to the moment
 the next fill is drawn with every photo it shows (the large one and all thumbnails) decoded. Also
@@ -28,47 +32,65 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from bench.harness import emit, free_port, serve_command, start_server, stop_server
 from tests.browser.conftest import CHROMIUM, FLAGS  # the tests' own browser settings
 
 PASSWORD = "bench-password-1"
 PHOTO_SIZE = (2048, 1536)
-POOL = 4  # distinct photos per kind; every fill still gets its own media ids, URLs and decodes
+POOL = 8  # drawn photos per kind; each fill gets its own by turning and mirroring them (POOL x 8)
+# The eight ways to turn and mirror a photo: a photo of another fill is never the same nor near it.
+TURNS = (
+    None,
+    Image.Transpose.FLIP_LEFT_RIGHT,
+    Image.Transpose.FLIP_TOP_BOTTOM,
+    Image.Transpose.ROTATE_180,
+    Image.Transpose.ROTATE_90,
+    Image.Transpose.ROTATE_270,
+    Image.Transpose.TRANSPOSE,
+    Image.Transpose.TRANSVERSE,
+)
 NDC = "0093-1048-01"
 
 
-def photo_pool() -> dict[str, list[bytes]]:
-    """Phone-like JPEGs per kind: drawn scenes with texture, about 0.3-0.6 MB each."""
+def photo_pool() -> dict[str, list[Image.Image]]:
+    """Phone-like scenes per kind with texture (about 0.3-0.6 MB each as JPEG)."""
     from demo import photos
 
     expiry = dt.date.today() + dt.timedelta(days=400)
-    pool: dict[str, list[bytes]] = {"stock_bottle": [], "pills": [], "vial_label": []}
+    pool: dict[str, list[Image.Image]] = {"stock_bottle": [], "pills": [], "vial_label": []}
     for i in range(POOL):
         pool["stock_bottle"].append(
-            photos.to_jpeg_bytes(
-                photos.stock_bottle_photo(
-                    NDC, "Metformin HCl", "500 mg", "L2400A", expiry, size=PHOTO_SIZE, seed=i
-                ),
-                88,
+            photos.stock_bottle_photo(
+                NDC, "Metformin HCl", "500 mg", "L2400A", expiry, size=PHOTO_SIZE, seed=i
             )
         )
-        pool["pills"].append(photos.to_jpeg_bytes(photos.pills_photo(40, seed=i, size=PHOTO_SIZE), 88))
+        pool["pills"].append(photos.pills_photo(40, seed=i, size=PHOTO_SIZE))
         pool["vial_label"].append(
-            photos.to_jpeg_bytes(
-                photos.vial_label_photo(
-                    f"60{i:05d}",
-                    "Bench Patient",
-                    "Metformin HCl",
-                    "500 mg",
-                    "Take 1 tablet by mouth twice daily",
-                    60,
-                    seed=i,
-                    size=PHOTO_SIZE,
-                ),
-                88,
+            photos.vial_label_photo(
+                f"60{i:05d}",
+                "Bench Patient",
+                "Metformin HCl",
+                "500 mg",
+                "Take 1 tablet by mouth twice daily",
+                60,
+                seed=i,
+                size=PHOTO_SIZE,
             )
         )
     return pool
+
+
+def fill_photo(pool: dict[str, list[Image.Image]], kind: str, i: int) -> bytes:
+    """The i-th fill's own photo of a kind: a drawn scene turned or mirrored, so no two fills share one
+    (a shared photo is flagged as reused, and a flagged fill is not approved by A alone)."""
+    from demo import photos
+
+    scenes = pool[kind]
+    image = scenes[i % len(scenes)]
+    turn = TURNS[(i // len(scenes)) % len(TURNS)]
+    return photos.to_jpeg_bytes(image if turn is None else image.transpose(turn), 88)
 
 
 async def seed(data_dir: Path, count: int) -> None:
@@ -100,6 +122,8 @@ async def seed(data_dir: Path, count: int) -> None:
         tech = Principal(
             user.id, user.username, user.display_name, Role.TECHNICIAN, user.site_id, frozenset(), "device"
         )
+        if count > POOL * len(TURNS):
+            raise SystemExit(f"at most {POOL * len(TURNS) - 1} fills: each needs photos of its own")
         pool = photo_pool()
         expiry = dt.date.today() + dt.timedelta(days=400)
         scan = f"(01){gtin_for_ndc10(NDC)}(17){expiry:%y%m%d}(10)L2400A"
@@ -146,7 +170,7 @@ async def seed(data_dir: Path, count: int) -> None:
                     filename=f"{kind}.jpg",
                 )
 
-            await asyncio.gather(*(take(kind, shots[i % POOL]) for kind, shots in pool.items()))
+            await asyncio.gather(*(take(kind, fill_photo(pool, kind, i)) for kind in pool))
             await svc.fills.submit(tech, fill.id)
     finally:
         await runner.cleanup()
@@ -185,13 +209,17 @@ def drive(url: str, fills: int, viewport: tuple[int, int]) -> dict[str, Any]:
             page.wait_for_selector(
                 f'body[data-prefetched]:not([data-prefetched="{current}"])', state="attached"
             )
+            # Every photo on screen once: A is enabled only then.
+            for k in (2, 3):
+                page.keyboard.press("ArrowRight")
+                page.wait_for_selector(f"#v-strip .thumb:nth-child({k}):not(.is-unseen)", state="attached")
             page.wait_for_selector("#v-approve:enabled", state="attached")
             nxt = page.evaluate("document.body.dataset.prefetched")
             t0 = time.perf_counter()
             page.keyboard.press("a")
             page.wait_for_selector(f'body[data-shown-fill="{nxt}"]', state="attached")
             outside.append((time.perf_counter() - t0) * 1000)
-        page.wait_for_selector("#v-approve:enabled", state="attached")
+        page.wait_for_selector("#v-strip .thumb", state="attached")
         measures = page.evaluate(
             "['tp:approve-to-shown', 'tp:approve-to-painted', 'tp:approve-to-claimed']"
             ".map((n) => performance.getEntriesByName(n).map((e) => e.duration))"

@@ -50,7 +50,7 @@ async def panel_ms(page: Page, name: str) -> float:
 
 
 async def accept_next(page: Page) -> None:
-    request = page.locator(".consult-request button")
+    request = page.locator(".consult-request .consult-accept")
     await expect(request).to_be_visible(timeout=10000)
     await request.first.click()
 

@@ -216,6 +216,8 @@ async def make_prescriptions(
             "quantity": 60,
             "days_supply": 30,
             "directions": "Take 1 twice daily",
+            # Every fill of a site is of its one prescription: the most refills a prescription carries.
+            "refills_authorized": 99,
         }
         async with session.post(
             f"{base}/api/v1/prescriptions", json=body, headers={"Authorization": f"Bearer {token}"}

@@ -10,7 +10,7 @@ candidate rows the band index handed back, and how many of the planted reuses we
 
 The stored hashes are `clustered` by default: photos come in scenes of 30 (one counter, one product),
 each 15-40 bits from its scene's first (the distance measured between distinct photos of one product,
-docs/decisions/0012-photo-reuse-hash.md), which gives the band index far more near-misses to sift than
+docs/decisions/0013-photo-reuse-hash.md), which gives the band index far more near-misses to sift than
 `uniform` random hashes do. Each looked-up fill carries one photo reused from a stored one (a few bits
 changed, as re-encoding does) and two new photos of stored scenes.
 """

@@ -15,6 +15,7 @@ import io
 import random
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +24,8 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from demo import photos
-from server.db.models import utcnow
+from server.db.models import Fill, utcnow
+from server.fills.records import FillRecord
 from server.fills.requests import DecisionInput, NewFill
 from server.security.principal import Principal, Role
 from server.services import Services
@@ -70,6 +72,8 @@ class DemoRx:
     bottle_ndc: str | None = None
     expired: bool = False
     counted: int | None = None
+    # An approved fill of the same prescription this many days before: a refill too soon.
+    filled_days_ago: float | None = None
 
 
 LIVE = (
@@ -117,6 +121,7 @@ LIVE = (
         "routine",
         17,
         bottle_ndc="0378-2018-77",
+        counted=30,
     ),
     DemoRx(
         "ND-HET",
@@ -131,6 +136,8 @@ LIVE = (
         "Take 1 tablet by mouth once daily",
         "routine",
         12,
+        counted=30,
+        filled_days_ago=8,
     ),
     DemoRx(
         "ND-BOW",
@@ -160,6 +167,7 @@ LIVE = (
         "Take 1 tablet by mouth every morning on an empty stomach",
         "routine",
         2,
+        counted=90,
     ),
     DemoRx(
         "ND-MOT",
@@ -175,6 +183,7 @@ LIVE = (
         "delivery",
         9,
         expired=True,
+        counted=90,
     ),
     DemoRx(
         "ND-BOW",
@@ -189,6 +198,7 @@ LIVE = (
         "Take 1 tablet by mouth once daily",
         "delivery",
         0.7,
+        counted=28,
     ),
 )
 # Entered at the counter and waiting for its first fill: the one a newcomer sends with `tp-site submit`.
@@ -323,7 +333,7 @@ def evidence_photos(
     }
 
 
-def _small_photo(kind: str, seed: int) -> bytes:
+def _small_photo(kind: str, seed: int | str) -> bytes:
     """A plain stand-in photo, its own per fill (seed): the same one twice would be flagged as reused."""
     rng = random.Random(f"small:{kind}:{seed}")
     base = {"stock_bottle": (200, 196, 186), "pills": (150, 180, 210)}.get(kind, (190, 170, 150))
@@ -378,8 +388,8 @@ async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count
             code, rx.id, priority=rng.choice(("waiting", "routine", "routine", "delivery"))
         )
         for kind in ("stock_bottle", "pills", "vial_label"):
-            await world.take(world.techs[code], fill_id, kind, _small_photo(kind, world.rx_seq))
-        await fills.submit(world.techs[code], fill_id)
+            await world.take(world.techs[code], fill_id, kind, _small_photo(kind, fill_id))
+        record = await fills.submit(world.techs[code], fill_id)
         rph = world.rphs[rng.choice(by_state[state])]
         world.clock.at = submitted + wait
         claimed = await fills.claim(rph, fill_id)
@@ -392,37 +402,69 @@ async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count
                 claimed.version, "reject", tuple(dict.fromkeys(reasons)), "Please retake."
             )
         else:
-            decision = DecisionInput(claimed.version, "approve", (), None)
+            decision = _approval(claimed, record, rng)
         await fills.decide(rph, fill_id, decision)
     world.clock.at = None
+
+
+def _approval(claimed: Fill, record: FillRecord, rng: random.Random) -> DecisionInput:
+    """An approval as the console sends it: every photo looked at, each flag acknowledged."""
+    return DecisionInput(
+        claimed.version,
+        "approve",
+        (),
+        None,
+        tuple({"flag": f["code"], "reason": "verified_visually", "note": None} for f in claimed.flags),
+        tuple(
+            {"media_id": m.id, "seconds": round(rng.uniform(1.5, 9.0), 2), "max_zoom": 1.0}
+            for m in record.media
+        ),
+    )
+
+
+async def _earlier_fill(
+    world: DemoWorld,
+    demo: DemoRx,
+    prescription_id: int,
+    scan: str,
+    at: dt.datetime,
+    counted: int,
+    decide: Callable[[Fill, FillRecord], DecisionInput],
+) -> str:
+    """An earlier fill of the prescription, submitted at `at` and decided by rph.lind five minutes on."""
+    tech = world.techs[demo.site]
+    world.clock.at = at
+    first = await world.new_fill(
+        demo.site, prescription_id, priority=demo.priority, barcodes=(scan,), counted=counted
+    )
+    for kind in ("stock_bottle", "pills", "vial_label"):
+        await world.take(tech, first, kind, _small_photo(kind, first))
+    record = await world.services.fills.submit(tech, first)
+    world.clock.at = at + dt.timedelta(minutes=5)
+    claimed = await world.services.fills.claim(world.rphs["rph.lind"], first)
+    world.clock.at = at + dt.timedelta(minutes=6)
+    await world.services.fills.decide(world.rphs["rph.lind"], first, decide(claimed, record))
+    return first
 
 
 async def _rejected_first_attempt(
     world: DemoWorld, demo: DemoRx, prescription_id: int, scan: str, submitted: dt.datetime
 ) -> str:
     """An earlier attempt at a fill, rejected for its count: the console shows it beside the retake."""
-    tech = world.techs[demo.site]
-    world.clock.at = submitted - dt.timedelta(minutes=14)
-    first = await world.new_fill(
-        demo.site, prescription_id, priority=demo.priority, barcodes=(scan,), counted=58
-    )
-    for kind in ("stock_bottle", "pills", "vial_label"):
-        await world.take(tech, first, kind, _small_photo(kind, -1))
-    await world.services.fills.submit(tech, first)
-    world.clock.at = submitted - dt.timedelta(minutes=9)
-    claimed = await world.services.fills.claim(world.rphs["rph.lind"], first)
-    world.clock.at = submitted - dt.timedelta(minutes=8)
-    await world.services.fills.decide(
-        world.rphs["rph.lind"],
-        first,
-        DecisionInput(
+    return await _earlier_fill(
+        world,
+        demo,
+        prescription_id,
+        scan,
+        submitted - dt.timedelta(minutes=14),
+        58,
+        lambda claimed, _: DecisionInput(
             claimed.version,
             "reject",
             ("wrong_quantity",),
             "Counted 58; please recount to 60 and retake the tray photo.",
         ),
     )
-    return first
 
 
 async def _live_fill(world: DemoWorld, i: int, demo: DemoRx, now: dt.datetime, video: Path | None) -> str:
@@ -437,6 +479,13 @@ async def _live_fill(world: DemoWorld, i: int, demo: DemoRx, now: dt.datetime, v
     previous = None
     if i == 0:
         previous = await _rejected_first_attempt(world, demo, prescription_id, scan, submitted)
+    if demo.filled_days_ago is not None:
+        # Filled and approved a few days ago, and here again: the console flags a refill too soon.
+        rng = random.Random(i)
+        at = submitted - dt.timedelta(days=demo.filled_days_ago)
+        await _earlier_fill(
+            world, demo, prescription_id, scan, at, demo.qty, lambda c, r: _approval(c, r, rng)
+        )
     world.clock.at = submitted
     fill_id = await world.new_fill(
         demo.site,

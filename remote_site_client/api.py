@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -168,6 +169,18 @@ class SiteApi:
         path = "/fills" + (f"?{urlencode({'state': state})}" if state else "")
         _, body = await self.call("GET", path)
         return list(body["fills"])
+
+    async def download(self, path: str, dest: Path) -> None:
+        """Writes what the server serves at `path` (a stored photo) to `dest`."""
+        try:
+            async with self.session.get(self.url(path)) as resp:
+                if resp.status >= 400:
+                    raise await error_from(resp)
+                with dest.open("wb") as fh:
+                    async for chunk in resp.content.iter_chunked(256 * 1024):
+                        fh.write(chunk)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise network_error(exc) from exc
 
     async def reasons(self) -> dict[str, str]:
         _, body = await self.call("GET", "/reasons")

@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from server.evidence import photo_quality
-from server.evidence.barcodes import ProductCheck, check_product, format_ndc11, parse_barcode
+from server.evidence.barcodes import ProductCheck, check_product, format_ndc11, normalize_ndc, parse_barcode
 from server.evidence.kinds import KIND_NAMES, PHOTO_KINDS
 
 # Barcodes are read at a power-of-two scale of the photo no smaller than this (the server reads ~2048).
@@ -106,6 +106,41 @@ def _expiry_problems(scans: Sequence[str], today: dt.date) -> list[Problem]:
     return out
 
 
+def ndc10_as_printed(ndc10: str) -> list[str]:
+    """The ways a 10-digit NDC read from a barcode is printed on its bottle (hyphenated).
+
+    The barcode carries the ten digits without their grouping. A labeler code of four digits (4-4-2)
+    always begins with 0: the 11-digit billing form pads it with another 0, so no five-digit labeler
+    code can begin with one. Otherwise the labeler has five digits, and its product and package codes
+    are 3-2 or 4-1, which only the labeler's listing tells: both are given then.
+    """
+    if ndc10.startswith("0"):
+        return [f"{ndc10[:4]}-{ndc10[4:8]}-{ndc10[8:]}"]
+    return [f"{ndc10[:5]}-{ndc10[5:8]}-{ndc10[8:]}", f"{ndc10[:5]}-{ndc10[5:9]}-{ndc10[9:]}"]
+
+
+def ndc11_as_printed(ndc11: str) -> list[str]:
+    """The hyphenated 10-digit forms an 11-digit NDC (a prescription's) can be printed in on a bottle."""
+    d = normalize_ndc(ndc11)
+    if d.startswith("0"):
+        return [f"{d[1:5]}-{d[5:9]}-{d[9:]}"]
+    forms = []
+    if d[5] == "0":
+        forms.append(f"{d[:5]}-{d[6:9]}-{d[9:]}")
+    if d[9] == "0":
+        forms.append(f"{d[:5]}-{d[5:9]}-{d[10:]}")
+    return forms
+
+
+def ndc_label(ndc11: str, *, billing: bool = True) -> str:
+    """An 11-digit NDC as a technician finds it on the bottle, with the billing form beside it."""
+    eleven = format_ndc11(ndc11)
+    printed = ndc11_as_printed(ndc11)
+    if not printed:
+        return eleven
+    return " or ".join(printed) + (f" ({eleven} in the 11-digit form)" if billing else "")
+
+
 def check_barcodes(
     scans: Sequence[str], expected_ndc: str | None, today: dt.date
 ) -> tuple[list[Problem], list[str], ProductCheck | None]:
@@ -138,21 +173,20 @@ def check_barcodes(
     if check.result == "mismatch":
         found = sorted(
             {
-                c
+                "NDC " + " or ".join(ndc10_as_printed(b["ndc10"]))
                 for b in detail["barcodes"]
-                if b["gtin"] and not b["matches"]
-                for c in b["ndc11_candidates"][:1]
+                if b["gtin"] and not b["matches"] and b["ndc10"]
             }
-            | {f"GTIN {b['gtin']}" for b in detail["barcodes"] if b["gtin"] and not b["ndc11_candidates"]}
+            | {f"GTIN {b['gtin']}" for b in detail["barcodes"] if b["gtin"] and not b["ndc10"]}
         )
         return (
             [
                 Problem(
                     "stock_bottle",
                     "wrong_ndc",
-                    f"Wrong product: the stock bottle's barcode is {', '.join(found) or 'another product'}, "
-                    "but the "
-                    f"prescription is for NDC {expected}. Check that you picked the right bottle.",
+                    f"Wrong product: the bottle is {', '.join(found) or 'another product'}, but the "
+                    f"prescription is for NDC {ndc_label(expected_ndc)}. "
+                    "Check that you picked the right bottle.",
                 )
             ],
             [],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -124,3 +125,24 @@ def load(path: Path) -> SiteConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} is not a readable configuration.")
     return SiteConfig.from_json(data)
+
+
+_TOKEN_WORD = re.compile(r"[A-Za-z0-9_-]{32,}")
+
+
+def token_from_text(text: str) -> str:
+    """The device token in what an administrator handed over: the token alone (as `tp-server admin
+    token` prints it and the demo writes its device-tokens/ files), or a line that names it, such as
+    `TP_SITE_TOKEN=...`, `token: ...` or `7 tech1 ...` (an id and a label before it). Comment lines
+    (#) and blank lines are skipped; the token is the one long word of letters, digits, - and _."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    words = [w for ln in lines for w in re.split(r"[\s=:,;\"']+", ln) if _TOKEN_WORD.fullmatch(w)]
+    if len(set(words)) == 1:
+        return words[0]
+    if not words:
+        if len(lines) == 1 and len(lines[0].split()) == 1:
+            return lines[0]
+        raise ConfigError("No device token found there: it is one long word of letters and digits.")
+    raise ConfigError(
+        f"{len(set(words))} different device tokens found there: give the one for this computer alone."
+    )

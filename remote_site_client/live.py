@@ -8,6 +8,7 @@ handler that fails (the note could not be fetched) leaves the cursor and the eve
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from websockets.asyncio.client import connect
 
 from remote_site_client import backoff
 from remote_site_client.api import ApiError, SiteApi
-from remote_site_client.outbox import Outbox
+from remote_site_client.outbox import Outbox, short_id
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,18 @@ class DecisionNotice:
     def text(self) -> str:
         product = " ".join(p for p in (self.drug, self.extra.get("strength")) if p)
         head = "APPROVED" if self.approved else "REJECTED"
-        lines = [f"{head}  Rx {self.rx_number or '?'}  {product}  (fill {self.fill_id})"]
+        sid = short_id(self.fill_id)
+        lines = [f"{head}  Rx {self.rx_number or '?'}  {product}  (fill {sid})"]
         if self.pharmacist:
-            lines.append(f"  by {self.pharmacist}" + (f" at {self.decided_at}" if self.decided_at else ""))
+            at = dt.datetime.fromisoformat(self.decided_at).astimezone() if self.decided_at else None
+            lines.append(f"  by {self.pharmacist}" + (f" at {at:%Y-%m-%d %H:%M}" if at else ""))
         if not self.approved:
             lines.append("  reasons: " + ("; ".join(self.reasons) or "none given"))
             if self.note:
                 lines.append(f"  note: {self.note}")
             lines.append(
                 "  Do not hand this out. Fix it and resubmit with: "
-                f"tp-site submit --resubmit-of {self.fill_id} ..."
+                f"tp-site submit --resubmit-of {sid} (with the retaken photos)"
             )
         elif self.note:
             lines.append(f"  note: {self.note}")

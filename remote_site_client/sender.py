@@ -11,15 +11,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from remote_site_client import backoff
 from remote_site_client.api import ApiError
-from remote_site_client.delivery import LEASE_SECONDS, OutboxWorker, idle
-from remote_site_client.outbox import CREATED, FAILED, PENDING, QUEUED, UPLOADED, Entry, OutboxFile
+from remote_site_client.delivery import LEASE_SECONDS, Delivered, OutboxWorker, idle
+from remote_site_client.outbox import (
+    CREATED,
+    FAILED,
+    OPEN_STATES,
+    PENDING,
+    QUEUED,
+    UPLOADED,
+    Entry,
+    OutboxFile,
+)
 from remote_site_client.prepare import prepare_file
 from server.evidence.kinds import KIND_NAMES
 
@@ -82,14 +91,14 @@ class Sender(OutboxWorker):
                     return Attempt(fill_id, QUEUED, sent_bytes=sent, fill=fill)
         entry = self.outbox.get(fill_id)
         attempts = entry.attempts if entry else 0
-        if exc.transient:
+        if exc.transient or _passing(exc):
             wait = backoff.delay(
                 attempts, self.config.retry_base_seconds, self.config.retry_max_seconds, self.rng
             )
             self.outbox.retry_later(fill_id, exc.message, wait)
             log.info("fill %s not delivered yet (%s); next try in %.0fs", fill_id, exc.message, wait)
             return Attempt(fill_id, entry.state if entry else PENDING, exc.message, sent)
-        self.outbox.mark_failed(fill_id, exc.message)
+        self.outbox.mark_failed(fill_id, exc.message, code=exc.code, detail=exc.detail)
         log.warning("fill %s refused by the server: %s", fill_id, exc.message)
         return Attempt(fill_id, FAILED, exc.message, sent)
 
@@ -98,6 +107,16 @@ class Sender(OutboxWorker):
         todo = [f for f in entry.files if not (f.prepared is not None and f.sha256 and f.prepared.exists())]
         if not todo:
             return entry
+        for f in todo:
+            if not f.original.exists():
+                # Deleted from the outbox's folder: no retry brings it back, the technician must.
+                name = KIND_NAMES.get(f.kind, f.kind)
+                raise ApiError(
+                    f"The {name} kept in the outbox is gone ({f.original.name}): give the photo again.",
+                    code="original_missing",
+                    detail={"kind": f.kind},
+                    transient=False,
+                )
         gate = asyncio.Semaphore(2)  # two photos at a time: the CPU is busy, memory stays small
 
         async def one(f: OutboxFile) -> None:
@@ -149,6 +168,18 @@ class Sender(OutboxWorker):
         except ApiError as exc:
             if exc.code == "media_missing":
                 missing = [str(k) for k in exc.detail.get("missing", [])]
+                lacking = [k for k in missing if k not in entry.kinds()]
+                if lacking:
+                    # A view the site requires and this fill never had: retrying cannot bring it.
+                    names = " and the ".join(KIND_NAMES.get(k, k) for k in lacking)
+                    raise ApiError(
+                        f"The server needs the {names}, which this fill does not have.",
+                        status=exc.status,
+                        code=exc.code,
+                        detail={"missing": lacking},
+                        transient=False,
+                    ) from exc
+                # The server lost what it had stored: send those again.
                 self.outbox.forget_media(entry.fill_id, missing)
                 raise ApiError(exc.message, status=exc.status, code=exc.code, transient=True) from exc
             raise
@@ -183,7 +214,24 @@ class Sender(OutboxWorker):
             same = (m for m in fill.get("media", []) if (m["kind"], m["sha256"]) == (f.kind, f.sha256))
             return next((int(m["id"]) for m in same), None)
 
-        done = await self._send_file(
+        try:
+            done = await self._sending(f, metadata, stored)
+        except ApiError as exc:
+            if exc.transient or exc.code == "not_draft":
+                raise
+            # Which photo was refused, so that `tp-site outbox` can say which one to retake.
+            raise ApiError(
+                exc.message, status=exc.status, code=exc.code or "photo_refused",
+                detail={**exc.detail, "kind": f.kind}, transient=False,
+            ) from exc  # fmt: skip
+        self.outbox.set_media_id(f.id, done.media_id)
+        return done.sent_bytes
+
+    async def _sending(
+        self, f: OutboxFile, metadata: dict[str, str], stored: Callable[[], Awaitable[int | None]]
+    ) -> Delivered:
+        assert f.prepared is not None and f.bytes is not None
+        return await self._send_file(
             f.prepared,
             size=f.bytes,
             metadata=metadata,
@@ -195,8 +243,6 @@ class Sender(OutboxWorker):
             # A fill submitted meanwhile: the attempt learns so from the fill, not as a refused file.
             passed_on=frozenset({"not_draft"}),
         )
-        self.outbox.set_media_id(f.id, done.media_id)
-        return done.sent_bytes
 
     def _note_decision(self, fill: dict[str, Any]) -> None:
         decision = fill.get("decision")
@@ -222,7 +268,7 @@ class Sender(OutboxWorker):
                 if result.state in (QUEUED, FAILED):
                     return result
             entry = self.outbox.get(fill_id)
-            if entry is None or entry.state in (QUEUED, FAILED):
+            if entry is None or entry.state not in OPEN_STATES:
                 return Attempt(fill_id, entry.state if entry else FAILED, last.error)
             wait = max(0.2, entry.next_attempt_at - time.time()) if result is not None else 1.0
             if time.monotonic() + wait > deadline:
@@ -253,6 +299,11 @@ class Sender(OutboxWorker):
             await self.drain()
             self.outbox.prune(self.config.retention_days)
             await idle(stop, wake, self.outbox.next_due_at())
+
+
+def _passing(exc: ApiError) -> bool:
+    """A conflict that names no lasting cause (the fill changed while it was submitted): try again."""
+    return exc.status == 409 and exc.code in ("", "conflict")
 
 
 def upload_name(f: OutboxFile) -> str:

@@ -15,6 +15,7 @@ from server.api.media import make_tus_endpoint
 from server.api.openapi import OPENAPI_DOCUMENT, document
 from server.api.routes import ROUTES, TUS
 from server.api.table import guard
+from server.audit.anchors import AnchorFile, anchor_head
 from server.config import Config
 from server.consultations.mailbox import LocalMailbox, Mailbox, PostgresMailbox
 from server.consultations.recordings import RecordingIntake
@@ -37,6 +38,7 @@ from server.operations.storage import DataPaths
 from server.prescriptions import Prescriptions
 from server.realtime.bus import EventBus, LocalBus, PostgresBus
 from server.realtime.hub import Hub
+from server.security.access_log import AccessLog
 from server.security.auth import Auth
 from server.security.origin import is_https
 from server.security.passwords import Passwords
@@ -112,6 +114,7 @@ def build_services(
         recordings=RecordingIntake(consultations, store, executor, config),
         signalling=SignallingRelay(hub, consultations, mailbox),
         storage=DataPaths.of(config),
+        access_log=AccessLog(db, fills.clock),
     )
 
 
@@ -129,6 +132,20 @@ async def sweep(services: Services, tus: TusEndpoint) -> None:
                 await tus.purge_stale(ABANDONED_UPLOAD_SECONDS_LOW_SPACE if low else ABANDONED_UPLOAD_SECONDS)
         except Exception:
             log.exception("sweep failed; will retry")
+
+
+async def anchor_now(services: Services, anchors: AnchorFile) -> None:
+    """Anchors the audit chain's head; a failure is logged, never fatal (the next one covers it)."""
+    try:
+        await anchor_head(services.db, anchors, utcnow())
+    except Exception:
+        log.exception("anchoring the audit chain's head failed; will retry")
+
+
+async def keep_anchoring(services: Services, anchors: AnchorFile) -> None:
+    while True:
+        await asyncio.sleep(services.config.audit_anchor_seconds)
+        await anchor_now(services, anchors)
 
 
 def low_on_space(services: Services) -> bool:
@@ -188,20 +205,27 @@ def create_app(
         app[TUS] = tus = make_tus_endpoint(services)
         await services.hub.start()
         await services.signalling.start()
+        await services.access_log.start()
         if config.media_workers > 0:
             loop = asyncio.get_running_loop()
             await asyncio.gather(
                 *(loop.run_in_executor(services.media_executor, warm_up) for _ in range(config.media_workers))
             )
+        anchors = AnchorFile(config.data_dir)
+        await anchor_now(services, anchors)
         sweeper = asyncio.create_task(sweep(services, tus), name="sweeper")
+        anchoring = asyncio.create_task(keep_anchoring(services, anchors), name="audit anchors")
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, anchoring):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await anchor_now(services, anchors)
             await services.signalling.stop()
             await services.hub.stop()
+            await services.access_log.stop()
             services.media_executor.shutdown(wait=True, cancel_futures=True)
             await db.dispose()
 

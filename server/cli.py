@@ -1,4 +1,4 @@
-"""tp-server: serve, migrate, admin and audit commands.
+"""tp-server: serve, migrate, admin, audit and reference commands.
 
 Each command imports what it needs when it runs. The media worker processes import the program's
 main module again as they start (multiprocessing does); kept light, it costs them no memory.
@@ -106,6 +106,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
         elif args.what == "token":
             token = await Auth(db, config, passwords).issue_device_token(None, args.username, args.label)
             print(token)
+        elif args.what == "integration-token":
+            token = await Auth(db, config, passwords).issue_integration_token(None, args.site, args.label)
+            print(token)
         elif args.what == "revoke-token":
             await Auth(db, config, passwords).revoke_device_token(None, args.token_id)
             print(f"device token {args.token_id} revoked")
@@ -118,24 +121,90 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _access_report(config: Config, args: argparse.Namespace, start: dt.date, end: dt.date) -> int:
+    from server.security.access_log import access_report, day_range, write_report_csv
+
+    dob = dt.date.fromisoformat(args.dob)
+    rows = asyncio.run(
+        _with_db(config, lambda db: access_report(db, args.patient_name, dob, *day_range(start, end)))
+    )
+    if args.out == "-":
+        write_report_csv(rows, sys.stdout)
+    else:
+        with open(args.out, "w", newline="", encoding="utf-8") as fh:
+            write_report_csv(rows, fh)
+    print(f"{len(rows)} reads of the patient's records", file=sys.stderr)
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from server.audit import chain as audit
+    from server.audit.anchors import AnchorFile, AnchorReport
+    from server.audit.anchors import check as check_anchors
 
     config = _config(args)
     if args.what == "verify":
-        report = asyncio.run(_with_db(config, audit.verify))
-        if report.ok:
-            print(f"audit chain intact: {report.rows} rows")
-            return 0
-        print(f"audit chain BROKEN at row {report.first_broken_id}: {report.problem}", file=sys.stderr)
-        return 1
+        anchors = AnchorFile(config.data_dir)
+
+        async def both(db: Database) -> tuple[audit.ChainReport, AnchorReport]:
+            return await audit.verify(db), await check_anchors(db, anchors)
+
+        report, anchored = asyncio.run(_with_db(config, both))
+        if not report.ok:
+            print(f"audit chain BROKEN at row {report.first_broken_id}: {report.problem}", file=sys.stderr)
+            return 1
+        print(f"audit chain intact: {report.rows} rows")
+        if not anchored.ok:
+            print(f"audit anchors BROKEN: {anchored.problem}", file=sys.stderr)
+            return 1
+        if anchored.latest is None:
+            print(f"no anchors in {anchors.path}: the newest rows cannot be checked")
+        else:
+            print(
+                f"head anchored: {anchored.anchors} anchors hold, the latest row {anchored.latest.id} "
+                f"at {anchored.latest.at.isoformat(timespec='seconds')}"
+            )
+        return 0
     start, end = dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to)
+    if args.what == "access":
+        return _access_report(config, args, start, end)
     if args.out == "-":
         n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, start, end, sys.stdout)))
     else:
         with open(args.out, "w", newline="", encoding="utf-8") as fh:
             n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, start, end, fh)))
     print(f"{n} audit events exported", file=sys.stderr)
+    return 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from server.reference import store
+    from server.reference.ndc_files import ReferenceFileError
+
+    config = _config(args)
+    if args.what == "status":
+        summary = asyncio.run(_with_db(config, store.status))
+        if summary is None:
+            print("no drug reference is loaded: product checks name no products")
+        else:
+            print(
+                f"drug reference loaded {summary['loaded_at']}: "
+                f"{summary['products']} products, {summary['packages']} packages"
+            )
+        return 0
+    product_file, package_file = Path(args.product_file), Path(args.package_file)
+    try:
+        report = asyncio.run(_with_db(config, lambda db: store.import_ndc(db, product_file, package_file)))
+    except (OSError, ReferenceFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"drug reference replaced: {report.products} products, {report.packages} packages "
+        f"(read as {report.encodings['product']} / {report.encodings['package']}; "
+        f"parsed in {report.parse_seconds:.1f} s, written in {report.write_seconds:.1f} s)"
+    )
+    for reason, n in sorted(report.skipped.items()):
+        print(f"  {reason}: {n} (e.g. {', '.join(report.examples.get(reason, []))})")
     return 0
 
 
@@ -174,6 +243,12 @@ def parser() -> argparse.ArgumentParser:
     p = asub.add_parser("token", help="issue a device token for a technician's site device (printed once)")
     p.add_argument("--username", required=True)
     p.add_argument("--label", default="site device")
+    p = asub.add_parser(
+        "integration-token",
+        help="issue a token for a site's pharmacy system to send prescriptions (FHIR, NCPDP) (printed once)",
+    )
+    p.add_argument("--site", required=True, help="the site's code")
+    p.add_argument("--label", default="pharmacy system")
     p = asub.add_parser("revoke-token", help="revoke a device token")
     p.add_argument("--token-id", type=int, required=True)
     admin.set_defaults(func=cmd_admin)
@@ -186,7 +261,27 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--from", dest="date_from", required=True)
     ex.add_argument("--to", dest="date_to", required=True)
     ex.add_argument("--out", default="-", help="file name, or - for standard output")
+    acc = ausub.add_parser(
+        "access", help="CSV of who read a patient's records (fills, prescriptions, photos)"
+    )
+    acc.add_argument("--patient-name", required=True, help="as on the prescriptions")
+    acc.add_argument("--dob", required=True, help="the patient's date of birth, YYYY-MM-DD")
+    acc.add_argument("--from", dest="date_from", required=True)
+    acc.add_argument("--to", dest="date_to", required=True)
+    acc.add_argument("--out", default="-", help="file name, or - for standard output")
     aud.set_defaults(func=cmd_audit)
+
+    ref = sub.add_parser("reference", help="load or show the drug reference (FDA NDC Directory)")
+    rsub = ref.add_subparsers(dest="what", required=True)
+    imp = rsub.add_parser(
+        "import-ndc",
+        help="replace the drug reference with the NDC Directory's product.txt and package.txt",
+    )
+    imp.add_argument("product_file", metavar="PRODUCT_FILE", help="product.txt from the FDA's ndctext.zip")
+    imp.add_argument("package_file", metavar="PACKAGE_FILE", help="package.txt from the same download")
+    _add_db_args(imp)
+    _add_db_args(rsub.add_parser("status", help="say whether a reference is loaded, when, and its counts"))
+    ref.set_defaults(func=cmd_reference)
     return ap
 
 

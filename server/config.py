@@ -36,6 +36,19 @@ def parse_ice_servers(text: str) -> tuple[IceServer, ...]:
     return tuple(out)
 
 
+def _bounded(name: str, text: str | None, default: float, maximum: float) -> float:
+    """A number setting from 0 to maximum; a bad value stops the server at start, naming the setting."""
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name}: {text!r} is not a number") from None
+    if not 0 <= value <= maximum:
+        raise ValueError(f"{name}: {text!r} must be from 0 to {maximum:g}")
+    return value
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path
@@ -51,6 +64,13 @@ class Config:
     session_hours: int = 12
     lease_seconds: int = 120
     lease_sweep_seconds: float = 5.0
+    # How often the audit chain's head is anchored outside the database (and at start and shutdown).
+    audit_anchor_seconds: float = 3600.0
+    # A refill whose patient's last approved fill of the drug has used up less than this share of its
+    # days supply is flagged refill_too_soon.
+    refill_too_soon_percent: float = 75.0
+    # The console holds a decision this long, with Undo, before sending it.
+    decision_undo_seconds: float = 4.0
     required_media_kinds: tuple[str, ...] = DEFAULT_REQUIRED_MEDIA
     max_image_bytes: int = 30 * 1024 * 1024
     max_video_bytes: int = 200 * 1024 * 1024
@@ -121,6 +141,16 @@ class Config:
             port=int(env.get("TP_PORT", "8080")),
             allowed_origins=tuple(o for o in env.get("TP_ALLOWED_ORIGINS", "").split(",") if o),
             min_free_bytes=int(env.get("TP_MIN_FREE_BYTES", str(cls.min_free_bytes))),
+            audit_anchor_seconds=float(env.get("TP_AUDIT_ANCHOR_SECONDS", str(cls.audit_anchor_seconds))),
+            refill_too_soon_percent=_bounded(
+                "TP_REFILL_TOO_SOON_PERCENT",
+                env.get("TP_REFILL_TOO_SOON_PERCENT"),
+                cls.refill_too_soon_percent,
+                100,
+            ),
+            decision_undo_seconds=_bounded(
+                "TP_DECISION_UNDO_SECONDS", env.get("TP_DECISION_UNDO_SECONDS"), cls.decision_undo_seconds, 30
+            ),
             trusted_proxies=tuple(
                 p.strip() for p in env.get("TP_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),

@@ -14,7 +14,7 @@ from server.db.models import License, Site, User
 from server.errors import Conflict, InvalidInput, NotFound
 from server.fills.rules import MEDIA_KINDS
 from server.security.passwords import Passwords
-from server.security.principal import AccessChange, AccessListener, Principal, Role, tell
+from server.security.principal import PEOPLE, AccessChange, AccessListener, Principal, Role, tell
 
 US_STATES = frozenset(
     [
@@ -156,7 +156,7 @@ class Directory:
     ) -> User:
         if not USERNAME.match(username or ""):
             raise InvalidInput("Usernames are 2-64 lowercase letters, digits, dots, dashes or underscores.")
-        if role not in {r.value for r in Role}:
+        if role not in {r.value for r in PEOPLE}:
             raise InvalidInput("Role is technician, pharmacist or admin.")
         hashed = await self.passwords.new_hash(password, username=username, user_inputs=display_name.split())
         try:

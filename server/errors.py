@@ -42,6 +42,13 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class NotYet(DomainError):
+    """Well formed, but the fill is not ready for it: a flag unacknowledged, a photo unseen."""
+
+    status = 422
+    code = "not_yet"
+
+
 class UnsupportedMediaType(DomainError):
     status = 415
     code = "unsupported_media_type"

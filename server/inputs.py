@@ -246,6 +246,21 @@ class Nullable(Generic[T]):
         return {"anyOf": [self.inner.schema(), {"type": "null"}]}
 
 
+@dataclass(frozen=True)
+class Object:
+    """A JSON object inside a body (an item of a list, say), checked by its own fields."""
+
+    body: Body
+
+    def parse(self, value: object, name: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise InvalidInput(f"'{name}' must hold objects.")
+        return self.body.parse(value)
+
+    def schema(self) -> dict[str, Any]:
+        return self.body.schema()
+
+
 def parse_field(spec: Spec[T], value: object, name: str) -> T:
     """The spec's value; a refusal names the field (detail.field), so a client can point at it."""
     try:

@@ -22,6 +22,7 @@ from server.operations.metrics import Metrics
 from server.operations.storage import DataPaths
 from server.prescriptions import Prescriptions
 from server.realtime.hub import Hub
+from server.security.access_log import AccessLog
 from server.security.auth import Auth
 from server.security.principal import Principal
 
@@ -45,6 +46,7 @@ class Services:
     recordings: RecordingIntake
     signalling: SignallingRelay
     storage: DataPaths
+    access_log: AccessLog
 
 
 SERVICES = web.AppKey("services", Services)

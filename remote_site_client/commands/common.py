@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import getpass
+import re
 import signal
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from remote_site_client import config as site_config
 from remote_site_client.config import SiteConfig
-from remote_site_client.outbox import FAILED, PENDING, QUEUED, Entry
+from remote_site_client.outbox import DISCARDED, FAILED, PENDING, QUEUED, Entry, Outbox
 from remote_site_client.recordings import RecordingAttempt
 
 EXIT_OK = 0
@@ -44,17 +47,100 @@ def load_config(args: argparse.Namespace) -> SiteConfig:
 
 
 def when(ts: float | None) -> str:
+    """An epoch time as this computer's local time, to the minute."""
     if ts is None:
         return "-"
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
-def entry_line(e: Entry) -> str:
-    label = {QUEUED: "delivered", FAILED: "FAILED"}.get(e.state, f"pending ({e.state})")
+def local_time(iso: str | None) -> str:
+    """A server time (ISO 8601, UTC) as this computer's local time, to the minute."""
+    if not iso:
+        return "-"
+    return dt.datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def number(value: object) -> str:
+    """A quantity as people write it: 30, 2.5; '-' when unknown."""
+    return "-" if value is None else f"{float(str(value)):g}"
+
+
+def product(rx: Mapping[str, Any] | None) -> str:
+    if not rx:
+        return "?"
+    return " ".join(str(p) for p in (rx.get("drug"), rx.get("strength")) if p)
+
+
+def entry_line(e: Entry, rx: Mapping[str, Any] | None = None) -> str:
+    label = {QUEUED: "delivered", FAILED: "REFUSED", DISCARDED: "discarded"}.get(
+        e.state, f"waiting to send ({e.state})"
+    )
     decided = f", {e.fill_state}" if e.fill_state in ("approved", "rejected", "in_review") else ""
     return (
-        f"{e.fill_id}  Rx {e.rx_number or e.prescription_id}  {label}{decided}  stored {when(e.created_at)}"
+        f"{e.short_id}  Rx {e.rx_number or (rx or {}).get('rx_number') or '?'}  {product(rx)}  "
+        f"{label}{decided}  stored {when(e.created_at)}"
     )
+
+
+_FILL_ID_TEXT = re.compile(r"[0-9a-f-]+")
+
+
+def fill_id_digits(text: str) -> str:
+    """The hex digits of a fill id as typed: a short id (the 8 characters shown) or the whole id."""
+    digits = text.strip().lower().replace("-", "")
+    if not _FILL_ID_TEXT.fullmatch(text.strip().lower()) or not 4 <= len(digits) <= 32:
+        raise UsageError(
+            f"{text!r} is not a fill id: give the 8 characters `tp-site status` shows, e.g. 7772e458."
+        )
+    return digits
+
+
+def pick_fill(text: str, candidates: Iterable[tuple[str, str]], *, where: str) -> str | None:
+    """The one fill among `candidates` ((fill id, how to tell it)) whose id starts with `text`;
+    None when none does; a UsageError listing them when several do."""
+    digits = fill_id_digits(text)
+    found: dict[str, str] = {}
+    for fill_id, label in candidates:
+        if fill_id.replace("-", "").startswith(digits):
+            found.setdefault(fill_id, label)
+    if len(found) > 1:
+        hexes = {fid: fid.replace("-", "") for fid in found}
+        # Enough of each id to tell them apart.
+        width = next(
+            (
+                n
+                for n in range(max(8, len(digits) + 1), 33)
+                if len({h[:n] for h in hexes.values()}) == len(hexes)
+            ),
+            32,
+        )
+        lines = "\n".join(f"  {hexes[fid][:width]}  {label}" for fid, label in found.items())
+        raise UsageError(f"{text} is the start of {len(found)} fills {where}; give more of the id:\n{lines}")
+    if found:
+        return next(iter(found))
+    if len(digits) == 32:
+        return str(uuid.UUID(digits))
+    return None
+
+
+def outbox_candidates(outbox: Outbox, text: str) -> list[tuple[str, str]]:
+    return [
+        (e.fill_id, f"Rx {e.rx_number or '?'}, stored {when(e.created_at)}, {e.state}")
+        for e in outbox.find(fill_id_digits(text))
+    ]
+
+
+def entry_id(outbox: Outbox, text: str) -> str:
+    """The outbox entry a technician named by its short id (or whole id)."""
+    found = pick_fill(text, outbox_candidates(outbox, text), where="in this outbox")
+    if found is None or outbox.get(found) is None:
+        raise UsageError(f"No fill {text} in this outbox (see `tp-site outbox --all`).")
+    return found
+
+
+def who(args: argparse.Namespace) -> str:
+    """Who acts, for the outbox's audit: --by NAME, else the computer's user."""
+    return str(getattr(args, "by", None) or getpass.getuser())
 
 
 def recordings_exit(results: Sequence[RecordingAttempt]) -> int:

@@ -19,6 +19,7 @@ from remote_site_client.commands.common import (
     recordings_exit,
     say,
 )
+from remote_site_client.commands.status import resolve_on_server
 from remote_site_client.outbox import Outbox
 from remote_site_client.progress import progress_board
 from remote_site_client.recordings import RecordingSender
@@ -35,13 +36,15 @@ def run(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"kind": "live_look" if args.live_look else "counsel"}
     if args.rx_id is not None:
         body["prescription_id"] = args.rx_id
-    if args.fill_id:
-        body["fill_id"] = args.fill_id
     if args.record:
         body["recording_consent"] = True
 
     async def place_call() -> int:
         async with SiteApi(cfg) as api:
+            if args.fill_id:
+                # Its short id, as the technician reads it from `tp-site status`.
+                with Outbox(cfg.data_dir) as outbox:
+                    body["fill_id"] = await resolve_on_server(api, outbox, args.fill_id)
             call = Consultation(
                 api,
                 video=video,
@@ -94,7 +97,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--camera", default="test", help="'test' (generated pattern), a device (/dev/video0) or a media file"
     )
     p.add_argument("--rx-id", type=int, help="the prescription the counselling is about")
-    p.add_argument("--fill-id", help="the fill the counselling is about")
+    p.add_argument("--fill-id", help="the fill the counselling is about (its short id)")
     p.add_argument("--live-look", action="store_true", help="a one-way view of the counting tray")
     p.add_argument(
         "--wait-for-request",

@@ -19,15 +19,22 @@ from remote_site_client.outbox import Outbox
 
 
 def _read_token(args: argparse.Namespace) -> str:
+    """The token from --token-file, TP_SITE_TOKEN, --token or what is typed, in any form the
+    administrator's file or message gives it (see `token_from_text`)."""
     if args.token_file:
-        return Path(args.token_file).read_text(encoding="utf-8").strip()
-    if os.environ.get("TP_SITE_TOKEN"):
-        return os.environ["TP_SITE_TOKEN"].strip()
-    if args.token:
-        return str(args.token).strip()
-    if sys.stdin.isatty():
-        return getpass.getpass("Device token (from the administrator): ").strip()
-    return sys.stdin.readline().strip()
+        try:
+            text = Path(args.token_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"The token file {args.token_file} cannot be read: {exc.strerror}.") from exc
+    elif os.environ.get("TP_SITE_TOKEN"):
+        text = os.environ["TP_SITE_TOKEN"]
+    elif args.token:
+        text = str(args.token)
+    elif sys.stdin.isatty():
+        text = getpass.getpass("Device token (from the administrator): ")
+    else:
+        text = sys.stdin.readline()
+    return site_config.token_from_text(text) if text.strip() else ""
 
 
 def run(args: argparse.Namespace) -> int:

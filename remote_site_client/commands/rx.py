@@ -7,7 +7,9 @@ import asyncio
 from typing import Any
 
 from remote_site_client.api import ApiError, SiteApi
-from remote_site_client.commands.common import EXIT_OK, load_config, out, say
+from remote_site_client.checks import ndc_label
+from remote_site_client.commands import rx_import
+from remote_site_client.commands.common import EXIT_OK, load_config, number, out, say
 from remote_site_client.config import SiteConfig
 from remote_site_client.outbox import Outbox
 
@@ -36,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
             rx = asyncio.run(_create_rx(cfg, body))
             outbox.cache_prescriptions([rx])
             out(
-                f"Prescription {rx['id']} (Rx {rx['rx_number']}) entered: {rx['drug']} {rx['strength']}, "
-                f"NDC {rx['expected_ndc']}."
+                f"Prescription Rx {rx['rx_number']} entered: {rx['drug']} {rx['strength']}, "
+                f"NDC {ndc_label(rx['expected_ndc'])}."
             )
             return EXIT_OK
         try:
@@ -50,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
             items = outbox.cached_prescriptions()
         for rx in items:
             out(
-                f"{rx['id']:>6}  Rx {rx['rx_number']:<12} {rx['drug']} {rx['strength']}  "
-                f"qty {rx['quantity']:g}  NDC {rx['expected_ndc']}  {rx['patient_name']}"
+                f"Rx {rx['rx_number']:<12} {rx['drug']} {rx['strength']}  qty {number(rx['quantity'])}  "
+                f"NDC {ndc_label(rx['expected_ndc'], billing=False)}  {rx['patient_name']}"
             )
         if not items:
             out("No prescriptions yet.")
@@ -80,3 +82,4 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--dea-schedule", choices=["CII", "CIII", "CIV", "CV"])
     c.add_argument("--fill-type", choices=["new", "refill"], default="new")
     p.set_defaults(func=run)
+    rx_import.add_parser(rx_sub)

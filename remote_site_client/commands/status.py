@@ -1,24 +1,52 @@
-"""tp-site status: the site's fills, or one fill with its decision (what is known here when offline)."""
+"""tp-site status: the site's fills, or one fill with its decision (what is known here when offline).
+
+Fills are named by their short id (the first 8 characters, as the pharmacist's console shows them),
+with the Rx number and the drug, in this computer's local time.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from remote_site_client.api import ApiError, SiteApi
-from remote_site_client.commands.common import EXIT_OK, entry_line, load_config, out, say
+from remote_site_client.commands.common import (
+    EXIT_OK,
+    UsageError,
+    entry_line,
+    fill_id_digits,
+    load_config,
+    local_time,
+    number,
+    out,
+    outbox_candidates,
+    pick_fill,
+    product,
+    say,
+)
 from remote_site_client.config import SiteConfig
 from remote_site_client.live import Decisions
-from remote_site_client.outbox import FAILED, OPEN_STATES, Outbox
+from remote_site_client.outbox import FAILED, OPEN_STATES, Outbox, short_id
 from remote_site_client.progress import human_bytes
 from server.evidence.kinds import KIND_NAMES
+
+STATE_WORDS = {
+    "draft": "not submitted",
+    "queued": "waiting for a pharmacist",
+    "in_review": "being verified",
+    "approved": "APPROVED",
+    "rejected": "REJECTED",
+}
 
 
 def _print_fill(fill: dict[str, Any], labels: dict[str, str]) -> None:
     rx = fill.get("prescription") or {}
-    out(f"Fill {fill['id']}: {fill['state']}")
-    out(f"  Rx {rx.get('rx_number')}  {rx.get('drug')} {rx.get('strength')}  qty {rx.get('quantity')}")
+    out(f"Fill {short_id(fill['id'])}: {STATE_WORDS.get(fill['state'], fill['state'])}  (id {fill['id']})")
+    patient = rx.get("patient_name") or ""
+    out(f"  Rx {rx.get('rx_number')}  {product(rx)}  qty {number(rx.get('quantity'))}  {patient}")
+    out(f"  submitted {local_time(fill.get('submitted_at'))}, counted {number(fill.get('counted_quantity'))}")
     out(f"  product check: {fill.get('product_check')}")
     for m in fill.get("media", []):
         out(
@@ -27,37 +55,101 @@ def _print_fill(fill: dict[str, Any], labels: dict[str, str]) -> None:
         )
     if fill.get("override_reason"):
         out(f"  override: {fill['override_reason']}")
+    if fill.get("previous_fill_id"):
+        out(f"  resubmission of fill {short_id(fill['previous_fill_id'])}")
     decision = fill.get("decision")
     if decision:
         verdict = "APPROVED" if decision["outcome"] == "approve" else "REJECTED"
-        out(
-            f"  {verdict} by {(decision.get('pharmacist') or {}).get('name')} at {decision.get('decided_at')}"
-        )
+        by = (decision.get("pharmacist") or {}).get("name")
+        out(f"  {verdict} by {by} at {local_time(decision.get('decided_at'))}")
         if decision.get("reason_codes"):
             out("  reasons: " + "; ".join(labels.get(c, c) for c in decision["reason_codes"]))
         if decision.get("note"):
             out(f"  note: {decision['note']}")
+        if verdict == "REJECTED":
+            out(f"  Retake what was asked for, then: tp-site submit --resubmit-of {short_id(fill['id'])}")
 
 
-async def _status(cfg: SiteConfig, outbox: Outbox, fill_id: str | None) -> None:
+async def prescriptions_of(
+    api: SiteApi, outbox: Outbox, fills: Sequence[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Each fill's prescription: from this computer when it knows it, else looked up once and kept
+    (a fill's prescription never changes; the site's fill list does not carry it)."""
+    cached = {int(rx["id"]): rx for rx in outbox.cached_prescriptions()}
+    found: dict[str, dict[str, Any]] = {}
+    unknown = []
+    for fill in fills:
+        rx_id = fill.get("prescription_id") or outbox.prescription_of(fill["id"])
+        if rx_id is not None and int(rx_id) in cached:
+            found[fill["id"]] = cached[int(rx_id)]
+        else:
+            unknown.append(fill["id"])
+    gate = asyncio.Semaphore(4)
+
+    async def look_up(fill_id: str) -> None:
+        async with gate:
+            rx = (await api.fill(fill_id)).get("prescription")
+        if rx:
+            outbox.cache_prescriptions([rx])
+            outbox.remember_prescription_of(fill_id, int(rx["id"]))
+            found[fill_id] = rx
+
+    await asyncio.gather(*(look_up(f) for f in unknown))
+    return found
+
+
+def fill_label(fill: dict[str, Any], rx: dict[str, Any] | None) -> str:
+    return (
+        f"Rx {(rx or {}).get('rx_number', '?')} {product(rx)}, {fill['state']}, "
+        f"submitted {local_time(fill.get('submitted_at'))}"
+    )
+
+
+async def resolve_on_server(api: SiteApi, outbox: Outbox, text: str, *, state: str | None = None) -> str:
+    """The site's fill a technician named by its short id: among the fills the server lists (and those
+    of this outbox); several matches are an error that lists them."""
+    fills = await api.fills(state)
+    digits = fill_id_digits(text)
+    matching = [f for f in fills if f["id"].replace("-", "").startswith(digits)]
+    rxs = await prescriptions_of(api, outbox, matching)
+    candidates = [(f["id"], fill_label(f, rxs.get(f["id"]))) for f in fills]
+    if state is None:
+        candidates += outbox_candidates(outbox, text)
+    found = pick_fill(text, candidates, where="of this site")
+    if found is None:
+        which = f"{state} fill" if state else "fill"
+        raise UsageError(f"No {which} {text} among this site's recent fills (see `tp-site status`).")
+    return found
+
+
+async def _status(cfg: SiteConfig, outbox: Outbox, fill_text: str | None, limit: int) -> None:
     async with SiteApi(cfg) as api:
-        if fill_id:
+        decisions = Decisions(api, outbox)
+        if fill_text:
+            fill_id = await resolve_on_server(api, outbox, fill_text)
             fill = await api.fill(fill_id)
-            decisions = Decisions(api, outbox)
             if fill.get("decision"):
                 await decisions.notice_from(fill)
             else:
                 outbox.set_fill_state(fill_id, fill["state"])
             _print_fill(fill, await decisions.labels() if fill.get("decision") else {})
             return
-        for fill in await api.fills():
+        fills = (await api.fills())[:limit]
+        rxs = await prescriptions_of(api, outbox, fills)
+        decided = any((f.get("decision") or {}).get("reason_codes") for f in fills)
+        labels = await decisions.labels() if decided else {}
+        if not fills:
+            out("No fills yet.")
+        for fill in fills:
+            rx = rxs.get(fill["id"]) or {}
             decision = fill.get("decision") or {}
             extra = ""
             if decision.get("reason_codes"):
-                extra = "  reasons: " + ",".join(decision["reason_codes"])
+                extra = "  reasons: " + "; ".join(labels.get(c, c) for c in decision["reason_codes"])
             out(
-                f"{fill['id']}  {fill['state']:<10} {fill['priority']:<9} "
-                f"submitted {fill.get('submitted_at') or '-'}{extra}"
+                f"{short_id(fill['id'])}  Rx {rx.get('rx_number', '?'):<10} {product(rx):<24} "
+                f"{fill['state']:<10} {fill['priority']:<9} submitted {local_time(fill.get('submitted_at'))}"
+                f"{extra}"
             )
 
 
@@ -68,18 +160,22 @@ def run(args: argparse.Namespace) -> int:
         if pending:
             out(f"{len(pending)} fill(s) in the outbox not delivered yet (see `tp-site outbox`).")
         try:
-            asyncio.run(_status(cfg, outbox, args.fill_id))
+            asyncio.run(_status(cfg, outbox, args.fill_id, args.limit))
         except ApiError as exc:
             if not exc.transient:
                 raise
             say(f"The server cannot be reached ({exc.message}); what this computer knows:")
-            entry = outbox.get(args.fill_id) if args.fill_id else None
-            for e in [entry] if entry else outbox.entries():
-                out(entry_line(e))
+            entries = outbox.entries()
+            if args.fill_id:
+                found = pick_fill(args.fill_id, outbox_candidates(outbox, args.fill_id), where="here")
+                entries = [e for e in entries if e.fill_id == found]
+            for e in entries:
+                out(entry_line(e, outbox.cached_prescription(rx_id=e.prescription_id)))
     return EXIT_OK
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("status", help="the site's fills, or one fill with its decision")
-    p.add_argument("fill_id", nargs="?")
+    p.add_argument("fill_id", nargs="?", help="the fill's short id (8 characters, as shown) or its whole id")
+    p.add_argument("--limit", type=int, default=30, help="how many of the newest fills to list (default 30)")
     p.set_defaults(func=run)

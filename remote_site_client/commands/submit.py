@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,13 @@ from remote_site_client.commands.common import (
     UsageError,
     load_config,
     out,
+    outbox_candidates,
+    pick_fill,
 )
+from remote_site_client.commands.outbox import how_to_fix
+from remote_site_client.commands.status import resolve_on_server
 from remote_site_client.config import SiteConfig
-from remote_site_client.outbox import FAILED, QUEUED, Outbox
+from remote_site_client.outbox import FAILED, QUEUED, Outbox, short_id
 from remote_site_client.progress import progress_board
 from remote_site_client.sender import Sender
 from server.evidence.kinds import KIND_NAMES
@@ -34,7 +40,7 @@ PHOTO_OPTIONS = (
 )
 
 
-def _files(args: argparse.Namespace) -> list[tuple[str, Path]]:
+def _files(args: argparse.Namespace, *, resubmitting: bool = False) -> list[tuple[str, Path]]:
     files: list[tuple[str, Path]] = []
     for kind, _ in PHOTO_OPTIONS:
         value = getattr(args, kind)
@@ -46,9 +52,64 @@ def _files(args: argparse.Namespace) -> list[tuple[str, Path]]:
     for kind, path in files:
         if not path.is_file():
             raise UsageError(f"The {KIND_NAMES.get(kind, kind)} {path} does not exist.")
-    if not any(kind == "stock_bottle" for kind, _ in files):
+    if not resubmitting and not any(kind == "stock_bottle" for kind, _ in files):
         raise UsageError("A fill needs the stock bottle photo (--stock-bottle FILE).")
     return files
+
+
+@dataclass
+class Rejected:
+    """The rejected fill a resubmission replaces: its id, prescription, count and photos to keep."""
+
+    fill_id: str
+    prescription_id: int
+    counted_quantity: float | None
+    # (kind, a file here holding it) for each photo of the rejected fill.
+    files: list[tuple[str, Path]]
+
+
+async def _rejected_fill(
+    cfg: SiteConfig, outbox: Outbox, text: str, workdir: Path, keep: set[str]
+) -> Rejected:
+    """The rejected fill named by `text` (short id), with a local copy of each of its photos whose kind
+    is not in `keep`: the outbox's original when it still has it, else the one the server stored."""
+    try:
+        async with SiteApi(cfg) as api:
+            fill_id = await resolve_on_server(api, outbox, text, state="rejected")
+            fill = await api.fill(fill_id)
+            local = outbox.get(fill_id)
+            originals = {f.kind: f.original for f in (local.files if local else ()) if f.original.exists()}
+            files: list[tuple[str, Path]] = []
+            for m in fill.get("media", []):
+                kind = str(m["kind"])
+                if kind in keep:
+                    continue
+                if kind in originals and kind != "other":
+                    files.append((kind, originals.pop(kind)))
+                    continue
+                dest = workdir / f"{len(files):02d}-{kind}{_suffix(m.get('content_type'))}"
+                await api.download(str(m["url"]), dest)
+                files.append((kind, dest))
+            count = fill.get("counted_quantity")
+            return Rejected(fill_id, int(fill["prescription"]["id"]), count, files)
+    except ApiError as exc:
+        if not exc.transient:
+            raise
+    # Offline: what this computer kept of a fill it sent and heard was rejected.
+    found = pick_fill(text, outbox_candidates(outbox, text), where="in this outbox")
+    entry = outbox.get(found) if found else None
+    if entry is None or entry.fill_state != "rejected":
+        raise UsageError(
+            f"The server cannot be reached, and no rejected fill {text} is known here: try again when "
+            "the link is back."
+        )
+    files = [(f.kind, f.original) for f in entry.files if f.kind not in keep and f.original.exists()]
+    count = entry.body.get("counted_quantity")
+    return Rejected(entry.fill_id, entry.prescription_id, count, files)
+
+
+def _suffix(content_type: object) -> str:
+    return {"image/png": ".png", "video/mp4": ".mp4", "video/webm": ".webm"}.get(str(content_type), ".jpg")
 
 
 async def _find_rx(cfg: SiteConfig, outbox: Outbox, args: argparse.Namespace) -> dict[str, Any] | None:
@@ -82,47 +143,76 @@ def _print_report(report: CheckReport) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    files = _files(args)
-    with Outbox(cfg.data_dir) as outbox:
-        rx = asyncio.run(_find_rx(cfg, outbox, args))
-        if rx is None and args.prescription_id is None:
-            raise UsageError(
-                "The server cannot be reached and this prescription is not known here: "
-                "give --prescription-id."
-            )
-        prescription_id = int(rx["id"]) if rx else int(args.prescription_id)
-        out("Checking the photos...")
-        report = check_submission(
-            files,
-            scanned=args.barcode or [],
-            expected_ndc=rx["expected_ndc"] if rx else None,
-            today=dt.date.today(),
-            thresholds=cfg.thresholds(),
-        )
-        _print_report(report)
-        if not report.ok and not args.override:
-            out('Nothing was sent. Retake the photos above, or send anyway with --override "REASON".')
-            return EXIT_CHECKS
-        if not report.ok:
-            out(f"Sending anyway: override recorded with the reason {args.override!r}.")
-        body: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
-            "prescription_id": prescription_id,
-            "priority": args.priority,
-            "barcodes": report.barcodes[:10],
-        }
-        if args.count is not None:
-            body["counted_quantity"] = args.count
+    if not (args.rx or args.prescription_id is not None or args.resubmit_of):
+        raise UsageError("Say which prescription: --rx RX_NUMBER (or --resubmit-of FILL_ID for a retake).")
+    files = _files(args, resubmitting=bool(args.resubmit_of))
+    with Outbox(cfg.data_dir) as outbox, tempfile.TemporaryDirectory(prefix="tp-site-") as work:
+        previous: Rejected | None = None
         if args.resubmit_of:
-            body["previous_fill_id"] = args.resubmit_of
-        if args.override:
-            body["override_reason"] = args.override
-        fill_id = outbox.add(body, files, rx_number=rx["rx_number"] if rx else None)
-        out(f"Stored in the outbox as fill {fill_id}.")
-        if args.no_send:
-            out("It will be sent by `tp-site sync`.")
-            return EXIT_PENDING
-        return asyncio.run(_send_now(cfg, outbox, fill_id, args.wait))
+            given = {kind for kind, _ in files}
+            previous = asyncio.run(_rejected_fill(cfg, outbox, args.resubmit_of, Path(work), given))
+            if args.rx is None and args.prescription_id is None:
+                args.prescription_id = previous.prescription_id
+            order = [kind for kind, _ in PHOTO_OPTIONS] + ["other", "count_video"]
+            previous.files.sort(key=lambda kf: order.index(kf[0]) if kf[0] in order else len(order))
+            kept = [kind for kind, _ in previous.files]
+            files += previous.files
+            if args.count is None and previous.counted_quantity is not None:
+                args.count = float(previous.counted_quantity)
+                kept.append(f"count {args.count:g}")
+            if kept:
+                names = ", ".join(KIND_NAMES.get(k, k) for k in kept)
+                out(f"Kept from the rejected fill {short_id(previous.fill_id)}: {names}.")
+        return _submit(cfg, outbox, args, files, previous)
+
+
+def _submit(
+    cfg: SiteConfig,
+    outbox: Outbox,
+    args: argparse.Namespace,
+    files: list[tuple[str, Path]],
+    previous: Rejected | None,
+) -> int:
+    rx = asyncio.run(_find_rx(cfg, outbox, args))
+    if rx is None and args.prescription_id is None:
+        raise UsageError(
+            "The server cannot be reached and this prescription is not known here: give --prescription-id."
+        )
+    prescription_id = int(rx["id"]) if rx else int(args.prescription_id)
+    out("Checking the photos...")
+    report = check_submission(
+        files,
+        scanned=args.barcode or [],
+        expected_ndc=rx["expected_ndc"] if rx else None,
+        today=dt.date.today(),
+        thresholds=cfg.thresholds(),
+    )
+    _print_report(report)
+    if not report.ok and not args.override:
+        out('Nothing was sent. Retake the photos above, or send anyway with --override "REASON".')
+        return EXIT_CHECKS
+    if not report.ok:
+        out(f"Sending anyway: override recorded with the reason {args.override!r}.")
+    body: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "prescription_id": prescription_id,
+        "priority": args.priority,
+        "barcodes": report.barcodes[:10],
+    }
+    if args.count is not None:
+        body["counted_quantity"] = args.count
+    if previous is not None:
+        body["previous_fill_id"] = previous.fill_id
+    if args.override:
+        body["override_reason"] = args.override
+        # Which check was sent past, on which photo: the pharmacist acknowledges each.
+        body["overridden_checks"] = [{"kind": p.kind, "check": p.code} for p in report.problems]
+    fill_id = outbox.add(body, files, rx_number=rx["rx_number"] if rx else None)
+    out(f"Stored in the outbox as fill {short_id(fill_id)} (id {fill_id}).")
+    if args.no_send:
+        out("It will be sent by `tp-site sync`.")
+        return EXIT_PENDING
+    return asyncio.run(_send_now(cfg, outbox, fill_id, args.wait))
 
 
 async def _send_now(cfg: SiteConfig, outbox: Outbox, fill_id: str, patience: float) -> int:
@@ -131,13 +221,17 @@ async def _send_now(cfg: SiteConfig, outbox: Outbox, fill_id: str, patience: flo
         result = await sender.deliver(fill_id, patience=patience)
     if result.state == QUEUED:
         out(
-            f"Fill {fill_id} is queued for verification. "
+            f"Fill {short_id(fill_id)} is queued for verification. "
             "Wait for the pharmacist's decision before handing it out."
         )
         return EXIT_OK
     if result.state == FAILED:
-        out(f"The server refused fill {fill_id}: {result.error}")
-        out("It stays in the outbox (see `tp-site outbox`); fix the cause, then `tp-site outbox --retry ID`.")
+        out(f"The server refused fill {short_id(fill_id)}: {result.error}")
+        out("It is not sent again by itself. It waits in the outbox (`tp-site outbox` says how to fix it):")
+        entry = outbox.get(fill_id)
+        if entry is not None:
+            for line in how_to_fix(entry):
+                out(line)
         return EXIT_REFUSED
     out(
         f"Not sent yet ({result.error or 'link down'}). It is safe in the outbox; `tp-site sync` delivers it."
@@ -152,7 +246,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Exit status: 0 queued for verification, 1 a check failed (nothing stored), "
         "3 stored but not delivered yet (sync delivers it), 4 refused by the server.",
     )
-    which = p.add_mutually_exclusive_group(required=True)
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--rx", help="the prescription's Rx number")
     which.add_argument("--prescription-id", type=int, help="the prescription's id on the server")
     for kind, option in PHOTO_OPTIONS:
@@ -168,7 +262,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--count", type=float, help="the counted quantity")
     p.add_argument("--priority", choices=["waiting", "routine", "delivery"], default="routine")
     p.add_argument("--override", metavar="REASON", help="send although a check failed; the reason is audited")
-    p.add_argument("--resubmit-of", metavar="FILL_ID", help="the rejected fill this one replaces")
+    p.add_argument(
+        "--resubmit-of",
+        metavar="FILL_ID",
+        help="the rejected fill this replaces (short id); its photos and count are kept unless given anew",
+    )
     p.add_argument("--no-send", action="store_true", help="only store it in the outbox")
     p.add_argument(
         "--wait",

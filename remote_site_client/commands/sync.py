@@ -21,7 +21,7 @@ from remote_site_client.commands.common import (
 from remote_site_client.config import SiteConfig
 from remote_site_client.delivery import wake_on_other_writers
 from remote_site_client.live import Decisions, listen
-from remote_site_client.outbox import FAILED, OPEN_STATES, Outbox
+from remote_site_client.outbox import FAILED, OPEN_STATES, Outbox, short_id
 from remote_site_client.recordings import RecordingSender
 from remote_site_client.sender import Sender
 
@@ -43,7 +43,7 @@ async def _sync_once(sender: Sender, outbox: Outbox, patience: float) -> int:
         out(rec.line())
     for r in results:
         state = "delivered" if r.delivered else ("REFUSED" if r.state == FAILED else "not yet")
-        out(f"{r.fill_id}: {state}" + (f" ({r.error})" if r.error else ""))
+        out(f"{short_id(r.fill_id)}: {state}" + (f" ({r.error})" if r.error else ""))
     if any(r.state == FAILED for r in results):
         return EXIT_REFUSED
     if outbox.entries(list(OPEN_STATES)):

@@ -10,7 +10,7 @@ from remote_site_client.api import SiteApi
 from remote_site_client.commands.common import EXIT_OK, load_config, out, say, until_stopped
 from remote_site_client.config import SiteConfig
 from remote_site_client.live import Decisions, listen, run_hook
-from remote_site_client.outbox import Outbox
+from remote_site_client.outbox import Outbox, short_id
 
 
 def _hook_argv(args: argparse.Namespace) -> list[str] | None:
@@ -30,14 +30,15 @@ async def _watch(cfg: SiteConfig, outbox: Outbox, args: argparse.Namespace) -> i
             nonlocal seen
             if event.get("type") != "fill.decided":
                 if args.all:
-                    out(f"{event.get('type')}  fill {event.get('fill_id')}  {event.get('state')}")
+                    fill = short_id(str(event.get("fill_id")))
+                    out(f"{event.get('type')}  fill {fill}  {event.get('state')}")
                 return
             notice = await decisions.notice(str(event["fill_id"]))
             out(notice.text())
             if hook:
                 code = await run_hook(hook, notice)
                 if code:
-                    say(f"{hook[0]} exited with status {code} for fill {notice.fill_id}")
+                    say(f"{hook[0]} exited with status {code} for fill {short_id(notice.fill_id)}")
             seen += 1
             if args.exit_after and seen >= args.exit_after:
                 done.set()

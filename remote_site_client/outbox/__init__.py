@@ -5,6 +5,8 @@ fsync'd copies of the photos. The sender works an entry through its delivery sta
 
     pending --create--> created --media uploaded--> uploaded --submit--> queued   (delivered)
         \\______________________ a refusal that will not change ______________> failed
+    failed --fixed by the technician--> pending (the same fill, or a new one replacing it)
+    failed or not yet delivered --discarded with a reason--> discarded (audited)
 
 An entry is delivered only when the server has confirmed the fill `queued`. Several processes may
 open the outbox (the technician's `submit`, the `sync` service): an entry is worked by one process at
@@ -14,7 +16,8 @@ A consultation's recording (mp4, recorded with consent) waits here the same way,
 consultation: pending --uploaded over tus--> delivered, or failed when the server refuses it for good.
 
 Three stores share the database, one module each: the fills (fills.py), the recordings
-(recordings.py) and the small state kept between runs (local_state.py). The schema is numbered and
+(recordings.py) and the small state kept between runs (local_state.py); fixes and discards are
+recorded in the outbox's own audit (audit.py). The schema is numbered and
 upgraded in place when the outbox opens (schema.py).
 """
 
@@ -23,13 +26,15 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from remote_site_client.outbox.fills import Entry, FillStore, OutboxFile
+from remote_site_client.outbox.audit import AuditRow
+from remote_site_client.outbox.fills import Entry, FillStore, NotFixable, OutboxFile, short_id
 from remote_site_client.outbox.local_state import LocalState
 from remote_site_client.outbox.recordings import Recording, RecordingStore
 from remote_site_client.outbox.schema import migrate
 from remote_site_client.outbox.store import (
     CREATED,
     DELIVERED,
+    DISCARDED,
     FAILED,
     OPEN_STATES,
     PENDING,
@@ -40,15 +45,19 @@ from remote_site_client.outbox.store import (
 __all__ = [
     "CREATED",
     "DELIVERED",
+    "DISCARDED",
     "FAILED",
     "OPEN_STATES",
     "PENDING",
     "QUEUED",
     "UPLOADED",
+    "AuditRow",
     "Entry",
+    "NotFixable",
     "Outbox",
     "OutboxFile",
     "Recording",
+    "short_id",
 ]
 
 

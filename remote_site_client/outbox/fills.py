@@ -10,18 +10,20 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from remote_site_client.outbox.audit import AuditTrail
 from remote_site_client.outbox.store import (
+    DISCARDED,
     FAILED,
     OPEN_STATES,
     PENDING,
     QUEUED,
-    Store,
     durable_copy,
     fsync_dir,
+    pid_alive,
 )
 
 _INCOMING = ".incoming-"
@@ -64,13 +66,33 @@ class Entry:
     note: str | None
     pruned_at: float | None
     files: tuple[OutboxFile, ...] = ()
+    failed_code: str | None = None
+    failed_detail: dict[str, Any] = field(default_factory=dict)
+    failed_at: float | None = None
+    replaced_by: str | None = None
 
     @property
     def delivered(self) -> bool:
         return self.state == QUEUED
 
+    @property
+    def short_id(self) -> str:
+        return short_id(self.fill_id)
 
-class FillStore(Store):
+    def kinds(self) -> list[str]:
+        return [f.kind for f in self.files]
+
+
+def short_id(fill_id: str) -> str:
+    """The first 8 hex characters of a fill's id: what the console shows and people read aloud."""
+    return fill_id.replace("-", "")[:8]
+
+
+class NotFixable(Exception):
+    """The entry is not in a state this change applies to; the message says why."""
+
+
+class FillStore(AuditTrail):
     """The entries and their files: added durably, worked through the delivery states, pruned."""
 
     def _sweep_incoming(self) -> None:
@@ -168,11 +190,24 @@ class FillStore(Store):
             note=row["note"],
             pruned_at=row["pruned_at"],
             files=files,
+            failed_code=row["failed_code"],
+            failed_detail=json.loads(row["failed_detail"]) if row["failed_detail"] else {},
+            failed_at=row["failed_at"],
+            replaced_by=row["replaced_by"],
         )
 
     def get(self, fill_id: str) -> Entry | None:
         row = self.db.execute("SELECT * FROM entries WHERE fill_id = ?", (fill_id,)).fetchone()
         return self._entry(row) if row else None
+
+    def find(self, prefix: str) -> list[Entry]:
+        """The entries whose id starts with `prefix` (a short id, or the whole id), newest first."""
+        digits = prefix.lower().replace("-", "")
+        rows = self.db.execute(
+            "SELECT * FROM entries WHERE replace(fill_id, '-', '') LIKE ? ORDER BY created_at DESC",
+            (digits + "%",),
+        ).fetchall()
+        return [self._entry(r, with_files=False) for r in rows]
 
     def entries(self, states: Sequence[str] | None = None, limit: int = 200) -> list[Entry]:
         if states:
@@ -238,13 +273,16 @@ class FillStore(Store):
                 (QUEUED, fill_state, time.time() if now is None else now, fill_id),
             )
 
-    def mark_failed(self, fill_id: str, reason: str) -> None:
-        """A refusal that retrying will not change: kept, shown by `outbox`, never sent again by itself."""
+    def mark_failed(
+        self, fill_id: str, reason: str, *, code: str = "", detail: dict[str, Any] | None = None
+    ) -> None:
+        """A refusal that retrying will not change: kept, shown by `outbox` with its reason (and, in
+        `code` and `detail`, what to fix), never sent again until fixed or retried by hand."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE entries SET state = ?, failed_reason = ?, last_error = ?, lease_pid = NULL,"
-                " lease_until = NULL WHERE fill_id = ?",
-                (FAILED, reason, reason, fill_id),
+                "UPDATE entries SET state = ?, failed_reason = ?, last_error = ?, failed_code = ?,"
+                " failed_detail = ?, failed_at = ?, lease_pid = NULL, lease_until = NULL WHERE fill_id = ?",
+                (FAILED, reason, reason, code or None, json.dumps(detail or {}), time.time(), fill_id),
             )
 
     def retry_later(self, fill_id: str, error: str, delay: float) -> None:
@@ -259,7 +297,8 @@ class FillStore(Store):
         """Puts a failed entry back to be sent (after the technician fixed the cause)."""
         with self.transaction() as db:
             cur = db.execute(
-                "UPDATE entries SET state = ?, failed_reason = NULL, attempts = 0, next_attempt_at = ?"
+                "UPDATE entries SET state = ?, failed_reason = NULL, failed_code = NULL,"
+                " failed_detail = NULL, failed_at = NULL, attempts = 0, next_attempt_at = ?"
                 " WHERE fill_id = ? AND state = ?",
                 (PENDING, time.time(), fill_id, FAILED),
             )
@@ -353,3 +392,181 @@ class FillStore(Store):
                 db.execute("UPDATE entries SET pruned_at = ? WHERE fill_id = ?", (when, row["fill_id"]))
             pruned.append(row["fill_id"])
         return pruned
+
+    # -- fixing and discarding what the server refused -------------------------------------------
+
+    def _check_not_worked(self, db: sqlite3.Connection, fill_id: str) -> sqlite3.Row:
+        row: sqlite3.Row | None = db.execute("SELECT * FROM entries WHERE fill_id = ?", (fill_id,)).fetchone()
+        if row is None:
+            raise NotFixable(f"Fill {short_id(fill_id)} is not in this outbox.")
+        pid, until = row["lease_pid"], row["lease_until"]
+        leased = pid is not None and pid != os.getpid() and until is not None and until > time.time()
+        if leased and pid_alive(pid):
+            raise NotFixable(
+                f"Fill {short_id(fill_id)} is being sent right now (process {pid}): wait for it to stop."
+            )
+        return row
+
+    def fix(
+        self,
+        fill_id: str,
+        *,
+        photos: Sequence[tuple[str, Path]],
+        body: dict[str, Any],
+        rekey: bool,
+        rx_number: str | None,
+        actor: str,
+        reason: str,
+        now: float | None = None,
+    ) -> str:
+        """Changes a refused entry in place and puts it back to be sent; returns its fill id.
+
+        Each photo in `photos` replaces the entry's photo of that kind (all of its "other" photos when
+        one is given), or adds it. With `rekey` the fixed fill gets a new id: the server may hold a draft
+        under the old one that the changed fill no longer matches. The old entry is then kept, as
+        discarded and replaced by the new one. Either way the change is audited.
+        """
+        entry = self.get(fill_id)
+        if entry is None:
+            raise NotFixable(f"Fill {short_id(fill_id)} is not in this outbox.")
+        if entry.state != FAILED:
+            raise NotFixable(
+                f"Fill {entry.short_id} was not refused (it is {entry.state}): only a refused fill is fixed."
+            )
+        new_kinds = {kind for kind, _ in photos}
+        dropped = [f for f in entry.files if f.kind in new_kinds]
+        new_id = str(uuid.uuid4()) if rekey else fill_id
+        added = self._stage_fix(entry, new_id, photos, rekey)
+        when = time.time() if now is None else now
+        detail: dict[str, Any] = {
+            "refused": entry.failed_reason,
+            "photos": sorted(new_kinds),
+            "counted_quantity": body.get("counted_quantity"),
+        }
+        with self.transaction() as db:
+            self._check_not_worked(db, fill_id)
+            if rekey:
+                detail["replaced_by"] = new_id
+                db.execute(
+                    "INSERT INTO entries (fill_id, prescription_id, rx_number, body, state, attempts,"
+                    " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+                    (new_id, int(body["prescription_id"]), rx_number,
+                     json.dumps({**body, "id": new_id}), PENDING, when, when),
+                )  # fmt: skip
+                db.execute("DELETE FROM files WHERE fill_id = ?", (fill_id,))
+                db.execute(
+                    "UPDATE entries SET state = ?, replaced_by = ? WHERE fill_id = ?",
+                    (DISCARDED, new_id, fill_id),
+                )
+            else:
+                db.executemany("DELETE FROM files WHERE id = ?", [(f.id,) for f in dropped])
+                db.execute(
+                    "UPDATE entries SET body = ?, prescription_id = ?, rx_number = ?, state = ?,"
+                    " failed_reason = NULL, failed_code = NULL, failed_detail = NULL, failed_at = NULL,"
+                    " last_error = NULL, attempts = 0, next_attempt_at = ? WHERE fill_id = ?",
+                    (json.dumps(body), int(body["prescription_id"]), rx_number, PENDING, when, fill_id),
+                )
+            db.executemany(
+                "INSERT INTO files (fill_id, position, kind, filename, original, original_sha256,"
+                " original_bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(new_id, pos, kind, filename, f"outbox/{new_id}/{name}", sha, size)
+                 for pos, kind, filename, name, sha, size in added],
+            )  # fmt: skip
+            self._audit(db, fill_id, "fixed", actor, reason, detail, now=when)
+        # Committed: what the fixed entry no longer names goes (upload copies too).
+        if rekey:
+            shutil.rmtree(self.files_dir / fill_id, ignore_errors=True)
+        for f in dropped if not rekey else ():
+            for path in (f.original, f.prepared):
+                if path is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+        return new_id
+
+    def _stage_fix(
+        self, entry: Entry, new_id: str, photos: Sequence[tuple[str, Path]], rekey: bool
+    ) -> list[tuple[int, str, str, str, str, int]]:
+        """Makes the fixed entry's files durable in its folder before any row names them; returns the
+        rows to add: (position, kind, filename, name, sha256, bytes). A new id takes every kept file
+        along (a hard link: the old folder goes once the change is committed)."""
+        new_kinds = {kind for kind, _ in photos}
+        kept = [f for f in entry.files if f.kind not in new_kinds]
+        tag = uuid.uuid4().hex[:6]
+        staging = self.files_dir / f"{_INCOMING}{new_id}-{tag}"
+        staging.mkdir(mode=0o700)
+        added: list[tuple[int, str, str, str, str, int]] = []
+        try:
+            if rekey:
+                for position, f in enumerate(kept):
+                    name = f"{position:02d}-{f.kind}-original{f.original.suffix.lower()[:8] or '.bin'}"
+                    os.link(f.original, staging / name)
+                    added.append((position, f.kind, f.filename, name, f.original_sha256, f.original_bytes))
+                start = len(kept)
+            else:
+                start = max((f.position for f in kept), default=-1) + 1
+            for offset, (kind, src) in enumerate(photos):
+                position = start + offset
+                name = f"{position:02d}-{kind}-{tag}-original{src.suffix.lower()[:8] or '.bin'}"
+                sha, size = durable_copy(src, staging / name)
+                added.append((position, kind, src.name[:200] or name, name, sha, size))
+            fsync_dir(staging)
+            target = self.files_dir / new_id
+            if rekey:
+                os.replace(staging, target)
+            else:
+                target.mkdir(mode=0o700, exist_ok=True)
+                for name in os.listdir(staging):
+                    os.replace(staging / name, target / name)
+                fsync_dir(target)
+                staging.rmdir()
+            fsync_dir(self.files_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return added
+
+    def discard(self, fill_id: str, *, actor: str, reason: str, now: float | None = None) -> Entry:
+        """Gives up on an entry the server has not taken (refused, or still waiting): never sent, its
+        photos deleted from this computer, and who did it, when and why kept in the audit."""
+        entry = self.get(fill_id)
+        if entry is None:
+            raise NotFixable(f"Fill {short_id(fill_id)} is not in this outbox.")
+        if entry.state not in (FAILED, *OPEN_STATES):
+            raise NotFixable(
+                f"Fill {entry.short_id} is {entry.state}: only a fill not yet delivered can be discarded."
+            )
+        detail = {
+            "state": entry.state,
+            "refused": entry.failed_reason,
+            "rx_number": entry.rx_number,
+            "photos": entry.kinds(),
+        }
+        with self.transaction() as db:
+            row = self._check_not_worked(db, fill_id)
+            if row["state"] != entry.state:
+                raise NotFixable(f"Fill {entry.short_id} changed meanwhile ({row['state']}); look again.")
+            db.execute("DELETE FROM files WHERE fill_id = ?", (fill_id,))
+            db.execute(
+                "UPDATE entries SET state = ?, lease_pid = NULL, lease_until = NULL WHERE fill_id = ?",
+                (DISCARDED, fill_id),
+            )
+            self._audit(db, fill_id, "discarded", actor, reason, detail, now=now)
+        shutil.rmtree(self.files_dir / fill_id, ignore_errors=True)
+        return entry
+
+    # -- the prescription of a fill (sent from here, or looked up once) ------------------------
+
+    def prescription_of(self, fill_id: str) -> int | None:
+        row = self.db.execute(
+            "SELECT prescription_id FROM entries WHERE fill_id = ?"
+            " UNION ALL SELECT prescription_id FROM fill_prescriptions WHERE fill_id = ?",
+            (fill_id, fill_id),
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def remember_prescription_of(self, fill_id: str, prescription_id: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO fill_prescriptions (fill_id, prescription_id) VALUES (?, ?)",
+                (fill_id, prescription_id),
+            )

@@ -79,6 +79,25 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE recordings ADD COLUMN lease_pid INTEGER;
     ALTER TABLE recordings ADD COLUMN lease_until REAL;
     """,
+    # 4: a refusal says what to fix (its code and detail); fixes and discards are audited here; the
+    # prescription of a fill sent from elsewhere is remembered once looked up.
+    """
+    ALTER TABLE entries ADD COLUMN failed_code TEXT;
+    ALTER TABLE entries ADD COLUMN failed_detail TEXT;
+    ALTER TABLE entries ADD COLUMN failed_at REAL;
+    ALTER TABLE entries ADD COLUMN replaced_by TEXT;
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        fill_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_fill ON audit (fill_id);
+    CREATE TABLE fill_prescriptions (fill_id TEXT PRIMARY KEY, prescription_id INTEGER NOT NULL);
+    """,
 )
 VERSION = len(MIGRATIONS)
 

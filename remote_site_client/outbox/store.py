@@ -15,6 +15,7 @@ CREATED = "created"
 UPLOADED = "uploaded"
 QUEUED = "queued"
 FAILED = "failed"
+DISCARDED = "discarded"  # given up on by the technician, with a reason (the outbox's audit keeps it)
 OPEN_STATES = (PENDING, CREATED, UPLOADED)
 DELIVERED = "delivered"  # a recording the server stored as media of its consultation
 _COPY_CHUNK = 1024 * 1024
@@ -44,7 +45,7 @@ def durable_copy(src: Path, dest: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether the process holding a lease can still work on it. A zombie (killed, not yet reaped by
     its parent) cannot, though its pid still answers signals."""
     if pid == os.getpid():
@@ -101,7 +102,7 @@ class Store:
             if row is None or row["state"] not in open_states:
                 return False
             pid, until = row["lease_pid"], row["lease_until"]
-            if pid is not None and pid != me and until is not None and until > now and _pid_alive(pid):
+            if pid is not None and pid != me and until is not None and until > now and pid_alive(pid):
                 return False
             db.execute(
                 f"UPDATE {table} SET lease_pid = ?, lease_until = ? WHERE {key} = ?",  # noqa: S608

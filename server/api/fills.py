@@ -10,7 +10,7 @@ from server.api.params import Query, accepts, path_param, query_param
 from server.api.shapes import detail_view, queue_view, site_fill_view
 from server.api.table import json_body, principal_of
 from server.fills.requests import DECISION, NEW_FILL, DecisionInput, NewFill
-from server.fills.rules import PRIORITIES, REJECTION_REASONS, FillState
+from server.fills.rules import ACKNOWLEDGEMENT_REASONS, FLAG_LABELS, PRIORITIES, REJECTION_REASONS, FillState
 from server.inputs import ID, OneOf
 from server.services import services_of
 
@@ -41,10 +41,17 @@ async def list_fills(request: web.Request) -> web.Response:
     return web.json_response({"fills": [site_fill_view(f) for f in fills]})
 
 
+async def _detail(request: web.Request, fill_id: str) -> web.Response:
+    """A fill in full for the caller, noted in the access log."""
+    svc, actor = services_of(request), principal_of(request)
+    record = await svc.queries.detail(actor, fill_id)
+    svc.access_log.read(actor, "fill", [record.fill.id])
+    return web.json_response(detail_view(record))
+
+
 @accepts()
 async def get_fill(request: web.Request) -> web.Response:
-    record = await services_of(request).queries.detail(principal_of(request), _fill_id(request))
-    return web.json_response(detail_view(record))
+    return await _detail(request, _fill_id(request))
 
 
 @accepts()
@@ -71,14 +78,21 @@ async def claim_next(request: web.Request) -> web.Response:
     fill = await svc.fills.claim_next(principal_of(request))
     if fill is None:
         return web.json_response({"fill": None})
-    return web.json_response({"fill": detail_view(await svc.queries.detail(principal_of(request), fill.id))})
+    return await _claimed(request, fill.id)
 
 
 @accepts()
 async def claim(request: web.Request) -> web.Response:
     svc = services_of(request)
     fill = await svc.fills.claim(principal_of(request), _fill_id(request))
-    return web.json_response({"fill": detail_view(await svc.queries.detail(principal_of(request), fill.id))})
+    return await _claimed(request, fill.id)
+
+
+async def _claimed(request: web.Request, fill_id: str) -> web.Response:
+    svc, actor = services_of(request), principal_of(request)
+    record = await svc.queries.detail(actor, fill_id)
+    svc.access_log.read(actor, "fill", [fill_id])
+    return web.json_response({"fill": detail_view(record)})
 
 
 @accepts()
@@ -105,9 +119,17 @@ async def decide(request: web.Request) -> web.Response:
     svc = services_of(request)
     decision = DecisionInput.parse(await json_body(request, max_bytes=16384))
     fill, _ = await svc.fills.decide(principal_of(request), _fill_id(request), decision)
-    return web.json_response(detail_view(await svc.queries.detail(principal_of(request), fill.id)))
+    return await _detail(request, fill.id)
 
 
 @accepts()
 async def reasons(request: web.Request) -> web.Response:
-    return web.json_response({"reasons": [{"code": k, "label": v} for k, v in REJECTION_REASONS.items()]})
+    """The decision's vocabularies, and how long the console holds a decision for Undo."""
+    return web.json_response(
+        {
+            "reasons": [{"code": k, "label": v} for k, v in REJECTION_REASONS.items()],
+            "acknowledgement_reasons": [{"code": k, "label": v} for k, v in ACKNOWLEDGEMENT_REASONS.items()],
+            "flag_labels": FLAG_LABELS,
+            "undo_seconds": services_of(request).config.decision_undo_seconds,
+        }
+    )

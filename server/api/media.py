@@ -175,6 +175,7 @@ async def serve_media(request: web.Request, media_id: int, variant: str | None) 
     """One variant of one stored medium, if the caller may see it; Range requests are answered."""
     svc = services_of(request)
     sha, content_type = await svc.media.find_variant(principal_of(request), media_id, variant)
+    svc.access_log.read(principal_of(request), "media", [media_id])
     # A photo shows the patient's name (the vial label): a shared workstation keeps none after sign-out.
     # The console decodes each photo once per page and reuses it, so nothing is fetched twice in a view.
     headers = {"Cache-Control": "no-store", "Content-Type": content_type}

@@ -28,6 +28,7 @@ PATH_PARAMS: Mapping[str, Spec[Any]] = {
     # A fill's id is the UUID its site made; letters, digits and dashes are all an id can hold.
     "fill_id": Text(64, 1, pattern="[0-9A-Za-z-]+", message="'fill_id' must be a fill's id (a UUID)."),
     "username": Text(64, 1),
+    "ndc": Text(13, 1, pattern="[0-9-]+", message="'ndc' must be an NDC: 10 digits hyphenated, or 11."),
     # Read by the tus endpoint and the console's assets, which answer 404 to what they do not hold.
     "upload_id": AnyText(),
     "path": AnyText(),

@@ -10,7 +10,7 @@ from server.api.table import json_body, principal_of
 from server.fills.rules import MEDIA_KINDS
 from server.inputs import ID, Body, Date, Field, ListOf, Nullable, OneOf, Text
 from server.prescriptions import PRESCRIPTION
-from server.security.principal import Role
+from server.security.principal import PEOPLE
 from server.services import services_of
 
 STATE = Text(2, 2, pattern="[A-Za-z]{2}", message="'state' is a two-letter state code such as ND.")
@@ -32,7 +32,7 @@ NEW_USER = Body(
     {
         "username": Field(USERNAME, required=True),
         "display_name": Field(Text(200, 1, strip=True), required=True),
-        "role": Field(OneOf(tuple(r.value for r in Role)), required=True),
+        "role": Field(OneOf(tuple(r.value for r in PEOPLE)), required=True),
         "password": Field(Text(1024, 1), required=True),
         "site_code": Field(Nullable(Text(32)), description="A technician's site"),
     }
@@ -53,14 +53,27 @@ NEW_DEVICE_TOKEN = Body(
 async def create_prescription(request: web.Request) -> web.Response:
     body = await json_body(request)
     site_id = PRESCRIPTION_BODY.parse(body).get("site_id")
-    rx = await services_of(request).prescriptions.create(principal_of(request), body, site_id=site_id)
-    return web.json_response(prescription_view(rx), status=201)
+    stored = await services_of(request).prescriptions.enter(principal_of(request), body, site_id=site_id)
+    used = (
+        (await services_of(request).prescriptions.fills_used([stored.prescription.id]))
+        if not stored.created
+        else {}
+    )
+    return web.json_response(
+        prescription_view(stored.prescription, fills_used=used.get(stored.prescription.id, 0)),
+        status=201 if stored.created else 200,
+    )
 
 
 @accepts()
 async def list_prescriptions(request: web.Request) -> web.Response:
-    prescriptions = await services_of(request).prescriptions.list_for(principal_of(request))
-    return web.json_response({"prescriptions": [prescription_view(rx) for rx in prescriptions]})
+    svc, actor = services_of(request), principal_of(request)
+    prescriptions = await svc.prescriptions.list_for(actor)
+    svc.access_log.read(actor, "prescription", [rx.id for rx in prescriptions])
+    used = await svc.prescriptions.fills_used([rx.id for rx in prescriptions])
+    return web.json_response(
+        {"prescriptions": [prescription_view(rx, fills_used=used.get(rx.id, 0)) for rx in prescriptions]}
+    )
 
 
 @accepts()

@@ -9,24 +9,58 @@ from aiohttp import web
 
 from server.api.params import Query, accepts, query_param
 from server.audit import chain as audit
-from server.inputs import Date
+from server.audit.anchors import AnchorFile
+from server.audit.anchors import check as check_anchors
+from server.inputs import Date, Text
+from server.security import access_log
 from server.services import services_of
 
 # Whole UTC days, both inclusive: the export reads up to the day after `to`, so that day must exist.
 EXPORT_FROM = Query("from", Date(), "The first day (UTC), YYYY-MM-DD", required=True)
 EXPORT_TO = Query("to", Date(), "The last day (UTC), YYYY-MM-DD", required=True)
+PATIENT_NAME = Query(
+    "patient_name", Text(200, 1), "The patient's name as on the prescriptions", required=True
+)
+PATIENT_DOB = Query("patient_dob", Date(), "The patient's date of birth, YYYY-MM-DD", required=True)
 
 
 @accepts()
 async def audit_verify(request: web.Request) -> web.Response:
-    report = await audit.verify(services_of(request).db)
+    services = services_of(request)
+    report = await audit.verify(services.db)
+    anchored = await check_anchors(services.db, AnchorFile(services.config.data_dir))
+    latest = anchored.latest
     return web.json_response(
         {
-            "ok": report.ok,
+            "ok": report.ok and anchored.ok,
             "rows": report.rows,
             "first_broken_id": report.first_broken_id,
-            "problem": report.problem,
+            "problem": report.problem or anchored.problem,
+            "anchors": {
+                "ok": anchored.ok,
+                "count": anchored.anchors,
+                "latest": {"id": latest.id, "at": latest.at.isoformat()} if latest else None,
+            },
         }
+    )
+
+
+@accepts(query=(PATIENT_NAME, PATIENT_DOB, EXPORT_FROM, EXPORT_TO), json=False)
+async def access_report(request: web.Request) -> web.Response:
+    """Who read the patient's records (fills, prescriptions, photos, recordings), as CSV."""
+    name: str = query_param(request, PATIENT_NAME)
+    dob: dt.date = query_param(request, PATIENT_DOB)
+    start: dt.date = query_param(request, EXPORT_FROM)
+    end: dt.date = query_param(request, EXPORT_TO)
+    rows = await access_log.access_report(
+        services_of(request).db, name, dob, *access_log.day_range(start, end)
+    )
+    buf = io.StringIO()
+    access_log.write_report_csv(rows, buf)
+    return web.Response(
+        text=buf.getvalue(),
+        content_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="access-{start}-{end}.csv"'},
     )
 
 

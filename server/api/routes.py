@@ -5,7 +5,18 @@ from __future__ import annotations
 from aiohttp import web
 
 from pharmacist_console import assets as console
-from server.api import auth, consultations, dashboard, fills, media, records, reports, system
+from server.api import (
+    auth,
+    consultations,
+    dashboard,
+    fills,
+    media,
+    pharmacy_systems,
+    records,
+    reference,
+    reports,
+    system,
+)
 from server.api.table import ANY_USER, PUBLIC, Handler, Route
 from server.consultations.service import RECORDING_KIND
 from server.fills.rules import MEDIA_KINDS
@@ -13,6 +24,16 @@ from server.media.tus.endpoint import TusEndpoint
 from server.security.principal import Role
 
 TECH = frozenset({Role.TECHNICIAN})
+INTEGRATION = frozenset({Role.INTEGRATION})
+FHIR_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/fhir+json": {"schema": {"type": "object"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
 PHARM = frozenset({Role.PHARMACIST})
 ADMIN = frozenset({Role.ADMIN})
 TUS = web.AppKey("tus", TusEndpoint)
@@ -59,7 +80,14 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET", "/api/v1/ice-servers", system.ice_servers, ANY_USER, "STUN/TURN settings for video", "realtime"
     ),
-    Route("GET", "/api/v1/reasons", fills.reasons, ANY_USER, "Rejection reason codes", "verification"),
+    Route(
+        "GET",
+        "/api/v1/reasons",
+        fills.reasons,
+        ANY_USER,
+        "Reason codes for rejecting and for acknowledging flags",
+        "verification",
+    ),
     Route("GET", "/api/v1/sites", records.list_sites, ANY_USER, "Sites the caller may see", "directory"),
     Route("POST", "/api/v1/sites", records.create_site, ADMIN, "Create a site", "directory"),
     Route("GET", "/api/v1/users", records.list_users, ADMIN, "Users and their licenses", "directory"),
@@ -115,12 +143,48 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("GET", "/api/v1/fills/{fill_id}", fills.get_fill, ANY_USER, "One fill with its evidence", "fills"),
     Route(
+        "GET",
+        "/api/v1/reference/ndc/{ndc}",
+        reference.lookup_ndc,
+        ANY_USER,
+        "What the drug reference (FDA NDC Directory) says an NDC is",
+        "reference",
+    ),
+    Route(
         "POST",
         "/api/v1/fills/{fill_id}/submit",
         fills.submit_fill,
         TECH,
         "Submit a fill for verification",
         "fills",
+    ),
+    Route(
+        "POST",
+        "/api/v1/fhir",
+        pharmacy_systems.fhir_base,
+        INTEGRATION,
+        "FHIR R4: a Bundle of MedicationRequests (with Patient, Practitioner, Medication) from the site's "
+        "pharmacy system",
+        "prescriptions",
+        FHIR_BODY,
+    ),
+    Route(
+        "POST",
+        "/api/v1/fhir/MedicationRequest",
+        pharmacy_systems.fhir_medication_request,
+        INTEGRATION,
+        "FHIR R4: one MedicationRequest with its contained Patient, Practitioner and Medication",
+        "prescriptions",
+        FHIR_BODY,
+    ),
+    Route(
+        "POST",
+        "/api/v1/ncpdp/NewRx",
+        pharmacy_systems.ncpdp_new_rx,
+        INTEGRATION,
+        "NCPDP SCRIPT: a NewRx message (XML) from the site's pharmacy system",
+        "prescriptions",
+        {"requestBody": {"required": True, "content": {"application/xml": {"schema": {"type": "string"}}}}},
     ),
     Route("GET", "/api/v1/queue", fills.queue, PHARM | ADMIN, "Open fills in queue order", "verification"),
     Route(
@@ -188,6 +252,14 @@ ROUTES: tuple[Route, ...] = (
         "reports",
     ),
     Route("GET", "/api/v1/audit/verify", reports.audit_verify, ADMIN, "Verify the audit hash chain", "audit"),
+    Route(
+        "GET",
+        "/api/v1/audit/access",
+        reports.access_report,
+        ADMIN,
+        "Who read a patient's records, as CSV (?patient_name=&patient_dob=&from=&to=)",
+        "audit",
+    ),
     Route(
         "GET",
         "/api/v1/audit/export",

@@ -9,6 +9,8 @@ import datetime as dt
 from typing import Any
 
 from server.db.models import Consultation, Decision, Fill, Media, Prescription, Site, User
+from server.fills.flags import order_by_view
+from server.fills.history import EarlierFill, FillHistory
 from server.fills.queries import FillQueue, SiteFill
 from server.fills.records import FillRecord
 from server.fills.rules import FillState
@@ -38,7 +40,18 @@ def fill_summary(fill: Fill, site: Site) -> dict[str, Any]:
         "queued_at": _iso(fill.queued_at),
         "decided_at": _iso(fill.decided_at),
         "previous_fill_id": fill.previous_fill_id,
+        "flags": fill.flags or [],
     }
+
+
+def initials(name: str) -> str:
+    """A patient's initials for a queue row ("Jane Q. Patient" -> "J. P."): enough to tell two rows
+    apart at a glance, not to identify anyone."""
+    words = [w for w in name.replace(",", " ").split() if w[:1].isalpha()]
+    if not words:
+        return "?"
+    picked = [words[0], words[-1]] if len(words) > 1 else words
+    return " ".join(f"{w[0].upper()}." for w in picked)
 
 
 def media_view(m: Media) -> dict[str, Any]:
@@ -57,8 +70,13 @@ def media_view(m: Media) -> dict[str, Any]:
     }
 
 
-def prescription_view(rx: Prescription) -> dict[str, Any]:
-    """The prescription in full: patient data, shown only to callers allowed to see the fill."""
+def prescription_view(rx: Prescription, *, fills_used: int | None = None) -> dict[str, Any]:
+    """The prescription in full: patient data, shown only to callers allowed to see the fill. With
+    `fills_used` (submitted, not rejected), its refills used and the fills it has left."""
+    refills = {"refills_authorized": rx.refills_authorized}
+    if fills_used is not None:
+        refills["refills_used"] = max(0, fills_used - 1)
+        refills["fills_remaining"] = max(0, 1 + rx.refills_authorized - fills_used)
     return {
         "id": rx.id,
         "site_id": rx.site_id,
@@ -75,6 +93,8 @@ def prescription_view(rx: Prescription) -> dict[str, Any]:
         "directions": rx.directions,
         "dea_schedule": rx.dea_schedule,
         "fill_type": rx.fill_type,
+        **refills,
+        "reference_check": rx.reference_check,
         "created_at": _iso(rx.created_at),
     }
 
@@ -84,6 +104,9 @@ def decision_view(d: Decision, pharmacist_name: str | None) -> dict[str, Any]:
         "outcome": d.outcome,
         "reason_codes": d.reason_codes,
         "note": d.note,
+        "acknowledgements": d.acknowledgements or [],
+        "views_seen": d.views_seen or [],
+        "license": {"state": d.license_state, "number": d.license_number} if d.license_state else None,
         "decided_at": _iso(d.decided_at),
         "pharmacist": {"id": d.pharmacist_id, "name": pharmacist_name},
     }
@@ -102,7 +125,8 @@ def detail_view(record: FillRecord) -> dict[str, Any]:
         counted_quantity=_num(fill.counted_quantity),
         product_check_detail=fill.product_check_detail,
         override_reason=fill.override_reason,
-        media=[media_view(m) for m in record.media],
+        overridden_checks=fill.overridden_checks or [],
+        media=[media_view(m) for m in order_by_view(record.media, record.site.required_media_kinds or ())],
         decision=decision_view(decided.Decision, decided.display_name) if decided else None,
         earlier_rejections=[
             {
@@ -114,7 +138,37 @@ def detail_view(record: FillRecord) -> dict[str, Any]:
             for e in earlier
         ],
     )
+    if record.history is not None:
+        out["history"] = history_view(record.history)
     return out
+
+
+def _earlier_view(e: EarlierFill) -> dict[str, Any]:
+    return {
+        "fill_id": e.fill_id,
+        "rx_number": e.rx_number,
+        "submitted_at": _iso(e.submitted_at),
+        "decided_at": _iso(e.decided_at),
+        "counted_quantity": _num(e.counted_quantity),
+        "quantity": _num(e.quantity),
+        "days_supply": e.days_supply,
+        "state": e.state,
+        "outcome": e.outcome,
+        "pharmacist": {"id": e.pharmacist_id, "name": e.pharmacist_name} if e.pharmacist_id else None,
+    }
+
+
+def history_view(h: FillHistory) -> dict[str, Any]:
+    """Earlier fills of the prescription and of the patient's drug, and the reference pills photo."""
+    reference = None
+    if h.last_approved_pills is not None:
+        fill, media = h.last_approved_pills
+        reference = {"fill_id": fill.id, "decided_at": _iso(fill.decided_at), "media": media_view(media)}
+    return {
+        "same_prescription": [_earlier_view(e) for e in h.same_prescription],
+        "same_patient_drug": [_earlier_view(e) for e in h.same_patient_drug],
+        "last_approved_pills": reference,
+    }
 
 
 def queue_view(queue: FillQueue) -> dict[str, Any]:
@@ -123,6 +177,8 @@ def queue_view(queue: FillQueue) -> dict[str, Any]:
     for row in queue.rows:
         item = fill_summary(row.fill, row.site)
         item["images"], item["videos"] = row.images, row.videos
+        rx_number, drug, strength, patient = row.rx
+        item.update(rx_number=rx_number, drug=drug, strength=strength, patient_initials=initials(patient))
         fills.append(item)
     return {"fills": fills, "counts": queue.counts, "oldest_queued_at": _iso(queue.oldest_queued_at)}
 

@@ -12,6 +12,7 @@ from server.api.openapi import OPENAPI_DOCUMENT
 from server.api.params import Query, accepts, query_param
 from server.errors import Forbidden, NotAuthenticated
 from server.inputs import INT64_MAX, Int
+from server.reference.store import status as reference_status
 from server.security.origin import origin_allowed
 from server.services import services_of
 
@@ -22,7 +23,8 @@ CURSOR = Query("cursor", Int(0, INT64_MAX), "The last event id received: the eve
 @accepts()
 async def healthz(request: web.Request) -> web.Response:
     """Alive and the database reachable (200); `degraded` when a data path has less free room than
-    `min_free_bytes`: reads work, writes may soon fail."""
+    `min_free_bytes`: reads work, writes may soon fail. `drug_reference` is the loaded NDC Directory's
+    summary, or null when none is loaded (product checks then name no products)."""
     svc = services_of(request)
     async with svc.db.read() as s:
         await s.execute(text("SELECT 1"))
@@ -32,6 +34,7 @@ async def healthz(request: web.Request) -> web.Response:
         "status": "degraded" if short else "ok",
         "database": "sqlite" if svc.db.is_sqlite else "postgresql",
         "free_bytes": free,
+        "drug_reference": await reference_status(svc.db),
         **({"low_on_space": short} if short else {}),
     }
     return web.json_response(body)

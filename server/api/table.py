@@ -16,7 +16,7 @@ from aiohttp import web
 
 from server.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated, OutOfStorage
 from server.security.origin import origin_allowed
-from server.security.principal import Principal, Role
+from server.security.principal import PEOPLE, Principal, Role
 from server.services import services_of
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PUBLIC = "public"
-ANY_USER = frozenset(Role)
+# Any signed-in person; a site's integration is named on its own routes.
+ANY_USER = PEOPLE
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -164,11 +165,24 @@ def principal_of(request: web.Request) -> Principal:
 
 async def json_body(request: web.Request, *, max_bytes: int = 256 * 1024) -> dict[str, Any]:
     """The request's JSON object, or a clear 400/413."""
+    return (await json_body_as_sent(request, max_bytes=max_bytes))[1]
+
+
+async def body_as_sent(request: web.Request, *, max_bytes: int) -> bytes:
+    """The request's bytes, or a clear 413 past max_bytes (read no further than that)."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise _too_large(max_bytes, request.content_length)
     raw = await request.content.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise _too_large(max_bytes, len(raw))
+    return raw
+
+
+async def json_body_as_sent(
+    request: web.Request, *, max_bytes: int = 256 * 1024
+) -> tuple[bytes, dict[str, Any]]:
+    """The request's bytes as sent and the JSON object they hold, or a clear 400/413."""
+    raw = await body_as_sent(request, max_bytes=max_bytes)
     if nesting_depth(raw) > MAX_JSON_DEPTH:
         raise InvalidInput(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
     try:
@@ -177,4 +191,4 @@ async def json_body(request: web.Request, *, max_bytes: int = 256 * 1024) -> dic
         raise InvalidInput("The request body is not valid JSON.") from exc
     if not isinstance(body, dict):
         raise InvalidInput("The request body must be a JSON object.")
-    return body
+    return raw, body

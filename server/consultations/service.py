@@ -28,8 +28,18 @@ ENDED = "ended"
 OPEN_STATES = (REQUESTED, ACCEPTED)
 KINDS = ("counsel", "live_look")
 # "dropped": a party's live connection closed; "reconnect_failed": the media path dropped and could
-# not be re-established within the recovery window.
-END_REASONS = ("hangup", "cancelled", "unanswered", "timeout", "dropped", "failed", "reconnect_failed")
+# not be re-established within the recovery window; "declined": a pharmacist turned the request down,
+# saying why in the note (which the site that asked reads).
+END_REASONS = (
+    "hangup",
+    "cancelled",
+    "unanswered",
+    "timeout",
+    "dropped",
+    "failed",
+    "reconnect_failed",
+    "declined",
+)
 MAX_NOTE = 2000
 # The media kind of a consultation's recording (an mp4 with its audio, recorded with consent).
 RECORDING_KIND = CONSULTATION_RECORDING
@@ -411,11 +421,25 @@ class ConsultationService:
     async def end(
         self, actor: Principal | None, consultation_id: int, reason: str, note: str | None = None
     ) -> Consultation:
-        """Either party (or the server, actor None) ends it; ending an ended consultation changes nothing."""
+        """Either party (or the server, actor None) ends it, or a pharmacist declines a request; ending
+        an ended consultation changes nothing."""
         if reason not in END_REASONS:
             raise InvalidInput(f"The reason must be one of {', '.join(END_REASONS)}.")
         if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
             raise InvalidInput(f"The note must be text of at most {MAX_NOTE} characters.")
+        if reason == "declined":
+            c, ended_now = await self._decline(actor, consultation_id, note), True
+        else:
+            c, ended_now = await self._hang_up(actor, consultation_id, reason, note)
+        if ended_now:
+            for listener in list(self.on_ended):
+                await listener(c)
+        return c
+
+    async def _hang_up(
+        self, actor: Principal | None, consultation_id: int, reason: str, note: str | None
+    ) -> tuple[Consultation, bool]:
+        """Ends the call; (the consultation, whether this call ended it)."""
         c: Consultation
         site: Site
         async with self.db.write() as s:
@@ -444,7 +468,7 @@ class ConsultationService:
                     await audit.append(
                         self.db, s, actor, "consultation.note", "consultation", c.id, {}, at=self.clock()
                     )
-                return c
+                return c, False
             now = self.clock()
             start = c.connected_at or c.answered_at
             duration = max(0.0, (now - start).total_seconds()) if start else 0.0
@@ -459,10 +483,32 @@ class ConsultationService:
                 values["outcome_note"] = note.strip()
             if not await self._conditional(s, c, [Consultation.state.in_(OPEN_STATES)], values):
                 await s.refresh(c)
-                return c
+                return c, False
             await self._announce(
                 s, actor, "consultation.ended", c, site, reason=reason, duration=c.duration_seconds
             )
-        for listener in list(self.on_ended):
-            await listener(c)
-        return c
+        return c, True
+
+    async def _decline(self, actor: Principal | None, consultation_id: int, note: str | None) -> Consultation:
+        """A pharmacist who may take the request turns it down, with a reason the site reads."""
+        if actor is None or actor.role is not Role.PHARMACIST:
+            raise Forbidden("Only a pharmacist declines a consultation request.")
+        if not note or not note.strip():
+            raise InvalidInput("Declining needs a note saying why, for the site that asked.")
+        async with self.db.write() as s:
+            c, site = await self._visible(s, actor, consultation_id)
+            values: dict[str, Any] = {
+                "state": ENDED,
+                "ended_at": self.clock(),
+                "duration_seconds": 0.0,
+                "end_reason": "declined",
+                "ended_by": actor.user_id,
+                "pharmacist_id": actor.user_id,
+                "outcome_note": note.strip(),
+            }
+            if not await self._conditional(s, c, [Consultation.state == REQUESTED], values):
+                raise Conflict(
+                    "This request was answered or ended already.", code="consultation_not_requested"
+                )
+            await self._announce(s, actor, "consultation.ended", c, site, reason="declined", duration=0.0)
+            return c

@@ -125,6 +125,8 @@ class Prescription(Base):
     __tablename__ = "prescriptions"
     __table_args__ = (
         UniqueConstraint("site_id", "rx_number"),
+        # A message received twice is one prescription: the sender's identifier is unique per site.
+        UniqueConstraint("site_id", "source_kind", "source_id", name="uq_prescriptions_source"),
         # Earlier fills of the same patient and drug, whatever the prescription.
         Index("ix_prescriptions_patient_drug", "patient_name", "patient_dob", "drug"),
     )
@@ -144,6 +146,17 @@ class Prescription(Base):
     directions: Mapped[str] = mapped_column(Text)
     dea_schedule: Mapped[str | None] = mapped_column(String(4), nullable=True)
     fill_type: Mapped[str] = mapped_column(String(8))
+    # Where the prescription came from: "entered" at the counter, or a message from the pharmacy
+    # system ("fhir", "ncpdp") kept verbatim, identified by the sender's own prescription identifier.
+    source_kind: Mapped[str] = mapped_column(String(16), default="entered", server_default="entered")
+    source_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    source_body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    source_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Refills the prescriber authorised beyond the first fill (0: one fill in all).
+    refills_authorized: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # How the entered drug, strength, form and schedule compare with the drug reference at intake:
+    # {"status": "no_reference" | "agrees" | "flagged" | ..., "filled_in": [...], "flags": [...]}.
+    reference_check: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -232,6 +245,9 @@ class Decision(Base):
     acknowledgements: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
     # What the pharmacist had on screen: [{"media_id", "kind", "seconds", "max_zoom", ...}].
     views_seen: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    # The licence the pharmacist decided under: the one for the state of the fill's site.
+    license_state: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    license_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
     decided_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -249,6 +265,20 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AccessLogEntry(Base):
+    """A person read a record with patient data: a fill, a prescription, a photo or a recording. Ids
+    only; a patient's access report joins them to the patient's prescriptions."""
+
+    __tablename__ = "access_log"
+    __table_args__ = (Index("ix_access_log_entity", "entity_type", "entity_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(index=True)
+    user_id: Mapped[int] = mapped_column(index=True)
+    # "fill", "prescription" or "media" (a photo, a video or a consultation's recording).
+    entity_type: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[str] = mapped_column(String(64))
 
 
 class Event(Base):
@@ -309,3 +339,64 @@ class ConsultationSignal(Base):
     party: Mapped[str] = mapped_column(String(16))
     message: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class DrugReferenceLoad(Base):
+    """The drug reference (FDA NDC Directory) loaded now: one row, id 1, replaced by each import.
+
+    No row means no reference is loaded."""
+
+    __tablename__ = "drug_reference_loads"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    loaded_at: Mapped[dt.datetime] = mapped_column()
+    product_file: Mapped[str] = mapped_column(String(255))
+    package_file: Mapped[str] = mapped_column(String(255))
+    product_sha256: Mapped[str] = mapped_column(String(64))
+    package_sha256: Mapped[str] = mapped_column(String(64))
+    products: Mapped[int] = mapped_column(Integer)
+    packages: Mapped[int] = mapped_column(Integer)
+    # What the import left out and why: {"packages_without_product": n, "bad_ndc": n, ...}.
+    skipped: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DrugProduct(Base):
+    """A row of the NDC Directory's product file. Multi-valued fields keep the file's "; " separators."""
+
+    __tablename__ = "drug_products"
+    # PRODUCTID: the product NDC and the SPL document id, unique in the file.
+    product_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    product_ndc: Mapped[str] = mapped_column(String(10))
+    product_type: Mapped[str] = mapped_column(String(80))
+    proprietary_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    proprietary_name_suffix: Mapped[str | None] = mapped_column(Text, nullable=True)
+    nonproprietary_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    dosage_form: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    route: Mapped[str | None] = mapped_column(Text, nullable=True)
+    start_marketing_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    end_marketing_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    marketing_category: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    application_number: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    labeler: Mapped[str | None] = mapped_column(Text, nullable=True)
+    substance_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    strength_numerator: Mapped[str | None] = mapped_column(Text, nullable=True)
+    strength_unit: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pharm_classes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    dea_schedule: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    exclude_flag: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    certified_through: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+
+
+class DrugPackage(Base):
+    """A row of the NDC Directory's package file, keyed by its NDC in the 11-digit billing form: the
+    product check reads it by primary key."""
+
+    __tablename__ = "drug_packages"
+    ndc11: Mapped[str] = mapped_column(String(11), primary_key=True)
+    product_id: Mapped[str] = mapped_column(ForeignKey("drug_products.product_id"), index=True)
+    # NDCPACKAGECODE as published, hyphenated (4-4-2, 5-3-2 or 5-4-1).
+    package_code: Mapped[str] = mapped_column(String(14))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    start_marketing_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    end_marketing_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    exclude_flag: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    sample: Mapped[bool | None] = mapped_column(nullable=True)

@@ -9,7 +9,7 @@ signed 64-bit integer, as databases have no unsigned one). Two photos are as far
 the 128 bits in which they differ (the Hamming distance).
 
 Why both halves, why not `imagehash`, and how near is "near" (NEAR_DISTANCE): measured in
-docs/decisions/0012-photo-reuse-hash.md.
+docs/decisions/0013-photo-reuse-hash.md.
 """
 
 from __future__ import annotations

@@ -14,17 +14,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, or_, select
+from sqlalchemy import and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
 from server.config import Config
 from server.db.conditional import update_if
 from server.db.engine import Database
-from server.db.models import Decision, Fill, Media, Prescription, Site, utcnow
+from server.db.models import Decision, Fill, License, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.barcodes import check_product
 from server.evidence.kinds import MediaKind
+from server.fills.flags import check_approval, flags_at_queue
+from server.fills.history import last_approved, refill_too_soon
 from server.fills.records import (
     FILL_SITE_PRESCRIPTION_TECHNICIAN,
     MEDIA_OF_FILL,
@@ -46,10 +48,12 @@ from server.fills.rules import (
     SUBMIT,
     TRANSITIONS,
     FillState,
+    FlagCode,
     Transition,
 )
 from server.media.reuse import reused_photos
 from server.realtime import journal
+from server.reference.store import annotate_product_check
 from server.security.principal import Principal, Role
 
 PRIORITY_RANK = case({p: i for i, p in enumerate(PRIORITIES)}, value=Fill.priority, else_=len(PRIORITIES))
@@ -80,6 +84,18 @@ _PRESCRIPTION_AND_SITE = (
     select(Prescription, Site)
     .join(Site, Site.id == Prescription.site_id)
     .where(Prescription.id == bindparam("prescription_id"))
+)
+# A prescription's fills that use one of its fills (the first, then its refills): submitted and not
+# rejected. A draft uses none (an abandoned one blocks nothing); a rejection gives its fill back, so a
+# rejected fill and its resubmission use one between them.
+FILL_USING_STATES = (FillState.QUEUED, FillState.IN_REVIEW, FillState.APPROVED)
+_FILLS_USED = select(func.count()).where(
+    Fill.prescription_id == bindparam("prescription_id"),
+    Fill.state.in_(FILL_USING_STATES),
+    Fill.id != bindparam("fill_id"),
+)
+_LOCK_PRESCRIPTION = (
+    select(Prescription.id).where(Prescription.id == bindparam("prescription_id")).with_for_update()
 )
 # How many new drafts the upload pre-check remembers (a site has a few open at a time).
 KNOWN_DRAFTS = 4096
@@ -130,6 +146,7 @@ def event_payload(fill: Fill, **extra: Any) -> dict[str, Any]:
         "priority": fill.priority,
         "product_check": fill.product_check,
         "claimed_by": fill.claimed_by,
+        "flags": fill.flags or [],
         **extra,
     }
 
@@ -262,6 +279,7 @@ class FillService:
                 raise Forbidden("This site is suspended and cannot submit fills.")
             if new.previous_fill_id:
                 await self._check_resubmission(s, new, rx)
+            await self._check_refills(s, rx, new.id, lock=False)
             fill = Fill(
                 id=new.id,
                 prescription_id=rx.id,
@@ -274,6 +292,7 @@ class FillService:
                 barcodes=list(new.barcodes),
                 counted_quantity=new.counted_quantity,
                 override_reason=new.override_reason,
+                overridden_checks=list(new.overridden_checks),
                 request_digest=digest,
                 created_at=self.clock(),
             )
@@ -296,6 +315,27 @@ class FillService:
         taken = (await s.execute(select(Fill.id).where(Fill.previous_fill_id == prev.id))).first()
         if taken is not None:
             raise Conflict("This rejected fill was resubmitted already.", code="already_resubmitted")
+
+    async def _check_refills(self, s: AsyncSession, rx: Prescription, fill_id: str, *, lock: bool) -> None:
+        """Conflict when the prescription's fills (the first and its refills) are all used by others.
+
+        With `lock`, the prescription's row is locked first (PostgreSQL; SQLite has one writer), so of
+        two fills submitted at once the second counts the first: two open fills never exceed it.
+        """
+        if lock and not self.db.is_sqlite:
+            await s.execute(_LOCK_PRESCRIPTION, {"prescription_id": rx.id})
+        used = (await s.execute(_FILLS_USED, {"prescription_id": rx.id, "fill_id": fill_id})).scalar_one()
+        allowed = 1 + rx.refills_authorized
+        if used >= allowed:
+            raise Conflict(
+                f"This prescription allows {allowed} fill{'s' if allowed > 1 else ''} "
+                f"({rx.refills_authorized} refill{'s' if rx.refills_authorized != 1 else ''} authorized) "
+                f"and {used} {'is' if used == 1 else 'are'} used or waiting for verification; "
+                "it needs a new prescription.",
+                code="refills_exhausted",
+                refills_authorized=rx.refills_authorized,
+                fills_used=used,
+            )
 
     async def authorize_upload(self, actor: Principal, fill_id: str, kind: str) -> None:
         """Media may be added only by the fill's site, while the fill is still a draft."""
@@ -374,8 +414,17 @@ class FillService:
             bottles = [m for m in media if m.kind == MediaKind.STOCK_BOTTLE]
             decoded = [b for m in bottles for b in m.quality.get("barcodes", [])]
             check = check_product([*fill.barcodes, *decoded], rx.expected_ndc, now.date())
+            product_detail = await annotate_product_check(s, check.detail, now.date())
+            await self._check_refills(s, rx, fill.id, lock=True)
             photos = await reused_photos(s, fill.id, media)
-            flags = [*fill.flags, {"code": "reused_photo", "photos": photos}] if photos else fill.flags
+            flags = flags_at_queue(
+                fill,
+                rx.quantity,
+                check.result,
+                product_detail,
+                {"code": FlagCode.REUSED_PHOTO, "photos": photos} if photos else None,
+                refill_too_soon(await last_approved(s, fill, rx), now, self.config.refill_too_soon_percent),
+            )
             if not await self._move(
                 s,
                 fill,
@@ -385,7 +434,7 @@ class FillService:
                     "submitted_at": now,
                     "queued_at": now,
                     "product_check": check.result,
-                    "product_check_detail": check.detail,
+                    "product_check_detail": product_detail,
                     "flags": flags,
                 },
             ):
@@ -405,6 +454,7 @@ class FillService:
                     "version": fill.version,
                     "media": len(media),
                     "product_check": check.result,
+                    "flags": [f["code"] for f in flags],
                     **({"override_reason": fill.override_reason} if fill.override_reason else {}),
                 },
                 at=now,
@@ -523,6 +573,15 @@ class FillService:
         async with self.db.write() as s:
             fill, site = await self._visible_fill(s, actor, fill_id)
             now = self.clock()
+            if (
+                t is APPROVE
+                and fill.state in APPROVE.sources
+                and fill.claimed_by == actor.user_id
+                and fill.version == d.version
+            ):
+                # Checked against the fill as it is; a fill that changed since is refused below anyway.
+                media = (await s.execute(MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
+                check_approval(fill, media, d)
             ok = await self._move(
                 s,
                 fill,
@@ -537,12 +596,23 @@ class FillService:
             if not ok:
                 await s.refresh(fill)
                 raise self._decision_conflict(fill, actor, d, now)
+            license_number = (
+                await s.execute(
+                    select(License.number).where(
+                        License.user_id == actor.user_id, License.state == site.state
+                    )
+                )
+            ).scalar_one_or_none()
             decision = Decision(
                 fill_id=fill.id,
                 pharmacist_id=actor.user_id,
+                license_state=site.state,
+                license_number=license_number,
                 outcome=d.outcome,
                 reason_codes=list(d.reason_codes),
                 note=d.note,
+                acknowledgements=list(d.acknowledgements),
+                views_seen=list(d.views_seen),
                 decided_at=now,
             )
             s.add(decision)
@@ -558,7 +628,14 @@ class FillService:
                     "decision_id": decision.id,
                     "pharmacist": actor.display_name,
                     "pharmacist_id": actor.user_id,
+                    "license": {"state": site.state, "number": license_number},
                     "has_note": d.note is not None,
+                    # What the pharmacist saw and acknowledged; notes stay in the decision.
+                    "acknowledgements": [
+                        {"flag": a["flag"], "reason": a["reason"], "has_note": a["note"] is not None}
+                        for a in d.acknowledgements
+                    ],
+                    "views_seen": list(d.views_seen),
                 },
             )
         if self.on_decided:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 
 from server.db.engine import Database
-from server.db.models import Decision, Fill, Media, Site
+from server.db.models import Decision, Fill, Media, Prescription, Site
 from server.errors import NotFound
 from server.fills.lifecycle import PRIORITY_RANK
 from server.fills.records import FillRecord, load_record
@@ -21,6 +21,8 @@ from server.security.principal import Principal, Role
 class QueueRow:
     fill: Fill
     site: Site
+    # What the row says the fill is: (rx number, drug, strength, patient name).
+    rx: tuple[str, str, str, str]
     images: int
     videos: int
 
@@ -60,8 +62,16 @@ class FillQueries:
         async with self.db.read() as s:
             rows = (
                 await s.execute(
-                    select(Fill, Site)
+                    select(
+                        Fill,
+                        Site,
+                        Prescription.rx_number,
+                        Prescription.drug,
+                        Prescription.strength,
+                        Prescription.patient_name,
+                    )
                     .join(Site, Site.id == Fill.site_id)
+                    .join(Prescription, Prescription.id == Fill.prescription_id)
                     .where(*where)
                     .order_by(PRIORITY_RANK, Fill.submitted_at, Fill.id)
                     .limit(limit)
@@ -85,7 +95,17 @@ class FillQueries:
                 )
             ).scalar()
         return FillQueue(
-            [QueueRow(r.Fill, r.Site, *counts_by_fill.get(r.Fill.id, (0, 0))) for r in rows], by_state, oldest
+            [
+                QueueRow(
+                    r.Fill,
+                    r.Site,
+                    (r.rx_number, r.drug, r.strength, r.patient_name),
+                    *counts_by_fill.get(r.Fill.id, (0, 0)),
+                )
+                for r in rows
+            ],
+            by_state,
+            oldest,
         )
 
     @staticmethod

@@ -14,7 +14,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import Decision, Fill, Media, Prescription, Site, User
-from server.security.principal import Principal
+from server.fills.history import FillHistory, history_of
+from server.security.principal import Principal, Role
 
 # Built once: submitting a fill runs the first two, and so does every read of a fill in full.
 # The fill, its site, prescription and technician's name (names only: a User entity would load its
@@ -46,6 +47,8 @@ class FillRecord:
     media: Sequence[Media]
     # (fill id, fill state, Decision, the pharmacist's name) for each decided fill of the prescription.
     decisions: Sequence[Any]
+    # Earlier fills of the patient's drug: loaded for pharmacists and admins, who verify.
+    history: FillHistory | None = None
 
 
 async def decisions_of(s: AsyncSession, prescription_id: int) -> Sequence[Any]:
@@ -60,4 +63,5 @@ async def load_record(s: AsyncSession, actor: Principal, fill_id: str) -> FillRe
     fill: Fill = row.Fill
     media = (await s.execute(MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
     decisions = await decisions_of(s, fill.prescription_id)
-    return FillRecord(fill, row.Site, row.Prescription, row.display_name, media, decisions)
+    history = None if actor.role is Role.TECHNICIAN else await history_of(s, actor, fill, row.Prescription)
+    return FillRecord(fill, row.Site, row.Prescription, row.display_name, media, decisions, history)

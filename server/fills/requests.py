@@ -13,11 +13,49 @@ from decimal import Decimal
 from typing import Any
 
 from server.errors import InvalidInput
-from server.fills.rules import OUTCOMES, PRIORITIES, REJECTION_REASONS
-from server.inputs import ID, INT32_MAX, Body, Field, Int, ListOf, Nullable, OneOf, Quantity, Text, Uuid
+from server.fills.rules import (
+    ACKNOWLEDGEMENT_REASONS,
+    MEDIA_KINDS,
+    OUTCOMES,
+    PRIORITIES,
+    REJECTION_REASONS,
+    FlagCode,
+)
+from server.inputs import (
+    ID,
+    INT32_MAX,
+    Body,
+    Field,
+    Int,
+    ListOf,
+    Nullable,
+    Object,
+    OneOf,
+    Quantity,
+    Text,
+    Uuid,
+)
 
 MAX_NOTE = 2000
 MAX_BARCODES = 10
+MAX_OVERRIDDEN_CHECKS = 32
+# Seconds a view can have been on screen: a day is more than any review.
+MAX_SECONDS_SEEN = Decimal(86400)
+MAX_VIEWS = 64
+MAX_ACK_NOTE = 500
+
+OVERRIDDEN_CHECK = Object(
+    Body(
+        {
+            "kind": Field(OneOf(MEDIA_KINDS), required=True, description="The photo the check was about."),
+            "check": Field(
+                Text(64, 1, pattern="[a-z0-9_]+"),
+                required=True,
+                description="The site's check code, e.g. blurry.",
+            ),
+        }
+    )
+)
 
 NEW_FILL = Body(
     {
@@ -43,15 +81,63 @@ NEW_FILL = Body(
             Nullable(
                 Text(500, 1, strip=True, message="An override needs a reason of at most 500 characters.")
             ),
-            description="Why the site goes on although the product check flagged the stock bottle.",
+            description="Why the site goes on although its checks of the photos or the product failed.",
+        ),
+        "overridden_checks": Field(
+            Nullable(
+                ListOf(
+                    OVERRIDDEN_CHECK,
+                    MAX_OVERRIDDEN_CHECKS,
+                    f"Overridden checks must be a list of at most {MAX_OVERRIDDEN_CHECKS} "
+                    "{kind, check} objects.",
+                )
+            ),
+            description="Each check the technician sent the fill past, on which photo.",
         ),
     },
     description="A draft fill of a prescription at the caller's site.",
 )
 
 
+ACKNOWLEDGEMENT = Object(
+    Body(
+        {
+            "flag": Field(OneOf(tuple(FlagCode)), required=True),
+            "reason": Field(
+                OneOf(
+                    tuple(ACKNOWLEDGEMENT_REASONS),
+                    f"An acknowledgement's reason must be one of {', '.join(ACKNOWLEDGEMENT_REASONS)}.",
+                ),
+                required=True,
+            ),
+            "note": Field(Nullable(Text(MAX_ACK_NOTE, strip=True))),
+        },
+        description="A flag of the fill acknowledged, with why the fill is right all the same.",
+    )
+)
+VIEW_SEEN = Object(
+    Body(
+        {
+            "media_id": Field(ID, required=True),
+            "seconds": Field(Quantity(Decimal(0), MAX_SECONDS_SEEN), required=True),
+            "max_zoom": Field(Nullable(Quantity(Decimal(0), Decimal(64)))),
+            "played_fraction": Field(
+                Nullable(Quantity(Decimal(0), Decimal(1))),
+                description="A video: the share of it played or scrubbed through.",
+            ),
+        },
+        description="One photo or video as it was on the pharmacist's screen.",
+    )
+)
+
+
 def _decision_rules(d: dict[str, Any]) -> None:
     reasons, note = d.get("reason_codes") or [], d.get("note")
+    for ack in d.get("acknowledgements") or []:
+        if ack["reason"] == "other" and not ack.get("note"):
+            raise InvalidInput(
+                "An acknowledgement for the reason 'other' needs a note.", field="acknowledgements"
+            )
     if d["outcome"] == "reject" and not reasons:
         raise InvalidInput("A rejection needs at least one reason code.")
     if d["outcome"] == "approve" and reasons:
@@ -74,6 +160,14 @@ DECISION = Body(
             )
         ),
         "note": Field(Nullable(Text(MAX_NOTE))),
+        "acknowledgements": Field(
+            Nullable(ListOf(ACKNOWLEDGEMENT, len(FlagCode))),
+            description="An approval acknowledges each flag of the fill once.",
+        ),
+        "views_seen": Field(
+            Nullable(ListOf(VIEW_SEEN, MAX_VIEWS)),
+            description="What the pharmacist had on screen; an approval names every photo and video.",
+        ),
     },
     check=_decision_rules,
     description="A rejection needs reason codes (and 'other' a note); an approval has none.",
@@ -91,6 +185,8 @@ class NewFill:
     counted_quantity: Decimal | None = None
     previous_fill_id: str | None = None
     override_reason: str | None = None
+    # ({"kind": ..., "check": ...}, ...)
+    overridden_checks: tuple[dict[str, str], ...] = ()
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> NewFill:
@@ -103,6 +199,10 @@ class NewFill:
             counted_quantity=f.get("counted_quantity"),
             previous_fill_id=f.get("previous_fill_id"),
             override_reason=f.get("override_reason"),
+            overridden_checks=tuple(
+                dict(c)
+                for c in {(c["kind"], c["check"]): c for c in f.get("overridden_checks") or []}.values()
+            ),
         )
 
     def digest(self) -> str:
@@ -116,6 +216,9 @@ class NewFill:
             "previous_fill_id": self.previous_fill_id,
             "override_reason": self.override_reason,
         }
+        if self.overridden_checks:
+            # Only when sent: fills created before overridden checks existed keep their digest.
+            body["overridden_checks"] = list(self.overridden_checks)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -127,10 +230,35 @@ class DecisionInput:
     outcome: str
     reason_codes: tuple[str, ...]
     note: str | None
+    # ({"flag", "reason", "note"}, ...), one per flag code (the last one sent wins).
+    acknowledgements: tuple[dict[str, Any], ...] = ()
+    # ({"media_id", "seconds", "max_zoom", "played_fraction"}, ...), one per media id.
+    views_seen: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> DecisionInput:
         d = DECISION.parse(body)
         note = (d.get("note") or "").strip()
         reasons = d.get("reason_codes") or []
-        return cls(d["version"], d["outcome"], tuple(dict.fromkeys(reasons)), note or None)
+        acks = {
+            a["flag"]: {"flag": a["flag"], "reason": a["reason"], "note": a.get("note") or None}
+            for a in d.get("acknowledgements") or []
+        }
+        views = {v["media_id"]: _view(v) for v in d.get("views_seen") or []}
+        return cls(
+            d["version"],
+            d["outcome"],
+            tuple(dict.fromkeys(reasons)),
+            note or None,
+            tuple(acks.values()),
+            tuple(views.values()),
+        )
+
+
+def _view(v: dict[str, Any]) -> dict[str, Any]:
+    """A view as stored: numbers as JSON numbers, rounded to what a person's eye can tell apart."""
+    out: dict[str, Any] = {"media_id": v["media_id"], "seconds": round(float(v["seconds"]), 2)}
+    for key in ("max_zoom", "played_fraction"):
+        if v.get(key) is not None:
+            out[key] = round(float(v[key]), 3)
+    return out

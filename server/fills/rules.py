@@ -76,3 +76,32 @@ REJECTION_REASONS: dict[str, str] = {
 
 OUTCOMES = ("approve", "reject")
 FILL_TYPES = ("new", "refill")
+
+
+class FlagCode(enum.StrEnum):
+    """What a pharmacist must acknowledge before approving a fill; set when the fill is queued."""
+
+    PRODUCT_CHECK = "product_check"
+    QUANTITY_MISMATCH = "quantity_mismatch"
+    OVERRIDE = "override"
+    REUSED_PHOTO = "reused_photo"
+    REFILL_TOO_SOON = "refill_too_soon"
+
+
+FLAG_LABELS: dict[str, str] = {
+    FlagCode.PRODUCT_CHECK: "Product check",
+    FlagCode.QUANTITY_MISMATCH: "Count differs",
+    FlagCode.OVERRIDE: "Photo check overridden",
+    FlagCode.REUSED_PHOTO: "Reused photo",
+    FlagCode.REFILL_TOO_SOON: "Refill too soon",
+}
+
+# Why a pharmacist approves a fill in spite of a flag; "other" needs a note.
+ACKNOWLEDGEMENT_REASONS: dict[str, str] = {
+    "verified_visually": "Verified visually in the photos",
+    "partial_fill_documented": "Partial fill, documented",
+    "manufacturer_change_confirmed": "Manufacturer change confirmed",
+    "early_refill_authorized": "Early refill authorized (vacation, dose change, lost supply)",
+    "photo_confirmed_current": "Photo confirmed as taken for this fill",
+    "other": "Other (note required)",
+}

@@ -235,6 +235,51 @@ class Auth:
             )
         return token
 
+    async def issue_integration_token(self, admin: Principal | None, site_code: str, label: str) -> str:
+        """A new token for a site's pharmacy system to send prescriptions with (FHIR, NCPDP SCRIPT). The
+        site's integration identity is made on first issue; only the token's hash is kept."""
+        token = tokens.new_secret()
+        async with self.db.write() as s:
+            site = (await s.execute(select(Site).where(Site.code == site_code))).scalar_one_or_none()
+            if site is None:
+                raise NotFound(f"No site {site_code!r}.")
+            username = f"integration.{site.code.lower()}"
+            user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+            if user is None:
+                user = User(
+                    username=username,
+                    display_name=f"{site.name} pharmacy system",
+                    role=Role.INTEGRATION,
+                    password_hash=None,
+                    site_id=site.id,
+                    active=True,
+                    licenses=[],
+                )
+                s.add(user)
+                await s.flush()
+                await audit.append(
+                    self.db,
+                    s,
+                    admin,
+                    "user.created",
+                    "user",
+                    user.id,
+                    {"username": username, "role": Role.INTEGRATION.value, "site_id": site.id},
+                )
+            row = DeviceToken(token_hash=tokens.digest(token), user_id=user.id, label=label[:200])
+            s.add(row)
+            await s.flush()
+            await audit.append(
+                self.db,
+                s,
+                admin,
+                "device_token.issued",
+                "device_token",
+                row.id,
+                {"user_id": user.id, "label": row.label},
+            )
+        return token
+
     async def revoke_device_token(self, admin: Principal | None, token_id: int) -> None:
         async with self.db.write() as s:
             row = await s.get(DeviceToken, token_id)

@@ -15,6 +15,13 @@ class Role(enum.StrEnum):
     TECHNICIAN = "technician"
     PHARMACIST = "pharmacist"
     ADMIN = "admin"
+    # A site's pharmacy system sending prescriptions (FHIR, NCPDP SCRIPT): a machine, never a person,
+    # allowed only the intake routes and only for its own site.
+    INTEGRATION = "integration"
+
+
+# The roles a person signs in with.
+PEOPLE = frozenset({Role.TECHNICIAN, Role.PHARMACIST, Role.ADMIN})
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ class Principal:
         """A technician sees their own site, a pharmacist the sites of their licensed states."""
         if self.role is Role.ADMIN:
             return True
-        if self.role is Role.TECHNICIAN:
+        if self.role in (Role.TECHNICIAN, Role.INTEGRATION):
             return self.site_id == site_id
         return site_state in self.licensed_states
 

@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from server.db.models import Fill
 from server.reports.figures import Spell, depth_series, percentile, review_spells
-from tests.api.world import User, World, queued_fill, rx_body
+from tests.api.world import User, World, approval, queued_fill, rx_body
 
 T0 = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.UTC)
 
@@ -51,7 +51,9 @@ def test_depth_series_counts_open_and_in_review_at_each_step_and_the_peak() -> N
 
 async def _approve_or_reject(rph: User, fill_id: str, outcome: str, reasons: list[str] | None = None) -> None:
     claimed = (await rph.json("POST", f"/api/v1/fills/{fill_id}/claim"))["fill"]
-    body: dict[str, Any] = {"version": claimed["version"], "outcome": outcome}
+    body: dict[str, Any] = (
+        approval(claimed) if outcome == "approve" else {"version": claimed["version"], "outcome": outcome}
+    )
     if reasons:
         body.update(reason_codes=reasons, note="See photo 2")
     await rph.json("POST", f"/api/v1/fills/{fill_id}/decision", json=body)

@@ -8,7 +8,17 @@ from typing import Any
 import pytest
 
 from server.fills.lifecycle import FillService
-from tests.api.world import REQUIRED, User, World, new_fill_id, photo, queued_fill, rx_body, upload
+from tests.api.world import (
+    REQUIRED,
+    User,
+    World,
+    approval,
+    new_fill_id,
+    photo,
+    queued_fill,
+    rx_body,
+    upload,
+)
 
 
 async def _rx(world: World, tech: str = "tech_nd1", number: str = "RX100", **over: object) -> int:
@@ -44,7 +54,7 @@ async def test_submitted_fill_is_queued_and_approved_by_a_licensed_pharmacist(wo
     decided = await rph.json(
         "POST",
         f"/api/v1/fills/{fill['id']}/decision",
-        json={"version": claimed["version"], "outcome": "approve"},
+        json=approval(claimed),
     )
     assert decided["state"] == "approved"
     assert decided["decision"]["pharmacist"]["name"] == "Nd Rph"
@@ -116,7 +126,7 @@ async def test_create_and_submit_answer_with_the_fill_as_a_later_read_shows_it(w
 
 async def test_photos_are_refused_once_the_fill_is_submitted_here_or_by_another_server(world: World) -> None:
     tech = await world.device("tech_nd1")
-    rx = await _rx(world)
+    rx = await _rx(world, refills_authorized=99)  # several fills of one prescription
     submitted = await queued_fill(world, tech, rx)
     late = await upload(tech, submitted["id"], "other", photo("other", 1))
     assert (late.method, late.status) == ("POST", 409)  # refused before any byte is sent
@@ -235,7 +245,7 @@ async def test_expired_lease_puts_the_fill_back_and_the_late_decision_gets_409(w
         "POST",
         f"/api/v1/fills/{fill['id']}/decision",
         409,
-        json={"version": claimed["version"], "outcome": "approve"},
+        json=approval(claimed),
     )
     assert late["error"] == "lease_lost"
     beat = await a.json("POST", f"/api/v1/fills/{fill['id']}/heartbeat", 409)
@@ -255,7 +265,7 @@ async def test_heartbeat_keeps_the_lease(world: World) -> None:
     done = await a.json(
         "POST",
         f"/api/v1/fills/{fill['id']}/decision",
-        json={"version": claimed["version"], "outcome": "approve"},
+        json=approval(claimed),
     )
     assert done["state"] == "approved"
 
@@ -264,7 +274,7 @@ async def test_heartbeat_keeps_the_lease(world: World) -> None:
 async def test_two_racing_decisions_exactly_one_wins(world: World) -> None:
     """Fifty times over: two decisions on the same fill and version at once (two console tabs): one wins."""
     tech = await world.device("tech_nd1")
-    rx = await _rx(world)
+    rx = await _rx(world, refills_authorized=99)  # several fills of one prescription
     a = await world.login("nd_rph")
     outcomes = []
     for i in range(50):
@@ -273,7 +283,7 @@ async def test_two_racing_decisions_exactly_one_wins(world: World) -> None:
         r1, r2 = await asyncio.gather(
             a.post(
                 f"/api/v1/fills/{fill['id']}/decision",
-                json={"version": mine["version"], "outcome": "approve"},
+                json=approval(mine),
             ),
             a.post(
                 f"/api/v1/fills/{fill['id']}/decision",
@@ -295,9 +305,7 @@ async def test_after_a_lapsed_lease_only_the_new_holder_can_decide(world: World)
     world.clock.advance(world.services.config.lease_seconds + 1)
     new = (await b.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
     ra, rb = await asyncio.gather(
-        a.post(
-            f"/api/v1/fills/{fill['id']}/decision", json={"version": old["version"], "outcome": "approve"}
-        ),
+        a.post(f"/api/v1/fills/{fill['id']}/decision", json=approval(old)),
         b.post(
             f"/api/v1/fills/{fill['id']}/decision",
             json={"version": new["version"], "outcome": "reject", "reason_codes": ["label_error"]},

@@ -17,7 +17,7 @@ from server.fills.lifecycle import FillService
 from server.fills.requests import DecisionInput, NewFill
 from server.fills.rules import CREATE, SYSTEM, TRANSITIONS, FillState, Transition
 from server.security.principal import Principal, Role
-from tests.api.world import PASSWORD, World, new_fill_id, queued_fill, rx_body
+from tests.api.world import PASSWORD, World, approval, new_fill_id, queued_fill, rx_body
 
 
 class Clock:
@@ -82,15 +82,17 @@ async def test_the_lifecycle_makes_every_transition_of_the_table_and_no_other(wo
     fills = FillService(world.services.db, world.services.config, clock=clock)
     lease = dt.timedelta(seconds=world.services.config.lease_seconds + 1)
     tech = await world.device("tech_nd1")
-    rx = (await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX300")))["id"]
+    body = rx_body("RX300", refills_authorized=99)  # several fills of one prescription
+    rx = (await tech.json("POST", "/api/v1/prescriptions", 201, json=body))["id"]
     nd, both = await _pharmacist(world, "nd_rph"), await _pharmacist(world, "both_rph")
 
     # Claimed, put back, claimed again and approved.
-    first = (await queued_fill(world, tech, rx, seed=1))["id"]
+    queued = await queued_fill(world, tech, rx, seed=1)
+    first = queued["id"]
     await fills.claim(nd, first)
     await fills.release(nd, first)
     taken = await fills.claim(nd, first)
-    await fills.decide(nd, first, DecisionInput(taken.version, "approve", (), None))
+    await fills.decide(nd, first, DecisionInput.parse({**approval(queued), "version": taken.version}))
 
     # A lease that runs out is returned by the server; one taken over by another pharmacist before the
     # server saw it run out is claimed from review; then rejected.

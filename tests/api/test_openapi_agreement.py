@@ -171,7 +171,12 @@ def caller(route: Route) -> str:
     if route.is_public:
         return "anonymous"
     assert isinstance(route.allow, frozenset)
-    for role, who in ((Role.TECHNICIAN, "tech_nd1"), (Role.PHARMACIST, "nd_rph"), (Role.ADMIN, "admin")):
+    for role, who in (
+        (Role.TECHNICIAN, "tech_nd1"),
+        (Role.PHARMACIST, "nd_rph"),
+        (Role.ADMIN, "admin"),
+        (Role.INTEGRATION, "integration"),
+    ):
         if role in route.allow:
             return who
     raise AssertionError(route)
@@ -216,6 +221,9 @@ class Probe:
         who = caller(self.route)
         if who == "anonymous":
             return None
+        if who == "integration":
+            token = await self.world.services.auth.issue_integration_token(None, "ND-1", "agreement")
+            return User(await self.world.anonymous(), who, token=token)
         if who.startswith("tech_"):
             # A token of its own each time: a probe of the revoke route may revoke the one before.
             token = await self.world.services.auth.issue_device_token(None, who, "agreement")

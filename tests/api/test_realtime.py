@@ -91,7 +91,7 @@ async def test_reconnecting_with_a_cursor_receives_exactly_what_was_missed(world
     rph = await world.login("nd_rph")
     ws = await _connect(rph)
     hello = await ws.receive_json()
-    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX1"))
+    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX1", refills_authorized=3))
     first = await queued_fill(world, tech, rx["id"], seed=1)
     seen = await _until(ws, lambda d, _: d["type"] == "fill.queued")
     cursor = seen[-1]["id"]

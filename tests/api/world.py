@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from server.app import create_app
 from server.config import Config
 from server.db.models import utcnow
+from server.evidence.kinds import VIDEO_KINDS
 from server.services import SERVICES, Services
 
 PASSWORD = "correct-horse-battery"
@@ -256,8 +257,10 @@ async def queued_fill(
     priority: str = "routine",
     barcodes: list[str] | None = None,
     seed: int | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """Creates, photographs and submits a fill; returns it as the server shows it (queued).
+    """Creates, photographs and submits a fill (with any other `fields` of its body, such as
+    counted_quantity); returns it as the server shows it (queued).
 
     Its photos are its own unless two fills are given the same seed."""
     if seed is None:
@@ -267,12 +270,34 @@ async def queued_fill(
         "POST",
         "/api/v1/fills",
         201,
-        json={"id": fill_id, "prescription_id": rx_id, "priority": priority, "barcodes": barcodes or []},
+        json={
+            "id": fill_id,
+            "prescription_id": rx_id,
+            "priority": priority,
+            "barcodes": barcodes or [],
+            **fields,
+        },
     )
     for i, kind in enumerate(REQUIRED):
         resp = await upload(tech, fill_id, kind, photo(kind, seed * 10 + i))
         assert resp.status == 204, (resp.status, await resp.text())
     return dict(await tech.json("POST", f"/api/v1/fills/{fill_id}/submit"))
+
+
+def approval(fill: dict[str, Any], reason: str = "verified_visually") -> dict[str, Any]:
+    """An approval of the fill as the console sends it once everything was seen: every photo and video
+    on screen, and each flag acknowledged with `reason`."""
+    return {
+        "version": fill["version"],
+        "outcome": "approve",
+        "views_seen": [
+            {"media_id": m["id"], "seconds": 2.5, "max_zoom": 1.0, "played_fraction": 1.0}
+            if m["kind"] in VIDEO_KINDS
+            else {"media_id": m["id"], "seconds": 2.5, "max_zoom": 1.0}
+            for m in fill["media"]
+        ],
+        "acknowledgements": [{"flag": f["code"], "reason": reason} for f in fill["flags"]],
+    }
 
 
 async def approved_fill(world: World) -> str:
@@ -285,7 +310,7 @@ async def approved_fill(world: World) -> str:
     await rph.json(
         "POST",
         f"/api/v1/fills/{fill['id']}/decision",
-        json={"version": claimed["version"], "outcome": "approve"},
+        json=approval(claimed),
     )
     return str(fill["id"])
 

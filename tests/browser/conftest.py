@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,11 +117,37 @@ async def sign_in(
 
 
 async def submit(world: World, tech: str, rx_number: str, **kw: Any) -> dict[str, Any]:
-    """A technician enters a prescription and submits a photographed fill; returns the queued fill."""
+    """A technician enters a prescription and submits a photographed fill; returns the queued fill.
+
+    With no barcode and no count the server flags it (no scan, count missing): see submit_clean."""
     user = await world.device(tech)
     rx_over = kw.pop("rx", {})
     rx = await user.json("POST", "/api/v1/prescriptions", 201, json=rx_body(rx_number, **rx_over))
     return await queued_fill(world, user, rx["id"], **kw)
+
+
+# The stock bottle's GS1 DataMatrix for the test prescriptions' NDC 0378-1805-01, expiring 2029-12-31.
+MATCHING_SCAN = "]d2010030378180501817291231"
+
+
+async def submit_clean(world: World, tech: str, rx_number: str, **kw: Any) -> dict[str, Any]:
+    """A fill with nothing to flag: the prescribed bottle scanned and the prescribed 60 counted."""
+    return await submit(world, tech, rx_number, barcodes=[MATCHING_SCAN], counted_quantity=60, **kw)
+
+
+async def look_at_every_photo(page: Page) -> None:
+    """Steps through the strip, waiting until each photo or video counts as seen (a video is scrubbed)."""
+    thumbs = page.locator("#v-strip .thumb")
+    await expect(thumbs.first).to_be_visible()
+    for i in range(await thumbs.count()):
+        if i:
+            await page.keyboard.press("ArrowRight")
+        if await thumbs.nth(i).get_attribute("data-kind") == "count_video":
+            await until(page, "() => document.querySelector('#v-stage video')?.readyState >= 1")
+            while "is-unseen" in (await thumbs.nth(i).get_attribute("class") or ""):
+                await page.keyboard.press("]")
+                await asyncio.sleep(0.05)
+        await expect(thumbs.nth(i)).not_to_have_class(re.compile(r"\bis-unseen\b"))
 
 
 class SiteSocket:

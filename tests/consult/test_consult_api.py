@@ -96,3 +96,29 @@ async def test_the_outcome_note_is_for_the_two_parties_and_admins_only(world: Wo
     # Nor by ending it again (the record it answers with).
     again = await outsider.post(f"{url}/end", json={"reason": "hangup"})
     assert note not in await again.text()
+
+
+async def test_a_pharmacist_declines_a_request_with_a_reason_the_site_reads(world: World) -> None:
+    site, nd = await world.device("tech_nd1"), await world.login("nd_rph")
+    c = await site.json("POST", "/api/v1/consultations", 201, json={})
+    url = f"/api/v1/consultations/{c['id']}"
+    # A reason is required, and only a pharmacist declines.
+    await nd.json("POST", f"{url}/end", 400, json={"reason": "declined"})
+    await site.json("POST", f"{url}/end", 403, json={"reason": "declined", "note": "No"})
+    # A pharmacist not licensed in the site's state does not see the request at all.
+    await (await world.login("mn_rph")).json(
+        "POST", f"{url}/end", 404, json={"reason": "declined", "note": "x"}
+    )
+
+    reason = "All pharmacists are on a call; ask again in 15 minutes."
+    declined = await nd.json("POST", f"{url}/end", json={"reason": "declined", "note": reason})
+    me = await nd.json("GET", "/api/v1/session")
+    assert (declined["state"], declined["end_reason"]) == ("ended", "declined")
+    assert declined["pharmacist_id"] == me["user"]["id"]
+    seen = await site.json("GET", url)
+    assert seen["end_reason"] == "declined" and seen["outcome_note"] == reason
+    # Declined once: a second decline, or an accept, finds it ended.
+    await (await world.login("both_rph")).json(
+        "POST", f"{url}/end", 409, json={"reason": "declined", "note": "x"}
+    )
+    assert (await nd.post(f"{url}/accept")).status == 409

@@ -56,7 +56,7 @@ async def test_consultation_call_end_to_end(
         await outsider_ws.send_json({"type": "consult.signal", "consultation_id": cid, "description": {}})
 
         t_accept = time.monotonic()
-        await request.locator("button").click()
+        await request.locator(".consult-accept").click()
         panel = page.locator("#consult-panel")
         await expect(panel).to_have_attribute("data-state", "connected", timeout=15000)
         connected_ms = (time.monotonic() - t_accept) * 1000

@@ -102,7 +102,7 @@ async def _start_call(
     )
     site_task = asyncio.create_task(kiosk.run())
     try:
-        await console.page.locator(".consult-request button").click(timeout=15000)
+        await console.page.locator(".consult-request .consult-accept").click(timeout=15000)
         await expect(console.page.locator("#consult-panel")).to_have_attribute(
             "data-state", "connected", timeout=15000
         )

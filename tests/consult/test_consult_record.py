@@ -254,7 +254,7 @@ async def test_tp_site_consult_record_goes_through_the_outbox_to_the_two_parties
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        await page.locator(".consult-request button").click(timeout=15000)
+        await page.locator(".consult-request .consult-accept").click(timeout=15000)
         await expect(page.locator("#consult-panel")).to_have_attribute(
             "data-state", "connected", timeout=15000
         )

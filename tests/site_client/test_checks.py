@@ -35,7 +35,11 @@ def test_good_photos_pass_and_the_barcode_is_read_from_the_stock_bottle(photo_di
     [
         ("blurred_stock_bottle.jpg", "blurred", "The stock bottle photo is blurred: hold the camera still"),
         ("dark_stock_bottle.jpg", "too_dark", "The stock bottle photo is too dark"),
-        ("wrong_stock_bottle.jpg", "wrong_ndc", "prescription is for NDC 00378-1805-01"),
+        (
+            "wrong_stock_bottle.jpg",
+            "wrong_ndc",
+            "the bottle is NDC 0093-7214-01, but the prescription is for NDC 0378-1805-01",
+        ),
         ("expired_stock_bottle.jpg", "expired", "The stock bottle expired on 2024-01-31"),
     ],
 )
@@ -104,3 +108,26 @@ def test_a_barcode_lost_by_re_encoding_sends_the_original(tmp_path: Path) -> Non
     photo.save(src)
     prepared = prepare_file(src, "stock_bottle", tmp_path / "upload.jpg", long_edge=800, quality=40)
     assert not prepared.reencoded and prepared.path == src
+
+
+@pytest.mark.parametrize(
+    ("printed", "expected", "says"),
+    [
+        # 5-3-2 and 5-4-1 labelers: the barcode's ten digits leave the grouping open, so both are given.
+        ("68180-513-01", "0378-1805-01", "the bottle is NDC 68180-513-01 or 68180-5130-1, but"),
+        ("12345-6789-1", "0378-1805-01", "the bottle is NDC 12345-678-91 or 12345-6789-1, but"),
+        (
+            "0093-7214-01",
+            "68180-513-01",
+            "prescription is for NDC 68180-513-01 or 68180-0513-1 (68180-0513-01",
+        ),
+    ],
+)
+def test_a_wrong_product_is_named_as_its_ndc_is_printed_on_bottles(
+    tmp_path: Path, printed: str, expected: str, says: str
+) -> None:
+    bottle = tmp_path / "bottle.jpg"
+    bottle.write_bytes(to_jpeg_bytes(stock_bottle_photo(printed, "Other", "1 mg", "L1", EXPIRY, seed=7), 90))
+    report = check_submission([("stock_bottle", bottle)], scanned=[], expected_ndc=expected, today=TODAY)
+    (problem,) = report.problems
+    assert problem.code == "wrong_ndc" and says in problem.message, problem.message

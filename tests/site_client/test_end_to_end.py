@@ -18,7 +18,7 @@ from remote_site_client.tus import CREATION_BEGUN, TusClient
 from tests.site_client.proxy import LinkProxy
 from tests.site_client.world import NDC, Pharmacist, ServerProcess, Site, make_site, rx_body, site_api
 
-FILL_ID = re.compile(r"Stored in the outbox as fill ([0-9a-f-]{36})")
+FILL_ID = re.compile(r"Stored in the outbox as fill [0-9a-f]{8} \(id ([0-9a-f-]{36})\)")
 HOOK = """
 import json, os, sys
 data = json.load(sys.stdin)
@@ -125,7 +125,7 @@ async def test_fill_is_checked_queued_decided_and_the_rejection_shown_with_its_n
             watch.kill()
             await watch.wait()
     text = shown.decode()
-    assert "REJECTED" in text and fill_id in text and "Rx 100234" in text
+    assert "REJECTED" in text and fill_id[:8] in text and "Rx 100234" in text
     assert "Wrong strength" in text and "The vial label says 850 mg." in text
     hook = json.loads(hook_out.read_text())
     assert hook["argv"] == ["label-printer"]
@@ -303,7 +303,7 @@ async def test_blurred_dark_and_wrong_product_photos_are_stopped_before_anything
     assert code == 4, out + err
     assert "The pills photo cannot be opened" in out
     code, out, _ = await site.run("outbox")
-    assert "FAILED" in out and "refused: The server refused the pills photo" in out, out
+    assert "REFUSED" in out and "refused: The server refused the pills photo" in out, out
 
     reason = "Manufacturer changed the NDC; pharmacist told by phone"
     code, out, err = await site.run(
@@ -313,6 +313,9 @@ async def test_blurred_dark_and_wrong_product_photos_are_stopped_before_anything
     fill_id = FILL_ID.search(out).group(1)  # type: ignore[union-attr]
     fill = await fill_detail(server.url, token, fill_id)
     assert fill["override_reason"] == reason and fill["product_check"] == "mismatch"
+    # The pharmacist sees which check was sent past on which photo, and must acknowledge it.
+    assert fill["overridden_checks"] == [{"kind": "stock_bottle", "check": "wrong_ndc"}]
+    assert {"code": "override", "checks": fill["overridden_checks"]} in fill["flags"]
 
 
 async def test_watch_catches_up_on_a_decision_made_while_its_link_was_down(
@@ -345,7 +348,7 @@ async def test_watch_catches_up_on_a_decision_made_while_its_link_was_down(
             watch.kill()
             await watch.wait()
         await proxy.stop()
-    assert f"APPROVED  Rx 600001  Metformin HCl 500 mg  (fill {fill_id})" in shown.decode()
+    assert f"APPROVED  Rx 600001  Metformin HCl 500 mg  (fill {fill_id[:8]})" in shown.decode()
     with Outbox(site.config.data_dir) as outbox:
         entry = outbox.get(fill_id)
     assert entry is not None and entry.outcome == "approve" and entry.fill_state == "approved"

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import getpass
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from remote_site_client.outbox import PENDING, Outbox
+from remote_site_client.outbox import DISCARDED, PENDING, Outbox
 from remote_site_client.outbox.schema import MIGRATIONS, VERSION, NewerOutbox
+from tests.site_client.world import make_site
+
+OLD_FILL = "0ddf111e-1234-4abc-8def-000000000042"
 
 # The schema as tp-site wrote it before it was numbered (user_version 0), one shipped release each.
 FILLS_AS_FIRST_SHIPPED = """
@@ -147,7 +152,9 @@ def test_a_new_outbox_is_made_by_the_migrations_and_numbered(tmp_path: Path) -> 
     before = schema(path)
     Outbox(tmp_path / "data").close()  # opening again changes nothing
     assert schema(path) == before and user_version(path) == VERSION
-    assert set(before) == {"entries", "files", "cursors", "prescriptions", "recordings"}
+    assert set(before) == {
+        "entries", "files", "cursors", "prescriptions", "recordings", "audit", "fill_prescriptions"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("release", [1, 2, 3])
@@ -210,3 +217,40 @@ def test_an_outbox_from_a_newer_tp_site_is_refused_untouched(tmp_path: Path) -> 
     with pytest.raises(NewerOutbox, match="newer tp-site"):
         Outbox(tmp_path / "data")
     assert schema(path) == before and user_version(path) == VERSION + 1
+
+
+async def test_an_outbox_of_the_last_release_upgrades_and_its_refused_fill_is_shown_and_discarded(
+    tmp_path: Path,
+) -> None:
+    """A site upgrades tp-site with a refused fill waiting: the file takes the new step, the fill is shown
+    with what to do, and discarding it is recorded in the outbox's new audit."""
+    site = make_site(tmp_path, "http://127.0.0.1:9", "t" * 43)  # nothing here talks to a server
+    data = site.config.data_dir
+    data.mkdir(parents=True)
+    db = sqlite3.connect(data / "outbox.sqlite3")
+    for step in MIGRATIONS[:3]:
+        db.executescript(step)
+    db.execute("PRAGMA user_version = 3")
+    db.execute(
+        "INSERT INTO entries (fill_id, prescription_id, rx_number, body, state, next_attempt_at, created_at,"
+        " failed_reason) VALUES (?, 7, '100234', ?, 'failed', 1.0, 1.0, 'The pills photo cannot be opened.')",
+        (OLD_FILL, json.dumps({"id": OLD_FILL, "prescription_id": 7})),
+    )
+    db.commit()
+    db.close()
+
+    code, out, err = await site.run("outbox")
+    assert code == 0, out + err
+    assert f"{OLD_FILL[:8]}  Rx 100234" in out and "REFUSED" in out
+    assert "refused: The pills photo cannot be opened." in out
+    assert f'tp-site outbox discard {OLD_FILL[:8]} --reason "WHY"' in out
+    assert user_version(data / "outbox.sqlite3") == VERSION == 4
+
+    code, out, err = await site.run("outbox", "discard", OLD_FILL[:8], "--reason", "retaken as a new fill")
+    assert code == 0, out + err
+    with Outbox(data) as outbox:
+        (row,) = outbox.audit_log()
+        entry = outbox.get(OLD_FILL)
+    assert entry is not None and entry.state == DISCARDED
+    assert (row.fill_id, row.action, row.reason) == (OLD_FILL, "discarded", "retaken as a new fill")
+    assert row.actor == getpass.getuser() and row.detail["refused"] == "The pills photo cannot be opened."

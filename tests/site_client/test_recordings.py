@@ -153,6 +153,6 @@ async def test_a_recording_without_consent_is_refused_for_good_and_shown_with_th
     assert code == 0 and "recording" not in out
     assert recording_of(site, cid).attempts == 1
     code, out, _ = await site.run("outbox")
-    assert "FAILED" in out and "refused:" in out and "consent" in out
+    assert "REFUSED" in out and "refused:" in out and "consent" in out
     status, body = await site_api(server.url, token, "GET", f"/api/v1/consultations/{cid}")
     assert status == 200 and body["recording"] is None

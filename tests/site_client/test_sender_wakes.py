@@ -13,7 +13,8 @@ from tests.site_client.world import ServerProcess, make_site, rx_body, site_api
 async def test_a_fill_stored_with_no_send_is_picked_up_by_the_running_sender_within_a_second(
     server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
 ) -> None:
-    status, _ = await site_api(server.url, token, "POST", "/api/v1/prescriptions", rx_body("400001"))
+    body = {**rx_body("400001"), "refills_authorized": 9}  # ten fills of one prescription
+    status, _ = await site_api(server.url, token, "POST", "/api/v1/prescriptions", body)
     assert status == 201
     site = make_site(tmp_path, server.url, token)
     sync = await site.start("sync")

@@ -26,6 +26,7 @@ from server.db.migrate import upgrade
 from server.directory import Directory
 from server.security.auth import Auth
 from server.security.passwords import Passwords
+from tests.api.world import approval
 from tests.api.world import rx_body as api_rx_body
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,15 +120,22 @@ class Site:
     config_path: Path
     config: SiteConfig
 
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONUNBUFFERED": "1", "TP_SITE_CONFIG": str(self.config_path)}
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "PYTHONUNBUFFERED": "1", "TP_SITE_CONFIG": str(self.config_path), **extra}
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "remote_site_client", *args]
 
-    async def run(self, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    async def run(
+        self, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+    ) -> tuple[int, str, str]:
+        """Runs `tp-site ARGS` as a technician types it; `env` adds variables (a time zone, say)."""
         proc = await asyncio.create_subprocess_exec(
-            *self.argv(*args), cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            *self.argv(*args),
+            cwd=ROOT,
+            env=self.env(**(env or {})),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -193,16 +201,13 @@ class Pharmacist:
     async def decide(
         self, fill_id: str, outcome: str, reasons: list[str] | None = None, note: str | None = None
     ) -> Any:
-        claimed = await self.call("POST", f"/api/v1/fills/{fill_id}/claim")
+        claimed = (await self.call("POST", f"/api/v1/fills/{fill_id}/claim"))["fill"]
+        if outcome == "approve":
+            return await self.call("POST", f"/api/v1/fills/{fill_id}/decision", approval(claimed))
         return await self.call(
             "POST",
             f"/api/v1/fills/{fill_id}/decision",
-            {
-                "version": claimed["fill"]["version"],
-                "outcome": outcome,
-                "reason_codes": reasons or [],
-                "note": note,
-            },
+            {"version": claimed["version"], "outcome": outcome, "reason_codes": reasons or [], "note": note},
         )
 
 

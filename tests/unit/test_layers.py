@@ -276,7 +276,13 @@ def test_what_the_layers_allow_is_not_reported() -> None:
 def test_what_the_media_workers_run_imports_no_database_code() -> None:
     """A media worker imports the modules of its jobs: the database layer there would cost each worker
     about 25 MB of memory for nothing."""
-    worker_modules = ["server.media.workers", "server.media.ingest", *PRELOAD]
+    worker_modules = [
+        "server.media.workers",
+        "server.media.ingest",
+        "server.pharmacy_systems.fhir",
+        "server.pharmacy_systems.ncpdp",
+        *PRELOAD,
+    ]
     code = (
         f"import importlib, sys\nfor m in {worker_modules!r}: importlib.import_module(m)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic', 'aiosqlite', "

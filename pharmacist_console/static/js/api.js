@@ -51,12 +51,16 @@ export async function api(method, path, body, { signal, keepalive = false } = {}
     }
   }
   if (!resp.ok) {
+    // Errors come as {error: code, message, detail}; a few name the code apart: {error, code, missing}.
+    const d = data || {};
     const err = new ApiError(
       resp.status,
-      (data && data.error) || `http_${resp.status}`,
-      (data && data.message) || `The server answered ${resp.status}.`,
-      (data && data.detail) || {},
+      d.code || d.error || `http_${resp.status}`,
+      d.message || (d.code && typeof d.error === "string" ? d.error : null) || `The server answered ${resp.status}.`,
+      d.detail || (d.missing ? { missing: d.missing } : {}),
     );
+    const retry = Number(resp.headers.get("Retry-After"));
+    if (Number.isFinite(retry) && retry > 0) err.retryAfter = retry;
     if (resp.status === 401 && unauthorizedHandler && !(method === "POST" && path === "/api/v1/session")) {
       unauthorizedHandler(err);
     }

@@ -15,6 +15,14 @@ import { h, fill, toast } from "./dom.js";
 // "disconnected" only after about 8 s; the site's RTCP alone arrives every second or so).
 const TIMEOUTS = { offer: 15000, invited: 60000, gathering: 8000, connect: 15000, firstFrame: 10000, settle: 1500, stall: 3000, reconnect: 15000 };
 
+// Why a pharmacist turns a request down; the site that asked reads the words (the note).
+const DECLINE_REASONS = [
+  ["busy", "Busy with another patient; please ask again in a few minutes."],
+  ["after_decision", "I will counsel once the fill is verified; please ask again then."],
+  ["other_pharmacist", "Please ask another pharmacist; I cannot take this one."],
+  ["other", "Other"],
+];
+
 const ENDED_BECAUSE = {
   hangup: "The site hung up.",
   reconnect_failed: "The connection was lost and could not be re-established; the call was ended.",
@@ -30,9 +38,10 @@ function fmtClock(seconds) {
 }
 
 export class Consults {
-  constructor({ live, me }) {
+  constructor({ live, me, details }) {
     this.live = live;
     this.me = me;
+    this.details = details; // fill details, to name a request's prescription by its Rx number
     this.requests = new Map(); // consultation id -> banner element
     this.call = null;
     this.banner = h("div", { id: "consult-requests", class: "consult-requests", "aria-live": "polite" });
@@ -91,12 +100,67 @@ export class Consults {
     if (this.requests.has(c.id) || (this.call && this.call.id === c.id)) return;
     const what = c.kind === "live_look" ? "a live look at the counting tray" : "patient counselling";
     const accept = h("button", { type: "button", class: "btn primary small consult-accept", dataset: { id: String(c.id) } }, "Accept");
+    const decline = h("button", { type: "button", class: "btn small consult-decline" }, "Decline…");
+    const rx = h("span", { class: "consult-rx" });
+    const reason = h("select", { class: "consult-decline-reason", "aria-label": "Why you decline" },
+      DECLINE_REASONS.map(([code, text]) => h("option", { value: code }, text)));
+    const note = h("input", { type: "text", class: "consult-decline-note", maxlength: "500", placeholder: "Say why, for the site", "aria-label": "Note for the site", hidden: true });
+    const send = h("button", { type: "button", class: "btn small danger consult-decline-send" }, "Decline");
+    const form = h("div", { class: "consult-decline-form", hidden: true }, reason, note, send);
     const el = h("div", { class: "consult-request", role: "status", dataset: { id: String(c.id) } },
-      h("span", {}, `${c.site ? `${c.site.code} ${c.site.name}` : `Site ${c.site_id}`} asks for ${what}`,
-        c.prescription_id ? ` (Rx ${c.prescription_id})` : ""), accept);
+      h("div", { class: "consult-request-row" },
+        h("span", {}, `${c.site ? `${c.site.code} ${c.site.name}` : "A site"} asks for ${what}`, rx), accept, decline),
+      form);
     accept.addEventListener("click", () => this.accept(c));
+    decline.addEventListener("click", () => {
+      form.hidden = !form.hidden;
+      if (!form.hidden) reason.focus();
+    });
+    reason.addEventListener("change", () => {
+      note.hidden = reason.value !== "other";
+      if (!note.hidden) note.focus();
+    });
+    send.addEventListener("click", () => {
+      const text = reason.value === "other" ? note.value.trim() : DECLINE_REASONS.find(([code]) => code === reason.value)[1];
+      if (!text) {
+        note.focus();
+        toast("Say why you decline: the site reads it.", "warn");
+        return;
+      }
+      this.decline(c, text);
+    });
     this.requests.set(c.id, el);
     this.banner.append(el);
+    this.nameRx(c, rx);
+  }
+
+  /** Turns the request down with a reason the site reads; another pharmacist can no longer take it. */
+  async decline(c, note) {
+    try {
+      await api("POST", `/api/v1/consultations/${c.id}/end`, { reason: "declined", note });
+    } catch (err) {
+      toast(err instanceof ApiError && err.status === 409 ? "This request was answered or ended already." : `Could not decline: ${err.message}`, "warn");
+      this.dropRequest(c.id);
+      return;
+    }
+    this.dropRequest(c.id);
+    toast("Request declined; the site was told why.", "info");
+  }
+
+  /** The request names the prescription by its Rx number (never the internal id), once it is known. */
+  async nameRx(c, slot) {
+    const known = c.rx_number || c.prescription?.rx_number;
+    if (known) {
+      fill(slot, ` on Rx ${known}`);
+      return;
+    }
+    if (!c.fill_id || !this.details) return;
+    try {
+      const d = await this.details.fetch(c.fill_id);
+      if (d.prescription?.rx_number && slot.isConnected) fill(slot, ` on Rx ${d.prescription.rx_number}`);
+    } catch {
+      // Not visible to this pharmacist: the site's name has to do.
+    }
   }
 
   dropRequest(id) {

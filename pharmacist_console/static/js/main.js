@@ -3,6 +3,7 @@
 import { api, get, onUnauthorized, setCsrfToken, ApiError } from "./api.js";
 import { $, h, fill, isTyping, toast } from "./dom.js";
 import { Consults } from "./consult.js";
+import { setFlagLabels } from "./flags.js";
 import { LiveFeed } from "./live.js";
 import { DetailCache, ImageCache, Prefetcher } from "./prefetch.js";
 import { QueueStore } from "./queue.js";
@@ -38,12 +39,18 @@ const prefetcher = new Prefetcher(details, images);
 const store = new QueueStore({ details });
 const live = new LiveFeed();
 // Video consultations: request banner, accept and the call panel (its own DOM, its own listeners).
-const consults = new Consults({ live });
+const consults = new Consults({ live, details });
 const viewer = new Viewer($("#v-stage"), {
   images, zoomLabel: $("#v-zoom"), info: $("#v-stage-info"), tools: $("#v-stage-tools"),
 });
 let me = null;
 let view = "boot";
+
+// The decision bar's height, for what floats above it (the call panel, the pickers).
+new ResizeObserver(([entry]) => {
+  const height = entry.target.getBoundingClientRect().height;
+  if (height > 0) els.app.style.setProperty("--decision-h", `${Math.ceil(height)}px`);
+}).observe($(".decision-bar"));
 let dashboard = null;
 
 const workspace = new Workspace({
@@ -53,8 +60,12 @@ const workspace = new Workspace({
     status: $("#v-status"), approve: $("#v-approve"), reject: $("#v-reject"), next: $("#v-next"), back: $("#v-back"),
     reasons: $("#v-reasons"), reasonList: $("#v-reason-list"), note: $("#v-note"), noteRequired: $("#v-note-required"),
     reasonError: $("#v-reason-error"), reasonCancel: $("#v-reason-cancel"), reasonConfirm: $("#v-reason-confirm"),
+    acksPanel: $("#v-acks"), ackList: $("#v-ack-list"), ackKeys: $("#v-ack-keys"), ackError: $("#v-ack-error"),
+    ackCancel: $("#v-ack-cancel"), ackConfirm: $("#v-ack-confirm"),
+    undoBars: [$("#v-undo"), $("#q-undo")], undoButtons: [$("#v-undo .undo-button"), $("#q-undo .undo-button")],
   },
   exit: () => show("queue"),
+  enter: () => { if (view !== "verify") show("verify"); },
 });
 
 const queueView = new QueueView({
@@ -136,7 +147,10 @@ async function startSession(user, csrf) {
   const [sites, reasons] = await Promise.all([get("/api/v1/sites"), get("/api/v1/reasons")]);
   fill(els.filterSite, h("option", { value: "" }, "All sites"),
     sites.sites.map((s) => h("option", { value: s.id }, `${s.code} · ${s.name} (${s.state})`)));
-  workspace.setReasons(reasons.reasons);
+  setFlagLabels(reasons.flag_labels);
+  workspace.setReasons(reasons.reasons, {
+    acknowledgementReasons: reasons.acknowledgement_reasons, undoSeconds: reasons.undo_seconds,
+  });
   live.start();
 }
 
@@ -158,7 +172,7 @@ els.loginForm.addEventListener("submit", async (e) => {
     els.loginPass.value = "";
     await startSession(body.user, body.csrf_token);
   } catch (err) {
-    els.loginError.textContent = err instanceof ApiError ? err.message : "Sign-in failed.";
+    els.loginError.textContent = err instanceof ApiError ? loginErrorText(err) : "Sign-in failed.";
     els.loginError.hidden = false;
     els.loginPass.select();
   } finally {
@@ -166,8 +180,20 @@ els.loginForm.addEventListener("submit", async (e) => {
   }
 });
 
+/** A lockout says when to try again: the server's retry_after (or Retry-After), as a wait and a clock time. */
+function loginErrorText(err) {
+  if (err.status !== 429) return err.message;
+  const seconds = Number(err.detail?.retry_after ?? err.retryAfter);
+  if (!Number.isFinite(seconds) || seconds <= 0) return `${err.message} Try again in a moment.`;
+  const wait = Math.ceil(seconds);
+  const at = new Date(Date.now() + wait * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const span = wait < 90 ? `${wait} second${wait === 1 ? "" : "s"}` : `${Math.ceil(wait / 60)} minutes`;
+  return `Too many sign-in attempts. Try again in ${span} (at ${at}).`;
+}
+
 els.signOut.addEventListener("click", async () => {
-  if (workspace.active) await workspace.leave();
+  // A decision still in its undo window is sent before the session ends, not lost with it.
+  await workspace.flush();
   await api("DELETE", "/api/v1/session").catch(() => {});
   endSession("You have signed out.");
 });
@@ -233,7 +259,11 @@ document.addEventListener("keydown", (e) => {
   }
   let used = false;
   const plain = !isTyping(e.target) && !e.ctrlKey && !e.metaKey && !e.altKey;
-  if (view === "verify" && plain && !workspace.picker.open && ["v", "t"].includes(e.key.toLowerCase())) {
+  const undoKey = !isTyping(e.target) && !e.altKey && !e.shiftKey
+    && ((plain && e.key.toLowerCase() === "u") || ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z"));
+  if (view !== "verify" && undoKey && workspace.held) {
+    used = workspace.undo();
+  } else if (view === "verify" && plain && !workspace.picker.open && !workspace.acks.open && ["v", "t"].includes(e.key.toLowerCase())) {
     askSite(e.key.toLowerCase() === "t" ? "live_look" : "counsel");
     used = true;
   } else if (view === "verify") used = workspace.onKey(e);

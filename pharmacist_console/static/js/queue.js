@@ -7,15 +7,26 @@ import { isVideo } from "./prefetch.js";
 const OPEN = new Set(["queued", "in_review"]);
 const QUEUE_LIMIT = 200; // the server's page size: a full page means there may be more
 
+/** "Joan M. Whitfield" -> "J. W.": the first and last name's initials, as the server's queue rows give. */
+export function initials(name) {
+  const parts = String(name || "").trim().split(/\s+/).filter((p) => /\p{L}/u.test(p));
+  if (!parts.length) return null;
+  const first = parts[0][0].toUpperCase();
+  return parts.length === 1 ? `${first}.` : `${first}. ${parts[parts.length - 1][0].toUpperCase()}.`;
+}
+
 /** A queue row from a fill's detail (what a live arrival is fetched as). */
 export function rowFromDetail(d) {
   const media = d.media || [];
   const videos = media.filter(isVideo).length;
+  const rx = d.prescription || {};
   return {
     id: d.id, state: d.state, version: d.version, priority: d.priority, site: d.site,
     product_check: d.product_check, claimed_by: d.claimed_by, lease_expires_at: d.lease_expires_at,
     created_at: d.created_at, submitted_at: d.submitted_at, queued_at: d.queued_at,
     previous_fill_id: d.previous_fill_id, images: media.length - videos, videos,
+    flags: d.flags || [], rx_number: rx.rx_number, drug: rx.drug, strength: rx.strength,
+    patient_initials: d.patient_initials || initials(rx.patient_name),
   };
 }
 
@@ -127,6 +138,7 @@ export class QueueStore extends EventTarget {
           state: ev.state, version: ev.version, priority: ev.priority, product_check: ev.product_check,
           claimed_by: ev.claimed_by,
         });
+        if (Array.isArray(ev.flags)) row.flags = ev.flags;
         this.bump(row.state, +1);
       } else {
         this.rows.delete(ev.fill_id);

@@ -2,6 +2,7 @@
 
 import { h, fill } from "./dom.js";
 import { formatAge, plural } from "./format.js";
+import { flagBadge } from "./flags.js";
 import { checkBadge, priorityBadge } from "./verify_view.js";
 
 const ARRIVAL_MS = 4000;
@@ -55,10 +56,15 @@ export class QueueView {
         "aria-selected": r.id === this.selectedId ? "true" : "false",
       },
       h("td", {}, priorityBadge(r.priority)),
+      h("td", {}, h("div", { class: "rx-cell" }, h("span", { class: "rx-number mono" }, r.rx_number ? `Rx ${r.rx_number}` : "–"),
+        h("span", { class: "rx-drug" }, [r.drug, r.strength].filter(Boolean).join(" ") || "–"))),
+      h("td", { class: "initials" }, r.patient_initials || "–"),
       h("td", {}, h("div", { class: "site-cell" }, h("span", { class: "site-code" }, r.site.code), h("span", { class: "site-name" }, r.site.name))),
       h("td", {}, h("span", { class: "us-state" }, r.site.state)),
       h("td", { class: "num age", "data-since": r.submitted_at || "" }, this.age(r.submitted_at)),
       h("td", {}, checkBadge(r.product_check)),
+      h("td", { class: "flags-cell" }, h("div", { class: "flag-list" },
+        (r.flags || []).filter((f) => f.code !== "product_check").map((f) => flagBadge(f)))),
       h("td", { class: "evidence-cell" }, media.join(" · ")),
       h("td", {}, this.statusCell(r), r.previous_fill_id ? h("span", { class: "badge badge-resub" }, "Resubmitted") : null));
     }));

@@ -5,6 +5,7 @@ import {
   CHECK_HINTS, CHECK_LABELS, KIND_LABELS, PRIORITY_LABELS, formatDateTime, formatDob, formatNdc,
   formatQuantity, formatWhen,
 } from "./format.js";
+import { describeChecks, describeFlag, flagBadge } from "./flags.js";
 import { isVideo } from "./prefetch.js";
 
 export function checkBadge(result) {
@@ -89,7 +90,54 @@ function checkSection(d) {
     h("div", { class: "check-head" }, checkBadge(d.product_check),
       h("span", { class: "check-hint" }, CHECK_HINTS[d.product_check] || "")),
     barcodes.length ? h("ul", { class: "barcodes" }, barcodes.map((b) => barcodeRow(b, detail.expected_ndc11))) : null,
-    d.override_reason ? h("p", { class: "override" }, h("strong", {}, "Technician override: "), d.override_reason) : null);
+    d.override_reason || (d.overridden_checks || []).length
+      ? h("div", { class: "override" },
+          h("p", {}, h("strong", {}, "Technician override: "), d.override_reason || "no reason given"),
+          (d.overridden_checks || []).length
+            ? h("p", { class: "override-checks" }, "Overridden: ", describeChecks(d.overridden_checks))
+            : null)
+      : null);
+}
+
+/** Every flag the server set on the fill; each must be acknowledged before it can be approved. */
+function flagsSection(d) {
+  const flags = d.flags || [];
+  if (!flags.length) return null;
+  return alertSection(`Flags to acknowledge (${flags.length})`,
+    h("ul", { class: "flags", id: "v-flags" }, flags.map((f) => h("li", { class: "flag-row", "data-flag": f.code },
+      flagBadge(f, { long: true }), h("span", { class: "flag-text" }, describeFlag(f))))));
+}
+
+const OUTCOME = { approve: "Approved", reject: "Rejected" };
+
+function historyRows(list) {
+  return h("table", { class: "history-table" },
+    h("thead", {}, h("tr", {},
+      h("th", { scope: "col" }, "Date"), h("th", { scope: "col" }, "Rx"), h("th", { scope: "col", class: "num" }, "Qty"),
+      h("th", { scope: "col", class: "num" }, "Days"), h("th", { scope: "col" }, "Decision"), h("th", { scope: "col" }, "Pharmacist"))),
+    h("tbody", {}, list.map((e) => h("tr", { "data-fill": e.fill_id },
+      h("td", {}, formatDateTime(e.decided_at || e.submitted_at)),
+      h("td", { class: "mono" }, e.rx_number || "–"),
+      h("td", { class: "num" }, e.counted_quantity !== null && e.counted_quantity !== undefined && Number(e.counted_quantity) !== Number(e.quantity)
+        ? `${formatQuantity(e.counted_quantity)} of ${formatQuantity(e.quantity)}` : formatQuantity(e.quantity ?? e.counted_quantity)),
+      h("td", { class: "num" }, e.days_supply ?? "–"),
+      h("td", { class: e.outcome === "reject" ? "bad" : e.outcome === "approve" ? "ok" : null },
+        OUTCOME[e.outcome] || (e.state ? e.state.replace("_", " ") : "–")),
+      h("td", {}, e.pharmacist?.name || "–")))));
+}
+
+/** Earlier fills of this prescription and of the same patient and drug, newest first. */
+function historySection(d) {
+  const hist = d.history;
+  if (!hist) return null;
+  const same = hist.same_prescription || [];
+  const other = hist.same_patient_drug || [];
+  return h("section", { class: "rx-section history", id: "v-history" },
+    h("h2", {}, "History ", h("span", { class: "history-key" }, h("kbd", {}, "H"), " compare pills")),
+    h("h3", {}, `This prescription (${same.length})`),
+    same.length ? historyRows(same) : h("p", { class: "muted" }, "No earlier fills."),
+    h("h3", {}, `Same patient and drug (${other.length})`),
+    other.length ? historyRows(other) : h("p", { class: "muted" }, "No other prescriptions."));
 }
 
 function countSection(d) {
@@ -129,10 +177,12 @@ function earlierSection(d, reasonLabels) {
 /** The left column: prescription, product check, count, fill facts, earlier rejections. */
 export function renderRxPanel(panel, d, reasonLabels) {
   fill(panel,
+    flagsSection(d),
     prescriptionSection(d.prescription),
     earlierSection(d, reasonLabels),
     checkSection(d),
     countSection(d),
+    historySection(d),
     fillSection(d));
 }
 
@@ -143,6 +193,7 @@ export function renderTitle(el, d) {
     h("span", { class: "title-site" }, d.site.name),
     h("span", { class: "title-code" }, `${d.site.code} · ${d.site.state}`),
     checkBadge(d.product_check),
+    (d.flags || []).filter((f) => f.code !== "product_check").map((f) => flagBadge(f)),
     d.previous_fill_id ? h("span", { class: "badge badge-resub" }, "Resubmission") : null);
 }
 
@@ -151,13 +202,15 @@ export function renderStrip(strip, media, selected, thumb, onSelect) {
   fill(strip, media.map((m, i) => {
     const img = thumb(m);
     const button = h("button", {
-      type: "button", role: "tab", class: ["thumb", i === selected ? "is-selected" : null, isVideo(m) ? "is-video" : null],
+      type: "button", role: "tab", class: ["thumb", "is-unseen", i === selected ? "is-selected" : null, isVideo(m) ? "is-video" : null],
+      "data-media": m.id, "data-kind": m.kind,
       "aria-selected": i === selected ? "true" : "false", title: `${KIND_LABELS[m.kind] || m.kind} (${i + 1})`,
       onclick: () => onSelect(i),
     },
     img || h("span", { class: "thumb-missing" }, "…"),
     h("span", { class: "thumb-label" }, KIND_LABELS[m.kind] || m.kind),
-    isVideo(m) ? h("span", { class: "thumb-play", "aria-hidden": "true" }, "▶") : null);
+    isVideo(m) ? h("span", { class: "thumb-play", "aria-hidden": "true" }, "▶") : null,
+    h("span", { class: "thumb-unseen" }, "Not seen"));
     return button;
   }));
 }
@@ -167,4 +220,9 @@ export function selectInStrip(strip, index) {
     el.classList.toggle("is-selected", i === index);
     el.setAttribute("aria-selected", i === index ? "true" : "false");
   });
+}
+
+/** Marks which thumbnails have been seen. */
+export function markSeen(strip, isSeen) {
+  for (const el of strip.children) el.classList.toggle("is-unseen", !isSeen(Number(el.dataset.media)));
 }

@@ -13,6 +13,10 @@ const FRAME = 1 / 30; // the count video's frame rate is not in the API; 30 fps 
 export class Viewer {
   constructor(stage, { images, zoomLabel, info, tools }) {
     this.stage = stage;
+    // Told what is on screen: a photo placed (id), the zoom reached on it relative to fitting the screen.
+    this.onPlaced = () => {};
+    this.onZoom = () => {};
+    this.comparing = false;
     this.images = images;
     this.zoomLabel = zoomLabel;
     this.info = info;
@@ -55,9 +59,10 @@ export class Viewer {
     this.img = null;
     if (this.video) this.video.pause();
     this.video = null;
+    this.comparing = false;
     this.layer.replaceChildren();
     fill(this.info);
-    this.stage.classList.remove("is-video", "is-zoomed");
+    this.stage.classList.remove("is-video", "is-zoomed", "is-compare");
     this.zoomLabel.textContent = "";
   }
 
@@ -92,6 +97,7 @@ export class Viewer {
     if (!this.media.width || img.naturalWidth >= this.media.width) this.full = true;
     this.fit();
     this.setInfo();
+    this.onPlaced(this.media.id);
     if (this.wantFull) this.loadFull();
   }
 
@@ -142,6 +148,40 @@ export class Viewer {
     for (const ev of ["timeupdate", "seeked", "play", "pause", "loadedmetadata"]) video.addEventListener(ev, update);
     this.layer.append(h("div", { class: "video-wrap" }, video, bar));
     this.setInfo();
+    return video;
+  }
+
+  /**
+   * Two photos side by side, each fitted: this fill's and an earlier one's (`left`, `right` are
+   * {media, caption}). Resolves once both are in the page.
+   */
+  showCompare(left, right) {
+    this.clear();
+    const token = this.token;
+    this.comparing = true;
+    this.tools.hidden = true;
+    this.stage.classList.add("is-compare");
+    fill(this.info, h("strong", {}, "Compare"), h("span", {}, "H to go back"));
+    const pane = (side, which) => {
+      const slot = h("div", { class: "compare-img" }, h("div", { class: "stage-loading" }, "Loading photo…"));
+      const el = h("figure", { class: "compare-pane", "data-side": which }, slot, h("figcaption", {}, side.caption));
+      const ready = this.images.load(mediaUrl(side.media, viewVariant(side.media))).then((img) => {
+        if (token !== this.token) return;
+        // A decoded element can sit in one place only: the cached one may be the main viewer's.
+        const copy = img.cloneNode();
+        copy.alt = side.caption;
+        copy.classList.remove("stage-img");
+        copy.removeAttribute("style");
+        slot.replaceChildren(copy);
+      });
+      return [el, ready];
+    };
+    const [a, aReady] = pane(left, "this");
+    const [b, bReady] = pane(right, "earlier");
+    this.layer.append(h("div", { class: "compare" }, a, b));
+    return Promise.all([aReady, bReady]).then(() => {
+      if (token === this.token) this.onPlaced(left.media.id);
+    });
   }
 
   togglePlay() {
@@ -220,6 +260,8 @@ export class Viewer {
     const pct = Math.round(((s * this.naturalSize().w) / fullW) * 100);
     this.zoomLabel.textContent = this.fitMode ? `Fit · ${pct}%` : `${pct}%`;
     this.stage.classList.toggle("is-zoomed", !this.fitMode);
+    const fitS = this.fitScale();
+    if (fitS > 0) this.onZoom(this.media.id, s / fitS);
   }
 
   /** Swaps in the original photo, keeping what is on screen where it is. */

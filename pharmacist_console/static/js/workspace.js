@@ -1,19 +1,27 @@
 // Verifying one fill: claim on open, heartbeat while open, decide, release on leave, and go to the
 // next fill at once from what was fetched ahead. Conflicts are shown as they are; nothing is retried
 // behind the pharmacist's back and no decision is ever sent twice.
+//
+// Approve waits until every photo and video was shown (seen.js) and every flag acknowledged. A decision
+// is held for the undo window (the claim kept alive meanwhile) while the next fill opens at once; Undo
+// sends nothing and reopens the fill. A held decision is sent when the tab closes or on signing out.
 
 import { post, ApiError } from "./api.js";
 import { h, fill, isTyping, toast } from "./dom.js";
-import { CHECK_LABELS, formatTime } from "./format.js";
-import { imagesToShow, isVideo, mediaUrl, thumbVariant, viewVariant } from "./prefetch.js";
+import { ACK_REASONS, describeFlag, flagBadge } from "./flags.js";
+import { KIND_LABELS, formatDateTime, formatTime } from "./format.js";
+import { isVideo, mediaUrl, thumbVariant, viewVariant } from "./prefetch.js";
+import { SeenTracker, orderedMedia } from "./seen.js";
 import * as timing from "./timing.js";
-import { renderRxPanel, renderStrip, renderTitle, selectInStrip } from "./verify_view.js";
+import { markSeen, renderRxPanel, renderStrip, renderTitle, selectInStrip } from "./verify_view.js";
 
 const HEARTBEAT_MAX_MS = 30000;
 const HEARTBEAT_MIN_MS = 500;
-const CONFIRM_WINDOW_MS = 5000;
-// Approving over these product-check results takes a second press: the barcode disagrees with the Rx.
-const CONFIRM_CHECKS = new Set(["mismatch", "expired"]);
+const DEFAULT_UNDO_SECONDS = 4;
+const REFUSED_TEXT = {
+  flags_unacknowledged: "The server refused the approval: a flag was not acknowledged",
+  views_unseen: "The server refused the approval: not every photo or video was recorded as seen",
+};
 
 const CONFLICT_TEXT = {
   claimed_by_other: ["Another pharmacist has claimed this fill.", "Your view is read-only; nothing you did was sent."],
@@ -25,7 +33,7 @@ const CONFLICT_TEXT = {
 };
 
 export class Workspace {
-  constructor({ store, details, images, prefetcher, viewer, els, exit }) {
+  constructor({ store, details, images, prefetcher, viewer, els, exit, enter }) {
     this.store = store;
     this.details = details;
     this.images = images;
@@ -33,6 +41,7 @@ export class Workspace {
     this.viewer = viewer;
     this.els = els;
     this.exit = exit;
+    this.enter = enter;
     this.me = null;
     this.reasons = [];
     this.reasonLabels = new Map();
@@ -40,8 +49,26 @@ export class Workspace {
     this.skipped = new Set();
     this.heartbeatTimer = null;
     this.leaseTicker = null;
-    this.confirmUntil = 0;
     this.picker = { open: false, selected: new Set() };
+    this.acks = { open: false, active: 0, rows: [] };
+    this.ackReasons = ACK_REASONS;
+    this.undoSeconds = DEFAULT_UNDO_SECONDS;
+    this.held = null;
+    this.undoTicker = null;
+
+    viewer.onPlaced = (id) => this.current?.seen?.placed(id);
+    viewer.onZoom = (id, factor) => this.current?.seen?.zoomed(id, factor);
+    for (const b of els.undoButtons) b.addEventListener("click", () => this.undo());
+    els.ackCancel.addEventListener("click", () => this.closeAcks());
+    els.ackConfirm.addEventListener("click", () => this.confirmAcks());
+    els.ackList.addEventListener("change", (e) => this.onAckInput(e));
+    els.ackList.addEventListener("input", (e) => this.onAckInput(e));
+    document.addEventListener("visibilitychange", () => {
+      const seen = this.current?.seen;
+      if (!seen) return;
+      if (document.hidden) seen.pause();
+      else if (!this.current.decided) seen.resume();
+    });
 
     els.approve.addEventListener("click", () => this.approve());
     els.reject.addEventListener("click", () => this.openPicker());
@@ -58,14 +85,20 @@ export class Workspace {
       this.updatePicker();
     });
     store.addEventListener("change", () => this.prefetchNext());
-    window.addEventListener("pagehide", () => this.releaseOnUnload());
+    window.addEventListener("pagehide", () => {
+      this.sendHeld({ keepalive: true });
+      this.releaseOnUnload();
+    });
   }
 
   setUser(me) {
     this.me = me;
   }
 
-  setReasons(reasons) {
+  /** What /api/v1/reasons says: rejection reasons, acknowledgement reasons, the undo window. */
+  setReasons(reasons, { acknowledgementReasons, undoSeconds } = {}) {
+    if (acknowledgementReasons?.length) this.ackReasons = acknowledgementReasons;
+    if (typeof undoSeconds === "number" && undoSeconds >= 0) this.undoSeconds = undoSeconds;
     this.reasons = reasons;
     this.reasonLabels = new Map(reasons.map((r) => [r.code, r.label]));
     fill(this.els.reasonList, reasons.map((r, i) => h("li", {},
@@ -85,11 +118,13 @@ export class Workspace {
   async open(fillId, { auto = false } = {}) {
     this.stopHeartbeat();
     this.closePicker();
+    this.closeAcks();
+    this.current?.seen?.pause();
     const cached = this.details.peek(fillId);
     const cur = { id: fillId, detail: cached, version: null, claimed: false, conflict: null, deciding: false,
-      decided: false, released: false, leaseExpiresAt: null, failures: 0, mediaIndex: 0, renewedAt: null, auto };
+      decided: false, released: false, leaseExpiresAt: null, failures: 0, mediaIndex: 0, renewedAt: null, auto,
+      media: [], seen: null, comparing: false };
     this.current = cur;
-    this.confirmUntil = 0;
     this.setBanner(null);
     this.updateButtons();
     this.setLease("Claiming…", "pending");
@@ -151,7 +186,11 @@ export class Workspace {
     renderTitle(this.els.title, d);
     renderRxPanel(this.els.rx, d, this.reasonLabels);
     this.els.rx.scrollTop = 0;
-    const media = d.media || [];
+    const media = orderedMedia(d.media);
+    const sameMedia = cur.seen && cur.media.length === media.length && cur.media.every((m, i) => m.id === media[i].id);
+    cur.media = media;
+    cur.comparing = false;
+    if (!sameMedia) cur.seen = new SeenTracker(media, () => this.seenChanged(cur));
     const firstPhoto = Math.max(0, media.findIndex((m) => !isVideo(m)));
     cur.mediaIndex = firstPhoto;
     const pending = [];
@@ -165,8 +204,10 @@ export class Workspace {
       }));
       return slot;
     }, (i) => this.selectMedia(i));
+    markSeen(this.els.strip, (id) => cur.seen.isSeen(id));
     if (media.length) pending.push(this.showMedia(firstPhoto));
     else this.viewer.clear();
+    this.updateButtons();
     const shown = Promise.all(pending).then(() => {
       if (this.current !== cur) return;
       document.body.dataset.shownFill = d.id;
@@ -176,11 +217,13 @@ export class Workspace {
   }
 
   showMedia(i) {
-    const media = this.current?.detail?.media || [];
-    const m = media[i];
+    const cur = this.current;
+    const m = cur?.media[i];
     if (!m) return Promise.resolve();
+    cur.comparing = false;
+    cur.seen.show(m.id);
     if (isVideo(m)) {
-      this.viewer.showVideo(m);
+      cur.seen.watchVideo(m.id, this.viewer.showVideo(m));
       return Promise.resolve();
     }
     return this.viewer.showImage(m, this.images.element(mediaUrl(m, viewVariant(m))));
@@ -188,11 +231,43 @@ export class Workspace {
 
   selectMedia(i) {
     const cur = this.current;
-    const media = cur?.detail?.media || [];
-    if (!cur || i < 0 || i >= media.length || i === cur.mediaIndex) return;
+    const media = cur?.media || [];
+    if (!cur || i < 0 || i >= media.length || (i === cur.mediaIndex && !cur.comparing)) return;
     cur.mediaIndex = i;
     selectInStrip(this.els.strip, i);
     this.showMedia(i);
+  }
+
+  seenChanged(cur) {
+    if (this.current !== cur) return;
+    markSeen(this.els.strip, (id) => cur.seen.isSeen(id));
+    this.updateButtons();
+  }
+
+  /** H: this fill's pills photo beside the last approved one of the same product, and back. */
+  toggleCompare() {
+    const cur = this.current;
+    if (!cur?.detail) return;
+    if (cur.comparing) {
+      cur.comparing = false;
+      this.showMedia(cur.mediaIndex);
+      return;
+    }
+    const last = cur.detail.history?.last_approved_pills;
+    const pills = cur.media.find((m) => m.kind === "pills");
+    if (!last?.media || !pills) {
+      toast(pills ? "No earlier approved fill of this product to compare with." : "This fill has no pills photo.", "info");
+      return;
+    }
+    cur.comparing = true;
+    // The strip points at the pills: H again (or an arrow key) goes on from there.
+    cur.mediaIndex = cur.media.indexOf(pills);
+    selectInStrip(this.els.strip, cur.mediaIndex);
+    cur.seen.show(pills.id);
+    this.viewer.showCompare(
+      { media: pills, caption: "This fill" },
+      { media: last.media, caption: `Last approved fill · ${formatDateTime(last.decided_at)}` },
+    );
   }
 
   excluded() {
@@ -295,6 +370,7 @@ export class Workspace {
     cur.conflict = kind;
     this.stopHeartbeat();
     this.closePicker();
+    this.closeAcks();
     this.updateButtons();
     const [title, text] = CONFLICT_TEXT[kind] || ["This fill cannot be decided now.", ""];
     const actions = [];
@@ -341,14 +417,23 @@ export class Workspace {
     return Boolean(cur && cur.claimed && !cur.conflict && !cur.deciding && !cur.decided);
   }
 
+  /** The labels of what this fill still has unseen (empty: everything was shown). */
+  unseen() {
+    return this.current?.seen ? this.current.seen.unseen() : [];
+  }
+
   updateButtons() {
     const ok = this.canDecide();
-    this.els.approve.disabled = !ok;
+    const unseen = this.unseen();
+    this.els.approve.disabled = !ok || unseen.length > 0;
+    this.els.approve.title = unseen.length ? `Not yet seen: ${unseen.join(", ")}` : "";
     this.els.reject.disabled = !ok;
     const cur = this.current;
     if (cur && !cur.claimed && !cur.conflict) fill(this.els.status, "Claiming…");
     else if (cur?.deciding) fill(this.els.status, "Recording the decision…");
-    else {
+    else if (cur && unseen.length && !cur.conflict) {
+      fill(this.els.status, h("span", { class: "unseen", id: "v-unseen" }, h("strong", {}, "Not yet seen: "), unseen.join(", ")));
+    } else {
       fill(this.els.status, h("span", { class: "decision-hint" },
         h("kbd", {}, "←"), h("kbd", {}, "→"), " photos · ", h("kbd", {}, "+"), h("kbd", {}, "−"), " zoom · ",
         h("kbd", {}, "F"), " full resolution · ", h("kbd", {}, "?"), " all keys"));
@@ -357,85 +442,310 @@ export class Workspace {
 
   // -- deciding ------------------------------------------------------------------------------------
 
-  /** A: approve; over a barcode mismatch or expired stock only on a second press. */
+  /**
+   * A (or the button): approve once every photo and video was shown. A flagged fill is never approved
+   * by the key alone: it opens the acknowledgement step, one reason per flag.
+   */
   approve(keyTime) {
-    if (!this.canDecide()) return;
-    const check = this.current.detail.product_check;
-    if (CONFIRM_CHECKS.has(check) && performance.now() > this.confirmUntil) {
-      this.confirmUntil = performance.now() + CONFIRM_WINDOW_MS;
-      const cur = this.current;
-      this.setBanner("warn", `Product check: ${CHECK_LABELS[check]}.`, "Press A again within 5 seconds to approve anyway, or R to reject.");
-      setTimeout(() => {
-        if (this.current === cur && !cur.conflict && this.els.banner.dataset.kind === "warn") this.setBanner(null);
-      }, CONFIRM_WINDOW_MS);
-      return;
-    }
-    this.confirmUntil = 0;
-    if (keyTime !== undefined) timing.approveKeyPressed(keyTime);
-    this.decide("approve", [], null);
-  }
-
-  async decide(outcome, reasonCodes, note) {
     const cur = this.current;
     if (!this.canDecide()) return;
-    cur.deciding = true;
-    this.setBanner(null);
-    this.updateButtons();
-    try {
-      const result = await post(`/api/v1/fills/${encodeURIComponent(cur.id)}/decision`, {
-        version: cur.version, outcome, reason_codes: reasonCodes, note,
-      });
-      this.decided(cur, result, outcome);
-    } catch (err) {
-      if (this.current !== cur) return;
-      cur.deciding = false;
-      timing.approvalEnded();
-      if (err.status === 0) {
-        await this.checkUnanswered(cur, outcome, err);
-        return;
-      }
-      if (err.status === 409) {
-        this.conflict(["already_decided", "lease_lost", "stale_version"].includes(err.code) ? err.code : "lease_lost");
-        return;
-      }
-      this.updateButtons();
-      this.setBanner("error", "The decision was refused.", err.message);
+    const unseen = this.unseen();
+    if (unseen.length) {
+      this.setBanner("warn", "Not every view was shown yet.", `Look at ${unseen.join(", ")} first (← → or click the strip).`);
+      return;
     }
+    if ((cur.detail.flags || []).length) {
+      this.openAcks();
+      return;
+    }
+    if (keyTime !== undefined) timing.approveKeyPressed(keyTime);
+    this.commit("approve", { acknowledgements: [] });
   }
 
-  decided(cur, result, outcome) {
+  /** The decision is made: held for the undo window while the next fill opens at once. */
+  commit(outcome, { reasonCodes = [], note = null, acknowledgements = [] } = {}) {
+    const cur = this.current;
+    if (!this.canDecide()) return;
+    cur.seen.pause();
     cur.decided = true;
-    cur.deciding = false;
     this.stopHeartbeat();
-    this.details.put(result);
+    this.setBanner(null);
+    this.closeAcks();
+    const body = {
+      version: cur.version, outcome, reason_codes: reasonCodes, note, acknowledgements, views_seen: cur.seen.report(),
+    };
+    this.hold(cur, body);
     this.skipped.delete(cur.id);
-    const rx = result.prescription?.rx_number;
-    toast(`${outcome === "approve" ? "Approved" : "Rejected"}${rx ? ` Rx ${rx}` : ""} · ${result.site.code}`, outcome === "approve" ? "ok" : "info");
     this.advance();
   }
 
-  /** No answer to a decision: ask the server whether it was recorded before letting anyone retry. */
-  async checkUnanswered(cur, outcome, err) {
-    this.setBanner("warn", "No answer from the server.", "Checking whether the decision was recorded…");
-    try {
-      this.details.forget(cur.id);
-      const d = await this.details.fetch(cur.id);
-      if (this.current !== cur) return;
-      if (d.decision && d.decision.pharmacist?.id === this.me.id && d.decision.outcome === outcome) {
-        this.decided(cur, d, outcome);
-        return;
-      }
-      if (d.decision) {
-        this.conflict("already_decided");
-        return;
-      }
-      this.updateButtons();
-      this.setBanner("error", "The decision was not recorded.", "The server did not get it. Decide again when the connection is back.");
-    } catch {
-      if (this.current !== cur) return;
-      this.updateButtons();
-      this.setBanner("error", "The decision may not have been recorded.", `${err.message} It is safe to try again: a fill is never decided twice.`);
+  // -- the undo window -----------------------------------------------------------------------------
+
+  hold(cur, body) {
+    if (this.held) this.sendHeld(); // one decision waits at a time: the earlier one goes now
+    const rx = cur.detail?.prescription?.rx_number;
+    const held = {
+      cur, body, until: performance.now() + this.undoSeconds * 1000,
+      label: `${body.outcome === "approve" ? "Approved" : "Rejected"}${rx ? ` Rx ${rx}` : ""}`,
+      timer: null, beat: null,
+    };
+    this.held = held;
+    held.timer = setTimeout(() => this.sendHeld(), this.undoSeconds * 1000);
+    // The claim stays ours while the decision waits: the heartbeat goes on for it.
+    const beat = () => {
+      held.beat = setTimeout(async () => {
+        if (this.held !== held) return;
+        try {
+          const r = await post(`/api/v1/fills/${encodeURIComponent(cur.id)}/heartbeat`);
+          cur.leaseExpiresAt = r.lease_expires_at;
+          cur.renewedAt = Date.now();
+        } catch {
+          // The decision's answer will say so if the claim was lost.
+        }
+        if (this.held === held) beat();
+      }, Math.min(cur.heartbeatEvery || HEARTBEAT_MAX_MS, Math.max(HEARTBEAT_MIN_MS, this.undoSeconds * 500)));
+    };
+    beat();
+    this.renderUndo();
+    clearInterval(this.undoTicker);
+    this.undoTicker = setInterval(() => this.renderUndo(), 250);
+  }
+
+  renderUndo() {
+    const held = this.held;
+    for (const el of this.els.undoBars) {
+      el.hidden = !held;
+      if (!held) continue;
+      const left = Math.max(0, Math.ceil((held.until - performance.now()) / 1000));
+      el.dataset.fill = held.cur.id;
+      el.querySelector(".undo-text").textContent = `${held.label} · sent in ${left} s`;
     }
+    if (!held) clearInterval(this.undoTicker);
+  }
+
+  /** U or Ctrl+Z: the held decision is dropped unsent and its fill, still claimed, opens again. */
+  undo() {
+    const held = this.held;
+    if (!held) return false;
+    clearTimeout(held.timer);
+    clearTimeout(held.beat);
+    this.held = null;
+    this.renderUndo();
+    timing.approvalEnded();
+    const open = this.current;
+    if (open && open !== held.cur) {
+      this.release(open);
+      open.seen?.pause();
+    }
+    const cur = held.cur;
+    cur.decided = false;
+    cur.deciding = false;
+    this.current = cur;
+    this.closePicker();
+    this.closeAcks();
+    this.setBanner(null);
+    this.enter();
+    this.render(cur.detail);
+    cur.seen.resume();
+    this.startHeartbeat();
+    this.updateButtons();
+    this.prefetchNext();
+    toast(`Undone: ${held.label.replace(/^Approved|^Rejected/, (w) => w.toLowerCase())} was not sent.`, "info");
+    return true;
+  }
+
+  /** Sends the held decision now (the window ran out, another decision came, the tab is closing). */
+  sendHeld({ keepalive = false } = {}) {
+    const held = this.held;
+    if (!held) return Promise.resolve();
+    clearTimeout(held.timer);
+    clearTimeout(held.beat);
+    this.held = null;
+    this.renderUndo();
+    const cur = held.cur;
+    cur.deciding = true;
+    return post(`/api/v1/fills/${encodeURIComponent(cur.id)}/decision`, held.body, { keepalive }).then(
+      (result) => {
+        cur.deciding = false;
+        this.details.put(result);
+        toast(`${held.label} · ${result.site?.code || ""} sent`, held.body.outcome === "approve" ? "ok" : "info");
+      },
+      (err) => {
+        cur.deciding = false;
+        return this.heldFailed(held, err);
+      },
+    );
+  }
+
+  async heldFailed(held, err) {
+    const cur = held.cur;
+    if (err.status === 0) {
+      // No answer: ask whether it was recorded before saying anything else.
+      try {
+        this.details.forget(cur.id);
+        const d = await this.details.fetch(cur.id);
+        if (d.decision && d.decision.pharmacist?.id === this.me?.id && d.decision.outcome === held.body.outcome) {
+          toast(`${held.label} · recorded`, "ok");
+          return;
+        }
+        if (d.decision) {
+          toast(`${held.label} was not recorded: the fill was decided by ${d.decision.pharmacist?.name || "another pharmacist"}.`, "error");
+          return;
+        }
+      } catch {
+        // fall through
+      }
+      toast(`${held.label} may not have been recorded: ${err.message} Open the fill to decide again.`, "error");
+      return;
+    }
+    if (err.status === 422 && REFUSED_TEXT[err.code]) {
+      const missing = err.detail?.missing || [];
+      const what = err.code === "views_unseen"
+        ? missing.map((id) => KIND_LABELS[held.cur.media.find((m) => m.id === id)?.kind] || `media ${id}`)
+        : missing;
+      toast(`${held.label} was refused. ${REFUSED_TEXT[err.code]}${what.length ? ` (${what.join(", ")})` : ""}.`, "error");
+      return;
+    }
+    if (err.status === 409 && err.code === "already_decided") {
+      let who = "";
+      try {
+        this.details.forget(cur.id);
+        const d = await this.details.fetch(cur.id);
+        if (d.decision) {
+          who = ` ${d.decision.outcome === "approve" ? "Approved" : "Rejected"} by ${d.decision.pharmacist?.name || "another pharmacist"} at ${formatTime(d.decision.decided_at)}.`;
+        }
+      } catch {
+        // Who decided is a detail; the refusal is what matters.
+      }
+      toast(`${held.label} was not recorded: the fill had been decided already; the earlier decision stands.${who}`, "error");
+      return;
+    }
+    if (err.status === 409) {
+      const text = {
+        already_decided: "the fill had been decided already; the earlier decision stands.",
+        lease_lost: "your claim on the fill had lapsed.",
+        stale_version: "the fill changed since you opened it.",
+      }[err.code] || err.message;
+      toast(`${held.label} was not recorded: ${text}`, "error");
+      return;
+    }
+    toast(`${held.label} was refused: ${err.message}`, "error");
+  }
+
+  // -- acknowledging flags -------------------------------------------------------------------------
+
+  openAcks() {
+    const cur = this.current;
+    if (!this.canDecide()) return;
+    this.closePicker();
+    const flags = cur.detail.flags || [];
+    this.acks = { open: true, active: 0, rows: flags.map((f) => ({ flag: f, reason: "", note: "" })) };
+    const reasons = this.ackReasons;
+    fill(this.els.ackList, this.acks.rows.map((row, i) => h("li", { class: "ack-row", "data-flag": row.flag.code, "data-index": String(i) },
+      h("div", { class: "ack-flag" }, flagBadge(row.flag, { long: true }), h("span", { class: "flag-text" }, describeFlag(row.flag))),
+      h("div", { class: "ack-inputs" },
+        h("select", { class: "ack-reason", "aria-label": `Reason for ${row.flag.code}`, "data-index": String(i) },
+          h("option", { value: "" }, "Choose why it is acceptable…"),
+          reasons.map((r, k) => h("option", { value: r.code }, `${k + 1}. ${r.label}`))),
+        h("input", { type: "text", class: "ack-note", maxlength: "500", placeholder: "Note (required for Other)", "aria-label": `Note for ${row.flag.code}`, "data-index": String(i) })))));
+    fill(this.els.ackKeys, reasons.map((r, k) => h("span", {}, h("kbd", {}, String(k + 1)), ` ${r.label}`)));
+    this.els.acksPanel.hidden = false;
+    this.updateAcks();
+  }
+
+  closeAcks() {
+    if (this.els.acksPanel.contains(document.activeElement)) document.activeElement.blur();
+    this.acks = { open: false, active: 0, rows: [] };
+    this.els.acksPanel.hidden = true;
+    this.els.ackError.hidden = true;
+    fill(this.els.ackList);
+  }
+
+  onAckInput(e) {
+    const i = Number(e.target.dataset.index);
+    const row = this.acks.rows[i];
+    if (!row) return;
+    if (e.target.classList.contains("ack-reason")) row.reason = e.target.value;
+    else if (e.target.classList.contains("ack-note")) row.note = e.target.value;
+    this.acks.active = i;
+    this.updateAcks();
+  }
+
+  /** Digit n: the n-th reason for the highlighted flag, then on to the next flag without one. */
+  chooseAck(k) {
+    const reason = this.ackReasons[k];
+    const row = this.acks.rows[this.acks.active];
+    if (!reason || !row) return;
+    row.reason = reason.code;
+    const li = this.els.ackList.children[this.acks.active];
+    li.querySelector(".ack-reason").value = reason.code;
+    if (reason.code === "other") {
+      li.querySelector(".ack-note").focus();
+    } else {
+      const next = this.acks.rows.findIndex((r, j) => j > this.acks.active && !r.reason);
+      if (next >= 0) this.acks.active = next;
+    }
+    this.updateAcks();
+  }
+
+  moveAck(delta) {
+    const n = this.acks.rows.length;
+    this.acks.active = Math.max(0, Math.min(n - 1, this.acks.active + delta));
+    this.updateAcks();
+  }
+
+  ackProblem() {
+    const missing = this.acks.rows.filter((r) => !r.reason);
+    if (missing.length) return `Choose a reason for every flag (${missing.length} left).`;
+    if (this.acks.rows.some((r) => r.reason === "other" && !r.note.trim())) return "“Other” needs a note saying why.";
+    return null;
+  }
+
+  updateAcks() {
+    [...this.els.ackList.children].forEach((li, i) => {
+      const row = this.acks.rows[i];
+      li.classList.toggle("is-active", i === this.acks.active);
+      li.classList.toggle("is-done", Boolean(row.reason) && (row.reason !== "other" || Boolean(row.note.trim())));
+      li.querySelector(".ack-note").required = row.reason === "other";
+    });
+    const problem = this.ackProblem();
+    this.els.ackConfirm.disabled = Boolean(problem) || !this.canDecide();
+    const showProblem = problem && this.acks.rows.some((r) => r.reason);
+    this.els.ackError.textContent = showProblem ? problem : "";
+    this.els.ackError.hidden = !showProblem;
+  }
+
+  confirmAcks() {
+    const problem = this.ackProblem();
+    if (problem) {
+      this.els.ackError.textContent = problem;
+      this.els.ackError.hidden = false;
+      return;
+    }
+    const acknowledgements = this.acks.rows.map((r) => ({ flag: r.flag.code, reason: r.reason, note: r.note.trim() || null }));
+    this.commit("approve", { acknowledgements });
+  }
+
+  onAckKey(e) {
+    const typing = isTyping(e.target);
+    if (e.key === "Escape") {
+      this.closeAcks();
+      return true;
+    }
+    if (e.key === "Enter" && (!typing || e.ctrlKey || e.metaKey || e.target.classList?.contains("ack-note"))) {
+      this.confirmAcks();
+      return true;
+    }
+    if (typing || e.ctrlKey || e.metaKey || e.altKey) return false;
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      this.moveAck(e.key === "ArrowDown" ? 1 : -1);
+      return true;
+    }
+    if (/^[1-9]$/.test(e.key)) {
+      this.chooseAck(Number(e.key) - 1);
+      return true;
+    }
+    return true; // A and every other key do nothing while the step is open
   }
 
   /** After a decision: the next waiting fill at once, or back to the queue when there is none. */
@@ -455,6 +765,7 @@ export class Workspace {
 
   openPicker() {
     if (!this.canDecide()) return;
+    this.closeAcks();
     this.picker.open = true;
     this.els.reasons.hidden = false;
     this.syncPicker();
@@ -521,7 +832,7 @@ export class Workspace {
     const reasons = this.reasons.map((r) => r.code).filter((c) => this.picker.selected.has(c));
     const note = this.els.note.value.trim() || null;
     this.closePicker();
-    this.decide("reject", reasons, note);
+    this.commit("reject", { reasonCodes: reasons, note });
   }
 
   // -- leaving -------------------------------------------------------------------------------------
@@ -550,6 +861,8 @@ export class Workspace {
     const released = cur && release ? this.release(cur) : Promise.resolve();
     this.stopHeartbeat();
     this.closePicker();
+    this.closeAcks();
+    cur?.seen?.pause();
     this.current = null;
     timing.approvalEnded();
     this.prefetcher.warm(null);
@@ -573,17 +886,26 @@ export class Workspace {
     post(`/api/v1/fills/${encodeURIComponent(cur.id)}/release`, {}, { keepalive: true }).catch(() => {});
   }
 
+  /** Signing out: a held decision is sent first, and the open fill given back. */
+  async flush() {
+    await this.sendHeld().catch(() => {});
+    if (this.active) await this.leave();
+  }
+
   reset() {
     this.stopHeartbeat();
     this.current = null;
     this.skipped.clear();
     this.closePicker();
+    this.closeAcks();
   }
 
   // -- keys ----------------------------------------------------------------------------------------
 
   /** Keys while a fill is open; returns true when the key was used. */
   onKey(e) {
+    if (this.held && !isTyping(e.target) && (e.ctrlKey || e.metaKey) && !e.shiftKey && e.key.toLowerCase() === "z") return this.undo();
+    if (this.acks.open) return this.onAckKey(e);
     if (this.picker.open) return this.onPickerKey(e);
     if (isTyping(e.target) || e.ctrlKey || e.metaKey || e.altKey) return false;
     const key = e.key;
@@ -598,6 +920,8 @@ export class Workspace {
     const lower = key.length === 1 ? key.toLowerCase() : key;
     if (lower === "a") this.approve(e.timeStamp);
     else if (lower === "r") this.openPicker();
+    else if (lower === "u") this.undo();
+    else if (lower === "h") this.toggleCompare();
     else if (lower === "n") this.skip();
     else if (lower === "c" && this.current?.conflict === "lease_lost") this.open(this.current.id);
     else if (lower === "l" && this.current?.conflict === "stale_version") {

@@ -1,5 +1,6 @@
 """what the pharmacist must see and acknowledge: a fill's flags and overridden checks, a decision's
-acknowledgements and views seen, a photo's perceptual hash, and the patient-and-drug history index
+acknowledgements, views seen and licence, a photo's perceptual hash, and the patient-and-drug history
+index
 
 Revision ID: 0007
 Revises: 0006
@@ -24,6 +25,8 @@ def upgrade() -> None:
     with op.batch_alter_table("decisions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("acknowledgements", sa.JSON(), server_default="[]", nullable=False))
         batch_op.add_column(sa.Column("views_seen", sa.JSON(), server_default="[]", nullable=False))
+        batch_op.add_column(sa.Column("license_state", sa.String(length=2), nullable=True))
+        batch_op.add_column(sa.Column("license_number", sa.String(length=64), nullable=True))
     with op.batch_alter_table("media", schema=None) as batch_op:
         batch_op.add_column(sa.Column("perceptual_hash", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("prescriptions", schema=None) as batch_op:
@@ -38,6 +41,8 @@ def downgrade() -> None:
     with op.batch_alter_table("media", schema=None) as batch_op:
         batch_op.drop_column("perceptual_hash")
     with op.batch_alter_table("decisions", schema=None) as batch_op:
+        batch_op.drop_column("license_number")
+        batch_op.drop_column("license_state")
         batch_op.drop_column("views_seen")
         batch_op.drop_column("acknowledgements")
     with op.batch_alter_table("fills", schema=None) as batch_op:

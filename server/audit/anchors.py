@@ -1,0 +1,211 @@
+"""Checkpoints of the audit chain's head, kept outside the database and signed.
+
+The hash chain shows an edited or removed row in the middle, but not the newest rows deleted, nor the
+whole chain rewritten by someone holding the database: either leaves a chain that verifies. So the
+server writes the head (the last row's id and hash) to a file in its data folder at start, at least
+hourly while rows are added, and at shutdown, each line signed with an Ed25519 key that lives only in
+that folder. `verify` then finds every anchored row still there with the hash it had.
+
+An anchor is a line of `audit/anchors.jsonl`: {"at", "id", "hash", "sig"}, the signature over
+"tp-audit-anchor", the id, the hash and the time. The public key beside it (`anchor-key.pub.pem`)
+is all a checker needs; keep a copy of it, and of the anchors, away from the server too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import select
+
+from server.db.engine import Database
+from server.db.models import AuditEvent
+
+FOLDER = "audit"
+KEY_FILE = "anchor-key.pem"
+PUBLIC_FILE = "anchor-key.pub.pem"
+ANCHORS_FILE = "anchors.jsonl"
+# Rows looked up per statement when checking anchors.
+CHECK_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Anchor:
+    at: dt.datetime
+    id: int
+    hash: str
+    sig: str
+
+    def message(self) -> bytes:
+        return f"tp-audit-anchor\n{self.id}\n{self.hash}\n{self.at.isoformat()}".encode()
+
+
+@dataclass(frozen=True)
+class AnchorReport:
+    ok: bool
+    anchors: int
+    latest: Anchor | None = None
+    problem: str | None = None
+
+
+class AnchorFile:
+    """The signing key and the anchors of one server's data folder."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.folder = data_dir / FOLDER
+
+    @property
+    def path(self) -> Path:
+        return self.folder / ANCHORS_FILE
+
+    def _private_key(self) -> Ed25519PrivateKey:
+        """The server's key, made on first use (readable by its owner only), with its public half."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / KEY_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            assert isinstance(key, Ed25519PrivateKey)
+            return key
+        key = Ed25519PrivateKey.generate()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+        (self.folder / PUBLIC_FILE).write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        return key
+
+    def public_key(self) -> Ed25519PublicKey | None:
+        path = self.folder / PUBLIC_FILE
+        if not path.exists():
+            return None
+        key = serialization.load_pem_public_key(path.read_bytes())
+        assert isinstance(key, Ed25519PublicKey)
+        return key
+
+    def write_unless_last(self, current: tuple[int, str], at: dt.datetime) -> Anchor | None:
+        """Writes the head as an anchor unless it is the last one written."""
+        last = self.last()
+        if last is not None and (last.id, last.hash) == current:
+            return None
+        return self.write(current[0], current[1], at)
+
+    def write(self, row_id: int, row_hash: str, at: dt.datetime) -> Anchor:
+        """Appends a signed anchor and syncs it to disk before returning."""
+        key = self._private_key()
+        unsigned = Anchor(at, row_id, row_hash, "")
+        anchor = Anchor(at, row_id, row_hash, base64.b64encode(key.sign(unsigned.message())).decode())
+        line = json.dumps({"at": at.isoformat(), "id": row_id, "hash": row_hash, "sig": anchor.sig}) + "\n"
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return anchor
+
+    def read(self) -> list[Anchor]:
+        """Every anchor written, oldest first; ValueError naming a line that is not one."""
+        if not self.path.exists():
+            return []
+        out = []
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                out.append(
+                    Anchor(
+                        dt.datetime.fromisoformat(item["at"]), int(item["id"]), str(item["hash"]), item["sig"]
+                    )
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"line {number} of {self.path} is not an anchor ({exc})") from None
+        return out
+
+    def last(self) -> Anchor | None:
+        anchors = self.read()
+        return anchors[-1] if anchors else None
+
+
+async def head(db: Database) -> tuple[int, str] | None:
+    """The chain's newest row: (id, hash)."""
+    async with db.read() as s:
+        row = (
+            await s.execute(select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
+        ).first()
+    return (row.id, row.hash) if row else None
+
+
+async def anchor_head(db: Database, anchors: AnchorFile, now: dt.datetime) -> Anchor | None:
+    """Writes the head as an anchor unless it is anchored already; the anchor written, or None. The
+    file is written and synced in a thread, off the event loop."""
+    current = await head(db)
+    if current is None:
+        return None
+    return await asyncio.to_thread(anchors.write_unless_last, current, now)
+
+
+async def check(db: Database, anchors: AnchorFile) -> AnchorReport:
+    """Every anchor's signature holds and its row is in the database with the hash it had."""
+    try:
+        written = anchors.read()
+    except ValueError as exc:
+        return AnchorReport(False, 0, problem=str(exc))
+    if not written:
+        return AnchorReport(True, 0)
+    key = anchors.public_key()
+    if key is None:
+        return AnchorReport(False, len(written), problem=f"anchors without their public key ({PUBLIC_FILE})")
+    for a in written:
+        try:
+            key.verify(base64.b64decode(a.sig), a.message())
+        except (InvalidSignature, ValueError):
+            return AnchorReport(
+                False, len(written), a, f"the anchor of row {a.id} at {a.at} is not signed by the key"
+            )
+    for start in range(0, len(written), CHECK_BATCH):
+        batch = written[start : start + CHECK_BATCH]
+        async with db.read() as s:
+            found = dict(
+                (
+                    await s.execute(
+                        select(AuditEvent.id, AuditEvent.hash).where(AuditEvent.id.in_([a.id for a in batch]))
+                    )
+                ).all()
+            )
+        for a in batch:
+            if a.id not in found:
+                return AnchorReport(
+                    False,
+                    len(written),
+                    a,
+                    f"row {a.id}, anchored at {a.at.isoformat(timespec='seconds')}, is gone: "
+                    "rows were deleted",
+                )
+            if found[a.id] != a.hash:
+                return AnchorReport(
+                    False,
+                    len(written),
+                    a,
+                    f"row {a.id} has another hash than when it was anchored at "
+                    f"{a.at.isoformat(timespec='seconds')}: the chain was rewritten",
+                )
+    return AnchorReport(True, len(written), written[-1])

@@ -1,0 +1,153 @@
+"""The audit chain's head anchored outside the database: deleting the newest rows, or rewriting the
+whole chain so that it verifies again, is caught; so is a forged anchor."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from sqlalchemy import delete, select, update
+
+from server.audit import chain
+from server.audit.anchors import AnchorFile, anchor_head, check
+from server.db.models import AuditEvent, utcnow
+from tests.api.world import World, rx_body
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _some_history(world: World, n: int = 3) -> None:
+    tech = await world.device("tech_nd1")
+    for i in range(n):
+        await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body(f"RXA{i}"))
+
+
+async def _rewrite_from(world: World, row_id: int) -> None:
+    """What someone holding the database would do: change a row and recompute every hash after it, so
+    that the chain verifies again."""
+    async with world.services.db.write() as s:
+        rows = (
+            await s.execute(select(AuditEvent).where(AuditEvent.id >= row_id).order_by(AuditEvent.id))
+        ).scalars()
+        prev = None
+        for row in rows:
+            if prev is None:
+                row.detail = {**row.detail, "rx_number": "FORGED"}
+            else:
+                row.prev_hash = prev
+            row.hash = chain.row_hash(row)
+            prev = row.hash
+
+
+async def test_the_newest_rows_deleted_are_caught_by_the_anchor(world: World, tmp_path: Path) -> None:
+    anchors = AnchorFile(tmp_path / "anchored")
+    await _some_history(world)
+    written = await anchor_head(world.services.db, anchors, utcnow())
+    assert written is not None
+    # Nothing new: no second anchor of the same head.
+    assert await anchor_head(world.services.db, anchors, utcnow()) is None
+    assert (await check(world.services.db, anchors)).ok
+
+    async with world.services.db.write() as s:
+        await s.execute(delete(AuditEvent).where(AuditEvent.id >= written.id - 1))
+    assert (await chain.verify(world.services.db)).ok  # the chain alone cannot tell
+    report = await check(world.services.db, anchors)
+    assert (
+        not report.ok
+        and f"row {written.id}" in (report.problem or "")
+        and "deleted" in (report.problem or "")
+    )
+
+
+async def test_a_rewritten_chain_is_caught_by_the_anchor(world: World, tmp_path: Path) -> None:
+    anchors = AnchorFile(tmp_path / "anchored")
+    await _some_history(world)
+    written = await anchor_head(world.services.db, anchors, utcnow())
+    assert written is not None
+    await _rewrite_from(world, 2)
+    assert (await chain.verify(world.services.db)).ok
+    report = await check(world.services.db, anchors)
+    assert not report.ok and "rewritten" in (report.problem or "")
+
+
+async def test_a_forged_anchor_is_refused(world: World, tmp_path: Path) -> None:
+    anchors = AnchorFile(tmp_path / "anchored")
+    await _some_history(world)
+    await anchor_head(world.services.db, anchors, utcnow())
+    # The forger rewrites the chain and the anchor line to match, without the key.
+    await _rewrite_from(world, 2)
+    async with world.services.db.read() as s:
+        last = (await s.execute(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1))).scalar_one()
+    line = json.loads(anchors.path.read_text().splitlines()[-1])
+    anchors.path.write_text(json.dumps({**line, "id": last.id, "hash": last.hash}) + "\n")
+    report = await check(world.services.db, anchors)
+    assert not report.ok and "not signed" in (report.problem or "")
+
+
+async def test_the_server_anchors_its_head_and_the_admin_sees_it_verified(world: World) -> None:
+    await _some_history(world)
+    admin = await world.login("admin")
+    # The server anchors on start, on its interval, and when it stops; here, on demand.
+    data_dir = world.services.config.data_dir
+    await anchor_head(world.services.db, AnchorFile(data_dir), utcnow())
+    report = await admin.json("GET", "/api/v1/audit/verify")
+    assert report["ok"] and report["anchors"]["ok"] and report["anchors"]["count"] >= 1
+    async with world.services.db.write() as s:
+        await s.execute(
+            update(AuditEvent).where(AuditEvent.id == report["anchors"]["latest"]["id"]).values(hash="0" * 64)
+        )
+    broken = await admin.json("GET", "/api/v1/audit/verify")
+    assert not broken["ok"]
+
+
+def test_tp_server_audit_verify_names_deleted_rows(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env_args = ["--data-dir", str(data)]
+
+    def tp_server(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "server.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+
+    made = tp_server("admin", *env_args, "site", "--code", "ND-9", "--name", "Anchor Test", "--state", "ND")
+    assert made.returncode == 0, made.stderr
+    # The server anchors the head when it starts and when it stops; a short-lived server is enough.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    served = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), *env_args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+    finally:
+        served.send_signal(signal.SIGINT)
+        served.wait(30)
+    ok = tp_server("audit", *env_args, "verify")
+    assert ok.returncode == 0, ok.stderr
+    assert "head anchored: " in ok.stdout
+
+    import sqlite3
+
+    with sqlite3.connect(data / "telepharmacy.sqlite3") as db:
+        db.execute("DELETE FROM audit_events WHERE id = (SELECT max(id) FROM audit_events)")
+    broken = tp_server("audit", *env_args, "verify")
+    assert broken.returncode == 1
+    assert "audit anchors BROKEN" in broken.stderr and "deleted" in broken.stderr

@@ -1,0 +1,195 @@
+"""What stops a pharmacist approving a fill unseen or over a flag: the flags set when a fill is queued,
+their acknowledgements, the views an approval names, and the history a refill is judged against."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+
+from server.db.models import AuditEvent, Event
+from tests.api.world import User, World, approval, queued_fill, rx_body
+
+# The stock bottle's GS1 DataMatrix for the prescriptions' NDC 0378-1805-01, expiring 2029-12-31.
+MATCHING_SCAN = "]d2010030378180501817291231"
+DAY = 86400
+
+
+async def _rx(tech: User, number: str, **over: Any) -> int:
+    return int((await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body(number, **over)))["id"])
+
+
+async def _clean_fill(world: World, tech: User, rx: int, seed: int = 0) -> dict[str, Any]:
+    """A fill with nothing to flag: the right bottle scanned and the prescribed 60 counted."""
+    return await queued_fill(world, tech, rx, barcodes=[MATCHING_SCAN], counted_quantity=60, seed=seed)
+
+
+async def _claim(rph: User, fill: dict[str, Any]) -> dict[str, Any]:
+    return dict((await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"])
+
+
+def _codes(fill: dict[str, Any]) -> list[str]:
+    return [f["code"] for f in fill["flags"]]
+
+
+async def test_a_clean_fill_has_no_flags_and_a_short_count_must_be_acknowledged(world: World) -> None:
+    tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+    clean = await _clean_fill(world, tech, await _rx(tech, "RX1"))
+    assert clean["flags"] == []
+
+    short = await queued_fill(
+        world, tech, await _rx(tech, "RX2"), barcodes=[MATCHING_SCAN], counted_quantity=58, seed=1
+    )
+    assert short["flags"] == [{"code": "quantity_mismatch", "counted": 58.0, "prescribed": 60.0}]
+    claimed = await _claim(rph, short)
+    plain = {**approval(claimed), "acknowledgements": []}
+    refused = await rph.json("POST", f"/api/v1/fills/{short['id']}/decision", 422, json=plain)
+    assert refused["error"] == "flags_unacknowledged"
+    assert refused["detail"]["missing"] == ["quantity_mismatch"]
+    # Nothing was decided: the fill is still in the pharmacist's hands.
+    assert (await rph.json("GET", f"/api/v1/fills/{short['id']}"))["state"] == "in_review"
+
+    without_note = approval(claimed, reason="other")
+    bad = await rph.json("POST", f"/api/v1/fills/{short['id']}/decision", 400, json=without_note)
+    assert "note" in bad["message"]
+
+    ack = {"flag": "quantity_mismatch", "reason": "partial_fill_documented", "note": "Owed 2, slip given"}
+    decided = await rph.json(
+        "POST", f"/api/v1/fills/{short['id']}/decision", json={**approval(claimed), "acknowledgements": [ack]}
+    )
+    assert decided["state"] == "approved"
+    assert decided["decision"]["acknowledgements"] == [ack]
+    assert [v["media_id"] for v in decided["decision"]["views_seen"]] == [m["id"] for m in claimed["media"]]
+
+    # The trail says what was acknowledged and seen, without the note's words.
+    async with world.services.db.read() as s:
+        trail = (
+            (await s.execute(select(AuditEvent).where(AuditEvent.action == "fill.decided"))).scalars().all()
+        )
+    detail = trail[-1].detail
+    assert detail["acknowledgements"] == [
+        {"flag": "quantity_mismatch", "reason": "partial_fill_documented", "has_note": True}
+    ]
+    assert len(detail["views_seen"]) == 3 and "Owed" not in json.dumps(detail)
+    # The decision names the licence it was made under: the pharmacist's for the site's state.
+    licence = {"state": "ND", "number": "ND-nd_rph"}
+    assert decided["decision"]["license"] == licence and detail["license"] == licence
+
+
+async def test_an_approval_must_name_every_photo_as_seen_but_a_rejection_need_not(world: World) -> None:
+    tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+    fill = await _clean_fill(world, tech, await _rx(tech, "RX1"))
+    claimed = await _claim(rph, fill)
+    body = approval(claimed)
+    vial = claimed["media"][2]
+    body["views_seen"] = [v for v in body["views_seen"] if v["media_id"] != vial["id"]]
+    refused = await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", 422, json=body)
+    assert refused["error"] == "views_unseen" and refused["detail"]["missing"] == [vial["id"]]
+    # A photo listed with no time on screen was not seen either.
+    body["views_seen"].append({"media_id": vial["id"], "seconds": 0})
+    await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", 422, json=body)
+
+    rejected = await rph.json(
+        "POST",
+        f"/api/v1/fills/{fill['id']}/decision",
+        json={"version": claimed["version"], "outcome": "reject", "reason_codes": ["image_unclear"]},
+    )
+    assert rejected["state"] == "rejected"
+
+
+async def test_each_kind_of_flag_is_set_when_the_fill_is_queued(world: World) -> None:
+    tech = await world.device("tech_nd1")
+    unscanned = await queued_fill(world, tech, await _rx(tech, "RX1"), counted_quantity=60)
+    assert unscanned["flags"] == [{"code": "product_check", "result": "none"}]
+    overridden = await queued_fill(
+        world,
+        tech,
+        await _rx(tech, "RX2"),
+        barcodes=[MATCHING_SCAN],
+        counted_quantity=60,
+        override_reason="Camera fogged; pills checked by hand",
+        overridden_checks=[{"kind": "pills", "check": "blurry"}],
+        seed=1,
+    )
+    assert overridden["flags"] == [{"code": "override", "checks": [{"kind": "pills", "check": "blurry"}]}]
+    assert overridden["overridden_checks"] == [{"kind": "pills", "check": "blurry"}]
+    uncounted = await queued_fill(world, tech, await _rx(tech, "RX3"), barcodes=[MATCHING_SCAN], seed=2)
+    assert uncounted["flags"] == [{"code": "quantity_mismatch", "counted": None, "prescribed": 60.0}]
+
+
+async def test_a_refill_before_most_of_the_days_supply_is_used_is_flagged(world: World) -> None:
+    tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+    rx = await _rx(tech, "RX1")
+    first = await _clean_fill(world, tech, rx)
+    await rph.json("POST", f"/api/v1/fills/{first['id']}/decision", json=approval(await _claim(rph, first)))
+
+    # Three days into a 30-day supply: the same prescription again.
+    world.clock.advance(3 * DAY)
+    early = await _clean_fill(world, tech, rx, seed=1)
+    assert _codes(early) == ["refill_too_soon"]
+    flag = early["flags"][0]
+    assert flag["previous_fill_id"] == first["id"]
+    assert (flag["days_supply"], flag["threshold_percent"], round(flag["elapsed_days"])) == (30, 75.0, 3)
+
+    # The same patient's drug on a new prescription (another prescriber, another strength) counts too.
+    other = await _rx(tech, "RX2", strength="850 mg", prescriber="Dr. Other")
+    assert _codes(await _clean_fill(world, tech, other, seed=2)) == ["refill_too_soon"]
+    # Another patient's does not.
+    stranger = await _rx(tech, "RX3", patient_name="John Other")
+    assert _codes(await _clean_fill(world, tech, stranger, seed=3)) == []
+
+    # Past 75 % of the supply (day 23 of 30), a refill is on time.
+    world.clock.advance(20 * DAY)
+    assert _codes(await _clean_fill(world, tech, rx, seed=4)) == []
+
+
+async def test_the_verification_view_shows_the_history_and_the_queue_what_each_fill_is(world: World) -> None:
+    tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+    rx = await _rx(tech, "RX1")
+    first = await _clean_fill(world, tech, rx)
+    await rph.json("POST", f"/api/v1/fills/{first['id']}/decision", json=approval(await _claim(rph, first)))
+    world.clock.advance(28 * DAY)
+    second = await _clean_fill(world, tech, rx, seed=1)
+
+    queue = await rph.json("GET", "/api/v1/queue")
+    row = next(r for r in queue["fills"] if r["id"] == second["id"])
+    assert (row["rx_number"], row["drug"], row["strength"], row["patient_initials"]) == (
+        "RX1",
+        "Metformin HCl",
+        "500 mg",
+        "J. P.",
+    )
+    assert row["flags"] == [] and "patient_name" not in row
+
+    detail = await rph.json("GET", f"/api/v1/fills/{second['id']}")
+    assert [m["kind"] for m in detail["media"]] == ["stock_bottle", "pills", "vial_label"]
+    earlier = detail["history"]["same_prescription"]
+    assert [(e["fill_id"], e["outcome"], e["pharmacist"]["name"]) for e in earlier] == [
+        (first["id"], "approve", "Nd Rph")
+    ]
+    assert earlier[0]["days_supply"] == 30 and earlier[0]["counted_quantity"] == 60.0
+    reference = detail["history"]["last_approved_pills"]
+    pills = next(m for m in first["media"] if m["kind"] == "pills")
+    assert reference["fill_id"] == first["id"] and reference["media"]["id"] == pills["id"]
+    # A technician's view of the fill carries no history of the patient's other fills.
+    assert "history" not in await tech.json("GET", f"/api/v1/fills/{second['id']}")
+
+
+async def test_events_carry_the_flags_and_nothing_about_the_patient(world: World) -> None:
+    tech = await world.device("tech_nd1")
+    fill = await queued_fill(world, tech, await _rx(tech, "RX1"), counted_quantity=12)
+    async with world.services.db.read() as s:
+        events = (await s.execute(select(Event).where(Event.type == "fill.queued"))).scalars().all()
+    payload = next(e.payload for e in events if e.payload["fill_id"] == fill["id"])
+    assert [f["code"] for f in payload["flags"]] == ["product_check", "quantity_mismatch"]
+    text = json.dumps(payload)
+    assert "Jane" not in text and "RX1" not in text and "Metformin" not in text
+
+
+async def test_reasons_name_the_acknowledgements_and_the_undo_window(world: World) -> None:
+    rph = await world.login("nd_rph")
+    reasons = await rph.json("GET", "/api/v1/reasons")
+    assert "verified_visually" in [r["code"] for r in reasons["acknowledgement_reasons"]]
+    assert set(reasons["flag_labels"]) >= {"quantity_mismatch", "reused_photo", "refill_too_soon"}
+    assert reasons["undo_seconds"] == 4.0

@@ -1,0 +1,661 @@
+"""Pharmacist safety in the console (issue 24): nothing approved unseen, every flag acknowledged, history,
+undo, and a console that works on a 1024 x 768 screen."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, Request, expect
+from sqlalchemy import select
+
+from demo import photos
+from server.db.models import Consultation, Decision, Fill, User
+from tests.api.world import World, approval, new_fill_id, photo, queued_fill, rx_body, upload
+from tests.browser.conftest import (
+    MATCHING_SCAN,
+    Console,
+    SiteSocket,
+    WorldFactory,
+    look_at_every_photo,
+    sign_in,
+    submit,
+    submit_clean,
+    until,
+)
+
+pytestmark = pytest.mark.browser
+
+# A bottle of another product (NDC 0093-1048-01): the product check says mismatch.
+OTHER_PRODUCT = f"(01){photos.gtin_for_ndc10('0093-1048-01')}(17)301231(10)LOT9"
+DAY = 86400
+UNSEEN = re.compile(r"\bis-unseen\b")
+IPAD = {"width": 1024, "height": 768}
+CONTRAST = (Path(__file__).parent / "contrast.js").read_text()
+
+
+async def shot(page: Page, name: str) -> None:
+    """A picture of the page to look at, when TP_SHOTS_DIR names a folder for them."""
+    folder = os.environ.get("TP_SHOTS_DIR")
+    if folder:
+        await page.screenshot(path=str(Path(folder) / f"{name}.png"))
+
+
+def decisions_sent(page: Page) -> list[dict[str, Any]]:
+    """Every decision the page sends, as the JSON body it sent."""
+    sent: list[dict[str, Any]] = []
+
+    def seen(r: Request) -> None:
+        if r.url.endswith("/decision") and r.method == "POST":
+            sent.append(json.loads(r.post_data or "{}"))
+
+    page.on("request", seen)
+    return sent
+
+
+async def fill_in_order(
+    world: World, tech: str, rx_number: str, kinds: list[str], *, video: Path | None = None, **rx: Any
+) -> str:
+    """A fill whose photos are uploaded in the given order (the server lists them as they came)."""
+    user = await world.device(tech)
+    made = await user.json("POST", "/api/v1/prescriptions", 201, json=rx_body(rx_number, **rx))
+    fill_id = new_fill_id()
+    body = {"id": fill_id, "prescription_id": made["id"], "barcodes": [MATCHING_SCAN], "counted_quantity": 60}
+    await user.json("POST", "/api/v1/fills", 201, json=body)
+    if video is not None:
+        resp = await upload(user, fill_id, "count_video", video.read_bytes(), filename=video.name)
+        assert resp.status == 204, await resp.text()
+    for i, kind in enumerate(kinds):
+        assert (await upload(user, fill_id, kind, photo(kind, 70 + i))).status == 204
+    await user.json("POST", f"/api/v1/fills/{fill_id}/submit")
+    return fill_id
+
+
+async def claim_of(world: World, fill_id: str) -> tuple[str, str | None, int]:
+    """The fill's state, who holds its claim, and how many decisions it has."""
+    async with world.services.db.read() as s:
+        fill = (await s.execute(select(Fill).where(Fill.id == fill_id))).scalar_one()
+        holder = (
+            (await s.execute(select(User.username).where(User.id == fill.claimed_by))).scalar_one_or_none()
+            if fill.claimed_by
+            else None
+        )
+        count = len((await s.execute(select(Decision.id).where(Decision.fill_id == fill_id))).all())
+    return fill.state, holder, count
+
+
+async def open_fill(c: Console, fill_id: str) -> None:
+    await c.row(fill_id).click()
+    await expect(c.page.locator("#v-lease")).to_contain_text("Claimed by you")
+    await expect(c.page.locator("body")).to_have_attribute("data-shown-fill", fill_id)
+
+
+async def test_approve_is_refused_until_every_photo_and_the_video_were_shown(
+    browser: Browser, make_world: WorldFactory, tmp_path: Path
+) -> None:
+    world = await make_world(decision_undo_seconds=0.5)
+    video = photos.count_video(tmp_path / "count.webm", container="webm")
+    # Listed by the server in upload order: video first, then the photos backwards.
+    fill_id = await fill_in_order(
+        world, "tech_nd1", "RX1", ["vial_label", "pills", "stock_bottle"], video=video
+    )
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    sent = decisions_sent(page)
+    await open_fill(c, fill_id)
+
+    # The strip has the same order for every fill: stock bottle, pills, vial, then the video.
+    labels = await page.locator("#v-strip .thumb .thumb-label").all_text_contents()
+    assert labels == ["Stock bottle", "Counted pills", "Labelled vial", "Count video"]
+    approve = page.locator("#v-approve")
+    await expect(approve).to_be_disabled()
+    await expect(page.locator("#v-status")).to_contain_text(
+        "Not yet seen: Counted pills, Labelled vial, Count video"
+    )
+    await page.keyboard.press("a")
+    await expect(page.locator("#v-banner")).to_contain_text("Not every view was shown yet")
+
+    await page.keyboard.press("ArrowRight")
+    await expect(page.locator("#v-status")).to_contain_text("Not yet seen: Labelled vial, Count video")
+    await expect(page.locator("#v-strip .thumb").nth(1)).not_to_have_class(UNSEEN)
+    await page.keyboard.press("+")  # zoom into the pills: recorded with the view
+    await page.keyboard.press("+")
+    await page.keyboard.press("ArrowRight")
+    await expect(page.locator("#v-status")).to_contain_text("Not yet seen: Count video (0 % played)")
+    await page.keyboard.press("ArrowRight")
+    await expect(approve).to_be_disabled()
+    # Scrubbing through the 2 s video a second at a time counts as seeing it.
+    await until(page, "() => document.querySelector('#v-stage video').readyState >= 1")
+    await page.keyboard.press("]")
+    await until(page, "() => document.querySelector('#v-stage video').currentTime >= 0.99")
+    await expect(approve).to_be_disabled()
+    await page.keyboard.press("]")
+    await expect(approve).to_be_enabled()
+    await expect(page.locator("#v-status")).not_to_contain_text("Not yet seen")
+    assert sent == []
+
+    await page.keyboard.press("a")
+    await expect(
+        page.locator("#queue-view")
+    ).to_be_visible()  # nothing else waiting: at once, not after the send
+    await until(page, "() => document.querySelector('#q-undo').hidden", timeout=10)
+    assert len(sent) == 1 and sent[0]["outcome"] == "approve"
+    detail = await (await world.login("nd_rph")).json("GET", f"/api/v1/fills/{fill_id}")
+    ids = {m["kind"]: m["id"] for m in detail["media"]}
+    seen = {v["media_id"]: v for v in sent[0]["views_seen"]}
+    assert set(seen) == set(ids.values())
+    assert all(v["seconds"] > 0 for v in seen.values())
+    assert seen[ids["pills"]]["max_zoom"] > 1.4 and seen[ids["stock_bottle"]]["max_zoom"] == 1
+    assert seen[ids["count_video"]]["played_fraction"] >= 0.9
+    assert (await claim_of(world, fill_id))[0] == "approved"
+
+
+async def test_undo_within_the_window_sends_nothing_and_the_fill_stays_claimed(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world()  # the default window: 4 s
+    first = await submit_clean(world, "tech_nd1", "RX1", priority="waiting")
+    second = await submit_clean(world, "tech_nd1", "RX2")
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    sent = decisions_sent(page)
+    await open_fill(c, first["id"])
+    await look_at_every_photo(page)
+    await page.keyboard.press("a")
+
+    # The next fill opens at once; the decision waits in the undo window, the first fill still ours.
+    await expect(page.locator("body")).to_have_attribute("data-shown-fill", second["id"])
+    undo = page.locator("#v-undo")
+    await expect(undo).to_be_visible()
+    await expect(undo).to_contain_text("Approved Rx RX1")
+    assert await claim_of(world, first["id"]) == ("in_review", "nd_rph", 0)
+    await expect(page.locator("#v-lease")).to_contain_text("Claimed by you")
+    assert await claim_of(world, second["id"]) == ("in_review", "nd_rph", 0)
+
+    await page.keyboard.press("u")
+    await expect(page.locator("body")).to_have_attribute("data-shown-fill", first["id"])
+    await expect(undo).to_be_hidden()
+    await expect(page.locator("#v-approve")).to_be_enabled()  # what was seen stays seen
+    await expect(c.row(second["id"])).to_contain_text("Waiting")  # the fill opened next went back
+    # Well past the window: nothing was sent, and the fill is still claimed by this pharmacist.
+    await page.wait_for_timeout(4500)
+    assert sent == []
+    assert await claim_of(world, first["id"]) == ("in_review", "nd_rph", 0)
+    assert (await claim_of(world, second["id"]))[:2] == ("queued", None)
+
+    # Ctrl+Z undoes too; then the decision is let through and sent once.
+    await page.keyboard.press("a")
+    await expect(page.locator("body")).to_have_attribute("data-shown-fill", second["id"])
+    await page.keyboard.press("Control+z")
+    await expect(page.locator("body")).to_have_attribute("data-shown-fill", first["id"])
+    site = await SiteSocket.open(world, "tech_nd1")
+    beats: list[str] = []
+    page.on("request", lambda r: beats.append(r.url) if r.url.endswith(f"{first['id']}/heartbeat") else None)
+    await page.keyboard.press("a")
+    await site.wait_for(lambda m: m.get("type") == "fill.decided" and m.get("fill_id") == first["id"])
+    assert beats, "the claim of a held decision is kept alive"
+    assert len(sent) == 1
+    assert await claim_of(world, first["id"]) == ("approved", None, 1)
+
+
+async def test_a_held_decision_is_sent_when_the_tab_closes_or_the_pharmacist_signs_out(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world()
+    first = await submit_clean(world, "tech_nd1", "RX1")
+    second = await submit_clean(world, "tech_nd1", "RX2")
+    site = await SiteSocket.open(world, "tech_nd1")
+    c = await sign_in(browser, world, "nd_rph")
+    await open_fill(c, first["id"])
+    await look_at_every_photo(c.page)
+    await c.page.keyboard.press("a")
+    await expect(c.page.locator("#v-undo")).to_be_visible()
+    await c.page.close(run_before_unload=True)
+    await site.wait_for(lambda m: m.get("type") == "fill.decided" and m.get("fill_id") == first["id"])
+    assert (await claim_of(world, first["id"]))[0] == "approved"
+
+    c = await sign_in(browser, world, "nd_rph")
+    await open_fill(c, second["id"])
+    await c.page.keyboard.press("r")
+    await c.page.keyboard.press("3")
+    await c.page.keyboard.press("Control+Enter")
+    # Nothing else waits: the queue shows, with Undo there too, which reopens the fill.
+    await expect(c.page.locator("#q-undo")).to_be_visible()
+    await c.page.keyboard.press("u")
+    await expect(c.page.locator("#verify-view")).to_be_visible()
+    await expect(c.page.locator("body")).to_have_attribute("data-shown-fill", second["id"])
+    assert await claim_of(world, second["id"]) == ("in_review", "nd_rph", 0)
+    await c.page.keyboard.press("r")
+    await c.page.keyboard.press("3")
+    await c.page.keyboard.press("Control+Enter")
+    await expect(c.page.locator("#q-undo")).to_be_visible()
+    await c.page.click("#sign-out")
+    await expect(c.page.locator("#login-view")).to_be_visible()
+    assert (await claim_of(world, second["id"]))[:3] == ("rejected", None, 1)
+
+
+async def test_enter_in_the_rejection_note_is_a_new_line_and_ctrl_enter_sends(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world(decision_undo_seconds=0.5)
+    fill = await submit(world, "tech_nd1", "RX1")
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    sent = decisions_sent(page)
+    await open_fill(c, fill["id"])
+    await page.keyboard.press("r")
+    confirm = page.locator("#v-reason-confirm")
+    await expect(confirm).to_contain_text("Ctrl+Enter")
+    await page.keyboard.press("9")  # "other": the note gets the focus
+    await expect(page.locator("#v-note")).to_be_focused()
+    await page.keyboard.type("Counted 58.")
+    await page.keyboard.press("Enter")
+    await page.keyboard.type("The label says 60.")
+    await expect(page.locator("#v-note")).to_have_value("Counted 58.\nThe label says 60.")
+    await expect(page.locator("#v-reasons")).to_be_visible()
+    await page.keyboard.press("Control+Enter")
+    await expect(page.locator("#queue-view")).to_be_visible()
+    await until(page, "() => document.querySelector('#q-undo').hidden", timeout=10)
+    assert len(sent) == 1
+    assert sent[0]["note"] == "Counted 58.\nThe label says 60." and sent[0]["reason_codes"] == ["other"]
+
+
+async def test_a_login_lockout_says_when_to_try_again(browser: Browser, make_world: WorldFactory) -> None:
+    world = await make_world(login_attempts=1)
+    context = await browser.new_context(viewport=IPAD)
+    page = await context.new_page()
+    await page.goto(str(world.server.make_url("/")))
+    error = page.locator("#login-error")
+    for _ in range(4):
+        await page.fill("#login-username", "nd_rph")
+        await page.fill("#login-password", "wrong password")
+        await page.click("#login-submit")
+        await expect(error).to_be_visible()
+        if "Try again in" in (await error.text_content() or ""):
+            break
+    await expect(error).to_contain_text("Too many sign-in attempts. Try again in")
+    await expect(error).to_contain_text("(at ")
+
+
+async def test_the_keyboard_help_lists_every_key(browser: Browser, make_world: WorldFactory) -> None:
+    world = await make_world()
+    c = await sign_in(browser, world, "nd_rph", viewport=IPAD)
+    await c.page.keyboard.press("?")
+    await expect(c.page.locator("#help")).to_be_visible()
+    keys = set(await c.page.locator("#help kbd").all_text_contents())
+    every = {
+        "A",
+        "R",
+        "1",
+        "9",
+        "Ctrl",
+        "Enter",
+        "U",
+        "Z",
+        "H",
+        "N",
+        "Esc",
+        "C",
+        "L",
+        "V",
+        "T",
+        "?",
+        "←",
+        "→",
+        "↑",
+        "↓",
+    }
+    every |= {"+", "\N{MINUS SIGN}", "0", "F", "Space", ",", ".", "[", "]", "J", "K", "Q", "D", "Shift"}
+    assert every <= keys, every - keys
+    text = await c.page.locator("#help").inner_text()
+    for words in (
+        "Undo the decision",
+        "pills beside the last approved",
+        "acknowledgement",
+        "Send the rejection",
+    ):
+        assert words in text, words
+
+
+async def _boxes_outside(page: Page, root: str) -> list[str]:
+    """Visible elements under `root` whose box leaves the viewport, except content of scrolled panels."""
+    result: list[str] = await page.evaluate(
+        """(root) => {
+          const W = window.innerWidth, H = window.innerHeight, out = [];
+          for (const el of document.querySelectorAll(root + ' *')) {
+            const r = el.getBoundingClientRect();
+            if (!r.width || !r.height || el.closest('[hidden]')) continue;
+            let p = el.parentElement, scrolled = false;
+            for (; p && p !== document.body; p = p.parentElement) {
+              const o = getComputedStyle(p);
+              const scrolls = (v) => v === 'auto' || v === 'scroll';
+              if (scrolls(o.overflowY) || scrolls(o.overflowX)) scrolled = true;
+              if (p.classList.contains('stage')) scrolled = true;
+            }
+            if (scrolled) continue;
+            if (r.left < -0.5 || r.top < -0.5 || r.right > W + 0.5 || r.bottom > H + 0.5) {
+              const at = [r.left, r.top, r.right, r.bottom].map(Math.round).join(',');
+              out.push(`${el.tagName}#${el.id}.${el.className} ${at}`);
+            }
+          }
+          return out;
+        }""",
+        root,
+    )
+    return result
+
+
+async def _buttons_reachable(page: Page, root: str) -> list[str]:
+    """Visible buttons under `root` that are off screen or covered at their centre."""
+    result: list[str] = await page.evaluate(
+        """(root) => {
+          const out = [];
+          for (const b of document.querySelectorAll(root + ' button')) {
+            const r = b.getBoundingClientRect();
+            if (!r.width || b.closest('[hidden]')) continue;
+            const x = r.left + r.width / 2, y = r.top + r.height / 2;
+            const hit = document.elementFromPoint(x, y);
+            if (!hit || !(hit === b || b.contains(hit))) {
+              out.push(`${b.id || b.textContent.trim()} at ${Math.round(x)},${Math.round(y)}`);
+            }
+          }
+          return out;
+        }""",
+        root,
+    )
+    return result
+
+
+async def test_at_1024_by_768_nothing_is_clipped_and_every_button_is_reachable(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world()
+    fills = [
+        await submit(
+            world,
+            "tech_nd1",
+            f"RX{i}",
+            priority="waiting" if i == 0 else "routine",
+            barcodes=[OTHER_PRODUCT],
+            counted_quantity=58,
+            override_reason="Phone camera",
+            overridden_checks=[{"kind": "pills", "check": "blurred"}],
+        )
+        for i in range(3)
+    ]
+    c = await sign_in(browser, world, "nd_rph", viewport=IPAD)
+    page = c.page
+    await expect(page.locator("#queue-body tr")).to_have_count(3)
+    await expect(page.locator("#queue-table thead")).to_contain_text("US state")
+    await expect(page.locator("#queue-table thead")).not_to_contain_text("StateAge")
+    assert await _boxes_outside(page, ".topbar") == []
+    assert await _boxes_outside(page, "#queue-view") == []
+    assert await _buttons_reachable(page, "#queue-view") == []
+    await shot(page, "tp-queue-1024")
+
+    await open_fill(c, fills[0]["id"])
+    assert await _boxes_outside(page, "#verify-view") == []
+    assert await _buttons_reachable(page, "#verify-view") == []
+    await page.keyboard.press("r")
+    await expect(page.locator("#v-reasons")).to_be_visible()
+    assert await _boxes_outside(page, "#verify-view") == []
+    assert await _buttons_reachable(page, "#v-reasons") == []
+    await page.keyboard.press("Escape")
+    await look_at_every_photo(page)
+    await page.keyboard.press("a")
+    await expect(page.locator("#v-acks")).to_be_visible()
+    assert await _boxes_outside(page, "#verify-view") == []
+    assert await _buttons_reachable(page, "#v-acks") == []
+    await shot(page, "tp-acks-1024")
+    await page.keyboard.press("Escape")
+
+    # The call panel, when shown, leaves the decision buttons free; Hang up keeps its contrast on hover.
+    await page.evaluate("document.getElementById('consult-panel').hidden = false")
+    assert await _buttons_reachable(page, ".decision-bar") == []
+    assert await _buttons_reachable(page, "#consult-panel") == []
+    await page.hover("#consult-hangup")
+    low: list[str] = await page.evaluate(CONTRAST)
+    assert not [f for f in low if "Hang up" in f], low
+    await shot(page, "tp-verify-1024")
+
+
+async def test_a_counselling_request_names_the_rx_number_and_can_be_declined_with_a_reason(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world()
+    fill = await submit(world, "tech_nd1", "RX-4411")
+    c = await sign_in(browser, world, "nd_rph", viewport=IPAD)
+    tech = await world.device("tech_nd1")
+    made = await tech.json(
+        "POST", "/api/v1/consultations", 201, json={"kind": "counsel", "fill_id": fill["id"]}
+    )
+    request = c.page.locator(f'.consult-request[data-id="{made["id"]}"]')
+    await expect(request).to_contain_text("Hettinger Drug asks for patient counselling on Rx RX-4411")
+    assert f"Rx {made['prescription_id']}" not in (await request.text_content() or "").replace("RX-4411", "")
+
+    await request.locator(".consult-decline").click()
+    await request.locator(".consult-decline-reason").select_option("other")
+    await request.locator(".consult-decline-send").click()  # "other" without words: not sent
+    await expect(request.locator(".consult-decline-note")).to_be_focused()
+    await request.locator(".consult-decline-note").fill("On a call with another site for ten minutes.")
+    await request.locator(".consult-decline-send").click()
+    await expect(request).to_have_count(0)
+    async with world.services.db.read() as s:
+        ended = (await s.execute(select(Consultation).where(Consultation.id == made["id"]))).scalar_one()
+    assert (ended.state, ended.end_reason, ended.outcome_note) == (
+        "ended",
+        "declined",
+        "On a call with another site for ten minutes.",
+    )
+
+
+async def test_each_flag_demands_its_acknowledgement_and_the_a_key_alone_never_approves(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world(decision_undo_seconds=0.5)
+    rph = await world.login("nd_rph")
+    earlier = await submit_clean(world, "tech_nd1", "RX1")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{earlier['id']}/claim"))["fill"]
+    await rph.json("POST", f"/api/v1/fills/{earlier['id']}/decision", json=approval(claimed))
+    world.clock.advance(3 * DAY)
+    # The same prescription again three days later, another product's bottle, 58 counted of 60, and the
+    # technician sent the blurry pills photo past the site's check.
+    tech = await world.device("tech_nd1")
+    rx_id = (await tech.json("GET", "/api/v1/prescriptions"))["prescriptions"][0]["id"]
+    fill_id = new_fill_id()
+    await tech.json(
+        "POST",
+        "/api/v1/fills",
+        201,
+        json={
+            "id": fill_id,
+            "prescription_id": rx_id,
+            "barcodes": [OTHER_PRODUCT],
+            "counted_quantity": 58,
+            "override_reason": "Phone camera",
+            "overridden_checks": [{"kind": "pills", "check": "blurred"}],
+        },
+    )
+    for i, kind in enumerate(("stock_bottle", "pills", "vial_label")):
+        assert (await upload(tech, fill_id, kind, photo(kind, 90 + i))).status == 204
+    queued = await tech.json("POST", f"/api/v1/fills/{fill_id}/submit")
+    codes = [f["code"] for f in queued["flags"]]
+    assert codes == ["product_check", "quantity_mismatch", "override", "refill_too_soon"]
+
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    sent = decisions_sent(page)
+    row = c.row(fill_id)
+    await expect(row.locator(".flags-cell .badge")).to_have_text(["Count 58/60", "Override", "Too soon"])
+    await expect(row).to_contain_text("Mismatch")
+    await open_fill(c, fill_id)
+    flags = page.locator("#v-flags .flag-row")
+    await expect(flags).to_have_count(4)
+    await expect(flags.nth(1)).to_contain_text("Counted 58, prescribed 60")
+    await expect(flags.nth(2)).to_contain_text("blurred on Counted pills")
+    await expect(flags.nth(3)).to_contain_text("3.0 of 30 days")
+    await expect(page.locator("#v-rx .override-checks")).to_have_text("Overridden: blurred on Counted pills")
+    await look_at_every_photo(page)
+    await shot(page, "tp-flags")
+
+    # A opens the acknowledgement step; pressing it again there approves nothing.
+    await page.keyboard.press("a")
+    acks = page.locator("#v-acks")
+    await expect(acks).to_be_visible()
+    await page.keyboard.press("a")
+    await page.keyboard.press("Enter")
+    await expect(acks).to_be_visible()
+    await expect(page.locator("#v-ack-confirm")).to_be_disabled()
+    await expect(page.locator("#v-ack-error")).to_contain_text("Choose a reason for every flag (4 left)")
+    rows = acks.locator(".ack-row")
+    await page.keyboard.press("1")  # product check: verified visually; on to the count
+    await page.keyboard.press("2")  # count: partial fill documented
+    await page.keyboard.press("1")  # override: verified visually
+    await expect(rows.nth(3)).to_have_class(re.compile(r"\bis-active\b"))
+    await page.keyboard.press("6")  # refill too soon: other, which needs a note
+    await expect(rows.nth(3).locator(".ack-note")).to_be_focused()
+    await expect(page.locator("#v-ack-confirm")).to_be_disabled()
+    await expect(page.locator("#v-ack-error")).to_contain_text("needs a note")
+    await shot(page, "tp-acks")
+    await page.keyboard.type("Patient moving away; prescriber called.")
+    assert sent == []
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#queue-view")).to_be_visible()
+    await until(page, "() => document.querySelector('#q-undo').hidden", timeout=10)
+    assert len(sent) == 1
+    assert sent[0]["acknowledgements"] == [
+        {"flag": "product_check", "reason": "verified_visually", "note": None},
+        {"flag": "quantity_mismatch", "reason": "partial_fill_documented", "note": None},
+        {"flag": "override", "reason": "verified_visually", "note": None},
+        {"flag": "refill_too_soon", "reason": "other", "note": "Patient moving away; prescriber called."},
+    ]
+    detail = await rph.json("GET", f"/api/v1/fills/{fill_id}")
+    assert detail["state"] == "approved"
+    assert [a["flag"] for a in detail["decision"]["acknowledgements"]] == codes
+
+
+async def test_an_approval_the_server_refuses_is_shown_plainly(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world(decision_undo_seconds=0.2)
+    fill = await submit(world, "tech_nd1", "RX1", barcodes=[MATCHING_SCAN], counted_quantity=58)
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+
+    async def strip_acknowledgements(route: Any) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        await route.continue_(post_data=json.dumps({**body, "acknowledgements": []}))
+
+    await page.route("**/decision", strip_acknowledgements)
+    await open_fill(c, fill["id"])
+    await look_at_every_photo(page)
+    await page.keyboard.press("a")
+    await page.keyboard.press("2")
+    await page.keyboard.press("Enter")
+    refused = page.locator(".toast-error")
+    await expect(refused).to_contain_text("Approved Rx RX1 was refused")
+    await expect(refused).to_contain_text("a flag was not acknowledged (quantity_mismatch)")
+    assert (await claim_of(world, fill["id"]))[0] == "in_review"
+
+
+async def test_the_history_lists_earlier_fills_and_h_shows_the_pills_beside_the_last_approved(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world()
+    rph = await world.login("nd_rph")
+    first = await submit_clean(world, "tech_nd1", "RX1")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{first['id']}/claim"))["fill"]
+    await rph.json("POST", f"/api/v1/fills/{first['id']}/decision", json=approval(claimed))
+    world.clock.advance(28 * DAY)
+    tech = await world.device("tech_nd1")
+    rx_id = (await tech.json("GET", "/api/v1/prescriptions"))["prescriptions"][0]["id"]
+    second = await queued_fill(world, tech, rx_id, barcodes=[MATCHING_SCAN], counted_quantity=60, seed=3)
+    assert second["flags"] == []
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    row = c.row(second["id"])
+    await expect(row.locator(".rx-number")).to_have_text("Rx RX1")
+    await expect(row.locator(".rx-drug")).to_have_text("Metformin HCl 500 mg")
+    await expect(row.locator(".initials")).to_have_text("J. P.")
+    # A fill arriving live gets the same row, fetched by the console (events carry no patient data).
+    live = await submit_clean(
+        world, "tech_nd1", "RX7", rx={"patient_name": "Ola Nordmann", "drug": "Lisinopril"}
+    )
+    await expect(c.row(live["id"]).locator(".rx-number")).to_have_text("Rx RX7")
+    await expect(c.row(live["id"]).locator(".rx-drug")).to_have_text("Lisinopril 500 mg")
+    await expect(c.row(live["id"]).locator(".initials")).to_have_text("O. N.")
+
+    await open_fill(c, second["id"])
+    history = page.locator("#v-history")
+    await expect(history).to_contain_text("This prescription (1)")
+    earlier = history.locator(f'tr[data-fill="{first["id"]}"]').first
+    await expect(earlier).to_contain_text("Approved")
+    await expect(earlier).to_contain_text("Nd Rph")
+    await expect(earlier.locator("td").nth(2)).to_have_text("60")
+    await expect(earlier.locator("td").nth(3)).to_have_text("30")
+
+    await page.keyboard.press("h")
+    panes = page.locator("#v-stage .compare-pane")
+    await expect(panes).to_have_count(2)
+    await until(
+        page,
+        "() => [...document.querySelectorAll('#v-stage .compare img')]"
+        ".filter((i) => i.naturalWidth > 0).length === 2",
+    )
+    await expect(panes.nth(0)).to_contain_text("This fill")
+    await expect(panes.nth(1)).to_contain_text("Last approved")
+    srcs = await page.locator("#v-stage .compare img").evaluate_all("(imgs) => imgs.map((i) => i.src)")
+    pills = {m["kind"]: m["id"] for m in second["media"]}["pills"]
+    reference = {m["kind"]: m["id"] for m in first["media"]}["pills"]
+    assert f"/media/{pills}?" in srcs[0] and f"/media/{reference}?" in srcs[1], srcs
+    await shot(page, "tp-compare")
+    await page.keyboard.press("h")
+    await expect(panes).to_have_count(0)
+    await expect(page.locator("#v-stage .stage-img")).to_be_visible()
+
+
+async def test_a_reused_photo_flag_names_the_photo_and_the_other_fill(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world(decision_undo_seconds=0.2)
+    other = await submit_clean(world, "tech_nd1", "RX1")
+    fill = await submit_clean(world, "tech_nd1", "RX2", seed=1)
+    vial = next(m for m in fill["media"] if m["kind"] == "vial_label")
+    flag = {
+        "code": "reused_photo",
+        "photos": [
+            {
+                "media_id": vial["id"],
+                "kind": "vial_label",
+                "other_fill_id": other["id"],
+                "other_media_id": other["media"][2]["id"],
+                "match": "identical",
+                "distance": 0,
+            }
+        ],
+    }
+    # The flag as the reuse lookup sets it when the fill is queued (set here directly on the row).
+    async with world.services.db.write() as s:
+        row = (await s.execute(select(Fill).where(Fill.id == fill["id"]))).scalar_one()
+        row.flags = [flag]
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    await expect(c.row(fill["id"]).locator(".flags-cell .badge")).to_have_text(["Reused photo"])
+    await open_fill(c, fill["id"])
+    await expect(page.locator("#v-flags")).to_contain_text(
+        f"Labelled vial is identical to a photo of fill {other['id'][:8]}"
+    )
+    await look_at_every_photo(page)
+    await page.keyboard.press("a")
+    await page.keyboard.press("5")  # photo confirmed as taken for this fill
+    await page.keyboard.press("Enter")
+    await expect(page.locator("body")).to_have_attribute("data-shown-fill", other["id"])
+    await until(page, "() => document.querySelector('#v-undo').hidden", timeout=10)
+    detail = await (await world.login("nd_rph")).json("GET", f"/api/v1/fills/{fill['id']}")
+    assert detail["decision"]["acknowledgements"] == [
+        {"flag": "reused_photo", "reason": "photo_confirmed_current", "note": None}
+    ]

@@ -1,0 +1,188 @@
+"""The command line as a technician types it: reachable as the README says, ids they can read aloud,
+their own clock, the token file as the administrator hands it over, retakes that keep the rest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from demo.photos import pills_photo, to_jpeg_bytes
+from remote_site_client.api import SiteApi
+from remote_site_client.outbox import Outbox
+from remote_site_client.sender import Sender
+from tests.site_client.test_end_to_end import FILL_ID, enter_rx, fill_detail, photos, site_fills
+from tests.site_client.world import ROOT, Pharmacist, ServerProcess, Site, make_site
+
+# North Dakota's south-west, where the demo's Hettinger Drug is, keeps Mountain time.
+COUNTER_TZ = "America/Denver"
+
+
+def local(iso: str) -> str:
+    return dt.datetime.fromisoformat(iso).astimezone(ZoneInfo(COUNTER_TZ)).strftime("%Y-%m-%d %H:%M")
+
+
+def test_readme_says_how_a_checkout_reaches_tp_site(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The site client") : readme.index("## Deploying")]
+    assert ".venv/bin/tp-site" in section and ". .venv/bin/activate" in section
+    # As the README says it: activated, `tp-site` is on PATH in a shell started at the repository root.
+    done = subprocess.run(
+        ["bash", "-c", ". .venv/bin/activate && tp-site --help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0 and "enroll" in done.stdout, done.stderr
+
+
+async def test_rx_list_shows_rx_numbers_and_bottle_ndcs_not_internal_ids(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    rx_id = await enter_rx(server.url, token, "100234")
+    site = make_site(tmp_path, server.url, token)
+    code, out, err = await site.run("rx", "list")
+    assert code == 0, out + err
+    (line,) = out.splitlines()
+    assert line.startswith("Rx 100234"), line
+    assert "Metformin HCl 500 mg" in line and "NDC 0378-1805-01" in line and "Jane Q. Patient" in line
+    assert str(rx_id) not in line.split()
+
+
+async def test_status_lists_fills_by_short_id_with_rx_and_drug_in_local_time(
+    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    await enter_rx(server.url, token, "100234")
+    # Submitted from another computer of the site: this one learns the prescription from the server.
+    other = make_site(tmp_path / "other", server.url, token)
+    code, out, err = await other.run("submit", "--rx", "100234", *photos(photo_dir), "--count", "60")
+    assert code == 0, out + err
+    fill_id = FILL_ID.search(out).group(1)  # type: ignore[union-attr]
+    assert f"Fill {fill_id[:8]} is queued" in out
+    submitted = (await fill_detail(server.url, token, fill_id))["submitted_at"]
+
+    site = make_site(tmp_path, server.url, token)
+    code, out, err = await site.run("status", env={"TZ": COUNTER_TZ})
+    assert code == 0, out + err
+    (line,) = out.splitlines()
+    assert line.startswith(f"{fill_id[:8]}  Rx 100234"), line
+    assert "Metformin HCl 500 mg" in line and "queued" in line
+    assert f"submitted {local(submitted)}" in line
+    assert fill_id not in line and "+00:00" not in line and not re.search(r"\d\d:\d\d:\d\d", line)
+
+    async with Pharmacist(server.url) as rph:
+        await rph.decide(fill_id, "reject", ["wrong_quantity"], "Counted 58.")
+    code, out, err = await site.run("status", fill_id[:8], env={"TZ": COUNTER_TZ})
+    assert code == 0, out + err
+    decided = (await fill_detail(server.url, token, fill_id))["decision"]["decided_at"]
+    assert f"Fill {fill_id[:8]}: REJECTED" in out
+    assert "Rx 100234  Metformin HCl 500 mg  qty 60" in out
+    assert f"REJECTED by Pat Pharmacist at {local(decided)}" in out and "Wrong quantity" in out
+    assert f"tp-site submit --resubmit-of {fill_id[:8]}" in out
+
+
+async def test_a_short_id_that_names_two_fills_is_refused_with_both_listed(
+    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    rx_id = await enter_rx(server.url, token, "100234")
+    site = make_site(tmp_path, server.url, token)
+    files = [(kind, photo_dir / f"{kind}.jpg") for kind in ("stock_bottle", "pills", "vial_label")]
+    twins = ["5eed1e55-0000-4000-8000-000000000001", "5eed1e55-0000-4000-8000-000000000002"]
+    with Outbox(site.config.data_dir) as outbox:
+        for fill_id in twins:
+            outbox.add({"id": fill_id, "prescription_id": rx_id, "barcodes": []}, files, rx_number="100234")
+        async with SiteApi(site.config) as api:
+            for fill_id in twins:
+                assert (await Sender(site.config, outbox, api).deliver(fill_id, patience=30)).delivered
+
+    code, out, err = await site.run("status", "5eed1e55")
+    assert code == 2, out + err
+    assert "5eed1e55 is the start of 2 fills" in err and "give more of the id" in err
+    assert "5eed1e550000400080000000" in err  # each listed by enough of its id to tell them apart
+    code, out, err = await site.run("status", "5eed1e55-0000-4000-8000-000000000002")
+    assert code == 0 and "Fill 5eed1e55: waiting for a pharmacist" in out, out + err
+    code, out, err = await site.run("status", twins[0].replace("-", ""))
+    assert code == 0 and twins[0] in out, out + err
+    code, out, err = await site.run("status", "bad-id!")
+    assert code == 2 and "is not a fill id" in err
+
+
+async def test_resubmit_of_a_short_id_keeps_every_photo_not_retaken(
+    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    await enter_rx(server.url, token, "100234")
+    site = make_site(tmp_path, server.url, token)
+    code, out, err = await site.run("submit", "--rx", "100234", *photos(photo_dir), "--count", "58")
+    assert code == 0, out + err
+    first = FILL_ID.search(out).group(1)  # type: ignore[union-attr]
+    async with Pharmacist(server.url) as rph:
+        await rph.decide(first, "reject", ["wrong_quantity"], "Recount the tray.")
+
+    # Only the retaken view and the new count: the prescription, the bottle and the vial come along.
+    retake = tmp_path / "recounted.jpg"
+    retake.write_bytes(to_jpeg_bytes(pills_photo(12, imprint="M 30", seed=9), 90))  # the tray again
+    code, out, err = await site.run(
+        "submit", "--resubmit-of", first[:8], "--pills", str(retake), "--count", "60"
+    )
+    assert code == 0, out + err
+    assert f"Kept from the rejected fill {first[:8]}: stock bottle photo, vial label photo." in out
+    second = FILL_ID.search(out).group(1)  # type: ignore[union-attr]
+    old, new = await fill_detail(server.url, token, first), await fill_detail(server.url, token, second)
+    assert new["previous_fill_id"] == first and new["state"] == "queued" and new["counted_quantity"] == 60
+    sha = {f["id"]: {m["kind"]: m["sha256"] for m in f["media"]} for f in (old, new)}
+    assert sha[second]["stock_bottle"] == sha[first]["stock_bottle"]
+    assert sha[second]["vial_label"] == sha[first]["vial_label"]
+    assert sha[second]["pills"] != sha[first]["pills"]
+
+    # From a computer that never had the photos: they come from the server; the count too.
+    async with Pharmacist(server.url) as rph:
+        await rph.decide(second, "reject", ["label_error"], "Reprint the vial label.")
+    counter2 = make_site(tmp_path / "counter2", server.url, token)
+    code, out, err = await counter2.run(
+        "submit", "--resubmit-of", second[:8], "--vial-label", str(photo_dir / "vial_label.jpg")
+    )
+    assert code == 0, out + err
+    assert "Kept from the rejected fill" in out and "stock bottle photo, pills photo, count 60" in out
+    third = FILL_ID.search(out).group(1)  # type: ignore[union-attr]
+    detail = await fill_detail(server.url, token, third)
+    assert detail["previous_fill_id"] == second and detail["counted_quantity"] == 60
+    assert sorted(m["kind"] for m in detail["media"]) == ["pills", "stock_bottle", "vial_label"]
+    assert detail["product_check"] == "match"  # the kept bottle's barcode still read and matched
+    assert len(await site_fills(server.url, token)) == 3
+
+
+def admin_token_file(server: ServerProcess, path: Path) -> None:
+    """What an administrator gets from `tp-server admin token > FILE 2>&1`: the log, then the token."""
+    with path.open("w") as out:
+        subprocess.run(
+            [sys.executable, "-m", "server.cli", "admin", "--data-dir", str(server.data_dir), "token",
+             "--username", "tech_nd1", "--label", "second counter"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, check=True, timeout=60,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("form", ["admin output", "variable line", "demo file"])
+async def test_enroll_reads_the_token_file_as_the_administrator_hands_it_over(
+    server: ServerProcess, token: str, tmp_path: Path, form: str
+) -> None:
+    token_file = tmp_path / "token.txt"
+    if form == "admin output":
+        admin_token_file(server, token_file)
+        assert "INFO" in token_file.read_text()  # the log lines came along
+    elif form == "variable line":
+        token_file.write_text(f"# Hettinger Drug, counter 1\nTP_SITE_TOKEN={token}\n")
+    else:
+        token_file.write_text(token + "\n")
+    site = Site(tmp_path / "config.json", make_site(tmp_path, "http://unused", "unused").config)
+    code, out, err = await site.run(
+        "enroll", "--server", server.url, "--token-file", str(token_file), "--data-dir", str(tmp_path / "s")
+    )
+    assert code == 0, out + err
+    assert "as Terry Tech" in out
