@@ -333,12 +333,15 @@ def evidence_photos(
     }
 
 
-def _small_photo(kind: str) -> bytes:
-    im = Image.new(
-        "RGB",
-        (480, 360),
-        {"stock_bottle": (200, 196, 186), "pills": (150, 180, 210)}.get(kind, (190, 170, 150)),
-    )
+def _small_photo(kind: str, seed: int | str) -> bytes:
+    """A plain stand-in photo, its own per fill (seed): the same one twice would be flagged as reused."""
+    rng = random.Random(f"small:{kind}:{seed}")
+    base = {"stock_bottle": (200, 196, 186), "pills": (150, 180, 210)}.get(kind, (190, 170, 150))
+    # A coarse pattern of lighter and darker patches tells two fills' photos apart (perceptual hash).
+    patches = Image.new("L", (12, 9))
+    patches.putdata([rng.randrange(-40, 41) + 128 for _ in range(12 * 9)])
+    patches = patches.resize((480, 360), Image.Resampling.BILINEAR)
+    im = Image.merge("RGB", [patches.point(lambda v, c=c: max(0, min(255, c + v - 128))) for c in base])
     ImageDraw.Draw(im).rectangle((160, 80, 320, 280), fill=(235, 235, 230))
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=80)
@@ -368,7 +371,6 @@ async def _people(world: DemoWorld) -> None:
 async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count: int) -> None:
     """A week of decided fills: turnaround of a few minutes to half an hour, some rejections."""
     fills = world.services.fills
-    small = {kind: _small_photo(kind) for kind in ("stock_bottle", "pills", "vial_label")}
     by_state = {"ND": ["rph.nd", "rph.lind"], "MN": ["rph.nd", "rph.sota"]}
     for _ in range(count):
         code, _, state, _, _ = SITES[rng.choice((0, 0, 1, 1, 2, 3, 3))]
@@ -385,8 +387,8 @@ async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count
         fill_id = await world.new_fill(
             code, rx.id, priority=rng.choice(("waiting", "routine", "routine", "delivery"))
         )
-        for kind, data in small.items():
-            await world.take(world.techs[code], fill_id, kind, data)
+        for kind in ("stock_bottle", "pills", "vial_label"):
+            await world.take(world.techs[code], fill_id, kind, _small_photo(kind, fill_id))
         record = await fills.submit(world.techs[code], fill_id)
         rph = world.rphs[rng.choice(by_state[state])]
         world.clock.at = submitted + wait
@@ -436,7 +438,7 @@ async def _earlier_fill(
         demo.site, prescription_id, priority=demo.priority, barcodes=(scan,), counted=counted
     )
     for kind in ("stock_bottle", "pills", "vial_label"):
-        await world.take(tech, first, kind, _small_photo(kind))
+        await world.take(tech, first, kind, _small_photo(kind, first))
     record = await world.services.fills.submit(tech, first)
     world.clock.at = at + dt.timedelta(minutes=5)
     claimed = await world.services.fills.claim(world.rphs["rph.lind"], first)

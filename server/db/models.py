@@ -199,6 +199,8 @@ class Media(Base):
         # One recording per consultation, enforced by the database as well as by the service.
         UniqueConstraint("consultation_id", "kind", name="uq_media_consultation_kind"),
         CheckConstraint("(fill_id IS NULL) <> (consultation_id IS NULL)", name="ck_media_one_owner"),
+        # A byte-identical photo of another fill, found by its digest.
+        Index("ix_media_sha256", "sha256"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     fill_id: Mapped[str | None] = mapped_column(ForeignKey("fills.id"), index=True, nullable=True)
@@ -218,6 +220,15 @@ class Media(Base):
     quality: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # A 64-bit difference hash of a photo (signed, as databases store 64 bits), to find reused photos.
     perceptual_hash: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Its vertical half and the band values of both halves, indexed to find a near hash among a year's
+    # photos without reading them all (server/evidence/photo_hash.py, server/media/reuse.py).
+    perceptual_hash_vertical: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    hash_band_0: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
+    hash_band_1: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
+    hash_band_2: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
+    hash_band_3: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
+    hash_band_4: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
+    hash_band_5: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

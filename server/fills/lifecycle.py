@@ -48,8 +48,10 @@ from server.fills.rules import (
     SUBMIT,
     TRANSITIONS,
     FillState,
+    FlagCode,
     Transition,
 )
+from server.media.reuse import reused_photos
 from server.realtime import journal
 from server.reference.store import annotate_product_check
 from server.security.principal import Principal, Role
@@ -414,11 +416,13 @@ class FillService:
             check = check_product([*fill.barcodes, *decoded], rx.expected_ndc, now.date())
             product_detail = await annotate_product_check(s, check.detail, now.date())
             await self._check_refills(s, rx, fill.id, lock=True)
+            photos = await reused_photos(s, fill.id, media)
             flags = flags_at_queue(
                 fill,
                 rx.quantity,
                 check.result,
                 product_detail,
+                {"code": FlagCode.REUSED_PHOTO, "photos": photos} if photos else None,
                 refill_too_soon(await last_approved(s, fill, rx), now, self.config.refill_too_soon_percent),
             )
             if not await self._move(

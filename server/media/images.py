@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageFilter, ImageStat, UnidentifiedImageError
 
 from server.evidence.orientation import EXIF_ORIENTATION, ORIENTATION_TRANSPOSE
+from server.evidence.photo_hash import perceptual_hash
 from server.evidence.photo_quality import decode_product_barcodes
 from server.media.errors import MediaRejected
 from server.media.workfiles import WorkFiles
@@ -63,6 +64,8 @@ class ProcessedImage:
     quality: dict[str, float] = field(default_factory=dict)
     # Barcodes read from the full-resolution pixels, when asked for (the stock bottle's).
     barcodes: list[str] = field(default_factory=list)
+    # The 128-bit perceptual hash of the upright photo (server.evidence.photo_hash), to find it reused.
+    perceptual_hash: int | None = None
 
 
 def sniff_image_format(head: bytes) -> str | None:
@@ -248,7 +251,11 @@ def _process_open(
     thumb.save(thumb_path, "JPEG", quality=THUMB_QUALITY)
     variants[THUMB] = VariantFile(thumb_path, "image/jpeg", thumb.width, thumb.height)
 
-    return ProcessedImage(width, height, fmt, ctype, variants, quality_measures(thumb), barcodes)
+    # One greyscale thumbnail serves both measures and the perceptual hash.
+    gray = thumb if thumb.mode == "L" else thumb.convert("L")
+    return ProcessedImage(
+        width, height, fmt, ctype, variants, quality_measures(gray), barcodes, perceptual_hash(gray)
+    )
 
 
 def _upright(im: Image.Image, orientation: int) -> Image.Image:

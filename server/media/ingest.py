@@ -44,6 +44,8 @@ class IngestedMedia:
     variants: dict[str, StoredVariant]
     quality: dict[str, float] = field(default_factory=dict)
     barcodes: list[str] = field(default_factory=list)
+    # A photo's 128-bit perceptual hash (server.evidence.photo_hash); None for a video.
+    perceptual_hash: int | None = None
 
 
 async def ingest_media(
@@ -170,6 +172,7 @@ def ingest_file(
         variants=variants,
         quality=dict(processed.quality),
         barcodes=processed.barcodes if isinstance(processed, ProcessedImage) else [],
+        perceptual_hash=processed.perceptual_hash if isinstance(processed, ProcessedImage) else None,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.db.models import Media
+from server.evidence.photo_hash import BANDS, bands, halves
 from server.media.ingest import IngestedMedia
 
 
@@ -16,6 +17,9 @@ def media_row(
     ingested: IngestedMedia, *, kind: str, filename: str, quality: dict[str, Any] | None = None
 ) -> Media:
     """The media row recording this file; its owner (fill or consultation) is set by the caller."""
+    found = ingested.perceptual_hash
+    horizontal, vertical = halves(found) if found is not None else (None, None)
+    band_values = bands(found) if found is not None else (None,) * BANDS
     return Media(
         kind=kind,
         sha256=ingested.sha256,
@@ -27,4 +31,7 @@ def media_row(
         duration_seconds=ingested.duration_seconds,
         variants=ingested.variants,
         quality=dict(ingested.quality) if quality is None else quality,
+        perceptual_hash=horizontal,
+        perceptual_hash_vertical=vertical,
+        **{f"hash_band_{band}": value for band, value in enumerate(band_values)},
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -214,17 +215,27 @@ async def upload(
 
 
 _PHOTO_CACHE: dict[tuple[str, int], bytes] = {}
+# Photos of fills that pass no seed: each fill its own, so no fill looks like a reused photo of another.
+_FRESH_SEEDS = itertools.count(10_000)
 
 
 def photo(kind: str, seed: int = 0) -> bytes:
-    """A small plain JPEG per kind, different per seed, cached (tests need many)."""
+    """A small plain JPEG per kind, different per seed (to the eye and to the perceptual hash), cached."""
     import io
+    import random
 
     from PIL import Image, ImageDraw
 
     key = (kind, seed)
     if key not in _PHOTO_CACHE:
-        im = Image.new("RGB", (1280, 960), (200 - seed % 50, 190, 170))
+        # A coarse random pattern of light and dark patches, drawn from (kind, seed): any two differ in
+        # about half of the perceptual hash's bits, far beyond what counts as a reused photo.
+        rng = random.Random(f"{kind}:{seed}")
+        patches = Image.new("L", (16, 12))
+        patches.putdata([rng.randrange(30, 226) for _ in range(16 * 12)])
+        im = Image.merge("RGB", [patches.point(lambda v, k=k: min(255, v + k)) for k in (20, 10, 0)]).resize(
+            (1280, 960), Image.Resampling.BILINEAR
+        )
         draw = ImageDraw.Draw(im)
         for i in range(0, 1280, 40):
             draw.line([(i, 0), (1280 - i, 960)], fill=(seed * 7 % 255, 60, 90), width=3)
@@ -245,11 +256,15 @@ async def queued_fill(
     *,
     priority: str = "routine",
     barcodes: list[str] | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """Creates, photographs and submits a fill (with any other `fields` of its body, such as
-    counted_quantity); returns it as the server shows it (queued)."""
+    counted_quantity); returns it as the server shows it (queued).
+
+    Its photos are its own unless two fills are given the same seed."""
+    if seed is None:
+        seed = next(_FRESH_SEEDS)
     fill_id = new_fill_id()
     await tech.json(
         "POST",

@@ -2,7 +2,7 @@
 authorised and its check against the reference
 
 Revision ID: 0009
-Revises: 0007 (the integrator re-points it at 0008)
+Revises: 0008
 Create Date: 2026-12-06 04:00:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
