@@ -74,6 +74,8 @@ class DemoRx:
     counted: int | None = None
     # An approved fill of the same prescription this many days before: a refill too soon.
     filled_days_ago: float | None = None
+    # The pills photo sent is the one of this earlier live fill (its place in LIVE): a reused photo.
+    pills_photo_of: int | None = None
 
 
 LIVE = (
@@ -199,6 +201,7 @@ LIVE = (
         "delivery",
         0.7,
         counted=28,
+        pills_photo_of=3,
     ),
 )
 # Entered at the counter and waiting for its first fill: the one a newcomer sends with `tp-site submit`.
@@ -255,6 +258,8 @@ class DemoWorld:
     rphs: dict[str, Principal] = field(default_factory=dict)
     # The live queue's fills, oldest submission first in LIVE's order.
     live: list[str] = field(default_factory=list)
+    # Each live fill's photos as sent, by its place in LIVE and kind.
+    live_photos: dict[int, dict[str, bytes]] = field(default_factory=dict)
     rx_seq: int = 100
 
     async def take(
@@ -308,6 +313,8 @@ def rx_body(demo: DemoRx, fill_type: str, *, prescriber: str = PRESCRIBERS[0]) -
         "days_supply": 30 if demo.qty <= 60 else 90,
         "directions": demo.directions,
         "fill_type": fill_type,
+        # Maintenance medicines, refilled monthly: a year's refills.
+        "refills_authorized": 11,
     }
 
 
@@ -496,8 +503,14 @@ async def _live_fill(world: DemoWorld, i: int, demo: DemoRx, now: dt.datetime, v
         previous=previous,
     )
     tech = world.techs[demo.site]
+    taken = world.live_photos.setdefault(i, {})
     for kind, image in shots.items():
-        await world.take(tech, fill_id, kind, photos.to_jpeg_bytes(image, 88), f"{kind}.jpg")
+        data = photos.to_jpeg_bytes(image, 88)
+        if demo.pills_photo_of is not None and kind == "pills":
+            # The technician sent an earlier fill's tray photo again: the console flags it as reused.
+            data = world.live_photos[demo.pills_photo_of]["pills"]
+        taken[kind] = data
+        await world.take(tech, fill_id, kind, data, f"{kind}.jpg")
     if video is not None:
         await world.take(tech, fill_id, "count_video", video.read_bytes(), "count.webm")
     await world.services.fills.submit(tech, fill_id)
