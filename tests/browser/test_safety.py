@@ -458,7 +458,7 @@ async def test_each_flag_demands_its_acknowledgement_and_the_a_key_alone_never_a
 ) -> None:
     world = await make_world(decision_undo_seconds=0.5)
     rph = await world.login("nd_rph")
-    earlier = await submit_clean(world, "tech_nd1", "RX1")
+    earlier = await submit_clean(world, "tech_nd1", "RX1", rx={"refills_authorized": 2})
     claimed = (await rph.json("POST", f"/api/v1/fills/{earlier['id']}/claim"))["fill"]
     await rph.json("POST", f"/api/v1/fills/{earlier['id']}/decision", json=approval(claimed))
     world.clock.advance(3 * DAY)
@@ -567,7 +567,7 @@ async def test_the_history_lists_earlier_fills_and_h_shows_the_pills_beside_the_
 ) -> None:
     world = await make_world()
     rph = await world.login("nd_rph")
-    first = await submit_clean(world, "tech_nd1", "RX1")
+    first = await submit_clean(world, "tech_nd1", "RX1", rx={"refills_authorized": 2})
     claimed = (await rph.json("POST", f"/api/v1/fills/{first['id']}/claim"))["fill"]
     await rph.json("POST", f"/api/v1/fills/{first['id']}/decision", json=approval(claimed))
     world.clock.advance(28 * DAY)
