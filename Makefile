@@ -39,8 +39,9 @@ typecheck: $(STAMP)
 compose-check: system-deps
 	docker-compose -f docker/compose.yaml config --quiet
 
+# Two workers, one per core: each test makes its own database, folders and ports.
 pytest: $(STAMP) system-deps postgres
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -n 2 --durations=15
 
 test: lint typecheck compose-check pytest
 

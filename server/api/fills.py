@@ -26,7 +26,7 @@ def _fill_id(request: web.Request) -> str:
     return fill_id
 
 
-@accepts(body=NEW_FILL, status=201)
+@accepts(body=NEW_FILL, status=201, idempotent=True)
 async def create_fill(request: web.Request) -> web.Response:
     svc = services_of(request)
     new = NewFill.parse(await json_body(request))

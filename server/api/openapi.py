@@ -69,7 +69,15 @@ def _operation(route: Route) -> dict[str, Any]:
         "summary": route.summary,
         "tags": [route.tag],
         "operationId": f"{route.method.lower()}_{getattr(route.handler, '__name__', 'handler')}",
-        "responses": {status: success, "default": ERRORS},
+        "responses": {
+            status: success,
+            **(
+                {"200": {**success, "description": "Made before by the same request"}}
+                if inputs.idempotent
+                else {}
+            ),
+            "default": ERRORS,
+        },
         "x-roles": "public" if isinstance(route.allow, str) else sorted(r.value for r in route.allow),
     }
     params = _parameters(route, inputs)

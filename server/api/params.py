@@ -54,6 +54,8 @@ class Inputs:
     status: int = 200
     # The JSON a success carries, when the handler answers JSON.
     json: bool = True
+    # Creating the same thing again answers 200 with what the first request made.
+    idempotent: bool = False
 
 
 # Handler -> what it declared; read by the OpenAPI document.
@@ -61,12 +63,17 @@ DECLARED: dict[Handler, Inputs] = {}
 
 
 def accepts(
-    *, body: Body | None = None, query: tuple[Query, ...] = (), status: int = 200, json: bool = True
+    *,
+    body: Body | None = None,
+    query: tuple[Query, ...] = (),
+    status: int = 200,
+    json: bool = True,
+    idempotent: bool = False,
 ) -> Callable[[H], H]:
     """Declares a handler's body and query parameters (which it reads with body_of and query_param)."""
 
     def declare(handler: H) -> H:
-        DECLARED[handler] = Inputs(body, query, status, json)
+        DECLARED[handler] = Inputs(body, query, status, json, idempotent)
         return handler
 
     return declare

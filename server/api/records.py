@@ -49,7 +49,7 @@ NEW_DEVICE_TOKEN = Body(
 )
 
 
-@accepts(body=PRESCRIPTION_BODY, status=201)
+@accepts(body=PRESCRIPTION_BODY, status=201, idempotent=True)
 async def create_prescription(request: web.Request) -> web.Response:
     body = await json_body(request)
     site_id = PRESCRIPTION_BODY.parse(body).get("site_id")
