@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
 from server.config import Config
@@ -214,31 +215,34 @@ class Auth:
         if user_id is not None:
             await tell(self.access_listeners, AccessChange(user_id=user_id))
 
+    async def _new_token(self, s: AsyncSession, admin: Principal | None, user: User, label: str) -> str:
+        """A new token for the user, audited; only its hash is kept."""
+        token = tokens.new_secret()
+        row = DeviceToken(token_hash=tokens.digest(token), user_id=user.id, label=label[:200])
+        s.add(row)
+        await s.flush()
+        await audit.append(
+            self.db,
+            s,
+            admin,
+            "device_token.issued",
+            "device_token",
+            row.id,
+            {"user_id": user.id, "label": row.label},
+        )
+        return token
+
     async def issue_device_token(self, admin: Principal | None, username: str, label: str) -> str:
         """A new device token for a technician's site device; only its hash is kept."""
-        token = tokens.new_secret()
         async with self.db.write() as s:
             user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
             if user is None or user.role != Role.TECHNICIAN:
                 raise NotFound("Device tokens are issued to an existing technician.")
-            row = DeviceToken(token_hash=tokens.digest(token), user_id=user.id, label=label[:200])
-            s.add(row)
-            await s.flush()
-            await audit.append(
-                self.db,
-                s,
-                admin,
-                "device_token.issued",
-                "device_token",
-                row.id,
-                {"user_id": user.id, "label": row.label},
-            )
-        return token
+            return await self._new_token(s, admin, user, label)
 
     async def issue_integration_token(self, admin: Principal | None, site_code: str, label: str) -> str:
         """A new token for a site's pharmacy system to send prescriptions with (FHIR, NCPDP SCRIPT). The
         site's integration identity is made on first issue; only the token's hash is kept."""
-        token = tokens.new_secret()
         async with self.db.write() as s:
             site = (await s.execute(select(Site).where(Site.code == site_code))).scalar_one_or_none()
             if site is None:
@@ -266,19 +270,7 @@ class Auth:
                     user.id,
                     {"username": username, "role": Role.INTEGRATION.value, "site_id": site.id},
                 )
-            row = DeviceToken(token_hash=tokens.digest(token), user_id=user.id, label=label[:200])
-            s.add(row)
-            await s.flush()
-            await audit.append(
-                self.db,
-                s,
-                admin,
-                "device_token.issued",
-                "device_token",
-                row.id,
-                {"user_id": user.id, "label": row.label},
-            )
-        return token
+            return await self._new_token(s, admin, user, label)
 
     async def revoke_device_token(self, admin: Principal | None, token_id: int) -> None:
         async with self.db.write() as s:
