@@ -32,7 +32,11 @@ class View {
     this.since = null;
     this.shown = false;
     this.maxZoom = 1;
-    this.covered = new Uint8Array(BUCKETS);
+    // Stretches of a video played or scrubbed through, in seconds: kept as such because a video's
+    // duration may be unknown when the first seeks come (a WebM whose header does not say it), and the
+    // share is measured once it is.
+    this.spans = [];
+    this.duration = media.duration_seconds || 0;
     this.lastSeek = null;
   }
 
@@ -41,16 +45,22 @@ class View {
   }
 
   playedFraction() {
+    const duration = this.duration;
+    if (!(duration > 0)) return 0;
+    const covered = new Uint8Array(BUCKETS);
+    for (const [from, to] of this.spans) {
+      const a = Math.max(0, Math.floor((from / duration) * BUCKETS));
+      const b = Math.min(BUCKETS - 1, Math.ceil((to / duration) * BUCKETS) - 1);
+      for (let i = a; i <= Math.max(a, b); i += 1) covered[i] = 1;
+    }
     let n = 0;
-    for (const c of this.covered) n += c;
+    for (const c of covered) n += c;
     return n / BUCKETS;
   }
 
-  cover(from, to, duration) {
-    if (!(duration > 0)) return;
-    const a = Math.max(0, Math.floor((Math.min(from, to) / duration) * BUCKETS));
-    const b = Math.min(BUCKETS - 1, Math.ceil((Math.max(from, to) / duration) * BUCKETS) - 1);
-    for (let i = a; i <= Math.max(a, b); i += 1) this.covered[i] = 1;
+  cover(from, to) {
+    if (!Number.isFinite(from) || !Number.isFinite(to)) return;
+    this.spans.push([Math.min(from, to), Math.max(from, to)]);
   }
 
   get seen() {
@@ -125,25 +135,34 @@ export class SeenTracker {
       fn();
       if (state() !== was) this.onChange();
     };
-    const duration = () => (Number.isFinite(video.duration) ? video.duration : v.media.duration_seconds || 0);
+    const known = () => {
+      if (Number.isFinite(video.duration) && video.duration > 0) v.duration = video.duration;
+    };
+    const duration = () => {
+      known();
+      return v.duration;
+    };
+    known();
     v.lastSeek = 0; // a video element starts at its beginning
+    for (const name of ["loadedmetadata", "durationchange"]) video.addEventListener(name, () => update(known));
     video.addEventListener("timeupdate", () => update(() => {
       // While playing the position moves on its own; a scrub is measured from where it was left.
       if (!video.paused && !video.seeking) v.lastSeek = video.currentTime;
       const ranges = video.played;
-      for (let i = 0; i < ranges.length; i += 1) v.cover(ranges.start(i), ranges.end(i), duration());
+      for (let i = 0; i < ranges.length; i += 1) v.cover(ranges.start(i), ranges.end(i));
     }));
     // Each seek, including one that interrupts the last (a drag fires many), is a step of the scrub.
-    video.addEventListener("seeking", () => update(() => {
-      const to = video.currentTime;
-      const from = v.lastSeek;
-      if (Math.abs(to - from) <= SCRUB_GAP_S) v.cover(from, to, duration());
-      else v.cover(to, to, duration());
+    const step = (from, to) => {
+      if (Math.abs(to - from) <= SCRUB_GAP_S) v.cover(from, to);
+      else v.cover(to, to);
       v.lastSeek = to;
       // The end of a video is reached by scrubbing when the last step lands there.
-      if (duration() - to < 0.05) v.cover(Math.max(0, to - 0.05), duration(), duration());
-    }));
-    video.addEventListener("ended", () => update(() => v.cover(Math.max(0, duration() - 0.05), duration(), duration())));
+      if (duration() > 0 && duration() - to < 0.05) v.cover(Math.max(0, to - 0.05), duration());
+    };
+    video.addEventListener("seeking", () => update(() => step(v.lastSeek, video.currentTime)));
+    // The viewer's own steps (keys, buttons) say where each came from, however fast they follow.
+    video.addEventListener("tp-seek", (e) => update(() => step(e.detail.from, e.detail.to)));
+    video.addEventListener("ended", () => update(() => v.cover(Math.max(0, duration() - 0.05), duration())));
     video.addEventListener("play", () => { v.lastSeek = video.currentTime; });
   }
 

@@ -193,7 +193,12 @@ export class Viewer {
   seekBy(seconds) {
     if (!this.video) return;
     const v = this.video;
-    v.currentTime = Math.max(0, Math.min(Number.isFinite(v.duration) ? v.duration : Infinity, v.currentTime + seconds));
+    const from = v.currentTime;
+    const to = Math.max(0, Math.min(Number.isFinite(v.duration) ? v.duration : Infinity, from + seconds));
+    v.currentTime = to;
+    // Said at once, with where the seek came from: the element's own "seeking" events come later, and
+    // two quick presses are both seen at the second one's position.
+    v.dispatchEvent(new CustomEvent("tp-seek", { detail: { from, to } }));
   }
 
   step(frames) {
