@@ -1,8 +1,10 @@
 """FHIR intake under load: 20 pharmacy systems (one per site) sending transaction Bundles at once to a
 server in its own process, each bundle one new MedicationRequest with its Patient, Practitioner and
-Medication. Prints bundles per second and the latency's p50/p99.
+Medication. Prints bundles per second and the latency's p50/p99: sent back to back (each sender waits
+for its answer: the most the server takes), or at an offered rate (`--rate`, bundles/s in all, spread
+evenly over the senders, whether or not answers have come: the latency a pharmacy system sees then).
 
-    .venv/bin/python -m bench.intake [--bundles 2000] [--senders 20] [--database-url postgresql+asyncpg://...]
+    .venv/bin/python -m bench.intake [--bundles 2000] [--senders 20] [--rate 200] [--database-url ...]
 """
 
 from __future__ import annotations
@@ -105,20 +107,36 @@ def seed(data_dir: Path, sites: int, database_url: str) -> list[str]:
     return asyncio.run(run())
 
 
-async def send_all(url: str, tokens: list[str], per_sender: int, first: int = 0) -> tuple[list[float], float]:
+async def send_all(
+    url: str, tokens: list[str], per_sender: int, first: int = 0, rate: float = 0.0
+) -> tuple[list[float], float]:
+    """Each sender's bundles back to back, or (rate > 0) one every len(tokens)/rate seconds."""
     latencies: list[float] = []
+    every = len(tokens) / rate if rate > 0 else 0.0
+
+    async def one(http: aiohttp.ClientSession, site: int, n: int) -> None:
+        body = json.dumps(bundle(site, n)).encode()
+        start = time.perf_counter()
+        async with http.post(f"{url}/api/v1/fhir", data=body) as resp:
+            await resp.read()
+            if resp.status != 201:
+                raise RuntimeError(f"bundle refused: {resp.status} {await resp.text()}")
+        latencies.append(time.perf_counter() - start)
 
     async def sender(site: int, token: str) -> None:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
         async with aiohttp.ClientSession(headers=headers) as http:
-            for n in range(first, first + per_sender):
-                body = json.dumps(bundle(site, n)).encode()
-                start = time.perf_counter()
-                async with http.post(f"{url}/api/v1/fhir", data=body) as resp:
-                    await resp.read()
-                    if resp.status != 201:
-                        raise RuntimeError(f"bundle refused: {resp.status} {await resp.text()}")
-                latencies.append(time.perf_counter() - start)
+            if not every:
+                for n in range(first, first + per_sender):
+                    await one(http, site, n)
+                return
+            # Offered load: the senders' ticks staggered so that the bundles arrive evenly.
+            begin = time.perf_counter() + every * site / len(tokens)
+            sent = []
+            for i, n in enumerate(range(first, first + per_sender)):
+                await asyncio.sleep(max(0.0, begin + i * every - time.perf_counter()))
+                sent.append(asyncio.create_task(one(http, site, n)))
+            await asyncio.gather(*sent)
 
     start = time.perf_counter()
     await asyncio.gather(*(sender(i, t) for i, t in enumerate(tokens)))
@@ -129,6 +147,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bundles", type=int, default=2000)
     ap.add_argument("--senders", type=int, default=20)
+    ap.add_argument(
+        "--rate", type=float, default=0.0, help="offered bundles/s in all (default: back to back)"
+    )
     ap.add_argument("--database-url", default="", help="PostgreSQL (an empty database) instead of SQLite")
     args = ap.parse_args()
     per_sender = max(1, args.bundles // args.senders)
@@ -142,7 +163,7 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}"
             # A first bundle per sender warms the server (the FHIR models load on first use).
             asyncio.run(send_all(url, tokens, 1, first=10**6))
-            latencies, seconds = asyncio.run(send_all(url, tokens, per_sender))
+            latencies, seconds = asyncio.run(send_all(url, tokens, per_sender, rate=args.rate))
         finally:
             stop_server(server)
     ms = sorted(x * 1000 for x in latencies)
@@ -151,6 +172,7 @@ def main() -> None:
             "benchmark": "intake",
             "database": "postgresql" if args.database_url else "sqlite",
             "senders": args.senders,
+            "offered_per_s": args.rate or None,
             "bundles": len(ms),
             "bundles_per_s": round(len(ms) / seconds, 1),
             "p50_ms": round(statistics.median(ms), 1),
