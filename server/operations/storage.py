@@ -46,9 +46,10 @@ class StorageFailure:
 
 @dataclass(frozen=True)
 class DataPaths:
-    """The server's data paths by what they are for: media, uploads, database (SQLite only)."""
+    """The server's data paths by what they are for: media (unless they are in object storage), uploads,
+    database (SQLite only)."""
 
-    media: Path
+    media: Path | None
     uploads: Path
     database: Path | None
 
@@ -56,10 +57,12 @@ class DataPaths:
     def of(cls, config: Config) -> DataPaths:
         url = config.effective_database_url
         database = Path(url.split(":///", 1)[1]) if config.is_sqlite and ":///" in url else None
-        return cls(config.media_dir, config.upload_dir, database)
+        media = config.media_dir if config.object_storage is None else None
+        return cls(media, config.upload_dir, database)
 
     def roles(self) -> Iterator[tuple[str, Path]]:
-        yield "media", self.media
+        if self.media is not None:
+            yield "media", self.media
         yield "uploads", self.uploads
         if self.database is not None:
             yield "database", self.database.parent
@@ -72,7 +75,7 @@ class DataPaths:
         if self.database is not None and path.name.startswith(self.database.name):
             return "database"  # the database file, its journal or write-ahead log
         for role, root in (("media", self.media), ("uploads", self.uploads)):
-            if path.is_relative_to(root.absolute()):
+            if root is not None and path.is_relative_to(root.absolute()):
                 return role
         return "data"
 
