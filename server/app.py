@@ -225,7 +225,10 @@ def create_app(
         if config.media_workers > 0:
             loop = asyncio.get_running_loop()
             await asyncio.gather(
-                *(loop.run_in_executor(services.media_executor, warm_up) for _ in range(config.media_workers))
+                *(
+                    loop.run_in_executor(services.media_executor, warm_up, services.store)
+                    for _ in range(config.media_workers)
+                )
             )
         anchors = AnchorFile(config.data_dir)
         await anchor_now(services, anchors)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from server.config import ObjectStorage
-from server.media.errors import MediaNotFound
+from server.media.errors import MediaNotFound, ObjectStorageError
 from server.media.store import Handover, check_sha256, file_sha256
 
 if TYPE_CHECKING:
@@ -30,11 +32,6 @@ _ABSENT = frozenset({"404", "NoSuchKey", "NotFound"})
 # botocore's blocking clients, one per process and settings: a worker makes one and keeps it.
 _BLOCKING: dict[ObjectStorage, BaseClient] = {}
 _BLOCKING_LOCK = threading.Lock()
-
-
-class ObjectStorageError(OSError):
-    """The bucket refused or could not be reached; the message names the operation and the bucket's
-    answer, never an object's content."""
 
 
 def _client_options(settings: ObjectStorage) -> dict[str, Any]:
@@ -71,6 +68,20 @@ def _blocking_client(settings: ObjectStorage) -> BaseClient:
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextlib.contextmanager
+def _failures(operation: str) -> Iterator[None]:
+    """Turns what botocore raises into ObjectStorageError naming the operation and the bucket's answer
+    (an OSError: the request that met it is answered 503, an upload it interrupted is kept)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        raise ObjectStorageError(f"object storage: {operation} refused ({_code(exc) or 'no code'})") from None
+    except BotoCoreError as exc:
+        raise ObjectStorageError(f"object storage: {operation} failed ({exc})") from None
 
 
 def _checksum(sha256: str) -> str:
@@ -113,18 +124,10 @@ class S3MediaStore:
     # The event loop's side: aiobotocore.
 
     async def open(self) -> None:
-        """Connects and checks that the bucket is there and ours to use; a clear error otherwise."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        client = await self._async_client()
-        try:
+        """Connects and checks that the bucket is there and ours to use; ObjectStorageError otherwise."""
+        with _failures(f"bucket {self.settings.bucket!r}"):
+            client = await self._async_client()
             await client.head_bucket(Bucket=self.settings.bucket)
-        except ClientError as exc:
-            raise ObjectStorageError(
-                f"object storage: bucket {self.settings.bucket!r} cannot be used ({_code(exc) or exc})"
-            ) from None
-        except BotoCoreError as exc:
-            raise ObjectStorageError(f"object storage: {exc}") from None
 
     async def close(self) -> None:
         """Closes the connections; a later call opens them again."""
@@ -151,13 +154,15 @@ class S3MediaStore:
     async def _head(self, sha256: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
 
-        client = await self._async_client()
-        try:
-            return dict(await client.head_object(Bucket=self.settings.bucket, Key=self.key_for(sha256)))
-        except ClientError as exc:
-            if _code(exc) in _ABSENT:
-                return None
-            raise
+        key = self.key_for(sha256)
+        with _failures("head"):
+            client = await self._async_client()
+            try:
+                return dict(await client.head_object(Bucket=self.settings.bucket, Key=key))
+            except ClientError as exc:
+                if _code(exc) in _ABSENT:
+                    return None
+                raise
 
     async def exists(self, sha256: str) -> bool:
         """True when the object is stored (asked of the bucket; nothing is downloaded)."""
@@ -183,28 +188,28 @@ class S3MediaStore:
                 raise MediaNotFound(sha256)
             return b""
         wanted = f"bytes={start}-" if length is None else f"bytes={start}-{start + length - 1}"
-        client = await self._async_client()
-        try:
-            response = await client.get_object(Bucket=self.settings.bucket, Key=key, Range=wanted)
-        except ClientError as exc:
-            if _code(exc) in _ABSENT:
-                raise MediaNotFound(sha256) from None
-            if _code(exc) == "InvalidRange":
-                return b""  # from past its end: nothing, as a file read there gives
-            raise
-        async with response["Body"] as body:
-            return bytes(await body.read())
+        with _failures("get"):
+            client = await self._async_client()
+            try:
+                response = await client.get_object(Bucket=self.settings.bucket, Key=key, Range=wanted)
+            except ClientError as exc:
+                if _code(exc) in _ABSENT:
+                    raise MediaNotFound(sha256) from None
+                if _code(exc) == "InvalidRange":
+                    return b""  # from past its end: nothing, as a file read there gives
+                raise
+            async with response["Body"] as body:
+                return bytes(await body.read())
 
     async def put_bytes(self, data: bytes) -> str:
         """Store `data` durably (once the bucket has answered); return its SHA-256. Idempotent."""
-        import hashlib
-
         data = bytes(data)
         sha = hashlib.sha256(data).hexdigest()
         if await self.exists(sha):
             return sha
-        client = await self._async_client()
-        await client.put_object(Body=data, **self._put_args(sha))
+        with _failures("put"):
+            client = await self._async_client()
+            await client.put_object(Body=data, **self._put_args(sha))
         return sha
 
     async def put_file(self, src: Path) -> str:
@@ -213,43 +218,41 @@ class S3MediaStore:
 
     async def delete(self, sha256: str) -> None:
         """Remove the object; nothing happens when it is absent."""
-        client = await self._async_client()
-        await client.delete_object(Bucket=self.settings.bucket, Key=self.key_for(sha256))
+        key = self.key_for(sha256)
+        with _failures("delete"):
+            client = await self._async_client()
+            await client.delete_object(Bucket=self.settings.bucket, Key=key)
 
     # A worker's side: botocore's blocking client.
+
+    def prepare_blocking(self) -> None:
+        """Makes this process's blocking client now (a third of a second), not at its first upload."""
+        _blocking_client(self.settings)
 
     def put_file_blocking(
         self, src: Path, *, sha256: str | None = None, handover: Handover = Handover.KEEPS
     ) -> str:
         """Store `src`'s bytes and return their SHA-256; idempotent. The file is hashed here whether or
-        not `sha256` is given (a pass over local bytes is cheap beside sending them), and one that is not
-        what `sha256` says is refused with ObjectStorageError, nothing stored. The bucket is asked to
-        check the bytes that reach it against the same SHA-256, so a file that changes while it streams
-        is refused too. Whatever `handover` says, the file stays where it is for its owner to remove."""
+        not `sha256` is given (a pass over local bytes is cheap beside sending them): bytes that are not
+        what `sha256` says raise OSError, nothing stored. The bucket is asked to check the bytes that
+        reach it against the same SHA-256, so a file that changes while it streams is refused too.
+        Whatever `handover` says, the file stays where it is for its owner to remove."""
         from botocore.exceptions import ClientError
 
         del handover  # the bytes are copied whichever way: the bucket is elsewhere
         src = Path(src)
         actual = file_sha256(src)
         if sha256 is not None and check_sha256(sha256) != actual:
-            raise ObjectStorageError(
-                "the file's bytes are not those of the SHA-256 it was to be stored under"
-            )
-        client = _blocking_client(self.settings)
+            raise OSError("the file's bytes are not those of the SHA-256 it was to be stored under")
         key = self.key_for(actual)
-        try:
-            client.head_object(Bucket=self.settings.bucket, Key=key)
-            return actual
-        except ClientError as exc:
-            if _code(exc) not in _ABSENT:
-                raise
-        with src.open("rb") as body:
+        with _failures("put"):
+            client = _blocking_client(self.settings)
             try:
-                client.put_object(Body=body, **self._put_args(actual))
+                client.head_object(Bucket=self.settings.bucket, Key=key)
+                return actual
             except ClientError as exc:
-                if _code(exc) in {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"}:
-                    raise ObjectStorageError(
-                        f"object storage refused the bytes: they changed while they were sent ({_code(exc)})"
-                    ) from None
-                raise
+                if _code(exc) not in _ABSENT:
+                    raise
+            with src.open("rb") as body:
+                client.put_object(Body=body, **self._put_args(actual))
         return actual

@@ -75,6 +75,11 @@ class MediaStore(Protocol):
         says what becomes of `src` afterwards."""
         ...
 
+    def prepare_blocking(self) -> None:
+        """In a worker: readies what put_file_blocking needs (a connection), so its first call does not
+        wait for it."""
+        ...
+
     async def put_file(self, src: Path) -> str:
         """put_file_blocking of a file the caller keeps, from the event loop."""
         ...
@@ -126,6 +131,9 @@ class LocalMediaStore:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+    def prepare_blocking(self) -> None:
+        """Nothing to ready."""
 
     def path_for(self, sha256: str) -> Path:
         """Where an object lives, whether or not it exists; the SHA-256 is validated first."""

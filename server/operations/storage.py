@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.config import Config
+from server.media.errors import ObjectStorageError
 
 # What a failed write on a data path means, by errno.
 STORAGE_ERRNOS = {
@@ -113,3 +114,18 @@ class DataPaths:
             orig = getattr(e, "orig", None)
             todo.extend([e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None])
         return None
+
+
+def object_storage_failure(exc: BaseException) -> ObjectStorageError | None:
+    """The media bucket's failure behind `exc` (however wrapped), or None when it is something else."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ObjectStorageError):
+            return e
+        todo.extend([e.__cause__, e.__context__])
+    return None

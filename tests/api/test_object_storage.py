@@ -13,7 +13,7 @@ import pytest
 from server.config import ObjectStorage
 from server.media.s3 import S3MediaStore
 from tests.api import test_fill_lifecycle as fill_suite
-from tests.api.world import World, build_world, queued_fill, rx_body, two_nodes
+from tests.api.world import World, build_world, new_fill_id, photo, queued_fill, rx_body, two_nodes, upload
 from tests.object_storage import blocking_client
 
 
@@ -60,6 +60,42 @@ async def test_photos_sent_over_tus_are_in_the_bucket_and_every_instance_serves_
             data = tmp_path / node / "data"
             assert not (data / "media").exists()
             assert not [p for p in (data / "uploads").rglob("*") if p.is_file()]
+
+
+async def test_a_bucket_that_fails_answers_503_and_the_upload_waits_to_be_completed_again(
+    tmp_path: Path, sqlite_url: str, object_storage: ObjectStorage
+) -> None:
+    w = await build_world(tmp_path, sqlite_url, object_storage=object_storage)
+    try:
+        tech = await w.device("tech_nd1")
+        rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX1"))
+        fill_id = new_fill_id()
+        await tech.json("POST", "/api/v1/fills", 201, json={"id": fill_id, "prescription_id": rx["id"]})
+        operator = blocking_client(str(object_storage.endpoint_url))
+        operator.delete_bucket(Bucket=object_storage.bucket)  # gone, as in an outage or a revoked key
+
+        data = photo("pills", 7)
+        refused = await upload(tech, fill_id, "pills", data)
+        assert refused.status == 503
+        assert (await refused.json())["error"] == "storage_unavailable"
+
+        operator.create_bucket(Bucket=object_storage.bucket)
+        location = refused.request_info.url.path
+        retried = await tech.request(
+            "PATCH",
+            location,
+            headers={
+                "Tus-Resumable": "1.0.0",
+                "Upload-Offset": str(len(data)),
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+        assert retried.status == 204, await retried.text()
+        fill = await tech.json("GET", f"/api/v1/fills/{fill_id}")
+        assert [m["kind"] for m in fill["media"]] == ["pills"]
+        assert bucket_keys(object_storage)
+    finally:
+        await w.close()
 
 
 @pytest.fixture
