@@ -13,7 +13,9 @@ import pytest
 from server.config import ObjectStorage
 from server.media.s3 import S3MediaStore
 from tests.api import test_fill_lifecycle as fill_suite
+from tests.api import test_media_hardening as media_suite
 from tests.api.world import World, build_world, new_fill_id, photo, queued_fill, rx_body, two_nodes, upload
+from tests.consult import test_consult_record as recording_suite
 from tests.object_storage import blocking_client
 
 
@@ -98,6 +100,13 @@ async def test_a_bucket_that_fails_answers_503_and_the_upload_waits_to_be_comple
         await w.close()
 
 
+async def test_health_counts_no_media_folder_when_media_are_in_a_bucket(world: World) -> None:
+    client = await world.anonymous()
+    health = await (await client.get("/healthz")).json()
+    assert set(health["free_bytes"]) == {"uploads", "database"}
+    assert world.services.storage.media is None
+
+
 @pytest.fixture
 async def world(tmp_path: Path, sqlite_url: str, object_storage: ObjectStorage) -> AsyncIterator[World]:
     """The fill suite's world with its media in a bucket (on SQLite: the store is what changes)."""
@@ -108,5 +117,10 @@ async def world(tmp_path: Path, sqlite_url: str, object_storage: ObjectStorage) 
         await w.close()
 
 
-# The fill suite once more, collected here so that it runs on this module's world.
+# The fill suite once more, the count video's probe, poster and ranged read, and a consultation's
+# recording, collected here so that they run on this module's world.
 globals().update({name: test for name, test in vars(fill_suite).items() if name.startswith("test_")})
+test_video_evidence_is_probed_and_gets_a_poster = media_suite.test_video_evidence_is_probed_and_gets_a_poster
+test_a_recording_is_media_of_its_consultation_for_the_two_parties_and_admins = (
+    recording_suite.test_a_recording_is_media_of_its_consultation_for_the_two_parties_and_admins
+)
