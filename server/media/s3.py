@@ -1,11 +1,12 @@
 """The media store in an S3-compatible bucket, so that server instances on different hosts share media
 without a shared volume.
 
-Objects are named as on disk (`prefix + ab/cd/<sha256>`), each put with its SHA-256 as the checksum the
-storage service verifies (bytes that changed on the way are refused, never stored under a wrong name),
-and with server-side encryption requested. The event loop talks to the bucket through aiobotocore; a
-media worker process puts the variants it made through botocore's blocking client, one per process.
-The store pickles as its settings alone: a worker opens its own connection.
+Objects are named as on disk (`prefix + ab/cd/<sha256>`). Each is hashed before it is sent and put
+with its SHA-256 as the checksum the storage service verifies, so bytes are never stored under another
+name, and with server-side encryption requested. The event loop talks to the bucket through
+aiobotocore; a media worker process puts the variants it made through botocore's blocking client, one
+per process. The store pickles as its settings alone: a worker opens its own connection. What botocore
+raises leaves as ObjectStorageError, which a request answers 503 (docs/decisions/0018).
 """
 
 from __future__ import annotations
