@@ -10,6 +10,7 @@ import multiprocessing
 import pickle
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -176,11 +177,7 @@ async def test_objects_are_encrypted_at_rest_and_named_under_the_prefix(
 
 
 async def test_a_kms_key_is_asked_for_when_configured(object_storage: ObjectStorage, tmp_path: Path) -> None:
-    settings = Config(tmp_path, object_storage=object_storage).object_storage
-    assert settings is not None
-    store = S3MediaStore(
-        ObjectStorage(**{**settings.__dict__, "encryption": "aws:kms", "kms_key_id": "alias/telepharmacy"})
-    )
+    store = S3MediaStore(replace(object_storage, encryption="aws:kms", kms_key_id="alias/telepharmacy"))
     src = tmp_path / "recording.mp4"
     src.write_bytes(b"consented recording")
     digest = await asyncio.to_thread(store.put_file_blocking, src)
@@ -192,7 +189,7 @@ async def test_a_kms_key_is_asked_for_when_configured(object_storage: ObjectStor
 
 
 async def test_a_missing_bucket_stops_the_store_from_opening(object_storage: ObjectStorage) -> None:
-    store = S3MediaStore(ObjectStorage(**{**object_storage.__dict__, "bucket": "no-such-bucket"}))
+    store = S3MediaStore(replace(object_storage, bucket="no-such-bucket"))
     with pytest.raises(ObjectStorageError, match="no-such-bucket"):
         await store.open()
     await store.close()
