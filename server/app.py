@@ -29,7 +29,7 @@ from server.fills.intake import MediaIntake
 from server.fills.lifecycle import FillService
 from server.fills.queries import FillQueries
 from server.media.serving import MediaAccess
-from server.media.store import LocalMediaStore
+from server.media.store import LocalMediaStore, MediaStore
 from server.media.tus.endpoint import TusEndpoint
 from server.media.workers import make_executor, warm_up
 from server.operations.logs import keep_patient_data_out_of_logs
@@ -62,6 +62,15 @@ def may_read_media(actor: Principal, media: Media, site: Site, consultation: Con
     return actor.may_see_site(site.id, site.state)
 
 
+def media_store(config: Config) -> MediaStore:
+    """The bucket when object storage is configured, else the data dir's media folder."""
+    if config.object_storage is not None:
+        from server.media.s3 import S3MediaStore
+
+        return S3MediaStore(config.object_storage)
+    return LocalMediaStore(config.media_dir)
+
+
 def build_services(
     config: Config, db: Database, metrics: Metrics, *, clock: Callable[..., object] | None = None
 ) -> Services:
@@ -88,7 +97,7 @@ def build_services(
             )
 
     fills = FillService(db, config, clock=clock or utcnow, on_decided=observe)  # type: ignore[arg-type]
-    store = LocalMediaStore(config.media_dir)
+    store = media_store(config)
     executor = make_executor(config.media_workers)
     hub = Hub(db, bus, queue_size=config.event_queue_size)
     consultations = ConsultationService(db, clock=fills.clock)
@@ -201,6 +210,13 @@ def create_app(
         elif schema == "create":
             await db.create_schema()
         services = build_services(config, db, metrics, clock=clock)
+        try:
+            # A bucket that is missing or refuses us stops the start, rather than the first upload.
+            await services.store.open()
+        except BaseException:
+            services.media_executor.shutdown(wait=False, cancel_futures=True)
+            await db.dispose()
+            raise
         app[SERVICES] = services
         app[TUS] = tus = make_tus_endpoint(services)
         await services.hub.start()
@@ -209,7 +225,10 @@ def create_app(
         if config.media_workers > 0:
             loop = asyncio.get_running_loop()
             await asyncio.gather(
-                *(loop.run_in_executor(services.media_executor, warm_up) for _ in range(config.media_workers))
+                *(
+                    loop.run_in_executor(services.media_executor, warm_up, services.store)
+                    for _ in range(config.media_workers)
+                )
             )
         anchors = AnchorFile(config.data_dir)
         await anchor_now(services, anchors)
@@ -227,6 +246,7 @@ def create_app(
             await services.hub.stop()
             await services.access_log.stop()
             services.media_executor.shutdown(wait=True, cancel_futures=True)
+            await services.store.close()
             await db.dispose()
 
     app.cleanup_ctx.append(resources)

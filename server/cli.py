@@ -33,7 +33,9 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _add_db_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--data-dir", help="folder for the SQLite database and media (default .tp-data or TP_DATA_DIR)"
+        "--data-dir",
+        help="folder for the SQLite database, uploads, and media unless TP_S3_BUCKET is set"
+        " (default .tp-data or TP_DATA_DIR)",
     )
     p.add_argument(
         "--database-url", help="e.g. postgresql+asyncpg://user@host/db (default: SQLite in the data dir)"

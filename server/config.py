@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_REQUIRED_MEDIA = ("stock_bottle", "pills", "vial_label")
@@ -47,6 +47,62 @@ def _bounded(name: str, text: str | None, default: float, maximum: float) -> flo
     if not 0 <= value <= maximum:
         raise ValueError(f"{name}: {text!r} must be from 0 to {maximum:g}")
     return value
+
+
+# Server-side encryption an object store is asked for: its own keys (SSE-S3), or a KMS key.
+OBJECT_ENCRYPTION = ("AES256", "aws:kms")
+
+
+@dataclass(frozen=True)
+class ObjectStorage:
+    """Media in an S3-compatible bucket instead of the data dir's media folder, shared by every server
+    instance. Credentials left out come from the AWS chain (environment, shared files, instance role)."""
+
+    bucket: str
+    # Object keys begin with it: several deployments may share one bucket.
+    prefix: str = ""
+    # None: AWS itself; otherwise an S3-compatible server (MinIO, Ceph), addressed by path.
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    encryption: str = "AES256"
+    kms_key_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.bucket.strip():
+            raise ValueError("TP_S3_BUCKET: a bucket name is required")
+        if self.prefix.startswith("/"):
+            raise ValueError(f"TP_S3_PREFIX: {self.prefix!r} must not start with '/'")
+        if self.encryption not in OBJECT_ENCRYPTION:
+            raise ValueError(f"TP_S3_SSE: {self.encryption!r} must be one of {', '.join(OBJECT_ENCRYPTION)}")
+        if self.kms_key_id and self.encryption != "aws:kms":
+            raise ValueError("TP_S3_KMS_KEY_ID is given, so TP_S3_SSE must be aws:kms")
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("TP_S3_ACCESS_KEY_ID and TP_S3_SECRET_ACCESS_KEY go together (or neither)")
+
+    @property
+    def key_prefix(self) -> str:
+        """The prefix as the start of a key: empty, or ending in one '/'."""
+        return self.prefix.rstrip("/") + "/" if self.prefix.strip("/") else ""
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | os._Environ[str]) -> ObjectStorage | None:
+        """From TP_S3_*; None when TP_S3_BUCKET is unset (media stay in the data dir)."""
+        bucket = env.get("TP_S3_BUCKET", "").strip()
+        if not bucket:
+            return None
+        kms = env.get("TP_S3_KMS_KEY_ID") or None
+        return cls(
+            bucket=bucket,
+            prefix=env.get("TP_S3_PREFIX", ""),
+            endpoint_url=env.get("TP_S3_ENDPOINT_URL") or None,
+            region=env.get("TP_S3_REGION") or None,
+            access_key_id=env.get("TP_S3_ACCESS_KEY_ID") or None,
+            secret_access_key=env.get("TP_S3_SECRET_ACCESS_KEY") or None,
+            encryption=env.get("TP_S3_SSE") or ("aws:kms" if kms else "AES256"),
+            kms_key_id=kms,
+        )
 
 
 @dataclass(frozen=True)
@@ -100,6 +156,8 @@ class Config:
     min_free_bytes: int = 1024 * 1024 * 1024
     # Empty by default: on one network host candidates suffice; set TURN for sites behind NAT.
     ice_servers: tuple[IceServer, ...] = ()
+    # None: media in the data dir's media folder (shared by instances only through a shared volume).
+    object_storage: ObjectStorage | None = None
 
     def __post_init__(self) -> None:
         for proxy in self.trusted_proxies:
@@ -154,6 +212,7 @@ class Config:
             trusted_proxies=tuple(
                 p.strip() for p in env.get("TP_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),
+            object_storage=ObjectStorage.from_env(env),
         )
         if env.get("TP_ICE_SERVERS"):
             base = base.with_(ice_servers=parse_ice_servers(env["TP_ICE_SERVERS"]))

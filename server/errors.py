@@ -62,6 +62,14 @@ class OutOfStorage(DomainError):
     code = "out_of_storage"
 
 
+class StorageUnavailable(DomainError):
+    """The media's object storage could not be reached or refused the server: nothing of the request
+    was lost (an upload stays, to be completed again), and the sender may try again shortly."""
+
+    status = 503
+    code = "storage_unavailable"
+
+
 class TooManyRequests(DomainError):
     status = 429
     code = "too_many_requests"

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from server.config import ObjectStorage
 from tests.api.world import Nodes, two_nodes
+from tests.object_storage import moto_server, new_bucket
 
 PG_ADMIN_DSN = os.environ.get("TP_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 TESTS = Path(__file__).parent
@@ -112,3 +114,16 @@ async def nodes(tmp_path: Path, postgres_url: str) -> AsyncIterator[Nodes]:
     """Two server instances on one PostgreSQL database (tests/api/world.py)."""
     async with two_nodes(tmp_path, postgres_url) as n:
         yield n
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server, started once for the session in its own process (tests/object_storage.py)."""
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def object_storage(s3_endpoint: str) -> ObjectStorage:
+    """A new, empty bucket on the S3 test server, as the server's settings name it."""
+    return new_bucket(s3_endpoint)

@@ -14,7 +14,15 @@ from typing import Any
 
 from aiohttp import web
 
-from server.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated, OutOfStorage
+from server.errors import (
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotAuthenticated,
+    OutOfStorage,
+    StorageUnavailable,
+)
+from server.operations.storage import object_storage_failure
 from server.security.origin import origin_allowed
 from server.security.principal import PEOPLE, Principal, Role
 from server.services import services_of
@@ -32,6 +40,9 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # A site's request that failed this way is kept in its outbox and sent again by itself.
 OUT_OF_STORAGE_AT_SITE = "The server is out of storage; your fill is safe at the site and will be sent later."
 OUT_OF_STORAGE = "The server is out of storage; nothing was changed. Try again in a while."
+MEDIA_STORAGE_UNAVAILABLE = (
+    "The media storage cannot be reached just now; nothing was lost. Try again shortly."
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,11 @@ def guard(route: Route, authenticate: Authenticator) -> Handler:
         except web.HTTPException:
             raise
         except Exception as exc:
+            unreachable = object_storage_failure(exc)
+            if unreachable is not None:
+                # The operation and the bucket's answer; never a request's data.
+                log.error("%s %s: %s", route.method, route.path, unreachable)
+                return error_response(StorageUnavailable(MEDIA_STORAGE_UNAVAILABLE))
             failure = services_of(request).storage.failure_in(exc)
             if failure is not None:
                 log.error(

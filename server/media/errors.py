@@ -18,3 +18,8 @@ class MediaRejected(Exception):
 
 class MediaNotFound(LookupError):
     """No stored object has this SHA-256."""
+
+
+class ObjectStorageError(OSError):
+    """The bucket could not be reached or refused a request; the message names the operation and the
+    bucket's answer, never an object's content."""

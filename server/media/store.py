@@ -55,8 +55,16 @@ class Handover(enum.Enum):
 @runtime_checkable
 class MediaStore(Protocol):
     """Where verified evidence lives, each object named by the SHA-256 of its bytes: stored once,
-    never changed, read whole or by byte range. Implemented on a local filesystem (LocalMediaStore);
-    nothing here assumes one, so S3-compatible object storage can implement it too."""
+    never changed, read whole or by byte range. Implemented on a local filesystem (LocalMediaStore) and
+    in an S3-compatible bucket (server.media.s3.S3MediaStore): nothing here assumes a path."""
+
+    async def open(self) -> None:
+        """Makes the store ready, or raises an error that says why it cannot be used."""
+        ...
+
+    async def close(self) -> None:
+        """Releases what `open` or use took; the store may be used again afterwards."""
+        ...
 
     def put_file_blocking(
         self, src: Path, *, sha256: str | None = None, handover: Handover = Handover.KEEPS
@@ -65,6 +73,11 @@ class MediaStore(Protocol):
         process (the store is picklable). `sha256` is the digest of `src`'s bytes when the caller has
         just computed it from them (the store does not read the file again to learn it); `handover`
         says what becomes of `src` afterwards."""
+        ...
+
+    def prepare_blocking(self) -> None:
+        """In a worker: readies what put_file_blocking needs (a connection), so its first call does not
+        wait for it."""
         ...
 
     async def put_file(self, src: Path) -> str:
@@ -112,6 +125,15 @@ class LocalMediaStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    async def open(self) -> None:
+        """Nothing to connect to: folders are made as objects arrive."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def prepare_blocking(self) -> None:
+        """Nothing to ready."""
 
     def path_for(self, sha256: str) -> Path:
         """Where an object lives, whether or not it exists; the SHA-256 is validated first."""

@@ -12,7 +12,10 @@ import select
 import threading
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from server.media.store import MediaStore
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -91,11 +94,15 @@ def start_worker(server_pid: int) -> None:
     os.nice(WORKER_NICENESS)
 
 
-def warm_up() -> int:
-    """Runs in a worker: imports the media modules now rather than on the first upload."""
+def warm_up(store: MediaStore | None = None) -> int:
+    """Runs in a worker: imports the media modules, and readies the store's blocking side, now rather
+    than on the first upload."""
     import server.evidence.photo_quality
     import server.media.images
     import server.media.video  # noqa: F401
+
+    if store is not None:
+        store.prepare_blocking()
 
     return multiprocessing.current_process().pid or 0
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.config import Config
+from server.media.errors import ObjectStorageError
 
 # What a failed write on a data path means, by errno.
 STORAGE_ERRNOS = {
@@ -46,9 +47,10 @@ class StorageFailure:
 
 @dataclass(frozen=True)
 class DataPaths:
-    """The server's data paths by what they are for: media, uploads, database (SQLite only)."""
+    """The server's data paths by what they are for: media (unless they are in object storage), uploads,
+    database (SQLite only)."""
 
-    media: Path
+    media: Path | None
     uploads: Path
     database: Path | None
 
@@ -56,10 +58,12 @@ class DataPaths:
     def of(cls, config: Config) -> DataPaths:
         url = config.effective_database_url
         database = Path(url.split(":///", 1)[1]) if config.is_sqlite and ":///" in url else None
-        return cls(config.media_dir, config.upload_dir, database)
+        media = config.media_dir if config.object_storage is None else None
+        return cls(media, config.upload_dir, database)
 
     def roles(self) -> Iterator[tuple[str, Path]]:
-        yield "media", self.media
+        if self.media is not None:
+            yield "media", self.media
         yield "uploads", self.uploads
         if self.database is not None:
             yield "database", self.database.parent
@@ -72,7 +76,7 @@ class DataPaths:
         if self.database is not None and path.name.startswith(self.database.name):
             return "database"  # the database file, its journal or write-ahead log
         for role, root in (("media", self.media), ("uploads", self.uploads)):
-            if path.is_relative_to(root.absolute()):
+            if root is not None and path.is_relative_to(root.absolute()):
                 return role
         return "data"
 
@@ -110,3 +114,18 @@ class DataPaths:
             orig = getattr(e, "orig", None)
             todo.extend([e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None])
         return None
+
+
+def object_storage_failure(exc: BaseException) -> ObjectStorageError | None:
+    """The media bucket's failure behind `exc` (however wrapped), or None when it is something else."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ObjectStorageError):
+            return e
+        todo.extend([e.__cause__, e.__context__])
+    return None

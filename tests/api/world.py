@@ -349,10 +349,11 @@ class Nodes:
 
 
 @contextlib.asynccontextmanager
-async def two_nodes(tmp_path: Path, postgres_url: str) -> AsyncIterator[Nodes]:
-    """Two server instances on one PostgreSQL database: the test world on A, and B."""
-    world = await build_world(tmp_path / "a", postgres_url)
-    b = TestServer(create_app(server_config(tmp_path / "b", postgres_url), schema="none"))
+async def two_nodes(tmp_path: Path, postgres_url: str, **config: Any) -> AsyncIterator[Nodes]:
+    """Two server instances on one PostgreSQL database, each with its own data dir and these `config`
+    settings: the test world on A, and B."""
+    world = await build_world(tmp_path / "a", postgres_url, **config)
+    b = TestServer(create_app(server_config(tmp_path / "b", postgres_url, **config), schema="none"))
     await b.start_server()
     n = Nodes(world, b, [])
     try:
