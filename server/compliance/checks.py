@@ -1,0 +1,214 @@
+"""Where the state rules meet the work: creating a fill, its photos, claiming it, recording a call.
+
+Each check asks the rules in force at the fill's site (its own rules, or its state's) and refuses with a
+plain reason that names the rule. A value the sources do not settle (`unknown`) refuses nothing here,
+except for recording, where an unsettled consent rule asks every party's consent: asking more consent
+than a state needs breaks no rule, asking less might.
+
+Supervising: a pharmacist supervises a site while they hold one of its fills in review under a live
+lease, and for `supervision_minutes` after they decided one of its fills (the patient may still be at
+the counter, the counselling still to come). A claim that would make the pharmacist supervise more sites
+than the strictest limit among the states (or sites) involved is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, select, union
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.compliance.forms import form_group
+from server.compliance.rules import SCHEDULES, RuleBook, StateRules
+from server.db.models import Decision, Fill, Prescription, Site, User
+from server.errors import Conflict, Forbidden
+from server.evidence.kinds import MediaKind
+from server.fills.rules import FillState
+from server.reference.store import lookup
+from server.security.principal import Principal
+
+# The views that belong to one dosage form group: a site's own list of required views adds only those
+# that fit the prescription's form (no counted pills for a liquid).
+_FORM_VIEWS = {
+    "tablet_capsule": frozenset({MediaKind.PILLS, MediaKind.VIAL_LABEL}),
+    "liquid": frozenset({MediaKind.MEASURED_VOLUME, MediaKind.BOTTLE_LABEL}),
+}
+
+
+@dataclass(frozen=True)
+class SupervisedSite:
+    id: int
+    code: str
+    state: str
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The strictest limit of sites at once among a set of sites: the number and whose rule it is."""
+
+    sites: int
+    rules: StateRules
+
+
+class Compliance:
+    """The rule book and the checks that use it; one per application."""
+
+    def __init__(self, book: RuleBook, *, supervision_minutes: float = 30.0) -> None:
+        self.book = book
+        self.window = dt.timedelta(minutes=supervision_minutes)
+        self._limits = any(
+            r["max_sites_per_pharmacist"].known for r in (*book.states.values(), *book.sites.values())
+        )
+
+    def rules_for(self, site: Site) -> StateRules | None:
+        return self.book.for_site(site.code, site.state)
+
+    # -- creating a fill ----------------------------------------------------------------------------
+
+    async def check_new_fill(self, s: AsyncSession, site: Site, rx: Prescription) -> None:
+        """Forbidden when the site's rules do not let it dispense this prescription."""
+        rules = self.rules_for(site)
+        if rules is None:
+            return
+        allowed = rules["telepharmacy_allowed"]
+        if allowed.value is False:
+            raise Forbidden(
+                f"{rules.name} does not allow dispensing at a remote telepharmacy site ({allowed.source}).",
+                code="telepharmacy_not_allowed",
+            )
+        permitted = rules["schedules_allowed"]
+        allowed_schedules: frozenset[str] | None = permitted.value
+        if allowed_schedules is None:
+            return
+        schedule = await schedule_of(s, rx)
+        if schedule is not None and schedule not in allowed_schedules:
+            names = ", ".join(x for x in SCHEDULES if x in allowed_schedules) or "no controlled substances"
+            raise Forbidden(
+                f"A Schedule {schedule[1:]} prescription cannot be filled at this site: the rules in force "
+                f"({rules.name}) allow {names} at a remote site ({permitted.source}).",
+                code="schedule_not_allowed",
+                schedule=schedule,
+                source=permitted.source,
+            )
+
+    # -- the photos a fill needs --------------------------------------------------------------------
+
+    def required_photos(self, site: Site, rx: Prescription, site_views: tuple[str, ...]) -> tuple[str, ...]:
+        """The views a fill of this prescription needs at this site: its dosage form's under the rules in
+        force, and those of the site's own list that fit the form."""
+        group = form_group(rx.dosage_form)
+        views = list(self.book.photos(self.rules_for(site), group))
+        foreign = frozenset().union(*(v for g, v in _FORM_VIEWS.items() if g != group))
+        views += [k for k in site_views if k not in views and k not in foreign]
+        return tuple(views)
+
+    # -- claiming a fill ----------------------------------------------------------------------------
+
+    async def supervised(self, s: AsyncSession, pharmacist_id: int, now: dt.datetime) -> list[SupervisedSite]:
+        """The sites the pharmacist supervises now (see the module's docstring)."""
+        holding = (
+            select(Site.id, Site.code, Site.state)
+            .join(Fill, Fill.site_id == Site.id)
+            .where(
+                Fill.state == FillState.IN_REVIEW,
+                Fill.claimed_by == pharmacist_id,
+                Fill.lease_expires_at > now,
+            )
+        )
+        decided = (
+            select(Site.id, Site.code, Site.state)
+            .join(Fill, Fill.site_id == Site.id)
+            .join(Decision, and_(Decision.fill_id == Fill.id, Decision.pharmacist_id == pharmacist_id))
+            .where(Decision.decided_at > now - self.window)
+        )
+        rows = (await s.execute(union(holding, decided))).all()
+        return sorted({SupervisedSite(r[0], r[1], r[2]) for r in rows}, key=lambda x: x.code)
+
+    def limit_of(self, sites: list[SupervisedSite]) -> Limit | None:
+        tightest: Limit | None = None
+        for site in sites:
+            rules = self.book.for_site(site.code, site.state)
+            value = rules["max_sites_per_pharmacist"].value if rules else None
+            if value is not None and rules is not None and (tightest is None or value < tightest.sites):
+                tightest = Limit(value, rules)
+        return tightest
+
+    def over_limit(self, supervised: list[SupervisedSite], site: SupervisedSite) -> Limit | None:
+        """The limit a claim at `site` would break, or None."""
+        if site in supervised:
+            return None
+        after = [*supervised, site]
+        limit = self.limit_of(after)
+        return limit if limit is not None and len(after) > limit.sites else None
+
+    async def _lock_pharmacist(self, s: AsyncSession, actor: Principal, postgres: bool) -> None:
+        """Two claims of one pharmacist at once count each other (PostgreSQL; SQLite has one writer)."""
+        if postgres:
+            await s.execute(select(User.id).where(User.id == actor.user_id).with_for_update())
+
+    async def check_claim(
+        self, s: AsyncSession, actor: Principal, site: Site, now: dt.datetime, *, postgres: bool
+    ) -> None:
+        """Conflict when claiming a fill of `site` would put the pharmacist over a limit of sites."""
+        if not self._limits:
+            return
+        await self._lock_pharmacist(s, actor, postgres)
+        supervised = await self.supervised(s, actor.user_id, now)
+        limit = self.over_limit(supervised, SupervisedSite(site.id, site.code, site.state))
+        if limit is None:
+            return
+        rule = limit.rules["max_sites_per_pharmacist"]
+        raise Conflict(
+            f"Claiming this fill would have you supervise {len(supervised) + 1} remote sites at once; the "
+            f"rules of {limit.rules.name} allow {limit.sites} ({rule.source}). You supervise "
+            f"{', '.join(x.code for x in supervised)} now: finish or release their fills first (a decided "
+            f"fill counts for {int(self.window.total_seconds() // 60)} minutes).",
+            code="supervision_limit",
+            limit=limit.sites,
+            supervising=[x.code for x in supervised],
+            source=rule.source,
+        )
+
+    async def claimable_sites(
+        self, s: AsyncSession, actor: Principal, now: dt.datetime, *, postgres: bool
+    ) -> list[int] | None:
+        """The sites of the pharmacist's states whose fills they may claim without going over a limit;
+        None when every one of them may be claimed."""
+        if not self._limits:
+            return None
+        await self._lock_pharmacist(s, actor, postgres)
+        supervised = await self.supervised(s, actor.user_id, now)
+        rows = (
+            await s.execute(
+                select(Site.id, Site.code, Site.state).where(Site.state.in_(sorted(actor.licensed_states)))
+            )
+        ).all()
+        sites = [SupervisedSite(r[0], r[1], r[2]) for r in rows]
+        allowed = [x.id for x in sites if self.over_limit(supervised, x) is None]
+        return None if len(allowed) == len(sites) else allowed
+
+    # -- recording a call ---------------------------------------------------------------------------
+
+    def recording_consent(self, site: Site) -> tuple[bool, str]:
+        """(whether recording needs every party's consent at this site, why)."""
+        rules = self.rules_for(site)
+        rule = rules["recording_consent"] if rules else None
+        if rule is None or not rule.known:
+            return True, "the consent rule for this state is not settled by the sources read"
+        return rule.value == "all_party", f"{rule.source}"
+
+    def shown(self, site: Site) -> dict[str, Any] | None:
+        rules = self.rules_for(site)
+        return rules.shown() if rules else None
+
+
+async def schedule_of(s: AsyncSession, rx: Prescription) -> str | None:
+    """The prescription's DEA schedule: the stricter of the one it carries and the drug reference's for
+    its NDC (a reference loaded after the prescription was entered still counts)."""
+    found = await lookup(s, [rx.expected_ndc])
+    entry = found.packages.get(rx.expected_ndc)
+    reference = entry[1].dea_schedule if entry else None
+    known = [x for x in (rx.dea_schedule, reference) if x in SCHEDULES]
+    return min(known, key=SCHEDULES.index) if known else None
