@@ -234,6 +234,8 @@ class Media(Base):
 
 class Decision(Base):
     __tablename__ = "decisions"
+    # The sites a pharmacist supervises: their decisions of the last minutes (server.compliance.checks).
+    __table_args__ = (Index("ix_decisions_pharmacist_decided", "pharmacist_id", "decided_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     # One decision per fill, enforced by the database as well as by the conditional update.
     fill_id: Mapped[str] = mapped_column(ForeignKey("fills.id"), unique=True)
