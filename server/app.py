@@ -224,6 +224,7 @@ def create_app(
         elif schema == "create":
             await db.create_schema()
         services = build_services(config, db, metrics, clock=clock, compliance=compliance)
+        await compliance.check_sites(db)
         app[SERVICES] = services
         app[TUS] = tus = make_tus_endpoint(services)
         await services.hub.start()

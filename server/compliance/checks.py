@@ -21,7 +21,8 @@ from sqlalchemy import and_, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.compliance.forms import form_group
-from server.compliance.rules import SCHEDULES, RuleBook, StateRules
+from server.compliance.rules import SCHEDULES, RuleBook, RulesError, StateRules
+from server.db.engine import Database
 from server.db.models import Decision, Fill, Prescription, Site, User
 from server.errors import Conflict, Forbidden
 from server.evidence.kinds import MediaKind
@@ -64,6 +65,23 @@ class Compliance:
 
     def rules_for(self, site: Site) -> StateRules | None:
         return self.book.for_site(site.code, site.state)
+
+    async def check_sites(self, db: Database) -> None:
+        """RulesError when a site's own rules name another state than the site is in: its rules would
+        never apply (a site not created yet is fine: its rules apply once it is)."""
+        if not self.book.sites:
+            return
+        async with db.read() as s:
+            rows = (
+                await s.execute(select(Site.code, Site.state).where(Site.code.in_(sorted(self.book.sites))))
+            ).all()
+        for code, state in rows:
+            named = self.book.sites[code].code
+            if named != state:
+                raise RulesError(
+                    f"site rules for {code}: state = {named!r}, but the site {code} is in {state}; "
+                    "correct the site rules file"
+                )
 
     # -- creating a fill ----------------------------------------------------------------------------
 

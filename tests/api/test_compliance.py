@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from server.compliance.checks import Compliance
+from server.compliance.rules import RulesError, load_rules
 from tests.api.world import (
     PASSWORD,
     REQUIRED,
@@ -202,3 +204,15 @@ async def test_the_admin_sees_a_site_s_rules_with_sources_and_its_figures(world:
     assert nd["site_rules"] is False and nd["rules"]["state"] == "ND"
     assert (await admin.get("/api/v1/sites/999999/compliance")).status == 404
     assert (await rph.get(f"/api/v1/sites/{world.sites['TX-3']}/compliance")).status == 403
+
+
+async def test_site_rules_naming_another_state_than_the_site_s_are_refused(
+    world: World, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong_site_rules.toml"
+    wrong.write_text(
+        '[sites.ND-1]\nstate = "TX"\nwhy = "x"\nmax_sites_per_pharmacist = 1\n', encoding="utf-8"
+    )
+    with pytest.raises(RulesError, match="state = 'TX', but the site ND-1 is in ND"):
+        await Compliance(load_rules(None, wrong)).check_sites(world.services.db)
+    await world.services.compliance.check_sites(world.services.db)  # TX-3's own rules name its state
