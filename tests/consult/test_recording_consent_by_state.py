@@ -6,7 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from playwright.async_api import Browser, expect
+
 from tests.api.world import PASSWORD, World
+from tests.browser.conftest import WorldFactory, sign_in
 from tests.consult.samples import recording_mp4
 from tests.consult.test_consult_record import upload_recording
 from tests.consult.wire import audit_of
@@ -45,3 +48,24 @@ async def test_a_one_party_state_takes_the_patient_s_consent_alone(world: World,
     await site.json("POST", f"/api/v1/consultations/{c['id']}/consent")
     done = await upload_recording(site, c["id"], recording_mp4(tmp_path / "call.mp4").read_bytes())
     assert done.status == 204, await done.text()
+
+
+async def test_the_pharmacist_gives_their_consent_from_the_call_panel(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world()
+    console = await sign_in(browser, world, "nd_rph")
+    page = console.page
+    site = await world.device("tech_nd1")
+    c = await site.json("POST", "/api/v1/consultations", 201, json={"recording_consent": True})
+
+    await page.locator(f'.consult-request[data-id="{c["id"]}"] .consult-accept').click()
+    button = page.locator("#consult-consent")
+    await expect(button).to_be_visible()
+    await button.click()
+    await expect(button).to_have_text("Consent given")
+    await expect(button).to_be_disabled()
+    record = await site.json("GET", f"/api/v1/consultations/{c['id']}")
+    assert record["pharmacist_consent_at"] is not None and record["recording_consent_at"] is None
+    await page.click("#consult-hangup")
+    await expect(page.locator("#consult-panel")).to_have_attribute("data-state", "ended")
