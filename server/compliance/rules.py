@@ -202,6 +202,10 @@ class _Where:
 
     def line(self, table: str, key: str | None) -> int | None:
         lines = self.text.splitlines()
+        if not table and key:  # a table of its own: its header
+            for i, raw in enumerate(lines):
+                if raw.strip().replace(" ", "") == f"[{key}]":
+                    return i + 1
         header = None
         for i, raw in enumerate(lines):
             stripped = raw.strip().replace(" ", "")

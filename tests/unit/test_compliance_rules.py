@@ -148,7 +148,8 @@ def test_a_site_looser_than_its_state_is_refused(tmp_path: Path, rule: str, why:
 
 def test_a_site_of_a_state_without_rules_is_refused(tmp_path: Path) -> None:
     sites = site_rules(tmp_path, '[sites.S-1]\nstate = "WA"\nwhy = "x"\nmax_sites_per_pharmacist = 1\n')
-    assert "no rules for 'WA'" in refused(packaged_rules(), sites)[0]
+    message, line = refused(packaged_rules(), sites)
+    assert "no rules for 'WA'" in message and line == 'state = "WA"'
 
 
 def test_a_bad_rules_file_stops_the_server_before_it_opens_anything(tmp_path: Path) -> None:
@@ -174,7 +175,8 @@ def test_rules_show_prints_a_state_with_its_sources_and_refuses_a_bad_file(
     assert "22 Tex. Admin. Code 291.121(c)(4)(B)" in out and "ND  North Dakota" not in out
     monkeypatch.setenv("TP_COMPLIANCE_RULES", str(copy_with(tmp_path, "[states.OH]", "[states.XQ]")))
     assert main(["rules", "show"]) == 2
-    assert "states.XQ: is not a US state's two-letter code" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert re.search(r"line \d+: states.XQ: is not a US state's two-letter code", err), err
 
 
 @pytest.mark.parametrize(
