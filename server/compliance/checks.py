@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import and_, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -216,10 +215,6 @@ class Compliance:
         if rule is None or not rule.known:
             return True, "the consent rule for this state is not settled by the sources read"
         return rule.value == "all_party", f"{rule.source}"
-
-    def shown(self, site: Site) -> dict[str, Any] | None:
-        rules = self.rules_for(site)
-        return rules.shown() if rules else None
 
 
 async def schedule_of(s: AsyncSession, rx: Prescription) -> str | None:

@@ -77,7 +77,7 @@ async def site_compliance(
     return {
         "site": {"id": site.id, "code": site.code, "name": site.name, "state": site.state},
         "rules": rules.shown() if rules else None,
-        "site_rules": rules is not None and rules.code == site.state and site.code in compliance.book.sites,
+        "site_rules": rules is not None and compliance.book.sites.get(site.code) is rules,
         "supervision_minutes": compliance.window.total_seconds() / 60,
         "figures": {
             "supervising_now": supervising,
