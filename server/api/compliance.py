@@ -6,7 +6,7 @@ from aiohttp import web
 
 from server.api.params import accepts, path_param
 from server.api.table import principal_of
-from server.compliance.figures import site_compliance
+from server.reports.compliance import site_compliance
 from server.services import services_of
 
 

@@ -7,8 +7,9 @@ than a state needs breaks no rule, asking less might.
 
 Supervising: a pharmacist supervises a site while they hold one of its fills in review under a live
 lease, and for `supervision_minutes` after they decided one of its fills (the patient may still be at
-the counter, the counselling still to come). A claim that would make the pharmacist supervise more sites
-than the strictest limit among the states (or sites) involved is refused.
+the counter, the counselling still to come); server.fills.supervision reads those sites. A claim that
+would make the pharmacist supervise more sites than the strictest limit among the states (or sites)
+involved is refused.
 """
 
 from __future__ import annotations
@@ -16,18 +17,16 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import and_, select, union
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.compliance.forms import form_group
 from server.compliance.rules import SCHEDULES, RuleBook, RulesError, StateRules
 from server.db.engine import Database
-from server.db.models import Decision, Fill, Prescription, Site, User
+from server.db.models import Prescription, Site
 from server.errors import Conflict, Forbidden
 from server.evidence.kinds import MediaKind
-from server.fills.rules import FillState
 from server.reference.store import lookup
-from server.security.principal import Principal
 
 # The views that belong to one dosage form group: a site's own list of required views adds only those
 # that fit the prescription's form (no counted pills for a liquid).
@@ -58,7 +57,8 @@ class Compliance:
     def __init__(self, book: RuleBook, *, supervision_minutes: float = 30.0) -> None:
         self.book = book
         self.window = dt.timedelta(minutes=supervision_minutes)
-        self._limits = any(
+        # Whether any state or site limits the sites at once: without one, claims skip the question.
+        self.limits = any(
             r["max_sites_per_pharmacist"].known for r in (*book.states.values(), *book.sites.values())
         )
 
@@ -123,26 +123,6 @@ class Compliance:
 
     # -- claiming a fill ----------------------------------------------------------------------------
 
-    async def supervised(self, s: AsyncSession, pharmacist_id: int, now: dt.datetime) -> list[SupervisedSite]:
-        """The sites the pharmacist supervises now (see the module's docstring)."""
-        holding = (
-            select(Site.id, Site.code, Site.state)
-            .join(Fill, Fill.site_id == Site.id)
-            .where(
-                Fill.state == FillState.IN_REVIEW,
-                Fill.claimed_by == pharmacist_id,
-                Fill.lease_expires_at > now,
-            )
-        )
-        decided = (
-            select(Site.id, Site.code, Site.state)
-            .join(Fill, Fill.site_id == Site.id)
-            .join(Decision, and_(Decision.fill_id == Fill.id, Decision.pharmacist_id == pharmacist_id))
-            .where(Decision.decided_at > now - self.window)
-        )
-        rows = (await s.execute(union(holding, decided))).all()
-        return sorted({SupervisedSite(r[0], r[1], r[2]) for r in rows}, key=lambda x: x.code)
-
     def limit_of(self, sites: list[SupervisedSite]) -> Limit | None:
         tightest: Limit | None = None
         for site in sites:
@@ -160,20 +140,9 @@ class Compliance:
         limit = self.limit_of(after)
         return limit if limit is not None and len(after) > limit.sites else None
 
-    async def _lock_pharmacist(self, s: AsyncSession, actor: Principal, postgres: bool) -> None:
-        """Two claims of one pharmacist at once count each other (PostgreSQL; SQLite has one writer)."""
-        if postgres:
-            await s.execute(select(User.id).where(User.id == actor.user_id).with_for_update())
-
-    async def check_claim(
-        self, s: AsyncSession, actor: Principal, site: Site, now: dt.datetime, *, postgres: bool
-    ) -> None:
+    def check_claim(self, supervised: list[SupervisedSite], site: SupervisedSite) -> None:
         """Conflict when claiming a fill of `site` would put the pharmacist over a limit of sites."""
-        if not self._limits:
-            return
-        await self._lock_pharmacist(s, actor, postgres)
-        supervised = await self.supervised(s, actor.user_id, now)
-        limit = self.over_limit(supervised, SupervisedSite(site.id, site.code, site.state))
+        limit = self.over_limit(supervised, site)
         if limit is None:
             return
         rule = limit.rules["max_sites_per_pharmacist"]
@@ -188,21 +157,8 @@ class Compliance:
             source=rule.source,
         )
 
-    async def claimable_sites(
-        self, s: AsyncSession, actor: Principal, now: dt.datetime, *, postgres: bool
-    ) -> list[int] | None:
-        """The sites of the pharmacist's states whose fills they may claim without going over a limit;
-        None when every one of them may be claimed."""
-        if not self._limits:
-            return None
-        await self._lock_pharmacist(s, actor, postgres)
-        supervised = await self.supervised(s, actor.user_id, now)
-        rows = (
-            await s.execute(
-                select(Site.id, Site.code, Site.state).where(Site.state.in_(sorted(actor.licensed_states)))
-            )
-        ).all()
-        sites = [SupervisedSite(r[0], r[1], r[2]) for r in rows]
+    def claimable(self, supervised: list[SupervisedSite], sites: list[SupervisedSite]) -> list[int] | None:
+        """Of `sites`, those the pharmacist may take a fill of without going over a limit; None when all."""
         allowed = [x.id for x in sites if self.over_limit(supervised, x) is None]
         return None if len(allowed) == len(sites) else allowed
 

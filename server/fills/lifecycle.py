@@ -53,6 +53,7 @@ from server.fills.rules import (
     FlagCode,
     Transition,
 )
+from server.fills.supervision import check_claim, claimable_sites
 from server.media.reuse import reused_photos
 from server.realtime import journal
 from server.reference.store import annotate_product_check
@@ -517,7 +518,7 @@ class FillService:
                 raise Conflict(
                     f"This fill is {fill.state}; it is not waiting for verification.", code="not_queued"
                 )
-            await self.compliance.check_claim(s, actor, site, now, postgres=not self.db.is_sqlite)
+            await check_claim(s, self.compliance, actor, site, now, postgres=not self.db.is_sqlite)
             if not await self._take(s, actor, fill, site, now):
                 raise Conflict("Another pharmacist is verifying this fill.", code="claimed_by_other")
             return fill
@@ -537,7 +538,7 @@ class FillService:
                 .limit(5)
             )
             # Only sites the pharmacist may take on without going over a state's limit of sites.
-            sites = await self.compliance.claimable_sites(s, actor, now, postgres=not self.db.is_sqlite)
+            sites = await claimable_sites(s, self.compliance, actor, now, postgres=not self.db.is_sqlite)
             if sites is not None:
                 q = q.where(Site.id.in_(sites))
             if not self.db.is_sqlite:

@@ -12,6 +12,7 @@ from server.compliance.checks import Compliance
 from server.db.engine import Database
 from server.db.models import AuditEvent, Decision, Fill, License, Prescription, Site, User
 from server.errors import Forbidden, NotFound
+from server.fills.supervision import supervised_sites
 from server.security.principal import Principal, Role
 
 # Controlled-substance fills are counted over this window.
@@ -39,7 +40,7 @@ async def site_compliance(
         ).all()
         supervising = []
         for user_id, name in pharmacists:
-            sites = await compliance.supervised(s, user_id, now)
+            sites = await supervised_sites(s, user_id, now, compliance.window)
             if any(x.id == site.id for x in sites):
                 limit = compliance.limit_of(sites)
                 supervising.append(
