@@ -16,6 +16,8 @@ from server.api.openapi import OPENAPI_DOCUMENT, document
 from server.api.routes import ROUTES, TUS
 from server.api.table import guard
 from server.audit.anchors import AnchorFile, anchor_head
+from server.compliance.checks import Compliance
+from server.compliance.rules import load_rules
 from server.config import Config
 from server.consultations.mailbox import LocalMailbox, Mailbox, PostgresMailbox
 from server.consultations.recordings import RecordingIntake
@@ -71,8 +73,19 @@ def media_store(config: Config) -> MediaStore:
     return LocalMediaStore(config.media_dir)
 
 
+def load_compliance(config: Config) -> Compliance:
+    """The state rules and the site rules of the config, checked: RulesError names the line and problem."""
+    book = load_rules(config.compliance_rules, config.site_rules)
+    return Compliance(book, supervision_minutes=config.supervision_minutes)
+
+
 def build_services(
-    config: Config, db: Database, metrics: Metrics, *, clock: Callable[..., object] | None = None
+    config: Config,
+    db: Database,
+    metrics: Metrics,
+    *,
+    clock: Callable[..., object] | None = None,
+    compliance: Compliance | None = None,
 ) -> Services:
     passwords = Passwords(
         config.password_time_cost,
@@ -96,11 +109,18 @@ def build_services(
                 fill.state,
             )
 
-    fills = FillService(db, config, clock=clock or utcnow, on_decided=observe)  # type: ignore[arg-type]
+    compliance = compliance or load_compliance(config)
+    fills = FillService(
+        db,
+        config,
+        clock=clock or utcnow,  # type: ignore[arg-type]
+        on_decided=observe,
+        compliance=compliance,
+    )
     store = media_store(config)
     executor = make_executor(config.media_workers)
     hub = Hub(db, bus, queue_size=config.event_queue_size)
-    consultations = ConsultationService(db, clock=fills.clock)
+    consultations = ConsultationService(db, clock=fills.clock, compliance=compliance)
     auth, directory = Auth(db, config, passwords, clock=fills.clock), Directory(db, passwords)
     # A sign-out, a revocation, a deactivation, a license or site change reaches the live connections.
     auth.access_listeners.append(hub.access_changed)
@@ -124,6 +144,7 @@ def build_services(
         signalling=SignallingRelay(hub, consultations, mailbox),
         storage=DataPaths.of(config),
         access_log=AccessLog(db, fills.clock),
+        compliance=compliance,
     )
 
 
@@ -191,6 +212,8 @@ def create_app(
 ) -> web.Application:
     """Builds the server. Resources open on startup and close on cleanup, in cleanup_ctx."""
     keep_patient_data_out_of_logs()
+    # Checked before anything opens: a bad rules file stops the server here, naming the line.
+    compliance = load_compliance(config)
     # Made here, not with the other services, so its middleware counts requests from the first one.
     metrics = Metrics()
     app = web.Application(
@@ -209,10 +232,12 @@ def create_app(
             await upgrade(db)
         elif schema == "create":
             await db.create_schema()
-        services = build_services(config, db, metrics, clock=clock)
+        services = build_services(config, db, metrics, clock=clock, compliance=compliance)
         try:
-            # A bucket that is missing or refuses us stops the start, rather than the first upload.
+            # A bucket that is missing or refuses us, or a site's rules looser than its state's, stops
+            # the start rather than the first upload or claim.
             await services.store.open()
+            await compliance.check_sites(db)
         except BaseException:
             services.media_executor.shutdown(wait=False, cancel_futures=True)
             await db.dispose()

@@ -59,13 +59,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from server.app import create_app
+    from server.compliance.rules import RulesError
     from server.operations.logs import AccessLog
 
     config = _config(args)
+    try:
+        app = create_app(config)
+    except RulesError as exc:
+        print(f"tp-server: the server cannot start: {exc}", file=sys.stderr)
+        return 2
     print(f"Console: http://{config.host}:{config.port}/", flush=True)
-    web.run_app(
-        create_app(config), host=config.host, port=config.port, print=None, access_log_class=AccessLog
-    )
+    web.run_app(app, host=config.host, port=config.port, print=None, access_log_class=AccessLog)
     return 0
 
 
@@ -210,6 +214,45 @@ def cmd_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(value) or "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{group}: {', '.join(kinds)}" for group, kinds in value.items())
+    return str(value)
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from server.compliance.rules import RulesError, load_rules
+
+    config = Config.from_env()
+    try:
+        book = load_rules(config.compliance_rules, config.site_rules)
+    except RulesError as exc:
+        print(f"tp-server: {exc}", file=sys.stderr)
+        return 2
+    wanted = (args.which or "").upper()
+    chosen = [r for code, r in {**book.states, **book.sites}.items() if not wanted or code.upper() == wanted]
+    if wanted and not chosen:
+        print(f"tp-server: no rules for {args.which!r}; states: {', '.join(book.states)}", file=sys.stderr)
+        return 1
+    for rules in chosen:
+        shown = rules.shown()
+        print(f"{shown['state']}  {shown['name']}")
+        print(f"  read: {shown['read']}")
+        for name, rule in shown["rules"].items():
+            where = rule.get("source") or f"(unknown) read: {rule.get('read')}"
+            own = f" [site: {rule['site']}]" if rule.get("site") else ""
+            print(f"  {name:<28} {_shown_value(rule['value'])}{own}")
+            print(f"  {'':<28}   {where}")
+        print()
+    defaults = _shown_value(dict(book.default_photos))
+    print(f"Photos where a state names none: {defaults} ({book.default_photos_why})")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tp-server", description="Telepharmacy remote verification server")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -284,6 +327,14 @@ def parser() -> argparse.ArgumentParser:
     _add_db_args(imp)
     _add_db_args(rsub.add_parser("status", help="say whether a reference is loaded, when, and its counts"))
     ref.set_defaults(func=cmd_reference)
+
+    rules = sub.add_parser("rules", help="the state telepharmacy rules in force, each with its source")
+    rsub = rules.add_subparsers(dest="what", required=True)
+    show = rsub.add_parser(
+        "show", help="print the rules of every state, or of one (a state code, or a site code with rules)"
+    )
+    show.add_argument("which", metavar="STATE", nargs="?", help="e.g. TX; all states when omitted")
+    rules.set_defaults(func=cmd_rules)
     return ap
 
 

@@ -154,6 +154,12 @@ class Config:
     # Below this many free bytes on a data path /healthz says degraded, and abandoned uploads are
     # purged sooner than their day.
     min_free_bytes: int = 1024 * 1024 * 1024
+    # The state telepharmacy rules (None: the reviewed file shipped with the server) and each site's own
+    # stricter rules (None: none); a bad file stops the server at start.
+    compliance_rules: Path | None = None
+    site_rules: Path | None = None
+    # After deciding a fill a pharmacist still supervises its site this long (see server.compliance).
+    supervision_minutes: float = 30.0
     # Empty by default: on one network host candidates suffice; set TURN for sites behind NAT.
     ice_servers: tuple[IceServer, ...] = ()
     # None: media in the data dir's media folder (shared by instances only through a shared volume).
@@ -208,6 +214,11 @@ class Config:
             ),
             decision_undo_seconds=_bounded(
                 "TP_DECISION_UNDO_SECONDS", env.get("TP_DECISION_UNDO_SECONDS"), cls.decision_undo_seconds, 30
+            ),
+            compliance_rules=Path(env["TP_COMPLIANCE_RULES"]) if env.get("TP_COMPLIANCE_RULES") else None,
+            site_rules=Path(env["TP_SITE_RULES"]) if env.get("TP_SITE_RULES") else None,
+            supervision_minutes=_bounded(
+                "TP_SUPERVISION_MINUTES", env.get("TP_SUPERVISION_MINUTES"), cls.supervision_minutes, 24 * 60
             ),
             trusted_proxies=tuple(
                 p.strip() for p in env.get("TP_TRUSTED_PROXIES", "").split(",") if p.strip()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from server.compliance.checks import Compliance
 from server.config import Config
 from server.consultations.recordings import RecordingIntake
 from server.consultations.service import ConsultationService
@@ -47,6 +48,7 @@ class Services:
     signalling: SignallingRelay
     storage: DataPaths
     access_log: AccessLog
+    compliance: Compliance
 
 
 SERVICES = web.AppKey("services", Services)

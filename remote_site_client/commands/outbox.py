@@ -47,7 +47,16 @@ from remote_site_client.sender import Sender
 from server.evidence.kinds import KIND_NAMES
 
 # What `--photo KIND=FILE` takes: the media kinds, also as the submit options spell them.
-PHOTO_KINDS = ("stock_bottle", "pills", "vial_label", "final_package", "other", "count_video")
+PHOTO_KINDS = (
+    "stock_bottle",
+    "pills",
+    "vial_label",
+    "measured_volume",
+    "bottle_label",
+    "final_package",
+    "other",
+    "count_video",
+)
 
 
 def _recording_lines(r: Recording) -> list[str]:

@@ -36,6 +36,8 @@ PHOTO_OPTIONS = (
     ("stock_bottle", "--stock-bottle"),
     ("pills", "--pills"),
     ("vial_label", "--vial-label"),
+    ("measured_volume", "--measured-volume"),
+    ("bottle_label", "--bottle-label"),
     ("final_package", "--final-package"),
 )
 

@@ -7,6 +7,7 @@ from aiohttp import web
 from pharmacist_console import assets as console
 from server.api import (
     auth,
+    compliance,
     consultations,
     dashboard,
     fills,
@@ -90,6 +91,14 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("GET", "/api/v1/sites", records.list_sites, ANY_USER, "Sites the caller may see", "directory"),
     Route("POST", "/api/v1/sites", records.create_site, ADMIN, "Create a site", "directory"),
+    Route(
+        "GET",
+        r"/api/v1/sites/{site_id:\d+}/compliance",
+        compliance.get_site_compliance,
+        ADMIN,
+        "The site's state rules in force, each with its source, and its figures now",
+        "compliance",
+    ),
     Route("GET", "/api/v1/users", records.list_users, ADMIN, "Users and their licenses", "directory"),
     Route("POST", "/api/v1/users", records.create_user, ADMIN, "Create a user", "directory"),
     Route(
@@ -296,8 +305,8 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         r"/api/v1/consultations/{consultation_id:\d+}/consent",
         consultations.consent,
-        TECH,
-        "The site records the patient's consent to recording (before it records)",
+        TECH | PHARM,
+        "A party records consent to recording: the site the patient's, the pharmacist their own",
         "consultations",
     ),
     Route(

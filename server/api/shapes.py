@@ -213,6 +213,7 @@ def consultation_view(c: Consultation, site: Site | None = None, *, with_note: b
         "reconnections": c.reconnections,
         "recording_consent": c.recording_consent,
         "recording_consent_at": c.recording_consent_at.isoformat() if c.recording_consent_at else None,
+        "pharmacist_consent_at": c.pharmacist_consent_at.isoformat() if c.pharmacist_consent_at else None,
         # The delivered recording as media: its SHA-256 is the file the site sent, the url serves the
         # cleaned copy (remuxed without container metadata) and ?variant=poster its poster frame.
         "recording": media_view(c.recording) if c.recording is not None else None,

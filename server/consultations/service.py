@@ -14,6 +14,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
+from server.compliance.checks import Compliance
 from server.db.conditional import update_if
 from server.db.engine import Database
 from server.db.models import Consultation, Fill, Media, Prescription, Site, utcnow
@@ -62,9 +63,17 @@ def event_payload(c: Consultation) -> dict[str, Any]:
 
 
 class ConsultationService:
-    def __init__(self, db: Database, *, clock: Callable[[], dt.datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        compliance: Compliance | None = None,
+    ) -> None:
         self.db = db
         self.clock = clock
+        # Whose consent a recording needs, by the state of the consultation's site.
+        self.compliance = compliance
         # Called after a consultation ended (committed): the signalling relay tells both parties.
         self.on_ended: list[EndListener] = []
 
@@ -227,24 +236,35 @@ class ConsultationService:
             return c, site
 
     async def consent_to_recording(self, actor: Principal, consultation_id: int) -> Consultation:
-        """The site records the patient's consent, before it starts recording (stamped once, audited)."""
+        """A party records consent to recording, before the site starts it (stamped once, audited): the
+        site's side records the patient's, the pharmacist who took the call their own. A state that needs
+        every party's consent gets both before a recording is accepted."""
         async with self.db.write() as s:
             c, _ = await self._visible(s, actor, consultation_id)
-            if not self.is_site_party(c, actor):
-                raise Forbidden("Only the site's side records the patient's consent.")
-            if c.recording_consent_at is not None:
+            pharmacist = actor.role is Role.PHARMACIST and actor.user_id == c.pharmacist_id
+            if not self.is_site_party(c, actor) and not pharmacist:
+                raise Forbidden("Only the site's side and the pharmacist on the call record consent.")
+            stamp = Consultation.pharmacist_consent_at if pharmacist else Consultation.recording_consent_at
+            if (c.pharmacist_consent_at if pharmacist else c.recording_consent_at) is not None:
                 return c
             if c.state not in OPEN_STATES:
                 raise Conflict("The consultation has ended.", code="consultation_ended")
             now = self.clock()
-            await self._conditional(
-                s,
-                c,
-                [Consultation.recording_consent_at.is_(None)],
-                {"recording_consent": True, "recording_consent_at": now},
+            values: dict[str, Any] = (
+                {"pharmacist_consent_at": now}
+                if pharmacist
+                else {"recording_consent": True, "recording_consent_at": now}
             )
+            await self._conditional(s, c, [stamp.is_(None)], values)
             await audit.append(
-                self.db, s, actor, "consultation.recording_consent", "consultation", c.id, {}, at=now
+                self.db,
+                s,
+                actor,
+                "consultation.recording_consent",
+                "consultation",
+                c.id,
+                {"party": "pharmacist" if pharmacist else "patient"},
+                at=now,
             )
             return c
 
@@ -267,8 +287,9 @@ class ConsultationService:
         """
         return cls.is_party_or_admin(c, actor)
 
-    def _recording_rule(self, c: Consultation, actor: Principal, sha256: str) -> Media | None:
-        """Who may deliver a recording, and when: the site's side, with consent recorded, once.
+    def _recording_rule(self, c: Consultation, site: Site, actor: Principal, sha256: str) -> Media | None:
+        """Who may deliver a recording, and when: the site's side, with consent recorded (every party's
+        where the site's state needs it), once.
 
         Returns the stored recording when it is this very file (a retried delivery), else None.
         """
@@ -279,6 +300,14 @@ class ConsultationService:
                 "The patient's consent to recording was not recorded on this consultation: "
                 "the recording is refused.",
                 code="no_consent",
+            )
+        every_party, why = self.compliance.recording_consent(site) if self.compliance else (False, "")
+        if every_party and c.pharmacist_consent_at is None:
+            raise Conflict(
+                "Recording this call needs every party's consent at this site, and the pharmacist's was "
+                f"not recorded: the recording is refused ({why}).",
+                code="no_consent",
+                missing="pharmacist",
             )
         if c.recording is None:
             return None
@@ -291,21 +320,21 @@ class ConsultationService:
     async def authorize_recording(self, actor: Principal, consultation_id: int, sha256: str) -> Media | None:
         """Refuses a recording that could never be stored; returns the stored one when it is this file."""
         async with self.db.read() as s:
-            c, _ = await self._visible(s, actor, consultation_id)
-            return self._recording_rule(c, actor, sha256)
+            c, site = await self._visible(s, actor, consultation_id)
+            return self._recording_rule(c, site, actor, sha256)
 
     async def attach_recording(self, actor: Principal, consultation_id: int, media: Media) -> Media:
         """Records stored, verified media as the consultation's recording; the same file again is the
         same media (idempotent), audited once."""
         async with self.db.write() as s:
-            c, _ = await self._visible(s, actor, consultation_id)
-            same = self._recording_rule(c, actor, media.sha256)
+            c, site = await self._visible(s, actor, consultation_id)
+            same = self._recording_rule(c, site, actor, media.sha256)
             if same is not None:
                 return same
             # Taken first, so of two deliveries racing on PostgreSQL the second waits here, then finds it.
             if not await self._conditional(s, c, [Consultation.recording_media_id.is_(None)], {}):
                 await s.refresh(c)
-                same = self._recording_rule(c, actor, media.sha256)
+                same = self._recording_rule(c, site, actor, media.sha256)
                 if same is None:
                     raise Conflict("The consultation changed meanwhile; deliver it again.", code="busy")
                 return same

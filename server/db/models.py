@@ -234,6 +234,8 @@ class Media(Base):
 
 class Decision(Base):
     __tablename__ = "decisions"
+    # The sites a pharmacist supervises: their decisions of the last minutes (server.compliance.checks).
+    __table_args__ = (Index("ix_decisions_pharmacist_decided", "pharmacist_id", "decided_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     # One decision per fill, enforced by the database as well as by the conditional update.
     fill_id: Mapped[str] = mapped_column(ForeignKey("fills.id"), unique=True)
@@ -318,6 +320,8 @@ class Consultation(Base):
     # Consent is stamped before the site starts recording; the recording (mp4) is media of this
     # consultation in the media store once the site's outbox delivered it.
     recording_consent_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # Where a state needs every party's consent to record, the pharmacist's own, stamped by the pharmacist.
+    pharmacist_consent_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     # use_alter: media rows point back at their consultation, so one of the two keys comes second.
     recording_media_id: Mapped[int | None] = mapped_column(
         ForeignKey("media.id", name="fk_consultations_recording_media_id", use_alter=True), nullable=True

@@ -11,6 +11,9 @@ class MediaKind(enum.StrEnum):
     STOCK_BOTTLE = "stock_bottle"
     PILLS = "pills"
     VIAL_LABEL = "vial_label"
+    # A liquid's views: the measured volume (in the graduate or oral syringe) and the labelled bottle.
+    MEASURED_VOLUME = "measured_volume"
+    BOTTLE_LABEL = "bottle_label"
     FINAL_PACKAGE = "final_package"
     COUNT_VIDEO = "count_video"
     OTHER = "other"
@@ -28,6 +31,8 @@ KIND_NAMES: dict[str, str] = {
     MediaKind.STOCK_BOTTLE: "stock bottle photo",
     MediaKind.PILLS: "pills photo",
     MediaKind.VIAL_LABEL: "vial label photo",
+    MediaKind.MEASURED_VOLUME: "measured volume photo",
+    MediaKind.BOTTLE_LABEL: "bottle label photo",
     MediaKind.FINAL_PACKAGE: "final package photo",
     MediaKind.COUNT_VIDEO: "count video",
     MediaKind.OTHER: "extra photo",

@@ -18,6 +18,8 @@ from sqlalchemy import and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
+from server.compliance.checks import Compliance
+from server.compliance.rules import load_rules
 from server.config import Config
 from server.db.conditional import update_if
 from server.db.engine import Database
@@ -51,6 +53,7 @@ from server.fills.rules import (
     FlagCode,
     Transition,
 )
+from server.fills.supervision import check_claim, claimable_sites
 from server.media.reuse import reused_photos
 from server.realtime import journal
 from server.reference.store import annotate_product_check
@@ -167,9 +170,15 @@ class FillService:
         *,
         clock: Callable[[], dt.datetime] = utcnow,
         on_decided: Callable[[Fill], None] | None = None,
+        compliance: Compliance | None = None,
     ) -> None:
         self.db = db
         self.config = config
+        # The state rules: which fills a site may make, their photos, how many sites a pharmacist takes.
+        self.compliance = compliance or Compliance(
+            load_rules(config.compliance_rules, config.site_rules),
+            supervision_minutes=config.supervision_minutes,
+        )
         self.clock = clock
         self.on_decided = on_decided
         self.drafts = KnownDrafts()
@@ -243,8 +252,10 @@ class FillService:
             {**values, "state": t.target, "version": fill.version + 1},
         )
 
-    def required_kinds(self, site: Site) -> tuple[str, ...]:
-        return tuple(site.required_media_kinds or self.config.required_media_kinds)
+    def required_kinds(self, site: Site, rx: Prescription) -> tuple[str, ...]:
+        """The views the prescription's dosage form needs under the site's rules, and the site's own."""
+        own = tuple(site.required_media_kinds or self.config.required_media_kinds)
+        return self.compliance.required_photos(site, rx, own)
 
     # -- at the site -----------------------------------------------------------------------------
 
@@ -277,6 +288,7 @@ class FillService:
             rx, site = found.Prescription, found.Site
             if site.status != "active":
                 raise Forbidden("This site is suspended and cannot submit fills.")
+            await self.compliance.check_new_fill(s, site, rx)
             if new.previous_fill_id:
                 await self._check_resubmission(s, new, rx)
             await self._check_refills(s, rx, new.id, lock=False)
@@ -401,7 +413,7 @@ class FillService:
                     decisions = await decisions_of(s, rx.id)
                     return FillRecord(fill, site, rx, row.display_name, media, decisions)
                 raise Conflict(f"This fill is {fill.state} and cannot be submitted again.", code="not_draft")
-            missing = [k for k in self.required_kinds(site) if k not in {m.kind for m in media}]
+            missing = [k for k in self.required_kinds(site, rx) if k not in {m.kind for m in media}]
             if missing:
                 raise Conflict(
                     "The fill cannot be submitted before these photos are stored: "
@@ -506,6 +518,7 @@ class FillService:
                 raise Conflict(
                     f"This fill is {fill.state}; it is not waiting for verification.", code="not_queued"
                 )
+            await check_claim(s, self.compliance, actor, site, now, postgres=not self.db.is_sqlite)
             if not await self._take(s, actor, fill, site, now):
                 raise Conflict("Another pharmacist is verifying this fill.", code="claimed_by_other")
             return fill
@@ -524,6 +537,10 @@ class FillService:
                 .order_by(PRIORITY_RANK, Fill.submitted_at, Fill.id)
                 .limit(5)
             )
+            # Only sites the pharmacist may take on without going over a state's limit of sites.
+            sites = await claimable_sites(s, self.compliance, actor, now, postgres=not self.db.is_sqlite)
+            if sites is not None:
+                q = q.where(Site.id.in_(sites))
             if not self.db.is_sqlite:
                 q = q.with_for_update(skip_locked=True, of=Fill)
             for fill, site in (await s.execute(q)).all():

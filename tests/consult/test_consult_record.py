@@ -93,7 +93,12 @@ async def test_a_recording_without_recorded_consent_is_refused_and_nothing_is_st
     assert list(world.services.config.upload_dir.iterdir()) == []  # no upload was even created
     assert (await nd.json("GET", f"/api/v1/consultations/{c['id']}"))["recording"] is None
     assert (await nd.get(f"/api/v1/consultations/{c['id']}/recording")).status == 404
-    assert (await nd.post(f"/api/v1/consultations/{c['id']}/consent")).status == 403  # the site's act
+    # The pharmacist on the call records only their own consent: the patient's is the site's act.
+    mine = await nd.json("POST", f"/api/v1/consultations/{c['id']}/consent")
+    assert mine["pharmacist_consent_at"] and mine["recording_consent_at"] is None
+    assert (
+        await (await world.login("both_rph")).post(f"/api/v1/consultations/{c['id']}/consent")
+    ).status == 403
 
 
 async def test_a_recording_is_media_of_its_consultation_for_the_two_parties_and_admins(

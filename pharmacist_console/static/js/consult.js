@@ -62,13 +62,16 @@ export class Consults {
     this.muteBtn = h("button", { type: "button", id: "consult-mute", class: "btn small" }, "Mute");
     this.cameraBtn = h("button", { type: "button", id: "consult-camera", class: "btn small" }, "Camera off");
     this.hangupBtn = h("button", { type: "button", id: "consult-hangup", class: "btn danger small" }, "Hang up");
+    // Where a state needs every party's consent to record, the pharmacist records their own here.
+    this.consentBtn = h("button", { type: "button", id: "consult-consent", class: "btn small", hidden: true }, "Consent to record");
+    this.consentBtn.addEventListener("click", () => this.consent());
     this.muteBtn.addEventListener("click", () => this.toggle("audio", this.muteBtn, "Mute", "Unmute"));
     this.cameraBtn.addEventListener("click", () => this.toggle("video", this.cameraBtn, "Camera off", "Camera on"));
     this.hangupBtn.addEventListener("click", () => this.hangUp());
     this.panel = h("section", { id: "consult-panel", class: "consult-panel", hidden: true, "aria-label": "Video consultation", dataset: { state: "idle" } },
       h("div", { class: "consult-head" }, h("strong", { id: "consult-title" }, "Consultation"), this.stateText, this.clock),
       h("div", { class: "consult-tiles" }, this.remoteVideo, this.localVideo),
-      h("div", { class: "consult-controls" }, this.muteBtn, this.cameraBtn, this.hangupBtn),
+      h("div", { class: "consult-controls" }, this.muteBtn, this.cameraBtn, this.consentBtn, this.hangupBtn),
       this.quality);
   }
 
@@ -220,6 +223,10 @@ export class Consults {
     for (const k of ["framesIn", "framesOut", "bytesOut", "quality", "reconnections"]) delete this.panel.dataset[k];
     this.panel.dataset.fill = c.fill_id || "";
     this.localVideo.hidden = this.muteBtn.hidden = this.cameraBtn.hidden = look;
+    // Offered when the patient asked for a recording; stamped once.
+    this.consentBtn.hidden = look || !c.recording_consent;
+    this.consentBtn.disabled = Boolean(c.pharmacist_consent_at);
+    this.consentBtn.textContent = c.pharmacist_consent_at ? "Consent given" : "Consent to record";
     this.setState("starting", look ? "Asking the site…" : "Starting camera…");
     try {
       const ice = await get("/api/v1/ice-servers");
@@ -441,6 +448,20 @@ export class Consults {
     const enabled = call.stream.getTracks().some((t) => t.kind === kind && t.enabled);
     button.textContent = enabled ? onText : offText;
     button.setAttribute("aria-pressed", String(!enabled));
+  }
+
+  async consent() {
+    const call = this.call;
+    if (!call || call.ended) return;
+    try {
+      await post(`/api/v1/consultations/${call.id}/consent`);
+    } catch (err) {
+      toast(`Your consent was not recorded: ${err.message}`, "error");
+      return;
+    }
+    this.consentBtn.disabled = true;
+    this.consentBtn.textContent = "Consent given";
+    toast("Your consent to recording is on the record.", "ok");
   }
 
   async hangUp(reason = "hangup", message = "You ended the call.") {

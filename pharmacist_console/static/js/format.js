@@ -17,6 +17,7 @@ export const CHECK_HINTS = {
 };
 export const KIND_LABELS = {
   stock_bottle: "Stock bottle", pills: "Counted pills", vial_label: "Labelled vial",
+  measured_volume: "Measured volume", bottle_label: "Labelled bottle",
   final_package: "Final package", count_video: "Count video", other: "Other",
 };
 

@@ -11,7 +11,7 @@ import { QueueView } from "./queue_view.js";
 import { Viewer } from "./viewer.js";
 import { Workspace } from "./workspace.js";
 
-const VIEWS = ["boot", "login", "queue", "verify", "dashboard"];
+const VIEWS = ["boot", "login", "queue", "verify", "dashboard", "compliance"];
 const LIVE_TEXT = { off: "Offline", connecting: "Connecting…", reconnecting: "Reconnecting…", live: "Live" };
 
 const els = {
@@ -52,6 +52,8 @@ new ResizeObserver(([entry]) => {
   if (height > 0) els.app.style.setProperty("--decision-h", `${Math.ceil(height)}px`);
 }).observe($(".decision-bar"));
 let dashboard = null;
+let compliance = null;
+let knownSites = [];
 
 const workspace = new Workspace({
   store, details, images, prefetcher, viewer,
@@ -90,6 +92,15 @@ function show(name) {
   }
   if (name === "queue") queueView.render();
   if (name === "dashboard") openDashboard();
+  if (name === "compliance") openCompliance();
+}
+
+async function openCompliance() {
+  if (!compliance) {
+    const mod = await import("./compliance.js");
+    compliance = new mod.CompliancePanel({ site: $("#comp-site"), body: $("#comp-body"), note: $("#comp-note") });
+  }
+  compliance.open(knownSites);
 }
 
 async function openDashboard() {
@@ -143,8 +154,10 @@ async function startSession(user, csrf) {
   fill(els.me, h("span", { class: "me-name" }, user.display_name),
     user.licensed_states?.length ? h("span", { class: "me-states" }, user.licensed_states.join(" · ")) : h("span", { class: "me-states" }, user.role));
   for (const el of [els.nav, els.live, els.me, els.signOut, els.helpButton, els.pressure]) el.hidden = false;
+  $("#nav-compliance").hidden = user.role !== "admin";
   show("queue");
   const [sites, reasons] = await Promise.all([get("/api/v1/sites"), get("/api/v1/reasons")]);
+  knownSites = sites.sites;
   fill(els.filterSite, h("option", { value: "" }, "All sites"),
     sites.sites.map((s) => h("option", { value: s.id }, `${s.code} · ${s.name} (${s.state})`)));
   setFlagLabels(reasons.flag_labels);

@@ -12,7 +12,9 @@ const SCRUB_GAP_S = 1.5;
 const BUCKETS = 200;
 
 // The strip's order, the same for every fill whatever order the server lists the media in.
-const KIND_ORDER = ["stock_bottle", "pills", "vial_label", "final_package", "other"];
+const KIND_ORDER = [
+  "stock_bottle", "pills", "vial_label", "measured_volume", "bottle_label", "final_package", "other",
+];
 
 function kindRank(m) {
   if (isVideo(m)) return KIND_ORDER.length + 1;

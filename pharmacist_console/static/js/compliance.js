@@ -1,0 +1,98 @@
+// The administrator's compliance view: for one site, the state rules in force (each with its source, or
+// "unknown" and what was read) and the figures from the system's own records.
+
+import { get } from "./api.js";
+import { h, fill } from "./dom.js";
+
+const RULE_NAMES = {
+  telepharmacy_allowed: "Telepharmacy sites allowed",
+  max_sites_per_pharmacist: "Sites one pharmacist supervises at once",
+  counselling_fills: "Fills that need counselling",
+  counselling_kind: "Counselling given or offered",
+  counselling_by_video: "Counselling by video",
+  counselling_may_decline: "Patient may decline counselling",
+  schedules_allowed: "DEA schedules at a remote site",
+  photos: "Views per dosage form",
+  recording_consent: "Consent to record a call",
+  retention_prescription_days: "Prescription records kept (days)",
+  retention_verification_days: "Verification records kept (days)",
+  retention_audit_days: "Audit records kept (days)",
+  retention_recording_days: "Call recordings kept (days)",
+  retention_surveillance_days: "Surveillance video kept (days)",
+};
+
+function shownValue(value) {
+  if (value === true) return "Yes";
+  if (value === false) return "No";
+  if (Array.isArray(value)) return value.length ? value.join(", ") : "None";
+  if (value && typeof value === "object") {
+    return Object.entries(value).map(([form, kinds]) => `${form.replace("_", " / ")}: ${kinds.join(", ")}`).join("; ");
+  }
+  return String(value).replace("_", " ");
+}
+
+export class CompliancePanel {
+  constructor({ site, body, note }) {
+    this.site = site;
+    this.body = body;
+    this.note = note;
+    this.seq = 0;
+    site.addEventListener("change", () => this.load());
+  }
+
+  /** Fills the site picker once; then shows the chosen (or first) site. */
+  async open(sites) {
+    if (!this.site.options.length) {
+      fill(this.site, sites.map((s) => h("option", { value: s.id }, `${s.code} · ${s.name} (${s.state})`)));
+    }
+    await this.load();
+  }
+
+  async load() {
+    const seq = ++this.seq;
+    if (!this.site.value) {
+      fill(this.body, h("p", { class: "no-data" }, "No site yet."));
+      return;
+    }
+    this.note.textContent = "Loading…";
+    let data;
+    try {
+      data = await get(`/api/v1/sites/${encodeURIComponent(this.site.value)}/compliance`);
+    } catch (err) {
+      if (seq === this.seq) this.note.textContent = `Could not load the site's compliance: ${err.message}`;
+      return;
+    }
+    if (seq !== this.seq) return;
+    this.note.textContent = "";
+    this.render(data);
+  }
+
+  render(data) {
+    if (!data.rules) {
+      fill(this.body, h("p", { class: "no-data" }, `The rules file has no rules for ${data.site.state}: nothing is enforced there.`));
+      return;
+    }
+    const rows = Object.entries(data.rules.rules).map(([name, rule]) => h("tr", { class: rule.value === "unknown" ? "rule-unknown" : null },
+      h("th", { scope: "row" }, RULE_NAMES[name] || name),
+      h("td", {}, shownValue(rule.value), rule.site ? h("div", { class: "rule-site" }, `Site's own rule: ${rule.site}`) : null),
+      h("td", { class: "rule-source" }, rule.source || `Not settled. Read: ${rule.read}`)));
+    const f = data.figures;
+    const supervising = f.supervising_now.length
+      ? h("ul", {}, f.supervising_now.map((p) => h("li", {}, `${p.pharmacist}: ${p.sites_now.length} site${p.sites_now.length === 1 ? "" : "s"} now (${p.sites_now.join(", ")})${p.limit ? `, limit ${p.limit}` : ""}`)))
+      : h("p", { class: "no-data" }, "No pharmacist supervises this site now.");
+    const schedules = Object.entries(f.controlled_fills.by_schedule);
+    const oldest = Object.entries(f.oldest_record).map(([what, at]) => h("li", {}, `${what.replace("_", " ")}: ${at ? new Date(at).toLocaleDateString() : "none"}`));
+    fill(this.body,
+      h("section", { class: "card wide" },
+        h("h2", {}, `Rules in force: ${data.rules.name}`),
+        h("p", { class: "card-sub" }, `Read: ${data.rules.read}`),
+        h("table", { class: "rules-table" },
+          h("thead", {}, h("tr", {}, h("th", {}, "Rule"), h("th", {}, "Value"), h("th", {}, "Source"))),
+          h("tbody", {}, rows))),
+      h("section", { class: "card" }, h("h2", {}, "Supervising now"),
+        h("p", { class: "card-sub" }, `Fills in review, and fills decided in the last ${data.supervision_minutes} minutes`), supervising),
+      h("section", { class: "card" }, h("h2", {}, `Controlled-substance fills, last ${f.controlled_fills.days} days`),
+        schedules.length ? h("ul", {}, schedules.map(([s, n]) => h("li", {}, `${s}: ${n}`))) : h("p", { class: "no-data" }, "None."),
+        h("h2", {}, "Oldest record kept"), h("ul", {}, oldest)));
+  }
+}

@@ -1,0 +1,75 @@
+"""The sites a pharmacist supervises now, read for a claim against the state rules' limit of sites.
+
+What supervising means is server.compliance.checks' rule; this module reads it from the fills: the
+sites of the fills the pharmacist holds in review under a live lease, and of the fills they decided
+within the window. On PostgreSQL the pharmacist's user row is locked first, so two claims of one
+pharmacist at once count each other (SQLite has one writer).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import and_, select, union
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.compliance.checks import Compliance, SupervisedSite
+from server.db.models import Decision, Fill, Site, User
+from server.fills.rules import FillState
+from server.security.principal import Principal
+
+
+async def supervised_sites(
+    s: AsyncSession, pharmacist_id: int, now: dt.datetime, window: dt.timedelta
+) -> list[SupervisedSite]:
+    """The sites the pharmacist supervises now, by code."""
+    holding = (
+        select(Site.id, Site.code, Site.state)
+        .join(Fill, Fill.site_id == Site.id)
+        .where(
+            Fill.state == FillState.IN_REVIEW,
+            Fill.claimed_by == pharmacist_id,
+            Fill.lease_expires_at > now,
+        )
+    )
+    decided = (
+        select(Site.id, Site.code, Site.state)
+        .join(Fill, Fill.site_id == Site.id)
+        .join(Decision, and_(Decision.fill_id == Fill.id, Decision.pharmacist_id == pharmacist_id))
+        .where(Decision.decided_at > now - window)
+    )
+    rows = (await s.execute(union(holding, decided))).all()
+    return sorted({SupervisedSite(r[0], r[1], r[2]) for r in rows}, key=lambda x: x.code)
+
+
+async def _supervised_now(
+    s: AsyncSession, compliance: Compliance, actor: Principal, now: dt.datetime, postgres: bool
+) -> list[SupervisedSite]:
+    if postgres:
+        await s.execute(select(User.id).where(User.id == actor.user_id).with_for_update())
+    return await supervised_sites(s, actor.user_id, now, compliance.window)
+
+
+async def check_claim(
+    s: AsyncSession, compliance: Compliance, actor: Principal, site: Site, now: dt.datetime, *, postgres: bool
+) -> None:
+    """Conflict when claiming a fill of `site` would put the pharmacist over a state's limit of sites."""
+    if compliance.limits:
+        supervised = await _supervised_now(s, compliance, actor, now, postgres)
+        compliance.check_claim(supervised, SupervisedSite(site.id, site.code, site.state))
+
+
+async def claimable_sites(
+    s: AsyncSession, compliance: Compliance, actor: Principal, now: dt.datetime, *, postgres: bool
+) -> list[int] | None:
+    """The sites of the pharmacist's states whose fills they may claim without going over a limit;
+    None when every one of them may be claimed."""
+    if not compliance.limits:
+        return None
+    supervised = await _supervised_now(s, compliance, actor, now, postgres)
+    rows = (
+        await s.execute(
+            select(Site.id, Site.code, Site.state).where(Site.state.in_(sorted(actor.licensed_states)))
+        )
+    ).all()
+    return compliance.claimable(supervised, [SupervisedSite(r[0], r[1], r[2]) for r in rows])
