@@ -519,9 +519,14 @@ class FillService:
                     f"This fill is {fill.state}; it is not waiting for verification.", code="not_queued"
                 )
             await check_claim(s, self.compliance, actor, site, now, postgres=not self.db.is_sqlite)
-            if not await self._take(s, actor, fill, site, now):
-                raise Conflict("Another pharmacist is verifying this fill.", code="claimed_by_other")
-            return fill
+            if await self._take(s, actor, fill, site, now):
+                return fill
+            # The lease sweeper may have put this lapsed claim back in the queue since it was read:
+            # that is no rival, so the fill is taken as it is now.
+            await s.refresh(fill)
+            if fill.state == FillState.QUEUED and await self._take(s, actor, fill, site, now):
+                return fill
+            raise Conflict("Another pharmacist is verifying this fill.", code="claimed_by_other")
 
     async def claim_next(self, actor: Principal) -> Fill | None:
         """Claims the first fill in queue order (priority, then age) from the actor's licensed states."""
