@@ -14,10 +14,12 @@ from typing import Any
 
 from aiohttp import ClientResponse, ClientWebSocketResponse, web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import func, select, update
 
 from server.app import create_app
 from server.config import Config
-from server.db.models import utcnow
+from server.db.models import ConsoleSession, utcnow
+from server.db.models import User as DbUser
 from server.evidence.kinds import VIDEO_KINDS
 from server.services import SERVICES, Services
 
@@ -108,6 +110,17 @@ class World:
         body = await resp.json()
         assert resp.status == 200, body
         return User(client, username, csrf=body["csrf_token"])
+
+    async def set_stage(self, username: str, stage: str) -> None:
+        """Puts the user's newest console session in a stage (a route that serves only that stage)."""
+        async with self.services.db.write() as s:
+            newest = await s.scalar(
+                select(func.max(ConsoleSession.id))
+                .join(DbUser, DbUser.id == ConsoleSession.user_id)
+                .where(DbUser.username == username)
+            )
+            await s.execute(update(ConsoleSession).where(ConsoleSession.id == newest).values(stage=stage))
+        self.services.auth.forget_all()
 
     async def device(self, username: str) -> User:
         client = await self.anonymous()
