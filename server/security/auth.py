@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 from sqlalchemy import func, select, update
@@ -17,7 +17,7 @@ from server.db.engine import Database
 from server.db.models import ConsoleSession, DeviceToken, Site, User, utcnow
 from server.errors import InvalidInput, NotAuthenticated, NotFound, TooManyRequests
 from server.security import tokens
-from server.security.identity import Identity, idle_for
+from server.security.identity import Identity
 from server.security.passwords import MAX_LENGTH, Passwords
 from server.security.principal import AccessChange, AccessListener, Principal, Role, active_states, tell
 from server.security.ratelimit import SignInLimits, SignInPolicy
@@ -40,6 +40,7 @@ def principal_for(
     today: dt.date | None = None,
     session_id: int | None = None,
     stage: str = "ready",
+    active_at: dt.datetime | None = None,
 ) -> Principal:
     states = active_states([(lic.state, lic.expires_on) for lic in user.licenses], today or dt.date.today())
     return Principal(
@@ -53,6 +54,7 @@ def principal_for(
         csrf_token=csrf,
         session_id=session_id,
         stage=stage,
+        active_at=active_at,
     )
 
 
@@ -84,9 +86,9 @@ class Auth:
         self.clock = clock
         self.factors = SecondFactors(db, clock)
         self.identity = Identity(db, config, passwords, self.factors, self.limits, clock)
-        # When each session's last action was written (monotonic), so that it is written at most every
-        # TOUCH_SECONDS however many requests come.
-        self._touched: dict[int, float] = {}
+        # When each session's last action was written, so that it is written at most every TOUCH_SECONDS
+        # however many requests come.
+        self._touched: dict[int, dt.datetime] = {}
         self._identities: dict[tuple[str, str], tuple[float, Principal | None]] = {}
         # Told after a sign-out or a revocation committed (the realtime hub closes the live connections).
         self.access_listeners: list[AccessListener] = []
@@ -96,7 +98,20 @@ class Auth:
         credential = self.credential(request)
         if credential is None:
             return None
-        return await self._cached(credential, self._look_up(credential[0]))
+        return self._locked_if_idle(await self._cached(credential, self._look_up(credential[0])))
+
+    def _locked_if_idle(self, principal: Principal | None) -> Principal | None:
+        """The session as locked once it sat idle past the idle time (judged now, not when cached)."""
+        idle = self.config.idle_lock_seconds
+        if principal is None or principal.stage != "ready" or principal.active_at is None or idle <= 0:
+            return principal
+        # This node's own record of an action is newer than a cached identity's.
+        active_at = max(
+            principal.active_at, self._touched.get(principal.session_id or 0, principal.active_at)
+        )
+        if (self.clock() - active_at).total_seconds() > idle:
+            return replace(principal, stage="locked")
+        return principal
 
     @staticmethod
     def credential(request: web.Request) -> tuple[str, str] | None:
@@ -164,13 +179,13 @@ class Auth:
         a session already locked stays locked."""
         if principal.session_id is None or principal.stage != "ready":
             return
-        last = self._touched.get(principal.session_id, 0.0)
-        if time.monotonic() - last < TOUCH_SECONDS:
+        now = self.clock()
+        last = self._touched.get(principal.session_id, principal.active_at)
+        if last is not None and 0 <= (now - last).total_seconds() < TOUCH_SECONDS:
             return
-        self._touched[principal.session_id] = time.monotonic()
+        self._touched[principal.session_id] = now
         if len(self._touched) > AUTH_CACHE_SIZE:
             self._touched.clear()
-        now = self.clock()
         where = [ConsoleSession.id == principal.session_id, ConsoleSession.stage == "ready"]
         if self.config.idle_lock_seconds > 0:
             idle_since = now - dt.timedelta(seconds=self.config.idle_lock_seconds)
@@ -209,12 +224,13 @@ class Auth:
             if row is None:
                 return None
             session = row.ConsoleSession
-            stage = session.stage
-            idle = self.config.idle_lock_seconds
-            if stage == "ready" and idle > 0 and idle_for(session, self.clock()) > idle:
-                stage = "locked"
             return principal_for(
-                row.User, via="session", csrf=session.csrf_token, session_id=session.id, stage=stage
+                row.User,
+                via="session",
+                csrf=session.csrf_token,
+                session_id=session.id,
+                stage=session.stage,
+                active_at=session.active_at or session.created_at,
             )
 
     async def login(self, username: str, password: str, client: str) -> LoginResult:

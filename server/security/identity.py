@@ -25,11 +25,6 @@ from server.security.ratelimit import SignInLimits
 from server.security.second_factor import ENROLLING_ROLES, Proof, RelyingParty, SecondFactors
 
 
-def idle_for(row: ConsoleSession, now: dt.datetime) -> float:
-    """Seconds since the session's last action (since it was opened when none is recorded)."""
-    return (now - (row.active_at or row.created_at)).total_seconds()
-
-
 class Identity:
     def __init__(
         self,

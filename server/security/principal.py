@@ -38,6 +38,8 @@ class Principal:
     # second factor is awaited), "enrol" (policy wants a second factor enrolled first) or "locked" (idle).
     session_id: int | None = None
     stage: str = "ready"
+    # The session's last recorded action (the idle lock counts from it).
+    active_at: dt.datetime | None = None
 
     @property
     def label(self) -> str:

@@ -3,6 +3,7 @@ codes shown once, a policy that requires enrolment, and wrong codes counted like
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ async def enrol_totp(rph: User) -> pyotp.TOTP:
     return app
 
 
-def next_code(app: pyotp.TOTP) -> str:
-    """The code of the next time step: a code already used (at enrolment, say) is never taken twice."""
-    return str(app.at(time.time() + app.interval))
+def next_code(app: pyotp.TOTP, now: dt.datetime | None = None) -> str:
+    """The code of the time step after `now` (the server's time, when a test moved it): a code already
+    used (at enrolment, say) is never taken twice."""
+    return str(app.at((now.timestamp() if now else time.time()) + app.interval))
 
 
 async def password_only(world: World, username: str) -> tuple[User, dict[str, Any]]:
