@@ -10,6 +10,7 @@ Recovery codes are random (60 bits), shown once and stored as SHA-256, each good
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -90,7 +91,10 @@ def _recovery_digest(code: str) -> str:
 
 def qr_svg(uri: str) -> str:
     """The enrolment QR code as an SVG document (no external resources: the console's CSP allows it)."""
-    return str(segno.make(uri, error="m").svg_inline(scale=4, border=2, dark="#111", light="#fff"))
+    out = io.BytesIO()
+    # A whole SVG document (with its namespace), so that it shows as an image of its own.
+    segno.make(uri, error="m").save(out, kind="svg", scale=4, border=2, dark="#111", light="#fff", xmldecl=False)
+    return out.getvalue().decode()
 
 
 async def _session(s: AsyncSession, principal: Principal) -> ConsoleSession:
