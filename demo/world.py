@@ -402,8 +402,13 @@ async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count
             world.techs[code],
             rx_body(replace(HISTORY, rx=f"H{world.rx_seq}"), "refill", prescriber=rng.choice(PRESCRIBERS)),
         )
+        # The right bottle scanned and the prescribed count: a week of routine work, nothing flagged.
         fill_id = await world.new_fill(
-            code, rx.id, priority=rng.choice(("waiting", "routine", "routine", "delivery"))
+            code,
+            rx.id,
+            priority=rng.choice(("waiting", "routine", "routine", "delivery")),
+            barcodes=(scan_text(HISTORY.ndc, f"H{world.rx_seq}", now.date() + dt.timedelta(days=400)),),
+            counted=HISTORY.qty,
         )
         for kind in ("stock_bottle", "pills", "vial_label"):
             await world.take(world.techs[code], fill_id, kind, _small_photo(kind, fill_id))
