@@ -186,6 +186,15 @@ async def test_the_idle_console_hides_the_fill_releases_it_and_unlocks_with_the_
     await expect(page.locator("#queue-view")).to_be_visible()
     await expect(c.row(fill["id"])).to_be_visible()
 
+    # Locked again and the page reloaded: it asks before it fetches anything of a patient.
+    await expect(unlock).to_be_visible(timeout=10_000)
+    await page.reload()
+    await expect(unlock).to_be_visible()
+    await expect(page.locator("#queue-view")).to_be_hidden()
+    await unlock.locator("#proof-password").fill(PASSWORD)
+    await unlock.locator("#proof-submit").click()
+    await expect(c.row(fill["id"])).to_be_visible()
+
 
 async def test_the_accounts_page_deactivates_suspends_and_revokes(
     browser: Browser, make_world: WorldFactory

@@ -162,7 +162,18 @@ async function continueSession(session) {
   setCsrfToken(session.csrf_token);
   if (session.stage === "second_factor") session = await identity.signIn(session);
   else if (session.stage === "enrol" && (await identity.enrol({ required: true }))) session = await get("/api/v1/session");
-  if (!session || session.stage === "second_factor" || session.stage === "enrol") {
+  else if (session.stage === "locked") {
+    // A page reloaded while its session was idle: unlock before anything of a patient is fetched.
+    const unlocked = await identity.prove({
+      title: "Console locked",
+      intro: "The console locked after a while without use. Unlock it to continue.",
+      methods: ["password", ...session.second_factors],
+      cancelLabel: "Sign out",
+    });
+    if (!unlocked) await api("DELETE", "/api/v1/session").catch(() => {});
+    session = unlocked ? await get("/api/v1/session") : null;
+  }
+  if (!session || session.stage !== "ready") {
     if (session) await api("DELETE", "/api/v1/session").catch(() => {});
     showLogin(session ? "A second factor is required to continue." : "");
     return;
@@ -170,7 +181,6 @@ async function continueSession(session) {
   await startSession(session.user, session.csrf_token);
   if (!me) return;
   idleLock.start({ idleSeconds: session.idle_lock_seconds, methods: session.second_factors });
-  if (session.stage === "locked") idleLock.lock();
 }
 
 async function startSession(user, csrf) {
