@@ -93,7 +93,9 @@ def qr_svg(uri: str) -> str:
     """The enrolment QR code as an SVG document (no external resources: the console's CSP allows it)."""
     out = io.BytesIO()
     # A whole SVG document (with its namespace), so that it shows as an image of its own.
-    segno.make(uri, error="m").save(out, kind="svg", scale=4, border=2, dark="#111", light="#fff", xmldecl=False)
+    segno.make(uri, error="m").save(
+        out, kind="svg", scale=4, border=2, dark="#111", light="#fff", xmldecl=False
+    )
     return out.getvalue().decode()
 
 
