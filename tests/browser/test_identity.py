@@ -220,3 +220,22 @@ async def test_the_accounts_page_deactivates_suspends_and_revokes(
     assert listed["tokens"][0]["revoked_at"] is not None
     for text in await page.locator("#admin-tokens").all_inner_texts():
         assert all(secret not in text for secret in world.tokens.values())
+
+
+async def test_when_policy_requires_it_the_console_enrols_before_the_queue(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world(second_factor_required=True)
+    page = await _password_step(browser, base_url(world), "nd_rph")
+    enrol = page.locator(".identity-enrol")
+    await expect(enrol).to_contain_text("requires a second factor")
+    await expect(page.locator("#queue-view")).to_be_hidden()
+    await page.keyboard.press("Escape")  # it cannot be put off
+    await expect(enrol).to_be_visible()
+    await page.click("#enrol-app")
+    app = pyotp.TOTP((await page.locator("#enrol-secret").inner_text()).strip())
+    await page.fill("#enrol-code", app.now())
+    await page.click("#enrol-confirm")
+    await _save_recovery_codes(page)
+    await expect(page.locator("#queue-view")).to_be_visible()
+    await expect(page.locator("#live")).to_have_attribute("data-state", "live")
