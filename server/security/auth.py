@@ -183,15 +183,17 @@ class Auth:
         last = self._touched.get(principal.session_id, principal.active_at)
         if last is not None and 0 <= (now - last).total_seconds() < TOUCH_SECONDS:
             return
-        self._touched[principal.session_id] = now
-        if len(self._touched) > AUTH_CACHE_SIZE:
-            self._touched.clear()
         where = [ConsoleSession.id == principal.session_id, ConsoleSession.stage == "ready"]
         if self.config.idle_lock_seconds > 0:
             idle_since = now - dt.timedelta(seconds=self.config.idle_lock_seconds)
             where.append(func.coalesce(ConsoleSession.active_at, ConsoleSession.created_at) > idle_since)
         async with self.db.write() as s:
-            await s.execute(update(ConsoleSession).where(*where).values(active_at=now))
+            done = await s.execute(update(ConsoleSession).where(*where).values(active_at=now))
+        # Remembered only when written: a session another node saw lock stays locked here too.
+        if done.rowcount:  # type: ignore[attr-defined]
+            if len(self._touched) >= AUTH_CACHE_SIZE:
+                self._touched.clear()
+            self._touched[principal.session_id] = now
 
     async def from_device_token(self, token: str) -> Principal | None:
         async with self.db.read() as s:
