@@ -663,14 +663,15 @@ class FillService:
             known = (await reference.lookup(s, [rx.expected_ndc])).packages.get(rx.expected_ndc)
             if known is not None:
                 schedules.append(known[1].dea_schedule)
-        reasons = step_up.decision_reasons(
+        return await step_up.confirm_decision(
+            s,
+            actor,
             approving=approving,
             flag_codes=[f.get("code") for f in fill.flags or []],
             schedules=schedules,
             site_requires_factor=site.require_second_factor,
-        )
-        return await step_up.confirm(
-            s, actor, reasons, now=now, after_seconds=self.config.step_up_after_seconds
+            now=now,
+            after_seconds=self.config.step_up_after_seconds,
         )
 
     @staticmethod

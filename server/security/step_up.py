@@ -1,10 +1,12 @@
 """Step-up: a decision that needs it asks the pharmacist to prove who they are again, and the server
 refuses it until they have (403 step_up_required, which the console answers with a prompt).
 
-`confirm` is the one rule, for every decision a pharmacist signs: product verification of a fill, and
-any other verification that carries a licence number. The caller names what about the decision needs a
-proof (`reasons`); a session whose last proof is older than the configured time adds "session_age".
-A proof counts for one decision, within STEP_UP_VALID_SECONDS.
+`confirm_decision` is the one rule for every decision a pharmacist signs (product verification of a
+fill, data-entry verification of a prescription): called in the decision's transaction with what the
+decision is about, it asks for a proof when overriding a product-check flag, approving Schedule II, a
+site that requires a second factor, or a session whose last proof is older than the configured time.
+A proof counts for one decision, within STEP_UP_VALID_SECONDS. `confirm` is the same check for other
+changes that want a fresh proof (a second factor removed), with reasons of their own.
 """
 
 from __future__ import annotations
@@ -50,6 +52,27 @@ def decision_reasons(
     if site_requires_factor:
         reasons.append("site_policy")
     return reasons
+
+
+async def confirm_decision(
+    s: AsyncSession,
+    actor: Principal,
+    *,
+    approving: bool,
+    flag_codes: Sequence[str],
+    schedules: Sequence[str | None],
+    site_requires_factor: bool,
+    now: dt.datetime,
+    after_seconds: float,
+) -> list[str]:
+    """confirm() for a decision: the reasons its facts give (decision_reasons), and the session's age."""
+    reasons = decision_reasons(
+        approving=approving,
+        flag_codes=flag_codes,
+        schedules=schedules,
+        site_requires_factor=site_requires_factor,
+    )
+    return await confirm(s, actor, reasons, now=now, after_seconds=after_seconds)
 
 
 async def confirm(
