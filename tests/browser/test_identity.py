@@ -230,8 +230,9 @@ async def test_when_policy_requires_it_the_console_enrols_before_the_queue(
     enrol = page.locator(".identity-enrol")
     await expect(enrol).to_contain_text("requires a second factor")
     await expect(page.locator("#queue-view")).to_be_hidden()
-    await page.keyboard.press("Escape")  # it cannot be put off
+    await page.keyboard.press("Escape")  # it cannot be put off: only signing out leaves it
     await expect(enrol).to_be_visible()
+    await expect(page.locator("#enrol-later")).to_have_text("Sign out")
     await page.click("#enrol-app")
     app = pyotp.TOTP((await page.locator("#enrol-secret").inner_text()).strip())
     await page.fill("#enrol-code", app.now())

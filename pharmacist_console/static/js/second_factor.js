@@ -210,7 +210,8 @@ export class Identity {
         h("div", { class: "identity-actions" },
           h("button", { type: "button", class: "btn primary", id: "enrol-app", onclick: app }, "Authenticator app"),
           h("button", { type: "button", class: "btn", id: "enrol-key", onclick: key }, "Security key or passkey"),
-          required ? null : h("button", { type: "button", class: "btn ghost", onclick: () => { dialog.close(); resolve(false); } }, "Not now")),
+          h("button", { type: "button", class: "btn ghost", id: "enrol-later", onclick: () => { dialog.close(); resolve(false); } },
+            required ? "Sign out" : "Not now")),
         error);
       dialog.addEventListener("cancel", (e) => { if (required) e.preventDefault(); else resolve(false); });
       dialog.showModal();
