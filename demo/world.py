@@ -28,6 +28,8 @@ from server.db.models import Fill, utcnow
 from server.fills.records import FillRecord
 from server.fills.requests import DecisionInput, NewFill
 from server.security.principal import Principal, Role
+from server.security.second_factor import Proof
+from server.security.step_up import StepUpRequired
 from server.services import Services
 
 PASSWORD = "rural-counter-demo"  # noqa: S105 - every demo login's password, printed on purpose
@@ -365,14 +367,23 @@ async def _people(world: DemoWorld) -> None:
         user = await d.create_user(None, username, display, "pharmacist", PASSWORD)
         for st in states:
             await d.add_license(None, username, st, f"{st}-{user.id:05d}", today + dt.timedelta(days=700))
-        world.rphs[username] = Principal(
-            user.id, username, display, Role.PHARMACIST, None, frozenset(states), "session"
-        )
+        # Signed in as at the console: decisions are made in a person's session.
+        world.rphs[username] = (await world.services.auth.login(username, PASSWORD, "demo")).principal
     for code, _, _, username, display in SITES:
         user = await d.create_user(None, username, display, "technician", PASSWORD, site_code=code)
         world.techs[code] = Principal(
             user.id, username, display, Role.TECHNICIAN, user.site_id, frozenset(), "device"
         )
+
+
+async def _decide(world: DemoWorld, rph: Principal, fill_id: str, decision: DecisionInput) -> None:
+    """Decides as the console does: asked to confirm who they are (a product-check flag overridden),
+    the pharmacist gives the password (no second factor is enrolled in the demo) and decides again."""
+    try:
+        await world.services.fills.decide(rph, fill_id, decision)
+    except StepUpRequired:
+        await world.services.auth.identity.prove(rph, Proof(password=PASSWORD), None, "demo")
+        await world.services.fills.decide(rph, fill_id, decision)
 
 
 async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count: int) -> None:
@@ -391,8 +402,13 @@ async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count
             world.techs[code],
             rx_body(replace(HISTORY, rx=f"H{world.rx_seq}"), "refill", prescriber=rng.choice(PRESCRIBERS)),
         )
+        # The right bottle scanned and the prescribed count: a week of routine work, nothing flagged.
         fill_id = await world.new_fill(
-            code, rx.id, priority=rng.choice(("waiting", "routine", "routine", "delivery"))
+            code,
+            rx.id,
+            priority=rng.choice(("waiting", "routine", "routine", "delivery")),
+            barcodes=(scan_text(HISTORY.ndc, f"H{world.rx_seq}", now.date() + dt.timedelta(days=400)),),
+            counted=HISTORY.qty,
         )
         for kind in ("stock_bottle", "pills", "vial_label"):
             await world.take(world.techs[code], fill_id, kind, _small_photo(kind, fill_id))
@@ -410,7 +426,7 @@ async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count
             )
         else:
             decision = _approval(claimed, record, rng)
-        await fills.decide(rph, fill_id, decision)
+        await _decide(world, rph, fill_id, decision)
     world.clock.at = None
 
 
@@ -450,7 +466,7 @@ async def _earlier_fill(
     world.clock.at = at + dt.timedelta(minutes=5)
     claimed = await world.services.fills.claim(world.rphs["rph.lind"], first)
     world.clock.at = at + dt.timedelta(minutes=6)
-    await world.services.fills.decide(world.rphs["rph.lind"], first, decide(claimed, record))
+    await _decide(world, world.rphs["rph.lind"], first, decide(claimed, record))
     return first
 
 

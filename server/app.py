@@ -125,6 +125,8 @@ def build_services(
     # A sign-out, a revocation, a deactivation, a license or site change reaches the live connections.
     auth.access_listeners.append(hub.access_changed)
     directory.access_listeners.append(hub.access_changed)
+    # The same changes clear the identities this node remembers for a few seconds.
+    directory.access_listeners.append(auth.access_changed)
     return Services(
         config=config,
         db=db,

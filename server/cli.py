@@ -117,7 +117,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
             print(token)
         elif args.what == "revoke-token":
             await Auth(db, config, passwords).revoke_device_token(None, args.token_id)
-            print(f"device token {args.token_id} revoked")
+            print(f"token {args.token_id} revoked")
+        else:
+            await _accounts(args, db, config, directory, Auth(db, config, passwords))
 
     try:
         asyncio.run(_with_db(config, work))
@@ -125,6 +127,38 @@ def cmd_admin(args: argparse.Namespace) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     return 0
+
+
+async def _accounts(
+    args: argparse.Namespace, db: Database, config: Config, directory: Any, auth: Any
+) -> None:
+    """The account commands: tokens, deactivate, reactivate, reset-password, reset-second-factor,
+    suspend-site, reactivate-site, site-policy. Each is audited as done by the host's operator."""
+    if args.what == "tokens":
+        for t in await auth.tokens():
+            state = f"revoked {t['revoked_at'][:19]}" if t["revoked_at"] else "active"
+            who = f"{t['kind']:<11} {t['username']:<24} {t['site_code'] or '-':<10}"
+            print(f"{t['id']:>5}  {who} {state:<28} {t['label']}")
+    elif args.what in ("deactivate", "reactivate"):
+        await directory.set_user_active(None, args.username, args.what == "reactivate")
+        print(f"user {args.username} {args.what}d")
+    elif args.what == "reset-password":
+        password = args.password or getpass.getpass(f"New password for {args.username}: ")
+        await directory.reset_password(None, args.username, password)
+        print(f"password of {args.username} reset; their console sessions ended")
+    elif args.what == "reset-second-factor":
+        n = await auth.factors.reset(None, args.username)
+        print(f"{n} second factor(s) of {args.username} removed, with their recovery codes")
+    elif args.what in ("suspend-site", "reactivate-site"):
+        site = await directory.site_by_code(args.site)
+        status = "suspended" if args.what == "suspend-site" else "active"
+        await directory.set_site_status(None, site.id, status)
+        print(f"site {site.code} {status}")
+    elif args.what == "site-policy":
+        site = await directory.site_by_code(args.site)
+        required = args.require_second_factor == "yes"
+        await directory.set_site_status(None, site.id, None, require_second_factor=required)
+        print(f"site {site.code}: second factor {'required' if required else 'not required'}")
 
 
 def _access_report(config: Config, args: argparse.Namespace, start: dt.date, end: dt.date) -> int:
@@ -294,8 +328,28 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--site", required=True, help="the site's code")
     p.add_argument("--label", default="pharmacy system")
-    p = asub.add_parser("revoke-token", help="revoke a device token")
+    p = asub.add_parser("revoke-token", help="revoke a device or integration token by id (see tokens)")
     p.add_argument("--token-id", type=int, required=True)
+    asub.add_parser("tokens", help="list device and integration tokens by id (never the token itself)")
+    for name, what in (
+        ("deactivate", "deactivate a user: sessions end, live connections close"),
+        ("reactivate", "reactivate a deactivated user"),
+        ("reset-second-factor", "remove a person's second factors and recovery codes"),
+    ):
+        asub.add_parser(name, help=what).add_argument("--username", required=True)
+    p = asub.add_parser("reset-password", help="set a new password; the person's console sessions end")
+    p.add_argument("--username", required=True)
+    p.add_argument("--password", help="prompted for when omitted")
+    for name, what in (
+        ("suspend-site", "suspend a site: its devices' live connections close"),
+        ("reactivate-site", "make a suspended site active again"),
+    ):
+        asub.add_parser(name, help=what).add_argument("--site", required=True, help="the site's code")
+    p = asub.add_parser(
+        "site-policy", help="require a second factor of the pharmacists deciding a site's fills"
+    )
+    p.add_argument("--site", required=True, help="the site's code")
+    p.add_argument("--require-second-factor", required=True, choices=["yes", "no"])
     admin.set_defaults(func=cmd_admin)
 
     aud = sub.add_parser("audit", help="verify or export the audit trail")

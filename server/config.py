@@ -118,6 +118,16 @@ class Config:
     # Reverse proxies (addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto are believed.
     trusted_proxies: tuple[str, ...] = ()
     session_hours: int = 12
+    # Pharmacists and admins must enrol a second factor before they work (a site may require it of the
+    # pharmacists deciding its fills either way: sites.require_second_factor).
+    second_factor_required: bool = False
+    # A console untouched this long locks: patient data hidden, the claim released, the server refusing
+    # the session (423) until the password or the second factor unlocks it. 0: never.
+    idle_lock_seconds: float = 600.0
+    # A decision made this long after the session's last proof of identity asks for it again.
+    step_up_after_seconds: float = 3600.0
+    # The WebAuthn relying party: the console's host name when empty (security keys are bound to it).
+    webauthn_rp_id: str = ""
     lease_seconds: int = 120
     lease_sweep_seconds: float = 5.0
     # How often the audit chain's head is anchored outside the database (and at start and shutdown).
@@ -220,6 +230,19 @@ class Config:
             supervision_minutes=_bounded(
                 "TP_SUPERVISION_MINUTES", env.get("TP_SUPERVISION_MINUTES"), cls.supervision_minutes, 24 * 60
             ),
+            second_factor_required=env.get("TP_SECOND_FACTOR_REQUIRED", "").lower() in ("1", "true", "yes"),
+            idle_lock_seconds=60
+            * _bounded(
+                "TP_IDLE_LOCK_MINUTES", env.get("TP_IDLE_LOCK_MINUTES"), cls.idle_lock_seconds / 60, 24 * 60
+            ),
+            step_up_after_seconds=60
+            * _bounded(
+                "TP_STEP_UP_AFTER_MINUTES",
+                env.get("TP_STEP_UP_AFTER_MINUTES"),
+                cls.step_up_after_seconds / 60,
+                24 * 60,
+            ),
+            webauthn_rp_id=env.get("TP_WEBAUTHN_RP_ID", ""),
             trusted_proxies=tuple(
                 p.strip() for p in env.get("TP_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from server.audit import chain as audit
 from server.db.engine import Database
-from server.db.models import License, Site, User
+from server.db.models import ConsoleSession, License, Site, User, utcnow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.fills.rules import MEDIA_KINDS
 from server.security.passwords import Passwords
@@ -121,17 +121,73 @@ class Directory:
         except IntegrityError as exc:
             raise Conflict(f"A site with code {code!r} exists already.") from exc
 
-    async def set_site_status(self, actor: Principal | None, site_id: int, status: str) -> Site:
-        if status not in ("active", "suspended"):
+    async def set_site_status(
+        self,
+        actor: Principal | None,
+        site_id: int,
+        status: str | None,
+        *,
+        require_second_factor: bool | None = None,
+    ) -> Site:
+        """Suspends a site (its devices' live connections close) or makes it active again; sets its
+        policy on second factors. Each change is audited."""
+        if status is not None and status not in ("active", "suspended"):
             raise InvalidInput("Status is 'active' or 'suspended'.")
         async with self.db.write() as s:
             site = await s.get(Site, site_id)
             if site is None:
                 raise NotFound("No such site.")
-            site.status = status
-            await audit.append(self.db, s, actor, "site.status", "site", site.id, {"status": status})
+            if status is not None and status != site.status:
+                site.status = status
+                await audit.append(self.db, s, actor, "site.status", "site", site.id, {"status": status})
+            if require_second_factor is not None and require_second_factor != site.require_second_factor:
+                site.require_second_factor = require_second_factor
+                await audit.append(
+                    self.db,
+                    s,
+                    actor,
+                    "site.policy",
+                    "site",
+                    site.id,
+                    {"require_second_factor": require_second_factor},
+                )
         await tell(self.access_listeners, AccessChange(site_id=site.id))
         return site
+
+    async def site_by_code(self, code: str) -> Site:
+        async with self.db.read() as s:
+            site = (await s.execute(select(Site).where(Site.code == code))).scalar_one_or_none()
+        if site is None:
+            raise NotFound(f"No site {code!r}.")
+        return site
+
+    async def reset_password(self, actor: Principal | None, username: str, password: str) -> User:
+        """Sets a new password (checked as at creation) and ends the user's console sessions."""
+        async with self.db.read() as s:
+            user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+        if user is None or user.role not in PEOPLE:
+            raise NotFound("No such person.")
+        hashed = await self.passwords.new_hash(
+            password, username=username, user_inputs=user.display_name.split()
+        )
+        async with self.db.write() as s:
+            await s.execute(update(User).where(User.id == user.id).values(password_hash=hashed))
+            ended = await s.execute(
+                update(ConsoleSession)
+                .where(ConsoleSession.user_id == user.id, ConsoleSession.expires_at > utcnow())
+                .values(expires_at=utcnow())
+            )
+            await audit.append(
+                self.db,
+                s,
+                actor,
+                "user.password_reset",
+                "user",
+                user.id,
+                {"sessions_ended": ended.rowcount},  # type: ignore[attr-defined]
+            )
+        await tell(self.access_listeners, AccessChange(user_id=user.id))
+        return user
 
     async def set_user_active(self, actor: Principal | None, username: str, active: bool) -> User:
         """Deactivates a user (no sign-in, no device, live connections closed) or reactivates them."""
@@ -140,6 +196,13 @@ class Directory:
             if user is None:
                 raise NotFound("No such user.")
             user.active = active
+            if not active:
+                # Reactivation must not bring back the sessions that were open.
+                await s.execute(
+                    update(ConsoleSession)
+                    .where(ConsoleSession.user_id == user.id, ConsoleSession.expires_at > utcnow())
+                    .values(expires_at=utcnow())
+                )
             await audit.append(self.db, s, actor, "user.active", "user", user.id, {"active": active})
         await tell(self.access_listeners, AccessChange(user_id=user.id))
         return user

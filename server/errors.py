@@ -73,3 +73,11 @@ class StorageUnavailable(DomainError):
 class TooManyRequests(DomainError):
     status = 429
     code = "too_many_requests"
+
+
+class Locked(DomainError):
+    """The console session sat idle past the idle time: proved again (password or second factor), it
+    works again."""
+
+    status = 423
+    code = "locked"

@@ -261,6 +261,19 @@ class Object:
         return self.body.schema()
 
 
+@dataclass(frozen=True)
+class AnyObject:
+    """A JSON object passed on whole to what understands it (a WebAuthn credential, say)."""
+
+    def parse(self, value: object, name: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise InvalidInput(f"'{name}' must be an object.")
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "object"}
+
+
 def parse_field(spec: Spec[T], value: object, name: str) -> T:
     """The spec's value; a refusal names the field (detail.field), so a client can point at it."""
     try:

@@ -31,7 +31,7 @@ async def login(request: web.Request) -> web.Response:
     proxies = svc.config.trusted_proxies
     result = await svc.auth.login(body["username"], body["password"], origin.client_address(request, proxies))
     p = result.principal
-    resp = web.json_response({"user": _me(p), "csrf_token": p.csrf_token})
+    resp = web.json_response(await _session_view(request, p))
     secure = svc.config.secure_cookies
     resp.set_cookie(
         SESSION_COOKIE,
@@ -64,7 +64,20 @@ def _me(p: Principal) -> dict[str, object]:
     }
 
 
+async def _session_view(request: web.Request, p: Principal) -> dict[str, object]:
+    """Who is signed in, how far the session got, and what the console needs to know of its rules."""
+    svc = services_of(request)
+    return {
+        "user": _me(p),
+        "csrf_token": p.csrf_token,
+        # "ready", or the step the console must take first: "second_factor", "enrol" or "locked".
+        "stage": p.stage,
+        "second_factors": await svc.auth.methods(p.user_id),
+        "second_factor_required": svc.config.second_factor_required,
+        "idle_lock_seconds": svc.config.idle_lock_seconds,
+    }
+
+
 @accepts()
 async def me(request: web.Request) -> web.Response:
-    p = principal_of(request)
-    return web.json_response({"user": _me(p), "csrf_token": p.csrf_token})
+    return web.json_response(await _session_view(request, principal_of(request)))

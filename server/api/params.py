@@ -26,6 +26,7 @@ PATH_PARAMS: Mapping[str, Spec[Any]] = {
     "media_id": ID,
     "site_id": ID,
     "token_id": ID,
+    "factor_id": ID,
     # A fill's id is the UUID its site made; letters, digits and dashes are all an id can hold.
     "fill_id": Text(64, 1, pattern="[0-9A-Za-z-]+", message="'fill_id' must be a fill's id (a UUID)."),
     "username": Text(64, 1),

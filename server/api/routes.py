@@ -6,11 +6,13 @@ from aiohttp import web
 
 from pharmacist_console import assets as console
 from server.api import (
+    accounts,
     auth,
     compliance,
     consultations,
     dashboard,
     fills,
+    identity,
     media,
     pharmacy_systems,
     records,
@@ -18,7 +20,7 @@ from server.api import (
     reports,
     system,
 )
-from server.api.table import ANY_USER, PUBLIC, Handler, Route
+from server.api.table import ANY_STAGE, ANY_USER, PUBLIC, Handler, Route
 from server.consultations.service import RECORDING_KIND
 from server.fills.rules import MEDIA_KINDS
 from server.media.tus.endpoint import TusEndpoint
@@ -37,6 +39,9 @@ FHIR_BODY = {
 }
 PHARM = frozenset({Role.PHARMACIST})
 ADMIN = frozenset({Role.ADMIN})
+# Who enrols a second factor, and the session stages enrolment serves.
+ENROLLING = PHARM | ADMIN
+ENROL = frozenset({"ready", "enrol"})
 TUS = web.AppKey("tus", TusEndpoint)
 
 
@@ -68,8 +73,112 @@ ROUTES: tuple[Route, ...] = (
         "Sign in to the console (sets the session cookie)",
         "session",
     ),
-    Route("GET", "/api/v1/session", auth.me, ANY_USER, "Who is signed in, and the CSRF token", "session"),
-    Route("DELETE", "/api/v1/session", auth.logout, ANY_USER, "Sign out", "session"),
+    Route(
+        "GET",
+        "/api/v1/session",
+        auth.me,
+        ANY_USER,
+        "Who is signed in, the CSRF token, and the session's stage (second factor, enrol, locked)",
+        "session",
+        stages=ANY_STAGE,
+    ),
+    Route("DELETE", "/api/v1/session", auth.logout, ANY_USER, "Sign out", "session", stages=ANY_STAGE),
+    Route(
+        "POST",
+        "/api/v1/session/second-factor",
+        identity.second_factor,
+        ANY_USER,
+        "Finish signing in with the second factor (TOTP code, recovery code or security key)",
+        "session",
+        stages=frozenset({"second_factor"}),
+    ),
+    Route(
+        "POST",
+        "/api/v1/session/webauthn-challenge",
+        identity.webauthn_challenge,
+        ANY_USER,
+        "Options for a security key's signature (navigator.credentials.get)",
+        "session",
+        stages=frozenset({"second_factor", "ready", "locked"}),
+    ),
+    Route(
+        "POST",
+        "/api/v1/session/proof",
+        identity.prove,
+        ANY_USER,
+        "Prove it is you again: unlocks an idle console and steps up for the next decision that asks",
+        "session",
+        stages=frozenset({"ready", "locked"}),
+    ),
+    Route(
+        "POST",
+        "/api/v1/session/activity",
+        identity.activity,
+        ANY_USER,
+        "The pharmacist is at the console: the idle lock counts from now",
+        "session",
+    ),
+    Route(
+        "GET",
+        "/api/v1/second-factors",
+        identity.list_factors,
+        ENROLLING,
+        "The caller's second factors and how many recovery codes are left",
+        "session",
+        stages=ENROL,
+    ),
+    Route(
+        "POST",
+        "/api/v1/second-factors/totp/begin",
+        identity.begin_totp,
+        ENROLLING,
+        "Start enrolling an authenticator app: its secret as a QR code (SVG) and as text",
+        "session",
+        stages=ENROL,
+    ),
+    Route(
+        "POST",
+        "/api/v1/second-factors/totp",
+        identity.confirm_totp,
+        ENROLLING,
+        "Finish enrolling an authenticator app with its current code (a first factor brings recovery codes)",
+        "session",
+        stages=ENROL,
+    ),
+    Route(
+        "POST",
+        "/api/v1/second-factors/webauthn/begin",
+        identity.begin_webauthn,
+        ENROLLING,
+        "Start enrolling a security key or passkey (navigator.credentials.create options)",
+        "session",
+        stages=ENROL,
+    ),
+    Route(
+        "POST",
+        "/api/v1/second-factors/webauthn",
+        identity.confirm_webauthn,
+        ENROLLING,
+        "Finish enrolling a security key or passkey",
+        "session",
+        stages=ENROL,
+    ),
+    Route(
+        "DELETE",
+        r"/api/v1/second-factors/{factor_id:\d+}",
+        identity.remove_factor,
+        ENROLLING,
+        "Remove one of the caller's second factors (after a step-up)",
+        "session",
+    ),
+    Route(
+        "POST",
+        "/api/v1/second-factors/recovery-codes",
+        identity.new_recovery_codes,
+        ENROLLING,
+        "Replace the caller's recovery codes (after a step-up); shown once",
+        "session",
+    ),
     Route(
         "GET",
         "/api/v1/ws",
@@ -99,6 +208,47 @@ ROUTES: tuple[Route, ...] = (
         "The site's state rules in force, each with its source, and its figures now",
         "compliance",
     ),
+    Route(
+        "POST",
+        r"/api/v1/sites/{site_id:\d+}/status",
+        accounts.set_site_status,
+        ADMIN,
+        "Suspend a site or make it active again (its devices' live connections close); require a second "
+        "factor of the pharmacists deciding its fills",
+        "accounts",
+    ),
+    Route(
+        "POST",
+        "/api/v1/users/{username}/active",
+        accounts.set_user_active,
+        ADMIN,
+        "Deactivate a user (sessions end, live connections close) or reactivate them",
+        "accounts",
+    ),
+    Route(
+        "POST",
+        "/api/v1/users/{username}/password",
+        accounts.reset_password,
+        ADMIN,
+        "Set a new password for a person; their console sessions end",
+        "accounts",
+    ),
+    Route(
+        "DELETE",
+        "/api/v1/users/{username}/second-factors",
+        accounts.reset_second_factors,
+        ADMIN,
+        "Remove a person's second factors and recovery codes (a lost authenticator)",
+        "accounts",
+    ),
+    Route(
+        "GET",
+        "/api/v1/tokens",
+        accounts.list_tokens,
+        ADMIN,
+        "Device and integration tokens by id (never the token itself)",
+        "accounts",
+    ),
     Route("GET", "/api/v1/users", records.list_users, ADMIN, "Users and their licenses", "directory"),
     Route("POST", "/api/v1/users", records.create_user, ADMIN, "Create a user", "directory"),
     Route(
@@ -122,7 +272,7 @@ ROUTES: tuple[Route, ...] = (
         r"/api/v1/device-tokens/{token_id:\d+}",
         records.revoke_device_token,
         ADMIN,
-        "Revoke a device token",
+        "Revoke a device or integration token by id (its live connections close)",
         "directory",
     ),
     Route(
@@ -213,15 +363,23 @@ ROUTES: tuple[Route, ...] = (
         "verification",
     ),
     Route(
-        "POST", "/api/v1/fills/{fill_id}/heartbeat", fills.heartbeat, PHARM, "Renew the lease", "verification"
+        "POST",
+        "/api/v1/fills/{fill_id}/heartbeat",
+        fills.heartbeat,
+        PHARM,
+        "Renew the lease",
+        "verification",
+        background=True,
     ),
     Route(
         "POST",
         "/api/v1/fills/{fill_id}/release",
         fills.release,
         PHARM,
-        "Put a claimed fill back",
+        "Put a claimed fill back (a locking console does too)",
         "verification",
+        stages=frozenset({"ready", "locked"}),
+        background=True,
     ),
     Route(
         "POST", "/api/v1/fills/{fill_id}/decision", fills.decide, PHARM, "Approve or reject", "verification"

@@ -232,6 +232,7 @@ def site_view(site: Site) -> dict[str, Any]:
         "name": site.name,
         "state": site.state,
         "status": site.status,
+        "require_second_factor": site.require_second_factor,
         "required_media_kinds": site.required_media_kinds,
     }
 

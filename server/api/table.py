@@ -15,9 +15,11 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import (
+    Conflict,
     DomainError,
     Forbidden,
     InvalidInput,
+    Locked,
     NotAuthenticated,
     OutOfStorage,
     StorageUnavailable,
@@ -32,6 +34,11 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PUBLIC = "public"
+# How far a console session must have got for a route: "ready" for nearly all of them. The others are
+# the steps on the way: "second_factor" (after the password), "enrol" (policy wants a second factor
+# first), "locked" (idle).
+READY = frozenset({"ready"})
+ANY_STAGE = frozenset({"ready", "second_factor", "enrol", "locked"})
 # Any signed-in person; a site's integration is named on its own routes.
 ANY_USER = PEOPLE
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -55,6 +62,11 @@ class Route:
     tag: str
     # Extra OpenAPI fields for the operation (request body, parameters, responses).
     doc: dict[str, Any] = field(default_factory=dict)
+    # The console session stages the route serves (device tokens have no stages).
+    stages: frozenset[str] = READY
+    # Sent by the console on its own (lease renewals): not the pharmacist's action, so the idle lock
+    # does not count it.
+    background: bool = False
 
     @property
     def is_public(self) -> bool:
@@ -84,6 +96,39 @@ def refuse_foreign_pages(request: web.Request) -> None:
         raise Forbidden("Requests from another site's page are refused.", code="bad_origin")
 
 
+def stage_refusal(stage: str) -> DomainError:
+    """What a session that has not got as far as a route needs is told (the console answers each)."""
+    if stage == "second_factor":
+        return NotAuthenticated("Finish signing in with your second factor.", code="second_factor_required")
+    if stage == "enrol":
+        return Forbidden(
+            "Enrol an authenticator app or a security key before you continue.", code="enrol_second_factor"
+        )
+    if stage == "ready":
+        return Conflict("You are signed in already: this step is done.", code="stage_done")
+    return Locked(
+        "The console locked after a while without use: unlock it with your password or second factor."
+    )
+
+
+async def admit(route: Route, principal: Principal, request: web.Request) -> None:
+    """Lets an authenticated caller through to a route: its role, its session's stage, the CSRF token.
+    A person's change counts as their action for the idle lock."""
+    assert isinstance(route.allow, frozenset)
+    if principal.role not in route.allow:
+        raise Forbidden("Your role may not do this.")
+    if principal.via == "session" and request.method not in SAFE_METHODS:
+        sent = request.headers.get("X-CSRF-Token", "")
+        # Constant time: how long a comparison takes must not tell how much of a guess was right.
+        if not principal.csrf_token or not hmac.compare_digest(sent.encode(), principal.csrf_token.encode()):
+            raise Forbidden("Missing or wrong CSRF token.", code="csrf")
+    if principal.stage not in route.stages:
+        raise stage_refusal(principal.stage)
+    request[PRINCIPAL] = principal
+    if principal.via == "session" and request.method not in SAFE_METHODS and not route.background:
+        await services_of(request).auth.touch(principal)
+
+
 def guard(route: Route, authenticate: Authenticator) -> Handler:
     """Wraps a handler: authenticates, checks the route's roles and CSRF, maps domain errors."""
 
@@ -94,17 +139,7 @@ def guard(route: Route, authenticate: Authenticator) -> Handler:
                 principal = await authenticate(request)
                 if principal is None:
                     raise NotAuthenticated("Sign in first.")
-                assert isinstance(route.allow, frozenset)
-                if principal.role not in route.allow:
-                    raise Forbidden("Your role may not do this.")
-                if principal.via == "session" and request.method not in SAFE_METHODS:
-                    sent = request.headers.get("X-CSRF-Token", "")
-                    # Constant time: how long a comparison takes must not tell how much of a guess was right.
-                    if not principal.csrf_token or not hmac.compare_digest(
-                        sent.encode(), principal.csrf_token.encode()
-                    ):
-                        raise Forbidden("Missing or wrong CSRF token.", code="csrf")
-                request[PRINCIPAL] = principal
+                await admit(route, principal, request)
             return await route.handler(request)
         except DomainError as exc:
             return error_response(exc)

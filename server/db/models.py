@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -62,6 +63,8 @@ class Site(Base):
     name: Mapped[str] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(2), index=True)
     status: Mapped[str] = mapped_column(String(16), default="active")
+    # The site's policy: its fills are decided only by a pharmacist who proved a second factor.
+    require_second_factor: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Media kinds a fill from this site must carry before it can be submitted; None means the default.
     required_media_kinds: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -109,6 +112,48 @@ class ConsoleSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column()
+    # "ready"; "second_factor" between the password and the second factor; "enrol" while policy
+    # requires a second factor the user has not enrolled yet (server/security/identity.py).
+    stage: Mapped[str] = mapped_column(String(16), default="ready", server_default="ready")
+    # The last proof of identity (password, second factor, unlock): a decision after a while asks again.
+    proved_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # When a second factor was last proved in this session (sign-in or step-up).
+    factor_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # A step-up proved for the next decision that needs one, which uses it up.
+    stepped_up_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # The pharmacist's last action; past the idle time the session is locked until proved again.
+    active_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # A pending WebAuthn challenge or TOTP enrolment secret (JSON), for this session only.
+    challenge: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class SecondFactor(Base):
+    """A pharmacist's or admin's authenticator: a TOTP app or a WebAuthn security key or passkey."""
+
+    __tablename__ = "second_factors"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "totp" or "webauthn"
+    label: Mapped[str] = mapped_column(String(200))
+    # TOTP: the shared secret (base32) and the last time step used, so a code is never taken twice.
+    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # WebAuthn: the credential's id and public key (base64url) and its signature counter.
+    credential_id: Mapped[str | None] = mapped_column(String(1400), unique=True, nullable=True)
+    public_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class RecoveryCode(Base):
+    """One-time codes shown once at enrolment, for a lost authenticator; only their SHA-256 is kept."""
+
+    __tablename__ = "recovery_codes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
 
 
 class SignInFailure(Base):

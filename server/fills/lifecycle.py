@@ -56,7 +56,9 @@ from server.fills.rules import (
 from server.fills.supervision import check_claim, claimable_sites
 from server.media.reuse import reused_photos
 from server.realtime import journal
+from server.reference import store as reference
 from server.reference.store import annotate_product_check
+from server.security import step_up
 from server.security.principal import Principal, Role
 
 PRIORITY_RANK = case({p: i for i, p in enumerate(PRIORITIES)}, value=Fill.priority, else_=len(PRIORITIES))
@@ -604,6 +606,11 @@ class FillService:
                 # Checked against the fill as it is; a fill that changed since is refused below anyway.
                 media = (await s.execute(MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
                 check_approval(fill, media, d)
+            stepped_up: list[str] = []
+            if fill.state in t.sources and fill.claimed_by == actor.user_id and fill.version == d.version:
+                stepped_up = await self.confirm_identity(
+                    s, actor, fill, site, approving=t is APPROVE, now=now
+                )
             ok = await self._move(
                 s,
                 fill,
@@ -658,11 +665,36 @@ class FillService:
                         for a in d.acknowledgements
                     ],
                     "views_seen": list(d.views_seen),
+                    # Why the pharmacist was asked to prove who they are again, when they were.
+                    "step_up": stepped_up,
                 },
             )
         if self.on_decided:
             self.on_decided(fill)
         return fill, decision
+
+    async def confirm_identity(
+        self, s: AsyncSession, actor: Principal, fill: Fill, site: Site, *, approving: bool, now: dt.datetime
+    ) -> list[str]:
+        """The step-up rule for a decision on this fill (server/security/step_up.py): overriding a
+        product-check flag, approving a Schedule II drug (the drug reference's schedule for the
+        prescribed NDC, else the prescription's), a site that requires a second factor, an old session."""
+        rx = await s.get(Prescription, fill.prescription_id)
+        schedules = [rx.dea_schedule if rx else None]
+        if rx is not None and approving:
+            known = (await reference.lookup(s, [rx.expected_ndc])).packages.get(rx.expected_ndc)
+            if known is not None:
+                schedules.append(known[1].dea_schedule)
+        return await step_up.confirm_decision(
+            s,
+            actor,
+            approving=approving,
+            flag_codes=[f.get("code") for f in fill.flags or []],
+            schedules=schedules,
+            site_requires_factor=site.require_second_factor,
+            now=now,
+            after_seconds=self.config.step_up_after_seconds,
+        )
 
     @staticmethod
     def _decision_conflict(fill: Fill, actor: Principal, d: DecisionInput, now: dt.datetime) -> Conflict:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
@@ -17,19 +17,30 @@ from server.db.engine import Database
 from server.db.models import ConsoleSession, DeviceToken, Site, User, utcnow
 from server.errors import InvalidInput, NotAuthenticated, NotFound, TooManyRequests
 from server.security import tokens
+from server.security.identity import Identity
 from server.security.passwords import MAX_LENGTH, Passwords
 from server.security.principal import AccessChange, AccessListener, Principal, Role, active_states, tell
 from server.security.ratelimit import SignInLimits, SignInPolicy
+from server.security.second_factor import SecondFactors
 
 SESSION_COOKIE = "tp_session"
 # As Directory.create_user allows them.
 USERNAME_MAX = 64
 AUTH_CACHE_SECONDS = 5.0
 AUTH_CACHE_SIZE = 10_000
+# A session's last action is written at most this often (the idle lock counts in minutes).
+TOUCH_SECONDS = 15.0
 
 
 def principal_for(
-    user: User, *, via: str, csrf: str | None = None, today: dt.date | None = None
+    user: User,
+    *,
+    via: str,
+    csrf: str | None = None,
+    today: dt.date | None = None,
+    session_id: int | None = None,
+    stage: str = "ready",
+    active_at: dt.datetime | None = None,
 ) -> Principal:
     states = active_states([(lic.state, lic.expires_on) for lic in user.licenses], today or dt.date.today())
     return Principal(
@@ -41,6 +52,9 @@ def principal_for(
         licensed_states=states if user.role == Role.PHARMACIST else frozenset(),
         via=via,
         csrf_token=csrf,
+        session_id=session_id,
+        stage=stage,
+        active_at=active_at,
     )
 
 
@@ -69,6 +83,12 @@ class Auth:
             max_delay_seconds=config.login_max_delay_seconds,
         )
         self.limits = SignInLimits(db, policy, clock)
+        self.clock = clock
+        self.factors = SecondFactors(db, clock)
+        self.identity = Identity(db, config, passwords, self.factors, self.limits, clock)
+        # When each session's last action was written, so that it is written at most every TOUCH_SECONDS
+        # however many requests come.
+        self._touched: dict[int, dt.datetime] = {}
         self._identities: dict[tuple[str, str], tuple[float, Principal | None]] = {}
         # Told after a sign-out or a revocation committed (the realtime hub closes the live connections).
         self.access_listeners: list[AccessListener] = []
@@ -78,7 +98,20 @@ class Auth:
         credential = self.credential(request)
         if credential is None:
             return None
-        return await self._cached(credential, self._look_up(credential[0]))
+        return self._locked_if_idle(await self._cached(credential, self._look_up(credential[0])))
+
+    def _locked_if_idle(self, principal: Principal | None) -> Principal | None:
+        """The session as locked once it sat idle past the idle time (judged now, not when cached)."""
+        idle = self.config.idle_lock_seconds
+        if principal is None or principal.stage != "ready" or principal.active_at is None or idle <= 0:
+            return principal
+        # This node's own record of an action is newer than a cached identity's.
+        active_at = max(
+            principal.active_at, self._touched.get(principal.session_id or 0, principal.active_at)
+        )
+        if (self.clock() - active_at).total_seconds() > idle:
+            return replace(principal, stage="locked")
+        return principal
 
     @staticmethod
     def credential(request: web.Request) -> tuple[str, str] | None:
@@ -123,8 +156,44 @@ class Auth:
         self._identities[key] = (now + AUTH_CACHE_SECONDS, principal)
         return principal
 
+    async def methods(self, user_id: int) -> list[str]:
+        """The second factors the user can prove (empty when none is enrolled)."""
+        async with self.db.read() as s:
+            return await self.factors.methods_of(s, user_id)
+
     def forget_all(self) -> None:
         self._identities.clear()
+
+    def forget(self, request: web.Request) -> None:
+        """Forgets the caller's cached identity: their session just changed stage (signed in, unlocked)."""
+        credential = self.credential(request)
+        if credential is not None:
+            self._identities.pop(credential, None)
+
+    async def access_changed(self, change: AccessChange) -> None:
+        """Someone's rights changed (deactivated, password reset, site suspended): ask the database again."""
+        self.forget_all()
+
+    async def touch(self, principal: Principal) -> None:
+        """Records the person's action in their console session (what the idle lock measures from);
+        a session already locked stays locked."""
+        if principal.session_id is None or principal.stage != "ready":
+            return
+        now = self.clock()
+        last = self._touched.get(principal.session_id, principal.active_at)
+        if last is not None and 0 <= (now - last).total_seconds() < TOUCH_SECONDS:
+            return
+        where = [ConsoleSession.id == principal.session_id, ConsoleSession.stage == "ready"]
+        if self.config.idle_lock_seconds > 0:
+            idle_since = now - dt.timedelta(seconds=self.config.idle_lock_seconds)
+            where.append(func.coalesce(ConsoleSession.active_at, ConsoleSession.created_at) > idle_since)
+        async with self.db.write() as s:
+            done = await s.execute(update(ConsoleSession).where(*where).values(active_at=now))
+        # Remembered only when written: a session another node saw lock stays locked here too.
+        if done.rowcount:  # type: ignore[attr-defined]
+            if len(self._touched) >= AUTH_CACHE_SIZE:
+                self._touched.clear()
+            self._touched[principal.session_id] = now
 
     async def from_device_token(self, token: str) -> Principal | None:
         async with self.db.read() as s:
@@ -154,7 +223,17 @@ class Auth:
                     )
                 )
             ).first()
-            return principal_for(row.User, via="session", csrf=row.ConsoleSession.csrf_token) if row else None
+            if row is None:
+                return None
+            session = row.ConsoleSession
+            return principal_for(
+                row.User,
+                via="session",
+                csrf=session.csrf_token,
+                session_id=session.id,
+                stage=session.stage,
+                active_at=session.active_at or session.created_at,
+            )
 
     async def login(self, username: str, password: str, client: str) -> LoginResult:
         """Checks a password and opens a console session; failures slow the account and the address."""
@@ -189,16 +268,25 @@ class Auth:
             await self.limits.succeeded(s, username)
             if upgraded is not None:
                 await s.execute(update(User).where(User.id == user.id).values(password_hash=upgraded))
-            s.add(
-                ConsoleSession(
-                    token_hash=tokens.digest(token),
-                    user_id=user.id,
-                    csrf_token=csrf,
-                    expires_at=utcnow() + dt.timedelta(hours=self.config.session_hours),
-                )
+            stage = await self.identity.stage_after_password(s, user)
+            now = self.clock()
+            session = ConsoleSession(
+                token_hash=tokens.digest(token),
+                user_id=user.id,
+                csrf_token=csrf,
+                created_at=now,
+                expires_at=now + dt.timedelta(hours=self.config.session_hours),
+                stage=stage,
+                # The password alone proves who they are where no second factor is enrolled.
+                proved_at=now if stage != "second_factor" else None,
+                active_at=now,
             )
-            principal = principal_for(user, via="session", csrf=csrf)
-            await audit.append(self.db, s, principal, "login", "user", user.id, {"client": client})
+            s.add(session)
+            await s.flush()
+            principal = principal_for(user, via="session", csrf=csrf, session_id=session.id, stage=stage)
+            await audit.append(
+                self.db, s, principal, "login", "user", user.id, {"client": client, "stage": stage}
+            )
         return LoginResult(token, principal)
 
     async def logout(self, token: str | None) -> None:
@@ -271,6 +359,31 @@ class Auth:
                     {"username": username, "role": Role.INTEGRATION.value, "site_id": site.id},
                 )
             return await self._new_token(s, admin, user, label)
+
+    async def tokens(self) -> list[dict[str, object]]:
+        """Every device and integration token by id, whose it is and whether it is revoked; never the
+        token itself (only its hash is stored)."""
+        async with self.db.read() as s:
+            rows = (
+                await s.execute(
+                    select(DeviceToken, User.username, User.role, Site.code)
+                    .join(User, User.id == DeviceToken.user_id)
+                    .outerjoin(Site, Site.id == User.site_id)
+                    .order_by(DeviceToken.id)
+                )
+            ).all()
+        return [
+            {
+                "id": t.id,
+                "kind": "integration" if role == Role.INTEGRATION else "device",
+                "username": username,
+                "site_code": site_code,
+                "label": t.label,
+                "created_at": t.created_at.isoformat(),
+                "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+            }
+            for t, username, role, site_code in rows
+        ]
 
     async def revoke_device_token(self, admin: Principal | None, token_id: int) -> None:
         async with self.db.write() as s:

@@ -34,6 +34,12 @@ class Principal:
     licensed_states: frozenset[str]
     via: str  # "session" or "device"
     csrf_token: str | None = None
+    # A console session's row and how far it got: "ready", "second_factor" (the password was right, the
+    # second factor is awaited), "enrol" (policy wants a second factor enrolled first) or "locked" (idle).
+    session_id: int | None = None
+    stage: str = "ready"
+    # The session's last recorded action (the idle lock counts from it).
+    active_at: dt.datetime | None = None
 
     @property
     def label(self) -> str:

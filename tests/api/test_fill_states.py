@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from server.db.models import AuditEvent, utcnow
+from server.db.models import AuditEvent, ConsoleSession, utcnow
 from server.errors import Forbidden
 from server.fills.lifecycle import FillService
 from server.fills.requests import DecisionInput, NewFill
@@ -32,6 +32,16 @@ class Clock:
 
 async def _pharmacist(world: World, username: str) -> Principal:
     return (await world.services.auth.login(username, PASSWORD, "test")).principal
+
+
+async def _stepped_up(world: World, who: Principal, at: dt.datetime) -> None:
+    """The pharmacist proved who they are at `at` (this test's own time, a day ahead of the server's)."""
+    async with world.services.db.write() as s:
+        await s.execute(
+            update(ConsoleSession)
+            .where(ConsoleSession.id == who.session_id)
+            .values(stepped_up_at=at, proved_at=at)
+        )
 
 
 async def _transitions_in_the_trail(world: World) -> list[tuple[str, Transition]]:
@@ -92,6 +102,7 @@ async def test_the_lifecycle_makes_every_transition_of_the_table_and_no_other(wo
     await fills.claim(nd, first)
     await fills.release(nd, first)
     taken = await fills.claim(nd, first)
+    await _stepped_up(world, nd, clock.now)  # a product-check flag is overridden
     await fills.decide(nd, first, DecisionInput.parse({**approval(queued), "version": taken.version}))
 
     # A lease that runs out is returned by the server; one taken over by another pharmacist before the
@@ -103,6 +114,7 @@ async def test_the_lifecycle_makes_every_transition_of_the_table_and_no_other(wo
     await fills.claim(nd, second)
     clock.now += lease
     taken = await fills.claim(both, second)
+    await _stepped_up(world, both, clock.now)  # a day after the sign-in, by this test's clock
     await fills.decide(both, second, DecisionInput(taken.version, "reject", ("image_unclear",), None))
 
     made = await _transitions_in_the_trail(world)

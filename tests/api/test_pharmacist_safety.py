@@ -153,6 +153,7 @@ async def test_the_verification_view_shows_the_history_and_the_queue_what_each_f
     await rph.json("POST", f"/api/v1/fills/{first['id']}/decision", json=approval(await _claim(rph, first)))
     world.clock.advance(28 * DAY)
     second = await _clean_fill(world, tech, rx, seed=1)
+    rph = await world.login("nd_rph")  # four weeks on, the console locked long ago
 
     queue = await rph.json("GET", "/api/v1/queue")
     row = next(r for r in queue["fills"] if r["id"] == second["id"])

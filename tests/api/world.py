@@ -14,10 +14,12 @@ from typing import Any
 
 from aiohttp import ClientResponse, ClientWebSocketResponse, web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import func, select, update
 
 from server.app import create_app
 from server.config import Config
-from server.db.models import utcnow
+from server.db.models import ConsoleSession, utcnow
+from server.db.models import User as DbUser
 from server.evidence.kinds import VIDEO_KINDS
 from server.services import SERVICES, Services
 
@@ -79,6 +81,11 @@ class User:
     async def post(self, path: str, **kw: Any) -> ClientResponse:
         return await self.request("POST", path, **kw)
 
+    async def step_up(self) -> None:
+        """Proves who they are again with the password (no second factor enrolled), as the console's
+        prompt does before a decision that asks for it (a product-check flag overridden, Schedule II)."""
+        await self.json("POST", "/api/v1/session/proof", json={"password": PASSWORD})
+
     async def json(self, method: str, path: str, status: int = 200, **kw: Any) -> Any:
         resp = await self.request(method, path, **kw)
         body = await resp.json()
@@ -108,6 +115,17 @@ class World:
         body = await resp.json()
         assert resp.status == 200, body
         return User(client, username, csrf=body["csrf_token"])
+
+    async def set_stage(self, username: str, stage: str) -> None:
+        """Puts the user's newest console session in a stage (a route that serves only that stage)."""
+        async with self.services.db.write() as s:
+            newest = await s.scalar(
+                select(func.max(ConsoleSession.id))
+                .join(DbUser, DbUser.id == ConsoleSession.user_id)
+                .where(DbUser.username == username)
+            )
+            await s.execute(update(ConsoleSession).where(ConsoleSession.id == newest).values(stage=stage))
+        self.services.auth.forget_all()
 
     async def device(self, username: str) -> User:
         client = await self.anonymous()
@@ -307,6 +325,7 @@ async def approved_fill(world: World) -> str:
     fill = await queued_fill(world, tech, rx["id"])
     rph = await world.login("nd_rph")
     claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    await rph.step_up()  # the test photos carry no barcode: a product-check flag is overridden
     await rph.json(
         "POST",
         f"/api/v1/fills/{fill['id']}/decision",

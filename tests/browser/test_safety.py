@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from demo import photos
 from server.db.models import Consultation, Decision, Fill, User
-from tests.api.world import World, approval, new_fill_id, photo, queued_fill, rx_body, upload
+from tests.api.world import PASSWORD, World, approval, new_fill_id, photo, queued_fill, rx_body, upload
 from tests.browser.conftest import (
     MATCHING_SCAN,
     Console,
@@ -536,7 +536,16 @@ async def test_each_flag_demands_its_acknowledgement_and_the_a_key_alone_never_a
     await page.keyboard.press("Enter")
     await expect(page.locator("#queue-view")).to_be_visible()
     await until(page, "() => document.querySelector('#q-undo').hidden", timeout=10)
-    assert len(sent) == 1
+    # Overriding the product check asks who decides; with the password given, the decision goes again.
+    step_up = page.locator(".identity-step-up")
+    await expect(step_up).to_contain_text("you override a product-check flag")
+    await step_up.locator("#proof-password").fill(PASSWORD)
+    await step_up.locator("#proof-submit").click()
+    await expect(step_up).to_have_count(0)
+    async with asyncio.timeout(8):
+        while len(sent) < 2:
+            await asyncio.sleep(0.05)
+    assert sent[0] == sent[1]
     assert sent[0]["acknowledgements"] == [
         {"flag": "product_check", "reason": "verified_visually", "note": None},
         {"flag": "quantity_mismatch", "reason": "partial_fill_documented", "note": None},

@@ -203,6 +203,8 @@ class Pharmacist:
     ) -> Any:
         claimed = (await self.call("POST", f"/api/v1/fills/{fill_id}/claim"))["fill"]
         if outcome == "approve":
+            # Confirms who they are first, as the console asks before an approval over a product-check flag.
+            await self.call("POST", "/api/v1/session/proof", {"password": PASSWORD})
             return await self.call("POST", f"/api/v1/fills/{fill_id}/decision", approval(claimed))
         return await self.call(
             "POST",

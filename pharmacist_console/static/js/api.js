@@ -12,6 +12,7 @@ export class ApiError extends Error {
 
 let csrfToken = null;
 let unauthorizedHandler = null;
+let lockedHandler = null;
 
 export function setCsrfToken(token) {
   csrfToken = token;
@@ -20,6 +21,11 @@ export function setCsrfToken(token) {
 /** Called once per 401, so the app can show the sign-in form again. */
 export function onUnauthorized(handler) {
   unauthorizedHandler = handler;
+}
+
+/** Called on a 423: the server found the session idle, so the app can lock (idle_lock.js). */
+export function onLocked(handler) {
+  lockedHandler = handler;
 }
 
 /** Calls the API; resolves with the parsed JSON body or rejects with an ApiError (status 0: no answer). */
@@ -61,9 +67,10 @@ export async function api(method, path, body, { signal, keepalive = false } = {}
     );
     const retry = Number(resp.headers.get("Retry-After"));
     if (Number.isFinite(retry) && retry > 0) err.retryAfter = retry;
-    if (resp.status === 401 && unauthorizedHandler && !(method === "POST" && path === "/api/v1/session")) {
+    if (resp.status === 401 && unauthorizedHandler && !(method === "POST" && path.startsWith("/api/v1/session"))) {
       unauthorizedHandler(err);
     }
+    if (resp.status === 423 && lockedHandler) lockedHandler(err);
     throw err;
   }
   return data;

@@ -1,8 +1,10 @@
 // The console's entry point: session, views, the live feed and the keyboard, wired together.
 
-import { api, get, onUnauthorized, setCsrfToken, ApiError } from "./api.js";
+import { api, get, onLocked, onUnauthorized, setCsrfToken, ApiError } from "./api.js";
 import { $, h, fill, isTyping, toast } from "./dom.js";
 import { Consults } from "./consult.js";
+import { IdleLock } from "./idle_lock.js";
+import { Identity } from "./second_factor.js";
 import { setFlagLabels } from "./flags.js";
 import { LiveFeed } from "./live.js";
 import { DetailCache, ImageCache, Prefetcher } from "./prefetch.js";
@@ -11,7 +13,7 @@ import { QueueView } from "./queue_view.js";
 import { Viewer } from "./viewer.js";
 import { Workspace } from "./workspace.js";
 
-const VIEWS = ["boot", "login", "queue", "verify", "dashboard", "compliance"];
+const VIEWS = ["boot", "login", "queue", "verify", "dashboard", "compliance", "admin"];
 const LIVE_TEXT = { off: "Offline", connecting: "Connecting…", reconnecting: "Reconnecting…", live: "Live" };
 
 const els = {
@@ -45,6 +47,22 @@ const viewer = new Viewer($("#v-stage"), {
 });
 let me = null;
 let view = "boot";
+const identity = new Identity();
+let adminPage = null;
+const idleLock = new IdleLock({
+  app: els.app,
+  identity,
+  // Locked: nothing of a patient stays on screen and the claimed fill goes back to the queue.
+  onLock: async () => {
+    if (view === "verify") await workspace.leave();
+    store.reset();
+  },
+  onUnlock: () => store.load().catch((err) => toast(`Could not load the queue: ${err.message}`, "error")),
+  onSignOut: async () => {
+    await api("DELETE", "/api/v1/session").catch(() => {});
+    endSession("You have signed out.");
+  },
+});
 
 // The decision bar's height, for what floats above it (the call panel, the pickers).
 new ResizeObserver(([entry]) => {
@@ -93,6 +111,7 @@ function show(name) {
   if (name === "queue") queueView.render();
   if (name === "dashboard") openDashboard();
   if (name === "compliance") openCompliance();
+  if (name === "admin") openAdmin();
 }
 
 async function openCompliance() {
@@ -101,6 +120,14 @@ async function openCompliance() {
     compliance = new mod.CompliancePanel({ site: $("#comp-site"), body: $("#comp-body"), note: $("#comp-note") });
   }
   compliance.open(knownSites);
+}
+
+async function openAdmin() {
+  if (!adminPage) {
+    const mod = await import("./admin.js");
+    adminPage = new mod.AdminPage({ root: $("#admin-view") });
+  }
+  adminPage.load().catch((err) => toast(`Could not load the accounts: ${err.message}`, "error"));
 }
 
 async function openDashboard() {
@@ -134,11 +161,37 @@ function openNextFill() {
 
 function showLogin(message) {
   show("login");
-  for (const el of [els.nav, els.live, els.me, els.signOut, els.helpButton, els.pressure]) el.hidden = true;
+  for (const el of [els.nav, els.live, els.me, els.signOut, els.helpButton, els.pressure, $("#security-button")]) el.hidden = true;
   els.loginError.hidden = !message;
   els.loginError.textContent = message || "";
   els.loginPass.value = "";
   (els.loginUser.value ? els.loginPass : els.loginUser).focus();
+}
+
+/** A session from sign-in or boot: the second factor, an enrolment or an unlock first when it needs one. */
+async function continueSession(session) {
+  setCsrfToken(session.csrf_token);
+  if (session.stage === "second_factor") session = await identity.signIn(session);
+  else if (session.stage === "enrol" && (await identity.enrol({ required: true }))) session = await get("/api/v1/session");
+  else if (session.stage === "locked") {
+    // A page reloaded while its session was idle: unlock before anything of a patient is fetched.
+    const unlocked = await identity.prove({
+      title: "Console locked",
+      intro: "The console locked after a while without use. Unlock it to continue.",
+      methods: ["password", ...session.second_factors],
+      cancelLabel: "Sign out",
+    });
+    if (!unlocked) await api("DELETE", "/api/v1/session").catch(() => {});
+    session = unlocked ? await get("/api/v1/session") : null;
+  }
+  if (!session || session.stage !== "ready") {
+    if (session) await api("DELETE", "/api/v1/session").catch(() => {});
+    showLogin(session ? "A second factor is required to continue." : "");
+    return;
+  }
+  await startSession(session.user, session.csrf_token);
+  if (!me) return;
+  idleLock.start({ idleSeconds: session.idle_lock_seconds, methods: session.second_factors });
 }
 
 async function startSession(user, csrf) {
@@ -153,8 +206,9 @@ async function startSession(user, csrf) {
   queueView.setUser(user);
   fill(els.me, h("span", { class: "me-name" }, user.display_name),
     user.licensed_states?.length ? h("span", { class: "me-states" }, user.licensed_states.join(" · ")) : h("span", { class: "me-states" }, user.role));
-  for (const el of [els.nav, els.live, els.me, els.signOut, els.helpButton, els.pressure]) el.hidden = false;
+  for (const el of [els.nav, els.live, els.me, els.signOut, els.helpButton, els.pressure, $("#security-button")]) el.hidden = false;
   $("#nav-compliance").hidden = user.role !== "admin";
+  $("#nav-admin").hidden = user.role !== "admin";
   show("queue");
   const [sites, reasons] = await Promise.all([get("/api/v1/sites"), get("/api/v1/reasons")]);
   knownSites = sites.sites;
@@ -168,6 +222,7 @@ async function startSession(user, csrf) {
 }
 
 function endSession(message) {
+  idleLock.stop();
   workspace.reset();
   live.stop();
   store.reset();
@@ -183,7 +238,7 @@ els.loginForm.addEventListener("submit", async (e) => {
   try {
     const body = await api("POST", "/api/v1/session", { username: els.loginUser.value.trim(), password: els.loginPass.value });
     els.loginPass.value = "";
-    await startSession(body.user, body.csrf_token);
+    await continueSession(body);
   } catch (err) {
     els.loginError.textContent = err instanceof ApiError ? loginErrorText(err) : "Sign-in failed.";
     els.loginError.hidden = false;
@@ -214,6 +269,11 @@ els.signOut.addEventListener("click", async () => {
 onUnauthorized(() => {
   if (me) endSession("Your session has ended. Sign in again.");
 });
+onLocked(() => {
+  if (me) idleLock.lock();
+});
+workspace.confirmIdentity = (err) => identity.stepUp(err);
+$("#security-button").addEventListener("click", () => identity.manage().catch((err) => toast(err.message, "error")));
 
 // -- live ------------------------------------------------------------------------------------------
 
@@ -264,7 +324,7 @@ els.helpButton.addEventListener("click", () => els.help.showModal());
 $("#help-close").addEventListener("click", () => els.help.close());
 
 document.addEventListener("keydown", (e) => {
-  if (els.help.open || view === "login" || view === "boot") return;
+  if (els.help.open || view === "login" || view === "boot" || idleLock.locked || document.querySelector(".identity-dialog[open]")) return;
   if (e.key === "?" && !isTyping(e.target)) {
     els.help.showModal();
     e.preventDefault();
@@ -300,8 +360,7 @@ document.addEventListener("keydown", (e) => {
 
 (async () => {
   try {
-    const body = await api("GET", "/api/v1/session");
-    await startSession(body.user, body.csrf_token);
+    await continueSession(await api("GET", "/api/v1/session"));
   } catch (err) {
     showLogin(err instanceof ApiError && err.status !== 401 ? err.message : "");
   }

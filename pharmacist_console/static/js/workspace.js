@@ -55,6 +55,8 @@ export class Workspace {
     this.undoSeconds = DEFAULT_UNDO_SECONDS;
     this.held = null;
     this.undoTicker = null;
+    // Asked when the server wants the pharmacist to prove who they are before a decision (main.js).
+    this.confirmIdentity = null;
 
     viewer.onPlaced = (id) => this.current?.seen?.placed(id);
     viewer.onZoom = (id, factor) => this.current?.seen?.zoomed(id, factor);
@@ -562,6 +564,10 @@ export class Workspace {
     clearTimeout(held.beat);
     this.held = null;
     this.renderUndo();
+    return this.deliver(held, { keepalive });
+  }
+
+  deliver(held, { keepalive = false } = {}) {
     const cur = held.cur;
     cur.deciding = true;
     return post(`/api/v1/fills/${encodeURIComponent(cur.id)}/decision`, held.body, { keepalive }).then(
@@ -570,8 +576,13 @@ export class Workspace {
         this.details.put(result);
         toast(`${held.label} · ${result.site?.code || ""} sent`, held.body.outcome === "approve" ? "ok" : "info");
       },
-      (err) => {
+      async (err) => {
         cur.deciding = false;
+        // The server asks who decides (a product-check flag overridden, Schedule II, an old session):
+        // once it is proved, the same decision goes again.
+        if (err.code === "step_up_required" && this.confirmIdentity && (await this.confirmIdentity(err))) {
+          return this.deliver(held);
+        }
         return this.heldFailed(held, err);
       },
     );

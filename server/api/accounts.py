@@ -1,0 +1,69 @@
+"""The administrator's accounts: people (deactivate, reactivate, reset a password or second factors),
+sites (suspend, require a second factor) and device and integration tokens (list, revoke)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.api.params import accepts, body_of, path_param
+from server.api.shapes import site_view, user_view
+from server.api.table import principal_of
+from server.errors import InvalidInput
+from server.inputs import Body, Field, Flag, OneOf, Text
+from server.services import services_of
+
+ACTIVE = Body({"active": Field(Flag(), required=True, description="false deactivates, true reactivates")})
+NEW_PASSWORD = Body({"password": Field(Text(1024, 1), required=True)})
+SITE_STATUS = Body(
+    {
+        "status": Field(OneOf(("active", "suspended"))),
+        "require_second_factor": Field(
+            Flag(), description="Its fills are decided only by pharmacists who proved a second factor"
+        ),
+    }
+)
+
+
+@accepts()
+async def list_tokens(request: web.Request) -> web.Response:
+    return web.json_response({"tokens": await services_of(request).auth.tokens()})
+
+
+@accepts(body=ACTIVE)
+async def set_user_active(request: web.Request) -> web.Response:
+    body = await body_of(request, ACTIVE)
+    user = await services_of(request).directory.set_user_active(
+        principal_of(request), path_param(request, "username"), body["active"]
+    )
+    return web.json_response(user_view(user))
+
+
+@accepts(body=NEW_PASSWORD)
+async def reset_password(request: web.Request) -> web.Response:
+    body = await body_of(request, NEW_PASSWORD)
+    await services_of(request).directory.reset_password(
+        principal_of(request), path_param(request, "username"), body["password"]
+    )
+    return web.json_response({"password_reset": True, "sessions_ended": True})
+
+
+@accepts()
+async def reset_second_factors(request: web.Request) -> web.Response:
+    svc = services_of(request)
+    removed = await svc.auth.factors.reset(principal_of(request), path_param(request, "username"))
+    return web.json_response({"removed": removed})
+
+
+@accepts(body=SITE_STATUS)
+async def set_site_status(request: web.Request) -> web.Response:
+    site_id = path_param(request, "site_id")
+    body = await body_of(request, SITE_STATUS)
+    if not body:
+        raise InvalidInput("Give a status, require_second_factor or both.")
+    site = await services_of(request).directory.set_site_status(
+        principal_of(request),
+        site_id,
+        body.get("status"),
+        require_second_factor=body.get("require_second_factor"),
+    )
+    return web.json_response(site_view(site))

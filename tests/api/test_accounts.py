@@ -1,0 +1,171 @@
+"""The administrator's accounts, over the API and with tp-server admin: deactivate and reactivate
+people, reset passwords and second factors, suspend sites, list and revoke tokens by id. Each is
+audited, and each takes away live rights at once."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from server.cli import cmd_admin, parser
+from server.db.engine import Database
+from server.db.models import AuditEvent, DeviceToken, Site, User
+from server.security.passwords import Passwords
+from tests.api.test_realtime_access import _closed
+from tests.api.test_second_factor import enrol_totp, password_only
+from tests.api.world import PASSWORD, World, connect
+
+NEW_PASSWORD = "prairie-wind-turbine-42"
+
+
+async def _actions(world: World) -> list[str]:
+    async with world.services.db.read() as s:
+        return list((await s.execute(select(AuditEvent.action).order_by(AuditEvent.id))).scalars())
+
+
+async def test_a_deactivated_pharmacist_is_signed_out_everywhere_until_reactivated(world: World) -> None:
+    admin, rph = await world.login("admin"), await world.login("nd_rph")
+    ws = await connect(rph)
+    user = await admin.json("POST", "/api/v1/users/nd_rph/active", json={"active": False})
+    assert user["active"] is False
+    reason, _ = await _closed(ws)
+    assert "deactivated" in reason
+    await rph.json("GET", "/api/v1/queue", 401)
+    client = await world.anonymous()
+    resp = await client.post("/api/v1/session", json={"username": "nd_rph", "password": PASSWORD})
+    assert resp.status == 401
+
+    await admin.json("POST", "/api/v1/users/nd_rph/active", json={"active": True})
+    # The sessions open before the deactivation stay ended; a new sign-in works.
+    await rph.json("GET", "/api/v1/queue", 401)
+    await (await world.login("nd_rph")).json("GET", "/api/v1/queue")
+    assert _actions_in_order(await _actions(world), ["user.active", "user.active"])
+
+
+def _actions_in_order(actions: list[str], wanted: list[str]) -> bool:
+    it = iter(actions)
+    return all(w in it for w in wanted)
+
+
+async def test_a_password_reset_ends_the_sessions_and_only_the_new_password_signs_in(world: World) -> None:
+    admin, rph = await world.login("admin"), await world.login("nd_rph")
+    weak = await admin.json("POST", "/api/v1/users/nd_rph/password", 400, json={"password": "password"})
+    assert weak["error"] == "weak_password"
+    await rph.json("GET", "/api/v1/queue")  # a refused reset changed nothing
+    await admin.json("POST", "/api/v1/users/nd_rph/password", json={"password": NEW_PASSWORD})
+    await rph.json("GET", "/api/v1/queue", 401)
+    client = await world.anonymous()
+    old = await client.post("/api/v1/session", json={"username": "nd_rph", "password": PASSWORD})
+    assert old.status == 401
+    new = await client.post("/api/v1/session", json={"username": "nd_rph", "password": NEW_PASSWORD})
+    assert new.status == 200
+    await admin.json("POST", "/api/v1/users/nobody/password", 404, json={"password": NEW_PASSWORD})
+    assert "user.password_reset" in await _actions(world)
+
+
+async def test_a_lost_authenticator_is_reset_by_an_admin(world: World) -> None:
+    await enrol_totp(await world.login("nd_rph"))
+    _, body = await password_only(world, "nd_rph")
+    assert body["stage"] == "second_factor"
+    admin = await world.login("admin")
+    assert await admin.json("DELETE", "/api/v1/users/nd_rph/second-factors") == {"removed": 1}
+    _, body = await password_only(world, "nd_rph")
+    assert body["stage"] == "ready" and body["second_factors"] == []
+    assert "second_factor.reset" in await _actions(world)
+
+
+async def test_a_suspended_site_loses_its_live_connections_and_comes_back(world: World) -> None:
+    admin, tech = await world.login("admin"), await world.device("tech_nd1")
+    ws = await connect(tech)
+    site_id = world.sites["ND-1"]
+    suspended = await admin.json("POST", f"/api/v1/sites/{site_id}/status", json={"status": "suspended"})
+    assert suspended["status"] == "suspended"
+    reason, _ = await _closed(ws)
+    assert "suspended" in reason
+    await admin.json("POST", f"/api/v1/sites/{site_id}/status", json={"status": "active"})
+    again = await connect(tech)
+    await again.close()
+    await admin.json("POST", f"/api/v1/sites/{site_id}/status", 400, json={})
+    await admin.json("POST", "/api/v1/sites/999999/status", 404, json={"status": "active"})
+    actions = await _actions(world)
+    assert actions.count("site.status") == 2
+
+
+async def test_tokens_are_listed_by_id_without_the_token_and_revoked_by_id(world: World) -> None:
+    admin = await world.login("admin")
+    integration = await world.services.auth.issue_integration_token(None, "ND-1", "pharmacy system")
+    listed = (await admin.json("GET", "/api/v1/tokens"))["tokens"]
+    kinds = {(t["kind"], t["username"], t["site_code"]) for t in listed}
+    assert ("device", "tech_nd1", "ND-1") in kinds and ("integration", "integration.nd-1", "ND-1") in kinds
+    text = str(listed)
+    assert integration not in text and all(token not in text for token in world.tokens.values())
+    chosen = next(t for t in listed if t["kind"] == "integration")
+    assert chosen["revoked_at"] is None
+    await admin.json("DELETE", f"/api/v1/device-tokens/{chosen['id']}")
+    relisted = {t["id"]: t for t in (await admin.json("GET", "/api/v1/tokens"))["tokens"]}
+    assert relisted[chosen["id"]]["revoked_at"] is not None
+    client = await world.anonymous()
+    resp = await client.post("/api/v1/fhir", json={}, headers={"Authorization": f"Bearer {integration}"})
+    assert resp.status == 401
+    # Only an administrator manages accounts.
+    rph = await world.login("nd_rph")
+    await rph.json("GET", "/api/v1/tokens", 403)
+    await rph.json("POST", "/api/v1/users/mn_rph/active", 403, json={"active": False})
+
+
+def _cli(*argv: str) -> argparse.Namespace:
+    return parser().parse_args(list(argv))
+
+
+async def test_the_command_line_manages_the_same_accounts(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db_args = ("--data-dir", str(tmp_path / "cli"), "--database-url", database_url)
+
+    # Each command runs its own event loop, as from a shell: in a thread of its own here.
+    async def admin(*argv: str) -> int:
+        return await asyncio.to_thread(cmd_admin, _cli("admin", *db_args, *argv))
+
+    assert await admin("site", "--code", "ND-1", "--name", "Hettinger Drug", "--state", "ND") == 0
+    assert await admin("user", "--username", "tech1", "--role", "technician", "--site", "ND-1",
+                       "--password", PASSWORD) == 0  # fmt: skip
+    assert await admin("user", "--username", "rph1", "--role", "pharmacist", "--password", PASSWORD) == 0
+    assert await admin("token", "--username", "tech1") == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert await admin("tokens") == 0
+    out = capsys.readouterr().out
+    assert "tech1" in out and "ND-1" in out and "active" in out and token not in out
+    assert await admin("revoke-token", "--token-id", out.split()[0]) == 0
+    assert await admin("deactivate", "--username", "rph1") == 0
+    assert await admin("reactivate", "--username", "rph1") == 0
+    assert await admin("reset-password", "--username", "rph1", "--password", NEW_PASSWORD) == 0
+    assert await admin("suspend-site", "--site", "ND-1") == 0
+    assert await admin("site-policy", "--site", "ND-1", "--require-second-factor", "yes") == 0
+    assert await admin("reset-second-factor", "--username", "rph1") == 0
+    assert await admin("deactivate", "--username", "nobody") == 2
+    assert "No such user" in capsys.readouterr().err
+
+    database = Database(database_url)
+    try:
+        async with database.read() as s:
+            site = (await s.execute(select(Site))).scalar_one()
+            rph = (await s.execute(select(User).where(User.username == "rph1"))).scalar_one()
+            revoked = (await s.execute(select(DeviceToken.revoked_at))).scalar_one()
+            actions = list((await s.execute(select(AuditEvent.action))).scalars())
+        assert site.status == "suspended" and site.require_second_factor is True
+        assert rph.active is True and revoked is not None
+        assert await Passwords(1, 1024).verify(rph.password_hash, NEW_PASSWORD)
+        assert {
+            "device_token.revoked",
+            "user.active",
+            "user.password_reset",
+            "site.status",
+            "site.policy",
+            "second_factor.reset",
+        } <= set(actions)
+    finally:
+        await database.dispose()
