@@ -21,6 +21,7 @@ from server.consultations.mailbox import LocalMailbox, Mailbox, PostgresMailbox
 from server.consultations.recordings import RecordingIntake
 from server.consultations.service import ConsultationService
 from server.consultations.signalling import SignallingRelay
+from server.data_entry.service import DataEntryService
 from server.db.engine import Database
 from server.db.migrate import upgrade
 from server.db.models import Consultation, Fill, Media, Site, utcnow
@@ -102,6 +103,7 @@ def build_services(
         auth=auth,
         directory=directory,
         prescriptions=Prescriptions(db),
+        data_entry=DataEntryService(db, config, clock=fills.clock),
         fills=fills,
         queries=FillQueries(db),
         hub=hub,
@@ -119,13 +121,14 @@ def build_services(
 
 
 async def sweep(services: Services, tus: TusEndpoint) -> None:
-    """Puts fills whose pharmacist went quiet back in the queue; clears uploads abandoned for a day, or
-    for ten minutes when a data path is short of room."""
+    """Puts fills and prescriptions whose pharmacist went quiet back in the queue; clears uploads
+    abandoned for a day, or for ten minutes when a data path is short of room."""
     last_purge = 0.0
     while True:
         await asyncio.sleep(services.config.lease_sweep_seconds)
         try:
             await services.fills.expire_leases()
+            await services.data_entry.expire_leases()
             low = await asyncio.to_thread(low_on_space, services)
             if low or time.monotonic() - last_purge > 3600:
                 last_purge = time.monotonic()

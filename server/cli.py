@@ -85,7 +85,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
         passwords = Passwords(config.password_time_cost, config.password_memory_kib)
         directory = Directory(db, passwords)
         if args.what == "site":
-            site = await directory.create_site(None, args.code, args.name, args.state)
+            site = await directory.create_site(
+                None, args.code, args.name, args.state, requires_pv1=not args.without_pv1
+            )
             print(f"site {site.id} {site.code} ({site.state}) created")
         elif args.what == "user":
             password = args.password or getpass.getpass(f"Password for {args.username}: ")
@@ -229,6 +231,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--code", required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--state", required=True, help="two-letter US state")
+    p.add_argument(
+        "--without-pv1",
+        action="store_true",
+        help="prescriptions need no pharmacist's data-entry verification before they are filled",
+    )
     p = asub.add_parser("user", help="create a user")
     p.add_argument("--username", required=True)
     p.add_argument("--display-name")

@@ -98,6 +98,8 @@ class Directory:
         name: str,
         state: str,
         required_media_kinds: list[str] | None = None,
+        *,
+        requires_pv1: bool = True,
     ) -> Site:
         if not code or not name:
             raise InvalidInput("A site needs a code and a name.")
@@ -111,11 +113,18 @@ class Directory:
                     state=_state(state),
                     status="active",
                     required_media_kinds=required_media_kinds,
+                    requires_pv1=requires_pv1,
                 )
                 s.add(site)
                 await s.flush()
                 await audit.append(
-                    self.db, s, actor, "site.created", "site", site.id, {"code": code, "state": site.state}
+                    self.db,
+                    s,
+                    actor,
+                    "site.created",
+                    "site",
+                    site.id,
+                    {"code": code, "state": site.state, "requires_pv1": requires_pv1},
                 )
                 return site
         except IntegrityError as exc:

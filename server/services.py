@@ -11,6 +11,7 @@ from server.config import Config
 from server.consultations.recordings import RecordingIntake
 from server.consultations.service import ConsultationService
 from server.consultations.signalling import SignallingRelay
+from server.data_entry.service import DataEntryService
 from server.db.engine import Database
 from server.directory import Directory
 from server.fills.intake import MediaIntake
@@ -34,6 +35,7 @@ class Services:
     auth: Auth
     directory: Directory
     prescriptions: Prescriptions
+    data_entry: DataEntryService
     fills: FillService
     queries: FillQueries
     hub: Hub

@@ -24,6 +24,7 @@ H = TypeVar("H", bound=Handler)
 PATH_PARAMS: Mapping[str, Spec[Any]] = {
     "consultation_id": ID,
     "media_id": ID,
+    "prescription_id": ID,
     "token_id": ID,
     # A fill's id is the UUID its site made; letters, digits and dashes are all an id can hold.
     "fill_id": Text(64, 1, pattern="[0-9A-Za-z-]+", message="'fill_id' must be a fill's id (a UUID)."),

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
 from server.config import Config
+from server.data_entry.service import check_fillable
 from server.db.conditional import update_if
 from server.db.engine import Database
 from server.db.models import Decision, Fill, License, Media, Prescription, Site, utcnow
@@ -277,6 +278,7 @@ class FillService:
             rx, site = found.Prescription, found.Site
             if site.status != "active":
                 raise Forbidden("This site is suspended and cannot submit fills.")
+            check_fillable(rx)
             if new.previous_fill_id:
                 await self._check_resubmission(s, new, rx)
             await self._check_refills(s, rx, new.id, lock=False)
@@ -415,6 +417,8 @@ class FillService:
             decoded = [b for m in bottles for b in m.quality.get("barcodes", [])]
             check = check_product([*fill.barcodes, *decoded], rx.expected_ndc, now.date())
             product_detail = await annotate_product_check(s, check.detail, now.date())
+            # Corrected since the draft was made: it waits for PV1 again.
+            check_fillable(rx)
             await self._check_refills(s, rx, fill.id, lock=True)
             photos = await reused_photos(s, fill.id, media)
             flags = flags_at_queue(

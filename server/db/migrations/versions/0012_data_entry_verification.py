@@ -2,11 +2,12 @@
 verification, each correction at the site, a site's setting, and a prescription's paper original as
 media
 
-A medium now belongs to exactly one of a fill, a consultation and a prescription. On SQLite the media
-table is copied and recreated for the new check; consultations refer to it, so foreign keys are checked
-at commit (defer_foreign_keys) rather than when the old table is dropped, by which time every row is
-back.
-The same holds for sites and prescriptions, which other tables refer to too. Prescriptions from before this revision are "not_required": they were filled without PV1 and stay so.
+A medium now belongs to exactly one of a fill, a consultation and a prescription. On SQLite a check
+cannot change in place, and consultations refer to media, so dropping the old table (as a copy and
+recreate does) would fail their foreign key: the old table is renamed aside, the new one takes its
+name, rows and indexes, the references to it are put back as they were, and the old one goes. Sites
+and prescriptions, which other tables refer to as well, gain their columns in place.
+Prescriptions from before this revision are "not_required": they were filled without PV1 and stay so.
 
 Revision ID: 0012
 Revises: 0011
@@ -91,13 +92,17 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["prescription_id"], ["prescriptions.id"]),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_prescription_revisions_prescription_id", "prescription_revisions", ["prescription_id"])
+    op.create_index(
+        "ix_prescription_revisions_prescription_id", "prescription_revisions", ["prescription_id"]
+    )
     if sqlite:
         _recreate_media_on_sqlite()
     else:
         op.add_column("media", sa.Column("prescription_id", sa.Integer(), nullable=True))
         op.add_column("media", sa.Column("page", sa.Integer(), nullable=True))
-        op.create_foreign_key("fk_media_prescription_id", "media", "prescriptions", ["prescription_id"], ["id"])
+        op.create_foreign_key(
+            "fk_media_prescription_id", "media", "prescriptions", ["prescription_id"], ["id"]
+        )
         op.create_unique_constraint(
             "uq_media_prescription_kind_sha256", "media", ["prescription_id", "kind", "sha256"]
         )
@@ -124,7 +129,8 @@ def _recreate_media_on_sqlite() -> None:
         create[: open_ + 1]
         + "\n\tprescription_id INTEGER, page INTEGER,"
         + create[open_ + 1 : close].replace(old_check, f"CHECK ({OWNER_CHECK})")
-        + ",\n\tCONSTRAINT fk_media_prescription_id FOREIGN KEY(prescription_id) REFERENCES prescriptions (id)"
+        + ",\n\tCONSTRAINT fk_media_prescription_id"
+        + " FOREIGN KEY(prescription_id) REFERENCES prescriptions (id)"
         + ",\n\tCONSTRAINT uq_media_prescription_kind_sha256 UNIQUE (prescription_id, kind, sha256)"
         + create[close:]
     )
@@ -141,7 +147,8 @@ def _recreate_media_on_sqlite() -> None:
     ]
     op.execute("ALTER TABLE media RENAME TO _media_before_0012")
     op.execute(create)
-    op.execute(f"INSERT INTO media ({listed}) SELECT {listed} FROM _media_before_0012")
+    # The column names are the table's own, read from SQLite.
+    op.execute(f"INSERT INTO media ({listed}) SELECT {listed} FROM _media_before_0012")  # noqa: S608
     schema_version = int(bind.exec_driver_sql("PRAGMA schema_version").scalar() or 0)
     op.execute("PRAGMA writable_schema = ON")
     for name, sql in referring:
