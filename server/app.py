@@ -21,6 +21,7 @@ from server.consultations.mailbox import LocalMailbox, Mailbox, PostgresMailbox
 from server.consultations.recordings import RecordingIntake
 from server.consultations.service import ConsultationService
 from server.consultations.signalling import SignallingRelay
+from server.data_entry.originals import OriginalIntake
 from server.data_entry.service import DataEntryService
 from server.db.engine import Database
 from server.db.migrate import upgrade
@@ -57,7 +58,8 @@ READ_BUFSIZE = 512 * 1024
 
 
 def may_read_media(actor: Principal, media: Media, site: Site, consultation: Consultation | None) -> bool:
-    """A fill's evidence is for whoever may see its site; a recording, for those its consultation names."""
+    """A fill's evidence and a prescription's original are for whoever may see its site; a recording,
+    for those its consultation names."""
     if consultation is not None:
         return ConsultationService.may_see_recording(consultation, site, actor)
     return actor.may_see_site(site.id, site.state)
@@ -92,6 +94,7 @@ def build_services(
     store = LocalMediaStore(config.media_dir)
     executor = make_executor(config.media_workers)
     hub = Hub(db, bus, queue_size=config.event_queue_size)
+    data_entry = DataEntryService(db, config, clock=fills.clock)
     consultations = ConsultationService(db, clock=fills.clock)
     auth, directory = Auth(db, config, passwords, clock=fills.clock), Directory(db, passwords)
     # A sign-out, a revocation, a deactivation, a license or site change reaches the live connections.
@@ -103,7 +106,7 @@ def build_services(
         auth=auth,
         directory=directory,
         prescriptions=Prescriptions(db),
-        data_entry=DataEntryService(db, config, clock=fills.clock),
+        data_entry=data_entry,
         fills=fills,
         queries=FillQueries(db),
         hub=hub,
@@ -112,6 +115,7 @@ def build_services(
         media_executor=executor,
         metrics=metrics,
         intake=MediaIntake(fills, store, executor, config),
+        originals=OriginalIntake(data_entry, store, executor, config),
         consultations=consultations,
         recordings=RecordingIntake(consultations, store, executor, config),
         signalling=SignallingRelay(hub, consultations, mailbox),

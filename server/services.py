@@ -11,6 +11,7 @@ from server.config import Config
 from server.consultations.recordings import RecordingIntake
 from server.consultations.service import ConsultationService
 from server.consultations.signalling import SignallingRelay
+from server.data_entry.originals import OriginalIntake
 from server.data_entry.service import DataEntryService
 from server.db.engine import Database
 from server.directory import Directory
@@ -44,6 +45,7 @@ class Services:
     media_executor: concurrent.futures.Executor
     metrics: Metrics
     intake: MediaIntake
+    originals: OriginalIntake
     consultations: ConsultationService
     recordings: RecordingIntake
     signalling: SignallingRelay

@@ -293,7 +293,9 @@ ROUTES: tuple[Route, ...] = (
             "description": "Upload-Metadata names the file (sha256, filename) and what it belongs to: "
             f"fill_id with a kind ({', '.join(MEDIA_KINDS)}), or consultation_id with kind "
             f"{RECORDING_KIND} (an mp4, only from the consultation's site after the patient's consent "
-            "was recorded, once). The request that completes it answers with Tp-Media-Id."
+            "was recorded, once), or prescription_id with kind rx_image (the paper original: JPEG, PNG, "
+            "a multi-page TIFF or a PDF, stored page by page; Tp-Pages says how many). The request that "
+            "completes it answers with Tp-Media-Id."
         },
     ),
     Route("HEAD", "/api/v1/uploads/{upload_id}", _tus("head"), TECH, "tus: upload offset", "media"),

@@ -380,6 +380,64 @@ class DataEntryService:
                     n += 1
             return n
 
+    # -- the original of a paper prescription ------------------------------------------------------
+
+    async def authorize_original(self, actor: Principal, rx_id: int) -> None:
+        """An original may be attached by the prescription's site while no pharmacist has it in hand
+        or has verified it (a verified one is corrected first, and so waits for PV1 again)."""
+        if actor.role is not Role.TECHNICIAN:
+            raise Forbidden("Only the site's technician attaches a prescription's original.")
+        async with self.db.read() as s:
+            rx, _ = await self._visible(s, actor, rx_id)
+            self._may_attach(rx)
+
+    @staticmethod
+    def _may_attach(rx: Prescription) -> None:
+        if rx.verification_state in (VerificationState.IN_REVIEW, VerificationState.VERIFIED):
+            raise Conflict(
+                f"This prescription is {rx.verification_state.replace('_', ' ')}: its original can no "
+                "longer change. Correct the prescription first; it then waits for verification again.",
+                code="original_closed",
+                verification_state=rx.verification_state,
+            )
+
+    async def attach_original(self, actor: Principal, rx_id: int, pages: list[Media]) -> list[Media]:
+        """Records an original's stored pages on the prescription; a page stored before is kept once."""
+        async with self.db.write() as s:
+            rx, site = await self._visible(s, actor, rx_id)
+            self._may_attach(rx)
+            stored: list[Media] = []
+            for page in pages:
+                same = (
+                    await s.execute(
+                        select(Media).where(
+                            Media.prescription_id == rx.id,
+                            Media.kind == page.kind,
+                            Media.sha256 == page.sha256,
+                        )
+                    )
+                ).scalar_one_or_none()
+                if same is not None:
+                    stored.append(same)
+                    continue
+                page.prescription_id = rx.id
+                page.created_at = self.clock()
+                s.add(page)
+                stored.append(page)
+            await s.flush()
+            await announce(
+                self.db,
+                s,
+                actor,
+                "prescription.original_stored",
+                rx,
+                site,
+                {"media_ids": [m.id for m in stored]},
+                audit_only={"sha256": [m.sha256 for m in stored], "bytes": stored[0].bytes if stored else 0},
+                at=self.clock(),
+            )
+            return stored
+
     # -- reading -----------------------------------------------------------------------------------
 
     async def queue(
