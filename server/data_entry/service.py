@@ -518,7 +518,7 @@ class DataEntryService:
             site,
             pages,
             reference,
-            found.loaded is not None,
+            found.loaded,
             others,
             [(v, str(name)) for v, name in verifications],
             [(r, str(name)) for r, name in revisions],

@@ -14,8 +14,10 @@ from aiohttp import ClientWebSocketResponse
 from sqlalchemy import select
 
 from server.db.models import AuditEvent, PrescriptionRevision
+from server.reference.store import import_ndc
 from tests.api.test_fhir_intake import _integration, _send, contained_request
 from tests.api.world import User, World, build_world, connect, new_fill_id, queued_fill, rx_body
+from tests.ndc_directory import write_sample
 
 
 @pytest.fixture
@@ -257,6 +259,7 @@ async def test_an_e_prescription_shows_every_difference_from_its_message(pv1_wor
     assert view["source"]["fields"]["strength"] == "500 mg"
     assert view["source"]["differences"] == ["strength"]
     assert view["prescription"]["strength"] == "850 mg"
+    assert (view["reference"], view["reference_loaded"]) == (None, False)
 
 
 async def test_a_site_without_pv1_fills_at_once(world: World) -> None:
@@ -269,3 +272,20 @@ async def test_a_site_without_pv1_fills_at_once(world: World) -> None:
         "POST", "/api/v1/sites", 201, json={"code": "ND-9", "name": "Regent Drug", "state": "ND"}
     )
     assert site["requires_pv1"] is True
+
+
+async def test_the_pv1_view_names_the_ndc_and_the_patients_other_prescriptions(
+    pv1_world: World, tmp_path: Path
+) -> None:
+    await import_ndc(pv1_world.services.db, *write_sample(tmp_path / "ndc"))
+    tech = await pv1_world.device("tech_nd1")
+    earlier = await _entered(tech, "RX1")
+    rx = await _entered(tech, "RX2", directions="Take one tablet by mouth daily")
+    await _entered(tech, "RX3", patient_name="John Other")
+    rph = await pv1_world.login("nd_rph")
+    view = await rph.json("GET", f"/api/v1/prescriptions/{rx['id']}")
+    assert view["reference_loaded"] is True
+    assert view["reference"]["ndc11"] == "00378-1805-01"
+    assert view["reference"]["labeler"]
+    assert [o["rx_number"] for o in view["other_prescriptions"]] == [earlier["rx_number"]]
+    assert view["source"] == {"kind": "entered", "body": None, "fields": None, "differences": []}

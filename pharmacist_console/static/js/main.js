@@ -6,12 +6,13 @@ import { Consults } from "./consult.js";
 import { setFlagLabels } from "./flags.js";
 import { LiveFeed } from "./live.js";
 import { DetailCache, ImageCache, Prefetcher } from "./prefetch.js";
+import { DataEntry } from "./pv1.js";
 import { QueueStore } from "./queue.js";
 import { QueueView } from "./queue_view.js";
 import { Viewer } from "./viewer.js";
 import { Workspace } from "./workspace.js";
 
-const VIEWS = ["boot", "login", "queue", "verify", "dashboard"];
+const VIEWS = ["boot", "login", "queue", "verify", "pv1", "dashboard"];
 const LIVE_TEXT = { off: "Offline", connecting: "Connecting…", reconnecting: "Reconnecting…", live: "Live" };
 
 const els = {
@@ -52,6 +53,8 @@ new ResizeObserver(([entry]) => {
   if (height > 0) els.app.style.setProperty("--decision-h", `${Math.ceil(height)}px`);
 }).observe($(".decision-bar"));
 let dashboard = null;
+// Data-entry verification (PV1): its own list and review, in its own module.
+const dataEntry = new DataEntry({ root: $("#pv1-view"), onCount: (n) => { $("#pv1-count").textContent = n ? String(n) : ""; } });
 
 const workspace = new Workspace({
   store, details, images, prefetcher, viewer,
@@ -90,6 +93,7 @@ function show(name) {
   }
   if (name === "queue") queueView.render();
   if (name === "dashboard") openDashboard();
+  if (name === "pv1") dataEntry.load().catch((err) => toast(`Could not load data entry: ${err.message}`, "error"));
 }
 
 async function openDashboard() {
@@ -148,6 +152,8 @@ async function startSession(user, csrf) {
   fill(els.filterSite, h("option", { value: "" }, "All sites"),
     sites.sites.map((s) => h("option", { value: s.id }, `${s.code} · ${s.name} (${s.state})`)));
   setFlagLabels(reasons.flag_labels);
+  dataEntry.setReasons(reasons.return_reasons);
+  dataEntry.load().catch(() => {});
   workspace.setReasons(reasons.reasons, {
     acknowledgementReasons: reasons.acknowledgement_reasons, undoSeconds: reasons.undo_seconds,
   });
@@ -218,6 +224,7 @@ let dashboardTimer = null;
 live.addEventListener("event", (e) => {
   store.handle(e.detail);
   workspace.onEvent(e.detail);
+  dataEntry.onEvent(e.detail);
   if (view === "dashboard" && dashboard && e.detail.type === "fill.decided") {
     // The figures follow decisions as they happen, a few seconds behind so bursts cost one request.
     clearTimeout(dashboardTimer);
@@ -235,6 +242,7 @@ els.nav.addEventListener("click", (e) => {
   const link = e.target.closest("[data-nav]");
   if (!link) return;
   if (view === "verify") workspace.leave();
+  if (view === "pv1" && dataEntry.current) dataEntry.close();
   show(link.dataset.nav);
 });
 els.filterSite.addEventListener("change", () => store.setFilters({ siteId: els.filterSite.value }).catch((err) => toast(err.message, "error")));
@@ -267,10 +275,17 @@ document.addEventListener("keydown", (e) => {
     askSite(e.key.toLowerCase() === "t" ? "live_look" : "counsel");
     used = true;
   } else if (view === "verify") used = workspace.onKey(e);
+  else if (view === "pv1" && (dataEntry.current || !["q", "d", "e"].includes(e.key.toLowerCase()))) used = dataEntry.onKey(e);
   else if (!isTyping(e.target) && !e.ctrlKey && !e.metaKey && !e.altKey) {
     const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
     if (view === "queue" && key === "n") {
       openNextFill();
+      used = true;
+    } else if (key === "e" && view !== "pv1") {
+      show("pv1");
+      used = true;
+    } else if (key === "q" && view === "pv1") {
+      show("queue");
       used = true;
     } else if (key === "d" && view !== "dashboard") {
       show("dashboard");
