@@ -153,7 +153,6 @@ async function startSession(user, csrf) {
     sites.sites.map((s) => h("option", { value: s.id }, `${s.code} · ${s.name} (${s.state})`)));
   setFlagLabels(reasons.flag_labels);
   dataEntry.setReasons(reasons.return_reasons);
-  dataEntry.load().catch(() => {});
   workspace.setReasons(reasons.reasons, {
     acknowledgementReasons: reasons.acknowledgement_reasons, undoSeconds: reasons.undo_seconds,
   });
@@ -218,7 +217,10 @@ live.addEventListener("status", (e) => {
 });
 live.addEventListener("hello", (e) => {
   // A resumed connection replays what was missed from the cursor; only a fresh one loads the queue.
-  if (!e.detail.resumed) store.load().catch((err) => toast(`Could not load the queue: ${err.message}`, "error"));
+  if (!e.detail.resumed) {
+    store.load().then(() => dataEntry.setRows(store.dataEntry))
+      .catch((err) => toast(`Could not load the queue: ${err.message}`, "error"));
+  }
 });
 let dashboardTimer = null;
 live.addEventListener("event", (e) => {

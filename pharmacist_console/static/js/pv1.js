@@ -63,7 +63,12 @@ export class DataEntry {
 
   async load() {
     const queue = await get("/api/v1/queue");
-    this.rows = queue.data_entry || [];
+    this.setRows(queue.data_entry);
+  }
+
+  /** The data-entry rows of the queue, as a load of the queue (this one's or the fills') found them. */
+  setRows(rows) {
+    this.rows = rows || [];
     this.onCount(this.rows.filter((r) => r.verification_state === "awaiting_verification").length);
     this.renderList();
   }
