@@ -205,9 +205,9 @@ def same_file(metadata: Mapping[str, str]) -> str | None:
     again resumes its unfinished upload."""
     if not metadata.get("sha256"):
         return None
-    return "|".join(
-        metadata.get(k, "") for k in ("fill_id", "consultation_id", "prescription_id", "kind", "sha256")
-    )
+    key = "|".join(metadata.get(k, "") for k in ("fill_id", "consultation_id", "kind", "sha256"))
+    # A prescription's original: its own key, leaving the keys of uploads under way as they were.
+    return f"prescription:{metadata['prescription_id']}|{key}" if metadata.get("prescription_id") else key
 
 
 async def serve_media(request: web.Request, media_id: int, variant: str | None) -> web.StreamResponse:

@@ -303,6 +303,21 @@ def approval(fill: dict[str, Any], reason: str = "verified_visually") -> dict[st
     }
 
 
+async def verified(world: World, rx_id: int, pharmacist: str = "nd_rph") -> dict[str, Any]:
+    """Verifies a prescription's data entry (PV1) as a pharmacist licensed in its site's state, as the
+    console does (claim, then verify the version claimed); returns the prescription's PV1 view. For a
+    world built with pv1=True: a fill of a prescription is refused until this is done."""
+    rph = await world.login(pharmacist)
+    claimed = await rph.json("POST", f"/api/v1/prescriptions/{rx_id}/claim")
+    return dict(
+        await rph.json(
+            "POST",
+            f"/api/v1/prescriptions/{rx_id}/verification",
+            json={"version": claimed["prescription"]["version"], "outcome": "verify"},
+        )
+    )
+
+
 async def approved_fill(world: World) -> str:
     """A fill of ND-1 submitted, claimed and approved by nd_rph; returns its id."""
     tech = await world.device("tech_nd1")

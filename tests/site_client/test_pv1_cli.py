@@ -109,3 +109,5 @@ async def test_a_returned_paper_prescription_is_seen_live_corrected_and_verified
     code, out, err = await site.run("rx", "original", "100234", str(fax(tmp_path / "again.tif", 1)))
     assert code == 4, out + err
     assert "REFUSED" in out and "Correct the prescription first" in out
+    code, out, err = await site.run("outbox")
+    assert "original of prescription" in out and "(again.tif)" in out and "REFUSED" in out, out + err
