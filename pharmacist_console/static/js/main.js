@@ -161,6 +161,7 @@ async function startSession(user, csrf) {
 
 function endSession(message) {
   workspace.reset();
+  dataEntry.reset();
   live.stop();
   store.reset();
   me = null;
@@ -199,6 +200,7 @@ function loginErrorText(err) {
 els.signOut.addEventListener("click", async () => {
   // A decision still in its undo window is sent before the session ends, not lost with it.
   await workspace.flush();
+  if (dataEntry.current) await dataEntry.close();
   await api("DELETE", "/api/v1/session").catch(() => {});
   endSession("You have signed out.");
 });

@@ -36,6 +36,11 @@ export class DataEntry {
     this.heartbeat = null;
     this.reloadTimer = null;
     this.build();
+    // Closing the tab gives the prescription back at once rather than when its lease runs out.
+    window.addEventListener("pagehide", () => {
+      const rx = this.current?.prescription;
+      if (rx) api("POST", `/api/v1/prescriptions/${rx.id}/release`, {}, { keepalive: true }).catch(() => {});
+    });
   }
 
   build() {
@@ -53,6 +58,15 @@ export class DataEntry {
       h("p", { class: "hint" }, "Open with a click or ", h("kbd", {}, "Enter"), "; move with ", h("kbd", {}, "↑"), " ", h("kbd", {}, "↓"), "."));
     this.review = h("div", { class: "pv1-review", hidden: true, id: "pv1-review" });
     fill(this.root, this.listPanel, this.review);
+  }
+
+  /** Forgets everything (signing out). */
+  reset() {
+    clearInterval(this.heartbeat);
+    this.current = null;
+    this.review.hidden = true;
+    this.listPanel.hidden = false;
+    this.setRows([]);
   }
 
   setReasons(reasons) {
