@@ -89,6 +89,12 @@ def cmd_admin(args: argparse.Namespace) -> int:
                 None, args.code, args.name, args.state, requires_pv1=not args.without_pv1
             )
             print(f"site {site.id} {site.code} ({site.state}) created")
+        elif args.what == "site-pv1":
+            site = await directory.set_requires_pv1(None, args.site, args.pv1 == "on")
+            print(
+                f"site {site.code}: data-entry verification (PV1) {args.pv1} for prescriptions entered "
+                "from now on"
+            )
         elif args.what == "user":
             password = args.password or getpass.getpass(f"Password for {args.username}: ")
             user = await directory.create_user(
@@ -236,6 +242,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="prescriptions need no pharmacist's data-entry verification before they are filled",
     )
+    p = asub.add_parser(
+        "site-pv1", help="turn a site's data-entry verification (PV1) before filling on or off"
+    )
+    p.add_argument("--site", required=True, help="the site's code")
+    p.add_argument("pv1", choices=["on", "off"])
     p = asub.add_parser("user", help="create a user")
     p.add_argument("--username", required=True)
     p.add_argument("--display-name")

@@ -130,6 +130,17 @@ class Directory:
         except IntegrityError as exc:
             raise Conflict(f"A site with code {code!r} exists already.") from exc
 
+    async def set_requires_pv1(self, actor: Principal | None, code: str, requires_pv1: bool) -> Site:
+        """Turns the site's data-entry verification on or off for prescriptions entered from now on;
+        those already waiting keep waiting for a pharmacist."""
+        async with self.db.write() as s:
+            site = (await s.execute(select(Site).where(Site.code == code))).scalar_one_or_none()
+            if site is None:
+                raise NotFound(f"No site {code!r}.")
+            site.requires_pv1 = requires_pv1
+            await audit.append(self.db, s, actor, "site.pv1", "site", site.id, {"requires_pv1": requires_pv1})
+            return site
+
     async def set_site_status(self, actor: Principal | None, site_id: int, status: str) -> Site:
         if status not in ("active", "suspended"):
             raise InvalidInput("Status is 'active' or 'suspended'.")

@@ -13,7 +13,9 @@ import pytest
 from aiohttp import ClientWebSocketResponse
 from sqlalchemy import select
 
-from server.db.models import AuditEvent, PrescriptionRevision
+from server.cli import cmd_admin, parser
+from server.db.engine import Database
+from server.db.models import AuditEvent, PrescriptionRevision, Site
 from server.reference.store import import_ndc
 from tests.api.test_fhir_intake import _integration, _send, contained_request
 from tests.api.world import (
@@ -297,3 +299,38 @@ async def test_the_pv1_view_names_the_ndc_and_the_patients_other_prescriptions(
     assert view["reference"]["labeler"]
     assert [o["rx_number"] for o in view["other_prescriptions"]] == [earlier["rx_number"]]
     assert view["source"] == {"kind": "entered", "body": None, "fields": None, "differences": []}
+
+
+async def test_turning_pv1_off_lets_new_prescriptions_be_filled_and_keeps_waiting_ones(
+    pv1_world: World,
+) -> None:
+    tech = await pv1_world.device("tech_nd1")
+    waiting = await _entered(tech, "RX1")
+    await pv1_world.services.directory.set_requires_pv1(None, "ND-1", False)
+    later = await _entered(tech, "RX2")
+    assert later["verification_state"] == "not_required"
+    await queued_fill(pv1_world, tech, later["id"])
+    assert (await _try_fill(tech, waiting["id"]))[1]["error"] == "prescription_not_verified"
+
+
+def test_an_admin_makes_a_site_without_pv1_and_turns_it_on(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = ("--data-dir", str(tmp_path / "data"), "--database-url", database_url)
+    site = ("--code", "ND-9", "--name", "Regent Drug", "--state", "ND")
+    assert cmd_admin(parser().parse_args(["admin", *db, "site", *site, "--without-pv1"])) == 0
+    assert cmd_admin(parser().parse_args(["admin", *db, "site-pv1", "--site", "ND-9", "on"])) == 0
+    assert "PV1) on for prescriptions entered from now on" in capsys.readouterr().out
+    assert cmd_admin(parser().parse_args(["admin", *db, "site-pv1", "--site", "XX", "off"])) == 2
+
+    async def requires_pv1() -> bool:
+        database = Database(database_url)
+        try:
+            async with database.read() as s:
+                return bool(
+                    (await s.execute(select(Site.requires_pv1).where(Site.code == "ND-9"))).scalar_one()
+                )
+        finally:
+            await database.dispose()
+
+    assert asyncio.run(requires_pv1()) is True
