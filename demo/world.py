@@ -3,8 +3,10 @@
 Everything goes through the server's services, as real use would, with a simulated clock while the
 history is written, so the claims, decisions and the audit trail are what a week of work leaves. The
 live fills carry drawn photos: pills on a tray, printed vial labels and a real GS1 DataMatrix on each
-stock bottle, one pulled with the wrong strength and one from an expired lot. One prescription is
-entered and not yet filled, for a first fill from the site client.
+stock bottle, one pulled with the wrong strength and one from an expired lot. Every prescription behind
+a fill was verified (PV1) first; one is verified and not yet filled, for a first fill from the site
+client; two wait for their data-entry verification: an e-prescription whose entered strength differs
+from the message, and a paper one with a photo of its original.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import json
 import random
 import tempfile
 import uuid
@@ -24,9 +27,11 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from demo import photos
+from server.data_entry.service import VerificationInput
 from server.db.models import Fill, utcnow
 from server.fills.records import FillRecord
 from server.fills.requests import DecisionInput, NewFill
+from server.pharmacy_systems.fhir import read_message
 from server.security.principal import Principal, Role
 from server.security.second_factor import Proof
 from server.security.step_up import StepUpRequired
@@ -44,6 +49,8 @@ PHARMACISTS = (
     ("rph.lind", "Dr. Sam Lind, PharmD", ("ND",)),
     ("rph.sota", "Dr. Mina Sota, PharmD", ("MN",)),
 )
+# Who verified the data entry of the demo's prescriptions: not rph.nd, who finds the ones left waiting.
+PV1_PHARMACIST = {"ND": "rph.lind", "MN": "rph.sota"}
 PRESCRIBERS = ("Dr. Sam Whitcomb, MD", "Dr. Alice Brekke, DO", "Dr. Omar Haddad, MD", "Jen Ulstad, FNP-C")
 REASON_WEIGHTS = {
     "wrong_quantity": 5,
@@ -297,8 +304,18 @@ class DemoWorld:
         return record.fill.id
 
     async def prescription(self, demo: DemoRx, fill_type: str) -> int:
+        """A prescription entered at the site and verified (PV1) by a pharmacist of its state."""
         rx = await self.services.prescriptions.create(self.techs[demo.site], rx_body(demo, fill_type))
+        await self.verify(rx.id, demo.site)
         return rx.id
+
+    async def verify(self, rx_id: int, site: str) -> None:
+        """A pharmacist of the site's state verifies the prescription's data entry (PV1)."""
+        rph = self.rphs[PV1_PHARMACIST[next(s for c, _, s, _, _ in SITES if c == site)]]
+        claimed = await self.services.data_entry.claim(rph, rx_id)
+        await self.services.data_entry.decide(
+            rph, rx_id, VerificationInput(claimed.version, "verify", (), None)
+        )
 
 
 def rx_body(demo: DemoRx, fill_type: str, *, prescriber: str = PRESCRIBERS[0]) -> dict[str, Any]:
@@ -402,6 +419,7 @@ async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count
             world.techs[code],
             rx_body(replace(HISTORY, rx=f"H{world.rx_seq}"), "refill", prescriber=rng.choice(PRESCRIBERS)),
         )
+        await world.verify(rx.id, code)
         # The right bottle scanned and the prescribed count: a week of routine work, nothing flagged.
         fill_id = await world.new_fill(
             code,
@@ -548,7 +566,130 @@ async def build(services: Services, clock: SimClock, work_dir: Path, *, history:
     # Another pharmacist is reviewing one of them right now.
     await services.fills.claim(world.rphs["rph.lind"], world.live[3])
     await world.prescription(UNFILLED, "new")
+    await _waiting_for_pv1(world)
     return world
+
+
+# Waiting for data-entry verification (PV1): an e-prescription whose strength was typed over at the site,
+# and a paper one with a photo of its original.
+E_PRESCRIPTION = DemoRx(
+    "ND-MOT", "E77120", "Ruth Engen", "1951-11-02", "Lisinopril", "10 mg", "tablet", "68180-0514-01", 30,
+    "Take 1 tablet by mouth once daily", "routine", 0,
+)  # fmt: skip
+PAPER = DemoRx(
+    "ND-HET", "6001240", "Harold Voss", "1944-05-17", "Amoxicillin", "500 mg", "capsule", "65862-0015-01",
+    21, "Take 1 capsule by mouth three times daily for 7 days", "waiting", 0,
+)  # fmt: skip
+
+
+async def _waiting_for_pv1(world: DemoWorld) -> None:
+    services = world.services
+    site = next(s for s in await services.directory.sites() if s.code == E_PRESCRIPTION.site)
+    await services.auth.issue_integration_token(None, site.code, "pharmacy system")
+    user = next(
+        u for u in await services.directory.users() if u.username == f"integration.{site.code.lower()}"
+    )
+    system = Principal(
+        user.id, user.username, user.display_name, Role.INTEGRATION, site.id, frozenset(), "device"
+    )
+    message = fhir_message(E_PRESCRIPTION, PRESCRIBERS[1])
+    _, items = read_message(message, "MedicationRequest")
+    [stored] = await services.prescriptions.receive(system, "fhir", items, json.dumps(message))
+    # The technician typed over the strength the prescriber sent: PV1 shows the difference.
+    await services.prescriptions.correct(
+        world.techs[E_PRESCRIPTION.site], stored.prescription.id, {"version": 1, "strength": "20 mg"}
+    )
+    tech = world.techs[PAPER.site]
+    rx = await services.prescriptions.create(
+        tech, {**rx_body(PAPER, "new", prescriber=PRESCRIBERS[2]), "refills_authorized": 0}
+    )
+    original = photos.to_jpeg_bytes(paper_prescription(PAPER, PRESCRIBERS[2]), 88)
+    path = world.work_dir / "original.jpg"
+    path.write_bytes(original)
+    await services.originals.take(
+        tech, rx.id, path, sha256=hashlib.sha256(original).hexdigest(), filename="original.jpg"
+    )
+
+
+def fhir_message(demo: DemoRx, prescriber: str) -> dict[str, Any]:
+    """The MedicationRequest a pharmacy system sends for the prescription, with contained resources."""
+    family, given = demo.patient.split(" ")[-1], demo.patient.split(" ")[:-1]
+    value, unit = demo.strength.split(" ")
+    return {
+        "resourceType": "MedicationRequest",
+        "identifier": [{"system": "urn:oid:2.16.840.1.113883.3.9999.rx", "value": demo.rx}],
+        "status": "active",
+        "intent": "order",
+        "contained": [
+            {
+                "resourceType": "Patient",
+                "id": "p",
+                "name": [{"family": family, "given": given}],
+                "birthDate": demo.dob,
+            },
+            {
+                "resourceType": "Practitioner",
+                "id": "d",
+                "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1234567893"}],
+                "name": [{"text": prescriber}],
+            },
+            {
+                "resourceType": "Medication",
+                "id": "m",
+                "code": {
+                    "coding": [{"system": "http://hl7.org/fhir/sid/ndc", "code": demo.ndc}],
+                    "text": demo.drug,
+                },
+                "form": {"text": demo.form},
+                "ingredient": [
+                    {
+                        "itemCodeableConcept": {"text": demo.drug},
+                        "strength": {
+                            "numerator": {"value": int(value), "unit": unit},
+                            "denominator": {"value": 1, "unit": demo.form},
+                        },
+                    }
+                ],
+            },
+        ],
+        "subject": {"reference": "#p"},
+        "requester": {"reference": "#d"},
+        "medicationReference": {"reference": "#m"},
+        "dosageInstruction": [{"text": demo.directions}],
+        "dispenseRequest": {
+            "quantity": {"value": demo.qty, "unit": demo.form},
+            "expectedSupplyDuration": {
+                "value": 30,
+                "unit": "days",
+                "system": "http://unitsofmeasure.org",
+                "code": "d",
+            },
+            "numberOfRepeatsAllowed": 2,
+        },
+    }
+
+
+def paper_prescription(demo: DemoRx, prescriber: str, size: tuple[int, int] = (1200, 1700)) -> Image.Image:
+    """A phone photo of a prescription pad: the prescriber, the patient, the drug and the sig."""
+    im = Image.new("RGB", size, (246, 244, 236))
+    draw = ImageDraw.Draw(im)
+    w, h = size
+    draw.rectangle((50, 50, w - 50, h - 50), outline=(40, 60, 110), width=5)
+    lines = [
+        prescriber,
+        "Bowman Clinic, Hettinger ND",
+        "",
+        f"Patient: {demo.patient}    DOB: {demo.dob}",
+        "",
+        f"Rx  {demo.drug} {demo.strength} {demo.form}",
+        f"Disp: #{demo.qty}",
+        f"Sig: {demo.directions}",
+        "Refills: none",
+    ]
+    for i, line in enumerate(lines):
+        draw.text((110, 130 + 95 * i), line, fill=(25, 30, 70), font_size=40)
+    draw.line((110, h - 220, 600, h - 250), fill=(25, 30, 70), width=4)
+    return im
 
 
 def sample_photos(folder: Path, today: dt.date) -> dict[str, Path]:

@@ -23,6 +23,8 @@ from server.consultations.mailbox import LocalMailbox, Mailbox, PostgresMailbox
 from server.consultations.recordings import RecordingIntake
 from server.consultations.service import ConsultationService
 from server.consultations.signalling import SignallingRelay
+from server.data_entry.originals import OriginalIntake
+from server.data_entry.service import DataEntryService
 from server.db.engine import Database
 from server.db.migrate import upgrade
 from server.db.models import Consultation, Fill, Media, Site, utcnow
@@ -58,7 +60,8 @@ READ_BUFSIZE = 512 * 1024
 
 
 def may_read_media(actor: Principal, media: Media, site: Site, consultation: Consultation | None) -> bool:
-    """A fill's evidence is for whoever may see its site; a recording, for those its consultation names."""
+    """A fill's evidence and a prescription's original are for whoever may see its site; a recording,
+    for those its consultation names."""
     if consultation is not None:
         return ConsultationService.may_see_recording(consultation, site, actor)
     return actor.may_see_site(site.id, site.state)
@@ -120,6 +123,7 @@ def build_services(
     store = media_store(config)
     executor = make_executor(config.media_workers)
     hub = Hub(db, bus, queue_size=config.event_queue_size)
+    data_entry = DataEntryService(db, config, clock=fills.clock)
     consultations = ConsultationService(db, clock=fills.clock, compliance=compliance)
     auth, directory = Auth(db, config, passwords, clock=fills.clock), Directory(db, passwords)
     # A sign-out, a revocation, a deactivation, a license or site change reaches the live connections.
@@ -133,6 +137,7 @@ def build_services(
         auth=auth,
         directory=directory,
         prescriptions=Prescriptions(db),
+        data_entry=data_entry,
         fills=fills,
         queries=FillQueries(db),
         hub=hub,
@@ -141,6 +146,7 @@ def build_services(
         media_executor=executor,
         metrics=metrics,
         intake=MediaIntake(fills, store, executor, config),
+        originals=OriginalIntake(data_entry, store, executor, config),
         consultations=consultations,
         recordings=RecordingIntake(consultations, store, executor, config),
         signalling=SignallingRelay(hub, consultations, mailbox),
@@ -151,13 +157,14 @@ def build_services(
 
 
 async def sweep(services: Services, tus: TusEndpoint) -> None:
-    """Puts fills whose pharmacist went quiet back in the queue; clears uploads abandoned for a day, or
-    for ten minutes when a data path is short of room."""
+    """Puts fills and prescriptions whose pharmacist went quiet back in the queue; clears uploads
+    abandoned for a day, or for ten minutes when a data path is short of room."""
     last_purge = 0.0
     while True:
         await asyncio.sleep(services.config.lease_sweep_seconds)
         try:
             await services.fills.expire_leases()
+            await services.data_entry.expire_leases()
             low = await asyncio.to_thread(low_on_space, services)
             if low or time.monotonic() - last_purge > 3600:
                 last_purge = time.monotonic()

@@ -91,8 +91,16 @@ def cmd_admin(args: argparse.Namespace) -> int:
         passwords = Passwords(config.password_time_cost, config.password_memory_kib)
         directory = Directory(db, passwords)
         if args.what == "site":
-            site = await directory.create_site(None, args.code, args.name, args.state)
+            site = await directory.create_site(
+                None, args.code, args.name, args.state, requires_pv1=not args.without_pv1
+            )
             print(f"site {site.id} {site.code} ({site.state}) created")
+        elif args.what == "site-pv1":
+            site = await directory.set_requires_pv1(None, args.site, args.pv1 == "on")
+            print(
+                f"site {site.code}: data-entry verification (PV1) {args.pv1} for prescriptions entered "
+                "from now on"
+            )
         elif args.what == "user":
             password = args.password or getpass.getpass(f"Password for {args.username}: ")
             user = await directory.create_user(
@@ -308,6 +316,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--code", required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--state", required=True, help="two-letter US state")
+    p.add_argument(
+        "--without-pv1",
+        action="store_true",
+        help="prescriptions need no pharmacist's data-entry verification before they are filled",
+    )
+    p = asub.add_parser(
+        "site-pv1", help="turn a site's data-entry verification (PV1) before filling on or off"
+    )
+    p.add_argument("--site", required=True, help="the site's code")
+    p.add_argument("pv1", choices=["on", "off"])
     p = asub.add_parser("user", help="create a user")
     p.add_argument("--username", required=True)
     p.add_argument("--display-name")

@@ -141,6 +141,8 @@ class Config:
     max_image_bytes: int = 30 * 1024 * 1024
     max_video_bytes: int = 200 * 1024 * 1024
     max_image_pixels: int = 50_000_000
+    # Pages of a prescription's original (a fax's TIFF, a PDF) taken at most.
+    max_original_pages: int = 20
     max_video_seconds: float = 60.0
     # A consultation's recording (mp4, with its audio): a 10-minute call is tens of MB; an hour at
     # aiortc's highest video rate is under 1 GB.

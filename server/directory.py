@@ -98,6 +98,8 @@ class Directory:
         name: str,
         state: str,
         required_media_kinds: list[str] | None = None,
+        *,
+        requires_pv1: bool = True,
     ) -> Site:
         if not code or not name:
             raise InvalidInput("A site needs a code and a name.")
@@ -111,15 +113,33 @@ class Directory:
                     state=_state(state),
                     status="active",
                     required_media_kinds=required_media_kinds,
+                    requires_pv1=requires_pv1,
                 )
                 s.add(site)
                 await s.flush()
                 await audit.append(
-                    self.db, s, actor, "site.created", "site", site.id, {"code": code, "state": site.state}
+                    self.db,
+                    s,
+                    actor,
+                    "site.created",
+                    "site",
+                    site.id,
+                    {"code": code, "state": site.state, "requires_pv1": requires_pv1},
                 )
                 return site
         except IntegrityError as exc:
             raise Conflict(f"A site with code {code!r} exists already.") from exc
+
+    async def set_requires_pv1(self, actor: Principal | None, code: str, requires_pv1: bool) -> Site:
+        """Turns the site's data-entry verification on or off for prescriptions entered from now on;
+        those already waiting keep waiting for a pharmacist."""
+        async with self.db.write() as s:
+            site = (await s.execute(select(Site).where(Site.code == code))).scalar_one_or_none()
+            if site is None:
+                raise NotFound(f"No site {code!r}.")
+            site.requires_pv1 = requires_pv1
+            await audit.append(self.db, s, actor, "site.pv1", "site", site.id, {"requires_pv1": requires_pv1})
+            return site
 
     async def set_site_status(
         self,

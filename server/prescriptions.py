@@ -24,8 +24,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
+from server.data_entry.rules import CORRECTABLE, VerificationState
+from server.data_entry.service import announce, initial_state
+from server.db.conditional import update_if
 from server.db.engine import Database
-from server.db.models import DrugPackage, DrugProduct, Fill, Prescription, Site, utcnow
+from server.db.models import (
+    DrugPackage,
+    DrugProduct,
+    Fill,
+    Prescription,
+    PrescriptionRevision,
+    Site,
+    utcnow,
+)
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.barcodes import format_ndc11, normalize_ndc
 from server.fills.lifecycle import FILL_USING_STATES
@@ -210,6 +221,62 @@ def _check_refills(fields: dict[str, Any]) -> None:
         )
 
 
+async def _reference_check(s: AsyncSession, fields: dict[str, Any]) -> dict[str, Any]:
+    """The reference check of an entry (filling in what the reference may), then the refill limits."""
+    found = await lookup(s, [fields["expected_ndc"]])
+    known = found.packages.get(fields["expected_ndc"])
+    if known is not None:
+        check = check_against_reference(fields, *known, utcnow().date())
+    elif found.loaded:
+        check = {
+            "status": "flagged",
+            "reference": None,
+            "filled_in": [],
+            "flags": [{"code": "unknown_ndc", "ndc11": format_ndc11(fields["expected_ndc"])}],
+        }
+    else:
+        check = {"status": "no_reference", "reference": None, "filled_in": [], "flags": []}
+    missing = [name for name in FROM_REFERENCE if name not in fields]
+    if missing:
+        raise InvalidInput(
+            f"'{missing[0]}' is required: the drug reference cannot fill it in "
+            f"({'it does not know this NDC' if found.loaded else 'none is loaded'}).",
+            field=missing[0],
+        )
+    _check_refills(fields)
+    return check
+
+
+def _shown(value: Any) -> Any:
+    """A value as the API shows it (and a revision keeps it): dates as ISO text, quantities as numbers."""
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _entered(rx: Prescription) -> dict[str, Any]:
+    """The correctable fields of a prescription as the API shows them."""
+    return {name: _shown(getattr(rx, name)) for name in CORRECTABLE}
+
+
+# A correction names the version it corrects and any of the entered fields.
+CORRECTION = Body(
+    {
+        **{
+            name: Field(f.spec, description=f.description)
+            for name, f in PRESCRIPTION.fields.items()
+            if name not in ("rx_number", "fill_type", "source")
+        },
+        "version": Field(
+            Int(1, 2**31 - 1), required=True, description="The prescription's version corrected"
+        ),
+    },
+    description="Only the fields sent change; the rx number and the source stay.",
+)
+
+
 @dataclass(frozen=True)
 class Stored:
     prescription: Prescription
@@ -253,29 +320,21 @@ class Prescriptions:
         action: str = "prescription.created",
     ) -> Prescription:
         """Checks the fields against the drug reference (filling in what it may) and the refill limits,
-        then stores the prescription and audits it."""
-        found = await lookup(s, [fields["expected_ndc"]])
-        known = found.packages.get(fields["expected_ndc"])
-        if known is not None:
-            check = check_against_reference(fields, *known, utcnow().date())
-        elif found.loaded:
-            check = {
-                "status": "flagged",
-                "reference": None,
-                "filled_in": [],
-                "flags": [{"code": "unknown_ndc", "ndc11": format_ndc11(fields["expected_ndc"])}],
-            }
-        else:
-            check = {"status": "no_reference", "reference": None, "filled_in": [], "flags": []}
-        missing = [name for name in FROM_REFERENCE if name not in fields]
-        if missing:
-            raise InvalidInput(
-                f"'{missing[0]}' is required: the drug reference cannot fill it in "
-                f"({'it does not know this NDC' if found.loaded else 'none is loaded'}).",
-                field=missing[0],
-            )
-        _check_refills(fields)
-        rx = Prescription(site_id=site_id, reference_check=check, **fields)
+        then stores the prescription, audits it and, where the site requires it, puts it in the PV1
+        queue."""
+        site = await s.get(Site, site_id)
+        assert site is not None
+        check = await _reference_check(s, fields)
+        now = utcnow()
+        state = initial_state(site)
+        rx = Prescription(
+            site_id=site_id,
+            reference_check=check,
+            verification_state=state,
+            awaiting_since=now if state == VerificationState.AWAITING else None,
+            version=1,
+            **fields,
+        )
         s.add(rx)
         await s.flush()
         await audit.append(
@@ -287,7 +346,107 @@ class Prescriptions:
             rx.id,
             {"site_id": site_id, "rx_number": rx.rx_number, "source": rx.source_kind},
         )
+        if state == VerificationState.AWAITING:
+            await announce(self.db, s, actor, "prescription.awaiting_verification", rx, site)
         return rx
+
+    async def correct(self, actor: Principal, rx_id: int, body: dict[str, Any]) -> Prescription:
+        """The site corrects a prescription's entry (after a return, or any time no fill of it is open):
+        a new version, checked as at entry, with each change's old and new value kept; where the site
+        requires PV1 it waits for verification again, a verified one too."""
+        if actor.role is not Role.TECHNICIAN:
+            raise Forbidden("Prescriptions are corrected at the site.")
+        version = CORRECTION.parse(body)["version"]
+        async with self.db.write() as s:
+            row = (
+                await s.execute(
+                    select(Prescription, Site)
+                    .join(Site, Site.id == Prescription.site_id)
+                    .where(Prescription.id == rx_id)
+                )
+            ).first()
+            if row is None or row.Site.id != actor.site_id:
+                raise NotFound("No such prescription at this site.")
+            rx: Prescription = row.Prescription
+            site: Site = row.Site
+            if rx.version != version:
+                raise Conflict(
+                    "The prescription changed since you read it; read it again.",
+                    code="stale_version",
+                    version=rx.version,
+                    your_version=version,
+                )
+            open_fills = (
+                await s.execute(
+                    select(func.count()).where(
+                        Fill.prescription_id == rx.id, Fill.state.in_(("queued", "in_review"))
+                    )
+                )
+            ).scalar_one()
+            if open_fills:
+                raise Conflict(
+                    "A fill of this prescription waits for verification; it cannot be corrected now.",
+                    code="fill_open",
+                )
+            before = _entered(rx)
+            merged = {
+                **before,
+                **{k: v for k, v in body.items() if k != "version"},
+                "rx_number": rx.rx_number,
+            }
+            merged.pop("expected_ndc", None)
+            merged["ndc"] = body.get("ndc", body.get("expected_ndc", rx.expected_ndc))
+            fields = parse_prescription(merged)
+            fields.pop("rx_number")
+            check = await _reference_check(s, fields)
+            after = {name: _shown(fields.get(name)) for name in CORRECTABLE}
+            changes = {
+                name: {"old": before[name], "new": after[name]}
+                for name in CORRECTABLE
+                if before[name] != after[name]
+            }
+            if not changes:
+                raise InvalidInput("The correction changes nothing.", code="no_change")
+            state = initial_state(site)
+            now = utcnow()
+            previous = rx.verification_state
+            values: dict[str, Any] = {name: fields[name] for name in CORRECTABLE if name in fields}
+            values.update(
+                reference_check=check,
+                verification_state=state,
+                awaiting_since=now if state == VerificationState.AWAITING else rx.awaiting_since,
+                claimed_by=None,
+                lease_expires_at=None,
+                version=rx.version + 1,
+            )
+            if not await update_if(s, rx, [Prescription.version == version], values):
+                raise Conflict(
+                    "The prescription changed since you read it; read it again.", code="stale_version"
+                )
+            revision = PrescriptionRevision(
+                prescription_id=rx.id,
+                version=rx.version,
+                edited_by=actor.user_id,
+                changes=changes,
+                previous_state=previous,
+                edited_at=now,
+            )
+            s.add(revision)
+            await s.flush()
+            digest = hashlib.sha256(json.dumps(changes, sort_keys=True).encode()).hexdigest()
+            await announce(
+                self.db,
+                s,
+                actor,
+                "prescription.corrected",
+                rx,
+                site,
+                {"previous_state": previous},
+                # The values are patient data: they stay in the revision; the chain seals its digest.
+                audit_only={"revision_id": revision.id, "fields": sorted(changes), "changes_sha256": digest},
+                at=now,
+            )
+            return rx
 
     @staticmethod
     async def _same_line(s: AsyncSession, site_id: int, fields: dict[str, Any]) -> Prescription | None:

@@ -12,6 +12,8 @@ from server.config import Config
 from server.consultations.recordings import RecordingIntake
 from server.consultations.service import ConsultationService
 from server.consultations.signalling import SignallingRelay
+from server.data_entry.originals import OriginalIntake
+from server.data_entry.service import DataEntryService
 from server.db.engine import Database
 from server.directory import Directory
 from server.fills.intake import MediaIntake
@@ -35,6 +37,7 @@ class Services:
     auth: Auth
     directory: Directory
     prescriptions: Prescriptions
+    data_entry: DataEntryService
     fills: FillService
     queries: FillQueries
     hub: Hub
@@ -43,6 +46,7 @@ class Services:
     media_executor: concurrent.futures.Executor
     metrics: Metrics
     intake: MediaIntake
+    originals: OriginalIntake
     consultations: ConsultationService
     recordings: RecordingIntake
     signalling: SignallingRelay

@@ -39,6 +39,7 @@ from remote_site_client.outbox import (
     QUEUED,
     Entry,
     NotFixable,
+    Original,
     Outbox,
     Recording,
 )
@@ -57,6 +58,16 @@ PHOTO_KINDS = (
     "other",
     "count_video",
 )
+
+
+def _original_lines(o: Original) -> list[str]:
+    label = {DELIVERED: "delivered", FAILED: "REFUSED"}.get(o.state, "pending")
+    lines = [f"original of prescription {o.prescription_id} ({o.filename})  {human_bytes(o.bytes)}  {label}"]
+    if o.state == FAILED:
+        lines.append(f"    refused: {o.failed_reason}")
+    elif o.state == PENDING and o.last_error:
+        lines.append(f"    tries: {o.attempts}, last error: {o.last_error}")
+    return lines
 
 
 def _recording_lines(r: Recording) -> list[str]:
@@ -136,11 +147,13 @@ def _list(args: argparse.Namespace, outbox: Outbox) -> int:
         out(f"The recording of consultation {args.retry_recording} will be sent again.")
         return EXIT_OK
     entries = outbox.entries(None if args.all else [*OPEN_STATES, FAILED])
-    recordings = outbox.recordings(None if args.all else [PENDING, FAILED])
-    for r in recordings:
-        for line in _recording_lines(r):
-            out(line)
-    if not entries and not recordings:
+    states = None if args.all else [PENDING, FAILED]
+    recordings, originals = outbox.recordings(states), outbox.originals(states)
+    lines = [line for r in recordings for line in _recording_lines(r)]
+    lines += [line for o in originals for line in _original_lines(o)]
+    for line in lines:
+        out(line)
+    if not entries and not lines:
         out("The outbox is empty: everything was delivered.")
     refused = [e for e in entries if e.state == FAILED]
     if refused:

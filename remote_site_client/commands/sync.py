@@ -1,4 +1,5 @@
-"""tp-site sync: deliver the outbox (fills and call recordings), once or as a long-running service."""
+"""tp-site sync: deliver the outbox (fills, call recordings, prescriptions' originals), once or as a
+long-running service."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from remote_site_client.commands.common import (
 from remote_site_client.config import SiteConfig
 from remote_site_client.delivery import wake_on_other_writers
 from remote_site_client.live import Decisions, listen
+from remote_site_client.originals import OriginalSender
 from remote_site_client.outbox import FAILED, OPEN_STATES, Outbox, short_id
 from remote_site_client.recordings import RecordingSender
 from remote_site_client.sender import Sender
@@ -41,6 +43,10 @@ async def _sync_once(sender: Sender, outbox: Outbox, patience: float) -> int:
     ]
     for rec in recordings:
         out(rec.line())
+    original_sender = OriginalSender(sender.config, outbox, sender.api)
+    originals = [await original_sender.deliver(o.id, patience=patience) for o in outbox.originals()]
+    for original in originals:
+        out(original.line())
     for r in results:
         state = "delivered" if r.delivered else ("REFUSED" if r.state == FAILED else "not yet")
         out(f"{short_id(r.fill_id)}: {state}" + (f" ({r.error})" if r.error else ""))
@@ -48,6 +54,8 @@ async def _sync_once(sender: Sender, outbox: Outbox, patience: float) -> int:
         return EXIT_REFUSED
     if outbox.entries(list(OPEN_STATES)):
         return EXIT_PENDING
+    if any(o.state == FAILED for o in originals):
+        return EXIT_REFUSED
     return recordings_exit(recordings)
 
 
@@ -57,7 +65,9 @@ async def _sync(cfg: SiteConfig, outbox: Outbox, once: bool, patience: float) ->
         if once:
             return await _sync_once(sender, outbox, patience)
         recordings = RecordingSender(cfg, outbox, api)
+        originals = OriginalSender(cfg, outbox, api)
         stop, wake, wake_recordings = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        wake_originals = asyncio.Event()
         decisions = Decisions(api, outbox)
 
         async def handle(event: dict[str, Any]) -> None:
@@ -71,13 +81,17 @@ async def _sync(cfg: SiteConfig, outbox: Outbox, once: bool, patience: float) ->
             outbox.wake_all()
             wake.set()
             wake_recordings.set()
+            wake_originals.set()
 
         say(f"Sync running for {cfg.server_url}; outbox in {cfg.data_dir}. Stop with Ctrl-C.")
         sending = asyncio.create_task(sender.run(stop, wake))
         recording = asyncio.create_task(recordings.run(stop, wake_recordings))
+        sending_originals = asyncio.create_task(originals.run(stop, wake_originals))
         listening = asyncio.create_task(listen(api, outbox, "sync", handle, on_connect=connected))
-        noticing = asyncio.create_task(wake_on_other_writers(outbox.data_version, wake, wake_recordings))
-        await until_stopped(stop, sending, recording, listening, noticing)
+        noticing = asyncio.create_task(
+            wake_on_other_writers(outbox.data_version, wake, wake_recordings, wake_originals)
+        )
+        await until_stopped(stop, sending, recording, sending_originals, listening, noticing)
     return EXIT_OK
 
 

@@ -1,4 +1,5 @@
-"""tp-site watch: print decisions as they arrive, and run a program for each."""
+"""tp-site watch: print decisions as they arrive (a fill's, and a prescription's data-entry verification or
+return), and run a program for each fill's."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from remote_site_client.api import SiteApi
+from remote_site_client.api import ApiError, SiteApi
 from remote_site_client.commands.common import EXIT_OK, load_config, out, say, until_stopped
 from remote_site_client.config import SiteConfig
 from remote_site_client.live import Decisions, listen, run_hook
@@ -28,6 +29,18 @@ async def _watch(cfg: SiteConfig, outbox: Outbox, args: argparse.Namespace) -> i
 
         async def handle(event: dict[str, Any]) -> None:
             nonlocal seen
+            kind = str(event.get("type"))
+            if kind in PV1_OUTCOMES:
+                out(await pv1_notice(api, event))
+                seen += 1
+                if args.exit_after and seen >= args.exit_after:
+                    done.set()
+                return
+            if kind.startswith("prescription."):
+                if args.all:
+                    rx_id, state = event.get("prescription_id"), event.get("verification_state")
+                    out(f"{kind}  prescription {rx_id}  {state}")
+                return
             if event.get("type") != "fill.decided":
                 if args.all:
                     fill = short_id(str(event.get("fill_id")))
@@ -58,6 +71,30 @@ async def _watch(cfg: SiteConfig, outbox: Outbox, args: argparse.Namespace) -> i
         )
         await until_stopped(done, task)
     return EXIT_OK
+
+
+# A pharmacist's data-entry verification (PV1) of a prescription: its two outcomes.
+PV1_OUTCOMES = ("prescription.returned", "prescription.verified")
+
+
+async def pv1_notice(api: SiteApi, event: dict[str, Any]) -> str:
+    """What the technician reads when a prescription is verified or returned (the reasons and the
+    pharmacist's note come from the prescription itself: events carry no patient data)."""
+    rx_id = event.get("prescription_id")
+    try:
+        _, view = await api.call("GET", f"/prescriptions/{rx_id}")
+    except ApiError as exc:
+        return f"{event.get('type')}  prescription {rx_id} ({exc.message})"
+    rx = view["prescription"]
+    if event.get("type") == "prescription.verified":
+        return f"Rx {rx['rx_number']}: VERIFIED (data entry); it can be filled."
+    last = view["verifications"][-1] if view.get("verifications") else {}
+    reasons = ", ".join(last.get("reason_codes", [])) or "no reason given"
+    note = f" - {last['note']}" if last.get("note") else ""
+    return (
+        f"Rx {rx['rx_number']}: RETURNED by the pharmacist: {reasons}{note}\n"
+        f"  Correct it with: tp-site rx edit {rx['rx_number']} --FIELD VALUE"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,10 +13,12 @@ open the outbox (the technician's `submit`, the `sync` service): an entry is wor
 a time, under a lease that names the process, so a killed sender's entry is picked up at once.
 
 A consultation's recording (mp4, recorded with consent) waits here the same way, as media of its
-consultation: pending --uploaded over tus--> delivered, or failed when the server refuses it for good.
+consultation: pending --uploaded over tus--> delivered, or failed when the server refuses it for good;
+so does the original of a paper prescription (a photo, a fax's TIFF, a PDF), as media of its prescription.
 
-Three stores share the database, one module each: the fills (fills.py), the recordings
-(recordings.py) and the small state kept between runs (local_state.py); fixes and discards are
+Four stores share the database, one module each: the fills (fills.py), the recordings
+(recordings.py), the originals of paper prescriptions (originals.py) and the small state kept between
+runs (local_state.py); fixes and discards are
 recorded in the outbox's own audit (audit.py). The schema is numbered and
 upgraded in place when the outbox opens (schema.py).
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 from remote_site_client.outbox.audit import AuditRow
 from remote_site_client.outbox.fills import Entry, FillStore, NotFixable, OutboxFile, short_id
 from remote_site_client.outbox.local_state import LocalState
+from remote_site_client.outbox.originals import Original, OriginalStore
 from remote_site_client.outbox.recordings import Recording, RecordingStore
 from remote_site_client.outbox.schema import migrate
 from remote_site_client.outbox.store import (
@@ -54,6 +57,7 @@ __all__ = [
     "AuditRow",
     "Entry",
     "NotFixable",
+    "Original",
     "Outbox",
     "OutboxFile",
     "Recording",
@@ -61,8 +65,8 @@ __all__ = [
 ]
 
 
-class Outbox(FillStore, RecordingStore, LocalState):
-    """The outbox database and its file folder: the three stores over one connection."""
+class Outbox(FillStore, RecordingStore, OriginalStore, LocalState):
+    """The outbox database and its file folder: the four stores over one connection."""
 
     def __init__(self, data_dir: Path) -> None:
         (data_dir / "outbox").mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -98,3 +102,4 @@ class Outbox(FillStore, RecordingStore, LocalState):
         with self.transaction() as db:
             self._wake_entries(db)
             self._wake_recordings(db)
+            self._wake_originals(db)

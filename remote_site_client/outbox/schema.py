@@ -98,6 +98,30 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_fill ON audit (fill_id);
     CREATE TABLE fill_prescriptions (fill_id TEXT PRIMARY KEY, prescription_id INTEGER NOT NULL);
     """,
+    # 5: the originals of paper prescriptions (a photo, a fax's TIFF, a PDF), delivered over tus.
+    """
+    CREATE TABLE originals (
+        id INTEGER PRIMARY KEY,
+        prescription_id INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error TEXT,
+        failed_reason TEXT,
+        upload_url TEXT,
+        media_id INTEGER,
+        pages INTEGER,
+        created_at REAL NOT NULL,
+        delivered_at REAL,
+        lease_pid INTEGER,
+        lease_until REAL,
+        UNIQUE (prescription_id, sha256)
+    );
+    """,
 )
 VERSION = len(MIGRATIONS)
 

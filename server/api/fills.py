@@ -7,8 +7,9 @@ import datetime as dt
 from aiohttp import web
 
 from server.api.params import Query, accepts, path_param, query_param
-from server.api.shapes import detail_view, queue_view, site_fill_view
+from server.api.shapes import data_entry_row, detail_view, queue_view, site_fill_view
 from server.api.table import json_body, principal_of
+from server.data_entry.rules import RETURN_REASONS
 from server.fills.requests import DECISION, NEW_FILL, DecisionInput, NewFill
 from server.fills.rules import ACKNOWLEDGEMENT_REASONS, FLAG_LABELS, PRIORITIES, REJECTION_REASONS, FillState
 from server.inputs import ID, OneOf
@@ -68,6 +69,9 @@ async def queue(request: web.Request) -> web.Response:
         principal_of(request), site_id=site_id, priority=priority
     )
     data = queue_view(fills)
+    # The same queue's other kind of work: prescriptions waiting for data-entry verification (PV1).
+    waiting = await services_of(request).data_entry.queue(principal_of(request), site_id=site_id)
+    data["data_entry"] = [data_entry_row(row) for row in waiting]
     data["now"] = dt.datetime.now(dt.UTC).isoformat()
     return web.json_response(data)
 
@@ -130,6 +134,7 @@ async def reasons(request: web.Request) -> web.Response:
             "reasons": [{"code": k, "label": v} for k, v in REJECTION_REASONS.items()],
             "acknowledgement_reasons": [{"code": k, "label": v} for k, v in ACKNOWLEDGEMENT_REASONS.items()],
             "flag_labels": FLAG_LABELS,
+            "return_reasons": [{"code": k, "label": v} for k, v in RETURN_REASONS.items()],
             "undo_seconds": services_of(request).config.decision_undo_seconds,
         }
     )

@@ -12,6 +12,7 @@ from aiohttp import web
 from server.api.byte_ranges import send_stored
 from server.api.params import PATH_PARAMS, Query, accepts, path_param, query_param
 from server.api.table import principal_of
+from server.data_entry.service import RX_IMAGE
 from server.errors import DomainError, InvalidInput
 from server.fills.rules import MEDIA_KINDS, VIDEO_KINDS
 from server.inputs import ID, Text, parse_field
@@ -38,6 +39,7 @@ REJECTION_STATUS = {
     "too_long": 413,
     "too_large": 413,
     "not_mp4": 415,
+    "too_many_pages": 413,
 }
 HTTP_ERRORS: dict[int, type[web.HTTPException]] = {
     400: web.HTTPBadRequest,
@@ -71,13 +73,29 @@ def _consultation_id(metadata: dict[str, str]) -> int:
         raise InvalidInput("Upload-Metadata 'consultation_id' must be the consultation's number.") from exc
 
 
+def _prescription_id(metadata: dict[str, str]) -> int:
+    try:
+        return ID.parse_text(metadata["prescription_id"], "prescription_id")
+    except InvalidInput as exc:
+        raise InvalidInput("Upload-Metadata 'prescription_id' must be the prescription's number.") from exc
+
+
+def _owner(metadata: dict[str, str]) -> str:
+    """What an upload belongs to: exactly one of a fill, a consultation and a prescription."""
+    owners = [k for k in ("fill_id", "consultation_id", "prescription_id") if k in metadata]
+    if len(owners) > 1:
+        raise InvalidInput("An upload belongs to one of a fill, a consultation or a prescription.")
+    return owners[0] if owners else "fill_id"
+
+
 def _rejected(exc: MediaRejected) -> web.HTTPException:
     return http_error(REJECTION_STATUS.get(exc.code, 422), exc.code, exc.message)
 
 
 async def authorize_upload(request: web.Request, metadata: dict[str, str], length: int) -> None:
     """A new upload names the file's SHA-256, a filename, a media kind and what it belongs to: a draft
-    fill of the caller's site (fill_id) or a consultation the caller's site recorded (consultation_id)."""
+    fill of the caller's site (fill_id), a consultation the caller's site recorded (consultation_id),
+    or a prescription of the caller's site whose paper original it is (prescription_id)."""
     svc = services_of(request)
     kind = metadata.get("kind", "")
     try:
@@ -88,9 +106,19 @@ async def authorize_upload(request: web.Request, metadata: dict[str, str], lengt
         parse_field(FILENAME, metadata["filename"], "filename")
         if length == 0:
             raise InvalidInput("The file is empty.", code="empty")
-        if "consultation_id" in metadata:
-            if "fill_id" in metadata:
-                raise InvalidInput("An upload belongs to a fill or to a consultation, not to both.")
+        owner = _owner(metadata)
+        if owner == "prescription_id":
+            if kind != RX_IMAGE:
+                raise InvalidInput(f"A prescription's upload is its original: kind {RX_IMAGE}.")
+            if length > svc.config.max_image_bytes:
+                raise http_error(
+                    413,
+                    "too_large",
+                    f"An original may be at most {svc.config.max_image_bytes // (1024 * 1024)} MB.",
+                )
+            await svc.data_entry.authorize_original(principal_of(request), _prescription_id(metadata))
+            return
+        if owner == "consultation_id":
             await svc.recordings.authorize(
                 principal_of(request),
                 _consultation_id(metadata),
@@ -121,6 +149,15 @@ async def complete_upload(request: web.Request, upload: TusUpload) -> dict[str, 
     """Verifies, decodes and stores the medium, then records it on its fill or consultation."""
     svc, actor, meta = services_of(request), principal_of(request), upload.metadata
     try:
+        if "prescription_id" in meta:
+            pages = await svc.originals.take(
+                actor,
+                _prescription_id(meta),
+                upload.data_path,
+                sha256=meta["sha256"],
+                filename=meta["filename"],
+            )
+            return {"Tp-Media-Id": str(pages[0].id), "Tp-Pages": str(len(pages))}
         if "consultation_id" in meta:
             media = await svc.recordings.take(
                 actor,
@@ -168,7 +205,9 @@ def same_file(metadata: Mapping[str, str]) -> str | None:
     again resumes its unfinished upload."""
     if not metadata.get("sha256"):
         return None
-    return "|".join(metadata.get(k, "") for k in ("fill_id", "consultation_id", "kind", "sha256"))
+    key = "|".join(metadata.get(k, "") for k in ("fill_id", "consultation_id", "kind", "sha256"))
+    # A prescription's original: its own key, leaving the keys of uploads under way as they were.
+    return f"prescription:{metadata['prescription_id']}|{key}" if metadata.get("prescription_id") else key
 
 
 async def serve_media(request: web.Request, media_id: int, variant: str | None) -> web.StreamResponse:

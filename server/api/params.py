@@ -25,6 +25,7 @@ PATH_PARAMS: Mapping[str, Spec[Any]] = {
     "consultation_id": ID,
     "media_id": ID,
     "site_id": ID,
+    "prescription_id": ID,
     "token_id": ID,
     "factor_id": ID,
     # A fill's id is the UUID its site made; letters, digits and dashes are all an id can hold.

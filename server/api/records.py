@@ -8,7 +8,7 @@ from server.api.params import accepts, body_of, path_param
 from server.api.shapes import prescription_view, site_view, user_view
 from server.api.table import json_body, principal_of
 from server.fills.rules import MEDIA_KINDS
-from server.inputs import ID, Body, Date, Field, ListOf, Nullable, OneOf, Text
+from server.inputs import ID, Body, Date, Field, Flag, ListOf, Nullable, OneOf, Text
 from server.prescriptions import PRESCRIPTION
 from server.security.principal import PEOPLE
 from server.services import services_of
@@ -26,6 +26,11 @@ NEW_SITE = Body(
         "name": Field(Text(200, 1, strip=True), required=True),
         "state": Field(STATE, required=True),
         "required_media_kinds": Field(Nullable(ListOf(OneOf(MEDIA_KINDS), 2 * len(MEDIA_KINDS)))),
+        "requires_pv1": Field(
+            Flag(),
+            description="Prescriptions wait for a pharmacist's data-entry verification before any fill "
+            "(default true)",
+        ),
     }
 )
 NEW_USER = Body(
@@ -87,7 +92,12 @@ async def list_sites(request: web.Request) -> web.Response:
 async def create_site(request: web.Request) -> web.Response:
     body = await body_of(request, NEW_SITE)
     site = await services_of(request).directory.create_site(
-        principal_of(request), body["code"], body["name"], body["state"], body.get("required_media_kinds")
+        principal_of(request),
+        body["code"],
+        body["name"],
+        body["state"],
+        body.get("required_media_kinds"),
+        requires_pv1=body.get("requires_pv1", True),
     )
     return web.json_response(site_view(site), status=201)
 

@@ -11,6 +11,7 @@ from server.api import (
     compliance,
     consultations,
     dashboard,
+    data_entry,
     fills,
     identity,
     media,
@@ -291,6 +292,54 @@ ROUTES: tuple[Route, ...] = (
         "Enter a prescription",
         "prescriptions",
     ),
+    Route(
+        "GET",
+        r"/api/v1/prescriptions/{prescription_id:\d+}",
+        data_entry.get_prescription,
+        ANY_USER,
+        "One prescription as data-entry verification (PV1) shows it: the entry beside its source",
+        "prescriptions",
+    ),
+    Route(
+        "PATCH",
+        r"/api/v1/prescriptions/{prescription_id:\d+}",
+        data_entry.correct_prescription,
+        TECH,
+        "Correct a prescription's entry (a new version; it waits for PV1 again)",
+        "prescriptions",
+    ),
+    Route(
+        "POST",
+        r"/api/v1/prescriptions/{prescription_id:\d+}/claim",
+        data_entry.claim,
+        PHARM,
+        "Claim a prescription's data-entry verification (a lease)",
+        "verification",
+    ),
+    Route(
+        "POST",
+        r"/api/v1/prescriptions/{prescription_id:\d+}/heartbeat",
+        data_entry.heartbeat,
+        PHARM,
+        "Renew the lease on a prescription's data-entry verification",
+        "verification",
+    ),
+    Route(
+        "POST",
+        r"/api/v1/prescriptions/{prescription_id:\d+}/release",
+        data_entry.release,
+        PHARM,
+        "Put a claimed prescription back in the queue",
+        "verification",
+    ),
+    Route(
+        "POST",
+        r"/api/v1/prescriptions/{prescription_id:\d+}/verification",
+        data_entry.verify,
+        PHARM,
+        "Verify a prescription's data entry, or return it to the site with reasons",
+        "verification",
+    ),
     Route("GET", "/api/v1/fills", fills.list_fills, TECH | ADMIN, "The site's fills, newest first", "fills"),
     Route(
         "POST",
@@ -345,7 +394,14 @@ ROUTES: tuple[Route, ...] = (
         "prescriptions",
         {"requestBody": {"required": True, "content": {"application/xml": {"schema": {"type": "string"}}}}},
     ),
-    Route("GET", "/api/v1/queue", fills.queue, PHARM | ADMIN, "Open fills in queue order", "verification"),
+    Route(
+        "GET",
+        "/api/v1/queue",
+        fills.queue,
+        PHARM | ADMIN,
+        "Open fills in queue order, and prescriptions waiting for data-entry verification (PV1)",
+        "verification",
+    ),
     Route(
         "POST",
         "/api/v1/queue/claim-next",
@@ -404,7 +460,9 @@ ROUTES: tuple[Route, ...] = (
             "description": "Upload-Metadata names the file (sha256, filename) and what it belongs to: "
             f"fill_id with a kind ({', '.join(MEDIA_KINDS)}), or consultation_id with kind "
             f"{RECORDING_KIND} (an mp4, only from the consultation's site after the patient's consent "
-            "was recorded, once). The request that completes it answers with Tp-Media-Id."
+            "was recorded, once), or prescription_id with kind rx_image (the paper original: JPEG, PNG, "
+            "a multi-page TIFF or a PDF, stored page by page; Tp-Pages says how many). The request that "
+            "completes it answers with Tp-Media-Id."
         },
     ),
     Route("HEAD", "/api/v1/uploads/{upload_id}", _tus("head"), TECH, "tus: upload offset", "media"),

@@ -8,7 +8,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from server.db.models import Consultation, Decision, Fill, Media, Prescription, Site, User
+from server.data_entry.rules import DATA_ENTRY, PRODUCT
+from server.data_entry.service import DataEntryRecord, DataEntryRow
+from server.data_entry.source import differences
+from server.db.models import (
+    Consultation,
+    Decision,
+    Fill,
+    Media,
+    Prescription,
+    PrescriptionVerification,
+    Site,
+    User,
+)
 from server.fills.flags import order_by_view
 from server.fills.history import EarlierFill, FillHistory
 from server.fills.queries import FillQueue, SiteFill
@@ -96,6 +108,90 @@ def prescription_view(rx: Prescription, *, fills_used: int | None = None) -> dic
         **refills,
         "reference_check": rx.reference_check,
         "created_at": _iso(rx.created_at),
+        "source_kind": rx.source_kind,
+        "verification_state": rx.verification_state,
+        "version": rx.version,
+    }
+
+
+def verification_view(v: PrescriptionVerification, pharmacist_name: str) -> dict[str, Any]:
+    return {
+        "outcome": v.outcome,
+        "prescription_version": v.prescription_version,
+        "reason_codes": v.reason_codes,
+        "note": v.note,
+        "license": {"state": v.license_state, "number": v.license_number} if v.license_state else None,
+        "decided_at": _iso(v.decided_at),
+        "pharmacist": {"id": v.pharmacist_id, "name": pharmacist_name},
+    }
+
+
+def data_entry_view(record: DataEntryRecord, said: dict[str, Any] | None) -> dict[str, Any]:
+    """A prescription's PV1 view: the entry beside its source (the message's fields with each
+    difference named, or the pages of its paper original), the reference, the patient's other
+    prescriptions, and what was decided and corrected before."""
+    rx = record.prescription
+    entered = prescription_view(rx)
+    return {
+        "kind": DATA_ENTRY,
+        "prescription": entered,
+        "site": site_view(record.site),
+        "claimed_by": rx.claimed_by,
+        "lease_expires_at": _iso(rx.lease_expires_at),
+        "source": {
+            "kind": rx.source_kind,
+            "body": rx.source_body,
+            "fields": said,
+            "differences": differences(entered, said) if said is not None else [],
+        },
+        "original": [{**media_view(m), "page": m.page or 1} for m in record.pages],
+        "reference": record.reference,
+        "reference_loaded": record.reference_loaded,
+        "other_prescriptions": [
+            {
+                "id": o.id,
+                "rx_number": o.rx_number,
+                "drug": o.drug,
+                "strength": o.strength,
+                "directions": o.directions,
+                "verification_state": o.verification_state,
+                "created_at": _iso(o.created_at),
+            }
+            for o in record.others
+        ],
+        "verifications": [verification_view(v, name) for v, name in record.verifications],
+        "revisions": [
+            {
+                "version": r.version,
+                "changes": r.changes,
+                "previous_state": r.previous_state,
+                "edited_at": _iso(r.edited_at),
+                "edited_by": {"id": r.edited_by, "name": name},
+            }
+            for r, name in record.revisions
+        ],
+    }
+
+
+def data_entry_row(row: DataEntryRow) -> dict[str, Any]:
+    """A data-entry row of the pharmacist's queue: ids, state, what it is, the patient's initials."""
+    rx = row.prescription
+    return {
+        "kind": DATA_ENTRY,
+        "prescription_id": rx.id,
+        "site_id": row.site.id,
+        "site_code": row.site.code,
+        "site_state": row.site.state,
+        "verification_state": rx.verification_state,
+        "version": rx.version,
+        "claimed_by": rx.claimed_by,
+        "lease_expires_at": _iso(rx.lease_expires_at),
+        "awaiting_since": _iso(rx.awaiting_since),
+        "source_kind": rx.source_kind,
+        "rx_number": rx.rx_number,
+        "drug": rx.drug,
+        "strength": rx.strength,
+        "patient_initials": initials(rx.patient_name),
     }
 
 
@@ -179,6 +275,7 @@ def queue_view(queue: FillQueue) -> dict[str, Any]:
         item["images"], item["videos"] = row.images, row.videos
         rx_number, drug, strength, patient = row.rx
         item.update(rx_number=rx_number, drug=drug, strength=strength, patient_initials=initials(patient))
+        item["kind"] = PRODUCT
         fills.append(item)
     return {"fills": fills, "counts": queue.counts, "oldest_queued_at": _iso(queue.oldest_queued_at)}
 
@@ -234,6 +331,7 @@ def site_view(site: Site) -> dict[str, Any]:
         "status": site.status,
         "require_second_factor": site.require_second_factor,
         "required_media_kinds": site.required_media_kinds,
+        "requires_pv1": site.requires_pv1,
     }
 
 

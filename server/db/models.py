@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -67,6 +68,9 @@ class Site(Base):
     require_second_factor: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Media kinds a fill from this site must carry before it can be submitted; None means the default.
     required_media_kinds: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # A prescription entered or received here waits for a pharmacist's data-entry verification (PV1)
+    # before any fill is made for it.
+    requires_pv1: Mapped[bool] = mapped_column(default=True, server_default=true())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -203,6 +207,54 @@ class Prescription(Base):
     # {"status": "no_reference" | "agrees" | "flagged" | ..., "filled_in": [...], "flags": [...]}.
     reference_check: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Data-entry verification (server/data_entry/rules.py): "not_required" where the site does without
+    # it (and for prescriptions from before it existed), else awaiting_verification, in_review,
+    # verified or returned. Changed like a fill's state: conditionally, on the version.
+    verification_state: Mapped[str] = mapped_column(
+        String(24), default="not_required", server_default="not_required", index=True
+    )
+    version: Mapped[int] = mapped_column(default=1, server_default="1")
+    claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # When it last began to wait for verification: the data-entry queue's age.
+    awaiting_since: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class PrescriptionVerification(Base):
+    """A pharmacist's data-entry verification (PV1) of one version of a prescription: verified, or
+    returned to the site with reasons. A prescription returned and corrected has several."""
+
+    __tablename__ = "prescription_verifications"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)
+    # The prescription's version the pharmacist saw: at most one verification per version.
+    prescription_version: Mapped[int] = mapped_column()
+    pharmacist_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason_codes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The licence the pharmacist verified under: the one for the state of the prescription's site.
+    license_state: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    license_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decided_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    __table_args__ = (UniqueConstraint("prescription_id", "prescription_version"),)
+
+
+class PrescriptionRevision(Base):
+    """One correction of a prescription at the site: each changed field's old and new value. Patient
+    data, so kept here beside the prescription; the audit event names the revision and its digest."""
+
+    __tablename__ = "prescription_revisions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)
+    # The version the edit made.
+    version: Mapped[int] = mapped_column()
+    edited_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # {field: {"old": value, "new": value}}, values as the API shows them.
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # What PV1 said of it before the edit (a verified prescription edited goes back to PV1).
+    previous_state: Mapped[str] = mapped_column(String(24))
+    edited_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Fill(Base):
@@ -235,15 +287,25 @@ class Fill(Base):
     decided_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
 
 
+# A medium belongs to exactly one of a fill, a consultation and a prescription.
+MEDIA_ONE_OWNER = (
+    "(CASE WHEN fill_id IS NULL THEN 0 ELSE 1 END) + (CASE WHEN consultation_id IS NULL THEN 0 ELSE 1 END)"
+    " + (CASE WHEN prescription_id IS NULL THEN 0 ELSE 1 END) = 1"
+)
+
+
 class Media(Base):
-    """A stored photo or video: evidence of a fill, or the recording of a consultation (exactly one)."""
+    """A stored photo or video: evidence of a fill, the recording of a consultation, or a page of a
+    prescription's paper original (exactly one of the three)."""
 
     __tablename__ = "media"
     __table_args__ = (
         UniqueConstraint("fill_id", "kind", "sha256"),
         # One recording per consultation, enforced by the database as well as by the service.
         UniqueConstraint("consultation_id", "kind", name="uq_media_consultation_kind"),
-        CheckConstraint("(fill_id IS NULL) <> (consultation_id IS NULL)", name="ck_media_one_owner"),
+        CheckConstraint(MEDIA_ONE_OWNER, name="ck_media_one_owner"),
+        # A page of an original is stored once per prescription, whatever file it came in.
+        UniqueConstraint("prescription_id", "kind", "sha256", name="uq_media_prescription_kind_sha256"),
         # A byte-identical photo of another fill, found by its digest.
         Index("ix_media_sha256", "sha256"),
     )
@@ -252,6 +314,11 @@ class Media(Base):
     consultation_id: Mapped[int | None] = mapped_column(
         ForeignKey("consultations.id", name="fk_media_consultation_id"), nullable=True
     )
+    prescription_id: Mapped[int | None] = mapped_column(
+        ForeignKey("prescriptions.id", name="fk_media_prescription_id"), index=True, nullable=True
+    )
+    # A page of a multi-page original (a fax's TIFF, a PDF): its number from 1; None for other media.
+    page: Mapped[int | None] = mapped_column(nullable=True)
     kind: Mapped[str] = mapped_column(String(32))
     sha256: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(64))

@@ -21,9 +21,10 @@ from server.audit import chain as audit
 from server.compliance.checks import Compliance
 from server.compliance.rules import load_rules
 from server.config import Config
+from server.data_entry.service import check_fillable
 from server.db.conditional import update_if
 from server.db.engine import Database
-from server.db.models import Decision, Fill, License, Media, Prescription, Site, utcnow
+from server.db.models import Decision, Fill, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.barcodes import check_product
 from server.evidence.kinds import MediaKind
@@ -290,6 +291,7 @@ class FillService:
             rx, site = found.Prescription, found.Site
             if site.status != "active":
                 raise Forbidden("This site is suspended and cannot submit fills.")
+            check_fillable(rx)
             await self.compliance.check_new_fill(s, site, rx)
             if new.previous_fill_id:
                 await self._check_resubmission(s, new, rx)
@@ -429,6 +431,8 @@ class FillService:
             decoded = [b for m in bottles for b in m.quality.get("barcodes", [])]
             check = check_product([*fill.barcodes, *decoded], rx.expected_ndc, now.date())
             product_detail = await annotate_product_check(s, check.detail, now.date())
+            # Corrected since the draft was made: it waits for PV1 again.
+            check_fillable(rx)
             await self._check_refills(s, rx, fill.id, lock=True)
             photos = await reused_photos(s, fill.id, media)
             flags = flags_at_queue(
@@ -625,13 +629,7 @@ class FillService:
             if not ok:
                 await s.refresh(fill)
                 raise self._decision_conflict(fill, actor, d, now)
-            license_number = (
-                await s.execute(
-                    select(License.number).where(
-                        License.user_id == actor.user_id, License.state == site.state
-                    )
-                )
-            ).scalar_one_or_none()
+            license_number = await step_up.license_number(s, actor, site.state)
             decision = Decision(
                 fill_id=fill.id,
                 pharmacist_id=actor.user_id,

@@ -14,6 +14,7 @@ from typing import TypedDict
 from server.evidence.kinds import CONSULTATION_RECORDING, PHOTO_KINDS, VIDEO_KINDS
 from server.media.errors import MediaRejected
 from server.media.images import ProcessedImage, VariantFile, process_image, sniff_image_format
+from server.media.originals import process_original
 from server.media.store import Handover, MediaStore, file_sha256, is_sha256
 from server.media.video import ProcessedVideo, probe_video, sniff_video_container
 from server.media.workfiles import WorkFiles
@@ -32,6 +33,15 @@ class StoredVariant(TypedDict):
 
 
 @dataclass(frozen=True)
+class OriginalFile:
+    """The file a prescription's original came in: its SHA-256, format and how many pages it has."""
+
+    sha256: str
+    format: str
+    pages: int
+
+
+@dataclass(frozen=True)
 class IngestedMedia:
     """What a fill records about one verified media file."""
 
@@ -46,6 +56,9 @@ class IngestedMedia:
     barcodes: list[str] = field(default_factory=list)
     # A photo's 128-bit perceptual hash (server.evidence.photo_hash); None for a video.
     perceptual_hash: int | None = None
+    # A page of a prescription's original: its number from 1, and the file it came in.
+    page: int | None = None
+    original: OriginalFile | None = None
 
 
 async def ingest_media(
@@ -104,6 +117,88 @@ async def ingest_media(
         raise MediaRejected(
             "unprocessable", "The server could not safely read this file. Capture it again."
         ) from None
+
+
+async def ingest_original(
+    upload_path: Path,
+    *,
+    claimed_sha256: str,
+    store: MediaStore,
+    executor: concurrent.futures.Executor,
+    max_image_pixels: int,
+    max_pages: int,
+) -> list[IngestedMedia]:
+    """Verify a prescription's original (JPEG, PNG, TIFF or PDF) and store each of its pages as a
+    metadata-free image; MediaRejected when it cannot be one. In a media worker, as ingest_media."""
+    claimed = claimed_sha256.strip().lower()
+    if not is_sha256(claimed):
+        raise MediaRejected("bad_sha256", "The upload's SHA-256 is not 64 hexadecimal digits.")
+    job = functools.partial(
+        ingest_original_file,
+        upload_path,
+        claimed_sha256=claimed,
+        store=store,
+        max_image_pixels=max_image_pixels,
+        max_pages=max_pages,
+    )
+    loop = asyncio.get_running_loop()
+    for attempt in range(2):
+        try:
+            return await loop.run_in_executor(executor, job)
+        except BrokenProcessPool:
+            if attempt:
+                raise MediaRejected(
+                    "unprocessable", "The server could not safely read this file. Scan it again."
+                ) from None
+    raise AssertionError("unreachable")
+
+
+def ingest_original_file(
+    upload_path: Path, *, claimed_sha256: str, store: MediaStore, max_image_pixels: int, max_pages: int
+) -> list[IngestedMedia]:
+    """ingest_original's work, blocking: meant for a media worker."""
+    data = upload_path.read_bytes()
+    if not data:
+        raise MediaRejected("empty", "The file is empty. Scan it again.")
+    if hashlib.sha256(data).hexdigest() != claimed_sha256:
+        raise MediaRejected(
+            "sha256_mismatch",
+            "The file changed or was damaged on the way (checksum mismatch). Upload it again.",
+        )
+    fmt, pages = process_original(
+        upload_path,
+        upload_path.parent,
+        data=data,
+        data_sha256=claimed_sha256,
+        max_pixels=max_image_pixels,
+        max_pages=max_pages,
+    )
+    out = []
+    for page in pages:
+        image = page.image
+        try:
+            variants = _store_variants(store, image.variants)
+        finally:
+            # A page's own image is a work file; a one-image original's is the upload (its endpoint's).
+            for variant in image.variants.values():
+                if not variant.source or page.page_sha256 is not None:
+                    variant.path.unlink(missing_ok=True)
+        out.append(
+            IngestedMedia(
+                sha256=page.page_sha256 or claimed_sha256,
+                content_type=image.content_type,
+                bytes=len(data),
+                width=image.width,
+                height=image.height,
+                duration_seconds=None,
+                variants=variants,
+                quality=dict(image.quality),
+                perceptual_hash=image.perceptual_hash,
+                page=page.number,
+                original=OriginalFile(claimed_sha256, fmt, len(pages)),
+            )
+        )
+    return out
 
 
 def ingest_file(

@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import func, select
 
 from server.db.engine import Database
-from server.db.models import Consultation, Fill, Media, Site
+from server.db.models import Consultation, Fill, Media, Prescription, Site
 from server.errors import NotFound
 
 Reader = TypeVar("Reader")
@@ -36,7 +36,11 @@ class MediaAccess(Generic[Reader]):
                     select(Media, Site, Consultation)
                     .outerjoin(Fill, Fill.id == Media.fill_id)
                     .outerjoin(Consultation, Consultation.id == Media.consultation_id)
-                    .join(Site, Site.id == func.coalesce(Fill.site_id, Consultation.site_id))
+                    .outerjoin(Prescription, Prescription.id == Media.prescription_id)
+                    .join(
+                        Site,
+                        Site.id == func.coalesce(Fill.site_id, Consultation.site_id, Prescription.site_id),
+                    )
                     .where(Media.id == media_id)
                 )
             ).first()

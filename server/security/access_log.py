@@ -120,10 +120,21 @@ async def access_report(
         media = dict(
             (
                 await s.execute(
-                    select(Media.id, func.coalesce(Fill.prescription_id, Consultation.prescription_id))
+                    select(
+                        Media.id,
+                        func.coalesce(
+                            Media.prescription_id, Fill.prescription_id, Consultation.prescription_id
+                        ),
+                    )
                     .outerjoin(Fill, Fill.id == Media.fill_id)
                     .outerjoin(Consultation, Consultation.id == Media.consultation_id)
-                    .where(or_(Fill.prescription_id.in_(rxs), Consultation.prescription_id.in_(rxs)))
+                    .where(
+                        or_(
+                            Media.prescription_id.in_(rxs),
+                            Fill.prescription_id.in_(rxs),
+                            Consultation.prescription_id.in_(rxs),
+                        )
+                    )
                 )
             ).all()
         )

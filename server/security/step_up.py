@@ -14,10 +14,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import ConsoleSession
+from server.db.models import ConsoleSession, License
 from server.errors import DomainError, Forbidden
 from server.security.principal import Principal
 from server.security.second_factor import SecondFactors
@@ -52,6 +52,15 @@ def decision_reasons(
     if site_requires_factor:
         reasons.append("site_policy")
     return reasons
+
+
+async def license_number(s: AsyncSession, actor: Principal, state: str) -> str | None:
+    """The licence a pharmacist signs a decision under: their number in the site's state."""
+    return (
+        await s.execute(
+            select(License.number).where(License.user_id == actor.user_id, License.state == state)
+        )
+    ).scalar_one_or_none()
 
 
 async def confirm_decision(

@@ -137,9 +137,12 @@ class World:
         await self.server.close()
 
 
-async def build_world(tmp_path: Path, database_url: str, **config: Any) -> World:
+async def build_world(tmp_path: Path, database_url: str, *, pv1: bool = False, **config: Any) -> World:
     """Sites: ND-1 and ND-2 in North Dakota, MN-1 in Minnesota. Pharmacists: nd_rph (ND), mn_rph (MN),
-    both_rph (ND and MN), lapsed_rph (ND license expired). Technicians: tech_nd1, tech_nd2, tech_mn1."""
+    both_rph (ND and MN), lapsed_rph (ND license expired). Technicians: tech_nd1, tech_nd2, tech_mn1.
+
+    The sites do without data-entry verification (PV1) unless `pv1`: a test about fills makes a
+    prescription and fills it at once, and the PV1 tests turn it on."""
     clock = ServerClock()
     app = create_app(server_config(tmp_path, database_url, **config), schema="create", clock=clock)
     server = TestServer(app)
@@ -152,7 +155,7 @@ async def build_world(tmp_path: Path, database_url: str, **config: Any) -> World
         ("ND-2", "Mott Pharmacy", "ND"),
         ("MN-1", "Lake Bronson Rx", "MN"),
     ):
-        world.sites[code] = (await d.create_site(None, code, name, state)).id
+        world.sites[code] = (await d.create_site(None, code, name, state, requires_pv1=pv1)).id
     await d.create_user(None, "admin", "Ada Admin", "admin", PASSWORD)
     today = dt.date.today()
     for username, states in (
@@ -316,6 +319,21 @@ def approval(fill: dict[str, Any], reason: str = "verified_visually") -> dict[st
         ],
         "acknowledgements": [{"flag": f["code"], "reason": reason} for f in fill["flags"]],
     }
+
+
+async def verified(world: World, rx_id: int, pharmacist: str = "nd_rph") -> dict[str, Any]:
+    """Verifies a prescription's data entry (PV1) as a pharmacist licensed in its site's state, as the
+    console does (claim, then verify the version claimed); returns the prescription's PV1 view. For a
+    world built with pv1=True: a fill of a prescription is refused until this is done."""
+    rph = await world.login(pharmacist)
+    claimed = await rph.json("POST", f"/api/v1/prescriptions/{rx_id}/claim")
+    return dict(
+        await rph.json(
+            "POST",
+            f"/api/v1/prescriptions/{rx_id}/verification",
+            json={"version": claimed["prescription"]["version"], "outcome": "verify"},
+        )
+    )
 
 
 async def approved_fill(world: World) -> str:

@@ -15,7 +15,7 @@ async def test_an_admin_sees_a_site_s_rules_with_sources_and_who_supervises_it(
 ) -> None:
     world = await make_world()
     svc = world.services
-    tx = await svc.directory.create_site(None, "TX-1", "Marfa Drug", "TX")
+    tx = await svc.directory.create_site(None, "TX-1", "Marfa Drug", "TX", requires_pv1=False)
     await svc.directory.create_user(None, "tech_tx1", "tech_tx1", "technician", PASSWORD, site_code="TX-1")
     world.tokens["tech_tx1"] = await svc.auth.issue_device_token(None, "tech_tx1", "TX-1 counter")
     await svc.directory.add_license(None, "both_rph", "TX", "TX-9", dt.date.today() + dt.timedelta(days=30))

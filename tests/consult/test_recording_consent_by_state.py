@@ -17,7 +17,7 @@ from tests.consult.wire import audit_of
 
 async def test_an_all_party_state_needs_the_pharmacist_s_consent_too(world: World, tmp_path: Path) -> None:
     svc = world.services
-    await svc.directory.create_site(None, "IL-1", "Cairo Drug", "IL")
+    await svc.directory.create_site(None, "IL-1", "Cairo Drug", "IL", requires_pv1=False)
     await svc.directory.create_user(None, "tech_il1", "tech_il1", "technician", PASSWORD, site_code="IL-1")
     world.tokens["tech_il1"] = await svc.auth.issue_device_token(None, "tech_il1", "IL-1 counter")
     await svc.directory.add_license(None, "nd_rph", "IL", "IL-051", dt.date.today() + dt.timedelta(days=90))

@@ -153,7 +153,8 @@ def test_a_new_outbox_is_made_by_the_migrations_and_numbered(tmp_path: Path) -> 
     Outbox(tmp_path / "data").close()  # opening again changes nothing
     assert schema(path) == before and user_version(path) == VERSION
     assert set(before) == {
-        "entries", "files", "cursors", "prescriptions", "recordings", "audit", "fill_prescriptions"
+        "entries", "files", "cursors", "prescriptions", "recordings", "audit", "fill_prescriptions",
+        "originals",
     }  # fmt: skip
 
 
@@ -244,7 +245,7 @@ async def test_an_outbox_of_the_last_release_upgrades_and_its_refused_fill_is_sh
     assert f"{OLD_FILL[:8]}  Rx 100234" in out and "REFUSED" in out
     assert "refused: The pills photo cannot be opened." in out
     assert f'tp-site outbox discard {OLD_FILL[:8]} --reason "WHY"' in out
-    assert user_version(data / "outbox.sqlite3") == VERSION == 4
+    assert user_version(data / "outbox.sqlite3") == VERSION == 5
 
     code, out, err = await site.run("outbox", "discard", OLD_FILL[:8], "--reason", "retaken as a new fill")
     assert code == 0, out + err

@@ -8,12 +8,13 @@ import { Identity } from "./second_factor.js";
 import { setFlagLabels } from "./flags.js";
 import { LiveFeed } from "./live.js";
 import { DetailCache, ImageCache, Prefetcher } from "./prefetch.js";
+import { DataEntry } from "./pv1.js";
 import { QueueStore } from "./queue.js";
 import { QueueView } from "./queue_view.js";
 import { Viewer } from "./viewer.js";
 import { Workspace } from "./workspace.js";
 
-const VIEWS = ["boot", "login", "queue", "verify", "dashboard", "compliance", "admin"];
+const VIEWS = ["boot", "login", "queue", "verify", "pv1", "dashboard", "compliance", "admin"];
 const LIVE_TEXT = { off: "Offline", connecting: "Connecting…", reconnecting: "Reconnecting…", live: "Live" };
 
 const els = {
@@ -72,6 +73,8 @@ new ResizeObserver(([entry]) => {
 let dashboard = null;
 let compliance = null;
 let knownSites = [];
+// Data-entry verification (PV1): its own list and review, in its own module.
+const dataEntry = new DataEntry({ root: $("#pv1-view"), onCount: (n) => { $("#pv1-count").textContent = n ? String(n) : ""; } });
 
 const workspace = new Workspace({
   store, details, images, prefetcher, viewer,
@@ -110,6 +113,7 @@ function show(name) {
   }
   if (name === "queue") queueView.render();
   if (name === "dashboard") openDashboard();
+  if (name === "pv1") dataEntry.load().catch((err) => toast(`Could not load data entry: ${err.message}`, "error"));
   if (name === "compliance") openCompliance();
   if (name === "admin") openAdmin();
 }
@@ -215,6 +219,7 @@ async function startSession(user, csrf) {
   fill(els.filterSite, h("option", { value: "" }, "All sites"),
     sites.sites.map((s) => h("option", { value: s.id }, `${s.code} · ${s.name} (${s.state})`)));
   setFlagLabels(reasons.flag_labels);
+  dataEntry.setReasons(reasons.return_reasons);
   workspace.setReasons(reasons.reasons, {
     acknowledgementReasons: reasons.acknowledgement_reasons, undoSeconds: reasons.undo_seconds,
   });
@@ -224,6 +229,7 @@ async function startSession(user, csrf) {
 function endSession(message) {
   idleLock.stop();
   workspace.reset();
+  dataEntry.reset();
   live.stop();
   store.reset();
   me = null;
@@ -262,6 +268,7 @@ function loginErrorText(err) {
 els.signOut.addEventListener("click", async () => {
   // A decision still in its undo window is sent before the session ends, not lost with it.
   await workspace.flush();
+  if (dataEntry.current) await dataEntry.close();
   await api("DELETE", "/api/v1/session").catch(() => {});
   endSession("You have signed out.");
 });
@@ -273,6 +280,7 @@ onLocked(() => {
   if (me) idleLock.lock();
 });
 workspace.confirmIdentity = (err) => identity.stepUp(err);
+dataEntry.confirmIdentity = (err) => identity.stepUp(err);
 $("#security-button").addEventListener("click", () => identity.manage().catch((err) => toast(err.message, "error")));
 
 // -- live ------------------------------------------------------------------------------------------
@@ -285,12 +293,16 @@ live.addEventListener("status", (e) => {
 });
 live.addEventListener("hello", (e) => {
   // A resumed connection replays what was missed from the cursor; only a fresh one loads the queue.
-  if (!e.detail.resumed) store.load().catch((err) => toast(`Could not load the queue: ${err.message}`, "error"));
+  if (!e.detail.resumed) {
+    store.load().then(() => dataEntry.setRows(store.dataEntry))
+      .catch((err) => toast(`Could not load the queue: ${err.message}`, "error"));
+  }
 });
 let dashboardTimer = null;
 live.addEventListener("event", (e) => {
   store.handle(e.detail);
   workspace.onEvent(e.detail);
+  dataEntry.onEvent(e.detail);
   if (view === "dashboard" && dashboard && e.detail.type === "fill.decided") {
     // The figures follow decisions as they happen, a few seconds behind so bursts cost one request.
     clearTimeout(dashboardTimer);
@@ -308,6 +320,7 @@ els.nav.addEventListener("click", (e) => {
   const link = e.target.closest("[data-nav]");
   if (!link) return;
   if (view === "verify") workspace.leave();
+  if (view === "pv1" && dataEntry.current) dataEntry.close();
   show(link.dataset.nav);
 });
 els.filterSite.addEventListener("change", () => store.setFilters({ siteId: els.filterSite.value }).catch((err) => toast(err.message, "error")));
@@ -340,10 +353,17 @@ document.addEventListener("keydown", (e) => {
     askSite(e.key.toLowerCase() === "t" ? "live_look" : "counsel");
     used = true;
   } else if (view === "verify") used = workspace.onKey(e);
+  else if (view === "pv1" && (dataEntry.current || !["q", "d", "e"].includes(e.key.toLowerCase()))) used = dataEntry.onKey(e);
   else if (!isTyping(e.target) && !e.ctrlKey && !e.metaKey && !e.altKey) {
     const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
     if (view === "queue" && key === "n") {
       openNextFill();
+      used = true;
+    } else if (key === "e" && view !== "pv1") {
+      show("pv1");
+      used = true;
+    } else if (key === "q" && view === "pv1") {
+      show("queue");
       used = true;
     } else if (key === "d" && view !== "dashboard") {
       show("dashboard");

@@ -96,6 +96,7 @@ export class QueueStore extends EventTarget {
     this.counts = { queued: 0, in_review: 0, ...data.counts };
     this.serverOldest = data.oldest_queued_at;
     this.truncated = data.fills.length >= QUEUE_LIMIT;
+    this.dataEntry = data.data_entry || []; // the same queue's prescriptions waiting for PV1 (pv1.js)
     this.loaded = true;
     const pending = this.pending;
     this.pending = [];

@@ -1,0 +1,113 @@
+"""Data-entry verification (PV1) in Chromium: an e-prescription whose entered strength differs from the
+message is shown with the difference highlighted and returned; a paper one is verified beside the
+image of its original, zoomed."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image, ImageDraw
+from playwright.async_api import Browser, expect
+from sqlalchemy import select
+
+from server.db.models import Prescription, PrescriptionVerification
+from tests.api.test_fhir_intake import _integration, _send, contained_request
+from tests.api.test_prescription_originals import upload_original
+from tests.api.world import rx_body
+from tests.browser.conftest import SiteSocket, WorldFactory, sign_in, until
+
+pytestmark = pytest.mark.browser
+
+
+def paper_original() -> bytes:
+    """A phone photo of a handwritten prescription, as a JPEG."""
+    im = Image.new("RGB", (1200, 1600), (250, 248, 240))
+    draw = ImageDraw.Draw(im)
+    draw.rectangle((60, 60, 1140, 1540), outline=(40, 40, 90), width=6)
+    for i, line in enumerate(
+        ["Dr. Ruth Prescriber", "Jane Q. Patient 02/29/1948", "Metformin HCl 500 mg", "#60", "1 tab PO BID"]
+    ):
+        draw.text((120, 160 + 120 * i), line, fill=(20, 20, 60))
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=88)
+    return out.getvalue()
+
+
+async def test_a_pharmacist_returns_a_changed_e_prescription_and_verifies_a_paper_one(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world(pv1=True)
+    system = await _integration(world)
+    await _send(system, "/api/v1/fhir/MedicationRequest", contained_request("FH100"), 201)
+    tech = await world.device("tech_nd1")
+    [erx] = (await tech.json("GET", "/api/v1/prescriptions"))["prescriptions"]
+    # The entry as the site has it: the strength typed over.
+    await tech.json(
+        "PATCH", f"/api/v1/prescriptions/{erx['id']}", json={"version": erx["version"], "strength": "850 mg"}
+    )
+    paper = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("P200"))
+    assert (await upload_original(tech, paper["id"], paper_original())).status == 204
+    site = await SiteSocket.open(world, "tech_nd1")
+
+    console = await sign_in(browser, world, "nd_rph")
+    page = console.page
+    await page.keyboard.press("e")
+    await expect(page.locator("#pv1-view")).to_be_visible()
+    await expect(page.locator("#pv1-count")).to_have_text("2")
+    rows = page.locator("#pv1-body tr")
+    await expect(rows).to_have_count(2)
+
+    # The e-prescription: one difference, the strength, highlighted beside what the message says.
+    await page.locator(f'#pv1-body tr[data-id="{erx["id"]}"]').click()
+    await expect(page.locator(".pv1-diff-count")).to_have_text("1 field differs from the message")
+    strength = page.locator('.pv1-compare tr[data-field="strength"]')
+    await expect(strength).to_have_class("pv1-diff")
+    await expect(strength.locator(".pv1-entered")).to_have_text("850 mg")
+    await expect(strength.locator(".pv1-said")).to_have_text("500 mg")
+    await expect(page.locator(".pv1-compare tr.pv1-diff")).to_have_count(1)
+    highlighted = await strength.locator(".pv1-entered").evaluate(
+        "el => getComputedStyle(el).backgroundColor"
+    )
+    plain = await page.locator('.pv1-compare tr[data-field="drug"] .pv1-entered').evaluate(
+        "el => getComputedStyle(el).backgroundColor"
+    )
+    assert highlighted != plain
+
+    await page.keyboard.press("r")
+    await expect(page.locator("#pv1-reasons")).to_be_visible()
+    await page.keyboard.press("3")  # wrong_strength
+    await page.fill("#pv1-note", "The prescriber wrote 500 mg")
+    await page.keyboard.press("Control+Enter")
+    await expect(page.locator("#pv1-review")).to_be_hidden()
+    returned = await site.wait_for(lambda m: m.get("type") == "prescription.returned")
+    assert returned["prescription_id"] == erx["id"] and returned["reason_codes"] == ["wrong_strength"]
+
+    # The paper one: its original beside the entry, zoomed in before verifying with A.
+    await expect(rows).to_have_count(1)
+    await page.keyboard.press("Enter")
+    image = page.locator("#pv1-page")
+    await expect(image).to_be_visible()
+    await until(page, "() => document.querySelector('#pv1-page')?.naturalWidth > 0")
+    fit_width = await image.evaluate("el => el.getBoundingClientRect().width")
+    await page.keyboard.press("+")
+    await page.keyboard.press("+")
+    await expect(page.locator("#pv1-zoom")).to_have_text("2\N{MULTIPLICATION SIGN}")
+    await until(page, "() => document.querySelector('#pv1-page')?.naturalWidth > 0")
+    assert (
+        await page.locator("#pv1-page").evaluate("el => el.getBoundingClientRect().width") > 1.5 * fit_width
+    )
+    await expect(page.locator("#pv1-review .verify-title")).to_contain_text("Rx P200")
+    await expect(page.locator(".pv1-ref")).to_contain_text("No drug reference is loaded")
+    await page.keyboard.press("a")
+    await expect(page.locator("#pv1-empty")).to_be_visible()
+    await site.wait_for(lambda m: m.get("type") == "prescription.verified")
+
+    async with world.services.db.read() as s:
+        states = dict(
+            (await s.execute(select(Prescription.rx_number, Prescription.verification_state))).all()
+        )
+        licences = (await s.execute(select(PrescriptionVerification.license_number))).scalars().all()
+    assert states == {"FH100": "returned", "P200": "verified"}
+    assert licences == ["ND-nd_rph", "ND-nd_rph"]
+    assert not [line for line in console.logs if "pageerror" in line], console.logs
