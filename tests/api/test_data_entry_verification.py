@@ -334,3 +334,26 @@ def test_an_admin_makes_a_site_without_pv1_and_turns_it_on(
             await database.dispose()
 
     assert asyncio.run(requires_pv1()) is True
+
+
+async def test_verifying_long_after_the_last_proof_asks_who_verifies(
+    tmp_path: Path, database_url: str
+) -> None:
+    world = await build_world(
+        tmp_path, database_url, pv1=True, step_up_after_seconds=1800, idle_lock_seconds=3600
+    )
+    try:
+        tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+        rx = await _entered(tech)
+        world.clock.advance(1801)
+        view = await _claim(rph, rx["id"])
+        asked = await _decide(rph, view, 403, outcome="verify")
+        assert asked["error"] == "step_up_required" and asked["detail"]["reasons"] == ["session_age"]
+        assert (await _claim(rph, rx["id"]))["prescription"][
+            "verification_state"
+        ] == "in_review"  # still held
+        await rph.step_up()
+        verified = await _decide(rph, view, outcome="verify")
+        assert verified["prescription"]["verification_state"] == "verified"
+    finally:
+        await world.close()
