@@ -1,0 +1,155 @@
+"""Captured photos and count videos, checked at once with the rules of `tp-site submit`.
+
+A capture is a file the page sent (a camera frame, a picked or dropped photo, a recorded count video),
+kept in the station's capture folder until a fill is saved with it. Each is checked when it arrives:
+a photo with `remote_site_client.checks` (blur, exposure, resolution; on the stock bottle the barcode,
+the NDC against the prescription and the expiry), a video with the server's own probe (container,
+codec, duration). Captures live as long as the station: the durable point is Save, into the outbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from remote_site_client.checks import Problem, check_photo, check_submission
+from server.evidence.kinds import KIND_NAMES, MEDIA_KINDS, VIDEO_KINDS
+from server.evidence.photo_quality import QualityThresholds
+from server.media.errors import MediaRejected
+from server.media.video import probe_video, sniff_video_container
+from server.media.workfiles import WorkFiles
+
+MAX_PHOTO_BYTES = 30 * 1024 * 1024
+MAX_VIDEO_BYTES = 200 * 1024 * 1024
+MAX_VIDEO_SECONDS = 60.0
+# Captures not saved in a fill are dropped after this long (seconds).
+KEEP_UNSAVED = 12 * 3600
+PHOTO_SUFFIXES = {b"\xff\xd8\xff": ".jpg", b"\x89PNG": ".png", b"RIFF": ".webp"}
+
+
+class CaptureRefused(Exception):
+    """A capture that cannot even be checked (unknown kind, too large); the message says why."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Capture:
+    """One captured file and what the checks said of it."""
+
+    id: str
+    kind: str
+    path: Path
+    prescription_id: int | None
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    barcodes: list[str] = field(default_factory=list)
+    kept_from: str | None = None  # the rejected fill it was kept from
+    created_at: float = field(default_factory=time.time)
+    checked_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "kind_name": KIND_NAMES.get(self.kind, self.kind),
+            "ok": self.ok,
+            "problems": [{"code": p.code, "message": p.message} for p in self.problems],
+            "notes": self.notes,
+            "kept_from": self.kept_from,
+            "checked_ms": round(self.checked_ms, 1),
+        }
+
+
+def suffix_of(kind: str, head: bytes) -> str:
+    if kind in VIDEO_KINDS:
+        container = sniff_video_container(head)
+        return ".mp4" if container == "mp4" else ".webm"
+    return next((s for magic, s in PHOTO_SUFFIXES.items() if head.startswith(magic)), ".bin")
+
+
+def check_capture(
+    kind: str, path: Path, *, expected_ndc: str | None, thresholds: QualityThresholds, today: dt.date
+) -> tuple[list[Problem], list[str], list[str]]:
+    """(problems, notes, barcodes) of one capture, by the rules `submit` applies to it."""
+    if kind in VIDEO_KINDS:
+        return check_video(path), ["The count video plays and is short enough."], []
+    if kind == "stock_bottle":
+        report = check_submission(
+            [(kind, path)], scanned=[], expected_ndc=expected_ndc, today=today, thresholds=thresholds
+        )
+        return list(report.problems), list(report.notes), list(report.barcodes)
+    problems, _ = check_photo(kind, path, thresholds=thresholds)
+    notes = [] if problems else [f"Sharp, well exposed and large enough: {KIND_NAMES.get(kind, kind)}."]
+    return problems, notes, []
+
+
+def check_video(path: Path) -> list[Problem]:
+    """The server's probe of a count video: it plays, its codec is known, it is not too long."""
+    work_dir = Path(tempfile.mkdtemp(prefix="tp-station-video-"))
+    try:
+        probe_video(path, WorkFiles(work_dir), max_seconds=MAX_VIDEO_SECONDS)
+    except MediaRejected as exc:
+        return [Problem("count_video", exc.code, f"Count video: {exc.message}")]
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return []
+
+
+class Captures:
+    """The capture folder and the captures in it, by id."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.items: dict[str, Capture] = {}
+        self._sweep(0)
+
+    def _sweep(self, keep_seconds: float) -> None:
+        cutoff = time.time() - keep_seconds
+        for path in self.folder.iterdir():
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+        for cid, c in list(self.items.items()):
+            if c.created_at < cutoff:
+                self.items.pop(cid, None)
+
+    def new_path(self, kind: str, head: bytes) -> tuple[str, Path]:
+        if kind not in MEDIA_KINDS:
+            raise CaptureRefused(400, "unknown_kind", f"{kind!r} is not a view a fill has.")
+        cid = secrets.token_hex(8)
+        return cid, self.folder / f"{cid}-{kind}{suffix_of(kind, head)}"
+
+    def limit(self, kind: str) -> int:
+        return MAX_VIDEO_BYTES if kind in VIDEO_KINDS else MAX_PHOTO_BYTES
+
+    def add(self, capture: Capture) -> Capture:
+        self._sweep(KEEP_UNSAVED)
+        self.items[capture.id] = capture
+        return capture
+
+    def get(self, cid: str) -> Capture | None:
+        return self.items.get(cid)
+
+    def drop(self, cid: str) -> None:
+        c = self.items.pop(cid, None)
+        if c is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(c.path)

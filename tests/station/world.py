@@ -1,0 +1,110 @@
+"""A real server process, a real `tp-site station` process, and the technician's page in Chromium.
+
+Prescriptions are made through `create_prescription` alone: when a prescription needs a pharmacist's
+data-entry verification before it can be filled, that helper is where the test world does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from playwright.async_api import Browser, BrowserContext, Page, expect
+
+from tests.browser.conftest import FLAGS
+from tests.site_client.world import ROOT, Site, rx_body, site_api
+
+TABLET = {"width": 1024, "height": 768}
+
+
+async def create_prescription(server_url: str, token: str, rx_number: str, **over: Any) -> dict[str, Any]:
+    """A prescription of the technician's site, ready to be filled."""
+    body = {**rx_body(rx_number), **over}
+    status, body = await site_api(server_url, token, "POST", "/api/v1/prescriptions", body)
+    assert status == 201, body
+    return dict(body)
+
+
+class StationProcess:
+    """`tp-site station --port P` for a site's config: started, stopped, its terminal output kept."""
+
+    def __init__(self, site: Site, port: int, log_path: Path, *extra: str) -> None:
+        self.site = site
+        self.port = port
+        self.log_path = log_path
+        self.extra = extra
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "remote_site_client", "station", "--port", str(self.port), *self.extra,
+            cwd=ROOT, env=self.site.env(), stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"station exited: {self.output()[-2000:]}")
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with http.get(self.url) as resp:
+                        if resp.status == 200:
+                            return
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"station did not start: {self.output()[-2000:]}")
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), 15)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+@dataclass
+class StationPage:
+    """The technician's page, and what it wrote to its console."""
+
+    context: BrowserContext
+    page: Page
+    logs: list[str] = field(default_factory=list)
+
+
+def camera_flags(camera_file: Path) -> list[str]:
+    return [*FLAGS, f"--use-file-for-fake-video-capture={camera_file}"]
+
+
+async def open_station(
+    browser: Browser, station: StationProcess, *, viewport: dict[str, int] | None = None
+) -> StationPage:
+    """Opens the station's page and waits until it is connected to the server."""
+    context = await browser.new_context(viewport=viewport or TABLET)
+    page = await context.new_page()
+    sp = StationPage(context, page)
+    page.on("console", lambda msg: sp.logs.append(f"{msg.type}: {msg.text}"))
+    page.on("pageerror", lambda err: sp.logs.append(f"pageerror: {err}"))
+    await page.goto(station.url)
+    try:
+        await expect(page.locator("#capture-view")).to_be_visible()
+        await expect(page.locator("#uplink")).to_have_attribute("data-state", "up")
+    except AssertionError as exc:
+        said = f"page said: {sp.logs}\nstation said: {station.output()[-3000:]}"
+        raise AssertionError(f"{exc}\n{said}") from None
+    return sp
