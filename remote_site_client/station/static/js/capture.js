@@ -112,14 +112,17 @@ export class Capture {
 
   // -- prescriptions ---------------------------------------------------------------------------
 
-  async loadPrescriptions() {
-    try {
-      const body = await api("GET", "/api/prescriptions");
-      this.prescriptions = body.prescriptions;
-    } catch (err) {
-      toast(err.message, "error");
-    }
-    this.renderPrescriptions();
+  loadPrescriptions() {
+    this.loading = (async () => {
+      try {
+        const body = await api("GET", "/api/prescriptions");
+        this.prescriptions = body.prescriptions;
+      } catch (err) {
+        toast(err.message, "error");
+      }
+      this.renderPrescriptions();
+    })();
+    return this.loading;
   }
 
   matches(text) {
@@ -139,10 +142,12 @@ export class Capture {
     $("#rx-empty").hidden = list.length > 0;
   }
 
-  /** What a USB scanner typed (the label's barcode) or the technician typed, then Enter. */
-  pickByText(text) {
+  /** What a USB scanner typed (the label's barcode) or the technician typed, then Enter. A label not
+   * in the list yet (entered since) makes the list load again once. */
+  async pickByText(text, again = true) {
     const raw = text.trim();
     if (!raw) return;
+    await this.loading;
     const digits = raw.replace(/[^0-9A-Za-z]/g, "").toLowerCase();
     let found = this.prescriptions.filter((rx) => String(rx.rx_number).toLowerCase() === raw.toLowerCase());
     if (found.length !== 1) {
@@ -153,7 +158,10 @@ export class Capture {
     }
     if (found.length !== 1) found = this.matches(raw);
     if (found.length === 1) this.pick(found[0]);
-    else toast(found.length ? `${found.length} prescriptions match: pick one.` : `No prescription matches ${raw}.`, "warn");
+    else if (!found.length && again) {
+      await this.loadPrescriptions();
+      this.pickByText(raw, false);
+    } else toast(found.length ? `${found.length} prescriptions match: pick one.` : `No prescription matches ${raw}.`, "warn");
   }
 
   pick(rx, mode = { kind: "new" }) {
