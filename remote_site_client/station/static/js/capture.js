@@ -164,7 +164,7 @@ export class Capture {
     } else toast(found.length ? `${found.length} prescriptions match: pick one.` : `No prescription matches ${raw}.`, "warn");
   }
 
-  pick(rx, mode = { kind: "new" }) {
+  pick(rx, mode = { kind: "new" }, extraViews = []) {
     this.rx = rx;
     this.mode = mode;
     this.captures.clear();
@@ -182,7 +182,8 @@ export class Capture {
       h("dt", {}, "Quantity"), h("dd", {}, String(rx.quantity ?? "")),
       h("dt", {}, "Directions"), h("dd", {}, rx.directions || ""));
     this.renderActions();
-    this.views = [...this.required, ...this.optional.filter((k) => !this.required.includes(k))];
+    const more = [...this.optional, ...extraViews];
+    this.views = [...this.required, ...more.filter((k, i) => !this.required.includes(k) && more.indexOf(k) === i)];
     this.index = 0;
     this.renderMode();
     this.renderSteps();
@@ -441,7 +442,7 @@ export class Capture {
     const rx = this.prescriptions.find((r) => r.id === detail.rx?.id) || detail.rx;
     if (!rx) throw new StationError(0, "no_rx", "The prescription of this fill is not known here.");
     const named = [...(detail.missing || []), ...(detail.refused_view ? [detail.refused_view] : [])];
-    this.pick(rx, { kind: "fix", fillId, why: detail.refused, views: detail.views.filter((k) => !named.includes(k)) });
+    this.pick(rx, { kind: "fix", fillId, why: detail.refused, views: detail.views.filter((k) => !named.includes(k)) }, named);
     for (const k of named) this.retake.add(k);
     if (detail.counted_quantity != null) $("#count").value = detail.counted_quantity;
     const first = this.views.findIndex((k) => this.retake.has(k));
