@@ -15,6 +15,7 @@ from tests.station.world import (
     file_photo,
     open_station,
     pick,
+    record_count_video,
     save_fill,
 )
 
@@ -30,6 +31,7 @@ async def test_three_views_saved_reach_the_pharmacist_and_the_approval_comes_bac
     await expect(page.locator("#check-result")).to_contain_text("The barcode matches the prescription")
     await file_photo(page, "pills", photo_dir / "pills.jpg")
     await file_photo(page, "vial_label", photo_dir / "vial_label.jpg")
+    await record_count_video(page, seconds=1.5)
     await page.fill("#count", "60")
     fill_id = await save_fill(page)
 
@@ -41,7 +43,9 @@ async def test_three_views_saved_reach_the_pharmacist_and_the_approval_comes_bac
         await page.wait_for_timeout(100)
     assert fill["state"] == "queued", fill
     assert fill["prescription"]["id"] == rx["id"]
-    assert sorted(m["kind"] for m in fill["media"]) == ["pills", "stock_bottle", "vial_label"]
+    assert sorted(m["kind"] for m in fill["media"]) == ["count_video", "pills", "stock_bottle", "vial_label"]
+    video = next(m for m in fill["media"] if m["kind"] == "count_video")
+    assert video["duration_seconds"] > 0.5
     assert fill["counted_quantity"] == 60
     assert fill["product_check"] == "match"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -158,3 +159,16 @@ async def save_fill(page: Page) -> str:
     assert resp.status == 201, body
     await expect(page.locator("#save-status")).to_contain_text(f"Saved as fill {body['short_id']}")
     return str(body["fill_id"])
+
+
+async def record_count_video(page: Page, *, seconds: float) -> Locator:
+    """Records the count video in the page (MediaRecorder) for `seconds`, and waits for its checks."""
+    await show_view(page, "count_video")
+    await page.wait_for_function("() => document.querySelector('#preview').videoWidth > 0", timeout=10000)
+    await page.keyboard.press("v")
+    await expect(page.locator("#record-btn")).to_have_class(re.compile(r"\brecording\b"))
+    await page.wait_for_timeout(seconds * 1000)
+    await page.click("#record-btn")
+    result = await _checked(page, "count_video", True)
+    await expect(result).to_contain_text("The count video plays")
+    return result
