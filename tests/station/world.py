@@ -112,8 +112,9 @@ async def open_station(
 
 
 async def pick(page: Page, rx_number: str) -> None:
-    """Picks a prescription as a USB scanner does: the label's barcode typed, then Enter."""
-    await page.locator("#rx-search").focus()
+    """Picks a prescription as a USB scanner does: the label's barcode typed, wherever the focus is,
+    then Enter."""
+    await page.locator("#rx-search").blur()
     await page.keyboard.type(rx_number)
     await page.keyboard.press("Enter")
     await expect(page.locator("#rx-number")).to_have_text(rx_number)
