@@ -134,7 +134,7 @@ export class Capture {
 
   renderPrescriptions() {
     const list = this.matches($("#rx-search").value).slice(0, 50);
-    fill($("#rx-list"), list.map((rx) => h("li", { role: "option", "aria-selected": "false" },
+    fill($("#rx-list"), list.map((rx) => h("li", {},
       h("button", { type: "button", class: "rx-item", dataset: { rx: String(rx.id) }, onclick: () => this.pick(rx) },
         h("span", { class: "rx-number" }, `Rx ${rx.rx_number}`),
         h("span", { class: "rx-patient" }, rx.patient_name || ""),
@@ -246,7 +246,7 @@ export class Capture {
       const st = this.stepState(kind);
       return h("li", { role: "presentation" },
         h("button", {
-          type: "button", role: "tab", class: ["step", `step-${st}`], "aria-selected": String(i === this.index),
+          type: "button", role: "tab", class: ["step", `step-${st}`], "aria-selected": String(i === this.index), "aria-controls": "stage",
           dataset: { kind, state: st }, onclick: () => this.showView(i),
         }, h("span", { class: "step-name" }, this.kindName(kind)), h("span", { class: "step-state" }, words[st])));
     }));
