@@ -39,7 +39,7 @@ export class Capture {
   configure(state) {
     this.required = state.required_views;
     this.names = state.view_names;
-    this.optional = ["count_video"];
+    this.optional = state.optional_views.filter((k) => !this.required.includes(k));
   }
 
   wire() {
