@@ -24,6 +24,7 @@ export class Capture {
     this.rx = null;
     this.required = ["stock_bottle", "pills", "vial_label"];
     this.names = {};
+    this.optional = ["count_video"];
     this.views = [];
     this.index = 0;
     this.captures = new Map(); // kind -> {id, ok, problems, notes, url, kept, video}
