@@ -1,4 +1,4 @@
-"""tp-site: enroll, rx, submit, status, outbox, watch, consult and sync, for the technician at a remote site.
+"""tp-site: enroll, station, rx, submit, status, outbox, watch, consult and sync, for a site's technician.
 
 Each command is a module of remote_site_client/commands/; this one builds the parser from them and
 turns the errors a technician can act on into a message and an exit status.
@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 from remote_site_client import config as site_config
 from remote_site_client.api import ApiError
-from remote_site_client.commands import consult, enroll, outbox, rx, status, submit, sync, watch
+from remote_site_client.commands import consult, enroll, outbox, rx, station, status, submit, sync, watch
 from remote_site_client.commands.common import EXIT_PENDING, EXIT_REFUSED, EXIT_USAGE, UsageError, say
 from remote_site_client.config import ConfigError
 
 # In the order `tp-site --help` lists them.
-COMMANDS = (enroll, rx, submit, status, outbox, watch, consult, sync)
+COMMANDS = (enroll, station, rx, submit, status, outbox, watch, consult, sync)
 
 
 def parser() -> argparse.ArgumentParser:

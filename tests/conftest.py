@@ -25,6 +25,7 @@ KIND_OF_FOLDER = {
     "site_client": "site",
     "browser": "browser",
     "consult": "consult",
+    "station": "station",
 }
 
 

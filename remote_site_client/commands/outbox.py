@@ -205,6 +205,16 @@ def _check(cfg: SiteConfig, files: list[tuple[str, Path]], rx: dict[str, Any] | 
     return report
 
 
+def fix_needs_new_id(entry: Entry, body: dict[str, Any], new_kinds: set[str]) -> bool:
+    """Whether a fixed fill must go under a new id: the server may hold a draft under this one that a
+    changed request, or a replaced photo it stored, no longer matches."""
+    changed_body = any(
+        body.get(k) != entry.body.get(k) for k in ("prescription_id", "counted_quantity", "barcodes")
+    )
+    replaced_stored = any(f.kind in new_kinds and f.media_id is not None for f in entry.files)
+    return (changed_body and entry.fill_state is not None) or replaced_stored
+
+
 def _fix(args: argparse.Namespace, cfg: SiteConfig, outbox: Outbox) -> int:
     fill_id = entry_id(outbox, args.fill_id)
     entry = outbox.get(fill_id)
@@ -233,13 +243,7 @@ def _fix(args: argparse.Namespace, cfg: SiteConfig, outbox: Outbox) -> int:
         return EXIT_CHECKS
     if "stock_bottle" in new_kinds:
         body["barcodes"] = report.barcodes[:10]
-    # The server may hold a draft under this id that a changed request, or a replaced photo it stored,
-    # no longer matches: then the fixed fill goes under a new id.
-    changed_body = any(
-        body.get(k) != entry.body.get(k) for k in ("prescription_id", "counted_quantity", "barcodes")
-    )
-    replaced_stored = any(f.kind in new_kinds and f.media_id is not None for f in entry.files)
-    rekey = (changed_body and entry.fill_state is not None) or replaced_stored
+    rekey = fix_needs_new_id(entry, body, new_kinds)
     what = ", ".join(
         [*(f"{KIND_NAMES.get(k, k)} {p.name}" for k, p in photos)]
         + ([f"count {args.count:g}"] if args.count is not None else [])

@@ -70,7 +70,7 @@ class Rejected:
     files: list[tuple[str, Path]]
 
 
-async def _rejected_fill(
+async def rejected_fill(
     cfg: SiteConfig, outbox: Outbox, text: str, workdir: Path, keep: set[str]
 ) -> Rejected:
     """The rejected fill named by `text` (short id), with a local copy of each of its photos whose kind
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         previous: Rejected | None = None
         if args.resubmit_of:
             given = {kind for kind, _ in files}
-            previous = asyncio.run(_rejected_fill(cfg, outbox, args.resubmit_of, Path(work), given))
+            previous = asyncio.run(rejected_fill(cfg, outbox, args.resubmit_of, Path(work), given))
             if args.rx is None and args.prescription_id is None:
                 args.prescription_id = previous.prescription_id
             order = [kind for kind, _ in PHOTO_OPTIONS] + ["other", "count_video"]

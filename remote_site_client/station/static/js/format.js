@@ -1,0 +1,37 @@
+// Words and times as the technician reads them: local time, short ids, plain state names.
+
+export const STATE_WORDS = {
+  waiting_to_send: "Waiting to send",
+  refused: "Needs your attention",
+  queued: "Waiting for the pharmacist",
+  in_review: "Pharmacist is checking",
+  approved: "Approved: ready to bag",
+  rejected: "Rejected: retake",
+  discarded: "Discarded",
+};
+
+export function shortId(id) {
+  return String(id || "").replaceAll("-", "").slice(0, 8);
+}
+
+/** A time as this computer's clock shows it: "14:05" today, "Tue 3 Dec 14:05" otherwise. */
+export function localTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return "";
+  const now = new Date();
+  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (d.toDateString() === now.toDateString()) return time;
+  return `${d.toLocaleDateString([], { weekday: "short", day: "numeric", month: "short" })} ${time}`;
+}
+
+export function bytes(n) {
+  if (!Number.isFinite(n)) return "";
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+export function product(rx) {
+  return [rx?.drug, rx?.strength].filter(Boolean).join(" ");
+}

@@ -1,0 +1,214 @@
+// The work list: every fill of the site, newest first, by state; a fill opened shows its decision
+// (approval: ready to bag; rejection: reasons, note, views to retake) or why the server refused it.
+
+import { api, withToken } from "./api.js";
+import { $, h, fill, toast } from "./dom.js";
+import { STATE_WORDS, bytes, localTime, product, shortId } from "./format.js";
+
+const FILTERS = [
+  ["all", "All"],
+  ["waiting_to_send", "Waiting to send"],
+  ["refused", "Needs attention"],
+  ["queued", "Queued"],
+  ["in_review", "In review"],
+  ["approved", "Approved"],
+  ["rejected", "Rejected"],
+];
+
+export class WorkList {
+  constructor(station, capture) {
+    this.station = station;
+    this.capture = capture;
+    this.items = [];
+    this.filter = "all";
+    this.openId = null;
+    this.unseen = new Set();
+    this.refreshTimer = null;
+    fill($("#state-filter"), FILTERS.map(([key, label]) => h("button", {
+      type: "button", class: "chip", "aria-pressed": String(key === this.filter), dataset: { filter: key },
+      onclick: () => this.setFilter(key),
+    }, label)));
+  }
+
+  setFilter(key) {
+    this.filter = key;
+    for (const b of document.querySelectorAll("#state-filter .chip")) b.setAttribute("aria-pressed", String(b.dataset.filter === key));
+    this.render();
+  }
+
+  visible() {
+    return !$("#worklist-view").hidden;
+  }
+
+  async refresh() {
+    try {
+      const body = await api("GET", "/api/fills");
+      this.items = body.fills;
+      $("#worklist-offline").hidden = body.online;
+    } catch (err) {
+      toast(err.message, "error");
+    }
+    this.render();
+  }
+
+  /** Refreshes soon, once, however many messages arrive meanwhile; the fill open is shown again when
+   * it changed, unless the technician is writing in it. */
+  soon(fillId) {
+    if (fillId && fillId === this.openId) this.openChanged = true;
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = setTimeout(() => {
+      if (this.visible()) this.refresh();
+      const writing = document.getElementById("discard-form");
+      if (this.openChanged && !$("#fill-view").hidden && !writing) this.open(this.openId);
+      this.openChanged = false;
+    }, 150);
+  }
+
+  message(msg) {
+    if (msg.type === "progress") {
+      const row = document.querySelector(`#worklist li[data-id="${msg.fill_id}"] .progress`);
+      if (row && msg.total) {
+        row.hidden = false;
+        row.value = msg.sent;
+        row.max = msg.total;
+        row.title = `${bytes(msg.sent)} of ${bytes(msg.total)} sent`;
+      }
+    } else if (msg.type === "outbox") {
+      // A retry that failed again changes nothing the technician sees but its count.
+      this.soon(["queued", "failed"].includes(msg.state) ? msg.fill_id : null);
+    } else if (msg.type === "fill" || msg.type === "decision") {
+      this.soon(msg.fill_id);
+    }
+  }
+
+  decided(msg) {
+    if ($("#app").dataset.view !== "worklist") this.unseen.add(msg.fill_id);
+    const badge = $("#decided-count");
+    badge.textContent = String(this.unseen.size);
+    badge.hidden = this.unseen.size === 0;
+  }
+
+  render() {
+    this.unseen.clear();
+    $("#decided-count").hidden = true;
+    const items = this.items.filter((i) => this.filter === "all" || i.state === this.filter);
+    fill($("#worklist"), items.map((i) => h("li", { class: ["work-item", `state-${i.state}`], dataset: { id: i.fill_id, state: i.state } },
+      h("button", { type: "button", class: "work-open", onclick: () => this.open(i.fill_id) },
+        h("span", { class: "work-state" }, STATE_WORDS[i.state] || i.state),
+        h("span", { class: "work-rx" }, `Rx ${i.rx_number || "?"}`),
+        h("span", { class: "work-drug" }, product(i)),
+        h("span", { class: "work-patient" }, i.patient_name || ""),
+        h("span", { class: "work-when" }, localTime(i.at)),
+        h("span", { class: "work-id" }, `fill ${i.short_id}`),
+        i.previous_fill_id ? h("span", { class: "work-link" }, `replaces ${shortId(i.previous_fill_id)}`) : null,
+        h("progress", { class: "progress", hidden: !(i.total > 0), value: i.sent || 0, max: i.total || 1 })))));
+    $("#worklist-empty").hidden = items.length > 0;
+  }
+
+  async open(fillId) {
+    this.openId = fillId;
+    let body;
+    try {
+      body = await api("GET", `/api/fills/${fillId}`);
+    } catch (err) {
+      toast(err.message, "error");
+      return;
+    }
+    this.station.show("fill");
+    const s = body.server;
+    const local = body.local;
+    const rx = s?.prescription || local?.rx || {};
+    $("#fill-title").textContent = `Rx ${rx.rx_number || "?"} · ${product(rx)} · fill ${shortId(fillId)}`;
+    const parts = [h("p", { class: "fill-patient" }, rx.patient_name || "")];
+    if (local && local.state === "failed") parts.push(this.refusedPanel(fillId, local));
+    else if (local && local.state !== "queued" && local.state !== "discarded") {
+      parts.push(h("div", { class: "banner banner-info", role: "status" }, "Waiting to send: it goes as soon as the connection allows."),
+        h("button", { type: "button", class: "btn", id: "discard-btn", onclick: () => this.discard(fillId) }, "Discard…"));
+    }
+    if (s) parts.push(this.serverPanel(fillId, s));
+    fill($("#fill-body"), parts);
+  }
+
+  serverPanel(fillId, s) {
+    const d = s.decision;
+    const retake = new Set(d?.retake || []);
+    const out = [];
+    if (s.state === "approved") {
+      out.push(h("div", { class: "banner banner-ok", role: "status", id: "decision" },
+        h("strong", {}, "Approved: ready to bag."), d?.pharmacist?.name ? ` By ${d.pharmacist.name}, ${localTime(d.decided_at)}.` : "",
+        d?.note ? h("p", {}, `Note: ${d.note}`) : null));
+    } else if (s.state === "rejected") {
+      out.push(h("div", { class: "banner banner-bad", role: "alert", id: "decision" },
+        h("strong", {}, "Rejected: do not hand this out."),
+        h("ul", { class: "reasons" }, (d?.reasons || []).map((r) => h("li", {}, r))),
+        d?.note ? h("p", { class: "note" }, `Pharmacist's note: ${d.note}`) : null,
+        h("button", { type: "button", class: "btn primary big", id: "resubmit-btn", onclick: () => this.resubmit(fillId) }, "Retake and resubmit")));
+    } else {
+      out.push(h("p", { class: "banner banner-info", role: "status" }, STATE_WORDS[s.state] || s.state));
+    }
+    out.push(h("ul", { class: "media-strip", "aria-label": "Photos" }, (s.media || []).map((m) =>
+      h("li", { class: ["media", retake.has(m.kind) ? "media-retake" : null], dataset: { kind: m.kind } },
+        m.kind === "count_video" ? h("span", { class: "media-video" }, "Count video")
+          : h("img", { src: withToken(`/api/media/${m.id}`), alt: this.capture.kindName(m.kind), loading: "lazy" }),
+        h("span", { class: "media-name" }, this.capture.kindName(m.kind) + (retake.has(m.kind) ? " · retake" : ""))))));
+    if (s.previous_fill_id) out.push(h("p", { class: "muted" }, `Replaces rejected fill ${shortId(s.previous_fill_id)}.`));
+    return h("div", {}, out);
+  }
+
+  refusedPanel(fillId, local) {
+    return h("div", { class: "banner banner-bad", role: "alert", id: "refusal" },
+      h("strong", {}, "The server refused this fill: it is not sent again until you fix it."),
+      h("p", {}, local.refused || ""),
+      h("div", { class: "row" },
+        h("button", { type: "button", class: "btn primary big", id: "fix-btn", onclick: () => this.fix(fillId, local) }, "Fix it"),
+        h("button", { type: "button", class: "btn big", id: "retry-btn", onclick: () => this.retry(fillId) }, "Send again as it is"),
+        h("button", { type: "button", class: "btn big", id: "discard-btn", onclick: () => this.discard(fillId) }, "Discard…")));
+  }
+
+  async resubmit(fillId) {
+    try {
+      this.station.show("capture");
+      await this.capture.resubmit(fillId);
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
+
+  async fix(fillId, local) {
+    try {
+      this.station.show("capture");
+      await this.capture.fix(fillId, local);
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
+
+  async retry(fillId) {
+    try {
+      await api("POST", `/api/fills/${fillId}/fix`, {});
+      toast("It will be sent again.", "ok");
+      this.open(fillId);
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
+
+  discard(fillId) {
+    const form = h("form", { class: "discard-form", id: "discard-form" },
+      h("label", { for: "discard-reason" }, "Why discard it? (kept in the station's record)"),
+      h("input", { id: "discard-reason", required: true, maxlength: "500" }),
+      h("button", { type: "submit", class: "btn danger big" }, "Discard"));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        await api("POST", `/api/fills/${fillId}/discard`, { reason: $("#discard-reason").value });
+        toast("Discarded: it will not be sent.", "ok");
+        this.station.show("worklist");
+      } catch (err) {
+        toast(err.message, "error");
+      }
+    });
+    $("#fill-body").append(form);
+    $("#discard-reason").focus();
+  }
+}
