@@ -190,7 +190,8 @@ async def prescriptions(request: web.Request) -> web.Response:
             if not exc.transient:
                 raise  # offline is an answer: the copy kept here
     fields = ("id", "rx_number", "patient_name", "patient_dob", "drug", "strength", "dosage_form",
-              "quantity", "directions", "expected_ndc", "days_supply")  # fmt: skip
+              "quantity", "directions", "expected_ndc", "days_supply", "required_media_kinds",
+              "verification_state")  # fmt: skip
     items = [{k: rx.get(k) for k in fields} for rx in outbox.cached_prescriptions()]
     return web.json_response({"prescriptions": items, "online": online})
 

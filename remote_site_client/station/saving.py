@@ -45,6 +45,12 @@ def _prescription(outbox: Outbox, prescription_id: int) -> dict[str, Any]:
     return rx
 
 
+def views_required(station: Station, rx: dict[str, Any]) -> list[str]:
+    """The photos a fill of this prescription needs: the server's list for it (its dosage form under
+    the site's rules), else the site's."""
+    return list(rx.get("required_media_kinds") or station.required_views)
+
+
 def _captures_of(captures: Captures, ids: Sequence[str], prescription_id: int | None) -> list[Capture]:
     found = []
     for cid in ids:
@@ -97,7 +103,7 @@ def save_fill(station: Station, captures: Captures, payload: dict[str, Any]) -> 
         raise StationError(400, "no_prescription", "Pick the prescription first.") from None
     rx = _prescription(outbox, prescription_id)
     found = _captures_of(captures, [str(c) for c in payload.get("captures") or []], prescription_id)
-    missing = [k for k in station.required_views if k not in {c.kind for c in found}]
+    missing = [k for k in views_required(station, rx) if k not in {c.kind for c in found}]
     if missing:
         raise StationError(
             400, "missing_views", f"Take the {_names(missing)} before saving.", {"missing": missing}
@@ -141,7 +147,8 @@ def fix_entry(station: Station, captures: Captures, fill_id: str, payload: dict[
         return fill_id
     _refuse_problems(found)
     new_kinds = {c.kind for c in found}
-    missing = [k for k in station.required_views if k not in new_kinds | set(entry.kinds())]
+    rx = outbox.cached_prescription(rx_id=entry.prescription_id) or {}
+    missing = [k for k in views_required(station, rx) if k not in new_kinds | set(entry.kinds())]
     if missing:
         raise StationError(
             400, "missing_views", f"Take the {_names(missing)} before saving.", {"missing": missing}

@@ -64,8 +64,13 @@ async def create_prescription(request: web.Request) -> web.Response:
         if not stored.created
         else {}
     )
+    views = await services_of(request).fills.views_required([stored.prescription])
     return web.json_response(
-        prescription_view(stored.prescription, fills_used=used.get(stored.prescription.id, 0)),
+        prescription_view(
+            stored.prescription,
+            fills_used=used.get(stored.prescription.id, 0),
+            views=views[stored.prescription.id],
+        ),
         status=201 if stored.created else 200,
     )
 
@@ -76,8 +81,14 @@ async def list_prescriptions(request: web.Request) -> web.Response:
     prescriptions = await svc.prescriptions.list_for(actor)
     svc.access_log.read(actor, "prescription", [rx.id for rx in prescriptions])
     used = await svc.prescriptions.fills_used([rx.id for rx in prescriptions])
+    views = await svc.fills.views_required(prescriptions)
     return web.json_response(
-        {"prescriptions": [prescription_view(rx, fills_used=used.get(rx.id, 0)) for rx in prescriptions]}
+        {
+            "prescriptions": [
+                prescription_view(rx, fills_used=used.get(rx.id, 0), views=views[rx.id])
+                for rx in prescriptions
+            ]
+        }
     )
 
 

@@ -6,6 +6,7 @@ The domain returns rows and records; handlers shape them here, so no domain modu
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from server.data_entry.rules import DATA_ENTRY, PRODUCT
@@ -82,13 +83,18 @@ def media_view(m: Media) -> dict[str, Any]:
     }
 
 
-def prescription_view(rx: Prescription, *, fills_used: int | None = None) -> dict[str, Any]:
+def prescription_view(
+    rx: Prescription, *, fills_used: int | None = None, views: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The prescription in full: patient data, shown only to callers allowed to see the fill. With
-    `fills_used` (submitted, not rejected), its refills used and the fills it has left."""
-    refills = {"refills_authorized": rx.refills_authorized}
+    `fills_used` (submitted, not rejected), its refills used and the fills it has left; with `views`,
+    the photos a fill of it needs (its dosage form under the site's rules), in the order taken."""
+    refills: dict[str, Any] = {"refills_authorized": rx.refills_authorized}
     if fills_used is not None:
         refills["refills_used"] = max(0, fills_used - 1)
         refills["fills_remaining"] = max(0, 1 + rx.refills_authorized - fills_used)
+    if views is not None:
+        refills["required_media_kinds"] = list(views)
     return {
         "id": rx.id,
         "site_id": rx.site_id,

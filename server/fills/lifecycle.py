@@ -260,6 +260,18 @@ class FillService:
         own = tuple(site.required_media_kinds or self.config.required_media_kinds)
         return self.compliance.required_photos(site, rx, own)
 
+    async def views_required(self, prescriptions: Sequence[Prescription]) -> dict[int, tuple[str, ...]]:
+        """required_kinds of each prescription, by its id: what a site shows before it takes photos."""
+        site_ids = sorted({rx.site_id for rx in prescriptions})
+        if not site_ids:
+            return {}
+        async with self.db.read() as s:
+            sites = {
+                site.id: site
+                for site in (await s.execute(select(Site).where(Site.id.in_(site_ids)))).scalars()
+            }
+        return {rx.id: self.required_kinds(sites[rx.site_id], rx) for rx in prescriptions}
+
     # -- at the site -----------------------------------------------------------------------------
 
     async def create(self, actor: Principal, new: NewFill) -> tuple[FillRecord, bool]:

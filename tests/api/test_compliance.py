@@ -155,6 +155,10 @@ async def test_a_liquid_prescription_requires_its_own_views(world: World) -> Non
             directions="Take 5 mL by mouth three times daily",
         ),
     )
+    # The site is told which views before it takes any, on the prescription and in its list.
+    assert rx["required_media_kinds"] == ["stock_bottle", "measured_volume", "bottle_label"]
+    listed = (await tech.json("GET", "/api/v1/prescriptions"))["prescriptions"]
+    assert [r["required_media_kinds"] for r in listed if r["id"] == rx["id"]] == [rx["required_media_kinds"]]
     fill_id = new_fill_id()
     await tech.json(
         "POST", "/api/v1/fills", 201, json={"id": fill_id, "prescription_id": rx["id"], "priority": "routine"}
@@ -177,6 +181,7 @@ async def test_a_liquid_prescription_requires_its_own_views(world: World) -> Non
 async def test_a_tablet_prescription_does_not_need_a_liquid_s_views(world: World) -> None:
     tech = await world.device("tech_nd1")
     rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("TAB-1"))
+    assert rx["required_media_kinds"] == ["stock_bottle", "pills", "vial_label"]
     assert (await queued_fill(world, tech, rx["id"]))["state"] == "queued"
 
 

@@ -3,6 +3,7 @@ and the pharmacist's decision shown as it lands."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from playwright.async_api import Browser, expect
@@ -110,3 +111,43 @@ async def test_a_wrong_bottle_names_the_ndc_on_it(
     result = await file_photo(page, "stock_bottle", photo_dir / "wrong_stock_bottle.jpg", ok=False)
     problem = result.locator('li[data-code="wrong_ndc"]')
     await expect(problem).to_contain_text("Wrong product: the bottle is NDC 0093-7214-01")
+
+
+async def test_a_liquid_asks_for_its_own_views(
+    browser: Browser, server: ServerProcess, token: str, station: StationProcess
+) -> None:
+    await create_prescription(
+        server.url,
+        token,
+        "100240",
+        drug="Amoxicillin",
+        strength="250 mg/5 mL",
+        dosage_form="oral suspension",
+        quantity=150,
+        directions="Take 5 mL by mouth three times daily",
+    )
+    page = (await open_station(browser, station)).page
+    await pick(page, "100240")
+    steps = page.locator("#view-steps [data-kind]")
+    await expect(steps.first).to_have_attribute("data-kind", "stock_bottle")
+    kinds = await steps.evaluate_all("(els) => els.map((e) => e.dataset.kind)")
+    assert kinds[:3] == ["stock_bottle", "measured_volume", "bottle_label"] and "pills" not in kinds
+
+
+async def test_a_prescription_waiting_for_pv1_cannot_be_filled_yet(
+    browser: Browser, server: ServerProcess, token: str, station: StationProcess
+) -> None:
+    db = sqlite3.connect(server.data_dir / "telepharmacy.sqlite3")
+    with db:
+        db.execute("UPDATE sites SET requires_pv1 = 1")  # as a new site has it
+    db.close()
+    await create_prescription(server.url, token, "100241")
+    page = (await open_station(browser, station)).page
+    await page.fill("#rx-search", "100241")
+    item = page.locator(".rx-item", has_text="Rx 100241")
+    await expect(item.locator(".rx-waits")).to_have_text("waits for the pharmacist's data-entry check")
+    await item.click()
+    await expect(page.locator("#toasts")).to_contain_text(
+        "It can be filled once the pharmacist has verified it."
+    )
+    await expect(page.locator("#capture-steps")).to_be_hidden()

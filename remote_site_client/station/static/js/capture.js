@@ -16,15 +16,24 @@ function recorderType() {
   return "";
 }
 
+// A prescription not yet through the pharmacist's data-entry check (PV1) cannot be filled.
+const PV1_WAITS = {
+  awaiting_verification: "waits for the pharmacist's data-entry check",
+  in_review: "the pharmacist is checking its data entry",
+  returned: "returned by the pharmacist: correct it with tp-site rx edit",
+};
+
 export class Capture {
   constructor(station, actions) {
     this.station = station;
     this.actions = actions;
     this.prescriptions = [];
     this.rx = null;
-    this.required = ["stock_bottle", "pills", "vial_label"];
+    this.siteRequired = ["stock_bottle", "pills", "vial_label"];
+    this.required = this.siteRequired;
+    this.siteOptional = ["count_video"];
     this.names = {};
-    this.optional = ["count_video"];
+    this.optional = this.siteOptional;
     this.views = [];
     this.index = 0;
     this.captures = new Map(); // kind -> {id, ok, problems, notes, url, kept, video}
@@ -38,8 +47,10 @@ export class Capture {
   }
 
   configure(state) {
+    this.siteRequired = state.required_views;
     this.required = state.required_views;
     this.names = state.view_names;
+    this.siteOptional = state.optional_views;
     this.optional = state.optional_views.filter((k) => !this.required.includes(k));
   }
 
@@ -139,7 +150,8 @@ export class Capture {
       h("button", { type: "button", class: "rx-item", dataset: { rx: String(rx.id) }, onclick: () => this.pick(rx) },
         h("span", { class: "rx-number" }, `Rx ${rx.rx_number}`),
         h("span", { class: "rx-patient" }, rx.patient_name || ""),
-        h("span", { class: "rx-drug" }, `${product(rx)} · qty ${rx.quantity ?? "?"}`)))));
+        h("span", { class: "rx-drug" }, `${product(rx)} · qty ${rx.quantity ?? "?"}`),
+        PV1_WAITS[rx.verification_state] ? h("span", { class: "rx-waits" }, PV1_WAITS[rx.verification_state]) : null))));
     $("#rx-empty").hidden = list.length > 0;
   }
 
@@ -166,7 +178,16 @@ export class Capture {
   }
 
   pick(rx, mode = { kind: "new" }, extraViews = []) {
+    if (mode.kind === "new" && PV1_WAITS[rx.verification_state]) {
+      // The server would refuse the fill: say so now, before any photo is taken.
+      toast(`Rx ${rx.rx_number}: ${PV1_WAITS[rx.verification_state]}. It can be filled once the pharmacist has verified it.`, "warn");
+      return;
+    }
     this.rx = rx;
+    // The views this prescription's dosage form needs under the site's rules (a liquid: the measured
+    // volume and the labelled bottle), as the server lists them; else the site's.
+    this.required = rx.required_media_kinds?.length ? rx.required_media_kinds : this.siteRequired;
+    this.optional = this.siteOptional.filter((k) => !this.required.includes(k));
     this.mode = mode;
     this.captures.clear();
     this.retake.clear();
