@@ -1,0 +1,139 @@
+"""Calls from the technician's station: the page asks for counselling through the station, the
+pharmacist's console answers, and each side decodes the other's video; a pharmacist's live look is
+answered by the station's camera without a click. A real server process, a real `tp-site station`
+process, and Chromium whose camera plays a drawn stock bottle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Browser, Page, Request, expect
+
+from tests.browser.conftest import sign_in, until
+from tests.site_client.test_end_to_end import photos
+from tests.site_client.world import PASSWORD, PHARMACIST, Pharmacist, ServerProcess, Site
+from tests.station.world import StationProcess, create_prescription, open_station
+
+CONNECTED = 15000  # ms: the media connection (the fake camera's first frames included)
+
+
+def frames(panel: str, key: str, at_least: int = 30) -> str:
+    """A page predicate: the panel's counter of decoded (framesIn) or sent (framesOut) video frames."""
+    return f"Number(document.getElementById('{panel}').dataset.{key} || 0) >= {at_least}"
+
+
+def both_ways(panel: str) -> str:
+    """A page predicate: the panel decoded 30 frames of the other side's video and sent 30 of its own."""
+    return f"{frames(panel, 'framesIn')} && {frames(panel, 'framesOut')}"
+
+
+def never_carries(token: str, seen: list[Request]) -> None:
+    """No request the page made carried the device token, in its URL or its headers."""
+    for req in seen:
+        assert token not in req.url
+        assert all(token not in value for value in req.headers.values())
+
+
+async def pick(page: Page, rx_number: str) -> None:
+    """Picks the prescription as a scanner would (its Rx number typed, then Enter), once the page has
+    loaded the site's prescriptions."""
+    await page.fill("#rx-search", rx_number)
+    await expect(page.locator("#rx-list .rx-number", has_text=f"Rx {rx_number}")).to_be_visible()
+    await page.press("#rx-search", "Enter")
+    await expect(page.locator("#rx-number")).to_have_text(rx_number)
+
+
+async def record(server: ServerProcess, cid: int) -> dict[str, Any]:
+    async with Pharmacist(server.url) as rph:
+        body: dict[str, Any] = await rph.call("GET", f"/api/v1/consultations/{cid}")
+        return body
+
+
+async def test_counselling_asked_from_the_station_page_connects_to_the_console(
+    browser: Browser, server: ServerProcess, station: StationProcess, token: str
+) -> None:
+    rx = await create_prescription(server.url, token, "810001")
+    console = await sign_in(browser, server.url + "/", PHARMACIST, password=PASSWORD)
+    sp = await open_station(browser, station)
+    page = sp.page
+    requests: list[Request] = []
+    page.on("request", lambda req: requests.append(req))
+    try:
+        await pick(page, "810001")
+        await page.click("#call-ask")
+        panel = page.locator("#call-panel")
+        await expect(panel).to_have_attribute("data-state", "waiting")
+
+        request = console.page.locator(".consult-request")
+        await expect(request).to_be_visible()
+        cid = int(await request.get_attribute("data-id") or "0")
+        assert await panel.get_attribute("data-id") == str(cid)
+        await request.locator(".consult-accept").click()
+
+        console_panel = console.page.locator("#consult-panel")
+        await expect(console_panel).to_have_attribute("data-state", "connected", timeout=CONNECTED)
+        await expect(panel).to_have_attribute("data-state", "connected", timeout=CONNECTED)
+        # Each side decodes the other's video, and sends its own.
+        await until(console.page, both_ways("consult-panel"), 20)
+        await until(page, both_ways("call-panel"), 20)
+
+        # The technician hangs up: the pharmacist's side ends too.
+        await page.click("#call-hangup")
+        await expect(panel).to_have_attribute("data-state", "ended")
+        await expect(console_panel).to_have_attribute("data-state", "ended", timeout=5000)
+
+        c = await record(server, cid)
+        assert c["kind"] == "counsel" and c["prescription_id"] == rx["id"]
+        assert c["state"] == "ended" and c["end_reason"] == "hangup"
+        assert c["answered_at"] and c["connected_at"] and c["duration_seconds"] > 0
+        never_carries(token, requests)
+        assert not [line for line in sp.logs if line.startswith("pageerror")], sp.logs
+    finally:
+        await sp.context.close()
+        await console.context.close()
+
+
+async def test_a_live_look_is_answered_by_the_station_camera_without_a_click(
+    browser: Browser,
+    server: ServerProcess,
+    station: StationProcess,
+    site: Site,
+    token: str,
+    photo_dir: Path,
+) -> None:
+    await create_prescription(server.url, token, "810002")
+    code, out, err = await site.run("submit", "--rx", "810002", *photos(photo_dir), "--count", "60")
+    assert code == 0, out + err
+    sp = await open_station(browser, station)
+    page = sp.page
+    console = await sign_in(browser, server.url + "/", PHARMACIST, password=PASSWORD)
+    try:
+        row = console.page.locator("#queue-body tr").first
+        fill_id = await row.get_attribute("data-id")
+        await row.click()
+        await expect(console.page.locator("#verify-view")).to_be_visible()
+        await console.page.click("#v-look")
+
+        # Nobody touches the station's page: it answers with its camera.
+        panel = page.locator("#call-panel")
+        await expect(panel).to_have_attribute("data-kind", "live_look")
+        await expect(panel).to_have_attribute("data-state", "connected", timeout=CONNECTED)
+        console_panel = console.page.locator("#consult-panel")
+        await expect(console_panel).to_have_attribute("data-state", "connected", timeout=CONNECTED)
+        await until(console.page, frames("consult-panel", "framesIn"), 20)
+        await until(page, frames("call-panel", "framesOut"), 20)
+        # One way: the station receives no video and asked for no microphone.
+        assert await page.evaluate("document.getElementById('call-panel').dataset.framesIn") in (None, "0")
+        cid = int(await panel.get_attribute("data-id") or "0")
+
+        # The pharmacist hangs up: the station's page ends the call too.
+        await console.page.click("#consult-hangup")
+        await expect(panel).to_have_attribute("data-state", "ended", timeout=5000)
+        c = await record(server, cid)
+        assert c["kind"] == "live_look" and c["fill_id"] == fill_id
+        assert c["state"] == "ended" and c["end_reason"] == "hangup" and c["answered_at"]
+        assert not [line for line in sp.logs if line.startswith("pageerror")], sp.logs
+    finally:
+        await sp.context.close()
+        await console.context.close()
