@@ -137,3 +137,58 @@ async def test_a_live_look_is_answered_by_the_station_camera_without_a_click(
     finally:
         await sp.context.close()
         await console.context.close()
+
+
+# Records the titles of the desktop notifications the page shows (the browser's own Notification still
+# shows each one).
+WATCH_NOTIFICATIONS = """() => {
+  const Real = window.Notification;
+  window.shownNotifications = [];
+  window.Notification = class extends Real {
+    constructor(title, options) { super(title, options); window.shownNotifications.push(title); }
+  };
+}"""
+
+
+async def test_a_pharmacists_counselling_call_rings_at_the_station_and_is_answered_with_one_tap(
+    browser: Browser,
+    server: ServerProcess,
+    station: StationProcess,
+    site: Site,
+    token: str,
+    photo_dir: Path,
+) -> None:
+    await create_prescription(server.url, token, "810003")
+    code, out, err = await site.run("submit", "--rx", "810003", *photos(photo_dir), "--count", "60")
+    assert code == 0, out + err
+    sp = await open_station(browser, station)
+    page = sp.page
+    await sp.context.grant_permissions(["notifications"], origin=station.url.rstrip("/"))
+    await page.click("#notify-button")  # the technician turns on alerts once (sound and notifications)
+    await page.evaluate(WATCH_NOTIFICATIONS)
+    console = await sign_in(browser, server.url + "/", PHARMACIST, password=PASSWORD)
+    try:
+        await console.page.locator("#queue-body tr").first.click()
+        await expect(console.page.locator("#verify-view")).to_be_visible()
+        await console.page.keyboard.press("v")  # counselling on this fill
+
+        invitation = page.locator(".call-invitation")
+        await expect(invitation).to_be_visible()
+        await expect(invitation).to_contain_text("Rx 810003")
+        assert await page.evaluate("window.shownNotifications") == ["The pharmacist is calling"]
+        assert await page.locator("#call-panel").is_hidden()  # nothing starts before the tap
+        await invitation.locator(".call-answer").click()
+
+        panel = page.locator("#call-panel")
+        await expect(panel).to_have_attribute("data-kind", "counsel")
+        await expect(panel).to_have_attribute("data-state", "connected", timeout=CONNECTED)
+        await until(console.page, both_ways("consult-panel"), 20)
+        await until(page, both_ways("call-panel"), 20)
+        await expect(invitation).to_have_count(0)
+
+        await console.page.click("#consult-hangup")
+        await expect(panel).to_have_attribute("data-state", "ended", timeout=5000)
+        await expect(page.locator("#call-state")).to_have_text("The pharmacist ended the call.")
+    finally:
+        await sp.context.close()
+        await console.context.close()

@@ -93,6 +93,15 @@ export class Calls {
     }
   }
 
+  /** The station's chime and desktop notification; a browser that refuses them does not stop the call. */
+  ring(title, body) {
+    try {
+      this.station.notify(title, body);
+    } catch {
+      // The banner and the panel say it too.
+    }
+  }
+
   setState(state, text) {
     this.panel.dataset.state = state;
     fill(this.stateText, text);
@@ -198,7 +207,7 @@ export class Calls {
     const about = await this.describe(c);
     if (c.kind === "live_look") {
       // The pharmacist looks at the counting tray through this station's camera: no click needed.
-      this.station.notify("The pharmacist is looking at the tray", about || "A live look through the station's camera.");
+      this.ring("The pharmacist is looking at the tray", about || "A live look through the station's camera.");
       this.answer(c, about);
       return;
     }
@@ -210,7 +219,7 @@ export class Calls {
     later.addEventListener("click", () => this.dropInvitation(id));
     this.invitations.set(id, el);
     this.invites.append(el);
-    this.station.notify("The pharmacist is calling", about ? `Counselling: ${about}` : "Counselling at the counter.");
+    this.ring("The pharmacist is calling", about ? `Counselling: ${about}` : "Counselling at the counter.");
   }
 
   dropInvitation(id) {
@@ -242,7 +251,7 @@ export class Calls {
           if (err instanceof CallFailed) { this.hangUp("unanswered", `No pharmacist answered within ${TIMEOUTS.answered / 1000} s; ask again later.`); return; }
           throw err;
         }
-        this.station.notify("A pharmacist answered", "The counselling call is connecting.");
+        this.ring("A pharmacist answered", "The counselling call is connecting.");
       }
       await this.connectMedia(call);
     } catch (err) {
