@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,6 +32,8 @@ from aiohttp import web
 
 from remote_site_client import backoff
 from remote_site_client.api import ApiError, SiteApi
+from remote_site_client.outbox import Outbox
+from remote_site_client.station.call_recordings import RecordingRefused, looks_like_webm, to_mp4
 from remote_site_client.station.errors import StationError, not_enrolled
 from remote_site_client.station.keys import STATION
 from remote_site_client.station.routes import Access, Route, add_routes
@@ -49,6 +53,9 @@ PAGE_MESSAGES = {
 # A page that sends this many messages while the uplink is down is told to wait, not buffered without end.
 MAX_WAITING = 256
 MAX_MESSAGE_BYTES = 256 * 1024  # an SDP with every candidate is a few kilobytes
+# A recording from the page: about 70 MB an hour at the 600 kbps the page asks of its recorder.
+MAX_RECORDING_BYTES = 512 * 1024 * 1024
+MAX_RECORDING_SECONDS = 2 * 3600.0
 # What the page is shown of a consultation: ids, states and times. The note is the pharmacist's word to
 # this site (why a request was declined).
 VIEW_KEYS = (
@@ -64,6 +71,7 @@ VIEW_KEYS = (
     "end_reason",
     "duration_seconds",
     "outcome_note",
+    "recording_consent_at",
     "invited",
 )
 
@@ -161,6 +169,81 @@ async def reconnected(request: web.Request) -> web.Response:
     return await _relay_call(
         request, "POST", f"/api/v1/consultations/{_consultation_id(request)}/reconnected", {}
     )
+
+
+async def consent(request: web.Request) -> web.Response:
+    """The patient agreed to a recording: on the consultation's record before the page starts one."""
+    return await _relay_call(
+        request, "POST", f"/api/v1/consultations/{_consultation_id(request)}/consent", {}
+    )
+
+
+async def _consent_on_record(api: SiteApi, consultation_id: int) -> None:
+    """Refuses a recording whose consultation has no consent on record; with the server out of reach
+    the recording is kept, and the server checks again when it is delivered."""
+    try:
+        _, c = await api.call("GET", f"/api/v1/consultations/{consultation_id}")
+    except ApiError as exc:
+        if exc.transient:
+            return
+        raise StationError(exc.status or 409, exc.code or "refused", exc.message) from exc
+    if not c.get("recording_consent_at"):
+        raise StationError(
+            409,
+            "no_consent",
+            "The patient's consent to recording is not on this call's record: the recording was not kept.",
+        )
+
+
+async def _receive(request: web.Request, dest: Path) -> None:
+    """The request's body into dest, refused past MAX_RECORDING_BYTES or when it is not WebM."""
+    size = 0
+    with dest.open("wb") as f:
+        async for chunk in request.content.iter_chunked(256 * 1024):
+            if size == 0 and not looks_like_webm(chunk[:4]):
+                raise StationError(415, "not_webm", "The recording must be the page's WebM file.")
+            size += len(chunk)
+            if size > MAX_RECORDING_BYTES:
+                raise StationError(
+                    413, "too_large", f"A recording may be at most {MAX_RECORDING_BYTES // 2**20} MB."
+                )
+            f.write(chunk)
+    if size == 0:
+        raise StationError(400, "empty", "The recording is empty.")
+
+
+def _keep(data_dir: Path, consultation_id: int, mp4: Path) -> None:
+    """Into the outbox, fsynced, on a connection of its own: the station's recording sender hears of it
+    as it hears of `tp-site consult`'s recordings, and delivers it."""
+    with Outbox(data_dir) as outbox:
+        outbox.add_recording(consultation_id, mp4)
+
+
+async def recording(request: web.Request) -> web.Response:
+    """The page's recording of a call, after the patient's consent: made an mp4, kept, then delivered."""
+    cid = _consultation_id(request)
+    station = request.app[STATION]
+    api = _api(request)
+    if station.config is None:
+        raise not_enrolled()
+    await _consent_on_record(api, cid)
+    folder = station.config.data_dir / "call-recordings"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    webm, mp4 = folder / f"{cid}.webm", folder / f"{cid}.mp4"
+    loop = asyncio.get_running_loop()
+    try:
+        await _receive(request, webm)
+        try:
+            seconds = await loop.run_in_executor(
+                None, functools.partial(to_mp4, webm, mp4, max_seconds=MAX_RECORDING_SECONDS)
+            )
+        except RecordingRefused as exc:
+            raise StationError(422, "bad_recording", str(exc)) from exc
+        await loop.run_in_executor(None, _keep, station.config.data_dir, cid, mp4)
+    finally:
+        webm.unlink(missing_ok=True)
+        mp4.unlink(missing_ok=True)
+    return web.json_response({"consultation_id": cid, "seconds": round(seconds, 1)}, status=202)
 
 
 async def open_calls(request: web.Request) -> web.Response:
@@ -339,6 +422,8 @@ def add_call_routes(app: web.Application) -> None:
             Route("POST", "/api/calls", ask, Access.PAIRED, "Ask a pharmacist for counselling"),
             Route("POST", f"/api/calls/{cid}/answer", answer, Access.PAIRED, "Answer an invitation"),
             Route("POST", f"/api/calls/{cid}/end", end, Access.PAIRED, "Hang up"),
+            Route("POST", f"/api/calls/{cid}/consent", consent, Access.PAIRED, "The patient agreed"),
+            Route("POST", f"/api/calls/{cid}/recording", recording, Access.PAIRED, "The call's recording"),
             Route("POST", f"/api/calls/{cid}/connected", connected, Access.PAIRED, "Media flows"),
             Route("POST", f"/api/calls/{cid}/reconnected", reconnected, Access.PAIRED, "Media again"),
             Route("GET", "/api/calls/ws", call_socket, Access.PAIRED, "The page's signalling socket"),

@@ -5,6 +5,7 @@ process, and Chromium whose camera plays a drawn stock bottle."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,14 @@ async def record(server: ServerProcess, cid: int) -> dict[str, Any]:
         return body
 
 
+async def delivered(server: ServerProcess, cid: int, seconds: float = 30) -> dict[str, Any]:
+    """The consultation's record once its recording has reached the server."""
+    async with asyncio.timeout(seconds):
+        while (c := await record(server, cid))["recording"] is None:
+            await asyncio.sleep(0.25)
+    return c
+
+
 async def test_counselling_asked_from_the_station_page_connects_to_the_console(
     browser: Browser, server: ServerProcess, station: StationProcess, token: str
 ) -> None:
@@ -78,12 +87,24 @@ async def test_counselling_asked_from_the_station_page_connects_to_the_console(
         await until(console.page, both_ways("consult-panel"), 20)
         await until(page, both_ways("call-panel"), 20)
 
+        # Nothing is recorded until the patient agrees; then the consent is on record before recording.
+        assert (await record(server, cid))["recording_consent_at"] is None
+        await page.check("#call-record")
+        await expect(panel).to_have_attribute("data-recording", "on")
+        consented = (await record(server, cid))["recording_consent_at"]
+        assert consented is not None
+        await asyncio.sleep(2)
+
         # The technician hangs up: the pharmacist's side ends too.
         await page.click("#call-hangup")
         await expect(panel).to_have_attribute("data-state", "ended")
         await expect(console_panel).to_have_attribute("data-state", "ended", timeout=5000)
+        # The recording is kept at the station, then delivered as the call's mp4.
+        await expect(panel).to_have_attribute("data-recording", "kept", timeout=20000)
+        c = await delivered(server, cid)
+        assert c["recording"]["content_type"] == "video/mp4" and c["recording_consent_at"] == consented
+        assert c["recording"]["duration_seconds"] >= 1
 
-        c = await record(server, cid)
         assert c["kind"] == "counsel" and c["prescription_id"] == rx["id"]
         assert c["state"] == "ended" and c["end_reason"] == "hangup"
         assert c["answered_at"] and c["connected_at"] and c["duration_seconds"] > 0

@@ -71,13 +71,18 @@ export class Calls {
     this.clock = h("span", { id: "call-clock", class: "call-clock" }, "00:00");
     this.muteBtn = h("button", { type: "button", id: "call-mute", class: "btn" }, "Mute");
     this.hangupBtn = h("button", { type: "button", id: "call-hangup", class: "btn danger" }, "Hang up");
+    // Recording is the patient's choice: asked aloud, ticked here, put on the call's record, then started.
+    this.recordBox = h("input", { type: "checkbox", id: "call-record" });
+    this.recordText = h("span", { id: "call-record-text" }, "Record this call (the patient agreed)");
+    this.recordLabel = h("label", { class: "call-record", for: "call-record" }, this.recordBox, this.recordText);
+    this.recordBox.addEventListener("change", () => { if (this.recordBox.checked) this.startRecording(); });
     this.muteBtn.addEventListener("click", () => this.toggleMute());
     this.hangupBtn.addEventListener("click", () => this.hangUp());
     this.invites = h("div", { id: "call-invitations", class: "call-invitations", "aria-live": "assertive" });
     this.panel = h("section", { id: "call-panel", class: "call-panel", hidden: true, "aria-label": "Video call with the pharmacist", dataset: { state: "idle" } },
       h("div", { class: "call-head" }, this.title, this.stateText, this.clock),
       h("div", { class: "call-tiles" }, this.remoteVideo, this.localVideo),
-      h("div", { class: "call-controls" }, this.muteBtn, this.hangupBtn));
+      h("div", { class: "call-controls" }, this.recordLabel, this.muteBtn, this.hangupBtn));
     (document.getElementById("app") || document.body).append(this.invites, this.panel);
   }
 
@@ -286,15 +291,19 @@ export class Calls {
     const call = {
       id: null, kind, pc: null, stream: null, iceServers: [], generation: 0, timers: [], stats: null,
       ended: false, connectedAt: null, framesIn: 0, framesOut: 0, base: { framesIn: 0, framesOut: 0 },
-      reconnecting: null, reconnections: 0,
+      reconnecting: null, reconnections: 0, remote: { video: null, audio: null }, recorder: null,
     };
     this.call = call;
     this.panel.hidden = false;
     this.panel.dataset.kind = kind;
-    for (const k of ["id", "framesIn", "framesOut", "reconnections", "endReason"]) delete this.panel.dataset[k];
+    for (const k of ["id", "framesIn", "framesOut", "reconnections", "endReason", "recording"]) delete this.panel.dataset[k];
     fill(this.title, title);
     fill(this.clock, "00:00");
     this.muteBtn.hidden = kind === "live_look";
+    this.recordLabel.hidden = true;
+    this.recordBox.checked = false;
+    this.recordBox.disabled = false;
+    fill(this.recordText, "Record this call (the patient agreed)");
     this.setState("starting", "Starting the camera…");
     return call;
   }
@@ -333,6 +342,7 @@ export class Calls {
       for (const track of call.stream.getTracks()) pc.addTrack(track, call.stream);
     }
     pc.addEventListener("track", (e) => {
+      call.remote[e.track.kind] = e.track;
       if (e.track.kind === "video") this.remoteVideo.srcObject = e.streams[0] || new MediaStream([e.track]);
     });
     pc.addEventListener("connectionstatechange", () => { if (call.pc === pc) this.onConnectionState(call); });
@@ -374,6 +384,7 @@ export class Calls {
     call.stats = setInterval(() => this.sample(call), 500);
     if (call.kind !== "live_look") {
       await this.until(call, () => call.framesIn > 0, TIMEOUTS.firstFrame, "The pharmacist's video");
+      this.recordLabel.hidden = !("MediaRecorder" in window);
     }
     this.station.api("POST", `/api/calls/${call.id}/connected`, {}).catch(() => {});
   }
@@ -443,6 +454,57 @@ export class Calls {
     if (call.connectedAt !== null) fill(this.clock, fmtClock((performance.now() - call.connectedAt) / 1000));
   }
 
+  // -- recording, with the patient's consent ---------------------------------------------------
+
+  /** Consent on the call's record first (through the station); only then does the recorder start. */
+  async startRecording() {
+    const call = this.call;
+    if (!call || call.ended || call.recorder || !call.remote.video) return;
+    this.recordBox.disabled = true;
+    try {
+      await this.station.api("POST", `/api/calls/${call.id}/consent`, {});
+    } catch (err) {
+      this.recordBox.checked = false;
+      this.recordBox.disabled = false;
+      this.station.toast(`Not recording: the patient's consent could not be put on record (${err.message}).`, "warn");
+      return;
+    }
+    if (call.ended) return;
+    // The pharmacist's picture, and both voices mixed into one sound track.
+    const audio = new AudioContext();
+    const mix = audio.createMediaStreamDestination();
+    for (const track of [call.remote.audio, ...call.stream.getAudioTracks()]) {
+      if (track) audio.createMediaStreamSource(new MediaStream([track])).connect(mix);
+    }
+    const tracks = [call.remote.video, ...mix.stream.getAudioTracks()];
+    const recorder = new MediaRecorder(new MediaStream(tracks), { mimeType: "video/webm;codecs=vp8,opus", videoBitsPerSecond: 600000 });
+    const chunks = [];
+    recorder.addEventListener("dataavailable", (e) => { if (e.data.size) chunks.push(e.data); });
+    call.recorder = { recorder, chunks, audio };
+    recorder.start(1000);
+    this.panel.dataset.recording = "on";
+    fill(this.recordText, "Recording (the patient agreed)");
+  }
+
+  /** After the call: the recording goes to the station, which keeps it until the server has it. */
+  async saveRecording(call) {
+    const rec = call.recorder;
+    if (!rec) return;
+    const stopped = new Promise((resolve) => rec.recorder.addEventListener("stop", resolve, { once: true }));
+    if (rec.recorder.state !== "inactive") rec.recorder.stop();
+    await stopped;
+    rec.audio.close();
+    this.panel.dataset.recording = "saving";
+    try {
+      const kept = await this.station.upload(`/api/calls/${call.id}/recording`, new Blob(rec.chunks, { type: "video/webm" }));
+      this.panel.dataset.recording = "kept";
+      this.station.toast(`The recording (${Math.round(kept.seconds)} s) is kept at the station and sent to the pharmacy server.`, "ok", { timeout: 6000 });
+    } catch (err) {
+      this.panel.dataset.recording = "failed";
+      this.station.toast(`The recording could not be kept: ${err.message}`, "error");
+    }
+  }
+
   toggleMute() {
     const call = this.call;
     if (!call || !call.stream) return;
@@ -494,6 +556,8 @@ export class Calls {
     this.failWaiters(new CallFailed("the call ended"));
     for (const t of call.timers) { clearTimeout(t); clearInterval(t); }
     clearInterval(call.stats);
+    // Stopped before the tracks end, so the recorder keeps everything up to the hang-up.
+    if (call.recorder) this.saveRecording(call);
     if (call.pc) call.pc.close();
     if (call.stream) for (const t of call.stream.getTracks()) t.stop();
     this.remoteVideo.srcObject = null;
