@@ -113,3 +113,24 @@ async def test_the_signalling_socket_needs_the_page_token_and_origin(
     await page.call("POST", "/api/calls/1/end", {"reason": "declined"}, status=400)
     refused_rx = await page.call("POST", "/api/calls", {"prescription_id": 999999}, status=404)
     assert "prescription" in refused_rx["message"]
+
+
+async def test_a_declined_request_ends_the_call_and_the_page_reads_why(
+    server: ServerProcess, station: StationProcess, token: str, page: PageClient
+) -> None:
+    rx = await create_prescription(server.url, token, "820002")
+    cid = (await page.call("POST", "/api/calls", {"prescription_id": rx["id"]}, status=201))["id"]
+    ws = await page.socket()
+    try:
+        await ws.send_json({"type": "consult.join", "consultation_id": cid})
+        await next_of(ws, "consult.joined")
+        async with Pharmacist(server.url) as rph:
+            why = "Busy with another patient; please ask again in a few minutes."
+            await rph.call("POST", f"/api/v1/consultations/{cid}/end", {"reason": "declined", "note": why})
+        assert (await next_of(ws, "consult.ended"))["reason"] == "declined"
+        seen = await page.call("GET", f"/api/calls/{cid}")
+        assert seen["state"] == "ended" and seen["end_reason"] == "declined" and seen["outcome_note"] == why
+        # The site cannot answer its own request as if invited, nor answer it twice.
+        await page.call("POST", f"/api/calls/{cid}/answer", {}, status=403)
+    finally:
+        await ws.close()

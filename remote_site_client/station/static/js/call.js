@@ -218,7 +218,7 @@ export class Calls {
     }
     const accept = h("button", { type: "button", class: "btn primary call-answer", dataset: { id: String(id) } }, "Answer");
     const later = h("button", { type: "button", class: "btn call-dismiss" }, "Not now");
-    const el = h("div", { class: "call-invitation", role: "alertdialog", "aria-label": "A pharmacist is calling", dataset: { id: String(id) } },
+    const el = h("div", { class: "call-invitation", role: "alert", dataset: { id: String(id) } },
       h("span", {}, `The pharmacist asks to counsel the patient${about ? ` (${about})` : ""}.`), accept, later);
     accept.addEventListener("click", () => { this.dropInvitation(id); this.answer(c, about); });
     later.addEventListener("click", () => this.dropInvitation(id));
