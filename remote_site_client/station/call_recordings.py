@@ -2,18 +2,32 @@
 
 The page records with the browser's MediaRecorder, which in Chromium writes WebM (VP8 or VP9 with
 Opus) and cannot write H.264 in Debian's build; the server takes a consultation's recording as mp4
-only. The station re-encodes it (PyAV, off the event loop) at the size the kiosk records (640x480),
-then the outbox keeps it, fsynced, until the server has it, as for `tp-site consult --record`.
+only. The station re-encodes it (PyAV, in a thread) at the size the kiosk records (640x480), then the
+outbox keeps it, fsynced, until the server has it, as for `tp-site consult --record`.
+
+Re-encoding costs about 7 % of the call's length in CPU on this machine kind (docs/performance.md), so
+minutes for a long call: the page is answered once the WebM is received and fsynced in the station's
+folder, and the station prepares it after. A WebM left there by a station that stopped meanwhile is
+prepared the next time the folder is looked at.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
+
+from remote_site_client.outbox import Outbox
+from remote_site_client.outbox.store import fsync_dir
+
+log = logging.getLogger(__name__)
 
 # Matroska/WebM starts with the EBML magic.
 EBML_MAGIC = b"\x1a\x45\xdf\xa3"
@@ -103,3 +117,71 @@ def to_mp4(src: Path, dest: Path, *, max_seconds: float) -> float:
         with contextlib.suppress(FileNotFoundError):
             dest.unlink()
         raise RecordingRefused(f"The recording could not be read ({type(exc).__name__}).") from exc
+
+
+# -- the station's folder of recordings received from the page ------------------------------------------
+
+
+def received_path(folder: Path, consultation_id: int) -> Path:
+    return folder / f"{consultation_id}.webm"
+
+
+async def receive(chunks: AsyncIterator[bytes], folder: Path, consultation_id: int, *, limit: int) -> int:
+    """Writes the page's upload to the folder, durably (temporary name, fsync, rename); its size.
+
+    Raises RecordingRefused for what is not WebM, and OverflowError past `limit` bytes; nothing is left
+    behind then."""
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True, mode=0o700)
+    part = folder / f"{consultation_id}.webm.part"
+    size = 0
+    try:
+        with part.open("wb") as f:
+            async for chunk in chunks:
+                if size == 0 and not looks_like_webm(chunk[:4]):
+                    raise RecordingRefused("The recording must be the page's WebM file.")
+                size += len(chunk)
+                if size > limit:
+                    raise OverflowError(limit)
+                f.write(chunk)
+            if size == 0:
+                raise RecordingRefused("The recording is empty.")
+            await asyncio.to_thread(_settle, f, part, received_path(folder, consultation_id))
+    finally:
+        part.unlink(missing_ok=True)
+    return size
+
+
+def _settle(f: BinaryIO, part: Path, dest: Path) -> None:
+    """The received file on disk under its name, and its name in the folder, both fsynced."""
+    f.flush()
+    os.fsync(f.fileno())
+    part.replace(dest)
+    fsync_dir(dest.parent)
+
+
+def prepare_received(folder: Path, data_dir: Path, *, max_seconds: float) -> list[int]:
+    """Every received recording made mp4 and put in the outbox; the consultations whose recording went
+    in. One that cannot be read is set aside as `ID.refused.webm` and logged, not retried for ever."""
+    kept: list[int] = []
+    for webm in sorted(folder.glob("*.webm")):
+        stem = webm.name.removesuffix(".webm")
+        if not stem.isdigit():
+            continue
+        cid = int(stem)
+        mp4 = folder / f"{cid}.mp4"
+        try:
+            to_mp4(webm, mp4, max_seconds=max_seconds)
+        except RecordingRefused as exc:
+            log.warning("the recording of consultation %s was set aside: %s", cid, exc)
+            webm.replace(folder / f"{cid}.refused.webm")
+            continue
+        try:
+            # A connection of its own: the station's recording sender hears of the new entry as it
+            # hears of `tp-site consult`'s, and delivers it.
+            with Outbox(data_dir) as outbox:
+                outbox.add_recording(cid, mp4)
+            webm.unlink()
+            kept.append(cid)
+        finally:
+            mp4.unlink(missing_ok=True)
+    return kept

@@ -32,8 +32,7 @@ from aiohttp import web
 
 from remote_site_client import backoff
 from remote_site_client.api import ApiError, SiteApi
-from remote_site_client.outbox import Outbox
-from remote_site_client.station.call_recordings import RecordingRefused, looks_like_webm, to_mp4
+from remote_site_client.station.call_recordings import RecordingRefused, prepare_received, receive
 from remote_site_client.station.errors import StationError, not_enrolled
 from remote_site_client.station.keys import STATION
 from remote_site_client.station.routes import Access, Route, add_routes
@@ -56,6 +55,7 @@ MAX_MESSAGE_BYTES = 256 * 1024  # an SDP with every candidate is a few kilobytes
 # A recording from the page: about 70 MB an hour at the 600 kbps the page asks of its recorder.
 MAX_RECORDING_BYTES = 512 * 1024 * 1024
 MAX_RECORDING_SECONDS = 2 * 3600.0
+RECORDINGS_FOLDER = "call-recordings"  # under the site's data folder, beside the outbox
 # What the page is shown of a consultation: ids, states and times. The note is the pharmacist's word to
 # this site (why a request was declined).
 VIEW_KEYS = (
@@ -195,55 +195,63 @@ async def _consent_on_record(api: SiteApi, consultation_id: int) -> None:
         )
 
 
-async def _receive(request: web.Request, dest: Path) -> None:
-    """The request's body into dest, refused past MAX_RECORDING_BYTES or when it is not WebM."""
-    size = 0
-    with dest.open("wb") as f:
-        async for chunk in request.content.iter_chunked(256 * 1024):
-            if size == 0 and not looks_like_webm(chunk[:4]):
-                raise StationError(415, "not_webm", "The recording must be the page's WebM file.")
-            size += len(chunk)
-            if size > MAX_RECORDING_BYTES:
-                raise StationError(
-                    413, "too_large", f"A recording may be at most {MAX_RECORDING_BYTES // 2**20} MB."
-                )
-            f.write(chunk)
-    if size == 0:
-        raise StationError(400, "empty", "The recording is empty.")
-
-
-def _keep(data_dir: Path, consultation_id: int, mp4: Path) -> None:
-    """Into the outbox, fsynced, on a connection of its own: the station's recording sender hears of it
-    as it hears of `tp-site consult`'s recordings, and delivers it."""
-    with Outbox(data_dir) as outbox:
-        outbox.add_recording(consultation_id, mp4)
-
-
 async def recording(request: web.Request) -> web.Response:
-    """The page's recording of a call, after the patient's consent: made an mp4, kept, then delivered."""
+    """The page's recording of a call, after the patient's consent: kept here (fsynced) before the page
+    is answered, then made an mp4 and handed to the outbox, which delivers it."""
     cid = _consultation_id(request)
     station = request.app[STATION]
     api = _api(request)
     if station.config is None:
         raise not_enrolled()
     await _consent_on_record(api, cid)
-    folder = station.config.data_dir / "call-recordings"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    webm, mp4 = folder / f"{cid}.webm", folder / f"{cid}.mp4"
-    loop = asyncio.get_running_loop()
+    folder = station.config.data_dir / RECORDINGS_FOLDER
     try:
-        await _receive(request, webm)
-        try:
-            seconds = await loop.run_in_executor(
-                None, functools.partial(to_mp4, webm, mp4, max_seconds=MAX_RECORDING_SECONDS)
-            )
-        except RecordingRefused as exc:
-            raise StationError(422, "bad_recording", str(exc)) from exc
-        await loop.run_in_executor(None, _keep, station.config.data_dir, cid, mp4)
-    finally:
-        webm.unlink(missing_ok=True)
-        mp4.unlink(missing_ok=True)
-    return web.json_response({"consultation_id": cid, "seconds": round(seconds, 1)}, status=202)
+        size = await receive(request.content.iter_chunked(256 * 1024), folder, cid, limit=MAX_RECORDING_BYTES)
+    except RecordingRefused as exc:
+        raise StationError(415, "not_webm", str(exc)) from exc
+    except OverflowError:
+        raise StationError(
+            413, "too_large", f"A recording may be at most {MAX_RECORDING_BYTES // 2**20} MB."
+        ) from None
+    request.app[CALL_RECORDINGS].prepare(station.config.data_dir)
+    return web.json_response({"consultation_id": cid, "bytes": size}, status=202)
+
+
+class Preparer:
+    """Prepares the received recordings one batch at a time, in a thread; a stop waits for the batch."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.again = False
+
+    def prepare(self, data_dir: Path) -> None:
+        """Prepares what waits in the folder now (and what comes in meanwhile)."""
+        if self.task is not None and not self.task.done():
+            self.again = True
+            return
+        self.task = asyncio.get_running_loop().create_task(self._run(data_dir), name="call-recordings")
+
+    async def _run(self, data_dir: Path) -> None:
+        loop = asyncio.get_running_loop()
+        folder = data_dir / RECORDINGS_FOLDER
+        self.again = True
+        while self.again:
+            self.again = False
+            if not folder.is_dir():
+                return
+            try:
+                await loop.run_in_executor(
+                    None,
+                    functools.partial(prepare_received, folder, data_dir, max_seconds=MAX_RECORDING_SECONDS),
+                )
+            except Exception:
+                log.exception("preparing call recordings failed; they wait for the next try")
+                return
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            with contextlib.suppress(Exception):
+                await self.task
 
 
 async def open_calls(request: web.Request) -> web.Response:
@@ -386,6 +394,7 @@ class CallLink:
 
 # The pages' signalling sockets, closed when the station stops.
 CALL_LINKS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("call_links")
+CALL_RECORDINGS: web.AppKey[Preparer] = web.AppKey("call_recordings")
 
 
 async def call_socket(request: web.Request) -> web.WebSocketResponse:
@@ -393,6 +402,10 @@ async def call_socket(request: web.Request) -> web.WebSocketResponse:
     page = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
     await page.prepare(request)
     link = CallLink(_api(request), page)
+    station = request.app[STATION]
+    if station.config is not None:
+        # A recording received before the station last stopped is prepared now.
+        request.app[CALL_RECORDINGS].prepare(station.config.data_dir)
     request.app[CALL_LINKS].add(page)
     try:
         await link.run()
@@ -411,7 +424,9 @@ async def _close_links(app: web.Application) -> None:
 def add_call_routes(app: web.Application) -> None:
     """The page's calls: ask, answer, end, report the connection; the signalling socket."""
     app[CALL_LINKS] = set()
+    app[CALL_RECORDINGS] = Preparer()
     app.on_shutdown.append(_close_links)
+    app.on_cleanup.append(lambda app: app[CALL_RECORDINGS].stop())
     cid = r"{consultation_id:\d{1,12}}"
     add_routes(
         app,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -9,7 +10,14 @@ import av
 import pytest
 from PIL import Image
 
-from remote_site_client.station.call_recordings import RecordingRefused, to_mp4
+from remote_site_client.outbox import PENDING, Outbox
+from remote_site_client.station.call_recordings import (
+    RecordingRefused,
+    prepare_received,
+    receive,
+    received_path,
+    to_mp4,
+)
 
 
 def browser_like_webm(path: Path, seconds: float, size: tuple[int, int] = (320, 240)) -> Path:
@@ -64,3 +72,30 @@ def test_what_is_not_a_call_recording_is_refused_and_leaves_nothing(tmp_path: Pa
     with pytest.raises(RecordingRefused, match="longer than"):
         to_mp4(browser_like_webm(tmp_path / "long.webm", 2.0), tmp_path / "out.mp4", max_seconds=1)
     assert not (tmp_path / "out.mp4").exists()
+
+
+async def chunks_of(data: bytes, size: int = 4096) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+async def test_a_received_recording_is_kept_then_prepared_into_the_outbox(tmp_path: Path) -> None:
+    data_dir, folder = tmp_path / "site", tmp_path / "site" / "call-recordings"
+    webm = browser_like_webm(tmp_path / "call.webm", 1.0).read_bytes()
+    assert await receive(chunks_of(webm), folder, 41, limit=len(webm)) == len(webm)
+    assert received_path(folder, 41).read_bytes() == webm
+    # Not WebM, or too large: refused, and nothing is left behind.
+    with pytest.raises(RecordingRefused):
+        await receive(chunks_of(b"\xff\xd8\xff\xe0 a JPEG"), folder, 42, limit=len(webm))
+    with pytest.raises(OverflowError):
+        await receive(chunks_of(webm), folder, 43, limit=len(webm) - 1)
+    assert sorted(p.name for p in folder.iterdir()) == ["41.webm"]
+
+    # A recording that cannot be read is set aside, not retried; the good one goes into the outbox.
+    received_path(folder, 44).write_bytes(webm[:300])
+    assert prepare_received(folder, data_dir, max_seconds=60) == [41]
+    assert sorted(p.name for p in folder.iterdir()) == ["44.refused.webm"]
+    with Outbox(data_dir) as outbox:
+        kept = outbox.recording(41)
+        assert kept is not None and kept.state == PENDING and kept.path.suffix == ".mp4"
+        assert outbox.recording(44) is None

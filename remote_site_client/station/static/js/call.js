@@ -496,9 +496,9 @@ export class Calls {
     rec.audio.close();
     this.panel.dataset.recording = "saving";
     try {
-      const kept = await this.station.upload(`/api/calls/${call.id}/recording`, new Blob(rec.chunks, { type: "video/webm" }));
+      await this.station.upload(`/api/calls/${call.id}/recording`, new Blob(rec.chunks, { type: "video/webm" }));
       this.panel.dataset.recording = "kept";
-      this.station.toast(`The recording (${Math.round(kept.seconds)} s) is kept at the station and sent to the pharmacy server.`, "ok", { timeout: 6000 });
+      this.station.toast("The recording is kept at the station; it is sent to the pharmacy server from there.", "ok", { timeout: 6000 });
     } catch (err) {
       this.panel.dataset.recording = "failed";
       this.station.toast(`The recording could not be kept: ${err.message}`, "error");
