@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-DEFAULT_REQUIRED_MEDIA = ("stock_bottle", "pills", "vial_label")
+# Named with the evidence rules, which the site shares.
+from server.evidence.kinds import DEFAULT_REQUIRED_MEDIA as DEFAULT_REQUIRED_MEDIA
 
 
 @dataclass(frozen=True)

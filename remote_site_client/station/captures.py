@@ -13,23 +13,23 @@ import contextlib
 import datetime as dt
 import os
 import secrets
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
+
 from remote_site_client.checks import Problem, check_photo, check_submission
 from server.evidence.kinds import KIND_NAMES, MEDIA_KINDS, VIDEO_KINDS
 from server.evidence.photo_quality import QualityThresholds
-from server.media.errors import MediaRejected
-from server.media.video import probe_video, sniff_video_container
-from server.media.workfiles import WorkFiles
 
 MAX_PHOTO_BYTES = 30 * 1024 * 1024
 MAX_VIDEO_BYTES = 200 * 1024 * 1024
 MAX_VIDEO_SECONDS = 60.0
+# What the server takes in a count video (server/media/video.py decides; this is the site's early word).
+VIDEO_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1"})
+_DEMUXERS = {"mp4": "mov,mp4,m4a,3gp,3g2,mj2", "matroska": "matroska,webm"}
 # Captures not saved in a fill are dropped after this long (seconds).
 KEEP_UNSAVED = 12 * 3600
 PHOTO_SUFFIXES = {b"\xff\xd8\xff": ".jpg", b"\x89PNG": ".png", b"RIFF": ".webp"}
@@ -77,10 +77,18 @@ class Capture:
         }
 
 
+def video_container(head: bytes) -> str | None:
+    """'mp4' or 'matroska' (WebM) from a file's first bytes, else None."""
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"
+    return None
+
+
 def suffix_of(kind: str, head: bytes) -> str:
     if kind in VIDEO_KINDS:
-        container = sniff_video_container(head)
-        return ".mp4" if container == "mp4" else ".webm"
+        return ".mp4" if video_container(head) == "mp4" else ".webm"
     return next((s for magic, s in PHOTO_SUFFIXES.items() if head.startswith(magic)), ".bin")
 
 
@@ -100,15 +108,38 @@ def check_capture(
     return problems, notes, []
 
 
-def check_video(path: Path) -> list[Problem]:
-    """The server's probe of a count video: it plays, its codec is known, it is not too long."""
-    work_dir = Path(tempfile.mkdtemp(prefix="tp-station-video-"))
+def _video_problem(code: str, message: str) -> list[Problem]:
+    return [Problem("count_video", code, f"Count video: {message}")]
+
+
+def check_video(path: Path, max_seconds: float = MAX_VIDEO_SECONDS) -> list[Problem]:
+    """The count video plays: a known container and codec, a frame that decodes, not too long. A page's
+    recording may carry no duration, so the last packet's time is what counts."""
+    with path.open("rb") as f:
+        container = video_container(f.read(64))
+    if container is None:
+        return _video_problem("not_a_video", "this is not a video. Record it again (MP4 or WebM).")
     try:
-        probe_video(path, WorkFiles(work_dir), max_seconds=MAX_VIDEO_SECONDS)
-    except MediaRejected as exc:
-        return [Problem("count_video", exc.code, f"Count video: {exc.message}")]
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        with av.open(str(path), format=_DEMUXERS[container]) as inp:
+            if not inp.streams.video:
+                return _video_problem("no_video", "the file holds no picture. Record it again.")
+            stream = inp.streams.video[0]
+            if stream.codec_context.name not in VIDEO_CODECS:
+                return _video_problem("codec", f"{stream.codec_context.name} video cannot be checked.")
+            decoded, seconds = False, 0.0
+            for packet in inp.demux(stream):
+                if packet.pts is not None and packet.time_base is not None:
+                    seconds = max(seconds, float(packet.pts * packet.time_base))
+                if not decoded and packet.size:
+                    decoded = bool(list(packet.decode()))
+    except (av.FFmpegError, ValueError):
+        return _video_problem("corrupt", "the video is damaged or incomplete. Record it again.")
+    if not decoded:
+        return _video_problem("corrupt", "no picture of the video could be shown. Record it again.")
+    if seconds > max_seconds + 0.1:
+        return _video_problem(
+            "too_long", f"it lasts {seconds:.0f} s; at most {max_seconds:.0f} s. Record a shorter count."
+        )
     return []
 
 

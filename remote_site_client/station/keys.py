@@ -6,7 +6,9 @@ from aiohttp import web
 
 from remote_site_client.station.guard import Guard
 from remote_site_client.station.hub import PageHub
-from remote_site_client.station.routes import RouteTable
+
+# Who may call each route: every route is declared (deny by default); defined in routes.py.
+from remote_site_client.station.routes import ROUTES as ROUTES
 from remote_site_client.station.runtime import Station
 
 # The running station: its SiteApi (`.api`), SiteConfig (`.config`), Outbox (`.outbox`), uplink state.
@@ -15,5 +17,3 @@ STATION = web.AppKey("station", Station)
 HUB = web.AppKey("hub", PageHub)
 # Host/Origin/CSRF/pairing rules, and the CSRF token the page gets in its HTML.
 GUARD = web.AppKey("guard", Guard)
-# Who may call each route: every route is declared here (deny by default).
-ROUTES = web.AppKey("routes", RouteTable)

@@ -55,8 +55,10 @@ class RouteTable:
             self.routes.append(route)
 
 
+# Who may call each route: every route is declared here (deny by default).
+ROUTES = web.AppKey("routes", RouteTable)
+
+
 def add_routes(app: web.Application, routes: Iterable[Route]) -> None:
     """Adds routes to the station's app with their access (the one way a route is added)."""
-    from remote_site_client.station.keys import ROUTES
-
     app[ROUTES].add(app, routes)

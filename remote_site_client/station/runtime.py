@@ -28,7 +28,7 @@ from remote_site_client.recordings import RecordingSender
 from remote_site_client.sender import Attempt, Sender
 from remote_site_client.station.captures import Captures
 from remote_site_client.station.hub import PageHub
-from server.config import DEFAULT_REQUIRED_MEDIA
+from server.evidence.kinds import DEFAULT_REQUIRED_MEDIA
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,10 @@ PHOTO_KINDS = frozenset(MEDIA_KINDS) - VIDEO_KINDS
 # A consultation's recording travels the same upload path as a fill's media, but belongs to no fill.
 CONSULTATION_RECORDING = "consultation_recording"
 
+# The views a fill needs when its site names none (a site's `required_media_kinds`): the server refuses to
+# queue a fill without them, and the site's station asks for them before saving.
+DEFAULT_REQUIRED_MEDIA = (MediaKind.STOCK_BOTTLE.value, MediaKind.PILLS.value, MediaKind.VIAL_LABEL.value)
+
 # How the site names each kind to the technician.
 KIND_NAMES: dict[str, str] = {
     MediaKind.STOCK_BOTTLE: "stock bottle photo",

@@ -1,35 +1,108 @@
-"""Guided capture in the technician's page: the camera's photo checked at once, files picked, save."""
+"""Guided capture in the technician's page: each view checked as it is taken, saved into the outbox, sent,
+and the pharmacist's decision shown as it lands."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
-from tests.site_client.world import ServerProcess
-from tests.station.world import StationProcess, create_prescription, open_station
+from tests.site_client.world import Pharmacist, ServerProcess, site_api
+from tests.station.world import (
+    StationProcess,
+    camera_photo,
+    create_prescription,
+    file_photo,
+    open_station,
+    pick,
+    record_count_video,
+    save_fill,
+)
 
 
-async def pick(page: Page, rx_number: str) -> None:
-    await page.fill("#rx-search", rx_number)
-    await page.press("#rx-search", "Enter")
-    await expect(page.locator("#rx-number")).to_have_text(rx_number)
-
-
-async def test_camera_photo_of_the_prescribed_bottle_passes_its_checks(
+async def test_three_views_saved_reach_the_pharmacist_and_the_approval_comes_back(
     browser: Browser, server: ServerProcess, token: str, station: StationProcess, photo_dir: Path
 ) -> None:
-    await create_prescription(server.url, token, "100234")
+    rx = await create_prescription(server.url, token, "100234")
     sp = await open_station(browser, station)
     page = sp.page
     await pick(page, "100234")
-    await until_camera(page)
-    await page.click("#capture-btn")
-    result = page.locator("#check-result")
-    await expect(result).to_have_attribute("data-state", "ok", timeout=15000)
-    await expect(result).to_contain_text("matches the prescription")
-    assert not [line for line in sp.logs if "error" in line.lower()], sp.logs
+    await camera_photo(page, "stock_bottle")
+    await expect(page.locator("#check-result")).to_contain_text("The barcode matches the prescription")
+    await file_photo(page, "pills", photo_dir / "pills.jpg")
+    await file_photo(page, "vial_label", photo_dir / "vial_label.jpg")
+    await record_count_video(page, seconds=1.5)
+    await page.fill("#count", "60")
+    fill_id = await save_fill(page)
+
+    status, fill = await site_api(server.url, token, "GET", f"/api/v1/fills/{fill_id}")
+    for _ in range(200):
+        status, fill = await site_api(server.url, token, "GET", f"/api/v1/fills/{fill_id}")
+        if status == 200 and fill["state"] == "queued":
+            break
+        await page.wait_for_timeout(100)
+    assert fill["state"] == "queued", fill
+    assert fill["prescription"]["id"] == rx["id"]
+    assert sorted(m["kind"] for m in fill["media"]) == ["count_video", "pills", "stock_bottle", "vial_label"]
+    video = next(m for m in fill["media"] if m["kind"] == "count_video")
+    assert video["duration_seconds"] > 0.5
+    assert fill["counted_quantity"] == 60
+    assert fill["product_check"] == "match"
+
+    await page.click("#nav-worklist")
+    row = page.locator(f'#worklist li[data-id="{fill_id}"]')
+    await expect(row).to_have_attribute("data-state", "queued")
+    await expect(row).to_contain_text("Rx 100234")
+    await expect(row).to_contain_text("Metformin HCl 500 mg")
+    await expect(row).to_contain_text("Jane Q. Patient")
+
+    async with Pharmacist(server.url) as rph:
+        await rph.decide(fill_id, "approve")
+    await expect(row).to_have_attribute("data-state", "approved")
+    await expect(row).to_contain_text("ready to bag")
+    await row.locator("button").click()
+    await expect(page.locator("#decision")).to_contain_text("Approved: ready to bag")
+    assert not [line for line in sp.logs if line.startswith(("error", "pageerror"))], sp.logs
 
 
-async def until_camera(page: Page) -> None:
-    await page.wait_for_function("() => document.querySelector('#preview').videoWidth > 0", timeout=10000)
+async def test_a_blurred_photo_is_refused_with_what_to_do_and_retaken_with_one_key(
+    browser: Browser, server: ServerProcess, token: str, station: StationProcess, photo_dir: Path
+) -> None:
+    await create_prescription(server.url, token, "100235")
+    page = (await open_station(browser, station)).page
+    await pick(page, "100235")
+    result = await file_photo(page, "stock_bottle", photo_dir / "blurred_stock_bottle.jpg", ok=False)
+    await expect(result.locator('li[data-code="blurred"]')).to_contain_text("hold the camera still")
+    step = page.locator('#view-steps [data-kind="stock_bottle"]')
+    await expect(step).to_have_attribute("data-state", "problem")
+    await page.locator("body").press("r")
+    await expect(page.locator("#check-result")).to_be_hidden()
+    await expect(page.locator("#capture-btn")).to_be_visible()
+    await camera_photo(page, "stock_bottle")
+
+
+async def test_a_missing_view_blocks_saving_and_is_named(
+    browser: Browser, server: ServerProcess, token: str, station: StationProcess, photo_dir: Path
+) -> None:
+    await create_prescription(server.url, token, "100236")
+    page = (await open_station(browser, station)).page
+    await pick(page, "100236")
+    await camera_photo(page, "stock_bottle")
+    await file_photo(page, "pills", photo_dir / "pills.jpg")
+    await page.click("#save-btn")
+    await expect(page.locator("#missing-views")).to_have_text("Not saved: take the vial label photo first.")
+    selected = page.locator('#view-steps [aria-selected="true"]')
+    await expect(selected).to_have_attribute("data-kind", "vial_label")
+    status, body = await site_api(server.url, token, "GET", "/api/v1/fills")
+    assert status == 200 and body["fills"] == []
+
+
+async def test_a_wrong_bottle_names_the_ndc_on_it(
+    browser: Browser, server: ServerProcess, token: str, station: StationProcess, photo_dir: Path
+) -> None:
+    await create_prescription(server.url, token, "100237")
+    page = (await open_station(browser, station)).page
+    await pick(page, "100237")
+    result = await file_photo(page, "stock_bottle", photo_dir / "wrong_stock_bottle.jpg", ok=False)
+    problem = result.locator('li[data-code="wrong_ndc"]')
+    await expect(problem).to_contain_text("Wrong product: the bottle is NDC 0093-7214-01")

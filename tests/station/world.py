@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, Response, expect
 
 from tests.browser.conftest import FLAGS
 from tests.site_client.world import ROOT, Site, rx_body, site_api
@@ -108,3 +109,66 @@ async def open_station(
         said = f"page said: {sp.logs}\nstation said: {station.output()[-3000:]}"
         raise AssertionError(f"{exc}\n{said}") from None
     return sp
+
+
+async def pick(page: Page, rx_number: str) -> None:
+    """Picks a prescription as a USB scanner does: the label's barcode typed, then Enter."""
+    await page.locator("#rx-search").focus()
+    await page.keyboard.type(rx_number)
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#rx-number")).to_have_text(rx_number)
+
+
+async def _checked(page: Page, kind: str, ok: bool) -> Locator:
+    result = page.locator("#check-result")
+    await expect(page.locator("#stage")).to_have_attribute("data-kind", kind)
+    await expect(result).to_have_attribute("data-state", "ok" if ok else "problem", timeout=20000)
+    return result
+
+
+async def show_view(page: Page, kind: str) -> None:
+    await page.click(f'#view-steps [data-kind="{kind}"]')
+    await expect(page.locator("#stage")).to_have_attribute("data-kind", kind)
+
+
+async def camera_photo(page: Page, kind: str, *, ok: bool = True) -> Locator:
+    """Takes the view with the camera (the stock bottle the fake camera shows) and waits for its checks."""
+    await show_view(page, kind)
+    await page.wait_for_function("() => document.querySelector('#preview').videoWidth > 0", timeout=10000)
+    await page.click("#capture-btn")
+    return await _checked(page, kind, ok)
+
+
+async def file_photo(page: Page, kind: str, path: Path, *, ok: bool = True) -> Locator:
+    """Gives the view as a picked file and waits for its checks."""
+    await show_view(page, kind)
+    await page.set_input_files("#file-input", str(path))
+    return await _checked(page, kind, ok)
+
+
+async def save_fill(page: Page) -> str:
+    """Presses Save and returns the saved fill's id once the page says it is saved."""
+
+    def is_save(r: Response) -> bool:
+        return r.url.endswith("/api/fills") and r.request.method == "POST"
+
+    async with page.expect_response(is_save) as info:
+        await page.click("#save-btn")
+    resp = await info.value
+    body = await resp.json()
+    assert resp.status == 201, body
+    await expect(page.locator("#save-status")).to_contain_text(f"Saved as fill {body['short_id']}")
+    return str(body["fill_id"])
+
+
+async def record_count_video(page: Page, *, seconds: float) -> Locator:
+    """Records the count video in the page (MediaRecorder) for `seconds`, and waits for its checks."""
+    await show_view(page, "count_video")
+    await page.wait_for_function("() => document.querySelector('#preview').videoWidth > 0", timeout=10000)
+    await page.keyboard.press("v")
+    await expect(page.locator("#record-btn")).to_have_class(re.compile(r"\brecording\b"))
+    await page.wait_for_timeout(seconds * 1000)
+    await page.click("#record-btn")
+    result = await _checked(page, "count_video", True)
+    await expect(result).to_contain_text("The count video plays")
+    return result

@@ -112,14 +112,17 @@ export class Capture {
 
   // -- prescriptions ---------------------------------------------------------------------------
 
-  async loadPrescriptions() {
-    try {
-      const body = await api("GET", "/api/prescriptions");
-      this.prescriptions = body.prescriptions;
-    } catch (err) {
-      toast(err.message, "error");
-    }
-    this.renderPrescriptions();
+  loadPrescriptions() {
+    this.loading = (async () => {
+      try {
+        const body = await api("GET", "/api/prescriptions");
+        this.prescriptions = body.prescriptions;
+      } catch (err) {
+        toast(err.message, "error");
+      }
+      this.renderPrescriptions();
+    })();
+    return this.loading;
   }
 
   matches(text) {
@@ -139,10 +142,12 @@ export class Capture {
     $("#rx-empty").hidden = list.length > 0;
   }
 
-  /** What a USB scanner typed (the label's barcode) or the technician typed, then Enter. */
-  pickByText(text) {
+  /** What a USB scanner typed (the label's barcode) or the technician typed, then Enter. A label not
+   * in the list yet (entered since) makes the list load again once. */
+  async pickByText(text, again = true) {
     const raw = text.trim();
     if (!raw) return;
+    await this.loading;
     const digits = raw.replace(/[^0-9A-Za-z]/g, "").toLowerCase();
     let found = this.prescriptions.filter((rx) => String(rx.rx_number).toLowerCase() === raw.toLowerCase());
     if (found.length !== 1) {
@@ -153,10 +158,13 @@ export class Capture {
     }
     if (found.length !== 1) found = this.matches(raw);
     if (found.length === 1) this.pick(found[0]);
-    else toast(found.length ? `${found.length} prescriptions match: pick one.` : `No prescription matches ${raw}.`, "warn");
+    else if (!found.length && again) {
+      await this.loadPrescriptions();
+      this.pickByText(raw, false);
+    } else toast(found.length ? `${found.length} prescriptions match: pick one.` : `No prescription matches ${raw}.`, "warn");
   }
 
-  pick(rx, mode = { kind: "new" }) {
+  pick(rx, mode = { kind: "new" }, extraViews = []) {
     this.rx = rx;
     this.mode = mode;
     this.captures.clear();
@@ -174,7 +182,8 @@ export class Capture {
       h("dt", {}, "Quantity"), h("dd", {}, String(rx.quantity ?? "")),
       h("dt", {}, "Directions"), h("dd", {}, rx.directions || ""));
     this.renderActions();
-    this.views = [...this.required, ...this.optional.filter((k) => !this.required.includes(k))];
+    const more = [...this.optional, ...extraViews];
+    this.views = [...this.required, ...more.filter((k, i) => !this.required.includes(k) && more.indexOf(k) === i)];
     this.index = 0;
     this.renderMode();
     this.renderSteps();
@@ -433,7 +442,7 @@ export class Capture {
     const rx = this.prescriptions.find((r) => r.id === detail.rx?.id) || detail.rx;
     if (!rx) throw new StationError(0, "no_rx", "The prescription of this fill is not known here.");
     const named = [...(detail.missing || []), ...(detail.refused_view ? [detail.refused_view] : [])];
-    this.pick(rx, { kind: "fix", fillId, why: detail.refused, views: detail.views.filter((k) => !named.includes(k)) });
+    this.pick(rx, { kind: "fix", fillId, why: detail.refused, views: detail.views.filter((k) => !named.includes(k)) }, named);
     for (const k of named) this.retake.add(k);
     if (detail.counted_quantity != null) $("#count").value = detail.counted_quantity;
     const first = this.views.findIndex((k) => this.retake.has(k));

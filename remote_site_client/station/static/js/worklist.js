@@ -51,12 +51,16 @@ export class WorkList {
     this.render();
   }
 
-  /** Refreshes soon, once, however many messages arrive meanwhile. */
-  soon() {
+  /** Refreshes soon, once, however many messages arrive meanwhile; the fill open is shown again when
+   * it changed, unless the technician is writing in it. */
+  soon(fillId) {
+    if (fillId && fillId === this.openId) this.openChanged = true;
     clearTimeout(this.refreshTimer);
     this.refreshTimer = setTimeout(() => {
       if (this.visible()) this.refresh();
-      if (this.openId && !$("#fill-view").hidden) this.open(this.openId);
+      const writing = document.getElementById("discard-form");
+      if (this.openChanged && !$("#fill-view").hidden && !writing) this.open(this.openId);
+      this.openChanged = false;
     }, 150);
   }
 
@@ -69,8 +73,11 @@ export class WorkList {
         row.max = msg.total;
         row.title = `${bytes(msg.sent)} of ${bytes(msg.total)} sent`;
       }
-    } else if (["outbox", "fill", "decision"].includes(msg.type)) {
-      this.soon();
+    } else if (msg.type === "outbox") {
+      // A retry that failed again changes nothing the technician sees but its count.
+      this.soon(["queued", "failed"].includes(msg.state) ? msg.fill_id : null);
+    } else if (msg.type === "fill" || msg.type === "decision") {
+      this.soon(msg.fill_id);
     }
   }
 
