@@ -15,6 +15,10 @@ and relays between the two:
 A dropped server socket is opened again from the last journal event the page was given, so an end or an
 invitation journaled meanwhile still reaches the page. The page's socket closing closes the station's
 server socket, so the server ends any call the page had joined ("dropped") and the pharmacist hears it.
+
+Why a server socket per page rather than the station's live connection: that one only reads (decisions,
+with its cursor kept in the outbox), and the server ties a call's room to the connection that joined
+it, so a call's life follows its page's only when the page has a server connection of its own.
 """
 
 from __future__ import annotations
