@@ -110,17 +110,27 @@ def _api(request: web.Request) -> SiteApi:
     return api
 
 
-async def _relay_call(request: web.Request, method: str, path: str, body: Any = None) -> web.Response:
-    """One consultation call to the server with the device token; the answer as the page sees it.
+async def _server(request: web.Request, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One consultation call to the server with the device token.
 
     The server's refusals keep their status (409: another station answered, the call has ended), so
-    the page can tell them apart; an unreachable server is the errors middleware's 503."""
+    the page can tell them apart; an unreachable server is a 503 that says the call cannot go on."""
     try:
-        status, answer = await _api(request).call(method, path, body)
+        return await _api(request).call(method, path, body)
     except ApiError as exc:
         if exc.transient or exc.status is None:
-            raise
+            raise StationError(
+                503,
+                "offline",
+                "The pharmacy server cannot be reached now, so the call cannot go on. "
+                "Try again when the station shows Connected.",
+            ) from exc
         raise StationError(exc.status, exc.code or "refused", exc.message, exc.detail) from exc
+
+
+async def _relay_call(request: web.Request, method: str, path: str, body: Any = None) -> web.Response:
+    """A consultation call to the server; its answer as the page sees the consultation."""
+    status, answer = await _server(request, method, path, body)
     return web.json_response(page_view(answer), status=status)
 
 
@@ -260,7 +270,7 @@ class Preparer:
 
 async def open_calls(request: web.Request) -> web.Response:
     """This site's open consultations: a page that opens late still answers a waiting invitation."""
-    _, body = await _api(request).call("GET", "/api/v1/consultations")
+    _, body = await _server(request, "GET", "/api/v1/consultations")
     return web.json_response({"consultations": [page_view(c) for c in body.get("consultations", [])]})
 
 
@@ -271,7 +281,7 @@ async def one_call(request: web.Request) -> web.Response:
 
 async def ice_servers(request: web.Request) -> web.Response:
     """The STUN/TURN servers the server hands out: the page's peer connection needs them."""
-    _, body = await _api(request).call("GET", "/api/v1/ice-servers")
+    _, body = await _server(request, "GET", "/api/v1/ice-servers")
     return web.json_response({"ice_servers": body.get("ice_servers", [])})
 
 

@@ -213,3 +213,28 @@ async def test_a_pharmacists_counselling_call_rings_at_the_station_and_is_answer
     finally:
         await sp.context.close()
         await console.context.close()
+
+
+async def test_the_uplink_dropping_mid_call_ends_it_at_the_station_with_the_reason(
+    browser: Browser, server: ServerProcess, station: StationProcess, token: str
+) -> None:
+    await create_prescription(server.url, token, "810004")
+    console = await sign_in(browser, server.url + "/", PHARMACIST, password=PASSWORD)
+    sp = await open_station(browser, station)
+    page = sp.page
+    try:
+        await pick(page, "810004")
+        await page.click("#call-ask")
+        await console.page.locator(".consult-accept").click()
+        panel = page.locator("#call-panel")
+        await expect(panel).to_have_attribute("data-state", "connected", timeout=CONNECTED)
+
+        await server.stop()
+        await expect(panel).to_have_attribute("data-state", "ended", timeout=8000)
+        await expect(page.locator("#call-state")).to_have_text(
+            "The connection to the pharmacy server dropped; the call ended."
+        )
+        await expect(page.locator("#call-ask")).to_be_enabled()  # nothing left stuck: a new call can be asked
+    finally:
+        await sp.context.close()
+        await console.context.close()

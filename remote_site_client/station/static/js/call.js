@@ -162,6 +162,8 @@ export class Calls {
     if (msg.type === "call.link") {
       this.linkUp = msg.up;
       if (msg.up) this.loadInvitations();
+      // The server ends a call whose party's connection dropped; the pharmacist hears it at once.
+      else if (this.call && this.call.id !== null) this.hangUp("failed", "The connection to the pharmacy server dropped; the call ended.");
     }
     const call = this.call;
     const mine = call && msg.consultation_id === call.id;
