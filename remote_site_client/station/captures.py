@@ -9,6 +9,7 @@ codec, duration). Captures live as long as the station: the durable point is Sav
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import os
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import av
 
 from remote_site_client.checks import Problem, check_photo, check_submission
@@ -170,6 +172,42 @@ class Captures:
 
     def limit(self, kind: str) -> int:
         return MAX_VIDEO_BYTES if kind in VIDEO_KINDS else MAX_PHOTO_BYTES
+
+    async def receive(
+        self,
+        kind: str,
+        prescription_id: int,
+        content: aiohttp.StreamReader,
+        *,
+        expected_ndc: str | None,
+        thresholds: QualityThresholds,
+    ) -> Capture:
+        """Writes what the page sent (up to the kind's limit) and checks it, off the event loop."""
+        started = time.perf_counter()
+        head = await content.read(64)
+        if not head:
+            raise CaptureRefused(400, "empty", "The photo is empty: take it again.")
+        cid, path = self.new_path(kind, head)
+        limit, size = self.limit(kind), len(head)
+        try:
+            with path.open("wb") as f:
+                f.write(head)
+                async for chunk in content.iter_chunked(256 * 1024):
+                    size += len(chunk)
+                    if size > limit:
+                        raise CaptureRefused(
+                            413, "too_large", f"That file is larger than {limit // (1024 * 1024)} MB."
+                        )
+                    f.write(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        capture = Capture(cid, kind, path, prescription_id)
+        capture.problems, capture.notes, capture.barcodes = await asyncio.to_thread(
+            check_capture, kind, path, expected_ndc=expected_ndc, thresholds=thresholds, today=dt.date.today()
+        )
+        capture.checked_ms = (time.perf_counter() - started) * 1000
+        return self.add(capture)
 
     def add(self, capture: Capture) -> Capture:
         self._sweep(KEEP_UNSAVED)

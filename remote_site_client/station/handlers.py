@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import importlib.util
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,13 +13,13 @@ from aiohttp import web
 
 from remote_site_client.api import ApiError, network_error
 from remote_site_client.outbox import Outbox
-from remote_site_client.station.captures import Capture, CaptureRefused, Captures, check_capture
+from remote_site_client.station.captures import Capture, Captures
 from remote_site_client.station.errors import StationError, not_enrolled
 from remote_site_client.station.guard import PAIR_COOKIE
 from remote_site_client.station.keys import GUARD, HUB, STATION
 from remote_site_client.station.runtime import Station
 from remote_site_client.station.saving import discard_entry, fix_entry, prepare_resubmission, save_fill
-from remote_site_client.station.worklist import views_to_retake, work_list
+from remote_site_client.station.worklist import fill_view, work_list
 from server.evidence.kinds import KIND_NAMES
 
 STATIC = Path(__file__).parent / "static"
@@ -200,9 +197,8 @@ async def prescriptions(request: web.Request) -> web.Response:
 
 async def add_capture(request: web.Request) -> web.Response:
     """One captured photo or count video, checked at once."""
-    station, captures = _station(request), _captures(request)
+    station = _station(request)
     outbox = _outbox(request)
-    kind = request.query.get("kind", "")
     try:
         prescription_id = int(request.query["prescription_id"])
     except (KeyError, ValueError):
@@ -210,38 +206,14 @@ async def add_capture(request: web.Request) -> web.Response:
     rx = outbox.cached_prescription(rx_id=prescription_id)
     if rx is None:
         raise StationError(400, "unknown_prescription", "Pick the prescription from the list again.")
-    started = time.perf_counter()
-    head = await request.content.read(64)
-    if not head:
-        raise StationError(400, "empty", "The photo is empty: take it again.")
-    cid, path = captures.new_path(kind, head)
-    limit = captures.limit(kind)
-    size = len(head)
-    try:
-        with path.open("wb") as f:
-            f.write(head)
-            async for chunk in request.content.iter_chunked(256 * 1024):
-                size += len(chunk)
-                if size > limit:
-                    raise CaptureRefused(
-                        413, "too_large", f"That file is larger than {limit // (1024 * 1024)} MB."
-                    )
-                f.write(chunk)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    capture = Capture(cid, kind, path, prescription_id)
     assert station.config is not None
-    capture.problems, capture.notes, capture.barcodes = await asyncio.to_thread(
-        check_capture,
-        kind,
-        path,
+    capture = await _captures(request).receive(
+        request.query.get("kind", ""),
+        prescription_id,
+        request.content,
         expected_ndc=rx.get("expected_ndc"),
         thresholds=station.config.thresholds(),
-        today=dt.date.today(),
     )
-    capture.checked_ms = (time.perf_counter() - started) * 1000
-    captures.add(capture)
     return web.json_response(capture.view(), status=201)
 
 
@@ -285,41 +257,13 @@ async def fills(request: web.Request) -> web.Response:
 
 
 async def fill_detail(request: web.Request) -> web.Response:
-    """One fill: the server's view of it with its decision in words, else what the outbox holds."""
-    station, outbox = _station(request), _outbox(request)
+    """One fill: the server's view of it with its decision in words, and what the outbox holds."""
+    station = _station(request)
     fill_id = _fill_id(request)
-    entry = outbox.get(fill_id)
-    local = None
-    if entry is not None:
-        local = {
-            "state": entry.state,
-            "refused": entry.failed_reason,
-            "refused_code": entry.failed_code,
-            "missing": entry.failed_detail.get("missing") or [],
-            "refused_view": entry.failed_detail.get("kind"),
-            "views": entry.kinds(),
-            "counted_quantity": entry.body.get("counted_quantity"),
-            "rx": outbox.cached_prescription(rx_id=entry.prescription_id),
-        }
-    server = None
-    if station.api is not None and (entry is None or entry.fill_state is not None):
-        try:
-            server = await station.api.fill(fill_id)
-            assert station.decisions is not None
-            labels = await station.decisions.labels()
-        except ApiError as exc:
-            if not exc.transient and entry is None:
-                raise  # offline: what the outbox holds
-            server = None
-        if server is not None:
-            decision = server.get("decision")
-            if decision:
-                codes = decision.get("reason_codes") or []
-                decision["reasons"] = [labels.get(c, c) for c in codes]
-                decision["retake"] = views_to_retake(codes)
-    if server is None and local is None:
+    found = await fill_view(station.api, station.decisions, _outbox(request), fill_id)
+    if found is None:
         raise StationError(404, "no_fill", "There is no such fill here.")
-    return web.json_response({"fill_id": fill_id, "server": server, "local": local})
+    return web.json_response({"fill_id": fill_id, **found})
 
 
 async def fill_media(request: web.Request) -> web.StreamResponse:

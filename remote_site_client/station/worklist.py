@@ -12,6 +12,7 @@ from typing import Any
 
 from remote_site_client.api import ApiError, SiteApi
 from remote_site_client.commands.status import prescriptions_of
+from remote_site_client.live import Decisions
 from remote_site_client.outbox import DISCARDED, FAILED, OPEN_STATES, QUEUED, Entry, Outbox, short_id
 from server.evidence.kinds import MEDIA_KINDS
 
@@ -112,3 +113,43 @@ async def work_list(api: SiteApi | None, outbox: Outbox) -> tuple[list[dict[str,
         items[e.fill_id] = entry_item(e, rxs.get(e.prescription_id))
     ordered = sorted(items.values(), key=_when, reverse=True)
     return ordered, online
+
+
+def _local_view(outbox: Outbox, e: Entry) -> dict[str, Any]:
+    return {
+        "state": e.state,
+        "refused": e.failed_reason,
+        "refused_code": e.failed_code,
+        "missing": e.failed_detail.get("missing") or [],
+        "refused_view": e.failed_detail.get("kind"),
+        "views": e.kinds(),
+        "counted_quantity": e.body.get("counted_quantity"),
+        "rx": outbox.cached_prescription(rx_id=e.prescription_id),
+    }
+
+
+async def fill_view(
+    api: SiteApi | None, decisions: Decisions | None, outbox: Outbox, fill_id: str
+) -> dict[str, Any] | None:
+    """One fill as the page shows it: `server` (the server's fill, its decision's reasons in words and
+    the views to retake) once the server has it, `local` (the outbox's entry) while this station holds
+    it; None when neither knows it. Offline, the outbox's part alone."""
+    entry = outbox.get(fill_id)
+    local = _local_view(outbox, entry) if entry is not None else None
+    server = None
+    if api is not None and decisions is not None and (entry is None or entry.fill_state is not None):
+        try:
+            server = await api.fill(fill_id)
+            labels = await decisions.labels()
+        except ApiError as exc:
+            if not exc.transient and entry is None:
+                raise
+            server = None  # offline, or not on the server yet: what the outbox holds
+        decision = (server or {}).get("decision")
+        if decision:
+            codes = decision.get("reason_codes") or []
+            decision["reasons"] = [labels.get(c, c) for c in codes]
+            decision["retake"] = views_to_retake(codes)
+    if server is None and local is None:
+        return None
+    return {"server": server, "local": local}

@@ -11,12 +11,24 @@ from playwright.async_api import Browser, async_playwright
 
 from demo.photos import stock_bottle_photo
 from tests.browser.conftest import CHROMIUM
-from tests.site_client.conftest import photo_dir, seeded_template, server, server_data, token
+from tests.site_client.conftest import photo_dir, seeded_template, server_data, token
 from tests.site_client.world import EXPIRY, NDC, ServerProcess, Site, free_port, make_site
 from tests.station.camera import write_y4m
 from tests.station.world import StationProcess, camera_flags
 
-__all__ = ["photo_dir", "seeded_template", "server", "server_data", "token"]
+__all__ = ["photo_dir", "seeded_template", "server_data", "token"]
+
+
+@pytest.fixture
+async def server(tmp_path: Path, server_data: tuple[Path, str]) -> AsyncIterator[ServerProcess]:
+    """The server, its console holding a decision half a second for Undo (the default is seconds)."""
+    env = {"TP_DECISION_UNDO_SECONDS": "0.5"}
+    proc = ServerProcess(server_data[0], free_port(), tmp_path / "server.log", env)
+    await proc.start()
+    try:
+        yield proc
+    finally:
+        await proc.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
-from tests.site_client.world import Pharmacist, ServerProcess, site_api
+from tests.browser.conftest import look_at_every_photo, sign_in
+from tests.site_client.world import PASSWORD, PHARMACIST, ServerProcess, site_api
 from tests.station.world import (
     StationProcess,
     camera_photo,
@@ -56,9 +57,12 @@ async def test_three_views_saved_reach_the_pharmacist_and_the_approval_comes_bac
     await expect(row).to_contain_text("Metformin HCl 500 mg")
     await expect(row).to_contain_text("Jane Q. Patient")
 
-    async with Pharmacist(server.url) as rph:
-        await rph.decide(fill_id, "approve")
-    await expect(row).to_have_attribute("data-state", "approved")
+    rph = await sign_in(browser, server.url, PHARMACIST, password=PASSWORD)
+    await rph.page.keyboard.press("n")
+    await expect(rph.page.locator("#v-rx")).to_contain_text("100234")
+    await look_at_every_photo(rph.page)
+    await rph.page.keyboard.press("a")
+    await expect(row).to_have_attribute("data-state", "approved", timeout=15000)
     await expect(row).to_contain_text("ready to bag")
     await row.locator("button").click()
     await expect(page.locator("#decision")).to_contain_text("Approved: ready to bag")

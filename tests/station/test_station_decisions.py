@@ -43,13 +43,18 @@ async def test_a_rejection_is_retaken_for_one_view_and_resubmitted_with_the_othe
     browser: Browser, server: ServerProcess, token: str, station: StationProcess, photo_dir: Path
 ) -> None:
     await create_prescription(server.url, token, "300001")
-    sp = await open_station(browser, station)
+    sp = await open_station(browser, station, notifications=True)
     page = sp.page
+    await page.click("#notify-button")
+    await expect(page.locator("#notify-button")).to_be_hidden()
     first_id = await capture_and_save(page, "300001", photo_dir)
     first = await queued(server, token, first_id)
     async with Pharmacist(server.url) as rph:
         await rph.decide(first_id, "reject", ["wrong_quantity"], "Count again: I see 58, the Rx says 60.")
 
+    await expect(page.locator("#decided-count")).to_have_text("1")
+    shown = await page.evaluate("() => window.__notifications")
+    assert shown == ["Rejected: retake needed"], shown
     await page.click("#nav-worklist")
     row = page.locator(f'#worklist li[data-id="{first_id}"]')
     await expect(row).to_have_attribute("data-state", "rejected")

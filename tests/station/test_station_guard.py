@@ -73,3 +73,36 @@ async def test_the_live_feed_needs_the_token_and_the_own_origin(station: Station
         async with http.ws_connect(f"{ws_url}?csrf={token}", origin=f"http://127.0.0.1:{station.port}") as ws:
             first = await ws.receive_json(timeout=5)
             assert first["type"] == "status"
+
+
+async def test_bad_input_gets_a_clear_refusal(station: StationProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        token = await _page_token(http, station)
+        h = {"X-CSRF-Token": token}
+
+        def js(body: object) -> dict[str, object]:
+            return {"json": body, "headers": h}
+
+        def raw(data: bytes, content_type: str = "application/json") -> dict[str, object]:
+            return {"data": data, "headers": {**h, "Content-Type": content_type}}
+
+        fills, nobody = "api/fills", "api/fills/0f0f0f0f-0000-4000-8000-000000000000"
+        cases: list[tuple[str, str, dict[str, object], int, str]] = [
+            ("POST", fills, raw(b"{not json"), 400, "bad_json"),
+            ("POST", fills, raw(b"x=1", "text/plain"), 415, "not_json"),
+            ("POST", fills, js({"prescription_id": "x"}), 400, "no_prescription"),
+            ("POST", fills, js({"prescription_id": 999999}), 400, "unknown_prescription"),
+            ("POST", "api/captures?kind=pills", raw(b"\xff\xd8\xff", "image/jpeg"), 400, "no_prescription"),
+            ("GET", "api/fills/not-a-fill", {"headers": h}, 404, "not_found"),
+            ("POST", nobody + "/discard", js({"reason": ""}), 400, "no_reason"),
+            ("POST", nobody + "/fix", js({}), 409, "not_refused"),
+            ("POST", "api/enroll", js({"server_url": "ftp://x", "token": "t"}), 400, "bad_server"),
+            ("POST", "api/pair", js({"code": "123456"}), 403, "wrong_code"),
+        ]
+        for method, path, kw, status, code in cases:
+            async with http.request(method, station.url + path, **kw) as resp:  # type: ignore[arg-type]
+                body = await resp.json()
+                assert (resp.status, body["error"]) == (status, code), (path, body)
+                assert body["message"], path
+        async with http.post(station.url + fills, **raw(b"x" * (70 * 1024))) as resp:  # type: ignore[arg-type]
+            assert resp.status == 413

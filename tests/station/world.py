@@ -92,11 +92,30 @@ def camera_flags(camera_file: Path) -> list[str]:
     return [*FLAGS, f"--use-file-for-fake-video-capture={camera_file}"]
 
 
+# Records each desktop notification the page shows (it still shows it): window.__notifications.
+NOTIFICATION_SPY = """
+  window.__notifications = [];
+  const Shown = window.Notification;
+  class Recorded extends Shown {
+    constructor(title, options) { super(title, options); window.__notifications.push(title); }
+  }
+  window.Notification = Recorded;
+"""
+
+
 async def open_station(
-    browser: Browser, station: StationProcess, *, viewport: dict[str, int] | None = None
+    browser: Browser,
+    station: StationProcess,
+    *,
+    viewport: dict[str, int] | None = None,
+    notifications: bool = False,
 ) -> StationPage:
-    """Opens the station's page and waits until it is connected to the server."""
+    """Opens the station's page and waits until it is connected to the server; with `notifications`,
+    the page may show desktop notifications and records their titles."""
     context = await browser.new_context(viewport=viewport or TABLET)
+    if notifications:
+        await context.grant_permissions(["notifications"])
+        await context.add_init_script(NOTIFICATION_SPY)
     page = await context.new_page()
     sp = StationPage(context, page)
     page.on("console", lambda msg: sp.logs.append(f"{msg.type}: {msg.text}"))
@@ -112,8 +131,9 @@ async def open_station(
 
 
 async def pick(page: Page, rx_number: str) -> None:
-    """Picks a prescription as a USB scanner does: the label's barcode typed, then Enter."""
-    await page.locator("#rx-search").focus()
+    """Picks a prescription as a USB scanner does: the label's barcode typed, wherever the focus is,
+    then Enter."""
+    await page.locator("#rx-search").blur()
     await page.keyboard.type(rx_number)
     await page.keyboard.press("Enter")
     await expect(page.locator("#rx-number")).to_have_text(rx_number)

@@ -6,6 +6,12 @@ export class Alerts {
     this.button = button;
     this.audio = null;
     button.addEventListener("click", () => this.enable());
+    // Any first tap or key lets the page make sound; notifications still wait for the button.
+    const unlock = () => {
+      this.audio = this.audio || new AudioContext();
+    };
+    document.addEventListener("pointerdown", unlock, { once: true });
+    document.addEventListener("keydown", unlock, { once: true });
   }
 
   offer() {

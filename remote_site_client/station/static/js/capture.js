@@ -518,6 +518,11 @@ export class Capture {
       this.save();
       return;
     }
+    if (!this.rx && !typing && e.key.length === 1 && !e.ctrlKey && !e.metaKey && !e.altKey) {
+      // A USB scanner types the label's barcode wherever the focus is: it goes to the search.
+      $("#rx-search").focus();
+      return;
+    }
     if (typing || !this.rx || e.ctrlKey || e.metaKey || e.altKey) return;
     const kind = this.views[this.index];
     const has = this.captures.has(kind);
