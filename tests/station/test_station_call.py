@@ -238,3 +238,30 @@ async def test_the_uplink_dropping_mid_call_ends_it_at_the_station_with_the_reas
     finally:
         await sp.context.close()
         await console.context.close()
+
+
+async def test_a_declined_request_tells_the_technician_why(
+    browser: Browser, server: ServerProcess, station: StationProcess, token: str
+) -> None:
+    await create_prescription(server.url, token, "810005")
+    console = await sign_in(browser, server.url + "/", PHARMACIST, password=PASSWORD)
+    sp = await open_station(browser, station)
+    page = sp.page
+    try:
+        await pick(page, "810005")
+        await page.click("#call-ask")
+        panel = page.locator("#call-panel")
+        await expect(panel).to_have_attribute("data-state", "waiting")
+        request = console.page.locator(".consult-request")
+        await request.locator(".consult-decline").click()
+        await request.locator(".consult-decline-send").click()  # the first reason: busy
+
+        await expect(panel).to_have_attribute("data-state", "ended")
+        await expect(panel).to_have_attribute("data-end-reason", "declined")
+        await expect(page.locator("#call-state")).to_have_text(
+            "The pharmacist could not take the call: "
+            "Busy with another patient; please ask again in a few minutes."
+        )
+    finally:
+        await sp.context.close()
+        await console.context.close()
