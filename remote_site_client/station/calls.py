@@ -76,26 +76,30 @@ VIEW_KEYS = (
     "duration_seconds",
     "outcome_note",
     "recording_consent_at",
-    "invited",
 )
+MAX_JSON = 4096
 
 
 def page_view(body: dict[str, Any]) -> dict[str, Any]:
     """A consultation as the page sees it; `invited` when a pharmacist asked this site."""
-    view = {**body, "invited": body.get("requested_by") is not None
-            and body.get("requested_by") == body.get("pharmacist_id")}  # fmt: skip
-    return {k: view.get(k) for k in VIEW_KEYS}
+    asked_by = body.get("requested_by")
+    invited = asked_by is not None and asked_by == body.get("pharmacist_id")
+    return {**{k: body.get(k) for k in VIEW_KEYS}, "invited": invited}
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_length and request.content_length > 4096:
+    """The request's JSON object (an empty body is an empty object)."""
+    raw = await request.content.read(MAX_JSON + 1)
+    if len(raw) > MAX_JSON:
         raise StationError(413, "too_large", "That request is too large.")
+    if raw and request.content_type != "application/json":
+        raise StationError(415, "not_json", "Send JSON (Content-Type: application/json).")
     try:
-        body = await request.json() if request.can_read_body else {}
+        body = json.loads(raw or b"{}")
     except ValueError:
-        raise StationError(400, "bad_json", "The request is not JSON.") from None
+        raise StationError(400, "bad_json", "The request is not valid JSON.") from None
     if not isinstance(body, dict):
-        raise StationError(400, "bad_json", "The request is a JSON object.")
+        raise StationError(400, "bad_json", "The request must be a JSON object.")
     return body
 
 
