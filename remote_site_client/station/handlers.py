@@ -132,7 +132,7 @@ async def state(request: web.Request) -> web.Response:
             "site": {k: station.site.get(k) for k in ("code", "name", "state")},
             "required_views": station.required_views,
             "view_names": KIND_NAMES,
-            "optional_views": ["final_package", "count_video", "other"],
+            "optional_views": ["count_video"],
             "features": ["calls"] if importlib.util.find_spec("remote_site_client.station.calls") else [],
         }
     )

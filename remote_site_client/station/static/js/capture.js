@@ -24,6 +24,7 @@ export class Capture {
     this.rx = null;
     this.required = ["stock_bottle", "pills", "vial_label"];
     this.names = {};
+    this.optional = ["count_video"];
     this.views = [];
     this.index = 0;
     this.captures = new Map(); // kind -> {id, ok, problems, notes, url, kept, video}
@@ -39,7 +40,7 @@ export class Capture {
   configure(state) {
     this.required = state.required_views;
     this.names = state.view_names;
-    this.optional = ["count_video"];
+    this.optional = state.optional_views.filter((k) => !this.required.includes(k));
   }
 
   wire() {
@@ -134,7 +135,7 @@ export class Capture {
 
   renderPrescriptions() {
     const list = this.matches($("#rx-search").value).slice(0, 50);
-    fill($("#rx-list"), list.map((rx) => h("li", { role: "option", "aria-selected": "false" },
+    fill($("#rx-list"), list.map((rx) => h("li", {},
       h("button", { type: "button", class: "rx-item", dataset: { rx: String(rx.id) }, onclick: () => this.pick(rx) },
         h("span", { class: "rx-number" }, `Rx ${rx.rx_number}`),
         h("span", { class: "rx-patient" }, rx.patient_name || ""),
@@ -246,7 +247,7 @@ export class Capture {
       const st = this.stepState(kind);
       return h("li", { role: "presentation" },
         h("button", {
-          type: "button", role: "tab", class: ["step", `step-${st}`], "aria-selected": String(i === this.index),
+          type: "button", role: "tab", class: ["step", `step-${st}`], "aria-selected": String(i === this.index), "aria-controls": "stage",
           dataset: { kind, state: st }, onclick: () => this.showView(i),
         }, h("span", { class: "step-name" }, this.kindName(kind)), h("span", { class: "step-state" }, words[st])));
     }));

@@ -81,7 +81,9 @@ feed.addEventListener("message", (e) => {
   }
   if (msg.type === "decision") {
     const approved = msg.outcome === "approve";
-    alerts.notify(approved ? "Approved: ready to bag" : "Rejected: retake needed", `Fill ${msg.fill_id.replaceAll("-", "").slice(0, 8)}`);
+    const item = worklist.items.find((i) => i.fill_id === msg.fill_id);
+    const which = [item?.rx_number && `Rx ${item.rx_number}`, `fill ${msg.fill_id.replaceAll("-", "").slice(0, 8)}`];
+    alerts.notify(approved ? "Approved: ready to bag" : "Rejected: retake needed", which.filter(Boolean).join(", "));
     worklist.decided(msg);
   }
   worklist.message(msg);
