@@ -293,12 +293,12 @@ export class Calls {
     const call = {
       id: null, kind, pc: null, stream: null, iceServers: [], generation: 0, timers: [], stats: null,
       ended: false, connectedAt: null, framesIn: 0, framesOut: 0, base: { framesIn: 0, framesOut: 0 },
-      reconnecting: null, reconnections: 0, remote: { video: null, audio: null }, recorder: null,
+      reconnecting: null, reconnections: 0, remote: { video: null, audio: null }, recorder: null, marked: false,
     };
     this.call = call;
     this.panel.hidden = false;
     this.panel.dataset.kind = kind;
-    for (const k of ["id", "framesIn", "framesOut", "reconnections", "endReason", "recording"]) delete this.panel.dataset[k];
+    for (const k of ["id", "framesIn", "framesOut", "reconnections", "endReason", "recording", "connectedAt", "firstFrameAt"]) delete this.panel.dataset[k];
     fill(this.title, title);
     fill(this.clock, "00:00");
     this.muteBtn.hidden = kind === "live_look";
@@ -385,6 +385,7 @@ export class Calls {
     this.setState("connected", call.kind === "live_look" ? "The pharmacist is looking at the tray." : "Connected.");
     call.stats = setInterval(() => this.sample(call), 500);
     if (call.kind !== "live_look") {
+      this.watchFirstFrame(call);
       await this.until(call, () => call.framesIn > 0, TIMEOUTS.firstFrame, "The pharmacist's video");
       this.recordLabel.hidden = !("MediaRecorder" in window);
     }
@@ -407,7 +408,31 @@ export class Calls {
     });
   }
 
+  /** Wall-clock milestones of the last call (ms since the epoch), read by bench/station_call.py. */
+  mark(name) {
+    this.panel.dataset[name] = String(Math.round(performance.timeOrigin + performance.now()));
+  }
+
+  // Polls the receiver's stats briefly, so the first decoded frame is seen (and marked) at once.
+  watchFirstFrame(call) {
+    const poll = setInterval(async () => {
+      if (call.ended || !call.pc || call.framesIn > 0) { clearInterval(poll); return; }
+      const report = await call.pc.getStats();
+      report.forEach((r) => {
+        if (r.type === "inbound-rtp" && r.kind === "video" && r.framesDecoded > 0 && call.framesIn === 0) {
+          call.framesIn = call.base.framesIn + r.framesDecoded;
+          this.mark("firstFrameAt");
+        }
+      });
+    }, 10);
+    call.timers.push(poll);
+  }
+
   onConnectionState(call) {
+    if (call.pc.connectionState === "connected" && !call.marked) {
+      call.marked = true;
+      this.mark("connectedAt");
+    }
     if (call.ended || call.connectedAt === null) return;
     const state = call.pc.connectionState;
     if (state === "failed" || state === "closed") this.reconnect(call);
