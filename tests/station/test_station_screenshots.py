@@ -12,6 +12,7 @@ from typing import Any
 
 from playwright.async_api import Browser, Page, expect
 
+from tests.browser.conftest import LAPTOP
 from tests.browser.test_screenshots import CONTRAST, README_SHOTS
 from tests.site_client.world import Pharmacist, ServerProcess
 from tests.station.test_station_decisions import capture_and_save, queued
@@ -106,5 +107,10 @@ async def test_screenshots_of_capture_work_list_and_offline_on_a_tablet(
     await expect(page.locator("#worklist-offline")).to_be_visible()
     await _checked_for_the_counter(page)
     await page.screenshot(path=shots / "station-offline.png", animations="disabled", caret="hide")
+    # A PC at the counter: the same pages on a laptop's screen.
+    await page.set_viewport_size(LAPTOP)
+    await _checked_for_the_counter(page)
+    await page.click("#nav-capture")
+    await _checked_for_the_counter(page)
     for name in ("station-capture", "station-worklist", "station-offline"):
         assert (shots / f"{name}.png").stat().st_size > 20_000
