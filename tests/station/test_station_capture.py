@@ -59,6 +59,7 @@ async def test_three_views_saved_reach_the_pharmacist_and_the_approval_comes_bac
     await expect(row).to_contain_text("Jane Q. Patient")
 
     rph = await sign_in(browser, server.url, PHARMACIST, password=PASSWORD)
+    await expect(rph.page.locator("#queue-body tr")).to_contain_text("100234")
     await rph.page.keyboard.press("n")
     await expect(rph.page.locator("#v-rx")).to_contain_text("100234")
     await look_at_every_photo(rph.page)

@@ -152,6 +152,10 @@ function openFill(id) {
 }
 
 function openNextFill() {
+  if (!store.loaded) {
+    toast("The queue is still loading: press N again in a moment.", "info");
+    return;
+  }
   const next = store.nextWaiting(workspace.skipped);
   const any = next || store.nextWaiting();
   if (!any) {
