@@ -82,8 +82,12 @@ def create_app(settings: StationSettings, *, announce: Callable[[str], None] = p
         if the_guard.pairing_needed:
             the_guard.new_pair_code()
         yield
-        await hub.close()
         await station.close()
 
+    async def close_pages(app: web.Application) -> None:
+        # Before the server waits for its open requests: a page's websocket would hold the stop up.
+        await hub.close()
+
+    app.on_shutdown.append(close_pages)
     app.cleanup_ctx.append(work)
     return app

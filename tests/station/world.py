@@ -73,10 +73,12 @@ class StationProcess:
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(self.proc.wait(), 15)
+            await asyncio.wait_for(self.proc.wait(), 10)
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
+            # As a technician's Ctrl-C or the service manager's stop: open pages must not hold it up.
+            raise AssertionError("the station did not stop within 10 s of SIGTERM") from None
 
 
 @dataclass
