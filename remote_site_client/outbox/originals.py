@@ -82,26 +82,13 @@ class OriginalStore(Store):
 
     def originals(self, states: Sequence[str] | None = (PENDING,)) -> list[Original]:
         """Originals in these states (all with None), oldest first."""
-        if states is None:
-            rows = self.db.execute("SELECT * FROM originals ORDER BY id")
-        else:
-            marks = ",".join("?" * len(states))
-            query = f"SELECT * FROM originals WHERE state IN ({marks}) ORDER BY id"  # noqa: S608
-            rows = self.db.execute(query, tuple(states))
-        return [self._original(r) for r in rows]
+        return [self._original(r) for r in self._rows_in("originals", "id", states)]
 
     def due_originals(self, now: float | None = None) -> list[int]:
-        when = time.time() if now is None else now
-        rows = self.db.execute(
-            "SELECT id FROM originals WHERE state = ? AND next_attempt_at <= ? ORDER BY id", (PENDING, when)
-        )
-        return [int(r[0]) for r in rows]
+        return self._due("originals", "id", now)
 
     def next_original_due_at(self) -> float | None:
-        row = self.db.execute(
-            "SELECT MIN(next_attempt_at) FROM originals WHERE state = ?", (PENDING,)
-        ).fetchone()
-        return float(row[0]) if row and row[0] is not None else None
+        return self._next_due_at("originals")
 
     def acquire_original(self, original_id: int, seconds: float = 120.0) -> bool:
         return self._acquire("originals", "id", original_id, (PENDING,), seconds)

@@ -78,29 +78,14 @@ class RecordingStore(Store):
 
     def recordings(self, states: Sequence[str] | None = (PENDING,)) -> list[Recording]:
         """Recordings in these states (all with None), oldest consultation first."""
-        if states is None:
-            rows = self.db.execute("SELECT * FROM recordings ORDER BY consultation_id")
-        else:
-            marks = ",".join("?" * len(states))
-            query = f"SELECT * FROM recordings WHERE state IN ({marks}) ORDER BY consultation_id"  # noqa: S608
-            rows = self.db.execute(query, tuple(states))
-        return [self._recording(r) for r in rows]
+        return [self._recording(r) for r in self._rows_in("recordings", "consultation_id", states)]
 
     def due_recordings(self, now: float | None = None) -> list[int]:
         """Pending recordings whose next attempt is due, oldest consultation first."""
-        when = time.time() if now is None else now
-        rows = self.db.execute(
-            "SELECT consultation_id FROM recordings WHERE state = ? AND next_attempt_at <= ?"
-            " ORDER BY consultation_id",
-            (PENDING, when),
-        )
-        return [int(r[0]) for r in rows]
+        return self._due("recordings", "consultation_id", now)
 
     def next_recording_due_at(self) -> float | None:
-        row = self.db.execute(
-            "SELECT MIN(next_attempt_at) FROM recordings WHERE state = ?", (PENDING,)
-        ).fetchone()
-        return float(row[0]) if row and row[0] is not None else None
+        return self._next_due_at("recordings")
 
     def acquire_recording(self, consultation_id: int, seconds: float = 120.0) -> bool:
         """Takes a pending recording for this process unless another live process is uploading it."""

@@ -87,6 +87,32 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
+    # -- a side table's pending rows (recordings, originals): one key, oldest first ----------------
+
+    def _rows_in(self, table: str, key: str, states: Sequence[str] | None) -> list[sqlite3.Row]:
+        """Rows in these states (all with None), in key order."""
+        if states is None:
+            return list(self.db.execute(f"SELECT * FROM {table} ORDER BY {key}"))  # noqa: S608
+        marks = ",".join("?" * len(states))
+        query = f"SELECT * FROM {table} WHERE state IN ({marks}) ORDER BY {key}"  # noqa: S608
+        return list(self.db.execute(query, tuple(states)))
+
+    def _due(self, table: str, key: str, now: float | None) -> list[int]:
+        """Pending rows whose next attempt is due, in key order."""
+        when = time.time() if now is None else now
+        rows = self.db.execute(
+            f"SELECT {key} FROM {table} WHERE state = ? AND next_attempt_at <= ? ORDER BY {key}",  # noqa: S608
+            (PENDING, when),
+        )
+        return [int(r[0]) for r in rows]
+
+    def _next_due_at(self, table: str) -> float | None:
+        row = self.db.execute(
+            f"SELECT MIN(next_attempt_at) FROM {table} WHERE state = ?",  # noqa: S608
+            (PENDING,),
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     # -- leases: one process at a time works an entry or a recording -----------------------------
 
     def _acquire(
