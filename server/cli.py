@@ -185,10 +185,32 @@ def _access_report(config: Config, args: argparse.Namespace, start: dt.date, end
     return 0
 
 
+def _controlled_log(config: Config, args: argparse.Namespace, start: dt.date, end: dt.date) -> int:
+    from server.compliance.controlled import controlled_log, write_log_csv
+    from server.directory import Directory
+    from server.security.access_log import day_range
+    from server.security.passwords import Passwords
+
+    async def work(db: Database) -> list[Any]:
+        directory = Directory(db, Passwords(config.password_time_cost, config.password_memory_kib))
+        site = await directory.site_by_code(args.site)
+        return await controlled_log(db, None, site.id, *day_range(start, end))
+
+    rows = asyncio.run(_with_db(config, work))
+    if args.out == "-":
+        write_log_csv(rows, sys.stdout)
+    else:
+        with open(args.out, "w", newline="", encoding="utf-8") as fh:
+            write_log_csv(rows, fh)
+    print(f"{len(rows)} controlled-substance fills of {args.site}", file=sys.stderr)
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from server.audit import chain as audit
     from server.audit.anchors import AnchorFile, AnchorReport
     from server.audit.anchors import check as check_anchors
+    from server.errors import DomainError
 
     config = _config(args)
     if args.what == "verify":
@@ -216,6 +238,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     start, end = dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to)
     if args.what == "access":
         return _access_report(config, args, start, end)
+    if args.what == "controlled":
+        try:
+            return _controlled_log(config, args, start, end)
+        except DomainError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
     if args.out == "-":
         n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, start, end, sys.stdout)))
     else:
@@ -386,6 +414,13 @@ def parser() -> argparse.ArgumentParser:
     acc.add_argument("--from", dest="date_from", required=True)
     acc.add_argument("--to", dest="date_to", required=True)
     acc.add_argument("--out", default="-", help="file name, or - for standard output")
+    con = ausub.add_parser(
+        "controlled", help="CSV of a site's controlled-substance fills decided in a date range"
+    )
+    con.add_argument("--site", required=True, help="the site's code")
+    con.add_argument("--from", dest="date_from", required=True)
+    con.add_argument("--to", dest="date_to", required=True)
+    con.add_argument("--out", default="-", help="file name, or - for standard output")
     aud.set_defaults(func=cmd_audit)
 
     ref = sub.add_parser("reference", help="load or show the drug reference (FDA NDC Directory)")

@@ -210,6 +210,14 @@ ROUTES: tuple[Route, ...] = (
         "compliance",
     ),
     Route(
+        "GET",
+        r"/api/v1/sites/{site_id:\d+}/controlled-log",
+        compliance.get_controlled_log,
+        ADMIN,
+        "The site's controlled-substance fills decided in a date range, CSV for an inspector (?from=&to=)",
+        "compliance",
+    ),
+    Route(
         "POST",
         r"/api/v1/sites/{site_id:\d+}/status",
         accounts.set_site_status,

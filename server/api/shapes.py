@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from server.compliance.controlled import decision_terms
 from server.data_entry.rules import DATA_ENTRY, PRODUCT
 from server.data_entry.service import DataEntryRecord, DataEntryRow
 from server.data_entry.source import differences
@@ -208,6 +209,7 @@ def decision_view(d: Decision, pharmacist_name: str | None) -> dict[str, Any]:
         "note": d.note,
         "acknowledgements": d.acknowledgements or [],
         "views_seen": d.views_seen or [],
+        "confirmed_count": _num(d.confirmed_count),
         "license": {"state": d.license_state, "number": d.license_number} if d.license_state else None,
         "decided_at": _iso(d.decided_at),
         "pharmacist": {"id": d.pharmacist_id, "name": pharmacist_name},
@@ -240,6 +242,9 @@ def detail_view(record: FillRecord) -> dict[str, Any]:
             for e in earlier
         ],
     )
+    # A controlled substance: its schedule, and what that asks of a decision (count, no Undo).
+    out["schedule"] = record.schedule
+    out["controlled"] = decision_terms(record.schedule)
     if record.history is not None:
         out["history"] = history_view(record.history)
     return out
@@ -281,6 +286,7 @@ def queue_view(queue: FillQueue) -> dict[str, Any]:
         item["images"], item["videos"] = row.images, row.videos
         rx_number, drug, strength, patient = row.rx
         item.update(rx_number=rx_number, drug=drug, strength=strength, patient_initials=initials(patient))
+        item["schedule"] = row.schedule
         item["kind"] = PRODUCT
         fills.append(item)
     return {"fills": fills, "counts": queue.counts, "oldest_queued_at": _iso(queue.oldest_queued_at)}

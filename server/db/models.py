@@ -359,6 +359,8 @@ class Decision(Base):
     acknowledgements: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
     # What the pharmacist had on screen: [{"media_id", "kind", "seconds", "max_zoom", ...}].
     views_seen: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    # A Schedule II approval: the count the pharmacist read off the counted-units photo.
+    confirmed_count: Mapped[Decimal | None] = mapped_column(Numeric(10, 2), nullable=True)
     # The licence the pharmacist decided under: the one for the state of the fill's site.
     license_state: Mapped[str | None] = mapped_column(String(2), nullable=True)
     license_number: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -18,7 +18,8 @@ from sqlalchemy import and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
-from server.compliance.checks import Compliance
+from server.compliance.checks import Compliance, schedule_of
+from server.compliance.controlled import check_count
 from server.compliance.rules import load_rules
 from server.config import Config
 from server.data_entry.service import check_fillable
@@ -332,7 +333,8 @@ class FillService:
             await audit.append(self.db, s, actor, CREATE.action, "fill", fill.id, detail, at=self.clock())
             # The answer's record from what this transaction holds: a new fill has no media yet.
             decisions = await decisions_of(s, rx.id)
-            return FillRecord(fill, site, rx, actor.display_name, [], decisions), True
+            schedule = await schedule_of(s, rx)
+            return FillRecord(fill, site, rx, actor.display_name, [], decisions, schedule=schedule), True
 
     async def _check_resubmission(self, s: AsyncSession, new: NewFill, rx: Prescription) -> None:
         prev = await s.get(Fill, new.previous_fill_id)
@@ -427,7 +429,8 @@ class FillService:
                 if fill.state in OPEN_STATES:
                     # A retried submit is not an error.
                     decisions = await decisions_of(s, rx.id)
-                    return FillRecord(fill, site, rx, row.display_name, media, decisions)
+                    schedule = await schedule_of(s, rx)
+                    return FillRecord(fill, site, rx, row.display_name, media, decisions, schedule=schedule)
                 raise Conflict(f"This fill is {fill.state} and cannot be submitted again.", code="not_draft")
             missing = [k for k in self.required_kinds(site, rx) if k not in {m.kind for m in media}]
             if missing:
@@ -491,7 +494,8 @@ class FillService:
             )
             await self._announce(s, actor, "fill.queued", fill, site)
             decisions = await decisions_of(s, rx.id)
-            return FillRecord(fill, site, rx, row.display_name, media, decisions)
+            schedule = await schedule_of(s, rx)
+            return FillRecord(fill, site, rx, row.display_name, media, decisions, schedule=schedule)
 
     # -- at the pharmacist's console -------------------------------------------------------------
 
@@ -622,6 +626,8 @@ class FillService:
                 # Checked against the fill as it is; a fill that changed since is refused below anyway.
                 media = (await s.execute(MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
                 check_approval(fill, media, d)
+                rx = await s.get(Prescription, fill.prescription_id)
+                check_count(await schedule_of(s, rx) if rx else None, fill, d.confirmed_count)
             stepped_up: list[str] = []
             if fill.state in t.sources and fill.claimed_by == actor.user_id and fill.version == d.version:
                 stepped_up = await self.confirm_identity(
@@ -652,10 +658,14 @@ class FillService:
                 note=d.note,
                 acknowledgements=list(d.acknowledgements),
                 views_seen=list(d.views_seen),
+                confirmed_count=d.confirmed_count if t is APPROVE else None,
                 decided_at=now,
             )
             s.add(decision)
             await s.flush()
+            # A Schedule II approval's count, a number: the trail keeps what was confirmed.
+            count = decision.confirmed_count
+            confirmed = {} if count is None else {"confirmed_count": float(count)}
             await self._announce(
                 s,
                 actor,
@@ -675,6 +685,7 @@ class FillService:
                         for a in d.acknowledgements
                     ],
                     "views_seen": list(d.views_seen),
+                    **confirmed,
                     # Why the pharmacist was asked to prove who they are again, when they were.
                     "step_up": stepped_up,
                 },

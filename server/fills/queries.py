@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 
+from server.compliance.controlled import schedules_of
 from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site
 from server.errors import NotFound
@@ -25,6 +26,8 @@ class QueueRow:
     rx: tuple[str, str, str, str]
     images: int
     videos: int
+    # The DEA schedule of a controlled substance, or None.
+    schedule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class FillQueries:
                         Prescription.drug,
                         Prescription.strength,
                         Prescription.patient_name,
+                        Prescription.dea_schedule,
+                        Prescription.expected_ndc,
                     )
                     .join(Site, Site.id == Fill.site_id)
                     .join(Prescription, Prescription.id == Fill.prescription_id)
@@ -79,6 +84,9 @@ class FillQueries:
             ).all()
             ids = [r.Fill.id for r in rows]
             counts_by_fill = await self._media_counts(s, ids)
+            schedules = await schedules_of(
+                s, [(r.Fill.prescription_id, r.dea_schedule, r.expected_ndc) for r in rows]
+            )
             by_state = dict(
                 (
                     await s.execute(
@@ -101,6 +109,7 @@ class FillQueries:
                     r.Site,
                     (r.rx_number, r.drug, r.strength, r.patient_name),
                     *counts_by_fill.get(r.Fill.id, (0, 0)),
+                    schedules.get(r.Fill.prescription_id),
                 )
                 for r in rows
             ],

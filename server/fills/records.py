@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.compliance.checks import schedule_of
 from server.db.models import Decision, Fill, Media, Prescription, Site, User
 from server.fills.history import FillHistory, history_of
 from server.security.principal import Principal, Role
@@ -49,6 +50,8 @@ class FillRecord:
     decisions: Sequence[Any]
     # Earlier fills of the patient's drug: loaded for pharmacists and admins, who verify.
     history: FillHistory | None = None
+    # The DEA schedule (the stricter of the prescription's and the drug reference's), or None.
+    schedule: str | None = None
 
 
 async def decisions_of(s: AsyncSession, prescription_id: int) -> Sequence[Any]:
@@ -64,4 +67,5 @@ async def load_record(s: AsyncSession, actor: Principal, fill_id: str) -> FillRe
     media = (await s.execute(MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
     decisions = await decisions_of(s, fill.prescription_id)
     history = None if actor.role is Role.TECHNICIAN else await history_of(s, actor, fill, row.Prescription)
-    return FillRecord(fill, row.Site, row.Prescription, row.display_name, media, decisions, history)
+    schedule = await schedule_of(s, row.Prescription)
+    return FillRecord(fill, row.Site, row.Prescription, row.display_name, media, decisions, history, schedule)

@@ -131,6 +131,44 @@ VIEW_SEEN = Object(
 )
 
 
+MAX_COUNT = Decimal(100000)
+
+
+@dataclass(frozen=True)
+class TypedCount:
+    """A count as the pharmacist typed it: a JSON number, or a string of one ("30", "7.5")."""
+
+    def parse(self, value: object, name: str) -> Decimal:
+        message = f"'{name}' must be a count from 0 to {MAX_COUNT}, such as 30."
+        if isinstance(value, str):
+            try:
+                value = Decimal(value.strip())
+            except ArithmeticError:
+                raise InvalidInput(message) from None
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+            raise InvalidInput(message)
+        number = Decimal(str(value))
+        if not number.is_finite() or not Decimal(0) <= number <= MAX_COUNT:
+            raise InvalidInput(message)
+        return number
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": float(MAX_COUNT)},
+                {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*$"},
+            ]
+        }
+
+
+COUNT_CONFIRMATION = Object(
+    Body(
+        {"count": Field(TypedCount(), required=True, description="The units counted in the photo.")},
+        description="The count the pharmacist read off the counted-units photo (Schedule II).",
+    )
+)
+
+
 def _decision_rules(d: dict[str, Any]) -> None:
     reasons, note = d.get("reason_codes") or [], d.get("note")
     for ack in d.get("acknowledgements") or []:
@@ -167,6 +205,11 @@ DECISION = Body(
         "views_seen": Field(
             Nullable(ListOf(VIEW_SEEN, MAX_VIEWS)),
             description="What the pharmacist had on screen; an approval names every photo and video.",
+        ),
+        "count_confirmation": Field(
+            Nullable(COUNT_CONFIRMATION),
+            description="A Schedule II approval confirms the site's count: the pharmacist's own count of "
+            "the counted-units photo.",
         ),
     },
     check=_decision_rules,
@@ -234,6 +277,8 @@ class DecisionInput:
     acknowledgements: tuple[dict[str, Any], ...] = ()
     # ({"media_id", "seconds", "max_zoom", "played_fraction"}, ...), one per media id.
     views_seen: tuple[dict[str, Any], ...] = ()
+    # The count the pharmacist confirms (Schedule II), as they typed it.
+    confirmed_count: Decimal | None = None
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> DecisionInput:
@@ -252,6 +297,7 @@ class DecisionInput:
             note or None,
             tuple(acks.values()),
             tuple(views.values()),
+            (d.get("count_confirmation") or {}).get("count"),
         )
 
 
