@@ -97,10 +97,12 @@ async def test_approving_a_schedule_ii_drug_asks_even_when_the_schedule_came_lat
     await store.import_ndc(world.services.db, *write_sample(tmp_path / "ndc"))
     fill = await _claimed(world, rph, tech, opioid, **_clean(SCHEDULE_II))
     assert fill["flags"] == [] and fill["prescription"]["dea_schedule"] is None
-    asked = await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", 403, json=approval(fill))
+    # Schedule II by the reference: the approval confirms the count too.
+    counted = {**approval(fill), "count_confirmation": {"count": 60}}
+    asked = await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", 403, json=counted)
     assert asked["detail"]["reasons"] == ["schedule_ii"]
     await rph.step_up()
-    await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json=approval(fill))
+    await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json=counted)
     assert (await _decision_trail(world, fill["id"]))["step_up"] == ["schedule_ii"]
 
 

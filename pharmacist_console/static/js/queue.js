@@ -26,7 +26,7 @@ export function rowFromDetail(d) {
     created_at: d.created_at, submitted_at: d.submitted_at, queued_at: d.queued_at,
     previous_fill_id: d.previous_fill_id, images: media.length - videos, videos,
     flags: d.flags || [], rx_number: rx.rx_number, drug: rx.drug, strength: rx.strength,
-    patient_initials: d.patient_initials || initials(rx.patient_name),
+    patient_initials: d.patient_initials || initials(rx.patient_name), schedule: d.schedule || null,
   };
 }
 

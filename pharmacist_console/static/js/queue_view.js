@@ -3,7 +3,7 @@
 import { h, fill } from "./dom.js";
 import { formatAge, plural } from "./format.js";
 import { flagBadge } from "./flags.js";
-import { checkBadge, priorityBadge } from "./verify_view.js";
+import { checkBadge, priorityBadge, scheduleBadge } from "./verify_view.js";
 
 const ARRIVAL_MS = 4000;
 const OLDEST_WARN_MIN = 15;
@@ -57,7 +57,7 @@ export class QueueView {
       },
       h("td", {}, priorityBadge(r.priority)),
       h("td", {}, h("div", { class: "rx-cell" }, h("span", { class: "rx-number mono" }, r.rx_number ? `Rx ${r.rx_number}` : "–"),
-        h("span", { class: "rx-drug" }, [r.drug, r.strength].filter(Boolean).join(" ") || "–"))),
+        h("span", { class: "rx-drug" }, [r.drug, r.strength].filter(Boolean).join(" ") || "–", r.schedule ? " " : null, scheduleBadge(r.schedule)))),
       h("td", { class: "initials" }, r.patient_initials || "–"),
       h("td", {}, h("div", { class: "site-cell" }, h("span", { class: "site-code" }, r.site.code), h("span", { class: "site-name" }, r.site.name))),
       h("td", {}, h("span", { class: "us-state" }, r.site.state)),

@@ -13,6 +13,15 @@ export function checkBadge(result) {
   return h("span", { class: ["badge", `check-${r}`], title: CHECK_HINTS[r] || "" }, CHECK_LABELS[r] || r);
 }
 
+/** A controlled substance's DEA schedule (CII to CV): Schedule II stands out. */
+export function scheduleBadge(schedule) {
+  if (!schedule) return null;
+  return h("span", {
+    class: ["badge", "schedule", schedule === "CII" ? "schedule-ii" : null], "data-schedule": schedule,
+    title: `Schedule ${schedule.slice(1)} controlled substance`,
+  }, schedule);
+}
+
 export function priorityBadge(priority) {
   return h("span", { class: ["badge", `prio-${priority}`] }, PRIORITY_LABELS[priority] || priority);
 }
@@ -31,7 +40,7 @@ function alertSection(title, ...children) {
   return h("section", { class: "rx-section rx-alert" }, h("h2", {}, title), ...children);
 }
 
-function prescriptionSection(rx) {
+function prescriptionSection(rx, schedule) {
   return section("Prescription",
     h("div", { class: "patient" },
       h("div", { class: "patient-name", "data-phi": "" }, rx.patient_name),
@@ -44,7 +53,7 @@ function prescriptionSection(rx) {
       field("Fill", rx.fill_type === "refill" ? "Refill" : "New"),
       field("Expected NDC", formatNdc(rx.expected_ndc), { mono: true }),
       field("Quantity", `${formatQuantity(rx.quantity)}${rx.days_supply ? ` · ${rx.days_supply} days` : ""}`),
-      rx.dea_schedule ? field("Schedule", rx.dea_schedule, { cls: "warn" }) : null,
+      schedule ? field("Schedule", schedule, { cls: "warn" }) : null,
       field("Prescriber", rx.prescriber, { cls: "wide" }),
       field("Directions", rx.directions, { cls: "wide directions" })));
 }
@@ -106,6 +115,20 @@ function flagsSection(d) {
   return alertSection(`Flags to acknowledge (${flags.length})`,
     h("ul", { class: "flags", id: "v-flags" }, flags.map((f) => h("li", { class: "flag-row", "data-flag": f.code },
       flagBadge(f, { long: true }), h("span", { class: "flag-text" }, describeFlag(f))))));
+}
+
+/** What a controlled substance's schedule asks of this decision (the server says, in d.controlled). */
+function controlledSection(d) {
+  const c = d.controlled;
+  if (!c || (c.undo !== false && !c.count_confirmation)) return null;
+  return h("section", { class: "rx-section rx-alert controlled", id: "v-controlled" },
+    h("h2", {}, `Schedule ${c.schedule.slice(1)} controlled substance`),
+    c.count_confirmation
+      ? h("p", {}, "Count the units in the counted-units photo: you type your count before approving, and it must match the site's count.")
+      : null,
+    c.undo === false
+      ? h("p", {}, "Your decision is sent at once, with no Undo: a Schedule II record stands as it is made.")
+      : null);
 }
 
 const OUTCOME = { approve: "Approved", reject: "Rejected" };
@@ -178,7 +201,8 @@ function earlierSection(d, reasonLabels) {
 export function renderRxPanel(panel, d, reasonLabels) {
   fill(panel,
     flagsSection(d),
-    prescriptionSection(d.prescription),
+    controlledSection(d),
+    prescriptionSection(d.prescription, d.schedule),
     earlierSection(d, reasonLabels),
     checkSection(d),
     countSection(d),
@@ -190,6 +214,7 @@ export function renderRxPanel(panel, d, reasonLabels) {
 export function renderTitle(el, d) {
   fill(el,
     priorityBadge(d.priority),
+    scheduleBadge(d.schedule),
     h("span", { class: "title-site" }, d.site.name),
     h("span", { class: "title-code" }, `${d.site.code} · ${d.site.state}`),
     checkBadge(d.product_check),

@@ -5,6 +5,10 @@
 // Approve waits until every photo and video was shown (seen.js) and every flag acknowledged. A decision
 // is held for the undo window (the claim kept alive meanwhile) while the next fill opens at once; Undo
 // sends nothing and reopens the fill. A held decision is sent when the tab closes or on signing out.
+//
+// A Schedule II fill (the server says so in `controlled`) is approved with the count the pharmacist
+// types, and its decision is never held: it is sent at once, and the fill stays open until the server
+// answers, so a refused count is typed again on the spot.
 
 import { post, ApiError } from "./api.js";
 import { h, fill, isTyping, toast } from "./dom.js";
@@ -22,6 +26,12 @@ const REFUSED_TEXT = {
   flags_unacknowledged: "The server refused the approval: a flag was not acknowledged",
   views_unseen: "The server refused the approval: not every photo or video was recorded as seen",
 };
+
+// Why a decision is sent at once, as the console says it.
+const NO_UNDO_WHY = "Schedule II decisions are sent at once, with no Undo.";
+// The server's refusals of a confirmed count: the pharmacist counts again in the same step.
+const COUNT_REFUSALS = new Set(["count_confirmation_required", "count_mismatch", "count_not_recorded"]);
+const COUNT_PATTERN = /^\s*\d+(\.\d+)?\s*$/;
 
 const CONFLICT_TEXT = {
   claimed_by_other: ["Another pharmacist has claimed this fill.", "Your view is read-only; nothing you did was sent."],
@@ -50,8 +60,21 @@ export class Workspace {
     this.heartbeatTimer = null;
     this.leaseTicker = null;
     this.picker = { open: false, selected: new Set() };
-    this.acks = { open: false, active: 0, rows: [] };
+    this.acks = { open: false, active: 0, rows: [], count: null };
     this.ackReasons = ACK_REASONS;
+    this.ackTitle = document.getElementById("acks-title");
+    this.ackTitleText = this.ackTitle?.textContent || "";
+    // The Schedule II count: typed by the pharmacist, never filled in for them.
+    this.countInput = h("input", { type: "text", id: "v-ack-count", class: "ack-count", inputmode: "decimal", autocomplete: "off", maxlength: "12", placeholder: "Units counted" });
+    this.countBox = h("div", { class: "ack-count-box", id: "v-ack-count-box", hidden: true },
+      h("label", { for: "v-ack-count" }, "Schedule II: your count of the units in the counted-units photo"),
+      this.countInput,
+      h("p", {}, `It must match the site's count. ${NO_UNDO_WHY}`));
+    els.ackList.before(this.countBox);
+    this.countInput.addEventListener("input", () => {
+      if (this.acks.count !== null) this.acks.count = this.countInput.value;
+      this.updateAcks();
+    });
     this.undoSeconds = DEFAULT_UNDO_SECONDS;
     this.held = null;
     this.undoTicker = null;
@@ -456,7 +479,7 @@ export class Workspace {
       this.setBanner("warn", "Not every view was shown yet.", `Look at ${unseen.join(", ")} first (← → or click the strip).`);
       return;
     }
-    if ((cur.detail.flags || []).length) {
+    if ((cur.detail.flags || []).length || cur.detail.controlled?.count_confirmation) {
       this.openAcks();
       return;
     }
@@ -465,20 +488,102 @@ export class Workspace {
   }
 
   /** The decision is made: held for the undo window while the next fill opens at once. */
-  commit(outcome, { reasonCodes = [], note = null, acknowledgements = [] } = {}) {
+  commit(outcome, { reasonCodes = [], note = null, acknowledgements = [], count = null } = {}) {
     const cur = this.current;
     if (!this.canDecide()) return;
+    const body = {
+      version: cur.version, outcome, reason_codes: reasonCodes, note, acknowledgements, views_seen: cur.seen.report(),
+    };
+    if (count !== null) body.count_confirmation = { count };
+    if (cur.detail?.controlled?.undo === false) {
+      this.sendNow(cur, body);
+      return;
+    }
     cur.seen.pause();
     cur.decided = true;
     this.stopHeartbeat();
     this.setBanner(null);
     this.closeAcks();
-    const body = {
-      version: cur.version, outcome, reason_codes: reasonCodes, note, acknowledgements, views_seen: cur.seen.report(),
-    };
     this.hold(cur, body);
     this.skipped.delete(cur.id);
     this.advance();
+  }
+
+  // -- sent at once (Schedule II) -----------------------------------------------------------------
+
+  decisionLabel(cur, body) {
+    const rx = cur.detail?.prescription?.rx_number;
+    return `${body.outcome === "approve" ? "Approved" : "Rejected"}${rx ? ` Rx ${rx}` : ""}`;
+  }
+
+  /** Posts a decision; when the server asks who decides, asks and, once proved, posts it again. */
+  async postDecision(cur, body) {
+    for (;;) {
+      try {
+        return await post(`/api/v1/fills/${encodeURIComponent(cur.id)}/decision`, body);
+      } catch (err) {
+        if (!(err.code === "step_up_required" && this.confirmIdentity && (await this.confirmIdentity(err)))) throw err;
+      }
+    }
+  }
+
+  /** A decision with no Undo: sent now, the fill open until the server answers. */
+  async sendNow(cur, body) {
+    if (this.held) this.sendHeld(); // an earlier decision waiting for its Undo window goes first
+    const label = this.decisionLabel(cur, body);
+    cur.deciding = true;
+    cur.seen.pause();
+    this.stopHeartbeat();
+    this.updateButtons();
+    if (this.acks.open) this.updateAcks();
+    this.setBanner("info", "Sending your decision now.", NO_UNDO_WHY);
+    let result;
+    try {
+      result = await this.postDecision(cur, body);
+    } catch (err) {
+      cur.deciding = false;
+      this.sendNowFailed(cur, label, err);
+      return;
+    }
+    cur.deciding = false;
+    cur.decided = true;
+    this.details.put(result);
+    this.setBanner(null);
+    this.closeAcks();
+    this.closePicker();
+    toast(`${label} · sent at once (${NO_UNDO_WHY.toLowerCase().replace(/\.$/, "")})`, body.outcome === "approve" ? "ok" : "info");
+    this.skipped.delete(cur.id);
+    this.advance();
+  }
+
+  sendNowFailed(cur, label, err) {
+    if (this.current !== cur) return;
+    if (err.status === 409 && CONFLICT_TEXT[err.code] && err.code !== "stale_version") {
+      this.closeAcks();
+      this.conflict(err.code);
+      return;
+    }
+    cur.seen.resume();
+    this.startHeartbeat();
+    this.updateButtons();
+    if (COUNT_REFUSALS.has(err.code) && this.acks.open) {
+      // Counted again in the same step: the typed count is cleared, the reasons stay.
+      this.setBanner(null);
+      this.acks.count = "";
+      this.countInput.value = "";
+      this.updateAcks();
+      this.els.ackError.textContent = err.message;
+      this.els.ackError.hidden = false;
+      this.countInput.focus();
+      return;
+    }
+    if (err.status === 409 && err.code === "stale_version") {
+      this.closeAcks();
+      this.conflict(err.code);
+      return;
+    }
+    if (this.acks.open) this.updateAcks();
+    this.setBanner("error", `${label} was not recorded.`, err.message);
   }
 
   // -- the undo window -----------------------------------------------------------------------------
@@ -650,7 +755,16 @@ export class Workspace {
     if (!this.canDecide()) return;
     this.closePicker();
     const flags = cur.detail.flags || [];
-    this.acks = { open: true, active: 0, rows: flags.map((f) => ({ flag: f, reason: "", note: "" })) };
+    const counting = Boolean(cur.detail.controlled?.count_confirmation);
+    this.acks = { open: true, active: 0, rows: flags.map((f) => ({ flag: f, reason: "", note: "" })), count: counting ? "" : null };
+    this.countInput.value = "";
+    this.countBox.hidden = !counting;
+    if (this.ackTitle) {
+      this.ackTitle.textContent = !counting ? this.ackTitleText
+        : flags.length ? "Approve: confirm the count and acknowledge each flag" : "Approve: confirm the count";
+    }
+    this.els.ackKeys.hidden = !flags.length;
+    this.els.acksPanel.querySelector(".picker-sub").hidden = !flags.length;
     const reasons = this.ackReasons;
     fill(this.els.ackList, this.acks.rows.map((row, i) => h("li", { class: "ack-row", "data-flag": row.flag.code, "data-index": String(i) },
       h("div", { class: "ack-flag" }, flagBadge(row.flag, { long: true }), h("span", { class: "flag-text" }, describeFlag(row.flag))),
@@ -662,11 +776,14 @@ export class Workspace {
     fill(this.els.ackKeys, reasons.map((r, k) => h("span", {}, h("kbd", {}, String(k + 1)), ` ${r.label}`)));
     this.els.acksPanel.hidden = false;
     this.updateAcks();
+    if (counting) this.countInput.focus();
   }
 
   closeAcks() {
     if (this.els.acksPanel.contains(document.activeElement)) document.activeElement.blur();
-    this.acks = { open: false, active: 0, rows: [] };
+    this.acks = { open: false, active: 0, rows: [], count: null };
+    this.countInput.value = "";
+    this.countBox.hidden = true;
     this.els.acksPanel.hidden = true;
     this.els.ackError.hidden = true;
     fill(this.els.ackList);
@@ -706,6 +823,9 @@ export class Workspace {
   }
 
   ackProblem() {
+    const count = this.acks.count;
+    if (count !== null && !count.trim()) return "Type your count of the units in the counted-units photo.";
+    if (count !== null && !COUNT_PATTERN.test(count)) return "Type the count as a number, such as 30.";
     const missing = this.acks.rows.filter((r) => !r.reason);
     if (missing.length) return `Choose a reason for every flag (${missing.length} left).`;
     if (this.acks.rows.some((r) => r.reason === "other" && !r.note.trim())) return "“Other” needs a note saying why.";
@@ -721,7 +841,7 @@ export class Workspace {
     });
     const problem = this.ackProblem();
     this.els.ackConfirm.disabled = Boolean(problem) || !this.canDecide();
-    const showProblem = problem && this.acks.rows.some((r) => r.reason);
+    const showProblem = problem && (this.acks.rows.some((r) => r.reason) || Boolean(this.acks.count?.trim()));
     this.els.ackError.textContent = showProblem ? problem : "";
     this.els.ackError.hidden = !showProblem;
   }
@@ -734,7 +854,8 @@ export class Workspace {
       return;
     }
     const acknowledgements = this.acks.rows.map((r) => ({ flag: r.flag.code, reason: r.reason, note: r.note.trim() || null }));
-    this.commit("approve", { acknowledgements });
+    const count = this.acks.count === null ? null : this.acks.count.trim();
+    this.commit("approve", { acknowledgements, count });
   }
 
   onAckKey(e) {
@@ -743,7 +864,13 @@ export class Workspace {
       this.closeAcks();
       return true;
     }
-    if (e.key === "Enter" && (!typing || e.ctrlKey || e.metaKey || e.target.classList?.contains("ack-note"))) {
+    if (e.key === "Enter" && e.target === this.countInput && this.acks.rows.some((r) => !r.reason)) {
+      // The count is typed: on to the flags, whose reasons are chosen by number.
+      this.countInput.blur();
+      this.updateAcks();
+      return true;
+    }
+    if (e.key === "Enter" && (!typing || e.ctrlKey || e.metaKey || e.target.classList?.contains("ack-note") || e.target === this.countInput)) {
       this.confirmAcks();
       return true;
     }
