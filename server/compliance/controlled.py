@@ -171,6 +171,26 @@ class LogRow:
 
 _PHARMACIST = aliased(User)
 _TECHNICIAN = aliased(User)
+# A site's decided fills of a controlled schedule, the prescription's or the reference's for its NDC,
+# with who decided and who filled them; the caller adds the site and the range.
+_LOG = (
+    select(
+        Fill,
+        Prescription,
+        Decision,
+        DrugProduct.dea_schedule,
+        _PHARMACIST.display_name,
+        _TECHNICIAN.display_name,
+    )
+    .join(Prescription, Prescription.id == Fill.prescription_id)
+    .join(Decision, Decision.fill_id == Fill.id)
+    .outerjoin(DrugPackage, DrugPackage.ndc11 == Prescription.expected_ndc)
+    .outerjoin(DrugProduct, DrugProduct.product_id == DrugPackage.product_id)
+    .outerjoin(_PHARMACIST, _PHARMACIST.id == Decision.pharmacist_id)
+    .outerjoin(_TECHNICIAN, _TECHNICIAN.id == Fill.technician_id)
+    .where(or_(Prescription.dea_schedule.in_(SCHEDULES), DrugProduct.dea_schedule.in_(SCHEDULES)))
+    .order_by(Decision.decided_at, Fill.id)
+)
 
 
 async def controlled_log(
@@ -180,58 +200,41 @@ async def controlled_log(
     first. The export itself is audited (the site, the range, how many fills: no patient data)."""
     if end <= start:
         raise InvalidInput("The range ends before it starts: 'to' must be on or after 'from'.")
-    async with db.write() as s:
+    # Read first, then the audit row in a short write of its own: a long range does not hold the
+    # writer (on SQLite, the only one) while it is read.
+    async with db.read() as s:
         site = await s.get(Site, site_id)
         if site is None:
             raise NotFound("No such site.")
         rows = (
             await s.execute(
-                select(
-                    Fill,
-                    Prescription,
-                    Decision,
-                    DrugProduct.dea_schedule,
-                    _PHARMACIST.display_name,
-                    _TECHNICIAN.display_name,
-                )
-                .join(Prescription, Prescription.id == Fill.prescription_id)
-                .join(Decision, Decision.fill_id == Fill.id)
-                .outerjoin(DrugPackage, DrugPackage.ndc11 == Prescription.expected_ndc)
-                .outerjoin(DrugProduct, DrugProduct.product_id == DrugPackage.product_id)
-                .outerjoin(_PHARMACIST, _PHARMACIST.id == Decision.pharmacist_id)
-                .outerjoin(_TECHNICIAN, _TECHNICIAN.id == Fill.technician_id)
-                .where(
-                    Fill.site_id == site.id,
-                    Decision.decided_at >= start,
-                    Decision.decided_at < end,
-                    or_(Prescription.dea_schedule.in_(SCHEDULES), DrugProduct.dea_schedule.in_(SCHEDULES)),
-                )
-                .order_by(Decision.decided_at, Fill.id)
+                _LOG.where(Fill.site_id == site.id, Decision.decided_at >= start, Decision.decided_at < end)
             )
         ).all()
-        out = []
-        for fill, rx, decision, reference, pharmacist, technician in rows:
-            schedule = stricter(rx.dea_schedule, reference)
-            assert schedule is not None  # the WHERE clause
-            out.append(
-                LogRow(
-                    decided_at=decision.decided_at,
-                    site=site.code,
-                    rx_number=rx.rx_number,
-                    drug=rx.drug,
-                    strength=rx.strength,
-                    ndc=rx.expected_ndc,
-                    schedule=schedule,
-                    quantity_prescribed=rx.quantity,
-                    quantity_counted=fill.counted_quantity,
-                    count_confirmed=decision.confirmed_count,
-                    decision=decision.outcome,
-                    pharmacist=pharmacist,
-                    pharmacist_license=decision.license_number,
-                    technician=technician,
-                    fill_id=fill.id,
-                )
+    out = []
+    for fill, rx, decision, reference, pharmacist, technician in rows:
+        schedule = stricter(rx.dea_schedule, reference)
+        assert schedule is not None  # the WHERE clause
+        out.append(
+            LogRow(
+                decided_at=decision.decided_at,
+                site=site.code,
+                rx_number=rx.rx_number,
+                drug=rx.drug,
+                strength=rx.strength,
+                ndc=rx.expected_ndc,
+                schedule=schedule,
+                quantity_prescribed=rx.quantity,
+                quantity_counted=fill.counted_quantity,
+                count_confirmed=decision.confirmed_count,
+                decision=decision.outcome,
+                pharmacist=pharmacist,
+                pharmacist_license=decision.license_number,
+                technician=technician,
+                fill_id=fill.id,
             )
+        )
+    async with db.write() as s:
         await audit.append(
             db,
             s,

@@ -16,7 +16,9 @@ from sqlalchemy import select
 
 from server.cli import cmd_admin, cmd_audit, parser
 from server.db.models import AccessLogEntry, AuditEvent
+from server.reference import store
 from tests.api.world import User, World, approval, queued_fill, rx_body
+from tests.ndc_directory import SCHEDULE_II, scan, write_sample
 
 # The stock bottle's GS1 DataMatrix for the test prescriptions' NDC 0378-1805-01: the product check
 # passes, so the only flags are the ones a test asks for.
@@ -246,10 +248,18 @@ async def test_the_controlled_substance_log_lists_exactly_the_sites_controlled_f
     await world.services.access_log.flush()
     async with world.services.db.read() as s:
         read = (
-            await s.execute(select(AccessLogEntry.entity_id).where(AccessLogEntry.entity_type == "fill"))
-        ).scalars()
+            (await s.execute(select(AccessLogEntry.entity_id).where(AccessLogEntry.entity_type == "fill")))
+            .scalars()
+            .all()
+        )
         exports = (
-            (await s.execute(select(AuditEvent).where(AuditEvent.action == "controlled_log.exported")))
+            (
+                await s.execute(
+                    select(AuditEvent)
+                    .where(AuditEvent.action == "controlled_log.exported")
+                    .order_by(AuditEvent.id)
+                )
+            )
             .scalars()
             .all()
         )
@@ -296,3 +306,32 @@ async def test_tp_server_writes_the_controlled_substance_log(
     assert "0 controlled-substance fills of ND-1" in capsys.readouterr().err
     assert await controlled("NOPE") == 2
     assert "No site 'NOPE'" in capsys.readouterr().err
+
+
+async def test_a_schedule_the_drug_reference_gives_later_counts_in_the_queue_the_count_and_the_log(
+    world: World, tmp_path: Path
+) -> None:
+    tech = await world.device("tech_nd1")
+    # Entered before any drug reference was loaded: the prescription names no schedule.
+    made = await tech.json(
+        "POST", "/api/v1/prescriptions", 201, json=rx_body("RX-OPIOID", SCHEDULE_II, drug="Hydrocodone/APAP")
+    )
+    assert made["dea_schedule"] is None
+    await store.import_ndc(world.services.db, *write_sample(tmp_path / "ndc"))
+    fill = await queued_fill(world, tech, made["id"], barcodes=[scan(SCHEDULE_II)], counted_quantity=60)
+    rph = await world.login("nd_rph")
+    row = next(r for r in (await rph.json("GET", "/api/v1/queue"))["fills"] if r["id"] == fill["id"])
+    assert row["schedule"] == "CII"
+
+    claimed = await claim(rph, fill)
+    assert (await decide(rph, fill, approval(claimed))).status == 400
+    await rph.step_up()
+    assert (await decide(rph, fill, counted(claimed, "60"))).status == 200
+
+    today = dt.datetime.now(dt.UTC).date()
+    span = f"from={today - dt.timedelta(days=1)}&to={today + dt.timedelta(days=1)}"
+    admin = await world.login("admin")
+    text = await (await admin.get(f"/api/v1/sites/{world.sites['ND-1']}/controlled-log?{span}")).text()
+    assert [(r["fill_id"], r["schedule"], r["count_confirmed"]) for r in log_rows(text)] == [
+        (fill["id"], "CII", "60")
+    ]
