@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -26,7 +26,6 @@ from server.compliance.rules import SCHEDULES
 from server.db.engine import Database
 from server.db.models import Decision, DrugPackage, DrugProduct, Fill, Prescription, Site, User
 from server.errors import Conflict, InvalidInput, NotFound
-from server.reference.store import lookup
 from server.security.principal import Principal
 
 SCHEDULE_II = "CII"
@@ -38,6 +37,15 @@ def stricter(*schedules: str | None) -> str | None:
     return min(known, key=SCHEDULES.index) if known else None
 
 
+# The reference's schedule of each of a set of NDCs that has one: two columns, no entities (the queue
+# asks for up to 200 at each read). An empty reference has none.
+_REFERENCE_SCHEDULES = (
+    select(DrugPackage.ndc11, DrugProduct.dea_schedule)
+    .join(DrugProduct, DrugProduct.product_id == DrugPackage.product_id)
+    .where(DrugPackage.ndc11.in_(bindparam("ndc11s", expanding=True)), DrugProduct.dea_schedule.is_not(None))
+)
+
+
 async def schedules_of(
     s: AsyncSession, prescriptions: Sequence[tuple[int, str | None, str]]
 ) -> dict[int, str]:
@@ -45,11 +53,12 @@ async def schedules_of(
     of the drug reference; prescriptions of no schedule are left out."""
     if not prescriptions:
         return {}
-    found = await lookup(s, [ndc for _, _, ndc in prescriptions])
+    reference = dict(
+        (await s.execute(_REFERENCE_SCHEDULES, {"ndc11s": sorted({n for _, _, n in prescriptions})})).all()
+    )
     out: dict[int, str] = {}
     for rx_id, own, ndc in prescriptions:
-        entry = found.packages.get(ndc)
-        schedule = stricter(own, entry[1].dea_schedule if entry else None)
+        schedule = stricter(own, reference.get(ndc))
         if schedule is not None:
             out[rx_id] = schedule
     return out
