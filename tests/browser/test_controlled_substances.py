@@ -4,11 +4,12 @@ count typed by the pharmacist, and a Schedule II decision sent at once, with no 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, expect
 
-from tests.api.world import PASSWORD
+from tests.api.world import PASSWORD, approval
 from tests.browser.conftest import WorldFactory, look_at_every_photo, sign_in, submit_clean
 from tests.browser.test_safety import claim_of, decided, decisions_sent, open_fill
 
@@ -79,3 +80,28 @@ async def test_a_schedule_ii_fill_shows_its_schedule_asks_for_the_count_and_is_s
     await asyncio.sleep(0.2)
     assert len([b for b in sent if "count_confirmation" not in b]) == 0
     assert not any(line.startswith("pageerror") for line in c.logs), c.logs
+
+
+async def test_an_admin_downloads_a_site_s_controlled_substance_log_from_the_compliance_view(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world()
+    fill = await submit_clean(world, "tech_nd1", "RX-CIV", rx={"dea_schedule": "CIV"})
+    rph = await world.login("nd_rph")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json=approval(claimed))
+
+    admin = await sign_in(browser, world, "admin")
+    page = admin.page
+    await page.click("#nav-compliance")
+    await page.select_option("#comp-site", str(world.sites["ND-1"]))
+    link = page.locator("#comp-log-csv")
+    await expect(link).to_be_visible()
+    async with page.expect_download() as waiting:
+        await link.click()
+    download = await waiting.value
+    text = Path(await download.path()).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert lines[0].startswith("decided_at,site,rx_number,drug")
+    assert len(lines) == 2 and ",RX-CIV," in lines[1] and fill["id"] in lines[1]
+    assert not [line for line in admin.logs if "pageerror" in line], admin.logs

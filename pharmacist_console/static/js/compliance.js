@@ -31,6 +31,29 @@ function shownValue(value) {
   return String(value).replace("_", " ");
 }
 
+function isoDay(d) {
+  return d.toISOString().slice(0, 10);
+}
+
+/** The site's controlled-substance log for an inspector: a range of days (UTC) and a CSV to download. */
+function controlledLog(siteId, days) {
+  const today = new Date();
+  const from = h("input", { type: "date", id: "comp-log-from", value: isoDay(new Date(today.getTime() - days * 86400000)), "aria-label": "First day" });
+  const to = h("input", { type: "date", id: "comp-log-to", value: isoDay(today), "aria-label": "Last day" });
+  const link = h("a", { class: "btn small", id: "comp-log-csv", download: "" }, "Download CSV");
+  const update = () => {
+    const q = new URLSearchParams({ from: from.value, to: to.value });
+    link.href = `/api/v1/sites/${encodeURIComponent(siteId)}/controlled-log?${q}`;
+  };
+  from.addEventListener("change", update);
+  to.addEventListener("change", update);
+  update();
+  return h("div", { class: "controlled-log" },
+    h("h3", {}, "Controlled-substance log"),
+    h("p", { class: "card-sub" }, "Every controlled fill decided in the days chosen (UTC), for an inspector. Each download is audited."),
+    h("div", { class: "controlled-log-range" }, from, " to ", to, " ", link));
+}
+
 export class CompliancePanel {
   constructor({ site, body, note }) {
     this.site = site;
@@ -93,6 +116,7 @@ export class CompliancePanel {
         h("p", { class: "card-sub" }, `Fills in review, and fills decided in the last ${data.supervision_minutes} minutes`), supervising),
       h("section", { class: "card" }, h("h2", {}, `Controlled-substance fills, last ${f.controlled_fills.days} days`),
         schedules.length ? h("ul", {}, schedules.map(([s, n]) => h("li", {}, `${s}: ${n}`))) : h("p", { class: "no-data" }, "None."),
+        controlledLog(data.site.id, f.controlled_fills.days),
         h("h2", {}, "Oldest record kept"), h("ul", {}, oldest)));
   }
 }
