@@ -283,7 +283,12 @@ def queue_view(queue: FillQueue) -> dict[str, Any]:
         item.update(rx_number=rx_number, drug=drug, strength=strength, patient_initials=initials(patient))
         item["kind"] = PRODUCT
         fills.append(item)
-    return {"fills": fills, "counts": queue.counts, "oldest_queued_at": _iso(queue.oldest_queued_at)}
+    return {
+        "fills": fills,
+        "next": queue.next,
+        "counts": queue.counts,
+        "oldest_queued_at": _iso(queue.oldest_queued_at),
+    }
 
 
 def site_fill_view(row: SiteFill) -> dict[str, Any]:
