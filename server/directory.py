@@ -11,10 +11,10 @@ from sqlalchemy.exc import IntegrityError
 
 from server.audit import chain as audit
 from server.db.engine import Database
-from server.db.keyset import MAX_LIMIT, Keyset, Page
 from server.db.models import ConsoleSession, License, Site, User, utcnow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.fills.rules import MEDIA_KINDS
+from server.keyset import MAX_LIMIT, Keyset, Page
 from server.security.passwords import Passwords
 from server.security.principal import PEOPLE, AccessChange, AccessListener, Principal, Role, tell
 

@@ -28,7 +28,6 @@ from server.data_entry.rules import CORRECTABLE, VerificationState
 from server.data_entry.service import announce, initial_state
 from server.db.conditional import update_if
 from server.db.engine import Database
-from server.db.keyset import Keyset, Page
 from server.db.models import (
     DrugPackage,
     DrugProduct,
@@ -43,6 +42,7 @@ from server.evidence.barcodes import format_ndc11, normalize_ndc
 from server.fills.lifecycle import FILL_USING_STATES
 from server.fills.rules import FILL_TYPES
 from server.inputs import Body, Date, Field, Int, Nullable, OneOf, Quantity, Text
+from server.keyset import Keyset, Page
 from server.pharmacy_systems.received import Issue, MessageRejected, Received
 from server.reference.compare import compare_drug, compare_form, compare_strength, describe, strength_text
 from server.reference.store import lookup

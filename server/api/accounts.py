@@ -9,9 +9,9 @@ from server.api.paging import paging
 from server.api.params import accepts, body_of, path_param
 from server.api.shapes import site_view, user_view
 from server.api.table import principal_of
-from server.db.keyset import MAX_LIMIT
 from server.errors import InvalidInput
 from server.inputs import Body, Field, Flag, OneOf, Text
+from server.keyset import MAX_LIMIT
 from server.security.auth import TOKENS_ORDER
 from server.services import services_of
 

@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from server.api.params import Query, query_param
-from server.db.keyset import MAX_LIMIT, Keyset
 from server.inputs import Int
+from server.keyset import MAX_LIMIT, Keyset
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from server.api.paging import paging
 from server.api.params import accepts, body_of, path_param
 from server.api.shapes import prescription_view, site_view, user_view
 from server.api.table import json_body, principal_of
-from server.db.keyset import MAX_LIMIT
 from server.directory import SITES_ORDER, USERS_ORDER
 from server.fills.rules import MEDIA_KINDS
 from server.inputs import ID, Body, Date, Field, Flag, ListOf, Nullable, OneOf, Text
+from server.keyset import MAX_LIMIT
 from server.prescriptions import PRESCRIPTION, PRESCRIPTIONS_ORDER
 from server.security.principal import PEOPLE
 from server.services import services_of

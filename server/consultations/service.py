@@ -17,10 +17,10 @@ from server.audit import chain as audit
 from server.compliance.checks import Compliance
 from server.db.conditional import update_if
 from server.db.engine import Database
-from server.db.keyset import Keyset, Page
 from server.db.models import Consultation, Fill, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.kinds import CONSULTATION_RECORDING
+from server.keyset import Keyset, Page
 from server.realtime import journal
 from server.security.principal import Principal, Role
 

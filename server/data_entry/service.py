@@ -28,7 +28,6 @@ from server.data_entry.rules import (
 )
 from server.db.conditional import update_if
 from server.db.engine import Database
-from server.db.keyset import Keyset, Page
 from server.db.models import (
     Media,
     Prescription,
@@ -39,6 +38,7 @@ from server.db.models import (
     utcnow,
 )
 from server.errors import Conflict, Forbidden, NotFound
+from server.keyset import Keyset, Page
 from server.realtime import journal
 from server.reference.compare import describe
 from server.reference.store import lookup

@@ -9,12 +9,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 
 from server.db.engine import Database
-from server.db.keyset import Keyset, Page
 from server.db.models import Decision, Fill, Media, Prescription, Site
 from server.errors import NotFound
 from server.fills.lifecycle import PRIORITY_RANK
 from server.fills.records import FillRecord, load_record
 from server.fills.rules import OPEN_STATES, PRIORITIES, VIDEO_KINDS
+from server.keyset import Keyset, Page
 from server.security.principal import Principal, Role
 
 # The queue's order: priority, then the time of submission; the id makes the key unique.

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.audit import chain as audit
 from server.config import Config
 from server.db.engine import Database
-from server.db.keyset import Keyset, Page
 from server.db.models import ConsoleSession, DeviceToken, Site, User, utcnow
 from server.errors import InvalidInput, NotAuthenticated, NotFound, TooManyRequests
+from server.keyset import Keyset, Page
 from server.security import tokens
 from server.security.identity import Identity
 from server.security.passwords import MAX_LENGTH, Passwords
