@@ -51,7 +51,7 @@ WITHDRAWN_REASON = {
 REVALIDATE_SECONDS = 60.0
 CATCH_UP_BATCH = 500
 # Events a reconnecting client is replayed at most; further behind, it reloads.
-REPLAY_LIMIT = 2000
+REPLAY_LIMIT = 1000
 # Why a client is told to reload rather than replayed to.
 BEHIND_WINDOW = "behind_window"  # events after its cursor were deleted from the journal
 TOO_FAR_BEHIND = "too_far_behind"  # more than the replay limit of events came after its cursor
