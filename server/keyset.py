@@ -3,7 +3,7 @@
 A list names its order once (`Keyset`): key expressions that together are unique, all ascending or all
 descending. A page is the rows whose key comes after the cursor's, so rows added or removed elsewhere in
 the list while a client pages never shift a page: no row is repeated, and none that was there when the
-client started is skipped. Each page costs what the first one costs (an index range read), however deep.
+client started is skipped. With an index over the key, each page is a range of it, however deep.
 
 The cursor is opaque to clients: the list's name and the last row's key, as base64url JSON. It is not
 secret: a page still applies every visibility rule, so a hand-made cursor only moves where a list starts.
