@@ -24,12 +24,14 @@ from sqlalchemy import ColumnElement, bindparam, tuple_
 from sqlalchemy.orm import QueryableAttribute
 
 from server.errors import InvalidInput
+from server.inputs import INT32_MAX, UNSTORABLE
 
 R = TypeVar("R")
 # A part of a key: a column, or an expression over the row (such as the queue's priority rank).
 KeyPart = ColumnElement[Any] | QueryableAttribute[Any]
 
-# What a key part holds; a cursor's values are checked against it before they reach a query.
+# What a key part holds; a cursor's values are checked against it before they reach a query. Whole
+# numbers are INTEGER ids and ranks (no list is keyed by a BIGINT).
 KINDS: dict[type, str] = {int: "int", str: "str", dt.datetime: "time"}
 # The longest cursor read: a key of a few parts is far below it.
 MAX_CURSOR = 512
@@ -110,18 +112,19 @@ class Keyset:
 
     @staticmethod
     def _value(kind: str, value: object, message: str) -> Any:
+        """A key part as its column can hold it (an INTEGER's range, storable text, an aware time)."""
         if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-            if -(2**63) <= value < 2**63:
+            if -INT32_MAX - 1 <= value <= INT32_MAX:
                 return value
-        elif kind == "str" and isinstance(value, str) and len(value) <= 200 and "\x00" not in value:
+        elif kind == "str" and isinstance(value, str) and len(value) <= 200 and not UNSTORABLE.search(value):
             return value
         elif kind == "time" and isinstance(value, str):
             try:
                 t = dt.datetime.fromisoformat(value)
-            except ValueError:
+                if t.tzinfo is not None:
+                    return t.astimezone(dt.UTC)
+            except (ValueError, OverflowError):
                 raise _bad(message) from None
-            if t.tzinfo is not None:
-                return t.astimezone(dt.UTC)
         raise _bad(message)
 
     def schema(self) -> dict[str, Any]:

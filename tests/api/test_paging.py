@@ -121,6 +121,9 @@ def _cursor(*values: Any) -> str:
         _cursor("queue", 1, "yesterday", "x"),  # no time
         _cursor("queue", 1, "2026-01-01T00:00:00", "x"),  # a time with no zone
         _cursor("queue", True, "2026-01-01T00:00:00+00:00", "x"),
+        _cursor("queue", 2**40, "2026-01-01T00:00:00+00:00", "x"),  # past what the column holds
+        _cursor("queue", 1, "0001-01-01T00:00:00+05:00", "x"),  # before the first UTC time there is
+        _cursor("queue", 1, "2026-01-01T00:00:00+00:00", "\ud800"),  # no text at all
         base64.urlsafe_b64encode(b"\xff\xfe").decode(),
         "A" * 600,
     ],
