@@ -144,9 +144,22 @@ class SiteApi:
         _, body = await self.call("GET", "/session")
         return dict(body)
 
-    async def prescriptions(self) -> list[dict[str, Any]]:
-        _, body = await self.call("GET", "/prescriptions")
-        return list(body["prescriptions"])
+    async def pages(self, path: str, key: str, at_most: int) -> list[dict[str, Any]]:
+        """Up to `at_most` rows of a paged list (`key` in each page), following its `next` cursors."""
+        rows: list[dict[str, Any]] = []
+        query: dict[str, str] = {}
+        while len(rows) < at_most:
+            sep = "&" if "?" in path else "?"
+            _, body = await self.call("GET", path + (sep + urlencode(query) if query else ""))
+            rows.extend(body[key])
+            if not body.get("next"):
+                break
+            query = {"after": body["next"]}
+        return rows[:at_most]
+
+    async def prescriptions(self, at_most: int = 200) -> list[dict[str, Any]]:
+        """The site's prescriptions, newest first (up to `at_most`)."""
+        return await self.pages("/prescriptions", "prescriptions", at_most)
 
     async def create_prescription(self, rx: Mapping[str, Any]) -> dict[str, Any]:
         _, body = await self.call("POST", "/prescriptions", dict(rx))
@@ -165,10 +178,10 @@ class SiteApi:
         _, body = await self.call("GET", f"/fills/{fill_id}")
         return dict(body)
 
-    async def fills(self, state: str | None = None) -> list[dict[str, Any]]:
+    async def fills(self, state: str | None = None, at_most: int = 100) -> list[dict[str, Any]]:
+        """The site's fills, newest first (up to `at_most`)."""
         path = "/fills" + (f"?{urlencode({'state': state})}" if state else "")
-        _, body = await self.call("GET", path)
-        return list(body["fills"])
+        return await self.pages(path, "fills", at_most)
 
     async def download(self, path: str, dest: Path) -> None:
         """Writes what the server serves at `path` (a stored photo) to `dest`."""

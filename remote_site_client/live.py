@@ -3,6 +3,11 @@
 The cursor (last event id handled) is kept in the outbox database under a name per consumer, and moves
 only after an event was handled, so an event is never lost to a dropped link or a killed process; a
 handler that fails (the note could not be fetched) leaves the cursor and the event comes again.
+
+The server keeps a window of events, not all of them: a site away for longer than the window (or too
+far behind to replay) is told to reload instead. It then reads the state of each fill it sent whose
+decision it has not recorded, hands the handler a `fill.decided` for each one decided meanwhile, and
+carries on from the live point.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from websockets.asyncio.client import connect
 
 from remote_site_client import backoff
 from remote_site_client.api import ApiError, SiteApi
-from remote_site_client.outbox import Outbox, short_id
+from remote_site_client.outbox import QUEUED, Outbox, short_id
 
 log = logging.getLogger(__name__)
 
 CLOSE_LAGGING = 4000
+DECIDED_STATES = ("approved", "rejected")
+# The fills sent from here that a reload asks the server about (those still waiting for a decision).
+RELOAD_FILLS = 500
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -147,6 +155,37 @@ async def run_hook(argv: Sequence[str], notice: DecisionNotice, *, limit_seconds
     return proc.returncode
 
 
+async def decided_while_away(api: SiteApi, outbox: Outbox) -> list[dict[str, Any]]:
+    """A `fill.decided` event for each fill sent from here that the server has decided and this outbox
+    has no decision for: what a client told to reload hands its handler, in place of the replay."""
+    events = []
+    for entry in outbox.entries([QUEUED], limit=RELOAD_FILLS):
+        if entry.decided_at is not None:
+            continue
+        fill = await api.fill(entry.fill_id)
+        if fill["state"] in DECIDED_STATES:
+            outcome = (fill.get("decision") or {}).get("outcome")
+            events.append(
+                {"type": "fill.decided", "fill_id": fill["id"], "state": fill["state"], "outcome": outcome}
+            )
+    return events
+
+
+async def _handled(
+    api: SiteApi, outbox: Outbox, cursor_name: str, handle: EventHandler, message: dict[str, Any]
+) -> None:
+    """Hands an event to the handler, then moves the cursor past it; a reload reads what it replaces."""
+    if message.get("type") == "reload":
+        # Behind the server's window of events: the state is read instead of a replay.
+        log.info("live events: reloading (%s)", message.get("reason"))
+        for event in await decided_while_away(api, outbox):
+            await handle(event)
+        outbox.set_cursor(cursor_name, int(message["cursor"]))
+    elif "id" in message:
+        await handle(message)
+        outbox.set_cursor(cursor_name, int(message["id"]))
+
+
 async def listen(
     api: SiteApi,
     outbox: Outbox,
@@ -183,10 +222,7 @@ async def listen(
                         if on_connect:
                             on_connect()
                         continue
-                    if "id" not in message:
-                        continue
-                    await handle(message)
-                    outbox.set_cursor(cursor_name, int(message["id"]))
+                    await _handled(api, outbox, cursor_name, handle, message)
             why = "the server closed the connection"
         except websockets.exceptions.ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else None

@@ -143,7 +143,7 @@ async def _accounts(
     """The account commands: tokens, deactivate, reactivate, reset-password, reset-second-factor,
     suspend-site, reactivate-site, site-policy. Each is audited as done by the host's operator."""
     if args.what == "tokens":
-        for t in await auth.tokens():
+        for t in (await auth.tokens()).rows:
             state = f"revoked {t['revoked_at'][:19]}" if t["revoked_at"] else "active"
             who = f"{t['kind']:<11} {t['username']:<24} {t['site_code'] or '-':<10}"
             print(f"{t['id']:>5}  {who} {state:<28} {t['label']}")

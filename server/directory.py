@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -13,9 +14,12 @@ from server.db.engine import Database
 from server.db.models import ConsoleSession, License, Site, User, utcnow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.fills.rules import MEDIA_KINDS
+from server.keyset import MAX_LIMIT, Keyset, Page
 from server.security.passwords import Passwords
 from server.security.principal import PEOPLE, AccessChange, AccessListener, Principal, Role, tell
 
+SITES_ORDER = Keyset("sites", [(Site.id, int)])
+USERS_ORDER = Keyset("users", [(User.id, int)])
 US_STATES = frozenset(
     [
         "AL",
@@ -308,3 +312,27 @@ class Directory:
     async def users(self) -> list[User]:
         async with self.db.read() as s:
             return list((await s.execute(select(User).order_by(User.id))).scalars())
+
+    async def site_page(
+        self, actor: Principal, *, after: tuple[Any, ...] | None = None, limit: int = MAX_LIMIT
+    ) -> Page[Site]:
+        """A page of the sites the actor may see (Principal.may_see_site), by id."""
+        q = select(Site).order_by(*SITES_ORDER.order_by()).limit(limit + 1)
+        if actor.role in (Role.TECHNICIAN, Role.INTEGRATION):
+            q = q.where(Site.id == actor.site_id)
+        elif actor.role is not Role.ADMIN:
+            q = q.where(Site.state.in_(sorted(actor.licensed_states)))
+        if after is not None:
+            q = q.where(SITES_ORDER.after(after))
+        async with self.db.read() as s:
+            rows = list((await s.execute(q)).scalars())
+        return SITES_ORDER.page(rows, limit, lambda site: (site.id,))
+
+    async def user_page(self, *, after: tuple[Any, ...] | None = None, limit: int = MAX_LIMIT) -> Page[User]:
+        """A page of the users, by id."""
+        q = select(User).order_by(*USERS_ORDER.order_by()).limit(limit + 1)
+        if after is not None:
+            q = q.where(USERS_ORDER.after(after))
+        async with self.db.read() as s:
+            rows = list((await s.execute(q)).scalars())
+        return USERS_ORDER.page(rows, limit, lambda user: (user.id,))

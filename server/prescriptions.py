@@ -42,6 +42,7 @@ from server.evidence.barcodes import format_ndc11, normalize_ndc
 from server.fills.lifecycle import FILL_USING_STATES
 from server.fills.rules import FILL_TYPES
 from server.inputs import Body, Date, Field, Int, Nullable, OneOf, Quantity, Text
+from server.keyset import Keyset, Page
 from server.pharmacy_systems.received import Issue, MessageRejected, Received
 from server.reference.compare import compare_drug, compare_form, compare_strength, describe, strength_text
 from server.reference.store import lookup
@@ -75,6 +76,9 @@ NDC_TEXT = Text(
     ),
     message="An NDC is the 11-digit billing form or the form on the bottle (4-4-2, 5-3-2 or 5-4-1).",
 )
+
+# Prescriptions as a site lists them: newest first.
+PRESCRIPTIONS_ORDER = Keyset("prescriptions", [(Prescription.id, int)], descending=True)
 
 
 def _one_ndc(fields: dict[str, Any]) -> None:
@@ -562,9 +566,15 @@ class Prescriptions:
             )
             return {int(pid): int(n) for pid, n in rows.all()}
 
-    async def list_for(self, actor: Principal, *, limit: int = 200) -> list[Prescription]:
+    async def list_for(
+        self, actor: Principal, *, after: tuple[Any, ...] | None = None, limit: int = 200
+    ) -> Page[Prescription]:
+        """A page of the prescriptions the actor may list (a technician: their site's), newest first."""
         async with self.db.read() as s:
-            q = select(Prescription).order_by(Prescription.id.desc()).limit(limit)
+            q = select(Prescription).order_by(*PRESCRIPTIONS_ORDER.order_by()).limit(limit + 1)
             if actor.role is Role.TECHNICIAN:
                 q = q.where(Prescription.site_id == actor.site_id)
-            return list((await s.execute(q)).scalars())
+            if after is not None:
+                q = q.where(PRESCRIPTIONS_ORDER.after(after))
+            rows = list((await s.execute(q)).scalars())
+        return PRESCRIPTIONS_ORDER.page(rows, limit, lambda rx: (rx.id,))

@@ -16,6 +16,9 @@ from remote_site_client.live import Decisions
 from remote_site_client.outbox import DISCARDED, FAILED, OPEN_STATES, QUEUED, Entry, Outbox, short_id
 from server.evidence.kinds import MEDIA_KINDS
 
+# The server's newest fills the work list shows (pages of the site's fill list).
+WORK_LIST_FILLS = 300
+
 # The views a rejection reason asks to retake: what the pharmacist could not accept in them. "Image
 # unclear" and "other" name no view: the technician reads the note and chooses.
 RETAKE_FOR_REASON: dict[str, tuple[str, ...]] = {
@@ -99,7 +102,7 @@ async def work_list(api: SiteApi | None, outbox: Outbox) -> tuple[list[dict[str,
     online = False
     if api is not None:
         try:
-            fills = [f for f in await api.fills() if f["state"] != "draft"]
+            fills = [f for f in await api.fills(at_most=WORK_LIST_FILLS) if f["state"] != "draft"]
             found = await prescriptions_of(api, outbox, fills)
             for f in fills:
                 items[f["id"]] = server_item(f, found.get(f["id"]))

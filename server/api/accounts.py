@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from server.api.paging import paging
 from server.api.params import accepts, body_of, path_param
 from server.api.shapes import site_view, user_view
 from server.api.table import principal_of
 from server.errors import InvalidInput
 from server.inputs import Body, Field, Flag, OneOf, Text
+from server.keyset import MAX_LIMIT
+from server.security.auth import TOKENS_ORDER
 from server.services import services_of
 
 ACTIVE = Body({"active": Field(Flag(), required=True, description="false deactivates, true reactivates")})
@@ -24,9 +27,15 @@ SITE_STATUS = Body(
 )
 
 
-@accepts()
+# The list was a whole list: a page holds as many as a page may by default.
+TOKENS_PAGE = paging(TOKENS_ORDER, MAX_LIMIT)
+
+
+@accepts(query=TOKENS_PAGE.queries)
 async def list_tokens(request: web.Request) -> web.Response:
-    return web.json_response({"tokens": await services_of(request).auth.tokens()})
+    after, limit = TOKENS_PAGE.read(request)
+    page = await services_of(request).auth.tokens(after=after, limit=limit)
+    return web.json_response({"tokens": page.rows, "next": page.next})
 
 
 @accepts(body=ACTIVE)

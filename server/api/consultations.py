@@ -7,10 +7,17 @@ from typing import Any
 from aiohttp import web
 
 from server.api.media import VARIANT, serve_media
+from server.api.paging import paging
 from server.api.params import accepts, body_of, path_param, query_param
 from server.api.shapes import consultation_view
 from server.api.table import principal_of
-from server.consultations.service import END_REASONS, KINDS, MAX_NOTE, ConsultationService
+from server.consultations.service import (
+    CONSULTATIONS_ORDER,
+    END_REASONS,
+    KINDS,
+    MAX_NOTE,
+    ConsultationService,
+)
 from server.db.models import Consultation, Site
 from server.inputs import ID, Body, Field, Flag, Nullable, OneOf, Text
 from server.services import services_of
@@ -25,6 +32,7 @@ NEW_REQUEST = Body(
         "recording_consent": Field(Flag(), description="The patient agreed to a recording"),
     }
 )
+CONSULTATIONS_PAGE = paging(CONSULTATIONS_ORDER, 200)
 NEW_INVITATION = Body({"kind": KIND, "fill_id": Field(FILL_ID, required=True)})
 ENDING = Body(
     {
@@ -77,10 +85,13 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
     return await serve_media(request, media.id, variant)
 
 
-@accepts()
+@accepts(query=CONSULTATIONS_PAGE.queries)
 async def list_consultations(request: web.Request) -> web.Response:
-    rows = await services_of(request).consultations.list_open(principal_of(request))
-    return web.json_response({"consultations": [_view(request, c, site) for c, site in rows]})
+    after, limit = CONSULTATIONS_PAGE.read(request)
+    page = await services_of(request).consultations.list_open(principal_of(request), after=after, limit=limit)
+    return web.json_response(
+        {"consultations": [_view(request, c, site) for c, site in page.rows], "next": page.next}
+    )
 
 
 @accepts()

@@ -6,10 +6,13 @@ import datetime as dt
 
 from aiohttp import web
 
+from server.api.paging import paging
 from server.api.params import Query, accepts, path_param, query_param
 from server.api.shapes import data_entry_row, detail_view, queue_view, site_fill_view
 from server.api.table import json_body, principal_of
 from server.data_entry.rules import RETURN_REASONS
+from server.data_entry.service import DATA_ENTRY_ORDER
+from server.fills.queries import QUEUE_ORDER, SITE_FILLS_ORDER
 from server.fills.requests import DECISION, NEW_FILL, DecisionInput, NewFill
 from server.fills.rules import ACKNOWLEDGEMENT_REASONS, FLAG_LABELS, PRIORITIES, REJECTION_REASONS, FillState
 from server.inputs import ID, OneOf
@@ -20,6 +23,9 @@ STATE_FILTER = Query(
 )
 SITE_FILTER = Query("site_id", ID, "Only this site's fills")
 PRIORITY_FILTER = Query("priority", OneOf(PRIORITIES, "Unknown priority filter."), "Only this priority")
+SITE_FILLS_PAGE = paging(SITE_FILLS_ORDER, 100)
+QUEUE_PAGE = paging(QUEUE_ORDER, 200)
+DATA_ENTRY_PAGE = paging(DATA_ENTRY_ORDER, 200)
 
 
 def _fill_id(request: web.Request) -> str:
@@ -35,11 +41,14 @@ async def create_fill(request: web.Request) -> web.Response:
     return web.json_response(detail_view(record), status=201 if created else 200)
 
 
-@accepts(query=(STATE_FILTER,))
+@accepts(query=(STATE_FILTER, *SITE_FILLS_PAGE.queries))
 async def list_fills(request: web.Request) -> web.Response:
     state = query_param(request, STATE_FILTER, None)
-    fills = await services_of(request).queries.site_fills(principal_of(request), state=state)
-    return web.json_response({"fills": [site_fill_view(f) for f in fills]})
+    after, limit = SITE_FILLS_PAGE.read(request)
+    page = await services_of(request).queries.site_fills(
+        principal_of(request), state=state, after=after, limit=limit
+    )
+    return web.json_response({"fills": [site_fill_view(f) for f in page.rows], "next": page.next})
 
 
 async def _detail(request: web.Request, fill_id: str) -> web.Response:
@@ -61,19 +70,36 @@ async def submit_fill(request: web.Request) -> web.Response:
     return web.json_response(detail_view(await svc.fills.submit(principal_of(request), _fill_id(request))))
 
 
-@accepts(query=(SITE_FILTER, PRIORITY_FILTER))
+@accepts(query=(SITE_FILTER, PRIORITY_FILTER, *QUEUE_PAGE.queries))
 async def queue(request: web.Request) -> web.Response:
+    """A page of the queue's fills; the first page also carries the first page of prescriptions waiting
+    for data-entry verification (PV1), whose next pages come from the data-entry queue."""
     site_id = query_param(request, SITE_FILTER, None)
     priority = query_param(request, PRIORITY_FILTER, None)
-    fills = await services_of(request).queries.queue(
-        principal_of(request), site_id=site_id, priority=priority
-    )
+    after, limit = QUEUE_PAGE.read(request)
+    svc, actor = services_of(request), principal_of(request)
+    fills = await svc.queries.queue(actor, site_id=site_id, priority=priority, after=after, limit=limit)
     data = queue_view(fills)
-    # The same queue's other kind of work: prescriptions waiting for data-entry verification (PV1).
-    waiting = await services_of(request).data_entry.queue(principal_of(request), site_id=site_id)
-    data["data_entry"] = [data_entry_row(row) for row in waiting]
+    if after is None:
+        # The same queue's other kind of work.
+        waiting = await svc.data_entry.queue(actor, site_id=site_id, limit=DATA_ENTRY_PAGE.default)
+        data["data_entry"] = [data_entry_row(row) for row in waiting.rows]
+        data["data_entry_next"] = waiting.next
     data["now"] = dt.datetime.now(dt.UTC).isoformat()
     return web.json_response(data)
+
+
+@accepts(query=(SITE_FILTER, *DATA_ENTRY_PAGE.queries))
+async def data_entry_queue(request: web.Request) -> web.Response:
+    """Prescriptions waiting for data-entry verification (PV1) or in review, oldest first, by pages."""
+    site_id = query_param(request, SITE_FILTER, None)
+    after, limit = DATA_ENTRY_PAGE.read(request)
+    waiting = await services_of(request).data_entry.queue(
+        principal_of(request), site_id=site_id, after=after, limit=limit
+    )
+    return web.json_response(
+        {"data_entry": [data_entry_row(row) for row in waiting.rows], "next": waiting.next}
+    )
 
 
 @accepts()

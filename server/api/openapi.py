@@ -43,6 +43,17 @@ ERRORS = {
     },
 }
 
+PAGING = (
+    "Lists come in pages. A list takes `limit` (rows per page) and `after` (a cursor) and answers with "
+    "`next`, the cursor of the following page, or null on the last. Pass `next` back as `after`, with the "
+    "same other parameters, for the next page. Pages follow the list's order by key, so no row is listed "
+    "twice or skipped while rows are added meanwhile. A cursor is opaque and belongs to its list; any "
+    "other value is refused with 400 `bad_cursor`. The websocket `/api/v1/ws?cursor=` replays the events "
+    "after the cursor, or, when they are no longer kept or too many, sends "
+    '`{"type": "reload", "reason": "behind_window" | "too_far_behind", "cursor": N}`: read the lists '
+    "afresh and go on from N."
+)
+
 
 def _parameters(route: Route, inputs: Inputs) -> list[dict[str, Any]]:
     out = [
@@ -103,7 +114,7 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
         paths.setdefault(openapi_path(route.path), {})[route.method.lower()] = _operation(route)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Telepharmacy remote verification", "version": "1"},
+        "info": {"title": "Telepharmacy remote verification", "version": "1", "description": PAGING},
         "paths": paths,
         "components": {
             "schemas": {"Error": ERROR},

@@ -105,7 +105,7 @@ def from_text(spec: Spec[T], raw: str, name: str) -> T:
     try:
         return parse_text(raw, name)
     except InvalidInput as exc:
-        raise InvalidInput(exc.message, field=name) from exc
+        raise InvalidInput(exc.message, code=exc.code, field=name) from exc
 
 
 async def body_of(request: web.Request, body: Body, *, max_bytes: int = 256 * 1024) -> dict[str, Any]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from server.api.paging import paging
 from server.api.params import accepts, body_of, path_param
 from server.api.shapes import prescription_view, site_view, user_view
 from server.api.table import json_body, principal_of
+from server.directory import SITES_ORDER, USERS_ORDER
 from server.fills.rules import MEDIA_KINDS
 from server.inputs import ID, Body, Date, Field, Flag, ListOf, Nullable, OneOf, Text
-from server.prescriptions import PRESCRIPTION
+from server.keyset import MAX_LIMIT
+from server.prescriptions import PRESCRIPTION, PRESCRIPTIONS_ORDER
 from server.security.principal import PEOPLE
 from server.services import services_of
 
@@ -49,6 +52,10 @@ NEW_LICENSE = Body(
         "expires_on": Field(Date(), required=True),
     }
 )
+PRESCRIPTIONS_PAGE = paging(PRESCRIPTIONS_ORDER, 200)
+# The directory's lists were whole lists: a page holds as many as a page may by default.
+SITES_PAGE = paging(SITES_ORDER, MAX_LIMIT)
+USERS_PAGE = paging(USERS_ORDER, MAX_LIMIT)
 NEW_DEVICE_TOKEN = Body(
     {"username": Field(USERNAME, required=True), "label": Field(Text(200), description="Which device")}
 )
@@ -75,10 +82,12 @@ async def create_prescription(request: web.Request) -> web.Response:
     )
 
 
-@accepts()
+@accepts(query=PRESCRIPTIONS_PAGE.queries)
 async def list_prescriptions(request: web.Request) -> web.Response:
     svc, actor = services_of(request), principal_of(request)
-    prescriptions = await svc.prescriptions.list_for(actor)
+    after, limit = PRESCRIPTIONS_PAGE.read(request)
+    page = await svc.prescriptions.list_for(actor, after=after, limit=limit)
+    prescriptions = page.rows
     svc.access_log.read(actor, "prescription", [rx.id for rx in prescriptions])
     used = await svc.prescriptions.fills_used([rx.id for rx in prescriptions])
     views = await svc.fills.views_required(prescriptions)
@@ -87,16 +96,17 @@ async def list_prescriptions(request: web.Request) -> web.Response:
             "prescriptions": [
                 prescription_view(rx, fills_used=used.get(rx.id, 0), views=views[rx.id])
                 for rx in prescriptions
-            ]
+            ],
+            "next": page.next,
         }
     )
 
 
-@accepts()
+@accepts(query=SITES_PAGE.queries)
 async def list_sites(request: web.Request) -> web.Response:
-    p = principal_of(request)
-    sites = [s for s in await services_of(request).directory.sites() if p.may_see_site(s.id, s.state)]
-    return web.json_response({"sites": [site_view(s) for s in sites]})
+    after, limit = SITES_PAGE.read(request)
+    page = await services_of(request).directory.site_page(principal_of(request), after=after, limit=limit)
+    return web.json_response({"sites": [site_view(s) for s in page.rows], "next": page.next})
 
 
 @accepts(body=NEW_SITE, status=201)
@@ -113,9 +123,11 @@ async def create_site(request: web.Request) -> web.Response:
     return web.json_response(site_view(site), status=201)
 
 
-@accepts()
+@accepts(query=USERS_PAGE.queries)
 async def list_users(request: web.Request) -> web.Response:
-    return web.json_response({"users": [user_view(u) for u in await services_of(request).directory.users()]})
+    after, limit = USERS_PAGE.read(request)
+    page = await services_of(request).directory.user_page(after=after, limit=limit)
+    return web.json_response({"users": [user_view(u) for u in page.rows], "next": page.next})
 
 
 @accepts(body=NEW_USER, status=201)

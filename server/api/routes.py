@@ -411,6 +411,14 @@ ROUTES: tuple[Route, ...] = (
         "verification",
     ),
     Route(
+        "GET",
+        "/api/v1/queue/data-entry",
+        fills.data_entry_queue,
+        PHARM | ADMIN,
+        "Prescriptions waiting for data-entry verification (PV1), oldest first: the queue's later pages",
+        "verification",
+    ),
+    Route(
         "POST",
         "/api/v1/queue/claim-next",
         fills.claim_next,

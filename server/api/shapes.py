@@ -289,7 +289,12 @@ def queue_view(queue: FillQueue) -> dict[str, Any]:
         item["schedule"] = row.schedule
         item["kind"] = PRODUCT
         fills.append(item)
-    return {"fills": fills, "counts": queue.counts, "oldest_queued_at": _iso(queue.oldest_queued_at)}
+    return {
+        "fills": fills,
+        "next": queue.next,
+        "counts": queue.counts,
+        "oldest_queued_at": _iso(queue.oldest_queued_at),
+    }
 
 
 def site_fill_view(row: SiteFill) -> dict[str, Any]:

@@ -16,8 +16,13 @@ from server.reference.store import status as reference_status
 from server.security.origin import origin_allowed
 from server.services import services_of
 
-# An event id of the journal (BIGINT); 0 replays all that is kept.
-CURSOR = Query("cursor", Int(0, INT64_MAX), "The last event id received: the events after it are replayed")
+# An event id of the journal (BIGINT).
+CURSOR = Query(
+    "cursor",
+    Int(0, INT64_MAX),
+    "The last event id received: the events after it are replayed, or, when they are no longer kept or "
+    "too many, the client is told to reload ({type: reload, reason, cursor})",
+)
 
 
 @accepts()

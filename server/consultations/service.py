@@ -20,6 +20,7 @@ from server.db.engine import Database
 from server.db.models import Consultation, Fill, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.kinds import CONSULTATION_RECORDING
+from server.keyset import Keyset, Page
 from server.realtime import journal
 from server.security.principal import Principal, Role
 
@@ -27,6 +28,7 @@ REQUESTED = "requested"
 ACCEPTED = "accepted"
 ENDED = "ended"
 OPEN_STATES = (REQUESTED, ACCEPTED)
+CONSULTATIONS_ORDER = Keyset("consultations", [(Consultation.id, int)])
 KINDS = ("counsel", "live_look")
 # "dropped": a party's live connection closed; "reconnect_failed": the media path dropped and could
 # not be re-established within the recovery window; "declined": a pharmacist turned the request down,
@@ -370,8 +372,11 @@ class ConsultationService:
         async with self.db.read() as s:
             return await self._visible(s, actor, consultation_id)
 
-    async def list_open(self, actor: Principal) -> list[tuple[Consultation, Site]]:
-        """Open consultations the caller may see (a console starting up shows waiting requests)."""
+    async def list_open(
+        self, actor: Principal, *, after: tuple[Any, ...] | None = None, limit: int = 200
+    ) -> Page[tuple[Consultation, Site]]:
+        """A page of the open consultations the caller may see, oldest first (a console starting up shows
+        waiting requests)."""
         async with self.db.read() as s:
             q = select(Consultation, Site).join(Site, Site.id == Consultation.site_id)
             q = q.where(Consultation.state.in_(OPEN_STATES)).order_by(Consultation.id)
@@ -380,8 +385,11 @@ class ConsultationService:
             elif actor.role is Role.PHARMACIST:
                 q = q.where(Site.state.in_(sorted(actor.licensed_states)))
                 q = q.where(or_(Consultation.state == REQUESTED, Consultation.pharmacist_id == actor.user_id))
-            rows = (await s.execute(q.limit(200))).all()
-            return [(r.Consultation, r.Site) for r in rows]
+            if after is not None:
+                q = q.where(CONSULTATIONS_ORDER.after(after))
+            rows = (await s.execute(q.limit(limit + 1))).all()
+        page = CONSULTATIONS_ORDER.page(rows, limit, lambda r: (r.Consultation.id,))
+        return Page([(r.Consultation, r.Site) for r in page.rows], page.next)
 
     async def accept(self, actor: Principal, consultation_id: int) -> tuple[Consultation, Site]:
         """One licensed pharmacist answers; the conditional update makes sure only one wins."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
@@ -38,6 +38,7 @@ from server.db.models import (
     utcnow,
 )
 from server.errors import Conflict, Forbidden, NotFound
+from server.keyset import Keyset, Page
 from server.realtime import journal
 from server.reference.compare import describe
 from server.reference.store import lookup
@@ -45,6 +46,9 @@ from server.security import step_up
 from server.security.principal import Principal, Role
 
 RX_IMAGE = "rx_image"
+# The PV1 queue's order: waiting longest first (a prescription never set waiting counts from its entry).
+_WAITING_SINCE = func.coalesce(Prescription.awaiting_since, Prescription.created_at)
+DATA_ENTRY_ORDER = Keyset("data_entry", [(_WAITING_SINCE, dt.datetime), (Prescription.id, int)])
 
 
 @dataclass(frozen=True)
@@ -453,11 +457,17 @@ class DataEntryService:
     # -- reading -----------------------------------------------------------------------------------
 
     async def queue(
-        self, actor: Principal, *, site_id: int | None = None, limit: int = 200
-    ) -> list[DataEntryRow]:
-        """Prescriptions waiting for PV1 or in review that the actor may verify, oldest first."""
+        self,
+        actor: Principal,
+        *,
+        site_id: int | None = None,
+        after: tuple[Any, ...] | None = None,
+        limit: int = 200,
+    ) -> Page[DataEntryRow]:
+        """A page of the prescriptions waiting for PV1 or in review that the actor may verify, oldest
+        first (after the position `after`)."""
         if actor.role is Role.PHARMACIST and not actor.licensed_states:
-            return []
+            return Page([], None)
         where: list[Any] = [Prescription.verification_state.in_(OPEN_STATES)]
         if actor.role is Role.PHARMACIST:
             where.append(Site.state.in_(actor.licensed_states))
@@ -465,17 +475,20 @@ class DataEntryService:
             where.append(Site.id == actor.site_id)
         if site_id is not None:
             where.append(Site.id == site_id)
+        if after is not None:
+            where.append(DATA_ENTRY_ORDER.after(after))
         async with self.db.read() as s:
             rows = (
                 await s.execute(
-                    select(Prescription, Site)
+                    select(Prescription, Site, _WAITING_SINCE.label("waiting_since"))
                     .join(Site, Site.id == Prescription.site_id)
                     .where(*where)
-                    .order_by(Prescription.awaiting_since, Prescription.id)
-                    .limit(limit)
+                    .order_by(*DATA_ENTRY_ORDER.order_by())
+                    .limit(limit + 1)
                 )
             ).all()
-        return [DataEntryRow(r.Prescription, r.Site) for r in rows]
+        page = DATA_ENTRY_ORDER.page(rows, limit, lambda r: (r.waiting_since, r.Prescription.id))
+        return Page([DataEntryRow(r.Prescription, r.Site) for r in page.rows], page.next)
 
     async def detail(self, actor: Principal, rx_id: int) -> DataEntryRecord:
         """One prescription with everything its PV1 view shows."""

@@ -259,7 +259,11 @@ class PrescriptionRevision(Base):
 
 class Fill(Base):
     __tablename__ = "fills"
-    __table_args__ = (Index("ix_fills_queue", "state", "priority", "submitted_at"),)
+    __table_args__ = (
+        Index("ix_fills_queue", "state", "priority", "submitted_at"),
+        # A site's fills newest first, a page at a time after the last one's key (server/fills/queries.py).
+        Index("ix_fills_site_created", "site_id", "created_at", "id"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)

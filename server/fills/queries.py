@@ -14,8 +14,19 @@ from server.db.models import Decision, Fill, Media, Prescription, Site
 from server.errors import NotFound
 from server.fills.lifecycle import PRIORITY_RANK
 from server.fills.records import FillRecord, load_record
-from server.fills.rules import OPEN_STATES, VIDEO_KINDS
+from server.fills.rules import OPEN_STATES, PRIORITIES, VIDEO_KINDS
+from server.keyset import Keyset, Page
 from server.security.principal import Principal, Role
+
+# The queue's order: priority, then the time of submission; the id makes the key unique.
+QUEUE_ORDER = Keyset("queue", [(PRIORITY_RANK, int), (Fill.submitted_at, dt.datetime), (Fill.id, str)])
+# A site's fills, newest first.
+SITE_FILLS_ORDER = Keyset("fills", [(Fill.created_at, dt.datetime), (Fill.id, str)], descending=True)
+
+
+def _rank(priority: str) -> int:
+    """A priority's place in the queue, as PRIORITY_RANK computes it in SQL."""
+    return PRIORITIES.index(priority) if priority in PRIORITIES else len(PRIORITIES)
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,8 @@ class FillQueue:
     # Open fills by state (all of them, not only the rows listed).
     counts: dict[str, int]
     oldest_queued_at: dt.datetime | None
+    # The cursor of the next page of rows (None: these are the last).
+    next: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,9 +63,16 @@ class FillQueries:
         self.db = db
 
     async def queue(
-        self, actor: Principal, *, site_id: int | None = None, priority: str | None = None, limit: int = 200
+        self,
+        actor: Principal,
+        *,
+        site_id: int | None = None,
+        priority: str | None = None,
+        after: tuple[Any, ...] | None = None,
+        limit: int = 200,
     ) -> FillQueue:
-        """Open fills the actor may verify, in queue order, with counts and the oldest waiting time."""
+        """A page of the open fills the actor may verify, in queue order (after the position `after`),
+        with the counts and the oldest waiting time of them all."""
         if actor.role is Role.PHARMACIST and not actor.licensed_states:
             return FillQueue([], {}, None)
         where: list[ColumnElement[bool]] = [Fill.state.in_(OPEN_STATES)]
@@ -63,7 +83,7 @@ class FillQueries:
         if priority is not None:
             where.append(Fill.priority == priority)
         async with self.db.read() as s:
-            rows = (
+            found = (
                 await s.execute(
                     select(
                         Fill,
@@ -77,11 +97,15 @@ class FillQueries:
                     )
                     .join(Site, Site.id == Fill.site_id)
                     .join(Prescription, Prescription.id == Fill.prescription_id)
-                    .where(*where)
-                    .order_by(PRIORITY_RANK, Fill.submitted_at, Fill.id)
-                    .limit(limit)
+                    .where(*where, *([QUEUE_ORDER.after(after)] if after is not None else []))
+                    .order_by(*QUEUE_ORDER.order_by())
+                    .limit(limit + 1)
                 )
             ).all()
+            page = QUEUE_ORDER.page(
+                found, limit, lambda r: (_rank(r.Fill.priority), r.Fill.submitted_at, r.Fill.id)
+            )
+            rows = page.rows
             ids = [r.Fill.id for r in rows]
             counts_by_fill = await self._media_counts(s, ids)
             schedules = await schedules_of(
@@ -115,6 +139,7 @@ class FillQueries:
             ],
             by_state,
             oldest,
+            page.next,
         )
 
     @staticmethod
@@ -132,31 +157,41 @@ class FillQueries:
         return {k: (v[0], v[1]) for k, v in out.items()}
 
     async def site_fills(
-        self, actor: Principal, *, state: str | None = None, limit: int = 100
-    ) -> list[SiteFill]:
-        """A technician's view of their site's recent fills."""
+        self,
+        actor: Principal,
+        *,
+        state: str | None = None,
+        after: tuple[Any, ...] | None = None,
+        limit: int = 100,
+    ) -> Page[SiteFill]:
+        """A page of a technician's view of their site's fills, newest first."""
         where: list[ColumnElement[bool]] = []
+        if after is not None:
+            where.append(SITE_FILLS_ORDER.after(after))
         if actor.role is Role.TECHNICIAN:
             where.append(Fill.site_id == actor.site_id)
         if state:
             where.append(Fill.state == state)
         async with self.db.read() as s:
-            rows = (
+            found = (
                 await s.execute(
                     select(Fill, Site)
                     .join(Site, Site.id == Fill.site_id)
                     .where(*where)
-                    .order_by(Fill.created_at.desc())
-                    .limit(limit)
+                    .order_by(*SITE_FILLS_ORDER.order_by())
+                    .limit(limit + 1)
                 )
             ).all()
+            page = SITE_FILLS_ORDER.page(found, limit, lambda r: (r.Fill.created_at, r.Fill.id))
             decisions = {
                 d.fill_id: d
                 for d in (
-                    await s.execute(select(Decision).where(Decision.fill_id.in_([r.Fill.id for r in rows])))
+                    await s.execute(
+                        select(Decision).where(Decision.fill_id.in_([r.Fill.id for r in page.rows]))
+                    )
                 ).scalars()
             }
-        return [SiteFill(r.Fill, r.Site, decisions.get(r.Fill.id)) for r in rows]
+        return Page([SiteFill(r.Fill, r.Site, decisions.get(r.Fill.id)) for r in page.rows], page.next)
 
     async def detail(self, actor: Principal, fill_id: str) -> FillRecord:
         """One fill with its prescription, evidence, decision and earlier attempts."""

@@ -14,6 +14,11 @@ or signalling a call), before anything is sent to it when they were last read mo
 date; a change made where no hub hears of it, such as on the command line, is seen that late at worst).
 Rights withdrawn close it (4401, with the reason); narrower ones (a license removed) apply to what it is
 sent from then on.
+
+The journal is a window, not an archive: old events are deleted. A client reconnecting with a cursor
+from before the window's start, or more than `replay_limit` events behind, is not replayed to: it is
+told to reload (`{"type": "reload", "reason": ..., "cursor": ...}`), reads the state afresh over HTTP
+and goes on from the live point, which costs one page of its list instead of thousands of events.
 """
 
 from __future__ import annotations
@@ -45,6 +50,11 @@ WITHDRAWN_REASON = {
 }
 REVALIDATE_SECONDS = 60.0
 CATCH_UP_BATCH = 500
+# Events a reconnecting client is replayed at most; further behind, it reloads.
+REPLAY_LIMIT = 1000
+# Why a client is told to reload rather than replayed to.
+BEHIND_WINDOW = "behind_window"  # events after its cursor were deleted from the journal
+TOO_FAR_BEHIND = "too_far_behind"  # more than the replay limit of events came after its cursor
 # The pump's read of the journal: built once.
 _EVENTS_AFTER = select(Event).where(Event.id > bindparam("after")).order_by(Event.id).limit(CATCH_UP_BATCH)
 
@@ -146,10 +156,12 @@ class Hub:
         *,
         queue_size: int = 1000,
         revalidate_seconds: float = REVALIDATE_SECONDS,
+        replay_limit: int = REPLAY_LIMIT,
     ) -> None:
         self.db = db
         self.bus = bus
         self.queue_size = queue_size
+        self.replay_limit = replay_limit
         self.revalidate_seconds = revalidate_seconds
         # Live connections by user: who may see an event is asked once per distinct principal.
         self._audiences: dict[Principal, set[Connection]] = {}
@@ -318,6 +330,21 @@ class Hub:
             if len(events) < CATCH_UP_BATCH:
                 return
 
+    async def why_reload(self, cursor: int, upto: int) -> str | None:
+        """Why a client at `cursor` must reload rather than be replayed the events up to `upto`; None
+        when the replay is what it needs. Journal ids have no gaps (each is the last one plus one, under
+        the journal lock), so the ids say how many events came after the cursor and whether the first of
+        them is still kept."""
+        if cursor >= upto:
+            return None
+        if upto - cursor > self.replay_limit:
+            return TOO_FAR_BEHIND
+        async with self.db.read() as s:
+            oldest = (await s.execute(select(func.min(Event.id)))).scalar()
+        if oldest is None or oldest > cursor + 1:
+            return BEHIND_WINDOW
+        return None
+
     async def catch_up(self, conn: Connection, cursor: int, upto: int) -> int:
         """Sends events after cursor up to upto that the connection may see; returns the last id sent."""
         sent = cursor
@@ -361,7 +388,13 @@ class Hub:
             await ws.send_json(
                 {"type": "hello", "cursor": upto, "user_id": principal.user_id, "role": principal.role.value}
             )
-            sent = await self.catch_up(conn, cursor, upto) if cursor is not None else upto
+            sent = upto
+            if cursor is not None:
+                reason = await self.why_reload(cursor, upto)
+                if reason is None:
+                    sent = await self.catch_up(conn, cursor, upto)
+                else:
+                    await ws.send_json({"type": "reload", "reason": reason, "cursor": upto})
             sender = asyncio.create_task(self._send(conn, sent))
             try:
                 await self._receive(conn)

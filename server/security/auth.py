@@ -6,6 +6,7 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy import func, select, update
@@ -16,6 +17,7 @@ from server.config import Config
 from server.db.engine import Database
 from server.db.models import ConsoleSession, DeviceToken, Site, User, utcnow
 from server.errors import InvalidInput, NotAuthenticated, NotFound, TooManyRequests
+from server.keyset import Keyset, Page
 from server.security import tokens
 from server.security.identity import Identity
 from server.security.passwords import MAX_LENGTH, Passwords
@@ -30,6 +32,8 @@ AUTH_CACHE_SECONDS = 5.0
 AUTH_CACHE_SIZE = 10_000
 # A session's last action is written at most this often (the idle lock counts in minutes).
 TOUCH_SECONDS = 15.0
+
+TOKENS_ORDER = Keyset("tokens", [(DeviceToken.id, int)])
 
 
 def principal_for(
@@ -360,30 +364,37 @@ class Auth:
                 )
             return await self._new_token(s, admin, user, label)
 
-    async def tokens(self) -> list[dict[str, object]]:
-        """Every device and integration token by id, whose it is and whether it is revoked; never the
-        token itself (only its hash is stored)."""
+    async def tokens(
+        self, *, after: tuple[Any, ...] | None = None, limit: int | None = None
+    ) -> Page[dict[str, object]]:
+        """Device and integration tokens by id (a page of `limit` after `after`; all without a limit),
+        whose each is and whether it is revoked; never the token itself (only its hash is stored)."""
+        q = (
+            select(DeviceToken, User.username, User.role, Site.code)
+            .join(User, User.id == DeviceToken.user_id)
+            .outerjoin(Site, Site.id == User.site_id)
+            .order_by(*TOKENS_ORDER.order_by())
+        )
+        if after is not None:
+            q = q.where(TOKENS_ORDER.after(after))
+        if limit is not None:
+            q = q.limit(limit + 1)
         async with self.db.read() as s:
-            rows = (
-                await s.execute(
-                    select(DeviceToken, User.username, User.role, Site.code)
-                    .join(User, User.id == DeviceToken.user_id)
-                    .outerjoin(Site, Site.id == User.site_id)
-                    .order_by(DeviceToken.id)
-                )
-            ).all()
-        return [
-            {
-                "id": t.id,
-                "kind": "integration" if role == Role.INTEGRATION else "device",
-                "username": username,
-                "site_code": site_code,
-                "label": t.label,
-                "created_at": t.created_at.isoformat(),
-                "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
-            }
-            for t, username, role, site_code in rows
-        ]
+            found = (await s.execute(q)).all()
+        page = TOKENS_ORDER.page(found, limit if limit is not None else len(found), lambda r: (r[0].id,))
+        return Page([self._token_view(*row) for row in page.rows], page.next)
+
+    @staticmethod
+    def _token_view(t: DeviceToken, username: str, role: str, site_code: str | None) -> dict[str, object]:
+        return {
+            "id": t.id,
+            "kind": "integration" if role == Role.INTEGRATION else "device",
+            "username": username,
+            "site_code": site_code,
+            "label": t.label,
+            "created_at": t.created_at.isoformat(),
+            "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+        }
 
     async def revoke_device_token(self, admin: Principal | None, token_id: int) -> None:
         async with self.db.write() as s:

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 from playwright.async_api import Browser, Request, Route, WebSocketRoute, expect
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 
 from demo import photos
-from server.db.models import Decision, Fill, User
+from server.db.models import Decision, Event, Fill, User
 from tests.api.world import REQUIRED, World, approval, new_fill_id, photo, rx_body, upload
 from tests.browser.conftest import (
     SiteSocket,
@@ -286,6 +286,60 @@ async def test_the_queue_catches_up_by_cursor_after_the_live_connection_drops(
     await expect(c.page.locator("#live")).to_have_attribute("data-state", "live")
     assert len(sockets) == 2 and re.search(r"cursor=\d+", sockets[1].url), [w.url for w in sockets]
     assert sum("/api/v1/queue" in u for u in c.urls) == loads  # caught up from the cursor, not reloaded
+
+
+async def test_a_console_back_from_behind_the_event_window_reloads_its_queue(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world()
+    c = await sign_in(browser, world, "nd_rph")
+    sockets: list[WebSocketRoute] = []
+    gate = asyncio.Event()
+
+    async def relay(ws: WebSocketRoute) -> None:
+        sockets.append(ws)
+        if len(sockets) > 1:
+            await gate.wait()
+        ws.connect_to_server()
+
+    await c.page.route_web_socket(re.compile(r"/api/v1/ws"), relay)
+    await c.page.reload()
+    await expect(c.page.locator("#live")).to_have_attribute("data-state", "live")
+    first = await submit(world, "tech_nd1", "RX1")
+    await expect(c.row(first["id"])).to_be_visible()
+    loads = sum("/api/v1/queue?" in u for u in c.urls)
+
+    await sockets[0].close(code=1011, reason="network went away")
+    await expect(c.page.locator("#live")).to_have_attribute("data-state", "reconnecting")
+    second = await submit(world, "tech_nd1", "RX2")
+    third = await submit(world, "tech_nd1", "RX3")
+    async with world.services.db.write() as s:  # the events it missed are no longer kept but the newest
+        newest = (await s.execute(select(func.max(Event.id)))).scalar_one()
+        await s.execute(delete(Event).where(Event.id < newest))
+    gate.set()
+    await expect(c.row(second["id"])).to_be_visible()
+    await expect(c.row(third["id"])).to_be_visible()
+    await expect(c.row(first["id"])).to_be_visible()
+    await expect(c.page.locator("#count-queued")).to_have_text("3")
+    assert sum("/api/v1/queue?" in u for u in c.urls) > loads  # read afresh, not replayed
+
+
+async def test_the_console_shows_a_queue_longer_than_a_page(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world()
+    fills = [await submit(world, "tech_nd1", f"RX{i}") for i in range(3)]
+    c = await sign_in(browser, world, "nd_rph")
+
+    async def one_row_a_page(route: Route, request: Request) -> None:
+        await route.continue_(url=request.url.replace("limit=500", "limit=1"))
+
+    await c.page.route(re.compile(r"/api/v1/queue\?"), one_row_a_page)
+    await c.page.reload()
+    await expect(c.page.locator("#queue-body tr")).to_have_count(3)
+    ids = await c.page.locator("#queue-body tr").evaluate_all("(rows) => rows.map((r) => r.dataset.id)")
+    assert ids == [f["id"] for f in fills]
+    assert sum("after=" in u for u in c.urls) == 2
 
 
 async def test_a_pharmacist_licensed_in_one_state_never_sees_the_other(

@@ -2,7 +2,7 @@
 // sites (suspend, require a second factor) and device and integration tokens (revoke by id). Every
 // change is made by the server, which audits it and closes the live connections it takes rights from.
 
-import { api, get, post, ApiError } from "./api.js";
+import { api, getAll, post, ApiError } from "./api.js";
 import { h, fill, toast } from "./dom.js";
 
 function section(title, ...children) {
@@ -33,7 +33,7 @@ export class AdminPage {
 
   async load() {
     const [users, sites, tokens] = await Promise.all([
-      get("/api/v1/users"), get("/api/v1/sites"), get("/api/v1/tokens"),
+      getAll("/api/v1/users", "users"), getAll("/api/v1/sites", "sites"), getAll("/api/v1/tokens", "tokens"),
     ]);
     const siteCode = new Map(sites.sites.map((s) => [s.id, s.code]));
     fill(this.root,

@@ -77,4 +77,17 @@ export async function api(method, path, body, { signal, keepalive = false } = {}
 }
 
 export const get = (path, opts) => api("GET", path, undefined, opts);
+
+/** Every row of a paged list (`key` in each page), following its `next` cursors. */
+export async function getAll(path, key) {
+  const first = await get(path);
+  const rows = [...first[key]];
+  const sep = path.includes("?") ? "&" : "?";
+  for (let next = first.next; next; ) {
+    const page = await get(`${path}${sep}after=${encodeURIComponent(next)}`);
+    rows.push(...page[key]);
+    next = page.next;
+  }
+  return { ...first, [key]: rows, next: null };
+}
 export const post = (path, body, opts) => api("POST", path, body ?? {}, opts);

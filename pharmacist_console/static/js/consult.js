@@ -7,7 +7,7 @@
 // new offer on a fresh peer connection of its own; a `generation` on every description tells a new
 // offer from an old one. Without media again within TIMEOUTS.reconnect, the call ends ("reconnect_failed").
 
-import { api, get, post, ApiError } from "./api.js";
+import { api, get, getAll, post, ApiError } from "./api.js";
 import { h, fill, toast } from "./dom.js";
 
 // settle: how long a "disconnected" path may heal by itself before the site is asked for a new offer;
@@ -79,7 +79,7 @@ export class Consults {
 
   async loadOpen() {
     try {
-      const body = await get("/api/v1/consultations");
+      const body = await getAll("/api/v1/consultations", "consultations");
       for (const c of body.consultations) if (c.state === "requested") this.showRequest(c);
     } catch (err) {
       toast(`Could not load consultation requests: ${err.message}`, "error");

@@ -5,8 +5,10 @@ const MAX_BACKOFF_MS = 10000;
 const CLOSE_LAGGING = 4000;
 
 /**
- * Emits "hello" ({cursor, resumed}), "event" (one journal event) and "status" ({state}).
- * The cursor is the id of the last event seen; a reconnect asks the server for what came after it.
+ * Emits "hello" ({cursor, resumed}), "event" (one journal event), "reload" ({reason}) and "status" ({state}).
+ * The cursor is the id of the last event seen; a reconnect asks the server for what came after it. When
+ * those events are no longer kept (or are too many to replay) the server says "reload" instead: whoever
+ * listens reads its state afresh, and the feed goes on from the live point.
  */
 export class LiveFeed extends EventTarget {
   constructor() {
@@ -69,6 +71,11 @@ export class LiveFeed extends EventTarget {
       clearInterval(this.pingTimer);
       this.pingTimer = setInterval(() => this.send({ type: "ping" }), PING_MS);
       this.dispatchEvent(new CustomEvent("hello", { detail: { cursor: data.cursor, resumed } }));
+      return;
+    }
+    if (data.type === "reload") {
+      this.cursor = data.cursor;
+      this.dispatchEvent(new CustomEvent("reload", { detail: { reason: data.reason } }));
       return;
     }
     if (typeof data.id !== "number") {

@@ -1,6 +1,6 @@
 // The console's entry point: session, views, the live feed and the keyboard, wired together.
 
-import { api, get, onLocked, onUnauthorized, setCsrfToken, ApiError } from "./api.js";
+import { api, get, getAll, onLocked, onUnauthorized, setCsrfToken, ApiError } from "./api.js";
 import { $, h, fill, isTyping, toast } from "./dom.js";
 import { Consults } from "./consult.js";
 import { IdleLock } from "./idle_lock.js";
@@ -218,7 +218,7 @@ async function startSession(user, csrf) {
   $("#nav-compliance").hidden = user.role !== "admin";
   $("#nav-admin").hidden = user.role !== "admin";
   show("queue");
-  const [sites, reasons] = await Promise.all([get("/api/v1/sites"), get("/api/v1/reasons")]);
+  const [sites, reasons] = await Promise.all([getAll("/api/v1/sites", "sites"), get("/api/v1/reasons")]);
   knownSites = sites.sites;
   fill(els.filterSite, h("option", { value: "" }, "All sites"),
     sites.sites.map((s) => h("option", { value: s.id }, `${s.code} · ${s.name} (${s.state})`)));
@@ -295,13 +295,16 @@ live.addEventListener("status", (e) => {
   els.live.querySelector(".live-text").textContent = LIVE_TEXT[state] || state;
   els.live.title = state === "live" ? "Receiving changes as they happen" : "Changes are caught up when the connection is back";
 });
+function loadQueue() {
+  store.load().then(() => dataEntry.setRows(store.dataEntry))
+    .catch((err) => toast(`Could not load the queue: ${err.message}`, "error"));
+}
 live.addEventListener("hello", (e) => {
   // A resumed connection replays what was missed from the cursor; only a fresh one loads the queue.
-  if (!e.detail.resumed) {
-    store.load().then(() => dataEntry.setRows(store.dataEntry))
-      .catch((err) => toast(`Could not load the queue: ${err.message}`, "error"));
-  }
+  if (!e.detail.resumed) loadQueue();
 });
+// Away longer than the server keeps events (or too far behind to replay): the queue is read afresh.
+live.addEventListener("reload", loadQueue);
 let dashboardTimer = null;
 live.addEventListener("event", (e) => {
   store.handle(e.detail);

@@ -4,6 +4,7 @@
 // the site with reasons (R). A claim is a lease, renewed while the view is open, as for fills.
 
 import { api, get, ApiError } from "./api.js";
+import { dataEntryRows } from "./queue.js";
 import { h, fill, isTyping, toast } from "./dom.js";
 
 const FIELDS = [
@@ -78,7 +79,7 @@ export class DataEntry {
 
   async load() {
     const queue = await get("/api/v1/queue");
-    this.setRows(queue.data_entry);
+    this.setRows(await dataEntryRows(queue.data_entry, queue.data_entry_next));
   }
 
   /** The data-entry rows of the queue, as a load of the queue (this one's or the fills') found them. */

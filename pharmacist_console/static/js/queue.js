@@ -5,7 +5,7 @@ import { PRIORITY_RANK } from "./format.js";
 import { isVideo } from "./prefetch.js";
 
 const OPEN = new Set(["queued", "in_review"]);
-const QUEUE_LIMIT = 200; // the server's page size: a full page means there may be more
+const PAGE_ROWS = 500; // rows per page of the queue; the console reads every page
 
 /** "Joan M. Whitfield" -> "J. W.": the first and last name's initials, as the server's queue rows give. */
 export function initials(name) {
@@ -30,6 +30,20 @@ export function rowFromDetail(d) {
   };
 }
 
+/** The PV1 rows of the queue: its first page, and the pages after `next`. */
+export async function dataEntryRows(first, next, siteId = "") {
+  const rows = [...first];
+  const q = new URLSearchParams();
+  if (siteId) q.set("site_id", siteId);
+  while (next) {
+    q.set("after", next);
+    const page = await get(`/api/v1/queue/data-entry?${q}`);
+    rows.push(...page.data_entry);
+    next = page.next;
+  }
+  return rows;
+}
+
 export function compareRows(a, b) {
   const pa = PRIORITY_RANK[a.priority] ?? 9;
   const pb = PRIORITY_RANK[b.priority] ?? 9;
@@ -51,15 +65,12 @@ export class QueueStore extends EventTarget {
     this.details = details; // where fetched fill details are shared with the prefetcher
     this.rows = new Map();
     this.counts = { queued: 0, in_review: 0 };
-    this.serverOldest = null;
-    this.truncated = false;
     this.loaded = false;
     this.pending = [];
     this.inflight = new Map();
     this.filters = { siteId: "", priority: "" };
     this.skewMs = 0;
     this.generation = 0;
-    this.reloadTimer = null;
   }
 
   now() {
@@ -71,7 +82,6 @@ export class QueueStore extends EventTarget {
     this.generation += 1;
     this.rows = new Map();
     this.counts = { queued: 0, in_review: 0 };
-    this.serverOldest = null;
     this.loaded = false;
     this.pending = [];
     this.inflight = new Map();
@@ -88,15 +98,27 @@ export class QueueStore extends EventTarget {
     const q = new URLSearchParams();
     if (this.filters.siteId) q.set("site_id", this.filters.siteId);
     if (this.filters.priority) q.set("priority", this.filters.priority);
-    const query = q.toString();
-    const data = await get(`/api/v1/queue${query ? `?${query}` : ""}`);
+    q.set("limit", String(PAGE_ROWS));
+    // The whole queue, page by page: each page starts after the last row of the one before, so a fill
+    // queued meanwhile is neither missed nor listed twice (and live events bring the rest).
+    const data = await get(`/api/v1/queue?${q}`);
+    const rows = [...data.fills];
+    for (let next = data.next; next; ) {
+      q.set("after", next);
+      const page = await get(`/api/v1/queue?${q}`);
+      if (gen !== this.generation) return;
+      rows.push(...page.fills);
+      next = page.next;
+    }
     if (gen !== this.generation) return;
     if (data.now) this.skewMs = Date.parse(data.now) - Date.now();
-    this.rows = new Map(data.fills.map((f) => [f.id, f]));
-    this.counts = { queued: 0, in_review: 0, ...data.counts };
-    this.serverOldest = data.oldest_queued_at;
-    this.truncated = data.fills.length >= QUEUE_LIMIT;
-    this.dataEntry = data.data_entry || []; // the same queue's prescriptions waiting for PV1 (pv1.js)
+    this.rows = new Map(rows.map((f) => [f.id, f]));
+    // Counted from the rows read, which hold the whole queue (the first page's counts may be older).
+    this.counts = { queued: 0, in_review: 0 };
+    for (const r of rows) this.counts[r.state] = (this.counts[r.state] || 0) + 1;
+    // The same queue's prescriptions waiting for PV1 (pv1.js), with their own later pages.
+    this.dataEntry = await dataEntryRows(data.data_entry || [], data.data_entry_next, this.filters.siteId);
+    if (gen !== this.generation) return;
     this.loaded = true;
     const pending = this.pending;
     this.pending = [];
@@ -148,10 +170,6 @@ export class QueueStore extends EventTarget {
       return;
     }
     if (!OPEN.has(ev.state) || !this.matches(ev)) return;
-    if (this.truncated) {
-      this.scheduleReload();
-      return;
-    }
     this.fetchRow(ev.fill_id);
   }
 
@@ -179,11 +197,6 @@ export class QueueStore extends EventTarget {
     for (const ev of later) this.apply(ev);
   }
 
-  scheduleReload() {
-    clearTimeout(this.reloadTimer);
-    this.reloadTimer = setTimeout(() => this.load().catch(() => {}), 250);
-  }
-
   /** Open rows in queue order: priority, then time of submission. */
   ordered() {
     return [...this.rows.values()].sort(compareRows);
@@ -196,7 +209,6 @@ export class QueueStore extends EventTarget {
 
   /** When the oldest open fill was submitted (ISO), as the server counts it. */
   oldest() {
-    if (this.truncated) return this.serverOldest;
     let oldest = null;
     for (const r of this.rows.values()) if (r.submitted_at && (!oldest || r.submitted_at < oldest)) oldest = r.submitted_at;
     return oldest;
