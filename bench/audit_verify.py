@@ -5,11 +5,13 @@ Prints JSON: rows generated and how long that took, then for the full walk and t
 walked, the seconds and rows/s, and the target (200,000 rows/s on PostgreSQL).
 
     .venv/bin/python -m bench.audit_verify [--rows 1000000] [--days 365] [--postgres | --database-url URL]
+                                           [--convert]
 
 --postgres makes a new database on the local PostgreSQL (TP_TEST_PG_DSN, as the tests) and drops it
 after; --database-url names an empty one (its schema is made by the migrations). Without either, a
 SQLite file in a temporary folder. Rows spread evenly over the last --days days, so on PostgreSQL they
-fill a year of monthly partitions.
+fill a year of monthly partitions. --convert (PostgreSQL) also times the migration that partitions a
+table of that many rows.
 """
 
 from __future__ import annotations
@@ -91,7 +93,9 @@ async def load_postgres(db: Database, rows: Iterator[tuple[Any, ...]], batch: in
                 page = []
         if page:
             await raw.copy_records_to_table("audit_events", records=page, columns=COLUMNS)
-        await raw.execute("ANALYZE audit_events")
+        # As autovacuum leaves a table in use: a first read of rows just copied in would set their
+        # hint bits, writing every page, which is not what a daily run pays.
+        await raw.execute("VACUUM (ANALYZE) audit_events")
 
 
 def load_sqlite(path: str, rows: Iterator[tuple[Any, ...]]) -> None:
@@ -108,9 +112,9 @@ def load_sqlite(path: str, rows: Iterator[tuple[Any, ...]]) -> None:
 
 
 async def timed_verify(db: Database, anchors: AnchorFile, *, full: bool) -> dict[str, Any]:
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     report = await verify_trail(db, anchors, full=full)
-    seconds = time.perf_counter() - began
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
     walked = report.chain
     return {
         "ok": report.ok,
@@ -119,13 +123,23 @@ async def timed_verify(db: Database, anchors: AnchorFile, *, full: bool) -> dict
         "to_id": walked.last_id,
         "seconds": round(seconds, 3),
         "rows_per_s": round(walked.rows / seconds) if seconds else None,
+        # This process's CPU alone (the database works in its own): what the walk costs here, and
+        # what it would reach with a core to itself and the database keeping up.
+        "cpu_seconds": round(cpu, 3),
+        "rows_per_cpu_s": round(walked.rows / cpu) if cpu else None,
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
-async def run(url: str, sqlite_path: str | None, n: int, days: int, folder: Path) -> dict[str, Any]:
+async def run(
+    url: str, sqlite_path: str | None, n: int, days: int, folder: Path, *, convert: bool = False
+) -> dict[str, Any]:
     db = Database(url)
+    converted: float | None = None
     try:
-        await upgrade(db)
+        # --convert: the rows go into the plain table of the revision before partitions, and the
+        # migration that partitions it is timed.
+        await upgrade(db, "0014" if convert else "head")
         end = dt.datetime.now(dt.UTC).replace(microsecond=0)
         start = end - dt.timedelta(days=days)
         await ensure_partitions(db, end, since=start)
@@ -135,8 +149,15 @@ async def run(url: str, sqlite_path: str | None, n: int, days: int, folder: Path
         else:
             await load_postgres(db, chain_rows(n, start, end))
         generated = time.perf_counter() - began
+        if convert:
+            began = time.perf_counter()
+            await upgrade(db)
+            converted = time.perf_counter() - began
+            await load_postgres(db, iter(()))  # vacuumed again, as after the load
         anchors = AnchorFile(folder)
         full = await timed_verify(db, anchors, full=True)
+        # Again, with the table in the database's and the system's caches as a server's daily reads keep it.
+        full_again = await timed_verify(db, anchors, full=True)
         # The daily run: the last checkpoint is the anchor a day before the head.
         day_before = max(0, n - max(1, n // days))
         async with db.read() as s:
@@ -149,7 +170,9 @@ async def run(url: str, sqlite_path: str | None, n: int, days: int, folder: Path
             "rows": n,
             "days": days,
             "generate_seconds": round(generated, 1),
+            "convert_seconds": round(converted, 1) if converted is not None else None,
             "full": full,
+            "full_again": full_again,
             "daily": daily,
             "target_rows_per_s": TARGET_ROWS_PER_S,
         }
@@ -171,6 +194,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--days", type=int, default=365)
+    ap.add_argument(
+        "--convert",
+        action="store_true",
+        help="PostgreSQL: load into the plain table and time the migration to monthly partitions",
+    )
     where = ap.add_mutually_exclusive_group()
     where.add_argument("--postgres", action="store_true", help="a new database on the local PostgreSQL")
     where.add_argument("--database-url", help="an empty database, e.g. postgresql+asyncpg://user@host/db")
@@ -183,11 +211,15 @@ def main() -> None:
             asyncio.run(_admin(dsn, f'CREATE DATABASE "{name}"'))
             base = dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
             try:
-                result = asyncio.run(run(f"{base}/{name}", None, args.rows, args.days, folder))
+                result = asyncio.run(
+                    run(f"{base}/{name}", None, args.rows, args.days, folder, convert=args.convert)
+                )
             finally:
                 asyncio.run(_admin(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         elif args.database_url:
-            result = asyncio.run(run(args.database_url, None, args.rows, args.days, folder))
+            result = asyncio.run(
+                run(args.database_url, None, args.rows, args.days, folder, convert=args.convert)
+            )
         else:
             path = str(folder / "audit.sqlite3")
             result = asyncio.run(run(f"sqlite+aiosqlite:///{path}", path, args.rows, args.days, folder))
