@@ -195,7 +195,9 @@ async def keep_partitions(services: Services) -> None:
         try:
             await ensure_partitions(services.db)
         except Exception:
-            log.exception("making the coming months' partitions failed; will retry")
+            log.exception("making the coming months' partitions failed; will retry in an hour")
+            await asyncio.sleep(3600)
+            continue
         await asyncio.sleep(CHECK_SECONDS)
 
 
