@@ -154,11 +154,17 @@ async def _pages_postgres(db: Database, after: int, upto: int) -> AsyncGenerator
                 await asyncio.wait([pending])
 
 
-# The detail as its stored text, as on PostgreSQL.
+# The time and the detail as their stored text, as on PostgreSQL: SQLAlchemy keeps a time on SQLite as
+# "YYYY-MM-DD HH:MM:SS.ffffff" (UTC here, see UTCDateTime), isoformat() less its "T" and offset.
 _SQLITE_COLUMNS = [
-    *(c for c in AuditEvent.__table__.c if c.name != "detail"),
-    type_coerce(AuditEvent.__table__.c.detail, String).label("detail_text"),
+    type_coerce(c, String) if c.name in ("at", "detail") else c for c in AuditEvent.__table__.c
 ]
+
+
+def _sqlite_time(stored: str) -> str:
+    if len(stored) == 26 and stored[10] == " ":
+        return f"{stored[:10]}T{stored[11:]}+00:00"
+    return dt.datetime.fromisoformat(stored).replace(tzinfo=dt.UTC).isoformat(timespec="microseconds")
 
 
 async def _pages_sqlite(db: Database, after: int, upto: int) -> AsyncGenerator[list[Row]]:
@@ -175,12 +181,8 @@ async def _pages_sqlite(db: Database, after: int, upto: int) -> AsyncGenerator[l
             ).all()
         if not page:
             return
-        yield [
-            (r.id, r.at.astimezone(dt.UTC).isoformat(timespec="microseconds"), r.actor_id, r.actor, r.action,
-             r.entity_type, r.entity_id, r.detail_text, r.prev_hash, r.hash)
-            for r in page
-        ]  # fmt: skip
-        after = page[-1].id
+        yield [(r[0], _sqlite_time(r[1]), *r[2:]) for r in page]
+        after = page[-1][0]
 
 
 async def _reference_hash(db: Database, row_id: int) -> str:
