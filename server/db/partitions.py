@@ -119,13 +119,9 @@ def coming_months(now: dt.datetime, months_ahead: int = MONTHS_AHEAD) -> list[dt
     return months
 
 
-def partition_table(
-    conn: Connection, table: str, *, now: dt.datetime, months_ahead: int = MONTHS_AHEAD
-) -> bool:
-    """Makes a plain table partitioned by month, keeping its rows, ids, indexes and id sequence; False
-    when it is partitioned already. Holds the table exclusively while it copies the rows."""
-    if is_partitioned(conn, table):
-        return False
+def _set_aside(conn: Connection, table: str, old: str) -> tuple[str, list[tuple[str, str]], str | None]:
+    """Renames the table to `old` without its primary key and indexes (their names are free again);
+    what they were, and the sequence of its ids, for the table that takes its place."""
     conn.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
     pkey = conn.execute(
         text("SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(:t) AND contype = 'p'"),
@@ -139,11 +135,36 @@ def partition_table(
         {"t": table, "pk": pkey},
     ).all()
     sequence = conn.execute(text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}).scalar()
-    old = f"{table}_unpartitioned"
     conn.execute(text(f"ALTER TABLE {table} RENAME TO {old}"))
     conn.execute(text(f"ALTER TABLE {old} DROP CONSTRAINT {pkey}"))
     for name, _ in indexes:
         conn.execute(text(f'DROP INDEX "{name}"'))
+    return pkey, [(name, definition) for name, definition in indexes], sequence
+
+
+def _take_over(
+    conn: Connection, table: str, old: str, key: str, indexes: list[tuple[str, str]], sequence: str | None
+) -> None:
+    """Copies the rows of `old` into `table`, then builds its primary key and indexes (once, rather than
+    kept up row by row), gives it the id sequence (or it would go with the old table) and drops `old`."""
+    conn.execute(text(f"INSERT INTO {table} SELECT * FROM {old}"))  # noqa: S608
+    conn.execute(text(f"ALTER TABLE {table} ADD CONSTRAINT {key}"))
+    for _, definition in indexes:
+        conn.execute(text(definition))
+    if sequence:
+        conn.execute(text(f"ALTER SEQUENCE {sequence} OWNED BY {table}.id"))
+    conn.execute(text(f"DROP TABLE {old}"))
+
+
+def partition_table(
+    conn: Connection, table: str, *, now: dt.datetime, months_ahead: int = MONTHS_AHEAD
+) -> bool:
+    """Makes a plain table partitioned by month, keeping its rows, ids, indexes and id sequence; False
+    when it is partitioned already. Holds the table exclusively while it copies the rows."""
+    if is_partitioned(conn, table):
+        return False
+    old = f"{table}_unpartitioned"
+    pkey, indexes, sequence = _set_aside(conn, table, old)
     conn.execute(
         text(
             f"CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
@@ -162,15 +183,7 @@ def partition_table(
             )
         )
     conn.execute(text(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT"))
-    conn.execute(text(f"INSERT INTO {table} SELECT * FROM {old}"))  # noqa: S608
-    # Indexes after the rows: built once instead of kept up row by row.
-    conn.execute(text(f"ALTER TABLE {table} ADD CONSTRAINT {pkey} PRIMARY KEY (id, at)"))
-    for _, definition in indexes:
-        conn.execute(text(definition))
-    if sequence:
-        # The sequence goes with the new table's id, or it would be dropped with the old table.
-        conn.execute(text(f"ALTER SEQUENCE {sequence} OWNED BY {table}.id"))
-    conn.execute(text(f"DROP TABLE {old}"))
+    _take_over(conn, table, old, f"{pkey} PRIMARY KEY (id, at)", indexes, sequence)
     return True
 
 
@@ -184,32 +197,10 @@ def unpartition_table(conn: Connection, table: str) -> bool:
     """The reverse of partition_table (a migration's downgrade): one plain table, primary key id."""
     if not is_partitioned(conn, table):
         return False
-    conn.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
-    pkey = conn.execute(
-        text("SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(:t) AND contype = 'p'"),
-        {"t": table},
-    ).scalar_one()
-    indexes = conn.execute(
-        text(
-            "SELECT indexname, indexdef FROM pg_indexes"
-            " WHERE schemaname = current_schema() AND tablename = :t AND indexname <> :pk"
-        ),
-        {"t": table, "pk": pkey},
-    ).all()
-    sequence = conn.execute(text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}).scalar()
     old = f"{table}_partitioned"
-    conn.execute(text(f"ALTER TABLE {table} RENAME TO {old}"))
-    conn.execute(text(f"ALTER TABLE {old} DROP CONSTRAINT {pkey}"))
-    for name, _ in indexes:
-        conn.execute(text(f'DROP INDEX "{name}"'))
+    pkey, indexes, sequence = _set_aside(conn, table, old)
     conn.execute(text(f"CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"))
-    conn.execute(text(f"INSERT INTO {table} SELECT * FROM {old}"))  # noqa: S608
-    conn.execute(text(f"ALTER TABLE {table} ADD CONSTRAINT {pkey} PRIMARY KEY (id)"))
-    for _, definition in indexes:
-        conn.execute(text(definition))
-    if sequence:
-        conn.execute(text(f"ALTER SEQUENCE {sequence} OWNED BY {table}.id"))
-    conn.execute(text(f"DROP TABLE {old}"))
+    _take_over(conn, table, old, f"{pkey} PRIMARY KEY (id)", indexes, sequence)
     return True
 
 
