@@ -193,6 +193,28 @@ async def _reference_hash(db: Database, row_id: int) -> str:
     return row_hash(row) if row is not None else ""
 
 
+def _hash_parsed(
+    rid: int,
+    at: str,
+    actor_id: int | None,
+    actor: str,
+    action: str,
+    etype: str,
+    eid: str,
+    detail: str,
+    prev: str,
+) -> str:
+    """The canonical form's hash with the detail parsed and written canonically (rows written before
+    ChainJSON stored details with spaces, in their keys' order)."""
+    body = (
+        f'{{"action":{_encode(action)},"actor":{_encode(actor)},'
+        f'"actor_id":{"null" if actor_id is None else actor_id},"at":"{at}",'
+        f'"detail":{_encode_detail(json.loads(detail))},"entity_id":{_encode(eid)},'
+        f'"entity_type":{_encode(etype)},"id":{rid},"prev_hash":"{prev}"}}'
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
 async def verify(db: Database, *, after: tuple[int, str] | None = None) -> ChainReport:
     """Walks the chain from the start, or from a verified row `after` (id, hash), up to the head as it
     was when the walk began; names the first row that was edited, removed or reordered."""
@@ -215,20 +237,17 @@ async def verify(db: Database, *, after: tuple[int, str] | None = None) -> Chain
                     return broken(rid, f"row {expected} is missing (deleted)")
                 if prev != prev_hash:
                     return broken(rid, "link to the previous row is broken")
-                head = (
+                # The detail as stored is its canonical form (ChainJSON); a row written before it was
+                # has its detail read and written again (_hash_parsed).
+                body = (
                     f'{{"action":{_encode(action)},"actor":{_encode(actor)},'
-                    f'"actor_id":{"null" if actor_id is None else actor_id},"at":"{at}","detail":'
-                )
-                tail = (
-                    f',"entity_id":{_encode(eid)},"entity_type":{_encode(etype)},"id":{rid},'
+                    f'"actor_id":{"null" if actor_id is None else actor_id},"at":"{at}","detail":{detail},'
+                    f'"entity_id":{_encode(eid)},"entity_type":{_encode(etype)},"id":{rid},'
                     f'"prev_hash":"{prev}"}}'
                 )
-                # The detail as stored is its canonical form (ChainJSON) unless the row was written
-                # before it was: then it is read and written again.
                 if (
-                    sha256(f"{head}{detail}{tail}".encode()).hexdigest() != stored
-                    and sha256(f"{head}{_encode_detail(json.loads(detail))}{tail}".encode()).hexdigest()
-                    != stored
+                    sha256(body.encode()).hexdigest() != stored
+                    and _hash_parsed(rid, at, actor_id, actor, action, etype, eid, detail, prev) != stored
                     and await _reference_hash(db, rid) != stored
                 ):
                     return broken(rid, "row content does not match its hash (edited)")
