@@ -28,6 +28,7 @@ from server.data_entry.service import DataEntryService
 from server.db.engine import Database
 from server.db.migrate import upgrade
 from server.db.models import Consultation, Fill, Media, Site, utcnow
+from server.db.partitions import CHECK_SECONDS, ensure_partitions
 from server.directory import Directory
 from server.fills.intake import MediaIntake
 from server.fills.lifecycle import FillService
@@ -187,6 +188,19 @@ async def keep_anchoring(services: Services, anchors: AnchorFile) -> None:
         await anchor_now(services, anchors)
 
 
+async def keep_partitions(services: Services) -> None:
+    """Makes the coming months' partitions of the tables that grow by time (PostgreSQL), now and daily;
+    a failure is logged, and the DEFAULT partition takes the rows of a month not made yet."""
+    while True:
+        try:
+            await ensure_partitions(services.db)
+        except Exception:
+            log.exception("making the coming months' partitions failed; will retry in an hour")
+            await asyncio.sleep(3600)
+            continue
+        await asyncio.sleep(CHECK_SECONDS)
+
+
 def low_on_space(services: Services) -> bool:
     return min(services.storage.free_bytes().values()) < services.config.min_free_bytes
 
@@ -268,10 +282,13 @@ def create_app(
         await anchor_now(services, anchors)
         sweeper = asyncio.create_task(sweep(services, tus), name="sweeper")
         anchoring = asyncio.create_task(keep_anchoring(services, anchors), name="audit anchors")
+        tasks = [sweeper, anchoring]
+        if not db.is_sqlite:
+            tasks.append(asyncio.create_task(keep_partitions(services), name="partitions"))
         try:
             yield
         finally:
-            for task in (sweeper, anchoring):
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

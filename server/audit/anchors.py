@@ -33,6 +33,8 @@ FOLDER = "audit"
 KEY_FILE = "anchor-key.pem"
 PUBLIC_FILE = "anchor-key.pub.pem"
 ANCHORS_FILE = "anchors.jsonl"
+# The anchor up to which a walk of the chain last found it whole: where the next walk begins.
+CHECKPOINT_FILE = "verified.json"
 # Rows looked up per statement when checking anchors.
 CHECK_BATCH = 500
 
@@ -143,6 +145,40 @@ class AnchorFile:
     def last(self) -> Anchor | None:
         anchors = self.read()
         return anchors[-1] if anchors else None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.folder / CHECKPOINT_FILE
+
+    def mark_verified(self, anchor: Anchor, at: dt.datetime) -> None:
+        """Records that the chain was found whole up to this anchor's row (written whole or not at all)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        body = {
+            "id": anchor.id,
+            "hash": anchor.hash,
+            "at": anchor.at.isoformat(),
+            "verified_at": at.isoformat(),
+        }
+        part = self.checkpoint_path.with_suffix(".part")
+        with part.open("w", encoding="utf-8") as fh:
+            json.dump(body, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        part.replace(self.checkpoint_path)
+
+    def checkpoint(self) -> tuple[Anchor, dt.datetime] | None:
+        """The anchor last verified up to, and when; None when there is none, or it names no anchor of
+        the file (then a walk begins at the start)."""
+        try:
+            item = json.loads(self.checkpoint_path.read_text(encoding="utf-8"))
+            key = (int(item["id"]), str(item["hash"]), dt.datetime.fromisoformat(item["at"]))
+            verified_at = dt.datetime.fromisoformat(item["verified_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        for anchor in self.read():
+            if (anchor.id, anchor.hash, anchor.at) == key:
+                return anchor, verified_at
+        return None
 
 
 async def head(db: Database) -> tuple[int, str] | None:

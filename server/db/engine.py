@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime as dt
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +16,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from server.db import partitions
 from server.db.journal_tails import JournalTails
 from server.db.models import Base, Event
 from server.db.sqlite_driver import OneTripConnection, one_trip_url
@@ -182,8 +184,12 @@ class Database:
         )
 
     async def create_schema(self) -> None:
+        """The models' tables; on PostgreSQL those that grow by time partitioned by month, as the
+        migrations leave them."""
         async with self.write_engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
+            if not self.is_sqlite:
+                await conn.run_sync(partitions.partition_all, dt.datetime.now(dt.UTC))
 
     async def drop_schema(self) -> None:
         async with self.write_engine.begin() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import text
 
+from server.db import partitions
 from server.db.engine import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -30,6 +32,10 @@ async def upgrade(db: Database, revision: str = "head") -> None:
             await conn.commit()
         try:
             await conn.run_sync(lambda sync_conn: command.upgrade(alembic_config(sync_conn), revision))
+            await conn.commit()
+            # The coming months' partitions, made at every migration as well as daily by the server.
+            now = dt.datetime.now(dt.UTC)
+            await conn.run_sync(lambda sync_conn: partitions.ensure_all(sync_conn, now))
             await conn.commit()
         finally:
             if not db.is_sqlite:

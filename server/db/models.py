@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -47,6 +48,22 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class ChainJSON(TypeDecorator[dict[str, Any]]):
+    """JSON written as the audit chain hashes it (keys sorted, no spaces), so that verifying the chain
+    hashes the stored text as it is instead of parsing and writing it again."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Any) -> Any:
+        def process(value: Any) -> str | None:
+            if value is None:
+                return None
+            return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+        return process
 
 
 # BigInteger ids on PostgreSQL, INTEGER PRIMARY KEY (rowid) on SQLite.
@@ -372,7 +389,8 @@ class Decision(Base):
 
 
 class AuditEvent(Base):
-    """Append-only, hash-chained record of every change. Carries ids, never patient data."""
+    """Append-only, hash-chained record of every change. Carries ids, never patient data. On PostgreSQL
+    partitioned by month on `at` (server/db/partitions.py), with the primary key (id, at) there."""
 
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -382,14 +400,15 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))
     entity_type: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[str] = mapped_column(String(64))
-    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    detail: Mapped[dict[str, Any]] = mapped_column(ChainJSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
 
 class AccessLogEntry(Base):
     """A person read a record with patient data: a fill, a prescription, a photo or a recording. Ids
-    only; a patient's access report joins them to the patient's prescriptions."""
+    only; a patient's access report joins them to the patient's prescriptions. Partitioned by month on
+    PostgreSQL, as the audit trail."""
 
     __tablename__ = "access_log"
     __table_args__ = (Index("ix_access_log_entity", "entity_type", "entity_id"),)
@@ -402,7 +421,8 @@ class AccessLogEntry(Base):
 
 
 class Event(Base):
-    """Realtime events, persisted so a reconnecting client catches up by cursor."""
+    """Realtime events, persisted so a reconnecting client catches up by cursor. Partitioned by month
+    on PostgreSQL, as the audit trail."""
 
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
