@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import Decision, Fill, Media, Prescription, Site, User
+from server.counselling.rules import RECORDED
+from server.db.models import CounsellingRecord, Decision, Fill, Media, Prescription, Site, User
 from server.fills.history import FillHistory, history_of
 from server.security.principal import Principal, Role
 
@@ -27,6 +28,7 @@ FILL_SITE_PRESCRIPTION_TECHNICIAN = (
     .outerjoin(User, User.id == Fill.technician_id)
     .where(Fill.id == bindparam("fill_id"))
 )
+_COUNSELLING_OF_FILL = select(CounsellingRecord).where(CounsellingRecord.fill_id == bindparam("fill_id"))
 MEDIA_OF_FILL = select(Media).where(Media.fill_id == bindparam("fill_id")).order_by(Media.id)
 # The decisions on a prescription's fills: a fill's own, and the earlier attempts that were rejected.
 _DECISIONS_OF_PRESCRIPTION = (
@@ -49,6 +51,8 @@ class FillRecord:
     decisions: Sequence[Any]
     # Earlier fills of the patient's drug: loaded for pharmacists and admins, who verify.
     history: FillHistory | None = None
+    # How the patient was counselled (or declined), once it is recorded.
+    counselling: CounsellingRecord | None = None
 
 
 async def decisions_of(s: AsyncSession, prescription_id: int) -> Sequence[Any]:
@@ -64,4 +68,11 @@ async def load_record(s: AsyncSession, actor: Principal, fill_id: str) -> FillRe
     media = (await s.execute(MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
     decisions = await decisions_of(s, fill.prescription_id)
     history = None if actor.role is Role.TECHNICIAN else await history_of(s, actor, fill, row.Prescription)
-    return FillRecord(fill, row.Site, row.Prescription, row.display_name, media, decisions, history)
+    counselling = (
+        (await s.execute(_COUNSELLING_OF_FILL, {"fill_id": fill.id})).scalar()
+        if fill.counselling in RECORDED
+        else None
+    )
+    return FillRecord(
+        fill, row.Site, row.Prescription, row.display_name, media, decisions, history, counselling
+    )
