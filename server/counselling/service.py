@@ -72,8 +72,8 @@ class NewRecord:
                     "declined_by must say who declined: patient or agent (the patient's agent).",
                     field="declined_by",
                 )
-        elif declined_by is not None:
-            raise InvalidInput("declined_by is only for a declined counselling.", field="declined_by")
+        else:
+            declined_by = None  # a telephone call: nobody declined
         duration = body.get("duration_seconds")
         if duration is not None and (
             isinstance(duration, bool) or not isinstance(duration, int | float) or not 0 <= duration < 86400
