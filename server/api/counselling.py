@@ -12,8 +12,8 @@ from aiohttp import web
 from server.api.params import Query, accepts, body_of, path_param, query_param
 from server.api.shapes import detail_view
 from server.api.table import principal_of
-from server.counselling.rules import DECLINED_BY, MAX_NOTE, RecordKind
-from server.counselling.service import NewRecord, Report, ReportRow
+from server.counselling.service import MAX_NOTE, NewRecord, Report, ReportRow
+from server.fills.rules import DECLINED_BY, CounsellingKind
 from server.inputs import ID, Body, Date, Field, Int, Nullable, OneOf, Text
 from server.security import access_log
 from server.services import services_of
@@ -21,7 +21,7 @@ from server.services import services_of
 NEW_RECORD = Body(
     {
         "kind": Field(
-            OneOf((RecordKind.PHONE, RecordKind.DECLINED)),
+            OneOf((CounsellingKind.PHONE, CounsellingKind.DECLINED)),
             required=True,
             description="phone (a pharmacist's telephone call) or declined (recorded at the site)",
         ),

@@ -21,24 +21,26 @@ from sqlalchemy.orm import aliased
 
 from server.audit import chain as audit
 from server.compliance.checks import Compliance
-from server.counselling.rules import (
-    COUNSELLING_CALL,
-    DECLINED_BY,
-    MAX_NOTE,
-    RECORDED,
-    STATUS_OF,
-    RecordKind,
-    Status,
-)
 from server.db.conditional import update_if
 from server.db.engine import Database
 from server.db.models import Consultation, CounsellingRecord, Fill, Prescription, Site, User, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.fills.lifecycle import event_payload
-from server.fills.rules import OPEN_STATES, FillState
+from server.fills.rules import (
+    COUNSELLING_OF,
+    COUNSELLING_RECORDED,
+    DECLINED_BY,
+    OPEN_STATES,
+    Counselling,
+    CounsellingKind,
+    FillState,
+)
 from server.realtime import journal
 from server.security.principal import Principal, Role
 
+MAX_NOTE = 2000
+# The consultation kind that counsels the patient (the other is a live look at the tray).
+COUNSELLING_CALL = "counsel"
 # A counselling call counts for the fill it names, or else for its prescription's newest fill that is
 # in the queue, in review or approved (not yet handed out).
 _COUNSELLED_STATES = (*OPEN_STATES, FillState.APPROVED)
@@ -48,7 +50,7 @@ _COUNSELLED_STATES = (*OPEN_STATES, FillState.APPROVED)
 class NewRecord:
     """What a pharmacist or a technician records by hand: a telephone call, or a declined counselling."""
 
-    kind: RecordKind
+    kind: CounsellingKind
     note: str | None = None
     duration_seconds: float | None = None
     declined_by: str | None = None
@@ -56,7 +58,7 @@ class NewRecord:
     @classmethod
     def parse(cls, body: dict[str, Any]) -> NewRecord:
         kind = body.get("kind")
-        if kind not in (RecordKind.PHONE, RecordKind.DECLINED):
+        if kind not in (CounsellingKind.PHONE, CounsellingKind.DECLINED):
             raise InvalidInput(
                 "kind must be phone (a pharmacist's telephone call) or declined (the patient declined, "
                 "recorded at the site); a video call's record is made when the call ends.",
@@ -66,7 +68,7 @@ class NewRecord:
         if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
             raise InvalidInput(f"The note must be text of at most {MAX_NOTE} characters.", field="note")
         declined_by = body.get("declined_by")
-        if kind == RecordKind.DECLINED:
+        if kind == CounsellingKind.DECLINED:
             if declined_by not in DECLINED_BY:
                 raise InvalidInput(
                     "declined_by must say who declined: patient or agent (the patient's agent).",
@@ -80,7 +82,7 @@ class NewRecord:
         ):
             raise InvalidInput("duration_seconds must be a number of seconds.", field="duration_seconds")
         return cls(
-            RecordKind(kind),
+            CounsellingKind(kind),
             note.strip() or None if isinstance(note, str) else None,
             float(duration) if duration is not None else None,
             declined_by,
@@ -131,8 +133,10 @@ class CounsellingService:
         record: CounsellingRecord,
     ) -> CounsellingRecord:
         """Adds the record and moves the fill's status to it, audited and announced (ids only)."""
-        status = STATUS_OF[RecordKind(record.kind)]
-        if not await update_if(s, fill, [Fill.counselling.not_in(RECORDED)], {"counselling": status}):
+        status = COUNSELLING_OF[CounsellingKind(record.kind)]
+        if not await update_if(
+            s, fill, [Fill.counselling.not_in(COUNSELLING_RECORDED)], {"counselling": status}
+        ):
             raise Conflict("This fill's counselling was recorded already.", code="counselling_recorded")
         s.add(record)
         await s.flush()
@@ -161,9 +165,9 @@ class CounsellingService:
     async def record(self, actor: Principal, fill_id: str, new: NewRecord) -> tuple[Fill, CounsellingRecord]:
         """A pharmacist records a telephone counselling, or the site's technician that the patient (or
         their agent) declined it, on an approved fill whose counselling is due."""
-        if new.kind == RecordKind.PHONE and actor.role is not Role.PHARMACIST:
+        if new.kind == CounsellingKind.PHONE and actor.role is not Role.PHARMACIST:
             raise Forbidden("Only a pharmacist records counselling by telephone.")
-        if new.kind == RecordKind.DECLINED and actor.role is not Role.TECHNICIAN:
+        if new.kind == CounsellingKind.DECLINED and actor.role is not Role.TECHNICIAN:
             raise Forbidden("Only the site's technician records that the patient declined counselling.")
         async with self.db.write() as s:
             row = (
@@ -174,17 +178,18 @@ class CounsellingService:
             if row is None or not actor.may_see_site(row.Site.id, row.Site.state):
                 raise NotFound("No such fill.")
             fill, site = row.Fill, row.Site
-            if new.kind == RecordKind.PHONE and site.state not in actor.licensed_states:
+            if new.kind == CounsellingKind.PHONE and site.state not in actor.licensed_states:
                 raise Forbidden("You are not licensed in this site's state.", code="not_licensed")
-            if fill.counselling in RECORDED:
+            if fill.counselling in COUNSELLING_RECORDED:
                 raise Conflict("This fill's counselling was recorded already.", code="counselling_recorded")
-            if fill.state != FillState.APPROVED or fill.counselling != Status.DUE:
+            if fill.state != FillState.APPROVED or fill.counselling != Counselling.DUE:
+                now = _words(fill.counselling or Counselling.NOT_REQUIRED)
                 raise Conflict(
                     "Counselling is recorded on an approved fill whose counselling is due; this fill is "
-                    f"{fill.state} and its counselling {_words(fill.counselling or Status.NOT_REQUIRED)}.",
+                    f"{fill.state} and its counselling {now}.",
                     code="counselling_not_due",
                 )
-            if new.kind == RecordKind.DECLINED:
+            if new.kind == CounsellingKind.DECLINED:
                 self.compliance.check_decline(site)
             else:
                 self.compliance.check_by_phone(site)
@@ -192,7 +197,7 @@ class CounsellingService:
                 fill_id=fill.id,
                 site_id=site.id,
                 kind=new.kind,
-                pharmacist_id=actor.user_id if new.kind == RecordKind.PHONE else None,
+                pharmacist_id=actor.user_id if new.kind == CounsellingKind.PHONE else None,
                 duration_seconds=new.duration_seconds,
                 declined_by=new.declined_by,
                 note=new.note,
@@ -210,12 +215,12 @@ class CounsellingService:
         if c.kind != COUNSELLING_CALL or c.connected_at is None or c.pharmacist_id is None:
             return
         fill = await self._fill_of_call(s, c)
-        if fill is None or fill.counselling in RECORDED or fill.state not in _COUNSELLED_STATES:
+        if fill is None or fill.counselling in COUNSELLING_RECORDED or fill.state not in _COUNSELLED_STATES:
             return
         record = CounsellingRecord(
             fill_id=fill.id,
             site_id=site.id,
-            kind=RecordKind.VIDEO,
+            kind=CounsellingKind.VIDEO,
             consultation_id=c.id,
             pharmacist_id=c.pharmacist_id,
             duration_seconds=c.duration_seconds,
@@ -321,7 +326,7 @@ class CounsellingService:
                     .join(Prescription, Prescription.id == Fill.prescription_id)
                     .outerjoin(technician, technician.id == CounsellingRecord.recorded_by)
                     .where(
-                        CounsellingRecord.kind == RecordKind.DECLINED,
+                        CounsellingRecord.kind == CounsellingKind.DECLINED,
                         CounsellingRecord.recorded_at >= start,
                         CounsellingRecord.recorded_at < end,
                         *([CounsellingRecord.site_id == site_id] if site_id is not None else []),

@@ -21,7 +21,6 @@ from server.audit import chain as audit
 from server.compliance.checks import Compliance
 from server.compliance.rules import load_rules
 from server.config import Config
-from server.counselling import rules as counselling_rules
 from server.data_entry.service import check_fillable
 from server.db.conditional import update_if
 from server.db.engine import Database
@@ -43,6 +42,7 @@ from server.fills.rules import (
     APPROVE,
     APPROVED_STATES,
     CLAIM,
+    COUNSELLING_RECORDED,
     CREATE,
     EXPIRE,
     HAND_OUT,
@@ -53,9 +53,11 @@ from server.fills.rules import (
     RELEASE,
     SUBMIT,
     TRANSITIONS,
+    Counselling,
     FillState,
     FlagCode,
     Transition,
+    counselling_at_start,
 )
 from server.fills.supervision import check_claim, claimable_sites
 from server.media.reuse import reused_photos
@@ -329,7 +331,7 @@ class FillService:
                 request_digest=digest,
                 created_at=self.clock(),
                 counselling_required=counselling,
-                counselling=counselling_rules.initial_status(counselling),
+                counselling=counselling_at_start(counselling),
             )
             s.add(fill)
             await s.flush()
@@ -705,8 +707,8 @@ class FillService:
         return {
             "counselling_required": required,
             "counselling": case(
-                (Fill.counselling.in_(counselling_rules.RECORDED), Fill.counselling),
-                else_=literal(counselling_rules.initial_status(required).value),
+                (Fill.counselling.in_(COUNSELLING_RECORDED), Fill.counselling),
+                else_=literal(counselling_at_start(required).value),
             ),
         }
 
@@ -726,7 +728,7 @@ class FillService:
                     code="not_approved",
                     state=fill.state,
                 )
-            if fill.counselling == counselling_rules.Status.DUE:
+            if fill.counselling == Counselling.DUE:
                 raise self._counselling_due(site)
             now = self.clock()
             if not await self._move(
@@ -735,7 +737,7 @@ class FillService:
                 HAND_OUT,
                 [
                     Fill.version == fill.version,
-                    or_(Fill.counselling.is_(None), Fill.counselling != counselling_rules.Status.DUE),
+                    or_(Fill.counselling.is_(None), Fill.counselling != Counselling.DUE),
                 ],
                 {"handed_out_at": now, "handed_out_by": actor.user_id},
             ):

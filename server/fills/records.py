@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.counselling.rules import RECORDED
 from server.db.models import CounsellingRecord, Decision, Fill, Media, Prescription, Site, User
 from server.fills.history import FillHistory, history_of
+from server.fills.rules import COUNSELLING_RECORDED
 from server.security.principal import Principal, Role
 
 # Built once: submitting a fill runs the first two, and so does every read of a fill in full.
@@ -70,7 +70,7 @@ async def load_record(s: AsyncSession, actor: Principal, fill_id: str) -> FillRe
     history = None if actor.role is Role.TECHNICIAN else await history_of(s, actor, fill, row.Prescription)
     counselling = (
         (await s.execute(_COUNSELLING_OF_FILL, {"fill_id": fill.id})).scalar()
-        if fill.counselling in RECORDED
+        if fill.counselling in COUNSELLING_RECORDED
         else None
     )
     return FillRecord(

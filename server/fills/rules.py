@@ -112,3 +112,36 @@ ACKNOWLEDGEMENT_REASONS: dict[str, str] = {
     "photo_confirmed_current": "Photo confirmed as taken for this fill",
     "other": "Other (note required)",
 }
+
+
+class CounsellingKind(enum.StrEnum):
+    """How a fill's counselling record was made (server.counselling)."""
+
+    VIDEO = "video"
+    PHONE = "phone"
+    DECLINED = "declined"
+
+
+class Counselling(enum.StrEnum):
+    """Where a fill's counselling stands (fills.counselling): required or not, and once recorded, how."""
+
+    NOT_REQUIRED = "not_required"
+    DUE = "due"
+    COUNSELLED_VIDEO = "counselled_video"
+    COUNSELLED_PHONE = "counselled_phone"
+    DECLINED = "declined"
+
+
+COUNSELLING_OF: Final = {
+    CounsellingKind.VIDEO: Counselling.COUNSELLED_VIDEO,
+    CounsellingKind.PHONE: Counselling.COUNSELLED_PHONE,
+    CounsellingKind.DECLINED: Counselling.DECLINED,
+}
+# A fill with one of these has its record: nothing more is due.
+COUNSELLING_RECORDED: Final = tuple(COUNSELLING_OF.values())
+# Who declined counselling, as a role: never a name.
+DECLINED_BY: Final = ("patient", "agent")
+
+
+def counselling_at_start(required: bool) -> Counselling:
+    return Counselling.DUE if required else Counselling.NOT_REQUIRED

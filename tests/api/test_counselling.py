@@ -205,3 +205,6 @@ async def test_the_report_lists_every_decline_and_no_fill_handed_out_without_its
     )
     assert other["declined"] == [] and other["handed_out"] == 0
     assert (await oh_tech.get(f"/api/v1/reports/counselling?{query}")).status == 403
+    # The site's compliance view counts them too.
+    view = await admin.json("GET", f"/api/v1/sites/{world.sites['OH-1']}/compliance")
+    assert view["figures"]["counselling"] == {"fills_due": 1, "declined_this_month": 1}

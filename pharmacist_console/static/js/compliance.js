@@ -91,6 +91,10 @@ export class CompliancePanel {
           h("tbody", {}, rows))),
       h("section", { class: "card" }, h("h2", {}, "Supervising now"),
         h("p", { class: "card-sub" }, `Fills in review, and fills decided in the last ${data.supervision_minutes} minutes`), supervising),
+      h("section", { class: "card", id: "compliance-counselling" }, h("h2", {}, "Counselling"),
+        h("ul", {},
+          h("li", { dataset: { figure: "fills_due_counselling" } }, `Fills approved with counselling due now: ${f.counselling.fills_due}`),
+          h("li", { dataset: { figure: "declined_this_month" } }, `Counselling declined this month: ${f.counselling.declined_this_month}`))),
       h("section", { class: "card" }, h("h2", {}, `Controlled-substance fills, last ${f.controlled_fills.days} days`),
         schedules.length ? h("ul", {}, schedules.map(([s, n]) => h("li", {}, `${s}: ${n}`))) : h("p", { class: "no-data" }, "None."),
         h("h2", {}, "Oldest record kept"), h("ul", {}, oldest)));
