@@ -259,7 +259,10 @@ class PrescriptionRevision(Base):
 
 class Fill(Base):
     __tablename__ = "fills"
-    __table_args__ = (Index("ix_fills_queue", "state", "priority", "submitted_at"),)
+    __table_args__ = (
+        Index("ix_fills_queue", "state", "priority", "submitted_at"),
+        Index("ix_fills_site_handed_out", "site_id", "handed_out_at"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)

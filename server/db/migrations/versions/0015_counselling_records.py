@@ -33,6 +33,8 @@ def upgrade() -> None:
     else:
         op.add_column("fills", sa.Column("handed_out_by", sa.Integer(), nullable=True))
         op.create_foreign_key("fk_fills_handed_out_by_users", "fills", "users", ["handed_out_by"], ["id"])
+    # The counselling report reads a site's fills handed out in a date range.
+    op.create_index("ix_fills_site_handed_out", "fills", ["site_id", "handed_out_at"])
     op.create_table(
         "counselling_records",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -60,6 +62,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_counselling_records_site_recorded", table_name="counselling_records")
     op.drop_table("counselling_records")
+    op.drop_index("ix_fills_site_handed_out", table_name="fills")
     with op.batch_alter_table("fills") as batch:
         if op.get_bind().dialect.name != "sqlite":
             batch.drop_constraint("fk_fills_handed_out_by_users", type_="foreignkey")
