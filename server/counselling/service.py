@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -131,13 +131,13 @@ class CounsellingService:
         fill: Fill,
         site: Site,
         record: CounsellingRecord,
-    ) -> CounsellingRecord:
-        """Adds the record and moves the fill's status to it, audited and announced (ids only)."""
+    ) -> CounsellingRecord | None:
+        """Adds the record and moves the fill's status to it, audited and announced (ids only); None, and
+        nothing written, when the fill got its record meanwhile."""
         status = COUNSELLING_OF[CounsellingKind(record.kind)]
-        if not await update_if(
-            s, fill, [Fill.counselling.not_in(COUNSELLING_RECORDED)], {"counselling": status}
-        ):
-            raise Conflict("This fill's counselling was recorded already.", code="counselling_recorded")
+        unrecorded = or_(Fill.counselling.is_(None), Fill.counselling.not_in(COUNSELLING_RECORDED))
+        if not await update_if(s, fill, [unrecorded], {"counselling": status}):
+            return None
         s.add(record)
         await s.flush()
         detail: dict[str, Any] = {
@@ -204,7 +204,10 @@ class CounsellingService:
                 recorded_at=self.clock(),
                 recorded_by=actor.user_id,
             )
-            return fill, await self._write(s, actor, fill, site, record)
+            made = await self._write(s, actor, fill, site, record)
+            if made is None:
+                raise Conflict("This fill's counselling was recorded already.", code="counselling_recorded")
+            return fill, made
 
     # -- a counselling call, in the consultation's own transaction (ConsultationService.outcomes) --
 
@@ -228,6 +231,7 @@ class CounsellingService:
             recorded_at=self.clock(),
             recorded_by=actor.user_id if actor is not None else None,
         )
+        # A fill recorded meanwhile keeps its record; the call still ends.
         await self._write(s, actor, fill, site, record)
 
     async def _fill_of_call(self, s: AsyncSession, c: Consultation) -> Fill | None:

@@ -10,9 +10,9 @@ import datetime as dt
 import io
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from server.db.models import AuditEvent
+from server.db.models import AuditEvent, Fill
 from tests.api.world import PASSWORD, User, World, approval, queued_fill, rx_body
 
 NOTE = "Counselled on taking it with meals; patient asked about missed doses."
@@ -208,3 +208,19 @@ async def test_the_report_lists_every_decline_and_no_fill_handed_out_without_its
     # The site's compliance view counts them too.
     view = await admin.json("GET", f"/api/v1/sites/{world.sites['OH-1']}/compliance")
     assert view["figures"]["counselling"] == {"fills_due": 1, "declined_this_month": 1}
+
+
+async def test_a_fill_approved_before_counselling_was_kept_is_not_held_back(world: World) -> None:
+    fills = [await _approved(world, "tech_nd1", "nd_rph", f"RX-CN1{n}") for n in (0, 1)]
+    async with world.services.db.write() as s:
+        # As migration 0015 leaves the fills it finds.
+        await s.execute(
+            update(Fill)
+            .where(Fill.id.in_([f["id"] for f in fills]))
+            .values(counselling=None, counselling_required=None)
+        )
+    tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+    assert (await _hand_out(tech, fills[0]["id"]))[0] == 200
+    # A counselling call on the other ends as any call does, and counts.
+    await _counselling_call(world, tech, rph, fills[1]["id"], connect=True)
+    assert (await tech.json("GET", f"/api/v1/fills/{fills[1]['id']}"))["counselling"] == "counselled_video"
