@@ -636,9 +636,12 @@ class FillService:
                 stepped_up = await self.confirm_identity(
                     s, actor, fill, site, approving=t is APPROVE, now=now
                 )
-            values: dict[str, Any] = {"decided_at": now, "claimed_by": None, "lease_expires_at": None}
-            if t is APPROVE:
-                values.update(await self._counselling_at_approval(s, fill, site))
+            values: dict[str, Any] = {
+                "decided_at": now,
+                "claimed_by": None,
+                "lease_expires_at": None,
+                **await self._counselling_at_decision(s, fill, site, approving=t is APPROVE),
+            }
             ok = await self._move(
                 s,
                 fill,
@@ -677,7 +680,7 @@ class FillService:
                 {
                     "outcome": d.outcome,
                     "reason_codes": list(d.reason_codes),
-                    **({"counselling": fill.counselling} if t is APPROVE else {}),
+                    "counselling": fill.counselling,
                 },
                 audit_only={
                     "decision_id": decision.id,
@@ -699,18 +702,23 @@ class FillService:
             self.on_decided(fill)
         return fill, decision
 
-    async def _counselling_at_approval(self, s: AsyncSession, fill: Fill, site: Site) -> dict[str, Any]:
-        """An approved fill's counselling under the rules in force now: due or not required, unless it
-        has its record already (a video call during review), which the update keeps as it is."""
-        rx = await s.get(Prescription, fill.prescription_id)
-        required = rx is not None and self.compliance.counselling_required(site, rx.fill_type)
-        return {
-            "counselling_required": required,
-            "counselling": case(
-                (Fill.counselling.in_(COUNSELLING_RECORDED), Fill.counselling),
-                else_=literal(counselling_at_start(required).value),
-            ),
-        }
+    async def _counselling_at_decision(
+        self, s: AsyncSession, fill: Fill, site: Site, *, approving: bool
+    ) -> dict[str, Any]:
+        """A decided fill's counselling: an approved one's under the rules in force now (due or not
+        required), a rejected one's not required (it is never handed out); a record made already (a
+        video call during review) is kept as it is by the update itself."""
+        values: dict[str, Any] = {}
+        required = False
+        if approving:
+            rx = await s.get(Prescription, fill.prescription_id)
+            required = rx is not None and self.compliance.counselling_required(site, rx.fill_type)
+            values["counselling_required"] = required
+        values["counselling"] = case(
+            (Fill.counselling.in_(COUNSELLING_RECORDED), Fill.counselling),
+            else_=literal(counselling_at_start(required).value),
+        )
+        return values
 
     # -- at the site, after the decision ---------------------------------------------------------
 

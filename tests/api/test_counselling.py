@@ -224,3 +224,17 @@ async def test_a_fill_approved_before_counselling_was_kept_is_not_held_back(worl
     # A counselling call on the other ends as any call does, and counts.
     await _counselling_call(world, tech, rph, fills[1]["id"], connect=True)
     assert (await tech.json("GET", f"/api/v1/fills/{fills[1]['id']}"))["counselling"] == "counselled_video"
+
+
+async def test_a_rejected_fill_owes_no_counselling_and_is_never_handed_out(world: World) -> None:
+    tech = await world.device("tech_nd1")
+    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX-CN12"))
+    fill = await queued_fill(world, tech, rx["id"])
+    assert fill["counselling"] == "due"  # North Dakota: due before it is handed out, once approved
+    rph = await world.login("nd_rph")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    body = {"version": claimed["version"], "outcome": "reject", "reason_codes": ["image_unclear"]}
+    rejected = await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json=body)
+    assert (rejected["state"], rejected["counselling"]) == ("rejected", "not_required")
+    status, refused = await _hand_out(tech, fill["id"])
+    assert status == 409 and refused["error"] == "not_approved"
