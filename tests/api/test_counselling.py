@@ -238,3 +238,27 @@ async def test_a_rejected_fill_owes_no_counselling_and_is_never_handed_out(world
     assert (rejected["state"], rejected["counselling"]) == ("rejected", "not_required")
     status, refused = await _hand_out(tech, fill["id"])
     assert status == 409 and refused["error"] == "not_approved"
+
+
+async def test_a_call_the_site_asks_for_on_the_prescription_counsels_its_approved_fill(world: World) -> None:
+    fill = await _approved(world, "tech_nd1", "nd_rph", "RX-CN13")
+    tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+    asked = {"kind": "counsel", "prescription_id": fill["prescription"]["id"]}
+    c = await tech.json("POST", "/api/v1/consultations", 201, json=asked)
+    await rph.json("POST", f"/api/v1/consultations/{c['id']}/accept")
+    await tech.json("POST", f"/api/v1/consultations/{c['id']}/connected")
+    await tech.json("POST", f"/api/v1/consultations/{c['id']}/end", json={"reason": "hangup"})
+    seen = await tech.json("GET", f"/api/v1/fills/{fill['id']}")
+    assert (
+        seen["counselling"] == "counselled_video" and seen["counselling_record"]["consultation_id"] == c["id"]
+    )
+    assert seen["counselling_record"]["has_note"] is False
+    # A live look at the tray is no counselling.
+    other = await _approved(world, "tech_nd1", "nd_rph", "RX-CN14")
+    look = await rph.json(
+        "POST", "/api/v1/consultations/invite", 201, json={"fill_id": other["id"], "kind": "live_look"}
+    )
+    await tech.json("POST", f"/api/v1/consultations/{look['id']}/answer")
+    await tech.json("POST", f"/api/v1/consultations/{look['id']}/connected")
+    await rph.json("POST", f"/api/v1/consultations/{look['id']}/end", json={"reason": "hangup"})
+    assert (await tech.json("GET", f"/api/v1/fills/{other['id']}"))["counselling"] == "due"
