@@ -183,6 +183,20 @@ class SiteApi:
         path = "/fills" + (f"?{urlencode({'state': state})}" if state else "")
         return await self.pages(path, "fills", at_most)
 
+    async def hand_out(self, fill_id: str) -> dict[str, Any]:
+        """Marks an approved fill handed to the patient; refused (409) while its counselling is due."""
+        _, body = await self.call("POST", f"/fills/{fill_id}/hand-out")
+        return dict(body)
+
+    async def decline_counselling(self, fill_id: str, declined_by: str, note: str | None) -> dict[str, Any]:
+        """Records that the patient (or their agent) declined counselling, where the state allows it."""
+        _, body = await self.call(
+            "POST",
+            f"/fills/{fill_id}/counselling",
+            {"kind": "declined", "declined_by": declined_by, "note": note},
+        )
+        return dict(body)
+
     async def download(self, path: str, dest: Path) -> None:
         """Writes what the server serves at `path` (a stored photo) to `dest`."""
         try:

@@ -13,12 +13,23 @@ from collections.abc import Sequence
 
 from remote_site_client import config as site_config
 from remote_site_client.api import ApiError
-from remote_site_client.commands import consult, enroll, outbox, rx, station, status, submit, sync, watch
+from remote_site_client.commands import (
+    consult,
+    enroll,
+    handout,
+    outbox,
+    rx,
+    station,
+    status,
+    submit,
+    sync,
+    watch,
+)
 from remote_site_client.commands.common import EXIT_PENDING, EXIT_REFUSED, EXIT_USAGE, UsageError, say
 from remote_site_client.config import ConfigError
 
 # In the order `tp-site --help` lists them.
-COMMANDS = (enroll, station, rx, submit, status, outbox, watch, consult, sync)
+COMMANDS = (enroll, station, rx, submit, status, handout, outbox, watch, consult, sync)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -35,8 +35,8 @@ from server.evidence.kinds import KIND_NAMES
 log = logging.getLogger(__name__)
 
 # Server states that mean the fill went through submission: delivered.
-PAST_SUBMISSION = frozenset({"queued", "in_review", "approved", "rejected"})
-DECIDED = frozenset({"approved", "rejected"})
+PAST_SUBMISSION = frozenset({"queued", "in_review", "approved", "handed_out", "rejected"})
+DECIDED = frozenset({"approved", "handed_out", "rejected"})
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from server.consultations.mailbox import LocalMailbox, Mailbox, PostgresMailbox
 from server.consultations.recordings import RecordingIntake
 from server.consultations.service import ConsultationService
 from server.consultations.signalling import SignallingRelay
+from server.counselling.service import CounsellingService
 from server.data_entry.originals import OriginalIntake
 from server.data_entry.service import DataEntryService
 from server.db.engine import Database
@@ -126,6 +127,9 @@ def build_services(
     hub = Hub(db, bus, queue_size=config.event_queue_size)
     data_entry = DataEntryService(db, config, clock=fills.clock)
     consultations = ConsultationService(db, clock=fills.clock, compliance=compliance)
+    counselling = CounsellingService(db, compliance, clock=fills.clock)
+    # A counselling call that ends connected is the fill's counselling record, in the same transaction.
+    consultations.outcomes = counselling
     auth, directory = Auth(db, config, passwords, clock=fills.clock), Directory(db, passwords)
     # A sign-out, a revocation, a deactivation, a license or site change reaches the live connections.
     auth.access_listeners.append(hub.access_changed)
@@ -154,6 +158,7 @@ def build_services(
         storage=DataPaths.of(config),
         access_log=AccessLog(db, fills.clock),
         compliance=compliance,
+        counselling=counselling,
     )
 
 

@@ -12,6 +12,7 @@ from server.config import Config
 from server.consultations.recordings import RecordingIntake
 from server.consultations.service import ConsultationService
 from server.consultations.signalling import SignallingRelay
+from server.counselling.service import CounsellingService
 from server.data_entry.originals import OriginalIntake
 from server.data_entry.service import DataEntryService
 from server.db.engine import Database
@@ -53,6 +54,7 @@ class Services:
     storage: DataPaths
     access_log: AccessLog
     compliance: Compliance
+    counselling: CounsellingService
 
 
 SERVICES = web.AppKey("services", Services)

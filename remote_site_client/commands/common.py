@@ -75,7 +75,9 @@ def entry_line(e: Entry, rx: Mapping[str, Any] | None = None) -> str:
     label = {QUEUED: "delivered", FAILED: "REFUSED", DISCARDED: "discarded"}.get(
         e.state, f"waiting to send ({e.state})"
     )
-    decided = f", {e.fill_state}" if e.fill_state in ("approved", "rejected", "in_review") else ""
+    decided = (
+        f", {e.fill_state}" if e.fill_state in ("approved", "handed_out", "rejected", "in_review") else ""
+    )
     return (
         f"{e.short_id}  Rx {e.rx_number or (rx or {}).get('rx_number') or '?'}  {product(rx)}  "
         f"{label}{decided}  stored {when(e.created_at)}"

@@ -37,7 +37,15 @@ STATE_WORDS = {
     "queued": "waiting for a pharmacist",
     "in_review": "being verified",
     "approved": "APPROVED",
+    "handed_out": "HANDED OUT",
     "rejected": "REJECTED",
+}
+# A fill's counselling, as the technician reads it before handing the fill out.
+COUNSELLING_WORDS = {
+    "due": "counselling due: ask the pharmacist for a counselling call before handing it out",
+    "counselled_video": "counselling done (video call)",
+    "counselled_phone": "counselling done (telephone)",
+    "declined": "counselling declined",
 }
 
 
@@ -68,6 +76,10 @@ def _print_fill(fill: dict[str, Any], labels: dict[str, str]) -> None:
             out(f"  note: {decision['note']}")
         if verdict == "REJECTED":
             out(f"  Retake what was asked for, then: tp-site submit --resubmit-of {short_id(fill['id'])}")
+    if fill["state"] in ("approved", "handed_out") and fill.get("counselling") in COUNSELLING_WORDS:
+        out(f"  {COUNSELLING_WORDS[fill['counselling']]}")
+    if fill["state"] == "approved" and fill.get("counselling") != "due":
+        out(f"  Hand it to the patient, then: tp-site hand-out {short_id(fill['id'])}")
 
 
 async def prescriptions_of(

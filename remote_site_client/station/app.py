@@ -37,6 +37,10 @@ ROUTES_TABLE: tuple[Route, ...] = (
     Route("POST", FILL + "/resubmission", handlers.resubmission, PAIRED, "A rejected fill's photos to keep"),
     Route("POST", FILL + "/fix", handlers.fix, PAIRED, "Fix a refused fill, or send it again as it is"),
     Route("POST", FILL + "/discard", handlers.discard, PAIRED, "Discard a fill not delivered (audited)"),
+    Route("POST", FILL + "/hand-out", handlers.hand_out, PAIRED, "Hand an approved fill to the patient"),
+    Route(
+        "POST", FILL + "/declined", handlers.decline_counselling, PAIRED, "The patient declined counselling"
+    ),
     Route(
         "GET", r"/api/media/{media_id:\d+}", handlers.fill_media, PAIRED, "A stored photo (?csrf= for <img>)"
     ),

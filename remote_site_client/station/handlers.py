@@ -307,3 +307,28 @@ async def discard(request: web.Request) -> web.Response:
     body = await _json(request)
     discard_entry(station, _fill_id(request), body.get("reason"), _actor(station))
     return web.json_response({"discarded": True})
+
+
+# -- the counter: counselling and hand-out --------------------------------------------------------
+
+
+async def hand_out(request: web.Request) -> web.Response:
+    """The fill was handed to the patient: the server refuses while its counselling is due."""
+    station = _station(request)
+    if station.api is None:
+        raise not_enrolled()
+    fill = await station.api.hand_out(_fill_id(request))
+    _outbox(request).set_fill_state(fill["id"], fill["state"])
+    return web.json_response({"state": fill["state"], "counselling": fill.get("counselling")})
+
+
+async def decline_counselling(request: web.Request) -> web.Response:
+    """The patient (or their agent) declined counselling: recorded where the state's rules allow it."""
+    station = _station(request)
+    if station.api is None:
+        raise not_enrolled()
+    body = await _json(request)
+    who = body.get("declined_by", "patient")
+    note = body.get("note") if isinstance(body.get("note"), str) and body["note"].strip() else None
+    fill = await station.api.decline_counselling(_fill_id(request), str(who), note)
+    return web.json_response({"state": fill["state"], "counselling": fill.get("counselling")})

@@ -87,6 +87,7 @@ def server_item(fill: Mapping[str, Any], rx: Mapping[str, Any] | None) -> dict[s
         "previous_fill_id": fill.get("previous_fill_id"),
         "replaced_by": None,
         "decided_at": fill.get("decided_at"),
+        "counselling": fill.get("counselling"),
     }
 
 

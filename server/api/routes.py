@@ -10,6 +10,7 @@ from server.api import (
     auth,
     compliance,
     consultations,
+    counselling,
     dashboard,
     data_entry,
     fills,
@@ -358,6 +359,41 @@ ROUTES: tuple[Route, ...] = (
         "fills",
     ),
     Route("GET", "/api/v1/fills/{fill_id}", fills.get_fill, ANY_USER, "One fill with its evidence", "fills"),
+    # Counselling records (issue 27 item 3): before an approved fill is handed to the patient.
+    Route(
+        "POST",
+        "/api/v1/fills/{fill_id}/counselling",
+        counselling.record,
+        PHARM | TECH,
+        "Record the fill's counselling: by telephone (the pharmacist) or declined by the patient (the "
+        "site's technician, where the state's rules allow it)",
+        "counselling",
+    ),
+    Route(
+        "POST",
+        "/api/v1/fills/{fill_id}/hand-out",
+        counselling.hand_out,
+        TECH,
+        "Hand an approved fill to the patient (refused while its counselling is due)",
+        "counselling",
+    ),
+    Route(
+        "GET",
+        "/api/v1/reports/counselling",
+        counselling.report,
+        ADMIN,
+        "Fills handed out without a required counselling record, and every declined counselling "
+        "(?site_id=&from=&to=)",
+        "counselling",
+    ),
+    Route(
+        "GET",
+        "/api/v1/reports/counselling.csv",
+        counselling.report_csv,
+        ADMIN,
+        "The counselling report as CSV (?site_id=&from=&to=)",
+        "counselling",
+    ),
     Route(
         "GET",
         "/api/v1/reference/ndc/{ndc}",

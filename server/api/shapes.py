@@ -15,6 +15,7 @@ from server.data_entry.service import DataEntryRecord, DataEntryRow
 from server.data_entry.source import differences
 from server.db.models import (
     Consultation,
+    CounsellingRecord,
     Decision,
     Fill,
     Media,
@@ -55,6 +56,9 @@ def fill_summary(fill: Fill, site: Site) -> dict[str, Any]:
         "decided_at": _iso(fill.decided_at),
         "previous_fill_id": fill.previous_fill_id,
         "flags": fill.flags or [],
+        # not_required, due, counselled_video, counselled_phone or declined (None: made before it was kept)
+        "counselling": fill.counselling,
+        "handed_out_at": _iso(fill.handed_out_at),
     }
 
 
@@ -245,9 +249,25 @@ def detail_view(record: FillRecord) -> dict[str, Any]:
     # A controlled substance: its schedule, and what that asks of a decision (count, no Undo).
     out["schedule"] = record.schedule
     out["controlled"] = decision_terms(record.schedule)
+    out["counselling_record"] = counselling_view(record.counselling) if record.counselling else None
     if record.history is not None:
         out["history"] = history_view(record.history)
     return out
+
+
+def counselling_view(r: CounsellingRecord) -> dict[str, Any]:
+    """A fill's counselling record: how, by whom, when. Its note (what was said to the patient) stays in
+    the record."""
+    return {
+        "kind": r.kind,
+        "consultation_id": r.consultation_id,
+        "pharmacist_id": r.pharmacist_id,
+        "duration_seconds": r.duration_seconds,
+        "declined_by": r.declined_by,
+        "has_note": r.note is not None,
+        "recorded_at": _iso(r.recorded_at),
+        "recorded_by": r.recorded_by,
+    }
 
 
 def _earlier_view(e: EarlierFill) -> dict[str, Any]:

@@ -162,6 +162,53 @@ class Compliance:
         allowed = [x.id for x in sites if self.over_limit(supervised, x) is None]
         return None if len(allowed) == len(sites) else allowed
 
+    # -- counselling ---------------------------------------------------------------------------------
+
+    def counselling_required(self, site: Site, fill_type: str) -> bool:
+        """Whether the rules in force require counselling (given or offered) on a fill of this type
+        before it is handed out. An unknown rule requires nothing: the server does not invent a duty
+        the sources do not settle (a site that knows better says so in its own rules)."""
+        rules = self.rules_for(site)
+        fills: frozenset[str] | None = rules["counselling_fills"].value if rules else None
+        return bool(fills) and fill_type in (fills or ())
+
+    def check_decline(self, site: Site) -> None:
+        """Forbidden unless the rules in force let the patient decline counselling (an unknown rule
+        does not: declining is what a rule must allow)."""
+        rules = self.rules_for(site)
+        rule = rules["counselling_may_decline"] if rules else None
+        if rule is not None and rule.value is True:
+            return
+        name = rules.name if rules else f"the state {site.state}"
+        why = (
+            f"the rule in force does not allow it ({rule.source})"
+            if rule is not None and rule.value is False
+            else "no rule read says the patient may decline it"
+        )
+        raise Forbidden(
+            f"Declined counselling cannot be recorded at this site: under the rules of {name} "
+            f"{why}. The pharmacist counsels the patient before the fill is handed out.",
+            code="decline_not_allowed",
+            rule="counselling_may_decline",
+            source=rule.source if rule is not None else None,
+        )
+
+    def check_by_phone(self, site: Site) -> None:
+        """Forbidden when the rules in force say counselling is by video, so a telephone call does not
+        count."""
+        rules = self.rules_for(site)
+        rule = rules["counselling_by_video"] if rules else None
+        if rule is None or rule.value is not True or rules is None:
+            return
+        raise Forbidden(
+            f"Counselling by telephone does not count at this site: the rules of {rules.name} say the "
+            f"pharmacist counsels by audio and video ({rule.source}). Counsel the patient in a video "
+            "call from the fill.",
+            code="video_required",
+            rule="counselling_by_video",
+            source=rule.source,
+        )
+
     # -- recording a call ---------------------------------------------------------------------------
 
     def recording_consent(self, site: Site) -> tuple[bool, str]:

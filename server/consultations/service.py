@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,6 +50,17 @@ RECORDING_KIND = CONSULTATION_RECORDING
 EndListener = Callable[[Consultation], Awaitable[None]]
 
 
+class CallOutcomes(Protocol):
+    """What a call's end means beyond the call, written in the transaction that ends it (a counselling
+    call becomes the fill's counselling record: server.counselling)."""
+
+    async def call_ended(
+        self, s: AsyncSession, actor: Principal | None, c: Consultation, site: Site
+    ) -> None: ...
+
+    async def note_added(self, s: AsyncSession, actor: Principal, c: Consultation, site: Site) -> None: ...
+
+
 def event_payload(c: Consultation) -> dict[str, Any]:
     """A realtime event about a consultation: ids and state only."""
     return {
@@ -78,6 +89,8 @@ class ConsultationService:
         self.compliance = compliance
         # Called after a consultation ended (committed): the signalling relay tells both parties.
         self.on_ended: list[EndListener] = []
+        # Told inside the ending transaction: the counselling records.
+        self.outcomes: CallOutcomes | None = None
 
     async def _visible(
         self, s: AsyncSession, actor: Principal, consultation_id: int
@@ -505,6 +518,8 @@ class ConsultationService:
                     await audit.append(
                         self.db, s, actor, "consultation.note", "consultation", c.id, {}, at=self.clock()
                     )
+                    if self.outcomes is not None:
+                        await self.outcomes.note_added(s, actor, c, site)
                 return c, False
             now = self.clock()
             start = c.connected_at or c.answered_at
@@ -524,6 +539,8 @@ class ConsultationService:
             await self._announce(
                 s, actor, "consultation.ended", c, site, reason=reason, duration=c.duration_seconds
             )
+            if self.outcomes is not None:
+                await self.outcomes.call_ended(s, actor, c, site)
         return c, True
 
     async def _decline(self, actor: Principal | None, consultation_id: int, note: str | None) -> Consultation:

@@ -280,6 +280,7 @@ class Fill(Base):
         Index("ix_fills_queue", "state", "priority", "submitted_at"),
         # A site's fills newest first, a page at a time after the last one's key (server/fills/queries.py).
         Index("ix_fills_site_created", "site_id", "created_at", "id"),
+        Index("ix_fills_site_handed_out", "site_id", "handed_out_at"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)
@@ -306,6 +307,13 @@ class Fill(Base):
     submitted_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     queued_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     decided_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # Counselling (server/counselling): whether the rules in force require it for this fill (set when it
+    # is created and again when it is approved; None on fills made before the rule was kept), and where
+    # it stands: not_required, due, or the kind of its record. The record itself is a CounsellingRecord.
+    counselling_required: Mapped[bool | None] = mapped_column(nullable=True)
+    counselling: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    handed_out_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    handed_out_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
 
 
 # A medium belongs to exactly one of a fill, a consultation and a prescription.
@@ -467,6 +475,28 @@ class Consultation(Base):
     recording: Mapped[Media | None] = relationship(foreign_keys=[recording_media_id], lazy="joined")
     # Times the media path was re-established inside this consultation after it dropped.
     reconnections: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class CounsellingRecord(Base):
+    """How the patient of a fill was counselled, or that they declined: one record per fill.
+
+    By video: the consultation, its pharmacist and duration, and the pharmacist's note. By phone: the
+    pharmacist who called. Declined: who declined as a role ("patient" or "agent", never a name) and the
+    technician who recorded it (recorded_by)."""
+
+    __tablename__ = "counselling_records"
+    __table_args__ = (Index("ix_counselling_records_site_recorded", "site_id", "recorded_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fill_id: Mapped[str] = mapped_column(ForeignKey("fills.id"), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # video, phone or declined
+    consultation_id: Mapped[int | None] = mapped_column(ForeignKey("consultations.id"), nullable=True)
+    pharmacist_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    duration_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    declined_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    recorded_at: Mapped[dt.datetime] = mapped_column()
+    recorded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
 
 
 class ConsultationSignal(Base):

@@ -39,6 +39,7 @@ class Database(Protocol):
     @property
     def write_engine(self) -> AsyncEngine: ...
 
+
 TABLES = ("events", "audit_events", "access_log")
 # Months made ahead of the current one: the daily task may miss a few days and rows still find theirs.
 MONTHS_AHEAD = 3

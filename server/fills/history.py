@@ -20,7 +20,7 @@ from sqlalchemy.orm import aliased
 
 from server.db.models import Decision, Fill, Media, Prescription, Site, User
 from server.evidence.kinds import MediaKind
-from server.fills.rules import FillState
+from server.fills.rules import APPROVED_STATES, FillState
 from server.security.principal import Principal, Role
 
 # Rows of each list the verification view shows.
@@ -111,7 +111,7 @@ async def history_of(s: AsyncSession, actor: Principal, fill: Fill, rx: Prescrip
             .join(Media, and_(Media.fill_id == Fill.id, Media.kind == MediaKind.PILLS))
             .where(
                 Prescription.expected_ndc == rx.expected_ndc,
-                Fill.state == FillState.APPROVED,
+                Fill.state.in_(APPROVED_STATES),
                 Fill.id != fill.id,
                 *_visible(actor),
             )
@@ -136,7 +136,7 @@ async def last_approved(s: AsyncSession, fill: Fill, rx: Prescription) -> LastAp
         await s.execute(
             select(Fill.id, Fill.decided_at, Prescription.days_supply)
             .join(Prescription, Prescription.id == Fill.prescription_id)
-            .where(_same_patient_drug(rx), Fill.state == FillState.APPROVED, Fill.id != fill.id)
+            .where(_same_patient_drug(rx), Fill.state.in_(APPROVED_STATES), Fill.id != fill.id)
             .order_by(Fill.decided_at.desc())
             .limit(1)
         )

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, or_, select
+from sqlalchemy import and_, bindparam, case, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
@@ -41,9 +41,12 @@ from server.fills.records import (
 from server.fills.requests import DecisionInput, NewFill
 from server.fills.rules import (
     APPROVE,
+    APPROVED_STATES,
     CLAIM,
+    COUNSELLING_RECORDED,
     CREATE,
     EXPIRE,
+    HAND_OUT,
     MEDIA_KINDS,
     OPEN_STATES,
     PRIORITIES,
@@ -51,9 +54,11 @@ from server.fills.rules import (
     RELEASE,
     SUBMIT,
     TRANSITIONS,
+    Counselling,
     FillState,
     FlagCode,
     Transition,
+    counselling_at_start,
 )
 from server.fills.supervision import check_claim, claimable_sites
 from server.media.reuse import reused_photos
@@ -95,7 +100,7 @@ _PRESCRIPTION_AND_SITE = (
 # A prescription's fills that use one of its fills (the first, then its refills): submitted and not
 # rejected. A draft uses none (an abandoned one blocks nothing); a rejection gives its fill back, so a
 # rejected fill and its resubmission use one between them.
-FILL_USING_STATES = (FillState.QUEUED, FillState.IN_REVIEW, FillState.APPROVED)
+FILL_USING_STATES = (*OPEN_STATES, *APPROVED_STATES)
 _FILLS_USED = select(func.count()).where(
     Fill.prescription_id == bindparam("prescription_id"),
     Fill.state.in_(FILL_USING_STATES),
@@ -154,6 +159,7 @@ def event_payload(fill: Fill, **extra: Any) -> dict[str, Any]:
         "product_check": fill.product_check,
         "claimed_by": fill.claimed_by,
         "flags": fill.flags or [],
+        "counselling": fill.counselling,
         **extra,
     }
 
@@ -309,6 +315,7 @@ class FillService:
             if new.previous_fill_id:
                 await self._check_resubmission(s, new, rx)
             await self._check_refills(s, rx, new.id, lock=False)
+            counselling = self.compliance.counselling_required(site, rx.fill_type)
             fill = Fill(
                 id=new.id,
                 prescription_id=rx.id,
@@ -324,6 +331,8 @@ class FillService:
                 overridden_checks=list(new.overridden_checks),
                 request_digest=digest,
                 created_at=self.clock(),
+                counselling_required=counselling,
+                counselling=counselling_at_start(counselling),
             )
             s.add(fill)
             await s.flush()
@@ -633,6 +642,12 @@ class FillService:
                 stepped_up = await self.confirm_identity(
                     s, actor, fill, site, approving=t is APPROVE, now=now
                 )
+            values: dict[str, Any] = {
+                "decided_at": now,
+                "claimed_by": None,
+                "lease_expires_at": None,
+                **await self._counselling_at_decision(s, fill, site, approving=t is APPROVE),
+            }
             ok = await self._move(
                 s,
                 fill,
@@ -642,7 +657,7 @@ class FillService:
                     Fill.version == d.version,
                     Fill.lease_expires_at > now,
                 ],
-                {"decided_at": now, "claimed_by": None, "lease_expires_at": None},
+                values,
             )
             if not ok:
                 await s.refresh(fill)
@@ -672,7 +687,11 @@ class FillService:
                 t.action,
                 fill,
                 site,
-                {"outcome": d.outcome, "reason_codes": list(d.reason_codes)},
+                {
+                    "outcome": d.outcome,
+                    "reason_codes": list(d.reason_codes),
+                    "counselling": fill.counselling,
+                },
                 audit_only={
                     "decision_id": decision.id,
                     "pharmacist": actor.display_name,
@@ -693,6 +712,73 @@ class FillService:
         if self.on_decided:
             self.on_decided(fill)
         return fill, decision
+
+    async def _counselling_at_decision(
+        self, s: AsyncSession, fill: Fill, site: Site, *, approving: bool
+    ) -> dict[str, Any]:
+        """A decided fill's counselling: an approved one's under the rules in force now (due or not
+        required), a rejected one's not required (it is never handed out); a record made already (a
+        video call during review) is kept as it is by the update itself."""
+        values: dict[str, Any] = {}
+        required = False
+        if approving:
+            rx = await s.get(Prescription, fill.prescription_id)
+            required = rx is not None and self.compliance.counselling_required(site, rx.fill_type)
+            values["counselling_required"] = required
+        values["counselling"] = case(
+            (Fill.counselling.in_(COUNSELLING_RECORDED), Fill.counselling),
+            else_=literal(counselling_at_start(required).value),
+        )
+        return values
+
+    # -- at the site, after the decision ---------------------------------------------------------
+
+    async def hand_out(self, actor: Principal, fill_id: str) -> Fill:
+        """The site hands an approved fill to the patient: only once its counselling is recorded where
+        the rules in force require it. Handing out a fill handed out already changes nothing."""
+        self._require(actor, HAND_OUT)
+        async with self.db.write() as s:
+            fill, site = await self._visible_fill(s, actor, fill_id)
+            if fill.state == HAND_OUT.target:
+                return fill
+            if fill.state not in HAND_OUT.sources:
+                raise Conflict(
+                    f"This fill is {fill.state}: only an approved fill is handed to the patient.",
+                    code="not_approved",
+                    state=fill.state,
+                )
+            if fill.counselling == Counselling.DUE:
+                raise self._counselling_due(site)
+            now = self.clock()
+            if not await self._move(
+                s,
+                fill,
+                HAND_OUT,
+                [
+                    Fill.version == fill.version,
+                    or_(Fill.counselling.is_(None), Fill.counselling != Counselling.DUE),
+                ],
+                {"handed_out_at": now, "handed_out_by": actor.user_id},
+            ):
+                raise Conflict("The fill changed meanwhile; look at it again.", code="stale_version")
+            await self._announce(s, actor, HAND_OUT.action, fill, site, {"counselling": fill.counselling})
+            return fill
+
+    def _counselling_due(self, site: Site) -> Conflict:
+        rules = self.compliance.rules_for(site)
+        rule = rules["counselling_fills"] if rules else None
+        return Conflict(
+            "This fill cannot be handed out yet: the patient must be counselled first"
+            + (f" ({rule.source})" if rule is not None and rule.source else "")
+            + ". Ask the pharmacist for a counselling call"
+            + (
+                ", or record that the patient declined."
+                if rules is not None and rules["counselling_may_decline"].value is True
+                else "."
+            ),
+            code="counselling_due",
+            source=rule.source if rule is not None else None,
+        )
 
     async def confirm_identity(
         self, s: AsyncSession, actor: Principal, fill: Fill, site: Site, *, approving: bool, now: dt.datetime
@@ -719,7 +805,7 @@ class FillService:
 
     @staticmethod
     def _decision_conflict(fill: Fill, actor: Principal, d: DecisionInput, now: dt.datetime) -> Conflict:
-        if fill.state in (FillState.APPROVED, FillState.REJECTED):
+        if fill.state in (*APPROVED_STATES, FillState.REJECTED):
             return Conflict("This fill has been decided already.", code="already_decided", state=fill.state)
         if fill.state != FillState.IN_REVIEW or fill.claimed_by != actor.user_id:
             return Conflict(

@@ -14,8 +14,9 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.compliance.checks import schedule_of
-from server.db.models import Decision, Fill, Media, Prescription, Site, User
+from server.db.models import CounsellingRecord, Decision, Fill, Media, Prescription, Site, User
 from server.fills.history import FillHistory, history_of
+from server.fills.rules import COUNSELLING_RECORDED
 from server.security.principal import Principal, Role
 
 # Built once: submitting a fill runs the first two, and so does every read of a fill in full.
@@ -28,6 +29,7 @@ FILL_SITE_PRESCRIPTION_TECHNICIAN = (
     .outerjoin(User, User.id == Fill.technician_id)
     .where(Fill.id == bindparam("fill_id"))
 )
+_COUNSELLING_OF_FILL = select(CounsellingRecord).where(CounsellingRecord.fill_id == bindparam("fill_id"))
 MEDIA_OF_FILL = select(Media).where(Media.fill_id == bindparam("fill_id")).order_by(Media.id)
 # The decisions on a prescription's fills: a fill's own, and the earlier attempts that were rejected.
 _DECISIONS_OF_PRESCRIPTION = (
@@ -52,6 +54,8 @@ class FillRecord:
     history: FillHistory | None = None
     # The DEA schedule (the stricter of the prescription's and the drug reference's), or None.
     schedule: str | None = None
+    # How the patient was counselled (or declined), once it is recorded.
+    counselling: CounsellingRecord | None = None
 
 
 async def decisions_of(s: AsyncSession, prescription_id: int) -> Sequence[Any]:
@@ -67,5 +71,12 @@ async def load_record(s: AsyncSession, actor: Principal, fill_id: str) -> FillRe
     media = (await s.execute(MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
     decisions = await decisions_of(s, fill.prescription_id)
     history = None if actor.role is Role.TECHNICIAN else await history_of(s, actor, fill, row.Prescription)
+    counselling = (
+        (await s.execute(_COUNSELLING_OF_FILL, {"fill_id": fill.id})).scalar()
+        if fill.counselling in COUNSELLING_RECORDED
+        else None
+    )
     schedule = await schedule_of(s, row.Prescription)
-    return FillRecord(fill, row.Site, row.Prescription, row.display_name, media, decisions, history, schedule)
+    return FillRecord(
+        fill, row.Site, row.Prescription, row.display_name, media, decisions, history, schedule, counselling
+    )

@@ -17,11 +17,14 @@ class FillState(enum.StrEnum):
     QUEUED = "queued"
     IN_REVIEW = "in_review"
     APPROVED = "approved"
+    HANDED_OUT = "handed_out"
     REJECTED = "rejected"
 
 
 # Waiting for a pharmacist or in a pharmacist's hands: the queue's fills.
 OPEN_STATES = (FillState.QUEUED, FillState.IN_REVIEW)
+# Approved by a pharmacist, whether still at the site or handed to the patient since.
+APPROVED_STATES = (FillState.APPROVED, FillState.HANDED_OUT)
 # The server itself, when a pharmacist's lease runs out.
 SYSTEM: Final = "system"
 
@@ -39,7 +42,7 @@ class Transition:
 
 # Every state a fill takes and every way it goes from one to the next:
 #
-#   draft --submit--> queued --claim--> in_review --approve--> approved
+#   draft --submit--> queued --claim--> in_review --approve--> approved --hand out--> handed_out
 #                       ^                 |  |
 #                       +--release--------+  +----reject-----> rejected
 #                          (or its lease runs out)
@@ -48,6 +51,9 @@ class Transition:
 # verified as it arrived, so there is nothing left to wait for. CLAIM takes a fill in review only when
 # its lease has run out (another pharmacist's, before the server returned it); the lifecycle adds that
 # condition. A rejected fill is never reopened: the technician resubmits a new fill linked to it.
+# HAND_OUT is the site giving the medication to the patient; where the rules in force require
+# counselling, only once the fill has its counselling record (server.counselling); the lifecycle adds
+# that condition.
 TRANSITIONS: Final = (
     CREATE := Transition("fill.created", (), FillState.DRAFT, Role.TECHNICIAN),
     SUBMIT := Transition("fill.submitted", (FillState.DRAFT,), FillState.QUEUED, Role.TECHNICIAN),
@@ -56,6 +62,7 @@ TRANSITIONS: Final = (
     EXPIRE := Transition("fill.released", (FillState.IN_REVIEW,), FillState.QUEUED, SYSTEM),
     APPROVE := Transition("fill.decided", (FillState.IN_REVIEW,), FillState.APPROVED, Role.PHARMACIST),
     REJECT := Transition("fill.decided", (FillState.IN_REVIEW,), FillState.REJECTED, Role.PHARMACIST),
+    HAND_OUT := Transition("fill.handed_out", (FillState.APPROVED,), FillState.HANDED_OUT, Role.TECHNICIAN),
 )
 
 
@@ -105,3 +112,36 @@ ACKNOWLEDGEMENT_REASONS: dict[str, str] = {
     "photo_confirmed_current": "Photo confirmed as taken for this fill",
     "other": "Other (note required)",
 }
+
+
+class CounsellingKind(enum.StrEnum):
+    """How a fill's counselling record was made (server.counselling)."""
+
+    VIDEO = "video"
+    PHONE = "phone"
+    DECLINED = "declined"
+
+
+class Counselling(enum.StrEnum):
+    """Where a fill's counselling stands (fills.counselling): required or not, and once recorded, how."""
+
+    NOT_REQUIRED = "not_required"
+    DUE = "due"
+    COUNSELLED_VIDEO = "counselled_video"
+    COUNSELLED_PHONE = "counselled_phone"
+    DECLINED = "declined"
+
+
+COUNSELLING_OF: Final = {
+    CounsellingKind.VIDEO: Counselling.COUNSELLED_VIDEO,
+    CounsellingKind.PHONE: Counselling.COUNSELLED_PHONE,
+    CounsellingKind.DECLINED: Counselling.DECLINED,
+}
+# A fill with one of these has its record: nothing more is due.
+COUNSELLING_RECORDED: Final = tuple(COUNSELLING_OF.values())
+# Who declined counselling, as a role: never a name.
+DECLINED_BY: Final = ("patient", "agent")
+
+
+def counselling_at_start(required: bool) -> Counselling:
+    return Counselling.DUE if required else Counselling.NOT_REQUIRED

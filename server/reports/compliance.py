@@ -10,8 +10,18 @@ from sqlalchemy import func, select
 
 from server.compliance.checks import Compliance
 from server.db.engine import Database
-from server.db.models import AuditEvent, Decision, Fill, License, Prescription, Site, User
+from server.db.models import (
+    AuditEvent,
+    CounsellingRecord,
+    Decision,
+    Fill,
+    License,
+    Prescription,
+    Site,
+    User,
+)
 from server.errors import Forbidden, NotFound
+from server.fills.rules import Counselling, CounsellingKind, FillState
 from server.fills.supervision import supervised_sites
 from server.security.principal import Principal, Role
 
@@ -63,6 +73,26 @@ async def site_compliance(
                 .group_by(Prescription.dea_schedule)
             )
         ).all()
+        # Counselling: approved fills waiting for it now, and the declines since the month began (UTC).
+        due = (
+            await s.execute(
+                select(func.count()).where(
+                    Fill.site_id == site.id,
+                    Fill.state == FillState.APPROVED,
+                    Fill.counselling == Counselling.DUE,
+                )
+            )
+        ).scalar_one()
+        month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        declined = (
+            await s.execute(
+                select(func.count()).where(
+                    CounsellingRecord.site_id == site.id,
+                    CounsellingRecord.kind == CounsellingKind.DECLINED,
+                    CounsellingRecord.recorded_at >= month,
+                )
+            )
+        ).scalar_one()
         oldest_fill = (
             await s.execute(select(func.min(Fill.created_at)).where(Fill.site_id == site.id))
         ).scalar_one()
@@ -82,6 +112,7 @@ async def site_compliance(
         "supervision_minutes": compliance.window.total_seconds() / 60,
         "figures": {
             "supervising_now": supervising,
+            "counselling": {"fills_due": due, "declined_this_month": declined},
             "controlled_fills": {
                 "days": CONTROLLED_DAYS,
                 "by_schedule": {schedule: n for schedule, n in sorted(controlled)},

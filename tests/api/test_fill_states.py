@@ -87,6 +87,15 @@ async def _transitions_in_the_trail(world: World) -> list[tuple[str, Transition]
     return made
 
 
+async def _counselled_by_video(world: World, fill_id: str) -> None:
+    """The fill's pharmacist counsels its patient in a call from the fill that connects, then hangs up."""
+    rph, tech = await world.login("nd_rph"), await world.device("tech_nd1")
+    c = await rph.json("POST", "/api/v1/consultations/invite", 201, json={"fill_id": fill_id})
+    await tech.json("POST", f"/api/v1/consultations/{c['id']}/answer")
+    await tech.json("POST", f"/api/v1/consultations/{c['id']}/connected")
+    await rph.json("POST", f"/api/v1/consultations/{c['id']}/end", json={"reason": "hangup"})
+
+
 async def test_the_lifecycle_makes_every_transition_of_the_table_and_no_other(world: World) -> None:
     clock = Clock()
     fills = FillService(world.services.db, world.services.config, clock=clock)
@@ -104,6 +113,9 @@ async def test_the_lifecycle_makes_every_transition_of_the_table_and_no_other(wo
     taken = await fills.claim(nd, first)
     await _stepped_up(world, nd, clock.now)  # a product-check flag is overridden
     await fills.decide(nd, first, DecisionInput.parse({**approval(queued), "version": taken.version}))
+    # Handed out once its counselling is recorded (North Dakota requires it): here by a call.
+    await _counselled_by_video(world, first)
+    await fills.hand_out(await world.services.auth.from_device_token(world.tokens["tech_nd1"]), first)
 
     # A lease that runs out is returned by the server; one taken over by another pharmacist before the
     # server saw it run out is claimed from review; then rejected.

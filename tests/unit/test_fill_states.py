@@ -6,7 +6,7 @@ from server.fills.rules import CREATE, SYSTEM, TRANSITIONS, FillState
 from server.security.principal import Role
 
 
-def test_every_state_is_reached_from_creation_and_only_decisions_are_final() -> None:
+def test_every_state_is_reached_from_creation_and_only_a_rejection_or_a_hand_out_is_final() -> None:
     reached = {CREATE.target}
     while True:
         more = {t.target for t in TRANSITIONS if reached.intersection(t.sources)} - reached
@@ -15,7 +15,7 @@ def test_every_state_is_reached_from_creation_and_only_decisions_are_final() -> 
         reached |= more
     assert reached == set(FillState)
     final = {s for s in FillState if not any(s in t.sources for t in TRANSITIONS)}
-    assert final == {FillState.APPROVED, FillState.REJECTED}
+    assert final == {FillState.HANDED_OUT, FillState.REJECTED}
 
 
 def test_only_creation_starts_from_nothing_and_nothing_returns_to_draft() -> None:
@@ -23,7 +23,7 @@ def test_only_creation_starts_from_nothing_and_nothing_returns_to_draft() -> Non
     assert [t for t in TRANSITIONS if t.target is FillState.DRAFT] == [CREATE]
 
 
-def test_the_site_submits_pharmacists_verify_and_the_server_only_expires_leases() -> None:
+def test_the_site_submits_and_hands_out_pharmacists_verify_and_the_server_only_expires_leases() -> None:
     by = {t.action: set() for t in TRANSITIONS}
     for t in TRANSITIONS:
         by[t.action].add(t.by)
@@ -33,6 +33,7 @@ def test_the_site_submits_pharmacists_verify_and_the_server_only_expires_leases(
         "fill.claimed": {Role.PHARMACIST},
         "fill.released": {Role.PHARMACIST, SYSTEM},
         "fill.decided": {Role.PHARMACIST},
+        "fill.handed_out": {Role.TECHNICIAN},
     }
     assert all(t.by is not Role.ADMIN for t in TRANSITIONS)
 

@@ -68,11 +68,44 @@ export class Consults {
     this.muteBtn.addEventListener("click", () => this.toggle("audio", this.muteBtn, "Mute", "Unmute"));
     this.cameraBtn.addEventListener("click", () => this.toggle("video", this.cameraBtn, "Camera off", "Camera on"));
     this.hangupBtn.addEventListener("click", () => this.hangUp());
+    // After a counselling call: the pharmacist's note, which becomes the fill's counselling record.
+    this.noteText = h("textarea", { id: "consult-note", rows: "3", maxlength: "2000", "aria-label": "Counselling note" });
+    this.noteForm = h("form", { id: "consult-note-form", class: "consult-note-form", hidden: true },
+      h("label", { for: "consult-note" }, "Counselling note: what you covered with the patient"),
+      this.noteText,
+      h("div", { class: "consult-controls" },
+        h("button", { type: "submit", id: "consult-note-save", class: "btn small primary" }, "Save note"),
+        h("button", { type: "button", id: "consult-note-skip", class: "btn small", onclick: () => this.closeNote() }, "No note")));
+    this.noteForm.addEventListener("submit", (e) => { e.preventDefault(); this.saveNote(); });
     this.panel = h("section", { id: "consult-panel", class: "consult-panel", hidden: true, "aria-label": "Video consultation", dataset: { state: "idle" } },
       h("div", { class: "consult-head" }, h("strong", { id: "consult-title" }, "Consultation"), this.stateText, this.clock),
       h("div", { class: "consult-tiles" }, this.remoteVideo, this.localVideo),
       h("div", { class: "consult-controls" }, this.muteBtn, this.cameraBtn, this.consentBtn, this.hangupBtn),
-      this.quality);
+      this.quality, this.noteForm);
+  }
+
+  /** The note of the counselling call that just ended: the server keeps it with the call and the fill's
+   * counselling record. */
+  async saveNote() {
+    const id = this.noteForm.dataset.call;
+    const note = this.noteText.value.trim();
+    if (!id) return;
+    if (!note) { this.noteText.focus(); return; }
+    try {
+      await api("POST", `/api/v1/consultations/${id}/end`, { reason: "hangup", note });
+    } catch (err) {
+      toast(`The note was not saved: ${err.message}`, "error");
+      return;
+    }
+    toast("Counselling note saved with the record.", "ok");
+    this.closeNote();
+  }
+
+  closeNote() {
+    this.noteForm.hidden = true;
+    delete this.noteForm.dataset.call;
+    this.noteText.value = "";
+    if (!this.call) this.panel.hidden = true;
   }
 
   // -- requests ----------------------------------------------------------------------------------
@@ -216,6 +249,7 @@ export class Consults {
       generation: -1, reconnecting: null, reconnections: 0,
     };
     this.call = call;
+    this.noteForm.hidden = true;
     this.panel.hidden = false;
     const where = site ? site.code : `site ${c.site_id}`;
     fill(document.getElementById("consult-title"), look ? `Live look at the counting tray, ${where}` : `Consultation with ${where}`);
@@ -490,7 +524,14 @@ export class Consults {
     this.panel.dataset.lastCall = String(call.id);
     this.call = null;
     toast(message, kind, { timeout: 5000 });
-    setTimeout(() => { if (!this.call) this.panel.hidden = true; }, 4000);
+    if (call.kind === "counsel" && call.connectedAt) {
+      // Counselled: the panel stays for the note.
+      this.noteForm.dataset.call = String(call.id);
+      this.noteForm.hidden = false;
+      this.noteText.focus();
+      return;
+    }
+    setTimeout(() => { if (!this.call && this.noteForm.hidden) this.panel.hidden = true; }, 4000);
   }
 
   setState(state, text) {

@@ -3,7 +3,8 @@
 export const PRIORITY_LABELS = { waiting: "Patient waiting", routine: "Routine", delivery: "Delivery" };
 export const PRIORITY_RANK = { waiting: 0, routine: 1, delivery: 2 };
 export const STATE_LABELS = {
-  draft: "Draft", queued: "Waiting", in_review: "In review", approved: "Approved", rejected: "Rejected",
+  draft: "Draft", queued: "Waiting", in_review: "In review", approved: "Approved", handed_out: "Handed out",
+  rejected: "Rejected",
 };
 export const CHECK_LABELS = {
   match: "Match", mismatch: "Mismatch", expired: "Expired", unreadable: "Unreadable", none: "No scan",

@@ -6,9 +6,25 @@ export const STATE_WORDS = {
   queued: "Waiting for the pharmacist",
   in_review: "Pharmacist is checking",
   approved: "Approved: ready to bag",
+  handed_out: "Handed out",
   rejected: "Rejected: retake",
   discarded: "Discarded",
 };
+
+// Where an approved fill's counselling stands, in the technician's words.
+export const COUNSELLING_WORDS = {
+  due: "counselling due",
+  counselled_video: "counselling done",
+  counselled_phone: "counselling done",
+  declined: "counselling declined",
+};
+
+/** The state as the work list shows it: an approved fill says whether its counselling is due or done. */
+export function stateWords(state, counselling) {
+  const words = STATE_WORDS[state] || state;
+  if (state === "approved" && COUNSELLING_WORDS[counselling]) return `Approved, ${COUNSELLING_WORDS[counselling]}`;
+  return words;
+}
 
 export function shortId(id) {
   return String(id || "").replaceAll("-", "").slice(0, 8);

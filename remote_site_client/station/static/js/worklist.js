@@ -3,7 +3,7 @@
 
 import { api, withToken } from "./api.js";
 import { $, h, fill, toast } from "./dom.js";
-import { STATE_WORDS, bytes, localTime, product, shortId } from "./format.js";
+import { COUNSELLING_WORDS, STATE_WORDS, bytes, localTime, product, shortId, stateWords } from "./format.js";
 
 const FILTERS = [
   ["all", "All"],
@@ -12,6 +12,7 @@ const FILTERS = [
   ["queued", "Queued"],
   ["in_review", "In review"],
   ["approved", "Approved"],
+  ["handed_out", "Handed out"],
   ["rejected", "Rejected"],
 ];
 
@@ -92,9 +93,9 @@ export class WorkList {
     this.unseen.clear();
     $("#decided-count").hidden = true;
     const items = this.items.filter((i) => this.filter === "all" || i.state === this.filter);
-    fill($("#worklist"), items.map((i) => h("li", { class: ["work-item", `state-${i.state}`], dataset: { id: i.fill_id, state: i.state } },
+    fill($("#worklist"), items.map((i) => h("li", { class: ["work-item", `state-${i.state}`], dataset: { id: i.fill_id, state: i.state, counselling: i.counselling || "" } },
       h("button", { type: "button", class: "work-open", onclick: () => this.open(i.fill_id) },
-        h("span", { class: "work-state" }, STATE_WORDS[i.state] || i.state),
+        h("span", { class: "work-state" }, stateWords(i.state, i.counselling)),
         h("span", { class: "work-rx" }, `Rx ${i.rx_number || "?"}`),
         h("span", { class: "work-drug" }, product(i)),
         h("span", { class: "work-patient" }, i.patient_name || ""),
@@ -137,6 +138,11 @@ export class WorkList {
       out.push(h("div", { class: "banner banner-ok", role: "status", id: "decision" },
         h("strong", {}, "Approved: ready to bag."), d?.pharmacist?.name ? ` By ${d.pharmacist.name}, ${localTime(d.decided_at)}.` : "",
         d?.note ? h("p", {}, `Note: ${d.note}`) : null));
+      out.push(this.counterPanel(fillId, s));
+    } else if (s.state === "handed_out") {
+      out.push(h("div", { class: "banner banner-ok", role: "status", id: "decision" },
+        h("strong", {}, "Handed out"), ` ${localTime(s.handed_out_at)}`,
+        COUNSELLING_WORDS[s.counselling] ? ` · ${COUNSELLING_WORDS[s.counselling]}.` : "."));
     } else if (s.state === "rejected") {
       out.push(h("div", { class: "banner banner-bad", role: "alert", id: "decision" },
         h("strong", {}, "Rejected: do not hand this out."),
@@ -153,6 +159,54 @@ export class WorkList {
         h("span", { class: "media-name" }, this.capture.kindName(m.kind) + (retake.has(m.kind) ? " · retake" : ""))))));
     if (s.previous_fill_id) out.push(h("p", { class: "muted" }, `Replaces rejected fill ${shortId(s.previous_fill_id)}.`));
     return h("div", {}, out);
+  }
+
+  /** An approved fill at the counter: counselling due (ask for a call, or the patient declines where the
+   * state allows it) or done, and Hand out once nothing is due. */
+  counterPanel(fillId, s) {
+    const due = s.counselling === "due";
+    const parts = [h("p", { id: "counselling", dataset: { counselling: s.counselling || "" } },
+      due ? "Counselling due: the pharmacist counsels the patient before it is handed out."
+        : COUNSELLING_WORDS[s.counselling] ? `${COUNSELLING_WORDS[s.counselling][0].toUpperCase()}${COUNSELLING_WORDS[s.counselling].slice(1)}.` : "No counselling required.")];
+    const buttons = [];
+    if (due) {
+      buttons.push(h("button", { type: "button", class: "btn big", id: "declined-btn", onclick: () => this.declined(fillId) }, "Patient declined…"));
+    } else {
+      buttons.push(h("button", { type: "button", class: "btn primary big", id: "hand-out-btn", onclick: () => this.handOut(fillId) }, "Hand out"));
+    }
+    parts.push(h("div", { class: "row" }, buttons));
+    return h("div", { class: "counter", id: "counter" }, parts);
+  }
+
+  async handOut(fillId) {
+    try {
+      await api("POST", `/api/fills/${fillId}/hand-out`, {});
+      toast("Handed out.", "ok");
+      this.open(fillId);
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
+
+  declined(fillId) {
+    const form = h("form", { class: "discard-form", id: "declined-form" },
+      h("label", { for: "declined-by" }, "Who declined counselling?"),
+      h("select", { id: "declined-by" }, h("option", { value: "patient" }, "The patient"), h("option", { value: "agent" }, "The patient's agent")),
+      h("label", { for: "declined-note" }, "Note (optional)"),
+      h("input", { id: "declined-note", maxlength: "500" }),
+      h("button", { type: "submit", class: "btn big" }, "Record the decline"));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        await api("POST", `/api/fills/${fillId}/declined`, { declined_by: $("#declined-by").value, note: $("#declined-note").value });
+        toast("Recorded: counselling declined.", "ok");
+        this.open(fillId);
+      } catch (err) {
+        toast(err.message, "error");
+      }
+    });
+    $("#fill-body").append(form);
+    $("#declined-by").focus();
   }
 
   refusedPanel(fillId, local) {
