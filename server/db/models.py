@@ -342,6 +342,9 @@ class Media(Base):
     hash_band_4: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
     hash_band_5: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # When its stored files were removed under the retention rules (server/compliance/retention.py):
+    # the row stays, with its SHA-256, kind, size and hashes, as the record that it existed.
+    removed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
 
 
 class Decision(Base):
