@@ -1,0 +1,252 @@
+"""Retention: with periods from a site rules file and the server's clock moved on, exactly what is due
+is removed (files gone from the store, rows kept and marked, events trimmed), nothing in a dry run,
+nothing where a period is unknown; the run is recorded in the audit trail, which still verifies."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import func, select, update
+
+from server import cli
+from server.audit.anchors import AnchorFile, anchor_head
+from server.audit.anchors import check as check_anchors
+from server.audit.chain import verify
+from server.compliance import retention
+from server.db.migrate import alembic_config
+from server.db.models import AuditEvent, Event, Fill, Media
+from server.media.store import LocalMediaStore
+from tests.api.test_prescription_originals import upload_original
+from tests.api.world import World, approval, build_world, photo, queued_fill, rx_body
+
+DAY = 24 * 3600
+# ND's retention periods are unknown in the state rules: ND-1 sets its own, ND-2 and MN-1 have none.
+SITE_RULES = """
+[sites.ND-1]
+state = "ND"
+why = "Company records policy: prescriptions 200 days, verification 100 days, recordings 30 days"
+retention_prescription_days = 200
+retention_verification_days = 100
+retention_recording_days = 30
+"""
+
+
+@pytest.fixture
+async def world(tmp_path: Path, database_url: str) -> AsyncIterator[World]:
+    rules = tmp_path / "site_rules.toml"
+    rules.write_text(SITE_RULES, encoding="utf-8")
+    w = await build_world(tmp_path, database_url, site_rules=rules)
+    try:
+        yield w
+    finally:
+        await w.close()
+
+
+async def decided_fill(world: World, tech_name: str, rx_number: str) -> dict[str, Any]:
+    """A prescription of the technician's site and one fill of it, approved by nd_rph; the fill as
+    the pharmacist last saw it."""
+    tech = await world.device(tech_name)
+    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body(rx_number))
+    fill = await queued_fill(world, tech, rx["id"])
+    rph = await world.login("nd_rph")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    await rph.step_up()  # the test photos carry no barcode: a product-check flag is overridden
+    await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json=approval(claimed))
+    return dict(claimed)
+
+
+async def run(world: World, *, apply: bool) -> retention.Report:
+    svc = world.services
+    return await retention.run(
+        svc.db,
+        svc.store,
+        svc.compliance.book,
+        now=world.clock(),
+        journal_days=svc.config.event_journal_days,
+        apply=apply,
+    )
+
+
+def files_of(fill: dict[str, Any], world: World) -> list[Path]:
+    return [p for m in fill["media"] for p in _paths(world, m["id"])]
+
+
+_VARIANTS: dict[int, dict[str, Any]] = {}
+
+
+def _paths(world: World, media_id: int) -> list[Path]:
+    store = world.services.store
+    assert isinstance(store, LocalMediaStore)
+    return [store.path_for(v["sha256"]) for v in _VARIANTS[media_id].values()]
+
+
+async def remember_variants(world: World) -> None:
+    async with world.services.db.read() as s:
+        for media_id, variants in await s.execute(select(Media.id, Media.variants)):
+            _VARIANTS[media_id] = variants
+
+
+async def counts(world: World) -> tuple[int, int, int]:
+    """(media removed, events, audit rows)."""
+    async with world.services.db.read() as s:
+        removed = await s.scalar(select(func.count()).where(Media.removed_at.is_not(None)))
+        events = await s.scalar(select(func.count()).select_from(Event))
+        audit = await s.scalar(select(func.count()).select_from(AuditEvent))
+    return int(removed or 0), int(events or 0), int(audit or 0)
+
+
+def line(report: retention.Report, kind: str, site: str | None) -> retention.Line:
+    [found] = [x for x in report.lines if x.kind == kind and x.site == site]
+    return found
+
+
+async def test_retention_removes_exactly_what_is_due_and_the_trail_still_verifies(world: World) -> None:
+    old = await decided_fill(world, "tech_nd1", "RX1")
+    tech = await world.device("tech_nd1")
+    rx_old = (await tech.json("GET", f"/api/v1/fills/{old['id']}"))["prescription"]["id"]
+    assert (await upload_original(tech, rx_old, photo("rx_image", 1))).status == 204
+    elsewhere = await decided_fill(world, "tech_nd2", "RX9")  # ND-2: periods unknown
+    world.clock.advance(150 * DAY)
+    recent = await decided_fill(world, "tech_nd1", "RX2")
+    waiting = await queued_fill(
+        world, tech, (await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX3")))["id"]
+    )
+    world.clock.advance(100 * DAY)  # the old fill 250 days past its decision, the recent one 100
+    await remember_variants(world)
+    anchors = AnchorFile(world.services.config.data_dir)
+    await anchor_head(world.services.db, anchors, world.clock())
+    before = await counts(world)
+
+    dry = await run(world, apply=False)
+    nd1 = line(dry, retention.FILL_MEDIA, "ND-1")
+    assert (nd1.due, nd1.period.days, nd1.period.rule) == (3, 200, "retention_prescription_days")
+    assert nd1.period.site_rule and "Company records policy" in nd1.period.site_rule
+    assert line(dry, retention.ORIGINALS, "ND-1").due == 1
+    nd2 = line(dry, retention.FILL_MEDIA, "ND-2")
+    assert (nd2.due, nd2.kept_unknown, nd2.period.days) == (0, 3, None)
+    assert set(nd2.period.unknown) == {"retention_verification_days", "retention_prescription_days"}
+    journal = line(dry, retention.EVENT_JOURNAL, None)
+    assert journal.due == before[1] - 1
+    assert await counts(world) == before, "a dry run changes nothing"
+    assert all(p.is_file() for f in (old, recent, elsewhere) for p in files_of(f, world))
+
+    applied = await run(world, apply=True)
+    assert applied.audit_row is not None
+    assert line(applied, retention.FILL_MEDIA, "ND-1").removed == 3
+    assert line(applied, retention.ORIGINALS, "ND-1").removed == 1
+    assert not any(p.is_file() for p in files_of(old, world)), "the old fill's files are gone"
+    assert all(p.is_file() for f in (recent, elsewhere) for p in files_of(f, world))
+    assert all(p.is_file() for m in waiting["media"] for p in _paths(world, m["id"]))
+    removed, events, _ = await counts(world)
+    assert (removed, events) == (4, 1), "the newest event stays, so new ids follow it"
+
+    rph = await world.login("nd_rph")
+    shown = await rph.json("GET", f"/api/v1/fills/{old['id']}")
+    assert shown["state"] == "approved" and len(shown["media"]) == 3
+    for medium in shown["media"]:
+        assert medium["removed_under_retention"] and medium["variants"] == []
+        gone = await rph.get(medium["url"])
+        assert gone.status == 404 and (await gone.json())["error"] == "removed_under_retention"
+    kept = await rph.json("GET", f"/api/v1/fills/{recent['id']}")
+    assert all(m["removed_under_retention"] is None and m["variants"] for m in kept["media"])
+
+    async with world.services.db.read() as s:
+        row = (
+            await s.execute(select(AuditEvent).where(AuditEvent.action == "retention.applied"))
+        ).scalar_one()
+    assert row.id == applied.audit_row
+    assert row.detail["removed"]["fill_media"]["ND-1"]["removed"] == 3
+    assert row.detail["removed"]["event_journal"]["removed"] == before[1] - 1
+    assert row.detail["kept"]["fill_media:ND-2"]["kept_because_unknown"] == 3
+    assert "Jane" not in json.dumps(row.detail), "counts and ranges, never patient data"
+    assert (await verify(world.services.db)).ok
+    assert (await check_anchors(world.services.db, anchors)).ok
+
+    again = await run(world, apply=True)
+    assert again.removed == 0 and again.audit_row is None, "nothing left due: nothing recorded"
+    async with world.services.db.read() as s:
+        [kept_id] = [i for (i,) in await s.execute(select(Event.id))]
+    new_rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX4"))
+    await queued_fill(world, tech, new_rx["id"])
+    async with world.services.db.read() as s:
+        ids = [i for (i,) in await s.execute(select(Event.id).order_by(Event.id))]
+    assert ids[0] == kept_id and ids[1] == kept_id + 1, "new events continue the ids"
+
+
+async def test_a_file_shared_with_a_kept_photo_stays(world: World) -> None:
+    """A photo sent again for a fill at another site is one stored file: removing the old fill's
+    photo keeps the file the other fill still shows."""
+    old = await decided_fill(world, "tech_nd1", "RX1")
+    world.clock.advance(250 * DAY)
+    tech2 = await world.device("tech_nd2")
+    rx = await tech2.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX5"))
+    seed = 424242
+    same = await queued_fill(world, tech2, rx["id"], seed=seed)
+    await remember_variants(world)
+    # The old fill's first photo, byte for byte, is the new fill's first photo.
+    async with world.services.db.write() as s:
+        new_first = (
+            (await s.execute(select(Media).where(Media.fill_id == same["id"]).order_by(Media.id)))
+            .scalars()
+            .first()
+        )
+        assert new_first is not None
+        await s.execute(
+            update(Media)
+            .where(Media.fill_id == old["id"], Media.kind == new_first.kind)
+            .values(sha256=new_first.sha256, variants=new_first.variants)
+        )
+    await remember_variants(world)
+    report = await run(world, apply=True)
+    assert line(report, retention.FILL_MEDIA, "ND-1").removed == 3
+    assert line(report, retention.FILL_MEDIA, "ND-1").files_shared >= 1
+    assert all(p.is_file() for m in same["media"] for p in _paths(world, m["id"]))
+
+
+async def test_the_command_shows_what_is_due_and_applies_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = await decided_fill(world, "tech_nd1", "RX1")
+    svc = world.services
+    async with svc.db.write() as s:
+        # The command runs on the real clock: the fill decided 300 days ago, the events 30.
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=300)
+        await s.execute(update(Fill).where(Fill.id == old["id"]).values(decided_at=long_ago))
+        await s.execute(update(Event).values(at=long_ago))
+    async with svc.db.write_engine.connect() as conn:
+        await conn.run_sync(lambda c: command.stamp(alembic_config(c), "head"))
+        await conn.commit()
+    monkeypatch.setenv("TP_SITE_RULES", str(svc.config.site_rules))
+    monkeypatch.delenv("TP_DATA_DIR", raising=False)
+    args = ["--data-dir", str(svc.config.data_dir), "--database-url", svc.db.url, "--json"]
+
+    dry = await asyncio.to_thread(_cli, ["retention", "run", *args])
+    shown = json.loads(dry)
+    due = {(x["kind"], x["site"]): x for x in shown["lines"]}
+    assert shown["applied"] is False and due[("fill_media", "ND-1")]["due"] == 3
+    assert due[("fill_media", "ND-1")]["source"] and due[("fill_media", "ND-2")]["days"] is None
+    assert any(k["kind"] == "audit_trail" for k in shown["kept"])
+    assert (await counts(world))[0] == 0
+
+    applied = json.loads(await asyncio.to_thread(_cli, ["retention", "run", "--apply", *args]))
+    assert applied["audit_row"] is not None
+    assert {(x["kind"], x["site"]): x["removed"] for x in applied["lines"]}[("fill_media", "ND-1")] == 3
+    assert (await counts(world))[0] == 3
+    assert (await verify(svc.db)).ok
+
+
+def _cli(argv: list[str]) -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(argv) == 0
+    return out.getvalue()
