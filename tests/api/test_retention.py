@@ -20,9 +20,12 @@ from server.audit.anchors import AnchorFile, anchor_head
 from server.audit.anchors import check as check_anchors
 from server.audit.chain import verify
 from server.compliance import retention
+from server.config import ObjectStorage
 from server.db.migrate import alembic_config
 from server.db.models import AuditEvent, Event, Fill, Media
+from server.media.s3 import S3MediaStore
 from server.media.store import LocalMediaStore
+from tests.api.test_object_storage import bucket_keys
 from tests.api.test_prescription_originals import upload_original
 from tests.api.world import World, approval, build_world, photo, queued_fill, rx_body
 
@@ -250,3 +253,27 @@ def _cli(argv: list[str]) -> str:
     with contextlib.redirect_stdout(out):
         assert cli.main(argv) == 0
     return out.getvalue()
+
+
+async def test_removed_media_leave_the_bucket(
+    tmp_path: Path, sqlite_url: str, object_storage: ObjectStorage
+) -> None:
+    rules = tmp_path / "site_rules.toml"
+    rules.write_text(SITE_RULES, encoding="utf-8")
+    w = await build_world(tmp_path, sqlite_url, site_rules=rules, object_storage=object_storage)
+    try:
+        store = S3MediaStore(object_storage)
+        old = await decided_fill(w, "tech_nd1", "RX1")
+        w.clock.advance(250 * DAY)
+        recent = await decided_fill(w, "tech_nd1", "RX2")
+        keys: dict[str, set[str]] = {}
+        async with w.services.db.read() as s:
+            for fill_id, variants in await s.execute(select(Media.fill_id, Media.variants)):
+                keys.setdefault(fill_id, set()).update(store.key_for(v["sha256"]) for v in variants.values())
+        assert keys[old["id"]] | keys[recent["id"]] <= bucket_keys(object_storage)
+        report = await run(w, apply=True)
+        assert line(report, retention.FILL_MEDIA, "ND-1").removed == 3
+        left = bucket_keys(object_storage)
+        assert not keys[old["id"]] & left and keys[recent["id"]] <= left
+    finally:
+        await w.close()

@@ -72,3 +72,29 @@ def test_a_site_rule_sets_a_period_its_state_leaves_unknown(tmp_path: Path) -> N
     ohio = book.for_site("OH-1", "OH")
     assert period(ohio, ("retention_surveillance_days",)).source.startswith("Ohio Admin. Code")  # type: ignore[union-attr]
     assert period(ohio, PERIOD_FIELDS[FILL_MEDIA]).days is None
+
+
+def test_the_daily_run_waits_for_its_hour_and_can_be_turned_off() -> None:
+    import datetime as dt
+
+    import pytest
+
+    from server.app import until_hour
+    from server.config import Config
+
+    at = dt.datetime(2026, 12, 6, 2, 30, tzinfo=dt.UTC)
+    assert until_hour(at, 3) == 30 * 60
+    assert until_hour(at.replace(hour=3, minute=0), 3) == 24 * 3600, "just run: tomorrow's is next"
+    env = {"TP_RETENTION_HOUR": "off", "TP_EVENT_JOURNAL_DAYS": "30"}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        config = Config.from_env()
+        assert (config.retention_hour, config.event_journal_days) == (None, 30)
+        mp.setenv("TP_RETENTION_HOUR", "25")
+        with pytest.raises(ValueError, match="TP_RETENTION_HOUR"):
+            Config.from_env()
+        mp.setenv("TP_RETENTION_HOUR", "4")
+        mp.setenv("TP_EVENT_JOURNAL_DAYS", "0")
+        with pytest.raises(ValueError, match="TP_EVENT_JOURNAL_DAYS"):
+            Config.from_env()
