@@ -3,16 +3,18 @@
 Each kind of record is kept for the longest period of the rules in force at its site (its own rules,
 or its state's) that apply to it: a fill's photos and videos are verification records and part of the
 prescription record, a prescription's original is the prescription record (and what its data entry
-was verified against), a call recording is a recording. A period runs from the record's last use: a
-fill's decision, the latest decision about the prescription (a fill or its data-entry verification),
-the end of the call. Where one of the periods that apply is `unknown`, the record is kept, and the
-report says so: a guessed period could destroy a record a board requires.
+was verified against), a call recording is a recording. A period runs from the record's last use: for
+a fill's media and a prescription's original, the latest decision about the prescription (any of its
+fills, its data-entry verification), none being still to come; for a recording, the end of the call.
+Where one of the periods that apply is `unknown`, the record is kept, and the report says so: a
+guessed period could destroy a record a board requires.
 
 A removed medium keeps its row, its SHA-256, kind, size and hashes (decisions name it, and a photo
 reused from an old fill is still found); its stored files are deleted, and `removed_at` says when. A
-stored file shared with a medium that is kept (byte-identical or pixel-identical evidence of another
-record) stays. The event journal is a delivery record, not a compliance record: it is trimmed to
-TP_EVENT_JOURNAL_DAYS. Audit rows and decisions are never removed here (see docs/decisions/0021).
+stored file that a medium still kept has too (content addressing stores a file once: a photo sent
+again, a poster like another video's) stays; `media_files` says which media have a file. The event
+journal is a delivery record, not a compliance record: it is trimmed to TP_EVENT_JOURNAL_DAYS. Audit
+rows and decisions are never removed here (see docs/decisions/0021).
 
 Each kind is removed by one function (`remove_fill_media`, `remove_originals`, `remove_recordings`,
 `trim_event_journal`), the one place a kind's deletion can change (a partition dropped, say). An
@@ -24,13 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Select, and_, delete, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.audit.chain import append as audit_append
@@ -41,13 +43,12 @@ from server.db.models import (
     Event,
     Fill,
     Media,
+    MediaFile,
     Prescription,
     PrescriptionVerification,
     Site,
 )
 from server.media.store import MediaStore
-
-log = logging.getLogger(__name__)
 
 FILL_MEDIA = "fill_media"
 ORIGINALS = "prescription_originals"
@@ -190,10 +191,12 @@ def _fill_media(site_ids: list[int], cutoff: dt.datetime | None) -> Due:
     q = (
         select(Media.id, Fill.site_id, Media.created_at)
         .join(Fill, Fill.id == Media.fill_id)
+        .join(Prescription, Prescription.id == Fill.prescription_id)
         .where(Media.removed_at.is_(None), Fill.site_id.in_(site_ids))
     )
-    # An undecided fill (a draft, a fill in the queue) is never due.
-    return q if cutoff is None else q.where(Fill.decided_at < cutoff)
+    # Part of the prescription record too: due once the whole prescription is (so a refill decided
+    # since, or a fill not decided yet, keeps the photos of its earlier fills).
+    return q if cutoff is None else q.where(*_prescription_done(cutoff))
 
 
 def _originals(site_ids: list[int], cutoff: dt.datetime | None) -> Due:
@@ -202,23 +205,27 @@ def _originals(site_ids: list[int], cutoff: dt.datetime | None) -> Due:
         .join(Prescription, Prescription.id == Media.prescription_id)
         .where(Media.removed_at.is_(None), Prescription.site_id.in_(site_ids))
     )
-    if cutoff is None:
-        return q
-    # The prescription's period runs from its latest decision: a fill or a data-entry verification
-    # decided since the cutoff, a fill not decided yet, or a verification under way keeps it.
-    in_use = exists().where(
-        Fill.prescription_id == Prescription.id, or_(Fill.decided_at.is_(None), Fill.decided_at >= cutoff)
+    return q if cutoff is None else q.where(*_prescription_done(cutoff))
+
+
+def _prescription_done(cutoff: dt.datetime) -> list[ColumnElement[bool]]:
+    """A prescription whose period ran out before the cutoff: counted from its latest decision (a fill
+    or a data-entry verification), with none still to come (an undecided fill, a verification under
+    way)."""
+    fill = aliased(Fill)  # not the fill whose media are asked about: any fill of the prescription
+    undecided_or_since = exists().where(
+        fill.prescription_id == Prescription.id, or_(fill.decided_at.is_(None), fill.decided_at >= cutoff)
     )
     verified_since = exists().where(
         PrescriptionVerification.prescription_id == Prescription.id,
         PrescriptionVerification.decided_at >= cutoff,
     )
-    return q.where(
+    return [
         Prescription.created_at < cutoff,
         Prescription.verification_state.notin_(("awaiting_verification", "in_review")),
-        ~in_use,
+        ~undecided_or_since,
         ~verified_since,
-    )
+    ]
 
 
 def _recordings(site_ids: list[int], cutoff: dt.datetime | None) -> Due:
@@ -427,8 +434,8 @@ async def _remove_media(db: Database, store: MediaStore, line: Line, now: dt.dat
             if not ids:
                 break
             batch = list((await s.execute(select(Media).where(Media.id.in_(ids)))).scalars())
-            kept_files = await _files_of_kept_media(s, batch)
-        files = {str(v["sha256"]) for m in batch for v in m.variants.values()}
+            files = {str(v["sha256"]) for m in batch for v in m.variants.values()}
+            kept_files = await _files_of_kept_media(s, batch, files)
         for sha in sorted(files - kept_files):
             await store.delete(sha)
         line.files_removed += len(files - kept_files)
@@ -452,21 +459,19 @@ async def _remove_media(db: Database, store: MediaStore, line: Line, now: dt.dat
     line.first_id, line.last_id, line.oldest, line.newest = first, last, oldest, newest
 
 
-async def _files_of_kept_media(s: AsyncSession, batch: list[Media]) -> set[str]:
-    """The stored files of media outside the batch and not removed that may share files with it:
-    byte-identical uploads (same SHA-256) or pixel-identical photos (same perceptual hash: variants
-    are made from pixels alone). Their files stay."""
-    ids = [m.id for m in batch]
-    digests = {m.sha256 for m in batch}
-    hashes = {m.perceptual_hash for m in batch if m.perceptual_hash is not None}
-    bands = {m.hash_band_0 for m in batch if m.hash_band_0 is not None}
-    same: ColumnElement[bool] = Media.sha256.in_(digests)
-    if hashes:
-        same = or_(same, and_(Media.hash_band_0.in_(bands), Media.perceptual_hash.in_(hashes)))
-    others = await s.execute(
-        select(Media.variants).where(Media.removed_at.is_(None), Media.id.notin_(ids), same)
+async def _files_of_kept_media(s: AsyncSession, batch: list[Media], files: set[str]) -> set[str]:
+    """Of these files, those a medium outside the batch and not removed has too: they stay."""
+    kept = await s.execute(
+        select(MediaFile.sha256)
+        .join(Media, Media.id == MediaFile.media_id)
+        .where(
+            MediaFile.sha256.in_(sorted(files)),
+            Media.removed_at.is_(None),
+            Media.id.notin_([m.id for m in batch]),
+        )
+        .distinct()
     )
-    return {str(v["sha256"]) for (variants,) in others for v in variants.values()}
+    return set(kept.scalars())
 
 
 async def trim_event_journal(db: Database, line: Line) -> None:

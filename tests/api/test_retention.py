@@ -22,12 +22,13 @@ from server.audit.chain import verify
 from server.compliance import retention
 from server.config import ObjectStorage
 from server.db.migrate import alembic_config
-from server.db.models import AuditEvent, Event, Fill, Media
+from server.db.models import AuditEvent, Event, Fill, Media, Prescription
 from server.media.s3 import S3MediaStore
 from server.media.store import LocalMediaStore
 from tests.api.test_object_storage import bucket_keys
 from tests.api.test_prescription_originals import upload_original
-from tests.api.world import World, approval, build_world, photo, queued_fill, rx_body
+from tests.api.world import World, approval, build_world, photo, queued_fill, rx_body, sha256, tus_metadata
+from tests.consult.samples import recording_mp4
 
 DAY = 24 * 3600
 # ND's retention periods are unknown in the state rules: ND-1 sets its own, ND-2 and MN-1 have none.
@@ -52,17 +53,57 @@ async def world(tmp_path: Path, database_url: str) -> AsyncIterator[World]:
         await w.close()
 
 
-async def decided_fill(world: World, tech_name: str, rx_number: str) -> dict[str, Any]:
+async def decided_fill(world: World, tech_name: str, rx_number: str, **rx: Any) -> dict[str, Any]:
     """A prescription of the technician's site and one fill of it, approved by nd_rph; the fill as
     the pharmacist last saw it."""
     tech = await world.device(tech_name)
-    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body(rx_number))
-    fill = await queued_fill(world, tech, rx["id"])
+    made = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body(rx_number, **rx))
+    return await decided_refill(world, tech_name, made["id"])
+
+
+async def decided_refill(world: World, tech_name: str, rx_id: int) -> dict[str, Any]:
+    tech = await world.device(tech_name)
+    fill = await queued_fill(world, tech, rx_id)
     rph = await world.login("nd_rph")
     claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
     await rph.step_up()  # the test photos carry no barcode: a product-check flag is overridden
     await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json=approval(claimed))
     return dict(claimed)
+
+
+async def recorded_call(world: World, folder: Path, seconds: int) -> int:
+    """A call of ND-1 with nd_rph, recorded with the patient's consent and ended; its recording's id."""
+    site, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+    c = await site.json("POST", "/api/v1/consultations", 201, json={"recording_consent": True})
+    await rph.json("POST", f"/api/v1/consultations/{c['id']}/accept")
+    await site.json("POST", f"/api/v1/consultations/{c['id']}/consent")
+    await rph.json("POST", f"/api/v1/consultations/{c['id']}/end", json={"reason": "hangup"})
+    data = recording_mp4(folder / f"call-{c['id']}.mp4", seconds=seconds).read_bytes()
+    meta = tus_metadata(
+        consultation_id=str(c["id"]), kind="consultation_recording", filename="call.mp4", sha256=sha256(data)
+    )
+    created = await site.post(
+        "/api/v1/uploads",
+        headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+    )
+    assert created.status == 201, await created.text()
+    done = await site.request(
+        "PATCH",
+        created.headers["Location"],
+        data=data,
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert done.status == 204, await done.text()
+    media_id = int(done.headers["Tp-Media-Id"])
+    async with world.services.db.read() as s:
+        _VARIANTS[media_id] = (
+            await s.execute(select(Media.variants).where(Media.id == media_id))
+        ).scalar_one()
+    return media_id
 
 
 async def run(world: World, *, apply: bool) -> retention.Report:
@@ -110,18 +151,24 @@ def line(report: retention.Report, kind: str, site: str | None) -> retention.Lin
     return found
 
 
-async def test_retention_removes_exactly_what_is_due_and_the_trail_still_verifies(world: World) -> None:
+async def test_retention_removes_exactly_what_is_due_and_the_trail_still_verifies(
+    world: World, tmp_path: Path
+) -> None:
     old = await decided_fill(world, "tech_nd1", "RX1")
     tech = await world.device("tech_nd1")
     rx_old = (await tech.json("GET", f"/api/v1/fills/{old['id']}"))["prescription"]["id"]
     assert (await upload_original(tech, rx_old, photo("rx_image", 1))).status == 204
     elsewhere = await decided_fill(world, "tech_nd2", "RX9")  # ND-2: periods unknown
+    refilled = await decided_fill(world, "tech_nd1", "RX6", refills_authorized=1)
+    old_call = await recorded_call(world, tmp_path, seconds=1)
     world.clock.advance(150 * DAY)
     recent = await decided_fill(world, "tech_nd1", "RX2")
+    refill = await decided_refill(world, "tech_nd1", refilled["prescription"]["id"])
     waiting = await queued_fill(
         world, tech, (await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX3")))["id"]
     )
     world.clock.advance(100 * DAY)  # the old fill 250 days past its decision, the recent one 100
+    new_call = await recorded_call(world, tmp_path, seconds=2)
     await remember_variants(world)
     anchors = AnchorFile(world.services.config.data_dir)
     await anchor_head(world.services.db, anchors, world.clock())
@@ -132,6 +179,7 @@ async def test_retention_removes_exactly_what_is_due_and_the_trail_still_verifie
     assert (nd1.due, nd1.period.days, nd1.period.rule) == (3, 200, "retention_prescription_days")
     assert nd1.period.site_rule and "Company records policy" in nd1.period.site_rule
     assert line(dry, retention.ORIGINALS, "ND-1").due == 1
+    assert line(dry, retention.RECORDINGS, "ND-1").due == 1
     nd2 = line(dry, retention.FILL_MEDIA, "ND-2")
     assert (nd2.due, nd2.kept_unknown, nd2.period.days) == (0, 3, None)
     assert set(nd2.period.unknown) == {"retention_verification_days", "retention_prescription_days"}
@@ -139,16 +187,24 @@ async def test_retention_removes_exactly_what_is_due_and_the_trail_still_verifie
     assert journal.due == before[1] - 1
     assert await counts(world) == before, "a dry run changes nothing"
     assert all(p.is_file() for f in (old, recent, elsewhere) for p in files_of(f, world))
+    assert all(p.is_file() for p in _paths(world, old_call))
 
     applied = await run(world, apply=True)
     assert applied.audit_row is not None
     assert line(applied, retention.FILL_MEDIA, "ND-1").removed == 3
     assert line(applied, retention.ORIGINALS, "ND-1").removed == 1
+    assert line(applied, retention.RECORDINGS, "ND-1").removed == 1
     assert not any(p.is_file() for p in files_of(old, world)), "the old fill's files are gone"
-    assert all(p.is_file() for f in (recent, elsewhere) for p in files_of(f, world))
+    # The two calls' recordings differ, their posters (the same first frame) are one file, kept.
+    call_files, shared = set(_paths(world, old_call)), set(_paths(world, new_call))
+    assert call_files - shared and not any(p.is_file() for p in call_files - shared)
+    assert line(applied, retention.RECORDINGS, "ND-1").files_shared == len(call_files & shared)
+    # The first fill of a prescription refilled since is part of a prescription record still kept.
+    assert all(p.is_file() for f in (recent, elsewhere, refilled, refill) for p in files_of(f, world))
     assert all(p.is_file() for m in waiting["media"] for p in _paths(world, m["id"]))
+    assert all(p.is_file() for p in _paths(world, new_call))
     removed, events, _ = await counts(world)
-    assert (removed, events) == (4, 1), "the newest event stays, so new ids follow it"
+    assert (removed, events) == (5, 1), "the newest event stays, so new ids follow it"
 
     rph = await world.login("nd_rph")
     shown = await rph.json("GET", f"/api/v1/fills/{old['id']}")
@@ -219,9 +275,11 @@ async def test_the_command_shows_what_is_due_and_applies_it(
     old = await decided_fill(world, "tech_nd1", "RX1")
     svc = world.services
     async with svc.db.write() as s:
-        # The command runs on the real clock: the fill decided 300 days ago, the events 30.
+        # The command runs on the real clock: the prescription and its fill 300 days old, the events too.
         long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=300)
         await s.execute(update(Fill).where(Fill.id == old["id"]).values(decided_at=long_ago))
+        rx_id = old["prescription"]["id"]
+        await s.execute(update(Prescription).where(Prescription.id == rx_id).values(created_at=long_ago))
         await s.execute(update(Event).values(at=long_ago))
     async with svc.db.write_engine.connect() as conn:
         await conn.run_sync(lambda c: command.stamp(alembic_config(c), "head"))
