@@ -24,6 +24,7 @@ ranges per kind and site, never content; a dry run writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -64,6 +65,8 @@ PERIOD_FIELDS: dict[str, tuple[str, ...]] = {
 JOURNAL_SETTING = "TP_EVENT_JOURNAL_DAYS"
 # Media removed per transaction: their files are deleted first, then their rows marked.
 BATCH = 200
+# Files deleted at once (threads syncing directories, or requests to the bucket).
+DELETING_AT_ONCE = 8
 # PostgreSQL: one applied run at a time across server instances.
 RETENTION_LOCK_KEY = 0x7470_7265_7465_6E74
 
@@ -436,8 +439,7 @@ async def _remove_media(db: Database, store: MediaStore, line: Line, now: dt.dat
             batch = list((await s.execute(select(Media).where(Media.id.in_(ids)))).scalars())
             files = {str(v["sha256"]) for m in batch for v in m.variants.values()}
             kept_files = await _files_of_kept_media(s, batch, files)
-        for sha in sorted(files - kept_files):
-            await store.delete(sha)
+        await _delete_files(store, sorted(files - kept_files))
         line.files_removed += len(files - kept_files)
         line.files_shared += len(files & kept_files)
         async with db.write() as s:
@@ -457,6 +459,18 @@ async def _remove_media(db: Database, store: MediaStore, line: Line, now: dt.dat
             oldest = min(stored) if oldest is None else min(oldest, *stored)
             newest = max(stored) if newest is None else max(newest, *stored)
     line.first_id, line.last_id, line.oldest, line.newest = first, last, oldest, newest
+
+
+async def _delete_files(store: MediaStore, files: list[str]) -> None:
+    """Deletes files a few at a time: each deletion waits for its own durability (a directory synced,
+    a bucket's answer), and those waits overlap."""
+    pending = iter(files)
+
+    async def worker() -> None:
+        for sha in pending:
+            await store.delete(sha)
+
+    await asyncio.gather(*(worker() for _ in range(min(DELETING_AT_ONCE, len(files)))))
 
 
 async def _files_of_kept_media(s: AsyncSession, batch: list[Media], files: set[str]) -> set[str]:
