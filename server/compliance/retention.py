@@ -431,11 +431,15 @@ async def _remove_media(db: Database, store: MediaStore, line: Line, now: dt.dat
     last: int | None = None
     oldest: dt.datetime | None = None
     newest: dt.datetime | None = None
+    after = 0
     while True:
         async with db.read() as s:
-            ids = [r[0] for r in await s.execute(due([site_id], line.cutoff).order_by(Media.id).limit(BATCH))]
+            # By key: each batch starts after the last, never reading the media of the batches before.
+            page = due([site_id], line.cutoff).where(Media.id > after).order_by(Media.id).limit(BATCH)
+            ids = [r[0] for r in await s.execute(page)]
             if not ids:
                 break
+            after = ids[-1]
             batch = list((await s.execute(select(Media).where(Media.id.in_(ids)))).scalars())
             files = {str(v["sha256"]) for m in batch for v in m.variants.values()}
             kept_files = await _files_of_kept_media(s, batch, files)
