@@ -27,11 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, func, or_, select, text, update
+from sqlalchemy import Row, Select, and_, delete, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -124,6 +124,21 @@ class Line:
     kept_unknown: int = 0
     files_removed: int = 0
     files_shared: int = 0
+
+    def start_removing(self) -> None:
+        """From now on the ranges are those of the records removed, no longer of those due."""
+        self.first_id = self.last_id = self.oldest = self.newest = None
+
+    def took(self, rows: Sequence[Row[int, dt.datetime]]) -> None:
+        """Counts records removed (id, date), widening the ranges to take them in."""
+        for record_id, stored in rows:
+            at = _aware(stored)
+            self.removed += 1
+            self.first_id = record_id if self.first_id is None else min(self.first_id, record_id)
+            self.last_id = record_id if self.last_id is None else max(self.last_id, record_id)
+            if at is not None:
+                self.oldest = at if self.oldest is None else min(self.oldest, at)
+                self.newest = at if self.newest is None else max(self.newest, at)
 
     def shown(self) -> dict[str, Any]:
         p = self.period
@@ -263,21 +278,29 @@ async def run(
             report.skipped = "another retention run is under way"
             return report
         sites = await _sites(db)
-        for kind in MEDIA_KINDS:
-            lines = await _plan_media(db, book, sites, kind, now)
-            if apply:
-                for line in lines:
-                    if line.due:
-                        await REMOVERS[kind](db, store, line, now)
-            report.lines.extend(lines)
-        journal = await _plan_journal(db, now, journal_days)
-        if apply and journal.due:
-            await trim_event_journal(db, journal)
-        report.lines.append(journal)
         report.kept = _kept_whole(book, sites)
-        if apply and report.removed:
-            report.audit_row = await _record(db, report)
+        for kind in MEDIA_KINDS:
+            report.lines.extend(await _plan_media(db, book, sites, kind, now))
+        report.lines.append(await _plan_journal(db, now, journal_days))
+        if apply:
+            await _apply(db, store, report)
     return report
+
+
+async def _apply(db: Database, store: MediaStore, report: Report) -> None:
+    """Removes what each line has due; what was removed is recorded even when a removal fails (the
+    bucket out of reach): the row then says the run did not complete."""
+    complete = False
+    try:
+        for line in report.lines:
+            if line.due and line.kind == EVENT_JOURNAL:
+                await trim_event_journal(db, line)
+            elif line.due:
+                await REMOVERS[line.kind](db, store, line, report.now)
+        complete = True
+    finally:
+        if report.removed:
+            report.audit_row = await _record(db, report, complete=complete)
 
 
 @contextlib.asynccontextmanager
@@ -427,10 +450,7 @@ async def _remove_media(db: Database, store: MediaStore, line: Line, now: dt.dat
     """Batch by batch: the files first, then the rows marked, so a run stopped between the two (the
     bucket out of reach, say) finds the same media due next time and completes them."""
     site_id = await _site_id(db, line.site)
-    first: int | None = None
-    last: int | None = None
-    oldest: dt.datetime | None = None
-    newest: dt.datetime | None = None
+    line.start_removing()
     after = 0
     while True:
         async with db.read() as s:
@@ -453,16 +473,7 @@ async def _remove_media(db: Database, store: MediaStore, line: Line, now: dt.dat
                 .values(removed_at=now)
                 .returning(Media.id, Media.created_at)
             )
-            rows = marked.all()
-        line.removed += len(rows)
-        ids_marked = [media_id for media_id, _ in rows]
-        stored = [at for _, at in rows]
-        if rows:
-            first = min(ids_marked) if first is None else min(first, *ids_marked)
-            last = max(ids_marked) if last is None else max(last, *ids_marked)
-            oldest = min(stored) if oldest is None else min(oldest, *stored)
-            newest = max(stored) if newest is None else max(newest, *stored)
-    line.first_id, line.last_id, line.oldest, line.newest = first, last, oldest, newest
+            line.took(marked.all())
 
 
 async def _delete_files(store: MediaStore, files: list[str]) -> None:
@@ -498,11 +509,15 @@ async def trim_event_journal(db: Database, line: Line) -> None:
     async with db.write() as s:
         # The journal lock: no event is appended while the newest is being decided on.
         await db.lock_journal(s)
-        result = await s.execute(delete(Event).where(_journal_due(line.cutoff)).returning(Event.id))
-        line.removed = len(result.all())
+        line.start_removing()
+        line.took(
+            (
+                await s.execute(delete(Event).where(_journal_due(line.cutoff)).returning(Event.id, Event.at))
+            ).all()
+        )
 
 
-async def _record(db: Database, report: Report) -> int:
+async def _record(db: Database, report: Report, *, complete: bool) -> int:
     """One audit row of what an applied run removed: counts and ranges, never content."""
     removed: dict[str, Any] = {}
     for line in report.lines:
@@ -536,6 +551,6 @@ async def _record(db: Database, report: Report) -> int:
             "retention.applied",
             "retention",
             report.now.date().isoformat(),
-            {"at": _iso(report.now), "removed": removed, "kept": kept},
+            {"at": _iso(report.now), "complete": complete, "removed": removed, "kept": kept},
         )
     return row.id

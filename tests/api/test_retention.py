@@ -335,3 +335,45 @@ async def test_removed_media_leave_the_bucket(
         assert not keys[old["id"]] & left and keys[recent["id"]] <= left
     finally:
         await w.close()
+
+
+class FailingStore:
+    """The world's store, whose deletions of some files fail as an unreachable bucket's would."""
+
+    def __init__(self, store: Any, failing: set[str]) -> None:
+        self.store, self.failing = store, failing
+
+    async def delete(self, sha: str) -> None:
+        if sha in self.failing:
+            raise OSError("the bucket cannot be reached")
+        await self.store.delete(sha)
+
+
+async def test_a_run_stopped_by_the_store_records_what_it_removed_and_the_next_completes(
+    world: World, tmp_path: Path
+) -> None:
+    old = await decided_fill(world, "tech_nd1", "RX1")
+    call = await recorded_call(world, tmp_path, seconds=1)
+    world.clock.advance(250 * DAY)
+    await remember_variants(world)
+    svc = world.services
+    failing: Any = FailingStore(svc.store, {v["sha256"] for v in _VARIANTS[call].values()})
+    with pytest.raises(OSError):
+        await retention.run(
+            svc.db, failing, svc.compliance.book, now=world.clock(), journal_days=7, apply=True
+        )
+    async with svc.db.read() as s:
+        [row] = (
+            await s.execute(select(AuditEvent).where(AuditEvent.action == "retention.applied"))
+        ).scalars()
+        recording_removed = await s.scalar(select(Media.removed_at).where(Media.id == call))
+    assert row.detail["complete"] is False
+    assert row.detail["removed"]["fill_media"]["ND-1"]["removed"] == 3
+    assert "call_recordings" not in row.detail["removed"] and recording_removed is None
+    assert not any(p.is_file() for p in files_of(old, world))
+
+    done = await run(world, apply=True)
+    assert line(done, retention.RECORDINGS, "ND-1").removed == 1
+    assert line(done, retention.FILL_MEDIA, "ND-1").removed == 0
+    assert not any(p.is_file() for p in _paths(world, call))
+    assert (await verify(svc.db)).ok
