@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from server import cli
 from server.audit.anchors import AnchorFile, anchor_head
@@ -377,3 +377,52 @@ async def test_a_run_stopped_by_the_store_records_what_it_removed_and_the_next_c
     assert line(done, retention.FILL_MEDIA, "ND-1").removed == 0
     assert not any(p.is_file() for p in _paths(world, call))
     assert (await verify(svc.db)).ok
+
+
+async def test_the_server_applies_retention_daily(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daily hour comes at once, and again and again.
+    monkeypatch.setattr("server.app.until_hour", lambda now, hour: 0.05)
+    rules = tmp_path / "site_rules.toml"
+    rules.write_text(SITE_RULES, encoding="utf-8")
+    w = await build_world(tmp_path, sqlite_url, site_rules=rules, retention_hour=3)
+    try:
+        old = await decided_fill(w, "tech_nd1", "RX1")
+        await remember_variants(w)
+        w.clock.advance(250 * DAY)
+        for _ in range(400):
+            if (await counts(w))[0] == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert (await counts(w))[0] == 3
+        assert not any(p.is_file() for p in files_of(old, w))
+        async with w.services.db.read() as s:
+            rows = (
+                await s.execute(select(AuditEvent.action).where(AuditEvent.action == "retention.applied"))
+            ).all()
+        assert len(rows) == 1, "later runs found nothing due and recorded nothing"
+    finally:
+        await w.close()
+
+
+async def test_one_applied_run_at_a_time_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    rules = tmp_path / "site_rules.toml"
+    rules.write_text(SITE_RULES, encoding="utf-8")
+    w = await build_world(tmp_path, postgres_url, site_rules=rules)
+    try:
+        await decided_fill(w, "tech_nd1", "RX1")
+        w.clock.advance(250 * DAY)
+        db = w.services.db
+        async with db.write_engine.connect() as other:
+            # Another instance's run holds the lock.
+            await other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": retention.RETENTION_LOCK_KEY})
+            await other.commit()
+            skipped = await run(w, apply=True)
+            assert skipped.skipped and skipped.removed == 0 and (await counts(w))[0] == 0
+            assert (await run(w, apply=False)).skipped is None, "a dry run needs no lock"
+            await other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": retention.RETENTION_LOCK_KEY})
+            await other.commit()
+        assert line(await run(w, apply=True), retention.FILL_MEDIA, "ND-1").removed == 3
+    finally:
+        await w.close()
