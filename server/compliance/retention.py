@@ -65,6 +65,8 @@ PERIOD_FIELDS: dict[str, tuple[str, ...]] = {
 JOURNAL_SETTING = "TP_EVENT_JOURNAL_DAYS"
 # Media removed per transaction: their files are deleted first, then their rows marked.
 BATCH = 200
+# Events deleted per transaction.
+JOURNAL_BATCH = 10_000
 # Files deleted at once (threads syncing directories, or requests to the bucket).
 DELETING_AT_ONCE = 8
 # PostgreSQL: one applied run at a time across server instances.
@@ -504,17 +506,22 @@ async def _files_of_kept_media(s: AsyncSession, batch: list[Media], files: set[s
 
 
 async def trim_event_journal(db: Database, line: Line) -> None:
-    """Deletes realtime events older than the journal's window, except the newest event."""
+    """Deletes realtime events older than the journal's window, except the newest event, a batch per
+    transaction: writers appending events never wait long for it. No journal lock is needed: the
+    newest row is never deleted, and appending reads only the newest."""
     assert line.cutoff is not None
-    async with db.write() as s:
-        # The journal lock: no event is appended while the newest is being decided on.
-        await db.lock_journal(s)
-        line.start_removing()
-        line.took(
-            (
-                await s.execute(delete(Event).where(_journal_due(line.cutoff)).returning(Event.id, Event.at))
+    line.start_removing()
+    while True:
+        oldest = select(Event.id).where(_journal_due(line.cutoff)).order_by(Event.id).limit(JOURNAL_BATCH)
+        async with db.write() as s:
+            removed = (
+                await s.execute(
+                    delete(Event).where(Event.id.in_(oldest.scalar_subquery())).returning(Event.id, Event.at)
+                )
             ).all()
-        )
+        line.took(removed)
+        if len(removed) < JOURNAL_BATCH:
+            return
 
 
 async def _record(db: Database, report: Report, *, complete: bool) -> int:

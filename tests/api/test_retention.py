@@ -152,8 +152,11 @@ def line(report: retention.Report, kind: str, site: str | None) -> retention.Lin
 
 
 async def test_retention_removes_exactly_what_is_due_and_the_trail_still_verifies(
-    world: World, tmp_path: Path
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Small batches, so that removing takes several of each.
+    monkeypatch.setattr(retention, "BATCH", 2)
+    monkeypatch.setattr(retention, "JOURNAL_BATCH", 4)
     old = await decided_fill(world, "tech_nd1", "RX1")
     tech = await world.device("tech_nd1")
     rx_old = (await tech.json("GET", f"/api/v1/fills/{old['id']}"))["prescription"]["id"]
