@@ -320,7 +320,15 @@ def cmd_retention(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    report = asyncio.run(_with_db(config, work))
+    try:
+        report = asyncio.run(_with_db(config, work))
+    except OSError as exc:  # the media store (a bucket out of reach, a folder not writable)
+        print(
+            f"tp-server: retention stopped: {exc}. What it removed is recorded (retention.applied, "
+            "complete: false); run it again to complete.",
+            file=sys.stderr,
+        )
+        return 1
     if args.json:
         print(json.dumps(report.shown(), indent=2))
     else:
