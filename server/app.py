@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ from server.api.openapi import OPENAPI_DOCUMENT, document
 from server.api.routes import ROUTES, TUS
 from server.api.table import guard
 from server.audit.anchors import AnchorFile, anchor_head
+from server.compliance import retention
 from server.compliance.checks import Compliance
 from server.compliance.rules import load_rules
 from server.config import Config
@@ -206,6 +208,32 @@ async def keep_partitions(services: Services) -> None:
         await asyncio.sleep(CHECK_SECONDS)
 
 
+def until_hour(now: dt.datetime, hour: int) -> float:
+    """Seconds from `now` to the next time the UTC clock shows `hour`:00."""
+    start = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if start <= now:
+        start += dt.timedelta(days=1)
+    return (start - now).total_seconds()
+
+
+async def keep_retaining(services: Services, hour: int) -> None:
+    """Runs retention daily at `hour` UTC; a failure is logged and the next day's run tries again."""
+    while True:
+        await asyncio.sleep(until_hour(utcnow(), hour))
+        try:
+            report = await retention.run(
+                services.db,
+                services.store,
+                services.compliance.book,
+                now=services.fills.clock(),
+                journal_days=services.config.event_journal_days,
+                apply=True,
+            )
+            log.info("retention: %d records removed (audit row %s)", report.removed, report.audit_row)
+        except Exception:
+            log.exception("the daily retention run failed; it runs again tomorrow")
+
+
 def low_on_space(services: Services) -> bool:
     return min(services.storage.free_bytes().values()) < services.config.min_free_bytes
 
@@ -233,6 +261,21 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     headers["Server"] = SERVER_NAME
     if is_https(request, request.app[SERVICES].config.trusted_proxies):
         headers["Strict-Transport-Security"] = HSTS
+
+
+def background_tasks(services: Services, tus: TusEndpoint, anchors: AnchorFile) -> list[asyncio.Task[None]]:
+    """What a running server does on its own: returning lapsed leases and stale uploads, anchoring the
+    audit trail, making the coming months' partitions (PostgreSQL) and the daily retention run."""
+    tasks = [
+        asyncio.create_task(sweep(services, tus), name="sweeper"),
+        asyncio.create_task(keep_anchoring(services, anchors), name="audit anchors"),
+    ]
+    if not services.db.is_sqlite:
+        tasks.append(asyncio.create_task(keep_partitions(services), name="partitions"))
+    hour = services.config.retention_hour
+    if hour is not None:
+        tasks.append(asyncio.create_task(keep_retaining(services, hour), name="retention"))
+    return tasks
 
 
 def create_app(
@@ -285,11 +328,7 @@ def create_app(
             )
         anchors = AnchorFile(config.data_dir)
         await anchor_now(services, anchors)
-        sweeper = asyncio.create_task(sweep(services, tus), name="sweeper")
-        anchoring = asyncio.create_task(keep_anchoring(services, anchors), name="audit anchors")
-        tasks = [sweeper, anchoring]
-        if not db.is_sqlite:
-            tasks.append(asyncio.create_task(keep_partitions(services), name="partitions"))
+        tasks = background_tasks(services, tus, anchors)
         try:
             yield
         finally:

@@ -336,6 +336,73 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    import json
+
+    from server.app import load_compliance, media_store
+    from server.compliance import retention
+    from server.compliance.rules import RulesError
+    from server.db.models import utcnow
+
+    config = _config(args)
+    try:
+        book = load_compliance(config).book
+    except RulesError as exc:
+        print(f"tp-server: {exc}", file=sys.stderr)
+        return 2
+
+    async def work(db: Database) -> retention.Report:
+        store = media_store(config)
+        await store.open()
+        try:
+            return await retention.run(
+                db, store, book, now=utcnow(), journal_days=config.event_journal_days, apply=args.apply
+            )
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(_with_db(config, work))
+    except OSError as exc:  # the media store (a bucket out of reach, a folder not writable)
+        print(
+            f"tp-server: retention stopped: {exc}. What it removed is recorded (retention.applied, "
+            "complete: false); run it again to complete.",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps(report.shown(), indent=2))
+    else:
+        _print_retention(report)
+    return 0
+
+
+def _print_retention(report: Any) -> None:
+    shown = report.shown()
+    if shown["skipped"]:
+        print(f"retention: nothing done: {shown['skipped']}")
+        return
+    verb = "removed" if shown["applied"] else "due"
+    print(f"retention at {shown['at']} ({'applied' if shown['applied'] else 'dry run: nothing removed'})")
+    print(f"{'kind':<24}{'site':<10}{'days':>6}{verb:>9}  rule, source")
+    for line in shown["lines"]:
+        count = line["removed"] if shown["applied"] else line["due"]
+        days = "?" if line["days"] is None else str(line["days"])
+        site = line["site"] or "all"
+        if line["days"] is None:
+            why = f"kept {line['kept_because_unknown']}: unknown {', '.join(line['unknown'])}"
+        else:
+            why = f"{line['rule']}, {line['source'] or 'setting'}"
+            if line.get("site_rule"):
+                why += f" [site: {line['site_rule']}]"
+        ids = f" ids {line['ids'][0]}-{line['ids'][1]}" if line["ids"] and count else ""
+        print(f"{line['kind']:<24}{site:<10}{days:>6}{count:>9}  {why}{ids}")
+    for kept in shown["kept"]:
+        print(f"kept: {kept['kind']}: {kept['why']}")
+    if shown["audit_row"] is not None:
+        print(f"recorded as audit row {shown['audit_row']} (retention.applied)")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tp-server", description="Telepharmacy remote verification server")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -453,6 +520,18 @@ def parser() -> argparse.ArgumentParser:
     _add_db_args(imp)
     _add_db_args(rsub.add_parser("status", help="say whether a reference is loaded, when, and its counts"))
     ref.set_defaults(func=cmd_reference)
+
+    ret = sub.add_parser("retention", help="remove media and events past their retention period")
+    retsub = ret.add_subparsers(dest="what", required=True)
+    rrun = retsub.add_parser(
+        "run",
+        help="show what is due per kind and site, with the rule that sets its period (a dry run); "
+        "--apply removes it",
+    )
+    _add_db_args(rrun)
+    rrun.add_argument("--apply", action="store_true", help="remove what is due (default: a dry run)")
+    rrun.add_argument("--json", action="store_true", help="the report as JSON")
+    ret.set_defaults(func=cmd_retention)
 
     rules = sub.add_parser("rules", help="the state telepharmacy rules in force, each with its source")
     rsub = rules.add_subparsers(dest="what", required=True)

@@ -50,6 +50,30 @@ def _bounded(name: str, text: str | None, default: float, maximum: float) -> flo
     return value
 
 
+# The daily retention run's UTC hour unless TP_RETENTION_HOUR says otherwise: a quiet hour in US time.
+RETENTION_HOUR = 3
+
+
+def _whole(name: str, text: str | None, default: int, low: int, high: int) -> int:
+    """A whole-number setting from low to high; a bad value stops the server at start, naming it."""
+    if text is None or not text.strip():
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name}: {text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name}: {text!r} must be from {low} to {high}")
+    return value
+
+
+def _retention_hour(text: str | None) -> int | None:
+    """TP_RETENTION_HOUR: the UTC hour of the daily retention run, or `off`."""
+    if text is not None and text.strip().lower() == "off":
+        return None
+    return _whole("TP_RETENTION_HOUR", text, RETENTION_HOUR, 0, 23)
+
+
 # Server-side encryption an object store is asked for: its own keys (SSE-S3), or a KMS key.
 OBJECT_ENCRYPTION = ("AES256", "aws:kms")
 
@@ -177,6 +201,11 @@ class Config:
     ice_servers: tuple[IceServer, ...] = ()
     # None: media in the data dir's media folder (shared by instances only through a shared volume).
     object_storage: ObjectStorage | None = None
+    # Retention (server/compliance/retention.py): realtime events older than this many days are deleted
+    # (a delivery record, not a compliance record), and the daily run starts at this UTC hour (None: no
+    # daily run; `tp-server retention run` still works).
+    event_journal_days: int = 7
+    retention_hour: int | None = RETENTION_HOUR
 
     def __post_init__(self) -> None:
         for proxy in self.trusted_proxies:
@@ -250,6 +279,10 @@ class Config:
                 p.strip() for p in env.get("TP_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),
             object_storage=ObjectStorage.from_env(env),
+            event_journal_days=_whole(
+                "TP_EVENT_JOURNAL_DAYS", env.get("TP_EVENT_JOURNAL_DAYS"), cls.event_journal_days, 1, 3650
+            ),
+            retention_hour=_retention_hour(env.get("TP_RETENTION_HOUR")),
         )
         if env.get("TP_ICE_SERVERS"):
             base = base.with_(ice_servers=parse_ice_servers(env["TP_ICE_SERVERS"]))

@@ -73,6 +73,8 @@ def initials(name: str) -> str:
 
 
 def media_view(m: Media) -> dict[str, Any]:
+    """A medium as shown with its fill, prescription or call; one whose files were removed under the
+    retention rules keeps its facts, lists no variants and says when it was removed."""
     return {
         "id": m.id,
         "kind": m.kind,
@@ -82,9 +84,10 @@ def media_view(m: Media) -> dict[str, Any]:
         "width": m.width,
         "height": m.height,
         "duration_seconds": m.duration_seconds,
-        "variants": sorted(m.variants),
+        "variants": [] if m.removed_at else sorted(m.variants),
         "url": f"/api/v1/media/{m.id}",
         "quality": {k: v for k, v in m.quality.items() if k != "barcodes"},
+        "removed_under_retention": _iso(m.removed_at),
     }
 
 

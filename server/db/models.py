@@ -371,6 +371,21 @@ class Media(Base):
     hash_band_4: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
     hash_band_5: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # When its stored files were removed under the retention rules (server/compliance/retention.py):
+    # the row stays, with its SHA-256, kind, size and hashes, as the record that it existed.
+    removed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # Its stored files by digest, written with it: never read through here.
+    files: Mapped[list[MediaFile]] = relationship(lazy="raise", cascade="save-update")
+
+
+class MediaFile(Base):
+    """A stored file (a variant) of a medium by its SHA-256. Content addressing stores a file once
+    however many media have it (a photo sent again, a video's poster like another's): a file is
+    removed only when no medium still kept has it, which this table answers by digest."""
+
+    __tablename__ = "media_files"
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 class Decision(Base):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.db.models import Media
+from server.db.models import Media, MediaFile
 from server.evidence.photo_hash import BANDS, bands, halves
 from server.media.ingest import IngestedMedia
 
@@ -34,4 +34,5 @@ def media_row(
         perceptual_hash=horizontal,
         perceptual_hash_vertical=vertical,
         **{f"hash_band_{band}": value for band, value in enumerate(band_values)},
+        files=[MediaFile(sha256=sha) for sha in sorted({v["sha256"] for v in ingested.variants.values()})],
     )

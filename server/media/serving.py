@@ -47,6 +47,12 @@ class MediaAccess(Generic[Reader]):
         if row is None or not self.may_read(reader, row.Media, row.Site, row.Consultation):
             raise NotFound("No such media.")
         media: Media = row.Media
+        if media.removed_at is not None:
+            raise NotFound(
+                f"This medium was removed under the retention rules on {media.removed_at.date()}; its "
+                "record (kind, size, SHA-256) remains.",
+                code="removed_under_retention",
+            )
         variant = variant or ("2048" if "2048" in media.variants else "full")
         found = media.variants.get(variant)
         if not found:

@@ -165,6 +165,12 @@ export class Viewer {
     const pane = (side, which) => {
       const slot = h("div", { class: "compare-img" }, h("div", { class: "stage-loading" }, "Loading photo…"));
       const el = h("figure", { class: "compare-pane", "data-side": which }, slot, h("figcaption", {}, side.caption));
+      if (side.media.removed_under_retention) {
+        // The earlier fill's photo is past its retention period: its record stays, its image does not.
+        slot.replaceChildren(h("div", { class: "stage-loading" },
+          `Removed under retention on ${side.media.removed_under_retention.slice(0, 10)}`));
+        return [el, Promise.resolve()];
+      }
       const ready = this.images.load(mediaUrl(side.media, viewVariant(side.media))).then((img) => {
         if (token !== this.token) return;
         // A decoded element can sit in one place only: the cached one may be the main viewer's.
