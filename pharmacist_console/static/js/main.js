@@ -14,7 +14,7 @@ import { QueueView } from "./queue_view.js";
 import { Viewer } from "./viewer.js";
 import { Workspace } from "./workspace.js";
 
-const VIEWS = ["boot", "login", "queue", "verify", "pv1", "dashboard", "compliance", "admin"];
+const VIEWS = ["boot", "login", "queue", "verify", "pv1", "dashboard", "compliance", "admin", "counselling"];
 const LIVE_TEXT = { off: "Offline", connecting: "Connecting…", reconnecting: "Reconnecting…", live: "Live" };
 
 const els = {
@@ -116,6 +116,19 @@ function show(name) {
   if (name === "pv1") dataEntry.load().catch((err) => toast(`Could not load data entry: ${err.message}`, "error"));
   if (name === "compliance") openCompliance();
   if (name === "admin") openAdmin();
+  if (name === "counselling") openCounselling();
+}
+
+// Counselling due (counselling.js): loaded on first use, read again when a fill's counselling changes.
+let counselling = null;
+async function openCounselling() {
+  if (!counselling) {
+    const mod = await import("./counselling.js");
+    counselling = new mod.CounsellingList({
+      root: $("#counselling-view"), consults, onCount: (n) => { $("#counselling-count").textContent = n ? String(n) : ""; },
+    });
+  }
+  await counselling.load();
 }
 
 async function openCompliance() {
@@ -217,6 +230,7 @@ async function startSession(user, csrf) {
   for (const el of [els.nav, els.live, els.me, els.signOut, els.helpButton, els.pressure, $("#security-button")]) el.hidden = false;
   $("#nav-compliance").hidden = user.role !== "admin";
   $("#nav-admin").hidden = user.role !== "admin";
+  $("#nav-counselling").hidden = user.role !== "pharmacist";
   show("queue");
   const [sites, reasons] = await Promise.all([getAll("/api/v1/sites", "sites"), get("/api/v1/reasons")]);
   knownSites = sites.sites;
@@ -310,6 +324,7 @@ live.addEventListener("event", (e) => {
   store.handle(e.detail);
   workspace.onEvent(e.detail);
   dataEntry.onEvent(e.detail);
+  counselling?.onEvent(e.detail, () => view === "counselling");
   if (view === "dashboard" && dashboard && e.detail.type === "fill.decided") {
     // The figures follow decisions as they happen, a few seconds behind so bursts cost one request.
     clearTimeout(dashboardTimer);
