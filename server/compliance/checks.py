@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.compliance.forms import form_group
-from server.compliance.rules import SCHEDULES, RuleBook, RulesError, StateRules
+from server.compliance.rules import SCHEDULES, RuleBook, RulesError, Sourced, StateRules
 from server.db.engine import Database
 from server.db.models import Prescription, Site
 from server.errors import Conflict, Forbidden
@@ -66,6 +67,13 @@ class CounsellingOptions:
 
     decline: Option
     phone: Option
+
+
+def cited(rule: Sourced[Any]) -> str:
+    """Where a rule's value comes from: a site's own reason where the site set it, else its source."""
+    if rule.site:
+        return f"the site's own rule: {rule.site}"
+    return rule.source or "no source named"
 
 
 class Compliance:
@@ -197,29 +205,26 @@ class Compliance:
         name = rules.name if rules else f"the state {site.state}"
         decline = rules["counselling_may_decline"] if rules else None
         if decline is not None and decline.value is True:
-            declining = Option(True, None, decline.source)
+            declining = Option(True, None, cited(decline))
         elif decline is not None and decline.value is False:
-            declining = Option(
-                False,
-                f"The rules of {name} do not let the patient decline counselling ({decline.source}).",
-                decline.source,
-            )
+            why = f"The rules of {name} do not let the patient decline counselling ({cited(decline)})."
+            declining = Option(False, why, cited(decline))
         else:
             duty = rules["counselling_fills"] if rules else None
             required = (
-                f"{name} requires counselling ({duty.source})"
-                if duty is not None and duty.known and duty.source
+                f"{name} requires counselling ({cited(duty)})"
+                if duty is not None and duty.known
                 else f"Counselling is required at this site under the rules of {name}"
             )
             declining = Option(False, f"{required}, and no rule read lets the patient decline it.", None)
         video = rules["counselling_by_video"] if rules else None
-        if rules is not None and video is not None and video.value is True:
+        if video is not None and video.value is True:
             phone = Option(
                 False,
-                f"Counselling by telephone does not count at this site: the rules of {rules.name} say the "
-                f"pharmacist counsels by audio and video ({video.source}). Counsel the patient in a video "
+                f"Counselling by telephone does not count at this site: the rules of {name} say the "
+                f"pharmacist counsels by audio and video ({cited(video)}). Counsel the patient in a video "
                 "call from the fill.",
-                video.source,
+                cited(video),
             )
         else:
             phone = Option(True, None, None)
