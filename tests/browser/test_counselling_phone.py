@@ -19,6 +19,18 @@ pytestmark = pytest.mark.browser
 NOTE = "Called the patient: take with meals, what to do about a missed dose; questions answered."
 
 
+async def _approve(world: World, tech_name: str, rx_number: str) -> str:
+    """A fill of a new prescription at the technician's site, approved by nd_rph; returns its id."""
+    tech = await world.device(tech_name)
+    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body(rx_number))
+    fill = await queued_fill(world, tech, rx["id"])
+    rph = await world.login("nd_rph")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+    await rph.step_up()  # the test photos carry no barcode: a product-check flag is overridden
+    await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json=approval(claimed))
+    return str(fill["id"])
+
+
 async def _iowa_fill(world: World) -> str:
     """An Iowa site (new prescriptions need counselling; the medium is not settled) with a fill of a new
     prescription approved by nd_rph, licensed in Iowa too; returns the fill's id."""
@@ -27,14 +39,7 @@ async def _iowa_fill(world: World) -> str:
     await d.create_user(None, "tech_ia1", "tech_ia1", "technician", PASSWORD, site_code="IA-1")
     world.tokens["tech_ia1"] = await svc.auth.issue_device_token(None, "tech_ia1", "IA-1 counter")
     await d.add_license(None, "nd_rph", "IA", "IA-nd_rph", dt.date.today() + dt.timedelta(days=365))
-    tech = await world.device("tech_ia1")
-    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX-IA1"))
-    fill = await queued_fill(world, tech, rx["id"])
-    rph = await world.login("nd_rph")
-    claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
-    await rph.step_up()  # the test photos carry no barcode: a product-check flag is overridden
-    await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json=approval(claimed))
-    return str(fill["id"])
+    return await _approve(world, "tech_ia1", "RX-IA1")
 
 
 async def test_a_pharmacist_records_telephone_counselling_from_the_list_where_video_is_not_required(
@@ -92,6 +97,11 @@ async def test_a_pharmacist_records_telephone_counselling_from_the_list_where_vi
             ).one()
         assert (record.note, record.duration_seconds, pharmacist) == (NOTE, 240, "nd_rph")
         assert (await tech.post(f"/api/v1/fills/{ia_fill}/hand-out")).status == 200
+
+        # A fill approved meanwhile joins the list as it happens.
+        later = await _approve(world, "tech_nd2", "RX-ND2")
+        await expect(page.locator(f'#counsel-list li[data-id="{later}"]')).to_be_visible()
+        await expect(page.locator("#counselling-count")).to_have_text("2")
         assert not [line for line in console.logs if "pageerror" in line]
     finally:
         await console.context.close()

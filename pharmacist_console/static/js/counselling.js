@@ -7,8 +7,6 @@ import { $, h, fill, toast } from "./dom.js";
 import { formatAge } from "./format.js";
 
 const PAGE_ROWS = 100;
-// Changes that add a fill to the list or take one off it.
-const EVENTS = new Set(["fill.decided", "fill.counselling", "fill.handed_out"]);
 
 export class CounsellingList {
   constructor({ root, consults, onCount }) {
@@ -57,11 +55,21 @@ export class CounsellingList {
     this.render();
   }
 
-  /** A live change to a fill's counselling: the list is read again, once for a burst. */
-  onEvent(ev, visible) {
-    if (!EVENTS.has(ev.type)) return;
+  /** A fill approved with counselling due, or one counselled: the list (and its count in the nav) is read
+   * again, once for a burst, unless a telephone record is being written in it. */
+  onEvent(ev) {
+    const added = ev.type === "fill.decided" && ev.state === "approved" && ev.counselling === "due";
+    if (!added && ev.type !== "fill.counselling") return;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => { if (visible() && !this.root.querySelector("form")) this.load(); }, 300);
+    this.timer = setTimeout(() => { if (!this.root.querySelector("form.counsel-form")) this.load(); }, 300);
+  }
+
+  reset() {
+    clearTimeout(this.timer);
+    this.seq++;
+    this.rows = [];
+    this.next = null;
+    this.render();
   }
 
   render() {
