@@ -27,6 +27,8 @@ from typing import Any
 
 from sqlalchemy import insert, select, text
 
+from server.compliance.checks import Compliance
+from server.compliance.rules import load_rules
 from server.db.engine import Database
 from server.db.models import Event, Fill, Prescription, Site, User
 from server.fills.lifecycle import PRIORITY_RANK
@@ -119,7 +121,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     if not db.is_sqlite:
         async with db.read_one() as s:  # the planner's statistics, as autovacuum would keep them
             await s.execute(text("ANALYZE"))
-    queries = FillQueries(db)
+    queries = FillQueries(db, Compliance(load_rules()))
     rph = Principal(1, "rph", "rph", Role.PHARMACIST, None, frozenset({"ND"}), "session")
     tech = Principal(tech_id, "tech", "tech", Role.TECHNICIAN, site_id, frozenset(), "device")
     depth = min(args.depth, args.open - 200)

@@ -146,7 +146,7 @@ def build_services(
         prescriptions=Prescriptions(db),
         data_entry=data_entry,
         fills=fills,
-        queries=FillQueries(db),
+        queries=FillQueries(db, compliance),
         hub=hub,
         store=store,
         media=MediaAccess(db, may_read_media),

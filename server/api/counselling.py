@@ -9,10 +9,11 @@ from typing import Any
 
 from aiohttp import web
 
+from server.api.paging import paging
 from server.api.params import Query, accepts, body_of, path_param, query_param
-from server.api.shapes import detail_view
+from server.api.shapes import counselling_options_view, detail_view, fill_summary, initials
 from server.api.table import principal_of
-from server.counselling.service import MAX_NOTE, NewRecord, Report, ReportRow
+from server.counselling.service import DUE_ORDER, MAX_NOTE, DueFill, NewRecord, Report, ReportRow
 from server.fills.rules import DECLINED_BY, CounsellingKind
 from server.inputs import ID, Body, Date, Field, Int, Nullable, OneOf, Text
 from server.security import access_log
@@ -35,6 +36,7 @@ NEW_RECORD = Body(
 SITE = Query("site_id", ID, "Only this site")
 FROM = Query("from", Date(), "The first day (UTC), YYYY-MM-DD", required=True)
 TO = Query("to", Date(), "The last day (UTC), YYYY-MM-DD", required=True)
+DUE_PAGE = paging(DUE_ORDER, 100)
 
 
 def _fill_id(request: web.Request) -> str:
@@ -56,6 +58,25 @@ async def record(request: web.Request) -> web.Response:
     new = NewRecord.parse(await body_of(request, NEW_RECORD))
     fill, _ = await svc.counselling.record(principal_of(request), _fill_id(request), new)
     return await _detail(request, fill.id, 201)
+
+
+def _due_row(d: DueFill) -> dict[str, Any]:
+    """A fill due counselling as the pharmacist's list shows it: what it is, the patient's initials (the
+    name is read from the fill itself, where the access is logged), and what may be recorded."""
+    item = fill_summary(d.fill, d.site)
+    item.update(
+        rx_number=d.rx_number, drug=d.drug, strength=d.strength, patient_initials=initials(d.patient_name)
+    )
+    item["counselling_options"] = counselling_options_view(d.options)
+    return item
+
+
+@accepts(query=DUE_PAGE.queries)
+async def due(request: web.Request) -> web.Response:
+    """Approved fills waiting for counselling at the pharmacist's sites, the longest waiting first."""
+    after, limit = DUE_PAGE.read(request)
+    page = await services_of(request).counselling.due(principal_of(request), after=after, limit=limit)
+    return web.json_response({"fills": [_due_row(d) for d in page.rows], "next": page.next})
 
 
 @accepts()

@@ -370,6 +370,14 @@ ROUTES: tuple[Route, ...] = (
         "counselling",
     ),
     Route(
+        "GET",
+        "/api/v1/counselling/due",
+        counselling.due,
+        PHARM,
+        "Approved fills waiting for counselling at the sites of the caller's licensed states, oldest first",
+        "counselling",
+    ),
+    Route(
         "POST",
         "/api/v1/fills/{fill_id}/hand-out",
         counselling.hand_out,

@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from server.compliance.checks import CounsellingOptions
 from server.compliance.controlled import decision_terms
 from server.data_entry.rules import DATA_ENTRY, PRODUCT
 from server.data_entry.service import DataEntryRecord, DataEntryRow
@@ -253,6 +254,8 @@ def detail_view(record: FillRecord) -> dict[str, Any]:
     out["schedule"] = record.schedule
     out["controlled"] = decision_terms(record.schedule)
     out["counselling_record"] = counselling_view(record.counselling) if record.counselling else None
+    options = record.counselling_options
+    out["counselling_options"] = counselling_options_view(options) if options else None
     if record.history is not None:
         out["history"] = history_view(record.history)
     return out
@@ -270,6 +273,15 @@ def counselling_view(r: CounsellingRecord) -> dict[str, Any]:
         "has_note": r.note is not None,
         "recorded_at": _iso(r.recorded_at),
         "recorded_by": r.recorded_by,
+    }
+
+
+def counselling_options_view(o: CounsellingOptions) -> dict[str, Any]:
+    """What the rules in force let be recorded on a fill due counselling, besides a video call: the
+    patient's decline and a telephone call, each allowed or not, with why not and the rule's source."""
+    return {
+        name: {"allowed": option.allowed, "why_not": option.why, "source": option.source}
+        for name, option in (("decline", o.decline), ("phone", o.phone))
     }
 
 

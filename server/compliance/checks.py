@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.compliance.forms import form_group
-from server.compliance.rules import SCHEDULES, RuleBook, RulesError, StateRules
+from server.compliance.rules import SCHEDULES, RuleBook, RulesError, Sourced, StateRules
 from server.db.engine import Database
 from server.db.models import Prescription, Site
 from server.errors import Conflict, Forbidden
@@ -49,6 +50,30 @@ class Limit:
 
     sites: int
     rules: StateRules
+
+
+@dataclass(frozen=True)
+class Option:
+    """Whether one way of recording counselling is allowed at a site, and if not, why (naming the rule)."""
+
+    allowed: bool
+    why: str | None
+    source: str | None
+
+
+@dataclass(frozen=True)
+class CounsellingOptions:
+    """What may be recorded on a fill due counselling at a site, besides a video call."""
+
+    decline: Option
+    phone: Option
+
+
+def cited(rule: Sourced[Any]) -> str:
+    """Where a rule's value comes from: a site's own reason where the site set it, else its source."""
+    if rule.site:
+        return f"the site's own rule: {rule.site}"
+    return rule.source or "no source named"
 
 
 class Compliance:
@@ -172,41 +197,63 @@ class Compliance:
         fills: frozenset[str] | None = rules["counselling_fills"].value if rules else None
         return bool(fills) and fill_type in (fills or ())
 
-    def check_decline(self, site: Site) -> None:
-        """Forbidden unless the rules in force let the patient decline counselling (an unknown rule
-        does not: declining is what a rule must allow)."""
+    def counselling_options(self, site: Site) -> CounsellingOptions:
+        """What the rules in force let be recorded on a fill due counselling besides a video call: the
+        patient's decline (only where a rule allows it; unknown does not) and a telephone call (not where
+        counselling is by video), each with why not."""
         rules = self.rules_for(site)
-        rule = rules["counselling_may_decline"] if rules else None
-        if rule is not None and rule.value is True:
-            return
         name = rules.name if rules else f"the state {site.state}"
-        why = (
-            f"the rule in force does not allow it ({rule.source})"
-            if rule is not None and rule.value is False
-            else "no rule read says the patient may decline it"
-        )
+        decline = rules["counselling_may_decline"] if rules else None
+        if decline is not None and decline.value is True:
+            declining = Option(True, None, cited(decline))
+        elif decline is not None and decline.value is False:
+            why = f"The rules of {name} do not let the patient decline counselling ({cited(decline)})."
+            declining = Option(False, why, cited(decline))
+        else:
+            duty = rules["counselling_fills"] if rules else None
+            required = (
+                f"{name} requires counselling ({cited(duty)})"
+                if duty is not None and duty.known
+                else f"Counselling is required at this site under the rules of {name}"
+            )
+            declining = Option(False, f"{required}, and no rule read lets the patient decline it.", None)
+        video = rules["counselling_by_video"] if rules else None
+        if video is not None and video.value is True:
+            phone = Option(
+                False,
+                f"Counselling by telephone does not count at this site: the rules of {name} say the "
+                f"pharmacist counsels by audio and video ({cited(video)}). Counsel the patient in a video "
+                "call from the fill.",
+                cited(video),
+            )
+        else:
+            phone = Option(True, None, None)
+        return CounsellingOptions(declining, phone)
+
+    def check_decline(self, site: Site) -> None:
+        """Forbidden unless the rules in force let the patient decline counselling."""
+        declining = self.counselling_options(site).decline
+        if declining.allowed:
+            return
         raise Forbidden(
-            f"Declined counselling cannot be recorded at this site: under the rules of {name} "
-            f"{why}. The pharmacist counsels the patient before the fill is handed out.",
+            f"Declined counselling cannot be recorded at this site. {declining.why} The pharmacist "
+            "counsels the patient before the fill is handed out.",
             code="decline_not_allowed",
             rule="counselling_may_decline",
-            source=rule.source if rule is not None else None,
+            source=declining.source,
         )
 
     def check_by_phone(self, site: Site) -> None:
         """Forbidden when the rules in force say counselling is by video, so a telephone call does not
         count."""
-        rules = self.rules_for(site)
-        rule = rules["counselling_by_video"] if rules else None
-        if rule is None or rule.value is not True or rules is None:
+        phone = self.counselling_options(site).phone
+        if phone.allowed:
             return
         raise Forbidden(
-            f"Counselling by telephone does not count at this site: the rules of {rules.name} say the "
-            f"pharmacist counsels by audio and video ({rule.source}). Counsel the patient in a video "
-            "call from the fill.",
+            phone.why or "Counselling by telephone does not count at this site.",
             code="video_required",
             rule="counselling_by_video",
-            source=rule.source,
+            source=phone.source,
         )
 
     # -- recording a call ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from server.audit import chain as audit
-from server.compliance.checks import Compliance
+from server.compliance.checks import Compliance, CounsellingOptions
 from server.db.conditional import update_if
 from server.db.engine import Database
 from server.db.models import Consultation, CounsellingRecord, Fill, Prescription, Site, User, utcnow
@@ -35,6 +35,7 @@ from server.fills.rules import (
     CounsellingKind,
     FillState,
 )
+from server.keyset import Keyset, Page
 from server.realtime import journal
 from server.security.principal import Principal, Role
 
@@ -44,6 +45,8 @@ COUNSELLING_CALL = "counsel"
 # A counselling call counts for the fill it names, or else for its prescription's newest fill that is
 # in the queue, in review or approved (not yet handed out).
 _COUNSELLED_STATES = (*OPEN_STATES, FillState.APPROVED)
+# The fills due counselling, the longest waiting first (approved earliest); the id makes the key unique.
+DUE_ORDER = Keyset("counselling_due", [(Fill.decided_at, dt.datetime), (Fill.id, str)])
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,19 @@ class Report:
     handed_out_required: int
     without_record: list[ReportRow]
     declined: list[ReportRow]
+
+
+@dataclass(frozen=True)
+class DueFill:
+    """An approved fill waiting for its counselling, and what may be recorded on it besides a call."""
+
+    fill: Fill
+    site: Site
+    rx_number: str
+    drug: str
+    strength: str
+    patient_name: str
+    options: CounsellingOptions
 
 
 def _words(code: str) -> str:
@@ -268,6 +284,53 @@ class CounsellingService:
         )
 
     # -- reading ------------------------------------------------------------------------------------
+
+    async def due(self, actor: Principal, *, after: tuple[Any, ...] | None, limit: int) -> Page[DueFill]:
+        """A page of the approved fills waiting for counselling at the sites of the states where the
+        pharmacist is licensed, the longest waiting first."""
+        if actor.role is not Role.PHARMACIST:
+            raise Forbidden("Only a pharmacist counsels patients.")
+        if not actor.licensed_states:
+            return Page([], None)
+        async with self.db.read() as s:
+            found = (
+                await s.execute(
+                    select(
+                        Fill,
+                        Site,
+                        Prescription.rx_number,
+                        Prescription.drug,
+                        Prescription.strength,
+                        Prescription.patient_name,
+                    )
+                    .join(Site, Site.id == Fill.site_id)
+                    .join(Prescription, Prescription.id == Fill.prescription_id)
+                    .where(
+                        Fill.state == FillState.APPROVED,
+                        Fill.counselling == Counselling.DUE,
+                        Site.state.in_(actor.licensed_states),
+                        *([DUE_ORDER.after(after)] if after is not None else []),
+                    )
+                    .order_by(*DUE_ORDER.order_by())
+                    .limit(limit + 1)
+                )
+            ).all()
+        page = DUE_ORDER.page(found, limit, lambda r: (r.Fill.decided_at, r.Fill.id))
+        return Page(
+            [
+                DueFill(
+                    r.Fill,
+                    r.Site,
+                    r.rx_number,
+                    r.drug,
+                    r.strength,
+                    r.patient_name,
+                    self.compliance.counselling_options(r.Site),
+                )
+                for r in page.rows
+            ],
+            page.next,
+        )
 
     async def of_fill(self, actor: Principal, fill_id: str) -> CounsellingRecord | None:
         """The fill's record, for those who may see the fill."""

@@ -281,6 +281,9 @@ class Fill(Base):
         # A site's fills newest first, a page at a time after the last one's key (server/fills/queries.py).
         Index("ix_fills_site_created", "site_id", "created_at", "id"),
         Index("ix_fills_site_handed_out", "site_id", "handed_out_at"),
+        # The fills waiting for counselling, longest waiting first (server/counselling). Not partial: the
+        # status arrives as a bound parameter, which neither database matches to an index's condition.
+        Index("ix_fills_counselling_due", "counselling", "decided_at", "id"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 
+from server.compliance.checks import Compliance
 from server.compliance.controlled import schedules_of
 from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site
 from server.errors import NotFound
 from server.fills.lifecycle import PRIORITY_RANK
 from server.fills.records import FillRecord, load_record
-from server.fills.rules import OPEN_STATES, PRIORITIES, VIDEO_KINDS
+from server.fills.rules import OPEN_STATES, PRIORITIES, VIDEO_KINDS, Counselling, FillState
 from server.keyset import Keyset, Page
 from server.security.principal import Principal, Role
 
@@ -59,8 +61,9 @@ class SiteFill:
 
 
 class FillQueries:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, compliance: Compliance) -> None:
         self.db = db
+        self.compliance = compliance
 
     async def queue(
         self,
@@ -199,4 +202,7 @@ class FillQueries:
             record = await load_record(s, actor, fill_id)
         if record is None:
             raise NotFound("No such fill.")
+        if record.fill.state == FillState.APPROVED and record.fill.counselling == Counselling.DUE:
+            options = self.compliance.counselling_options(record.site)
+            record = dataclasses.replace(record, counselling_options=options)
         return record

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.compliance.checks import schedule_of
+from server.compliance.checks import CounsellingOptions, schedule_of
 from server.db.models import CounsellingRecord, Decision, Fill, Media, Prescription, Site, User
 from server.fills.history import FillHistory, history_of
 from server.fills.rules import COUNSELLING_RECORDED
@@ -56,6 +56,9 @@ class FillRecord:
     schedule: str | None = None
     # How the patient was counselled (or declined), once it is recorded.
     counselling: CounsellingRecord | None = None
+    # On an approved fill whose counselling is due: what the rules in force let be recorded besides a
+    # video call (the patient's decline, a telephone call), and why not.
+    counselling_options: CounsellingOptions | None = None
 
 
 async def decisions_of(s: AsyncSession, prescription_id: int) -> Sequence[Any]:

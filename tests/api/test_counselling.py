@@ -262,3 +262,64 @@ async def test_a_call_the_site_asks_for_on_the_prescription_counsels_its_approve
     await tech.json("POST", f"/api/v1/consultations/{look['id']}/connected")
     await rph.json("POST", f"/api/v1/consultations/{look['id']}/end", json={"reason": "hangup"})
     assert (await tech.json("GET", f"/api/v1/fills/{other['id']}"))["counselling"] == "due"
+
+
+async def test_a_fill_due_counselling_says_whether_the_patient_may_decline_and_whether_a_phone_call_counts(
+    world: World,
+) -> None:
+    nd = await _approved(world, "tech_nd1", "nd_rph", "RX-CN15")
+    decline, phone = nd["counselling_options"]["decline"], nd["counselling_options"]["phone"]
+    # North Dakota requires counselling and no rule read lets the patient decline it; its rule is by video.
+    assert decline["allowed"] is False and "North Dakota requires counselling" in decline["why_not"]
+    assert "61-02-08-03(5)" in decline["why_not"]
+    assert phone["allowed"] is False and "audio and video" in phone["why_not"] and phone["source"]
+    # The server refuses with the same words the fill gave.
+    refused = await (await world.device("tech_nd1")).post(
+        f"/api/v1/fills/{nd['id']}/counselling", json={"kind": "declined", "declined_by": "patient"}
+    )
+    assert refused.status == 403 and decline["why_not"] in (await refused.json())["message"]
+
+    oh_tech, _ = await _site(world, "OH-1", "OH")
+    oh = (await _approved(world, oh_tech, "oh_rph", "RX-CN16"))["counselling_options"]
+    assert oh["decline"] == {"allowed": True, "why_not": None, "source": oh["decline"]["source"]}
+    assert "4729:5-18-05" in oh["decline"]["source"] and oh["phone"]["allowed"] is False
+    ia_tech, _ = await _site(world, "IA-1", "IA")
+    ia = await _approved(world, ia_tech, "ia_rph", "RX-CN17")
+    assert ia["counselling_options"]["phone"]["allowed"] is True
+    assert ia["counselling_options"]["decline"]["allowed"] is False
+    assert "Iowa requires counselling" in ia["counselling_options"]["decline"]["why_not"]
+
+    # Nothing to offer where nothing is due: a fill that needs none, and one counselled already.
+    assert (await _approved(world, "tech_mn1", "mn_rph", "RX-CN18"))["counselling_options"] is None
+    phoned = await (await world.login("ia_rph")).json(
+        "POST", f"/api/v1/fills/{ia['id']}/counselling", 201, json={"kind": "phone"}
+    )
+    assert phoned["counselling"] == "counselled_phone" and phoned["counselling_options"] is None
+
+
+async def test_a_pharmacist_lists_the_fills_due_counselling_at_their_sites_oldest_first(world: World) -> None:
+    nd = [(await _approved(world, "tech_nd1", "nd_rph", f"RX-CN2{n}"))["id"] for n in range(3)]
+    await _approved(world, "tech_mn1", "mn_rph", "RX-CN23")  # Minnesota: nothing due
+    ia_tech, _ = await _site(world, "IA-1", "IA")
+    ia = (await _approved(world, ia_tech, "ia_rph", "RX-CN24"))["id"]
+
+    rph = await world.login("nd_rph")
+    first = await rph.json("GET", "/api/v1/counselling/due?limit=2")
+    second = await rph.json("GET", f"/api/v1/counselling/due?limit=2&after={first['next']}")
+    assert [f["id"] for f in first["fills"] + second["fills"]] == nd and second["next"] is None
+    row = first["fills"][0]
+    assert (row["rx_number"], row["site"]["code"], row["counselling"]) == ("RX-CN20", "ND-1", "due")
+    assert row["patient_initials"] == "J. P." and "Jane" not in str(first)
+    assert row["counselling_options"]["phone"]["allowed"] is False
+
+    # Each pharmacist sees the sites of their licensed states; a fill counselled leaves the list.
+    assert (await (await world.login("mn_rph")).json("GET", "/api/v1/counselling/due"))["fills"] == []
+    ia_rph = await world.login("ia_rph")
+    listed = (await ia_rph.json("GET", "/api/v1/counselling/due"))["fills"]
+    assert [(f["id"], f["counselling_options"]["phone"]["allowed"]) for f in listed] == [(ia, True)]
+    await ia_rph.json("POST", f"/api/v1/fills/{ia}/counselling", 201, json={"kind": "phone", "note": NOTE})
+    assert (await ia_rph.json("GET", "/api/v1/counselling/due"))["fills"] == []
+    # The site and an administrator have their own views; a bad cursor is a clear error.
+    assert (await (await world.device("tech_nd1")).get("/api/v1/counselling/due")).status == 403
+    bad = await rph.get("/api/v1/counselling/due?after=nonsense")
+    assert bad.status == 400 and (await bad.json())["error"] == "bad_cursor"

@@ -14,7 +14,7 @@ import { QueueView } from "./queue_view.js";
 import { Viewer } from "./viewer.js";
 import { Workspace } from "./workspace.js";
 
-const VIEWS = ["boot", "login", "queue", "verify", "pv1", "dashboard", "compliance", "admin"];
+const VIEWS = ["boot", "login", "queue", "verify", "pv1", "dashboard", "compliance", "admin", "counselling"];
 const LIVE_TEXT = { off: "Offline", connecting: "Connecting…", reconnecting: "Reconnecting…", live: "Live" };
 
 const els = {
@@ -50,6 +50,8 @@ let me = null;
 let view = "boot";
 const identity = new Identity();
 let adminPage = null;
+// The pharmacist's fills due counselling (counselling.js), made on first use.
+let counselling = null;
 const idleLock = new IdleLock({
   app: els.app,
   identity,
@@ -57,8 +59,12 @@ const idleLock = new IdleLock({
   onLock: async () => {
     if (view === "verify") await workspace.leave();
     store.reset();
+    counselling?.reset();
   },
-  onUnlock: () => store.load().catch((err) => toast(`Could not load the queue: ${err.message}`, "error")),
+  onUnlock: () => {
+    store.load().catch((err) => toast(`Could not load the queue: ${err.message}`, "error"));
+    if (me?.role === "pharmacist") counselling?.load();
+  },
   onSignOut: async () => {
     await api("DELETE", "/api/v1/session").catch(() => {});
     endSession("You have signed out.");
@@ -116,6 +122,22 @@ function show(name) {
   if (name === "pv1") dataEntry.load().catch((err) => toast(`Could not load data entry: ${err.message}`, "error"));
   if (name === "compliance") openCompliance();
   if (name === "admin") openAdmin();
+  if (name === "counselling") openCounselling();
+}
+
+// Counselling due (counselling.js): a pharmacist's list, its count in the nav kept live by the events that
+// change it.
+async function counsellingList() {
+  if (!counselling) {
+    const mod = await import("./counselling.js");
+    counselling ||= new mod.CounsellingList({
+      root: $("#counselling-view"), consults, onCount: (n) => { $("#counselling-count").textContent = n ? String(n) : ""; },
+    });
+  }
+  return counselling;
+}
+async function openCounselling() {
+  await (await counsellingList()).load();
 }
 
 async function openCompliance() {
@@ -217,6 +239,7 @@ async function startSession(user, csrf) {
   for (const el of [els.nav, els.live, els.me, els.signOut, els.helpButton, els.pressure, $("#security-button")]) el.hidden = false;
   $("#nav-compliance").hidden = user.role !== "admin";
   $("#nav-admin").hidden = user.role !== "admin";
+  $("#nav-counselling").hidden = user.role !== "pharmacist";
   show("queue");
   const [sites, reasons] = await Promise.all([getAll("/api/v1/sites", "sites"), get("/api/v1/reasons")]);
   knownSites = sites.sites;
@@ -234,6 +257,7 @@ function endSession(message) {
   idleLock.stop();
   workspace.reset();
   dataEntry.reset();
+  counselling?.reset();
   live.stop();
   store.reset();
   me = null;
@@ -301,15 +325,22 @@ function loadQueue() {
 }
 live.addEventListener("hello", (e) => {
   // A resumed connection replays what was missed from the cursor; only a fresh one loads the queue.
-  if (!e.detail.resumed) loadQueue();
+  if (!e.detail.resumed) {
+    loadQueue();
+    if (me?.role === "pharmacist") counsellingList().then((c) => c.load());
+  }
 });
 // Away longer than the server keeps events (or too far behind to replay): the queue is read afresh.
-live.addEventListener("reload", loadQueue);
+live.addEventListener("reload", () => {
+  loadQueue();
+  if (me?.role === "pharmacist") counselling?.load();
+});
 let dashboardTimer = null;
 live.addEventListener("event", (e) => {
   store.handle(e.detail);
   workspace.onEvent(e.detail);
   dataEntry.onEvent(e.detail);
+  counselling?.onEvent(e.detail);
   if (view === "dashboard" && dashboard && e.detail.type === "fill.decided") {
     // The figures follow decisions as they happen, a few seconds behind so bursts cost one request.
     clearTimeout(dashboardTimer);

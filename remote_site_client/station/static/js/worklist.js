@@ -162,15 +162,20 @@ export class WorkList {
   }
 
   /** An approved fill at the counter: counselling due (ask for a call, or the patient declines where the
-   * state allows it) or done, and Hand out once nothing is due. */
+   * rules in force allow it, as the server says on the fill; elsewhere why not) or done, and Hand out
+   * once nothing is due. */
   counterPanel(fillId, s) {
     const due = s.counselling === "due";
     const parts = [h("p", { id: "counselling", dataset: { counselling: s.counselling || "" } },
       due ? "Counselling due: the pharmacist counsels the patient before it is handed out."
         : COUNSELLING_WORDS[s.counselling] ? `${COUNSELLING_WORDS[s.counselling][0].toUpperCase()}${COUNSELLING_WORDS[s.counselling].slice(1)}.` : "No counselling required.")];
     const buttons = [];
-    if (due) {
+    const decline = s.counselling_options?.decline;
+    if (due && decline?.allowed) {
       buttons.push(h("button", { type: "button", class: "btn big", id: "declined-btn", onclick: () => this.declined(fillId) }, "Patient declined…"));
+    } else if (due) {
+      parts.push(h("p", { class: "muted", id: "decline-why" },
+        `The patient cannot decline counselling here: ${decline?.why_not || "no rule in force lets the patient decline it."}`));
     } else {
       buttons.push(h("button", { type: "button", class: "btn primary big", id: "hand-out-btn", onclick: () => this.handOut(fillId) }, "Hand out"));
     }
