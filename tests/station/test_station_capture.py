@@ -65,9 +65,12 @@ async def test_three_views_saved_reach_the_pharmacist_and_the_approval_comes_bac
     await look_at_every_photo(rph.page)
     await rph.page.keyboard.press("a")
     await expect(row).to_have_attribute("data-state", "approved", timeout=15000)
-    await expect(row).to_contain_text("ready to bag")
+    # North Dakota's pharmacist counsels every new prescription: approved, but not to be handed out yet.
+    await expect(row).to_contain_text("Approved, counselling due")
     await row.locator("button").click()
     await expect(page.locator("#decision")).to_contain_text("Approved: ready to bag")
+    await expect(page.locator("#counselling")).to_contain_text("Counselling due")
+    await expect(page.locator("#hand-out-btn")).to_have_count(0)
     assert not [line for line in sp.logs if line.startswith(("error", "pageerror"))], sp.logs
 
 
