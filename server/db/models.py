@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -257,9 +258,25 @@ class PrescriptionRevision(Base):
     edited_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+# The fills waiting for a pharmacist or in one's hands: a few hundred among a year's millions.
+OPEN_FILL = text("state IN ('queued', 'in_review')")
+
+
 class Fill(Base):
     __tablename__ = "fills"
-    __table_args__ = (Index("ix_fills_queue", "state", "priority", "submitted_at"),)
+    __table_args__ = (
+        # The queue and claim-next read only open fills (docs/decisions/0022-history-indexes-and-rollup.md).
+        Index(
+            "ix_fills_open",
+            "priority",
+            "submitted_at",
+            "id",
+            postgresql_where=OPEN_FILL,
+            sqlite_where=OPEN_FILL,
+        ),
+        # The dashboard's decided fills of a period.
+        Index("ix_fills_decided_at", "decided_at"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
@@ -363,6 +380,19 @@ class Decision(Base):
     license_state: Mapped[str | None] = mapped_column(String(2), nullable=True)
     license_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
     decided_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DashboardHour(Base):
+    """One closed hour of the dashboard's figures, summarised once from the records by the same code
+    that scans them (server/reports/dashboard.py): its decisions ("decided", for every site) or the
+    queue depth of a scope of sites ("depth")."""
+
+    __tablename__ = "dashboard_hours"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # "" for decisions; for depth, whose sites: "all", "states:MN,ND" or "site:7".
+    scope: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hour: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class AuditEvent(Base):

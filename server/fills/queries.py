@@ -11,9 +11,9 @@ from sqlalchemy import ColumnElement, func, select
 from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site
 from server.errors import NotFound
-from server.fills.lifecycle import PRIORITY_RANK
+from server.fills.lifecycle import IS_OPEN, PRIORITY_RANK
 from server.fills.records import FillRecord, load_record
-from server.fills.rules import OPEN_STATES, VIDEO_KINDS
+from server.fills.rules import VIDEO_KINDS
 from server.security.principal import Principal, Role
 
 
@@ -52,7 +52,7 @@ class FillQueries:
         """Open fills the actor may verify, in queue order, with counts and the oldest waiting time."""
         if actor.role is Role.PHARMACIST and not actor.licensed_states:
             return FillQueue([], {}, None)
-        where: list[ColumnElement[bool]] = [Fill.state.in_(OPEN_STATES)]
+        where: list[ColumnElement[bool]] = [IS_OPEN]
         if actor.role is Role.PHARMACIST:
             where.append(Site.state.in_(actor.licensed_states))
         if site_id is not None:

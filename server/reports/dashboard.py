@@ -2,6 +2,14 @@
 
 A pharmacist sees the sites of the states where they are licensed, and among pharmacists only
 themselves (everyone else in those states as one row); an administrator sees everything.
+
+A year of records must not make the dashboard slower than its first day. Each closed hour is
+summarised once, by the same scan that reads the records, into dashboard_hours: its decisions
+(site, pharmacist, outcome, turnaround, reasons) and, per scope of sites, its queue depth in quarter
+hours. A period then reads the summaries of its closed hours and scans only its open edges (the part
+of the first hour inside the period, and the last hour or so). Turnaround percentiles need every
+value, so the decisions are kept value by value, in columns; depth summaries merge because the depth
+points fall on round boundaries of their step (docs/decisions/0022-history-indexes-and-rollup.md).
 """
 
 from __future__ import annotations
@@ -11,17 +19,34 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from server.db.engine import Database
-from server.db.models import AuditEvent, Decision, Fill, Site, User, utcnow
+from server.db.models import AuditEvent, DashboardHour, Decision, Fill, Site, User, utcnow
 from server.errors import InvalidInput
-from server.fills.rules import OPEN_STATES, REJECTION_REASONS
-from server.reports.figures import Spell, bucket_for, depth_series, percentile, review_spells
+from server.fills.lifecycle import IS_OPEN
+from server.fills.rules import REJECTION_REASONS
+from server.reports.figures import DepthPoint, Spell, bucket_for, depth_series, percentile, review_spells
 from server.security.principal import Principal, Role
 
 MAX_DAYS = 366
 OTHERS = "Other pharmacists"
 REVIEW_ACTIONS = ("fill.claimed", "fill.released", "fill.decided")
+HOUR = dt.timedelta(hours=1)
+# The finest depth step (a one-day period's); every coarser step is a whole number of these.
+SLOT = bucket_for(1)
+# An hour is summarised once it ended this long ago: a decision stamped before its end has committed.
+SETTLE = dt.timedelta(minutes=5)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _floor(t: dt.datetime, step: dt.timedelta) -> dt.datetime:
+    return t - (t - EPOCH) % step
+
+
+def _ceil(t: dt.datetime, step: dt.timedelta) -> dt.datetime:
+    down = _floor(t, step)
+    return down if down == t else down + step
 
 
 def _iso(t: dt.datetime) -> str:
@@ -36,9 +61,35 @@ def _summary(values: list[float]) -> dict[str, Any]:
     }
 
 
+# Decisions in columns: the dashboard reads a month of them, and a row object each costs more than
+# the figures. "reasons" maps a decision's index (as text, a JSON key) to its reason codes.
+Columns = dict[str, Any]
+
+
+def _columns() -> Columns:
+    return {"site": [], "pharmacist": [], "outcome": [], "seconds": [], "reasons": {}}
+
+
+def _append(c: Columns, r: Any) -> None:
+    """Adds a row of (submitted_at, decided_at, site_id, outcome, reason_codes, pharmacist_id)."""
+    if r.reason_codes:
+        c["reasons"][str(len(c["site"]))] = list(r.reason_codes)
+    c["site"].append(r.site_id)
+    c["pharmacist"].append(r.pharmacist_id)
+    c["outcome"].append(r.outcome)
+    c["seconds"].append(
+        None
+        if r.submitted_at is None or r.decided_at is None
+        else max(0.0, (r.decided_at - r.submitted_at).total_seconds())
+    )
+
+
 class Dashboard:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, rollup: bool = True) -> None:
         self.db = db
+        # Without the rollup every figure is scanned from the records (the summaries are checked
+        # against that).
+        self.rollup = rollup
 
     def _scope(self, actor: Principal) -> list[ColumnElement[bool]]:
         if actor.role is Role.ADMIN:
@@ -47,12 +98,24 @@ class Dashboard:
             return [Site.state.in_(sorted(actor.licensed_states))]
         return [Site.id == actor.site_id]
 
+    @staticmethod
+    def _scope_key(actor: Principal) -> str:
+        if actor.role is Role.ADMIN:
+            return "all"
+        if actor.role is Role.PHARMACIST:
+            return "states:" + ",".join(sorted(actor.licensed_states))
+        return f"site:{actor.site_id}"
+
     async def figures(self, actor: Principal, *, days: int, now: dt.datetime | None = None) -> dict[str, Any]:
         """Everything the dashboard draws for the last `days` days."""
         if not 1 <= days <= MAX_DAYS:
             raise InvalidInput(f"days must be between 1 and {MAX_DAYS}.")
         end = now or utcnow()
         start = end - dt.timedelta(days=days)
+        step = bucket_for(days)
+        # Depth points fall on round boundaries of the step, the last one at or after `end`.
+        depth_end = _ceil(end, step)
+        depth_start = depth_end - dt.timedelta(days=days)
         scope = self._scope(actor)
         empty = actor.role is Role.PHARMACIST and not actor.licensed_states
         out: dict[str, Any] = {
@@ -62,113 +125,219 @@ class Dashboard:
             "scope": "all" if actor.role is Role.ADMIN else sorted(actor.licensed_states),
         }
         if empty:
-            out.update(self._empty(start, end, days))
+            out.update(self._empty(depth_start, depth_end, step))
             return out
+        # Hours that ended a while ago come from their summaries.
+        closed = _floor(end - SETTLE, HOUR) if self.rollup else EPOCH
         async with self.db.read() as s:
-            decided = await self._decided(s, scope, start, end)
-            depth = await self._depth(s, scope, start, end, bucket_for(days))
+            sites = {
+                r.id: {"site_id": r.id, "code": r.code, "name": r.name, "state": r.state}
+                for r in await s.execute(select(Site.id, Site.code, Site.name, Site.state).where(*scope))
+            }
+            decided = await self._decided_period(s, scope, start, end, closed)
+            slots = await self._slots_period(s, scope, self._scope_key(actor), depth_start, depth_end, closed)
             open_now = (
                 await s.execute(
                     select(func.count())
                     .select_from(Fill)
                     .join(Site, Site.id == Fill.site_id)
-                    .where(Fill.state.in_(OPEN_STATES), *scope)
+                    .where(IS_OPEN, *scope)
                 )
             ).scalar_one()
-        out.update(self._turnaround(actor, decided))
-        out["rejections_by_reason"] = self._rejections(decided)
-        out["queue_depth"] = depth
+            tally = _Tally(actor, set(sites))
+            for part in decided:
+                tally.add(part)
+            names = dict(
+                (
+                    await s.execute(
+                        select(User.id, User.display_name).where(
+                            User.id.in_([k for k in tally.by_pharmacist if k is not None])
+                        )
+                    )
+                ).all()
+            )
+        out.update(tally.turnaround(sites, names))
+        out["rejections_by_reason"] = tally.rejections()
+        out["queue_depth"] = self._depth_view(_fold(slots, step), step)
         out["totals"]["open_now"] = open_now
         return out
 
     @staticmethod
-    def _empty(start: dt.datetime, end: dt.datetime, days: int) -> dict[str, Any]:
-        step = bucket_for(days)
+    def _empty(start: dt.datetime, end: dt.datetime, step: dt.timedelta) -> dict[str, Any]:
         return {
             "totals": {"decided": 0, "approved": 0, "rejected": 0, "open_now": 0, **_summary([])},
             "turnaround_by_site": [],
             "turnaround_by_pharmacist": [],
             "rejections_by_reason": [],
-            "queue_depth": {
-                "bucket_seconds": int(step.total_seconds()),
-                "points": [
-                    {"at": _iso(p.at), "open": 0, "in_review": 0, "peak_open": 0, "peak_in_review": 0}
-                    for p in depth_series([], [], start, end, step)
-                ],
-            },
+            "queue_depth": Dashboard._depth_view(depth_series([], [], start, end, step), step),
         }
 
+    # -- decisions -------------------------------------------------------------------------------
+
+    async def _decided_period(
+        self,
+        s: Any,
+        scope: list[ColumnElement[bool]],
+        start: dt.datetime,
+        end: dt.datetime,
+        closed: dt.datetime,
+    ) -> list[Columns]:
+        """Decisions from start to end: closed whole hours from their summaries, the edges scanned."""
+        first, last = _ceil(start, HOUR), min(_floor(end, HOUR), closed)
+        if first >= last:
+            return [await self._decided(s, scope, start, end)]
+        summaries = await self._summaries(s, "decided", "", first, last, self._summarise_decided)
+        return [
+            await self._decided(s, scope, start, first, upto_included=False),
+            *(figures for _, figures in summaries),
+            await self._decided(s, scope, last, end),
+        ]
+
     async def _decided(
-        self, s: Any, scope: list[ColumnElement[bool]], start: dt.datetime, end: dt.datetime
-    ) -> list[Any]:
+        self,
+        s: Any,
+        scope: list[ColumnElement[bool]],
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        upto_included: bool = True,
+    ) -> Columns:
         rows = await s.execute(
             select(
                 Fill.submitted_at,
                 Fill.decided_at,
-                Site.id.label("site_id"),
-                Site.code,
-                Site.name,
-                Site.state,
+                Fill.site_id,
                 Decision.outcome,
                 Decision.reason_codes,
                 Decision.pharmacist_id,
-                User.display_name,
             )
             .join(Site, Site.id == Fill.site_id)
             .join(Decision, Decision.fill_id == Fill.id)
-            .join(User, User.id == Decision.pharmacist_id)
-            .where(Fill.decided_at >= start, Fill.decided_at <= end, *scope)
+            .where(
+                Fill.decided_at >= start,
+                Fill.decided_at <= end if upto_included else Fill.decided_at < end,
+                *scope,
+            )
         )
-        return list(rows.all())
+        out = _columns()
+        for r in rows:
+            _append(out, r)
+        return out
 
-    @staticmethod
-    def _turnaround(actor: Principal, decided: list[Any]) -> dict[str, Any]:
-        all_values: list[float] = []
-        by_site: dict[int, list[float]] = defaultdict(list)
-        sites: dict[int, dict[str, Any]] = {}
-        by_rph: dict[int | None, list[float]] = defaultdict(list)
-        names: dict[int | None, str] = {}
-        outcomes: Counter[str] = Counter()
-        for r in decided:
-            outcomes[r.outcome] += 1
-            if r.submitted_at is None or r.decided_at is None:
-                continue
-            seconds = max(0.0, (r.decided_at - r.submitted_at).total_seconds())
-            all_values.append(seconds)
-            by_site[r.site_id].append(seconds)
-            sites[r.site_id] = {"site_id": r.site_id, "code": r.code, "name": r.name, "state": r.state}
-            # A pharmacist sees colleagues only as one aggregate row.
-            key = r.pharmacist_id if actor.role is Role.ADMIN or r.pharmacist_id == actor.user_id else None
-            by_rph[key].append(seconds)
-            names[key] = r.display_name if key is not None else OTHERS
-        site_rows = sorted(
-            ({**sites[k], **_summary(v)} for k, v in by_site.items()), key=lambda x: (x["state"], x["code"])
+    async def _summarise_decided(
+        self, s: Any, start: dt.datetime, end: dt.datetime
+    ) -> dict[dt.datetime, dict[str, Any]]:
+        """Every site's decisions of each hour from start to end, in columns."""
+        hours = {h: _columns() for h in _hours(start, end)}
+        rows = await s.execute(
+            select(
+                Fill.submitted_at,
+                Fill.decided_at,
+                Fill.site_id,
+                Decision.outcome,
+                Decision.reason_codes,
+                Decision.pharmacist_id,
+            )
+            .join(Decision, Decision.fill_id == Fill.id)
+            .where(Fill.decided_at >= start, Fill.decided_at < end)
         )
-        rph_rows = sorted(
-            ({"pharmacist_id": k, "name": names[k], **_summary(v)} for k, v in by_rph.items()),
-            key=lambda x: (x["pharmacist_id"] is None, x["name"]),
-        )
-        return {
-            "totals": {
-                "decided": sum(outcomes.values()),
-                "approved": outcomes.get("approve", 0),
-                "rejected": outcomes.get("reject", 0),
-                **_summary(all_values),
-            },
-            "turnaround_by_site": site_rows,
-            "turnaround_by_pharmacist": rph_rows,
+        for r in rows:
+            _append(hours[_floor(r.decided_at, HOUR)], r)
+        return hours
+
+    # -- summaries -------------------------------------------------------------------------------
+
+    async def _summaries(
+        self,
+        s: Any,
+        kind: str,
+        scope: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        summarise: Any,
+    ) -> list[tuple[dt.datetime, dict[str, Any]]]:
+        """The summaries of the hours from start to end, in order; the missing ones are made from the
+        records (one scan for them all) and kept."""
+        stored = {
+            r.hour: r.figures
+            for r in (
+                await s.execute(
+                    select(DashboardHour.hour, DashboardHour.figures).where(
+                        DashboardHour.kind == kind,
+                        DashboardHour.scope == scope,
+                        DashboardHour.hour >= start,
+                        DashboardHour.hour < end,
+                    )
+                )
+            )
         }
+        missing = [h for h in _hours(start, end) if h not in stored]
+        if missing:
+            made = await summarise(s, missing[0], missing[-1] + HOUR)
+            fresh = {h: made[h] for h in missing}
+            stored.update(fresh)
+            await self._keep(kind, scope, fresh)
+        return sorted(stored.items())
 
-    @staticmethod
-    def _rejections(decided: list[Any]) -> list[dict[str, Any]]:
-        counts: Counter[str] = Counter()
-        for r in decided:
-            if r.outcome == "reject":
-                counts.update(set(r.reason_codes or []))
-        return [
-            {"code": code, "label": REJECTION_REASONS.get(code, code), "count": n}
-            for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        ]
+    async def _keep(self, kind: str, scope: str, hours: dict[dt.datetime, dict[str, Any]]) -> None:
+        """Stores new summaries; one another request stored meanwhile is the same and stays."""
+        try:
+            async with self.db.write() as w:
+                have = set(
+                    (
+                        await w.execute(
+                            select(DashboardHour.hour).where(
+                                DashboardHour.kind == kind,
+                                DashboardHour.scope == scope,
+                                DashboardHour.hour.in_(list(hours)),
+                            )
+                        )
+                    ).scalars()
+                )
+                w.add_all(
+                    DashboardHour(kind=kind, scope=scope, hour=h, figures=f)
+                    for h, f in hours.items()
+                    if h not in have
+                )
+        except IntegrityError:
+            pass
+
+    # -- figures ---------------------------------------------------------------------------------
+
+    # -- queue depth -----------------------------------------------------------------------------
+
+    async def _slots_period(
+        self,
+        s: Any,
+        scope: list[ColumnElement[bool]],
+        key: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        closed: dt.datetime,
+    ) -> list[DepthPoint]:
+        """The depth in quarter hours from start to end: closed whole hours from their summaries."""
+        first, last = _ceil(start, HOUR), min(_floor(end, HOUR), closed)
+        if first >= last:
+            return await self._depth(s, scope, start, end, SLOT)
+
+        async def summarise(s: Any, a: dt.datetime, b: dt.datetime) -> dict[dt.datetime, dict[str, Any]]:
+            points = await self._depth(s, scope, a, b, SLOT)
+            per_hour = int(HOUR / SLOT)
+            return {
+                h: {
+                    "slots": [
+                        [p.open, p.in_review, p.peak_open, p.peak_in_review]
+                        for p in points[n * per_hour : (n + 1) * per_hour]
+                    ]
+                }
+                for n, h in enumerate(_hours(a, b))
+            }
+
+        out = await self._depth(s, scope, start, first, SLOT)
+        for hour, figures in await self._summaries(s, "depth", key, first, last, summarise):
+            out.extend(DepthPoint(hour + SLOT * (n + 1), *slot) for n, slot in enumerate(figures["slots"]))
+        out.extend(await self._depth(s, scope, last, end, SLOT))
+        return out
 
     async def _depth(
         self,
@@ -177,7 +346,9 @@ class Dashboard:
         start: dt.datetime,
         end: dt.datetime,
         step: dt.timedelta,
-    ) -> dict[str, Any]:
+    ) -> list[DepthPoint]:
+        if end <= start:
+            return []
         fills = (
             await s.execute(
                 select(Fill.id, Fill.queued_at, Fill.decided_at)
@@ -207,7 +378,10 @@ class Dashboard:
                 .order_by(AuditEvent.id)
             )
             review = review_spells((r.entity_id, r.at, r.action) for r in rows if r.entity_id in ids)
-        points = depth_series(open_spells, review, start, end, step)
+        return depth_series(open_spells, review, start, end, step)
+
+    @staticmethod
+    def _depth_view(points: list[DepthPoint], step: dt.timedelta) -> dict[str, Any]:
         return {
             "bucket_seconds": int(step.total_seconds()),
             "points": [
@@ -221,3 +395,95 @@ class Dashboard:
                 for p in points
             ],
         }
+
+
+class _Tally:
+    """Turnaround values by site, by pharmacist and in all, outcomes and rejection reasons, of the
+    decisions at the sites in scope."""
+
+    def __init__(self, actor: Principal, sites: set[int]) -> None:
+        self.actor = actor
+        self.sites = sites
+        self.every_pharmacist = actor.role is Role.ADMIN
+        self.all: list[float] = []
+        self.by_site: dict[int, list[float]] = defaultdict(list)
+        self.by_pharmacist: dict[int | None, list[float]] = defaultdict(list)
+        self.outcomes: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+
+    def add(self, c: Columns) -> None:
+        sites, me, everyone = self.sites, self.actor.user_id, self.every_pharmacist
+        by_site, by_rph, values = self.by_site, self.by_pharmacist, self.all
+        outcomes: list[str] = []
+        for site, rph, outcome, seconds in zip(
+            c["site"], c["pharmacist"], c["outcome"], c["seconds"], strict=True
+        ):
+            if site not in sites:
+                continue
+            outcomes.append(outcome)
+            if seconds is None:
+                continue
+            values.append(seconds)
+            by_site[site].append(seconds)
+            # A pharmacist sees colleagues only as one aggregate row.
+            by_rph[rph if everyone or rph == me else None].append(seconds)
+        self.outcomes.update(outcomes)
+        for index, codes in c["reasons"].items():
+            i = int(index)
+            if c["outcome"][i] == "reject" and c["site"][i] in sites:
+                self.reasons.update(set(codes))
+
+    def turnaround(self, sites: dict[int, dict[str, Any]], names: dict[int, str]) -> dict[str, Any]:
+        site_rows = sorted(
+            ({**sites[k], **_summary(v)} for k, v in self.by_site.items()),
+            key=lambda x: (x["state"], x["code"]),
+        )
+        rph_rows = sorted(
+            (
+                {"pharmacist_id": k, "name": names.get(k, "") if k is not None else OTHERS, **_summary(v)}
+                for k, v in self.by_pharmacist.items()
+            ),
+            key=lambda x: (x["pharmacist_id"] is None, x["name"]),
+        )
+        return {
+            "totals": {
+                "decided": sum(self.outcomes.values()),
+                "approved": self.outcomes.get("approve", 0),
+                "rejected": self.outcomes.get("reject", 0),
+                **_summary(self.all),
+            },
+            "turnaround_by_site": site_rows,
+            "turnaround_by_pharmacist": rph_rows,
+        }
+
+    def rejections(self) -> list[dict[str, Any]]:
+        return [
+            {"code": code, "label": REJECTION_REASONS.get(code, code), "count": n}
+            for code, n in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
+
+
+def _hours(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+    out, t = [], start
+    while t < end:
+        out.append(t)
+        t += HOUR
+    return out
+
+
+def _fold(slots: list[DepthPoint], step: dt.timedelta) -> list[DepthPoint]:
+    """Quarter-hour points as points of a coarser step: the counts at its end, the highest inside."""
+    per = int(step / SLOT)
+    out = []
+    for i in range(0, len(slots), per):
+        part = slots[i : i + per]
+        out.append(
+            DepthPoint(
+                part[-1].at,
+                part[-1].open,
+                part[-1].in_review,
+                max(p.peak_open for p in part),
+                max(p.peak_in_review for p in part),
+            )
+        )
+    return out

@@ -1,0 +1,47 @@
+"""a year of history: the live queue from a partial index on open fills instead of an index over every
+fill; decided fills by time; the dashboard's summaries of closed hours
+
+Revision ID: 0018
+Revises: 0014
+Create Date: 2026-12-06 08:00:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0018"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+# server.fills.rules.OPEN_STATES when this migration was written.
+OPEN = sa.text("state IN ('queued', 'in_review')")
+
+
+def upgrade() -> None:
+    op.create_index(
+        "ix_fills_open",
+        "fills",
+        ["priority", "submitted_at", "id"],
+        postgresql_where=OPEN,
+        sqlite_where=OPEN,
+    )
+    op.create_index("ix_fills_decided_at", "fills", ["decided_at"])
+    op.drop_index("ix_fills_queue", table_name="fills")
+    op.create_table(
+        "dashboard_hours",
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("scope", sa.String(length=200), nullable=False),
+        sa.Column("hour", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("figures", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("kind", "scope", "hour"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("dashboard_hours")
+    op.create_index("ix_fills_queue", "fills", ["state", "priority", "submitted_at"])
+    op.drop_index("ix_fills_decided_at", table_name="fills")
+    op.drop_index("ix_fills_open", table_name="fills")
