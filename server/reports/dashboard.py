@@ -33,6 +33,7 @@ MAX_DAYS = 366
 OTHERS = "Other pharmacists"
 REVIEW_ACTIONS = ("fill.claimed", "fill.released", "fill.decided")
 HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
 # The finest depth step (a one-day period's); every coarser step is a whole number of these.
 SLOT = bucket_for(1)
 # An hour is summarised once it ended this long ago: a decision stamped before its end has committed.
@@ -127,8 +128,10 @@ class Dashboard:
         if empty:
             out.update(self._empty(depth_start, depth_end, step))
             return out
-        # Hours that ended a while ago come from their summaries.
-        closed = _floor(end - SETTLE, HOUR) if self.rollup else EPOCH
+        # Hours that ended a while ago come from their summaries, which group pharmacists by state:
+        # a scope of one site is scanned.
+        by_states = actor.role in (Role.ADMIN, Role.PHARMACIST)
+        closed = _floor(end - SETTLE, HOUR) if self.rollup and by_states else EPOCH
         async with self.db.read() as s:
             sites = {
                 r.id: {"site_id": r.id, "code": r.code, "name": r.name, "state": r.state}
@@ -145,8 +148,11 @@ class Dashboard:
                 )
             ).scalar_one()
             tally = _Tally(actor, set(sites))
-            for part in decided:
+            columns, grouped = decided
+            for part in columns:
                 tally.add(part)
+            for day in grouped:
+                tally.add_grouped(day)
             names = dict(
                 (
                     await s.execute(
@@ -181,17 +187,25 @@ class Dashboard:
         start: dt.datetime,
         end: dt.datetime,
         closed: dt.datetime,
-    ) -> list[Columns]:
-        """Decisions from start to end: closed whole hours from their summaries, the edges scanned."""
+    ) -> tuple[list[Columns], list[dict[str, Any]]]:
+        """Decisions from start to end: closed whole days and hours from their summaries (days grouped
+        by site, hours in columns), the edges scanned."""
         first, last = _ceil(start, HOUR), min(_floor(end, HOUR), closed)
         if first >= last:
-            return [await self._decided(s, scope, start, end)]
-        summaries = await self._summaries(s, "decided", "", first, last, self._summarise_decided)
+            return [await self._decided(s, scope, start, end)], []
+        day_first, day_last = _ceil(first, DAY), _floor(last, DAY)
+        if day_first >= day_last:
+            day_first = day_last = last
+        hourly = [
+            *(await self._summaries(s, "decided", first, day_first, HOUR, self._summarise_decided)),
+            *(await self._summaries(s, "decided", day_last, last, HOUR, self._summarise_decided)),
+        ]
+        daily = await self._summaries(s, "decided-day", day_first, day_last, DAY, self._summarise_days)
         return [
             await self._decided(s, scope, start, first, upto_included=False),
-            *(figures for _, figures in summaries),
+            *(figures for _, figures in hourly),
             await self._decided(s, scope, last, end),
-        ]
+        ], [figures for _, figures in daily]
 
     async def _decided(
         self,
@@ -228,7 +242,7 @@ class Dashboard:
         self, s: Any, start: dt.datetime, end: dt.datetime
     ) -> dict[dt.datetime, dict[str, Any]]:
         """Every site's decisions of each hour from start to end, in columns."""
-        hours = {h: _columns() for h in _hours(start, end)}
+        hours = {h: _columns() for h in _steps(start, end, HOUR)}
         rows = await s.execute(
             select(
                 Fill.submitted_at,
@@ -245,19 +259,59 @@ class Dashboard:
             _append(hours[_floor(r.decided_at, HOUR)], r)
         return hours
 
+    async def _summarise_days(
+        self, s: Any, start: dt.datetime, end: dt.datetime
+    ) -> dict[dt.datetime, dict[str, Any]]:
+        """Each day's decisions from start to end grouped by site, and their turnarounds by state and
+        pharmacist: a month of days then merges list by list, not decision by decision."""
+        days: dict[dt.datetime, dict[str, Any]] = {
+            d: {"sites": {}, "pharmacists": {}} for d in _steps(start, end, DAY)
+        }
+        rows = await s.execute(
+            select(
+                Fill.submitted_at,
+                Fill.decided_at,
+                Fill.site_id,
+                Site.state,
+                Decision.outcome,
+                Decision.reason_codes,
+                Decision.pharmacist_id,
+            )
+            .join(Site, Site.id == Fill.site_id)
+            .join(Decision, Decision.fill_id == Fill.id)
+            .where(Fill.decided_at >= start, Fill.decided_at < end)
+        )
+        for r in rows:
+            day = days[_floor(r.decided_at, DAY)]
+            site = day["sites"].setdefault(str(r.site_id), {"seconds": [], "outcomes": {}, "reasons": {}})
+            site["outcomes"][r.outcome] = site["outcomes"].get(r.outcome, 0) + 1
+            if r.outcome == "reject":
+                for code in set(r.reason_codes or ()):
+                    site["reasons"][code] = site["reasons"].get(code, 0) + 1
+            if r.submitted_at is None:
+                continue
+            seconds = max(0.0, (r.decided_at - r.submitted_at).total_seconds())
+            site["seconds"].append(seconds)
+            by_rph = day["pharmacists"].setdefault(r.state, {})
+            by_rph.setdefault(str(r.pharmacist_id), []).append(seconds)
+        return days
+
     # -- summaries -------------------------------------------------------------------------------
 
     async def _summaries(
         self,
         s: Any,
         kind: str,
-        scope: str,
         start: dt.datetime,
         end: dt.datetime,
+        step: dt.timedelta,
         summarise: Any,
+        scope: str = "",
     ) -> list[tuple[dt.datetime, dict[str, Any]]]:
-        """The summaries of the hours from start to end, in order; the missing ones are made from the
-        records (one scan for them all) and kept."""
+        """The summaries of the hours (or days) from start to end, in order; the missing ones are made
+        from the records (one scan for them all) and kept."""
+        if end <= start:
+            return []
         stored = {
             r.hour: r.figures
             for r in (
@@ -271,9 +325,9 @@ class Dashboard:
                 )
             )
         }
-        missing = [h for h in _hours(start, end) if h not in stored]
+        missing = [h for h in _steps(start, end, step) if h not in stored]
         if missing:
-            made = await summarise(s, missing[0], missing[-1] + HOUR)
+            made = await summarise(s, missing[0], missing[-1] + step)
             fresh = {h: made[h] for h in missing}
             stored.update(fresh)
             await self._keep(kind, scope, fresh)
@@ -315,27 +369,39 @@ class Dashboard:
         end: dt.datetime,
         closed: dt.datetime,
     ) -> list[DepthPoint]:
-        """The depth in quarter hours from start to end: closed whole hours from their summaries."""
+        """The depth in quarter hours from start to end: closed whole days and hours from their
+        summaries, the edges scanned."""
         first, last = _ceil(start, HOUR), min(_floor(end, HOUR), closed)
         if first >= last:
             return await self._depth(s, scope, start, end, SLOT)
+        day_first, day_last = _ceil(first, DAY), _floor(last, DAY)
+        if day_first >= day_last:
+            day_first = day_last = last
 
-        async def summarise(s: Any, a: dt.datetime, b: dt.datetime) -> dict[dt.datetime, dict[str, Any]]:
-            points = await self._depth(s, scope, a, b, SLOT)
-            per_hour = int(HOUR / SLOT)
-            return {
-                h: {
-                    "slots": [
-                        [p.open, p.in_review, p.peak_open, p.peak_in_review]
-                        for p in points[n * per_hour : (n + 1) * per_hour]
-                    ]
+        def summarise(step: dt.timedelta) -> Any:
+            async def made(s: Any, a: dt.datetime, b: dt.datetime) -> dict[dt.datetime, dict[str, Any]]:
+                points = await self._depth(s, scope, a, b, SLOT)
+                per = int(step / SLOT)
+                return {
+                    t: {
+                        "slots": [
+                            [p.open, p.in_review, p.peak_open, p.peak_in_review]
+                            for p in points[n * per : (n + 1) * per]
+                        ]
+                    }
+                    for n, t in enumerate(_steps(a, b, step))
                 }
-                for n, h in enumerate(_hours(a, b))
-            }
+
+            return made
 
         out = await self._depth(s, scope, start, first, SLOT)
-        for hour, figures in await self._summaries(s, "depth", key, first, last, summarise):
-            out.extend(DepthPoint(hour + SLOT * (n + 1), *slot) for n, slot in enumerate(figures["slots"]))
+        for a, b, step, kind in (
+            (first, day_first, HOUR, "depth"),
+            (day_first, day_last, DAY, "depth-day"),
+            (day_last, last, HOUR, "depth"),
+        ):
+            for t, figures in await self._summaries(s, kind, a, b, step, summarise(step), key):
+                out.extend(DepthPoint(t + SLOT * (n + 1), *slot) for n, slot in enumerate(figures["slots"]))
         out.extend(await self._depth(s, scope, last, end, SLOT))
         return out
 
@@ -433,6 +499,24 @@ class _Tally:
             if c["outcome"][i] == "reject" and c["site"][i] in sites:
                 self.reasons.update(set(codes))
 
+    def add_grouped(self, day: dict[str, Any]) -> None:
+        """Adds a day's summary: its decisions grouped by site, turnarounds by state and pharmacist."""
+        sites = self.sites
+        for key, site in day["sites"].items():
+            if int(key) not in sites:
+                continue
+            self.by_site[int(key)].extend(site["seconds"])
+            self.all.extend(site["seconds"])
+            self.outcomes.update(site["outcomes"])
+            self.reasons.update(site["reasons"])
+        me, everyone, states = self.actor.user_id, self.every_pharmacist, self.actor.licensed_states
+        for state, by_rph in day["pharmacists"].items():
+            if not everyone and state not in states:
+                continue
+            for key, values in by_rph.items():
+                rph = int(key)
+                self.by_pharmacist[rph if everyone or rph == me else None].extend(values)
+
     def turnaround(self, sites: dict[int, dict[str, Any]], names: dict[int, str]) -> dict[str, Any]:
         site_rows = sorted(
             ({**sites[k], **_summary(v)} for k, v in self.by_site.items()),
@@ -463,11 +547,11 @@ class _Tally:
         ]
 
 
-def _hours(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+def _steps(start: dt.datetime, end: dt.datetime, step: dt.timedelta) -> list[dt.datetime]:
     out, t = [], start
     while t < end:
         out.append(t)
-        t += HOUR
+        t += step
     return out
 
 
