@@ -55,6 +55,8 @@ def _iso(t: dt.datetime) -> str:
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
+    # Sorted once here: each percentile sorts again, which costs next to nothing on sorted values.
+    values.sort()
     return {
         "count": len(values),
         "p50_seconds": percentile(values, 50),
@@ -507,8 +509,10 @@ class _Tally:
                 continue
             self.by_site[int(key)].extend(site["seconds"])
             self.all.extend(site["seconds"])
-            self.outcomes.update(site["outcomes"])
-            self.reasons.update(site["reasons"])
+            for outcome, n in site["outcomes"].items():
+                self.outcomes[outcome] += n
+            for code, n in site["reasons"].items():
+                self.reasons[code] += n
         me, everyone, states = self.actor.user_id, self.every_pharmacist, self.actor.licensed_states
         for state, by_rph in day["pharmacists"].items():
             if not everyone and state not in states:
