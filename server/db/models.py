@@ -383,14 +383,15 @@ class Decision(Base):
 
 
 class DashboardHour(Base):
-    """One closed hour of the dashboard's figures, summarised once from the records by the same code
-    that scans them (server/reports/dashboard.py): its decisions ("decided", for every site) or the
-    queue depth of a scope of sites ("depth")."""
+    """One closed hour (or day) of the dashboard's figures, summarised once from the records by the same
+    code that scans them (server/reports/dashboard.py): its decisions ("decided", "decided-day", for
+    every site) or the queue depth of a scope of sites ("depth", "depth-day")."""
 
     __tablename__ = "dashboard_hours"
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     # "" for decisions; for depth, whose sites: "all", "states:MN,ND" or "site:7".
     scope: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # The hour's (or day's) start.
     hour: Mapped[dt.datetime] = mapped_column(primary_key=True)
     figures: Mapped[dict[str, Any]] = mapped_column(JSON)
 

@@ -508,8 +508,6 @@ class FillService:
 
     def _claimable(self, now: dt.datetime) -> Any:
         """The fills CLAIM may take now: queued, or in review under a lease that has run out."""
-        # The states alone, not also IS_OPEN: PostgreSQL then estimates the rows well (a few hundred,
-        # not one) and joins the sites by hash instead of scanning them once a fill.
         return or_(
             state_is(FillState.QUEUED),
             and_(state_is(FillState.IN_REVIEW), Fill.lease_expires_at <= now),
@@ -577,8 +575,10 @@ class FillService:
             sites = await claimable_sites(s, self.compliance, actor, now, postgres=not self.db.is_sqlite)
             if sites is not None:
                 q = q.where(Site.id.in_(sites))
-            if not self.db.is_sqlite:
-                q = q.with_for_update(skip_locked=True, of=Fill)
+            # SQLite reads the partial index of open fills only when a statement names the index's own
+            # states; PostgreSQL proves it from the claimable states, and misjudges the rows when given
+            # both (it expects one, and scans the sites once a fill).
+            q = q.where(IS_OPEN) if self.db.is_sqlite else q.with_for_update(skip_locked=True, of=Fill)
             for fill, site in (await s.execute(q)).all():
                 if await self._take(s, actor, fill, site, now):
                     return fill
@@ -744,7 +744,7 @@ class FillService:
                 await s.execute(
                     select(Fill, Site)
                     .join(Site, Site.id == Fill.site_id)
-                    .where(state_is(*EXPIRE.sources), Fill.lease_expires_at <= now)
+                    .where(IS_OPEN, state_is(*EXPIRE.sources), Fill.lease_expires_at <= now)
                     .limit(200)
                 )
             ).all()
