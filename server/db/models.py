@@ -171,6 +171,10 @@ class SignInFailure(Base):
     last_at: Mapped[dt.datetime] = mapped_column(index=True)
 
 
+# Prescriptions waiting for data-entry verification (PV1) or in a pharmacist's hands.
+OPEN_PRESCRIPTION = text("verification_state IN ('awaiting_verification', 'in_review')")
+
+
 class Prescription(Base):
     __tablename__ = "prescriptions"
     __table_args__ = (
@@ -179,6 +183,14 @@ class Prescription(Base):
         UniqueConstraint("site_id", "source_kind", "source_id", name="uq_prescriptions_source"),
         # Earlier fills of the same patient and drug, whatever the prescription.
         Index("ix_prescriptions_patient_drug", "patient_name", "patient_dob", "drug"),
+        # The PV1 queue: a few among a year's prescriptions (decision 0022).
+        Index(
+            "ix_prescriptions_open",
+            "awaiting_since",
+            "id",
+            postgresql_where=OPEN_PRESCRIPTION,
+            sqlite_where=OPEN_PRESCRIPTION,
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)

@@ -1,5 +1,5 @@
 """a year of history: the live queue from a partial index on open fills instead of an index over every
-fill; decided fills by time; the dashboard's summaries of closed hours
+fill, and the PV1 queue likewise; decided fills by time; the dashboard's summaries of closed hours
 
 Revision ID: 0018
 Revises: 0014
@@ -18,6 +18,8 @@ depends_on = None
 
 # server.fills.rules.OPEN_STATES when this migration was written.
 OPEN = sa.text("state IN ('queued', 'in_review')")
+# server.data_entry.rules.OPEN_STATES.
+OPEN_PRESCRIPTION = sa.text("verification_state IN ('awaiting_verification', 'in_review')")
 
 
 def upgrade() -> None:
@@ -30,6 +32,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_fills_decided_at", "fills", ["decided_at"])
     op.drop_index("ix_fills_queue", table_name="fills")
+    op.create_index(
+        "ix_prescriptions_open",
+        "prescriptions",
+        ["awaiting_since", "id"],
+        postgresql_where=OPEN_PRESCRIPTION,
+        sqlite_where=OPEN_PRESCRIPTION,
+    )
     op.create_table(
         "dashboard_hours",
         sa.Column("kind", sa.String(length=16), nullable=False),
@@ -42,6 +51,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("dashboard_hours")
+    op.drop_index("ix_prescriptions_open", table_name="prescriptions")
     op.create_index("ix_fills_queue", "fills", ["state", "priority", "submitted_at"])
     op.drop_index("ix_fills_decided_at", table_name="fills")
     op.drop_index("ix_fills_open", table_name="fills")
