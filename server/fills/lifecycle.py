@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select
+from sqlalchemy import and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
@@ -30,6 +30,7 @@ from server.evidence.barcodes import check_product
 from server.evidence.kinds import MediaKind
 from server.fills.flags import check_approval, flags_at_queue
 from server.fills.history import last_approved, refill_too_soon
+from server.fills.live import IS_OPEN, state_is
 from server.fills.records import (
     FILL_SITE_PRESCRIPTION_TECHNICIAN,
     MEDIA_OF_FILL,
@@ -62,17 +63,6 @@ from server.reference.store import annotate_product_check
 from server.security import step_up
 from server.security.principal import Principal, Role
 
-
-def state_is(*states: FillState) -> ColumnElement[bool]:
-    """The fill is in one of `states`, written into the statement as literals, not parameters: only
-    then may SQLite, and PostgreSQL in a cached generic plan, read the partial index of open fills
-    (ix_fills_open) instead of a year of decided ones."""
-    return Fill.state.in_(
-        bindparam("states", [str(s) for s in states], expanding=True, literal_execute=True, unique=True)
-    )
-
-
-IS_OPEN = state_is(*OPEN_STATES)
 PRIORITY_RANK = case({p: i for i, p in enumerate(PRIORITIES)}, value=Fill.priority, else_=len(PRIORITIES))
 
 # The hot path's statements, built once and run with parameters: building one costs more than SQLite

@@ -11,7 +11,8 @@ from sqlalchemy import ColumnElement, func, select
 from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site
 from server.errors import NotFound
-from server.fills.lifecycle import IS_OPEN, PRIORITY_RANK
+from server.fills.lifecycle import PRIORITY_RANK
+from server.fills.live import IS_OPEN
 from server.fills.records import FillRecord, load_record
 from server.fills.rules import VIDEO_KINDS
 from server.security.principal import Principal, Role

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from server.db.engine import Database
 from server.db.models import AuditEvent, DashboardHour, Decision, Fill, Site, User, utcnow
 from server.errors import InvalidInput
-from server.fills.lifecycle import IS_OPEN
+from server.fills.live import IS_OPEN
 from server.fills.rules import REJECTION_REASONS
 from server.reports.figures import DepthPoint, Spell, bucket_for, depth_series, percentile, review_spells
 from server.security.principal import Principal, Role
