@@ -456,6 +456,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="tp-history-"))
     names: list[str] = []
+    scratch: list[str] = []
     result: dict[str, Any] = {"bench": "history", "database": args.database, "fills": fills}
     try:
         url = ""
@@ -507,7 +508,7 @@ def main() -> None:
             if url:
                 empty = f"tp_history_empty_{os.getpid()}"
                 asyncio.run(_pg_admin(f'CREATE DATABASE "{empty}"'))
-                names.append(empty)
+                scratch.append(empty)
                 empty_url = pg_url(empty)
             on_empty = ingest_on(tmp / "empty", empty_url, photos, args.ingest_fills, args.ingest_idle, tmp)
             on_history = ingest_on(data_dir, url, photos, args.ingest_fills, args.ingest_idle, tmp)
@@ -520,9 +521,10 @@ def main() -> None:
         if args.keep and not args.reuse:
             result["kept"] = {"data_dir": str(data_dir), "database_url": url or None}
     finally:
+        # The empty database of the ingest comparison goes in any case; the history only without --keep.
+        for name in scratch if args.keep else [*names, *scratch]:
+            asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         if not args.keep:
-            for name in names:
-                asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             subprocess.run(["rm", "-rf", str(tmp)], check=False)
     emit(result)
 
