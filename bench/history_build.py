@@ -437,7 +437,8 @@ class SqliteWriter:
     def finish(self) -> None:
         for sql in self.dropped:
             self.conn.execute(sql)
-        self.conn.execute("ANALYZE")
+        # No ANALYZE: the server never runs it, and its statistics change SQLite's plans (with them the
+        # reused-photo lookup took 607 ms at 600,000 photos instead of 1.6 ms).
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.close()
 

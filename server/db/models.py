@@ -280,6 +280,7 @@ class Fill(Base):
         # The queue and claim-next read only open fills (docs/decisions/0022-history-indexes-and-rollup.md).
         Index(
             "ix_fills_open",
+            "state",
             "priority",
             "submitted_at",
             "id",
