@@ -289,6 +289,8 @@ class Fill(Base):
         ),
         # The dashboard's decided fills of a period.
         Index("ix_fills_decided_at", "decided_at"),
+        # Fills by state among all: the detail's reference photo (the last approved fill of the NDC).
+        Index("ix_fills_queue", "state", "priority", "submitted_at"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)

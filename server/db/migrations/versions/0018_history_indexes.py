@@ -1,5 +1,5 @@
-"""a year of history: the live queue from a partial index on open fills instead of an index over every
-fill, and the PV1 queue likewise; decided fills by time; the dashboard's summaries of closed hours
+"""a year of history: the live queue from a partial index on open fills, and the PV1 queue likewise;
+decided fills by time; the dashboard's summaries of closed hours
 
 Revision ID: 0018
 Revises: 0014
@@ -33,7 +33,6 @@ def upgrade() -> None:
         sqlite_where=OPEN,
     )
     op.create_index("ix_fills_decided_at", "fills", ["decided_at"])
-    op.drop_index("ix_fills_queue", table_name="fills")
     op.create_index(
         "ix_prescriptions_open",
         "prescriptions",
@@ -54,6 +53,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("dashboard_hours")
     op.drop_index("ix_prescriptions_open", table_name="prescriptions")
-    op.create_index("ix_fills_queue", "fills", ["state", "priority", "submitted_at"])
     op.drop_index("ix_fills_decided_at", table_name="fills")
     op.drop_index("ix_fills_open", table_name="fills")
