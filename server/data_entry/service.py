@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
@@ -468,7 +468,13 @@ class DataEntryService:
         first (after the position `after`)."""
         if actor.role is Role.PHARMACIST and not actor.licensed_states:
             return Page([], None)
-        where: list[Any] = [Prescription.verification_state.in_(OPEN_STATES)]
+        # The states as literals: SQLite reads the partial index of open prescriptions
+        # (ix_prescriptions_open) only when a statement names the index's own states.
+        where: list[Any] = [
+            Prescription.verification_state.in_(
+                bindparam("open", [str(v) for v in OPEN_STATES], expanding=True, literal_execute=True)
+            )
+        ]
         if actor.role is Role.PHARMACIST:
             where.append(Site.state.in_(actor.licensed_states))
         elif actor.role is Role.TECHNICIAN:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -187,6 +188,10 @@ class SignInFailure(Base):
     last_at: Mapped[dt.datetime] = mapped_column(index=True)
 
 
+# Prescriptions waiting for data-entry verification (PV1) or in a pharmacist's hands.
+OPEN_PRESCRIPTION = text("verification_state IN ('awaiting_verification', 'in_review')")
+
+
 class Prescription(Base):
     __tablename__ = "prescriptions"
     __table_args__ = (
@@ -195,6 +200,14 @@ class Prescription(Base):
         UniqueConstraint("site_id", "source_kind", "source_id", name="uq_prescriptions_source"),
         # Earlier fills of the same patient and drug, whatever the prescription.
         Index("ix_prescriptions_patient_drug", "patient_name", "patient_dob", "drug"),
+        # The PV1 queue: a few among a year's prescriptions (decision 0022).
+        Index(
+            "ix_prescriptions_open",
+            "awaiting_since",
+            "id",
+            postgresql_where=OPEN_PRESCRIPTION,
+            sqlite_where=OPEN_PRESCRIPTION,
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
@@ -274,9 +287,26 @@ class PrescriptionRevision(Base):
     edited_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+# The fills waiting for a pharmacist or in one's hands: a few hundred among a year's millions.
+OPEN_FILL = text("state IN ('queued', 'in_review')")
+
+
 class Fill(Base):
     __tablename__ = "fills"
     __table_args__ = (
+        # The queue and claim-next read only open fills (docs/decisions/0022-history-indexes-and-rollup.md).
+        Index(
+            "ix_fills_open",
+            "state",
+            "priority",
+            "submitted_at",
+            "id",
+            postgresql_where=OPEN_FILL,
+            sqlite_where=OPEN_FILL,
+        ),
+        # The dashboard's decided fills of a period.
+        Index("ix_fills_decided_at", "decided_at"),
+        # Fills by state among all: the detail's reference photo (the last approved fill of the NDC).
         Index("ix_fills_queue", "state", "priority", "submitted_at"),
         # A site's fills newest first, a page at a time after the last one's key (server/fills/queries.py).
         Index("ix_fills_site_created", "site_id", "created_at", "id"),
@@ -412,6 +442,20 @@ class Decision(Base):
     license_state: Mapped[str | None] = mapped_column(String(2), nullable=True)
     license_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
     decided_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DashboardHour(Base):
+    """One closed hour (or day) of the dashboard's figures, summarised once from the records by the same
+    code that scans them (server/reports/dashboard.py): its decisions ("decided", "decided-day", for
+    every site) or the queue depth of a scope of sites ("depth", "depth-day")."""
+
+    __tablename__ = "dashboard_hours"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # "" for decisions; for depth, whose sites: "all", "states:MN,ND" or "site:7".
+    scope: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # The hour's (or day's) start.
+    hour: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class AuditEvent(Base):

@@ -31,6 +31,7 @@ from server.evidence.barcodes import check_product
 from server.evidence.kinds import MediaKind
 from server.fills.flags import check_approval, flags_at_queue
 from server.fills.history import last_approved, refill_too_soon
+from server.fills.live import IS_OPEN, state_is
 from server.fills.records import (
     FILL_SITE_PRESCRIPTION_TECHNICIAN,
     MEDIA_OF_FILL,
@@ -511,8 +512,8 @@ class FillService:
     def _claimable(self, now: dt.datetime) -> Any:
         """The fills CLAIM may take now: queued, or in review under a lease that has run out."""
         return or_(
-            Fill.state == FillState.QUEUED,
-            and_(Fill.state == FillState.IN_REVIEW, Fill.lease_expires_at <= now),
+            state_is(FillState.QUEUED),
+            and_(state_is(FillState.IN_REVIEW), Fill.lease_expires_at <= now),
         )
 
     async def _take(
@@ -577,8 +578,10 @@ class FillService:
             sites = await claimable_sites(s, self.compliance, actor, now, postgres=not self.db.is_sqlite)
             if sites is not None:
                 q = q.where(Site.id.in_(sites))
-            if not self.db.is_sqlite:
-                q = q.with_for_update(skip_locked=True, of=Fill)
+            # SQLite reads the partial index of open fills only when a statement names the index's own
+            # states; PostgreSQL proves it from the claimable states, and misjudges the rows when given
+            # both (it expects one, and scans the sites once a fill).
+            q = q.where(IS_OPEN) if self.db.is_sqlite else q.with_for_update(skip_locked=True, of=Fill)
             for fill, site in (await s.execute(q)).all():
                 if await self._take(s, actor, fill, site, now):
                     return fill
@@ -828,7 +831,7 @@ class FillService:
                 await s.execute(
                     select(Fill, Site)
                     .join(Site, Site.id == Fill.site_id)
-                    .where(_STARTS[EXPIRE], Fill.lease_expires_at <= now)
+                    .where(IS_OPEN, state_is(*EXPIRE.sources), Fill.lease_expires_at <= now)
                     .limit(200)
                 )
             ).all()

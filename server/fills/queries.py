@@ -15,8 +15,9 @@ from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site
 from server.errors import NotFound
 from server.fills.lifecycle import PRIORITY_RANK
+from server.fills.live import IS_OPEN
 from server.fills.records import FillRecord, load_record
-from server.fills.rules import OPEN_STATES, PRIORITIES, VIDEO_KINDS, Counselling, FillState
+from server.fills.rules import PRIORITIES, VIDEO_KINDS, Counselling, FillState
 from server.keyset import Keyset, Page
 from server.security.principal import Principal, Role
 
@@ -78,7 +79,7 @@ class FillQueries:
         with the counts and the oldest waiting time of them all."""
         if actor.role is Role.PHARMACIST and not actor.licensed_states:
             return FillQueue([], {}, None)
-        where: list[ColumnElement[bool]] = [Fill.state.in_(OPEN_STATES)]
+        where: list[ColumnElement[bool]] = [IS_OPEN]
         if actor.role is Role.PHARMACIST:
             where.append(Site.state.in_(actor.licensed_states))
         if site_id is not None:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.compliance.checks import Compliance, SupervisedSite
 from server.db.models import Decision, Fill, Site, User
+from server.fills.live import IS_OPEN, state_is
 from server.fills.rules import FillState
 from server.security.principal import Principal
 
@@ -27,7 +28,9 @@ async def supervised_sites(
         select(Site.id, Site.code, Site.state)
         .join(Fill, Fill.site_id == Site.id)
         .where(
-            Fill.state == FillState.IN_REVIEW,
+            # Both: SQLite reads the partial index of open fills only where its own states are named.
+            IS_OPEN,
+            state_is(FillState.IN_REVIEW),
             Fill.claimed_by == pharmacist_id,
             Fill.lease_expires_at > now,
         )

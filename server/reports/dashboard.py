@@ -2,6 +2,14 @@
 
 A pharmacist sees the sites of the states where they are licensed, and among pharmacists only
 themselves (everyone else in those states as one row); an administrator sees everything.
+
+A year of records must not make the dashboard slower than its first day. Each closed hour is
+summarised once, by the same scan that reads the records, into dashboard_hours: its decisions
+(site, pharmacist, outcome, turnaround, reasons) and, per scope of sites, its queue depth in quarter
+hours. A period then reads the summaries of its closed hours and scans only its open edges (the part
+of the first hour inside the period, and the last hour or so). Turnaround percentiles need every
+value, so the decisions are kept value by value, in columns; depth summaries merge because the depth
+points fall on round boundaries of their step (docs/decisions/0022-history-indexes-and-rollup.md).
 """
 
 from __future__ import annotations
@@ -11,17 +19,35 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from server.db.engine import Database
-from server.db.models import AuditEvent, Decision, Fill, Site, User, utcnow
+from server.db.models import AuditEvent, DashboardHour, Decision, Fill, Site, User, utcnow
 from server.errors import InvalidInput
-from server.fills.rules import OPEN_STATES, REJECTION_REASONS
-from server.reports.figures import Spell, bucket_for, depth_series, percentile, review_spells
+from server.fills.live import IS_OPEN
+from server.fills.rules import REJECTION_REASONS
+from server.reports.figures import DepthPoint, Spell, bucket_for, depth_series, percentile, review_spells
 from server.security.principal import Principal, Role
 
 MAX_DAYS = 366
 OTHERS = "Other pharmacists"
 REVIEW_ACTIONS = ("fill.claimed", "fill.released", "fill.decided")
+HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
+# The finest depth step (a one-day period's); every coarser step is a whole number of these.
+SLOT = bucket_for(1)
+# An hour is summarised once it ended this long ago: a decision stamped before its end has committed.
+SETTLE = dt.timedelta(minutes=5)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _floor(t: dt.datetime, step: dt.timedelta) -> dt.datetime:
+    return t - (t - EPOCH) % step
+
+
+def _ceil(t: dt.datetime, step: dt.timedelta) -> dt.datetime:
+    down = _floor(t, step)
+    return down if down == t else down + step
 
 
 def _iso(t: dt.datetime) -> str:
@@ -29,6 +55,8 @@ def _iso(t: dt.datetime) -> str:
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
+    # Sorted once here: each percentile sorts again, which costs next to nothing on sorted values.
+    values.sort()
     return {
         "count": len(values),
         "p50_seconds": percentile(values, 50),
@@ -36,9 +64,35 @@ def _summary(values: list[float]) -> dict[str, Any]:
     }
 
 
+# Decisions in columns: the dashboard reads a month of them, and a row object each costs more than
+# the figures. "reasons" maps a decision's index (as text, a JSON key) to its reason codes.
+Columns = dict[str, Any]
+
+
+def _columns() -> Columns:
+    return {"site": [], "pharmacist": [], "outcome": [], "seconds": [], "reasons": {}}
+
+
+def _append(c: Columns, r: Any) -> None:
+    """Adds a row of (submitted_at, decided_at, site_id, outcome, reason_codes, pharmacist_id)."""
+    if r.reason_codes:
+        c["reasons"][str(len(c["site"]))] = list(r.reason_codes)
+    c["site"].append(r.site_id)
+    c["pharmacist"].append(r.pharmacist_id)
+    c["outcome"].append(r.outcome)
+    c["seconds"].append(
+        None
+        if r.submitted_at is None or r.decided_at is None
+        else max(0.0, (r.decided_at - r.submitted_at).total_seconds())
+    )
+
+
 class Dashboard:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, rollup: bool = True) -> None:
         self.db = db
+        # Without the rollup every figure is scanned from the records (the summaries are checked
+        # against that).
+        self.rollup = rollup
 
     def _scope(self, actor: Principal) -> list[ColumnElement[bool]]:
         if actor.role is Role.ADMIN:
@@ -47,12 +101,24 @@ class Dashboard:
             return [Site.state.in_(sorted(actor.licensed_states))]
         return [Site.id == actor.site_id]
 
+    @staticmethod
+    def _scope_key(actor: Principal) -> str:
+        if actor.role is Role.ADMIN:
+            return "all"
+        if actor.role is Role.PHARMACIST:
+            return "states:" + ",".join(sorted(actor.licensed_states))
+        return f"site:{actor.site_id}"
+
     async def figures(self, actor: Principal, *, days: int, now: dt.datetime | None = None) -> dict[str, Any]:
         """Everything the dashboard draws for the last `days` days."""
         if not 1 <= days <= MAX_DAYS:
             raise InvalidInput(f"days must be between 1 and {MAX_DAYS}.")
         end = now or utcnow()
         start = end - dt.timedelta(days=days)
+        step = bucket_for(days)
+        # Depth points fall on round boundaries of the step, the last one at or after `end`.
+        depth_end = _ceil(end, step)
+        depth_start = depth_end - dt.timedelta(days=days)
         scope = self._scope(actor)
         empty = actor.role is Role.PHARMACIST and not actor.licensed_states
         out: dict[str, Any] = {
@@ -62,113 +128,284 @@ class Dashboard:
             "scope": "all" if actor.role is Role.ADMIN else sorted(actor.licensed_states),
         }
         if empty:
-            out.update(self._empty(start, end, days))
+            out.update(self._empty(depth_start, depth_end, step))
             return out
+        # Hours that ended a while ago come from their summaries, which group pharmacists by state:
+        # a scope of one site is scanned.
+        by_states = actor.role in (Role.ADMIN, Role.PHARMACIST)
+        closed = _floor(end - SETTLE, HOUR) if self.rollup and by_states else EPOCH
         async with self.db.read() as s:
-            decided = await self._decided(s, scope, start, end)
-            depth = await self._depth(s, scope, start, end, bucket_for(days))
+            sites = {
+                r.id: {"site_id": r.id, "code": r.code, "name": r.name, "state": r.state}
+                for r in await s.execute(select(Site.id, Site.code, Site.name, Site.state).where(*scope))
+            }
+            decided = await self._decided_period(s, scope, start, end, closed)
+            slots = await self._slots_period(s, scope, self._scope_key(actor), depth_start, depth_end, closed)
             open_now = (
                 await s.execute(
                     select(func.count())
                     .select_from(Fill)
                     .join(Site, Site.id == Fill.site_id)
-                    .where(Fill.state.in_(OPEN_STATES), *scope)
+                    .where(IS_OPEN, *scope)
                 )
             ).scalar_one()
-        out.update(self._turnaround(actor, decided))
-        out["rejections_by_reason"] = self._rejections(decided)
-        out["queue_depth"] = depth
+            tally = _Tally(actor, set(sites))
+            columns, grouped = decided
+            for part in columns:
+                tally.add(part)
+            for day in grouped:
+                tally.add_grouped(day)
+            names = dict(
+                (
+                    await s.execute(
+                        select(User.id, User.display_name).where(
+                            User.id.in_([k for k in tally.by_pharmacist if k is not None])
+                        )
+                    )
+                ).all()
+            )
+        out.update(tally.turnaround(sites, names))
+        out["rejections_by_reason"] = tally.rejections()
+        out["queue_depth"] = self._depth_view(_fold(slots, step), step)
         out["totals"]["open_now"] = open_now
         return out
 
     @staticmethod
-    def _empty(start: dt.datetime, end: dt.datetime, days: int) -> dict[str, Any]:
-        step = bucket_for(days)
+    def _empty(start: dt.datetime, end: dt.datetime, step: dt.timedelta) -> dict[str, Any]:
         return {
             "totals": {"decided": 0, "approved": 0, "rejected": 0, "open_now": 0, **_summary([])},
             "turnaround_by_site": [],
             "turnaround_by_pharmacist": [],
             "rejections_by_reason": [],
-            "queue_depth": {
-                "bucket_seconds": int(step.total_seconds()),
-                "points": [
-                    {"at": _iso(p.at), "open": 0, "in_review": 0, "peak_open": 0, "peak_in_review": 0}
-                    for p in depth_series([], [], start, end, step)
-                ],
-            },
+            "queue_depth": Dashboard._depth_view(depth_series([], [], start, end, step), step),
         }
 
+    # -- decisions -------------------------------------------------------------------------------
+
+    async def _decided_period(
+        self,
+        s: Any,
+        scope: list[ColumnElement[bool]],
+        start: dt.datetime,
+        end: dt.datetime,
+        closed: dt.datetime,
+    ) -> tuple[list[Columns], list[dict[str, Any]]]:
+        """Decisions from start to end: closed whole days and hours from their summaries (days grouped
+        by site, hours in columns), the edges scanned."""
+        first, last = _ceil(start, HOUR), min(_floor(end, HOUR), closed)
+        if first >= last:
+            return [await self._decided(s, scope, start, end)], []
+        day_first, day_last = _ceil(first, DAY), _floor(last, DAY)
+        if day_first >= day_last:
+            day_first = day_last = last
+        hourly = [
+            *(await self._summaries(s, "decided", first, day_first, HOUR, self._summarise_decided)),
+            *(await self._summaries(s, "decided", day_last, last, HOUR, self._summarise_decided)),
+        ]
+        daily = await self._summaries(s, "decided-day", day_first, day_last, DAY, self._summarise_days)
+        return [
+            await self._decided(s, scope, start, first, upto_included=False),
+            *(figures for _, figures in hourly),
+            await self._decided(s, scope, last, end),
+        ], [figures for _, figures in daily]
+
     async def _decided(
-        self, s: Any, scope: list[ColumnElement[bool]], start: dt.datetime, end: dt.datetime
-    ) -> list[Any]:
+        self,
+        s: Any,
+        scope: list[ColumnElement[bool]],
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        upto_included: bool = True,
+    ) -> Columns:
         rows = await s.execute(
             select(
                 Fill.submitted_at,
                 Fill.decided_at,
-                Site.id.label("site_id"),
-                Site.code,
-                Site.name,
+                Fill.site_id,
+                Decision.outcome,
+                Decision.reason_codes,
+                Decision.pharmacist_id,
+            )
+            .join(Site, Site.id == Fill.site_id)
+            .join(Decision, Decision.fill_id == Fill.id)
+            .where(
+                Fill.decided_at >= start,
+                Fill.decided_at <= end if upto_included else Fill.decided_at < end,
+                *scope,
+            )
+        )
+        out = _columns()
+        for r in rows:
+            _append(out, r)
+        return out
+
+    async def _summarise_decided(
+        self, s: Any, start: dt.datetime, end: dt.datetime
+    ) -> dict[dt.datetime, dict[str, Any]]:
+        """Every site's decisions of each hour from start to end, in columns."""
+        hours = {h: _columns() for h in _steps(start, end, HOUR)}
+        rows = await s.execute(
+            select(
+                Fill.submitted_at,
+                Fill.decided_at,
+                Fill.site_id,
+                Decision.outcome,
+                Decision.reason_codes,
+                Decision.pharmacist_id,
+            )
+            .join(Decision, Decision.fill_id == Fill.id)
+            .where(Fill.decided_at >= start, Fill.decided_at < end)
+        )
+        for r in rows:
+            _append(hours[_floor(r.decided_at, HOUR)], r)
+        return hours
+
+    async def _summarise_days(
+        self, s: Any, start: dt.datetime, end: dt.datetime
+    ) -> dict[dt.datetime, dict[str, Any]]:
+        """Each day's decisions from start to end grouped by site, and their turnarounds by state and
+        pharmacist: a month of days then merges list by list, not decision by decision."""
+        days: dict[dt.datetime, dict[str, Any]] = {
+            d: {"sites": {}, "pharmacists": {}} for d in _steps(start, end, DAY)
+        }
+        rows = await s.execute(
+            select(
+                Fill.submitted_at,
+                Fill.decided_at,
+                Fill.site_id,
                 Site.state,
                 Decision.outcome,
                 Decision.reason_codes,
                 Decision.pharmacist_id,
-                User.display_name,
             )
             .join(Site, Site.id == Fill.site_id)
             .join(Decision, Decision.fill_id == Fill.id)
-            .join(User, User.id == Decision.pharmacist_id)
-            .where(Fill.decided_at >= start, Fill.decided_at <= end, *scope)
+            .where(Fill.decided_at >= start, Fill.decided_at < end)
         )
-        return list(rows.all())
-
-    @staticmethod
-    def _turnaround(actor: Principal, decided: list[Any]) -> dict[str, Any]:
-        all_values: list[float] = []
-        by_site: dict[int, list[float]] = defaultdict(list)
-        sites: dict[int, dict[str, Any]] = {}
-        by_rph: dict[int | None, list[float]] = defaultdict(list)
-        names: dict[int | None, str] = {}
-        outcomes: Counter[str] = Counter()
-        for r in decided:
-            outcomes[r.outcome] += 1
-            if r.submitted_at is None or r.decided_at is None:
+        for r in rows:
+            day = days[_floor(r.decided_at, DAY)]
+            site = day["sites"].setdefault(str(r.site_id), {"seconds": [], "outcomes": {}, "reasons": {}})
+            site["outcomes"][r.outcome] = site["outcomes"].get(r.outcome, 0) + 1
+            if r.outcome == "reject":
+                for code in set(r.reason_codes or ()):
+                    site["reasons"][code] = site["reasons"].get(code, 0) + 1
+            if r.submitted_at is None:
                 continue
             seconds = max(0.0, (r.decided_at - r.submitted_at).total_seconds())
-            all_values.append(seconds)
-            by_site[r.site_id].append(seconds)
-            sites[r.site_id] = {"site_id": r.site_id, "code": r.code, "name": r.name, "state": r.state}
-            # A pharmacist sees colleagues only as one aggregate row.
-            key = r.pharmacist_id if actor.role is Role.ADMIN or r.pharmacist_id == actor.user_id else None
-            by_rph[key].append(seconds)
-            names[key] = r.display_name if key is not None else OTHERS
-        site_rows = sorted(
-            ({**sites[k], **_summary(v)} for k, v in by_site.items()), key=lambda x: (x["state"], x["code"])
-        )
-        rph_rows = sorted(
-            ({"pharmacist_id": k, "name": names[k], **_summary(v)} for k, v in by_rph.items()),
-            key=lambda x: (x["pharmacist_id"] is None, x["name"]),
-        )
-        return {
-            "totals": {
-                "decided": sum(outcomes.values()),
-                "approved": outcomes.get("approve", 0),
-                "rejected": outcomes.get("reject", 0),
-                **_summary(all_values),
-            },
-            "turnaround_by_site": site_rows,
-            "turnaround_by_pharmacist": rph_rows,
-        }
+            site["seconds"].append(seconds)
+            by_rph = day["pharmacists"].setdefault(r.state, {})
+            by_rph.setdefault(str(r.pharmacist_id), []).append(seconds)
+        return days
 
-    @staticmethod
-    def _rejections(decided: list[Any]) -> list[dict[str, Any]]:
-        counts: Counter[str] = Counter()
-        for r in decided:
-            if r.outcome == "reject":
-                counts.update(set(r.reason_codes or []))
-        return [
-            {"code": code, "label": REJECTION_REASONS.get(code, code), "count": n}
-            for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        ]
+    # -- summaries -------------------------------------------------------------------------------
+
+    async def _summaries(
+        self,
+        s: Any,
+        kind: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        step: dt.timedelta,
+        summarise: Any,
+        scope: str = "",
+    ) -> list[tuple[dt.datetime, dict[str, Any]]]:
+        """The summaries of the hours (or days) from start to end, in order; the missing ones are made
+        from the records (one scan for them all) and kept."""
+        if end <= start:
+            return []
+        stored = {
+            r.hour: r.figures
+            for r in (
+                await s.execute(
+                    select(DashboardHour.hour, DashboardHour.figures).where(
+                        DashboardHour.kind == kind,
+                        DashboardHour.scope == scope,
+                        DashboardHour.hour >= start,
+                        DashboardHour.hour < end,
+                    )
+                )
+            )
+        }
+        missing = [h for h in _steps(start, end, step) if h not in stored]
+        if missing:
+            made = await summarise(s, missing[0], missing[-1] + step)
+            fresh = {h: made[h] for h in missing}
+            stored.update(fresh)
+            await self._keep(kind, scope, fresh)
+        return sorted(stored.items())
+
+    async def _keep(self, kind: str, scope: str, hours: dict[dt.datetime, dict[str, Any]]) -> None:
+        """Stores new summaries; one another request stored meanwhile is the same and stays."""
+        try:
+            async with self.db.write() as w:
+                have = set(
+                    (
+                        await w.execute(
+                            select(DashboardHour.hour).where(
+                                DashboardHour.kind == kind,
+                                DashboardHour.scope == scope,
+                                DashboardHour.hour.in_(list(hours)),
+                            )
+                        )
+                    ).scalars()
+                )
+                w.add_all(
+                    DashboardHour(kind=kind, scope=scope, hour=h, figures=f)
+                    for h, f in hours.items()
+                    if h not in have
+                )
+        except IntegrityError:
+            pass
+
+    # -- figures ---------------------------------------------------------------------------------
+
+    # -- queue depth -----------------------------------------------------------------------------
+
+    async def _slots_period(
+        self,
+        s: Any,
+        scope: list[ColumnElement[bool]],
+        key: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        closed: dt.datetime,
+    ) -> list[DepthPoint]:
+        """The depth in quarter hours from start to end: closed whole days and hours from their
+        summaries, the edges scanned."""
+        first, last = _ceil(start, HOUR), min(_floor(end, HOUR), closed)
+        if first >= last:
+            return await self._depth(s, scope, start, end, SLOT)
+        day_first, day_last = _ceil(first, DAY), _floor(last, DAY)
+        if day_first >= day_last:
+            day_first = day_last = last
+
+        def summarise(step: dt.timedelta) -> Any:
+            async def made(s: Any, a: dt.datetime, b: dt.datetime) -> dict[dt.datetime, dict[str, Any]]:
+                points = await self._depth(s, scope, a, b, SLOT)
+                per = int(step / SLOT)
+                return {
+                    t: {
+                        "slots": [
+                            [p.open, p.in_review, p.peak_open, p.peak_in_review]
+                            for p in points[n * per : (n + 1) * per]
+                        ]
+                    }
+                    for n, t in enumerate(_steps(a, b, step))
+                }
+
+            return made
+
+        out = await self._depth(s, scope, start, first, SLOT)
+        for a, b, step, kind in (
+            (first, day_first, HOUR, "depth"),
+            (day_first, day_last, DAY, "depth-day"),
+            (day_last, last, HOUR, "depth"),
+        ):
+            for t, figures in await self._summaries(s, kind, a, b, step, summarise(step), key):
+                out.extend(DepthPoint(t + SLOT * (n + 1), *slot) for n, slot in enumerate(figures["slots"]))
+        out.extend(await self._depth(s, scope, last, end, SLOT))
+        return out
 
     async def _depth(
         self,
@@ -177,7 +414,9 @@ class Dashboard:
         start: dt.datetime,
         end: dt.datetime,
         step: dt.timedelta,
-    ) -> dict[str, Any]:
+    ) -> list[DepthPoint]:
+        if end <= start:
+            return []
         fills = (
             await s.execute(
                 select(Fill.id, Fill.queued_at, Fill.decided_at)
@@ -207,7 +446,10 @@ class Dashboard:
                 .order_by(AuditEvent.id)
             )
             review = review_spells((r.entity_id, r.at, r.action) for r in rows if r.entity_id in ids)
-        points = depth_series(open_spells, review, start, end, step)
+        return depth_series(open_spells, review, start, end, step)
+
+    @staticmethod
+    def _depth_view(points: list[DepthPoint], step: dt.timedelta) -> dict[str, Any]:
         return {
             "bucket_seconds": int(step.total_seconds()),
             "points": [
@@ -221,3 +463,115 @@ class Dashboard:
                 for p in points
             ],
         }
+
+
+class _Tally:
+    """Turnaround values by site, by pharmacist and in all, outcomes and rejection reasons, of the
+    decisions at the sites in scope."""
+
+    def __init__(self, actor: Principal, sites: set[int]) -> None:
+        self.actor = actor
+        self.sites = sites
+        self.every_pharmacist = actor.role is Role.ADMIN
+        self.all: list[float] = []
+        self.by_site: dict[int, list[float]] = defaultdict(list)
+        self.by_pharmacist: dict[int | None, list[float]] = defaultdict(list)
+        self.outcomes: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+
+    def add(self, c: Columns) -> None:
+        sites, me, everyone = self.sites, self.actor.user_id, self.every_pharmacist
+        by_site, by_rph, values = self.by_site, self.by_pharmacist, self.all
+        outcomes: list[str] = []
+        for site, rph, outcome, seconds in zip(
+            c["site"], c["pharmacist"], c["outcome"], c["seconds"], strict=True
+        ):
+            if site not in sites:
+                continue
+            outcomes.append(outcome)
+            if seconds is None:
+                continue
+            values.append(seconds)
+            by_site[site].append(seconds)
+            # A pharmacist sees colleagues only as one aggregate row.
+            by_rph[rph if everyone or rph == me else None].append(seconds)
+        self.outcomes.update(outcomes)
+        for index, codes in c["reasons"].items():
+            i = int(index)
+            if c["outcome"][i] == "reject" and c["site"][i] in sites:
+                self.reasons.update(set(codes))
+
+    def add_grouped(self, day: dict[str, Any]) -> None:
+        """Adds a day's summary: its decisions grouped by site, turnarounds by state and pharmacist."""
+        sites = self.sites
+        for key, site in day["sites"].items():
+            if int(key) not in sites:
+                continue
+            self.by_site[int(key)].extend(site["seconds"])
+            self.all.extend(site["seconds"])
+            for outcome, n in site["outcomes"].items():
+                self.outcomes[outcome] += n
+            for code, n in site["reasons"].items():
+                self.reasons[code] += n
+        me, everyone, states = self.actor.user_id, self.every_pharmacist, self.actor.licensed_states
+        for state, by_rph in day["pharmacists"].items():
+            if not everyone and state not in states:
+                continue
+            for key, values in by_rph.items():
+                rph = int(key)
+                self.by_pharmacist[rph if everyone or rph == me else None].extend(values)
+
+    def turnaround(self, sites: dict[int, dict[str, Any]], names: dict[int, str]) -> dict[str, Any]:
+        site_rows = sorted(
+            ({**sites[k], **_summary(v)} for k, v in self.by_site.items()),
+            key=lambda x: (x["state"], x["code"]),
+        )
+        rph_rows = sorted(
+            (
+                {"pharmacist_id": k, "name": names.get(k, "") if k is not None else OTHERS, **_summary(v)}
+                for k, v in self.by_pharmacist.items()
+            ),
+            key=lambda x: (x["pharmacist_id"] is None, x["name"]),
+        )
+        return {
+            "totals": {
+                "decided": sum(self.outcomes.values()),
+                "approved": self.outcomes.get("approve", 0),
+                "rejected": self.outcomes.get("reject", 0),
+                **_summary(self.all),
+            },
+            "turnaround_by_site": site_rows,
+            "turnaround_by_pharmacist": rph_rows,
+        }
+
+    def rejections(self) -> list[dict[str, Any]]:
+        return [
+            {"code": code, "label": REJECTION_REASONS.get(code, code), "count": n}
+            for code, n in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
+
+
+def _steps(start: dt.datetime, end: dt.datetime, step: dt.timedelta) -> list[dt.datetime]:
+    out, t = [], start
+    while t < end:
+        out.append(t)
+        t += step
+    return out
+
+
+def _fold(slots: list[DepthPoint], step: dt.timedelta) -> list[DepthPoint]:
+    """Quarter-hour points as points of a coarser step: the counts at its end, the highest inside."""
+    per = int(step / SLOT)
+    out = []
+    for i in range(0, len(slots), per):
+        part = slots[i : i + per]
+        out.append(
+            DepthPoint(
+                part[-1].at,
+                part[-1].open,
+                part[-1].in_review,
+                max(p.peak_open for p in part),
+                max(p.peak_in_review for p in part),
+            )
+        )
+    return out

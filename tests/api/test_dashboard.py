@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from server.db.models import Fill
+from server.db.models import AuditEvent, DashboardHour, Fill
+from server.db.models import User as DbUser
+from server.reports.dashboard import Dashboard
 from server.reports.figures import Spell, depth_series, percentile, review_spells
+from server.security.principal import Principal, Role
 from tests.api.world import User, World, approval, queued_fill, rx_body
 
 T0 = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.UTC)
@@ -144,3 +147,51 @@ async def test_dashboard_refuses_technicians_and_bad_periods(world: World) -> No
     assert (
         body["scope"] == [] and body["totals"]["decided"] == 0 and len(body["queue_depth"]["points"]) == 168
     )
+
+
+async def _principal(world: World, username: str, role: Role, states: set[str]) -> Principal:
+    async with world.services.db.read() as s:
+        user_id = (await s.execute(select(DbUser.id).where(DbUser.username == username))).scalar_one()
+    return Principal(user_id, username, username, role, None, frozenset(states), "session")
+
+
+async def test_summaries_of_closed_hours_and_days_give_the_figures_a_scan_gives(world: World) -> None:
+    ids = await _decided_world(world)
+    now = dt.datetime.now(dt.UTC)
+    # Decisions spread over days, hours and the open edge of the period, turnarounds of all lengths.
+    decided = [*ids["ND-1"], ids["MN-1"][0]]
+    ago = [
+        dt.timedelta(days=3, hours=5),
+        dt.timedelta(hours=26),
+        dt.timedelta(hours=3),
+        dt.timedelta(minutes=20),
+    ]
+    for fill_id, back, seconds in zip(decided, ago, (61, 125, 333, 900), strict=True):
+        await _backdate(world, fill_id, now - back, seconds)
+        # The review the trail records moves with the fill: claimed half way, decided at the end.
+        async with world.services.db.write() as s:
+            for action, at in (("fill.claimed", seconds / 2), ("fill.decided", seconds)):
+                await s.execute(
+                    update(AuditEvent)
+                    .where(AuditEvent.entity_id == fill_id, AuditEvent.action == action)
+                    .values(at=now - back + dt.timedelta(seconds=at))
+                )
+    viewers = [
+        await _principal(world, "admin", Role.ADMIN, set()),
+        await _principal(world, "nd_rph", Role.PHARMACIST, {"ND"}),
+        await _principal(world, "both_rph", Role.PHARMACIST, {"ND", "MN"}),
+    ]
+    db = world.services.db
+    for days in (1, 7, 30):
+        for viewer in viewers:
+            scanned = await Dashboard(db, rollup=False).figures(viewer, days=days, now=now)
+            summarised = await Dashboard(db).figures(viewer, days=days, now=now)
+            # The second time from the summaries kept by the first.
+            again = await Dashboard(db).figures(viewer, days=days, now=now)
+            assert summarised == scanned == again
+    async with db.read() as s:
+        kinds = set((await s.execute(select(DashboardHour.kind).distinct())).scalars())
+    assert kinds == {"decided", "decided-day", "depth", "depth-day"}
+    # Three days back the summaries are what the figures come from: the fill decided then is counted.
+    body = await Dashboard(db).figures(viewers[0], days=7, now=now)
+    assert body["totals"]["decided"] == 4

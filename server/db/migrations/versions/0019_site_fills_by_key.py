@@ -1,7 +1,7 @@
 """a site's fills newest first, read by key: an index on (site_id, created_at, id)
 
 Revision ID: 0019
-Revises: 0014
+Revises: 0016
 Create Date: 2026-12-06 08:10:00
 """
 

@@ -2,7 +2,7 @@
 ids and sequences kept); nothing on SQLite
 
 Revision ID: 0020
-Revises: 0014
+Revises: 0019
 Create Date: 2026-12-06 08:00:00
 """
 

@@ -4,8 +4,8 @@ patient, and one counselling record per fill (by video, by phone, or declined)
 Fills from before this revision keep counselling_required NULL: they were approved before the rule was
 kept, so nothing holds them back from being handed out.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0021
+Revises: 0020
 Create Date: 2026-12-06 08:00:00
 """
 

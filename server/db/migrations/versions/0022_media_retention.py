@@ -1,8 +1,8 @@
 """retention: when a medium's stored files were removed under the retention rules, and each
 medium's stored files by digest (a file is removed only when no medium still kept has it)
 
-Revision ID: 0017
-Revises: 0014
+Revision ID: 0022
+Revises: 0021
 Create Date: 2026-12-06 08:00:00
 """
 

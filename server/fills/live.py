@@ -1,0 +1,24 @@
+"""The live queue in SQL: the fills waiting for a pharmacist or in one's hands, among a year's.
+
+A partial index holds only open fills (ix_fills_open). A statement may read it only when the planner
+sees that the statement's states are the index's: with the states as parameters SQLite never does, and
+PostgreSQL stops once it caches a generic plan for a prepared statement (asyncpg prepares every one).
+So the states are written into the statement as literals (docs/decisions/0022-history-indexes-and-rollup.md).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, bindparam
+
+from server.db.models import Fill
+from server.fills.rules import OPEN_STATES, FillState
+
+
+def state_is(*states: FillState) -> ColumnElement[bool]:
+    """The fill is in one of `states`, named in the statement as literals."""
+    return Fill.state.in_(
+        bindparam("states", [str(s) for s in states], expanding=True, literal_execute=True, unique=True)
+    )
+
+
+IS_OPEN = state_is(*OPEN_STATES)
