@@ -321,71 +321,26 @@ def cli(history: History, *args: str) -> tuple[float, str, str]:
     return elapsed, done.stdout, done.stderr
 
 
-# `audit verify`'s own walk of the chain (server.audit.chain.verify), stopped after the first N rows:
-# a year's chain takes the command many minutes at today's speed.
-VERIFY_FIRST_ROWS = """
-import asyncio, sys, time
-from server.audit import chain
-from server.db.engine import Database
-
-limit = int(sys.argv[2])
-walk = chain._rows
+def _intact(out: str) -> int:
+    return int(out.split("intact:")[1].split()[0])
 
 
-async def first_rows(db, batch=2000):
-    n = 0
-    async for row in walk(db, batch):
-        yield row
-        n += 1
-        if n >= limit:
-            return
-
-
-chain._rows = first_rows
-
-
-async def main():
-    db = Database(sys.argv[1])
-    t0 = time.perf_counter()
-    report = await chain.verify(db)
-    print(report.rows, time.perf_counter() - t0, report.ok)
-    await db.dispose()
-
-
-asyncio.run(main())
-"""
-
-
-def audit_verify(history: History, most: int) -> dict[str, Any]:
-    """`tp-server audit verify` over the whole chain when it has at most `most` rows; else the same
-    walk over its first `most` rows (rows/s is what the figure is for)."""
-    rows = history.rows["audit_events"]
-    if rows <= most or not hasattr(chain_module(), "_rows"):
-        seconds, out, _ = cli(history, "audit", "verify")
-        rows = int(out.split("intact:")[1].split()[0])
-        return {"rows": rows, "seconds": round(seconds, 1), "rows_per_s": int(rows / seconds), "whole": True}
-    url = history.url or f"sqlite+aiosqlite:///{history.data_dir / 'telepharmacy.sqlite3'}"
-    done = subprocess.run(
-        [sys.executable, "-c", VERIFY_FIRST_ROWS, url, str(most)],
-        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
-    )  # fmt: skip
-    counted, took, ok = done.stdout.split()
-    assert ok == "True", done.stdout
+def audit_verify(history: History) -> dict[str, Any]:
+    """`tp-server audit verify --full` over the whole chain (rows/s is what the figure is for; the
+    command's start is in it), then the daily run, resumed from the checkpoint the first one left."""
+    seconds, out, _ = cli(history, "audit", "verify", "--full")
+    rows = _intact(out)
+    daily_s, daily_out, _ = cli(history, "audit", "verify")
     return {
-        "rows": int(counted),
-        "seconds": round(float(took), 1),
-        "rows_per_s": int(int(counted) / float(took)),
-        "whole": False,
+        "rows": rows,
+        "seconds": round(seconds, 1),
+        "rows_per_s": int(rows / seconds),
+        "whole": True,
+        "daily_run": {"rows": _intact(daily_out), "seconds": round(daily_s, 2)},
     }
 
 
-def chain_module() -> Any:
-    from server.audit import chain
-
-    return chain
-
-
-def audit_work(history: History, tmp: Path, verify_rows: int) -> dict[str, Any]:
+def audit_work(history: History, tmp: Path) -> dict[str, Any]:
     now = EPOCH + dt.timedelta(microseconds=history.now_us)
     first = (now - dt.timedelta(days=31)).date()
     last = (now - dt.timedelta(days=2)).date()
@@ -394,7 +349,7 @@ def audit_work(history: History, tmp: Path, verify_rows: int) -> dict[str, Any]:
     )
     exported = int(err.strip().splitlines()[-1].split()[0])
     return {
-        "verify": audit_verify(history, verify_rows),
+        "verify": audit_verify(history),
         "export_one_month": {
             "from": str(first),
             "to": str(last),
@@ -444,9 +399,6 @@ def main() -> None:
     ap.add_argument("--think", type=float, default=1.0, help="mean pause between a pharmacist's requests")
     ap.add_argument("--ingest-fills", type=int, default=90, help="0: no ingest comparison")
     ap.add_argument("--ingest-idle", type=int, default=50, help="idle websockets during ingest")
-    ap.add_argument(
-        "--verify-rows", type=int, default=1_000_000, help="a longer chain is verified for its first rows"
-    )
     ap.add_argument(
         "--reuse", help="measure a history kept by an earlier --keep run (its data dir) instead of building"
     )
@@ -498,7 +450,7 @@ def main() -> None:
         finally:
             stop_server(server)
         log("audit verify and export")
-        result["audit"] = audit_work(history, tmp, args.verify_rows)
+        result["audit"] = audit_work(history, tmp)
         if args.ingest_fills:
             from bench.ingest import KINDS, prepare_photos
 
