@@ -183,3 +183,11 @@ async def until(page: Page, predicate: str, timeout: float = 8) -> None:
     async with asyncio.timeout(timeout):
         while not await page.evaluate(predicate):
             await asyncio.sleep(0.05)
+
+
+async def reported(requests: list[Any], count: int = 1, timeout: float = 5) -> None:
+    """Waits until Playwright has reported `count` requests to a listener: its request events reach the
+    test asynchronously, and may come after the server's own message about what the request did."""
+    async with asyncio.timeout(timeout):
+        while len(requests) < count:
+            await asyncio.sleep(0.05)

@@ -20,6 +20,7 @@ from tests.browser.conftest import (
     SiteSocket,
     WorldFactory,
     look_at_every_photo,
+    reported,
     sign_in,
     submit,
     submit_clean,
@@ -173,6 +174,7 @@ async def test_a_rejection_without_a_reason_cannot_be_sent(
         lambda m: m.get("type") == "fill.decided" and m.get("fill_id") == fill["id"]
     )
     assert decided["outcome"] == "reject" and decided["reason_codes"] == ["wrong_quantity", "other"]
+    await reported(sent)
     assert len(sent) == 1
     assert await _decision_of(world, fill["id"]) == ("rejected", "nd_rph", ["wrong_quantity", "other"])
     await expect(page.locator("#queue-view")).to_be_visible()  # nothing else waiting

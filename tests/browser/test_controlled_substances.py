@@ -10,7 +10,7 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from tests.api.world import PASSWORD, approval
-from tests.browser.conftest import WorldFactory, look_at_every_photo, sign_in, submit_clean
+from tests.browser.conftest import WorldFactory, look_at_every_photo, reported, sign_in, submit_clean
 from tests.browser.test_safety import claim_of, decided, decisions_sent, open_fill
 
 pytestmark = pytest.mark.browser
@@ -69,6 +69,7 @@ async def test_a_schedule_ii_fill_shows_its_schedule_asks_for_the_count_and_is_s
     detail = await decided(world, cii["id"])
     assert detail["state"] == "approved"
     assert detail["decision"]["confirmed_count"] == 60
+    await reported(sent)
     assert sent[-1]["count_confirmation"] == {"count": "60"}
 
     # The next fill, of Schedule IV, opens at once: no count asked, its decision held for Undo as usual.

@@ -23,6 +23,7 @@ from tests.browser.conftest import (
     SiteSocket,
     WorldFactory,
     look_at_every_photo,
+    reported,
     sign_in,
     submit,
     submit_clean,
@@ -153,6 +154,7 @@ async def test_approve_is_refused_until_every_photo_and_the_video_were_shown(
         page.locator("#queue-view")
     ).to_be_visible()  # nothing else waiting: at once, not after the send
     await until(page, "() => document.querySelector('#q-undo').hidden", timeout=10)
+    await reported(sent)
     assert len(sent) == 1 and sent[0]["outcome"] == "approve"
     detail = await (await world.login("nd_rph")).json("GET", f"/api/v1/fills/{fill_id}")
     ids = {m["kind"]: m["id"] for m in detail["media"]}
@@ -208,6 +210,7 @@ async def test_undo_within_the_window_sends_nothing_and_the_fill_stays_claimed(
     await page.keyboard.press("a")
     await site.wait_for(lambda m: m.get("type") == "fill.decided" and m.get("fill_id") == first["id"])
     assert beats, "the claim of a held decision is kept alive"
+    await reported(sent)
     assert len(sent) == 1
     assert await claim_of(world, first["id"]) == ("approved", None, 1)
 
@@ -270,6 +273,7 @@ async def test_enter_in_the_rejection_note_is_a_new_line_and_ctrl_enter_sends(
     await page.keyboard.press("Control+Enter")
     await expect(page.locator("#queue-view")).to_be_visible()
     await until(page, "() => document.querySelector('#q-undo').hidden", timeout=10)
+    await reported(sent)
     assert len(sent) == 1
     assert sent[0]["note"] == "Counted 58.\nThe label says 60." and sent[0]["reason_codes"] == ["other"]
 

@@ -145,9 +145,16 @@ class Uploads:
 
     def create_files(self, upload_id: str, info: dict[str, Any]) -> None:
         # The data file exists before the info file, so a visible info always has its data.
-        fd = os.open(self.path(upload_id, "data"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        data = self.path(upload_id, "data")
+        fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
-        self._write_info(upload_id, info)
+        try:
+            self._write_info(upload_id, info)
+        except BaseException:
+            # An upload whose info could not be written never existed: its empty data file goes too.
+            with contextlib.suppress(OSError):
+                data.unlink()
+            raise
 
     def publish(self, info: dict[str, Any]) -> None:
         """Makes an upload held by its creation request durable and visible (its data file exists)."""
