@@ -148,22 +148,31 @@ class Compliance:
 
     # -- claiming a fill ----------------------------------------------------------------------------
 
+    def _tighter(self, limit: Limit | None, site: SupervisedSite) -> Limit | None:
+        """The stricter of `limit` and the site's own limit of sites (the earlier one on a tie)."""
+        rules = self.book.for_site(site.code, site.state)
+        value = rules["max_sites_per_pharmacist"].value if rules else None
+        if value is not None and rules is not None and (limit is None or value < limit.sites):
+            return Limit(value, rules)
+        return limit
+
     def limit_of(self, sites: list[SupervisedSite]) -> Limit | None:
         tightest: Limit | None = None
         for site in sites:
-            rules = self.book.for_site(site.code, site.state)
-            value = rules["max_sites_per_pharmacist"].value if rules else None
-            if value is not None and rules is not None and (tightest is None or value < tightest.sites):
-                tightest = Limit(value, rules)
+            tightest = self._tighter(tightest, site)
         return tightest
 
     def over_limit(self, supervised: list[SupervisedSite], site: SupervisedSite) -> Limit | None:
         """The limit a claim at `site` would break, or None."""
-        if site in supervised:
+        return self._over({x.id for x in supervised}, self.limit_of(supervised), site)
+
+    def _over(self, held: set[int], current: Limit | None, site: SupervisedSite) -> Limit | None:
+        # `held`: the ids of the sites supervised now; `current`: their limit_of, worked out once for
+        # every site a claim could be at.
+        if site.id in held:
             return None
-        after = [*supervised, site]
-        limit = self.limit_of(after)
-        return limit if limit is not None and len(after) > limit.sites else None
+        limit = self._tighter(current, site)
+        return limit if limit is not None and len(held) + 1 > limit.sites else None
 
     def check_claim(self, supervised: list[SupervisedSite], site: SupervisedSite) -> None:
         """Conflict when claiming a fill of `site` would put the pharmacist over a limit of sites."""
@@ -184,7 +193,8 @@ class Compliance:
 
     def claimable(self, supervised: list[SupervisedSite], sites: list[SupervisedSite]) -> list[int] | None:
         """Of `sites`, those the pharmacist may take a fill of without going over a limit; None when all."""
-        allowed = [x.id for x in sites if self.over_limit(supervised, x) is None]
+        held, current = {x.id for x in supervised}, self.limit_of(supervised)
+        allowed = [x.id for x in sites if self._over(held, current, x) is None]
         return None if len(allowed) == len(sites) else allowed
 
     # -- counselling ---------------------------------------------------------------------------------
