@@ -18,7 +18,6 @@ from server.db.models import (
     Consultation,
     CounsellingRecord,
     Decision,
-    Fill,
     Media,
     Prescription,
     PrescriptionVerification,
@@ -27,7 +26,7 @@ from server.db.models import (
 )
 from server.fills.flags import order_by_view
 from server.fills.history import EarlierFill, FillHistory
-from server.fills.queries import FillQueue, SiteFill
+from server.fills.queries import FillQueue, SiteFill, SummaryFill, SummarySite
 from server.fills.records import FillRecord
 from server.fills.rules import FillState
 
@@ -40,7 +39,7 @@ def _num(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
-def fill_summary(fill: Fill, site: Site) -> dict[str, Any]:
+def fill_summary(fill: SummaryFill, site: SummarySite) -> dict[str, Any]:
     """A queue row: enough to choose and route, nothing about the patient."""
     return {
         "id": fill.id,
@@ -303,9 +302,8 @@ def _earlier_view(e: EarlierFill) -> dict[str, Any]:
 def history_view(h: FillHistory) -> dict[str, Any]:
     """Earlier fills of the prescription and of the patient's drug, and the reference pills photo."""
     reference = None
-    if h.last_approved_pills is not None:
-        fill, media = h.last_approved_pills
-        reference = {"fill_id": fill.id, "decided_at": _iso(fill.decided_at), "media": media_view(media)}
+    if (r := h.last_approved_pills) is not None:
+        reference = {"fill_id": r.fill_id, "decided_at": _iso(r.decided_at), "media": media_view(r.media)}
     return {
         "same_prescription": [_earlier_view(e) for e in h.same_prescription],
         "same_patient_drug": [_earlier_view(e) for e in h.same_patient_drug],

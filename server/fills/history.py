@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, select
+from sqlalchemy import ColumnElement, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -43,11 +43,19 @@ class EarlierFill:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """The last approved fill of the same product (NDC) the caller may see, and its pills photo."""
+
+    fill_id: str
+    decided_at: dt.datetime | None
+    media: Media
+
+
+@dataclass(frozen=True)
 class FillHistory:
     same_prescription: Sequence[EarlierFill]
     same_patient_drug: Sequence[EarlierFill]
-    # The last approved fill of the same product (NDC) the caller may see, and its pills photo.
-    last_approved_pills: tuple[Fill, Media] | None
+    last_approved_pills: Reference | None
 
 
 def _same_patient_drug(rx: Prescription) -> ColumnElement[bool]:
@@ -58,68 +66,91 @@ def _same_patient_drug(rx: Prescription) -> ColumnElement[bool]:
     )
 
 
-def _visible(actor: Principal) -> list[ColumnElement[bool]]:
-    """Conditions on Site that keep to the sites the actor may see (Principal.may_see_site in SQL)."""
-    if actor.role is Role.ADMIN:
-        return []
-    if actor.role is Role.TECHNICIAN:
-        return [Site.id == actor.site_id]
-    return [Site.state.in_(actor.licensed_states)]
+# Built once, with the values bound per call: every fill a pharmacist opens runs these three, and
+# building a statement costs more than the database takes to answer it. Columns, not entities: a row
+# object per earlier fill costs more than its figures.
+_PHARMACIST = aliased(User, name="pharmacist")
+_EARLIER = (
+    select(
+        Fill.id,
+        Prescription.rx_number,
+        Fill.submitted_at,
+        Fill.decided_at,
+        Fill.counted_quantity,
+        Prescription.quantity,
+        Prescription.days_supply,
+        Fill.state,
+        Decision.outcome,
+        Decision.pharmacist_id,
+        _PHARMACIST.display_name,
+    )
+    .join(Prescription, Prescription.id == Fill.prescription_id)
+    .outerjoin(Decision, Decision.fill_id == Fill.id)
+    .outerjoin(_PHARMACIST, _PHARMACIST.id == Decision.pharmacist_id)
+    .where(Fill.id != bindparam("fill_id"), Fill.state != FillState.DRAFT)
+    .order_by(Fill.created_at.desc(), Fill.id)
+    .limit(HISTORY_ROWS)
+)
+_SAME_PRESCRIPTION = _EARLIER.where(Fill.prescription_id == bindparam("rx_id"))
+_SAME_PATIENT_DRUG = _EARLIER.where(
+    Prescription.patient_name == bindparam("patient_name"),
+    Prescription.patient_dob == bindparam("patient_dob"),
+    Prescription.drug == bindparam("drug"),
+    Prescription.id != bindparam("rx_id"),
+)
+_REFERENCE = (
+    select(Fill.id, Fill.decided_at, Media)
+    .join(Prescription, Prescription.id == Fill.prescription_id)
+    .join(Site, Site.id == Fill.site_id)
+    .join(Media, and_(Media.fill_id == Fill.id, Media.kind == MediaKind.PILLS))
+    .where(
+        Prescription.expected_ndc == bindparam("ndc"),
+        Fill.state.in_(APPROVED_STATES),
+        Fill.id != bindparam("fill_id"),
+    )
+    .order_by(Fill.decided_at.desc())
+    .limit(1)
+)
+# Kept to the sites the actor may see (Principal.may_see_site in SQL).
+_REFERENCE_FOR = {
+    Role.ADMIN: _REFERENCE,
+    Role.TECHNICIAN: _REFERENCE.where(Site.id == bindparam("site_id")),
+    Role.PHARMACIST: _REFERENCE.where(Site.state.in_(bindparam("states", expanding=True))),
+}
 
 
-async def _earlier(s: AsyncSession, fill: Fill, where: ColumnElement[bool]) -> list[EarlierFill]:
-    pharmacist = aliased(User)
-    rows = (
-        await s.execute(
-            select(Fill, Prescription, Decision.outcome, Decision.pharmacist_id, pharmacist.display_name)
-            .join(Prescription, Prescription.id == Fill.prescription_id)
-            .outerjoin(Decision, Decision.fill_id == Fill.id)
-            .outerjoin(pharmacist, pharmacist.id == Decision.pharmacist_id)
-            .where(where, Fill.id != fill.id, Fill.state != FillState.DRAFT)
-            .order_by(Fill.created_at.desc(), Fill.id)
-            .limit(HISTORY_ROWS)
-        )
-    ).all()
-    return [
-        EarlierFill(
-            fill_id=f.id,
-            rx_number=rx.rx_number,
-            submitted_at=f.submitted_at,
-            decided_at=f.decided_at,
-            counted_quantity=f.counted_quantity,
-            quantity=rx.quantity,
-            days_supply=rx.days_supply,
-            state=f.state,
-            outcome=outcome,
-            pharmacist_id=pharmacist_id,
-            pharmacist_name=name,
-        )
-        for f, rx, outcome, pharmacist_id, name in rows
-    ]
+async def _earlier(s: AsyncSession, statement: Any, values: dict[str, Any]) -> list[EarlierFill]:
+    return [EarlierFill(*row) for row in await s.execute(statement, values)]
 
 
 async def history_of(s: AsyncSession, actor: Principal, fill: Fill, rx: Prescription) -> FillHistory:
     """The fill's earlier fills (this prescription's, then the same patient's of the same drug on other
     prescriptions) and the reference photo of the same product."""
-    same_rx = await _earlier(s, fill, Fill.prescription_id == rx.id)
-    same_drug = await _earlier(s, fill, and_(_same_patient_drug(rx), Prescription.id != rx.id))
+    same_rx = await _earlier(s, _SAME_PRESCRIPTION, {"fill_id": fill.id, "rx_id": rx.id})
+    same_drug = await _earlier(
+        s,
+        _SAME_PATIENT_DRUG,
+        {
+            "fill_id": fill.id,
+            "rx_id": rx.id,
+            "patient_name": rx.patient_name,
+            "patient_dob": rx.patient_dob,
+            "drug": rx.drug,
+        },
+    )
     reference = (
         await s.execute(
-            select(Fill, Media)
-            .join(Prescription, Prescription.id == Fill.prescription_id)
-            .join(Site, Site.id == Fill.site_id)
-            .join(Media, and_(Media.fill_id == Fill.id, Media.kind == MediaKind.PILLS))
-            .where(
-                Prescription.expected_ndc == rx.expected_ndc,
-                Fill.state.in_(APPROVED_STATES),
-                Fill.id != fill.id,
-                *_visible(actor),
-            )
-            .order_by(Fill.decided_at.desc())
-            .limit(1)
+            _REFERENCE_FOR.get(actor.role, _REFERENCE_FOR[Role.PHARMACIST]),
+            {
+                "ndc": rx.expected_ndc,
+                "fill_id": fill.id,
+                "site_id": actor.site_id,
+                "states": sorted(actor.licensed_states),
+            },
         )
     ).first()
-    return FillHistory(same_rx, same_drug, (reference.Fill, reference.Media) if reference else None)
+    pills = Reference(reference.id, reference.decided_at, reference.Media) if reference else None
+    return FillHistory(same_rx, same_drug, pills)
 
 
 @dataclass(frozen=True)
