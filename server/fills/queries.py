@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Bundle
 
 from server.compliance.checks import Compliance
 from server.compliance.controlled import schedules_of
@@ -32,10 +33,80 @@ def _rank(priority: str) -> int:
     return PRIORITIES.index(priority) if priority in PRIORITIES else len(PRIORITIES)
 
 
+class SummaryFill(Protocol):
+    """What a row of a list of fills shows of a fill: a Fill, or the queue's columns of one."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def priority(self) -> str: ...
+    @property
+    def product_check(self) -> str: ...
+    @property
+    def claimed_by(self) -> int | None: ...
+    @property
+    def lease_expires_at(self) -> dt.datetime | None: ...
+    @property
+    def created_at(self) -> dt.datetime: ...
+    @property
+    def submitted_at(self) -> dt.datetime | None: ...
+    @property
+    def queued_at(self) -> dt.datetime | None: ...
+    @property
+    def decided_at(self) -> dt.datetime | None: ...
+    @property
+    def previous_fill_id(self) -> str | None: ...
+    @property
+    def flags(self) -> list[Any]: ...
+    @property
+    def counselling(self) -> str | None: ...
+    @property
+    def handed_out_at(self) -> dt.datetime | None: ...
+
+
+class SummarySite(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def code(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+
+
+# The queue reads these columns only, not Fill and Site entities: a page of the queue is hundreds of
+# rows, and an entity each (with its JSON columns decoded) cost more than the rest of the request.
+_QUEUE_FILL: Bundle[Any] = Bundle(
+    "fill",
+    Fill.id,
+    Fill.state,
+    Fill.version,
+    Fill.priority,
+    Fill.product_check,
+    Fill.claimed_by,
+    Fill.lease_expires_at,
+    Fill.created_at,
+    Fill.submitted_at,
+    Fill.queued_at,
+    Fill.decided_at,
+    Fill.previous_fill_id,
+    Fill.flags,
+    Fill.counselling,
+    Fill.handed_out_at,
+    Fill.prescription_id,
+)
+_QUEUE_SITE: Bundle[Any] = Bundle("site", Site.id, Site.code, Site.name, Site.state)
+
+
 @dataclass(frozen=True)
 class QueueRow:
-    fill: Fill
-    site: Site
+    fill: SummaryFill
+    site: SummarySite
     # What the row says the fill is: (rx number, drug, strength, patient name).
     rx: tuple[str, str, str, str]
     images: int
@@ -90,8 +161,8 @@ class FillQueries:
             found = (
                 await s.execute(
                     select(
-                        Fill,
-                        Site,
+                        _QUEUE_FILL,
+                        _QUEUE_SITE,
                         Prescription.rx_number,
                         Prescription.drug,
                         Prescription.strength,
@@ -107,37 +178,34 @@ class FillQueries:
                 )
             ).all()
             page = QUEUE_ORDER.page(
-                found, limit, lambda r: (_rank(r.Fill.priority), r.Fill.submitted_at, r.Fill.id)
+                found, limit, lambda r: (_rank(r.fill.priority), r.fill.submitted_at, r.fill.id)
             )
             rows = page.rows
-            ids = [r.Fill.id for r in rows]
+            ids = [r.fill.id for r in rows]
             counts_by_fill = await self._media_counts(s, ids)
             schedules = await schedules_of(
-                s, [(r.Fill.prescription_id, r.dea_schedule, r.expected_ndc) for r in rows]
+                s, [(r.fill.prescription_id, r.dea_schedule, r.expected_ndc) for r in rows]
             )
-            by_state = dict(
-                (
-                    await s.execute(
-                        select(Fill.state, func.count())
-                        .join(Site, Site.id == Fill.site_id)
-                        .where(*where)
-                        .group_by(Fill.state)
-                    )
-                ).all()
-            )
-            oldest = (
-                await s.execute(
-                    select(func.min(Fill.submitted_at)).join(Site, Site.id == Fill.site_id).where(*where)
-                )
-            ).scalar()
+            # Open fills by state, and the oldest of each, in one statement.
+            by_state: dict[str, int] = {}
+            oldest: dt.datetime | None = None
+            for state, n, first in await s.execute(
+                select(Fill.state, func.count(), func.min(Fill.submitted_at))
+                .join(Site, Site.id == Fill.site_id)
+                .where(*where)
+                .group_by(Fill.state)
+            ):
+                by_state[state] = n
+                if first is not None and (oldest is None or first < oldest):
+                    oldest = first
         return FillQueue(
             [
                 QueueRow(
-                    r.Fill,
-                    r.Site,
+                    r.fill,
+                    r.site,
                     (r.rx_number, r.drug, r.strength, r.patient_name),
-                    *counts_by_fill.get(r.Fill.id, (0, 0)),
-                    schedules.get(r.Fill.prescription_id),
+                    *counts_by_fill.get(r.fill.id, (0, 0)),
+                    schedules.get(r.fill.prescription_id),
                 )
                 for r in rows
             ],
