@@ -10,9 +10,13 @@ from dataclasses import dataclass
 
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The q-th percentile (0..100), interpolated as PostgreSQL's percentile_cont does; None if empty."""
-    if not values:
+    return percentile_of_sorted(sorted(values), q)
+
+
+def percentile_of_sorted(data: Sequence[float], q: float) -> float | None:
+    """percentile() of values already in ascending order, without sorting them again."""
+    if not data:
         return None
-    data = sorted(values)
     if len(data) == 1:
         return float(data[0])
     rank = (len(data) - 1) * q / 100.0
