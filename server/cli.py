@@ -61,6 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from server.app import create_app
     from server.compliance.rules import RulesError
+    from server.operations.heap import freeze_after_start
     from server.operations.logs import AccessLog
 
     config = _config(args)
@@ -69,6 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except RulesError as exc:
         print(f"tp-server: the server cannot start: {exc}", file=sys.stderr)
         return 2
+    app.on_startup.append(freeze_after_start)  # after the resources, which cleanup_ctx opens first
     print(f"Console: http://{config.host}:{config.port}/", flush=True)
     web.run_app(app, host=config.host, port=config.port, print=None, access_log_class=AccessLog)
     return 0
