@@ -218,8 +218,9 @@ class Prescription(Base):
     drug: Mapped[str] = mapped_column(String(200))
     strength: Mapped[str] = mapped_column(String(64))
     dosage_form: Mapped[str] = mapped_column(String(64))
-    # NDC in the 11-digit 5-4-2 billing form, digits only.
-    expected_ndc: Mapped[str] = mapped_column(String(11))
+    # NDC in the 11-digit 5-4-2 billing form, digits only. Indexed for a fill's reference photo (the
+    # last approved fill of the same product).
+    expected_ndc: Mapped[str] = mapped_column(String(11), index=True)
     quantity: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     days_supply: Mapped[int] = mapped_column(Integer)
     directions: Mapped[str] = mapped_column(Text)

@@ -196,3 +196,42 @@ async def test_reasons_name_the_acknowledgements_and_the_undo_window(world: Worl
     assert "verified_visually" in [r["code"] for r in reasons["acknowledgement_reasons"]]
     assert set(reasons["flag_labels"]) >= {"quantity_mismatch", "reused_photo", "refill_too_soon"}
     assert reasons["undo_seconds"] == 4.0
+
+
+async def test_the_reference_photo_is_the_product_s_last_approved_fill_the_viewer_may_see(
+    world: World,
+) -> None:
+    """The reference pills photo is the newest approved fill of the same NDC at a site the viewer may
+    see: a Minnesota fill is a North Dakota pharmacist's reference only once they are licensed there."""
+    nd_tech, mn_tech = await world.device("tech_nd1"), await world.device("tech_mn1")
+    nd_rph = await world.login("nd_rph")
+    nd_first = await _clean_fill(world, nd_tech, await _rx(nd_tech, "RX1"))
+    await nd_rph.json(
+        "POST", f"/api/v1/fills/{nd_first['id']}/decision", json=approval(await _claim(nd_rph, nd_first))
+    )
+    world.clock.advance(DAY)
+    mn_rph = await world.login("mn_rph")
+    mn_first = await _clean_fill(world, mn_tech, await _rx(mn_tech, "RX9", patient_name="Mary Other"), seed=1)
+    await mn_rph.json(
+        "POST", f"/api/v1/fills/{mn_first['id']}/decision", json=approval(await _claim(mn_rph, mn_first))
+    )
+    world.clock.advance(DAY)
+    waiting = await _clean_fill(world, nd_tech, await _rx(nd_tech, "RX2", patient_name="Ann Third"), seed=3)
+    nd_rph = await world.login("nd_rph")  # a day on, the console locked long ago
+
+    def reference_of(detail: dict[str, Any]) -> str:
+        return str(detail["history"]["last_approved_pills"]["fill_id"])
+
+    assert reference_of(await nd_rph.json("GET", f"/api/v1/fills/{waiting['id']}")) == nd_first["id"]
+    both = await world.login("both_rph")
+    assert reference_of(await both.json("GET", f"/api/v1/fills/{waiting['id']}")) == mn_first["id"]
+    admin = await world.login("admin")
+    assert reference_of(await admin.json("GET", f"/api/v1/fills/{waiting['id']}")) == mn_first["id"]
+    # Another product has no approved fill yet, so no reference.
+    other_rx = await nd_tech.json(
+        "POST", "/api/v1/prescriptions", 201, json=rx_body("RX5", ndc="0093-7214-01")
+    )
+    other = await queued_fill(world, nd_tech, int(other_rx["id"]), counted_quantity=60, seed=4)
+    assert (await nd_rph.json("GET", f"/api/v1/fills/{other['id']}"))["history"][
+        "last_approved_pills"
+    ] is None
