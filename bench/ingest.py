@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -101,6 +102,7 @@ def seed_database(data_dir: Path, sites: int, database_url: str = "") -> list[st
     from server.db.engine import Database
     from server.db.migrate import upgrade
     from server.directory import Directory
+    from server.errors import Conflict
     from server.security.auth import Auth
     from server.security.passwords import Passwords
 
@@ -112,15 +114,20 @@ def seed_database(data_dir: Path, sites: int, database_url: str = "") -> list[st
         await upgrade(db)
         directory = Directory(db, Passwords(1))
         auth = Auth(db, config, Passwords(1))
-        await directory.create_user(None, "rph", "Bench Pharmacist", "pharmacist", PASSWORD)
-        await directory.add_license(None, "rph", "ND", "ND-1", dt.date.today() + dt.timedelta(days=90))
+        # A database seeded by an earlier run (bench/history.py --reuse) keeps its users and sites;
+        # each run issues its own device tokens.
+        with contextlib.suppress(Conflict):
+            await directory.create_user(None, "rph", "Bench Pharmacist", "pharmacist", PASSWORD)
+            await directory.add_license(None, "rph", "ND", "ND-1", dt.date.today() + dt.timedelta(days=90))
         tokens = []
         for i in range(sites):
-            # Fills are measured here: the prescriptions need no data-entry verification first.
-            await directory.create_site(None, f"S{i}", f"Site {i}", "ND", requires_pv1=False)
-            await directory.create_user(
-                None, f"tech{i}", f"Tech {i}", "technician", PASSWORD, site_code=f"S{i}"
-            )
+            with contextlib.suppress(Conflict):
+                # Fills are measured here: the prescriptions need no data-entry verification first.
+                await directory.create_site(None, f"S{i}", f"Site {i}", "ND", requires_pv1=False)
+            with contextlib.suppress(Conflict):
+                await directory.create_user(
+                    None, f"tech{i}", f"Tech {i}", "technician", PASSWORD, site_code=f"S{i}"
+                )
             tokens.append(await auth.issue_device_token(None, f"tech{i}", "bench"))
         await db.dispose()
         return tokens
@@ -299,7 +306,8 @@ async def run_ingest(
         raise RuntimeError("the console did not connect")
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        rx_ids = await make_prescriptions(session, base, tokens)
+        # Numbers of this run's own: a database seeded by an earlier run has that run's prescriptions.
+        rx_ids = await make_prescriptions(session, base, tokens, prefix=f"B{uuid.uuid4().hex[:8]}-")
         queue: asyncio.Queue[int] = asyncio.Queue()
         for n in range(fills):
             queue.put_nowait(n)
