@@ -35,6 +35,8 @@ CHUNK = 20_000  # fills generated and written at a time
 KINDS = ("stock_bottle", "pills", "vial_label")
 REASONS = ("wrong_strength", "wrong_quantity", "image_unclear", "label_error", "barcode_mismatch")
 QUEUED_DETAIL = '{"flags":[],"media":3,"product_check":"match","state":"queued","version":2}'
+# Every prescription's product: one NDC, so a fill's reference photo has the whole year to look through.
+NDC = "00093104801"
 HASH_POOL = 65_536  # distinct perceptual hashes dealt to the year's photos
 TABLES = (
     "prescriptions",
@@ -205,7 +207,7 @@ class Columns:
     fills = (
         "id", "prescription_id", "site_id", "technician_id", "priority", "state", "version", "barcodes",
         "counted_quantity", "product_check", "product_check_detail", "overridden_checks", "flags",
-        "request_digest", "created_at", "submitted_at", "queued_at", "decided_at",
+        "request_digest", "created_at", "submitted_at", "queued_at", "decided_at", "approved_ndc",
     )  # fmt: skip
     media_files = ("media_id", "sha256")
     decisions = (
@@ -310,7 +312,7 @@ class Generator:
                 c.rx += 1
                 rows["prescriptions"].append((
                     c.rx, site_id, f"R{c.rx}", f"Patient {c.rx % 50_000}", self.dob, "Dr. History",
-                    "Metformin HCl", "500 mg", "tablet", "00093104801", self.quantity, 30,
+                    "Metformin HCl", "500 mg", "tablet", NDC, self.quantity, 30,
                     "Take 1 tablet twice daily", "new", "entered", 1, "{}", self.stamp(created - 60_000_000),
                     "not_required", 1,
                 ))  # fmt: skip
@@ -400,6 +402,7 @@ class Generator:
                 fill_id, rx, site_id, tech, priority, state_now, version, "[]", self.quantity, "match",
                 "{}", "[]", "[]", hashlib.md5(fill_id.encode()).hexdigest() * 2, self.stamp(created),
                 self.stamp(submitted), self.stamp(queued), None if decided is None else self.stamp(decided),
+                NDC if state_now == "approved" else None,
             ))  # fmt: skip
         return rows
 

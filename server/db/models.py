@@ -218,9 +218,8 @@ class Prescription(Base):
     drug: Mapped[str] = mapped_column(String(200))
     strength: Mapped[str] = mapped_column(String(64))
     dosage_form: Mapped[str] = mapped_column(String(64))
-    # NDC in the 11-digit 5-4-2 billing form, digits only. Indexed for a fill's reference photo (the
-    # last approved fill of the same product).
-    expected_ndc: Mapped[str] = mapped_column(String(11), index=True)
+    # NDC in the 11-digit 5-4-2 billing form, digits only.
+    expected_ndc: Mapped[str] = mapped_column(String(11))
     quantity: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     days_supply: Mapped[int] = mapped_column(Integer)
     directions: Mapped[str] = mapped_column(Text)
@@ -307,8 +306,10 @@ class Fill(Base):
         ),
         # The dashboard's decided fills of a period.
         Index("ix_fills_decided_at", "decided_at"),
-        # Fills by state among all: the detail's reference photo (the last approved fill of the NDC).
+        # Fills by state among all (without statistics SQLite reads a state's fills through it).
         Index("ix_fills_queue", "state", "priority", "submitted_at"),
+        # A fill's reference photo: the last approved fill of the same product, newest first.
+        Index("ix_fills_approved_ndc", "approved_ndc", "decided_at"),
         # A site's fills newest first, a page at a time after the last one's key (server/fills/queries.py).
         Index("ix_fills_site_created", "site_id", "created_at", "id"),
         Index("ix_fills_site_handed_out", "site_id", "handed_out_at"),
@@ -341,6 +342,8 @@ class Fill(Base):
     submitted_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     queued_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     decided_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # The product a pharmacist approved this fill as (the prescription's NDC then); None until approved.
+    approved_ndc: Mapped[str | None] = mapped_column(String(11), nullable=True)
     # Counselling (server/counselling): whether the rules in force require it for this fill (set when it
     # is created and again when it is approved; None on fills made before the rule was kept), and where
     # it stands: not_required, due, or the kind of its record. The record itself is a CounsellingRecord.

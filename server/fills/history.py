@@ -100,13 +100,12 @@ _SAME_PATIENT_DRUG = _EARLIER.where(
 )
 _REFERENCE = (
     select(Fill.id, Fill.decided_at, Media)
-    .join(Prescription, Prescription.id == Fill.prescription_id)
     .join(Site, Site.id == Fill.site_id)
     .join(Media, and_(Media.fill_id == Fill.id, Media.kind == MediaKind.PILLS))
     .where(
-        Prescription.expected_ndc == bindparam("ndc"),
-        # Written as an expression so that no index on the state is used: the product's fills come
-        # from the prescriptions of its NDC. Given the state's index, SQLite (which has no statistics)
+        Fill.approved_ndc == bindparam("ndc"),
+        # An expression, so that no index on the state is used: the product's approvals come newest
+        # first from ix_fills_approved_ndc. Given the state's index, SQLite (which has no statistics)
         # reads every approved fill of every product.
         Fill.state.concat("").in_(APPROVED_STATES),
         Fill.id != bindparam("fill_id"),

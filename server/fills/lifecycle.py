@@ -629,6 +629,7 @@ class FillService:
         async with self.db.write() as s:
             fill, site = await self._visible_fill(s, actor, fill_id)
             now = self.clock()
+            approved_as: dict[str, Any] = {}
             if (
                 t is APPROVE
                 and fill.state in APPROVE.sources
@@ -640,6 +641,8 @@ class FillService:
                 check_approval(fill, media, d)
                 rx = await s.get(Prescription, fill.prescription_id)
                 check_count(await schedule_of(s, rx) if rx else None, fill, d.confirmed_count)
+                # The product this fill is approved as: a later fill's reference photo is looked up by it.
+                approved_as = {"approved_ndc": rx.expected_ndc} if rx else {}
             stepped_up: list[str] = []
             if fill.state in t.sources and fill.claimed_by == actor.user_id and fill.version == d.version:
                 stepped_up = await self.confirm_identity(
@@ -650,6 +653,7 @@ class FillService:
                 "claimed_by": None,
                 "lease_expires_at": None,
                 **await self._counselling_at_decision(s, fill, site, approving=t is APPROVE),
+                **approved_as,
             }
             ok = await self._move(
                 s,
