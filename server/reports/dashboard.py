@@ -128,7 +128,9 @@ class Dashboard:
         if actor.role is Role.ADMIN:
             return []
         if actor.role is Role.PHARMACIST:
-            return [Site.state.in_(sorted(actor.licensed_states))]
+            # An expression, so that the period's time drives each scan: given the sites' index on the
+            # state, SQLite (which has no statistics) read every fill of the pharmacist's states.
+            return [Site.state.concat("").in_(sorted(actor.licensed_states))]
         return [Site.id == actor.site_id]
 
     @staticmethod
