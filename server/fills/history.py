@@ -20,6 +20,7 @@ from sqlalchemy.orm import aliased
 
 from server.db.models import Decision, Fill, Media, Prescription, Site, User
 from server.evidence.kinds import MediaKind
+from server.fills.live import state_among
 from server.fills.rules import APPROVED_STATES, FillState
 from server.security.principal import Principal, Role
 
@@ -104,10 +105,8 @@ _REFERENCE = (
     .join(Media, and_(Media.fill_id == Fill.id, Media.kind == MediaKind.PILLS))
     .where(
         Fill.approved_ndc == bindparam("ndc"),
-        # An expression, so that no index on the state is used: the product's approvals come newest
-        # first from ix_fills_approved_ndc. Given the state's index, SQLite (which has no statistics)
-        # reads every approved fill of every product.
-        Fill.state.concat("").in_(APPROVED_STATES),
+        # The product's approvals come newest first from ix_fills_approved_ndc.
+        state_among(*APPROVED_STATES),
         Fill.id != bindparam("fill_id"),
     )
     .order_by(Fill.decided_at.desc())
@@ -169,7 +168,7 @@ async def last_approved(s: AsyncSession, fill: Fill, rx: Prescription) -> LastAp
         await s.execute(
             select(Fill.id, Fill.decided_at, Prescription.days_supply)
             .join(Prescription, Prescription.id == Fill.prescription_id)
-            .where(_same_patient_drug(rx), Fill.state.in_(APPROVED_STATES), Fill.id != fill.id)
+            .where(_same_patient_drug(rx), state_among(*APPROVED_STATES), Fill.id != fill.id)
             .order_by(Fill.decided_at.desc())
             .limit(1)
         )
