@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from server.db.engine import Database
 from server.db.migrate import upgrade
+from tests.migration.rows import prescription, site_and_technician
 
 
 async def test_fills_approved_before_are_given_their_prescription_s_ndc(database_url: str) -> None:
@@ -14,27 +15,8 @@ async def test_fills_approved_before_are_given_their_prescription_s_ndc(database
     try:
         await upgrade(db, "0025")
         async with db.write() as s:
-            await s.execute(
-                text(
-                    "INSERT INTO sites (id, code, name, state, status, created_at)"
-                    " VALUES (1, 'ND-1', 'Hettinger Drug', 'ND', 'active', CURRENT_TIMESTAMP)"
-                )
-            )
-            await s.execute(
-                text(
-                    "INSERT INTO users (id, username, display_name, role, active, created_at)"
-                    " VALUES (1, 'tech', 'Tech', 'technician', true, CURRENT_TIMESTAMP)"
-                )
-            )
-            await s.execute(
-                text(
-                    "INSERT INTO prescriptions (id, site_id, rx_number, patient_name, patient_dob,"
-                    " prescriber, drug, strength, dosage_form, expected_ndc, quantity, days_supply,"
-                    " directions, fill_type, created_at)"
-                    " VALUES (1, 1, 'RX1', 'P', '1950-01-01', 'Dr', 'D', '1 mg', 'tablet', '00378180501',"
-                    " 1, 1, 'd', 'new', CURRENT_TIMESTAMP)"
-                )
-            )
+            await site_and_technician(s)
+            await prescription(s, "00378180501")
             for fill_id, state in (
                 ("a", "approved"),
                 ("b", "handed_out"),

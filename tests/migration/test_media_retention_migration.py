@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from server.db.engine import Database
 from server.db.migrate import upgrade
+from tests.migration.rows import prescription, site_and_technician
 
 
 async def test_the_files_of_media_stored_before_are_listed(database_url: str) -> None:
@@ -15,21 +16,8 @@ async def test_the_files_of_media_stored_before_are_listed(database_url: str) ->
     try:
         await upgrade(db, "0014")
         async with db.write() as s:
-            await s.execute(
-                text(
-                    "INSERT INTO sites (id, code, name, state, status, created_at)"
-                    " VALUES (1, 'ND-1', 'Hettinger Drug', 'ND', 'active', CURRENT_TIMESTAMP)"
-                )
-            )
-            await s.execute(
-                text(
-                    "INSERT INTO prescriptions (id, site_id, rx_number, patient_name, patient_dob,"
-                    " prescriber, drug, strength, dosage_form, expected_ndc, quantity, days_supply,"
-                    " directions, fill_type, created_at)"
-                    " VALUES (1, 1, 'RX1', 'P', '1950-01-01', 'Dr', 'D', '1 mg', 'tablet', '00000000000',"
-                    " 1, 1, 'd', 'new', CURRENT_TIMESTAMP)"
-                )
-            )
+            await site_and_technician(s)
+            await prescription(s)
             # "2048" is the very file "full" is: one file, listed once.
             variants = {
                 "full": {"sha256": "a" * 64, "content_type": "image/jpeg"},

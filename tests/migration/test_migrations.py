@@ -12,6 +12,7 @@ from server.db.engine import Database
 from server.db.migrate import upgrade
 from server.db.models import Base
 from server.db.partitions import include_name
+from tests.migration.rows import site_and_technician
 
 
 async def test_migrations_build_the_schema_the_models_describe(database_url: str) -> None:
@@ -40,18 +41,7 @@ async def test_recordings_become_media_on_a_database_in_use(database_url: str) -
     try:
         await upgrade(db, "0004")
         async with db.write() as s:
-            await s.execute(
-                text(
-                    "INSERT INTO sites (id, code, name, state, status, created_at)"
-                    " VALUES (1, 'ND-1', 'Hettinger Drug', 'ND', 'active', CURRENT_TIMESTAMP)"
-                )
-            )
-            await s.execute(
-                text(
-                    "INSERT INTO users (id, username, display_name, role, active, created_at)"
-                    " VALUES (1, 'tech', 'Tech', 'technician', true, CURRENT_TIMESTAMP)"
-                )
-            )
+            await site_and_technician(s)
             await s.execute(
                 text(
                     "INSERT INTO consultations (id, site_id, kind, state, version, requested_by,"
