@@ -128,9 +128,12 @@ class Dashboard:
         if actor.role is Role.ADMIN:
             return []
         if actor.role is Role.PHARMACIST:
-            # An expression, so that the period's time drives each scan: given the sites' index on the
-            # state, SQLite (which has no statistics) read every fill of the pharmacist's states.
-            return [Site.state.concat("").in_(sorted(actor.licensed_states))]
+            states = sorted(actor.licensed_states)
+            # On SQLite an expression, so that the period's time drives each scan: given the sites'
+            # index on the state, SQLite (which has no statistics) read every fill of those states.
+            # PostgreSQL plans from statistics, and misjudges the expression (a month took 4 times as long).
+            state = Site.state.concat("") if self.db.is_sqlite else Site.state
+            return [state.in_(states)]
         return [Site.id == actor.site_id]
 
     @staticmethod
