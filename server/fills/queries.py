@@ -79,28 +79,16 @@ class SummarySite(Protocol):
     def state(self) -> str: ...
 
 
-# The queue reads these columns only, not Fill and Site entities: a page of the queue is hundreds of
-# rows, and an entity each (with its JSON columns decoded) cost more than the rest of the request.
-_QUEUE_FILL: Bundle[Any] = Bundle(
-    "fill",
-    Fill.id,
-    Fill.state,
-    Fill.version,
-    Fill.priority,
-    Fill.product_check,
-    Fill.claimed_by,
-    Fill.lease_expires_at,
-    Fill.created_at,
-    Fill.submitted_at,
-    Fill.queued_at,
-    Fill.decided_at,
-    Fill.previous_fill_id,
-    Fill.flags,
-    Fill.counselling,
-    Fill.handed_out_at,
-    Fill.prescription_id,
-)
-_QUEUE_SITE: Bundle[Any] = Bundle("site", Site.id, Site.code, Site.name, Site.state)
+# The queue reads the columns its rows show (SummaryFill's, SummarySite's), not Fill and Site entities:
+# a page of the queue is hundreds of rows, and an entity each (with its JSON columns decoded) cost more
+# than the rest of the request.
+def _shown(entity: Any, protocol: type) -> list[Any]:
+    """The entity's columns that the protocol names (its properties), in the protocol's order."""
+    return [getattr(entity, name) for name, value in vars(protocol).items() if isinstance(value, property)]
+
+
+_QUEUE_FILL: Bundle[Any] = Bundle("fill", *_shown(Fill, SummaryFill), Fill.prescription_id)
+_QUEUE_SITE: Bundle[Any] = Bundle("site", *_shown(Site, SummarySite))
 
 
 @dataclass(frozen=True)
