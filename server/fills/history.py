@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -59,12 +59,16 @@ class FillHistory:
     last_approved_pills: Reference | None
 
 
-def _same_patient_drug(rx: Prescription) -> ColumnElement[bool]:
-    return and_(
-        Prescription.patient_name == rx.patient_name,
-        Prescription.patient_dob == rx.patient_dob,
-        Prescription.drug == rx.drug,
-    )
+# The same patient's same drug: the values bound from the prescription by _patient_drug().
+_SAME_PATIENT_AND_DRUG = and_(
+    Prescription.patient_name == bindparam("patient_name"),
+    Prescription.patient_dob == bindparam("patient_dob"),
+    Prescription.drug == bindparam("drug"),
+)
+
+
+def _patient_drug(rx: Prescription) -> dict[str, Any]:
+    return {"patient_name": rx.patient_name, "patient_dob": rx.patient_dob, "drug": rx.drug}
 
 
 # Built once, with the values bound per call: every fill a pharmacist opens runs these three, and
@@ -93,12 +97,7 @@ _EARLIER = (
     .limit(HISTORY_ROWS)
 )
 _SAME_PRESCRIPTION = _EARLIER.where(Fill.prescription_id == bindparam("rx_id"))
-_SAME_PATIENT_DRUG = _EARLIER.where(
-    Prescription.patient_name == bindparam("patient_name"),
-    Prescription.patient_dob == bindparam("patient_dob"),
-    Prescription.drug == bindparam("drug"),
-    Prescription.id != bindparam("rx_id"),
-)
+_SAME_PATIENT_DRUG = _EARLIER.where(_SAME_PATIENT_AND_DRUG, Prescription.id != bindparam("rx_id"))
 _REFERENCE = (
     select(Fill.id, Fill.decided_at, Media)
     .join(Site, Site.id == Fill.site_id)
@@ -131,13 +130,7 @@ async def history_of(s: AsyncSession, actor: Principal, fill: Fill, rx: Prescrip
     same_drug = await _earlier(
         s,
         _SAME_PATIENT_DRUG,
-        {
-            "fill_id": fill.id,
-            "rx_id": rx.id,
-            "patient_name": rx.patient_name,
-            "patient_dob": rx.patient_dob,
-            "drug": rx.drug,
-        },
+        {"fill_id": fill.id, "rx_id": rx.id, **_patient_drug(rx)},
     )
     reference = (
         await s.execute(
@@ -161,18 +154,20 @@ class LastApproved:
     days_supply: int
 
 
+# Found through the patient's prescriptions (ix_prescriptions_patient_drug), not the approved fills.
+_LAST_APPROVED = (
+    select(Fill.id, Fill.decided_at, Prescription.days_supply)
+    .join(Prescription, Prescription.id == Fill.prescription_id)
+    .where(_SAME_PATIENT_AND_DRUG, state_among(*APPROVED_STATES), Fill.id != bindparam("fill_id"))
+    .order_by(Fill.decided_at.desc())
+    .limit(1)
+)
+
+
 async def last_approved(s: AsyncSession, fill: Fill, rx: Prescription) -> LastApproved | None:
     """The patient's most recent approved fill of this drug (this prescription's or another's), at any
     site: a refill's timing depends on what the patient has, wherever it was dispensed."""
-    row = (
-        await s.execute(
-            select(Fill.id, Fill.decided_at, Prescription.days_supply)
-            .join(Prescription, Prescription.id == Fill.prescription_id)
-            .where(_same_patient_drug(rx), state_among(*APPROVED_STATES), Fill.id != fill.id)
-            .order_by(Fill.decided_at.desc())
-            .limit(1)
-        )
-    ).first()
+    row = (await s.execute(_LAST_APPROVED, {"fill_id": fill.id, **_patient_drug(rx)})).first()
     if row is None or row.decided_at is None:
         return None
     return LastApproved(row.id, row.decided_at, row.days_supply)
