@@ -35,6 +35,7 @@ from sqlalchemy import select
 from bench.harness import emit
 from server.audit import chain
 from server.audit.anchors import AnchorFile
+from server.audit.chain import EXPORT_COLUMNS
 from server.audit.verification import verify_trail
 from server.db.engine import Database
 from server.db.migrate import upgrade
@@ -43,18 +44,8 @@ from server.db.partitions import ensure_partitions
 
 TARGET_ROWS_PER_S = 200_000
 ACTIONS = ("fill.created", "media.stored", "fill.submitted", "fill.queued", "fill.claimed", "fill.decided")
-COLUMNS = (
-    "id",
-    "at",
-    "actor_id",
-    "actor",
-    "action",
-    "entity_type",
-    "entity_id",
-    "detail",
-    "prev_hash",
-    "hash",
-)
+# An audit row's every column, in the order the export writes them.
+COLUMNS = tuple(EXPORT_COLUMNS)
 
 
 def chain_rows(n: int, start: dt.datetime, end: dt.datetime) -> Iterator[tuple[Any, ...]]:

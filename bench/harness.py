@@ -7,6 +7,7 @@ Benchmarks run from the repository root as modules: `.venv/bin/python -m bench.N
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,28 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def prescription_row(rx_id: int, site_id: int, rx_number: str, **over: Any) -> dict[str, Any]:
+    """A plain prescription as a row to insert: the benches that seed rows directly need one per site
+    or per fill, and only its ids (and sometimes its creation time) matter to them."""
+    return {
+        "id": rx_id,
+        "site_id": site_id,
+        "rx_number": rx_number,
+        "patient_name": "P",
+        "patient_dob": dt.date(1950, 1, 1),
+        "prescriber": "Dr",
+        "drug": "Drug",
+        "strength": "1 mg",
+        "dosage_form": "tablet",
+        "expected_ndc": "00000000000",
+        "quantity": Decimal(30),
+        "days_supply": 30,
+        "directions": "d",
+        "fill_type": "new",
+        **over,
+    }
 
 
 def free_port() -> int:

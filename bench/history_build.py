@@ -27,6 +27,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from server.audit.chain import EXPORT_COLUMNS
+
 STATES = ("ND", "SD", "MT", "MN", "IA")  # states whose rules set no limit of sites per pharmacist
 PASSWORD = "bench-password-1"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -219,9 +221,7 @@ class Columns:
         "quality", "perceptual_hash", "perceptual_hash_vertical", "hash_band_0", "hash_band_1", "hash_band_2",
         "hash_band_3", "hash_band_4", "hash_band_5", "created_at",
     )  # fmt: skip
-    audit_events = (
-        "id", "at", "actor_id", "actor", "action", "entity_type", "entity_id", "detail", "prev_hash", "hash",
-    )  # fmt: skip
+    audit_events = tuple(EXPORT_COLUMNS)
     events = ("id", "at", "type", "site_id", "us_state", "payload")
     access_log = ("id", "at", "user_id", "entity_type", "entity_id")
 

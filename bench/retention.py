@@ -20,14 +20,13 @@ import hashlib
 import tempfile
 import time
 import uuid
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import insert
 
-from bench.harness import emit
+from bench.harness import emit, prescription_row
 from server.compliance import retention
 from server.compliance.rules import load_rules
 from server.db.engine import Database
@@ -76,25 +75,7 @@ async def seed(db: Database, store: LocalMediaStore, fills: int, events: int, no
             site = n % SITES + 1
             # Half were decided 400 days ago (past a year's period), half 10 days ago.
             at = now - dt.timedelta(days=400 if n % 2 == 0 else 10)
-            rxs.append(
-                {
-                    "id": n + 1,
-                    "site_id": site,
-                    "rx_number": f"RX{n}",
-                    "patient_name": "P",
-                    "patient_dob": dt.date(1950, 1, 1),
-                    "prescriber": "Dr",
-                    "drug": "Drug",
-                    "strength": "1 mg",
-                    "dosage_form": "tablet",
-                    "expected_ndc": "00000000000",
-                    "quantity": Decimal(30),
-                    "days_supply": 30,
-                    "directions": "d",
-                    "fill_type": "new",
-                    "created_at": at,
-                }
-            )
+            rxs.append(prescription_row(n + 1, site, f"RX{n}", created_at=at))
             fid = str(uuid.uuid4())
             rows.append(
                 {

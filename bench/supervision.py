@@ -18,14 +18,13 @@ import statistics
 import tempfile
 import time
 import uuid
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import insert
 
-from bench.harness import emit
+from bench.harness import emit, prescription_row
 from server.compliance.checks import Compliance
 from server.compliance.rules import load_rules
 from server.db.engine import Database
@@ -52,25 +51,7 @@ async def seed(db: Database, decided: int, now: dt.datetime) -> None:
         )
         await s.execute(
             insert(Prescription),
-            [
-                {
-                    "id": i,
-                    "site_id": i,
-                    "rx_number": f"RX{i}",
-                    "patient_name": "P",
-                    "patient_dob": dt.date(1950, 1, 1),
-                    "prescriber": "Dr",
-                    "drug": "Drug",
-                    "strength": "1 mg",
-                    "dosage_form": "tablet",
-                    "expected_ndc": "00000000000",
-                    "quantity": Decimal(30),
-                    "days_supply": 30,
-                    "directions": "d",
-                    "fill_type": "new",
-                }
-                for i in range(1, SITES + 1)
-            ],
+            [prescription_row(i, i, f"RX{i}") for i in range(1, SITES + 1)],
         )
         fills, decisions = [], []
         for n in range(decided):
