@@ -8,6 +8,7 @@ import re
 import sqlite3
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -320,10 +321,18 @@ async def test_blurred_dark_and_wrong_product_photos_are_stopped_before_anything
     assert {"code": "override", "checks": fill["overridden_checks"]} in fill["flags"]
 
 
-async def test_watch_catches_up_on_a_decision_made_while_its_link_was_down(
-    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+async def _decided_while_watch_was_cut_off(
+    server: ServerProcess,
+    token: str,
+    photo_dir: Path,
+    tmp_path: Path,
+    rx_number: str,
+    while_down: Callable[[], None] = lambda: None,
 ) -> None:
-    rx_id = await enter_rx(server.url, token, "600001")
+    """A fill sent, `tp-site watch` connected through a link that is then cut, the fill approved (and
+    `while_down` done) while the link is down: once it is back, watch shows the approval and the outbox
+    records it."""
+    rx_id = await enter_rx(server.url, token, rx_number)
     proxy = LinkProxy("127.0.0.1", server.port)
     await proxy.start()
     site = make_site(tmp_path, server.url, token)
@@ -343,6 +352,7 @@ async def test_watch_catches_up_on_a_decision_made_while_its_link_was_down(
         await wait_for_line(watch.stderr, "Link lost")
         async with Pharmacist(server.url) as rph:
             await rph.decide(fill_id, "approve")
+        while_down()
         proxy.down = False
         shown, _ = await asyncio.wait_for(watch.communicate(), 30)
     finally:
@@ -350,49 +360,29 @@ async def test_watch_catches_up_on_a_decision_made_while_its_link_was_down(
             watch.kill()
             await watch.wait()
         await proxy.stop()
-    assert f"APPROVED  Rx 600001  Metformin HCl 500 mg  (fill {fill_id[:8]})" in shown.decode()
+    assert f"APPROVED  Rx {rx_number}  Metformin HCl 500 mg  (fill {fill_id[:8]})" in shown.decode()
     with Outbox(site.config.data_dir) as outbox:
         entry = outbox.get(fill_id)
     assert entry is not None and entry.outcome == "approve" and entry.fill_state == "approved"
+
+
+async def test_watch_catches_up_on_a_decision_made_while_its_link_was_down(
+    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    await _decided_while_watch_was_cut_off(server, token, photo_dir, tmp_path, "600001")
 
 
 async def test_watch_away_longer_than_the_event_window_reloads_and_shows_the_decision(
     server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
 ) -> None:
-    rx_id = await enter_rx(server.url, token, "600002")
-    proxy = LinkProxy("127.0.0.1", server.port)
-    await proxy.start()
-    site = make_site(tmp_path, server.url, token)
-    files = [(kind, photo_dir / f"{kind}.jpg") for kind in ("stock_bottle", "pills", "vial_label")]
-    with Outbox(site.config.data_dir) as outbox:
-        fill_id = outbox.add({"prescription_id": rx_id, "barcodes": []}, files)
-        async with SiteApi(site.config) as api:
-            assert (await Sender(site.config, outbox, api).deliver(fill_id, patience=30)).delivered
-    watcher = Site(site.config_path, site.config)
-    watcher.retarget(proxy.url)
-    watch = await watcher.start("watch", "--exit-after", "1")
-    try:
-        assert watch.stderr is not None
-        await wait_for_line(watch.stderr, "Connected")
-        proxy.down = True
-        proxy.cut()
-        await wait_for_line(watch.stderr, "Link lost")
-        async with Pharmacist(server.url) as rph:
-            await rph.decide(fill_id, "approve")
+    def forget_missed_events() -> None:
         # The server no longer keeps the events the site missed (all but the newest).
         with sqlite3.connect(server.data_dir / "telepharmacy.sqlite3") as db:
             db.execute("DELETE FROM events WHERE id < (SELECT max(id) FROM events)")
-        proxy.down = False
-        shown, _ = await asyncio.wait_for(watch.communicate(), 30)
-    finally:
-        if watch.returncode is None:
-            watch.kill()
-            await watch.wait()
-        await proxy.stop()
-    assert f"APPROVED  Rx 600002  Metformin HCl 500 mg  (fill {fill_id[:8]})" in shown.decode()
-    with Outbox(site.config.data_dir) as outbox:
-        entry = outbox.get(fill_id)
-    assert entry is not None and entry.outcome == "approve" and entry.fill_state == "approved"
+
+    await _decided_while_watch_was_cut_off(
+        server, token, photo_dir, tmp_path, "600002", while_down=forget_missed_events
+    )
 
 
 async def test_sync_service_delivers_the_outbox_and_records_decisions(
