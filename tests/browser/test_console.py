@@ -17,6 +17,7 @@ from demo import photos
 from server.db.models import Decision, Event, Fill, User
 from tests.api.world import REQUIRED, World, approval, new_fill_id, photo, rx_body, upload
 from tests.browser.conftest import (
+    Console,
     SiteSocket,
     WorldFactory,
     look_at_every_photo,
@@ -258,23 +259,30 @@ async def test_a_decision_on_a_fill_someone_else_decided_is_refused_and_shown(
     hang.set()
 
 
-async def test_the_queue_catches_up_by_cursor_after_the_live_connection_drops(
-    browser: Browser, make_world: WorldFactory
-) -> None:
-    world = await make_world()
-    c = await sign_in(browser, world, "nd_rph")
+async def _held_reconnections(c: Console) -> tuple[list[WebSocketRoute], asyncio.Event]:
+    """Routes the console's live connection, reloaded and live again: the first socket reaches the
+    server at once, a reconnection only once the returned event is set (after the test's next fills)."""
     sockets: list[WebSocketRoute] = []
     gate = asyncio.Event()
 
     async def relay(ws: WebSocketRoute) -> None:
         sockets.append(ws)
         if len(sockets) > 1:
-            await gate.wait()  # the reconnection reaches the server only after the next fill is in
+            await gate.wait()
         ws.connect_to_server()
 
     await c.page.route_web_socket(re.compile(r"/api/v1/ws"), relay)
     await c.page.reload()
     await expect(c.page.locator("#live")).to_have_attribute("data-state", "live")
+    return sockets, gate
+
+
+async def test_the_queue_catches_up_by_cursor_after_the_live_connection_drops(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world()
+    c = await sign_in(browser, world, "nd_rph")
+    sockets, gate = await _held_reconnections(c)
     first = await submit(world, "tech_nd1", "RX1")
     await expect(c.row(first["id"])).to_be_visible()
     loads = sum("/api/v1/queue" in u for u in c.urls)
@@ -295,18 +303,7 @@ async def test_a_console_back_from_behind_the_event_window_reloads_its_queue(
 ) -> None:
     world = await make_world()
     c = await sign_in(browser, world, "nd_rph")
-    sockets: list[WebSocketRoute] = []
-    gate = asyncio.Event()
-
-    async def relay(ws: WebSocketRoute) -> None:
-        sockets.append(ws)
-        if len(sockets) > 1:
-            await gate.wait()
-        ws.connect_to_server()
-
-    await c.page.route_web_socket(re.compile(r"/api/v1/ws"), relay)
-    await c.page.reload()
-    await expect(c.page.locator("#live")).to_have_attribute("data-state", "live")
+    sockets, gate = await _held_reconnections(c)
     first = await submit(world, "tech_nd1", "RX1")
     await expect(c.row(first["id"])).to_be_visible()
     loads = sum("/api/v1/queue?" in u for u in c.urls)
