@@ -103,8 +103,19 @@ def _columns() -> Columns:
     return {"site": [], "pharmacist": [], "outcome": [], "seconds": [], "reasons": {}}
 
 
+# A decided fill's row as _append() takes it.
+_DECIDED = (
+    Fill.submitted_at,
+    Fill.decided_at,
+    Fill.site_id,
+    Decision.outcome,
+    Decision.reason_codes,
+    Decision.pharmacist_id,
+)
+
+
 def _append(c: Columns, r: Any) -> None:
-    """Adds a row of (submitted_at, decided_at, site_id, outcome, reason_codes, pharmacist_id)."""
+    """Adds a row of _DECIDED's columns."""
     if r.reason_codes:
         c["reasons"][str(len(c["site"]))] = list(r.reason_codes)
     c["site"].append(r.site_id)
@@ -254,14 +265,7 @@ class Dashboard:
         upto_included: bool = True,
     ) -> Columns:
         rows = await s.execute(
-            select(
-                Fill.submitted_at,
-                Fill.decided_at,
-                Fill.site_id,
-                Decision.outcome,
-                Decision.reason_codes,
-                Decision.pharmacist_id,
-            )
+            select(*_DECIDED)
             .join(Site, Site.id == Fill.site_id)
             .join(Decision, Decision.fill_id == Fill.id)
             .where(
@@ -281,14 +285,7 @@ class Dashboard:
         """Every site's decisions of each hour from start to end, in columns."""
         hours = {h: _columns() for h in _steps(start, end, HOUR)}
         rows = await s.execute(
-            select(
-                Fill.submitted_at,
-                Fill.decided_at,
-                Fill.site_id,
-                Decision.outcome,
-                Decision.reason_codes,
-                Decision.pharmacist_id,
-            )
+            select(*_DECIDED)
             .join(Decision, Decision.fill_id == Fill.id)
             .where(Fill.decided_at >= start, Fill.decided_at < end)
         )
@@ -305,15 +302,7 @@ class Dashboard:
             d: {"sites": {}, "pharmacists": {}} for d in _steps(start, end, DAY)
         }
         rows = await s.execute(
-            select(
-                Fill.submitted_at,
-                Fill.decided_at,
-                Fill.site_id,
-                Site.state,
-                Decision.outcome,
-                Decision.reason_codes,
-                Decision.pharmacist_id,
-            )
+            select(*_DECIDED, Site.state)
             .join(Site, Site.id == Fill.site_id)
             .join(Decision, Decision.fill_id == Fill.id)
             .where(Fill.decided_at >= start, Fill.decided_at < end)
