@@ -21,10 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import insert
 
-from bench.harness import emit, prescription_row
+from bench.harness import emit, prescription_row, scratch_database
 from server.compliance.checks import Compliance
 from server.compliance.rules import load_rules
 from server.counselling.service import CounsellingService
@@ -141,15 +140,8 @@ async def main() -> None:
         sqlite = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.sqlite3'}"
         out["sqlite"] = await measure(sqlite, args.fills, args.days)
         if args.postgres:
-            name = f"bench_counselling_{uuid.uuid4().hex[:8]}"
-            admin = await asyncpg.connect(args.postgres)
-            try:
-                await admin.execute(f'CREATE DATABASE "{name}"')
-                base = args.postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-                out["postgresql"] = await measure(f"{base}/{name}", args.fills, args.days)
-            finally:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-                await admin.close()
+            async with scratch_database(args.postgres, "bench_counselling") as url:
+                out["postgresql"] = await measure(url, args.fills, args.days)
     emit(out)
 
 

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,23 @@ def prescription_row(rx_id: int, site_id: int, rx_number: str, **over: Any) -> d
         "fill_type": "new",
         **over,
     }
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
+    """A new PostgreSQL database beside the one `admin_dsn` (postgresql://...) names, dropped on exit;
+    yields its SQLAlchemy URL."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        base = admin_dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        yield f"{base}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.close()
 
 
 def free_port() -> int:

@@ -23,10 +23,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import insert
 
-from bench.harness import emit, prescription_row
+from bench.harness import emit, prescription_row, scratch_database
 from server.compliance import retention
 from server.compliance.rules import load_rules
 from server.db.engine import Database
@@ -184,17 +183,10 @@ async def main() -> None:
             f"sqlite+aiosqlite:///{folder / 'bench.sqlite3'}", folder, args.fills, args.events
         )
         if args.postgres:
-            name = f"bench_retention_{uuid.uuid4().hex[:8]}"
-            admin = await asyncpg.connect(args.postgres)
-            try:
-                await admin.execute(f'CREATE DATABASE "{name}"')
-                base = args.postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+            async with scratch_database(args.postgres, "bench_retention") as url:
                 folder = Path(tmp) / "postgresql"
                 folder.mkdir()
-                out["postgresql"] = await measure(f"{base}/{name}", folder, args.fills, args.events)
-            finally:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-                await admin.close()
+                out["postgresql"] = await measure(url, folder, args.fills, args.events)
     emit(out)
 
 

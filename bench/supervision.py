@@ -21,10 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import insert
 
-from bench.harness import emit, prescription_row
+from bench.harness import emit, prescription_row, scratch_database
 from server.compliance.checks import Compliance
 from server.compliance.rules import load_rules
 from server.db.engine import Database
@@ -112,15 +111,8 @@ async def main() -> None:
         out: dict[str, Any] = {"decided_fills": args.decided, "sites": SITES, "runs": RUNS}
         out["sqlite"] = await measure(f"sqlite+aiosqlite:///{Path(tmp) / 'bench.sqlite3'}", args.decided)
         if args.postgres:
-            name = f"bench_supervision_{uuid.uuid4().hex[:8]}"
-            admin = await asyncpg.connect(args.postgres)
-            try:
-                await admin.execute(f'CREATE DATABASE "{name}"')
-                base = args.postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-                out["postgresql"] = await measure(f"{base}/{name}", args.decided)
-            finally:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-                await admin.close()
+            async with scratch_database(args.postgres, "bench_supervision") as url:
+                out["postgresql"] = await measure(url, args.decided)
     emit(out)
 
 
