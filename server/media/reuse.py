@@ -16,12 +16,37 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Row, Select, String, any_, bindparam, func, or_, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Row,
+    Select,
+    String,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, BIT
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import Fill, Media
-from server.evidence.photo_hash import BANDS, NEAR_DISTANCE, band_neighbours, bands, distance, joined
+from server.evidence.photo_hash import (
+    BANDS,
+    HALF_BITS,
+    NEAR_DISTANCE,
+    band_neighbours,
+    bands,
+    distance,
+    halves,
+    joined,
+)
 
 # At most this many earlier photos are named per photo of the fill (closest first): the flag travels in
 # events and the pharmacist needs one to compare, not a hundred.
@@ -36,6 +61,7 @@ async def candidate_rows(
     superset of the photos within NEAR_DISTANCE, each (id, fill_id, sha256, perceptual_hash,
     perceptual_hash_vertical)."""
     keys: list[set[int]] = [set() for _ in range(BANDS)]
+    hashes = sorted(set(hashes))
     for value in hashes:
         for band, band_value in enumerate(bands(value)):
             keys[band].update(band_neighbours(band, band_value))
@@ -45,7 +71,10 @@ async def candidate_rows(
         query = _QUERIES[dialect] = _candidates_query(dialect)
     params: dict[str, Any] = {"digests": sorted(set(digests))}
     params.update((f"band_{band}", sorted(k)) for band, k in enumerate(keys))
-    if dialect != "postgresql":
+    if dialect == "postgresql":
+        stored = [halves(value) for value in hashes]
+        params.update(horizontal=[h for h, _ in stored], vertical=[v for _, v in stored])
+    else:
         params = {name: json.dumps(values) for name, values in params.items()}
     return (await s.execute(query, params)).all()
 
@@ -67,13 +96,44 @@ def _candidates_query(dialect: str) -> Select[int, str | None, str, int | None, 
             # SQLite: the list as a JSON array, read by json_each; each term still searches its index.
             listed = func.json_each(bindparam(name, type_=String())).table_valued("value")
             terms.append(column.in_(select(listed.c.value)))
+    identical, *by_band = terms
+    near: ColumnElement[bool] = or_(*by_band)
+    if dialect == "postgresql":
+        near = and_(near, _near_in_sql())
     return select(
         Media.id,
         Media.fill_id,
         Media.sha256,
         Media.perceptual_hash,
         Media.perceptual_hash_vertical,
-    ).where(or_(*terms))
+    ).where(or_(identical, near))
+
+
+def _near_in_sql() -> ColumnElement[bool]:
+    """PostgreSQL: the candidate is within NEAR_DISTANCE of one of the bound hashes (`horizontal`,
+    `vertical`: their stored halves, in pairs). With a year of photos a band key one bit away matches a
+    few photos each, hundreds a fill, nearly all far: the database drops them rather than sending them
+    here. The distance is still computed here for what comes back (`distance`, the one definition)."""
+    mine = (
+        func.unnest(
+            bindparam("horizontal", type_=ARRAY(BigInteger())),
+            bindparam("vertical", type_=ARRAY(BigInteger())),
+        )
+        .table_valued("h", "v")
+        .render_derived()
+    )
+
+    def differing(stored: Any, bound: Any) -> Any:
+        return func.bit_count(cast(stored.op("#")(bound), BIT(HALF_BITS)))
+
+    return exists(
+        select(literal(1))
+        .select_from(mine)
+        .where(
+            differing(Media.perceptual_hash, mine.c.h) + differing(Media.perceptual_hash_vertical, mine.c.v)
+            <= NEAR_DISTANCE
+        )
+    )
 
 
 async def reused_photos(s: AsyncSession, fill_id: str, media: Sequence[Media]) -> list[dict[str, Any]]:
