@@ -14,7 +14,18 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
@@ -69,7 +80,18 @@ from server.reference.store import annotate_product_check
 from server.security import step_up
 from server.security.principal import Principal, Role
 
-PRIORITY_RANK = case({p: i for i, p in enumerate(PRIORITIES)}, value=Fill.priority, else_=len(PRIORITIES))
+
+def _literal(value: str | int) -> ColumnElement[Any]:
+    return literal_column(f"'{value}'" if isinstance(value, str) else str(value), Integer())
+
+
+# Written with literals, as the index of the open fills in queue order has it (server.db.models'
+# QUEUE_RANK): with parameters neither database would know the statement's order is the index's.
+PRIORITY_RANK = case(
+    {_literal(p): _literal(i) for i, p in enumerate(PRIORITIES)},
+    value=Fill.priority,
+    else_=_literal(len(PRIORITIES)),
+)
 
 # The hot path's statements, built once and run with parameters: building one costs more than SQLite
 # takes to run it.
