@@ -43,12 +43,12 @@ def _add_db_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-async def _with_db(config: Config, work: Callable[[Database], Awaitable[Any]]) -> Any:
+async def _with_db(config: Config, work: Callable[[Database], Awaitable[Any]], *, jit: bool = False) -> Any:
     from server.db.engine import Database
     from server.db.migrate import upgrade
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(config.effective_database_url)
+    db = Database(config.effective_database_url, jit=jit)
     try:
         await upgrade(db)
         return await work(db)
@@ -229,7 +229,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.what == "verify":
         anchors = AnchorFile(config.data_dir)
-        report = asyncio.run(_with_db(config, lambda db: verify_trail(db, anchors, full=args.full)))
+        report = asyncio.run(_with_db(config, lambda db: verify_trail(db, anchors, full=args.full), jit=True))
         if not report.chain.ok:
             walked = report.chain
             print(
