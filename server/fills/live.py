@@ -8,17 +8,17 @@ So the states are written into the statement as literals (docs/decisions/0022-hi
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, bindparam
+from sqlalchemy import ColumnElement, String, literal_column
 
 from server.db.models import Fill
 from server.fills.rules import OPEN_STATES, FillState
 
 
 def state_is(*states: FillState) -> ColumnElement[bool]:
-    """The fill is in one of `states`, named in the statement as literals."""
-    return Fill.state.in_(
-        bindparam("states", [str(s) for s in states], expanding=True, literal_execute=True, unique=True)
-    )
+    """The fill is in one of `states`, named in the statement as literals: written when the statement is
+    compiled, not each time it runs (a value rendered at run time made SQLAlchemy rewrite the whole
+    statement's text on every execution)."""
+    return Fill.state.in_([literal_column(f"'{s}'", String()) for s in states])
 
 
 IS_OPEN = state_is(*OPEN_STATES)
