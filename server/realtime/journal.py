@@ -34,12 +34,15 @@ async def record(
     Ids are handed out under the journal lock, so they become visible in commit order and a
     reader that advances its cursor past id N has already seen every id below N.
     """
-    await db.lock_journal(session)
+    tails = await db.journal_tails(session)
+    if tails.audit() is None and tails.events() is None:
+        # An end the transaction knows, it knows under the lock: its first append took it (or SQLite's
+        # single writer holds it).
+        await db.lock_journal(session)
     if session.new or session.dirty:
         # What the transaction holds back is written first: then only the event's own row and the
         # commit come between its time and its commit, and the time says when it was committed.
         await session.flush()
-    tails = await db.journal_tails(session)
     # On PostgreSQL the read of the last id carries the new event's NOTIFY: it is read every time.
     last = tails.events() if db.is_sqlite else None
     if last is None:
