@@ -217,6 +217,8 @@ async def test_queue_order_is_priority_then_age(world: World) -> None:
     order = [f["id"] for f in queue["fills"]]
     assert order == [ids[2][1], ids[1][1], ids[3][1], ids[0][1]]
     assert queue["counts"] == {"queued": 4}
+    # Each row says what evidence the fill carries: its required photos, no video.
+    assert [(f["images"], f["videos"]) for f in queue["fills"]] == [(len(REQUIRED), 0)] * 4
     first = (await rph.json("POST", "/api/v1/queue/claim-next"))["fill"]
     assert first["id"] == ids[2][1]
 
