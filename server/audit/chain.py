@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import csv
 import datetime as dt
 import hashlib
 import io
 import json
+import multiprocessing
+import os
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -215,24 +218,42 @@ def _hash_parsed(
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-async def verify(db: Database, *, after: tuple[int, str] | None = None) -> ChainReport:
-    """Walks the chain from the start, or from a verified row `after` (id, hash), up to the head as it
-    was when the walk began; names the first row that was edited, removed or reordered."""
-    last = await _head(db)
-    start_id, prev_hash = after if after is not None else (0, GENESIS)
-    resumed = after[0] if after is not None else None
-    if last is None or last <= start_id:
-        return ChainReport(True, 0, resumed_after=resumed)
-    expected, count = start_id + 1, 0
+@dataclass(frozen=True)
+class _Stretch:
+    """What a walk of the rows from one id up to another found: how many were intact, the first row's
+    id and link (the hash it names as its previous row's), the last intact row's id and hash, and the
+    first broken row with why."""
 
-    def broken(row_id: int, problem: str) -> ChainReport:
-        return ChainReport(False, count + 1, row_id, problem, start_id + 1, row_id, resumed)
+    rows: int
+    first_id: int | None
+    first_link: str | None
+    last_id: int | None
+    last_hash: str | None
+    broken_id: int | None = None
+    problem: str | None = None
 
-    pages = _pages_sqlite(db, start_id, last) if db.is_sqlite else _pages_postgres(db, start_id, last)
+
+async def _walk(db: Database, first: int, last: int, link: str | None) -> _Stretch:
+    """Walks the rows `first` to `last`. `link`: the hash the first row must name as its previous row's;
+    None when that is for the caller to check (a stretch that follows another): the first row found is
+    then taken as it is, its id and link reported."""
+    pages = _pages_sqlite(db, first - 1, last) if db.is_sqlite else _pages_postgres(db, first - 1, last)
+    expected: int | None = first if link is not None else None
+    prev_hash, count = link, 0
+    first_id: int | None = None
+    first_link: str | None = None
     sha256 = hashlib.sha256
+
+    def broken(row_id: int, problem: str) -> _Stretch:
+        return _Stretch(count, first_id, first_link, row_id - 1, prev_hash, row_id, problem)
+
     async with contextlib.aclosing(pages):
         async for page in pages:
             for rid, at, actor_id, actor, action, etype, eid, detail, prev, stored in page:
+                if first_id is None:
+                    first_id, first_link = rid, prev
+                    if link is None:
+                        expected, prev_hash = rid, prev
                 if rid != expected:
                     return broken(rid, f"row {expected} is missing (deleted)")
                 if prev != prev_hash:
@@ -253,6 +274,75 @@ async def verify(db: Database, *, after: tuple[int, str] | None = None) -> Chain
                     return broken(rid, "row content does not match its hash (edited)")
                 count += 1
                 prev_hash, expected = stored, rid + 1
+    return _Stretch(count, first_id, first_link, None if expected is None else expected - 1, prev_hash)
+
+
+def _walk_in_process(url: str, first: int, last: int) -> _Stretch:
+    """A stretch walked in a process of its own (its own connection), as `_walk` with no link."""
+
+    async def run() -> _Stretch:
+        db = Database(url, jit=True)
+        try:
+            return await _walk(db, first, last, None)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+# A PostgreSQL walk of at least twice this many rows is cut into stretches walked side by side, one
+# process each (no more than the machine's cores): reading and hashing a row is the walk's whole cost,
+# and a row's hash depends on that row alone. Where two stretches meet, the link is checked here.
+STRETCH_ROWS = 1_000_000
+
+
+def _stretches(first: int, last: int) -> list[tuple[int, int]]:
+    n = min(os.cpu_count() or 1, (last - first + 1) // STRETCH_ROWS)
+    if n < 2:
+        return [(first, last)]
+    size = -(-(last - first + 1) // n)
+    return [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
+
+
+async def verify(db: Database, *, after: tuple[int, str] | None = None) -> ChainReport:
+    """Walks the chain from the start, or from a verified row `after` (id, hash), up to the head as it
+    was when the walk began; names the first row that was edited, removed or reordered."""
+    last = await _head(db)
+    start_id, prev_hash = after if after is not None else (0, GENESIS)
+    resumed = after[0] if after is not None else None
+    if last is None or last <= start_id:
+        return ChainReport(True, 0, resumed_after=resumed)
+    spans = [(start_id + 1, last)] if db.is_sqlite else _stretches(start_id + 1, last)
+    if len(spans) == 1:
+        walked = [await _walk(db, start_id + 1, last, prev_hash)]
+    else:
+        loop = asyncio.get_running_loop()
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(len(spans), mp_context=spawn) as pool:
+            walked = list(
+                await asyncio.gather(
+                    *(loop.run_in_executor(pool, _walk_in_process, db.url, a, b) for a, b in spans)
+                )
+            )
+
+    # The stretches in order, each joined to the one before as a row is to the row before it.
+    expected, link, count = start_id + 1, prev_hash, 0
+
+    def broken(row_id: int, problem: str, walked_before: int) -> ChainReport:
+        return ChainReport(False, walked_before + 1, row_id, problem, start_id + 1, row_id, resumed)
+
+    for stretch in walked:
+        if stretch.first_id is None:
+            continue  # every row of it is gone: the next row found says so
+        if stretch.first_id != expected:
+            return broken(stretch.first_id, f"row {expected} is missing (deleted)", count)
+        if stretch.first_link != link:
+            return broken(stretch.first_id, "link to the previous row is broken", count)
+        if stretch.broken_id is not None:
+            return broken(stretch.broken_id, stretch.problem or "broken", count + stretch.rows)
+        count += stretch.rows
+        assert stretch.last_id is not None and stretch.last_hash is not None
+        expected, link = stretch.last_id + 1, stretch.last_hash
     return ChainReport(True, count, None, None, start_id + 1, expected - 1, resumed)
 
 
