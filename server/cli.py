@@ -229,7 +229,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.what == "verify":
         anchors = AnchorFile(config.data_dir)
-        report = asyncio.run(_with_db(config, lambda db: verify_trail(db, anchors, full=args.full), jit=True))
+        report = asyncio.run(
+            _with_db(
+                config, lambda db: verify_trail(db, anchors, full=args.full, side_by_side=True), jit=True
+            )
+        )
         if not report.chain.ok:
             walked = report.chain
             print(

@@ -304,15 +304,20 @@ def _stretches(first: int, last: int) -> list[tuple[int, int]]:
     return [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
 
 
-async def verify(db: Database, *, after: tuple[int, str] | None = None) -> ChainReport:
+async def verify(
+    db: Database, *, after: tuple[int, str] | None = None, side_by_side: bool = False
+) -> ChainReport:
     """Walks the chain from the start, or from a verified row `after` (id, hash), up to the head as it
-    was when the walk began; names the first row that was edited, removed or reordered."""
+    was when the walk began; names the first row that was edited, removed or reordered.
+
+    `side_by_side`: a long walk on PostgreSQL takes every core (STRETCH_ROWS), as `tp-server audit
+    verify` may; a server verifying on request leaves them to its requests."""
     last = await _head(db)
     start_id, prev_hash = after if after is not None else (0, GENESIS)
     resumed = after[0] if after is not None else None
     if last is None or last <= start_id:
         return ChainReport(True, 0, resumed_after=resumed)
-    spans = [(start_id + 1, last)] if db.is_sqlite else _stretches(start_id + 1, last)
+    spans = _stretches(start_id + 1, last) if side_by_side and not db.is_sqlite else [(start_id + 1, last)]
     if len(spans) == 1:
         walked = [await _walk(db, start_id + 1, last, prev_hash)]
     else:

@@ -37,14 +37,20 @@ class TrailReport:
 
 
 async def verify_trail(
-    db: Database, anchors: AnchorFile, *, full: bool = False, now: dt.datetime | None = None
+    db: Database,
+    anchors: AnchorFile,
+    *,
+    full: bool = False,
+    now: dt.datetime | None = None,
+    side_by_side: bool = False,
 ) -> TrailReport:
     """Checks the anchors, walks the chain from the last checkpoint (from the start when `full`, or
-    when there is none), and on success moves the checkpoint to the newest anchor walked."""
+    when there is none), and on success moves the checkpoint to the newest anchor walked.
+    `side_by_side`: as chain.verify's."""
     anchored = await check_anchors(db, anchors)
     start = anchors.checkpoint() if anchored.ok and not full else None
     after = (start[0].id, start[0].hash) if start else None
-    walked = await chain.verify(db, after=after)
+    walked = await chain.verify(db, after=after, side_by_side=side_by_side)
     if walked.ok and anchored.ok and walked.last_id is not None:
         reached = [a for a in anchors.read() if a.id <= walked.last_id]
         if reached and (start is None or reached[-1] != start[0]):

@@ -20,12 +20,11 @@ CORES, STRETCH = 3, 40
 
 async def _both_ways(db: Database, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
     """The report of one walk from end to end, and of the same walk in stretches."""
-    monkeypatch.setattr(chain, "STRETCH_ROWS", 10**9)
     whole = await chain.verify(db)
     monkeypatch.setattr(chain, "STRETCH_ROWS", STRETCH)
     monkeypatch.setattr(chain.os, "cpu_count", lambda: CORES)
     assert chain._stretches(1, ROWS) == [(1, 40), (41, 80), (81, 120)]
-    return whole, await chain.verify(db)
+    return whole, await chain.verify(db, side_by_side=True)
 
 
 @pytest.mark.postgres
