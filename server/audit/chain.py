@@ -233,13 +233,13 @@ class _Stretch:
     problem: str | None = None
 
 
-async def _walk(db: Database, first: int, last: int, link: str | None) -> _Stretch:
-    """Walks the rows `first` to `last`. `link`: the hash the first row must name as its previous row's;
-    None when that is for the caller to check (a stretch that follows another): the first row found is
-    then taken as it is, its id and link reported."""
+async def _walk(db: Database, first: int, last: int) -> _Stretch:
+    """Walks the rows `first` to `last`. The first row found is taken as it is, its id and link
+    reported: where it joins what comes before is for `verify` to check."""
     pages = _pages_sqlite(db, first - 1, last) if db.is_sqlite else _pages_postgres(db, first - 1, last)
-    expected: int | None = first if link is not None else None
-    prev_hash, count = link, 0
+    expected: int | None = None
+    prev_hash: str | None = None
+    count = 0
     first_id: int | None = None
     first_link: str | None = None
     sha256 = hashlib.sha256
@@ -252,8 +252,7 @@ async def _walk(db: Database, first: int, last: int, link: str | None) -> _Stret
             for rid, at, actor_id, actor, action, etype, eid, detail, prev, stored in page:
                 if first_id is None:
                     first_id, first_link = rid, prev
-                    if link is None:
-                        expected, prev_hash = rid, prev
+                    expected, prev_hash = rid, prev
                 if rid != expected:
                     return broken(rid, f"row {expected} is missing (deleted)")
                 if prev != prev_hash:
@@ -278,12 +277,12 @@ async def _walk(db: Database, first: int, last: int, link: str | None) -> _Stret
 
 
 def _walk_in_process(url: str, first: int, last: int) -> _Stretch:
-    """A stretch walked in a process of its own (its own connection), as `_walk` with no link."""
+    """A stretch walked in a process of its own (its own connection)."""
 
     async def run() -> _Stretch:
         db = Database(url, jit=True)
         try:
-            return await _walk(db, first, last, None)
+            return await _walk(db, first, last)
         finally:
             await db.dispose()
 
@@ -319,7 +318,7 @@ async def verify(
         return ChainReport(True, 0, resumed_after=resumed)
     spans = _stretches(start_id + 1, last) if side_by_side and not db.is_sqlite else [(start_id + 1, last)]
     if len(spans) == 1:
-        walked = [await _walk(db, start_id + 1, last, prev_hash)]
+        walked = [await _walk(db, start_id + 1, last)]
     else:
         loop = asyncio.get_running_loop()
         spawn = multiprocessing.get_context("spawn")

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Integer,
+    String,
     and_,
     bindparam,
     case,
@@ -82,7 +83,9 @@ from server.security.principal import Principal, Role
 
 
 def _literal(value: str | int) -> ColumnElement[Any]:
-    return literal_column(f"'{value}'" if isinstance(value, str) else str(value), Integer())
+    if isinstance(value, str):
+        return literal_column(f"'{value}'", String())
+    return literal_column(str(value), Integer())
 
 
 # Written with literals, as the index of the open fills in queue order has it (server.db.models'

@@ -94,16 +94,9 @@ _QUEUE_SITE: Bundle[Any] = Bundle("site", *_shown(Site, SummarySite))
 
 # A page's media counts by fill and kind. On PostgreSQL the page's ids are bound as one array: an IN list
 # of 200 parameters, written out again for each page, cost twice the CPU of the whole statement otherwise.
-_MEDIA_COUNTS = (
-    select(Media.fill_id, Media.kind, func.count())
-    .where(Media.fill_id.in_(bindparam("ids", expanding=True)))
-    .group_by(Media.fill_id, Media.kind)
-)
-_MEDIA_COUNTS_PG = (
-    select(Media.fill_id, Media.kind, func.count())
-    .where(Media.fill_id == any_(bindparam("ids", type_=ARRAY(String()))))
-    .group_by(Media.fill_id, Media.kind)
-)
+_BY_FILL_AND_KIND = select(Media.fill_id, Media.kind, func.count()).group_by(Media.fill_id, Media.kind)
+_MEDIA_COUNTS = _BY_FILL_AND_KIND.where(Media.fill_id.in_(bindparam("ids", expanding=True)))
+_MEDIA_COUNTS_PG = _BY_FILL_AND_KIND.where(Media.fill_id == any_(bindparam("ids", type_=ARRAY(String()))))
 
 
 @dataclass(frozen=True)
