@@ -93,7 +93,12 @@ async def test_counselling_asked_from_the_station_page_connects_to_the_console(
         await expect(panel).to_have_attribute("data-recording", "on")
         consented = (await record(server, cid))["recording_consent_at"]
         assert consented is not None
+        # Two seconds, and at least a second and a half of the pharmacist's picture (30 frames a second)
+        # received meanwhile: on a loaded machine the picture can stall, and the recording holds only
+        # what arrived.
+        start = int(await panel.get_attribute("data-frames-in") or "0")
         await asyncio.sleep(2)
+        await until(page, f"Number(document.querySelector('#call-panel').dataset.framesIn) >= {start + 45}", 30)
 
         # The technician hangs up: the pharmacist's side ends too.
         await page.click("#call-hangup")
