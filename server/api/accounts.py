@@ -7,6 +7,7 @@ from aiohttp import web
 
 from server.api.paging import paging
 from server.api.params import accepts, body_of, path_param
+from server.api.responses import json_response
 from server.api.shapes import site_view, user_view
 from server.api.table import principal_of
 from server.errors import InvalidInput
@@ -35,7 +36,7 @@ TOKENS_PAGE = paging(TOKENS_ORDER, MAX_LIMIT)
 async def list_tokens(request: web.Request) -> web.Response:
     after, limit = TOKENS_PAGE.read(request)
     page = await services_of(request).auth.tokens(after=after, limit=limit)
-    return web.json_response({"tokens": page.rows, "next": page.next})
+    return json_response({"tokens": page.rows, "next": page.next})
 
 
 @accepts(body=ACTIVE)
@@ -44,7 +45,7 @@ async def set_user_active(request: web.Request) -> web.Response:
     user = await services_of(request).directory.set_user_active(
         principal_of(request), path_param(request, "username"), body["active"]
     )
-    return web.json_response(user_view(user))
+    return json_response(user_view(user))
 
 
 @accepts(body=NEW_PASSWORD)
@@ -53,14 +54,14 @@ async def reset_password(request: web.Request) -> web.Response:
     await services_of(request).directory.reset_password(
         principal_of(request), path_param(request, "username"), body["password"]
     )
-    return web.json_response({"password_reset": True, "sessions_ended": True})
+    return json_response({"password_reset": True, "sessions_ended": True})
 
 
 @accepts()
 async def reset_second_factors(request: web.Request) -> web.Response:
     svc = services_of(request)
     removed = await svc.auth.factors.reset(principal_of(request), path_param(request, "username"))
-    return web.json_response({"removed": removed})
+    return json_response({"removed": removed})
 
 
 @accepts(body=SITE_STATUS)
@@ -75,4 +76,4 @@ async def set_site_status(request: web.Request) -> web.Response:
         body.get("status"),
         require_second_factor=body.get("require_second_factor"),
     )
-    return web.json_response(site_view(site))
+    return json_response(site_view(site))

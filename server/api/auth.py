@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.api.params import accepts, body_of
+from server.api.responses import json_response
 from server.api.table import principal_of
 from server.errors import UnsupportedMediaType
 from server.inputs import Body, Field, Text
@@ -31,7 +32,7 @@ async def login(request: web.Request) -> web.Response:
     proxies = svc.config.trusted_proxies
     result = await svc.auth.login(body["username"], body["password"], origin.client_address(request, proxies))
     p = result.principal
-    resp = web.json_response(await _session_view(request, p))
+    resp = json_response(await _session_view(request, p))
     secure = svc.config.secure_cookies
     resp.set_cookie(
         SESSION_COOKIE,
@@ -48,7 +49,7 @@ async def login(request: web.Request) -> web.Response:
 @accepts()
 async def logout(request: web.Request) -> web.Response:
     await services_of(request).auth.logout(request.cookies.get(SESSION_COOKIE))
-    resp = web.json_response({"signed_out": True})
+    resp = json_response({"signed_out": True})
     resp.del_cookie(SESSION_COOKIE, path="/")
     return resp
 
@@ -80,4 +81,4 @@ async def _session_view(request: web.Request, p: Principal) -> dict[str, object]
 
 @accepts()
 async def me(request: web.Request) -> web.Response:
-    return web.json_response(await _session_view(request, principal_of(request)))
+    return json_response(await _session_view(request, principal_of(request)))

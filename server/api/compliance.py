@@ -9,6 +9,7 @@ from aiohttp import web
 
 from server.api.params import accepts, path_param, query_param
 from server.api.reports import EXPORT_FROM, EXPORT_TO
+from server.api.responses import json_response
 from server.api.table import principal_of
 from server.compliance.controlled import controlled_log, write_log_csv
 from server.reports.compliance import site_compliance
@@ -21,7 +22,7 @@ async def get_site_compliance(request: web.Request) -> web.Response:
     svc = services_of(request)
     site_id: int = path_param(request, "site_id")
     view = await site_compliance(svc.db, svc.compliance, principal_of(request), site_id, svc.fills.clock())
-    return web.json_response(view)
+    return json_response(view)
 
 
 @accepts(query=(EXPORT_FROM, EXPORT_TO), json=False)

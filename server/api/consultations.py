@@ -9,6 +9,7 @@ from aiohttp import web
 from server.api.media import VARIANT, serve_media
 from server.api.paging import paging
 from server.api.params import accepts, body_of, path_param, query_param
+from server.api.responses import json_response
 from server.api.shapes import consultation_view
 from server.api.table import principal_of
 from server.consultations.service import (
@@ -55,26 +56,26 @@ def _view(request: web.Request, c: Consultation, site: Site | None = None) -> di
 async def request_consultation(request: web.Request) -> web.Response:
     svc = services_of(request)
     c, site = await svc.consultations.request(principal_of(request), await body_of(request, NEW_REQUEST))
-    return web.json_response(_view(request, c, site), status=201)
+    return json_response(_view(request, c, site), status=201)
 
 
 @accepts(body=NEW_INVITATION, status=201)
 async def invite(request: web.Request) -> web.Response:
     svc = services_of(request)
     c, site = await svc.consultations.invite(principal_of(request), await body_of(request, NEW_INVITATION))
-    return web.json_response(_view(request, c, site), status=201)
+    return json_response(_view(request, c, site), status=201)
 
 
 @accepts()
 async def answer(request: web.Request) -> web.Response:
     c, site = await services_of(request).consultations.answer(principal_of(request), _id(request))
-    return web.json_response(_view(request, c, site))
+    return json_response(_view(request, c, site))
 
 
 @accepts()
 async def consent(request: web.Request) -> web.Response:
     c = await services_of(request).consultations.consent_to_recording(principal_of(request), _id(request))
-    return web.json_response(_view(request, c))
+    return json_response(_view(request, c))
 
 
 @accepts(query=(VARIANT,), json=False)
@@ -89,7 +90,7 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
 async def list_consultations(request: web.Request) -> web.Response:
     after, limit = CONSULTATIONS_PAGE.read(request)
     page = await services_of(request).consultations.list_open(principal_of(request), after=after, limit=limit)
-    return web.json_response(
+    return json_response(
         {"consultations": [_view(request, c, site) for c, site in page.rows], "next": page.next}
     )
 
@@ -97,7 +98,7 @@ async def list_consultations(request: web.Request) -> web.Response:
 @accepts()
 async def get_consultation(request: web.Request) -> web.Response:
     c, site = await services_of(request).consultations.get(principal_of(request), _id(request))
-    return web.json_response(_view(request, c, site))
+    return json_response(_view(request, c, site))
 
 
 @accepts()
@@ -105,19 +106,19 @@ async def accept(request: web.Request) -> web.Response:
     svc = services_of(request)
     c, site = await svc.consultations.accept(principal_of(request), _id(request))
     await svc.signalling.accepted(c)
-    return web.json_response(_view(request, c, site))
+    return json_response(_view(request, c, site))
 
 
 @accepts()
 async def connected(request: web.Request) -> web.Response:
     c = await services_of(request).consultations.mark_connected(principal_of(request), _id(request))
-    return web.json_response(_view(request, c))
+    return json_response(_view(request, c))
 
 
 @accepts()
 async def reconnected(request: web.Request) -> web.Response:
     c = await services_of(request).consultations.mark_reconnected(principal_of(request), _id(request))
-    return web.json_response(_view(request, c))
+    return json_response(_view(request, c))
 
 
 @accepts(body=ENDING)
@@ -126,4 +127,4 @@ async def end(request: web.Request) -> web.Response:
     c = await services_of(request).consultations.end(
         principal_of(request), _id(request), body.get("reason", "hangup"), body.get("note")
     )
-    return web.json_response(_view(request, c))
+    return json_response(_view(request, c))

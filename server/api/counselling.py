@@ -11,6 +11,7 @@ from aiohttp import web
 
 from server.api.paging import paging
 from server.api.params import Query, accepts, body_of, path_param, query_param
+from server.api.responses import json_response
 from server.api.shapes import counselling_options_view, detail_view, fill_summary, initials
 from server.api.table import principal_of
 from server.counselling.service import DUE_ORDER, MAX_NOTE, DueFill, NewRecord, Report, ReportRow
@@ -49,7 +50,7 @@ async def _detail(request: web.Request, fill_id: str, status: int = 200) -> web.
     svc, actor = services_of(request), principal_of(request)
     found = await svc.queries.detail(actor, fill_id)
     svc.access_log.read(actor, "fill", [fill_id])
-    return web.json_response(detail_view(found), status=status)
+    return json_response(detail_view(found), status=status)
 
 
 @accepts(body=NEW_RECORD, status=201)
@@ -76,7 +77,7 @@ async def due(request: web.Request) -> web.Response:
     """Approved fills waiting for counselling at the pharmacist's sites, the longest waiting first."""
     after, limit = DUE_PAGE.read(request)
     page = await services_of(request).counselling.due(principal_of(request), after=after, limit=limit)
-    return web.json_response({"fills": [_due_row(d) for d in page.rows], "next": page.next})
+    return json_response({"fills": [_due_row(d) for d in page.rows], "next": page.next})
 
 
 @accepts()
@@ -109,7 +110,7 @@ def _row(r: ReportRow) -> dict[str, Any]:
 async def report(request: web.Request) -> web.Response:
     """Fills handed out without a required counselling record (none), and every declined counselling."""
     r, start, end = await _report(request)
-    return web.json_response(
+    return json_response(
         {
             "from": start.isoformat(),
             "to": end.isoformat(),

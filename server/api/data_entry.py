@@ -8,6 +8,7 @@ import asyncio
 from aiohttp import web
 
 from server.api.params import accepts, path_param
+from server.api.responses import json_response
 from server.api.shapes import data_entry_view, prescription_view
 from server.api.table import json_body, principal_of
 from server.data_entry.rules import OUTCOMES, RETURN_REASONS
@@ -68,7 +69,7 @@ async def _view(request: web.Request, rx_id: int) -> web.Response:
             svc.media_executor, message_fields, rx.source_kind, rx.source_body, rx.source_id
         )
     svc.access_log.read(actor, "prescription", [rx.id])
-    return web.json_response(data_entry_view(record, said))
+    return json_response(data_entry_view(record, said))
 
 
 @accepts()
@@ -81,7 +82,7 @@ async def correct_prescription(request: web.Request) -> web.Response:
     svc = services_of(request)
     rx = await svc.prescriptions.correct(principal_of(request), _rx_id(request), await json_body(request))
     used = await svc.prescriptions.fills_used([rx.id])
-    return web.json_response(prescription_view(rx, fills_used=used.get(rx.id, 0)))
+    return json_response(prescription_view(rx, fills_used=used.get(rx.id, 0)))
 
 
 @accepts()
@@ -93,7 +94,7 @@ async def claim(request: web.Request) -> web.Response:
 @accepts()
 async def heartbeat(request: web.Request) -> web.Response:
     rx = await services_of(request).data_entry.heartbeat(principal_of(request), _rx_id(request))
-    return web.json_response(
+    return json_response(
         {
             "lease_expires_at": rx.lease_expires_at.isoformat() if rx.lease_expires_at else None,
             "version": rx.version,
@@ -104,7 +105,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 @accepts()
 async def release(request: web.Request) -> web.Response:
     rx = await services_of(request).data_entry.release(principal_of(request), _rx_id(request))
-    return web.json_response({"verification_state": rx.verification_state, "version": rx.version})
+    return json_response({"verification_state": rx.verification_state, "version": rx.version})
 
 
 @accepts(body=VERIFICATION)

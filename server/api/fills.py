@@ -8,6 +8,7 @@ from aiohttp import web
 
 from server.api.paging import paging
 from server.api.params import Query, accepts, path_param, query_param
+from server.api.responses import json_response
 from server.api.shapes import data_entry_row, detail_view, queue_view, site_fill_view
 from server.api.table import json_body, principal_of
 from server.data_entry.rules import RETURN_REASONS
@@ -38,7 +39,7 @@ async def create_fill(request: web.Request) -> web.Response:
     svc = services_of(request)
     new = NewFill.parse(await json_body(request))
     record, created = await svc.fills.create(principal_of(request), new)
-    return web.json_response(detail_view(record), status=201 if created else 200)
+    return json_response(detail_view(record), status=201 if created else 200)
 
 
 @accepts(query=(STATE_FILTER, *SITE_FILLS_PAGE.queries))
@@ -48,7 +49,7 @@ async def list_fills(request: web.Request) -> web.Response:
     page = await services_of(request).queries.site_fills(
         principal_of(request), state=state, after=after, limit=limit
     )
-    return web.json_response({"fills": [site_fill_view(f) for f in page.rows], "next": page.next})
+    return json_response({"fills": [site_fill_view(f) for f in page.rows], "next": page.next})
 
 
 async def _detail(request: web.Request, fill_id: str) -> web.Response:
@@ -56,7 +57,7 @@ async def _detail(request: web.Request, fill_id: str) -> web.Response:
     svc, actor = services_of(request), principal_of(request)
     record = await svc.queries.detail(actor, fill_id)
     svc.access_log.read(actor, "fill", [record.fill.id])
-    return web.json_response(detail_view(record))
+    return json_response(detail_view(record))
 
 
 @accepts()
@@ -67,7 +68,7 @@ async def get_fill(request: web.Request) -> web.Response:
 @accepts()
 async def submit_fill(request: web.Request) -> web.Response:
     svc = services_of(request)
-    return web.json_response(detail_view(await svc.fills.submit(principal_of(request), _fill_id(request))))
+    return json_response(detail_view(await svc.fills.submit(principal_of(request), _fill_id(request))))
 
 
 @accepts(query=(SITE_FILTER, PRIORITY_FILTER, *QUEUE_PAGE.queries))
@@ -86,7 +87,7 @@ async def queue(request: web.Request) -> web.Response:
         data["data_entry"] = [data_entry_row(row) for row in waiting.rows]
         data["data_entry_next"] = waiting.next
     data["now"] = dt.datetime.now(dt.UTC).isoformat()
-    return web.json_response(data)
+    return json_response(data)
 
 
 @accepts(query=(SITE_FILTER, *DATA_ENTRY_PAGE.queries))
@@ -97,9 +98,7 @@ async def data_entry_queue(request: web.Request) -> web.Response:
     waiting = await services_of(request).data_entry.queue(
         principal_of(request), site_id=site_id, after=after, limit=limit
     )
-    return web.json_response(
-        {"data_entry": [data_entry_row(row) for row in waiting.rows], "next": waiting.next}
-    )
+    return json_response({"data_entry": [data_entry_row(row) for row in waiting.rows], "next": waiting.next})
 
 
 @accepts()
@@ -107,7 +106,7 @@ async def claim_next(request: web.Request) -> web.Response:
     svc = services_of(request)
     fill = await svc.fills.claim_next(principal_of(request))
     if fill is None:
-        return web.json_response({"fill": None})
+        return json_response({"fill": None})
     return await _claimed(request, fill.id)
 
 
@@ -122,14 +121,14 @@ async def _claimed(request: web.Request, fill_id: str) -> web.Response:
     svc, actor = services_of(request), principal_of(request)
     record = await svc.queries.detail(actor, fill_id)
     svc.access_log.read(actor, "fill", [fill_id])
-    return web.json_response({"fill": detail_view(record)})
+    return json_response({"fill": detail_view(record)})
 
 
 @accepts()
 async def heartbeat(request: web.Request) -> web.Response:
     svc = services_of(request)
     fill = await svc.fills.heartbeat(principal_of(request), _fill_id(request))
-    return web.json_response(
+    return json_response(
         {
             "lease_expires_at": fill.lease_expires_at.isoformat() if fill.lease_expires_at else None,
             "version": fill.version,
@@ -141,7 +140,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 async def release(request: web.Request) -> web.Response:
     svc = services_of(request)
     fill = await svc.fills.release(principal_of(request), _fill_id(request))
-    return web.json_response({"state": fill.state, "version": fill.version})
+    return json_response({"state": fill.state, "version": fill.version})
 
 
 @accepts(body=DECISION)
@@ -155,7 +154,7 @@ async def decide(request: web.Request) -> web.Response:
 @accepts()
 async def reasons(request: web.Request) -> web.Response:
     """The decision's vocabularies, and how long the console holds a decision for Undo."""
-    return web.json_response(
+    return json_response(
         {
             "reasons": [{"code": k, "label": v} for k, v in REJECTION_REASONS.items()],
             "acknowledgement_reasons": [{"code": k, "label": v} for k, v in ACKNOWLEDGEMENT_REASONS.items()],

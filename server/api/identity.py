@@ -9,6 +9,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.api.params import accepts, body_of, path_param
+from server.api.responses import json_response
 from server.api.table import principal_of
 from server.errors import Forbidden, InvalidInput
 from server.inputs import AnyObject, Body, Field, Text
@@ -80,7 +81,7 @@ async def second_factor(request: web.Request) -> web.Response:
     rp = relying_party(request) if proof.webauthn is not None else None
     await svc.auth.identity.finish_sign_in(p, proof, rp, _client(request))
     svc.auth.forget(request)
-    return web.json_response({"stage": "ready"})
+    return json_response({"stage": "ready"})
 
 
 @accepts(body=PROOF)
@@ -91,14 +92,14 @@ async def prove(request: web.Request) -> web.Response:
     rp = relying_party(request) if proof.webauthn is not None else None
     done = await svc.auth.identity.prove(p, proof, rp, _client(request))
     svc.auth.forget(request)
-    return web.json_response(done)
+    return json_response(done)
 
 
 @accepts()
 async def webauthn_challenge(request: web.Request) -> web.Response:
     """Options for navigator.credentials.get() with the caller's enrolled keys."""
     svc = services_of(request)
-    return web.json_response(
+    return json_response(
         await svc.auth.factors.assertion_options(principal_of(request), relying_party(request))
     )
 
@@ -107,23 +108,23 @@ async def webauthn_challenge(request: web.Request) -> web.Response:
 async def activity(request: web.Request) -> web.Response:
     """The pharmacist is at the console (keys, pointer): the idle lock starts counting again."""
     _person(request)
-    return web.json_response({"idle_lock_seconds": services_of(request).config.idle_lock_seconds})
+    return json_response({"idle_lock_seconds": services_of(request).config.idle_lock_seconds})
 
 
 @accepts()
 async def list_factors(request: web.Request) -> web.Response:
-    return web.json_response(await services_of(request).auth.factors.listing(principal_of(request).user_id))
+    return json_response(await services_of(request).auth.factors.listing(principal_of(request).user_id))
 
 
 @accepts()
 async def begin_totp(request: web.Request) -> web.Response:
     """A new secret for an authenticator app, as a QR code (SVG) and as text; confirm with a code."""
-    return web.json_response(await services_of(request).auth.factors.begin_totp(principal_of(request)))
+    return json_response(await services_of(request).auth.factors.begin_totp(principal_of(request)))
 
 
 def _enrolled(factor: Any, codes: list[str]) -> web.Response:
     # The recovery codes are shown this once: only their hashes are kept.
-    return web.json_response(
+    return json_response(
         {"factor": {"id": factor.id, "kind": factor.kind, "label": factor.label}, "recovery_codes": codes},
         status=201,
     )
@@ -144,9 +145,7 @@ async def confirm_totp(request: web.Request) -> web.Response:
 async def begin_webauthn(request: web.Request) -> web.Response:
     """Options for navigator.credentials.create(); confirm with what the browser made."""
     svc = services_of(request)
-    return web.json_response(
-        await svc.auth.factors.begin_webauthn(principal_of(request), relying_party(request))
-    )
+    return json_response(await svc.auth.factors.begin_webauthn(principal_of(request), relying_party(request)))
 
 
 @accepts(body=WEBAUTHN_CONFIRM, status=201)
@@ -177,7 +176,7 @@ def _step_up(request: web.Request) -> Confirm:
 async def remove_factor(request: web.Request) -> web.Response:
     factors = services_of(request).auth.factors
     await factors.remove(principal_of(request), path_param(request, "factor_id"), _step_up(request))
-    return web.json_response({"removed": True})
+    return json_response({"removed": True})
 
 
 @accepts(status=201)
@@ -185,4 +184,4 @@ async def new_recovery_codes(request: web.Request) -> web.Response:
     codes = await services_of(request).auth.factors.new_recovery_codes(
         principal_of(request), _step_up(request)
     )
-    return web.json_response({"recovery_codes": codes}, status=201)
+    return json_response({"recovery_codes": codes}, status=201)

@@ -15,6 +15,7 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 
 from server.api.params import accepts
+from server.api.responses import json_response
 from server.api.table import body_as_sent, json_body_as_sent, principal_of
 from server.errors import InvalidInput
 from server.pharmacy_systems import ncpdp
@@ -40,7 +41,7 @@ def outcome(issues: list[Issue], severity: str = "error") -> dict[str, Any]:
 
 
 def _fhir(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(body, status=status, content_type=FHIR_JSON, headers=headers)
+    return json_response(body, status=status, content_type=FHIR_JSON, headers=headers)
 
 
 async def _in_worker(request: web.Request, fn: Callable[..., T], *args: Any) -> T:

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from server.api.paging import paging
 from server.api.params import accepts, body_of, path_param
+from server.api.responses import json_response
 from server.api.shapes import prescription_view, site_view, user_view
 from server.api.table import json_body, principal_of
 from server.directory import SITES_ORDER, USERS_ORDER
@@ -72,7 +73,7 @@ async def create_prescription(request: web.Request) -> web.Response:
         else {}
     )
     views = await services_of(request).fills.views_required([stored.prescription])
-    return web.json_response(
+    return json_response(
         prescription_view(
             stored.prescription,
             fills_used=used.get(stored.prescription.id, 0),
@@ -91,7 +92,7 @@ async def list_prescriptions(request: web.Request) -> web.Response:
     svc.access_log.read(actor, "prescription", [rx.id for rx in prescriptions])
     used = await svc.prescriptions.fills_used([rx.id for rx in prescriptions])
     views = await svc.fills.views_required(prescriptions)
-    return web.json_response(
+    return json_response(
         {
             "prescriptions": [
                 prescription_view(rx, fills_used=used.get(rx.id, 0), views=views[rx.id])
@@ -106,7 +107,7 @@ async def list_prescriptions(request: web.Request) -> web.Response:
 async def list_sites(request: web.Request) -> web.Response:
     after, limit = SITES_PAGE.read(request)
     page = await services_of(request).directory.site_page(principal_of(request), after=after, limit=limit)
-    return web.json_response({"sites": [site_view(s) for s in page.rows], "next": page.next})
+    return json_response({"sites": [site_view(s) for s in page.rows], "next": page.next})
 
 
 @accepts(body=NEW_SITE, status=201)
@@ -120,14 +121,14 @@ async def create_site(request: web.Request) -> web.Response:
         body.get("required_media_kinds"),
         requires_pv1=body.get("requires_pv1", True),
     )
-    return web.json_response(site_view(site), status=201)
+    return json_response(site_view(site), status=201)
 
 
 @accepts(query=USERS_PAGE.queries)
 async def list_users(request: web.Request) -> web.Response:
     after, limit = USERS_PAGE.read(request)
     page = await services_of(request).directory.user_page(after=after, limit=limit)
-    return web.json_response({"users": [user_view(u) for u in page.rows], "next": page.next})
+    return json_response({"users": [user_view(u) for u in page.rows], "next": page.next})
 
 
 @accepts(body=NEW_USER, status=201)
@@ -141,7 +142,7 @@ async def create_user(request: web.Request) -> web.Response:
         body["password"],
         site_code=body.get("site_code"),
     )
-    return web.json_response(user_view(user), status=201)
+    return json_response(user_view(user), status=201)
 
 
 @accepts(body=NEW_LICENSE, status=201)
@@ -154,7 +155,7 @@ async def add_license(request: web.Request) -> web.Response:
         body["number"],
         body["expires_on"],
     )
-    return web.json_response(
+    return json_response(
         {"state": lic.state, "number": lic.number, "expires_on": lic.expires_on.isoformat()}, status=201
     )
 
@@ -166,7 +167,7 @@ async def issue_device_token(request: web.Request) -> web.Response:
         principal_of(request), body["username"], body.get("label", "site device")
     )
     # Shown once: only its hash is stored.
-    return web.json_response({"token": token}, status=201)
+    return json_response({"token": token}, status=201)
 
 
 @accepts()
@@ -174,4 +175,4 @@ async def revoke_device_token(request: web.Request) -> web.Response:
     await services_of(request).auth.revoke_device_token(
         principal_of(request), path_param(request, "token_id")
     )
-    return web.json_response({"revoked": True})
+    return json_response({"revoked": True})

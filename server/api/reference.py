@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.api.params import accepts, path_param
+from server.api.responses import json_response
 from server.errors import InvalidInput, NotFound
 from server.evidence.barcodes import normalize_ndc
 from server.reference.store import describe_ndc
@@ -23,4 +24,4 @@ async def lookup_ndc(request: web.Request) -> web.Response:
     loaded, package = await describe_ndc(services_of(request).db, ndc11)
     if loaded is not None and package is None:
         raise NotFound("The drug reference does not know this NDC.", code="unknown_ndc")
-    return web.json_response({"drug_reference": loaded, "package": package})
+    return json_response({"drug_reference": loaded, "package": package})

@@ -8,6 +8,7 @@ import io
 from aiohttp import web
 
 from server.api.params import Query, accepts, query_param
+from server.api.responses import json_response
 from server.audit import chain as audit
 from server.audit.anchors import AnchorFile
 from server.audit.verification import verify_trail
@@ -37,7 +38,7 @@ async def audit_verify(request: web.Request) -> web.Response:
     report = await verify_trail(services.db, AnchorFile(services.config.data_dir), full=full)
     walked, anchored, checkpoint = report.chain, report.anchors, report.checkpoint
     latest = anchored.latest
-    return web.json_response(
+    return json_response(
         {
             "ok": report.ok,
             "rows": walked.rows,

@@ -1,11 +1,12 @@
 """How the API answers: each record shaped as JSON.
 
 The domain returns rows and records; handlers shape them here, so no domain module knows the wire format.
+Times are left as datetimes and dates: the JSON encoder (server.api.responses) writes them as
+`isoformat()` does, in C rather than one call each in Python.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,10 +32,6 @@ from server.fills.records import FillRecord
 from server.fills.rules import FillState
 
 
-def _iso(t: dt.datetime | None) -> str | None:
-    return t.isoformat() if t else None
-
-
 def _num(v: Any) -> float | None:
     return None if v is None else float(v)
 
@@ -49,16 +46,16 @@ def fill_summary(fill: SummaryFill, site: SummarySite) -> dict[str, Any]:
         "site": {"id": site.id, "code": site.code, "name": site.name, "state": site.state},
         "product_check": fill.product_check,
         "claimed_by": fill.claimed_by,
-        "lease_expires_at": _iso(fill.lease_expires_at),
-        "created_at": _iso(fill.created_at),
-        "submitted_at": _iso(fill.submitted_at),
-        "queued_at": _iso(fill.queued_at),
-        "decided_at": _iso(fill.decided_at),
+        "lease_expires_at": fill.lease_expires_at,
+        "created_at": fill.created_at,
+        "submitted_at": fill.submitted_at,
+        "queued_at": fill.queued_at,
+        "decided_at": fill.decided_at,
         "previous_fill_id": fill.previous_fill_id,
         "flags": fill.flags or [],
         # not_required, due, counselled_video, counselled_phone or declined (None: made before it was kept)
         "counselling": fill.counselling,
-        "handed_out_at": _iso(fill.handed_out_at),
+        "handed_out_at": fill.handed_out_at,
     }
 
 
@@ -87,7 +84,7 @@ def media_view(m: Media) -> dict[str, Any]:
         "variants": [] if m.removed_at else sorted(m.variants),
         "url": f"/api/v1/media/{m.id}",
         "quality": {k: v for k, v in m.quality.items() if k != "barcodes"},
-        "removed_under_retention": _iso(m.removed_at),
+        "removed_under_retention": m.removed_at,
     }
 
 
@@ -108,7 +105,7 @@ def prescription_view(
         "site_id": rx.site_id,
         "rx_number": rx.rx_number,
         "patient_name": rx.patient_name,
-        "patient_dob": rx.patient_dob.isoformat(),
+        "patient_dob": rx.patient_dob,
         "prescriber": rx.prescriber,
         "drug": rx.drug,
         "strength": rx.strength,
@@ -121,7 +118,7 @@ def prescription_view(
         "fill_type": rx.fill_type,
         **refills,
         "reference_check": rx.reference_check,
-        "created_at": _iso(rx.created_at),
+        "created_at": rx.created_at,
         "source_kind": rx.source_kind,
         "verification_state": rx.verification_state,
         "version": rx.version,
@@ -135,7 +132,7 @@ def verification_view(v: PrescriptionVerification, pharmacist_name: str) -> dict
         "reason_codes": v.reason_codes,
         "note": v.note,
         "license": {"state": v.license_state, "number": v.license_number} if v.license_state else None,
-        "decided_at": _iso(v.decided_at),
+        "decided_at": v.decided_at,
         "pharmacist": {"id": v.pharmacist_id, "name": pharmacist_name},
     }
 
@@ -151,7 +148,7 @@ def data_entry_view(record: DataEntryRecord, said: dict[str, Any] | None) -> dic
         "prescription": entered,
         "site": site_view(record.site),
         "claimed_by": rx.claimed_by,
-        "lease_expires_at": _iso(rx.lease_expires_at),
+        "lease_expires_at": rx.lease_expires_at,
         "source": {
             "kind": rx.source_kind,
             "body": rx.source_body,
@@ -169,7 +166,7 @@ def data_entry_view(record: DataEntryRecord, said: dict[str, Any] | None) -> dic
                 "strength": o.strength,
                 "directions": o.directions,
                 "verification_state": o.verification_state,
-                "created_at": _iso(o.created_at),
+                "created_at": o.created_at,
             }
             for o in record.others
         ],
@@ -179,7 +176,7 @@ def data_entry_view(record: DataEntryRecord, said: dict[str, Any] | None) -> dic
                 "version": r.version,
                 "changes": r.changes,
                 "previous_state": r.previous_state,
-                "edited_at": _iso(r.edited_at),
+                "edited_at": r.edited_at,
                 "edited_by": {"id": r.edited_by, "name": name},
             }
             for r, name in record.revisions
@@ -199,8 +196,8 @@ def data_entry_row(row: DataEntryRow) -> dict[str, Any]:
         "verification_state": rx.verification_state,
         "version": rx.version,
         "claimed_by": rx.claimed_by,
-        "lease_expires_at": _iso(rx.lease_expires_at),
-        "awaiting_since": _iso(rx.awaiting_since),
+        "lease_expires_at": rx.lease_expires_at,
+        "awaiting_since": rx.awaiting_since,
         "source_kind": rx.source_kind,
         "rx_number": rx.rx_number,
         "drug": rx.drug,
@@ -218,7 +215,7 @@ def decision_view(d: Decision, pharmacist_name: str | None) -> dict[str, Any]:
         "views_seen": d.views_seen or [],
         "confirmed_count": _num(d.confirmed_count),
         "license": {"state": d.license_state, "number": d.license_number} if d.license_state else None,
-        "decided_at": _iso(d.decided_at),
+        "decided_at": d.decided_at,
         "pharmacist": {"id": d.pharmacist_id, "name": pharmacist_name},
     }
 
@@ -242,7 +239,7 @@ def detail_view(record: FillRecord) -> dict[str, Any]:
         earlier_rejections=[
             {
                 "fill_id": e.id,
-                "decided_at": _iso(e.Decision.decided_at),
+                "decided_at": e.Decision.decided_at,
                 "reason_codes": e.Decision.reason_codes,
                 "note": e.Decision.note,
             }
@@ -270,7 +267,7 @@ def counselling_view(r: CounsellingRecord) -> dict[str, Any]:
         "duration_seconds": r.duration_seconds,
         "declined_by": r.declined_by,
         "has_note": r.note is not None,
-        "recorded_at": _iso(r.recorded_at),
+        "recorded_at": r.recorded_at,
         "recorded_by": r.recorded_by,
     }
 
@@ -288,8 +285,8 @@ def _earlier_view(e: EarlierFill) -> dict[str, Any]:
     return {
         "fill_id": e.fill_id,
         "rx_number": e.rx_number,
-        "submitted_at": _iso(e.submitted_at),
-        "decided_at": _iso(e.decided_at),
+        "submitted_at": e.submitted_at,
+        "decided_at": e.decided_at,
         "counted_quantity": _num(e.counted_quantity),
         "quantity": _num(e.quantity),
         "days_supply": e.days_supply,
@@ -303,7 +300,7 @@ def history_view(h: FillHistory) -> dict[str, Any]:
     """Earlier fills of the prescription and of the patient's drug, and the reference pills photo."""
     reference = None
     if (r := h.last_approved_pills) is not None:
-        reference = {"fill_id": r.fill_id, "decided_at": _iso(r.decided_at), "media": media_view(r.media)}
+        reference = {"fill_id": r.fill_id, "decided_at": r.decided_at, "media": media_view(r.media)}
     return {
         "same_prescription": [_earlier_view(e) for e in h.same_prescription],
         "same_patient_drug": [_earlier_view(e) for e in h.same_patient_drug],
@@ -326,7 +323,7 @@ def queue_view(queue: FillQueue) -> dict[str, Any]:
         "fills": fills,
         "next": queue.next,
         "counts": queue.counts,
-        "oldest_queued_at": _iso(queue.oldest_queued_at),
+        "oldest_queued_at": queue.oldest_queued_at,
     }
 
 
@@ -350,17 +347,17 @@ def consultation_view(c: Consultation, site: Site | None = None, *, with_note: b
         "version": c.version,
         "requested_by": c.requested_by,
         "pharmacist_id": c.pharmacist_id,
-        "requested_at": c.requested_at.isoformat(),
-        "answered_at": c.answered_at.isoformat() if c.answered_at else None,
-        "connected_at": c.connected_at.isoformat() if c.connected_at else None,
-        "ended_at": c.ended_at.isoformat() if c.ended_at else None,
+        "requested_at": c.requested_at,
+        "answered_at": c.answered_at,
+        "connected_at": c.connected_at,
+        "ended_at": c.ended_at,
         "duration_seconds": c.duration_seconds,
         "end_reason": c.end_reason,
         "ended_by": c.ended_by,
         "reconnections": c.reconnections,
         "recording_consent": c.recording_consent,
-        "recording_consent_at": c.recording_consent_at.isoformat() if c.recording_consent_at else None,
-        "pharmacist_consent_at": c.pharmacist_consent_at.isoformat() if c.pharmacist_consent_at else None,
+        "recording_consent_at": c.recording_consent_at,
+        "pharmacist_consent_at": c.pharmacist_consent_at,
         # The delivered recording as media: its SHA-256 is the file the site sent, the url serves the
         # cleaned copy (remuxed without container metadata) and ?variant=poster its poster frame.
         "recording": media_view(c.recording) if c.recording is not None else None,
@@ -394,7 +391,6 @@ def user_view(user: User) -> dict[str, Any]:
         "site_id": user.site_id,
         "active": user.active,
         "licenses": [
-            {"state": lic.state, "number": lic.number, "expires_on": lic.expires_on.isoformat()}
-            for lic in user.licenses
+            {"state": lic.state, "number": lic.number, "expires_on": lic.expires_on} for lic in user.licenses
         ],
     }

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from server.api.openapi import OPENAPI_DOCUMENT
 from server.api.params import Query, accepts, query_param
+from server.api.responses import json_response
 from server.errors import Forbidden, NotAuthenticated
 from server.inputs import INT64_MAX, Int
 from server.reference.store import status as reference_status
@@ -42,7 +43,7 @@ async def healthz(request: web.Request) -> web.Response:
         "drug_reference": await reference_status(svc.db),
         **({"low_on_space": short} if short else {}),
     }
-    return web.json_response(body)
+    return json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -52,7 +53,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 @accepts()
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(request.app[OPENAPI_DOCUMENT])
+    return json_response(request.app[OPENAPI_DOCUMENT])
 
 
 @accepts()
@@ -61,7 +62,7 @@ async def ice_servers(request: web.Request) -> web.Response:
         {"urls": list(s.urls), **({"username": s.username, "credential": s.credential} if s.username else {})}
         for s in services_of(request).config.ice_servers
     ]
-    return web.json_response({"ice_servers": servers})
+    return json_response({"ice_servers": servers})
 
 
 @accepts(query=(CURSOR,), json=False)

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server.api.responses import json_response
 from server.errors import (
     Conflict,
     DomainError,
@@ -83,7 +84,7 @@ def error_response(exc: DomainError) -> web.Response:
     headers = {}
     if exc.status == 429 and "retry_after" in exc.detail:
         headers["Retry-After"] = str(math.ceil(exc.detail["retry_after"]))
-    return web.json_response(body, status=exc.status, headers=headers)
+    return json_response(body, status=exc.status, headers=headers)
 
 
 def refuse_foreign_pages(request: web.Request) -> None:
@@ -162,7 +163,7 @@ def guard(route: Route, authenticate: Authenticator) -> Handler:
             # The message may carry bound SQL parameters (patient data): log the type and frames only.
             frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
             log.error("unhandled %s in %s %s\n%s", type(exc).__name__, route.method, route.path, frames)
-            return web.json_response(
+            return json_response(
                 {"error": "internal", "message": "Something went wrong on the server."}, status=500
             )
 
