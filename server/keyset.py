@@ -16,7 +16,7 @@ import binascii
 import datetime as dt
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -72,11 +72,22 @@ class Keyset:
     def after(self, position: tuple[Any, ...]) -> ColumnElement[bool]:
         """Rows strictly after `position` in this order (one row-value comparison, which an index over
         the key serves as a range)."""
-        values = tuple_(
-            *(bindparam(None, v, type_=c.type) for c, v in zip(self.columns, position, strict=True))
+        return self._beyond(
+            bindparam(None, v, type_=c.type) for c, v in zip(self.columns, position, strict=True)
         )
-        rows = tuple_(*self.columns)
-        return rows < values if self.descending else rows > values
+
+    def after_bound(self) -> ColumnElement[bool]:
+        """`after` a position bound at execution (`bound`), for a statement built once."""
+        return self._beyond(bindparam(f"after_{i}", type_=c.type) for i, c in enumerate(self.columns))
+
+    @staticmethod
+    def bound(position: tuple[Any, ...]) -> dict[str, Any]:
+        """The parameters of `after_bound` for `position`."""
+        return {f"after_{i}": v for i, v in enumerate(position)}
+
+    def _beyond(self, values: Iterable[Any]) -> ColumnElement[bool]:
+        rows, key = tuple_(*self.columns), tuple_(*values)
+        return rows < key if self.descending else rows > key
 
     def cursor(self, position: tuple[Any, ...]) -> str:
         values = [v.isoformat() if isinstance(v, dt.datetime) else v for v in position]

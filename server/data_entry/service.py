@@ -10,11 +10,12 @@ live events carry ids, states, versions and reason codes, never patient data.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy import Integer, Select, String, and_, bindparam, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
@@ -26,6 +27,7 @@ from server.data_entry.rules import (
     OUTCOME_STATE,
     VerificationState,
 )
+from server.db.bound import one_of
 from server.db.conditional import update_if
 from server.db.engine import Database
 from server.db.models import (
@@ -49,6 +51,32 @@ RX_IMAGE = "rx_image"
 # The PV1 queue's order: waiting longest first (a prescription never set waiting counts from its entry).
 _WAITING_SINCE = func.coalesce(Prescription.awaiting_since, Prescription.created_at)
 DATA_ENTRY_ORDER = Keyset("data_entry", [(_WAITING_SINCE, dt.datetime), (Prescription.id, int)])
+
+
+@functools.cache
+def _waiting(postgres: bool, *, role: Role, by_site: bool, paged: bool) -> Select[Prescription, Site, Any]:
+    """The PV1 queue's statement for one role and combination of filters, built once with its values
+    bound: a pharmacist's `states`, a technician's `own_site`, `site_id`, `limit` and `after`'s."""
+    # The states as literals: SQLite reads the partial index of open prescriptions
+    # (ix_prescriptions_open) only when a statement names the index's own states.
+    where: list[Any] = [
+        Prescription.verification_state.in_([literal_column(f"'{v}'", String()) for v in OPEN_STATES])
+    ]
+    if role is Role.PHARMACIST:
+        where.append(one_of(Site.state, "states", String(), postgres=postgres))
+    elif role is Role.TECHNICIAN:
+        where.append(Site.id == bindparam("own_site"))
+    if by_site:
+        where.append(Site.id == bindparam("site_id"))
+    if paged:
+        where.append(DATA_ENTRY_ORDER.after_bound())
+    return (
+        select(Prescription, Site, _WAITING_SINCE.label("waiting_since"))
+        .join(Site, Site.id == Prescription.site_id)
+        .where(*where)
+        .order_by(*DATA_ENTRY_ORDER.order_by())
+        .limit(bindparam("limit", type_=Integer()))
+    )
 
 
 @dataclass(frozen=True)
@@ -468,31 +496,17 @@ class DataEntryService:
         first (after the position `after`)."""
         if actor.role is Role.PHARMACIST and not actor.licensed_states:
             return Page([], None)
-        # The states as literals: SQLite reads the partial index of open prescriptions
-        # (ix_prescriptions_open) only when a statement names the index's own states.
-        where: list[Any] = [
-            Prescription.verification_state.in_(
-                bindparam("open", [str(v) for v in OPEN_STATES], expanding=True, literal_execute=True)
-            )
-        ]
-        if actor.role is Role.PHARMACIST:
-            where.append(Site.state.in_(actor.licensed_states))
-        elif actor.role is Role.TECHNICIAN:
-            where.append(Site.id == actor.site_id)
-        if site_id is not None:
-            where.append(Site.id == site_id)
-        if after is not None:
-            where.append(DATA_ENTRY_ORDER.after(after))
+        postgres = not self.db.is_sqlite
+        statement = _waiting(postgres, role=actor.role, by_site=site_id is not None, paged=after is not None)
+        params: dict[str, Any] = {
+            "states": sorted(actor.licensed_states),
+            "own_site": actor.site_id,
+            "site_id": site_id,
+            "limit": limit + 1,
+            **(DATA_ENTRY_ORDER.bound(after) if after is not None else {}),
+        }
         async with self.db.read() as s:
-            rows = (
-                await s.execute(
-                    select(Prescription, Site, _WAITING_SINCE.label("waiting_since"))
-                    .join(Site, Site.id == Prescription.site_id)
-                    .where(*where)
-                    .order_by(*DATA_ENTRY_ORDER.order_by())
-                    .limit(limit + 1)
-                )
-            ).all()
+            rows = (await s.execute(statement, params)).all()
         page = DATA_ENTRY_ORDER.page(rows, limit, lambda r: (r.waiting_since, r.Prescription.id))
         return Page([DataEntryRow(r.Prescription, r.Site) for r in page.rows], page.next)
 

@@ -10,6 +10,7 @@ transaction as the change.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Integer,
+    Select,
     String,
     and_,
     bindparam,
@@ -35,6 +37,7 @@ from server.compliance.controlled import check_count
 from server.compliance.rules import load_rules
 from server.config import Config
 from server.data_entry.service import check_fillable
+from server.db.bound import one_of
 from server.db.conditional import update_if
 from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site, utcnow
@@ -135,6 +138,41 @@ _FILLS_USED = select(func.count()).where(
 _LOCK_PRESCRIPTION = (
     select(Prescription.id).where(Prescription.id == bindparam("prescription_id")).with_for_update()
 )
+
+
+def claimable_at(now: Any) -> ColumnElement[bool]:
+    """The fills CLAIM may take at `now` (a time, or a parameter): queued, or in review under a lease
+    that has run out."""
+    return or_(
+        state_is(FillState.QUEUED),
+        and_(state_is(FillState.IN_REVIEW), Fill.lease_expires_at <= now),
+    )
+
+
+@functools.cache
+def _candidates(postgres: bool, *, limited: bool) -> Select[Fill, Site]:
+    """Claim-next's candidates, built once: the first claimable fills at `now` of the pharmacist's
+    `states`, in queue order; when a limit of sites is in force, only at the `sites` listed."""
+    q = (
+        select(Fill, Site)
+        .join(Site, Site.id == Fill.site_id)
+        .where(
+            claimable_at(bindparam("now", type_=Fill.lease_expires_at.type)),
+            one_of(Site.state, "states", String(), postgres=postgres),
+        )
+        .order_by(PRIORITY_RANK, Fill.submitted_at, Fill.id)
+        .limit(5)
+    )
+    if limited:
+        # On SQLite as an expression no index serves: without statistics it would read the listed
+        # sites' fills, a year of them, through the sites' index rather than the open ones.
+        q = q.where(one_of(Site.id if postgres else Site.id + 0, "sites", Integer(), postgres=postgres))
+    # SQLite reads the partial index of open fills only when a statement names the index's own
+    # states; PostgreSQL proves it from the claimable states, and misjudges the rows when given both
+    # (it expects one, and scans the sites once a fill).
+    return q.with_for_update(skip_locked=True, of=Fill) if postgres else q.where(IS_OPEN)
+
+
 # How many new drafts the upload pre-check remembers (a site has a few open at a time).
 KNOWN_DRAFTS = 4096
 # Each transition's starting states as a condition, built once.
@@ -534,13 +572,6 @@ class FillService:
 
     # -- at the pharmacist's console -------------------------------------------------------------
 
-    def _claimable(self, now: dt.datetime) -> Any:
-        """The fills CLAIM may take now: queued, or in review under a lease that has run out."""
-        return or_(
-            state_is(FillState.QUEUED),
-            and_(state_is(FillState.IN_REVIEW), Fill.lease_expires_at <= now),
-        )
-
     async def _take(
         self, s: AsyncSession, actor: Principal, fill: Fill, site: Site, now: dt.datetime
     ) -> bool:
@@ -548,7 +579,7 @@ class FillService:
             s,
             fill,
             CLAIM,
-            [Fill.version == fill.version, self._claimable(now)],
+            [Fill.version == fill.version, claimable_at(now)],
             {
                 "claimed_by": actor.user_id,
                 "lease_expires_at": now + dt.timedelta(seconds=self.config.lease_seconds),
@@ -592,24 +623,12 @@ class FillService:
             return None
         async with self.db.write() as s:
             now = self.clock()
-            q = (
-                select(Fill, Site)
-                .join(Site, Site.id == Fill.site_id)
-                .where(self._claimable(now), Site.state.in_(actor.licensed_states))
-                .order_by(PRIORITY_RANK, Fill.submitted_at, Fill.id)
-                .limit(5)
-            )
+            postgres = not self.db.is_sqlite
             # Only sites the pharmacist may take on without going over a state's limit of sites.
-            sites = await claimable_sites(s, self.compliance, actor, now, postgres=not self.db.is_sqlite)
-            if sites is not None:
-                # On SQLite as an expression no index serves: without statistics it would read the
-                # listed sites' fills, a year of them, through the sites' index rather than the open ones.
-                q = q.where((Site.id + 0 if self.db.is_sqlite else Site.id).in_(sites))
-            # SQLite reads the partial index of open fills only when a statement names the index's own
-            # states; PostgreSQL proves it from the claimable states, and misjudges the rows when given
-            # both (it expects one, and scans the sites once a fill).
-            q = q.where(IS_OPEN) if self.db.is_sqlite else q.with_for_update(skip_locked=True, of=Fill)
-            for fill, site in (await s.execute(q)).all():
+            sites = await claimable_sites(s, self.compliance, actor, now, postgres=postgres)
+            q = _candidates(postgres, limited=sites is not None)
+            params = {"now": now, "states": sorted(actor.licensed_states), "sites": sites}
+            for fill, site in (await s.execute(q, params)).all():
                 if await self._take(s, actor, fill, site, now):
                     return fill
             return None

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, String, any_, bindparam, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import ColumnElement, Integer, Select, String, bindparam, func, select
 from sqlalchemy.orm import Bundle
 
 from server.compliance.checks import Compliance
 from server.compliance.controlled import schedules_of
+from server.db.bound import one_of
 from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site
 from server.errors import NotFound
@@ -92,11 +93,53 @@ _QUEUE_FILL: Bundle[Any] = Bundle("fill", *_shown(Fill, SummaryFill), Fill.presc
 _QUEUE_SITE: Bundle[Any] = Bundle("site", *_shown(Site, SummarySite))
 
 
-# A page's media counts by fill and kind. On PostgreSQL the page's ids are bound as one array: an IN list
-# of 200 parameters, written out again for each page, cost twice the CPU of the whole statement otherwise.
+# A page's media counts by fill and kind, the page's ids bound as one list (server.db.bound), by dialect
+# (True: PostgreSQL).
 _BY_FILL_AND_KIND = select(Media.fill_id, Media.kind, func.count()).group_by(Media.fill_id, Media.kind)
-_MEDIA_COUNTS = _BY_FILL_AND_KIND.where(Media.fill_id.in_(bindparam("ids", expanding=True)))
-_MEDIA_COUNTS_PG = _BY_FILL_AND_KIND.where(Media.fill_id == any_(bindparam("ids", type_=ARRAY(String()))))
+_MEDIA_COUNTS = {
+    postgres: _BY_FILL_AND_KIND.where(one_of(Media.fill_id, "ids", String(), postgres=postgres))
+    for postgres in (False, True)
+}
+
+
+@functools.cache
+def _queue_statements(
+    postgres: bool, *, pharmacist: bool, by_site: bool, by_priority: bool, paged: bool
+) -> tuple[Select[*tuple[Any, ...]], Select[str, int, dt.datetime | None]]:
+    """A queue page's statements for one combination of filters, built once with every value bound
+    (`states`, `site_id`, `priority`, `limit`, and the position of `after`): the rows of the page,
+    and the open fills by state with the oldest of each. Built on each request they cost a tenth of it."""
+    where: list[ColumnElement[bool]] = [IS_OPEN]
+    if pharmacist:
+        where.append(one_of(Site.state, "states", String(), postgres=postgres))
+    if by_site:
+        where.append(Fill.site_id == bindparam("site_id"))
+    if by_priority:
+        where.append(Fill.priority == bindparam("priority"))
+    rows = (
+        select(
+            _QUEUE_FILL,
+            _QUEUE_SITE,
+            Prescription.rx_number,
+            Prescription.drug,
+            Prescription.strength,
+            Prescription.patient_name,
+            Prescription.dea_schedule,
+            Prescription.expected_ndc,
+        )
+        .join(Site, Site.id == Fill.site_id)
+        .join(Prescription, Prescription.id == Fill.prescription_id)
+        .where(*where, *([QUEUE_ORDER.after_bound()] if paged else []))
+        .order_by(*QUEUE_ORDER.order_by())
+        .limit(bindparam("limit", type_=Integer()))
+    )
+    counts = (
+        select(Fill.state, func.count(), func.min(Fill.submitted_at))
+        .join(Site, Site.id == Fill.site_id)
+        .where(*where)
+        .group_by(Fill.state)
+    )
+    return rows, counts
 
 
 @dataclass(frozen=True)
@@ -146,51 +189,35 @@ class FillQueries:
         with the counts and the oldest waiting time of them all."""
         if actor.role is Role.PHARMACIST and not actor.licensed_states:
             return FillQueue([], {}, None)
-        where: list[ColumnElement[bool]] = [IS_OPEN]
-        if actor.role is Role.PHARMACIST:
-            where.append(Site.state.in_(actor.licensed_states))
-        if site_id is not None:
-            where.append(Fill.site_id == site_id)
-        if priority is not None:
-            where.append(Fill.priority == priority)
+        postgres = not self.db.is_sqlite
+        listed, counted = _queue_statements(
+            postgres,
+            pharmacist=actor.role is Role.PHARMACIST,
+            by_site=site_id is not None,
+            by_priority=priority is not None,
+            paged=after is not None,
+        )
+        params: dict[str, Any] = {
+            "states": sorted(actor.licensed_states),
+            "site_id": site_id,
+            "priority": priority,
+            "limit": limit + 1,
+            **(QUEUE_ORDER.bound(after) if after is not None else {}),
+        }
         async with self.db.read() as s:
-            found = (
-                await s.execute(
-                    select(
-                        _QUEUE_FILL,
-                        _QUEUE_SITE,
-                        Prescription.rx_number,
-                        Prescription.drug,
-                        Prescription.strength,
-                        Prescription.patient_name,
-                        Prescription.dea_schedule,
-                        Prescription.expected_ndc,
-                    )
-                    .join(Site, Site.id == Fill.site_id)
-                    .join(Prescription, Prescription.id == Fill.prescription_id)
-                    .where(*where, *([QUEUE_ORDER.after(after)] if after is not None else []))
-                    .order_by(*QUEUE_ORDER.order_by())
-                    .limit(limit + 1)
-                )
-            ).all()
+            found = (await s.execute(listed, params)).all()
             page = QUEUE_ORDER.page(
                 found, limit, lambda r: (_rank(r.fill.priority), r.fill.submitted_at, r.fill.id)
             )
             rows = page.rows
             ids = [r.fill.id for r in rows]
-            counts_by_fill = await self._media_counts(s, ids, postgres=not self.db.is_sqlite)
+            counts_by_fill = await self._media_counts(s, ids, postgres=postgres)
             schedules = await schedules_of(
                 s, [(r.fill.prescription_id, r.dea_schedule, r.expected_ndc) for r in rows]
             )
-            # Open fills by state, and the oldest of each, in one statement.
             by_state: dict[str, int] = {}
             oldest: dt.datetime | None = None
-            for state, n, first in await s.execute(
-                select(Fill.state, func.count(), func.min(Fill.submitted_at))
-                .join(Site, Site.id == Fill.site_id)
-                .where(*where)
-                .group_by(Fill.state)
-            ):
+            for state, n, first in await s.execute(counted, params):
                 by_state[state] = n
                 if first is not None and (oldest is None or first < oldest):
                     oldest = first
@@ -215,9 +242,7 @@ class FillQueries:
         if not ids:
             return {}
         out: dict[str, list[int]] = {}
-        for fill_id, kind, n in await s.execute(
-            _MEDIA_COUNTS_PG if postgres else _MEDIA_COUNTS, {"ids": ids}
-        ):
+        for fill_id, kind, n in await s.execute(_MEDIA_COUNTS[postgres], {"ids": ids}):
             counts = out.setdefault(fill_id, [0, 0])
             counts[1 if kind in VIDEO_KINDS else 0] += n
         return {k: (v[0], v[1]) for k, v in out.items()}
