@@ -98,7 +98,9 @@ async def test_counselling_asked_from_the_station_page_connects_to_the_console(
         # what arrived.
         start = int(await panel.get_attribute("data-frames-in") or "0")
         await asyncio.sleep(2)
-        await until(page, f"Number(document.querySelector('#call-panel').dataset.framesIn) >= {start + 45}", 30)
+        await until(
+            page, f"Number(document.querySelector('#call-panel').dataset.framesIn) >= {start + 45}", 30
+        )
 
         # The technician hangs up: the pharmacist's side ends too.
         await page.click("#call-hangup")
