@@ -433,7 +433,7 @@ async def _history(world: DemoWorld, now: dt.datetime, rng: random.Random, count
         record = await fills.submit(world.techs[code], fill_id)
         rph = world.rphs[rng.choice(by_state[state])]
         world.clock.at = submitted + wait
-        claimed = await fills.claim(rph, fill_id)
+        claimed = (await fills.claim(rph, fill_id)).fill
         world.clock.at = submitted + wait + review
         if rng.random() < 0.14:
             reasons = rng.sample(
@@ -482,7 +482,7 @@ async def _earlier_fill(
         await world.take(tech, first, kind, _small_photo(kind, first))
     record = await world.services.fills.submit(tech, first)
     world.clock.at = at + dt.timedelta(minutes=5)
-    claimed = await world.services.fills.claim(world.rphs["rph.lind"], first)
+    claimed = (await world.services.fills.claim(world.rphs["rph.lind"], first)).fill
     world.clock.at = at + dt.timedelta(minutes=6)
     await _decide(world, world.rphs["rph.lind"], first, decide(claimed, record))
     return first

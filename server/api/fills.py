@@ -14,6 +14,7 @@ from server.api.table import json_body, principal_of
 from server.data_entry.rules import RETURN_REASONS
 from server.data_entry.service import DATA_ENTRY_ORDER
 from server.fills.queries import QUEUE_ORDER, SITE_FILLS_ORDER
+from server.fills.records import FillRecord
 from server.fills.requests import DECISION, NEW_FILL, DecisionInput, NewFill
 from server.fills.rules import ACKNOWLEDGEMENT_REASONS, FLAG_LABELS, PRIORITIES, REJECTION_REASONS, FillState
 from server.inputs import ID, OneOf
@@ -103,24 +104,18 @@ async def data_entry_queue(request: web.Request) -> web.Response:
 
 @accepts()
 async def claim_next(request: web.Request) -> web.Response:
-    svc = services_of(request)
-    fill = await svc.fills.claim_next(principal_of(request))
-    if fill is None:
-        return json_response({"fill": None})
-    return await _claimed(request, fill.id)
+    record = await services_of(request).fills.claim_next(principal_of(request))
+    return json_response({"fill": None}) if record is None else _claimed(request, record)
 
 
 @accepts()
 async def claim(request: web.Request) -> web.Response:
-    svc = services_of(request)
-    fill = await svc.fills.claim(principal_of(request), _fill_id(request))
-    return await _claimed(request, fill.id)
+    record = await services_of(request).fills.claim(principal_of(request), _fill_id(request))
+    return _claimed(request, record)
 
 
-async def _claimed(request: web.Request, fill_id: str) -> web.Response:
-    svc, actor = services_of(request), principal_of(request)
-    record = await svc.queries.detail(actor, fill_id)
-    svc.access_log.read(actor, "fill", [fill_id])
+def _claimed(request: web.Request, record: FillRecord) -> web.Response:
+    services_of(request).access_log.read(principal_of(request), "fill", [record.fill.id])
     return json_response({"fill": detail_view(record)})
 
 

@@ -112,7 +112,7 @@ async def test_the_lifecycle_makes_every_transition_of_the_table_and_no_other(wo
     await fills.release(nd, first)
     taken = await fills.claim(nd, first)
     await _stepped_up(world, nd, clock.now)  # a product-check flag is overridden
-    await fills.decide(nd, first, DecisionInput.parse({**approval(queued), "version": taken.version}))
+    await fills.decide(nd, first, DecisionInput.parse({**approval(queued), "version": taken.fill.version}))
     # Handed out once its counselling is recorded (North Dakota requires it): here by a call.
     await _counselled_by_video(world, first)
     await fills.hand_out(await world.services.auth.from_device_token(world.tokens["tech_nd1"]), first)
@@ -127,7 +127,7 @@ async def test_the_lifecycle_makes_every_transition_of_the_table_and_no_other(wo
     clock.now += lease
     taken = await fills.claim(both, second)
     await _stepped_up(world, both, clock.now)  # a day after the sign-in, by this test's clock
-    await fills.decide(both, second, DecisionInput(taken.version, "reject", ("image_unclear",), None))
+    await fills.decide(both, second, DecisionInput(taken.fill.version, "reject", ("image_unclear",), None))
 
     made = await _transitions_in_the_trail(world)
     assert {t for _, t in made} == set(TRANSITIONS)
