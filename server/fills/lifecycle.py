@@ -575,8 +575,8 @@ class FillService:
     async def _take(
         self, s: AsyncSession, actor: Principal, fill: Fill, site: Site, now: dt.datetime
     ) -> FillRecord | None:
-        """Claims the fill if it is still claimable; its record then, read in the claim's transaction
-        (a second transaction for it cost claim-next a tenth of its time) and before the claim is
+        """Claims the fill if it is still claimable; its record then, read in the claim's own
+        transaction (the fill as claimed, in one transaction rather than two) and before the claim is
         announced, which takes the journal's lock until the commit."""
         ok = await self._move(
             s,
