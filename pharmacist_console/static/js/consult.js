@@ -396,10 +396,13 @@ export class Consults {
       }, TIMEOUTS.reconnect));
     }
     if (!ask) return;
+    // The request names the connection that dropped: once the site has offered a newer one (it saw the
+    // drop too), asking would make it drop the new one and offer again.
+    const dropped = call.generation;
     const request = () => {
-      if (this.call !== call || call.ended || call.reconnecting !== r || r.asked === call.generation) return;
-      r.asked = call.generation;
-      this.live.send({ type: "consult.signal", consultation_id: call.id, restart: true, generation: call.generation });
+      if (this.call !== call || call.ended || call.reconnecting !== r || call.generation !== dropped || r.asked === dropped) return;
+      r.asked = dropped;
+      this.live.send({ type: "consult.signal", consultation_id: call.id, restart: true, generation: dropped });
     };
     if (now) request(); else call.timers.push(setTimeout(request, TIMEOUTS.settle));
   }
