@@ -239,8 +239,10 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        """A session in one read transaction: its statements see one snapshot. The caller goes on once
-        what it read is on disk (SQLite: see WalSync), so nobody is shown what a power cut takes back."""
+        """A session in one read transaction. On SQLite its statements see one snapshot; on PostgreSQL
+        the transaction is READ COMMITTED, so each statement sees what was committed when it began.
+        The caller goes on once what it read is on disk (SQLite: see WalSync), so nobody is shown what
+        a power cut takes back."""
         async with self._reader() as session, session.begin():
             yield session
         await self._read_durably()
