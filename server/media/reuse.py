@@ -24,7 +24,6 @@ from sqlalchemy import (
     Select,
     String,
     and_,
-    any_,
     bindparam,
     cast,
     exists,
@@ -36,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, BIT
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.db.bound import one_of
 from server.db.models import Fill, Media
 from server.evidence.photo_hash import (
     BANDS,
@@ -91,7 +91,7 @@ def _candidates_query(dialect: str) -> Select[int, str | None, str, int | None, 
     for column, name in zip(columns, names, strict=True):
         if dialect == "postgresql":
             element = String() if name == "digests" else Integer()
-            terms.append(column == any_(bindparam(name, type_=ARRAY(element))))
+            terms.append(one_of(column, name, element, postgres=True))
         else:
             # SQLite: the list as a JSON array, read by json_each; each term still searches its index.
             listed = func.json_each(bindparam(name, type_=String())).table_valued("value")
