@@ -15,6 +15,7 @@ involved is refused.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,6 +191,23 @@ class Compliance:
             supervising=[x.code for x in supervised],
             source=rule.source,
         )
+
+    def _least_limit(self, states: Iterable[str]) -> int | None:
+        """The smallest limit of sites any site of these states has (its state's, or its own); None
+        when none of them limits."""
+        wanted = set(states)
+        rules = [self.book.states[x] for x in wanted if x in self.book.states]
+        rules += [r for r in self.book.sites.values() if r.code in wanted]
+        limits = [r["max_sites_per_pharmacist"].value for r in rules]
+        return min((x for x in limits if x is not None), default=None)
+
+    def all_claimable(self, supervised: list[SupervisedSite], states: Iterable[str]) -> bool:
+        """Whether every site of these states may be claimed without going over a limit, known without
+        listing the sites: one more site stays within the tightest limit any of them, or of the sites
+        supervised now, could have."""
+        current = self.limit_of(supervised)
+        limits = [x for x in (self._least_limit(states), current.sites if current else None) if x is not None]
+        return not limits or len({x.id for x in supervised}) + 1 <= min(limits)
 
     def claimable(self, supervised: list[SupervisedSite], sites: list[SupervisedSite]) -> list[int] | None:
         """Of `sites`, those the pharmacist may take a fill of without going over a limit; None when all."""

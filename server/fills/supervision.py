@@ -82,5 +82,7 @@ async def claimable_sites(
     if not compliance.limits:
         return None
     supervised = await _supervised_now(s, compliance, actor, now, postgres)
+    if compliance.all_claimable(supervised, actor.licensed_states):
+        return None
     rows = (await s.execute(_SITES_OF_STATES[postgres], {"states": sorted(actor.licensed_states)})).all()
     return compliance.claimable(supervised, [SupervisedSite(r[0], r[1], r[2]) for r in rows])
