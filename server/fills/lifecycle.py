@@ -38,7 +38,7 @@ from server.compliance.rules import load_rules
 from server.config import Config
 from server.data_entry.service import check_fillable
 from server.db.bound import one_of
-from server.db.conditional import update_if
+from server.db.conditional import update_bound, update_if, update_statement
 from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -181,6 +181,17 @@ _STARTS = {
     for t in TRANSITIONS
     if t.sources
 }
+# CLAIM's change, built once (claims are the busiest transition): the fill as read (`version`) and still
+# claimable at `now`.
+_CLAIM = update_statement(
+    Fill,
+    [
+        _STARTS[CLAIM],
+        Fill.version == bindparam("version"),
+        claimable_at(bindparam("now", type_=Fill.lease_expires_at.type)),
+    ],
+    ["claimed_by", "lease_expires_at", "state", "version"],
+)
 _REFUSALS: dict[str, str] = {
     Role.TECHNICIAN: "Only a technician at the fill's site does this.",
     Role.PHARMACIST: "Only a pharmacist verifies fills.",
@@ -578,14 +589,16 @@ class FillService:
         """Claims the fill if it is still claimable; its record then, read in the claim's own
         transaction (the fill as claimed, in one transaction rather than two) and before the claim is
         announced, which takes the journal's lock until the commit."""
-        ok = await self._move(
+        ok = await update_bound(
             s,
             fill,
-            CLAIM,
-            [Fill.version == fill.version, claimable_at(now)],
+            _CLAIM,
+            {"version": fill.version, "now": now},
             {
                 "claimed_by": actor.user_id,
                 "lease_expires_at": now + dt.timedelta(seconds=self.config.lease_seconds),
+                "state": CLAIM.target,
+                "version": fill.version + 1,
             },
         )
         if not ok:
