@@ -224,6 +224,12 @@ async def test_video_evidence_is_probed_and_gets_a_poster(world: World, tmp_path
     # A photo sent as a video, or a video sent as a photo, is refused.
     wrong = await upload(tech, fill_id, "pills", video.read_bytes(), "count.jpg")
     assert wrong.status in (415, 422)
+    # Submitted with its photos, the fill's row in the queue counts them and the video apart.
+    for i, kind in enumerate(REQUIRED):
+        assert (await upload(tech, fill_id, kind, photo(kind, 70 + i))).status == 204
+    await tech.json("POST", f"/api/v1/fills/{fill_id}/submit")
+    queue = await (await world.login("nd_rph")).json("GET", "/api/v1/queue")
+    assert [(f["id"], f["images"], f["videos"]) for f in queue["fills"]] == [(fill_id, len(REQUIRED), 1)]
 
 
 @pytest.mark.parametrize("low_on_space", [True, False])
