@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Integer,
-    Select,
     String,
+    Update,
     and_,
     bindparam,
     case,
@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,7 +39,7 @@ from server.compliance.rules import load_rules
 from server.config import Config
 from server.data_entry.service import check_fillable
 from server.db.bound import one_of
-from server.db.conditional import update_bound, update_if, update_statement
+from server.db.conditional import update_if
 from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site, utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -149,28 +150,57 @@ def claimable_at(now: Any) -> ColumnElement[bool]:
     )
 
 
+# CLAIM's change, written once for both ways of claiming, each a single statement returning the fill's
+# id (claims are the busiest transition, and the statements are built once): the fill becomes the
+# `user_id`'s until `lease`.
+_NOW = bindparam("now", type_=Fill.lease_expires_at.type)
+_CLAIMING = {
+    "state": CLAIM.target,
+    "version": Fill.version + 1,
+    "claimed_by": bindparam("user_id"),
+    "lease_expires_at": bindparam("lease", type_=Fill.lease_expires_at.type),
+}
+
+
+def _claims(which: ColumnElement[bool]) -> Update:
+    return (
+        update(Fill)
+        .where(which)
+        .values(_CLAIMING)
+        .returning(Fill.id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+# One fill, as it was read (`fill_id`, `version`), if it is still claimable at `now`.
+_CLAIM_ONE = _claims(
+    and_(Fill.id == bindparam("fill_id"), Fill.version == bindparam("version"), claimable_at(_NOW))
+)
+
+
 @functools.cache
-def _candidates(postgres: bool, *, limited: bool) -> Select[Fill, Site]:
-    """Claim-next's candidates, built once: the first claimable fills at `now` of the pharmacist's
-    `states`, in queue order; when a limit of sites is in force, only at the `sites` listed."""
-    q = (
-        select(Fill, Site)
+def _claim_first(postgres: bool, *, limited: bool) -> Update:
+    """Claim-next: the first claimable fill at `now` of the pharmacist's `states` in queue order; when a
+    limit of sites is in force, only at the `sites` listed."""
+    first = (
+        select(Fill.id)
         .join(Site, Site.id == Fill.site_id)
-        .where(
-            claimable_at(bindparam("now", type_=Fill.lease_expires_at.type)),
-            one_of(Site.state, "states", String(), postgres=postgres),
-        )
+        .where(claimable_at(_NOW), one_of(Site.state, "states", String(), postgres=postgres))
         .order_by(PRIORITY_RANK, Fill.submitted_at, Fill.id)
-        .limit(5)
+        .limit(1)
     )
     if limited:
         # On SQLite as an expression no index serves: without statistics it would read the listed
         # sites' fills, a year of them, through the sites' index rather than the open ones.
-        q = q.where(one_of(Site.id if postgres else Site.id + 0, "sites", Integer(), postgres=postgres))
+        site_id = Site.id if postgres else Site.id + 0
+        first = first.where(one_of(site_id, "sites", Integer(), postgres=postgres))
     # SQLite reads the partial index of open fills only when a statement names the index's own
     # states; PostgreSQL proves it from the claimable states, and misjudges the rows when given both
-    # (it expects one, and scans the sites once a fill).
-    return q.with_for_update(skip_locked=True, of=Fill) if postgres else q.where(IS_OPEN)
+    # (it expects one, and scans the sites once a fill). On PostgreSQL a fill another claim has locked
+    # is skipped; SQLite has one writer.
+    first = first.with_for_update(skip_locked=True, of=Fill) if postgres else first.where(IS_OPEN)
+    # The subquery reads its own `fills`, not the updated row; the row is checked again once locked.
+    return _claims(and_(Fill.id == first.correlate(None).scalar_subquery(), claimable_at(_NOW)))
 
 
 # How many new drafts the upload pre-check remembers (a site has a few open at a time).
@@ -181,21 +211,18 @@ _STARTS = {
     for t in TRANSITIONS
     if t.sources
 }
-# CLAIM's change, built once (claims are the busiest transition): the fill as read (`version`) and still
-# claimable at `now`.
-_CLAIM = update_statement(
-    Fill,
-    [
-        _STARTS[CLAIM],
-        Fill.version == bindparam("version"),
-        claimable_at(bindparam("now", type_=Fill.lease_expires_at.type)),
-    ],
-    ["claimed_by", "lease_expires_at", "state", "version"],
-)
 _REFUSALS: dict[str, str] = {
     Role.TECHNICIAN: "Only a technician at the fill's site does this.",
     Role.PHARMACIST: "Only a pharmacist verifies fills.",
 }
+
+
+def _as_read(s: AsyncSession, fill: Fill, now: dt.datetime) -> dict[str, Any]:
+    """_CLAIM_ONE's conditions for the fill as the session read it; the fill is then expired, so that
+    the record after the claim (which changes the row in the database only) reads it again."""
+    params = {"fill_id": fill.id, "version": fill.version, "now": now}
+    s.expire(fill)
+    return params
 
 
 class KnownDrafts:
@@ -584,32 +611,23 @@ class FillService:
     # -- at the pharmacist's console -------------------------------------------------------------
 
     async def _take(
-        self, s: AsyncSession, actor: Principal, fill: Fill, site: Site, now: dt.datetime
+        self, s: AsyncSession, actor: Principal, statement: Update, params: dict[str, Any]
     ) -> FillRecord | None:
-        """Claims the fill if it is still claimable; its record then, read in the claim's own
+        """Claims the fill `statement` picks, if any; its record then, read in the claim's own
         transaction (the fill as claimed, in one transaction rather than two) and before the claim is
         announced, which takes the journal's lock until the commit."""
-        ok = await update_bound(
-            s,
-            fill,
-            _CLAIM,
-            {"version": fill.version, "now": now},
-            {
-                "claimed_by": actor.user_id,
-                "lease_expires_at": now + dt.timedelta(seconds=self.config.lease_seconds),
-                "state": CLAIM.target,
-                "version": fill.version + 1,
-            },
-        )
-        if not ok:
+        now: dt.datetime = params["now"]
+        lease = now + dt.timedelta(seconds=self.config.lease_seconds)
+        fill_id = (await s.execute(statement, {**params, "user_id": actor.user_id, "lease": lease})).scalar()
+        if fill_id is None:
             return None
-        record = await self._record(s, actor, fill)
-        await self._announce(s, actor, CLAIM.action, fill, site)
+        record = await self._record(s, actor, fill_id)
+        await self._announce(s, actor, CLAIM.action, record.fill, record.site)
         return record
 
     @staticmethod
-    async def _record(s: AsyncSession, actor: Principal, fill: Fill) -> FillRecord:
-        record = await load_record(s, actor, fill.id)
+    async def _record(s: AsyncSession, actor: Principal, fill_id: str) -> FillRecord:
+        record = await load_record(s, actor, fill_id)
         assert record is not None  # the actor was shown to see it
         return record
 
@@ -625,18 +643,20 @@ class FillService:
                 and fill.lease_expires_at
                 and fill.lease_expires_at > now
             ):
-                return await self._record(s, actor, fill)
+                return await self._record(s, actor, fill.id)
             if fill.state not in CLAIM.sources:
                 raise Conflict(
                     f"This fill is {fill.state}; it is not waiting for verification.", code="not_queued"
                 )
             await check_claim(s, self.compliance, actor, site, now, postgres=not self.db.is_sqlite)
-            if record := await self._take(s, actor, fill, site, now):
+            if record := await self._take(s, actor, _CLAIM_ONE, _as_read(s, fill, now)):
                 return record
             # The lease sweeper may have put this lapsed claim back in the queue since it was read:
             # that is no rival, so the fill is taken as it is now.
             await s.refresh(fill)
-            if fill.state == FillState.QUEUED and (record := await self._take(s, actor, fill, site, now)):
+            if fill.state == FillState.QUEUED and (
+                record := await self._take(s, actor, _CLAIM_ONE, _as_read(s, fill, now))
+            ):
                 return record
             raise Conflict("Another pharmacist is verifying this fill.", code="claimed_by_other")
 
@@ -651,12 +671,9 @@ class FillService:
             postgres = not self.db.is_sqlite
             # Only sites the pharmacist may take on without going over a state's limit of sites.
             sites = await claimable_sites(s, self.compliance, actor, now, postgres=postgres)
-            q = _candidates(postgres, limited=sites is not None)
             params = {"now": now, "states": sorted(actor.licensed_states), "sites": sites}
-            for fill, site in (await s.execute(q, params)).all():
-                if record := await self._take(s, actor, fill, site, now):
-                    return record
-            return None
+            statement = _claim_first(postgres, limited=sites is not None)
+            return await self._take(s, actor, statement, params)
 
     async def heartbeat(self, actor: Principal, fill_id: str) -> Fill:
         """Renews the actor's lease; a lease that has run out is lost. Not a transition: the state stays."""

@@ -3,6 +3,7 @@ audit trail, and refuses a transition to any role the table does not name."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -140,6 +141,32 @@ async def test_the_lifecycle_makes_every_transition_of_the_table_and_no_other(wo
         "fill.claimed",
         "fill.decided",
     ]
+
+
+async def test_claims_of_the_next_fill_at_once_take_each_fill_once_and_a_lapsed_one_again(
+    world: World,
+) -> None:
+    clock = Clock()
+    fills = FillService(world.services.db, world.services.config, clock=clock)
+    tech = await world.device("tech_nd1")
+    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX310", refills_authorized=9))
+    queued = [await queued_fill(world, tech, rx["id"], seed=20 + i) for i in range(3)]
+    nd, both = await _pharmacist(world, "nd_rph"), await _pharmacist(world, "both_rph")
+
+    # Four claims from two pharmacists at once: three fills, each taken once, at its next version and for
+    # the pharmacist who took it; the fourth finds nothing.
+    actors = [nd, both, nd, both]
+    records = await asyncio.gather(*(fills.claim_next(a) for a in actors))
+    taken = {r.fill.id: (r.fill.claimed_by, r.fill.state, r.fill.version) for r in records if r}
+    assert sorted(taken) == sorted(f["id"] for f in queued) and records.count(None) == 1
+    for actor, record in zip(actors, records, strict=True):
+        if record is not None:
+            assert taken[record.fill.id] == (actor.user_id, "in_review", queued[0]["version"] + 1)
+
+    # Claims whose leases ran out are claimed again, the first in queue order first.
+    clock.now += dt.timedelta(seconds=world.services.config.lease_seconds + 1)
+    again = await fills.claim_next(nd)
+    assert again is not None and again.fill.id == queued[0]["id"] and again.fill.claimed_by == nd.user_id
 
 
 async def test_the_submitted_fill_is_audited_in_the_state_it_is_stored_in(world: World) -> None:
