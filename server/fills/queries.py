@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
 
 from sqlalchemy import ColumnElement, Integer, Select, String, bindparam, func, select
-from sqlalchemy.orm import Bundle
 
 from server.compliance.checks import Compliance
 from server.compliance.controlled import schedules_of
@@ -71,8 +70,13 @@ class QueueSite(NamedTuple):
 SummaryFill: TypeAlias = "Fill | QueueFill"
 SummarySite: TypeAlias = "Site | QueueSite"
 
-_QUEUE_FILL: Bundle[Any] = Bundle("fill", *(getattr(Fill, name) for name in QueueFill._fields))
-_QUEUE_SITE: Bundle[Any] = Bundle("site", *(getattr(Site, name) for name in QueueSite._fields))
+# A queue row's columns, flat: the fill's, then its site's, then the rest (read as plain rows, without the
+# ORM, which costs a fifth of the page's reading). Where each part of a row is.
+_QUEUE_FILL = [getattr(Fill, name) for name in QueueFill._fields]
+_QUEUE_SITE = [getattr(Site, name) for name in QueueSite._fields]
+_AT_FILL = slice(0, len(_QUEUE_FILL))
+_AT_SITE = slice(_AT_FILL.stop, _AT_FILL.stop + len(_QUEUE_SITE))
+_AFTER = _AT_SITE.stop
 
 
 # A row's photos and videos, counted in the row's own statement (from the unique index on the fill, kind
@@ -100,8 +104,8 @@ def _queue_statements(
         where.append(Fill.priority == bindparam("priority"))
     rows = (
         select(
-            _QUEUE_FILL,
-            _QUEUE_SITE,
+            *_QUEUE_FILL,
+            *_QUEUE_SITE,
             Prescription.rx_number,
             Prescription.drug,
             Prescription.strength,
@@ -192,22 +196,21 @@ class FillQueries:
             # its photos and videos)
             found = [
                 (
-                    QueueFill._make(fill),
-                    QueueSite._make(site),
-                    (rx_number, drug, strength, patient),
-                    dea,
-                    ndc,
-                    (images, videos),
+                    QueueFill._make(row[_AT_FILL]),
+                    QueueSite._make(row[_AT_SITE]),
+                    row[_AFTER : _AFTER + 4],
+                    row[_AFTER + 4],
+                    row[_AFTER + 5],
+                    row[_AFTER + 6],
+                    row[_AFTER + 7],
                 )
-                for fill, site, rx_number, drug, strength, patient, dea, ndc, images, videos in (
-                    await s.execute(listed, params)
-                ).all()
+                for row in (await (await s.connection()).execute(listed, params)).all()
             ]
             page = QUEUE_ORDER.page(
                 found, limit, lambda r: (_rank(r[0].priority), r[0].submitted_at, r[0].id)
             )
             schedules = await schedules_of(
-                s, [(fill.prescription_id, dea, ndc) for fill, _, _, dea, ndc, _ in page.rows]
+                s, [(fill.prescription_id, dea, ndc) for fill, _, _, dea, ndc, _, _ in page.rows]
             )
             by_state: dict[str, int] = {}
             oldest: dt.datetime | None = None
@@ -217,8 +220,8 @@ class FillQueries:
                     oldest = first
         return FillQueue(
             [
-                QueueRow(fill, site, shown, *media, schedules.get(fill.prescription_id))
-                for fill, site, shown, _, _, media in page.rows
+                QueueRow(fill, site, shown, images, videos, schedules.get(fill.prescription_id))
+                for fill, site, shown, _, _, images, videos in page.rows
             ],
             by_state,
             oldest,
