@@ -505,7 +505,7 @@ class DataEntryService:
             "limit": limit + 1,
             **(DATA_ENTRY_ORDER.bound(after) if after is not None else {}),
         }
-        async with self.db.read() as s:
+        async with self.db.read_one() as s:  # one statement: no transaction around it
             rows = (await s.execute(statement, params)).all()
         page = DATA_ENTRY_ORDER.page(rows, limit, lambda r: (r.waiting_since, r.Prescription.id))
         return Page([DataEntryRow(r.Prescription, r.Site) for r in page.rows], page.next)
