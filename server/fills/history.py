@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_, bindparam, literal, literal_column, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -98,6 +98,15 @@ _EARLIER = (
 )
 _SAME_PRESCRIPTION = _EARLIER.where(Fill.prescription_id == bindparam("rx_id"))
 _SAME_PATIENT_DRUG = _EARLIER.where(_SAME_PATIENT_AND_DRUG, Prescription.id != bindparam("rx_id"))
+# Both lists in one statement (each its own index and limit), tagged by `list` (0: this prescription's)
+# and in their order: one round trip fewer for every fill a pharmacist opens.
+_LISTS = [
+    select(q.add_columns(literal(n).label("list"), Fill.created_at.label("created_at")).subquery())
+    for n, q in enumerate((_SAME_PRESCRIPTION, _SAME_PATIENT_DRUG))
+]
+_BOTH_LISTS = union_all(*_LISTS).order_by(
+    literal_column("list"), literal_column("created_at").desc(), literal_column("id")
+)
 _REFERENCE = (
     select(Fill.id, Fill.decided_at, Media)
     .join(Site, Site.id == Fill.site_id)
@@ -119,19 +128,13 @@ _REFERENCE_FOR = {
 }
 
 
-async def _earlier(s: AsyncSession, statement: Any, values: dict[str, Any]) -> list[EarlierFill]:
-    return [EarlierFill(*row) for row in await s.execute(statement, values)]
-
-
 async def history_of(s: AsyncSession, actor: Principal, fill: Fill, rx: Prescription) -> FillHistory:
     """The fill's earlier fills (this prescription's, then the same patient's of the same drug on other
     prescriptions) and the reference photo of the same product."""
-    same_rx = await _earlier(s, _SAME_PRESCRIPTION, {"fill_id": fill.id, "rx_id": rx.id})
-    same_drug = await _earlier(
-        s,
-        _SAME_PATIENT_DRUG,
-        {"fill_id": fill.id, "rx_id": rx.id, **_patient_drug(rx)},
-    )
+    lists: tuple[list[EarlierFill], list[EarlierFill]] = ([], [])
+    for *row, n, _ in await s.execute(_BOTH_LISTS, {"fill_id": fill.id, "rx_id": rx.id, **_patient_drug(rx)}):
+        lists[n].append(EarlierFill(*row))
+    same_rx, same_drug = lists
     reference = (
         await s.execute(
             _REFERENCE_FOR.get(actor.role, _REFERENCE_FOR[Role.PHARMACIST]),

@@ -151,8 +151,12 @@ async def test_the_verification_view_shows_the_history_and_the_queue_what_each_f
     rx = await _rx(tech, "RX1")
     first = await _clean_fill(world, tech, rx)
     await rph.json("POST", f"/api/v1/fills/{first['id']}/decision", json=approval(await _claim(rph, first)))
+    # The same patient's same drug on another prescription; another patient's is no part of the history.
+    other = await _clean_fill(world, tech, await _rx(tech, "RX2", strength="1000 mg"), seed=2)
+    await _clean_fill(world, tech, await _rx(tech, "RX3", patient_name="John Other"), seed=3)
     world.clock.advance(28 * DAY)
     second = await _clean_fill(world, tech, rx, seed=1)
+    latest = await _clean_fill(world, tech, rx, seed=4)
     rph = await world.login("nd_rph")  # four weeks on, the console locked long ago
 
     queue = await rph.json("GET", "/api/v1/queue")
@@ -167,11 +171,12 @@ async def test_the_verification_view_shows_the_history_and_the_queue_what_each_f
 
     detail = await rph.json("GET", f"/api/v1/fills/{second['id']}")
     assert [m["kind"] for m in detail["media"]] == ["stock_bottle", "pills", "vial_label"]
+    # This prescription's other fills, newest first, then the same patient's same drug on the others.
     earlier = detail["history"]["same_prescription"]
-    assert [(e["fill_id"], e["outcome"], e["pharmacist"]["name"]) for e in earlier] == [
-        (first["id"], "approve", "Nd Rph")
-    ]
-    assert earlier[0]["days_supply"] == 30 and earlier[0]["counted_quantity"] == 60.0
+    assert [(e["fill_id"], e["outcome"]) for e in earlier] == [(latest["id"], None), (first["id"], "approve")]
+    assert earlier[1]["pharmacist"]["name"] == "Nd Rph"
+    assert earlier[1]["days_supply"] == 30 and earlier[1]["counted_quantity"] == 60.0
+    assert [e["fill_id"] for e in detail["history"]["same_patient_drug"]] == [other["id"]]
     reference = detail["history"]["last_approved_pills"]
     pills = next(m for m in first["media"] if m["kind"] == "pills")
     assert reference["fill_id"] == first["id"] and reference["media"]["id"] == pills["id"]
