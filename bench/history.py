@@ -385,6 +385,17 @@ def ingest_on(
     }
 
 
+def ingest_ratio(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The history's fills/s against the empty database's: the ratio of their medians over the rounds
+    (one round of 90 fills a side moves by a fifth or more from run to run), and each round's."""
+    rates = {side: [run["fills_per_s"] for run in runs] for side, runs in rounds.items()}
+    medians = {side: statistics.median(values) for side, values in rates.items()}
+    return {
+        "ratio_history_vs_empty": round(medians["history"] / medians["empty"], 3),
+        "ratio_by_round": [round(h / e, 3) for h, e in zip(rates["history"], rates["empty"], strict=True)],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--database", choices=("sqlite", "postgresql"), default="postgresql")
@@ -399,6 +410,9 @@ def main() -> None:
     ap.add_argument("--think", type=float, default=1.0, help="mean pause between a pharmacist's requests")
     ap.add_argument("--ingest-fills", type=int, default=90, help="0: no ingest comparison")
     ap.add_argument("--ingest-idle", type=int, default=50, help="idle websockets during ingest")
+    ap.add_argument(
+        "--ingest-rounds", type=int, default=3, help="ingest runs a side, alternated (the ratio of medians)"
+    )
     ap.add_argument(
         "--reuse", help="measure a history kept by an earlier --keep run (its data dir) instead of building"
     )
@@ -454,21 +468,22 @@ def main() -> None:
         if args.ingest_fills:
             from bench.ingest import KINDS, prepare_photos
 
-            log("ingest: empty database, then the history")
-            photos = prepare_photos(args.ingest_fills * len(KINDS))
+            log(f"ingest: empty database, then the history, {args.ingest_rounds} times")
+            # Each round its own photos (a photo sent again would be found as reused).
+            per_round = args.ingest_fills * len(KINDS)
+            photos = prepare_photos(per_round * args.ingest_rounds)
             empty_url = ""
             if url:
                 empty = f"tp_history_empty_{os.getpid()}"
                 asyncio.run(_pg_admin(f'CREATE DATABASE "{empty}"'))
                 scratch.append(empty)
                 empty_url = pg_url(empty)
-            on_empty = ingest_on(tmp / "empty", empty_url, photos, args.ingest_fills, args.ingest_idle, tmp)
-            on_history = ingest_on(data_dir, url, photos, args.ingest_fills, args.ingest_idle, tmp)
-            result["ingest"] = {
-                "empty": on_empty,
-                "history": on_history,
-                "ratio_history_vs_empty": round(on_history["fills_per_s"] / on_empty["fills_per_s"], 3),
-            }
+            rounds: dict[str, list[dict[str, Any]]] = {"empty": [], "history": []}
+            for r in range(args.ingest_rounds):
+                batch = photos[r * per_round : (r + 1) * per_round]
+                for side, where, at in (("empty", tmp / "empty", empty_url), ("history", data_dir, url)):
+                    rounds[side].append(ingest_on(where, at, batch, args.ingest_fills, args.ingest_idle, tmp))
+            result["ingest"] = {**rounds, **ingest_ratio(rounds)}
         result["targets"] = TARGETS
         if args.keep and not args.reuse:
             result["kept"] = {"data_dir": str(data_dir), "database_url": url or None}
