@@ -77,8 +77,10 @@ async def append(
     last = tails.audit()
     if last is None:
         # A known end is known under the lock: this transaction's first append took it, or SQLite's
-        # single writer holds it.
+        # single writer holds it. On PostgreSQL taking the lock reads the end.
         await db.lock_journal(session)
+        last = tails.audit()
+    if last is None:
         tail = (await session.execute(_LAST_ROW)).first()
         last = (tail.id, tail.hash) if tail else (0, GENESIS)
     row = AuditEvent(

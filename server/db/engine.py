@@ -24,6 +24,23 @@ from server.db.sqlite_driver import OneTripConnection, one_trip_url
 # Serialises writes of the audit chain and the event journal on PostgreSQL, so that event ids
 # become visible in the order they were handed out and each audit row sees its predecessor.
 JOURNAL_LOCK_KEY = 0x7E1E_F11
+# Takes the journal lock and reads both journals' ends under it, in one round trip instead of three.
+# A function because a volatile PL/pgSQL function's statements each take a snapshot of their own: the
+# reads see every commit made before the lock was granted, where one plain statement would read with
+# the snapshot it took before waiting for the lock. Its statements' plans are kept by the session,
+# not made again at every call. Created by create_schema() and by migration 0028.
+JOURNAL_LOCK_FUNCTION = """
+CREATE OR REPLACE FUNCTION tp_lock_journal(lock_key bigint)
+RETURNS TABLE (audit_id bigint, audit_hash varchar, event_id bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(lock_key);
+    SELECT a.id, a.hash INTO audit_id, audit_hash FROM audit_events a ORDER BY a.id DESC LIMIT 1;
+    SELECT coalesce(max(e.id), 0) INTO event_id FROM events e;
+    RETURN NEXT;
+END
+$$
+"""
 # Session.info key: the realtime events a transaction wrote, handed to the commit hooks (the hub).
 WROTE_EVENTS = "tp_wrote_events"
 
@@ -32,6 +49,7 @@ log = logging.getLogger(__name__)
 
 # Session.info key: the JournalTails of a transaction whose connection keeps none (PostgreSQL).
 _TRANSACTION_TAILS = "tp_journal_tails"
+_LOCK_JOURNAL = text("SELECT audit_id, audit_hash, event_id FROM tp_lock_journal(:k)")
 # Execution option of read_one()'s SQLite sessions: no BEGIN, each statement is its own snapshot.
 _NO_BEGIN = "tp_no_begin"
 
@@ -204,6 +222,7 @@ class Database:
             await conn.run_sync(Base.metadata.create_all)
             if not self.is_sqlite:
                 await conn.run_sync(partitions.partition_all, dt.datetime.now(dt.UTC))
+                await conn.execute(text(JOURNAL_LOCK_FUNCTION))
 
     async def drop_schema(self) -> None:
         async with self.write_engine.begin() as conn:
@@ -262,9 +281,14 @@ class Database:
                 await durable
 
     async def lock_journal(self, session: AsyncSession) -> None:
-        """Holds the journal lock until the transaction ends (SQLite's writer already holds it)."""
-        if not self.is_sqlite:
-            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": JOURNAL_LOCK_KEY})
+        """Holds the journal lock until the transaction ends (SQLite's writer already holds it). On
+        PostgreSQL the journals' ends are read under it in the same round trip, and the transaction's
+        JournalTails know them (the audit chain's only when it has a row)."""
+        if self.is_sqlite:
+            return
+        row = (await session.execute(_LOCK_JOURNAL, {"k": JOURNAL_LOCK_KEY})).one()
+        audit = (row.audit_id, row.audit_hash) if row.audit_id is not None else None
+        (await self.journal_tails(session)).found(audit, row.event_id)
 
     async def journal_tails(self, session: AsyncSession) -> JournalTails:
         """The journals' ends as the session's transaction may know them without reading them: on

@@ -10,7 +10,8 @@ then. A transaction that failed, or a commit that raised, leaves nothing remembe
 the ends from the tables.
 
 On PostgreSQL several server instances append to the same journals, so each transaction reads the
-ends from the tables under the journal lock; it knows only what it appended itself.
+ends from the tables under the journal lock (as it takes the lock, server.db.engine); it knows only
+what it read and appended itself.
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ class JournalTails:
         if self._appended.events is not None:
             return self._appended.events
         return self._remembered.events if self._still_valid() else None
+
+    def found(self, audit: AuditEnd | None, events: int) -> None:
+        """The ends the transaction read under the journal lock (audit None: the chain has no row)."""
+        if audit is not None:
+            self._appended.audit = audit
+        self._appended.events = events
 
     def audit_appended(self, end: AuditEnd) -> None:
         """The transaction appended the chain's row `end` (id, hash)."""

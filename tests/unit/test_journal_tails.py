@@ -1,6 +1,6 @@
 """The journals' ends known without reading them (server.db.journal_tails): on SQLite the writer goes on
 from where its own commits left them, and reads them again after anyone else wrote or a transaction
-failed; on PostgreSQL every transaction reads them."""
+failed; on PostgreSQL every transaction reads them as it takes the journal lock."""
 
 from __future__ import annotations
 
@@ -74,15 +74,19 @@ def test_a_transaction_whose_start_is_unknown_knows_only_its_own_appends() -> No
 
 
 class _JournalReads:
-    """Counts the statements that read a journal's end (the audit chain's last row, the last event id)."""
+    """Counts the statements that read a journal's end (the audit chain's last row, the last event id;
+    on PostgreSQL both, as the journal lock is taken)."""
 
     def __init__(self, db: Database) -> None:
         self.count = 0
+        self.lock_and_read = 0
         event.listen(db.write_engine.sync_engine, "before_cursor_execute", self._seen)
 
     def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if "ORDER BY audit_events.id DESC" in statement or "max(events.id)" in statement:
             self.count += 1
+        if "tp_lock_journal" in statement:
+            self.lock_and_read += 1
 
 
 async def _append_both(db: Database, i: int, *, fail: bool = False, unfit: bool = False) -> None:
@@ -170,16 +174,34 @@ async def test_the_writer_reads_the_journals_ends_again_only_after_someone_else_
 
 @pytest.mark.postgres
 async def test_on_postgresql_every_transaction_reads_the_journals_ends(postgres_url: str) -> None:
-    """Several instances append to the same journals: each transaction reads the chain's end once
-    (its later appends follow its own), and the last event id for every event (with its NOTIFY)."""
+    """Several instances append to the same journals: each transaction reads both ends once, in the
+    statement that takes the journal lock, and its later appends follow its own."""
     db = Database(postgres_url)
     await db.create_schema()
     reads = _JournalReads(db)
     try:
         for i in range(3):
             await _append_both(db, i)
-        assert reads.count == 3 * 3
+        # One read more, once: the first transaction found the chain empty, and reads its start.
+        assert (reads.lock_and_read, reads.count) == (3, 1)
         assert (await audit.verify(db)).ok
         assert await _event_ids(db) == list(range(1, 7))
     finally:
         await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_instances_appending_at_once_read_the_ends_each_left(postgres_url: str) -> None:
+    """Two instances' transactions wait for the journal lock at once: each reads the ends as the one
+    before it committed them (not as they were when it began waiting), so the chain stays whole and no
+    event id is handed out twice."""
+    one, two = Database(postgres_url), Database(postgres_url)
+    await one.create_schema()
+    try:
+        await asyncio.gather(*(_append_both((one, two)[i % 2], i) for i in range(16)))
+        report = await audit.verify(one)
+        assert report.ok and report.rows == 16
+        assert await _event_ids(one) == list(range(1, 33))
+    finally:
+        await one.dispose()
+        await two.dispose()
