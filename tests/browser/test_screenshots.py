@@ -121,6 +121,41 @@ async def test_screenshots_of_the_queue_and_the_verification_view(browser: Brows
         assert (shots / f"{name}.png").stat().st_size > 30_000
 
 
+# A window as wide as an iPad in landscape, an odd width between the layouts, and a laptop's.
+NARROW_WINDOWS = (1024, 1300, 1366)
+_HEADER_FITS = """() => {
+  const W = document.documentElement.clientWidth;
+  const off = [...document.querySelectorAll('.topbar button, .topbar a, .topbar .pressure, .topbar .live')]
+    .filter((el) => el.offsetParent !== null)
+    .filter((el) => { const r = el.getBoundingClientRect(); return r.left < 0 || r.right > W; })
+    .map((el) => el.id || el.textContent.trim());
+  return {scrollWidth: document.documentElement.scrollWidth, width: W, off};
+}"""
+
+
+async def test_the_demo_console_fits_narrow_windows_without_scrolling_sideways(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The header as a pharmacist of the demo sees it (PV1, counselling and security beside the queue):
+    at each width the queue and the verification view stay within the window, every header button on
+    screen, the name cut short first (its whole in the tooltip)."""
+    async with demo_network(tmp_path) as (url, show):
+        for width in NARROW_WINDOWS:
+            c = await sign_in(
+                browser, url, "rph.nd", password=world.PASSWORD, viewport={"width": width, "height": 768}
+            )
+            page = c.page
+            await expect(page.locator("#queue-body tr")).to_have_count(len(show.live))
+            assert await page.evaluate(_HEADER_FITS) == {"scrollWidth": width, "width": width, "off": []}
+            await c.row(show.live[0]).click()
+            await expect(page.locator("#v-lease")).to_contain_text("Claimed by you")
+            assert await page.evaluate(_HEADER_FITS) == {"scrollWidth": width, "width": width, "off": []}
+            assert await page.locator(".me-name").get_attribute("title") == "Dr. Nora Dakota, PharmD"
+            await page.keyboard.press("Escape")  # released: the next width's pharmacist finds it waiting
+            await expect(page.locator("#queue-view")).to_be_visible()
+            await c.context.close()
+
+
 @pytest.mark.parametrize(
     ("viewport", "min_font", "min_stage"),
     [({"width": 1366, "height": 768}, 14, (800, 400)), ({"width": 3840, "height": 2160}, 22, (2800, 1500))],

@@ -234,7 +234,7 @@ async function startSession(user, csrf) {
   me = user;
   workspace.setUser(user);
   queueView.setUser(user);
-  fill(els.me, h("span", { class: "me-name" }, user.display_name),
+  fill(els.me, h("span", { class: "me-name", title: user.display_name }, user.display_name),
     user.licensed_states?.length ? h("span", { class: "me-states" }, user.licensed_states.join(" · ")) : h("span", { class: "me-states" }, user.role));
   for (const el of [els.nav, els.live, els.me, els.signOut, els.helpButton, els.pressure, $("#security-button")]) el.hidden = false;
   $("#nav-compliance").hidden = user.role !== "admin";
