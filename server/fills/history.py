@@ -113,7 +113,11 @@ _REFERENCE = (
     .join(Media, and_(Media.fill_id == Fill.id, Media.kind == MediaKind.PILLS))
     .where(
         Fill.approved_ndc == bindparam("ndc"),
-        # The product's approvals come newest first from ix_fills_approved_ndc.
+        # The product's approvals come newest first from ix_fills_approved_ndc; for a product most fills
+        # are of, PostgreSQL reads ix_fills_decided_at backwards instead, which starts with the open
+        # fills (no decision yet: nulls sort last). Named here, the nulls are passed over in the index
+        # rather than read and filtered one by one: 1.4 ms against 0.06 with 1,450 fills open.
+        Fill.decided_at.is_not(None),
         state_among(*APPROVED_STATES),
         Fill.id != bindparam("fill_id"),
     )
