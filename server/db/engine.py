@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as dt
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from sqlalchemy import event, make_url, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -163,6 +165,16 @@ class WalSync:
             await asyncio.shield(self._draining)
 
 
+def _loads(text: str | bytes) -> Any:
+    """A JSON column's value. orjson reads one in under a third of the standard library's time (1.2
+    against 4.3 µs for a fill's flags), and a queue page reads two for each of its 200 rows. A value
+    it refuses (NaN, which json.dumps writes) is read as the column always was."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _postgres_settings(url: str, jit: bool) -> dict[str, Any]:
     """Session settings for PostgreSQL connections: JIT only where asked for (`Database`)."""
     if make_url(url).get_driver_name() != "asyncpg":
@@ -186,15 +198,22 @@ class Database:
             # The driver makes a statement one thread round trip, which keeps that writer's turns short.
             driver_url = one_trip_url(url)
             self.write_engine = create_async_engine(
-                driver_url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60
+                driver_url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60, json_deserializer=_loads
             )
             # Readers stay open: an overflow connection costs a thread, a connect and four PRAGMAs.
-            self.read_engine = create_async_engine(driver_url, echo=echo, pool_size=10, max_overflow=10)
+            self.read_engine = create_async_engine(
+                driver_url, echo=echo, pool_size=10, max_overflow=10, json_deserializer=_loads
+            )
             _sqlite_setup(self.write_engine, writer=True)
             _sqlite_setup(self.read_engine, writer=False)
         else:
             self.write_engine = create_async_engine(
-                url, echo=echo, pool_size=10, max_overflow=10, connect_args=_postgres_settings(url, jit)
+                url,
+                echo=echo,
+                pool_size=10,
+                max_overflow=10,
+                connect_args=_postgres_settings(url, jit),
+                json_deserializer=_loads,
             )
             self.read_engine = self.write_engine
         # Called after a commit that wrote realtime events, with those events (in id order).
