@@ -79,13 +79,24 @@ _AT_SITE = slice(_AT_FILL.stop, _AT_FILL.stop + len(_QUEUE_SITE))
 _AFTER = _AT_SITE.stop
 
 
-# A row's photos and videos, counted in the row's own statement (from the unique index on the fill, kind
-# and content): a second read of the page's media cost a round trip and a tenth of the page.
+# A row's photos and videos, counted in the row's own statement: a second read of the page's media cost
+# a round trip and a tenth of the page. PostgreSQL counts both in one pass over the fill's media (a
+# lateral join): two subqueries read them twice, 2.3 against 3.2 thousand pages for 200 rows. SQLite
+# has no lateral join, and its two subqueries read the unique index on the fill, kind and content.
 _VIDEOS = sorted(VIDEO_KINDS)
-_IMAGE_COUNT = (
-    select(func.count()).where(Media.fill_id == Fill.id, Media.kind.not_in(_VIDEOS)).scalar_subquery()
+_IS_VIDEO = Media.kind.in_(_VIDEOS)
+_MEDIA_COUNTS = (
+    select(func.count().filter(~_IS_VIDEO).label("images"), func.count().filter(_IS_VIDEO).label("videos"))
+    .where(Media.fill_id == Fill.id)
+    .lateral("media_counts")
 )
-_VIDEO_COUNT = select(func.count()).where(Media.fill_id == Fill.id, Media.kind.in_(_VIDEOS)).scalar_subquery()
+_COUNTS = {
+    True: (_MEDIA_COUNTS.c.images, _MEDIA_COUNTS.c.videos),
+    False: (
+        select(func.count()).where(Media.fill_id == Fill.id, ~_IS_VIDEO).scalar_subquery(),
+        select(func.count()).where(Media.fill_id == Fill.id, _IS_VIDEO).scalar_subquery(),
+    ),
+}
 
 
 @functools.cache
@@ -112,8 +123,7 @@ def _queue_statements(
             Prescription.patient_name,
             Prescription.dea_schedule,
             Prescription.expected_ndc,
-            _IMAGE_COUNT,
-            _VIDEO_COUNT,
+            *_COUNTS[postgres],
         )
         .join(Site, Site.id == Fill.site_id)
         .join(Prescription, Prescription.id == Fill.prescription_id)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from demo import photos
 from server.fills.lifecycle import FillService
 from tests.api.world import (
     REQUIRED,
@@ -38,6 +40,25 @@ async def _rejected_fill(world: World, tech: User, rx: int, **decision: Any) -> 
         json={"version": claimed["version"], "outcome": "reject", **decision},
     )
     return fill, rph
+
+
+async def test_each_queue_row_counts_its_fill_s_photos_and_videos(world: World, tmp_path: Path) -> None:
+    tech = await world.device("tech_nd1")
+    filmed = new_fill_id()
+    await tech.json("POST", "/api/v1/fills", 201, json={"id": filmed, "prescription_id": await _rx(world)})
+    for i, kind in enumerate(REQUIRED):
+        assert (await upload(tech, filmed, kind, photo(kind, 900 + i))).status == 204
+    video = tmp_path / "count.mp4"
+    photos.count_video(video, seconds=1.0)
+    assert (await upload(tech, filmed, "count_video", video.read_bytes(), "count.mp4")).status == 204
+    await tech.json("POST", f"/api/v1/fills/{filmed}/submit")
+    plain = (await queued_fill(world, tech, await _rx(world, number="RX101")))["id"]
+
+    rows = {
+        row["id"]: row for row in (await (await world.login("nd_rph")).json("GET", "/api/v1/queue"))["fills"]
+    }
+    assert (rows[filmed]["images"], rows[filmed]["videos"]) == (len(REQUIRED), 1)
+    assert (rows[plain]["images"], rows[plain]["videos"]) == (len(REQUIRED), 0)
 
 
 async def test_submitted_fill_is_queued_and_approved_by_a_licensed_pharmacist(world: World) -> None:
