@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from bench.harness import emit, free_port, serve_command, start_server, stop_server
+from bench.harness import calibrate, emit, free_port, serve_command, start_server, stop_server
 from bench.history_build import DAY_US, EPOCH, PASSWORD, History, Roster, build
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -452,6 +452,12 @@ def main() -> None:
         result["database_bytes_per_fill"] = int(size / (fills + history.queued))
         result["database_gb"] = round(size / 1e9, 2)
         log("history built; measuring")
+        from bench.ingest import prepare_photos
+
+        # How fast the machine ran, before the server's figures and after the audit's: its speed drifts
+        # by twice from one day to the next, and the figures with it.
+        photo = prepare_photos(1)[0]
+        before = calibrate(photo)
         cursor = asyncio.run(cursor_a_day_back(history))
         port = free_port()
         extra = ["--database-url", url] if url else []
@@ -465,8 +471,10 @@ def main() -> None:
             stop_server(server)
         log("audit verify and export")
         result["audit"] = audit_work(history, tmp)
+        after = calibrate(photo)
+        result["calibration"] = {k: [before[k], after[k]] for k in before}
         if args.ingest_fills:
-            from bench.ingest import KINDS, prepare_photos
+            from bench.ingest import KINDS
 
             log(f"ingest: empty database, then the history, {args.ingest_rounds} times")
             # Each round its own photos (a photo sent again would be found as reused).

@@ -79,6 +79,8 @@ def test_history_bench_smoke_run_prints_every_figure(tmp_path: Path) -> None:
     assert figures["audit"]["verify"]["rows"] > 1200
     assert figures["audit"]["export_one_month"]["rows"] > 0
     assert figures["database_bytes_per_fill"] > 0 and figures["build_seconds"]["total"] > 0
+    # The machine's speed before and after, to read the figures by.
+    assert all(len(v) == 2 and min(v) > 0 for v in figures["calibration"].values())
 
 
 def test_the_ingest_ratio_is_of_the_medians_of_its_rounds() -> None:
