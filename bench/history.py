@@ -454,8 +454,8 @@ def main() -> None:
         log("history built; measuring")
         from bench.ingest import prepare_photos
 
-        # How fast the machine ran, before the server's figures and after the audit's: its speed drifts
-        # by twice from one day to the next, and the figures with it.
+        # How fast the machine ran, before the server's figures and after the audit's: its speed can
+        # halve from one day to the next, or within minutes, and every figure moves with it.
         photo = prepare_photos(1)[0]
         before = calibrate(photo)
         cursor = asyncio.run(cursor_a_day_back(history))
