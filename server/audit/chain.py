@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import String, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.db.bound import at_most
 from server.db.engine import Database
 from server.db.models import AuditEvent
 
@@ -54,7 +55,7 @@ def row_hash(row: AuditEvent) -> str:
     return hashlib.sha256(_canonical(row)).hexdigest()
 
 
-_LAST_ROW = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+_LAST_ROW = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(at_most(1))
 
 
 async def append(

@@ -18,6 +18,7 @@ from sqlalchemy import and_, bindparam, literal, literal_column, select, union_a
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from server.db.bound import at_most
 from server.db.models import Decision, Fill, Media, Prescription, Site, User
 from server.evidence.kinds import MediaKind
 from server.fills.live import state_among
@@ -94,7 +95,7 @@ _EARLIER = (
     .outerjoin(_PHARMACIST, _PHARMACIST.id == Decision.pharmacist_id)
     .where(Fill.id != bindparam("fill_id"), Fill.state != FillState.DRAFT)
     .order_by(Fill.created_at.desc(), Fill.id)
-    .limit(HISTORY_ROWS)
+    .limit(at_most(HISTORY_ROWS))
 )
 _SAME_PRESCRIPTION = _EARLIER.where(Fill.prescription_id == bindparam("rx_id"))
 _SAME_PATIENT_DRUG = _EARLIER.where(_SAME_PATIENT_AND_DRUG, Prescription.id != bindparam("rx_id"))
@@ -122,7 +123,7 @@ _REFERENCE = (
         Fill.id != bindparam("fill_id"),
     )
     .order_by(Fill.decided_at.desc())
-    .limit(1)
+    .limit(at_most(1))
 )
 # Kept to the sites the actor may see (Principal.may_see_site in SQL).
 _REFERENCE_FOR = {
@@ -167,7 +168,7 @@ _LAST_APPROVED = (
     .join(Prescription, Prescription.id == Fill.prescription_id)
     .where(_SAME_PATIENT_AND_DRUG, state_among(*APPROVED_STATES), Fill.id != bindparam("fill_id"))
     .order_by(Fill.decided_at.desc())
-    .limit(1)
+    .limit(at_most(1))
 )
 
 

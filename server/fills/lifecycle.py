@@ -38,7 +38,7 @@ from server.compliance.controlled import check_count
 from server.compliance.rules import load_rules
 from server.config import Config
 from server.data_entry.service import check_fillable
-from server.db.bound import one_of
+from server.db.bound import at_most, one_of
 from server.db.conditional import update_if
 from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site, utcnow
@@ -187,7 +187,7 @@ def _claim_first(postgres: bool, *, limited: bool) -> Update:
         .join(Site, Site.id == Fill.site_id)
         .where(claimable_at(_NOW), one_of(Site.state, "states", String(), postgres=postgres))
         .order_by(PRIORITY_RANK, Fill.submitted_at, Fill.id)
-        .limit(1)
+        .limit(at_most(1))
     )
     if limited:
         # On SQLite as an expression no index serves: without statistics it would read the listed

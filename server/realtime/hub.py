@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 from sqlalchemy import bindparam, func, select
 
+from server.db.bound import at_most
 from server.db.engine import Database
 from server.db.models import Event
 from server.realtime.bus import EventBus
@@ -56,7 +57,9 @@ REPLAY_LIMIT = 1000
 BEHIND_WINDOW = "behind_window"  # events after its cursor were deleted from the journal
 TOO_FAR_BEHIND = "too_far_behind"  # more than the replay limit of events came after its cursor
 # The pump's read of the journal: built once.
-_EVENTS_AFTER = select(Event).where(Event.id > bindparam("after")).order_by(Event.id).limit(CATCH_UP_BATCH)
+_EVENTS_AFTER = (
+    select(Event).where(Event.id > bindparam("after")).order_by(Event.id).limit(at_most(CATCH_UP_BATCH))
+)
 
 
 def event_message(ev: Event) -> dict[str, Any]:
