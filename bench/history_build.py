@@ -37,8 +37,13 @@ CHUNK = 20_000  # fills generated and written at a time
 KINDS = ("stock_bottle", "pills", "vial_label")
 REASONS = ("wrong_strength", "wrong_quantity", "image_unclear", "label_error", "barcode_mismatch")
 QUEUED_DETAIL = '{"flags":[],"media":3,"product_check":"match","state":"queued","version":2}'
-# Every prescription's product: one NDC, so a fill's reference photo has the whole year to look through.
-NDC = "00093104801"
+# The prescriptions' patients, each on one product. A network's dispensing is spread over thousands
+# of products, a few of them common and most rare: product n is taken with weight 1/n, so the most
+# common is an eighth of the fills and half the products have fewer than 300 fills in 2,000,000. A
+# fill's reference photo (the product's last approval) is then looked up as in production: through the
+# product's index for a rare one, backwards by decision time for a common one.
+PATIENTS = 50_000
+PRODUCTS = 2_000
 HASH_POOL = 65_536  # distinct perceptual hashes dealt to the year's photos
 TABLES = (
     "prescriptions",
@@ -262,6 +267,11 @@ class Generator:
         self.hashes = _hash_pool(self.rng)
         self.photos = {k: [p for p in photos if p.kind == k] for k in KINDS}
         self.dob = "1950-01-01" if sqlite else dt.date(1950, 1, 1)
+        # Drawn apart from the rows' own randomness, which stays as it was.
+        products = random.Random(seed + 1).choices(
+            range(PRODUCTS), [1 / (n + 1) for n in range(PRODUCTS)], k=PATIENTS
+        )
+        self.product_of_patient = [(f"Drug {n + 1}", f"{n + 1:09d}01") for n in products]
         self.quantity: Any = 60 if sqlite else Decimal(60)
         self.rph_labels = {rid: json.dumps(f"pharmacist:{name}") for rid, name in roster.pharmacists}
         self.tech_labels = {
@@ -310,13 +320,15 @@ class Generator:
             # Two fills a prescription (a new fill and a refill): the prescription comes with the first.
             if n % 2 == 0 or live:
                 c.rx += 1
+                drug, ndc = self.product_of_patient[c.rx % PATIENTS]
                 rows["prescriptions"].append((
-                    c.rx, site_id, f"R{c.rx}", f"Patient {c.rx % 50_000}", self.dob, "Dr. History",
-                    "Metformin HCl", "500 mg", "tablet", NDC, self.quantity, 30,
+                    c.rx, site_id, f"R{c.rx}", f"Patient {c.rx % PATIENTS}", self.dob, "Dr. History",
+                    drug, "500 mg", "tablet", ndc, self.quantity, 30,
                     "Take 1 tablet twice daily", "new", "entered", 1, "{}", self.stamp(created - 60_000_000),
                     "not_required", 1,
                 ))  # fmt: skip
             rx = c.rx
+            _, ndc = self.product_of_patient[rx % PATIENTS]
             fill_id = f"00000000-0000-4000-8000-{n:012d}"
             submitted = created + rng.randrange(30, 120) * 1_000_000
             queued = submitted + 200_000
@@ -402,7 +414,7 @@ class Generator:
                 fill_id, rx, site_id, tech, priority, state_now, version, "[]", self.quantity, "match",
                 "{}", "[]", "[]", hashlib.md5(fill_id.encode()).hexdigest() * 2, self.stamp(created),
                 self.stamp(submitted), self.stamp(queued), None if decided is None else self.stamp(decided),
-                NDC if state_now == "approved" else None,
+                ndc if state_now == "approved" else None,
             ))  # fmt: skip
         return rows
 

@@ -16,7 +16,7 @@ from server.audit import chain
 from server.compliance.checks import Compliance
 from server.compliance.rules import load_rules
 from server.db.engine import Database
-from server.db.models import AuditEvent, Decision, Event, Fill, Media, MediaFile
+from server.db.models import AuditEvent, Decision, Event, Fill, Media, MediaFile, Prescription
 from server.fills.queries import FillQueries
 from server.security.principal import Principal, Role
 
@@ -44,6 +44,16 @@ async def test_built_history_passes_audit_verify_and_fills_the_queue(tmp_path: P
             # Each photo names its two files (the photo and its thumbnail), so retention knows them kept.
             assert (await s.execute(select(func.count()).select_from(MediaFile))).scalar() == 2 * 3 * 312
             assert (await s.execute(select(func.count()).select_from(Event))).scalar_one() > 900
+            # Approvals spread over many products, as a network's are, each the prescription's own.
+            approved = (
+                await s.execute(
+                    select(Fill.approved_ndc, Prescription.expected_ndc)
+                    .join(Prescription, Prescription.id == Fill.prescription_id)
+                    .where(Fill.state == "approved")
+                )
+            ).all()
+            assert all(ndc == expected for ndc, expected in approved)
+            assert len({ndc for ndc, _ in approved}) > 20
         rph_id, rph = history.roster.pharmacists[0]
         pharmacist = Principal(
             user_id=rph_id,
