@@ -27,5 +27,5 @@ def at_most(rows: int) -> ColumnElement[int]:
     """A LIMIT that never changes, written into the statement rather than bound. PostgreSQL plans a
     prepared statement once for all its runs (a generic plan) only when that plan looks no costlier
     than planning each run; a bound LIMIT looks like a tenth of the rows to it, so it planned the
-    statement again at every run (0.5 ms against 0.01 for the reference photo's lookup)."""
+    statement again at every run (claim-next's UPDATE: 0.37 ms against 0.075, decision 0031)."""
     return literal_column(str(int(rows)), Integer())
