@@ -125,6 +125,7 @@ def build_services(
         compliance=compliance,
     )
     store = media_store(config)
+    storage = DataPaths.of(config)
     executor = make_executor(config.media_workers)
     hub = Hub(db, bus, queue_size=config.event_queue_size)
     data_entry = DataEntryService(db, config, clock=fills.clock)
@@ -157,8 +158,8 @@ def build_services(
         consultations=consultations,
         recordings=RecordingIntake(consultations, store, executor, config),
         signalling=SignallingRelay(hub, consultations, mailbox),
-        storage=DataPaths.of(config),
-        access_log=AccessLog(db, fills.clock),
+        storage=storage,
+        access_log=AccessLog(db, fills.clock, storage.failure_in),
         compliance=compliance,
         counselling=counselling,
     )

@@ -154,10 +154,7 @@ def guard(route: Route, authenticate: Authenticator) -> Handler:
                 return error_response(StorageUnavailable(MEDIA_STORAGE_UNAVAILABLE))
             failure = services_of(request).storage.failure_in(exc)
             if failure is not None:
-                log.error(
-                    "%s %s: the %s path failed to write: %s (errno %d)",
-                    route.method, route.path, failure.role, failure.reason, failure.errno,
-                )  # fmt: skip
+                log.error("%s %s: %s", route.method, route.path, failure)
                 at_site = PRINCIPAL in request and request[PRINCIPAL].role is Role.TECHNICIAN
                 return error_response(OutOfStorage(OUT_OF_STORAGE_AT_SITE if at_site else OUT_OF_STORAGE))
             # The message may carry bound SQL parameters (patient data): log the type and frames only.

@@ -44,6 +44,9 @@ class StorageFailure:
     def reason(self) -> str:
         return STORAGE_ERRNOS.get(self.errno, os.strerror(self.errno))
 
+    def __str__(self) -> str:
+        return f"the {self.role} path failed to write: {self.reason} (errno {self.errno})"
+
 
 @dataclass(frozen=True)
 class DataPaths:

@@ -4,6 +4,8 @@ A read is noted in memory at once and written with the others of the same second
 reading a fill costs an append to a list, not a database write. The same person reading the same
 record again within that second (a video played by ranges, a photo and its thumbnail) is one entry.
 What is noted when the server stops is written as it stops; a crash loses at most the last second.
+A write that fails keeps its reads for the next one; a full disk is logged once, in one line, however
+long it lasts (one traceback a second would fill what little room is left).
 """
 
 from __future__ import annotations
@@ -31,9 +33,18 @@ FLUSH_AT = 500
 
 
 class AccessLog:
-    def __init__(self, db: Database, clock: Callable[[], dt.datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], dt.datetime] = utcnow,
+        storage_failure: Callable[[BaseException], object | None] = lambda exc: None,
+    ) -> None:
         self.db = db
         self.clock = clock
+        # The full or unwritable disk behind a failure, if that is what it is (DataPaths.failure_in),
+        # and the one the writes meet now.
+        self.storage_failure = storage_failure
+        self._failing: object | None = None
         self._waiting: dict[tuple[int, str, str], dt.datetime] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -62,14 +73,26 @@ class AccessLog:
                 await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
             self._wake.clear()
             try:
-                await self.flush()
-            except Exception:
-                log.exception("writing the access log failed; will retry")
+                written = await self.flush()
+            except Exception as exc:
+                self._write_failed(exc)
+            else:
+                if written and self._failing is not None:
+                    self._failing = None
+                    log.info("the access log is written again")
 
-    async def flush(self) -> None:
-        """Writes what was noted, in one statement."""
+    def _write_failed(self, exc: Exception) -> None:
+        failure = self.storage_failure(exc)
+        if failure is None:
+            log.exception("writing the access log failed; will retry")
+        elif failure != self._failing:
+            self._failing = failure
+            log.error("writing the access log failed: %s; the reads noted are kept until it can be", failure)
+
+    async def flush(self) -> int:
+        """Writes what was noted, in one statement; how many entries it wrote."""
         if not self._waiting:
-            return
+            return 0
         batch, self._waiting = self._waiting, {}
         rows = [
             {"at": at, "user_id": user_id, "entity_type": kind, "entity_id": entity_id}
@@ -83,6 +106,7 @@ class AccessLog:
             for key, at in batch.items():
                 self._waiting.setdefault(key, at)
             raise
+        return len(rows)
 
 
 @dataclass(frozen=True)

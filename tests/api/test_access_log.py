@@ -3,10 +3,20 @@ lists them: who, what, when."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import datetime as dt
 import io
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
 
+import pytest
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db.engine import Database
 from tests.api.world import World, queued_fill, rx_body
 
 
@@ -43,3 +53,62 @@ async def test_a_patients_access_report_lists_every_read_of_their_records(world:
     # Another patient's records are not in this patient's report, and nobody but an admin reads it.
     assert all(r["rx_number"] == "RX1" for r in rows)
     assert (await rph.get(f"/api/v1/audit/access?{query}")).status == 403
+
+
+class _FullDisk:
+    """The database as the access log writes to it, its disk full until `room` is made."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.full = True
+        self.refused = 0
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        if self.full:
+            self.refused += 1
+            raise OperationalError(
+                "INSERT INTO access_log", {}, sqlite3.OperationalError("database or disk is full")
+            )
+        async with self.db.write() as s:
+            yield s
+
+
+async def test_a_full_disk_keeps_the_reads_and_says_so_once_in_one_line(
+    world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="server.security.access_log")
+    access_log = world.services.access_log
+    disk = _FullDisk(access_log.db)
+    monkeypatch.setattr(access_log, "db", disk)
+    monkeypatch.setattr("server.security.access_log.FLUSH_SECONDS", 0.05)
+    tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RX1"))
+    fill = await queued_fill(world, tech, rx["id"])
+    await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim")
+
+    for _ in range(100):
+        if disk.refused >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert disk.refused >= 3
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # One line however many writes failed, naming the path and the errno, without a traceback.
+    assert [r.getMessage() for r in failures] == [
+        "writing the access log failed: the database path failed to write: no space left (errno 28); "
+        "the reads noted are kept until it can be"
+    ]
+    assert failures[0].exc_info is None and "Traceback" not in caplog.text
+
+    disk.full = False
+    for _ in range(100):
+        if "the access log is written again" in caplog.text:
+            break
+        await asyncio.sleep(0.05)
+    admin = await world.login("admin")
+    today = dt.date.today().isoformat()
+    query = f"patient_name=Jane Q. Patient&patient_dob=1948-02-29&from={today}&to={today}"
+    rows = list(csv.DictReader(io.StringIO(await (await admin.get(f"/api/v1/audit/access?{query}")).text())))
+    # The pharmacist's read made while the disk was full is in the patient's report.
+    assert ("nd_rph", "fill", fill["id"]) in {(r["username"], r["what"], r["id"]) for r in rows}
+    assert "the access log is written again" in caplog.text
