@@ -87,7 +87,9 @@ class AccessLog:
             log.exception("writing the access log failed; will retry")
         elif failure != self._failing:
             self._failing = failure
-            log.error("writing the access log failed: %s; the reads noted are kept until it can be", failure)
+            log.error(
+                "writing the access log failed: %s; the reads noted are kept until a write succeeds", failure
+            )
 
     async def flush(self) -> int:
         """Writes what was noted, in one statement; how many entries it wrote."""

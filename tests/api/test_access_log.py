@@ -96,7 +96,7 @@ async def test_a_full_disk_keeps_the_reads_and_says_so_once_in_one_line(
     # One line however many writes failed, naming the path and the errno, without a traceback.
     assert [r.getMessage() for r in failures] == [
         "writing the access log failed: the database path failed to write: no space left (errno 28); "
-        "the reads noted are kept until it can be"
+        "the reads noted are kept until a write succeeds"
     ]
     assert failures[0].exc_info is None and "Traceback" not in caplog.text
 
