@@ -56,7 +56,7 @@ async def test_a_patients_access_report_lists_every_read_of_their_records(world:
 
 
 class _FullDisk:
-    """The database as the access log writes to it, its disk full until `room` is made."""
+    """The database as the access log writes to it, its disk full while `full` is set."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
