@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, Select, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
 from server.config import Config
 from server.db.engine import Database
-from server.db.models import ConsoleSession, DeviceToken, Site, User, utcnow
+from server.db.models import ConsoleSession, DeviceToken, License, Site, User, utcnow
 from server.errors import InvalidInput, NotAuthenticated, NotFound, TooManyRequests
 from server.keyset import Keyset, Page
 from server.security import tokens
@@ -35,9 +35,72 @@ TOUCH_SECONDS = 15.0
 
 TOKENS_ORDER = Keyset("tokens", [(DeviceToken.id, int)])
 
+# Built once: whom a session or a device token belongs to, with the user's licenses (a row for each,
+# or one row without), in one statement outside a transaction. Each caller's identity is read again
+# every AUTH_CACHE_SECONDS, so with a pharmacist's request a second or so, one in five pays for it.
+_PERSON = (
+    *(User.id, User.username, User.display_name, User.role, User.site_id),
+    *(License.state, License.expires_on),
+)
+_BY_SESSION = (
+    select(
+        *_PERSON,
+        ConsoleSession.id.label("session_id"),
+        ConsoleSession.csrf_token,
+        ConsoleSession.stage,
+        func.coalesce(ConsoleSession.active_at, ConsoleSession.created_at).label("active_at"),
+    )
+    .join(ConsoleSession, ConsoleSession.user_id == User.id)
+    .outerjoin(License, License.user_id == User.id)
+    .where(
+        ConsoleSession.token_hash == bindparam("token_hash"),
+        ConsoleSession.expires_at > bindparam("now"),
+        User.active.is_(True),
+    )
+)
+_BY_DEVICE_TOKEN = (
+    select(*_PERSON)
+    .join(DeviceToken, DeviceToken.user_id == User.id)
+    .outerjoin(License, License.user_id == User.id)
+    .where(
+        DeviceToken.token_hash == bindparam("token_hash"),
+        DeviceToken.revoked_at.is_(None),
+        User.active.is_(True),
+    )
+)
+
+
+def licenses_of(user: User) -> list[tuple[str, dt.date]]:
+    return [(lic.state, lic.expires_on) for lic in user.licenses]
+
+
+def _licenses(rows: Sequence[Row[*tuple[Any, ...]]]) -> list[tuple[str, dt.date]]:
+    """The licenses of _PERSON's rows (None of each column when the user holds none)."""
+    return [(r.state, r.expires_on) for r in rows if r.state is not None]
+
+
+class Person(Protocol):
+    """Who a principal is made for: a User, or a row of _BY_SESSION or _BY_DEVICE_TOKEN."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def display_name(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def site_id(self) -> int | None: ...
+
 
 def principal_for(
-    user: User,
+    user: Person,
+    licenses: list[tuple[str, dt.date]],
     *,
     via: str,
     csrf: str | None = None,
@@ -46,7 +109,7 @@ def principal_for(
     stage: str = "ready",
     active_at: dt.datetime | None = None,
 ) -> Principal:
-    states = active_states([(lic.state, lic.expires_on) for lic in user.licenses], today or dt.date.today())
+    states = active_states(licenses, today or dt.date.today())
     return Principal(
         user_id=user.id,
         username=user.username,
@@ -200,44 +263,29 @@ class Auth:
             self._touched[principal.session_id] = now
 
     async def from_device_token(self, token: str) -> Principal | None:
-        async with self.db.read() as s:
-            row = (
-                await s.execute(
-                    select(User)
-                    .join(DeviceToken, DeviceToken.user_id == User.id)
-                    .where(
-                        DeviceToken.token_hash == tokens.digest(token),
-                        DeviceToken.revoked_at.is_(None),
-                        User.active.is_(True),
-                    )
-                )
-            ).scalar_one_or_none()
-            return principal_for(row, via="device") if row else None
+        rows = await self._person(_BY_DEVICE_TOKEN, {"token_hash": tokens.digest(token)})
+        return principal_for(rows[0], _licenses(rows), via="device") if rows else None
 
     async def from_session(self, token: str) -> Principal | None:
-        async with self.db.read() as s:
-            row = (
-                await s.execute(
-                    select(User, ConsoleSession)
-                    .join(ConsoleSession, ConsoleSession.user_id == User.id)
-                    .where(
-                        ConsoleSession.token_hash == tokens.digest(token),
-                        ConsoleSession.expires_at > utcnow(),
-                        User.active.is_(True),
-                    )
-                )
-            ).first()
-            if row is None:
-                return None
-            session = row.ConsoleSession
-            return principal_for(
-                row.User,
-                via="session",
-                csrf=session.csrf_token,
-                session_id=session.id,
-                stage=session.stage,
-                active_at=session.active_at or session.created_at,
-            )
+        rows = await self._person(_BY_SESSION, {"token_hash": tokens.digest(token), "now": utcnow()})
+        if not rows:
+            return None
+        row = rows[0]
+        return principal_for(
+            row,
+            _licenses(rows),
+            via="session",
+            csrf=row.csrf_token,
+            session_id=row.session_id,
+            stage=row.stage,
+            active_at=row.active_at,
+        )
+
+    async def _person(
+        self, statement: Select[*tuple[Any, ...]], params: dict[str, Any]
+    ) -> Sequence[Row[*tuple[Any, ...]]]:
+        async with self.db.read_one() as s:
+            return (await s.execute(statement, params)).all()
 
     async def login(self, username: str, password: str, client: str) -> LoginResult:
         """Checks a password and opens a console session; failures slow the account and the address."""
@@ -287,7 +335,9 @@ class Auth:
             )
             s.add(session)
             await s.flush()
-            principal = principal_for(user, via="session", csrf=csrf, session_id=session.id, stage=stage)
+            principal = principal_for(
+                user, licenses_of(user), via="session", csrf=csrf, session_id=session.id, stage=stage
+            )
             await audit.append(
                 self.db, s, principal, "login", "user", user.id, {"client": client, "stage": stage}
             )
