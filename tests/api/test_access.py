@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -142,6 +143,17 @@ async def test_technician_never_sees_another_site(world: World) -> None:
     media_id = fill["media"][0]["id"]
     assert (await nd2.get(f"/api/v1/media/{media_id}")).status == 404
     assert (await nd1.get(f"/api/v1/media/{media_id}")).status == 200
+
+
+async def test_a_session_carries_every_license_in_force_and_no_lapsed_one(world: World) -> None:
+    """Who a caller is comes from the database with each of their licenses: both of a pharmacist's
+    states, not one that lapsed yesterday; none at all for a pharmacist whose only license lapsed."""
+    yesterday = dt.date.today() - dt.timedelta(days=1)
+    await world.services.directory.add_license(None, "both_rph", "SD", "SD-both_rph", yesterday)
+    both, lapsed = await world.login("both_rph"), await world.login("lapsed_rph")
+    world.services.auth.forget_all()  # read from the database, not from what signing in left
+    assert (await both.json("GET", "/api/v1/session"))["user"]["licensed_states"] == ["MN", "ND"]
+    assert (await lapsed.json("GET", "/api/v1/session"))["user"]["licensed_states"] == []
 
 
 @pytest.mark.parametrize("who", ["mn_rph", "lapsed_rph"])
