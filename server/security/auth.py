@@ -36,8 +36,8 @@ TOUCH_SECONDS = 15.0
 TOKENS_ORDER = Keyset("tokens", [(DeviceToken.id, int)])
 
 # Built once: whom a session or a device token belongs to, with the user's licenses (a row for each,
-# or one row without), in one statement outside a transaction. Each caller's identity is read again
-# every AUTH_CACHE_SECONDS, so with a pharmacist's request a second or so, one in five pays for it.
+# or one row without), in one statement outside a transaction. An identity is kept AUTH_CACHE_SECONDS,
+# so a pharmacist making a request every second or so pays for this read on one request in five.
 _PERSON = (
     *(User.id, User.username, User.display_name, User.role, User.site_id),
     *(License.state, License.expires_on),
