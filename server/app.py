@@ -33,6 +33,7 @@ from server.db.migrate import upgrade
 from server.db.models import Consultation, Fill, Media, Site, utcnow
 from server.db.partitions import CHECK_SECONDS, ensure_partitions
 from server.directory import Directory
+from server.failures import RepeatedFailures
 from server.fills.intake import MediaIntake
 from server.fills.lifecycle import FillService
 from server.fills.queries import FillQueries
@@ -169,6 +170,13 @@ async def sweep(services: Services, tus: TusEndpoint) -> None:
     """Puts fills and prescriptions whose pharmacist went quiet back in the queue; clears uploads
     abandoned for a day, or for ten minutes when a data path is short of room."""
     last_purge = 0.0
+    failures = RepeatedFailures(
+        log,
+        "sweeping lapsed leases and stale uploads",
+        services.storage.failure_in,
+        meanwhile="lapsed claims stay with their pharmacist until a sweep succeeds",
+        recovered="sweeping lapsed leases and stale uploads works again",
+    )
     while True:
         await asyncio.sleep(services.config.lease_sweep_seconds)
         try:
@@ -178,8 +186,10 @@ async def sweep(services: Services, tus: TusEndpoint) -> None:
             if low or time.monotonic() - last_purge > 3600:
                 last_purge = time.monotonic()
                 await tus.purge_stale(ABANDONED_UPLOAD_SECONDS_LOW_SPACE if low else ABANDONED_UPLOAD_SECONDS)
-        except Exception:
-            log.exception("sweep failed; will retry")
+        except Exception as exc:
+            failures.failed(exc)
+        else:
+            failures.succeeded()
 
 
 async def anchor_now(services: Services, anchors: AnchorFile) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy import and_, func, insert, or_, select
 
 from server.db.engine import Database
 from server.db.models import AccessLogEntry, Consultation, Fill, Media, Prescription, User, utcnow
+from server.failures import RepeatedFailures
 from server.security.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,13 @@ class AccessLog:
     ) -> None:
         self.db = db
         self.clock = clock
-        # The full or unwritable disk behind a failure, if that is what it is (DataPaths.failure_in),
-        # and the one the writes meet now.
-        self.storage_failure = storage_failure
-        self._failing: object | None = None
+        self.failures = RepeatedFailures(
+            log,
+            "writing the access log",
+            storage_failure,
+            meanwhile="the reads noted are kept until a write succeeds",
+            recovered="the access log is written again",
+        )
         self._waiting: dict[tuple[int, str, str], dt.datetime] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -75,21 +79,10 @@ class AccessLog:
             try:
                 written = await self.flush()
             except Exception as exc:
-                self._write_failed(exc)
+                self.failures.failed(exc)
             else:
-                if written and self._failing is not None:
-                    self._failing = None
-                    log.info("the access log is written again")
-
-    def _write_failed(self, exc: Exception) -> None:
-        failure = self.storage_failure(exc)
-        if failure is None:
-            log.exception("writing the access log failed; will retry")
-        elif failure != self._failing:
-            self._failing = failure
-            log.error(
-                "writing the access log failed: %s; the reads noted are kept until a write succeeds", failure
-            )
+                if written:
+                    self.failures.succeeded()
 
     async def flush(self) -> int:
         """Writes what was noted, in one statement; how many entries it wrote."""

@@ -4,20 +4,14 @@ lists them: who, what, when."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import datetime as dt
 import io
 import logging
-import sqlite3
-from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.engine import Database
-from tests.api.world import World, queued_fill, rx_body
+from tests.api.world import FullDisk, World, queued_fill, rx_body
 
 
 async def test_a_patients_access_report_lists_every_read_of_their_records(world: World) -> None:
@@ -55,31 +49,12 @@ async def test_a_patients_access_report_lists_every_read_of_their_records(world:
     assert (await rph.get(f"/api/v1/audit/access?{query}")).status == 403
 
 
-class _FullDisk:
-    """The database as the access log writes to it, its disk full while `full` is set."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.full = True
-        self.refused = 0
-
-    @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
-        if self.full:
-            self.refused += 1
-            raise OperationalError(
-                "INSERT INTO access_log", {}, sqlite3.OperationalError("database or disk is full")
-            )
-        async with self.db.write() as s:
-            yield s
-
-
 async def test_a_full_disk_keeps_the_reads_and_says_so_once_in_one_line(
     world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.INFO, logger="server.security.access_log")
     access_log = world.services.access_log
-    disk = _FullDisk(access_log.db)
+    disk = FullDisk(access_log.db)
     monkeypatch.setattr(access_log, "db", disk)
     monkeypatch.setattr("server.security.access_log.FLUSH_SECONDS", 0.05)
     tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from demo import photos
 from server.fills.lifecycle import FillService
 from tests.api.world import (
     REQUIRED,
+    FullDisk,
     User,
     World,
     approval,
@@ -274,6 +276,43 @@ async def test_expired_lease_puts_the_fill_back_and_the_late_decision_gets_409(w
     assert late["error"] == "lease_lost"
     beat = await a.json("POST", f"/api/v1/fills/{fill['id']}/heartbeat", 409)
     assert beat["error"] == "lease_lost"
+
+
+async def test_a_full_disk_stops_the_sweep_and_is_said_once_in_one_line(
+    world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweeper meets a full disk at each of its runs while a claim has lapsed: one line naming the
+    path and the errno, not a traceback a run; once there is room, the fill goes back to the queue."""
+    caplog.set_level(logging.INFO, logger="server.app")
+    tech = await world.device("tech_nd1")
+    fill = await queued_fill(world, tech, await _rx(world))
+    a = await world.login("nd_rph")
+    await a.json("POST", f"/api/v1/fills/{fill['id']}/claim")
+    disk = FullDisk(world.services.fills.db)
+    monkeypatch.setattr(world.services.fills, "db", disk)
+    world.clock.advance(world.services.config.lease_seconds + 1)
+
+    for _ in range(100):
+        if disk.refused >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert disk.refused >= 3
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in failures] == [
+        "sweeping lapsed leases and stale uploads failed: the database path failed to write: no space "
+        "left (errno 28); lapsed claims stay with their pharmacist until a sweep succeeds"
+    ]
+    assert failures[0].exc_info is None and "Traceback" not in caplog.text
+    assert (await a.json("GET", f"/api/v1/fills/{fill['id']}"))["state"] == "in_review"
+
+    disk.full = False
+    for _ in range(100):
+        if "works again" in caplog.text:
+            break
+        await asyncio.sleep(0.05)
+    assert "sweeping lapsed leases and stale uploads works again" in caplog.text
+    back = await a.json("GET", f"/api/v1/fills/{fill['id']}")
+    assert back["state"] == "queued" and back["claimed_by"] is None
 
 
 async def test_heartbeat_keeps_the_lease(world: World) -> None:

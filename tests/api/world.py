@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import itertools
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,9 +16,12 @@ from typing import Any
 from aiohttp import ClientResponse, ClientWebSocketResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.app import create_app
 from server.config import Config
+from server.db.engine import Database
 from server.db.models import ConsoleSession, utcnow
 from server.db.models import User as DbUser
 from server.evidence.kinds import VIDEO_KINDS
@@ -52,6 +56,27 @@ class ServerClock:
 
     def advance(self, seconds: float) -> None:
         self.ahead += dt.timedelta(seconds=seconds)
+
+
+class FullDisk:
+    """A service's database with its disk full while `full` is set: each write is refused as SQLite
+    refuses it (counted in `refused`); everything else is the database's own."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.full = True
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        if self.full:
+            self.refused += 1
+            raise OperationalError("UPDATE", {}, sqlite3.OperationalError("database or disk is full"))
+        async with self.db.write() as s:
+            yield s
 
 
 @dataclass
