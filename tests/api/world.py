@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import hashlib
 import itertools
+import logging
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import ClientResponse, ClientWebSocketResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select, update
@@ -77,6 +80,27 @@ class FullDisk:
             raise OperationalError("UPDATE", {}, sqlite3.OperationalError("database or disk is full"))
         async with self.db.write() as s:
             yield s
+
+    async def said_once(self, caplog: pytest.LogCaptureFixture) -> str:
+        """Waits until three writes were refused; the one error logged meanwhile, without a traceback."""
+        for _ in range(100):
+            if self.refused >= 3:
+                break
+            await asyncio.sleep(0.05)
+        assert self.refused >= 3
+        failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(failures) == 1, [r.getMessage() for r in failures]
+        assert failures[0].exc_info is None and "Traceback" not in caplog.text
+        return failures[0].getMessage()
+
+    async def room_again(self, caplog: pytest.LogCaptureFixture, line: str) -> None:
+        """Frees the disk and waits until `line` is logged."""
+        self.full = False
+        for _ in range(100):
+            if line in caplog.text:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"never logged: {line}")
 
 
 @dataclass
