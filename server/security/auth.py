@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -70,13 +70,10 @@ _BY_DEVICE_TOKEN = (
 )
 
 
-def licenses_of(user: User) -> list[tuple[str, dt.date]]:
-    return [(lic.state, lic.expires_on) for lic in user.licenses]
-
-
-def _licenses(rows: Sequence[Row[*tuple[Any, ...]]]) -> list[tuple[str, dt.date]]:
-    """The licenses of _PERSON's rows (None of each column when the user holds none)."""
-    return [(r.state, r.expires_on) for r in rows if r.state is not None]
+def _licenses(held: Iterable[Any]) -> list[tuple[str, dt.date]]:
+    """(state, expires_on) of a user's License entities, or of _PERSON's rows (whose columns are
+    None in the one row of a user who holds none)."""
+    return [(h.state, h.expires_on) for h in held if h.state is not None]
 
 
 class Person(Protocol):
@@ -336,7 +333,7 @@ class Auth:
             s.add(session)
             await s.flush()
             principal = principal_for(
-                user, licenses_of(user), via="session", csrf=csrf, session_id=session.id, stage=stage
+                user, _licenses(user.licenses), via="session", csrf=csrf, session_id=session.id, stage=stage
             )
             await audit.append(
                 self.db, s, principal, "login", "user", user.id, {"client": client, "stage": stage}
