@@ -192,18 +192,34 @@ async def sweep(services: Services, tus: TusEndpoint) -> None:
             failures.succeeded()
 
 
-async def anchor_now(services: Services, anchors: AnchorFile) -> None:
-    """Anchors the audit chain's head; a failure is logged, never fatal (the next one covers it)."""
-    try:
-        await anchor_head(services.db, anchors, utcnow())
-    except Exception:
-        log.exception("anchoring the audit chain's head failed; will retry")
+class Anchoring:
+    """Anchors the audit chain's head at start, every `audit_anchor_seconds` and at shutdown. A failure
+    is logged, never fatal: the next anchor covers the rows added meanwhile. A full disk is said once,
+    in one line, however many anchors it stops."""
 
+    def __init__(self, services: Services, anchors: AnchorFile) -> None:
+        self.services = services
+        self.anchors = anchors
+        self.failures = RepeatedFailures(
+            log,
+            "anchoring the audit chain's head",
+            services.storage.failure_in,
+            meanwhile="the next anchor covers the rows added meanwhile",
+            recovered="anchoring the audit chain's head works again",
+        )
 
-async def keep_anchoring(services: Services, anchors: AnchorFile) -> None:
-    while True:
-        await asyncio.sleep(services.config.audit_anchor_seconds)
-        await anchor_now(services, anchors)
+    async def now(self) -> None:
+        try:
+            await anchor_head(self.services.db, self.anchors, utcnow())
+        except Exception as exc:
+            self.failures.failed(exc)
+        else:
+            self.failures.succeeded()
+
+    async def keep_on(self) -> None:
+        while True:
+            await asyncio.sleep(self.services.config.audit_anchor_seconds)
+            await self.now()
 
 
 async def keep_partitions(services: Services) -> None:
@@ -274,12 +290,12 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         headers["Strict-Transport-Security"] = HSTS
 
 
-def background_tasks(services: Services, tus: TusEndpoint, anchors: AnchorFile) -> list[asyncio.Task[None]]:
+def background_tasks(services: Services, tus: TusEndpoint, anchoring: Anchoring) -> list[asyncio.Task[None]]:
     """What a running server does on its own: returning lapsed leases and stale uploads, anchoring the
     audit trail, making the coming months' partitions (PostgreSQL) and the daily retention run."""
     tasks = [
         asyncio.create_task(sweep(services, tus), name="sweeper"),
-        asyncio.create_task(keep_anchoring(services, anchors), name="audit anchors"),
+        asyncio.create_task(anchoring.keep_on(), name="audit anchors"),
     ]
     if not services.db.is_sqlite:
         tasks.append(asyncio.create_task(keep_partitions(services), name="partitions"))
@@ -337,9 +353,9 @@ def create_app(
                     for _ in range(config.media_workers)
                 )
             )
-        anchors = AnchorFile(config.data_dir)
-        await anchor_now(services, anchors)
-        tasks = background_tasks(services, tus, anchors)
+        anchoring = Anchoring(services, AnchorFile(config.data_dir))
+        await anchoring.now()
+        tasks = background_tasks(services, tus, anchoring)
         try:
             yield
         finally:
@@ -347,7 +363,7 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await anchor_now(services, anchors)
+            await anchoring.now()
             await services.signalling.stop()
             await services.hub.stop()
             await services.access_log.stop()

@@ -3,7 +3,9 @@ whole chain so that it verifies again, is caught; so is a forged anchor."""
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -12,10 +14,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from sqlalchemy import delete, select, update
 
+from server.app import Anchoring
 from server.audit import chain
-from server.audit.anchors import AnchorFile, anchor_head, check
+from server.audit.anchors import AnchorFile, anchor_head, check, head
 from server.db.models import AuditEvent, utcnow
 from tests.api.world import World, rx_body
 
@@ -88,6 +92,38 @@ async def test_a_forged_anchor_is_refused(world: World, tmp_path: Path) -> None:
     anchors.path.write_text(json.dumps({**line, "id": last.id, "hash": last.hash}) + "\n")
     report = await check(world.services.db, anchors)
     assert not report.ok and "not signed" in (report.problem or "")
+
+
+async def test_a_full_disk_stops_the_anchors_and_is_said_once_in_one_line(
+    world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The anchors' folder is full at start, on the hour and at shutdown: one line naming the path and
+    the errno, not a traceback each time; once there is room, the next anchor covers every row."""
+    caplog.set_level(logging.INFO, logger="server.app")
+    anchoring = Anchoring(world.services, AnchorFile(world.services.config.data_dir))
+    write = anchoring.anchors.write
+
+    def full(row_id: int, row_hash: str, at: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(anchoring.anchors.path))
+
+    monkeypatch.setattr(anchoring.anchors, "write", full)
+    await _some_history(world)
+    for _ in range(3):
+        await anchoring.now()
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in failures] == [
+        "anchoring the audit chain's head failed: the data path failed to write: no space left "
+        "(errno 28); the next anchor covers the rows added meanwhile"
+    ]
+    assert failures[0].exc_info is None and "Traceback" not in caplog.text
+    assert anchoring.anchors.read() == []
+
+    monkeypatch.setattr(anchoring.anchors, "write", write)
+    await anchoring.now()
+    assert "anchoring the audit chain's head works again" in caplog.text
+    (anchor,) = anchoring.anchors.read()
+    assert (anchor.id, anchor.hash) == await head(world.services.db)
+    assert (await check(world.services.db, anchoring.anchors)).ok
 
 
 async def test_the_server_anchors_its_head_and_the_admin_sees_it_verified(world: World) -> None:
