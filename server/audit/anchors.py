@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,37 @@ ANCHORS_FILE = "anchors.jsonl"
 CHECKPOINT_FILE = "verified.json"
 # Rows looked up per statement when checking anchors.
 CHECK_BATCH = 500
+
+
+def _write_whole(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
+    """Puts `data` at `path` whole or not at all: written to a temporary file beside it and synced, then
+    moved in (`replace`) or linked in unless `path` exists already (FileExistsError is not raised: the
+    file there is kept). The temporary file goes in every case."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if replace:
+            os.replace(temporary, path)
+        else:
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the new name on disk too
+    finally:
+        os.close(folder)
+
+
+def _holds_public_key(path: Path) -> bool:
+    try:
+        return isinstance(serialization.load_pem_public_key(path.read_bytes()), Ed25519PublicKey)
+    except (FileNotFoundError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -69,31 +102,29 @@ class AnchorFile:
         return self.folder / ANCHORS_FILE
 
     def _private_key(self) -> Ed25519PrivateKey:
-        """The server's key, made on first use (readable by its owner only), with its public half."""
+        """The server's key, made on first use (readable by its owner only), with its public half.
+
+        Each file is written whole or not at all: a disk that fills up, or a crash, while the key is
+        made leaves no partial file for the next anchor to trip over, and the next one makes it again.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / KEY_FILE
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            assert isinstance(key, Ed25519PrivateKey)
-            return key
-        key = Ed25519PrivateKey.generate()
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
+        if path.exists() and path.stat().st_size == 0:
+            # Left by a write cut short before this version: it never signed anything.
+            path.unlink()
+        if not path.exists():
+            made = Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
-            fh.flush()
-            os.fsync(fh.fileno())
-        (self.folder / PUBLIC_FILE).write_bytes(
-            key.public_key().public_bytes(
+            _write_whole(path, made, 0o600, replace=False)  # if another process made one first, theirs
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        assert isinstance(key, Ed25519PrivateKey)
+        public = self.folder / PUBLIC_FILE
+        if not _holds_public_key(public):
+            public_pem = key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
-        )
+            _write_whole(public, public_pem, 0o644, replace=True)
         return key
 
     def public_key(self) -> Ed25519PublicKey | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -26,9 +27,9 @@ from tests.api.world import World, rx_body
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def _some_history(world: World, n: int = 3) -> None:
+async def _some_history(world: World, n: int = 3, *, first: int = 0) -> None:
     tech = await world.device("tech_nd1")
-    for i in range(n):
+    for i in range(first, first + n):
         await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body(f"RXA{i}"))
 
 
@@ -92,6 +93,49 @@ async def test_a_forged_anchor_is_refused(world: World, tmp_path: Path) -> None:
     anchors.path.write_text(json.dumps({**line, "id": last.id, "hash": last.hash}) + "\n")
     report = await check(world.services.db, anchors)
     assert not report.ok and "not signed" in (report.problem or "")
+
+
+async def test_a_disk_that_fills_up_while_the_key_is_made_leaves_no_partial_key(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first anchor makes the signing key; a full disk then leaves no key file for the next anchor
+    to trip over (it would be read as a key, and no anchor could ever be written again)."""
+    anchors = AnchorFile(tmp_path / "anchored")
+    await _some_history(world)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError):
+        await anchor_head(world.services.db, anchors, utcnow())
+    assert sorted(p.name for p in anchors.folder.iterdir()) == []
+
+    monkeypatch.undo()
+    assert await anchor_head(world.services.db, anchors, utcnow()) is not None
+    assert sorted(p.name for p in anchors.folder.iterdir()) == [
+        "anchor-key.pem",
+        "anchor-key.pub.pem",
+        "anchors.jsonl",
+    ]
+    assert (await check(world.services.db, anchors)).ok
+
+
+async def test_a_key_cut_short_by_an_earlier_version_is_made_again(world: World, tmp_path: Path) -> None:
+    """An empty key file (a write cut short before keys were written whole) never signed anything: the
+    next anchor makes a key in its place. A public half that is missing is written again from the key."""
+    anchors = AnchorFile(tmp_path / "anchored")
+    anchors.folder.mkdir(parents=True)
+    (anchors.folder / "anchor-key.pem").write_bytes(b"")
+    await _some_history(world)
+    assert await anchor_head(world.services.db, anchors, utcnow()) is not None
+    assert (await check(world.services.db, anchors)).ok
+
+    (anchors.folder / "anchor-key.pub.pem").unlink()
+    await _some_history(world, first=3)
+    assert await anchor_head(world.services.db, anchors, utcnow()) is not None
+    report = await check(world.services.db, anchors)
+    assert report.ok and report.anchors == 2
 
 
 async def test_a_full_disk_stops_the_anchors_and_is_said_once_in_one_line(
