@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import select
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -88,7 +89,12 @@ def _alive(pid: int) -> bool:
 
 
 def start_worker(server_pid: int) -> None:
-    """Runs first in each worker process: it ends with the server, its heap kept, its priority lowered."""
+    """Runs first in each worker process: it ends with the server, its heap kept, its priority lowered.
+
+    Ctrl-C in a terminal reaches every process of the server's group; a worker leaves it to the server,
+    which finishes or cancels its jobs and then stops the workers (each would otherwise end on its own
+    with a KeyboardInterrupt's traceback, mid-job)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     follow_server(server_pid)
     keep_heap()
     os.nice(WORKER_NICENESS)

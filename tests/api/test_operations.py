@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,6 +24,8 @@ from server.realtime.bus import LocalBus, PostgresBus
 from server.realtime.hub import Hub
 from server.security.principal import Principal, Role
 from tests.api.world import World, approved_fill, build_world, queued_fill, rx_body, server_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_health_and_metrics(world: World) -> None:
@@ -190,3 +199,69 @@ async def test_concurrent_event_writers_never_let_a_reader_skip_an_id(database_u
     await hub.pump_once()
     assert seen == list(range(1, 8 * 25 + 1))
     await db.dispose()
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_the_server_stops_with_its_workers_and_nothing_but_its_own_lines(
+    stop: str, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    """Ctrl-C in the terminal (every process of the group signalled) or a service manager's SIGTERM
+    (the server's alone): the server, its media workers and their helpers end, the exit is clean, and
+    the output holds no traceback from a worker nor a native library's complaint on the way out."""
+    served = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--port",
+            str(unused_tcp_port),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # a group of its own, as a terminal gives a command
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{unused_tcp_port}/healthz", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                assert time.monotonic() < deadline and served.poll() is None, "the server did not start"
+                time.sleep(0.2)
+        if stop == "ctrl-c":
+            os.killpg(served.pid, signal.SIGINT)
+        else:
+            served.send_signal(signal.SIGTERM)
+        out, _ = served.communicate(timeout=60)
+    finally:
+        if served.poll() is None:
+            os.killpg(served.pid, signal.SIGKILL)
+            served.wait()
+    text = out.decode(errors="replace")
+    assert served.returncode == 0, text
+    assert not [
+        line
+        for line in text.splitlines()
+        if any(w in line for w in ("Traceback", "KeyboardInterrupt", "leaked"))
+    ], text
+    deadline = time.monotonic() + 15
+    while left := _in_session(served.pid):
+        assert time.monotonic() < deadline, f"still running: {left}"
+        time.sleep(0.1)
+
+
+def _in_session(sid: int) -> list[int]:
+    """The processes of the session `sid` still running."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getsid(int(entry.name)) == sid:
+                    found.append(int(entry.name))
+    return found
