@@ -51,8 +51,15 @@ def keep_patient_data_out_of_logs() -> None:
         logging.getLogger(name).addFilter(_EXCEPTION_TYPE_AND_FRAMES)  # once: the same filter is kept once
 
 
+# Loggers whose INFO lines say nothing to an operator: alembic's, each time a command opens the schema,
+# one line per plugin it sets up (its migrations' own lines, "Running upgrade ...", stay).
+QUIET_LOGGERS = ("alembic.runtime.plugins",)
+
+
 def configure(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     keep_patient_data_out_of_logs()
 
 
