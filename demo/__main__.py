@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from aiohttp import web
 
     from demo.world import SimClock
+    from server.cli import run_or_say_why
     from server.config import Config
     from server.operations import logs
     from server.operations.logs import AccessLog
@@ -102,13 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.from_env(data_dir=Path(args.data_dir), host=args.host, port=args.port)
     app = demo_app(config, SimClock())
 
-    async def announce(app: web.Application) -> None:
+    def announce(_: str) -> None:
+        """Once the server listens: who may sign in, and where."""
         lines = ["", *_logins(config), "", f"Console: http://{config.host}:{config.port}/"]
         print("\n".join(lines), flush=True)
 
-    app.on_startup.append(announce)
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log_class=AccessLog)
-    return 0
+    def serve() -> int:
+        web.run_app(app, host=config.host, port=config.port, print=announce, access_log_class=AccessLog)
+        return 0
+
+    return run_or_say_why("python -m demo", config, serve)
 
 
 if __name__ == "__main__":

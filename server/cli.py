@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import errno
 import getpass
 import logging
+import os
+import socket
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -71,8 +75,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"tp-server: the server cannot start: {exc}", file=sys.stderr)
         return 2
     app.on_startup.append(freeze_after_start)  # after the resources, which cleanup_ctx opens first
-    print(f"Console: http://{config.host}:{config.port}/", flush=True)
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log_class=AccessLog)
+
+    def listening(_: str) -> None:
+        print(f"Console: http://{config.host}:{config.port}/", flush=True)
+
+    web.run_app(app, host=config.host, port=config.port, print=listening, access_log_class=AccessLog)
     return 0
 
 
@@ -549,12 +556,65 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+# PostgreSQL's refusals of a connection (SQLSTATE): the database named does not exist, the user or
+# password was refused, too many connections, the server starting or stopping; and class 08, the
+# connection itself.
+_REFUSED_BY_POSTGRES = {"3D000", "28000", "28P01", "53300", "57P03"}
+_CONNECT_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT}
+_BIND_ERRNOS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+
+
+def cannot_start(exc: BaseException, config: Config) -> str | None:
+    """Why a command stopped before doing its work, in one line an operator can act on: the database
+    not reached, not there or refusing the user, or the server's port taken; None for anything else,
+    whose traceback is the report."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(config.effective_database_url).render_as_string(hide_password=True)
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        sqlstate = getattr(e, "sqlstate", None)
+        if isinstance(sqlstate, str) and (sqlstate in _REFUSED_BY_POSTGRES or sqlstate.startswith("08")):
+            return f"cannot open the database {database}: {e}"
+        if isinstance(e, OSError) and e.errno in _BIND_ERRNOS and "bind" in str(e):
+            return f"cannot listen on {config.host}:{config.port}: {os.strerror(e.errno).lower()}"
+        if isinstance(e, OSError) and e.errno in _CONNECT_ERRNOS:
+            return f"cannot open the database {database}: {os.strerror(e.errno).lower()}"
+        if isinstance(e, socket.gaierror):
+            return f"cannot open the database {database}: {(e.strerror or str(e)).lower()}"
+        if isinstance(e, TimeoutError):
+            return f"cannot open the database {database}: no answer in time"
+        if isinstance(e, sqlite3.OperationalError) and "unable to open database file" in str(e):
+            return f"cannot open the database {database}: unable to open the file (its folder and rights?)"
+        orig = getattr(e, "orig", None)  # SQLAlchemy keeps the driver's error as `orig`
+        todo.extend([e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None])
+    return None
+
+
+def run_or_say_why(prog: str, config: Config, work: Callable[[], int]) -> int:
+    """Runs `work`; when what stops it is one of `cannot_start`'s, says why in one line on stderr, as
+    `prog`, and returns 2."""
+    try:
+        return work()
+    except Exception as exc:
+        why = cannot_start(exc, config)
+        if why is None:
+            raise
+        print(f"{prog}: {why}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     from server.operations import logs
 
     logs.configure(logging.INFO)
     args = parser().parse_args(argv)
-    return int(args.func(args))
+    return run_or_say_why("tp-server", _config(args), lambda: int(args.func(args)))
 
 
 if __name__ == "__main__":

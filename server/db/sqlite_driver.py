@@ -19,6 +19,7 @@ private: aiosqlite is pinned, and every database test runs through this cursor.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import sqlite3
 from collections.abc import Sequence
@@ -189,7 +190,14 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
         thread = connection if isinstance(connection, Thread) else connection._thread
         # Like the stock adapter: the connection's thread must not keep the process alive.
         thread.daemon = True
-        return OneTripConnection(self, await_(connection))
+        try:
+            return OneTripConnection(self, await_(connection))
+        except BaseException:
+            # A file that cannot be opened: aiosqlite has queued its thread's stop, whose answer goes to
+            # this loop. Waiting for the thread to end keeps that answer from meeting a loop already
+            # closed (a command that fails at once), which printed the thread's traceback.
+            await_(asyncio.to_thread(thread.join, 5))
+            raise
 
 
 class OneTripDialect(SQLiteDialect_aiosqlite):

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,8 +17,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from server.app import create_app
+from server.cli import main
 from server.db.engine import Database
 from server.realtime import journal
 from server.realtime.bus import LocalBus, PostgresBus
@@ -264,3 +267,41 @@ def _in_session(sid: int) -> list[int]:
                 if os.getsid(int(entry.name)) == sid:
                     found.append(int(entry.name))
     return found
+
+
+def test_a_database_that_cannot_be_opened_is_said_in_one_line(
+    postgres_url: str, tmp_path: Path, unused_tcp_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped address, a database not made yet, a SQLite file where none can be: one line naming
+    the database (its password hidden) and what went wrong, and exit status 2; no traceback."""
+    refused = f"postgresql+asyncpg://postgres:s3cret@127.0.0.1:{unused_tcp_port}/pharmacy"
+    missing = make_url(postgres_url).set(database="tp_not_made_yet").render_as_string(hide_password=False)
+    nowhere = f"sqlite+aiosqlite:///{tmp_path}/a-file/not-a-folder/x.sqlite3"
+    cases = [
+        (refused, refused.replace("s3cret", "***"), "connection refused"),
+        (missing, missing, 'database "tp_not_made_yet" does not exist'),
+        (nowhere, nowhere, "unable to open the file (its folder and rights?)"),
+    ]
+    (tmp_path / "a-file").write_text("")
+    for url, shown, why in cases:
+        assert main(["migrate", "--data-dir", str(tmp_path / "data"), "--database-url", url]) == 2
+        assert capsys.readouterr().err.splitlines() == [f"tp-server: cannot open the database {shown}: {why}"]
+
+
+def test_a_port_already_taken_is_said_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        served = subprocess.run(
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert served.returncode == 2, served.stderr
+    assert served.stderr.splitlines() == [
+        f"tp-server: cannot listen on 127.0.0.1:{port}: address already in use"
+    ]
+    assert "Console:" not in served.stdout  # it never listened
