@@ -27,6 +27,18 @@ if TYPE_CHECKING:
     from server.db.engine import Database
 
 
+# A period of whole days as the instants it runs from and up to (server.inputs.day_range).
+Period = tuple[dt.datetime, dt.datetime]
+
+
+def _day(text: str) -> dt.date:
+    """A YYYY-MM-DD argument: argparse names the one that is not a date."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
 def _config(args: argparse.Namespace) -> Config:
     return Config.from_env(
         data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None,
@@ -123,9 +135,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
             )
             print(f"user {user.id} {user.username} ({user.role}) created")
         elif args.what == "license":
-            lic = await directory.add_license(
-                None, args.username, args.state, args.number, dt.date.fromisoformat(args.expires)
-            )
+            lic = await directory.add_license(None, args.username, args.state, args.number, args.expires)
             print(f"license {lic.state} {lic.number} until {lic.expires_on} recorded")
         elif args.what == "token":
             token = await Auth(db, config, passwords).issue_device_token(None, args.username, args.label)
@@ -179,13 +189,10 @@ async def _accounts(
         print(f"site {site.code}: second factor {'required' if required else 'not required'}")
 
 
-def _access_report(config: Config, args: argparse.Namespace, start: dt.date, end: dt.date) -> int:
-    from server.security.access_log import access_report, day_range, write_report_csv
+def _access_report(config: Config, args: argparse.Namespace, period: Period) -> int:
+    from server.security.access_log import access_report, write_report_csv
 
-    dob = dt.date.fromisoformat(args.dob)
-    rows = asyncio.run(
-        _with_db(config, lambda db: access_report(db, args.patient_name, dob, *day_range(start, end)))
-    )
+    rows = asyncio.run(_with_db(config, lambda db: access_report(db, args.patient_name, args.dob, *period)))
     if args.out == "-":
         write_report_csv(rows, sys.stdout)
     else:
@@ -195,16 +202,15 @@ def _access_report(config: Config, args: argparse.Namespace, start: dt.date, end
     return 0
 
 
-def _controlled_log(config: Config, args: argparse.Namespace, start: dt.date, end: dt.date) -> int:
+def _controlled_log(config: Config, args: argparse.Namespace, period: Period) -> int:
     from server.compliance.controlled import controlled_log, write_log_csv
     from server.directory import Directory
-    from server.security.access_log import day_range
     from server.security.passwords import Passwords
 
     async def work(db: Database) -> list[Any]:
         directory = Directory(db, Passwords(config.password_time_cost, config.password_memory_kib))
         site = await directory.site_by_code(args.site)
-        return await controlled_log(db, None, site.id, *day_range(start, end))
+        return await controlled_log(db, None, site.id, *period)
 
     rows = asyncio.run(_with_db(config, work))
     if args.out == "-":
@@ -232,6 +238,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from server.audit.anchors import AnchorFile
     from server.audit.verification import verify_trail
     from server.errors import DomainError
+    from server.inputs import day_range
 
     config = _config(args)
     if args.what == "verify":
@@ -261,20 +268,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 f"at {anchored.latest.at.isoformat(timespec='seconds')}"
             )
         return 0
-    start, end = dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to)
-    if args.what == "access":
-        return _access_report(config, args, start, end)
-    if args.what == "controlled":
-        try:
-            return _controlled_log(config, args, start, end)
-        except DomainError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
-            return 2
+    try:
+        period = day_range(args.date_from, args.date_to)
+        if args.what == "access":
+            return _access_report(config, args, period)
+        if args.what == "controlled":
+            return _controlled_log(config, args, period)
+    except DomainError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
     if args.out == "-":
-        n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, start, end, sys.stdout)))
+        n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, *period, sys.stdout)))
     else:
         with open(args.out, "w", newline="", encoding="utf-8") as fh:
-            n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, start, end, fh)))
+            n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, *period, fh)))
     print(f"{n} audit events exported", file=sys.stderr)
     return 0
 
@@ -457,7 +464,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--username", required=True)
     p.add_argument("--state", required=True)
     p.add_argument("--number", required=True)
-    p.add_argument("--expires", required=True, help="YYYY-MM-DD")
+    p.add_argument("--expires", required=True, type=_day, help="YYYY-MM-DD")
     p = asub.add_parser("token", help="issue a device token for a technician's site device (printed once)")
     p.add_argument("--username", required=True)
     p.add_argument("--label", default="site device")
@@ -502,23 +509,23 @@ def parser() -> argparse.ArgumentParser:
         "--full", action="store_true", help="walk every row from the start, not from the checkpoint"
     )
     ex = ausub.add_parser("export", help="CSV of a date range for an inspector")
-    ex.add_argument("--from", dest="date_from", required=True)
-    ex.add_argument("--to", dest="date_to", required=True)
+    ex.add_argument("--from", dest="date_from", required=True, type=_day)
+    ex.add_argument("--to", dest="date_to", required=True, type=_day)
     ex.add_argument("--out", default="-", help="file name, or - for standard output")
     acc = ausub.add_parser(
         "access", help="CSV of who read a patient's records (fills, prescriptions, photos)"
     )
     acc.add_argument("--patient-name", required=True, help="as on the prescriptions")
-    acc.add_argument("--dob", required=True, help="the patient's date of birth, YYYY-MM-DD")
-    acc.add_argument("--from", dest="date_from", required=True)
-    acc.add_argument("--to", dest="date_to", required=True)
+    acc.add_argument("--dob", required=True, type=_day, help="the patient's date of birth, YYYY-MM-DD")
+    acc.add_argument("--from", dest="date_from", required=True, type=_day)
+    acc.add_argument("--to", dest="date_to", required=True, type=_day)
     acc.add_argument("--out", default="-", help="file name, or - for standard output")
     con = ausub.add_parser(
         "controlled", help="CSV of a site's controlled-substance fills decided in a date range"
     )
     con.add_argument("--site", required=True, help="the site's code")
-    con.add_argument("--from", dest="date_from", required=True)
-    con.add_argument("--to", dest="date_to", required=True)
+    con.add_argument("--from", dest="date_from", required=True, type=_day)
+    con.add_argument("--to", dest="date_to", required=True, type=_day)
     con.add_argument("--out", default="-", help="file name, or - for standard output")
     aud.set_defaults(func=cmd_audit)
 

@@ -326,3 +326,15 @@ class Body:
         if self.description:
             out["description"] = self.description
         return out
+
+
+def day_range(start: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """A period of whole UTC days, both inclusive, as the instants it runs from and up to (the start of
+    the day after `end`). One that ends before it starts is refused: its report would be empty, and
+    read as a period with nothing in it."""
+    if end < start:
+        raise InvalidInput(f"The period ends ({end}) before it starts ({start}).")
+    return (
+        dt.datetime.combine(start, dt.time(), dt.UTC),
+        dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC),
+    )

@@ -12,8 +12,8 @@ from server.api.reports import EXPORT_FROM, EXPORT_TO
 from server.api.responses import json_response
 from server.api.table import principal_of
 from server.compliance.controlled import controlled_log, write_log_csv
+from server.inputs import day_range
 from server.reports.compliance import site_compliance
-from server.security.access_log import day_range
 from server.services import services_of
 
 

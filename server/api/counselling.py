@@ -16,8 +16,7 @@ from server.api.shapes import counselling_options_view, detail_view, fill_summar
 from server.api.table import principal_of
 from server.counselling.service import DUE_ORDER, MAX_NOTE, DueFill, NewRecord, Report, ReportRow
 from server.fills.rules import DECLINED_BY, CounsellingKind
-from server.inputs import ID, Body, Date, Field, Int, Nullable, OneOf, Text
-from server.security import access_log
+from server.inputs import ID, Body, Date, Field, Int, Nullable, OneOf, Text, day_range
 from server.services import services_of
 
 NEW_RECORD = Body(
@@ -91,7 +90,7 @@ async def _report(request: web.Request) -> tuple[Report, dt.date, dt.date]:
     start: dt.date = query_param(request, FROM)
     end: dt.date = query_param(request, TO)
     svc = services_of(request)
-    report = await svc.counselling.report(principal_of(request), site_id, *access_log.day_range(start, end))
+    report = await svc.counselling.report(principal_of(request), site_id, *day_range(start, end))
     return report, start, end
 
 

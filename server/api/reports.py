@@ -12,7 +12,7 @@ from server.api.responses import json_response
 from server.audit import chain as audit
 from server.audit.anchors import AnchorFile
 from server.audit.verification import verify_trail
-from server.inputs import Date, OneOf, Text
+from server.inputs import Date, OneOf, Text, day_range
 from server.security import access_log
 from server.services import services_of
 
@@ -64,9 +64,7 @@ async def access_report(request: web.Request) -> web.Response:
     dob: dt.date = query_param(request, PATIENT_DOB)
     start: dt.date = query_param(request, EXPORT_FROM)
     end: dt.date = query_param(request, EXPORT_TO)
-    rows = await access_log.access_report(
-        services_of(request).db, name, dob, *access_log.day_range(start, end)
-    )
+    rows = await access_log.access_report(services_of(request).db, name, dob, *day_range(start, end))
     buf = io.StringIO()
     access_log.write_report_csv(rows, buf)
     return web.Response(
@@ -81,7 +79,7 @@ async def audit_export(request: web.Request) -> web.Response:
     start: dt.date = query_param(request, EXPORT_FROM)
     end: dt.date = query_param(request, EXPORT_TO)
     buf = io.StringIO()
-    await audit.export_csv(services_of(request).db, start, end, buf)
+    await audit.export_csv(services_of(request).db, *day_range(start, end), buf)
     return web.Response(
         text=buf.getvalue(),
         content_type="text/csv",

@@ -373,10 +373,8 @@ EXPORT_COLUMNS = [
 ]
 
 
-async def export_csv(db: Database, start: dt.date, end: dt.date, out: io.TextIOBase | Any) -> int:
-    """Writes events from start to end (inclusive, UTC days) as CSV; returns the row count."""
-    lo = dt.datetime.combine(start, dt.time(), dt.UTC)
-    hi = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC)
+async def export_csv(db: Database, lo: dt.datetime, hi: dt.datetime, out: io.TextIOBase | Any) -> int:
+    """Writes the events from `lo` up to `hi` as CSV; returns the row count."""
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)
     n = 0

@@ -194,11 +194,3 @@ def write_report_csv(rows: list[AccessReportRow], out: Any) -> None:
     writer.writerow(REPORT_COLUMNS)
     for r in rows:
         writer.writerow([r.at.isoformat(), r.username, r.role, r.what, r.entity_id, r.rx_number])
-
-
-def day_range(start: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    """Whole UTC days, both inclusive."""
-    return (
-        dt.datetime.combine(start, dt.time(), dt.UTC),
-        dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC),
-    )

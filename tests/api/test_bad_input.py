@@ -72,6 +72,17 @@ CASES: dict[str, Bad] = {
     "dashboard of 10**25 days": Bad("nd_rph", "GET", f"/api/v1/dashboard?days={HUGE}"),
     "audit export to year 9999": Bad("admin", "GET", "/api/v1/audit/export?from=2026-01-01&to=9999-12-31"),
     "audit export from year 9999": Bad("admin", "GET", "/api/v1/audit/export?from=9999-12-31&to=9999-12-31"),
+    "audit export that ends before it starts": Bad(
+        "admin", "GET", "/api/v1/audit/export?from=2026-12-05&to=2026-12-01"
+    ),
+    "access report that ends before it starts": Bad(
+        "admin",
+        "GET",
+        "/api/v1/audit/access?patient_name=A%20B&patient_dob=1950-01-01&from=2026-12-05&to=2026-12-01",
+    ),
+    "counselling report that ends before it starts": Bad(
+        "admin", "GET", "/api/v1/reports/counselling?from=2026-12-05&to=2026-12-01"
+    ),
     "media variant with a NUL": Bad("nd_rph", "GET", "/api/v1/media/1?variant=full%00"),
     # Fill bodies.
     "fill of a prescription past bigint": Bad(

@@ -305,3 +305,35 @@ def test_a_port_already_taken_is_said_in_one_line(tmp_path: Path) -> None:
         f"tp-server: cannot listen on 127.0.0.1:{port}: address already in use"
     ]
     assert "Console:" not in served.stdout  # it never listened
+
+
+def test_a_date_mistyped_or_a_period_backwards_is_said_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An inspector's export from the 5th to the 1st is refused, not answered with no rows; a day that
+    is not a date is named by the command line."""
+    data = ["--data-dir", str(tmp_path)]
+    assert main(["audit", *data, "export", "--from", "2026-12-05", "--to", "2026-12-01"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: The period ends (2026-12-01) before it starts (2026-12-05)."
+    ]
+    with pytest.raises(SystemExit) as stopped:
+        main(
+            [
+                "admin",
+                *data,
+                "license",
+                "--username",
+                "x",
+                "--state",
+                "ND",
+                "--number",
+                "1",
+                "--expires",
+                "2028-13-01",
+            ]
+        )
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "tp-server admin license: error: argument --expires: '2028-13-01' is not a date (YYYY-MM-DD)"
+    )
