@@ -577,14 +577,10 @@ def cannot_start(exc: BaseException, config: Config) -> str | None:
     whose traceback is the report."""
     from sqlalchemy.engine import make_url
 
+    from server.errors import behind
+
     database = make_url(config.effective_database_url).render_as_string(hide_password=True)
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in behind(exc):
         sqlstate = getattr(e, "sqlstate", None)
         if isinstance(sqlstate, str) and (sqlstate in _REFUSED_BY_POSTGRES or sqlstate.startswith("08")):
             return f"cannot open the database {database}: {e}"
@@ -598,8 +594,6 @@ def cannot_start(exc: BaseException, config: Config) -> str | None:
             return f"cannot open the database {database}: no answer in time"
         if isinstance(e, sqlite3.OperationalError) and "unable to open database file" in str(e):
             return f"cannot open the database {database}: unable to open the file (its folder and rights?)"
-        orig = getattr(e, "orig", None)  # SQLAlchemy keeps the driver's error as `orig`
-        todo.extend([e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None])
     return None
 
 

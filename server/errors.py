@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+
+def behind(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception behind it, each once: what caused it or was being handled when it was
+    raised, and the driver's error SQLAlchemy keeps as `orig`. Where a failure is told apart by its
+    kind (a full disk, a bucket unreachable, a database refusing a connection), however wrapped."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        orig = getattr(e, "orig", None)
+        todo.extend([e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None])
 
 
 class DomainError(Exception):

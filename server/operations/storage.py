@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.config import Config
+from server.errors import behind
 from server.media.errors import ObjectStorageError
 
 # What a failed write on a data path means, by errno.
@@ -97,13 +98,7 @@ class DataPaths:
 
     def failure_in(self, exc: BaseException) -> StorageFailure | None:
         """The storage failure behind `exc` (however wrapped), or None when it is something else."""
-        seen: set[int] = set()
-        todo: list[BaseException | None] = [exc]
-        while todo:
-            e = todo.pop()
-            if e is None or id(e) in seen:
-                continue
-            seen.add(id(e))
+        for e in behind(exc):
             if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
                 return StorageFailure(e.errno, self.role_of(e.filename))
             if isinstance(e, sqlite3.Error):
@@ -113,22 +108,9 @@ class DataPaths:
                         return StorageFailure(code, "database")
             if getattr(e, "sqlstate", None) == _POSTGRES_DISK_FULL:
                 return StorageFailure(errno.ENOSPC, "database")
-            # SQLAlchemy keeps the driver's error as `orig`.
-            orig = getattr(e, "orig", None)
-            todo.extend([e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None])
         return None
 
 
 def object_storage_failure(exc: BaseException) -> ObjectStorageError | None:
     """The media bucket's failure behind `exc` (however wrapped), or None when it is something else."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, ObjectStorageError):
-            return e
-        todo.extend([e.__cause__, e.__context__])
-    return None
+    return next((e for e in behind(exc) if isinstance(e, ObjectStorageError)), None)

@@ -11,8 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from server.app import Anchoring
 from server.audit import chain
 from server.audit.anchors import AnchorFile, anchor_head, check, head
 from server.db.models import AuditEvent, utcnow
-from tests.api.world import World, rx_body
+from tests.api.world import World, rx_body, until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -208,15 +206,7 @@ def test_tp_server_audit_verify_names_deleted_rows(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
+        until_serving(served, port)
     finally:
         served.send_signal(signal.SIGINT)
         served.wait(30)

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,15 @@ from server.realtime import journal
 from server.realtime.bus import LocalBus, PostgresBus
 from server.realtime.hub import Hub
 from server.security.principal import Principal, Role
-from tests.api.world import World, approved_fill, build_world, queued_fill, rx_body, server_config
+from tests.api.world import (
+    World,
+    approved_fill,
+    build_world,
+    queued_fill,
+    rx_body,
+    server_config,
+    until_serving,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -229,15 +236,7 @@ def test_the_server_stops_with_its_workers_and_nothing_but_its_own_lines(
         start_new_session=True,  # a group of its own, as a terminal gives a command
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{unused_tcp_port}/healthz", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline and served.poll() is None, "the server did not start"
-                time.sleep(0.2)
+        until_serving(served, unused_tcp_port)
         if stop == "ctrl-c":
             os.killpg(served.pid, signal.SIGINT)
         else:

@@ -9,6 +9,9 @@ import hashlib
 import itertools
 import logging
 import sqlite3
+import subprocess
+import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -59,6 +62,19 @@ class ServerClock:
 
     def advance(self, seconds: float) -> None:
         self.ahead += dt.timedelta(seconds=seconds)
+
+
+def until_serving(served: subprocess.Popen[Any], port: int, timeout: float = 60) -> None:
+    """Waits until `tp-server serve`, started as `served`, answers /healthz on `port`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            assert time.monotonic() < deadline and served.poll() is None, "the server did not start"
+            time.sleep(0.2)
 
 
 class FullDisk:
