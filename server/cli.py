@@ -573,28 +573,41 @@ _BIND_ERRNOS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 
 def cannot_start(exc: BaseException, config: Config) -> str | None:
     """Why a command stopped before doing its work, in one line an operator can act on: the database
-    not reached, not there or refusing the user, or the server's port taken; None for anything else,
-    whose traceback is the report."""
+    not reached, not there or refusing the user when first asked for a connection, or the server's
+    port taken; None for anything else, whose traceback is the report."""
     from sqlalchemy.engine import make_url
 
+    from server.db.migrate import CannotConnect
     from server.errors import behind
 
-    database = make_url(config.effective_database_url).render_as_string(hide_password=True)
-    for e in behind(exc):
-        sqlstate = getattr(e, "sqlstate", None)
-        if isinstance(sqlstate, str) and (sqlstate in _REFUSED_BY_POSTGRES or sqlstate.startswith("08")):
-            return f"cannot open the database {database}: {e}"
+    chain = list(behind(exc))
+    for e in chain:
         if isinstance(e, OSError) and e.errno in _BIND_ERRNOS and "bind" in str(e):
             return f"cannot listen on {config.host}:{config.port}: {os.strerror(e.errno).lower()}"
+    refused = next((e for e in chain if isinstance(e, CannotConnect)), None)
+    if refused is None:
+        return None
+    database = make_url(config.effective_database_url).render_as_string(hide_password=True)
+    return f"cannot open the database {database}: {_refusal(refused.__cause__ or refused)}"
+
+
+def _refusal(cause: BaseException) -> str:
+    """What the driver said when the database took no connection."""
+    from server.errors import behind
+
+    for e in behind(cause):
+        sqlstate = getattr(e, "sqlstate", None)
+        if isinstance(sqlstate, str) and (sqlstate in _REFUSED_BY_POSTGRES or sqlstate.startswith("08")):
+            return str(e)
         if isinstance(e, OSError) and e.errno in _CONNECT_ERRNOS:
-            return f"cannot open the database {database}: {os.strerror(e.errno).lower()}"
+            return os.strerror(e.errno).lower()
         if isinstance(e, socket.gaierror):
-            return f"cannot open the database {database}: {(e.strerror or str(e)).lower()}"
+            return (e.strerror or str(e)).lower()
         if isinstance(e, TimeoutError):
-            return f"cannot open the database {database}: no answer in time"
+            return "no answer in time"
         if isinstance(e, sqlite3.OperationalError) and "unable to open database file" in str(e):
-            return f"cannot open the database {database}: unable to open the file (its folder and rights?)"
-    return None
+            return "unable to open the file (its folder and rights?)"
+    return str(cause) or type(cause).__name__
 
 
 def run_or_say_why(prog: str, config: Config, work: Callable[[], int]) -> int:

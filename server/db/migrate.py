@@ -17,6 +17,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x7E1E_0001
 
 
+class CannotConnect(Exception):
+    """The database took no connection when a command or the server first asked for one: not reached,
+    not there, or refusing the user. The driver's error is the cause."""
+
+
 def alembic_config(connection: Any = None) -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -25,8 +30,14 @@ def alembic_config(connection: Any = None) -> AlembicConfig:
 
 
 async def upgrade(db: Database, revision: str = "head") -> None:
-    """Brings the schema to revision; on PostgreSQL one instance at a time (advisory lock)."""
-    async with db.write_engine.connect() as conn:
+    """Brings the schema to revision; on PostgreSQL one instance at a time (advisory lock). The first
+    thing a command or the server does with the database: CannotConnect when it takes no connection."""
+    conn = db.write_engine.connect()
+    try:
+        await conn.start()
+    except Exception as exc:
+        raise CannotConnect("the database took no connection") from exc
+    try:
         if not db.is_sqlite:
             await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             await conn.commit()
@@ -41,6 +52,8 @@ async def upgrade(db: Database, revision: str = "head") -> None:
             if not db.is_sqlite:
                 await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
                 await conn.commit()
+    finally:
+        await conn.close()
 
 
 async def autogenerate(db: Database, message: str) -> None:
