@@ -100,19 +100,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=None)
     args = ap.parse_args(argv)
     logs.configure(logging.INFO)
-    config = Config.from_env(data_dir=Path(args.data_dir), host=args.host, port=args.port)
-    app = demo_app(config, SimClock())
 
-    def announce(_: str) -> None:
-        """Once the server listens: who may sign in, and where."""
-        lines = ["", *_logins(config), "", f"Console: http://{config.host}:{config.port}/"]
-        print("\n".join(lines), flush=True)
+    def serve(config: Config) -> int:
+        def announce(_: str) -> None:
+            """Once the server listens: who may sign in, and where."""
+            lines = ["", *_logins(config), "", f"Console: http://{config.host}:{config.port}/"]
+            print("\n".join(lines), flush=True)
 
-    def serve() -> int:
+        app = demo_app(config, SimClock())
         web.run_app(app, host=config.host, port=config.port, print=announce, access_log_class=AccessLog)
         return 0
 
-    return run_or_say_why("python -m demo", config, serve)
+    def settings() -> Config:
+        return Config.from_env(data_dir=Path(args.data_dir), host=args.host, port=args.port)
+
+    return run_or_say_why("python -m demo", settings, serve)
 
 
 if __name__ == "__main__":

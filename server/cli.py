@@ -571,16 +571,23 @@ _CONNECT_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, er
 _BIND_ERRNOS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 
 
-def cannot_start(exc: BaseException, config: Config) -> str | None:
-    """Why a command stopped before doing its work, in one line an operator can act on: the database
-    not reached, not there or refusing the user when first asked for a connection, or the server's
-    port taken; None for anything else, whose traceback is the report."""
+def cannot_start(exc: BaseException, config: Config | None) -> str | None:
+    """Why a command stopped before doing its work, in one line an operator can act on: a setting it
+    cannot run with, the database not reached, not there or refusing the user when first asked for a
+    connection, or the server's port taken; None for anything else, whose traceback is the report.
+    `config`: the settings read, None when they could not be."""
     from sqlalchemy.engine import make_url
 
+    from server.config import SettingError
     from server.db.migrate import CannotConnect
     from server.errors import behind
 
     chain = list(behind(exc))
+    setting = next((e for e in chain if isinstance(e, SettingError)), None)
+    if setting is not None:
+        return str(setting)
+    if config is None:
+        return None
     for e in chain:
         if isinstance(e, OSError) and e.errno in _BIND_ERRNOS and "bind" in str(e):
             return f"cannot listen on {config.host}:{config.port}: {os.strerror(e.errno).lower()}"
@@ -610,11 +617,13 @@ def _refusal(cause: BaseException) -> str:
     return str(cause) or type(cause).__name__
 
 
-def run_or_say_why(prog: str, config: Config, work: Callable[[], int]) -> int:
-    """Runs `work`; when what stops it is one of `cannot_start`'s, says why in one line on stderr, as
-    `prog`, and returns 2."""
+def run_or_say_why(prog: str, settings: Callable[[], Config], work: Callable[[Config], int]) -> int:
+    """Reads the `settings` and runs `work` with them; when what stops either is one of
+    `cannot_start`'s, says why in one line on stderr, as `prog`, and returns 2."""
+    config = None
     try:
-        return work()
+        config = settings()
+        return work(config)
     except Exception as exc:
         why = cannot_start(exc, config)
         if why is None:
@@ -628,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.configure(logging.INFO)
     args = parser().parse_args(argv)
-    return run_or_say_why("tp-server", _config(args), lambda: int(args.func(args)))
+    return run_or_say_why("tp-server", lambda: _config(args), lambda _: int(args.func(args)))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ from pathlib import Path
 from server.evidence.kinds import DEFAULT_REQUIRED_MEDIA as DEFAULT_REQUIRED_MEDIA
 
 
+class SettingError(ValueError):
+    """A setting the server cannot run with; the message names it (`TP_PORT: 'x' is not a whole number`)."""
+
+
 @dataclass(frozen=True)
 class IceServer:
     urls: tuple[str, ...]
@@ -21,11 +25,16 @@ class IceServer:
 
 def parse_ice_servers(text: str) -> tuple[IceServer, ...]:
     """ICE servers from JSON: [{"urls": [...], "username": ..., "credential": ...}]."""
-    items = json.loads(text)
+    try:
+        items = json.loads(text)
+    except ValueError:
+        raise SettingError("TP_ICE_SERVERS: not JSON") from None
     if not isinstance(items, list):
-        raise ValueError("TP_ICE_SERVERS must be a JSON list")
+        raise SettingError("TP_ICE_SERVERS must be a JSON list")
     out = []
     for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("urls"), str | list):
+            raise SettingError('TP_ICE_SERVERS: each server is an object with its "urls"')
         urls = item["urls"]
         out.append(
             IceServer(
@@ -37,16 +46,16 @@ def parse_ice_servers(text: str) -> tuple[IceServer, ...]:
     return tuple(out)
 
 
-def _bounded(name: str, text: str | None, default: float, maximum: float) -> float:
-    """A number setting from 0 to maximum; a bad value stops the server at start, naming the setting."""
+def _bounded(name: str, text: str | None, default: float, maximum: float, minimum: float = 0) -> float:
+    """A number setting from minimum to maximum; a bad value stops the server at start, naming it."""
     if text is None or not text.strip():
         return default
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{name}: {text!r} is not a number") from None
-    if not 0 <= value <= maximum:
-        raise ValueError(f"{name}: {text!r} must be from 0 to {maximum:g}")
+        raise SettingError(f"{name}: {text!r} is not a number") from None
+    if not minimum <= value <= maximum:
+        raise SettingError(f"{name}: {text!r} must be from {minimum:g} to {maximum:g}")
     return value
 
 
@@ -61,9 +70,9 @@ def _whole(name: str, text: str | None, default: int, low: int, high: int) -> in
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"{name}: {text!r} is not a whole number") from None
+        raise SettingError(f"{name}: {text!r} is not a whole number") from None
     if not low <= value <= high:
-        raise ValueError(f"{name}: {text!r} must be from {low} to {high}")
+        raise SettingError(f"{name}: {text!r} must be from {low} to {high}")
     return value
 
 
@@ -96,15 +105,17 @@ class ObjectStorage:
 
     def __post_init__(self) -> None:
         if not self.bucket.strip():
-            raise ValueError("TP_S3_BUCKET: a bucket name is required")
+            raise SettingError("TP_S3_BUCKET: a bucket name is required")
         if self.prefix.startswith("/"):
-            raise ValueError(f"TP_S3_PREFIX: {self.prefix!r} must not start with '/'")
+            raise SettingError(f"TP_S3_PREFIX: {self.prefix!r} must not start with '/'")
         if self.encryption not in OBJECT_ENCRYPTION:
-            raise ValueError(f"TP_S3_SSE: {self.encryption!r} must be one of {', '.join(OBJECT_ENCRYPTION)}")
+            raise SettingError(
+                f"TP_S3_SSE: {self.encryption!r} must be one of {', '.join(OBJECT_ENCRYPTION)}"
+            )
         if self.kms_key_id and self.encryption != "aws:kms":
-            raise ValueError("TP_S3_KMS_KEY_ID is given, so TP_S3_SSE must be aws:kms")
+            raise SettingError("TP_S3_KMS_KEY_ID is given, so TP_S3_SSE must be aws:kms")
         if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("TP_S3_ACCESS_KEY_ID and TP_S3_SECRET_ACCESS_KEY go together (or neither)")
+            raise SettingError("TP_S3_ACCESS_KEY_ID and TP_S3_SECRET_ACCESS_KEY go together (or neither)")
 
     @property
     def key_prefix(self) -> str:
@@ -213,7 +224,7 @@ class Config:
             try:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
-                raise ValueError(
+                raise SettingError(
                     f"TP_TRUSTED_PROXIES: {proxy!r} is neither an IP address nor a network such as 10.0.0.0/8"
                 ) from None
 
@@ -244,10 +255,19 @@ class Config:
             data_dir=Path(env.get("TP_DATA_DIR", str(data_dir or Path(".tp-data")))),
             database_url=env.get("TP_DATABASE_URL", ""),
             host=env.get("TP_HOST", "127.0.0.1"),
-            port=int(env.get("TP_PORT", "8080")),
+            port=_whole("TP_PORT", env.get("TP_PORT"), 8080, 0, 65535),
             allowed_origins=tuple(o for o in env.get("TP_ALLOWED_ORIGINS", "").split(",") if o),
-            min_free_bytes=int(env.get("TP_MIN_FREE_BYTES", str(cls.min_free_bytes))),
-            audit_anchor_seconds=float(env.get("TP_AUDIT_ANCHOR_SECONDS", str(cls.audit_anchor_seconds))),
+            min_free_bytes=_whole(
+                "TP_MIN_FREE_BYTES", env.get("TP_MIN_FREE_BYTES"), cls.min_free_bytes, 0, 2**63 - 1
+            ),
+            # At least a second: the anchoring loop would otherwise spin.
+            audit_anchor_seconds=_bounded(
+                "TP_AUDIT_ANCHOR_SECONDS",
+                env.get("TP_AUDIT_ANCHOR_SECONDS"),
+                cls.audit_anchor_seconds,
+                7 * 86400,
+                1,
+            ),
             refill_too_soon_percent=_bounded(
                 "TP_REFILL_TOO_SOON_PERCENT",
                 env.get("TP_REFILL_TOO_SOON_PERCENT"),

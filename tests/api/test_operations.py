@@ -336,3 +336,24 @@ def test_a_date_mistyped_or_a_period_backwards_is_said_in_one_line(
     assert capsys.readouterr().err.splitlines()[-1] == (
         "tp-server admin license: error: argument --expires: '2028-13-01' is not a date (YYYY-MM-DD)"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("TP_AUDIT_ANCHOR_SECONDS", "hourly", "TP_AUDIT_ANCHOR_SECONDS: 'hourly' is not a number"),
+        ("TP_PORT", "80800", "TP_PORT: '80800' must be from 0 to 65535"),
+        ("TP_ICE_SERVERS", "stun:stun.example.org", "TP_ICE_SERVERS: not JSON"),
+    ],
+)
+def test_a_setting_the_server_cannot_run_with_is_said_in_one_line(
+    name: str,
+    value: str,
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["migrate", "--data-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"tp-server: {said}"]
