@@ -32,10 +32,14 @@ Period = tuple[dt.datetime, dt.datetime]
 
 
 def _day(text: str) -> dt.date:
-    """A YYYY-MM-DD argument: argparse names the one that is not a date."""
+    """A YYYY-MM-DD argument, by the API's rule for a date (server.inputs.Date: one whose next day
+    exists, as a period needs); argparse names the one that is not."""
+    from server.errors import InvalidInput
+    from server.inputs import Date
+
     try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
+        return Date().parse(text, "date")
+    except InvalidInput:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
