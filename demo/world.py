@@ -563,7 +563,7 @@ async def build(services: Services, clock: SimClock, work_dir: Path, *, history:
     )
     for i, demo in enumerate(LIVE):
         world.live.append(await _live_fill(world, i, demo, now, video if i == 0 else None))
-    # Another pharmacist is reviewing one of them right now.
+    # Another pharmacist has one of them open as the demo starts; nothing renews the claim, so it lapses.
     await services.fills.claim(world.rphs["rph.lind"], world.live[3])
     await world.prescription(UNFILLED, "new")
     await _waiting_for_pv1(world)
