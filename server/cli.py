@@ -105,6 +105,88 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# What an admin command that writes a record takes, checked by the rules the API checks the same request
+# by (its body): the request body's field for each of the command's options.
+ADMIN_OPTIONS = {
+    "site": {"code": "--code", "name": "--name", "state": "--state", "requires_pv1": "--without-pv1"},
+    "user": {
+        "username": "--username",
+        "display_name": "--display-name",
+        "role": "--role",
+        "password": "--password",
+        "site_code": "--site",
+    },
+    "license": {"state": "--state", "number": "--number", "expires_on": "--expires"},
+    "token": {"username": "--username", "label": "--label"},
+    "integration-token": {"label": "--label"},
+    "reset-password": {"password": "--password"},
+}
+
+
+def _admin_input(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's options as the API would take them (server.api's bodies), before the database is
+    opened: a value the API refuses (a blank license number, a name too long for its column) is refused
+    here too, naming the option. Commands that only name an existing record take their options as
+    they are."""
+    from server.api.accounts import NEW_PASSWORD
+    from server.api.records import NEW_DEVICE_TOKEN, NEW_LICENSE, NEW_SITE, NEW_USER
+    from server.errors import InvalidInput
+    from server.inputs import Body
+
+    options = ADMIN_OPTIONS.get(args.what)
+    if options is None:
+        return {}
+    body = {
+        "site": NEW_SITE,
+        "user": NEW_USER,
+        "license": NEW_LICENSE,
+        "token": NEW_DEVICE_TOKEN,
+        "integration-token": Body({"label": NEW_DEVICE_TOKEN.fields["label"]}),
+        "reset-password": NEW_PASSWORD,
+    }[args.what]
+    given: dict[str, Any] = {}
+    if args.what == "site":
+        given = {
+            "code": args.code,
+            "name": args.name,
+            "state": args.state,
+            "requires_pv1": not args.without_pv1,
+        }
+    elif args.what == "user":
+        given = {
+            "username": args.username,
+            "display_name": args.username if args.display_name is None else args.display_name,
+            "role": args.role,
+            "site_code": args.site,
+        }
+    elif args.what == "license":
+        given = {"state": args.state, "number": args.number, "expires_on": args.expires.isoformat()}
+    elif args.what in ("token", "integration-token"):
+        given = {"username": getattr(args, "username", None), "label": args.label}
+    if "password" in options:
+        given["password"] = args.password if args.password is not None else _ask_password(args)
+    try:
+        return body.parse(given)
+    except InvalidInput as exc:
+        field = exc.detail.get("field")
+        if field in options:
+            exc.message = exc.message.replace(f"'{field}'", options[field])
+        raise
+
+
+def _ask_password(args: argparse.Namespace) -> str:
+    from server.errors import InvalidInput
+
+    prompt = "New password" if args.what == "reset-password" else "Password"
+    try:
+        return getpass.getpass(f"{prompt} for {args.username}: ")
+    except EOFError:
+        # Nothing to read it from (no terminal, standard input closed or used up).
+        raise InvalidInput(
+            "No password was given: give --password, or run the command at a terminal."
+        ) from None
+
+
 def cmd_admin(args: argparse.Namespace) -> int:
     from server.directory import Directory
     from server.errors import DomainError
@@ -118,7 +200,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
         directory = Directory(db, passwords)
         if args.what == "site":
             site = await directory.create_site(
-                None, args.code, args.name, args.state, requires_pv1=not args.without_pv1
+                None, given["code"], given["name"], given["state"], requires_pv1=given["requires_pv1"]
             )
             print(f"site {site.id} {site.code} ({site.state}) created")
         elif args.what == "site-pv1":
@@ -128,32 +210,36 @@ def cmd_admin(args: argparse.Namespace) -> int:
                 "from now on"
             )
         elif args.what == "user":
-            password = args.password or getpass.getpass(f"Password for {args.username}: ")
             user = await directory.create_user(
                 None,
-                args.username,
-                args.display_name or args.username,
-                args.role,
-                password,
-                site_code=args.site,
+                given["username"],
+                given["display_name"],
+                given["role"],
+                given["password"],
+                site_code=given.get("site_code"),
             )
             print(f"user {user.id} {user.username} ({user.role}) created")
         elif args.what == "license":
-            lic = await directory.add_license(None, args.username, args.state, args.number, args.expires)
+            lic = await directory.add_license(
+                None, args.username, given["state"], given["number"], given["expires_on"]
+            )
             print(f"license {lic.state} {lic.number} until {lic.expires_on} recorded")
         elif args.what == "token":
-            token = await Auth(db, config, passwords).issue_device_token(None, args.username, args.label)
+            token = await Auth(db, config, passwords).issue_device_token(
+                None, given["username"], given["label"]
+            )
             print(token)
         elif args.what == "integration-token":
-            token = await Auth(db, config, passwords).issue_integration_token(None, args.site, args.label)
+            token = await Auth(db, config, passwords).issue_integration_token(None, args.site, given["label"])
             print(token)
         elif args.what == "revoke-token":
             await Auth(db, config, passwords).revoke_device_token(None, args.token_id)
             print(f"token {args.token_id} revoked")
         else:
-            await _accounts(args, db, config, directory, Auth(db, config, passwords))
+            await _accounts(args, db, config, directory, Auth(db, config, passwords), given)
 
     try:
+        given = _admin_input(args)
         asyncio.run(_with_db(config, work))
     except DomainError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
@@ -162,7 +248,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
 
 async def _accounts(
-    args: argparse.Namespace, db: Database, config: Config, directory: Any, auth: Any
+    args: argparse.Namespace, db: Database, config: Config, directory: Any, auth: Any, given: dict[str, Any]
 ) -> None:
     """The account commands: tokens, deactivate, reactivate, reset-password, reset-second-factor,
     suspend-site, reactivate-site, site-policy. Each is audited as done by the host's operator."""
@@ -175,8 +261,7 @@ async def _accounts(
         await directory.set_user_active(None, args.username, args.what == "reactivate")
         print(f"user {args.username} {args.what}d")
     elif args.what == "reset-password":
-        password = args.password or getpass.getpass(f"New password for {args.username}: ")
-        await directory.reset_password(None, args.username, password)
+        await directory.reset_password(None, args.username, given["password"])
         print(f"password of {args.username} reset; their console sessions ended")
     elif args.what == "reset-second-factor":
         n = await auth.factors.reset(None, args.username)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from sqlalchemy import select
 
 from server.cli import cmd_admin, parser
 from server.db.engine import Database
-from server.db.models import AuditEvent, DeviceToken, Site, User
+from server.db.models import AuditEvent, DeviceToken, License, Site, User
 from server.security.passwords import Passwords
 from tests.api.test_realtime_access import _closed
 from tests.api.test_second_factor import enrol_totp, password_only
@@ -167,5 +169,66 @@ async def test_the_command_line_manages_the_same_accounts(
             "site.policy",
             "second_factor.reset",
         } <= set(actions)
+    finally:
+        await database.dispose()
+
+
+async def test_the_command_line_takes_only_what_the_api_takes(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator's typo is refused as the API refuses it, naming the option, and nothing is written:
+    a blank license number would be on every decision the pharmacist signs, a site code with spaces
+    around it would match no later command, and a name longer than its column was a traceback with
+    the password's hash in it on PostgreSQL."""
+    db_args = ("--data-dir", str(tmp_path / "cli"), "--database-url", database_url)
+
+    async def admin(*argv: str) -> tuple[int, str]:
+        status = await asyncio.to_thread(cmd_admin, _cli("admin", *db_args, *argv))
+        return status, capsys.readouterr().err
+
+    too_long = "x" * 201
+    assert await admin("site", "--code", " ND-1 ", "--name", " Hettinger Drug ", "--state", "ND") == (0, "")
+    assert await admin("site", "--code", "ND-2", "--name", too_long, "--state", "ND") == (
+        2, "error: --name must be text of 1 to 200 characters.\n"
+    )  # fmt: skip
+    assert await admin("user", "--username", "rph1", "--role", "pharmacist", "--password", PASSWORD,
+                       "--display-name", "  Ada Lind ") == (0, "")  # fmt: skip
+    for argv, option in (
+        (("user", "--username", "rph2", "--role", "pharmacist", "--password", PASSWORD,
+          "--display-name", too_long), "--display-name"),
+        (("license", "--username", "rph1", "--state", "ND", "--number", "  ", "--expires", "2030-01-01"),
+         "--number"),
+        (("license", "--username", "rph1", "--state", "ND", "--number", "9" * 65, "--expires", "2030-01-01"),
+         "--number"),
+        (("license", "--username", "rph1", "--state", "N.", "--number", "1", "--expires", "2030-01-01"),
+         "--state"),
+        (("token", "--username", "rph1", "--label", too_long), "--label"),
+    ):  # fmt: skip
+        status, err = await admin(*argv)
+        assert status == 2 and err.startswith(f"error: {option} ") and "Traceback" not in err, (argv, err)
+    # The site's code as it was meant: later commands find it by it.
+    assert await admin("site-pv1", "--site", "ND-1", "off") == (0, "")
+    assert await admin("license", "--username", "rph1", "--state", "ND", "--number", " ND-5521 ",
+                       "--expires", "2030-01-01") == (0, "")  # fmt: skip
+
+    # No password on the command line and no terminal to ask at: said, not a traceback.
+    asked = subprocess.run(
+        [sys.executable, "-m", "server.cli", "admin", *db_args, "reset-password", "--username", "rph1"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, start_new_session=True, check=False,
+    )  # fmt: skip
+    assert asked.returncode == 2 and "Traceback" not in asked.stderr
+    assert "error: No password was given: give --password, or run the command at a terminal." in asked.stderr
+
+    database = Database(database_url)
+    try:
+        async with database.read() as s:
+            sites = list((await s.execute(select(Site.code, Site.name))).all())
+            users = list((await s.execute(select(User.username, User.display_name))).all())
+            licenses = list((await s.execute(select(License.state, License.number))).all())
+            actions = list((await s.execute(select(AuditEvent.action))).scalars())
+        assert sites == [("ND-1", "Hettinger Drug")]
+        assert users == [("rph1", "Ada Lind")]
+        assert licenses == [("ND", "ND-5521")]
+        assert "device_token.issued" not in actions and "user.password_reset" not in actions
     finally:
         await database.dispose()
