@@ -154,7 +154,8 @@ class Sender(OutboxWorker):
         if fill["state"] in PAST_SUBMISSION:
             return fill, sent
         if entry.state == PENDING:
-            self.outbox.set_state(entry.fill_id, CREATED, fill_state=fill["state"])
+            rx_number = (fill.get("prescription") or {}).get("rx_number")
+            self.outbox.set_state(entry.fill_id, CREATED, fill_state=fill["state"], rx_number=rx_number)
         stored = {(m["kind"], m["sha256"]): int(m["id"]) for m in fill.get("media", [])}
         for f in entry.files:
             if f.media_id is None and (f.kind, f.sha256) in stored:

@@ -18,6 +18,7 @@ from remote_site_client import config as site_config
 from remote_site_client.config import SiteConfig
 from remote_site_client.outbox import DISCARDED, FAILED, PENDING, QUEUED, Entry, Outbox
 from remote_site_client.recordings import RecordingAttempt
+from server.evidence.counts import count_problem
 
 EXIT_OK = 0
 EXIT_CHECKS = 1
@@ -36,6 +37,17 @@ def out(text: str = "") -> None:
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def counted(text: str) -> float:
+    """A --count argument: a count the server takes, else argparse says why (nothing is stored)."""
+    try:
+        count = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number, e.g. 60") from None
+    if problem := count_problem(count):
+        raise argparse.ArgumentTypeError(problem)
+    return count
 
 
 def config_path(args: argparse.Namespace) -> Path:

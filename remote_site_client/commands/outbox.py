@@ -23,6 +23,7 @@ from remote_site_client.commands.common import (
     EXIT_PENDING,
     EXIT_REFUSED,
     UsageError,
+    counted,
     entry_id,
     entry_line,
     load_config,
@@ -356,7 +357,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="KIND=FILE",
         help=f"a photo to add, or to replace the fill's of that kind ({', '.join(PHOTO_KINDS)}); repeatable",
     )
-    fix.add_argument("--count", type=float, help="the counted quantity")
+    fix.add_argument("--count", type=counted, help="the counted quantity")
     fix.add_argument("--rx", metavar="RX_NUMBER", help="the prescription the fill is for")
     fix.add_argument("--reason", help="why, for the outbox's audit (default: what was changed)")
     fix.add_argument(

@@ -19,6 +19,7 @@ from remote_site_client.commands.common import (
     EXIT_PENDING,
     EXIT_REFUSED,
     UsageError,
+    counted,
     load_config,
     out,
     outbox_candidates,
@@ -136,6 +137,19 @@ async def _find_rx(cfg: SiteConfig, outbox: Outbox, args: argparse.Namespace) ->
     return rx
 
 
+def _require_views(rx: dict[str, Any], files: list[tuple[str, Path]]) -> None:
+    """Refuses, before anything is stored or sent, a fill without a photo the server will ask for (the
+    prescription's list: its dosage form under the site's rules). Sent, it would be refused only after
+    its other photos went over the link."""
+    given = {kind for kind, _ in files}
+    lacking = [k for k in rx.get("required_media_kinds") or () if k not in given]
+    if lacking:
+        options = {**dict(PHOTO_OPTIONS), "count_video": "--video", "other": "--other"}
+        names = " and the ".join(KIND_NAMES.get(k, k) for k in lacking)
+        how = " ".join(f"{options.get(k, k)} FILE" for k in lacking)
+        raise UsageError(f"Rx {rx['rx_number']} needs the {names} too ({how}). Nothing was stored.")
+
+
 def _print_report(report: CheckReport) -> None:
     for note in report.notes:
         out(f"  ok: {note}")
@@ -181,6 +195,8 @@ def _submit(
             "The server cannot be reached and this prescription is not known here: give --prescription-id."
         )
     prescription_id = int(rx["id"]) if rx else int(args.prescription_id)
+    if rx is not None:
+        _require_views(rx, files)
     out("Checking the photos...")
     report = check_submission(
         files,
@@ -261,7 +277,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="TEXT",
         help="scanned barcode text (default: read from the stock bottle photo)",
     )
-    p.add_argument("--count", type=float, help="the counted quantity")
+    p.add_argument("--count", type=counted, help="the counted quantity")
     p.add_argument("--priority", choices=["waiting", "routine", "delivery"], default="routine")
     p.add_argument("--override", metavar="REASON", help="send although a check failed; the reason is audited")
     p.add_argument(

@@ -257,12 +257,15 @@ class FillStore(AuditTrail):
 
     # -- progress of delivery --------------------------------------------------------------------
 
-    def set_state(self, fill_id: str, state: str, *, fill_state: str | None = None) -> None:
+    def set_state(
+        self, fill_id: str, state: str, *, fill_state: str | None = None, rx_number: str | None = None
+    ) -> None:
+        """`rx_number`: the server's, for a fill stored before this computer knew its prescription."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE entries SET state = ?, fill_state = COALESCE(?, fill_state), last_error = NULL"
-                " WHERE fill_id = ?",
-                (state, fill_state, fill_id),
+                "UPDATE entries SET state = ?, fill_state = COALESCE(?, fill_state), last_error = NULL,"
+                " rx_number = COALESCE(rx_number, ?) WHERE fill_id = ?",
+                (state, fill_state, rx_number, fill_id),
             )
 
     def mark_queued(self, fill_id: str, fill_state: str, *, now: float | None = None) -> None:

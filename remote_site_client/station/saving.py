@@ -19,10 +19,10 @@ from remote_site_client.station.captures import Capture, Captures, check_capture
 from remote_site_client.station.errors import StationError, not_enrolled
 from remote_site_client.station.runtime import Station
 from remote_site_client.station.worklist import views_to_retake
+from server.evidence.counts import count_problem
 from server.evidence.kinds import KIND_NAMES, MEDIA_KINDS
 
 PRIORITIES = ("waiting", "routine", "delivery")
-MAX_COUNT = 100_000
 MAX_REASON = 500
 
 
@@ -88,8 +88,8 @@ def _count(value: Any) -> float | None:
         count = float(value)
     except (TypeError, ValueError):
         raise StationError(400, "bad_count", "The counted quantity must be a number, e.g. 60.") from None
-    if not 0 < count <= MAX_COUNT:
-        raise StationError(400, "bad_count", f"The counted quantity must be between 1 and {MAX_COUNT}.")
+    if problem := count_problem(count):
+        raise StationError(400, "bad_count", problem)
     return count
 
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from server.errors import InvalidInput
+from server.evidence.counts import MAX_COUNT as MAX_SITE_COUNT
 from server.fills.rules import (
     ACKNOWLEDGEMENT_REASONS,
     MEDIA_KINDS,
@@ -75,7 +76,7 @@ NEW_FILL = Body(
                 )
             )
         ),
-        "counted_quantity": Field(Nullable(Quantity(Decimal(0), Decimal(100000)))),
+        "counted_quantity": Field(Nullable(Quantity(Decimal(0), Decimal(MAX_SITE_COUNT)))),
         "previous_fill_id": Field(Nullable(Uuid()), description="The rejected fill this one replaces."),
         "override_reason": Field(
             Nullable(
@@ -131,7 +132,8 @@ VIEW_SEEN = Object(
 )
 
 
-MAX_COUNT = Decimal(100000)
+# A count the pharmacist confirms: what a site may send.
+MAX_COUNT = Decimal(MAX_SITE_COUNT)
 
 
 @dataclass(frozen=True)

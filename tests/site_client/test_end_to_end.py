@@ -18,7 +18,16 @@ from remote_site_client.outbox import CREATED, QUEUED, Outbox, OutboxFile
 from remote_site_client.sender import Sender, upload_name
 from remote_site_client.tus import CREATION_BEGUN, TusClient
 from tests.site_client.proxy import LinkProxy
-from tests.site_client.world import NDC, Pharmacist, ServerProcess, Site, make_site, rx_body, site_api
+from tests.site_client.world import (
+    NDC,
+    Pharmacist,
+    ServerProcess,
+    Site,
+    free_port,
+    make_site,
+    rx_body,
+    site_api,
+)
 
 FILL_ID = re.compile(r"Stored in the outbox as fill [0-9a-f]{8} \(id ([0-9a-f-]{36})\)")
 HOOK = """
@@ -43,6 +52,27 @@ async def enter_rx(server_url: str, token: str, rx_number: str, ndc: str = NDC, 
     status, rx = await site_api(server_url, token, "POST", "/api/v1/prescriptions", body)
     assert status == 201, rx
     return int(rx["id"])
+
+
+async def refused_for_a_view(
+    server: ServerProcess, token: str, tmp_path: Path, prescription_id: int, *submit: str
+) -> tuple[Site, str, str]:
+    """A fill the server refused for a view it lacks: the site, the fill's id and what `sync` said.
+    `submit` names a missing view itself once the site knows the prescription, so this fill is stored
+    while the server cannot be reached, before the site knew it; then the link is back."""
+    offline = make_site(tmp_path, f"http://127.0.0.1:{free_port()}", token)
+    code, out, err = await offline.run(
+        "submit", "--prescription-id", str(prescription_id), *submit, "--no-send"
+    )
+    assert code == 3, out + err
+    found = FILL_ID.search(out)
+    assert found, out
+    site = make_site(tmp_path, server.url, token)
+    code, synced, err = await site.run("sync", "--once", "--patience", "10")
+    assert code == 4 and "REFUSED (The server needs the" in synced, synced + err
+    code, out, err = await site.run("rx", "list")  # the prescription known here from now on
+    assert code == 0, out + err
+    return site, found.group(1), synced
 
 
 async def site_fills(server_url: str, token: str) -> list[dict[str, Any]]:

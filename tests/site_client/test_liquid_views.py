@@ -1,12 +1,13 @@
-"""A liquid's views at the site: sent with a tablet's views, the fill stops naming the views a liquid
-needs (the measured volume, the labelled bottle), and the technician adds them in place."""
+"""A liquid's views at the site. Given a tablet's views, `submit` names the views a liquid needs (the
+measured volume, the labelled bottle) before anything is stored; a fill stored offline, before the
+site knew the prescription, stops at the server naming them, and the technician adds them in place."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from demo.photos import pills_photo, to_jpeg_bytes, vial_label_photo
-from tests.site_client.test_end_to_end import FILL_ID, fill_detail, photos
+from tests.site_client.test_end_to_end import fill_detail, photos, refused_for_a_view
 from tests.site_client.world import ServerProcess, make_site, rx_body, site_api
 
 
@@ -23,14 +24,9 @@ async def test_a_liquid_sent_with_a_tablet_s_views_stops_and_takes_the_liquid_vi
     }
     status, rx = await site_api(server.url, token, "POST", "/api/v1/prescriptions", liquid)
     assert status == 201, rx
-    site = make_site(tmp_path, server.url, token)
-    code, out, err = await site.run(
-        "submit", "--rx", "100900", *photos(photo_dir), "--count", "60", "--wait", "10"
+    site, fill_id, out = await refused_for_a_view(
+        server, token, tmp_path, int(rx["id"]), *photos(photo_dir), "--count", "60"
     )
-    assert code == 4, out + err
-    found = FILL_ID.search(out)
-    assert found, out
-    fill_id = found.group(1)
     assert "The server needs the measured volume photo and the bottle label photo" in out
 
     volume, bottle = tmp_path / "volume.jpg", tmp_path / "bottle.jpg"
@@ -57,3 +53,32 @@ async def test_a_liquid_sent_with_a_tablet_s_views_stops_and_takes_the_liquid_vi
     detail = await fill_detail(server.url, token, fill_id)
     assert detail["state"] == "queued"
     assert {"stock_bottle", "measured_volume", "bottle_label"} <= {m["kind"] for m in detail["media"]}
+
+
+async def test_submit_names_the_views_a_prescription_needs_before_storing_anything(
+    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    """Known from the site's list, a liquid given only a tablet's views is refused at once: nothing is
+    stored, and no photo goes over the link only for the fill to be refused after."""
+    liquid = {
+        **rx_body("100901"),
+        "drug": "Amoxicillin",
+        "strength": "250 mg/5 mL",
+        "dosage_form": "oral suspension",
+    }
+    status, rx = await site_api(server.url, token, "POST", "/api/v1/prescriptions", liquid)
+    assert status == 201, rx
+    site = make_site(tmp_path, server.url, token)
+    code, out, err = await site.run("submit", "--rx", "100901", *photos(photo_dir), "--count", "60")
+    assert code == 2, out + err
+    assert (
+        "Rx 100901 needs the measured volume photo and the bottle label photo too "
+        "(--measured-volume FILE --bottle-label FILE). Nothing was stored." in err
+    )
+    code, out, err = await site.run("outbox", "--all")
+    assert code == 0 and "100901" not in out, out + err
+    # A count no fill can carry is refused as it is typed, too.
+    code, out, err = await site.run("submit", "--rx", "100901", *photos(photo_dir), "--count", "-60")
+    assert code == 2 and "--count: The counted quantity must be between 1 and 100000." in err, out + err
+    status, fills = await site_api(server.url, token, "GET", "/api/v1/fills")
+    assert status == 200 and not [f for f in fills["fills"] if f["prescription"]["rx_number"] == "100901"]

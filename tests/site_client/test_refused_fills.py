@@ -12,7 +12,14 @@ from aiohttp import web
 from remote_site_client.api import SiteApi
 from remote_site_client.outbox import DISCARDED, FAILED, PENDING, Outbox
 from remote_site_client.sender import Sender
-from tests.site_client.test_end_to_end import FILL_ID, enter_rx, fill_detail, photos, site_fills
+from tests.site_client.test_end_to_end import (
+    FILL_ID,
+    enter_rx,
+    fill_detail,
+    photos,
+    refused_for_a_view,
+    site_fills,
+)
 from tests.site_client.world import ServerProcess, free_port, make_site
 
 
@@ -25,18 +32,13 @@ def refused_id(out: str) -> str:
 async def test_a_fill_missing_a_required_view_stops_says_which_and_is_fixed_in_place(
     server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
 ) -> None:
-    await enter_rx(server.url, token, "100234")
-    site = make_site(tmp_path, server.url, token)
+    rx_id = await enter_rx(server.url, token, "100234")
     # No vial label: every check here passes, the server's rule for the site wants one.
-    code, out, err = await site.run(
-        "submit", "--rx", "100234", "--stock-bottle", str(photo_dir / "stock_bottle.jpg"),
-        "--pills", str(photo_dir / "pills.jpg"), "--count", "60", "--wait", "10",
+    site, fill_id, out = await refused_for_a_view(
+        server, token, tmp_path, rx_id, "--stock-bottle", str(photo_dir / "stock_bottle.jpg"),
+        "--pills", str(photo_dir / "pills.jpg"), "--count", "60",
     )  # fmt: skip
-    assert code == 4, out + err
-    fill_id = refused_id(out)
-    assert "The server needs the vial label photo, which this fill does not have." in out
-    assert f"tp-site outbox fix {fill_id[:8]} --photo vial_label=FILE" in out
-    assert "safe in the outbox" not in out
+    assert "REFUSED (The server needs the vial label photo, which this fill does not have.)" in out
 
     # Not sent again by itself: the sender leaves it alone however often it runs.
     with Outbox(site.config.data_dir) as outbox:
@@ -54,6 +56,7 @@ async def test_a_fill_missing_a_required_view_stops_says_which_and_is_fixed_in_p
     assert code == 0, out + err
     assert f"{fill_id[:8]}  Rx 100234  Metformin HCl 500 mg  REFUSED" in out
     assert "refused: The server needs the vial label photo" in out
+    assert f"tp-site outbox fix {fill_id[:8]} --photo vial_label=FILE" in out
     assert f'tp-site outbox discard {fill_id[:8]} --reason "WHY"' in out
 
     code, out, err = await site.run(
@@ -129,14 +132,11 @@ async def test_a_refused_photo_is_replaced_and_the_fill_goes(
 async def test_a_changed_count_on_a_fill_the_server_holds_goes_under_a_new_id(
     server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
 ) -> None:
-    await enter_rx(server.url, token, "100234")
-    site = make_site(tmp_path, server.url, token)
-    code, out, err = await site.run(
-        "submit", "--rx", "100234", "--stock-bottle", str(photo_dir / "stock_bottle.jpg"),
+    rx_id = await enter_rx(server.url, token, "100234")
+    site, old, _ = await refused_for_a_view(
+        server, token, tmp_path, rx_id, "--stock-bottle", str(photo_dir / "stock_bottle.jpg"),
         "--pills", str(photo_dir / "pills.jpg"), "--count", "58",
     )  # fmt: skip
-    assert code == 4, out + err
-    old = refused_id(out)
     code, out, err = await site.run(
         "outbox", "fix", old[:8], "--photo", f"vial-label={photo_dir / 'vial_label.jpg'}", "--count", "60"
     )
@@ -154,13 +154,10 @@ async def test_a_changed_count_on_a_fill_the_server_holds_goes_under_a_new_id(
 async def test_discard_gives_up_with_a_reason_and_records_who_when_why(
     server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
 ) -> None:
-    await enter_rx(server.url, token, "100234")
-    site = make_site(tmp_path, server.url, token)
-    code, out, err = await site.run(
-        "submit", "--rx", "100234", "--stock-bottle", str(photo_dir / "stock_bottle.jpg"), "--wait", "10"
+    rx_id = await enter_rx(server.url, token, "100234")
+    site, fill_id, _ = await refused_for_a_view(
+        server, token, tmp_path, rx_id, "--stock-bottle", str(photo_dir / "stock_bottle.jpg")
     )
-    assert code == 4, out + err
-    fill_id = refused_id(out)
     code, out, err = await site.run("outbox", "discard", fill_id[:8])
     assert code == 2 and "--reason" in err  # a reason is required
 
