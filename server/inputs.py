@@ -81,7 +81,11 @@ class Quantity:
     exclusive_minimum: bool = False
 
     def parse(self, value: object, name: str) -> Decimal:
-        message = f"'{name}' must be a number from {self.minimum} to {self.maximum}."
+        message = (
+            f"'{name}' must be a number more than {self.minimum}, at most {self.maximum}."
+            if self.exclusive_minimum
+            else f"'{name}' must be a number from {self.minimum} to {self.maximum}."
+        )
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidInput(message)
         number = Decimal(str(value))

@@ -77,6 +77,27 @@ NDC_TEXT = Text(
     message="An NDC is the 11-digit billing form or the form on the bottle (4-4-2, 5-3-2 or 5-4-1).",
 )
 
+# A date of birth this far back is a typo (0950 for 1950): no one living was born before it.
+OLDEST_AGE_YEARS = 130
+
+
+@dataclass(frozen=True)
+class DateOfBirth(Date):
+    """A patient's date of birth: not after today, nor OLDEST_AGE_YEARS before it. Either would be a typo
+    that reaches the label and, through the patient's name and date of birth, their history of fills.
+    Today is the UTC date, which is never behind a US site's own."""
+
+    def parse(self, value: object, name: str) -> dt.date:
+        born = super().parse(value, name)
+        today = dt.datetime.now(dt.UTC).date()
+        earliest = dt.date(today.year - OLDEST_AGE_YEARS, 1, 1)
+        if not earliest <= born <= today:
+            raise InvalidInput(
+                f"'{name}' must be a date of birth from {earliest} to today ({today}), not {born}."
+            )
+        return born
+
+
 # Prescriptions as a site lists them: newest first.
 PRESCRIPTIONS_ORDER = Keyset("prescriptions", [(Prescription.id, int)], descending=True)
 
@@ -100,7 +121,7 @@ PRESCRIPTION = Body(
             )
             for name, limit in TEXT_FIELDS.items()
         },
-        "patient_dob": Field(Date(example="1950-04-30"), required=True),
+        "patient_dob": Field(DateOfBirth(example="1950-04-30"), required=True),
         "ndc": Field(NDC_TEXT, description="The expected product's NDC (10 or 11 digits, dashes allowed)"),
         "expected_ndc": Field(NDC_TEXT, description="The same as 'ndc' (one of the two is required)"),
         "quantity": Field(Quantity(Decimal(0), Decimal(100000), exclusive_minimum=True), required=True),

@@ -8,6 +8,7 @@ without a traceback in the log.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import uuid
@@ -245,3 +246,30 @@ async def test_a_websocket_cursor_past_the_journal_is_refused_before_the_socket_
         )
         await ws.close()
     assert refused.value.status == 400
+
+
+async def test_a_birth_date_outside_a_lifetime_or_a_quantity_of_nothing_is_refused_by_name(
+    world: World,
+) -> None:
+    """Typos a pharmacist's data-entry check might miss, and that would reach the label and the
+    patient's history of fills (found by name and date of birth): a date of birth after today or
+    before anyone living, and a quantity of zero (refused before too, with a message that said 0
+    was allowed)."""
+    tech = await world.device("tech_nd1")
+    today = dt.datetime.now(dt.UTC).date()
+    for number, dob in (("DOB1", today + dt.timedelta(days=1)), ("DOB2", dt.date(today.year - 131, 12, 31))):
+        refused = await tech.json(
+            "POST", "/api/v1/prescriptions", 400, json=rx_body(number, patient_dob=str(dob))
+        )
+        assert refused["message"] == (
+            f"'patient_dob' must be a date of birth from {today.year - 130}-01-01 to today ({today}),"
+            f" not {dob}."
+        )
+    newborn = await tech.json(
+        "POST", "/api/v1/prescriptions", 201, json=rx_body("DOB3", patient_dob=str(today))
+    )
+    assert newborn["patient_dob"] == str(today)
+    nothing = await tech.json("POST", "/api/v1/prescriptions", 400, json=rx_body("Q0", quantity=0))
+    assert nothing["message"] == "'quantity' must be a number more than 0, at most 100000."
+    listed = await tech.json("GET", "/api/v1/prescriptions")
+    assert {rx["rx_number"] for rx in listed["prescriptions"]} & {"DOB1", "DOB2", "Q0"} == set()

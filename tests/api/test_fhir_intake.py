@@ -4,6 +4,7 @@ refusal an OperationOutcome with nothing stored, and the same message twice one 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 from typing import Any
 
@@ -184,9 +185,18 @@ def _drop(body: dict[str, Any], *path: Any) -> dict[str, Any]:
     return out
 
 
+def _born(body: dict[str, Any], when: dt.date) -> dict[str, Any]:
+    out = copy.deepcopy(body)
+    out["contained"][0]["birthDate"] = when.isoformat()
+    return out
+
+
+TOMORROW = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+
 BAD_REQUESTS = {
     "no identifier": (lambda b: _drop(b, "identifier"), "MedicationRequest.identifier"),
     "no birth date": (lambda b: _drop(b, "contained", 0, "birthDate"), "Patient.birthDate"),
+    "a birth date after today": (lambda b: _born(b, TOMORROW), "Patient.birthDate"),
     "no quantity": (
         lambda b: _drop(b, "dispenseRequest", "quantity"),
         "MedicationRequest.dispenseRequest.quantity",
