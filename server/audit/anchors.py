@@ -230,6 +230,21 @@ async def anchor_head(db: Database, anchors: AnchorFile, now: dt.datetime) -> An
     return await asyncio.to_thread(anchors.write_unless_last, current, now)
 
 
+async def _gone(db: Database, a: Anchor) -> str:
+    """What an anchored row missing from the database means. Past the chain's end, either its newest
+    rows were deleted or the database is a copy older than the anchors (restored from a backup that
+    copied audit/ after it): said both ways, as only the operator knows which."""
+    said = f"row {a.id}, anchored at {a.at.isoformat(timespec='seconds')}, is gone: "
+    newest = await head(db)
+    if newest is None or newest[0] < a.id:
+        ends = f"the chain ends at row {newest[0]}" if newest else "the chain has no rows"
+        return (
+            said + f"{ends}, so rows after it were deleted, or the database was restored from a copy made "
+            "before this anchor was written"
+        )
+    return said + "rows were deleted"
+
+
 async def check(db: Database, anchors: AnchorFile) -> AnchorReport:
     """Every anchor's signature holds and its row is in the database with the hash it had."""
     try:
@@ -260,13 +275,7 @@ async def check(db: Database, anchors: AnchorFile) -> AnchorReport:
             )
         for a in batch:
             if a.id not in found:
-                return AnchorReport(
-                    False,
-                    len(written),
-                    a,
-                    f"row {a.id}, anchored at {a.at.isoformat(timespec='seconds')}, is gone: "
-                    "rows were deleted",
-                )
+                return AnchorReport(False, len(written), a, await _gone(db, a))
             if found[a.id] != a.hash:
                 return AnchorReport(
                     False,

@@ -61,10 +61,30 @@ async def test_the_newest_rows_deleted_are_caught_by_the_anchor(world: World, tm
         await s.execute(delete(AuditEvent).where(AuditEvent.id >= written.id - 1))
     assert (await chain.verify(world.services.db)).ok  # the chain alone cannot tell
     report = await check(world.services.db, anchors)
-    assert (
-        not report.ok
-        and f"row {written.id}" in (report.problem or "")
-        and "deleted" in (report.problem or "")
+    # Past the chain's end: deleted, or a database restored from a copy older than the anchors.
+    assert report.problem == (
+        f"row {written.id}, anchored at {written.at.isoformat(timespec='seconds')}, is gone: the chain ends"
+        f" at row {written.id - 2}, so rows after it were deleted, or the database was restored from a"
+        " copy made before this anchor was written"
+    )
+    assert not report.ok
+
+
+async def test_an_anchored_row_deleted_before_the_chain_s_end_is_said_deleted(
+    world: World, tmp_path: Path
+) -> None:
+    """A hole no restore leaves: the row is missing and later rows are there."""
+    anchors = AnchorFile(tmp_path / "anchored")
+    await _some_history(world)
+    written = await anchor_head(world.services.db, anchors, utcnow())
+    assert written is not None
+    await _some_history(world, first=3)
+    async with world.services.db.write() as s:
+        await s.execute(delete(AuditEvent).where(AuditEvent.id == written.id))
+    report = await check(world.services.db, anchors)
+    assert not report.ok and report.problem == (
+        f"row {written.id}, anchored at {written.at.isoformat(timespec='seconds')}, is gone:"
+        " rows were deleted"
     )
 
 
