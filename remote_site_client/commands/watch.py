@@ -20,6 +20,23 @@ def _hook_argv(args: argparse.Namespace) -> list[str] | None:
     return [args.run, *(args.run_arg or [])]
 
 
+class LinkNotes:
+    """What `watch` says of its link: each connection, and each outage once rather than at every retry
+    (up to every 30 s), again only if the reason changes (a token refused, say)."""
+
+    def __init__(self) -> None:
+        self.why: str | None = None
+
+    def connected(self) -> None:
+        self.why = None
+        say("Connected; waiting for decisions.")
+
+    def lost(self, why: str) -> None:
+        if why != self.why:
+            self.why = why
+            say(f"Link lost ({why}); reconnecting...")
+
+
 async def _watch(cfg: SiteConfig, outbox: Outbox, args: argparse.Namespace) -> int:
     hook = _hook_argv(args)
     seen = 0
@@ -56,18 +73,9 @@ async def _watch(cfg: SiteConfig, outbox: Outbox, args: argparse.Namespace) -> i
             if args.exit_after and seen >= args.exit_after:
                 done.set()
 
-        def connected() -> None:
-            say("Connected; waiting for decisions.")
-
+        link = LinkNotes()
         task = asyncio.create_task(
-            listen(
-                api,
-                outbox,
-                "watch",
-                handle,
-                on_connect=connected,
-                on_disconnect=lambda why: say(f"Link lost ({why}); reconnecting..."),
-            )
+            listen(api, outbox, "watch", handle, on_connect=link.connected, on_disconnect=link.lost)
         )
         await until_stopped(done, task)
     return EXIT_OK

@@ -383,14 +383,18 @@ async def _decided_while_watch_was_cut_off(
         async with Pharmacist(server.url) as rph:
             await rph.decide(fill_id, "approve")
         while_down()
+        await asyncio.sleep(4)  # watch retries meanwhile (0.5, 1 and 2 s apart), saying nothing more
         proxy.down = False
-        shown, _ = await asyncio.wait_for(watch.communicate(), 30)
+        shown, told = await asyncio.wait_for(watch.communicate(), 30)
     finally:
         if watch.returncode is None:
             watch.kill()
             await watch.wait()
         await proxy.stop()
     assert f"APPROVED  Rx {rx_number}  Metformin HCl 500 mg  (fill {fill_id[:8]})" in shown.decode()
+    # The outage said once, and once more as its reason changed from the cut to the refusals: not at
+    # every retry.
+    assert told.decode().count("Link lost") <= 1 and "Connected" in told.decode(), told.decode()
     with Outbox(site.config.data_dir) as outbox:
         entry = outbox.get(fill_id)
     assert entry is not None and entry.outcome == "approve" and entry.fill_state == "approved"
