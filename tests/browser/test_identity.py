@@ -206,6 +206,11 @@ async def test_the_accounts_page_deactivates_suspends_and_revokes(
     await page.click("#nav-admin")
     users = page.locator("#admin-users")
     await expect(users).to_contain_text("nd_rph")
+    # Each row's buttons sit in its own cell, the cell as tall as the row (a flex cell fell out of it).
+    for table in ("#admin-users", "#admin-sites"):
+        row = page.locator(f"{table} tbody tr").first
+        row_box, cell_box = await row.bounding_box(), await row.locator(".admin-actions").bounding_box()
+        assert row_box and cell_box and abs(cell_box["height"] - row_box["height"]) < 1, (row_box, cell_box)
     await users.locator('tr[data-username="nd_rph"] [data-action="deactivate"]').click()
     await expect(users.locator('tr[data-username="nd_rph"]')).to_contain_text("deactivated")
     # The pharmacist's console loses its session at once: its live connection is closed.
