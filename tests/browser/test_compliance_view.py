@@ -37,4 +37,9 @@ async def test_an_admin_sees_a_site_s_rules_with_sources_and_who_supervises_it(
     unknown = page.locator(".rules-table tr", has_text="DEA schedules at a remote site")
     await expect(unknown).to_contain_text("Not settled. Read:")
     await expect(page.locator("#comp-body")).to_contain_text("Both Rph: 1 site now (TX-1), limit 2")
+    # North Dakota's views a fill needs, named as an inspector reads them, not as the code stores them.
+    await page.select_option("#comp-site", str((await svc.directory.site_by_code("ND-1")).id))
+    views = page.locator(".rules-table tr", has_text="Views per dosage form")
+    await expect(views).to_contain_text("tablet / capsule: Stock bottle, Counted pills, Labelled vial")
+    await expect(views).not_to_contain_text("stock_bottle")
     assert not [line for line in admin.logs if "pageerror" in line], admin.logs

@@ -3,6 +3,7 @@
 
 import { get } from "./api.js";
 import { h, fill } from "./dom.js";
+import { KIND_LABELS } from "./format.js";
 
 const RULE_NAMES = {
   telepharmacy_allowed: "Telepharmacy sites allowed",
@@ -26,7 +27,8 @@ function shownValue(value) {
   if (value === false) return "No";
   if (Array.isArray(value)) return value.length ? value.join(", ") : "None";
   if (value && typeof value === "object") {
-    return Object.entries(value).map(([form, kinds]) => `${form.replace("_", " / ")}: ${kinds.join(", ")}`).join("; ");
+    // The views by dosage form, named as the console names them elsewhere.
+    return Object.entries(value).map(([form, kinds]) => `${form.replace("_", " / ")}: ${kinds.map((k) => KIND_LABELS[k] || k).join(", ")}`).join("; ");
   }
   return String(value).replace("_", " ");
 }
