@@ -122,7 +122,7 @@ export class CompliancePanel {
           h("li", { dataset: { figure: "declined_this_month" } }, `Counselling declined this month: ${f.counselling.declined_this_month}`))),
       h("section", { class: "card" }, h("h2", {}, `Controlled-substance fills, last ${f.controlled_fills.days} days`),
         schedules.length ? h("ul", {}, schedules.map(([s, n]) => h("li", {}, `${s}: ${n}`))) : h("p", { class: "no-data" }, "None."),
-        controlledLog(data.site.id, f.controlled_fills.days),
-        h("h2", {}, "Oldest record kept"), h("ul", {}, oldest)));
+        controlledLog(data.site.id, f.controlled_fills.days)),
+      h("section", { class: "card", id: "compliance-oldest" }, h("h2", {}, "Oldest record kept"), h("ul", {}, oldest)));
   }
 }
