@@ -60,9 +60,17 @@ def decisions_sent(page: Page) -> list[dict[str, Any]]:
 
 
 async def fill_in_order(
-    world: World, tech: str, rx_number: str, kinds: list[str], *, video: Path | None = None, **rx: Any
+    world: World,
+    tech: str,
+    rx_number: str,
+    kinds: list[str],
+    *,
+    video: Path | None = None,
+    photos_of: dict[str, bytes] | None = None,
+    **rx: Any,
 ) -> str:
-    """A fill whose photos are uploaded in the given order (the server lists them as they came)."""
+    """A fill whose photos are uploaded in the given order (the server lists them as they came): each
+    its own, or the one `photos_of` gives for its kind."""
     user = await world.device(tech)
     made = await user.json("POST", "/api/v1/prescriptions", 201, json=rx_body(rx_number, **rx))
     fill_id = new_fill_id()
@@ -72,7 +80,8 @@ async def fill_in_order(
         resp = await upload(user, fill_id, "count_video", video.read_bytes(), filename=video.name)
         assert resp.status == 204, await resp.text()
     for i, kind in enumerate(kinds):
-        assert (await upload(user, fill_id, kind, photo(kind, 70 + i))).status == 204
+        data = (photos_of or {}).get(kind) or photo(kind, 70 + i)
+        assert (await upload(user, fill_id, kind, data)).status == 204
     await user.json("POST", f"/api/v1/fills/{fill_id}/submit")
     return fill_id
 
@@ -639,6 +648,29 @@ async def test_the_history_lists_earlier_fills_and_h_shows_the_pills_beside_the_
     await page.keyboard.press("h")
     await expect(panes).to_have_count(0)
     await expect(page.locator("#v-stage .stage-img")).to_be_visible()
+
+
+async def test_a_photo_like_several_of_one_other_fill_is_said_once_with_their_number(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    """The other fill had one image sent as two views: the flag lists a match for each, and the
+    pharmacist read the same line twice."""
+    world = await make_world()
+    bottle = photo("stock_bottle", 9100)
+    views = ["stock_bottle", "pills", "vial_label"]
+    other = await fill_in_order(
+        world, "tech_nd1", "RX1", views, photos_of={"stock_bottle": bottle, "pills": bottle}
+    )
+    own = {"pills": photo("pills", 9201), "vial_label": photo("vial_label", 9202)}
+    fill_id = await fill_in_order(world, "tech_nd1", "RX2", views, photos_of={"stock_bottle": bottle, **own})
+    fill = await (await world.login("nd_rph")).json("GET", f"/api/v1/fills/{fill_id}")
+    flag = next(f for f in fill["flags"] if f["code"] == "reused_photo")
+    assert sorted((p["kind"], p["other_fill_id"]) for p in flag["photos"]) == [("stock_bottle", other)] * 2
+    c = await sign_in(browser, world, "nd_rph")
+    await open_fill(c, fill_id)
+    await expect(c.page.locator("#v-flags")).to_contain_text(
+        f"Stock bottle is identical to 2 photos of fill {other[:8]}."
+    )
 
 
 async def test_a_reused_photo_flag_names_the_photo_and_the_other_fill(

@@ -76,8 +76,20 @@ export function describeFlag(f) {
         : `Counted ${formatQuantity(f.counted)}, prescribed ${formatQuantity(f.prescribed)}.`;
     case "override":
       return `The technician sent past the photo checks: ${describeChecks(f.checks) || "which checks is not recorded"}.`;
-    case "reused_photo":
-      return (f.photos || []).map((p) => `${kindLabel(p.kind)} is ${p.match === "identical" ? "identical to" : "very like"} a photo of fill ${String(p.other_fill_id).slice(0, 8)}`).join("; ") + ".";
+    case "reused_photo": {
+      // A photo may match several photos of one other fill (sent there as two views): said once.
+      const lines = new Map();
+      for (const p of f.photos || []) {
+        const head = `${kindLabel(p.kind)} is ${p.match === "identical" ? "identical to" : "very like"}`;
+        const other = String(p.other_fill_id).slice(0, 8);
+        const line = lines.get(`${head} ${other}`) || { head, other, n: 0 };
+        line.n += 1;
+        lines.set(`${head} ${other}`, line);
+      }
+      return [...lines.values()]
+        .map(({ head, other, n }) => `${head} ${n === 1 ? "a photo" : `${n} photos`} of fill ${other}`)
+        .join("; ") + ".";
+    }
     case "refill_too_soon":
       return `${Number(f.elapsed_days).toFixed(1)} of ${f.days_supply} days' supply elapsed since the last approval (${formatDateTime(f.previous_approved_at)}); the threshold is ${f.threshold_percent} %.`;
     default:
