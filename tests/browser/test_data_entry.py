@@ -66,6 +66,9 @@ async def test_a_pharmacist_returns_a_changed_e_prescription_and_verifies_a_pape
     await expect(strength.locator(".pv1-entered")).to_have_text("850 mg")
     await expect(strength.locator(".pv1-said")).to_have_text("500 mg")
     await expect(page.locator(".pv1-compare tr.pv1-diff")).to_have_count(1)
+    # The entered NDC in the 5-4-2 form the console reads NDCs in, not as stored (11 digits).
+    ndc = page.locator('.pv1-compare tr[data-field="expected_ndc"]')
+    await expect(ndc.locator(".pv1-entered")).to_have_text("00378-1805-01")
     highlighted = await strength.locator(".pv1-entered").evaluate(
         "el => getComputedStyle(el).backgroundColor"
     )

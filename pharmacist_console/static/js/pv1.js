@@ -6,6 +6,7 @@
 import { api, get, ApiError } from "./api.js";
 import { dataEntryRows } from "./queue.js";
 import { h, fill, isTyping, toast } from "./dom.js";
+import { formatNdc } from "./format.js";
 
 const FIELDS = [
   ["patient_name", "Patient"],
@@ -166,7 +167,8 @@ export class DataEntry {
     const said = v.source.fields;
     const rows = FIELDS.map(([key, label]) => h("tr", { class: diffs.has(key) ? "pv1-diff" : null, dataset: { field: key } },
       h("th", { scope: "row" }, label),
-      h("td", { class: "pv1-entered" }, show(rx[key])),
+      // The entered NDC as the console shows NDCs (5-4-2); the message's stays as it came.
+      h("td", { class: "pv1-entered" }, key === "expected_ndc" ? formatNdc(rx[key]) : show(rx[key])),
       said ? h("td", { class: "pv1-said" }, show(said[key])) : null,
       said ? h("td", { class: "pv1-mark" }, diffs.has(key) ? "differs" : "") : null));
     const head = h("tr", {}, h("th", {}), h("th", { scope: "col" }, "Entered"),
