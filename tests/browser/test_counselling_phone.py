@@ -102,6 +102,10 @@ async def test_a_pharmacist_records_telephone_counselling_from_the_list_where_vi
         later = await _approve(world, "tech_nd2", "RX-ND2")
         await expect(page.locator(f'#counsel-list li[data-id="{later}"]')).to_be_visible()
         await expect(page.locator("#counselling-count")).to_have_text("2")
+        # Its reason is the first row's: said in a few words, not in full again.
+        why = page.locator(f'#counsel-list li[data-id="{later}"] .counsel-why')
+        await expect(why).to_have_text("By video only, for the reason given above.")
+        await expect(nd_row.locator(".counsel-why")).to_contain_text("61-02-08-03(5)")
         assert not [line for line in console.logs if "pageerror" in line]
     finally:
         await console.context.close()

@@ -74,13 +74,16 @@ export class CounsellingList {
 
   render() {
     this.onCount?.(this.rows.length ? `${this.rows.length}${this.next ? "+" : ""}` : "");
-    fill(this.body, this.rows.map((row) => this.rowView(row)));
+    const said = new Set(); // each reason in full once: the rows after it say it in a few words
+    fill(this.body, this.rows.map((row) => this.rowView(row, said)));
     this.empty.hidden = this.rows.length > 0;
     this.moreButton.hidden = !this.next;
   }
 
-  rowView(row) {
+  rowView(row, said) {
     const phone = row.counselling_options?.phone || { allowed: false, why_not: "" };
+    const why = said.has(phone.why_not) ? "By video only, for the reason given above." : phone.why_not;
+    said.add(phone.why_not);
     const waited = row.decided_at ? formatAge(Date.now() - Date.parse(row.decided_at)) : "–";
     const actions = h("div", { class: "counsel-actions" },
       h("button", { type: "button", class: "btn small", dataset: { action: "video" },
@@ -94,7 +97,7 @@ export class CounsellingList {
       h("div", { class: "counsel-what" },
         h("strong", {}, `Rx ${row.rx_number} · ${row.drug} ${row.strength}`),
         h("span", {}, ` · ${row.patient_initials} · ${row.site.code} (${row.site.state}) · approved ${waited} ago`)),
-      phone.allowed ? null : h("p", { class: "counsel-why", role: "note" }, phone.why_not),
+      phone.allowed ? null : h("p", { class: "counsel-why", role: "note" }, why),
       actions);
   }
 
