@@ -60,6 +60,8 @@ async def test_an_authenticator_app_is_enrolled_from_its_qr_code_and_asked_for_a
     page = c.page
     await page.click("#security-button")
     await expect(page.locator(".identity-manage")).to_contain_text("No second factor yet.")
+    # Recovery codes come with a factor: none to count before one.
+    await expect(page.locator(".identity-manage")).not_to_contain_text("Recovery codes")
     await page.click("#factor-add")
     await page.click("#enrol-app")
     qr = page.locator(".identity-enrol img.qr")
@@ -91,6 +93,8 @@ async def test_an_authenticator_app_is_enrolled_from_its_qr_code_and_asked_for_a
     await other.locator("#proof-recovery_code").fill(codes[0])
     await other.locator("#proof-submit").click()
     await expect(other.locator("#queue-view")).to_be_visible()
+    await other.click("#security-button")
+    await expect(other.locator(".identity-manage")).to_contain_text("Recovery codes left: 9")
 
 
 async def _virtual_authenticator(page: Page) -> Any:

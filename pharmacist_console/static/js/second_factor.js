@@ -237,7 +237,8 @@ export class Identity {
               render();
             } }, "Remove"))))
           : h("p", {}, "No second factor yet."),
-        h("p", { class: "identity-intro" }, `Recovery codes left: ${listed.recovery_codes_left}`),
+        // Recovery codes come with a first factor: none to count before it.
+        listed.factors.length ? h("p", { class: "identity-intro" }, `Recovery codes left: ${listed.recovery_codes_left}`) : null,
         h("div", { class: "identity-actions" },
           h("button", { type: "button", class: "btn primary", id: "factor-add", onclick: async () => { dialog.close(); await this.enrol(); } }, "Add a second factor"),
           h("button", { type: "button", class: "btn ghost", onclick: () => dialog.close() }, "Close")));
