@@ -34,6 +34,9 @@ async def test_a_new_station_is_enrolled_from_the_page_with_the_token_files_line
         page.on("response", keep)
         await page.goto(station.url)
         await expect(page.locator("#enrol-view")).to_be_visible()
+        # Not yet connecting anywhere: it says so rather than "Connecting…".
+        await expect(page.locator("#uplink")).to_have_attribute("data-state", "not_enrolled")
+        await expect(page.locator("#uplink-text")).to_have_text("Not connected")
         await page.fill("#enrol-server", server.url)
         await page.fill("#enrol-token", "wrong")
         await page.click("#enrol-submit")

@@ -55,7 +55,7 @@ function show(view) {
 }
 
 function setStatus(status) {
-  const state = !status.enrolled ? "connecting" : status.uplink;
+  const state = !status.enrolled ? "not_enrolled" : status.uplink;
   const uplink = $("#uplink");
   uplink.dataset.state = state;
   $("#uplink-text").textContent = {
@@ -111,6 +111,7 @@ async function boot() {
   }
   station.state = state;
   if (!state.enrolled) {
+    setStatus(state);
     show("enrol");
     $("#enrol-server").focus();
     return;
