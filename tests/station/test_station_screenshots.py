@@ -1,5 +1,5 @@
-"""The README's pictures of the station, and its fit on a 1024x768 tablet: large targets, no sideways
-scrolling, every text readable (contrast).
+"""The README's pictures of the station, and its fit on a 1024x768 tablet and a laptop: large targets,
+no sideways scrolling, the capture's buttons on screen, every text readable (contrast).
 
 The pictures are remade on purpose (TP_UPDATE_SCREENSHOTS=1), not by every test run.
 """
@@ -39,7 +39,11 @@ async def _fit(page: Page) -> dict[str, Any]:
           const wide = [...document.querySelectorAll('body *')]
             .filter((el) => el.offsetParent !== null && el.getBoundingClientRect().right > innerWidth + 1)
             .map((el) => el.id || el.className || el.tagName);
-          return {small, sideways: wide};
+          // The capture's buttons on screen without scrolling, under the camera's picture.
+          const below = [...document.querySelectorAll('.stage-controls .btn, #save-btn')]
+            .filter((el) => el.offsetParent !== null && el.getBoundingClientRect().bottom > innerHeight)
+            .map((el) => el.id || el.className || el.tagName);
+          return {small, sideways: wide, below};
         }""".replace("SMALLEST", str(SMALLEST_TARGET))
     )
     return result
@@ -49,7 +53,7 @@ async def _checked_for_the_counter(page: Page) -> None:
     await page.evaluate("() => document.getElementById('toasts').replaceChildren()")
     assert await page.evaluate(CONTRAST) == []
     fit = await _fit(page)
-    assert fit == {"small": [], "sideways": []}, fit
+    assert fit == {"small": [], "sideways": [], "below": []}, fit
 
 
 async def test_screenshots_of_capture_work_list_and_offline_on_a_tablet(
