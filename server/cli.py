@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import errno
 import getpass
@@ -16,9 +17,9 @@ import os
 import socket
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from server.config import Config
 
@@ -278,15 +279,46 @@ async def _accounts(
         print(f"site {site.code}: second factor {'required' if required else 'not required'}")
 
 
+@contextlib.contextmanager
+def _report_to(out: str) -> Iterator[TextIO]:
+    """Where a report is written: standard output for "-", else the file `out`, whole or not at all.
+    It is written beside it under a temporary name, readable by this user only (reports name patients),
+    and renamed once complete, so a full disk or a failure midway leaves no report cut short that an
+    inspector would read as the whole. A file that cannot be made is refused before any work."""
+    from server.errors import InvalidInput
+    from server.operations.storage import STORAGE_ERRNOS
+
+    if out == "-":
+        yield sys.stdout
+        return
+    path = Path(out)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise InvalidInput(f"{out} cannot be written: {exc.strerror}.") from None
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(partial, path)
+    except BaseException as exc:
+        partial.unlink(missing_ok=True)
+        # The file's own failures (a full disk, say); any other, from the work, is the work's.
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+            raise InvalidInput(f"{out} cannot be written: {exc.strerror}; nothing was written.") from None
+        raise
+
+
 def _access_report(config: Config, args: argparse.Namespace, period: Period) -> int:
     from server.security.access_log import access_report, write_report_csv
 
-    rows = asyncio.run(_with_db(config, lambda db: access_report(db, args.patient_name, args.dob, *period)))
-    if args.out == "-":
-        write_report_csv(rows, sys.stdout)
-    else:
-        with open(args.out, "w", newline="", encoding="utf-8") as fh:
-            write_report_csv(rows, fh)
+    with _report_to(args.out) as out:
+        rows = asyncio.run(
+            _with_db(config, lambda db: access_report(db, args.patient_name, args.dob, *period))
+        )
+        write_report_csv(rows, out)
     print(f"{len(rows)} reads of the patient's records", file=sys.stderr)
     return 0
 
@@ -301,12 +333,9 @@ def _controlled_log(config: Config, args: argparse.Namespace, period: Period) ->
         site = await directory.site_by_code(args.site)
         return await controlled_log(db, None, site.id, *period)
 
-    rows = asyncio.run(_with_db(config, work))
-    if args.out == "-":
-        write_log_csv(rows, sys.stdout)
-    else:
-        with open(args.out, "w", newline="", encoding="utf-8") as fh:
-            write_log_csv(rows, fh)
+    with _report_to(args.out) as out:
+        rows = asyncio.run(_with_db(config, work))
+        write_log_csv(rows, out)
     print(f"{len(rows)} controlled-substance fills of {args.site}", file=sys.stderr)
     return 0
 
@@ -363,14 +392,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
             return _access_report(config, args, period)
         if args.what == "controlled":
             return _controlled_log(config, args, period)
+        with _report_to(args.out) as out:
+            n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, *period, out)))
     except DomainError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    if args.out == "-":
-        n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, *period, sys.stdout)))
-    else:
-        with open(args.out, "w", newline="", encoding="utf-8") as fh:
-            n = asyncio.run(_with_db(config, lambda db: audit.export_csv(db, *period, fh)))
     print(f"{n} audit events exported", file=sys.stderr)
     return 0
 

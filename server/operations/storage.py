@@ -26,6 +26,7 @@ STORAGE_ERRNOS = {
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
     errno.EIO: "input/output error",
+    errno.EFBIG: "file too large",
 }
 # SQLite says these in words; PostgreSQL's SQLSTATE 53100 is disk_full.
 _SQLITE_STORAGE = {

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -336,6 +338,52 @@ def test_a_date_mistyped_or_a_period_backwards_is_said_in_one_line(
     assert capsys.readouterr().err.splitlines()[-1] == (
         "tp-server admin license: error: argument --expires: '2028-13-01' is not a date (YYYY-MM-DD)"
     )
+
+
+def _no_larger_than(limit: int) -> Callable[[], None]:
+    """For a child process: its files stop growing at `limit` bytes, a write past it failing with
+    EFBIG (as a full disk fails a write) instead of the signal that would end the process."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_report_is_written_whole_or_not_at_all(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export cut short by a full disk left a CSV an inspector would read as the whole trail, and a
+    traceback; a folder that does not exist was a traceback after the work. Now either is one line,
+    exit status 2, and no file; a report written is readable by the operator only (it names patients)."""
+    data = ["--data-dir", str(tmp_path / "data"), "--database-url", postgres_url]
+    for code in ("ND-1", "ND-2", "ND-3"):  # rows in the trail
+        assert (
+            main(["admin", *data, "site", "--code", code, "--name", f"Pharmacy {code}", "--state", "ND"]) == 0
+        )
+    export = ["audit", *data, "export", "--from", "2026-01-01", "--to", "2099-12-31"]
+    capsys.readouterr()
+
+    assert main([*export, "--out", str(tmp_path / "no-such-folder" / "trail.csv")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {tmp_path / 'no-such-folder' / 'trail.csv'} cannot be written: No such file or directory."
+    ]
+
+    out = tmp_path / "trail.csv"
+    cut = subprocess.run(
+        [sys.executable, "-m", "server.cli", *export, "--out", str(out)],
+        preexec_fn=_no_larger_than(300), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert cut.returncode == 2 and "Traceback" not in cut.stderr, cut.stderr
+    assert cut.stderr.splitlines() == [
+        f"error: {out} cannot be written: File too large; nothing was written."
+    ]
+    assert list(tmp_path.glob("*trail.csv*")) == []
+
+    assert main([*export, "--out", str(out)]) == 0
+    assert out.read_text().count("site.created") == 3
+    assert oct(out.stat().st_mode & 0o777) == oct(0o600)
 
 
 @pytest.mark.parametrize(
