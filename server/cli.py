@@ -312,12 +312,12 @@ def _report_to(out: str) -> Iterator[TextIO]:
 
 
 def _access_report(config: Config, args: argparse.Namespace, period: Period) -> int:
+    from server.api.reports import PATIENT_NAME
     from server.security.access_log import access_report, write_report_csv
 
+    name = PATIENT_NAME.spec.parse(args.patient_name, "--patient-name")  # the API's rule for the name
     with _report_to(args.out) as out:
-        rows = asyncio.run(
-            _with_db(config, lambda db: access_report(db, args.patient_name, args.dob, *period))
-        )
+        rows = asyncio.run(_with_db(config, lambda db: access_report(db, name, args.dob, *period)))
         write_report_csv(rows, out)
     print(f"{len(rows)} reads of the patient's records", file=sys.stderr)
     return 0

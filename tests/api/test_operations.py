@@ -383,6 +383,13 @@ def test_a_report_is_written_whole_or_not_at_all(
 
     assert main([*export, "--out", str(out)]) == 0
     assert out.read_text().count("site.created") == 3
+    # A patient's access report of no one, by the API's rule for the name.
+    access = ["audit", *data, "access", "--dob", "1950-01-01", "--from", "2026-01-01", "--to", "2026-12-31"]
+    capsys.readouterr()
+    assert main([*access, "--patient-name", "", "--out", str(tmp_path / "access.csv")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: '--patient-name' must be text of 1 to 200 characters."
+    ]
     assert oct(out.stat().st_mode & 0o777) == oct(0o600)
 
 
