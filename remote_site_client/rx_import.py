@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.evidence.text import decode_text
+
 # What each prescription field is called in exports, lowercased, with every run of other characters
 # (spaces, dashes, dots, "#") an underscore.
 HEADER_NAMES: dict[str, tuple[str, ...]] = {
@@ -52,6 +54,14 @@ class Line:
     number: int
     body: dict[str, Any] | None
     problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Export:
+    """The file's data lines, and the encoding its text was read in (server.evidence.text)."""
+
+    lines: list[Line]
+    encoding: str
 
 
 def _key(header: str) -> str:
@@ -109,12 +119,13 @@ def _records(text: str) -> Iterator[tuple[int, list[str], str]]:
         start = end + 1
 
 
-def read_export(path: Path) -> list[Line]:
-    """Every data line of the export, each as a prescription body or with what is wrong with it."""
+def read_export(path: Path) -> Export:
+    """Every data line of the export, each as a prescription body or with what is wrong with it. UTF-8,
+    or Windows-1252 as a Windows program exports CSV (an accented name would otherwise refuse the file)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ImportFileError(f"{path} cannot be read as a UTF-8 CSV file: {exc}") from exc
+        text, encoding = decode_text(path.read_bytes())
+    except OSError as exc:
+        raise ImportFileError(f"{path} cannot be read: {exc.strerror}.") from exc
     records = _records(text)
     first = next(records, None)
     if first is None:
@@ -138,4 +149,4 @@ def read_export(path: Path) -> list[Line]:
             except ValueError as exc:
                 problems.append(str(exc))
         lines.append(Line(number, None, "; ".join(problems)) if problems else Line(number, body))
-    return lines
+    return Export(lines, encoding)

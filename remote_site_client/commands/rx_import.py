@@ -17,6 +17,7 @@ from remote_site_client.commands.common import (
 )
 from remote_site_client.config import SiteConfig
 from remote_site_client.rx_import import ImportFileError, Line, read_export
+from server.evidence.text import WINDOWS_1252
 
 
 async def _send(cfg: SiteConfig, lines: list[Line]) -> int:
@@ -55,9 +56,12 @@ def _summary(taken: int, again: int, refused: int) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     try:
-        lines = read_export(Path(args.file))
+        export = read_export(Path(args.file))
     except ImportFileError as exc:
         raise UsageError(str(exc)) from exc
+    lines = export.lines
+    if export.encoding == WINDOWS_1252:
+        out(f"{args.file} is not UTF-8: read as Windows-1252, as Windows programs export CSV.")
     if not lines:
         out("The file has a header and no prescriptions.")
         return EXIT_OK

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from server.evidence.barcodes import normalize_ndc
+from server.evidence.text import decode_text
 
 PRODUCT_COLUMNS = (
     "PRODUCTID",
@@ -111,15 +112,6 @@ class ParsedDirectory:
         seen = self.examples.setdefault(reason, [])
         if len(seen) < 5:
             seen.append(where)
-
-
-def decode(data: bytes) -> tuple[str, str]:
-    """The file's text and the encoding it was read with: UTF-8 when it is valid UTF-8, else Windows-1252
-    (as the FDA publishes), whose five unassigned bytes become U+FFFD rather than an error."""
-    try:
-        return data.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace"), "cp1252"
 
 
 def _lines(text: str) -> list[str]:
@@ -237,8 +229,8 @@ def parse_packages(
 def parse_directory(product_bytes: bytes, package_bytes: bytes) -> ParsedDirectory:
     """Both files parsed: the products, then the packages that belong to one of them."""
     parsed = ParsedDirectory([], [])
-    product_text, parsed.encodings["product"] = decode(product_bytes)
-    package_text, parsed.encodings["package"] = decode(package_bytes)
+    product_text, parsed.encodings["product"] = decode_text(product_bytes)
+    package_text, parsed.encodings["package"] = decode_text(package_bytes)
     parsed.sha256 = {
         "product": hashlib.sha256(product_bytes).hexdigest(),
         "package": hashlib.sha256(package_bytes).hexdigest(),

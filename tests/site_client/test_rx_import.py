@@ -22,7 +22,7 @@ EXPORT = """Rx #,Patient,DOB,Prescriber,Drug Name,Strength,Form,NDC,Qty,Days Sup
 def test_an_export_is_read_by_its_header_and_each_bad_line_named(tmp_path: Path) -> None:
     path = tmp_path / "export.csv"
     path.write_text(EXPORT, encoding="utf-8")
-    lines = read_export(path)
+    lines = read_export(path).lines
     assert [line.number for line in lines] == [2, 3, 4, 5, 6]
     good = lines[0].body
     assert good is not None
@@ -41,6 +41,21 @@ def test_an_export_is_read_by_its_header_and_each_bad_line_named(tmp_path: Path)
     (tmp_path / "nameless.csv").write_text("a,b,c\n1,2,3\n")
     with pytest.raises(ImportFileError, match="rx number"):
         read_export(tmp_path / "nameless.csv")
+
+
+def test_an_export_in_windows_1252_or_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """What Windows programs write as CSV: an accented name refused the whole file, as not UTF-8."""
+    accented = EXPORT.replace("Jane Q. Patient", "José Peña")
+    path = tmp_path / "export.csv"
+    path.write_bytes(accented.replace("\n", "\r\n").encode("cp1252"))
+    export = read_export(path)
+    first = export.lines[0].body
+    assert export.encoding == "cp1252" and first is not None and first["patient_name"] == "José Peña"
+    path.write_bytes(b"\xef\xbb\xbf" + accented.encode("utf-8"))
+    export = read_export(path)
+    first = export.lines[0].body
+    assert export.encoding == "utf-8" and first is not None and first["rx_number"] == "700100"
+    assert first["patient_name"] == "José Peña"
 
 
 async def test_import_takes_the_good_lines_reports_the_rest_and_takes_nothing_twice(
