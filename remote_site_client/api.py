@@ -141,7 +141,18 @@ class SiteApi:
     # -- endpoints -------------------------------------------------------------------------------
 
     async def whoami(self) -> dict[str, Any]:
-        _, body = await self.call("GET", "/session")
+        """Who the token is; the first call at enrolment, so a 404 means the address is not the server's."""
+        try:
+            _, body = await self.call("GET", "/session")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            raise ApiError(
+                f"No telepharmacy server answers at {self.config.server_url} ({self.url('/session')} was "
+                "not found): check the server's address.",
+                status=404,
+                transient=False,
+            ) from exc
         return dict(body)
 
     async def pages(self, path: str, key: str, at_most: int) -> list[dict[str, Any]]:

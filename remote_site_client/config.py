@@ -10,6 +10,7 @@ import stat
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from server.evidence.photo_quality import DEFAULT, QualityThresholds
 
@@ -18,6 +19,19 @@ CONFIG_ENV = "TP_SITE_CONFIG"
 
 class ConfigError(Exception):
     """The configuration is missing, unreadable or unsafe; the message says what to do."""
+
+
+def server_address(text: str) -> str:
+    """The server's address as the administrator gives it (http(s)://host[:port], and the path it is
+    served under, if any), without a trailing slash; ConfigError when it is not one."""
+    address = text.strip().rstrip("/")
+    parts = urlsplit(address)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"The server's address starts with https:// (or http://), e.g. https://verify.example.org: "
+            f"{text.strip()!r} is not one."
+        )
+    return address
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
         if args.data_dir
         else (previous.data_dir if previous else site_config.default_data_dir())
     )
-    cfg = SiteConfig(server_url=args.server.rstrip("/"), token=token, data_dir=data_dir.resolve())
+    cfg = SiteConfig(
+        server_url=site_config.server_address(args.server), token=token, data_dir=data_dir.resolve()
+    )
     tuning = {
         "long_edge": args.long_edge,
         "jpeg_quality": args.jpeg_quality,

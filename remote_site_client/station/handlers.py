@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from remote_site_client.api import ApiError, network_error
+from remote_site_client.config import ConfigError, server_address
 from remote_site_client.outbox import Outbox
 from remote_site_client.station.captures import Capture, Captures
 from remote_site_client.station.errors import StationError, not_enrolled
@@ -150,9 +151,10 @@ async def pair(request: web.Request) -> web.Response:
 
 async def enroll(request: web.Request) -> web.Response:
     body = await _json(request)
-    server_url = str(body.get("server_url") or "").strip()
-    if not server_url.startswith(("http://", "https://")):
-        raise StationError(400, "bad_server", "The server's address starts with https:// (or http://).")
+    try:
+        server_url = server_address(str(body.get("server_url") or ""))
+    except ConfigError as exc:
+        raise StationError(400, "bad_server", str(exc)) from None
     token = str(body.get("token") or "")
     if not token.strip():
         raise StationError(400, "no_token", "Paste the device token, or the line from the token file.")

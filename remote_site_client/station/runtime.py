@@ -186,7 +186,9 @@ class Station:
         data_dir = (
             previous.data_dir if previous else (self.default_data_dir or site_config.default_data_dir())
         )
-        cfg = SiteConfig(server_url=server_url.strip().rstrip("/"), token=token, data_dir=data_dir.resolve())
+        cfg = SiteConfig(
+            server_url=site_config.server_address(server_url), token=token, data_dir=data_dir.resolve()
+        )
         if previous is not None:
             cfg = previous.with_(server_url=cfg.server_url, token=token)
         async with SiteApi(cfg) as api:

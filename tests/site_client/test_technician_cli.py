@@ -192,3 +192,30 @@ async def test_enroll_reads_the_token_file_as_the_administrator_hands_it_over(
     )
     assert code == 0, out + err
     assert "as Terry Tech" in out
+
+
+async def test_enroll_says_when_the_address_is_not_the_server_s(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    """Typed without its scheme, the address was 'cannot be reached: 127.0.0.1:8080/api/v1/session';
+    copied with the API's path, it was 'error: 404: Not Found'."""
+    token_file = tmp_path / "token.txt"
+    token_file.write_text(token + "\n")
+    site = Site(tmp_path / "config.json", make_site(tmp_path, "http://unused", "unused").config)
+    enroll = ("enroll", "--token-file", str(token_file), "--data-dir", str(tmp_path / "s"), "--server")
+    bare = server.url.removeprefix("http://")
+    code, out, err = await site.run(*enroll, bare)
+    assert code == 2, out + err
+    assert err.strip() == (
+        "error: The server's address starts with https:// (or http://), e.g. https://verify.example.org: "
+        f"'{bare}' is not one."
+    )
+    code, out, err = await site.run(*enroll, server.url + "/api/v1")
+    assert code == 4, out + err
+    assert err.strip() == (
+        f"error: No telepharmacy server answers at {server.url}/api/v1 ({server.url}/api/v1/api/v1/session"
+        " was not found): check the server's address."
+    )
+    assert not (tmp_path / "config.json").exists()  # nothing saved
+    code, out, err = await site.run(*enroll, server.url + "/")
+    assert code == 0 and "as Terry Tech" in out, out + err
