@@ -54,6 +54,30 @@ class SiteConfig:
     retry_max_seconds: float = 300.0
     request_timeout_seconds: float = 60.0
 
+    def __post_init__(self) -> None:
+        """Refuses a setting the client cannot work with, naming it: given to `tp-site enroll` or
+        edited into the file (a negative retention would prune originals at once)."""
+        bounds: dict[str, tuple[float, float]] = {
+            "long_edge": (0, 20_000),
+            "jpeg_quality": (1, 100),
+            "retention_days": (0, 3650),
+            "chunk_bytes": (0, 2**31),
+            "parallel_uploads": (1, 16),
+            "retry_base_seconds": (0.01, 3600),
+            "retry_max_seconds": (0.01, 86_400),
+            "request_timeout_seconds": (1, 3600),
+        }
+        for name, (low, high) in bounds.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise ConfigError(
+                    f"The setting {name} must be a number from {low:g} to {high:g}, not {value!r}."
+                )
+        for name in ("min_long_edge", "min_short_edge"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigError(f"The setting {name} must be a number of pixels, not {value!r}.")
+
     def thresholds(self) -> QualityThresholds:
         """The photo-quality limits: the shared defaults, with this site's resolution minimum if set."""
         changes = {
@@ -138,7 +162,10 @@ def load(path: Path) -> SiteConfig:
         raise ConfigError(f"{path} is not a readable configuration: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path} is not a readable configuration.")
-    return SiteConfig.from_json(data)
+    try:
+        return SiteConfig.from_json(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 _TOKEN_WORD = re.compile(r"[A-Za-z0-9_-]{32,}")

@@ -134,6 +134,17 @@ async def resolve_on_server(api: SiteApi, outbox: Outbox, text: str, *, state: s
     return found
 
 
+def _how_many(text: str) -> int:
+    """--limit: a count of fills, at least one."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of fills") from None
+    if not 1 <= n <= 10_000:
+        raise argparse.ArgumentTypeError("from 1 to 10000 fills")
+    return n
+
+
 async def _status(cfg: SiteConfig, outbox: Outbox, fill_text: str | None, limit: int) -> None:
     async with SiteApi(cfg) as api:
         decisions = Decisions(api, outbox)
@@ -146,7 +157,7 @@ async def _status(cfg: SiteConfig, outbox: Outbox, fill_text: str | None, limit:
                 outbox.set_fill_state(fill_id, fill["state"])
             _print_fill(fill, await decisions.labels() if fill.get("decision") else {})
             return
-        fills = (await api.fills())[:limit]
+        fills = await api.fills(at_most=limit)
         rxs = await prescriptions_of(api, outbox, fills)
         decided = any((f.get("decision") or {}).get("reason_codes") for f in fills)
         labels = await decisions.labels() if decided else {}
@@ -189,5 +200,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("status", help="the site's fills, or one fill with its decision")
     p.add_argument("fill_id", nargs="?", help="the fill's short id (8 characters, as shown) or its whole id")
-    p.add_argument("--limit", type=int, default=30, help="how many of the newest fills to list (default 30)")
+    p.add_argument(
+        "--limit", type=_how_many, default=30, help="how many of the newest fills to list (default 30)"
+    )
     p.set_defaults(func=run)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -138,3 +140,20 @@ def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
     assert 4.0 <= waits[3] <= 8.0
     assert all(30.0 <= w <= 60.0 for w in waits[6:])
     assert len({round(delay(5, 1.0, 60.0), 6) for _ in range(20)}) > 1
+
+
+def test_a_setting_the_client_cannot_work_with_is_refused_naming_it(tmp_path: Path) -> None:
+    """Enrolled with --retention-days -2, or with the file edited so: originals would be pruned at once,
+    and --chunk-bytes -1 broke every upload. Refused at enrolment, and when the file is read."""
+    with pytest.raises(
+        ConfigError, match=r"^The setting retention_days must be a number from 0 to 3650, not -2\.$"
+    ):
+        SiteConfig(server_url="http://x", token="t", data_dir=tmp_path, retention_days=-2)
+    with pytest.raises(ConfigError, match="jpeg_quality must be a number from 1 to 100, not 500"):
+        SiteConfig(server_url="http://x", token="t", data_dir=tmp_path, jpeg_quality=500)
+    path = tmp_path / "config.json"
+    site_config.save(SiteConfig(server_url="http://x", token="t", data_dir=tmp_path), path)
+    edited = json.loads(path.read_text())
+    path.write_text(json.dumps({**edited, "chunk_bytes": -1}))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: The setting chunk_bytes must be"):
+        site_config.load(path)
