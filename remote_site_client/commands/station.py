@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import ipaddress
 from pathlib import Path
 
@@ -41,6 +42,11 @@ async def _serve(settings: StationSettings) -> int:
             await web.TCPSite(runner, host, settings.port, reuse_address=True).start()
     except OSError as exc:
         await runner.cleanup()
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise UsageError(
+                f"{host} is not an address of this computer: --listen takes its address on the pharmacy's "
+                "network (`ip -brief address` lists them)."
+            ) from exc
         raise UsageError(
             f"Port {settings.port} cannot be used ({exc.strerror}): choose another with --port."
         ) from exc
@@ -64,12 +70,25 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(settings))
 
 
+def _port(text: str) -> int:
+    """--port: a TCP port; 0 lets the system choose one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("a port is from 0 to 65535")
+    return port
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "station",
         help="the technician's page in a browser: capture, save, work list (runs the outbox and decisions)",
     )
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the page's port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help=f"the page's port (default {DEFAULT_PORT})"
+    )
     p.add_argument(
         "--listen",
         metavar="ADDRESS",

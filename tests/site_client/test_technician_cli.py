@@ -219,3 +219,17 @@ async def test_enroll_says_when_the_address_is_not_the_server_s(
     assert not (tmp_path / "config.json").exists()  # nothing saved
     code, out, err = await site.run(*enroll, server.url + "/")
     assert code == 0 and "as Terry Tech" in out, out + err
+
+
+async def test_the_station_names_what_it_cannot_listen_on(tmp_path: Path) -> None:
+    """--listen with an address this computer does not have was 'Port 8766 cannot be used ... choose
+    another with --port'; a port past 65535 was a traceback."""
+    site = make_site(tmp_path, "http://127.0.0.1:9", "unused")
+    code, out, err = await site.run("station", "--port", "0", "--listen", "192.0.2.1")
+    assert code == 2, out + err
+    assert err.strip().endswith(
+        "error: 192.0.2.1 is not an address of this computer: --listen takes its address on the pharmacy's"
+        " network (`ip -brief address` lists them)."
+    ), err
+    code, out, err = await site.run("station", "--port", "99999")
+    assert code == 2 and "argument --port: a port is from 0 to 65535" in err and "Traceback" not in err
