@@ -87,6 +87,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     try:
+        # A host name that names no address fails the bind only after the database and the media
+        # store are opened, as an error of resolution: said here, first, in one line.
+        socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        print(f"tp-server: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
         app = create_app(config)
     except RulesError as exc:
         print(f"tp-server: the server cannot start: {exc}", file=sys.stderr)

@@ -308,6 +308,29 @@ def test_a_port_already_taken_is_said_in_one_line(tmp_path: Path) -> None:
     assert "Console:" not in served.stdout  # it never listened
 
 
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("nosuchhost.invalid", "Name or service not known"),  # before anything is opened
+        ("192.0.2.1", "cannot assign requested address"),  # an address of another computer
+    ],
+)
+def test_an_address_to_listen_on_that_is_not_this_computer_s_is_said_in_one_line(
+    tmp_path: Path, host: str, said: str
+) -> None:
+    serve = [sys.executable, "-m", "server.cli", "serve", "--host", host, "--port", "8093"]
+    served = subprocess.run(
+        [*serve, "--data-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert served.returncode == 2, served.stderr
+    assert served.stderr.splitlines() == [f"tp-server: cannot listen on {host}:8093: {said}"]
+
+
 def test_a_date_mistyped_or_a_period_backwards_is_said_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
