@@ -86,12 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.operations.logs import AccessLog
 
     config = _config(args)
-    try:
-        # A host name that names no address fails the bind only after the database and the media
-        # store are opened, as an error of resolution: said here, first, in one line.
-        socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        print(f"tp-server: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+    if why := unlistenable(config):
+        print(f"tp-server: {why}", file=sys.stderr)
         return 2
     try:
         app = create_app(config)
@@ -691,6 +687,17 @@ def parser() -> argparse.ArgumentParser:
 _REFUSED_BY_POSTGRES = {"3D000", "28000", "28P01", "53300", "57P03"}
 _CONNECT_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT}
 _BIND_ERRNOS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+
+
+def unlistenable(config: Config) -> str | None:
+    """Why the server cannot listen where it is told to, found before anything is opened: a host name
+    that names no address fails the bind only after the database and the media store are open (and
+    the demo seeded), as a resolver's traceback. None when the name resolves."""
+    try:
+        socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"cannot listen on {config.host}:{config.port}: {exc.strerror}"
+    return None
 
 
 def cannot_start(exc: BaseException, config: Config | None) -> str | None:

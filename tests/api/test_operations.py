@@ -331,6 +331,18 @@ def test_an_address_to_listen_on_that_is_not_this_computer_s_is_said_in_one_line
     assert served.stderr.splitlines() == [f"tp-server: cannot listen on {host}:8093: {said}"]
 
 
+def test_the_demo_says_a_host_name_that_names_nothing_before_seeding(tmp_path: Path) -> None:
+    demo = [sys.executable, "-m", "demo", "--host", "nosuchhost.invalid", "--port", "8093"]
+    ran = subprocess.run(
+        [*demo, "--data-dir", str(tmp_path / "demo")], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stderr.splitlines() == [
+        "python -m demo: cannot listen on nosuchhost.invalid:8093: Name or service not known"
+    ]
+    assert not (tmp_path / "demo").exists()  # nothing seeded
+
+
 def test_a_date_mistyped_or_a_period_backwards_is_said_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
