@@ -10,7 +10,7 @@ import re
 import signal
 import sys
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,21 @@ def out(text: str = "") -> None:
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def whole_number(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high` (`what` names it in the refusal)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"{what} is from {low} to {high}")
+        return n
+
+    return parse
 
 
 def counted(text: str) -> float:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from remote_site_client.commands.common import EXIT_OK, UsageError, config_path, say, until_stopped
+from remote_site_client.commands.common import (
+    EXIT_OK,
+    UsageError,
+    config_path,
+    say,
+    until_stopped,
+    whole_number,
+)
 from remote_site_client.station.app import StationSettings, create_app
 from remote_site_client.station.guard import is_loopback_name
 
@@ -70,24 +77,16 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(settings))
 
 
-def _port(text: str) -> int:
-    """--port: a TCP port; 0 lets the system choose one."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError("a port is from 0 to 65535")
-    return port
-
-
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "station",
         help="the technician's page in a browser: capture, save, work list (runs the outbox and decisions)",
     )
     p.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help=f"the page's port (default {DEFAULT_PORT})"
+        "--port",
+        type=whole_number(0, 65535, "a port"),
+        default=DEFAULT_PORT,
+        help=f"the page's port (default {DEFAULT_PORT})",
     )
     p.add_argument(
         "--listen",

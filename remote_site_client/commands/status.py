@@ -25,6 +25,7 @@ from remote_site_client.commands.common import (
     pick_fill,
     product,
     say,
+    whole_number,
 )
 from remote_site_client.config import SiteConfig
 from remote_site_client.live import Decisions
@@ -134,17 +135,6 @@ async def resolve_on_server(api: SiteApi, outbox: Outbox, text: str, *, state: s
     return found
 
 
-def _how_many(text: str) -> int:
-    """--limit: a count of fills, at least one."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of fills") from None
-    if not 1 <= n <= 10_000:
-        raise argparse.ArgumentTypeError("from 1 to 10000 fills")
-    return n
-
-
 async def _status(cfg: SiteConfig, outbox: Outbox, fill_text: str | None, limit: int) -> None:
     async with SiteApi(cfg) as api:
         decisions = Decisions(api, outbox)
@@ -201,6 +191,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("status", help="the site's fills, or one fill with its decision")
     p.add_argument("fill_id", nargs="?", help="the fill's short id (8 characters, as shown) or its whole id")
     p.add_argument(
-        "--limit", type=_how_many, default=30, help="how many of the newest fills to list (default 30)"
+        "--limit",
+        type=whole_number(1, 10_000, "a number of fills"),
+        default=30,
+        help="how many of the newest fills to list (default 30)",
     )
     p.set_defaults(func=run)
