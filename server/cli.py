@@ -228,6 +228,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
                 None, args.username, given["state"], given["number"], given["expires_on"]
             )
             print(f"license {lic.state} {lic.number} until {lic.expires_on} recorded")
+            if lic.expires_on < dt.date.today():  # as sign-in judges a license in force
+                who, where = args.username, lic.state
+                print(f"note: it expired on {lic.expires_on}: it lets {who} verify nothing in {where}")
         elif args.what == "token":
             token = await Auth(db, config, passwords).issue_device_token(
                 None, given["username"], given["label"]

@@ -211,6 +211,23 @@ async def test_the_command_line_takes_only_what_the_api_takes(
     assert await admin("license", "--username", "rph1", "--state", "ND", "--number", " ND-5521 ",
                        "--expires", "2030-01-01") == (0, "")  # fmt: skip
 
+    # A license recorded already expired is recorded, and the admin told it authorises nothing.
+    expired = (
+        "license",
+        "--username",
+        "rph1",
+        "--state",
+        "MN",
+        "--number",
+        "MN-77",
+        "--expires",
+        "2020-01-01",
+    )
+    assert await asyncio.to_thread(cmd_admin, _cli("admin", *db_args, *expired)) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "note: it expired on 2020-01-01: it lets rph1 verify nothing in MN"
+    )
+
     # No password on the command line and no terminal to ask at: said, not a traceback.
     asked = subprocess.run(
         [sys.executable, "-m", "server.cli", "admin", *db_args, "reset-password", "--username", "rph1"],
@@ -228,7 +245,7 @@ async def test_the_command_line_takes_only_what_the_api_takes(
             actions = list((await s.execute(select(AuditEvent.action))).scalars())
         assert sites == [("ND-1", "Hettinger Drug")]
         assert users == [("rph1", "Ada Lind")]
-        assert licenses == [("ND", "ND-5521")]
+        assert sorted(licenses) == [("MN", "MN-77"), ("ND", "ND-5521")]
         assert "device_token.issued" not in actions and "user.password_reset" not in actions
     finally:
         await database.dispose()
