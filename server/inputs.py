@@ -214,7 +214,7 @@ class Date:
             raise InvalidInput(message) from exc
 
     def schema(self) -> dict[str, Any]:
-        return {"type": "string", "format": "date", "pattern": DATE_PATTERN}
+        return {"type": "string", "format": "date", "pattern": DATE_PATTERN, "example": self.example}
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,16 @@ class DateOfBirth(Date):
             )
         return born
 
+    def schema(self) -> dict[str, Any]:
+        # JSON Schema bounds no date by today: said in words, and in extensions a client may read.
+        return {
+            **super().schema(),
+            "description": f"A date of birth: not after today (UTC), nor before January 1 of the year "
+            f"{OLDEST_AGE_YEARS} years back",
+            "x-latest": "today",
+            "x-earliest-years-ago": OLDEST_AGE_YEARS,
+        }
+
 
 # Prescriptions as a site lists them: newest first.
 PRESCRIPTIONS_ORDER = Keyset("prescriptions", [(Prescription.id, int)], descending=True)

@@ -75,7 +75,7 @@ def _text_ok(schema: dict[str, Any], value: str) -> bool:
         return False
     if "pattern" in schema and not re.search(schema["pattern"], value):
         return False
-    return _format_ok(schema.get("format"), value)
+    return _format_ok(schema, value)
 
 
 def _is_type(kind: str, value: Any) -> bool:
@@ -89,15 +89,25 @@ def _is_type(kind: str, value: Any) -> bool:
     return isinstance(value, python)
 
 
-def _format_ok(fmt: str | None, value: str) -> bool:
+def _format_ok(schema: dict[str, Any], value: str) -> bool:
+    fmt = schema.get("format")
     try:
         if fmt == "uuid":
             uuid.UUID(value)
         elif fmt == "date":
-            dt.date.fromisoformat(value)
+            return _date_ok(schema, dt.date.fromisoformat(value))
     except ValueError:
         return False
     return True
+
+
+def _date_ok(schema: dict[str, Any], day: dt.date) -> bool:
+    """The document's extensions for a date bounded by today (a date of birth)."""
+    today = dt.datetime.now(dt.UTC).date()
+    if schema.get("x-latest") == "today" and day > today:
+        return False
+    years = schema.get("x-earliest-years-ago")
+    return years is None or day >= dt.date(today.year - years, 1, 1)
 
 
 def example(schema: dict[str, Any]) -> Any:
@@ -106,6 +116,8 @@ def example(schema: dict[str, Any]) -> Any:
         return example(schema["anyOf"][0])
     if "enum" in schema:
         return schema["enum"][0]
+    if "example" in schema:
+        return schema["example"]
     kind = schema.get("type")
     if kind == "integer":
         return schema.get("minimum", 1)
