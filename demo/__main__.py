@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from aiohttp import web
 
     from demo.world import SimClock
-    from server.cli import run_or_say_why, unlistenable
+    from server.cli import claim_sqlite, run_or_say_why, unlistenable
     from server.config import Config
     from server.operations import logs
     from server.operations.logs import AccessLog
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(logging.INFO)
 
     def serve(config: Config) -> int:
-        if why := unlistenable(config):
+        if why := unlistenable(config) or claim_sqlite(config):
             print(f"python -m demo: {why}", file=sys.stderr)
             return 2
 

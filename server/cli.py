@@ -86,7 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.operations.logs import AccessLog
 
     config = _config(args)
-    if why := unlistenable(config):
+    if why := unlistenable(config) or claim_sqlite(config):
         print(f"tp-server: {why}", file=sys.stderr)
         return 2
     try:
@@ -690,6 +690,36 @@ def parser() -> argparse.ArgumentParser:
 _REFUSED_BY_POSTGRES = {"3D000", "28000", "28P01", "53300", "57P03"}
 _CONNECT_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT}
 _BIND_ERRNOS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+
+
+# The descriptor of the lock a server holds on its SQLite database while it serves (claim_sqlite).
+_SERVING: list[int] = []
+
+
+def claim_sqlite(config: Config) -> str | None:
+    """On SQLite one server serves a database: its live events go to its own consoles only, so a
+    second server's pharmacists would not see the first's fills arrive. The first takes an exclusive
+    lock on `<database>.serving` beside it for as long as it runs; why not, when another holds it.
+    The other commands (admin, audit, migrate) are not held back. PostgreSQL serves any number."""
+    import fcntl
+
+    from sqlalchemy.engine import make_url
+
+    if not config.is_sqlite:
+        return None
+    database = Path(make_url(config.effective_database_url).database or "")
+    database.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(database.with_name(database.name + ".serving"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return (
+            f"another server is serving {database}: on SQLite one server serves a database "
+            "(several servers need PostgreSQL)"
+        )
+    _SERVING.append(fd)
+    return None
 
 
 def unlistenable(config: Config) -> str | None:

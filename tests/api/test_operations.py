@@ -331,6 +331,38 @@ def test_an_address_to_listen_on_that_is_not_this_computer_s_is_said_in_one_line
     assert served.stderr.splitlines() == [f"tp-server: cannot listen on {host}:8093: {said}"]
 
 
+def test_a_second_server_on_one_sqlite_database_is_refused_while_the_first_serves(
+    tmp_path: Path, unused_tcp_port_factory: Callable[[], int]
+) -> None:
+    """Two servers on one SQLite database started without a word, and each one's consoles missed the
+    other's live events. The second is refused; the other commands still run beside the first."""
+    first, second = unused_tcp_port_factory(), unused_tcp_port_factory()
+
+    def serve(port: int) -> list[str]:
+        return [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(tmp_path)]
+
+    served = subprocess.Popen(serve(first), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        until_serving(served, first)
+        refused = subprocess.run(serve(second), cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.splitlines() == [
+            f"tp-server: another server is serving {tmp_path / 'telepharmacy.sqlite3'}: on SQLite one server "
+            "serves a database (several servers need PostgreSQL)"
+        ]
+        assert main(["admin", "--data-dir", str(tmp_path), "tokens"]) == 0
+    finally:
+        served.send_signal(signal.SIGINT)
+        served.wait(60)
+    # Once the first has stopped, another may serve.
+    again = subprocess.Popen(serve(second), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        until_serving(again, second)
+    finally:
+        again.send_signal(signal.SIGINT)
+        again.wait(60)
+
+
 def test_the_demo_says_a_host_name_that_names_nothing_before_seeding(tmp_path: Path) -> None:
     demo = [sys.executable, "-m", "demo", "--host", "nosuchhost.invalid", "--port", "8093"]
     ran = subprocess.run(
