@@ -703,11 +703,11 @@ def claim_sqlite(config: Config) -> str | None:
     The other commands (admin, audit, migrate) are not held back. PostgreSQL serves any number."""
     import fcntl
 
-    from sqlalchemy.engine import make_url
+    from server.operations.storage import DataPaths
 
-    if not config.is_sqlite:
+    database = DataPaths.of(config).database
+    if database is None:
         return None
-    database = Path(make_url(config.effective_database_url).database or "")
     database.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(database.with_name(database.name + ".serving"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
