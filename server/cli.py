@@ -148,27 +148,16 @@ def _admin_input(args: argparse.Namespace) -> dict[str, Any]:
         "integration-token": Body({"label": NEW_DEVICE_TOKEN.fields["label"]}),
         "reset-password": NEW_PASSWORD,
     }[args.what]
-    given: dict[str, Any] = {}
-    if args.what == "site":
-        given = {
-            "code": args.code,
-            "name": args.name,
-            "state": args.state,
-            "requires_pv1": not args.without_pv1,
-        }
-    elif args.what == "user":
-        given = {
-            "username": args.username,
-            "display_name": args.username if args.display_name is None else args.display_name,
-            "role": args.role,
-            "site_code": args.site,
-        }
-    elif args.what == "license":
-        given = {"state": args.state, "number": args.number, "expires_on": args.expires.isoformat()}
-    elif args.what in ("token", "integration-token"):
-        given = {"username": getattr(args, "username", None), "label": args.label}
-    if "password" in options:
-        given["password"] = args.password if args.password is not None else _ask_password(args)
+    # Each option's value as argparse read it; then the four that the body takes otherwise.
+    given = {field: getattr(args, option[2:].replace("-", "_")) for field, option in options.items()}
+    if "requires_pv1" in given:
+        given["requires_pv1"] = not given["requires_pv1"]  # --without-pv1
+    if "display_name" in given and given["display_name"] is None:
+        given["display_name"] = args.username
+    if "expires_on" in given:
+        given["expires_on"] = given["expires_on"].isoformat()  # a date already (_day)
+    if "password" in given and given["password"] is None:
+        given["password"] = _ask_password(args)
     try:
         return body.parse(given)
     except InvalidInput as exc:
