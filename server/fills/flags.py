@@ -1,4 +1,5 @@
-"""What a pharmacist must acknowledge before approving a fill: its flags, set once when it is queued.
+"""What a pharmacist must acknowledge before approving a fill: its flags, set when it is queued (and a
+refill too soon while it waits, when another fill of the patient's drug is approved: FLAGGED).
 
 A flag is one per code and carries ids and numbers only (flags travel in realtime events): the
 technician's override reason, the patient and the drug stay in the fill's detail.

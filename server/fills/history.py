@@ -22,7 +22,7 @@ from server.db.bound import at_most
 from server.db.models import Decision, Fill, Media, Prescription, Site, User
 from server.evidence.kinds import MediaKind
 from server.fills.live import state_among
-from server.fills.rules import APPROVED_STATES, FillState
+from server.fills.rules import APPROVED_STATES, OPEN_STATES, FillState
 from server.security.principal import Principal, Role
 
 # Rows of each list the verification view shows.
@@ -179,6 +179,23 @@ async def last_approved(s: AsyncSession, fill: Fill, rx: Prescription) -> LastAp
     if row is None or row.decided_at is None:
         return None
     return LastApproved(row.id, row.decided_at, row.days_supply)
+
+
+# The patient's other fills of the drug still waiting for a pharmacist, at any site, with their sites.
+_OPEN_OF_PATIENT_DRUG = (
+    select(Fill, Site)
+    .join(Prescription, Prescription.id == Fill.prescription_id)
+    .join(Site, Site.id == Fill.site_id)
+    .where(_SAME_PATIENT_AND_DRUG, state_among(*OPEN_STATES), Fill.id != bindparam("fill_id"))
+    .order_by(Fill.id)
+)
+
+
+async def open_of_patient_drug(s: AsyncSession, fill: Fill, rx: Prescription) -> list[tuple[Fill, Site]]:
+    """The patient's other open fills of this drug (queued or in review), this prescription's or
+    another's, at any site, each with its site."""
+    rows = await s.execute(_OPEN_OF_PATIENT_DRUG, {"fill_id": fill.id, **_patient_drug(rx)})
+    return [(row.Fill, row.Site) for row in rows]
 
 
 def refill_too_soon(

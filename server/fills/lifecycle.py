@@ -46,7 +46,7 @@ from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.barcodes import check_product
 from server.evidence.kinds import MediaKind
 from server.fills.flags import check_approval, flags_at_queue
-from server.fills.history import last_approved, refill_too_soon
+from server.fills.history import LastApproved, last_approved, open_of_patient_drug, refill_too_soon
 from server.fills.live import IS_OPEN, state_is
 from server.fills.records import (
     FILL_SITE_PRESCRIPTION_TECHNICIAN,
@@ -63,6 +63,7 @@ from server.fills.rules import (
     COUNSELLING_RECORDED,
     CREATE,
     EXPIRE,
+    FLAGGED,
     HAND_OUT,
     MEDIA_KINDS,
     OPEN_STATES,
@@ -718,6 +719,7 @@ class FillService:
             fill, site = await self._visible_fill(s, actor, fill_id)
             now = self.clock()
             approved_as: dict[str, Any] = {}
+            rx: Prescription | None = None
             if (
                 t is APPROVE
                 and fill.state in APPROVE.sources
@@ -804,9 +806,35 @@ class FillService:
                     "step_up": stepped_up,
                 },
             )
+            if t is APPROVE and rx is not None:
+                await self._flag_refills_after(s, fill, rx, now)
         if self.on_decided:
             self.on_decided(fill)
         return fill, decision
+
+    async def _flag_refills_after(
+        self, s: AsyncSession, approved: Fill, rx: Prescription, now: dt.datetime
+    ) -> None:
+        """The patient's other open fills of the drug were queued before this approval, so their flags do
+        not know of it: each is now a refill too soon (in place of a flag about an older fill), and takes
+        its next version, so that a decision made on the fill as it was is refused as stale."""
+        flag = refill_too_soon(
+            LastApproved(approved.id, now, rx.days_supply), now, self.config.refill_too_soon_percent
+        )
+        if flag is None:
+            return
+        for other, site in await open_of_patient_drug(s, approved, rx):
+            flags = [f for f in other.flags or [] if f["code"] != FlagCode.REFILL_TOO_SOON]
+            if await update_if(
+                s,
+                other,
+                [Fill.version == other.version, IS_OPEN],
+                {"flags": [*flags, flag], "version": other.version + 1},
+            ):
+                await self._announce(
+                    s, None, FLAGGED, other, site, {"flag": FlagCode.REFILL_TOO_SOON},
+                    audit_only={"previous_fill_id": approved.id},
+                )  # fmt: skip
 
     async def _counselling_at_decision(
         self, s: AsyncSession, fill: Fill, site: Site, *, approving: bool

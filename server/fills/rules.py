@@ -53,7 +53,8 @@ class Transition:
 # condition. A rejected fill is never reopened: the technician resubmits a new fill linked to it.
 # HAND_OUT is the site giving the medication to the patient; where the rules in force require
 # counselling, only once the fill has its counselling record (server.counselling); the lifecycle adds
-# that condition.
+# that condition. A fill's version counts every change a pharmacist decides on: besides these, a waiting
+# fill's flags, when the server adds one (FLAGGED), which leaves its state as it is.
 TRANSITIONS: Final = (
     CREATE := Transition("fill.created", (), FillState.DRAFT, Role.TECHNICIAN),
     SUBMIT := Transition("fill.submitted", (FillState.DRAFT,), FillState.QUEUED, Role.TECHNICIAN),
@@ -86,7 +87,8 @@ FILL_TYPES = ("new", "refill")
 
 
 class FlagCode(enum.StrEnum):
-    """What a pharmacist must acknowledge before approving a fill; set when the fill is queued."""
+    """What a pharmacist must acknowledge before approving a fill; set when the fill is queued, and a
+    refill too soon also while it waits, when another fill of the patient's drug is approved (FLAGGED)."""
 
     PRODUCT_CHECK = "product_check"
     QUANTITY_MISMATCH = "quantity_mismatch"
@@ -94,6 +96,9 @@ class FlagCode(enum.StrEnum):
     REUSED_PHOTO = "reused_photo"
     REFILL_TOO_SOON = "refill_too_soon"
 
+
+# Announced (and audited) when a waiting fill takes a flag after it was queued; its state stays.
+FLAGGED: Final = "fill.flagged"
 
 FLAG_LABELS: dict[str, str] = {
     FlagCode.PRODUCT_CHECK: "Product check",

@@ -146,6 +146,61 @@ async def test_a_refill_before_most_of_the_days_supply_is_used_is_flagged(world:
     assert _codes(await _clean_fill(world, tech, rx, seed=4)) == []
 
 
+async def test_a_fill_waiting_when_another_of_the_drug_is_approved_becomes_a_refill_too_soon(
+    world: World,
+) -> None:
+    """Two fills of the patient's drug queued together (the same prescription twice, or another site's):
+    neither was too soon when queued, but once one is approved the other would be a second supply."""
+    tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+    rx = await _rx(tech, "RX1")
+    first = await _clean_fill(world, tech, rx)
+    again = await _clean_fill(world, tech, rx, seed=1)
+    nd2 = await world.device("tech_nd2")
+    elsewhere = await _clean_fill(world, nd2, await _rx(nd2, "RX2", strength="850 mg"), seed=2)
+    other_patient = await _clean_fill(world, tech, await _rx(tech, "RX3", patient_name="John Other"), seed=3)
+    assert _codes(again) == _codes(elsewhere) == []
+    # A second pharmacist has the second fill open when the first is approved.
+    both = await world.login("both_rph")
+    held = await _claim(both, again)
+    await rph.json("POST", f"/api/v1/fills/{first['id']}/decision", json=approval(await _claim(rph, first)))
+
+    stale = await both.json("POST", f"/api/v1/fills/{again['id']}/decision", 409, json=approval(held))
+    assert stale["error"] == "stale_version"
+    for fill in (held, elsewhere):
+        now = await both.json("GET", f"/api/v1/fills/{fill['id']}")
+        assert _codes(now) == ["refill_too_soon"] and now["version"] == fill["version"] + 1
+        assert now["flags"][0]["previous_fill_id"] == first["id"]
+        assert now["flags"][0]["elapsed_days"] == 0
+    assert _codes(await both.json("GET", f"/api/v1/fills/{other_patient['id']}")) == []
+
+    reopened = await _claim(both, again)
+    unacknowledged = {**approval(reopened), "acknowledgements": []}
+    refused = await both.json("POST", f"/api/v1/fills/{again['id']}/decision", 422, json=unacknowledged)
+    assert refused["detail"]["missing"] == ["refill_too_soon"]
+    # The consoles heard of it, with ids only; the trail says why, as the server's doing.
+    async with world.services.db.read() as s:
+        events = (await s.execute(select(Event).where(Event.type == "fill.flagged"))).scalars().all()
+        trail = (
+            (await s.execute(select(AuditEvent).where(AuditEvent.action == "fill.flagged"))).scalars().all()
+        )
+    assert sorted(e.payload["fill_id"] for e in events) == sorted([again["id"], elsewhere["id"]])
+    assert "Jane" not in json.dumps([e.payload for e in events])
+    assert {(r.entity_id, r.actor, r.detail["previous_fill_id"]) for r in trail} == {
+        (again["id"], "system", first["id"]),
+        (elsewhere["id"], "system", first["id"]),
+    }
+    # A rejection supplies nothing: it flags nothing.
+    rejected = await _clean_fill(world, tech, await _rx(tech, "RX4", patient_name="Ann Third"), seed=4)
+    waiting = await _clean_fill(world, tech, await _rx(tech, "RX5", patient_name="Ann Third"), seed=5)
+    reject = {
+        "version": (await _claim(rph, rejected))["version"],
+        "outcome": "reject",
+        "reason_codes": ["image_unclear"],
+    }
+    await rph.json("POST", f"/api/v1/fills/{rejected['id']}/decision", json=reject)
+    assert _codes(await rph.json("GET", f"/api/v1/fills/{waiting['id']}")) == []
+
+
 async def test_the_verification_view_shows_the_history_and_the_queue_what_each_fill_is(world: World) -> None:
     tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
     rx = await _rx(tech, "RX1")

@@ -570,6 +570,48 @@ async def test_each_flag_demands_its_acknowledgement_and_the_a_key_alone_never_a
     assert [a["flag"] for a in detail["decision"]["acknowledgements"]] == codes
 
 
+async def test_a_fill_open_when_another_of_the_drug_is_approved_shows_its_new_flag(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    """The same prescription queued twice: while one pharmacist has the second open, another approves
+    the first. The open fill now carries a refill-too-soon flag, which is shown and must be acknowledged."""
+    world = await make_world(decision_undo_seconds=0.2)
+    first = await submit_clean(world, "tech_nd1", "RX1", rx={"refills_authorized": 2})
+    tech = await world.device("tech_nd1")
+    rx_id = first["prescription"]["id"]
+    second = await queued_fill(world, tech, rx_id, barcodes=[MATCHING_SCAN], counted_quantity=60, seed=5)
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    sent = decisions_sent(page)
+    await open_fill(c, second["id"])
+    await look_at_every_photo(page)
+    await expect(page.locator("#v-flags .flag-row")).to_have_count(0)
+
+    both = await world.login("both_rph")
+    claimed = (await both.json("POST", f"/api/v1/fills/{first['id']}/claim"))["fill"]
+    await both.json("POST", f"/api/v1/fills/{first['id']}/decision", json=approval(claimed))
+    await expect(page.locator("#v-banner")).to_contain_text("A flag was added while you had this fill open")
+    await expect(page.locator("#v-banner")).to_contain_text("Refill too soon: another fill of this drug")
+    flag = page.locator("#v-flags .flag-row")
+    await expect(flag).to_have_count(1)
+    await expect(flag).to_contain_text("0.0 of 30 days")
+    await expect(c.row(second["id"]).locator(".flags-cell .badge")).to_have_text(["Too soon"])
+    await expect(page.locator("#v-lease")).to_contain_text("Claimed by you")
+    await shot(page, "tp-flag-added")
+
+    # The photos seen before still count; the new flag is the one thing left to acknowledge.
+    await page.keyboard.press("a")
+    await expect(page.locator("#v-acks .ack-row")).to_have_count(1)
+    await page.keyboard.press("4")  # early refill authorized
+    await page.keyboard.press("Enter")
+    detail = await decided(world, second["id"])
+    assert detail["state"] == "approved"
+    assert [(a["flag"], a["reason"]) for a in detail["decision"]["acknowledgements"]] == [
+        ("refill_too_soon", "early_refill_authorized")
+    ]
+    assert len(sent) == 1 and sent[0]["version"] == detail["version"] - 1
+
+
 async def test_an_approval_the_server_refuses_is_shown_plainly(
     browser: Browser, make_world: WorldFactory
 ) -> None:

@@ -387,6 +387,31 @@ export class Workspace {
     else if (ev.type === "fill.released") {
       this.conflict("lease_lost", ev.why === "lease_expired" ? "Your claim ran out and the fill went back to the queue." : undefined);
     } else if (ev.type === "fill.decided") this.conflict("decided_elsewhere");
+    else if (ev.type === "fill.flagged") this.flagAdded(cur);
+  }
+
+  /** Another fill of the patient's drug was approved while this one was open: the fill, still ours, now
+   * carries a flag, which is shown and acknowledged like any other before it is approved. */
+  async flagAdded(cur) {
+    this.closeAcks();
+    this.details.forget(cur.id);
+    let d;
+    try {
+      d = await this.details.fetch(cur.id);
+    } catch {
+      this.conflict("stale_version");
+      return;
+    }
+    if (this.current !== cur || cur.conflict || cur.decided || cur.deciding) return;
+    cur.detail = d;
+    cur.version = d.version;
+    renderTitle(this.els.title, d);
+    renderRxPanel(this.els.rx, d, this.reasonLabels);
+    const late = (d.flags || []).find((f) => f.code === "refill_too_soon");
+    this.setBanner("warn", "A flag was added while you had this fill open.", late
+      ? `Refill too soon: another fill of this drug for the same patient was approved at ${formatDateTime(late.previous_approved_at)}. Acknowledge it before approving.`
+      : "Review its flags before approving.");
+    this.updateButtons();
   }
 
   conflict(kind, extra) {
