@@ -191,6 +191,16 @@ _OPEN_OF_PATIENT_DRUG = (
 )
 
 
+_LOCK_PATIENT_DRUG = (
+    select(Prescription.id).where(_SAME_PATIENT_AND_DRUG).order_by(Prescription.id).with_for_update()
+)
+
+
+async def lock_patient_drug(s: AsyncSession, rx: Prescription) -> None:
+    """Locks the patient's prescriptions of this drug (PostgreSQL), in one order for every caller."""
+    await s.execute(_LOCK_PATIENT_DRUG, _patient_drug(rx))
+
+
 async def open_of_patient_drug(s: AsyncSession, fill: Fill, rx: Prescription) -> list[tuple[Fill, Site]]:
     """The patient's other open fills of this drug (queued or in review), this prescription's or
     another's, at any site, each with its site."""

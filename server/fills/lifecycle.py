@@ -46,7 +46,13 @@ from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.evidence.barcodes import check_product
 from server.evidence.kinds import MediaKind
 from server.fills.flags import check_approval, flags_at_queue
-from server.fills.history import LastApproved, last_approved, open_of_patient_drug, refill_too_soon
+from server.fills.history import (
+    LastApproved,
+    last_approved,
+    lock_patient_drug,
+    open_of_patient_drug,
+    refill_too_soon,
+)
 from server.fills.live import IS_OPEN, state_is
 from server.fills.records import (
     FILL_SITE_PRESCRIPTION_TECHNICIAN,
@@ -730,6 +736,10 @@ class FillService:
                 media = (await s.execute(MEDIA_OF_FILL, {"fill_id": fill.id})).scalars().all()
                 check_approval(fill, media, d)
                 rx = await s.get(Prescription, fill.prescription_id)
+                if rx is not None and not self.db.is_sqlite:
+                    # Of two approvals of the patient's drug at once, the second waits for the first,
+                    # then finds its fill flagged by it (SQLite's one writer orders them already).
+                    await lock_patient_drug(s, rx)
                 check_count(await schedule_of(s, rx) if rx else None, fill, d.confirmed_count)
                 # The product this fill is approved as: a later fill's reference photo is looked up by it.
                 approved_as = {"approved_ndc": rx.expected_ndc} if rx else {}
@@ -759,6 +769,7 @@ class FillService:
             if not ok:
                 await s.refresh(fill)
                 raise self._decision_conflict(fill, actor, d, now)
+            flagged = await self._flag_refills_after(s, fill, rx, now) if t is APPROVE and rx else []
             license_number = await step_up.license_number(s, actor, site.state)
             decision = Decision(
                 fill_id=fill.id,
@@ -806,35 +817,35 @@ class FillService:
                     "step_up": stepped_up,
                 },
             )
-            if t is APPROVE and rx is not None:
-                await self._flag_refills_after(s, fill, rx, now)
+            for other, other_site in flagged:
+                await self._announce(
+                    s, None, FLAGGED, other, other_site, {"flag": FlagCode.REFILL_TOO_SOON},
+                    audit_only={"previous_fill_id": fill.id},
+                )  # fmt: skip
         if self.on_decided:
             self.on_decided(fill)
         return fill, decision
 
     async def _flag_refills_after(
         self, s: AsyncSession, approved: Fill, rx: Prescription, now: dt.datetime
-    ) -> None:
+    ) -> list[tuple[Fill, Site]]:
         """The patient's other open fills of the drug were queued before this approval, so their flags do
-        not know of it: each is now a refill too soon (in place of a flag about an older fill), and takes
-        its next version, so that a decision made on the fill as it was is refused as stale."""
+        not know of it: each is now a refill too soon (in place of a flag about an older fill) and takes
+        its next version, so that a decision made on the fill as it was is refused as stale. The fills
+        changed, for the caller to announce: their rows are locked here, before the journal's lock, as
+        a claim of one of them takes its row and then the journal's."""
         flag = refill_too_soon(
             LastApproved(approved.id, now, rx.days_supply), now, self.config.refill_too_soon_percent
         )
         if flag is None:
-            return
+            return []
+        flagged = []
         for other, site in await open_of_patient_drug(s, approved, rx):
             flags = [f for f in other.flags or [] if f["code"] != FlagCode.REFILL_TOO_SOON]
-            if await update_if(
-                s,
-                other,
-                [Fill.version == other.version, IS_OPEN],
-                {"flags": [*flags, flag], "version": other.version + 1},
-            ):
-                await self._announce(
-                    s, None, FLAGGED, other, site, {"flag": FlagCode.REFILL_TOO_SOON},
-                    audit_only={"previous_fill_id": approved.id},
-                )  # fmt: skip
+            # The version as it is then: a claim or a heartbeat may have moved it since it was read.
+            if await update_if(s, other, [IS_OPEN], {"flags": [*flags, flag], "version": Fill.version + 1}):
+                flagged.append((other, site))
+        return flagged
 
     async def _counselling_at_decision(
         self, s: AsyncSession, fill: Fill, site: Site, *, approving: bool

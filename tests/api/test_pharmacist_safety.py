@@ -3,6 +3,7 @@ their acknowledgements, the views an approval names, and the history a refill is
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -199,6 +200,23 @@ async def test_a_fill_waiting_when_another_of_the_drug_is_approved_becomes_a_ref
     }
     await rph.json("POST", f"/api/v1/fills/{rejected['id']}/decision", json=reject)
     assert _codes(await rph.json("GET", f"/api/v1/fills/{waiting['id']}")) == []
+
+
+async def test_of_two_approvals_of_the_patient_s_drug_at_once_the_second_finds_the_flag(world: World) -> None:
+    tech = await world.device("tech_nd1")
+    rx = await _rx(tech, "RX1")
+    fills = [await _clean_fill(world, tech, rx, seed=n) for n in range(2)]
+    pharmacists = [await world.login("nd_rph"), await world.login("both_rph")]
+    bodies = [approval(await _claim(p, f)) for p, f in zip(pharmacists, fills, strict=True)]
+    answers = await asyncio.gather(
+        *(
+            p.request("POST", f"/api/v1/fills/{f['id']}/decision", json=b)
+            for p, f, b in zip(pharmacists, fills, bodies, strict=True)
+        )
+    )
+    assert sorted(a.status for a in answers) == [200, 409]
+    refused = next(a for a in answers if a.status == 409)
+    assert (await refused.json())["error"] == "stale_version"
 
 
 async def test_the_verification_view_shows_the_history_and_the_queue_what_each_fill_is(world: World) -> None:
