@@ -79,6 +79,20 @@ async def error_from(resp: aiohttp.ClientResponse) -> ApiError:
 def network_error(exc: BaseException) -> Unreachable:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return Unreachable("The server did not answer in time (slow or dropped link).")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cause = exc.certificate_error
+        why = getattr(cause, "verify_message", "") or getattr(cause, "reason", "") or str(cause)
+        return Unreachable(
+            f"The certificate of {exc.host}:{exc.port} is not trusted on this computer ({why}). If your "
+            "organisation issues its own certificates, add its authority to this computer's trusted ones "
+            "(update-ca-certificates) or name its file in SSL_CERT_FILE; the server's address must be a "
+            "name the certificate is for."
+        )
+    if isinstance(exc, aiohttp.ClientSSLError) and "WRONG_VERSION_NUMBER" in str(exc):
+        return Unreachable(
+            f"No https answers at {exc.host}:{exc.port}: what listens there speaks plain http. Check the "
+            "server's address, its http:// or https:// and its port."
+        )
     return Unreachable(f"The server cannot be reached: {exc or type(exc).__name__}")
 
 
@@ -144,6 +158,15 @@ class SiteApi:
         """Who the token is; the first call at enrolment, so a 404 means the address is not the server's."""
         try:
             _, body = await self.call("GET", "/session")
+        except Unreachable as exc:
+            plain = self.config.server_url.startswith("http://")
+            if not plain or not isinstance(exc.__cause__, aiohttp.ServerDisconnectedError):
+                raise
+            # A server that serves https closes a plain http request's connection without a word.
+            raise Unreachable(
+                f"The server at {self.config.server_url} closed the connection without answering: if it "
+                "serves https, its address starts with https://."
+            ) from exc
         except ApiError as exc:
             if exc.status != 404:
                 raise

@@ -4,20 +4,27 @@ their own clock, the token file as the administrator hands it over, retakes that
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from demo.photos import pills_photo, to_jpeg_bytes
 from remote_site_client.api import SiteApi
 from remote_site_client.outbox import Outbox
 from remote_site_client.sender import Sender
 from tests.site_client.test_end_to_end import FILL_ID, enter_rx, fill_detail, photos, site_fills
-from tests.site_client.world import ROOT, Pharmacist, ServerProcess, Site, make_site
+from tests.site_client.world import ROOT, Pharmacist, ServerProcess, Site, free_port, make_site
 
 # North Dakota's south-west, where the demo's Hettinger Drug is, keeps Mountain time.
 COUNTER_TZ = "America/Denver"
@@ -219,6 +226,83 @@ async def test_enroll_says_when_the_address_is_not_the_server_s(
     assert not (tmp_path / "config.json").exists()  # nothing saved
     code, out, err = await site.run(*enroll, server.url + "/")
     assert code == 0 and "as Terry Tech" in out, out + err
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no authority signed, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
+async def test_enroll_says_when_https_is_not_spoken_or_its_certificate_not_trusted(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    """Each was 'The server cannot be reached' and the TLS library's own words, or 'Server disconnected'."""
+    token_file = tmp_path / "token.txt"
+    token_file.write_text(token + "\n")
+    site = Site(tmp_path / "config.json", make_site(tmp_path, "http://unused", "unused").config)
+    enroll = ("enroll", "--token-file", str(token_file), "--data-dir", str(tmp_path / "s"), "--server")
+    plain = server.url.removeprefix("http://")
+    code, out, err = await site.run(*enroll, f"https://{plain}")
+    assert code == 3, out + err
+    assert err.strip() == (
+        f"error: No https answers at {plain}: what listens there speaks plain http. Check the server's "
+        "address, its http:// or https:// and its port."
+    )
+
+    # A server whose certificate its own organisation signed (here: nobody).
+    cert, key = _self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+    try:
+        code, out, err = await site.run(*enroll, f"https://127.0.0.1:{port}")
+        assert code == 3, out + err
+        assert err.strip() == (
+            f"error: The certificate of 127.0.0.1:{port} is not trusted on this computer (self-signed "
+            "certificate). If your organisation issues its own certificates, add its authority to this "
+            "computer's trusted ones (update-ca-certificates) or name its file in SSL_CERT_FILE; the "
+            "server's address must be a name the certificate is for."
+        )
+        # As the message says: with the certificate named, the connection is made (and finds no server).
+        code, out, err = await site.run(
+            *enroll, f"https://127.0.0.1:{port}", env={"SSL_CERT_FILE": str(cert)}
+        )
+        assert code == 4 and "No telepharmacy server answers at" in err, out + err
+        code, out, err = await site.run(*enroll, f"http://127.0.0.1:{port}")
+        assert code == 3, out + err
+        assert err.strip() == (
+            f"error: The server at http://127.0.0.1:{port} closed the connection without answering: if it "
+            "serves https, its address starts with https://."
+        )
+    finally:
+        await runner.cleanup()
+    assert not (tmp_path / "config.json").exists()
 
 
 async def test_the_station_names_what_it_cannot_listen_on(tmp_path: Path) -> None:
