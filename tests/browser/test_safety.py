@@ -612,6 +612,31 @@ async def test_a_fill_open_when_another_of_the_drug_is_approved_shows_its_new_fl
     assert len(sent) == 1 and sent[0]["version"] == detail["version"] - 1
 
 
+async def test_an_approval_waiting_for_undo_when_a_flag_is_added_is_refused_by_name(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    """The patient's fill at a Minnesota site is approved while a North Dakota approval of the same drug
+    waits for its undo window: that one is refused, and the toast names the flag."""
+    world = await make_world(decision_undo_seconds=3)
+    elsewhere = await submit_clean(world, "tech_mn1", "RX9")
+    here = await submit_clean(world, "tech_nd1", "RX1")
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    await open_fill(c, here["id"])
+    await look_at_every_photo(page)
+    await page.keyboard.press("a")
+    await expect(page.locator("#q-undo")).to_be_visible()
+    both = await world.login("both_rph")
+    claimed = (await both.json("POST", f"/api/v1/fills/{elsewhere['id']}/claim"))["fill"]
+    await both.json("POST", f"/api/v1/fills/{elsewhere['id']}/decision", json=approval(claimed))
+    refused = page.locator(".toast-error")
+    await expect(refused).to_contain_text(
+        "Approved Rx RX1 was not recorded: a flag was added while it waited"
+    )
+    await expect(refused).to_contain_text("(Refill too soon). Open the fill again to acknowledge it.")
+    assert (await claim_of(world, here["id"]))[2] == 0
+
+
 async def test_an_approval_the_server_refuses_is_shown_plainly(
     browser: Browser, make_world: WorldFactory
 ) -> None:

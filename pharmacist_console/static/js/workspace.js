@@ -12,7 +12,7 @@
 
 import { post, ApiError } from "./api.js";
 import { h, fill, isTyping, toast } from "./dom.js";
-import { ACK_REASONS, describeFlag, flagBadge } from "./flags.js";
+import { ACK_REASONS, describeFlag, flagBadge, flagLabel } from "./flags.js";
 import { KIND_LABELS, formatDateTime, formatTime } from "./format.js";
 import { isVideo, mediaUrl, thumbVariant, viewVariant } from "./prefetch.js";
 import { SeenTracker, orderedMedia } from "./seen.js";
@@ -760,6 +760,22 @@ export class Workspace {
       }
       toast(`${held.label} was not recorded: the fill had been decided already; the earlier decision stands.${who}`, "error");
       return;
+    }
+    if (err.status === 409 && err.code === "stale_version") {
+      // A flag added while the decision waited (another fill of the drug approved) is said by name.
+      let added = [];
+      try {
+        this.details.forget(cur.id);
+        const d = await this.details.fetch(cur.id);
+        const acknowledged = new Set((held.body.acknowledgements || []).map((a) => a.flag));
+        added = (d.flags || []).filter((f) => !acknowledged.has(f.code)).map((f) => flagLabel(f.code));
+      } catch {
+        // The refusal is what matters.
+      }
+      if (added.length && held.body.outcome === "approve") {
+        toast(`${held.label} was not recorded: a flag was added while it waited (${added.join(", ")}). Open the fill again to acknowledge it.`, "error");
+        return;
+      }
     }
     if (err.status === 409) {
       const text = {
