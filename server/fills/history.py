@@ -3,7 +3,7 @@ with, and what says a refill comes too soon.
 
 The same patient is the same name and date of birth on a prescription; the same drug is the same drug
 name, whatever the strength (a new strength is still the same therapy, and a dose change is a reason the
-pharmacist gives when acknowledging an early refill).
+pharmacist gives when acknowledging an early refill). Names and drugs are compared without case.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, literal, literal_column, select, union_all
+from sqlalchemy import and_, bindparam, func, literal, literal_column, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -60,11 +60,12 @@ class FillHistory:
     last_approved_pills: Reference | None
 
 
-# The same patient's same drug: the values bound from the prescription by _patient_drug().
+# The same patient's same drug: the values bound from the prescription by _patient_drug(), compared
+# as ix_prescriptions_patient_drug holds them (server.db.models.PATIENT_KEY and DRUG_KEY: without case).
 _SAME_PATIENT_AND_DRUG = and_(
-    Prescription.patient_name == bindparam("patient_name"),
+    func.lower(Prescription.patient_name) == func.lower(bindparam("patient_name")),
     Prescription.patient_dob == bindparam("patient_dob"),
-    Prescription.drug == bindparam("drug"),
+    func.lower(Prescription.drug) == func.lower(bindparam("drug")),
 )
 
 

@@ -138,6 +138,9 @@ async def test_a_refill_before_most_of_the_days_supply_is_used_is_flagged(world:
     # The same patient's drug on a new prescription (another prescriber, another strength) counts too.
     other = await _rx(tech, "RX2", strength="850 mg", prescriber="Dr. Other")
     assert _codes(await _clean_fill(world, tech, other, seed=2)) == ["refill_too_soon"]
+    # So does one typed in capitals, as a pharmacy system's export often has them.
+    shouted = await _rx(tech, "RX4", patient_name="JANE Q. PATIENT", drug="METFORMIN HCL")
+    assert _codes(await _clean_fill(world, tech, shouted, seed=5)) == ["refill_too_soon"]
     # Another patient's does not.
     stranger = await _rx(tech, "RX3", patient_name="John Other")
     assert _codes(await _clean_fill(world, tech, stranger, seed=3)) == []
