@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    func,
     text,
     true,
 )
@@ -189,10 +190,6 @@ class SignInFailure(Base):
 
 
 # Prescriptions waiting for data-entry verification (PV1) or in a pharmacist's hands.
-# A patient's name and a drug as the same patient's prescriptions are matched: without case, as one
-# technician types "JANE Q. PATIENT" and another "Jane Q. Patient" (ASCII letters only on SQLite).
-PATIENT_KEY = "lower(patient_name)"
-DRUG_KEY = "lower(drug)"
 OPEN_PRESCRIPTION = text("verification_state IN ('awaiting_verification', 'in_review')")
 
 
@@ -202,9 +199,6 @@ class Prescription(Base):
         UniqueConstraint("site_id", "rx_number"),
         # A message received twice is one prescription: the sender's identifier is unique per site.
         UniqueConstraint("site_id", "source_kind", "source_id", name="uq_prescriptions_source"),
-        # Earlier fills of the same patient and drug, whatever the prescription; names and drugs are
-        # compared without case (server/fills/history.py).
-        Index("ix_prescriptions_patient_drug", text(PATIENT_KEY), "patient_dob", text(DRUG_KEY)),
         # The PV1 queue: a few among a year's prescriptions (decision 0022).
         Index(
             "ix_prescriptions_open",
@@ -253,6 +247,14 @@ class Prescription(Base):
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     # When it last began to wait for verification: the data-entry queue's age.
     awaiting_since: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+# A patient's name and a drug as the same patient's prescriptions are matched (server/fills/history.py):
+# without case, as one technician types "JANE Q. PATIENT" and another "Jane Q. Patient" (ASCII letters
+# only on SQLite). Earlier fills of the same patient and drug are found through their index.
+patient_key = func.lower(Prescription.patient_name)
+drug_key = func.lower(Prescription.drug)
+Index("ix_prescriptions_patient_drug", patient_key, Prescription.patient_dob, drug_key)
 
 
 class PrescriptionVerification(Base):

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from server.db.bound import at_most
-from server.db.models import Decision, Fill, Media, Prescription, Site, User
+from server.db.models import Decision, Fill, Media, Prescription, Site, User, drug_key, patient_key
 from server.evidence.kinds import MediaKind
 from server.fills.live import state_among
 from server.fills.rules import APPROVED_STATES, OPEN_STATES, FillState
@@ -61,11 +61,11 @@ class FillHistory:
 
 
 # The same patient's same drug: the values bound from the prescription by _patient_drug(), compared
-# as ix_prescriptions_patient_drug holds them (server.db.models.PATIENT_KEY and DRUG_KEY: without case).
+# as ix_prescriptions_patient_drug holds them (without case).
 _SAME_PATIENT_AND_DRUG = and_(
-    func.lower(Prescription.patient_name) == func.lower(bindparam("patient_name")),
+    patient_key == func.lower(bindparam("patient_name")),
     Prescription.patient_dob == bindparam("patient_dob"),
-    func.lower(Prescription.drug) == func.lower(bindparam("drug")),
+    drug_key == func.lower(bindparam("drug")),
 )
 
 
