@@ -178,6 +178,27 @@ class SiteSocket:
                     return data
 
 
+async def decided_at_site(
+    site: SiteSocket, console: Console, fill_id: str, *, held: float = 0
+) -> dict[str, Any]:
+    """Waits until the site hears a fill was decided; `held`: the seconds the console holds the decision
+    first (its undo window), with room for a slow machine. If it never comes, says what the console showed."""
+    try:
+        return await site.wait_for(
+            lambda m: m.get("type") == "fill.decided" and m.get("fill_id") == fill_id, timeout=held + 12
+        )
+    except TimeoutError:
+        shown: Any = "nothing (the page is closed)"
+        if not console.page.is_closed():
+            shown = await console.page.evaluate(
+                "() => [...document.querySelectorAll('#toasts .toast-text, #v-banner:not([hidden])')]"
+                ".map((e) => e.textContent)"
+            )
+        raise AssertionError(
+            f"the site never heard {fill_id} decided; the console showed {shown}, logged {console.logs[-10:]}"
+        ) from None
+
+
 async def until(page: Page, predicate: str, timeout: float = 8) -> None:
     """Polls a page function until it is true (wait_for_function polls with eval, which the CSP refuses)."""
     async with asyncio.timeout(timeout):

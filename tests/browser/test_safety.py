@@ -22,6 +22,7 @@ from tests.browser.conftest import (
     Console,
     SiteSocket,
     WorldFactory,
+    decided_at_site,
     look_at_every_photo,
     reported,
     sign_in,
@@ -217,7 +218,7 @@ async def test_undo_within_the_window_sends_nothing_and_the_fill_stays_claimed(
     beats: list[str] = []
     page.on("request", lambda r: beats.append(r.url) if r.url.endswith(f"{first['id']}/heartbeat") else None)
     await page.keyboard.press("a")
-    await site.wait_for(lambda m: m.get("type") == "fill.decided" and m.get("fill_id") == first["id"])
+    await decided_at_site(site, c, first["id"], held=4)
     assert beats, "the claim of a held decision is kept alive"
     await reported(sent)
     assert len(sent) == 1
@@ -237,7 +238,7 @@ async def test_a_held_decision_is_sent_when_the_tab_closes_or_the_pharmacist_sig
     await c.page.keyboard.press("a")
     await expect(c.page.locator("#v-undo")).to_be_visible()
     await c.page.close(run_before_unload=True)
-    await site.wait_for(lambda m: m.get("type") == "fill.decided" and m.get("fill_id") == first["id"])
+    await decided_at_site(site, c, first["id"])
     assert (await claim_of(world, first["id"]))[0] == "approved"
 
     c = await sign_in(browser, world, "nd_rph")
