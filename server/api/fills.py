@@ -7,12 +7,13 @@ import datetime as dt
 from aiohttp import web
 
 from server.api.paging import paging
-from server.api.params import Query, accepts, path_param, query_param
+from server.api.params import MINIMAL_APPLIED, Query, accepts, path_param, prefers_minimal, query_param
 from server.api.responses import json_response
-from server.api.shapes import data_entry_row, detail_view, queue_view, site_fill_view
+from server.api.shapes import data_entry_row, detail_view, fill_summary, queue_view, site_fill_view
 from server.api.table import json_body, principal_of
 from server.data_entry.rules import RETURN_REASONS
 from server.data_entry.service import DATA_ENTRY_ORDER
+from server.fills.lifecycle import Claimed
 from server.fills.queries import QUEUE_ORDER, SITE_FILLS_ORDER
 from server.fills.records import FillRecord
 from server.fills.requests import DECISION, NEW_FILL, DecisionInput, NewFill
@@ -102,21 +103,26 @@ async def data_entry_queue(request: web.Request) -> web.Response:
     return json_response({"data_entry": [data_entry_row(row) for row in waiting.rows], "next": waiting.next})
 
 
-@accepts()
+@accepts(minimal=True)
 async def claim_next(request: web.Request) -> web.Response:
-    record = await services_of(request).fills.claim_next(principal_of(request))
-    return json_response({"fill": None}) if record is None else _claimed(request, record)
+    fills = services_of(request).fills
+    taken = await fills.claim_next(principal_of(request), whole=not prefers_minimal(request))
+    return json_response({"fill": None}) if taken is None else _claimed(request, taken)
 
 
-@accepts()
+@accepts(minimal=True)
 async def claim(request: web.Request) -> web.Response:
-    record = await services_of(request).fills.claim(principal_of(request), _fill_id(request))
-    return _claimed(request, record)
+    fills = services_of(request).fills
+    taken = await fills.claim(principal_of(request), _fill_id(request), whole=not prefers_minimal(request))
+    return _claimed(request, taken)
 
 
-def _claimed(request: web.Request, record: FillRecord) -> web.Response:
-    services_of(request).access_log.read(principal_of(request), "fill", [record.fill.id])
-    return json_response({"fill": detail_view(record)})
+def _claimed(request: web.Request, taken: FillRecord | Claimed) -> web.Response:
+    if isinstance(taken, Claimed):
+        # The fill as a queue row: nothing about the patient was read, so no read is logged.
+        return json_response({"fill": fill_summary(taken.fill, taken.site)}, headers=MINIMAL_APPLIED)
+    services_of(request).access_log.read(principal_of(request), "fill", [taken.fill.id])
+    return json_response({"fill": detail_view(taken)})
 
 
 @accepts()

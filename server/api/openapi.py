@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.api.params import DECLARED, PATH_PARAMS, Inputs
+from server.api.params import DECLARED, PATH_PARAMS, RETURN_MINIMAL, Inputs
 from server.api.table import Route
 
 PARAM = re.compile(r"\{(\w+)(?::[^}]+)?\}")
@@ -65,6 +65,18 @@ def _parameters(route: Route, inputs: Inputs) -> list[dict[str, Any]]:
         if q.description:
             param["description"] = q.description
         out.append(param)
+    if inputs.minimal:
+        out.append(
+            {
+                "name": "Prefer",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "examples": [RETURN_MINIMAL]},
+                "description": f"`{RETURN_MINIMAL}`: the answer holds the fill as a queue row (its id, "
+                "version and lease, no patient data), for a client that reads the record itself; "
+                f"such an answer says `Preference-Applied: {RETURN_MINIMAL}`",
+            }
+        )
     return out
 
 

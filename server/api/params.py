@@ -59,6 +59,8 @@ class Inputs:
     json: bool = True
     # Creating the same thing again answers 200 with what the first request made.
     idempotent: bool = False
+    # Answers `Prefer: return=minimal` (RFC 7240) with less than the whole record (prefers_minimal).
+    minimal: bool = False
 
 
 # Handler -> what it declared; read by the OpenAPI document.
@@ -72,14 +74,32 @@ def accepts(
     status: int = 200,
     json: bool = True,
     idempotent: bool = False,
+    minimal: bool = False,
 ) -> Callable[[H], H]:
     """Declares a handler's body and query parameters (which it reads with body_of and query_param)."""
 
     def declare(handler: H) -> H:
-        DECLARED[handler] = Inputs(body, query, status, json, idempotent)
+        DECLARED[handler] = Inputs(body, query, status, json, idempotent, minimal)
         return handler
 
     return declare
+
+
+# The preference a client states for an answer without the record it would read again anyway, and the
+# header saying the answer honoured it (RFC 7240).
+RETURN_MINIMAL = "return=minimal"
+MINIMAL_APPLIED = {"Preference-Applied": RETURN_MINIMAL}
+
+
+def prefers_minimal(request: web.Request) -> bool:
+    """Whether the request's Prefer headers ask for `return=minimal`: preferences are separated by
+    commas, may carry parameters after a semicolon, and their names are not case-sensitive."""
+    for header in request.headers.getall("Prefer", ()):
+        for preference in header.split(","):
+            name, _, value = preference.split(";", 1)[0].partition("=")
+            if name.strip().lower() == "return" and value.strip().strip('"').lower() == "minimal":
+                return True
+    return False
 
 
 def path_param(request: web.Request, name: str) -> Any:

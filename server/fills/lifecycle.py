@@ -13,7 +13,7 @@ import datetime as dt
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -230,6 +230,14 @@ def _as_read(s: AsyncSession, fill: Fill, now: dt.datetime) -> dict[str, Any]:
     params = {"fill_id": fill.id, "version": fill.version, "now": now}
     s.expire(fill)
     return params
+
+
+class Claimed(NamedTuple):
+    """A claim answered without the fill's record, for a caller that reads the record itself: the fill
+    as claimed (its version and lease) and its site."""
+
+    fill: Fill
+    site: Site
 
 
 class KnownDrafts:
@@ -618,28 +626,33 @@ class FillService:
     # -- at the pharmacist's console -------------------------------------------------------------
 
     async def _take(
-        self, s: AsyncSession, actor: Principal, statement: Update, params: dict[str, Any]
-    ) -> FillRecord | None:
-        """Claims the fill `statement` picks, if any; its record then, read in the claim's own
-        transaction (the fill as claimed, in one transaction rather than two) and before the claim is
-        announced, which takes the journal's lock until the commit."""
+        self, s: AsyncSession, actor: Principal, statement: Update, params: dict[str, Any], *, whole: bool
+    ) -> FillRecord | Claimed | None:
+        """Claims the fill `statement` picks, if any; then its record (or, not `whole`, the fill and its
+        site), read in the claim's own transaction (the fill as claimed, in one transaction rather than
+        two) and before the claim is announced, which takes the journal's lock until the commit."""
         now: dt.datetime = params["now"]
         lease = now + dt.timedelta(seconds=self.config.lease_seconds)
         fill_id = (await s.execute(statement, {**params, "user_id": actor.user_id, "lease": lease})).scalar()
         if fill_id is None:
             return None
-        record = await self._record(s, actor, fill_id)
-        await self._announce(s, actor, CLAIM.action, record.fill, record.site)
-        return record
+        taken = await self._claimed(s, actor, fill_id, whole=whole)
+        await self._announce(s, actor, CLAIM.action, taken.fill, taken.site)
+        return taken
 
-    @staticmethod
-    async def _record(s: AsyncSession, actor: Principal, fill_id: str) -> FillRecord:
+    async def _claimed(
+        self, s: AsyncSession, actor: Principal, fill_id: str, *, whole: bool
+    ) -> FillRecord | Claimed:
+        """The claimed fill's record, or (not `whole`) only the fill and its site."""
+        if not whole:
+            return Claimed(*await self._visible_fill(s, actor, fill_id))
         record = await load_record(s, actor, fill_id)
         assert record is not None  # the actor was shown to see it
         return record
 
-    async def claim(self, actor: Principal, fill_id: str) -> FillRecord:
-        """Claims one fill: a lease of lease_seconds, renewed by heartbeat. The fill's record."""
+    async def claim(self, actor: Principal, fill_id: str, *, whole: bool = True) -> FillRecord | Claimed:
+        """Claims one fill: a lease of lease_seconds, renewed by heartbeat. The fill's record, or (not
+        `whole`) the fill as claimed and its site, for a caller that reads the record itself."""
         self._require(actor, CLAIM)
         async with self.db.write() as s:
             fill, site = await self._visible_fill(s, actor, fill_id)
@@ -650,26 +663,26 @@ class FillService:
                 and fill.lease_expires_at
                 and fill.lease_expires_at > now
             ):
-                return await self._record(s, actor, fill.id)
+                return await self._claimed(s, actor, fill.id, whole=whole)
             if fill.state not in CLAIM.sources:
                 raise Conflict(
                     f"This fill is {fill.state}; it is not waiting for verification.", code="not_queued"
                 )
             await check_claim(s, self.compliance, actor, site, now, postgres=not self.db.is_sqlite)
-            if record := await self._take(s, actor, _CLAIM_ONE, _as_read(s, fill, now)):
-                return record
+            if taken := await self._take(s, actor, _CLAIM_ONE, _as_read(s, fill, now), whole=whole):
+                return taken
             # The lease sweeper may have put this lapsed claim back in the queue since it was read:
             # that is no rival, so the fill is taken as it is now.
             await s.refresh(fill)
             if fill.state == FillState.QUEUED and (
-                record := await self._take(s, actor, _CLAIM_ONE, _as_read(s, fill, now))
+                taken := await self._take(s, actor, _CLAIM_ONE, _as_read(s, fill, now), whole=whole)
             ):
-                return record
+                return taken
             raise Conflict("Another pharmacist is verifying this fill.", code="claimed_by_other")
 
-    async def claim_next(self, actor: Principal) -> FillRecord | None:
+    async def claim_next(self, actor: Principal, *, whole: bool = True) -> FillRecord | Claimed | None:
         """Claims the first fill in queue order (priority, then age) from the actor's licensed states;
-        its record, or None when there is none to claim."""
+        as claim() answers, or None when there is none to claim."""
         self._require(actor, CLAIM)
         if not actor.licensed_states:
             return None
@@ -680,7 +693,7 @@ class FillService:
             sites = await claimable_sites(s, self.compliance, actor, now, postgres=postgres)
             params = {"now": now, "states": sorted(actor.licensed_states), "sites": sites}
             statement = _claim_first(postgres, limited=sites is not None)
-            return await self._take(s, actor, statement, params)
+            return await self._take(s, actor, statement, params, whole=whole)
 
     async def heartbeat(self, actor: Principal, fill_id: str) -> Fill:
         """Renews the actor's lease; a lease that has run out is lost. Not a transition: the state stays."""

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from demo import photos
+from server.db.models import AccessLogEntry
 from server.fills.lifecycle import FillService
 from tests.api.world import (
     REQUIRED,
@@ -85,6 +87,51 @@ async def test_submitted_fill_is_queued_and_approved_by_a_licensed_pharmacist(wo
 
     seen = await tech.json("GET", f"/api/v1/fills/{fill['id']}")
     assert seen["state"] == "approved"
+
+
+async def _fill_reads(world: World, fill_id: str) -> int:
+    """How many reads of the fill's record the access log holds."""
+    await world.services.access_log.flush()
+    async with world.services.db.read() as s:
+        where = (AccessLogEntry.entity_type == "fill", AccessLogEntry.entity_id == fill_id)
+        return int((await s.execute(select(func.count()).where(*where))).scalar_one())
+
+
+async def test_a_claim_asked_to_return_minimal_answers_the_queue_row_and_reads_nothing_of_the_patient(
+    world: World,
+) -> None:
+    tech = await world.device("tech_nd1")
+    first = await queued_fill(world, tech, await _rx(world))
+    second = await queued_fill(world, tech, await _rx(world, number="RX101"), seed=1)
+    rph = await world.login("nd_rph")
+
+    # The preference among others, with a parameter of its own, as RFC 7240 writes them.
+    resp = await rph.post(
+        "/api/v1/queue/claim-next", headers={"Prefer": "handling=lenient, RETURN=minimal; x=1"}
+    )
+    claimed = (await resp.json())["fill"]
+    assert resp.status == 200 and resp.headers["Preference-Applied"] == "return=minimal"
+    assert (claimed["id"], claimed["state"]) == (first["id"], "in_review")
+    assert claimed["version"] == first["version"] + 1 and claimed["lease_expires_at"]
+    assert claimed["claimed_by"] is not None and claimed["site"]["code"] == "ND-1"
+    assert not {"prescription", "media", "technician", "history"} & set(claimed)
+    assert await _fill_reads(world, first["id"]) == 0
+
+    # The same claim as a whole answer makes: the record read next shows it; claiming it again is the same.
+    detail = await rph.json("GET", f"/api/v1/fills/{first['id']}")
+    assert (detail["version"], detail["claimed_by"]) == (claimed["version"], claimed["claimed_by"])
+    assert await _fill_reads(world, first["id"]) == 1
+    again = await rph.post(f"/api/v1/fills/{first['id']}/claim", headers={"Prefer": "return=minimal"})
+    assert (await again.json())["fill"]["version"] == claimed["version"]
+    await rph.step_up()  # the test photos carry no barcode: a product-check flag is overridden
+    await rph.json("POST", f"/api/v1/fills/{first['id']}/decision", json=approval(detail))
+
+    # Without the preference (or with another), the whole record, as before.
+    whole = await rph.post(f"/api/v1/fills/{second['id']}/claim", headers={"Prefer": "return=representation"})
+    body = (await whole.json())["fill"]
+    assert "Preference-Applied" not in whole.headers
+    assert body["prescription"]["patient_name"] == "Jane Q. Patient" and len(body["media"]) == len(REQUIRED)
+    assert await _fill_reads(world, second["id"]) == 1
 
 
 async def test_rejected_fill_returns_to_technician_with_reason_and_can_be_resubmitted(world: World) -> None:
