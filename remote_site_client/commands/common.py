@@ -65,6 +65,22 @@ def counted(text: str) -> float:
     return count
 
 
+# The longest a command keeps trying now (--wait): a day; what is not sent by then waits for the sender.
+MAX_WAIT_SECONDS = 86_400
+
+
+def wait_seconds(text: str) -> float:
+    """A --wait argument: seconds from 0 to a day, else argparse says why (a NaN or an infinity would
+    keep the command trying for ever)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, e.g. 120") from None
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:  # False for NaN too
+        raise argparse.ArgumentTypeError(f"seconds are from 0 to {MAX_WAIT_SECONDS:,} (a day)")
+    return seconds
+
+
 def config_path(args: argparse.Namespace) -> Path:
     return Path(args.config) if args.config else site_config.default_config_path()
 

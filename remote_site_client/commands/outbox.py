@@ -28,6 +28,7 @@ from remote_site_client.commands.common import (
     entry_line,
     load_config,
     out,
+    wait_seconds,
     when,
     who,
 )
@@ -365,7 +366,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     fix.add_argument("--no-send", action="store_true", help="leave the sending to `tp-site sync`")
     fix.add_argument(
-        "--wait", type=float, default=120.0, metavar="SECONDS", help="how long to keep trying now"
+        "--wait", type=wait_seconds, default=120.0, metavar="SECONDS", help="how long to keep trying now"
     )
     discard = actions.add_parser("discard", help="give up on a fill not delivered: never sent, audited")
     discard.add_argument("fill_id", metavar="FILL_ID")

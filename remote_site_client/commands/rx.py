@@ -20,6 +20,7 @@ from remote_site_client.commands.common import (
     number,
     out,
     say,
+    wait_seconds,
 )
 from remote_site_client.config import SiteConfig
 from remote_site_client.originals import OriginalSender
@@ -214,11 +215,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="FILE",
         help="the paper prescription as a photo or scan (JPEG, PNG), a fax (TIFF) or a PDF",
     )
-    c.add_argument("--wait", type=float, default=30.0, help="seconds to keep sending the original")
+    c.add_argument(
+        "--wait",
+        type=wait_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds to keep sending the original",
+    )
     o = rx_sub.add_parser("original", help="attach the original of a paper prescription entered before")
     o.add_argument("rx_number")
     o.add_argument("file", help="a photo or scan (JPEG, PNG), a fax (TIFF) or a PDF")
-    o.add_argument("--wait", type=float, default=30.0, help="seconds to keep sending it")
+    o.add_argument(
+        "--wait", type=wait_seconds, default=30.0, metavar="SECONDS", help="seconds to keep sending it"
+    )
     show = rx_sub.add_parser("show", help="one prescription, with what the pharmacist said of it")
     show.add_argument("rx_number")
     e = rx_sub.add_parser("edit", help="correct a prescription (after a return); it waits for PV1 again")

@@ -24,6 +24,7 @@ from remote_site_client.commands.common import (
     out,
     outbox_candidates,
     pick_fill,
+    wait_seconds,
 )
 from remote_site_client.commands.outbox import how_to_fix
 from remote_site_client.commands.status import resolve_on_server
@@ -288,7 +289,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-send", action="store_true", help="only store it in the outbox")
     p.add_argument(
         "--wait",
-        type=float,
+        type=wait_seconds,
         default=120.0,
         metavar="SECONDS",
         help="how long to keep trying now before leaving it to `tp-site sync`",

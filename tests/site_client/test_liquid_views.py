@@ -80,5 +80,11 @@ async def test_submit_names_the_views_a_prescription_needs_before_storing_anythi
     # A count no fill can carry is refused as it is typed, too.
     code, out, err = await site.run("submit", "--rx", "100901", *photos(photo_dir), "--count", "-60")
     assert code == 2 and "--count: The counted quantity must be between 1 and 100000." in err, out + err
+    # So is a wait that would never end (NaN compares false with every time left).
+    for wait in ("nan", "inf", "-1"):
+        code, out, err = await site.run(
+            "submit", "--rx", "100901", *photos(photo_dir), "--count", "60", "--wait", wait
+        )
+        assert code == 2 and "--wait: seconds are from 0 to 86,400 (a day)" in err, out + err
     status, fills = await site_api(server.url, token, "GET", "/api/v1/fills")
     assert status == 200 and not [f for f in fills["fills"] if f["prescription"]["rx_number"] == "100901"]
