@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import av
 import pytest
 from aiohttp.test_utils import TestServer
 from aioice.ice import StunProtocol
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, WebSocketRoute, expect
 
 from remote_site_client.api import SiteApi
 from remote_site_client.config import SiteConfig
@@ -91,10 +92,21 @@ async def until_true(check: Callable[[], bool], seconds: float) -> None:
 
 
 async def _start_call(
-    browser: Browser, world: World, site_url: str, tmp_path: Path, **kiosk_options: Any
+    browser: Browser,
+    world: World,
+    site_url: str,
+    tmp_path: Path,
+    *,
+    live_route: Callable[[WebSocketRoute], Awaitable[None]] | None = None,
+    **kiosk_options: Any,
 ) -> tuple[Any, Consultation, asyncio.Task[CallResult], SiteApi, list[str]]:
-    """The site (at site_url) asks; the pharmacist accepts in the console of world; the call connects."""
+    """The site (at site_url) asks; the pharmacist accepts in the console of world; the call connects.
+    With `live_route`, the console's live connection goes through it."""
     console = await sign_in(browser, world, "nd_rph")
+    if live_route is not None:
+        await console.page.route_web_socket(re.compile(r"/api/v1/ws"), live_route)
+        await console.page.reload()
+        await expect(console.page.locator("#live")).to_have_attribute("data-state", "live")
     api = SiteApi(SiteConfig(server_url=site_url, token=world.tokens["tech_nd1"], data_dir=tmp_path / "site"))
     said: list[str] = []
     kiosk = Consultation(
@@ -186,6 +198,39 @@ async def test_a_network_blip_is_recovered_in_the_same_consultation(
             frames = sum(1 for _ in container.decode(video=0))
         assert frames >= 60
         print(f"silent blip: re-offered after {noticed_s:.1f} s, connected after {recovered_s:.1f} s")
+    finally:
+        await _cleanup(console, kiosk, task, api)
+
+
+async def test_a_request_for_a_new_offer_lost_on_the_way_is_asked_again(
+    browser: Browser, make_world: WorldFactory, tmp_path: Path
+) -> None:
+    world = await make_world()
+    lost: list[str] = []
+
+    async def losing_the_first_request(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def from_console(message: str | bytes) -> None:
+            if not lost and isinstance(message, str) and '"restart":true' in message:
+                lost.append(message)  # never reaches the server
+            else:
+                server.send(message)
+
+        ws.on_message(from_console)
+        server.on_message(ws.send)
+
+    console, kiosk, task, api, _ = await _start_call(
+        browser, world, base_url(world).rstrip("/"), tmp_path, live_route=losing_the_first_request
+    )
+    panel = console.page.locator("#consult-panel")
+    try:
+        blip(kiosk)
+        await until_true(lambda: kiosk.generation == 1, 15)
+        assert len(lost) == 1
+        await expect(panel).to_have_attribute("data-state", "connected", timeout=15000)
+        await frames_flow_again(console.page, kiosk)
+        assert kiosk.result.reconnections == 1 and task.done() is False
     finally:
         await _cleanup(console, kiosk, task, api)
 

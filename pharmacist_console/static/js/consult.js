@@ -12,8 +12,9 @@ import { h, fill, toast } from "./dom.js";
 
 // settle: how long a "disconnected" path may heal by itself before the site is asked for a new offer;
 // stall: nothing at all received for this long counts as a dropped path (Chromium reports a silent path
-// "disconnected" only after about 8 s; the site's RTCP alone arrives every second or so).
-const TIMEOUTS = { offer: 15000, invited: 60000, gathering: 8000, connect: 15000, firstFrame: 10000, settle: 1500, stall: 3000, reconnect: 15000 };
+// "disconnected" only after about 8 s; the site's RTCP alone arrives every second or so); reask: how long
+// the site may take to offer anew before it is asked again (a request lost on the way).
+const TIMEOUTS = { offer: 15000, invited: 60000, gathering: 8000, connect: 15000, firstFrame: 10000, settle: 1500, stall: 3000, reask: 3000, reconnect: 15000 };
 
 // Why a pharmacist turns a request down; the site that asked reads the words (the note).
 const DECLINE_REASONS = [
@@ -399,10 +400,18 @@ export class Consults {
     // The request names the connection that dropped: once the site has offered a newer one (it saw the
     // drop too), asking would make it drop the new one and offer again.
     const dropped = call.generation;
-    const request = () => {
-      if (this.call !== call || call.ended || call.reconnecting !== r || call.generation !== dropped || r.asked === dropped) return;
-      r.asked = dropped;
+    // Until the site's new offer comes: a request can go unheeded (the server answers a message whose
+    // sender's rights it could not re-read with "try again" and does not pass it on), and the site takes
+    // a request naming a connection it has replaced as done.
+    const send = () => {
+      if (this.call !== call || call.ended || call.reconnecting !== r || call.generation !== dropped) return;
       this.live.send({ type: "consult.signal", consultation_id: call.id, restart: true, generation: dropped });
+      call.timers.push(setTimeout(send, TIMEOUTS.reask));
+    };
+    const request = () => {
+      if (r.asked === dropped) return;
+      r.asked = dropped;
+      send();
     };
     if (now) request(); else call.timers.push(setTimeout(request, TIMEOUTS.settle));
   }
