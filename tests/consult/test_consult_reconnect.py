@@ -85,10 +85,16 @@ async def frames_flow_again(page: Page, kiosk: Consultation, seconds: float = 10
             await asyncio.sleep(0.1)
 
 
-async def until_true(check: Callable[[], bool], seconds: float) -> None:
-    async with asyncio.timeout(seconds):
-        while not check():
-            await asyncio.sleep(0.05)
+async def until_true(check: Callable[[], bool], seconds: float, why: Callable[[], str] | None = None) -> None:
+    """Waits until check() is true; `why` says what was seen if it never is."""
+    try:
+        async with asyncio.timeout(seconds):
+            while not check():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        if why is None:
+            raise
+        raise AssertionError(why()) from None
 
 
 async def _start_call(
@@ -158,7 +164,11 @@ async def test_a_network_blip_is_recovered_in_the_same_consultation(
         await page.evaluate(WATCH_STATES)
         t_blip = time.monotonic()
         blip(kiosk)
-        await until_true(lambda: kiosk.generation == 1, 15)
+        await until_true(
+            lambda: kiosk.generation == 1,
+            15,
+            lambda: f"no new offer: the site said {said}, the console logged {console.logs[-10:]}",
+        )
         noticed_s = time.monotonic() - t_blip
         await expect(panel).to_have_attribute("data-state", "connected", timeout=15000)
         recovered_s = time.monotonic() - t_blip
