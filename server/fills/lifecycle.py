@@ -663,7 +663,8 @@ class FillService:
                 and fill.lease_expires_at
                 and fill.lease_expires_at > now
             ):
-                return await self._claimed(s, actor, fill.id, whole=whole)
+                # Already this pharmacist's: claimed again as it is, the fill and site just read.
+                return await self._claimed(s, actor, fill.id, whole=True) if whole else Claimed(fill, site)
             if fill.state not in CLAIM.sources:
                 raise Conflict(
                     f"This fill is {fill.state}; it is not waiting for verification.", code="not_queued"
