@@ -210,7 +210,7 @@ async def pharmacists_at_work(
         nonlocal empty
         for _ in range(claims):
             await pause()
-            # The fill's record is read next, as the console reads it: the claim need not answer it.
+            # The fill's record is read next (below), so the claim need not answer it too.
             t, body = await c.timed("POST", "/api/v1/queue/claim-next", headers=RETURN_MINIMAL)
             claim.append(t)
             if body["fill"] is None:

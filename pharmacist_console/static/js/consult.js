@@ -13,7 +13,7 @@ import { h, fill, toast } from "./dom.js";
 // settle: how long a "disconnected" path may heal by itself before the site is asked for a new offer;
 // stall: nothing at all received for this long counts as a dropped path (Chromium reports a silent path
 // "disconnected" only after about 8 s; the site's RTCP alone arrives every second or so); reask: how long
-// the site may take to offer anew before it is asked again (a request lost on the way).
+// the site may take to offer anew before it is asked again (a request can go unheeded).
 const TIMEOUTS = { offer: 15000, invited: 60000, gathering: 8000, connect: 15000, firstFrame: 10000, settle: 1500, stall: 3000, reask: 3000, reconnect: 15000 };
 
 // Why a pharmacist turns a request down; the site that asked reads the words (the note).
