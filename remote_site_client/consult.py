@@ -406,17 +406,23 @@ class Consultation:
             self.result.ended_by, self.result.reason = "us", "timeout"
             raise
 
-    async def _watch(self, event: asyncio.Event, *, fails: asyncio.Event | None = None) -> bool:
+    async def _watch(
+        self,
+        event: asyncio.Event,
+        *,
+        fails: asyncio.Event | None = None,
+        gives_up: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> bool:
         """Waits for event while noticing the end of the consultation (raises _Ended or ConsultError);
-        False if `fails` is set first."""
+        False if `fails` is set or a message matching `gives_up` arrives first."""
         waits: dict[asyncio.Task[Any], bool] = {asyncio.create_task(event.wait()): True}
         if fails is not None:
             waits[asyncio.create_task(fails.wait())] = False
-        message = asyncio.create_task(self._next(lambda d: False, float("inf"), "the call"))
+        message = asyncio.create_task(self._next(gives_up or (lambda d: False), float("inf"), "the call"))
         try:
             done, _ = await asyncio.wait({*waits, message}, return_when=asyncio.FIRST_COMPLETED)
             if message in done:
-                message.result()  # raises _Ended or ConsultError
+                message.result()  # raises _Ended or ConsultError; else a message that gives up
             return any(waits[t] for t in done if t in waits)
         finally:
             for t in (*waits, message):
@@ -521,7 +527,9 @@ class Consultation:
                     await self._offer()
                     await self._accept(await self._next(self._is_answer, float("inf"), "the answer"))
                     flowing = self._connected if self.kind == "live_look" else self._first_frame
-                    if await self._watch(flowing, fails=self._media_down):
+                    # The console asking for a new offer of this connection means it gave up on it: a
+                    # connection whose media never comes may take aioice half a minute to call failed.
+                    if await self._watch(flowing, fails=self._media_down, gives_up=self._is_restart_request):
                         return True
             except TimeoutError:
                 return False

@@ -245,6 +245,60 @@ async def test_a_request_for_a_new_offer_lost_on_the_way_is_asked_again(
         await _cleanup(console, kiosk, task, api)
 
 
+# The console's next peer connection sends no video, as if its camera gave out on the new path.
+NO_VIDEO_ON_NEXT_PEER = """() => {
+  const Real = window.RTCPeerConnection;
+  let done = false;
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Real(...args);
+    if (!done) {
+      done = true;
+      const add = pc.addTrack.bind(pc);
+      pc.addTrack = (track, ...streams) => (track.kind === 'video' ? null : add(track, ...streams));
+    }
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Real.prototype;
+}"""
+
+
+async def test_a_new_connection_the_console_gives_up_on_is_offered_again(
+    browser: Browser, make_world: WorldFactory, tmp_path: Path
+) -> None:
+    world = await make_world()
+    to_server: list[WebSocketRoute] = []
+
+    async def passing(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        to_server.append(server)
+        ws.on_message(server.send)
+        server.on_message(ws.send)
+
+    console, kiosk, task, api, said = await _start_call(
+        browser, world, base_url(world).rstrip("/"), tmp_path, live_route=passing
+    )
+    page, panel = console.page, console.page.locator("#consult-panel")
+    try:
+        await page.evaluate(NO_VIDEO_ON_NEXT_PEER)
+        blip(kiosk)
+        await until_true(lambda: kiosk.generation == 1, 15)
+        # The console hears the site again on the new connection; the site sees no video on it.
+        await expect(panel).to_have_attribute("data-state", "connected", timeout=15000)
+        assert kiosk.result.reconnections == 0
+        # What the console sends when a connection's media path drops, naming the new connection.
+        request = {"type": "consult.signal", "consultation_id": kiosk.result.consultation_id}
+        to_server[-1].send(json.dumps({**request, "restart": True, "generation": 1}))
+        await until_true(
+            lambda: kiosk.generation == 2,
+            5,
+            lambda: f"the request went unheeded: the site said {said}",
+        )
+        await frames_flow_again(page, kiosk)
+        assert kiosk.result.reconnections == 1 and task.done() is False
+    finally:
+        await _cleanup(console, kiosk, task, api)
+
+
 async def test_a_blip_that_does_not_heal_ends_the_call_on_both_sides_with_its_reason(
     browser: Browser, make_world: WorldFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
