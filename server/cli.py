@@ -84,11 +84,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.compliance.rules import RulesError
     from server.operations.heap import freeze_after_start
     from server.operations.logs import AccessLog
+    from server.operations.storage import DataPaths
 
     config = _config(args)
     if why := unlistenable(config) or claim_sqlite(config):
         print(f"tp-server: {why}", file=sys.stderr)
         return 2
+    for role, path, mode in DataPaths.of(config).open_to_others():
+        print(
+            f"tp-server: warning: the {role} folder {path} (mode {mode:04o}) lets other users in, and it"
+            f" holds patients' records: chmod -R go= {path}",
+            file=sys.stderr,
+        )
     try:
         app = create_app(config)
     except RulesError as exc:
@@ -770,8 +777,13 @@ def _refusal(cause: BaseException) -> str:
 
 def run_or_say_why(prog: str, settings: Callable[[], Config], work: Callable[[Config], int]) -> int:
     """Reads the `settings` and runs `work` with them; when what stops either is one of
-    `cannot_start`'s, says why in one line on stderr, as `prog`, and returns 2."""
+    `cannot_start`'s, says why in one line on stderr, as `prog`, and returns 2.
+
+    What the work creates (the data folder, the SQLite database, media, uploads, exports, anchors) is
+    the server's user's alone: they hold patients' records, and the server's media workers, its only
+    other readers, run as the same user."""
     config = None
+    umask = os.umask(0o077)
     try:
         config = settings()
         return work(config)
@@ -781,6 +793,8 @@ def run_or_say_why(prog: str, settings: Callable[[], Config], work: Callable[[Co
             raise
         print(f"{prog}: {why}", file=sys.stderr)
         return 2
+    finally:
+        os.umask(umask)
 
 
 def main(argv: list[str] | None = None) -> int:

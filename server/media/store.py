@@ -210,7 +210,7 @@ class LocalMediaStore:
             self._prepare_dir(target)
             with src.open("rb") as f:
                 os.fsync(f.fileno())
-            os.chmod(src, 0o644)
+            os.chmod(src, 0o600)  # a photo of a patient's medicine: the server's user's alone
             try:
                 if handover is Handover.KEEPS_UNCHANGED:
                     os.link(src, target)
@@ -260,7 +260,7 @@ class LocalMediaStore:
                 write(out)
                 out.flush()
                 os.fsync(out.fileno())
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, 0o600)
             # Concurrent writers of the same content race harmlessly: rename is atomic, bytes are equal.
             os.replace(tmp, target)
         except BaseException:

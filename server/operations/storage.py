@@ -7,10 +7,12 @@ the errno and what the path is for, never the request's data.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import sqlite3
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,15 @@ class DataPaths:
         yield "uploads", self.uploads
         if self.database is not None:
             yield "database", self.database.parent
+
+    def open_to_others(self) -> Iterator[tuple[str, Path, int]]:
+        """Each path (role, path, mode) that exists and whose rights let other users than the server's
+        in: made by an earlier version, or by hand. The server makes its own for its user alone."""
+        for role, path in self.roles():
+            with contextlib.suppress(FileNotFoundError):
+                mode = stat.S_IMODE(path.stat().st_mode)
+                if mode & 0o077:
+                    yield role, path, mode
 
     def role_of(self, filename: str | os.PathLike[str] | None) -> str:
         """What a path is for; 'data' for one outside the known paths (or none given)."""

@@ -270,6 +270,37 @@ def _in_session(sid: int) -> list[int]:
     return found
 
 
+def test_what_the_server_makes_is_its_user_s_alone_and_a_folder_open_to_others_is_said(
+    tmp_path: Path, unused_tcp_port: int
+) -> None:
+    """The data folder and the SQLite database a command makes admit no other user; a server started
+    on a folder an earlier version (or an operator) left open to others says so, and how to close it."""
+    data = tmp_path / "made"
+    assert main(["migrate", "--data-dir", str(data)]) == 0
+    database = data / "telepharmacy.sqlite3"
+    assert [oct(p.stat().st_mode & 0o777) for p in (data, database)] == [oct(0o700), oct(0o600)]
+    data.chmod(0o755)
+    serve = ["serve", "--port", str(unused_tcp_port), "--data-dir", str(data)]
+    served = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", *serve],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        until_serving(served, unused_tcp_port)
+        served.send_signal(signal.SIGTERM)
+        out, _ = served.communicate(timeout=60)
+    finally:
+        if served.poll() is None:
+            served.kill()
+            served.wait()
+    assert (
+        f"tp-server: warning: the database folder {data} (mode 0755) lets other users in, and it holds"
+        f" patients' records: chmod -R go= {data}"
+    ) in out.decode().splitlines()
+
+
 def test_a_database_that_cannot_be_opened_is_said_in_one_line(
     postgres_url: str, tmp_path: Path, unused_tcp_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -121,6 +121,23 @@ def test_a_file_kept_unchanged_is_copied_across_filesystems(
     assert [f.name for f in stored_files(tmp_path / "media")] == [digest]
 
 
+async def test_a_stored_object_is_readable_by_the_server_s_user_alone(tmp_path: Path) -> None:
+    """Photos of patients' medicine: however an object comes in (written, copied, given, linked), no
+    other user of the computer may read it."""
+    store = LocalMediaStore(tmp_path / "media")
+    given, linked, copied = tmp_path / "given", tmp_path / "linked", tmp_path / "copied"
+    for n, path in enumerate((given, linked, copied)):
+        path.write_bytes(bytes([n]) * 10_000)
+        path.chmod(0o644)
+    digests = [
+        await store.put_bytes(b"written"),
+        store.put_file_blocking(given, handover=Handover.GIVES),
+        store.put_file_blocking(linked, handover=Handover.KEEPS_UNCHANGED),
+        await store.put_file(copied),
+    ]
+    assert [oct(store.path_for(d).stat().st_mode & 0o777) for d in digests] == [oct(0o600)] * 4
+
+
 async def test_ingest_runs_in_a_media_worker_process(tmp_path: Path, worker_pool: Executor) -> None:
     """The production path: the whole job (hash, decode, variants, store) in a forkserver worker."""
     data = tagged_photo_bytes()
