@@ -7,6 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # Named with the evidence rules, which the site shares.
 from server.evidence.kinds import DEFAULT_REQUIRED_MEDIA as DEFAULT_REQUIRED_MEDIA
@@ -81,6 +82,57 @@ def _retention_hour(text: str | None) -> int | None:
     if text is not None and text.strip().lower() == "off":
         return None
     return _whole("TP_RETENTION_HOUR", text, RETENTION_HOUR, 0, 23)
+
+
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _switch(name: str, text: str | None) -> bool:
+    """An on/off setting, off when unset; anything but the usual words for on and off stops the server at
+    start: a switch for a safeguard must not be off because it was misspelt."""
+    word = (text or "").strip().lower()
+    if word in _ON:
+        return True
+    if not word or word in _OFF:
+        return False
+    raise SettingError(f"{name}: {text!r} is neither on ({', '.join(_ON)}) nor off ({', '.join(_OFF)})")
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origins(text: str | None) -> tuple[str, ...]:
+    """TP_ALLOWED_ORIGINS: comma-separated origins, each as a browser sends it (scheme and host in lower
+    case, no default port, no path), so that a space, a capital or a trailing slash cannot make one
+    silently match nothing."""
+    found = []
+    for entry in (text or "").split(","):
+        if not (entry := entry.strip()):
+            continue
+        parts = urlsplit(entry)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if (
+            parts.scheme.lower() not in _DEFAULT_PORTS
+            or not parts.hostname
+            or port == -1
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+        ):
+            raise SettingError(
+                f"TP_ALLOWED_ORIGINS: {entry!r} is not an origin such as https://console.example.org or"
+                " http://10.0.0.5:8080 (a scheme, a host and a port if not the default, no path)"
+            )
+        scheme, host = parts.scheme.lower(), parts.hostname.lower()
+        host = f"[{host}]" if ":" in host else host
+        found.append(
+            f"{scheme}://{host}" + (f":{port}" if port not in (None, _DEFAULT_PORTS[scheme]) else "")
+        )
+    return tuple(found)
 
 
 # Server-side encryption an object store is asked for: its own keys (SSE-S3), or a KMS key.
@@ -256,7 +308,7 @@ class Config:
             database_url=env.get("TP_DATABASE_URL", ""),
             host=env.get("TP_HOST", "127.0.0.1"),
             port=_whole("TP_PORT", env.get("TP_PORT"), 8080, 0, 65535),
-            allowed_origins=tuple(o for o in env.get("TP_ALLOWED_ORIGINS", "").split(",") if o),
+            allowed_origins=_origins(env.get("TP_ALLOWED_ORIGINS")),
             min_free_bytes=_whole(
                 "TP_MIN_FREE_BYTES", env.get("TP_MIN_FREE_BYTES"), cls.min_free_bytes, 0, 2**63 - 1
             ),
@@ -282,7 +334,7 @@ class Config:
             supervision_minutes=_bounded(
                 "TP_SUPERVISION_MINUTES", env.get("TP_SUPERVISION_MINUTES"), cls.supervision_minutes, 24 * 60
             ),
-            second_factor_required=env.get("TP_SECOND_FACTOR_REQUIRED", "").lower() in ("1", "true", "yes"),
+            second_factor_required=_switch("TP_SECOND_FACTOR_REQUIRED", env.get("TP_SECOND_FACTOR_REQUIRED")),
             idle_lock_seconds=60
             * _bounded(
                 "TP_IDLE_LOCK_MINUTES", env.get("TP_IDLE_LOCK_MINUTES"), cls.idle_lock_seconds / 60, 24 * 60
