@@ -613,6 +613,38 @@ async def test_a_fill_open_when_another_of_the_drug_is_approved_shows_its_new_fl
     assert len(sent) == 1 and sent[0]["version"] == detail["version"] - 1
 
 
+async def test_a_fill_opened_again_after_a_fill_of_its_prescription_was_approved_shows_it(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    """The console keeps a fill it has shown and draws that copy at once when it is opened again; by then
+    the fill of the prescription before it was approved elsewhere. The panel shows what the claim read:
+    the new flag, and that fill approved in the history, not the copy from before."""
+    world = await make_world()
+    first = await submit_clean(world, "tech_nd1", "RX1", rx={"refills_authorized": 2})
+    tech = await world.device("tech_nd1")
+    second = await queued_fill(
+        world, tech, first["prescription"]["id"], barcodes=[MATCHING_SCAN], counted_quantity=60, seed=5
+    )
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    await open_fill(c, second["id"])
+    earlier = page.locator("#v-history .history-table").first.locator("tbody tr")
+    await expect(earlier).to_have_count(1)
+    await expect(earlier).to_contain_text("queued")
+    await page.keyboard.press("Escape")
+    await expect(c.row(second["id"])).to_contain_text("Waiting")
+
+    both = await world.login("both_rph")
+    claimed = (await both.json("POST", f"/api/v1/fills/{first['id']}/claim"))["fill"]
+    await both.json("POST", f"/api/v1/fills/{first['id']}/decision", json=approval(claimed))
+    await expect(c.row(second["id"]).locator(".flags-cell .badge")).to_have_text(["Too soon"])
+
+    await open_fill(c, second["id"])
+    await expect(page.locator("#v-flags .flag-row")).to_have_count(1)
+    await expect(earlier).to_contain_text("Approved")
+    await shot(page, "tp-reopened-fill-redrawn")
+
+
 async def test_an_approval_waiting_for_undo_when_a_flag_is_added_is_refused_by_name(
     browser: Browser, make_world: WorldFactory
 ) -> None:

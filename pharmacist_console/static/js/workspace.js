@@ -28,6 +28,11 @@ const REFUSED_TEXT = {
 };
 
 // Why a decision is sent at once, as the console says it.
+// What the fill's panel shows of a record: all of it but the claim's own fields, which a claim changes.
+function panelOf(d) {
+  return JSON.stringify({ ...d, state: null, version: null, claimed_by: null, lease_expires_at: null });
+}
+
 const NO_UNDO_WHY = "Schedule II decisions are sent at once, with no Undo.";
 // The server's refusals of a confirmed count: the pharmacist counts again in the same step.
 const COUNT_REFUSALS = new Set(["count_confirmation_required", "count_mismatch", "count_not_recorded"]);
@@ -173,14 +178,26 @@ export class Workspace {
     cur.claimed = true;
     cur.leaseExpiresAt = claimed.lease_expires_at;
     cur.renewedAt = Date.now();
-    const first = !cur.detail;
+    const shown = cur.detail;
     cur.detail = claimed;
-    if (first) this.render(claimed);
+    if (!shown) this.render(claimed);
+    else if (panelOf(shown) !== panelOf(claimed)) this.redrawPanel(claimed);
     else renderTitle(this.els.title, claimed);
     this.startHeartbeat();
     this.updateButtons();
     this.prefetchNext();
     timing.fillClaimed();
+  }
+
+  /** The claim's record differs from the copy fetched ahead and drawn at once (a flag added since, a
+   * fill of the same prescription or drug decided since): the record is what is decided on, so the
+   * panel shows it, keeping its scroll; the photos, the same ones, stay as they are. */
+  redrawPanel(d) {
+    const top = this.els.rx.scrollTop;
+    renderTitle(this.els.title, d);
+    renderRxPanel(this.els.rx, d, this.reasonLabels);
+    this.els.rx.scrollTop = top;
+    this.updateButtons();
   }
 
   claimFailed(cur, err) {
