@@ -472,6 +472,18 @@ class FillService:
         if taken is not None:
             raise Conflict("This rejected fill was resubmitted already.", code="already_resubmitted")
 
+    @staticmethod
+    async def _replaced(s: AsyncSession, fill: Fill) -> list[str]:
+        """The rejected fills this one replaces: the one it resubmits, that one's, and so on."""
+        chain: list[str] = []
+        previous = fill.previous_fill_id
+        while previous is not None and previous not in chain:
+            chain.append(previous)
+            previous = (
+                await s.execute(select(Fill.previous_fill_id).where(Fill.id == previous))
+            ).scalar_one_or_none()
+        return chain
+
     async def _check_refills(self, s: AsyncSession, rx: Prescription, fill_id: str, *, lock: bool) -> None:
         """Conflict when the prescription's fills (the first and its refills) are all used by others.
 
@@ -575,7 +587,7 @@ class FillService:
             # Corrected since the draft was made: it waits for PV1 again.
             check_fillable(rx)
             await self._check_refills(s, rx, fill.id, lock=True)
-            photos = await reused_photos(s, fill.id, media)
+            photos = await reused_photos(s, fill.id, media, await self._replaced(s, fill))
             flags = flags_at_queue(
                 fill,
                 rx.quantity,

@@ -13,7 +13,7 @@ distance is then computed here. By pigeonhole that finds every photo within NEAR
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -136,8 +136,11 @@ def _near_in_sql() -> ColumnElement[bool]:
     )
 
 
-async def reused_photos(s: AsyncSession, fill_id: str, media: Sequence[Media]) -> list[dict[str, Any]]:
-    """The fill's media found among other fills' photos, as the `reused_photo` flag's entries.
+async def reused_photos(
+    s: AsyncSession, fill_id: str, media: Sequence[Media], replaces: Collection[str] = ()
+) -> list[dict[str, Any]]:
+    """The fill's media found among other fills' photos, as the `reused_photo` flag's entries. The
+    rejected fills it `replaces` are not others: a resubmission keeps their photos on purpose.
 
     Each entry: {"media_id", "kind", "other_fill_id", "other_media_id", "match": "identical" |
     "similar", "distance"}; the closest matches first for each medium, at most MATCHES_PER_PHOTO each.
@@ -155,8 +158,9 @@ async def reused_photos(s: AsyncSession, fill_id: str, media: Sequence[Media]) -
     # Plain values, not ORM attributes, in the loop: a year of photos brings ~50 candidates a photo.
     mine = [(m.id, m.sha256, hashed.get(m.id)) for m in media]
     found: dict[int, list[tuple[int, int, str, int]]] = {}
+    own = {fill_id, *replaces}
     for other_id, other_fill_id, other_sha256, horizontal, vertical in candidates:
-        if other_fill_id is None or other_fill_id == fill_id:
+        if other_fill_id is None or other_fill_id in own:
             continue
         other = joined(horizontal, vertical) if horizontal is not None and vertical is not None else None
         for media_id, sha256, value in mine:

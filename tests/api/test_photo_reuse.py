@@ -129,3 +129,30 @@ async def test_a_photo_of_a_draft_never_submitted_is_not_a_reuse(world: World) -
     async with world.services.db.read() as s:
         hashed = (await s.execute(select(Media.perceptual_hash).where(Media.fill_id == fill["id"]))).scalars()
         assert all(h is not None for h in hashed)
+
+
+async def test_photos_a_resubmission_keeps_from_the_fills_it_replaces_are_not_a_reuse(world: World) -> None:
+    """A rejected fill sent again with its stock bottle and vial label photos kept (only the pills taken
+    anew), twice over: the kept photos were this fill's evidence all along. The same vial label photo on
+    another patient's fill is still a reuse."""
+    vial = photos.to_jpeg_bytes(vial_photo(11), 88)
+    nd1 = await world.device("tech_nd1")
+    rph = await world.login("nd_rph")
+    fill = await submitted_fill(world, nd1, "RX1", vial)
+    kept = {"stock_bottle": photo("stock_bottle", 10), "vial_label": vial}
+    for attempt in (1, 2):
+        claimed = (await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"]
+        reject = {"version": claimed["version"], "outcome": "reject", "reason_codes": ["wrong_quantity"]}
+        await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json=reject)
+        retry = new_fill_id()
+        body = {"id": retry, "prescription_id": fill["prescription"]["id"], "previous_fill_id": fill["id"]}
+        await nd1.json("POST", "/api/v1/fills", 201, json=body)
+        for kind, data in {**kept, "pills": photo("pills", 100 + attempt)}.items():
+            assert (await upload(nd1, retry, kind, data)).status == 204
+        fill = await nd1.json("POST", f"/api/v1/fills/{retry}/submit")
+        assert fill["state"] == "queued"
+        assert await reuse_flag(world, retry) is None
+
+    elsewhere = await submitted_fill(world, nd1, "RX2", vial)
+    flag = await reuse_flag(world, elsewhere["id"])
+    assert flag is not None and {p["kind"] for p in flag["photos"]} == {"vial_label"}
