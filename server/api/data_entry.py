@@ -4,6 +4,7 @@ verification, and the site's correction."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
@@ -13,13 +14,16 @@ from server.api.shapes import data_entry_view, prescription_view
 from server.api.table import json_body, principal_of
 from server.data_entry.rules import OUTCOMES, RETURN_REASONS
 from server.data_entry.service import VerificationInput
-from server.data_entry.source import message_fields
+from server.data_entry.source import COMPARED, message_fields
+from server.db.models import Prescription
 from server.errors import InvalidInput
 from server.inputs import INT32_MAX, Body, Field, Int, ListOf, Nullable, OneOf, Text
 from server.prescriptions import CORRECTION
 from server.services import services_of
 
 MAX_NOTE = 2000
+# More pages than any prescription's original has: the list of those seen is bounded by it.
+MAX_ORIGINAL_PAGES = 100
 
 
 def _rules(d: dict[str, object]) -> None:
@@ -47,6 +51,20 @@ VERIFICATION = Body(
             )
         ),
         "note": Field(Nullable(Text(MAX_NOTE))),
+        "differences_confirmed": Field(
+            Nullable(
+                ListOf(
+                    OneOf(COMPARED),
+                    len(COMPARED),
+                    f"Confirmed differences must be fields from: {', '.join(COMPARED)}.",
+                )
+            ),
+            description="A verification: each field that differs from the e-prescription, checked",
+        ),
+        "original_seen": Field(
+            Nullable(ListOf(Int(1, INT32_MAX), MAX_ORIGINAL_PAGES, "The original's pages seen: media ids.")),
+            description="A verification: the paper original's pages (media ids) that were on screen",
+        ),
     },
     check=_rules,
     description="A return needs reason codes (and 'other' a note); a verification has none.",
@@ -58,16 +76,22 @@ def _rx_id(request: web.Request) -> int:
     return rx_id
 
 
+async def _message(request: web.Request, rx: Prescription) -> dict[str, Any] | None:
+    """The e-prescription's fields as its message says them (read in a worker); None without one."""
+    if rx.source_body is None or rx.source_kind not in ("fhir", "ncpdp"):
+        return None
+    said: dict[str, Any] | None = await asyncio.get_running_loop().run_in_executor(
+        services_of(request).media_executor, message_fields, rx.source_kind, rx.source_body, rx.source_id
+    )
+    return said
+
+
 async def _view(request: web.Request, rx_id: int) -> web.Response:
     """The PV1 view of a prescription for the caller, noted in the access log."""
     svc, actor = services_of(request), principal_of(request)
     record = await svc.data_entry.detail(actor, rx_id)
     rx = record.prescription
-    said = None
-    if rx.source_body is not None and rx.source_kind in ("fhir", "ncpdp"):
-        said = await asyncio.get_running_loop().run_in_executor(
-            svc.media_executor, message_fields, rx.source_kind, rx.source_body, rx.source_id
-        )
+    said = await _message(request, rx)
     svc.access_log.read(actor, "prescription", [rx.id])
     return json_response(data_entry_view(record, said))
 
@@ -112,8 +136,15 @@ async def release(request: web.Request) -> web.Response:
 async def verify(request: web.Request) -> web.Response:
     d = VERIFICATION.parse(await json_body(request, max_bytes=16384))
     note = (d.get("note") or "").strip() or None
+    svc, actor = services_of(request), principal_of(request)
     decision = VerificationInput(
-        d["version"], d["outcome"], tuple(dict.fromkeys(d.get("reason_codes") or [])), note
+        d["version"],
+        d["outcome"],
+        tuple(dict.fromkeys(d.get("reason_codes") or [])),
+        note,
+        differences_confirmed=tuple(d.get("differences_confirmed") or ()),
+        original_seen=tuple(d.get("original_seen") or ()),
+        message=await _message(request, await svc.data_entry.source(actor, _rx_id(request))),
     )
-    rx, _ = await services_of(request).data_entry.decide(principal_of(request), _rx_id(request), decision)
+    rx, _ = await svc.data_entry.decide(actor, _rx_id(request), decision)
     return await _view(request, rx.id)

@@ -14,7 +14,7 @@ from server.compliance.checks import CounsellingOptions
 from server.compliance.controlled import decision_terms
 from server.data_entry.rules import DATA_ENTRY, PRODUCT
 from server.data_entry.service import DataEntryRecord, DataEntryRow
-from server.data_entry.source import differences
+from server.data_entry.source import differences, entered_fields
 from server.db.models import (
     Consultation,
     CounsellingRecord,
@@ -153,7 +153,7 @@ def data_entry_view(record: DataEntryRecord, said: dict[str, Any] | None) -> dic
             "kind": rx.source_kind,
             "body": rx.source_body,
             "fields": said,
-            "differences": differences(entered, said) if said is not None else [],
+            "differences": differences(entered_fields(rx), said) if said is not None else [],
         },
         "original": [{**media_view(m), "page": m.page or 1} for m in record.pages],
         "reference": record.reference,

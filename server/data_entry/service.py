@@ -27,6 +27,7 @@ from server.data_entry.rules import (
     OUTCOME_STATE,
     VerificationState,
 )
+from server.data_entry.source import differences, entered_fields
 from server.db.bound import one_of
 from server.db.conditional import update_if
 from server.db.engine import Database
@@ -79,6 +80,11 @@ def _waiting(postgres: bool, *, role: Role, by_site: bool, paged: bool) -> Selec
     )
 
 
+def _original_of(rx_id: int) -> tuple[Any, ...]:
+    """The conditions for the stored pages of a prescription's paper original."""
+    return (Media.prescription_id == rx_id, Media.kind == RX_IMAGE)
+
+
 @dataclass(frozen=True)
 class VerificationInput:
     """A pharmacist's PV1 decision as sent: on which version, verify or return, reasons and a note."""
@@ -87,6 +93,13 @@ class VerificationInput:
     outcome: str
     reason_codes: tuple[str, ...]
     note: str | None
+    # What the pharmacist checked: each field that differs from the message, ticked one by one, and the
+    # original's pages (media ids) that were on screen.
+    differences_confirmed: tuple[str, ...] = ()
+    original_seen: tuple[int, ...] = ()
+    # The e-prescription's fields as its message says them (server.data_entry.source), read beforehand
+    # in a worker; None for a prescription without a message.
+    message: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -299,6 +312,8 @@ class DataEntryService:
                 and rx.claimed_by == actor.user_id
                 and rx.version == d.version
             ):
+                if target == VerificationState.VERIFIED:
+                    await self._checked(s, rx, d)
                 # The same positive identification as a fill's decision (server/security/step_up.py).
                 stepped_up = await step_up.confirm_decision(
                     s,
@@ -351,11 +366,33 @@ class DataEntryService:
                     "pharmacist_id": actor.user_id,
                     "license": {"state": site.state, "number": license_number},
                     "has_note": d.note is not None,
+                    "differences_confirmed": list(d.differences_confirmed),
                     "step_up": stepped_up,
                 },
                 at=now,
             )
             return rx, verification
+
+    @staticmethod
+    async def _checked(s: AsyncSession, rx: Prescription, d: VerificationInput) -> None:
+        """A verification is of an entry checked against its source: every field that differs from the
+        e-prescription's message confirmed by name, every page of the paper original on screen."""
+        differing = differences(entered_fields(rx), d.message) if d.message is not None else []
+        if unconfirmed := [f for f in differing if f not in d.differences_confirmed]:
+            raise Conflict(
+                "The entry differs from the e-prescription in "
+                + ", ".join(f.replace("_", " ") for f in unconfirmed)
+                + ": confirm each difference you checked, or return the prescription to the site.",
+                code="differences_unconfirmed",
+                fields=unconfirmed,
+            )
+        pages = (await s.execute(select(Media.id).where(*_original_of(rx.id)).order_by(Media.id))).scalars()
+        if unseen := [p for p in pages if p not in d.original_seen]:
+            raise Conflict(
+                "Look at every page of the paper original before verifying the entry against it.",
+                code="original_unseen",
+                pages=unseen,
+            )
 
     @staticmethod
     def _conflict(rx: Prescription, actor: Principal, d: VerificationInput, now: dt.datetime) -> Conflict:
@@ -365,19 +402,21 @@ class DataEntryService:
                 code="already_decided",
                 verification_state=rx.verification_state,
             )
+        if rx.version != d.version:
+            # A correction at the site sends the prescription back to the queue: that, not the claim,
+            # is what the pharmacist needs to hear.
+            return Conflict(
+                "The site corrected the prescription since you opened it; open it again to review it.",
+                code="stale_version",
+                version=rx.version,
+                your_version=d.version,
+            )
         if rx.verification_state != VerificationState.IN_REVIEW or rx.claimed_by != actor.user_id:
             return Conflict(
                 "You no longer hold this prescription: it was released or claimed by someone else.",
                 code="lease_lost",
             )
-        if rx.lease_expires_at is not None and rx.lease_expires_at <= now:
-            return Conflict("Your claim on this prescription has lapsed; open it again.", code="lease_lost")
-        return Conflict(
-            "The prescription was corrected since you opened it; review it again.",
-            code="stale_version",
-            version=rx.version,
-            your_version=d.version,
-        )
+        return Conflict("Your claim on this prescription has lapsed; open it again.", code="lease_lost")
 
     async def expire_leases(self) -> int:
         """Puts prescriptions whose PV1 lease ran out back in the queue; returns how many."""
@@ -510,6 +549,13 @@ class DataEntryService:
         page = DATA_ENTRY_ORDER.page(rows, limit, lambda r: (r.waiting_since, r.Prescription.id))
         return Page([DataEntryRow(r.Prescription, r.Site) for r in page.rows], page.next)
 
+    async def source(self, actor: Principal, rx_id: int) -> Prescription:
+        """The prescription as stored, for its source message (kind, id and body), if the actor may see
+        it."""
+        async with self.db.read() as s:
+            rx, _ = await self._visible(s, actor, rx_id)
+            return rx
+
     async def detail(self, actor: Principal, rx_id: int) -> DataEntryRecord:
         """One prescription with everything its PV1 view shows."""
         async with self.db.read() as s:
@@ -518,7 +564,7 @@ class DataEntryService:
                 (
                     await s.execute(
                         select(Media)
-                        .where(Media.prescription_id == rx.id, Media.kind == RX_IMAGE)
+                        .where(*_original_of(rx.id))
                         .order_by(Media.created_at, Media.page, Media.id)
                     )
                 ).scalars()

@@ -64,6 +64,11 @@ def _item(items: list[Received], source_id: str | None) -> Received | None:
     return items[0] if len(items) == 1 else None
 
 
+def entered_fields(rx: Any) -> dict[str, Any]:
+    """The prescription's entered values of the fields a message also carries."""
+    return {name: getattr(rx, name) for name in COMPARED}
+
+
 def differences(entered: dict[str, Any], said: dict[str, Any]) -> list[str]:
     """The fields whose entered value is not what the message said (spacing and letter case aside)."""
     return [

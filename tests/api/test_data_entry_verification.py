@@ -18,6 +18,7 @@ from server.db.engine import Database
 from server.db.models import AuditEvent, PrescriptionRevision, Site
 from server.reference.store import import_ndc
 from tests.api.test_fhir_intake import _integration, _send, contained_request
+from tests.api.test_prescription_originals import fax_tiff, upload_original
 from tests.api.world import (
     User,
     World,
@@ -270,6 +271,69 @@ async def test_an_e_prescription_shows_every_difference_from_its_message(pv1_wor
     assert view["source"]["differences"] == ["strength"]
     assert view["prescription"]["strength"] == "850 mg"
     assert (view["reference"], view["reference_loaded"]) == (None, False)
+
+
+async def test_an_entry_that_differs_from_its_message_is_verified_only_with_each_difference_confirmed(
+    pv1_world: World,
+) -> None:
+    """The strength entered is not the message's: one key cannot verify it. The verification names the
+    differing field, and the audit trail keeps that it was confirmed."""
+    system = await _integration(pv1_world)
+    await _send(system, "/api/v1/fhir/MedicationRequest", contained_request("FH100"), 201)
+    tech = await pv1_world.device("tech_nd1")
+    [rx] = (await tech.json("GET", "/api/v1/prescriptions"))["prescriptions"]
+    await tech.json(
+        "PATCH", f"/api/v1/prescriptions/{rx['id']}", json={"version": rx["version"], "strength": "850 mg"}
+    )
+    rph = await pv1_world.login("nd_rph")
+    view = await _claim(rph, rx["id"])
+    refused = await _decide(rph, view, 409, outcome="verify")
+    assert refused["error"] == "differences_unconfirmed" and refused["detail"] == {"fields": ["strength"]}
+    assert "differs from the e-prescription in strength" in refused["message"]
+    other = await _decide(rph, view, 409, outcome="verify", differences_confirmed=["quantity"])
+    assert other["error"] == "differences_unconfirmed"
+    assert (await _claim(rph, rx["id"]))["prescription"]["verification_state"] == "in_review"
+
+    done = await _decide(rph, view, outcome="verify", differences_confirmed=["strength"])
+    assert done["prescription"]["verification_state"] == "verified"
+    async with pv1_world.services.db.read() as s:
+        audit = (
+            await s.execute(select(AuditEvent).where(AuditEvent.action == "prescription.verified"))
+        ).scalar_one()
+    assert audit.detail["differences_confirmed"] == ["strength"]
+    assert "850" not in json.dumps(audit.detail)
+
+
+async def test_a_paper_prescription_is_verified_only_after_every_page_of_its_original_was_seen(
+    pv1_world: World,
+) -> None:
+    tech = await pv1_world.device("tech_nd1")
+    rx = await _entered(tech)
+    assert (await upload_original(tech, rx["id"], fax_tiff(2), "fax.tif")).status == 204
+    rph = await pv1_world.login("nd_rph")
+    view = await _claim(rph, rx["id"])
+    first, second = [page["id"] for page in view["original"]]
+    refused = await _decide(rph, view, 409, outcome="verify", original_seen=[first])
+    assert refused["error"] == "original_unseen" and refused["detail"] == {"pages": [second]}
+    done = await _decide(rph, view, outcome="verify", original_seen=[first, second])
+    assert done["prescription"]["verification_state"] == "verified"
+
+
+async def test_a_correction_made_while_the_pharmacist_holds_the_prescription_is_said_as_such(
+    pv1_world: World,
+) -> None:
+    tech = await pv1_world.device("tech_nd1")
+    rx = await _entered(tech)
+    rph = await pv1_world.login("nd_rph")
+    view = await _claim(rph, rx["id"])
+    await tech.json(
+        "PATCH", f"/api/v1/prescriptions/{rx['id']}", json={"version": rx["version"], "days_supply": 7}
+    )
+    refused = await _decide(rph, view, 409, outcome="verify")
+    assert refused["error"] == "stale_version"
+    assert refused["message"] == (
+        "The site corrected the prescription since you opened it; open it again to review it."
+    )
 
 
 async def test_a_site_without_pv1_fills_at_once(world: World) -> None:

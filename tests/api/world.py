@@ -388,17 +388,22 @@ def approval(fill: dict[str, Any], reason: str = "verified_visually") -> dict[st
 
 async def verified(world: World, rx_id: int, pharmacist: str = "nd_rph") -> dict[str, Any]:
     """Verifies a prescription's data entry (PV1) as a pharmacist licensed in its site's state, as the
-    console does (claim, then verify the version claimed); returns the prescription's PV1 view. For a
-    world built with pv1=True: a fill of a prescription is refused until this is done."""
+    console does (claim, look at the source, then verify the version claimed, each difference from the
+    message confirmed and every page of the original seen); returns the prescription's PV1 view. For
+    a world built with pv1=True: a fill of a prescription is refused until this is done."""
     rph = await world.login(pharmacist)
     claimed = await rph.json("POST", f"/api/v1/prescriptions/{rx_id}/claim")
-    return dict(
-        await rph.json(
-            "POST",
-            f"/api/v1/prescriptions/{rx_id}/verification",
-            json={"version": claimed["prescription"]["version"], "outcome": "verify"},
-        )
-    )
+    return dict(await rph.json("POST", f"/api/v1/prescriptions/{rx_id}/verification", json=checked(claimed)))
+
+
+def checked(view: dict[str, Any]) -> dict[str, Any]:
+    """A verification of the PV1 view as the console sends it once everything was checked."""
+    return {
+        "version": view["prescription"]["version"],
+        "outcome": "verify",
+        "differences_confirmed": view["source"]["differences"],
+        "original_seen": [page["id"] for page in view["original"]],
+    }
 
 
 async def approved_fill(world: World) -> str:

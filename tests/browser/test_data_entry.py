@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from server.db.models import Prescription, PrescriptionVerification
 from tests.api.test_fhir_intake import _integration, _send, contained_request
-from tests.api.test_prescription_originals import upload_original
+from tests.api.test_prescription_originals import fax_tiff, upload_original
 from tests.api.world import rx_body
 from tests.browser.conftest import SiteSocket, WorldFactory, sign_in, until
 
@@ -48,6 +48,7 @@ async def test_a_pharmacist_returns_a_changed_e_prescription_and_verifies_a_pape
     )
     paper = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("P200"))
     assert (await upload_original(tech, paper["id"], paper_original())).status == 204
+    assert (await upload_original(tech, paper["id"], fax_tiff(1), "back.tif")).status == 204
     site = await SiteSocket.open(world, "tech_nd1")
 
     console = await sign_in(browser, world, "nd_rph")
@@ -60,7 +61,7 @@ async def test_a_pharmacist_returns_a_changed_e_prescription_and_verifies_a_pape
 
     # The e-prescription: one difference, the strength, highlighted beside what the message says.
     await page.locator(f'#pv1-body tr[data-id="{erx["id"]}"]').click()
-    await expect(page.locator(".pv1-diff-count")).to_have_text("1 field differs from the message")
+    await expect(page.locator(".pv1-diff-count")).to_contain_text("1 field differs from the message")
     strength = page.locator('.pv1-compare tr[data-field="strength"]')
     await expect(strength).to_have_class("pv1-diff")
     await expect(strength.locator(".pv1-entered")).to_have_text("850 mg")
@@ -76,6 +77,17 @@ async def test_a_pharmacist_returns_a_changed_e_prescription_and_verifies_a_pape
         "el => getComputedStyle(el).backgroundColor"
     )
     assert highlighted != plain
+    # A difference is not verified by reflex: A does nothing until it is ticked as checked (C).
+    await expect(page.locator("#pv1-verify")).to_be_disabled()
+    await expect(page.locator("#pv1-pending")).to_have_text(
+        "Before verifying: confirm the difference from the message (Strength)."
+    )
+    await page.keyboard.press("a")
+    await expect(page.locator(".pv1-banner")).to_contain_text("Not verified yet: confirm the difference")
+    await page.keyboard.press("c")
+    await expect(strength.locator(".pv1-confirm input")).to_be_checked()
+    await expect(page.locator("#pv1-verify")).to_be_enabled()
+    await expect(page.locator("#pv1-pending")).to_have_text("")
 
     await page.keyboard.press("r")
     await expect(page.locator("#pv1-reasons")).to_be_visible()
@@ -102,6 +114,12 @@ async def test_a_pharmacist_returns_a_changed_e_prescription_and_verifies_a_pape
     )
     await expect(page.locator("#pv1-review .verify-title")).to_contain_text("Rx P200")
     await expect(page.locator(".pv1-ref")).to_contain_text("No drug reference is loaded")
+    # Its second page (the back, sent as a fax) is looked at before it can be verified.
+    await expect(page.locator("#pv1-pending")).to_have_text(
+        "Before verifying: look at page 2 of the original (PgDn)."
+    )
+    await page.keyboard.press("PageDown")
+    await expect(page.locator(".pv1-original-tools")).to_contain_text("page 2 of 2")
     await page.keyboard.press("a")
     await expect(page.locator("#pv1-empty")).to_be_visible()
     await site.wait_for(lambda m: m.get("type") == "prescription.verified")
@@ -114,3 +132,33 @@ async def test_a_pharmacist_returns_a_changed_e_prescription_and_verifies_a_pape
     assert states == {"FH100": "returned", "P200": "verified"}
     assert licences == ["ND-nd_rph", "ND-nd_rph"]
     assert not [line for line in console.logs if "pageerror" in line], console.logs
+
+
+async def test_a_correction_made_while_the_pharmacist_has_it_open_is_reloaded_before_verifying(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world(pv1=True)
+    tech = await world.device("tech_nd1")
+    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("P300"))
+    assert (await upload_original(tech, rx["id"], paper_original())).status == 204
+    console = await sign_in(browser, world, "nd_rph")
+    page = console.page
+    await page.keyboard.press("e")
+    await page.locator(f'#pv1-body tr[data-id="{rx["id"]}"]').click()
+    await expect(page.locator("#pv1-review .verify-title")).to_contain_text("version 1")
+
+    await tech.json("PATCH", f"/api/v1/prescriptions/{rx['id']}", json={"version": 1, "days_supply": 7})
+    banner = page.locator(".pv1-banner")
+    await expect(banner).to_contain_text("The site corrected this prescription while you had it open")
+    await expect(page.locator("#pv1-verify")).to_be_disabled()
+    await expect(page.locator("#pv1-pending")).to_have_text(
+        "Before verifying: reload the corrected prescription."
+    )
+    await page.keyboard.press("l")
+    await expect(page.locator("#pv1-review .verify-title")).to_contain_text("version 2")
+    await expect(page.locator('.pv1-compare tr[data-field="days_supply"] .pv1-entered')).to_have_text("7")
+    await page.keyboard.press("a")
+    await expect(page.locator("#pv1-empty")).to_be_visible()
+    async with world.services.db.read() as s:
+        state = (await s.execute(select(Prescription.verification_state))).scalar_one()
+    assert state == "verified"

@@ -99,7 +99,11 @@ async def test_a_returned_paper_prescription_is_seen_live_corrected_and_verified
         await rph.call(
             "POST",
             f"/api/v1/prescriptions/{row['prescription_id']}/verification",
-            {"version": view["prescription"]["version"], "outcome": "verify"},
+            {
+                "version": view["prescription"]["version"],
+                "outcome": "verify",
+                "original_seen": [page["id"] for page in view["original"]],
+            },
         )
     code, out, err = await site.run("rx", "show", "100234")
     assert code == 0, out + err

@@ -111,7 +111,10 @@ export class DataEntry {
     this.reloadTimer = setTimeout(() => this.load().catch(() => {}), 200);
     const open = this.current?.prescription;
     if (open && ev.prescription_id === open.id && ev.type === "prescription.corrected") {
-      this.banner("The site corrected this prescription. Reload it before you decide.", "warn");
+      this.stale = true;
+      this.banner("The site corrected this prescription while you had it open: reload it to see the correction before you decide.", "warn",
+        ["Reload", "L", () => this.open(open.id)]);
+      this.updatePending();
     }
   }
 
@@ -126,6 +129,9 @@ export class DataEntry {
     }
     this.page = 0;
     this.zoom = 0;
+    this.confirmed = new Set();
+    this.pagesSeen = new Set(this.current.original.slice(0, 1).map((p) => p.id));
+    this.stale = false;
     this.listPanel.hidden = true;
     this.review.hidden = false;
     this.renderReview();
@@ -152,12 +158,50 @@ export class DataEntry {
     await this.load().catch(() => {});
   }
 
-  banner(text, kind) {
+  banner(text, kind, action = null) {
     const el = this.review.querySelector(".pv1-banner");
     if (!el) return;
     el.hidden = false;
     el.dataset.kind = kind;
-    el.textContent = text;
+    this.bannerAction = action;
+    fill(el, h("span", {}, text), action
+      ? h("button", { type: "button", class: "btn small", onclick: action[2] }, `${action[0]} `, h("kbd", {}, action[1]))
+      : null);
+  }
+
+  /** What is left to check before Verify: each difference from the message confirmed, each page of the
+   * original seen, a correction made meanwhile loaded. The server refuses a verification without them. */
+  pending() {
+    const v = this.current;
+    if (!v) return [];
+    const left = [];
+    if (this.stale) left.push("reload the corrected prescription");
+    const unconfirmed = v.source.differences.filter((k) => !this.confirmed.has(k));
+    if (unconfirmed.length) left.push(`confirm ${unconfirmed.length === 1 ? "the difference" : "each difference"} from the message (${unconfirmed.map(label).join(", ")})`);
+    // Pages by their place in the original as shown (several uploads each start at their own page 1).
+    const unseen = v.original.flatMap((p, i) => (this.pagesSeen.has(p.id) ? [] : [i + 1]));
+    if (unseen.length) left.push(`look at page ${unseen.join(", ")} of the original (PgDn)`);
+    return left;
+  }
+
+  updatePending() {
+    const left = this.pending();
+    const status = this.review.querySelector("#pv1-pending");
+    if (status) status.textContent = left.length ? `Before verifying: ${left.join("; ")}.` : "";
+    const button = this.review.querySelector("#pv1-verify");
+    if (button) button.disabled = left.length > 0;
+  }
+
+  /** C: ticks the first difference not yet confirmed as checked, after the pharmacist has compared it. */
+  confirmNext() {
+    const next = this.current?.source.differences.find((k) => !this.confirmed.has(k));
+    if (!next) return;
+    const box = this.review.querySelector(`.pv1-confirm input[data-field="${next}"]`);
+    if (box) {
+      box.checked = true;
+      box.dispatchEvent(new Event("change"));
+      box.focus();
+    }
   }
 
   renderReview() {
@@ -170,7 +214,11 @@ export class DataEntry {
       // The entered NDC as the console shows NDCs (5-4-2); the message's stays as it came.
       h("td", { class: "pv1-entered" }, key === "expected_ndc" ? formatNdc(rx[key]) : show(rx[key])),
       said ? h("td", { class: "pv1-said" }, show(said[key])) : null,
-      said ? h("td", { class: "pv1-mark" }, diffs.has(key) ? "differs" : "") : null));
+      said ? h("td", { class: "pv1-mark" }, diffs.has(key) ? h("label", { class: "pv1-confirm" },
+        h("input", { type: "checkbox", dataset: { field: key }, checked: this.confirmed.has(key), onchange: (e) => {
+          if (e.target.checked) this.confirmed.add(key); else this.confirmed.delete(key);
+          this.updatePending();
+        } }), " Checked") : "") : null));
     const head = h("tr", {}, h("th", {}), h("th", { scope: "col" }, "Entered"),
       said ? h("th", { scope: "col" }, "The message says") : null, said ? h("th", {}) : null);
     fill(this.review,
@@ -182,7 +230,7 @@ export class DataEntry {
       h("div", { class: "pv1-body" },
         h("section", { class: "pv1-fields", "aria-label": "Entered fields" },
           h("h2", {}, SOURCE_LABELS[v.source.kind] || v.source.kind),
-          said && diffs.size ? h("p", { class: "pv1-diff-count", role: "status" }, `${diffs.size} field${diffs.size === 1 ? " differs" : "s differ"} from the message`) : null,
+          said && diffs.size ? h("p", { class: "pv1-diff-count", role: "status" }, `${diffs.size} field${diffs.size === 1 ? " differs" : "s differ"} from the message: compare each, then tick it as checked (`, h("kbd", {}, "C"), ")") : null,
           said && !diffs.size ? h("p", { class: "pv1-same" }, "Every field agrees with the message.") : null,
           h("table", { class: "pv1-compare" }, h("thead", {}, head), h("tbody", {}, rows)),
           this.referencePanel(v),
@@ -190,22 +238,25 @@ export class DataEntry {
           this.historyPanel(v)),
         this.sourcePanel(v)),
       h("div", { class: "decision-bar pv1-actions" },
+        h("p", { class: "pv1-pending", id: "pv1-pending", role: "status" }),
         h("div", { class: "decision-actions" },
           h("button", { type: "button", class: "btn approve", id: "pv1-verify", onclick: () => this.verify() }, "Verify ", h("kbd", {}, "A")),
           h("button", { type: "button", class: "btn reject", id: "pv1-return", onclick: () => this.openReturn() }, "Return to site ", h("kbd", {}, "R")))),
       this.returnPicker());
+    this.updatePending();
   }
 
   sourcePanel(v) {
     if (v.original.length) {
-      const page = v.original[Math.min(this.page, v.original.length - 1)];
+      const shown = Math.min(this.page, v.original.length - 1) + 1;
+      const page = v.original[shown - 1];
       const img = h("img", {
-        class: ["pv1-page", `zoom-${this.zoom}`], id: "pv1-page", alt: `Original, page ${page.page} of ${v.original.length}`,
+        class: ["pv1-page", `zoom-${this.zoom}`], id: "pv1-page", alt: `Original, page ${shown} of ${v.original.length}`,
         src: `${page.url}?variant=${this.zoom > 1 ? "full" : "2048"}`,
       });
       return h("section", { class: "pv1-original", "aria-label": "The paper original" },
         h("div", { class: "pv1-original-tools" },
-          h("span", {}, `Original · page ${page.page} of ${v.original.length}`),
+          h("span", {}, `Original · page ${shown} of ${v.original.length}`),
           h("button", { type: "button", class: "btn small", onclick: () => this.setZoom(this.zoom - 1) }, "−"),
           h("span", { class: "zoom-label", id: "pv1-zoom" }, this.zoom ? `${ZOOMS[this.zoom]}×` : "Fit"),
           h("button", { type: "button", class: "btn small", id: "pv1-zoom-in", onclick: () => this.setZoom(this.zoom + 1) }, "+"),
@@ -266,7 +317,12 @@ export class DataEntry {
   }
 
   async verify() {
-    await this.decide({ outcome: "verify" });
+    const left = this.pending();
+    if (left.length) {
+      this.banner(`Not verified yet: ${left.join("; ")}.`, "warn", this.stale ? ["Reload", "L", () => this.open(this.current.prescription.id)] : null);
+      return;
+    }
+    await this.decide({ outcome: "verify", differences_confirmed: [...this.confirmed], original_seen: [...this.pagesSeen] });
   }
 
   async sendReturn() {
@@ -308,7 +364,9 @@ export class DataEntry {
     if (pages < 2) return;
     this.page = (this.page + step + pages) % pages;
     this.zoom = 0;
+    this.pagesSeen.add(this.current.original[this.page].id);
     this.rerenderSource();
+    this.updatePending();
   }
 
   rerenderSource() {
@@ -351,9 +409,15 @@ export class DataEntry {
     else if (key === "0") this.setZoom(0);
     else if (key === "PageDown") this.turn(1);
     else if (key === "PageUp") this.turn(-1);
+    else if (key === "c") this.confirmNext();
+    else if (key === "l" && this.bannerAction?.[1] === "L") this.bannerAction[2]();
     else return false;
     return true;
   }
+}
+
+function label(key) {
+  return FIELDS.find(([k]) => k === key)?.[1] || key;
 }
 
 function show(value) {
