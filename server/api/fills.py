@@ -13,6 +13,7 @@ from server.api.shapes import data_entry_row, detail_view, fill_summary, queue_v
 from server.api.table import json_body, principal_of
 from server.data_entry.rules import RETURN_REASONS
 from server.data_entry.service import DATA_ENTRY_ORDER
+from server.fills.flags import VIDEO_SEEN_FRACTION
 from server.fills.lifecycle import Claimed
 from server.fills.queries import QUEUE_ORDER, SITE_FILLS_ORDER
 from server.fills.records import FillRecord
@@ -154,7 +155,8 @@ async def decide(request: web.Request) -> web.Response:
 
 @accepts()
 async def reasons(request: web.Request) -> web.Response:
-    """The decision's vocabularies, and how long the console holds a decision for Undo."""
+    """The decision's vocabularies, how long the console holds a decision for Undo, and how much of a
+    video counts as seen."""
     return json_response(
         {
             "reasons": [{"code": k, "label": v} for k, v in REJECTION_REASONS.items()],
@@ -162,5 +164,6 @@ async def reasons(request: web.Request) -> web.Response:
             "flag_labels": FLAG_LABELS,
             "return_reasons": [{"code": k, "label": v} for k, v in RETURN_REASONS.items()],
             "undo_seconds": services_of(request).config.decision_undo_seconds,
+            "video_seen_fraction": VIDEO_SEEN_FRACTION,
         }
     )

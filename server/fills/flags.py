@@ -24,6 +24,9 @@ def _number(value: Decimal | None) -> float | None:
 
 # What the drug reference says of a scanned or prescribed NDC that a pharmacist must hear even when the
 # barcode matches: the product is no longer marketed, excluded from the directory, or not in it.
+# A video counts as seen once this share of it was played or scrubbed through (the console measures it
+# and learns the share from GET /api/v1/reasons).
+VIDEO_SEEN_FRACTION = 0.9
 REFERENCE_FLAGS = ("discontinued", "excluded", "unknown_ndc", "expected_unknown")
 
 
@@ -77,6 +80,15 @@ def order_by_view(media: Iterable[Media], required: Sequence[str]) -> list[Media
     return sorted(media, key=lambda m: (m.kind in VIDEO_KINDS, rank.get(m.kind, len(rank)), m.id))
 
 
+def _was_seen(m: Media, view: dict[str, Any] | None) -> bool:
+    """A photo was on screen; a video was played or scrubbed through nearly to its end."""
+    if view is None:
+        return False
+    if m.kind in VIDEO_KINDS:
+        return (view.get("played_fraction") or 0) >= VIDEO_SEEN_FRACTION
+    return bool(view["seconds"] > 0)
+
+
 def check_approval(fill: Fill, media: Sequence[Media], d: DecisionInput) -> None:
     """An approval must acknowledge every flag of the fill and name every photo and video as seen;
     NotYet (422) says what is missing."""
@@ -88,8 +100,8 @@ def check_approval(fill: Fill, media: Sequence[Media], d: DecisionInput) -> None
             code="flags_unacknowledged",
             missing=missing_flags,
         )
-    seen = {v["media_id"] for v in d.views_seen if v["seconds"] > 0 or v.get("played_fraction")}
-    unseen = [m.id for m in media if m.id not in seen]
+    views = {v["media_id"]: v for v in d.views_seen}
+    unseen = [m.id for m in media if not _was_seen(m, views.get(m.id))]
     if unseen:
         raise NotYet(
             "Every photo and video of the fill must be seen before it is approved.",

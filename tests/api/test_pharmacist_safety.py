@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
+from demo import photos
 from server.db.models import AuditEvent, Event
-from tests.api.world import User, World, approval, queued_fill, rx_body
+from tests.api.world import REQUIRED, User, World, approval, new_fill_id, photo, queued_fill, rx_body, upload
 
 # The stock bottle's GS1 DataMatrix for the prescriptions' NDC 0378-1805-01, expiring 2029-12-31.
 MATCHING_SCAN = "]d2010030378180501817291231"
@@ -78,6 +80,35 @@ async def test_a_clean_fill_has_no_flags_and_a_short_count_must_be_acknowledged(
     # The decision names the licence it was made under: the pharmacist's for the site's state.
     licence = {"state": "ND", "number": "ND-nd_rph"}
     assert decided["decision"]["license"] == licence and detail["license"] == licence
+
+
+async def test_a_count_video_counts_as_seen_only_once_played_nearly_to_its_end(
+    world: World, tmp_path: Path
+) -> None:
+    """The server's rule, which the console learns from /api/v1/reasons: a video glanced at for a few
+    seconds, or half played, was not seen."""
+    tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+    filmed = new_fill_id()
+    rx = await _rx(tech, "RX1")
+    clean = {"barcodes": [MATCHING_SCAN], "counted_quantity": 60}
+    await tech.json("POST", "/api/v1/fills", 201, json={"id": filmed, "prescription_id": rx, **clean})
+    for i, kind in enumerate(REQUIRED):
+        assert (await upload(tech, filmed, kind, photo(kind, 700 + i))).status == 204
+    video = tmp_path / "count.mp4"
+    photos.count_video(video, seconds=1.0)
+    assert (await upload(tech, filmed, "count_video", video.read_bytes(), "count.mp4")).status == 204
+    claimed = await _claim(rph, await tech.json("POST", f"/api/v1/fills/{filmed}/submit"))
+    share = (await rph.json("GET", "/api/v1/reasons"))["video_seen_fraction"]
+    assert 0 < share < 1
+    body = approval(claimed)
+    [view] = [v for v in body["views_seen"] if v["media_id"] == next(
+        m["id"] for m in claimed["media"] if m["kind"] == "count_video")]  # fmt: skip
+    for played in (0.0, share - 0.05):
+        view.update(seconds=30.0, played_fraction=played)
+        refused = await rph.json("POST", f"/api/v1/fills/{filmed}/decision", 422, json=body)
+        assert refused["error"] == "views_unseen" and refused["detail"]["missing"] == [view["media_id"]]
+    view["played_fraction"] = share
+    assert (await rph.json("POST", f"/api/v1/fills/{filmed}/decision", json=body))["state"] == "approved"
 
 
 async def test_an_approval_must_name_every_photo_as_seen_but_a_rejection_need_not(world: World) -> None:

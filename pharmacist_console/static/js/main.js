@@ -10,6 +10,7 @@ import { LiveFeed } from "./live.js";
 import { DetailCache, ImageCache, Prefetcher } from "./prefetch.js";
 import { DataEntry } from "./pv1.js";
 import { QueueStore } from "./queue.js";
+import { setVideoSeenFraction } from "./seen.js";
 import { QueueView } from "./queue_view.js";
 import { Viewer } from "./viewer.js";
 import { Workspace } from "./workspace.js";
@@ -246,6 +247,7 @@ async function startSession(user, csrf) {
   fill(els.filterSite, h("option", { value: "" }, "All sites"),
     sites.sites.map((s) => h("option", { value: s.id }, `${s.code} · ${s.name} (${s.state})`)));
   setFlagLabels(reasons.flag_labels);
+  setVideoSeenFraction(reasons.video_seen_fraction);
   dataEntry.setReasons(reasons.return_reasons);
   workspace.setReasons(reasons.reasons, {
     acknowledgementReasons: reasons.acknowledgement_reasons, undoSeconds: reasons.undo_seconds,

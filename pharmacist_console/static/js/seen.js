@@ -5,8 +5,12 @@
 import { KIND_LABELS } from "./format.js";
 import { isVideo } from "./prefetch.js";
 
-// A video counts as seen once this share of it was played or scrubbed through.
-export const VIDEO_SEEN_FRACTION = 0.9;
+// A video counts as seen once this share of it was played or scrubbed through: the server's rule, read
+// from GET /api/v1/reasons at sign-in (all of it until then).
+let videoSeenFraction = 1;
+export function setVideoSeenFraction(share) {
+  if (typeof share === "number" && share > 0 && share <= 1) videoSeenFraction = share;
+}
 // Seeks this close together are a scrub: the frames between them passed on screen.
 const SCRUB_GAP_S = 1.5;
 const BUCKETS = 200;
@@ -66,7 +70,7 @@ class View {
   }
 
   get seen() {
-    return isVideo(this.media) ? this.playedFraction() >= VIDEO_SEEN_FRACTION : this.shown;
+    return isVideo(this.media) ? this.playedFraction() >= videoSeenFraction : this.shown;
   }
 }
 
