@@ -429,8 +429,7 @@ class FillService:
                 raise Forbidden("This site is suspended and cannot submit fills.")
             check_fillable(rx)
             await self.compliance.check_new_fill(s, site, rx)
-            if new.previous_fill_id:
-                await self._check_resubmission(s, new, rx)
+            replaced = await self._check_resubmission(s, new, rx) if new.previous_fill_id else None
             await self._check_refills(s, rx, new.id, lock=False)
             counselling = self.compliance.counselling_required(site, rx.fill_type)
             fill = Fill(
@@ -439,7 +438,8 @@ class FillService:
                 site_id=site.id,
                 technician_id=actor.user_id,
                 previous_fill_id=new.previous_fill_id,
-                priority=new.priority,
+                # A retake keeps the patient's place: waiting at the counter still, unless the site says.
+                priority=new.priority or (replaced.priority if replaced is not None else "routine"),
                 state=CREATE.target,
                 version=1,
                 barcodes=list(new.barcodes),
@@ -462,7 +462,8 @@ class FillService:
             schedule = await schedule_of(s, rx)
             return FillRecord(fill, site, rx, actor.display_name, [], decisions, schedule=schedule), True
 
-    async def _check_resubmission(self, s: AsyncSession, new: NewFill, rx: Prescription) -> None:
+    async def _check_resubmission(self, s: AsyncSession, new: NewFill, rx: Prescription) -> Fill:
+        """The rejected fill a resubmission replaces, once it may."""
         prev = await s.get(Fill, new.previous_fill_id)
         if prev is None or prev.prescription_id != rx.id:
             raise InvalidInput("A resubmission must name a rejected fill of the same prescription.")
@@ -471,6 +472,7 @@ class FillService:
         taken = (await s.execute(select(Fill.id).where(Fill.previous_fill_id == prev.id))).first()
         if taken is not None:
             raise Conflict("This rejected fill was resubmitted already.", code="already_resubmitted")
+        return prev
 
     @staticmethod
     async def _replaced(s: AsyncSession, fill: Fill) -> list[str]:

@@ -66,7 +66,10 @@ NEW_FILL = Body(
             description="Made by the site; creating the same fill again is idempotent.",
         ),
         "prescription_id": Field(ID, required=True),
-        "priority": Field(OneOf(PRIORITIES, f"Priority must be one of {', '.join(PRIORITIES)}.")),
+        "priority": Field(
+            OneOf(PRIORITIES, f"Priority must be one of {', '.join(PRIORITIES)}."),
+            description="Routine when not given; a resubmission without it takes the rejected fill's.",
+        ),
         "barcodes": Field(
             Nullable(
                 ListOf(
@@ -225,7 +228,8 @@ class NewFill:
 
     id: str
     prescription_id: int
-    priority: str = "routine"
+    # None: not given, so routine, or for a resubmission the priority of the fill it replaces.
+    priority: str | None = None
     barcodes: tuple[str, ...] = ()
     counted_quantity: Decimal | None = None
     previous_fill_id: str | None = None
@@ -239,7 +243,7 @@ class NewFill:
         return cls(
             id=f["id"],
             prescription_id=f["prescription_id"],
-            priority=f.get("priority", "routine"),
+            priority=f.get("priority"),
             barcodes=tuple(f.get("barcodes") or ()),
             counted_quantity=f.get("counted_quantity"),
             previous_fill_id=f.get("previous_fill_id"),
@@ -253,7 +257,7 @@ class NewFill:
     def digest(self) -> str:
         body = {
             "prescription_id": self.prescription_id,
-            "priority": self.priority,
+            "priority": self.priority or "routine",
             "barcodes": list(self.barcodes),
             "counted_quantity": None
             if self.counted_quantity is None

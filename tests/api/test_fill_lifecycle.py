@@ -169,6 +169,28 @@ async def test_rejected_fill_returns_to_technician_with_reason_and_can_be_resubm
     assert claimed["earlier_rejections"][0]["reason_codes"] == ["wrong_quantity"]
 
 
+async def test_a_resubmission_keeps_the_priority_of_the_fill_it_replaces_unless_told_otherwise(
+    world: World,
+) -> None:
+    """The patient waited at the counter for the first fill and is still waiting for the retake."""
+    tech = await world.device("tech_nd1")
+    rx = await _rx(world, refills_authorized=5)
+    waiting = await queued_fill(world, tech, rx, priority="waiting")
+    rph = await world.login("nd_rph")
+    claimed = (await rph.json("POST", f"/api/v1/fills/{waiting['id']}/claim"))["fill"]
+    reject = {"version": claimed["version"], "outcome": "reject", "reason_codes": ["image_unclear"]}
+    await rph.json("POST", f"/api/v1/fills/{waiting['id']}/decision", json=reject)
+
+    retake = {"id": new_fill_id(), "prescription_id": rx, "previous_fill_id": waiting["id"]}
+    assert (await tech.json("POST", "/api/v1/fills", 201, json=retake))["priority"] == "waiting"
+    plain = {"id": new_fill_id(), "prescription_id": rx}
+    assert (await tech.json("POST", "/api/v1/fills", 201, json=plain))["priority"] == "routine"
+    # Said anew, the site's word stands.
+    first, _ = await _rejected_fill(world, tech, rx, reason_codes=["label_error"])
+    told = {**retake, "id": new_fill_id(), "previous_fill_id": first["id"], "priority": "delivery"}
+    assert (await tech.json("POST", "/api/v1/fills", 201, json=told))["priority"] == "delivery"
+
+
 async def test_create_and_submit_answer_with_the_fill_as_a_later_read_shows_it(world: World) -> None:
     # The answers are built from the writing transaction's own rows: they must not differ from a read.
     tech = await world.device("tech_nd1")
