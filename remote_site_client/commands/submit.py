@@ -215,9 +215,10 @@ def _submit(
     body: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "prescription_id": prescription_id,
-        "priority": args.priority,
         "barcodes": report.barcodes[:10],
     }
+    if args.priority is not None:
+        body["priority"] = args.priority
     if args.count is not None:
         body["counted_quantity"] = args.count
     if previous is not None:
@@ -279,7 +280,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="scanned barcode text (default: read from the stock bottle photo)",
     )
     p.add_argument("--count", type=counted, help="the counted quantity")
-    p.add_argument("--priority", choices=["waiting", "routine", "delivery"], default="routine")
+    p.add_argument(
+        "--priority",
+        choices=["waiting", "routine", "delivery"],
+        help="routine when not given; a resubmission keeps the rejected fill's",
+    )
     p.add_argument("--override", metavar="REASON", help="send although a check failed; the reason is audited")
     p.add_argument(
         "--resubmit-of",

@@ -126,7 +126,9 @@ async def test_resubmit_of_a_short_id_keeps_every_photo_not_retaken(
 ) -> None:
     await enter_rx(server.url, token, "100234")
     site = make_site(tmp_path, server.url, token)
-    code, out, err = await site.run("submit", "--rx", "100234", *photos(photo_dir), "--count", "58")
+    code, out, err = await site.run(
+        "submit", "--rx", "100234", *photos(photo_dir), "--count", "58", "--priority", "waiting"
+    )
     assert code == 0, out + err
     first = FILL_ID.search(out).group(1)  # type: ignore[union-attr]
     async with Pharmacist(server.url) as rph:
@@ -143,6 +145,7 @@ async def test_resubmit_of_a_short_id_keeps_every_photo_not_retaken(
     second = FILL_ID.search(out).group(1)  # type: ignore[union-attr]
     old, new = await fill_detail(server.url, token, first), await fill_detail(server.url, token, second)
     assert new["previous_fill_id"] == first and new["state"] == "queued" and new["counted_quantity"] == 60
+    assert new["priority"] == "waiting"  # the patient still waits at the counter
     sha = {f["id"]: {m["kind"]: m["sha256"] for m in f["media"]} for f in (old, new)}
     assert sha[second]["stock_bottle"] == sha[first]["stock_bottle"]
     assert sha[second]["vial_label"] == sha[first]["vial_label"]
