@@ -18,7 +18,7 @@ from remote_site_client import config as site_config
 from remote_site_client.config import SiteConfig
 from remote_site_client.outbox import DISCARDED, FAILED, PENDING, QUEUED, Entry, Outbox
 from remote_site_client.recordings import RecordingAttempt
-from server.evidence.counts import count_problem
+from server.evidence.counts import read_count
 
 EXIT_OK = 0
 EXIT_CHECKS = 1
@@ -57,12 +57,9 @@ def whole_number(low: int, high: int, what: str) -> Callable[[str], int]:
 def counted(text: str) -> float:
     """A --count argument: a count the server takes, else argparse says why (nothing is stored)."""
     try:
-        count = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number, e.g. 60") from None
-    if problem := count_problem(count):
-        raise argparse.ArgumentTypeError(problem)
-    return count
+        return read_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # The longest a command keeps trying now (--wait): a day; what is not sent by then waits for the sender.

@@ -19,7 +19,7 @@ from remote_site_client.station.captures import Capture, Captures, check_capture
 from remote_site_client.station.errors import StationError, not_enrolled
 from remote_site_client.station.runtime import Station
 from remote_site_client.station.worklist import views_to_retake
-from server.evidence.counts import count_problem
+from server.evidence.counts import read_count
 from server.evidence.kinds import KIND_NAMES, MEDIA_KINDS
 
 PRIORITIES = ("waiting", "routine", "delivery")
@@ -81,16 +81,14 @@ def _refuse_problems(found: Sequence[Capture]) -> None:
         )
 
 
-def _count(value: Any) -> float | None:
-    if value is None or value == "":
+def _count(typed: Any) -> float | None:
+    """The count as the page sends what was typed (the field's text); None when it was left empty."""
+    if typed is None or (isinstance(typed, str) and not typed.strip()):
         return None
     try:
-        count = float(value)
-    except (TypeError, ValueError):
-        raise StationError(400, "bad_count", "The counted quantity must be a number, e.g. 60.") from None
-    if problem := count_problem(count):
-        raise StationError(400, "bad_count", problem)
-    return count
+        return read_count(typed)
+    except ValueError as exc:
+        raise StationError(400, "bad_count", str(exc)) from None
 
 
 def save_fill(station: Station, captures: Captures, payload: dict[str, Any]) -> dict[str, Any]:

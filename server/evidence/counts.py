@@ -3,6 +3,7 @@ refuse a count out of bounds where it is typed, before a fill is stored and sent
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 MAX_COUNT = 100_000
@@ -14,3 +15,20 @@ def count_problem(count: float) -> str | None:
     if not math.isfinite(count) or not 0 < count <= MAX_COUNT:
         return f"The counted quantity must be between 1 and {MAX_COUNT}."
     return None
+
+
+def read_count(typed: object) -> float:
+    """The count a technician typed (text, or a number from JSON), else ValueError saying why it cannot
+    be sent: the one rule for `tp-site submit --count` and the station's Save."""
+    count = None
+    # JSON's true is not a count, though Python would read it as 1.
+    if isinstance(typed, int | float | str) and not isinstance(typed, bool):
+        with contextlib.suppress(ValueError):
+            count = float(typed)
+    if count is None:
+        # What was typed, when short, so that a letter O for a zero shows.
+        shown = f", not {typed!r}" if isinstance(typed, str) and 0 < len(typed) <= 20 else ""
+        raise ValueError(f"The counted quantity must be a number, e.g. 60{shown}.")
+    if problem := count_problem(count):
+        raise ValueError(problem)
+    return count

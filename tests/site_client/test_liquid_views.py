@@ -80,6 +80,10 @@ async def test_submit_names_the_views_a_prescription_needs_before_storing_anythi
     # A count no fill can carry is refused as it is typed, too.
     code, out, err = await site.run("submit", "--rx", "100901", *photos(photo_dir), "--count", "-60")
     assert code == 2 and "--count: The counted quantity must be between 1 and 100000." in err, out + err
+    # And one mistyped, in the words the station's page uses for it.
+    code, out, err = await site.run("submit", "--rx", "100901", *photos(photo_dir), "--count", "3O")
+    said = "--count: The counted quantity must be a number, e.g. 60, not '3O'."
+    assert code == 2 and said in err, out + err
     # So is a wait that would never end (NaN compares false with every time left).
     for wait in ("nan", "inf", "-1"):
         code, out, err = await site.run(
