@@ -91,9 +91,13 @@ def _count(typed: Any) -> float | None:
         raise StationError(400, "bad_count", str(exc)) from None
 
 
+def _no_count() -> StationError:
+    return StationError(400, "no_count", "Type the counted quantity before saving.")
+
+
 def save_fill(station: Station, captures: Captures, payload: dict[str, Any]) -> dict[str, Any]:
-    """Stores the fill in the outbox (files and entry fsynced) and wakes the sender; nothing is sent
-    when a required view is missing or a photo failed its checks."""
+    """Stores the fill in the outbox (files and entry fsynced) and wakes the sender; nothing is stored
+    when a required view is missing, a photo failed its checks or the count is missing or not a number."""
     outbox = _outbox(station)
     try:
         prescription_id = int(payload["prescription_id"])
@@ -118,8 +122,9 @@ def save_fill(station: Station, captures: Captures, payload: dict[str, Any]) -> 
         "barcodes": (bottle.barcodes if bottle else [])[:10],
     }
     count = _count(payload.get("counted_quantity"))
-    if count is not None:
-        body["counted_quantity"] = count
+    if count is None:
+        raise _no_count()
+    body["counted_quantity"] = count
     previous = payload.get("previous_fill_id")
     if previous:
         body["previous_fill_id"] = str(uuid.UUID(str(previous)))
@@ -151,6 +156,8 @@ def fix_entry(station: Station, captures: Captures, fill_id: str, payload: dict[
         raise StationError(
             400, "missing_views", f"Take the {_names(missing)} before saving.", {"missing": missing}
         )
+    if count is None and entry.body.get("counted_quantity") is None:
+        raise _no_count()
     body = dict(entry.body)
     if count is not None:
         body["counted_quantity"] = count

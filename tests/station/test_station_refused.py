@@ -33,6 +33,7 @@ async def saved_offline(page: Page, rx_number: str, photo_dir: Path) -> str:
     await camera_photo(page, "stock_bottle")
     await file_photo(page, "pills", photo_dir / "pills.jpg")
     await file_photo(page, "vial_label", photo_dir / "vial_label.jpg")
+    await page.fill("#count", "60")
     return await save_fill(page)
 
 

@@ -105,6 +105,7 @@ async def test_screenshots_of_capture_work_list_and_offline_on_a_tablet(
     await camera_photo(page, "stock_bottle")
     await file_photo(page, "pills", photo_dir / "pills.jpg")
     await file_photo(page, "vial_label", photo_dir / "vial_label.jpg")
+    await page.fill("#count", "60")
     await save_fill(page)
     await expect(page.locator("#offline-banner")).to_contain_text("1 saved fill waits here")
     await page.click("#nav-worklist")

@@ -168,12 +168,12 @@ async def file_photo(page: Page, kind: str, path: Path, *, ok: bool = True) -> L
     return await _checked(page, kind, ok)
 
 
+def is_save(r: Response) -> bool:
+    return r.url.endswith("/api/fills") and r.request.method == "POST"
+
+
 async def save_fill(page: Page) -> str:
     """Presses Save and returns the saved fill's id once the page says it is saved."""
-
-    def is_save(r: Response) -> bool:
-        return r.url.endswith("/api/fills") and r.request.method == "POST"
-
     async with page.expect_response(is_save) as info:
         await page.click("#save-btn")
     resp = await info.value

@@ -67,6 +67,7 @@ export class Capture {
     $("#retake-btn").addEventListener("click", () => this.retakeCurrent());
     $("#record-btn").addEventListener("click", () => this.toggleRecording());
     $("#save-btn").addEventListener("click", () => this.save());
+    $("#count").addEventListener("input", () => this.countProblem(""));
     $("#camera").addEventListener("change", () => {
       localStorage.setItem(CAMERA_KEY, $("#camera").value);
       this.startCamera();
@@ -196,6 +197,7 @@ export class Capture {
     $("#rx-card").hidden = false;
     $("#capture-steps").hidden = false;
     $("#count").value = "";
+    this.countProblem("");
     $("#missing-views").hidden = true;
     fill($("#rx-details"),
       h("dt", {}, "Rx"), h("dd", { id: "rx-number" }, rx.rx_number),
@@ -480,6 +482,15 @@ export class Capture {
     });
   }
 
+  /** Why the count cannot be saved, by its field; "" says nothing. */
+  countProblem(message) {
+    const field = $("#count");
+    $("#count-problem").textContent = message;
+    $("#count-problem").hidden = !message;
+    if (message) field.setAttribute("aria-invalid", "true");
+    else field.removeAttribute("aria-invalid");
+  }
+
   async save() {
     if (!this.rx || this.busy) return;
     const status = $("#save-status");
@@ -489,6 +500,11 @@ export class Capture {
       status.textContent = "Wait: a photo is still being checked.";
       return;
     }
+    // The field is text, not a number input: a number input drops what it cannot read (3O becomes 3,
+    // abc nothing) and nobody hears of it. What was typed goes to the station, which reads it with the
+    // rule of `tp-site submit --count`.
+    const count = $("#count").value.trim();
+    this.countProblem(count ? "" : "Not saved: type the counted quantity first.");
     if (missing.length) {
       problem.textContent = `Not saved: take the ${missing.map((k) => this.kindName(k)).join(" and the ")} first.`;
       problem.hidden = false;
@@ -496,18 +512,21 @@ export class Capture {
       return;
     }
     problem.hidden = true;
+    if (!count) {
+      $("#count").focus();
+      return;
+    }
     const ids = [...this.captures.values()].map((c) => c.id);
-    const count = $("#count").value.trim();
     this.busy = true;
     $("#save-btn").disabled = true;
     status.textContent = "Saving…";
     try {
       let result;
       if (this.mode.kind === "fix") {
-        result = await api("POST", `/api/fills/${this.mode.fillId}/fix`, { captures: ids, counted_quantity: count || null });
+        result = await api("POST", `/api/fills/${this.mode.fillId}/fix`, { captures: ids, counted_quantity: count });
       } else {
         result = await api("POST", "/api/fills", {
-          prescription_id: this.rx.id, captures: ids, counted_quantity: count || null,
+          prescription_id: this.rx.id, captures: ids, counted_quantity: count,
           previous_fill_id: this.mode.kind === "resubmit" ? this.mode.fillId : null,
         });
       }
@@ -522,6 +541,10 @@ export class Capture {
       if (err.code === "missing_views" && err.detail.missing) {
         problem.textContent = `Not saved: ${err.message}`;
         problem.hidden = false;
+      } else if (err.code === "no_count" || err.code === "bad_count") {
+        this.countProblem(`Not saved: ${err.message}`);
+        $("#count").focus();
+        $("#count").select();
       } else {
         toast(`Not saved: ${err.message}`, "error");
         status.textContent = `Not saved: ${err.message}`;
