@@ -28,6 +28,17 @@ class StationError(Exception):
         self.detail = detail or {}
 
 
+class Question(Exception):
+    """Nothing was done: the technician must say yes first (the page asks, then sends again saying so).
+    Answered 200, as a question is no failure (a 4xx would log one in the browser's console)."""
+
+    def __init__(self, code: str, message: str, detail: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.detail = detail or {}
+
+
 def not_enrolled() -> StationError:
     return StationError(409, "not_enrolled", "This station is not enrolled yet: enrol it first.")
 
@@ -43,6 +54,8 @@ def middleware() -> Middleware:
             return await handler(request)
         except StationError as exc:
             return _answer(exc.status, exc.code, exc.message, exc.detail)
+        except Question as exc:
+            return web.json_response({"question": exc.code, "message": exc.message, "detail": exc.detail})
         except CaptureRefused as exc:
             return _answer(exc.status, exc.code, exc.message)
         except NotFixable as exc:

@@ -16,7 +16,7 @@ from remote_site_client.commands.outbox import fix_needs_new_id
 from remote_site_client.commands.submit import rejected_fill
 from remote_site_client.outbox import FAILED, Outbox, short_id
 from remote_site_client.station.captures import Capture, Captures, check_capture
-from remote_site_client.station.errors import StationError, not_enrolled
+from remote_site_client.station.errors import Question, StationError, not_enrolled
 from remote_site_client.station.runtime import Station
 from remote_site_client.station.worklist import views_to_retake
 from server.evidence.counts import read_count
@@ -95,9 +95,28 @@ def _no_count() -> StationError:
     return StationError(400, "no_count", "Type the counted quantity before saving.")
 
 
+def _quantity(q: float) -> str:
+    return f"{q:.2f}".rstrip("0").rstrip(".")
+
+
+def _ask_if_count_differs(count: float, rx: dict[str, Any], payload: dict[str, Any]) -> None:
+    """A count other than the prescription's is saved once the technician confirms it: a partial fill
+    is one, a slip of the finger (300 for 30) another. The server flags it for the pharmacist either
+    way (quantity_mismatch); this asks only the technician."""
+    prescribed = rx.get("quantity")
+    if prescribed is None or payload.get("count_confirmed") is True or count == float(prescribed):
+        return
+    raise Question(
+        "count_differs",
+        f"Counted {_quantity(count)}, the prescription is for {_quantity(float(prescribed))}: save anyway?",
+        {"counted": count, "prescribed": float(prescribed)},
+    )
+
+
 def save_fill(station: Station, captures: Captures, payload: dict[str, Any]) -> dict[str, Any]:
     """Stores the fill in the outbox (files and entry fsynced) and wakes the sender; nothing is stored
-    when a required view is missing, a photo failed its checks or the count is missing or not a number."""
+    when a required view is missing, a photo failed its checks or the count is missing or not a number, nor
+    while a count other than the prescription's waits for the technician's confirmation."""
     outbox = _outbox(station)
     try:
         prescription_id = int(payload["prescription_id"])
@@ -124,6 +143,7 @@ def save_fill(station: Station, captures: Captures, payload: dict[str, Any]) -> 
     count = _count(payload.get("counted_quantity"))
     if count is None:
         raise _no_count()
+    _ask_if_count_differs(count, rx, payload)
     body["counted_quantity"] = count
     previous = payload.get("previous_fill_id")
     if previous:
@@ -158,6 +178,8 @@ def fix_entry(station: Station, captures: Captures, fill_id: str, payload: dict[
         )
     if count is None and entry.body.get("counted_quantity") is None:
         raise _no_count()
+    if count is not None:
+        _ask_if_count_differs(count, rx, payload)
     body = dict(entry.body)
     if count is not None:
         body["counted_quantity"] = count

@@ -1,5 +1,6 @@
-"""The counted quantity on the station's page: a fill is saved only with a count, and what was typed is
-read as `tp-site submit --count` reads it."""
+"""The counted quantity on the station's page: a fill is saved only with a count, what was typed is read
+as `tp-site submit --count` reads it, and a count other than the prescription's is saved only once the
+technician confirms it (the pharmacist is told by the server's quantity_mismatch flag)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from playwright.async_api import Browser, Page, Request, Route, expect
 
 from remote_site_client.outbox import Outbox
 from tests.site_client.world import ServerProcess, Site, site_api
+from tests.station.test_station_decisions import queued
 from tests.station.world import (
     StationProcess,
     camera_photo,
@@ -19,6 +21,7 @@ from tests.station.world import (
     is_save,
     open_station,
     pick,
+    save_fill,
 )
 
 
@@ -108,3 +111,51 @@ async def test_the_station_refuses_a_fill_without_a_count_whatever_the_page_send
         "Not saved: Type the counted quantity before saving."
     )
     assert saved_here(site) == []
+
+
+async def test_a_count_other_than_the_prescription_is_saved_once_the_technician_confirms_it(
+    browser: Browser,
+    server: ServerProcess,
+    token: str,
+    site: Site,
+    station: StationProcess,
+    photo_dir: Path,
+) -> None:
+    await create_prescription(server.url, token, "600003")  # for 60 tablets
+    page = (await open_station(browser, station)).page
+    await three_views(page, "600003", photo_dir)
+    field, confirm = page.locator("#count"), page.locator("#count-confirm")
+
+    await page.fill("#count", "600")
+    await page.click("#save-btn")
+    await expect(confirm).to_contain_text("Counted 600, the prescription is for 60: save anyway?")
+    await expect(page.locator("#count-confirm-change")).to_be_focused()
+    await expect(page.locator("#count-problem")).to_be_hidden()
+    assert saved_here(site) == []
+
+    # Save waits for the answer; Ctrl+S asks again: only "Save anyway" saves a count that differs.
+    await expect(page.locator("#save-btn")).to_be_hidden()
+    async with page.expect_response(is_save) as info:
+        await page.keyboard.press("Control+s")
+    asked = await info.value
+    assert asked.status == 200 and (await asked.json())["question"] == "count_differs"
+    await expect(confirm).to_contain_text("Counted 600, the prescription is for 60: save anyway?")
+    assert saved_here(site) == []
+
+    await page.click("#count-confirm-change")
+    await expect(confirm).to_be_hidden()
+    await expect(page.locator("#save-btn")).to_be_visible()
+    await expect(field).to_be_focused()
+    await field.press_sequentially("58")  # the text was selected: typing replaces it
+    await expect(field).to_have_value("58")
+    fill_id = await save_fill(page, count_differs=True)
+    await expect(confirm).to_be_hidden()
+
+    [entry] = saved_here(site)
+    assert entry.fill_id == fill_id and entry.body["counted_quantity"] == 58
+    assert "count_confirmed" not in entry.body
+    fill = await queued(server, token, fill_id)
+    assert fill["counted_quantity"] == 58
+    # The pharmacist is told by the server's flag, as for any count that differs.
+    mismatch = [f for f in fill["flags"] if f["code"] == "quantity_mismatch"]
+    assert mismatch == [{"code": "quantity_mismatch", "counted": 58.0, "prescribed": 60.0}]

@@ -35,8 +35,8 @@ async def capture_and_save(page: Page, rx_number: str, photo_dir: Path) -> str:
     await camera_photo(page, "stock_bottle")
     await file_photo(page, "pills", photo_dir / "pills.jpg")
     await file_photo(page, "vial_label", photo_dir / "vial_label.jpg")
-    await page.fill("#count", "58")
-    return await save_fill(page)
+    await page.fill("#count", "58")  # the prescription is for 60: the rejection below says so
+    return await save_fill(page, count_differs=True)
 
 
 async def test_a_rejection_is_retaken_for_one_view_and_resubmitted_with_the_others_kept(

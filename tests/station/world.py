@@ -172,10 +172,14 @@ def is_save(r: Response) -> bool:
     return r.url.endswith("/api/fills") and r.request.method == "POST"
 
 
-async def save_fill(page: Page) -> str:
-    """Presses Save and returns the saved fill's id once the page says it is saved."""
-    async with page.expect_response(is_save) as info:
+async def save_fill(page: Page, *, count_differs: bool = False) -> str:
+    """Presses Save and returns the saved fill's id once the page says it is saved; with
+    `count_differs`, the count is not the prescription's and the technician confirms it."""
+    if count_differs:
         await page.click("#save-btn")
+        await expect(page.locator("#count-confirm")).to_be_visible()
+    async with page.expect_response(is_save) as info:
+        await page.click("#count-confirm-save" if count_differs else "#save-btn")
     resp = await info.value
     body = await resp.json()
     assert resp.status == 201, body

@@ -67,7 +67,13 @@ export class Capture {
     $("#retake-btn").addEventListener("click", () => this.retakeCurrent());
     $("#record-btn").addEventListener("click", () => this.toggleRecording());
     $("#save-btn").addEventListener("click", () => this.save());
-    $("#count").addEventListener("input", () => this.countProblem(""));
+    $("#count").addEventListener("input", () => this.countSaid(""));
+    $("#count-confirm-save").addEventListener("click", () => this.save({ countConfirmed: true }));
+    $("#count-confirm-change").addEventListener("click", () => {
+      this.countSaid("");
+      $("#count").focus();
+      $("#count").select();
+    });
     $("#camera").addEventListener("change", () => {
       localStorage.setItem(CAMERA_KEY, $("#camera").value);
       this.startCamera();
@@ -197,7 +203,7 @@ export class Capture {
     $("#rx-card").hidden = false;
     $("#capture-steps").hidden = false;
     $("#count").value = "";
-    this.countProblem("");
+    this.countSaid("");
     $("#missing-views").hidden = true;
     fill($("#rx-details"),
       h("dt", {}, "Rx"), h("dd", { id: "rx-number" }, rx.rx_number),
@@ -482,16 +488,20 @@ export class Capture {
     });
   }
 
-  /** Why the count cannot be saved, by its field; "" says nothing. */
-  countProblem(message) {
+  /** What is said by the count field: a refusal ("problem"), a question ("confirm"), or nothing. */
+  countSaid(message, as = "problem") {
     const field = $("#count");
-    $("#count-problem").textContent = message;
-    $("#count-problem").hidden = !message;
-    if (message) field.setAttribute("aria-invalid", "true");
+    $("#count-problem").textContent = as === "problem" ? message : "";
+    $("#count-problem").hidden = !message || as !== "problem";
+    $("#count-confirm-text").textContent = as === "confirm" ? message : "";
+    $("#count-confirm").hidden = !message || as !== "confirm";
+    // While the question stands, its two buttons are the only way on: Save would only ask it again.
+    $("#save-btn").hidden = Boolean(message) && as === "confirm";
+    if (message && as === "problem") field.setAttribute("aria-invalid", "true");
     else field.removeAttribute("aria-invalid");
   }
 
-  async save() {
+  async save({ countConfirmed = false } = {}) {
     if (!this.rx || this.busy) return;
     const status = $("#save-status");
     const missing = this.missingViews();
@@ -502,9 +512,9 @@ export class Capture {
     }
     // The field is text, not a number input: a number input drops what it cannot read (3O becomes 3,
     // abc nothing) and nobody hears of it. What was typed goes to the station, which reads it with the
-    // rule of `tp-site submit --count`.
+    // rule of `tp-site submit --count` and asks when it differs from the prescription.
     const count = $("#count").value.trim();
-    this.countProblem(count ? "" : "Not saved: type the counted quantity first.");
+    this.countSaid(count ? "" : "Not saved: type the counted quantity first.");
     if (missing.length) {
       problem.textContent = `Not saved: take the ${missing.map((k) => this.kindName(k)).join(" and the ")} first.`;
       problem.hidden = false;
@@ -523,12 +533,20 @@ export class Capture {
     try {
       let result;
       if (this.mode.kind === "fix") {
-        result = await api("POST", `/api/fills/${this.mode.fillId}/fix`, { captures: ids, counted_quantity: count });
+        result = await api("POST", `/api/fills/${this.mode.fillId}/fix`, {
+          captures: ids, counted_quantity: count, count_confirmed: countConfirmed,
+        });
       } else {
         result = await api("POST", "/api/fills", {
-          prescription_id: this.rx.id, captures: ids, counted_quantity: count,
+          prescription_id: this.rx.id, captures: ids, counted_quantity: count, count_confirmed: countConfirmed,
           previous_fill_id: this.mode.kind === "resubmit" ? this.mode.fillId : null,
         });
+      }
+      if (result.question === "count_differs") {
+        status.textContent = "";
+        this.countSaid(result.message, "confirm");
+        $("#count-confirm-change").focus();
+        return;
       }
       this.lastSaved = result.fill_id;
       const sid = shortId(result.fill_id);
@@ -542,7 +560,7 @@ export class Capture {
         problem.textContent = `Not saved: ${err.message}`;
         problem.hidden = false;
       } else if (err.code === "no_count" || err.code === "bad_count") {
-        this.countProblem(`Not saved: ${err.message}`);
+        this.countSaid(`Not saved: ${err.message}`);
         $("#count").focus();
         $("#count").select();
       } else {
