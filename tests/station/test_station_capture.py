@@ -155,3 +155,35 @@ async def test_a_prescription_waiting_for_pv1_cannot_be_filled_yet(
         "It can be filled once the pharmacist has verified it."
     )
     await expect(page.locator("#capture-steps")).to_be_hidden()
+
+
+async def test_a_file_chosen_after_a_good_photo_goes_to_the_next_view_missing(
+    browser: Browser, server: ServerProcess, token: str, station: StationProcess, photo_dir: Path
+) -> None:
+    await create_prescription(server.url, token, "100242")
+    page = (await open_station(browser, station)).page
+    await pick(page, "100242")
+    result = await file_photo(page, "stock_bottle", photo_dir / "stock_bottle.jpg")
+    await expect(result.locator("button")).to_have_text("Next: pills photo →")
+    steps = page.locator("#view-steps")
+
+    # Next not pressed: the pills photo goes to the pills, the stock bottle photo stays as it was.
+    await page.set_input_files("#file-input", str(photo_dir / "pills.jpg"))
+    await expect(page.locator("#stage")).to_have_attribute("data-kind", "pills")
+    await expect(result).to_have_attribute("data-state", "ok", timeout=20000)
+    await expect(steps.locator('[data-kind="stock_bottle"]')).to_have_attribute("data-state", "ok")
+    await expect(steps.locator('[data-kind="pills"]')).to_have_attribute("data-state", "ok")
+    await page.set_input_files("#file-input", str(photo_dir / "vial_label.jpg"))
+    await expect(page.locator("#stage")).to_have_attribute("data-kind", "vial_label")
+    await expect(steps.locator('[data-kind="vial_label"]')).to_have_attribute(
+        "data-state", "ok", timeout=20000
+    )
+
+    # With no view missing, a good photo is not replaced by a file: Retake first.
+    await page.set_input_files("#file-input", str(photo_dir / "pills.jpg"))
+    await expect(page.locator("#toasts")).to_contain_text(
+        "The vial label photo is already taken and no view is missing: press Retake to replace it."
+    )
+    await expect(page.locator("#stage")).to_have_attribute("data-kind", "vial_label")
+    await expect(result).to_have_attribute("data-state", "ok")
+    await expect(steps.locator("[data-state=ok]")).to_have_count(3)

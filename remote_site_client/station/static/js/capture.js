@@ -81,7 +81,7 @@ export class Capture {
     $("#file-input").addEventListener("change", (e) => {
       const file = e.target.files?.[0];
       e.target.value = "";
-      if (file) this.send(file);
+      if (file) this.sendFile(file);
     });
     const stage = $("#stage");
     stage.addEventListener("dragover", (e) => {
@@ -95,7 +95,7 @@ export class Capture {
       e.preventDefault();
       $("#drop-hint").hidden = true;
       const file = e.dataTransfer?.files?.[0];
-      if (file) this.send(file);
+      if (file) this.sendFile(file);
     });
   }
 
@@ -407,6 +407,22 @@ export class Capture {
     this.recorder.start(500);
     $("#record-btn").firstChild.textContent = "Stop recording ";
     $("#record-btn").classList.add("recording");
+  }
+
+  /** A chosen or dropped file goes to the view shown, unless that view already holds a photo that
+   * passed its checks (or is being checked): then to the next view still missing. A good photo is
+   * replaced only after Retake, so a file picked without pressing Next never undoes one. */
+  sendFile(file) {
+    const c = this.captures.get(this.views[this.index]);
+    if (c && (c.ok || c.checking)) {
+      const next = this.nextMissing();
+      if (next === null) {
+        toast(`The ${this.kindName(this.views[this.index])} is already taken and no view is missing: press Retake to replace it.`, "warn");
+        return;
+      }
+      this.showView(next);
+    }
+    return this.send(file);
   }
 
   /** Sends one photo or video for the current view; the station checks it and answers. */
