@@ -217,12 +217,21 @@ class S3MediaStore:
         """Store `src`'s bytes (the caller keeps the file); return their SHA-256."""
         return await asyncio.to_thread(self.put_file_blocking, Path(src))
 
-    async def delete(self, sha256: str) -> None:
-        """Remove the object; nothing happens when it is absent."""
+    async def delete(self, sha256: str) -> bool:
+        """Remove the object: True; False when it is absent. The bucket answers a deletion the same
+        whether or not the object was there, so it is asked first."""
         key = self.key_for(sha256)
+        if await self._head(sha256) is None:
+            return False
         with _failures("delete"):
             client = await self._async_client()
             await client.delete_object(Bucket=self.settings.bucket, Key=key)
+        return True
+
+    def where(self) -> str:
+        """The bucket, and the prefix its keys begin with (not the endpoint: a URL may carry a secret)."""
+        named = f"the bucket {self.settings.bucket!r}"
+        return named + f" under {self.settings.key_prefix!r}" if self.settings.key_prefix else named
 
     # A worker's side: botocore's blocking client.
 

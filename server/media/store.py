@@ -101,8 +101,13 @@ class MediaStore(Protocol):
         MediaNotFound when absent."""
         ...
 
-    async def delete(self, sha256: str) -> None:
-        """Remove the object, durably; nothing happens when it is absent."""
+    async def delete(self, sha256: str) -> bool:
+        """Remove the object, durably: True; False when it is absent (then nothing happens), so that a
+        caller never counts as removed what was not there to remove."""
+        ...
+
+    def where(self) -> str:
+        """Where the objects are, as an operator would look for them: a folder, or a bucket."""
         ...
 
 
@@ -169,16 +174,21 @@ class LocalMediaStore:
         except FileNotFoundError:
             raise MediaNotFound(sha256) from None
 
-    async def delete(self, sha256: str) -> None:
-        """Remove the object, durably; nothing happens when it is absent."""
-        await asyncio.to_thread(self._delete_sync, self.path_for(sha256))
+    async def delete(self, sha256: str) -> bool:
+        """Remove the object, durably: True; False when it is absent."""
+        return await asyncio.to_thread(self._delete_sync, self.path_for(sha256))
 
-    def _delete_sync(self, path: Path) -> None:
+    def _delete_sync(self, path: Path) -> bool:
         try:
             path.unlink()
         except FileNotFoundError:
-            return
+            return False
         _fsync_dir(path.parent)
+        return True
+
+    def where(self) -> str:
+        """The media folder."""
+        return f"the media folder {self.root.absolute()}"
 
     def _prepare_dir(self, target: Path) -> None:
         parent = target.parent

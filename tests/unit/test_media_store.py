@@ -261,9 +261,9 @@ async def test_an_object_is_read_by_range_sized_and_deleted(tmp_path: Path) -> N
     assert await store.read(digest) == data
     assert await store.read(digest, 100, 50) == data[100:150]
     assert await store.read(digest, len(data) - 10, 50) == data[-10:]  # fewer past its end
-    await store.delete(digest)
+    assert await store.delete(digest) is True
     assert not await store.exists(digest)
-    await store.delete(digest)  # absent: nothing happens
+    assert await store.delete(digest) is False  # absent: nothing happens
     with pytest.raises(MediaNotFound):
         await store.size(digest)
     assert stored_files(tmp_path / "media") == []

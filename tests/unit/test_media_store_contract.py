@@ -124,13 +124,19 @@ async def test_a_missing_object_is_absent_and_unreadable(store: MediaStore) -> N
         await store.read(missing, 0, 0)
 
 
-async def test_an_object_is_deleted_once_and_then_nothing_happens(store: MediaStore) -> None:
+async def test_an_object_is_deleted_once_and_a_second_deletion_says_it_was_absent(
+    store: MediaStore,
+) -> None:
     digest = await store.put_bytes(b"to be deleted")
-    await store.delete(digest)
+    assert await store.delete(digest) is True
     assert not await store.exists(digest)
-    await store.delete(digest)
+    assert await store.delete(digest) is False, "nothing was there: nothing is counted as removed"
     with pytest.raises(MediaNotFound):
         await store.read(digest)
+
+
+async def test_a_store_that_never_held_an_object_says_so_when_asked_to_delete_it(store: MediaStore) -> None:
+    assert await store.delete(sha(b"stored elsewhere")) is False
 
 
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "A" * 64, "a" * 63, "", "a" * 64 + "/"])
@@ -186,6 +192,16 @@ async def test_a_kms_key_is_asked_for_when_configured(object_storage: ObjectStor
     )
     assert head["ServerSideEncryption"] == "aws:kms"
     assert head["SSEKMSKeyId"].endswith("alias/telepharmacy")
+
+
+def test_each_store_names_where_its_objects_are_for_an_operator(
+    object_storage: ObjectStorage, tmp_path: Path
+) -> None:
+    assert LocalMediaStore(tmp_path / "media").where() == f"the media folder {tmp_path / 'media'}"
+    named = S3MediaStore(object_storage).where()
+    assert named == f"the bucket {object_storage.bucket!r} under 'media/'"
+    assert "test-secret-key" not in named
+    assert S3MediaStore(replace(object_storage, prefix="")).where() == f"the bucket {object_storage.bucket!r}"
 
 
 async def test_a_missing_bucket_stops_the_store_from_opening(object_storage: ObjectStorage) -> None:
