@@ -257,6 +257,8 @@ async def keep_retaining(services: Services, hour: int) -> None:
                 apply=True,
             )
             log.info("retention: %d records removed (audit row %s)", report.removed, report.audit_row)
+            if missing := sum(line.files_missing for line in report.lines):
+                log.warning("retention: %d files due were already missing from %s", missing, report.store)
         except Exception:
             log.exception("the daily retention run failed; it runs again tomorrow")
 

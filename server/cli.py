@@ -521,6 +521,7 @@ def _print_retention(report: Any) -> None:
         return
     verb = "removed" if shown["applied"] else "due"
     print(f"retention at {shown['at']} ({'applied' if shown['applied'] else 'dry run: nothing removed'})")
+    print(f"media store: {shown['media_store']}")
     print(f"{'kind':<24}{'site':<10}{'days':>6}{verb:>9}  rule, source")
     for line in shown["lines"]:
         count = line["removed"] if shown["applied"] else line["due"]
@@ -534,6 +535,13 @@ def _print_retention(report: Any) -> None:
                 why += f" [site: {line['site_rule']}]"
         ids = f" ids {line['ids'][0]}-{line['ids'][1]}" if line["ids"] and count else ""
         print(f"{line['kind']:<24}{site:<10}{days:>6}{count:>9}  {why}{ids}")
+    for line in shown["lines"]:
+        if missing := line.get("files_missing"):
+            print(
+                f"already missing: {missing} file{'' if missing == 1 else 's'} of {line['kind']} at "
+                f"{line['site']}, not in the media store (deleted by a run stopped before it marked "
+                "their media, most likely); their media are marked removed all the same"
+            )
     for kept in shown["kept"]:
         print(f"kept: {kept['kind']}: {kept['why']}")
     if shown["audit_row"] is not None:

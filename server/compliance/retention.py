@@ -12,7 +12,11 @@ guessed period could destroy a record a board requires.
 A removed medium keeps its row, its SHA-256, kind, size and hashes (decisions name it, and a photo
 reused from an old fill is still found); its stored files are deleted, and `removed_at` says when. A
 stored file that a medium still kept has too (content addressing stores a file once: a photo sent
-again, a poster like another video's) stays; `media_files` says which media have a file. The event
+again, a poster like another video's) stays; `media_files` says which media have a file.
+
+A file is counted removed only when the store had it. Some files missing is what a run stopped
+between deleting and marking leaves: they are gone, their media are marked removed, and the report says
+how many. The event
 journal is a delivery record, not a compliance record: it is trimmed to TP_EVENT_JOURNAL_DAYS. Audit
 rows and decisions are never removed here (see docs/decisions/0021).
 
@@ -27,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +131,8 @@ class Line:
     kept_unknown: int = 0
     files_removed: int = 0
     files_shared: int = 0
+    # Files due that the store no longer had when they were to be deleted.
+    files_missing: int = 0
 
     def start_removing(self) -> None:
         """From now on the ranges are those of the records removed, no longer of those due."""
@@ -179,6 +185,8 @@ class Line:
         if self.files_removed or self.files_shared:
             out["files_removed"] = self.files_removed
             out["files_kept_shared"] = self.files_shared
+        if self.files_missing:
+            out["files_missing"] = self.files_missing
         return out
 
 
@@ -188,6 +196,7 @@ class Report:
 
     now: dt.datetime
     applied: bool
+    store: str
     lines: list[Line] = field(default_factory=list)
     kept: list[dict[str, Any]] = field(default_factory=list)
     audit_row: int | None = None
@@ -201,6 +210,7 @@ class Report:
         return {
             "at": _iso(self.now),
             "applied": self.applied,
+            "media_store": self.store,
             "skipped": self.skipped,
             "lines": [line.shown() for line in self.lines],
             "kept": self.kept,
@@ -287,7 +297,7 @@ async def run(
 ) -> Report:
     """What is due under the rules in force at `now`; with `apply`, removes it and records that in
     the audit trail. A dry run changes nothing."""
-    report = Report(now, apply)
+    report = Report(now, apply, store.where())
     async with _one_run(db, apply) as running:
         if not running:
             report.skipped = "another retention run is under way"
@@ -461,49 +471,74 @@ async def _site_id(db: Database, code: str | None) -> int:
         return int((await s.execute(select(Site.id).where(Site.code == code))).scalar_one())
 
 
-async def _remove_media(db: Database, store: MediaStore, line: Line, now: dt.datetime, due: Selector) -> None:
-    """Batch by batch: the files first, then the rows marked, so a run stopped between the two (the
-    bucket out of reach, say) finds the same media due next time and completes them."""
+@dataclass(frozen=True)
+class _Batch:
+    """Media due, a batch of them: their ids, the files to delete (no medium kept has them) and how
+    many of their files a kept medium has too."""
+
+    ids: list[int]
+    files: list[str]
+    shared: int
+
+
+async def _due_batches(db: Database, line: Line, due: Selector) -> AsyncGenerator[_Batch, None]:
+    """A line's media due, a batch at a time, each read after the batch before is done with (removed,
+    when removing)."""
     site_id = await _site_id(db, line.site)
-    line.start_removing()
     after = 0
     while True:
         async with db.read() as s:
             # By key: each batch starts after the last, never reading the media of the batches before.
             page = due([site_id], line.cutoff).where(Media.id > after).order_by(Media.id).limit(BATCH)
-            ids = [r[0] for r in await s.execute(page)]
-            if not ids:
-                break
+            rows = (await s.execute(page.add_columns(Media.variants))).all()
+            if not rows:
+                return
+            ids = [media_id for media_id, *_ in rows]
             after = ids[-1]
-            batch = list((await s.execute(select(Media).where(Media.id.in_(ids)))).scalars())
-            files = {str(v["sha256"]) for m in batch for v in m.variants.values()}
-            kept_files = await _files_of_kept_media(s, batch, files)
-        await _delete_files(store, sorted(files - kept_files))
-        line.files_removed += len(files - kept_files)
-        line.files_shared += len(files & kept_files)
-        async with db.write() as s:
-            marked = await s.execute(
-                update(Media)
-                .where(Media.id.in_(ids), Media.removed_at.is_(None))
-                .values(removed_at=now)
-                .returning(Media.id, Media.created_at)
-            )
-            line.took(marked.all())
+            files = {str(v["sha256"]) for *_, variants in rows for v in variants.values()}
+            kept_files = await _files_of_kept_media(s, ids, files)
+        yield _Batch(ids, sorted(files - kept_files), len(files & kept_files))
 
 
-async def _delete_files(store: MediaStore, files: list[str]) -> None:
-    """Deletes files a few at a time: each deletion waits for its own durability (a directory synced,
-    a bucket's answer), and those waits overlap."""
+async def _remove_media(db: Database, store: MediaStore, line: Line, now: dt.datetime, due: Selector) -> None:
+    """Batch by batch: the files first, then the rows marked, so a run stopped between the two (the
+    bucket out of reach, say) finds the same media due next time and completes them. A file the store
+    no longer has (deleted by such a run) is counted missing, not removed; its medium is marked."""
+    line.start_removing()
+    async with contextlib.aclosing(_due_batches(db, line, due)) as batches:
+        async for batch in batches:
+            removed = await _count_files(store.delete, batch.files)
+            line.files_removed += removed
+            line.files_missing += len(batch.files) - removed
+            line.files_shared += batch.shared
+            async with db.write() as s:
+                marked = await s.execute(
+                    update(Media)
+                    .where(Media.id.in_(batch.ids), Media.removed_at.is_(None))
+                    .values(removed_at=now)
+                    .returning(Media.id, Media.created_at)
+                )
+                line.took(marked.all())
+
+
+async def _count_files(ask: Callable[[str], Awaitable[bool]], files: list[str]) -> int:
+    """How many of `files` `ask` (the store's delete) answers True for, asked a few at a
+    time: each waits for its own answer (a directory synced, a bucket's reply), and those waits
+    overlap."""
     pending = iter(files)
+    count = 0
 
     async def worker() -> None:
+        nonlocal count
         for sha in pending:
-            await store.delete(sha)
+            answer = await ask(sha)
+            count += answer  # not `count += await ...`: that reads count before waiting
 
     await asyncio.gather(*(worker() for _ in range(min(DELETING_AT_ONCE, len(files)))))
+    return count
 
 
-async def _files_of_kept_media(s: AsyncSession, batch: list[Media], files: set[str]) -> set[str]:
+async def _files_of_kept_media(s: AsyncSession, batch: list[int], files: set[str]) -> set[str]:
     """Of these files, those a medium outside the batch and not removed has too: they stay."""
     kept = await s.execute(
         select(MediaFile.sha256)
@@ -511,7 +546,7 @@ async def _files_of_kept_media(s: AsyncSession, batch: list[Media], files: set[s
         .where(
             MediaFile.sha256.in_(sorted(files)),
             Media.removed_at.is_(None),
-            Media.id.notin_([m.id for m in batch]),
+            Media.id.notin_(batch),
         )
         .distinct()
     )
@@ -576,6 +611,7 @@ async def _record(db: Database, report: Report, *, complete: bool) -> int:
             removed[line.kind] = entry
         else:
             entry["files_removed"] = line.files_removed
+            entry["files_missing"] = line.files_missing
             removed.setdefault(line.kind, {})[line.site or ""] = entry
     kept = {
         line.kind + ":" + (line.site or ""): {
@@ -593,6 +629,12 @@ async def _record(db: Database, report: Report, *, complete: bool) -> int:
             "retention.applied",
             "retention",
             report.now.date().isoformat(),
-            {"at": _iso(report.now), "complete": complete, "removed": removed, "kept": kept},
+            {
+                "at": _iso(report.now),
+                "complete": complete,
+                "media_store": report.store,
+                "removed": removed,
+                "kept": kept,
+            },
         )
     return row.id

@@ -273,9 +273,9 @@ async def test_a_file_shared_with_a_kept_photo_stays(world: World) -> None:
     assert all(p.is_file() for m in same["media"] for p in _paths(world, m["id"]))
 
 
-async def test_the_command_shows_what_is_due_and_applies_it(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def due_for_the_command(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A fill of ND-1 due on the real clock the command runs on, the database as the command expects
+    it and the site rules in its environment; the fill."""
     old = await decided_fill(world, "tech_nd1", "RX1")
     svc = world.services
     async with svc.db.write() as s:
@@ -290,6 +290,15 @@ async def test_the_command_shows_what_is_due_and_applies_it(
         await conn.commit()
     monkeypatch.setenv("TP_SITE_RULES", str(svc.config.site_rules))
     monkeypatch.delenv("TP_DATA_DIR", raising=False)
+    monkeypatch.delenv("TP_S3_BUCKET", raising=False)
+    return old
+
+
+async def test_the_command_shows_what_is_due_and_applies_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await due_for_the_command(world, monkeypatch)
+    svc = world.services
     args = ["--data-dir", str(svc.config.data_dir), "--database-url", svc.db.url, "--json"]
 
     dry = await asyncio.to_thread(_cli, ["retention", "run", *args])
@@ -308,13 +317,60 @@ async def test_the_command_shows_what_is_due_and_applies_it(
 
 
 def _cli(argv: list[str]) -> str:
+    status, out, err = _cli_status(argv)
+    assert status == 0, err
+    return out
+
+
+def _cli_status(argv: list[str]) -> tuple[int, str, str]:
+    """The command's exit status, standard output and standard error."""
     import contextlib
     import io
 
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert cli.main(argv) == 0
-    return out.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+async def retention_rows(world: World) -> list[AuditEvent]:
+    async with world.services.db.read() as s:
+        query = select(AuditEvent).where(AuditEvent.action == "retention.applied").order_by(AuditEvent.id)
+        return list((await s.execute(query)).scalars())
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["printed", "json"])
+async def test_files_already_gone_are_reported_and_their_media_marked_removed(
+    world: World, monkeypatch: pytest.MonkeyPatch, as_json: bool
+) -> None:
+    """A run stopped between deleting files and marking their media leaves some files gone: a dry run
+    is not refused (the store has the others), and the applied run removes the rest, marks every medium
+    removed and says how many files were already gone."""
+    old = await due_for_the_command(world, monkeypatch)
+    await remember_variants(world)
+    svc = world.services
+    files = sorted(set(files_of(old, world)))
+    files[0].unlink()
+    args = ["retention", "run", "--data-dir", str(svc.config.data_dir), "--database-url", svc.db.url]
+
+    dry = json.loads(await asyncio.to_thread(_cli, [*args, "--json"]))
+    assert {(x["kind"], x["site"]): x["due"] for x in dry["lines"]}[("fill_media", "ND-1")] == 3
+    assert (await counts(world))[0] == 0 and all(p.is_file() for p in files[1:]), "a dry run changes nothing"
+
+    if as_json:
+        shown = json.loads(await asyncio.to_thread(_cli, [*args, "--apply", "--json"]))
+        nd1 = {(x["kind"], x["site"]): x for x in shown["lines"]}[("fill_media", "ND-1")]
+        assert (nd1["removed"], nd1["files_removed"], nd1["files_missing"]) == (3, len(files) - 1, 1)
+    else:
+        applied = await asyncio.to_thread(_cli, [*args, "--apply"])
+        assert "already missing: 1 file of fill_media at ND-1, not in the media store" in applied
+    assert (await counts(world))[0] == 3
+    assert not any(p.is_file() for p in files)
+    [row] = await retention_rows(world)
+    entry = row.detail["removed"]["fill_media"]["ND-1"]
+    assert (entry["removed"], entry["files_removed"], entry["files_missing"]) == (3, len(files) - 1, 1)
+    assert row.detail["complete"] is True
+    assert dry["media_store"] == row.detail["media_store"] == f"the media folder {svc.config.media_dir}"
 
 
 async def test_removed_media_leave_the_bucket(
@@ -347,10 +403,16 @@ class FailingStore:
     def __init__(self, store: Any, failing: set[str]) -> None:
         self.store, self.failing = store, failing
 
-    async def delete(self, sha: str) -> None:
+    def where(self) -> str:
+        return str(self.store.where())
+
+    async def exists(self, sha: str) -> bool:
+        return bool(await self.store.exists(sha))
+
+    async def delete(self, sha: str) -> bool:
         if sha in self.failing:
             raise OSError("the bucket cannot be reached")
-        await self.store.delete(sha)
+        return bool(await self.store.delete(sha))
 
 
 async def test_a_run_stopped_by_the_store_records_what_it_removed_and_the_next_completes(
