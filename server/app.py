@@ -259,6 +259,8 @@ async def keep_retaining(services: Services, hour: int) -> None:
             log.info("retention: %d records removed (audit row %s)", report.removed, report.audit_row)
             if missing := sum(line.files_missing for line in report.lines):
                 log.warning("retention: %d files due were already missing from %s", missing, report.store)
+        except retention.WrongMediaStore as exc:
+            log.error("the daily retention run was refused: %s; it runs again tomorrow", exc)
         except Exception:
             log.exception("the daily retention run failed; it runs again tomorrow")
 

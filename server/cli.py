@@ -500,6 +500,9 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
     try:
         report = asyncio.run(_with_db(config, work))
+    except retention.WrongMediaStore as exc:
+        print(f"tp-server: retention refused: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # the media store (a bucket out of reach, a folder not writable)
         print(
             f"tp-server: retention stopped: {exc}. What it removed is recorded (retention.applied, "

@@ -14,9 +14,11 @@ reused from an old fill is still found); its stored files are deleted, and `remo
 stored file that a medium still kept has too (content addressing stores a file once: a photo sent
 again, a poster like another video's) stays; `media_files` says which media have a file.
 
-A file is counted removed only when the store had it. Some files missing is what a run stopped
-between deleting and marking leaves: they are gone, their media are marked removed, and the report says
-how many. The event
+A file is counted removed only when the store had it. A store that has none of the files due is not
+this deployment's (a folder or bucket named wrongly, a shared volume not mounted): the run is refused
+before anything is marked (`check_store`), or the media would be recorded gone while their files stay
+forever where the run did not look. Some files missing is what a run stopped between deleting and
+marking leaves: they are gone, their media are marked removed, and the report says how many. The event
 journal is a delivery record, not a compliance record: it is trimmed to TP_EVENT_JOURNAL_DAYS. Audit
 rows and decisions are never removed here (see docs/decisions/0021).
 
@@ -218,6 +220,18 @@ class Report:
         }
 
 
+class WrongMediaStore(Exception):
+    """The media store holds none of the files due: not this deployment's store. Nothing was marked."""
+
+    def __init__(self, where: str, files: int) -> None:
+        super().__init__(
+            f"{where} holds none of the {files} files due for removal, so it is not this deployment's "
+            "media store: name the data folder with --data-dir (or TP_DATA_DIR), or the bucket with "
+            "TP_S3_BUCKET; nothing was removed"
+        )
+        self.where, self.files = where, files
+
+
 def _iso(at: dt.datetime | None) -> str | None:
     return at.isoformat(timespec="seconds") if at is not None else None
 
@@ -296,7 +310,7 @@ async def run(
     apply: bool = False,
 ) -> Report:
     """What is due under the rules in force at `now`; with `apply`, removes it and records that in
-    the audit trail. A dry run changes nothing."""
+    the audit trail. A dry run changes nothing. WrongMediaStore when `store` has none of the files due."""
     report = Report(now, apply, store.where())
     async with _one_run(db, apply) as running:
         if not running:
@@ -307,6 +321,7 @@ async def run(
         for kind in MEDIA_KINDS:
             report.lines.extend(await _plan_media(db, book, sites, kind, now))
         report.lines.append(await _plan_journal(db, now, journal_days))
+        await check_store(db, store, report.lines)
         if apply:
             await _apply(db, store, report)
     return report
@@ -500,6 +515,24 @@ async def _due_batches(db: Database, line: Line, due: Selector) -> AsyncGenerato
         yield _Batch(ids, sorted(files - kept_files), len(files & kept_files))
 
 
+async def check_store(db: Database, store: MediaStore, lines: list[Line]) -> None:
+    """Raises WrongMediaStore when `store` has none of the files due (and some are): a run removing
+    them would find nothing, yet mark their media removed. Stops at the first batch with a file found,
+    so a run with the right store asks about a few hundred files at most, a dry run as an applied one
+    (the applied run counts the files already missing as it deletes)."""
+    missing = 0
+    for line in lines:
+        if line.kind not in MEDIA_KINDS or not line.due:
+            continue
+        async with contextlib.aclosing(_due_batches(db, line, SELECTORS[line.kind])) as batches:
+            async for batch in batches:
+                if await _count_files(store.exists, batch.files):
+                    return
+                missing += len(batch.files)
+    if missing:
+        raise WrongMediaStore(store.where(), missing)
+
+
 async def _remove_media(db: Database, store: MediaStore, line: Line, now: dt.datetime, due: Selector) -> None:
     """Batch by batch: the files first, then the rows marked, so a run stopped between the two (the
     bucket out of reach, say) finds the same media due next time and completes them. A file the store
@@ -522,7 +555,7 @@ async def _remove_media(db: Database, store: MediaStore, line: Line, now: dt.dat
 
 
 async def _count_files(ask: Callable[[str], Awaitable[bool]], files: list[str]) -> int:
-    """How many of `files` `ask` (the store's delete) answers True for, asked a few at a
+    """How many of `files` `ask` (the store's exists or delete) answers True for, asked a few at a
     time: each waits for its own answer (a directory synced, a bucket's reply), and those waits
     overlap."""
     pending = iter(files)

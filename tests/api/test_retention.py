@@ -30,6 +30,7 @@ from tests.api.test_object_storage import bucket_keys
 from tests.api.test_prescription_originals import upload_original
 from tests.api.world import World, approval, build_world, photo, queued_fill, rx_body, sha256, tus_metadata
 from tests.consult.samples import recording_mp4
+from tests.object_storage import new_bucket
 
 DAY = 24 * 3600
 # ND's retention periods are unknown in the state rules: ND-1 sets its own, ND-2 and MN-1 have none.
@@ -339,6 +340,49 @@ async def retention_rows(world: World) -> list[AuditEvent]:
         return list((await s.execute(query)).scalars())
 
 
+async def test_a_media_folder_without_the_files_due_is_refused_and_nothing_is_marked(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run without --data-dir on PostgreSQL, say: the media folder is another, holding none of the
+    photos due. Neither a dry run nor an applied one may say they are removed."""
+    old = await due_for_the_command(world, monkeypatch)
+    await remember_variants(world)
+    svc = world.services
+    wrong = tmp_path / "elsewhere"
+    for apply in ([], ["--apply"]):
+        status, out, err = await asyncio.to_thread(
+            _cli_status, ["retention", "run", *apply, "--data-dir", str(wrong), "--database-url", svc.db.url]
+        )
+        assert status == 2 and out == ""
+        assert err.count("\n") == 1, "one line"
+        assert f"the media folder {wrong / 'media'} holds none of the " in err
+        assert "--data-dir" in err and "TP_S3_BUCKET" in err and "nothing was removed" in err
+    async with svc.db.read() as s:
+        assert (
+            await s.execute(select(Media.removed_at).where(Media.fill_id == old["id"]))
+        ).scalars().all() == [None] * 3
+    assert await retention_rows(world) == []
+    assert all(p.is_file() for p in files_of(old, world))
+
+    right = [
+        "retention",
+        "run",
+        "--apply",
+        "--data-dir",
+        str(svc.config.data_dir),
+        "--database-url",
+        svc.db.url,
+    ]
+    applied = await asyncio.to_thread(_cli, right)
+    assert f"media store: the media folder {svc.config.media_dir}" in applied
+    assert (await counts(world))[0] == 3
+    assert not any(p.is_file() for p in files_of(old, world)), "the right folder's files are removed"
+    [row] = await retention_rows(world)
+    assert row.detail["complete"] is True
+    assert row.detail["media_store"] == f"the media folder {svc.config.media_dir}"
+    assert row.detail["removed"]["fill_media"]["ND-1"]["files_missing"] == 0
+
+
 @pytest.mark.parametrize("as_json", [False, True], ids=["printed", "json"])
 async def test_files_already_gone_are_reported_and_their_media_marked_removed(
     world: World, monkeypatch: pytest.MonkeyPatch, as_json: bool
@@ -393,6 +437,34 @@ async def test_removed_media_leave_the_bucket(
         assert line(report, retention.FILL_MEDIA, "ND-1").removed == 3
         left = bucket_keys(object_storage)
         assert not keys[old["id"]] & left and keys[recent["id"]] <= left
+    finally:
+        await w.close()
+
+
+async def test_a_bucket_without_the_files_due_is_refused(
+    tmp_path: Path, sqlite_url: str, object_storage: ObjectStorage, s3_endpoint: str
+) -> None:
+    """An admin shell with another bucket named, or none: the bucket it names holds none of the files."""
+    rules = tmp_path / "site_rules.toml"
+    rules.write_text(SITE_RULES, encoding="utf-8")
+    w = await build_world(tmp_path, sqlite_url, site_rules=rules, object_storage=object_storage)
+    try:
+        await decided_fill(w, "tech_nd1", "RX1")
+        w.clock.advance(250 * DAY)
+        keys = bucket_keys(object_storage)
+        other = new_bucket(s3_endpoint)
+        wrong = S3MediaStore(other)
+        svc = w.services
+        for apply in (False, True):
+            with pytest.raises(retention.WrongMediaStore) as refused:
+                await retention.run(
+                    svc.db, wrong, svc.compliance.book, now=w.clock(), journal_days=7, apply=apply
+                )
+            assert f"the bucket {other.bucket!r} under 'media/' holds none of the" in str(refused.value)
+        await wrong.close()
+        assert (await counts(w))[0] == 0 and await retention_rows(w) == []
+        assert bucket_keys(object_storage) == keys
+        assert line(await run(w, apply=True), retention.FILL_MEDIA, "ND-1").removed == 3
     finally:
         await w.close()
 
@@ -472,6 +544,43 @@ async def test_the_server_applies_retention_daily(
         assert not any(p.is_file() for p in files_of(old, w))
         await asyncio.sleep(0.3)  # several more daily hours
         assert await applied() == 1, "later runs found nothing due and recorded nothing"
+    finally:
+        await w.close()
+
+
+async def test_the_server_s_daily_run_refuses_a_media_folder_without_the_files_due(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host whose shared media volume is not mounted: each daily run is refused and logged, nothing
+    marked, until the folder is back."""
+    monkeypatch.setattr("server.app.until_hour", lambda now, hour: 0.05)
+    rules = tmp_path / "site_rules.toml"
+    rules.write_text(SITE_RULES, encoding="utf-8")
+    w = await build_world(tmp_path, sqlite_url, site_rules=rules, retention_hour=3)
+    try:
+        old = await decided_fill(w, "tech_nd1", "RX1")
+        await remember_variants(w)
+        media = w.services.config.media_dir
+        unmounted = media.rename(tmp_path / "not-mounted")
+        w.clock.advance(250 * DAY)
+
+        def refusals() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "retention run was refused" in r.getMessage()]
+
+        for _ in range(400):
+            if len(refusals()) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert f"the media folder {media} holds none of the " in refusals()[0]
+        assert (await counts(w))[0] == 0 and await retention_rows(w) == []
+
+        unmounted.rename(media)
+        for _ in range(400):
+            if (await counts(w))[0] == 3 and await retention_rows(w):
+                break
+            await asyncio.sleep(0.05)
+        assert (await counts(w))[0] == 3
+        assert not any(p.is_file() for p in files_of(old, w))
     finally:
         await w.close()
 
