@@ -135,6 +135,24 @@ def _origins(text: str | None) -> tuple[str, ...]:
     return tuple(found)
 
 
+# The databases the server opens, by the drivers it is installed with (`pip install '.[server]'`): a URL
+# without one (postgresql://) would ask SQLAlchemy for a driver that is not there.
+DATABASE_URL_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
+
+
+def _database_url(url: str) -> str:
+    """TP_DATABASE_URL or --database-url: empty (SQLite in the data folder), or a URL of a database the
+    server opens. Refused naming its scheme only, as the rest may hold a password."""
+    scheme, has_scheme, _ = url.partition("://")
+    if not url or (has_scheme and scheme in DATABASE_URL_SCHEMES):
+        return url
+    given = f"{scheme}://" if has_scheme else ("the URL given" if "@" in url else repr(url))
+    raise SettingError(
+        f"--database-url (or TP_DATABASE_URL): {given} is not a database URL tp-server opens; give"
+        " postgresql+asyncpg://USER@HOST/DATABASE or sqlite+aiosqlite:///PATH"
+    )
+
+
 # Server-side encryption an object store is asked for: its own keys (SSE-S3), or a KMS key.
 OBJECT_ENCRYPTION = ("AES256", "aws:kms")
 
@@ -271,6 +289,7 @@ class Config:
     retention_hour: int | None = RETENTION_HOUR
 
     def __post_init__(self) -> None:
+        _database_url(self.database_url)
         for proxy in self.trusted_proxies:
             # A mistyped proxy fails at start, not at the first request.
             try:
@@ -305,7 +324,8 @@ class Config:
         env = os.environ
         base = cls(
             data_dir=Path(env.get("TP_DATA_DIR", str(data_dir or Path(".tp-data")))),
-            database_url=env.get("TP_DATABASE_URL", ""),
+            # The flag's, when given: the variable's is not checked then.
+            database_url=str(overrides.get("database_url") or env.get("TP_DATABASE_URL", "")),
             host=env.get("TP_HOST", "127.0.0.1"),
             port=_whole("TP_PORT", env.get("TP_PORT"), 8080, 0, 65535),
             allowed_origins=_origins(env.get("TP_ALLOWED_ORIGINS")),

@@ -320,6 +320,34 @@ def test_a_database_that_cannot_be_opened_is_said_in_one_line(
         assert capsys.readouterr().err.splitlines() == [f"tp-server: cannot open the database {shown}: {why}"]
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql://postgres:s3cret@127.0.0.1/pharmacy", "postgresql://"),  # no driver named
+        ("foo", "'foo'"),
+        ("postgres:s3cret@127.0.0.1/pharmacy", "the URL given"),  # no scheme; the password left out
+    ],
+)
+def test_a_database_url_the_server_cannot_open_is_said_in_one_line(
+    url: str, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A URL naming no driver of the server's was a traceback of a missing module, and one that is not a
+    URL a traceback of SQLAlchemy's; either is one line saying which URLs are opened, and nothing is
+    made. The flag wins over the variable, which is not checked then."""
+    monkeypatch.setenv("TP_DATABASE_URL", "sqlite+aiosqlite:///unused.sqlite3")
+    data = tmp_path / "data"
+    for command in (["migrate"], ["audit", "verify"]):
+        assert main([command[0], "--data-dir", str(data), "--database-url", url, *command[1:]]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"tp-server: --database-url (or TP_DATABASE_URL): {said} is not a database URL tp-server opens;"
+            " give postgresql+asyncpg://USER@HOST/DATABASE or sqlite+aiosqlite:///PATH"
+        ]
+    assert not data.exists()
+    monkeypatch.setenv("TP_DATABASE_URL", url)
+    given = f"sqlite+aiosqlite:///{tmp_path / 'given.sqlite3'}"
+    assert main(["migrate", "--data-dir", str(data), "--database-url", given]) == 0
+
+
 def test_a_port_already_taken_is_said_in_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
