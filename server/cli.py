@@ -26,6 +26,7 @@ from server.config import Config
 if TYPE_CHECKING:
     from server.audit.verification import TrailReport
     from server.db.engine import Database
+    from server.db.migrate import SchemaNotCurrent
 
 
 # A period of whole days as the instants it runs from and up to (server.inputs.day_range).
@@ -743,12 +744,12 @@ def unlistenable(config: Config) -> str | None:
 def cannot_start(exc: BaseException, config: Config | None) -> str | None:
     """Why a command stopped before doing its work, in one line an operator can act on: a setting it
     cannot run with, the database not reached, not there or refusing the user when first asked for a
-    connection, or the server's port taken; None for anything else, whose traceback is the report.
-    `config`: the settings read, None when they could not be."""
+    connection, its schema not the code's, or the server's port taken; None for anything else, whose
+    traceback is the report. `config`: the settings read, None when they could not be."""
     from sqlalchemy.engine import make_url
 
     from server.config import SettingError
-    from server.db.migrate import CannotConnect
+    from server.db.migrate import CannotConnect, SchemaNotCurrent
     from server.errors import behind
 
     chain = list(behind(exc))
@@ -760,11 +761,29 @@ def cannot_start(exc: BaseException, config: Config | None) -> str | None:
     for e in chain:
         if isinstance(e, OSError) and e.errno in _BIND_ERRNOS and "bind" in str(e):
             return f"cannot listen on {config.host}:{config.port}: {os.strerror(e.errno).lower()}"
-    refused = next((e for e in chain if isinstance(e, CannotConnect)), None)
-    if refused is None:
-        return None
     database = make_url(config.effective_database_url).render_as_string(hide_password=True)
-    return f"cannot open the database {database}: {_refusal(refused.__cause__ or refused)}"
+    refused = next((e for e in chain if isinstance(e, CannotConnect)), None)
+    if refused is not None:
+        return f"cannot open the database {database}: {_refusal(refused.__cause__ or refused)}"
+    schema = next((e for e in chain if isinstance(e, SchemaNotCurrent)), None)
+    if schema is not None:
+        return _not_current(database, schema)
+    return None
+
+
+def _not_current(database: str, schema: SchemaNotCurrent) -> str:
+    """A schema that the command will not work on: older than the code (or none), or newer."""
+    if schema.newer:
+        return (
+            f"the database {database} was made by a newer version of tp-server (schema revision"
+            f" {schema.found}; this version's is {schema.head}): run that version"
+        )
+    if schema.found is None:
+        return f"the database {database} has no schema yet: run `tp-server migrate` first"
+    return (
+        f"the database {database} is at schema revision {schema.found}, behind this version's"
+        f" {schema.head}: run `tp-server migrate` first"
+    )
 
 
 def _refusal(cause: BaseException) -> str:

@@ -8,7 +8,10 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import text
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.db import partitions
 from server.db.engine import Database
@@ -22,6 +25,16 @@ class CannotConnect(Exception):
     not there, or refusing the user. The driver's error is the cause."""
 
 
+class SchemaNotCurrent(Exception):
+    """The database's schema is not the one the code was written for: `found` is its revision (None
+    when it has none: no tables yet), `head` the code's. `newer`: the code knows no such revision, so a
+    newer version made it; else the schema is behind and an upgrade brings it up."""
+
+    def __init__(self, found: str | None, head: str, *, newer: bool) -> None:
+        super().__init__(f"the schema is at revision {found or 'none'}, the code's at {head}")
+        self.found, self.head, self.newer = found, head, newer
+
+
 def alembic_config(connection: Any = None) -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -29,19 +42,44 @@ def alembic_config(connection: Any = None) -> AlembicConfig:
     return cfg
 
 
-async def upgrade(db: Database, revision: str = "head") -> None:
-    """Brings the schema to revision; on PostgreSQL one instance at a time (advisory lock). The first
-    thing a command or the server does with the database: CannotConnect when it takes no connection."""
-    conn = db.write_engine.connect()
+def _schema_state(sync_conn: Connection) -> SchemaNotCurrent | None:
+    """What is wrong with the connected database's schema revision, read without writing; None when it
+    is the code's head."""
+    script = ScriptDirectory.from_config(alembic_config())
+    heads = set(script.get_heads())
+    found = set(MigrationContext.configure(sync_conn).get_current_heads())
+    if found == heads:
+        return None
+    head = ", ".join(sorted(heads))
+    known = {revision.revision for revision in script.walk_revisions()}
+    shown = ", ".join(sorted(found)) or None
+    return SchemaNotCurrent(shown, head, newer=not found <= known)
+
+
+async def _connect(engine: AsyncEngine) -> AsyncConnection:
+    """The first connection a command or the server takes: CannotConnect when there is none."""
+    conn = engine.connect()
     try:
         await conn.start()
     except Exception as exc:
         raise CannotConnect("the database took no connection") from exc
+    return conn
+
+
+async def upgrade(db: Database, revision: str = "head") -> None:
+    """Brings the schema to revision; on PostgreSQL one instance at a time (advisory lock). The first
+    thing a command or the server does with the database: CannotConnect when it takes no connection,
+    SchemaNotCurrent (`newer`) when a newer version of the code made it."""
+    conn = await _connect(db.write_engine)
     try:
         if not db.is_sqlite:
             await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             await conn.commit()
         try:
+            wrong = await conn.run_sync(_schema_state)
+            await conn.commit()
+            if wrong is not None and wrong.newer:
+                raise wrong
             await conn.run_sync(lambda sync_conn: command.upgrade(alembic_config(sync_conn), revision))
             await conn.commit()
             # The coming months' partitions, made at every migration as well as daily by the server.

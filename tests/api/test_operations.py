@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from server.app import create_app
 from server.cli import main
 from server.db.engine import Database
+from server.db.migrate import alembic_config
 from server.realtime import journal
 from server.realtime.bus import LocalBus, PostgresBus
 from server.realtime.hub import Hub
@@ -346,6 +348,67 @@ def test_a_database_url_the_server_cannot_open_is_said_in_one_line(
     monkeypatch.setenv("TP_DATABASE_URL", url)
     given = f"sqlite+aiosqlite:///{tmp_path / 'given.sqlite3'}"
     assert main(["migrate", "--data-dir", str(data), "--database-url", given]) == 0
+
+
+# The commands other than `migrate` and `serve`, with what each needs; some write rows.
+NOT_MIGRATING = (
+    ["audit", "verify"],
+    ["audit", "export", "--from", "2026-11-01", "--to", "2026-11-30"],
+    ["retention", "run"],
+    ["retention", "run", "--apply"],
+    ["admin", "tokens"],
+    ["admin", "site", "--code", "ND-1", "--name", "Hettinger Drug", "--state", "ND"],
+    ["reference", "status"],
+)
+
+
+def _on(command: list[str], *db: str) -> list[str]:
+    """The command with the database's options where its parser takes them (after the subcommand's
+    own name for retention and reference)."""
+    at = 2 if command[0] in ("retention", "reference") else 1
+    return [*command[:at], *db, *command[at:]]
+
+
+def _head() -> str:
+    return str(ScriptDirectory.from_config(alembic_config()).get_current_head())
+
+
+async def _revision(url: str, changed_to: str | None = None) -> str:
+    """The database's schema revision, after setting it to `changed_to` if given (as a newer version
+    of the code would leave it)."""
+    db = Database(url)
+    try:
+        async with db.write() as s:
+            if changed_to is not None:
+                await s.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": changed_to})
+            return str((await s.execute(text("SELECT version_num FROM alembic_version"))).scalar_one())
+    finally:
+        await db.dispose()
+
+
+def test_a_database_made_by_a_newer_version_is_said_in_one_line(
+    database_url: str, tmp_path: Path, unused_tcp_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`migrate` and `serve` on a database a newer version had migrated ended in Alembic's traceback
+    (Can't locate revision); they, and every other command, say so in one line and change nothing."""
+    db = ["--data-dir", str(tmp_path / "data"), "--database-url", database_url]
+    assert main(["migrate", *db]) == 0
+    asyncio.run(_revision(database_url, changed_to="9999"))
+    shown = make_url(database_url).render_as_string(hide_password=True)
+    newer = (
+        f"the database {shown} was made by a newer version of tp-server (schema revision 9999; this"
+        f" version's is {_head()}): run that version"
+    )
+    capsys.readouterr()
+    for command in (["migrate"], *NOT_MIGRATING):
+        assert main(_on(command, *db)) == 2, command
+        assert capsys.readouterr().err.splitlines() == [f"tp-server: {newer}"]
+    serve = ["serve", "--port", str(unused_tcp_port), *db]
+    served = subprocess.run(
+        [sys.executable, "-m", "server.cli", *serve], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert served.returncode == 2 and served.stderr.splitlines() == [f"tp-server: {newer}"], served.stderr
+    assert asyncio.run(_revision(database_url)) == "9999"
 
 
 def test_a_port_already_taken_is_said_in_one_line(tmp_path: Path) -> None:
