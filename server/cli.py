@@ -65,14 +65,33 @@ def _add_db_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-async def _with_db(config: Config, work: Callable[[Database], Awaitable[Any]], *, jit: bool = False) -> Any:
-    from server.db.engine import Database
-    from server.db.migrate import upgrade
+class NoDatabase(Exception):
+    """The SQLite database a command was to open is not there: `path`."""
 
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"no database at {path}")
+        self.path = path
+
+
+async def _with_db(
+    config: Config, work: Callable[[Database], Awaitable[Any]], *, jit: bool = False, migrate: bool = False
+) -> Any:
+    """Runs `work` on the database. Only `migrate` makes the database and changes its schema (and the
+    server, as it starts): any other command opens one at the code's revision, and before its work
+    refuses one that is not there (NoDatabase: SQLite would make an empty one, in a mistyped data
+    folder as readily as in the right one), behind the code or made by a newer version
+    (SchemaNotCurrent)."""
+    from server.db.engine import Database
+    from server.db.migrate import require_current, upgrade
+    from server.operations.storage import DataPaths
+
+    if migrate:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    elif (database := DataPaths.of(config).database) is not None and not database.exists():
+        raise NoDatabase(database)
     db = Database(config.effective_database_url, jit=jit)
     try:
-        await upgrade(db)
+        await (upgrade(db) if migrate else require_current(db))
         return await work(db)
     finally:
         await db.dispose()
@@ -112,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    asyncio.run(_with_db(_config(args), lambda db: asyncio.sleep(0)))
+    asyncio.run(_with_db(_config(args), lambda db: asyncio.sleep(0), migrate=True))
     print("schema is up to date")
     return 0
 
@@ -761,6 +780,9 @@ def cannot_start(exc: BaseException, config: Config | None) -> str | None:
     for e in chain:
         if isinstance(e, OSError) and e.errno in _BIND_ERRNOS and "bind" in str(e):
             return f"cannot listen on {config.host}:{config.port}: {os.strerror(e.errno).lower()}"
+    missing = next((e for e in chain if isinstance(e, NoDatabase)), None)
+    if missing is not None:
+        return _no_database(missing.path, config)
     database = make_url(config.effective_database_url).render_as_string(hide_password=True)
     refused = next((e for e in chain if isinstance(e, CannotConnect)), None)
     if refused is not None:
@@ -769,6 +791,20 @@ def cannot_start(exc: BaseException, config: Config | None) -> str | None:
     if schema is not None:
         return _not_current(database, schema)
     return None
+
+
+def _no_database(path: Path, config: Config) -> str:
+    """A SQLite database not there, with the setting that named it: a mistyped data folder is the
+    likely cause, and TP_DATA_DIR, when set, is used whatever --data-dir says."""
+    make = "or make a new database with `tp-server migrate`"
+    if config.database_url:
+        return f"no database at {path}: check --database-url (or TP_DATABASE_URL), {make}"
+    if "TP_DATA_DIR" in os.environ:
+        return (
+            f"no database at {path}: TP_DATA_DIR names the data folder ({config.data_dir}), whatever"
+            f" --data-dir says; correct it, {make}"
+        )
+    return f"no database at {path}: check --data-dir (or TP_DATA_DIR), {make}"
 
 
 def _not_current(database: str, schema: SchemaNotCurrent) -> str:

@@ -66,6 +66,18 @@ async def _connect(engine: AsyncEngine) -> AsyncConnection:
     return conn
 
 
+async def require_current(db: Database) -> None:
+    """For work that leaves the schema as it is: SchemaNotCurrent unless the database is at the code's
+    revision, found without writing anything. CannotConnect when it takes no connection."""
+    conn = await _connect(db.read_engine)
+    try:
+        wrong = await conn.run_sync(_schema_state)
+    finally:
+        await conn.close()
+    if wrong is not None:
+        raise wrong
+
+
 async def upgrade(db: Database, revision: str = "head") -> None:
     """Brings the schema to revision; on PostgreSQL one instance at a time (advisory lock). The first
     thing a command or the server does with the database: CannotConnect when it takes no connection,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from server.cli import cmd_admin, parser
+from server.cli import cmd_admin, cmd_migrate, parser
 from server.db.engine import Database
 from server.db.models import AuditEvent, DeviceToken, License, Site, User
 from server.security.passwords import Passwords
@@ -127,6 +127,7 @@ async def test_the_command_line_manages_the_same_accounts(
     tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db_args = ("--data-dir", str(tmp_path / "cli"), "--database-url", database_url)
+    assert await asyncio.to_thread(cmd_migrate, _cli("migrate", *db_args)) == 0
 
     # Each command runs its own event loop, as from a shell: in a thread of its own here.
     async def admin(*argv: str) -> int:
@@ -181,6 +182,7 @@ async def test_the_command_line_takes_only_what_the_api_takes(
     around it would match no later command, and a name longer than its column was a traceback with
     the password's hash in it on PostgreSQL."""
     db_args = ("--data-dir", str(tmp_path / "cli"), "--database-url", database_url)
+    assert await asyncio.to_thread(cmd_migrate, _cli("migrate", *db_args)) == 0
 
     async def admin(*argv: str) -> tuple[int, str]:
         status = await asyncio.to_thread(cmd_admin, _cli("admin", *db_args, *argv))

@@ -100,6 +100,7 @@ def _tp_server(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_audit_commands_verify_and_export(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
+    assert _tp_server("migrate", "--data-dir", data).returncode == 0
     assert (
         _tp_server(
             "admin", "--data-dir", data, "site", "--code", "ND-9", "--name", "Test", "--state", "ND"

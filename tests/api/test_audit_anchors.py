@@ -213,6 +213,7 @@ def test_tp_server_audit_verify_names_deleted_rows(tmp_path: Path) -> None:
             [sys.executable, "-m", "server.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
         )
 
+    assert tp_server("migrate", *env_args).returncode == 0
     made = tp_server("admin", *env_args, "site", "--code", "ND-9", "--name", "Anchor Test", "--state", "ND")
     assert made.returncode == 0, made.stderr
     # The server anchors the head when it starts and when it stops; a short-lived server is enough.

@@ -134,6 +134,7 @@ def _tp_server(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_tp_server_audit_verify_resumes_and_full_walks_everything(tmp_path: Path) -> None:
     data = tmp_path / "data"
+    assert _tp_server("migrate", "--data-dir", str(data)).returncode == 0
     for code in ("ND-8", "ND-9"):
         made = _tp_server(
             "admin", "--data-dir", str(data), "site", "--code", code, "--name", "T", "--state", "ND"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from server.cli import cmd_admin, cmd_audit, parser
+from server.cli import cmd_admin, cmd_audit, cmd_migrate, parser
 from server.db.models import AccessLogEntry, AuditEvent
 from server.reference import store
 from tests.api.world import User, World, approval, queued_fill, rx_body
@@ -289,6 +289,7 @@ async def test_tp_server_writes_the_controlled_substance_log(
 ) -> None:
     db_args = ("--data-dir", str(tmp_path / "cli"), "--database-url", database_url)
     out = tmp_path / "controlled.csv"
+    assert await asyncio.to_thread(cmd_migrate, _cli("migrate", *db_args)) == 0
     assert await asyncio.to_thread(
         cmd_admin, _cli("admin", *db_args, "site", "--code", "ND-1", "--name", "Hettinger", "--state", "ND")
     ) == 0  # fmt: skip

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientWebSocketResponse
 from sqlalchemy import select
 
-from server.cli import cmd_admin, parser
+from server.cli import cmd_admin, cmd_migrate, parser
 from server.db.engine import Database
 from server.db.models import AuditEvent, PrescriptionRevision, Site
 from server.reference.store import import_ndc
@@ -382,6 +382,7 @@ def test_an_admin_makes_a_site_without_pv1_and_turns_it_on(
 ) -> None:
     db = ("--data-dir", str(tmp_path / "data"), "--database-url", database_url)
     site = ("--code", "ND-9", "--name", "Regent Drug", "--state", "ND")
+    assert cmd_migrate(parser().parse_args(["migrate", *db])) == 0
     assert cmd_admin(parser().parse_args(["admin", *db, "site", *site, "--without-pv1"])) == 0
     assert cmd_admin(parser().parse_args(["admin", *db, "site-pv1", "--site", "ND-9", "on"])) == 0
     assert "PV1) on for prescriptions entered from now on" in capsys.readouterr().out

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from server.cli import cmd_reference, parser
+from server.cli import cmd_migrate, cmd_reference, parser
 from server.reference import store
 from tests.api.world import User, World, queued_fill, rx_body
 from tests.ndc_directory import (
@@ -37,6 +37,7 @@ def test_import_ndc_loads_the_files_and_a_second_import_replaces_the_first(
     tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = ("--data-dir", str(tmp_path / "data"), "--database-url", database_url)
+    assert cmd_migrate(_cli("migrate", *db)) == 0
     assert cmd_reference(_cli("reference", "status", *db)) == 0
     assert "no drug reference is loaded" in capsys.readouterr().out
 

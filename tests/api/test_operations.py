@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from server.app import create_app
 from server.cli import main
 from server.db.engine import Database
-from server.db.migrate import alembic_config
+from server.db.migrate import alembic_config, upgrade
 from server.realtime import journal
 from server.realtime.bus import LocalBus, PostgresBus
 from server.realtime.hub import Hub
@@ -369,8 +369,41 @@ def _on(command: list[str], *db: str) -> list[str]:
     return [*command[:at], *db, *command[at:]]
 
 
+def test_a_data_folder_with_no_database_is_said_in_one_line_and_nothing_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped data folder was made, with an empty database in it, and the command reported on it:
+    an intact audit chain of 0 rows, a retention run applied. Now the folder is named, with the
+    setting that named it (TP_DATA_DIR wins over --data-dir), and nothing is made; `migrate` makes it."""
+    monkeypatch.delenv("TP_DATA_DIR", raising=False)
+    typo = tmp_path / "typo-dir"
+    for command in NOT_MIGRATING:
+        assert main(_on(command, "--data-dir", str(typo))) == 2, command
+        assert capsys.readouterr().err.splitlines() == [
+            f"tp-server: no database at {typo / 'telepharmacy.sqlite3'}: check --data-dir (or TP_DATA_DIR),"
+            " or make a new database with `tp-server migrate`"
+        ]
+    monkeypatch.setenv("TP_DATA_DIR", str(typo))
+    assert main(["audit", "--data-dir", str(tmp_path / "meant"), "verify"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tp-server: no database at {typo / 'telepharmacy.sqlite3'}: TP_DATA_DIR names the data folder"
+        f" ({typo}), whatever --data-dir says; correct it, or make a new database with `tp-server migrate`"
+    ]
+    assert list(tmp_path.iterdir()) == []
+    assert main(["migrate"]) == 0
+    assert main(["audit", "verify"]) == 0
+
+
 def _head() -> str:
     return str(ScriptDirectory.from_config(alembic_config()).get_current_head())
+
+
+async def _migrate_to(url: str, revision: str) -> None:
+    db = Database(url)
+    try:
+        await upgrade(db, revision)
+    finally:
+        await db.dispose()
 
 
 async def _revision(url: str, changed_to: str | None = None) -> str:
@@ -384,6 +417,30 @@ async def _revision(url: str, changed_to: str | None = None) -> str:
             return str((await s.execute(text("SELECT version_num FROM alembic_version"))).scalar_one())
     finally:
         await db.dispose()
+
+
+def test_only_migrate_changes_the_schema_and_the_other_commands_refuse_one_behind_the_code(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An admin host newly installed ran `audit verify` on the shared database, and it migrated it under
+    servers still running the old code; a retention dry run, listing tokens, a report did the same.
+    Now only `migrate` (and `serve`) changes the schema: the other commands refuse one behind the code
+    in one line, and leave it as it is."""
+    db = ["--data-dir", str(tmp_path / "data"), "--database-url", database_url]
+    shown = make_url(database_url).render_as_string(hide_password=True)
+    head = _head()
+    older = str(ScriptDirectory.from_config(alembic_config()).get_revision(head).down_revision)
+    asyncio.run(_migrate_to(database_url, older))
+    for command in NOT_MIGRATING:
+        assert main(_on(command, *db)) == 2, command
+        assert capsys.readouterr().err.splitlines() == [
+            f"tp-server: the database {shown} is at schema revision {older}, behind this version's {head}:"
+            " run `tp-server migrate` first"
+        ]
+    assert asyncio.run(_revision(database_url)) == older
+    assert main(["migrate", *db]) == 0
+    for command in NOT_MIGRATING:
+        assert main(_on(command, *db)) == 0, command
 
 
 def test_a_database_made_by_a_newer_version_is_said_in_one_line(
@@ -409,6 +466,21 @@ def test_a_database_made_by_a_newer_version_is_said_in_one_line(
     )
     assert served.returncode == 2 and served.stderr.splitlines() == [f"tp-server: {newer}"], served.stderr
     assert asyncio.run(_revision(database_url)) == "9999"
+
+
+def test_an_empty_postgresql_database_is_left_to_migrate(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database made for the server and not migrated yet (or another one, named by mistake) is not
+    given the server's tables by a command that reads."""
+    db = ["--data-dir", str(tmp_path / "data"), "--database-url", postgres_url]
+    assert main(["audit", *db, "verify"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tp-server: the database {postgres_url} has no schema yet: run `tp-server migrate` first"
+    ]
+    assert not (tmp_path / "data").exists()
+    assert main(["migrate", *db]) == 0
+    assert main(["audit", *db, "verify"]) == 0
 
 
 def test_a_port_already_taken_is_said_in_one_line(tmp_path: Path) -> None:
@@ -547,6 +619,7 @@ def test_a_report_is_written_whole_or_not_at_all(
     traceback; a folder that does not exist was a traceback after the work. Now either is one line,
     exit status 2, and no file; a report written is readable by the operator only (it names patients)."""
     data = ["--data-dir", str(tmp_path / "data"), "--database-url", postgres_url]
+    assert main(["migrate", *data]) == 0
     for code in ("ND-1", "ND-2", "ND-3"):  # rows in the trail
         assert (
             main(["admin", *data, "site", "--code", code, "--name", f"Pharmacy {code}", "--state", "ND"]) == 0
