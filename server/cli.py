@@ -188,9 +188,9 @@ def _admin_input(args: argparse.Namespace) -> dict[str, Any]:
     try:
         return body.parse(given)
     except InvalidInput as exc:
-        field = exc.detail.get("field")
-        if field in options:
-            exc.message = exc.message.replace(f"'{field}'", options[field])
+        # The fields it names, its own or those of a rule across fields, as the options that gave them.
+        for field, option in options.items():
+            exc.message = exc.message.replace(f"'{field}'", option)
         raise
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from server.api.paging import paging
@@ -10,11 +12,12 @@ from server.api.responses import json_response
 from server.api.shapes import prescription_view, site_view, user_view
 from server.api.table import json_body, principal_of
 from server.directory import SITES_ORDER, USERS_ORDER
+from server.errors import InvalidInput
 from server.fills.rules import MEDIA_KINDS
 from server.inputs import ID, Body, Date, Field, Flag, ListOf, Nullable, OneOf, Text
 from server.keyset import MAX_LIMIT
 from server.prescriptions import PRESCRIPTION, PRESCRIPTIONS_ORDER
-from server.security.principal import PEOPLE
+from server.security.principal import PEOPLE, Role
 from server.services import services_of
 
 STATE = Text(2, 2, pattern="[A-Za-z]{2}", message="'state' is a two-letter state code such as ND.")
@@ -37,14 +40,25 @@ NEW_SITE = Body(
         ),
     }
 )
+
+
+def _site_for_technicians(body: dict[str, Any]) -> None:
+    """A site is a technician's only: for another role it would be ignored, and the account made would
+    not be the one asked for."""
+    if body.get("site_code") is not None and body["role"] != Role.TECHNICIAN:
+        # No `field`: the value is one the field takes, refused with this role.
+        raise InvalidInput("'site_code' is for technicians: pharmacists and admins belong to no site.")
+
+
 NEW_USER = Body(
     {
         "username": Field(USERNAME, required=True),
         "display_name": Field(Text(200, 1, strip=True), required=True),
         "role": Field(OneOf(tuple(r.value for r in PEOPLE)), required=True),
         "password": Field(Text(1024, 1), required=True),
-        "site_code": Field(Nullable(Text(32)), description="A technician's site"),
-    }
+        "site_code": Field(Nullable(Text(32)), description="A technician's site (technicians only)"),
+    },
+    check=_site_for_technicians,
 )
 NEW_LICENSE = Body(
     {

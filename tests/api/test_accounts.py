@@ -119,6 +119,23 @@ async def test_tokens_are_listed_by_id_without_the_token_and_revoked_by_id(world
     await rph.json("POST", "/api/v1/users/mn_rph/active", 403, json={"active": False})
 
 
+async def test_a_site_is_given_to_a_technician_only(world: World) -> None:
+    """A pharmacist or an admin asked for with a site was made without it, and nothing said so: the
+    request is refused, naming the field, and no one is made."""
+    admin = await world.login("admin")
+    asked = {"username": "rph2", "display_name": "Rph Two", "password": NEW_PASSWORD, "site_code": "ND-1"}
+    for role in ("pharmacist", "admin"):
+        refused = await admin.json("POST", "/api/v1/users", 400, json={**asked, "role": role})
+        assert refused == {
+            "error": "invalid_input",
+            "message": "'site_code' is for technicians: pharmacists and admins belong to no site.",
+        }
+    users = (await admin.json("GET", "/api/v1/users"))["users"]
+    assert "rph2" not in {u["username"] for u in users}
+    await admin.json("POST", "/api/v1/users", 201, json={**asked, "role": "pharmacist", "site_code": None})
+    await admin.json("POST", "/api/v1/users", 201, json={**asked, "username": "tech2", "role": "technician"})
+
+
 def _cli(*argv: str) -> argparse.Namespace:
     return parser().parse_args(list(argv))
 
@@ -205,6 +222,8 @@ async def test_the_command_line_takes_only_what_the_api_takes(
         (("license", "--username", "rph1", "--state", "N.", "--number", "1", "--expires", "2030-01-01"),
          "--state"),
         (("token", "--username", "rph1", "--label", too_long), "--label"),
+        (("user", "--username", "rph2", "--role", "pharmacist", "--password", PASSWORD, "--site", "ND-1"),
+         "--site"),
     ):  # fmt: skip
         status, err = await admin(*argv)
         assert status == 2 and err.startswith(f"error: {option} ") and "Traceback" not in err, (argv, err)
