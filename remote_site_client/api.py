@@ -35,11 +35,26 @@ class ApiError(Exception):
         self.code = code
         self.detail: dict[str, Any] = dict(detail or {})
         if transient is None:
-            transient = status is None or status in RETRYABLE_STATUSES or status == 401 or status >= 500
+            transient = status is None or status in RETRYABLE_STATUSES or status >= 500
         self.transient = transient
 
     def __str__(self) -> str:
         return self.message
+
+
+class TokenRefused(ApiError):
+    """The server refused the device token (401): nothing gets through until the computer is enrolled
+    again. What waits in the outbox stays there (`transient`), but trying again now cannot help."""
+
+    CODE = "token_refused"
+    # What the technician reads, whatever was asked.
+    MESSAGE = (
+        "The server refused this computer's device token (revoked, or from another server): enrol it "
+        "again with `tp-site enroll --token-file ...`."
+    )
+
+    def __init__(self, message: str = MESSAGE) -> None:
+        super().__init__(message, status=401, code=self.CODE, transient=True)
 
 
 class Unreachable(ApiError):
@@ -51,6 +66,8 @@ class Unreachable(ApiError):
 
 async def error_from(resp: aiohttp.ClientResponse) -> ApiError:
     """An ApiError from a refusal, using the server's `{error, message}` body when it has one."""
+    if resp.status == 401:
+        return TokenRefused()
     text = await resp.text(errors="replace")
     code, message = "", ""
     detail: dict[str, Any] = {}
@@ -63,11 +80,6 @@ async def error_from(resp: aiohttp.ClientResponse) -> ApiError:
                 detail = body["detail"]
     except ValueError:
         message = text.strip()[:300]
-    if resp.status == 401:
-        message = (
-            "The server refused this device's token: ask the administrator for a new one and run "
-            "`tp-site enroll` again."
-        )
     return ApiError(
         message or f"The server answered {resp.status} {resp.reason}.",
         status=resp.status,
@@ -166,6 +178,11 @@ class SiteApi:
             raise Unreachable(
                 f"The server at {self.config.server_url} closed the connection without answering: if it "
                 "serves https, its address starts with https://."
+            ) from exc
+        except TokenRefused as exc:
+            raise TokenRefused(
+                f"The server at {self.config.server_url} refused this device token (revoked, or from "
+                "another server): ask the administrator for a new one."
             ) from exc
         except ApiError as exc:
             if exc.status != 404:

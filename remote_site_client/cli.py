@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from remote_site_client import config as site_config
-from remote_site_client.api import ApiError
+from remote_site_client.api import ApiError, TokenRefused
 from remote_site_client.commands import (
     consult,
     enroll,
@@ -57,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         say(f"error: {exc}")
         return EXIT_USAGE
+    except TokenRefused as exc:
+        # Trying again cannot help until the computer is enrolled again; what the outbox holds stays.
+        say(f"error: {exc.message}")
+        return EXIT_REFUSED
     except ApiError as exc:
         say(f"error: {exc.message}")
         return EXIT_PENDING if exc.transient else EXIT_REFUSED

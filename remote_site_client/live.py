@@ -25,7 +25,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from remote_site_client import backoff
-from remote_site_client.api import ApiError, SiteApi
+from remote_site_client.api import ApiError, SiteApi, TokenRefused
 from remote_site_client.outbox import QUEUED, Outbox, short_id
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,24 @@ async def _handled(
         outbox.set_cursor(cursor_name, int(message["id"]))
 
 
+def _token_refused(exc: Exception) -> bool:
+    if isinstance(exc, websockets.exceptions.InvalidStatus):
+        return exc.response.status_code == 401
+    return isinstance(exc, TokenRefused)
+
+
+def _why_lost(exc: Exception) -> str:
+    """Why the live connection ended, in words."""
+    if _token_refused(exc):
+        return TokenRefused.MESSAGE
+    if isinstance(exc, websockets.exceptions.ConnectionClosed):
+        code = exc.rcvd.code if exc.rcvd else None
+        return "too slow for the event stream" if code == CLOSE_LAGGING else f"connection closed ({code})"
+    if isinstance(exc, websockets.exceptions.InvalidStatus):
+        return f"the server refused the live connection ({exc.response.status_code})"
+    return f"{type(exc).__name__}: {exc}"
+
+
 async def listen(
     api: SiteApi,
     outbox: Outbox,
@@ -196,8 +214,11 @@ async def listen(
     on_disconnect: Callable[[str], None] | None = None,
     base_delay: float = 0.5,
     max_delay: float = 30.0,
+    give_up_on_refused_token: bool = False,
 ) -> None:
-    """Runs until cancelled: connect, catch up from the cursor, handle live events, reconnect."""
+    """Runs until cancelled: connect, catch up from the cursor, handle live events, reconnect. With
+    `give_up_on_refused_token` a refused device token raises TokenRefused instead: reconnecting with
+    it cannot help."""
     failures = 0
     while True:
         cursor = outbox.cursor(cursor_name)
@@ -224,16 +245,10 @@ async def listen(
                         continue
                     await _handled(api, outbox, cursor_name, handle, message)
             why = "the server closed the connection"
-        except websockets.exceptions.ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else None
-            why = "too slow for the event stream" if code == CLOSE_LAGGING else f"connection closed ({code})"
-        except websockets.exceptions.InvalidStatus as exc:
-            status = exc.response.status_code
-            why = f"the server refused the live connection ({status})"
-            if status == 401:
-                why += ": the device token is not valid; run `tp-site enroll` again"
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException, ApiError, ValueError) as exc:
-            why = f"{type(exc).__name__}: {exc}"
+            if give_up_on_refused_token and _token_refused(exc):
+                raise TokenRefused() from exc
+            why = _why_lost(exc)
         failures += 1
         if on_disconnect:
             on_disconnect(why)

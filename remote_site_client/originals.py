@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from remote_site_client import backoff
-from remote_site_client.api import ApiError
+from remote_site_client.api import ApiError, TokenRefused
 from remote_site_client.delivery import LEASE_SECONDS, Delivered, OutboxWorker, idle
 from remote_site_client.outbox import DELIVERED, FAILED, PENDING, Original
 
@@ -32,6 +32,7 @@ class OriginalAttempt:
     state: str
     error: str | None = None
     pages: int | None = None
+    token_refused: bool = False
 
     def line(self) -> str:
         """One line for the technician."""
@@ -79,7 +80,10 @@ class OriginalSender(OutboxWorker):
                 found.attempts, self.config.retry_base_seconds, self.config.retry_max_seconds, self.rng
             )
             self.outbox.original_retry_later(found.id, exc.message, wait)
-            return OriginalAttempt(found.id, found.prescription_id, PENDING, exc.message)
+            refused = isinstance(exc, TokenRefused)
+            return OriginalAttempt(
+                found.id, found.prescription_id, PENDING, exc.message, token_refused=refused
+            )
         self.outbox.original_failed(found.id, exc.message)
         log.warning("original of prescription %s refused by the server: %s", found.prescription_id, exc)
         return OriginalAttempt(found.id, found.prescription_id, FAILED, exc.message)
@@ -119,7 +123,8 @@ class OriginalSender(OutboxWorker):
         return stored[0] if stored else None
 
     async def deliver(self, original_id: int, *, patience: float) -> OriginalAttempt:
-        """Tries one original until it is delivered, refused, or `patience` seconds are spent."""
+        """Tries one original until it is delivered, refused, or `patience` seconds are spent; a refused
+        device token ends it at once."""
         deadline = time.monotonic() + patience
         found = self.outbox.original(original_id)
         assert found is not None
@@ -128,7 +133,7 @@ class OriginalSender(OutboxWorker):
             result = await self.attempt(original_id)
             if result is not None:
                 last = result
-                if result.state != PENDING:
+                if result.state != PENDING or result.token_refused:
                     return result
             now = self.outbox.original(original_id)
             if now is None or now.state != PENDING:

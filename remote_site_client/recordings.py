@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from remote_site_client import backoff
-from remote_site_client.api import ApiError
+from remote_site_client.api import ApiError, TokenRefused
 from remote_site_client.delivery import LEASE_SECONDS, Delivered, OutboxWorker, idle
 from remote_site_client.outbox import DELIVERED, FAILED, PENDING, Recording
 from server.evidence.kinds import CONSULTATION_RECORDING
@@ -35,6 +35,7 @@ class RecordingAttempt:
     sent_bytes: int = 0
     resumed_from: int = 0
     media_id: int | None = None
+    token_refused: bool = False
 
     def line(self) -> str:
         """One line for the technician."""
@@ -87,7 +88,8 @@ class RecordingSender(OutboxWorker):
             )
             self.outbox.recording_retry_later(consultation_id, exc.message, wait)
             log.info("recording %s not delivered yet (%s); next try in %.0fs", consultation_id, exc, wait)
-            return RecordingAttempt(consultation_id, PENDING, exc.message)
+            refused = isinstance(exc, TokenRefused)
+            return RecordingAttempt(consultation_id, PENDING, exc.message, token_refused=refused)
         self.outbox.recording_failed(consultation_id, exc.message)
         log.warning("recording of consultation %s refused by the server: %s", consultation_id, exc)
         return RecordingAttempt(consultation_id, FAILED, exc.message)
@@ -123,14 +125,15 @@ class RecordingSender(OutboxWorker):
         )
 
     async def deliver(self, consultation_id: int, *, patience: float) -> RecordingAttempt:
-        """Tries one recording until it is delivered, refused, or `patience` seconds are spent."""
+        """Tries one recording until it is delivered, refused, or `patience` seconds are spent; a refused
+        device token ends it at once."""
         deadline = time.monotonic() + patience
         last = RecordingAttempt(consultation_id, PENDING)
         while True:
             result = await self.attempt(consultation_id)
             if result is not None:
                 last = result
-                if result.state != PENDING:
+                if result.state != PENDING or result.token_refused:
                     return result
             rec = self.outbox.recording(consultation_id)
             if rec is None or rec.state != PENDING:

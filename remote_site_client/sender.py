@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_site_client import backoff
-from remote_site_client.api import ApiError
+from remote_site_client.api import ApiError, TokenRefused
 from remote_site_client.delivery import LEASE_SECONDS, Delivered, OutboxWorker, idle
 from remote_site_client.outbox import (
     CREATED,
@@ -48,10 +48,17 @@ class Attempt:
     error: str | None = None
     sent_bytes: int = 0
     fill: dict[str, Any] | None = None
+    # The server's error code when it refused (TokenRefused.CODE: the device token).
+    code: str = ""
 
     @property
     def delivered(self) -> bool:
         return self.state == QUEUED
+
+    @property
+    def token_refused(self) -> bool:
+        """Nothing goes until this computer is enrolled again: the entry waits, trying now is no use."""
+        return self.code == TokenRefused.CODE
 
 
 class Sender(OutboxWorker):
@@ -97,10 +104,10 @@ class Sender(OutboxWorker):
             )
             self.outbox.retry_later(fill_id, exc.message, wait)
             log.info("fill %s not delivered yet (%s); next try in %.0fs", fill_id, exc.message, wait)
-            return Attempt(fill_id, entry.state if entry else PENDING, exc.message, sent)
+            return Attempt(fill_id, entry.state if entry else PENDING, exc.message, sent, code=exc.code)
         self.outbox.mark_failed(fill_id, exc.message, code=exc.code, detail=exc.detail)
         log.warning("fill %s refused by the server: %s", fill_id, exc.message)
-        return Attempt(fill_id, FAILED, exc.message, sent)
+        return Attempt(fill_id, FAILED, exc.message, sent, code=exc.code)
 
     async def _prepare(self, entry: Entry) -> Entry:
         """Makes the upload copy of each file (re-encoded for the link) once; kept in the outbox."""
@@ -259,14 +266,15 @@ class Sender(OutboxWorker):
     # -- many attempts ---------------------------------------------------------------------------
 
     async def deliver(self, fill_id: str, *, patience: float) -> Attempt:
-        """Tries one entry until it is delivered, refused, or `patience` seconds are spent."""
+        """Tries one entry until it is delivered, refused, or `patience` seconds are spent; a refused
+        device token ends it at once (the entry waits for the computer to be enrolled again)."""
         deadline = time.monotonic() + patience
         last = Attempt(fill_id, PENDING)
         while True:
             result = await self.attempt(fill_id)
             if result is not None:
                 last = result
-                if result.state in (QUEUED, FAILED):
+                if result.state in (QUEUED, FAILED) or result.token_refused:
                     return result
             entry = self.outbox.get(fill_id)
             if entry is None or entry.state not in OPEN_STATES:

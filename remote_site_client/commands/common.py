@@ -26,6 +26,11 @@ EXIT_USAGE = 2
 EXIT_PENDING = 3
 EXIT_REFUSED = 4
 
+# When what the outbox holds goes while the server refuses this computer's device token.
+ONCE_ENROLLED = (
+    "once this computer is enrolled again (`tp-site enroll --token-file ...`, then `tp-site sync`)"
+)
+
 
 class UsageError(Exception):
     """A mistake on the command line or in the site's setup; the message says what to do."""

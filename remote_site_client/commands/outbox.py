@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from remote_site_client.api import SiteApi
+from remote_site_client.api import SiteApi, TokenRefused
 from remote_site_client.checks import CheckReport, check_submission
 from remote_site_client.commands.common import (
     EXIT_CHECKS,
     EXIT_OK,
     EXIT_PENDING,
     EXIT_REFUSED,
+    ONCE_ENROLLED,
     UsageError,
     counted,
     entry_id,
@@ -122,6 +123,8 @@ def _entry_lines(outbox: Outbox, e: Entry) -> list[str]:
         lines += how_to_fix(e)
     elif e.replaced_by:
         lines.append(f"    fixed: replaced by fill {e.replaced_by.replace('-', '')[:8]}")
+    elif e.state in OPEN_STATES and e.last_error == TokenRefused.MESSAGE:
+        lines.append(f"    waiting: the server refused this computer's device token; it goes {ONCE_ENROLLED}")
     elif e.state in OPEN_STATES:
         retry = due(e.next_attempt_at)
         lines.append(
@@ -280,6 +283,10 @@ async def _send(cfg: SiteConfig, outbox: Outbox, fill_id: str, patience: float) 
     if result.state == QUEUED:
         out(f"Fill {sid} is queued for verification.")
         return EXIT_OK
+    if result.token_refused:
+        out(result.error or "")
+        out(f"Fill {sid} waits in the outbox: it goes {ONCE_ENROLLED}.")
+        return EXIT_PENDING
     if result.state == FAILED:
         out(f"The server refused fill {sid} again: {result.error}")
         return EXIT_REFUSED

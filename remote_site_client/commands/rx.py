@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from remote_site_client.api import ApiError, SiteApi
+from remote_site_client.api import ApiError, SiteApi, TokenRefused
 from remote_site_client.checks import ndc_label
 from remote_site_client.commands import rx_import
 from remote_site_client.commands.common import (
@@ -101,9 +101,14 @@ def run(args: argparse.Namespace) -> int:
                 + (" It waits for the pharmacist's data-entry verification again." if _waits(rx) else "")
             )
             return EXIT_OK
+        status = EXIT_OK
         try:
             items = asyncio.run(_list_rx(cfg))
             outbox.cache_prescriptions(items)
+        except TokenRefused as exc:
+            say(exc.message)
+            say("Showing the prescriptions kept on this computer.")
+            items, status = outbox.cached_prescriptions(), EXIT_REFUSED
         except ApiError as exc:
             if not exc.transient:
                 raise
@@ -118,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             )
         if not items:
             out("No prescriptions yet.")
-    return EXIT_OK
+    return status
 
 
 def _waits(rx: dict[str, Any]) -> bool:

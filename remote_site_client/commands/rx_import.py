@@ -6,11 +6,12 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from remote_site_client.api import ApiError, SiteApi
+from remote_site_client.api import ApiError, SiteApi, TokenRefused
 from remote_site_client.commands.common import (
     EXIT_CHECKS,
     EXIT_OK,
     EXIT_PENDING,
+    EXIT_REFUSED,
     UsageError,
     load_config,
     out,
@@ -30,6 +31,11 @@ async def _send(cfg: SiteConfig, lines: list[Line]) -> int:
                 continue
             try:
                 status, rx = await api.call("POST", "/prescriptions", line.body)
+            except TokenRefused as exc:
+                out(f"{exc.message} Line {line.number} and the {len(lines) - i - 1} after it were not sent: "
+                    "import again once enrolled (lines already imported are recognised).")  # fmt: skip
+                _summary(taken, again, refused)
+                return EXIT_REFUSED
             except ApiError as exc:
                 if exc.transient:
                     out(f"The server cannot be reached ({exc.message}); line {line.number} and the "

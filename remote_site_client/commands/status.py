@@ -11,9 +11,10 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from remote_site_client.api import ApiError, SiteApi
+from remote_site_client.api import ApiError, SiteApi, TokenRefused
 from remote_site_client.commands.common import (
     EXIT_OK,
+    EXIT_REFUSED,
     UsageError,
     entry_line,
     fill_id_digits,
@@ -174,17 +175,27 @@ def run(args: argparse.Namespace) -> int:
             out(f"{len(pending)} fill(s) in the outbox not delivered yet (see `tp-site outbox`).")
         try:
             asyncio.run(_status(cfg, outbox, args.fill_id, args.limit))
+        except TokenRefused as exc:
+            say(exc.message)
+            say("What this computer knows:")
+            _print_local(outbox, args.fill_id)
+            return EXIT_REFUSED
         except ApiError as exc:
             if not exc.transient:
                 raise
             say(f"The server cannot be reached ({exc.message}); what this computer knows:")
-            entries = outbox.entries()
-            if args.fill_id:
-                found = pick_fill(args.fill_id, outbox_candidates(outbox, args.fill_id), where="here")
-                entries = [e for e in entries if e.fill_id == found]
-            for e in entries:
-                out(entry_line(e, outbox.cached_prescription(rx_id=e.prescription_id)))
+            _print_local(outbox, args.fill_id)
     return EXIT_OK
+
+
+def _print_local(outbox: Outbox, fill_text: str | None) -> None:
+    """The outbox's fills (or the one named), as this computer knows them without the server."""
+    entries = outbox.entries()
+    if fill_text:
+        found = pick_fill(fill_text, outbox_candidates(outbox, fill_text), where="here")
+        entries = [e for e in entries if e.fill_id == found]
+    for e in entries:
+        out(entry_line(e, outbox.cached_prescription(rx_id=e.prescription_id)))
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

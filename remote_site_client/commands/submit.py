@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from remote_site_client.api import ApiError, SiteApi
+from remote_site_client.api import ApiError, SiteApi, TokenRefused
 from remote_site_client.checks import CheckReport, check_submission
 from remote_site_client.commands.common import (
     EXIT_CHECKS,
     EXIT_OK,
     EXIT_PENDING,
     EXIT_REFUSED,
+    ONCE_ENROLLED,
     UsageError,
     counted,
     load_config,
@@ -77,6 +78,7 @@ async def rejected_fill(
 ) -> Rejected:
     """The rejected fill named by `text` (short id), with a local copy of each of its photos whose kind
     is not in `keep`: the outbox's original when it still has it, else the one the server stored."""
+    refused: TokenRefused | None = None
     try:
         async with SiteApi(cfg) as api:
             fill_id = await resolve_on_server(api, outbox, text, state="rejected")
@@ -99,10 +101,14 @@ async def rejected_fill(
     except ApiError as exc:
         if not exc.transient:
             raise
+        if isinstance(exc, TokenRefused):
+            refused = exc
     # Offline: what this computer kept of a fill it sent and heard was rejected.
     found = pick_fill(text, outbox_candidates(outbox, text), where="in this outbox")
     entry = outbox.get(found) if found else None
     if entry is None or entry.fill_state != "rejected":
+        if refused is not None:
+            raise refused
         raise UsageError(
             f"The server cannot be reached, and no rejected fill {text} is known here: try again when "
             "the link is back."
@@ -126,7 +132,7 @@ async def _find_rx(cfg: SiteConfig, outbox: Outbox, args: argparse.Namespace) ->
         async with SiteApi(cfg) as api:
             items = await api.prescriptions()
     except ApiError as exc:
-        if not exc.transient:
+        if not exc.transient or (isinstance(exc, TokenRefused) and rx_id is None):
             raise
         return None
     outbox.cache_prescriptions(items)
@@ -245,6 +251,10 @@ async def _send_now(cfg: SiteConfig, outbox: Outbox, fill_id: str, patience: flo
             "Wait for the pharmacist's decision before handing it out."
         )
         return EXIT_OK
+    if result.token_refused:
+        out(result.error or "")
+        out(f"Fill {short_id(fill_id)} waits in the outbox: it goes {ONCE_ENROLLED}.")
+        return EXIT_PENDING
     if result.state == FAILED:
         out(f"The server refused fill {short_id(fill_id)}: {result.error}")
         out("It is not sent again by itself. It waits in the outbox (`tp-site outbox` says how to fix it):")

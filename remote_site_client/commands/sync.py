@@ -8,11 +8,12 @@ import asyncio
 import logging
 from typing import Any
 
-from remote_site_client.api import SiteApi
+from remote_site_client.api import SiteApi, TokenRefused
 from remote_site_client.commands.common import (
     EXIT_OK,
     EXIT_PENDING,
     EXIT_REFUSED,
+    ONCE_ENROLLED,
     load_config,
     out,
     recordings_exit,
@@ -31,7 +32,8 @@ log = logging.getLogger("tp-site")
 
 
 async def _sync_once(sender: Sender, outbox: Outbox, patience: float) -> int:
-    """Delivers what the outbox holds now, retrying each fill and recording for up to `patience` seconds."""
+    """Delivers what the outbox holds now, retrying each fill and recording for up to `patience` seconds
+    (one try each when the server refuses the device token: nothing goes until it is enrolled again)."""
     results = [
         await sender.deliver(e.fill_id, patience=patience)
         for e in reversed(outbox.entries(list(OPEN_STATES)))
@@ -41,10 +43,13 @@ async def _sync_once(sender: Sender, outbox: Outbox, patience: float) -> int:
     recordings = [
         await recording_sender.deliver(r.consultation_id, patience=patience) for r in outbox.recordings()
     ]
-    for rec in recordings:
-        out(rec.line())
     original_sender = OriginalSender(sender.config, outbox, sender.api)
     originals = [await original_sender.deliver(o.id, patience=patience) for o in outbox.originals()]
+    refused = [a.token_refused for a in results] + [a.token_refused for a in recordings]
+    if any(refused + [a.token_refused for a in originals]):
+        return _token_refused(outbox)
+    for rec in recordings:
+        out(rec.line())
     for original in originals:
         out(original.line())
     for r in results:
@@ -57,6 +62,19 @@ async def _sync_once(sender: Sender, outbox: Outbox, patience: float) -> int:
     if any(o.state == FAILED for o in originals):
         return EXIT_REFUSED
     return recordings_exit(recordings)
+
+
+def _token_refused(outbox: Outbox) -> int:
+    """Says once that the server refused the device token, and what waits for the next enrolment."""
+    say(TokenRefused.MESSAGE)
+    kept = (
+        (len(outbox.entries(list(OPEN_STATES))), "fill(s)"),
+        (len(outbox.recordings()), "call recording(s)"),
+        (len(outbox.originals()), "prescription original(s)"),
+    )
+    waiting = ", ".join(f"{n} {what}" for n, what in kept if n)
+    say(f"The outbox keeps {waiting}: they go {ONCE_ENROLLED}.")
+    return EXIT_REFUSED
 
 
 async def _sync(cfg: SiteConfig, outbox: Outbox, once: bool, patience: float) -> int:
@@ -87,7 +105,11 @@ async def _sync(cfg: SiteConfig, outbox: Outbox, once: bool, patience: float) ->
         sending = asyncio.create_task(sender.run(stop, wake))
         recording = asyncio.create_task(recordings.run(stop, wake_recordings))
         sending_originals = asyncio.create_task(originals.run(stop, wake_originals))
-        listening = asyncio.create_task(listen(api, outbox, "sync", handle, on_connect=connected))
+        # A refused device token stops the service (the listener says so first): it cannot deliver
+        # anything until the computer is enrolled again and the service started with the new token.
+        listening = asyncio.create_task(
+            listen(api, outbox, "sync", handle, on_connect=connected, give_up_on_refused_token=True)
+        )
         noticing = asyncio.create_task(
             wake_on_other_writers(outbox.data_version, wake, wake_recordings, wake_originals)
         )

@@ -75,7 +75,15 @@ async def _watch(cfg: SiteConfig, outbox: Outbox, args: argparse.Namespace) -> i
 
         link = LinkNotes()
         task = asyncio.create_task(
-            listen(api, outbox, "watch", handle, on_connect=link.connected, on_disconnect=link.lost)
+            listen(
+                api,
+                outbox,
+                "watch",
+                handle,
+                on_connect=link.connected,
+                on_disconnect=link.lost,
+                give_up_on_refused_token=True,
+            )
         )
         await until_stopped(done, task)
     return EXIT_OK
