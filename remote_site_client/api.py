@@ -234,6 +234,21 @@ class SiteApi:
         path = "/fills" + (f"?{urlencode({'state': state})}" if state else "")
         return await self.pages(path, "fills", at_most)
 
+    async def resubmission_of(self, fill_id: str) -> dict[str, Any] | None:
+        """The site's fill that resubmits the rejected fill `fill_id`, if there is one. Looked for among
+        the fills made since it: the list is newest first, so its pages are read down to that fill."""
+        query: dict[str, str] = {}
+        while True:
+            _, body = await self.call("GET", "/fills" + (f"?{urlencode(query)}" if query else ""))
+            for f in body["fills"]:
+                if f.get("previous_fill_id") == fill_id:
+                    return dict(f)
+                if f["id"] == fill_id:
+                    return None
+            if not body.get("next"):
+                return None
+            query = {"after": body["next"]}
+
     async def hand_out(self, fill_id: str) -> dict[str, Any]:
         """Marks an approved fill handed to the patient; refused (409) while its counselling is due."""
         _, body = await self.call("POST", f"/fills/{fill_id}/hand-out")

@@ -3,7 +3,9 @@
 A fill the server refused for a reason retrying cannot cure (a view the site requires is missing, the
 prescription is unknown, a photo was refused) stops and waits here for the technician: `fix` changes it
 in place (a photo, the count, the prescription) and sends it again, `discard` gives up on it with a
-reason. Both are recorded in the outbox's audit (`tp-site outbox history`).
+reason. Both are recorded in the outbox's audit (`tp-site outbox history`). A refusal no change cures
+(remote_site_client.refusals: the rejected fill was resubmitted already, no refill left) says so and
+what to do instead.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from remote_site_client.outbox import (
     Recording,
 )
 from remote_site_client.progress import human_bytes, progress_board
+from remote_site_client.refusals import cured_by_waiting, not_cured_by_a_change
 from remote_site_client.sender import Sender
 from server.evidence.kinds import KIND_NAMES
 
@@ -100,8 +103,19 @@ def due(at: float) -> str:
 
 
 def how_to_fix(e: Entry) -> list[str]:
-    """What the technician can do about a refused fill, as commands to type."""
+    """What the technician can do about a refused fill, as commands to type: the change that cures it,
+    or, when the server's code says no change can, what to do instead."""
     sid = e.short_id
+    give_up = f'tp-site outbox discard {sid} --reason "WHY"'
+    if why := not_cured_by_a_change(e.failed_code):
+        see = " (`tp-site status` lists it)" if e.failed_code == "already_resubmitted" else ""
+        return [f"    no change sends it: {why}{see}", f"    give it up: {give_up}"]
+    if awaited := cured_by_waiting(e.failed_code):
+        return [
+            f"    it waits for {awaited} (`tp-site rx show {e.rx_number or 'RX'}`), "
+            f"then goes as it is: tp-site outbox --retry {sid}",
+            f"    or give up on it: {give_up}",
+        ]
     kinds = [str(k) for k in e.failed_detail.get("missing", [])]
     if not kinds and e.failed_detail.get("kind"):
         kinds = [str(e.failed_detail["kind"])]
@@ -113,7 +127,7 @@ def how_to_fix(e: Entry) -> list[str]:
         fix = f"enter the prescription (`tp-site rx create`), then: tp-site outbox fix {sid} --rx RX_NUMBER"
     else:
         fix = f"tp-site outbox fix {sid} --photo KIND=FILE or --count N (as it is: --retry {sid})"
-    return [f"    to fix: {fix}", f'    or give up on it: tp-site outbox discard {sid} --reason "WHY"']
+    return [f"    to fix: {fix}", f"    or give up on it: {give_up}"]
 
 
 def _entry_lines(outbox: Outbox, e: Entry) -> list[str]:
@@ -163,8 +177,8 @@ def _list(args: argparse.Namespace, outbox: Outbox) -> int:
     refused = [e for e in entries if e.state == FAILED]
     if refused:
         out(
-            f"{len(refused)} fill(s) refused by the server: they wait for you, and are not sent again "
-            "until fixed."
+            f"{len(refused)} fill(s) refused by the server: they wait for you, not sent again by "
+            "themselves; each says what to do."
         )
     for e in entries:
         for line in _entry_lines(outbox, e):

@@ -28,10 +28,11 @@ from remote_site_client.commands.common import (
     wait_seconds,
 )
 from remote_site_client.commands.outbox import how_to_fix
-from remote_site_client.commands.status import resolve_on_server
+from remote_site_client.commands.status import STATE_WORDS, resolve_on_server
 from remote_site_client.config import SiteConfig
 from remote_site_client.outbox import FAILED, QUEUED, Outbox, short_id
 from remote_site_client.progress import progress_board
+from remote_site_client.refusals import not_cured_by_a_change
 from remote_site_client.sender import Sender
 from server.evidence.kinds import KIND_NAMES
 
@@ -82,6 +83,7 @@ async def rejected_fill(
     try:
         async with SiteApi(cfg) as api:
             fill_id = await resolve_on_server(api, outbox, text, state="rejected")
+            _not_resubmitted(fill_id, await api.resubmission_of(fill_id), outbox)
             fill = await api.fill(fill_id)
             local = outbox.get(fill_id)
             originals = {f.kind: f.original for f in (local.files if local else ()) if f.original.exists()}
@@ -113,9 +115,31 @@ async def rejected_fill(
             f"The server cannot be reached, and no rejected fill {text} is known here: try again when "
             "the link is back."
         )
+    _not_resubmitted(entry.fill_id, None, outbox)
     files = [(f.kind, f.original) for f in entry.files if f.kind not in keep and f.original.exists()]
     count = entry.body.get("counted_quantity")
     return Rejected(entry.fill_id, entry.prescription_id, count, files)
+
+
+def _not_resubmitted(fill_id: str, on_server: dict[str, Any] | None, outbox: Outbox) -> None:
+    """Refuses, before anything is stored, a retake of a rejected fill another fill replaces already
+    (`on_server`, the server's, or one in this outbox): the server takes one resubmission of a rejected
+    fill, and would refuse a second only once it was stored here and sent."""
+    if on_server is not None:
+        new, state = short_id(on_server["id"]), STATE_WORDS.get(on_server["state"], on_server["state"])
+        where = f"{state}; see `tp-site status {new}`"
+    elif (local := outbox.resubmission_of(fill_id)) is not None:
+        new = local.short_id
+        where = {
+            FAILED: "refused by the server; `tp-site outbox` says how to fix it, or discard it",
+            QUEUED: f"sent; see `tp-site status {new}`",
+        }.get(local.state, "in this outbox, not sent yet; see `tp-site outbox`")
+    else:
+        return
+    raise UsageError(
+        f"The rejected fill {short_id(fill_id)} was resubmitted already: fill {new} replaces it ({where}). "
+        "Nothing was stored."
+    )
 
 
 def _suffix(content_type: object) -> str:
@@ -257,7 +281,11 @@ async def _send_now(cfg: SiteConfig, outbox: Outbox, fill_id: str, patience: flo
         return EXIT_PENDING
     if result.state == FAILED:
         out(f"The server refused fill {short_id(fill_id)}: {result.error}")
-        out("It is not sent again by itself. It waits in the outbox (`tp-site outbox` says how to fix it):")
+        fixable = not_cured_by_a_change(result.code) is None
+        out(
+            "It is not sent again by itself. It waits in the outbox"
+            + (" (`tp-site outbox` says how to fix it):" if fixable else ":")
+        )
         entry = outbox.get(fill_id)
         if entry is not None:
             for line in how_to_fix(entry):

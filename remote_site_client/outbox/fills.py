@@ -209,6 +209,15 @@ class FillStore(AuditTrail):
         ).fetchall()
         return [self._entry(r, with_files=False) for r in rows]
 
+    def resubmission_of(self, fill_id: str) -> Entry | None:
+        """The entry, not discarded, that resubmits the rejected fill `fill_id` (newest first)."""
+        row = self.db.execute(
+            "SELECT * FROM entries WHERE json_extract(body, '$.previous_fill_id') = ? AND state != ?"
+            " ORDER BY created_at DESC LIMIT 1",
+            (fill_id, DISCARDED),
+        ).fetchone()
+        return self._entry(row, with_files=False) if row else None
+
     def entries(self, states: Sequence[str] | None = None, limit: int = 200) -> list[Entry]:
         if states:
             marks = ",".join("?" for _ in states)

@@ -20,7 +20,7 @@ from tests.site_client.test_end_to_end import (
     refused_for_a_view,
     site_fills,
 )
-from tests.site_client.world import ServerProcess, free_port, make_site
+from tests.site_client.world import Pharmacist, ServerProcess, Site, free_port, make_site
 
 
 def refused_id(out: str) -> str:
@@ -239,3 +239,85 @@ async def test_a_busy_or_failing_server_is_retried_not_refused(
     assert [t.state if t else None for t in tries] == [PENDING, PENDING] and calls == 2
     assert entry is not None and entry.state == PENDING and entry.attempts == 2
     assert entry.last_error == "Not now." and entry.failed_reason is None
+
+
+async def rejected(server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path) -> tuple[Site, str]:
+    """A site and a fill of Rx 100234 it sent that the pharmacist rejected."""
+    await enter_rx(server.url, token, "100234")
+    site = make_site(tmp_path, server.url, token)
+    code, out, err = await site.run("submit", "--rx", "100234", *photos(photo_dir), "--count", "58")
+    assert code == 0, out + err
+    fill_id = refused_id(out)
+    async with Pharmacist(server.url) as rph:
+        await rph.decide(fill_id, "reject", ["wrong_quantity"], "Recount the tray.")
+    return site, fill_id
+
+
+async def test_a_second_retake_of_a_rejected_fill_is_refused_before_anything_is_stored(
+    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    site, first = await rejected(server, token, photo_dir, tmp_path)
+    retake = ["--pills", str(photo_dir / "pills.jpg"), "--count", "60"]
+    code, out, err = await site.run("submit", "--resubmit-of", first[:8], *retake, "--no-send")
+    assert code == 3, out + err
+    second = refused_id(out)
+
+    # Not sent yet: this computer's outbox knows the retake.
+    code, out, err = await site.run("submit", "--resubmit-of", first[:8], *retake)
+    assert code == 2, out + err
+    assert (
+        f"error: The rejected fill {first[:8]} was resubmitted already: fill {second[:8]} replaces it "
+        "(in this outbox, not sent yet; see `tp-site outbox`). Nothing was stored." in err
+    )
+    code, out, err = await site.run("sync", "--once", "--patience", "30")
+    assert code == 0, out + err
+
+    # Sent: the server knows it, whichever computer asks.
+    for counter in (site, make_site(tmp_path / "counter2", server.url, token)):
+        code, out, err = await counter.run("submit", "--resubmit-of", first[:8], *retake)
+        assert code == 2, out + err
+        assert (
+            f"error: The rejected fill {first[:8]} was resubmitted already: fill {second[:8]} replaces it "
+            f"(waiting for a pharmacist; see `tp-site status {second[:8]}`). Nothing was stored." in err
+        )
+        assert "Checking the photos" not in out and "Stored in the outbox" not in out
+        with Outbox(counter.config.data_dir) as outbox:
+            assert len(outbox.entries()) == (2 if counter is site else 0)
+    assert len(await site_fills(server.url, token)) == 2
+
+
+async def test_a_refusal_no_change_cures_says_what_to_do_instead_of_a_fix(
+    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    site, first = await rejected(server, token, photo_dir, tmp_path)
+    retake = ["--pills", str(photo_dir / "pills.jpg"), "--count", "60"]
+    # Two counters retake the same rejected fill; the second to reach the server is refused.
+    code, out, err = await site.run("submit", "--resubmit-of", first[:8], *retake, "--no-send")
+    assert code == 3, out + err
+    late = refused_id(out)
+    counter2 = make_site(tmp_path / "counter2", server.url, token)
+    code, out, err = await counter2.run("submit", "--resubmit-of", first[:8], *retake)
+    assert code == 0, out + err
+    code, out, err = await site.run("sync", "--once", "--patience", "30")
+    assert code == 4 and "This rejected fill was resubmitted already." in out, out + err
+
+    code, out, err = await site.run("outbox")
+    assert code == 0, out + err
+    assert f"{late[:8]}  Rx 100234" in out and "REFUSED" in out
+    assert (
+        "    no change sends it: the rejected fill it replaces was resubmitted already, by another fill "
+        "(`tp-site status` lists it)" in out
+    )
+    assert f'    give it up: tp-site outbox discard {late[:8]} --reason "WHY"' in out
+    assert "to fix" not in out and "--retry" not in out and "outbox fix" not in out
+
+    # The prescription's last fill used: a new prescription is needed, not another photo.
+    code, out, err = await counter2.run("submit", "--rx", "100234", *photos(photo_dir), "--count", "60")
+    assert code == 4, out + err
+    assert "This prescription allows 1 fill" in out and "it needs a new prescription" in out
+    assert "It is not sent again by itself. It waits in the outbox:" in out
+    assert (
+        "    no change sends it: the prescription has no fill left; the patient needs a new prescription"
+        in out
+    )
+    assert "to fix" not in out and "--retry" not in out
