@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from server.evidence import photo_quality
 from server.evidence.barcodes import ProductCheck, check_product, format_ndc11, normalize_ndc, parse_barcode
 from server.evidence.kinds import KIND_NAMES, PHOTO_KINDS
+from server.evidence.media import MAX_PHOTO_PIXELS
 
 # Barcodes are read at a power-of-two scale of the photo no smaller than this (the server reads ~2048).
 BARCODE_EDGE = 1800
@@ -56,6 +57,18 @@ def _unopenable(kind: str) -> Problem:
     )
 
 
+def _too_many_pixels(kind: str, pixels: int) -> Problem:
+    size, limit = f"{pixels / 1e6:.0f}", f"{MAX_PHOTO_PIXELS / 1e6:.0f}"
+    if size == limit:
+        size, limit = f"{pixels / 1e6:.1f}", f"{MAX_PHOTO_PIXELS / 1e6:.1f}"
+    return Problem(
+        kind,
+        "too_many_pixels",
+        f"The {KIND_NAMES.get(kind, 'photo')} is {size} megapixels, more than the {limit} this accepts: "
+        "lower the camera's resolution and retake it.",
+    )
+
+
 def read_barcodes(path: Path) -> list[str]:
     """The barcodes a photo shows, read at about the resolution the server keeps (~2048 px)."""
     with warnings.catch_warnings():
@@ -81,6 +94,12 @@ def check_photo(
     kind: str, path: Path, *, thresholds: photo_quality.QualityThresholds = photo_quality.DEFAULT
 ) -> tuple[list[Problem], list[str]]:
     """The quality problems of one photo, and the barcodes it shows (read only on the stock bottle)."""
+    try:
+        pixels = photo_quality.photo_pixels(path)
+    except OSError:
+        return [_unopenable(kind)], []
+    if pixels is not None and pixels > MAX_PHOTO_PIXELS:
+        return [_too_many_pixels(kind, pixels)], []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from server.evidence.media import MAX_PHOTO_PIXELS
 from server.evidence.orientation import EXIF_ORIENTATION, ORIENTATION_TRANSPOSE
 from server.evidence.photo_quality import decode_barcodes
 
 REENCODED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "MPO"})
 # A second try for a barcode that did not survive the configured quality.
 FALLBACK_QUALITY = 93
-MAX_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def load_upright(src: Path, long_edge: int = 0) -> Image.Image | None:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             im = Image.open(src)
-            if im.format not in REENCODED_FORMATS or im.width * im.height > MAX_PIXELS:
+            if im.format not in REENCODED_FORMATS or im.width * im.height > MAX_PHOTO_PIXELS:
                 im.close()
                 return None
             orientation = im.getexif().get(EXIF_ORIENTATION, 1)

@@ -20,12 +20,13 @@ How the measures work, and why:
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zxingcpp
-from PIL import Image, ImageFilter, ImageStat
+from PIL import Image, ImageFile, ImageFilter, ImageStat, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 _LAPLACIAN = ImageFilter.Kernel((3, 3), (0, 1, 0, 1, -4, 1, 0, 1, 0), scale=1, offset=128)
 # The Laplacian of an 8-bit image has a variance of about 1 from rounding alone; without subtracting it a
@@ -245,6 +246,31 @@ def assess_photo(
     if detail_factor > 1:
         detail = detail.reduce(detail_factor)
     return _assess(detail, _overview(image), image.size, kind, thresholds)
+
+
+# The formats the server takes, by their first bytes, and Pillow's reader of each one's header.
+_HEADER_READERS: tuple[tuple[bytes, type[ImageFile.ImageFile]], ...] = (
+    (b"\xff\xd8\xff", JpegImagePlugin.JpegImageFile),
+    (b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile),
+    (b"RIFF", WebPImagePlugin.WebPImageFile),
+)
+
+
+def photo_pixels(path: Path) -> int | None:
+    """The pixels a photo's header declares (JPEG, PNG or WebP), read without decoding the photo; None
+    when it is none of these or its header cannot be read. The format's reader is used directly:
+    Pillow's `Image.open` refuses a photo over twice its limit before saying how large it is."""
+    with path.open("rb") as f:
+        head = f.read(16)
+        reader = next((r for magic, r in _HEADER_READERS if head.startswith(magic)), None)
+        if reader is None:
+            return None
+        f.seek(0)
+        try:
+            with reader(f) as im:
+                return int(im.width * im.height)
+        except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError):
+            return None
 
 
 def assess_photo_file(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter, ImageStat, UnidentifiedImageError
 
+from server.evidence.media import MAX_PHOTO_PIXELS
 from server.evidence.orientation import EXIF_ORIENTATION, ORIENTATION_TRANSPOSE
 from server.evidence.photo_hash import perceptual_hash
 from server.evidence.photo_quality import decode_product_barcodes
@@ -177,7 +178,7 @@ def _process_open(
 ) -> ProcessedImage:
     width, height = im.size
     pixels = width * height
-    if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
+    if pixels > MAX_PHOTO_PIXELS:
         raise _bomb()
     if pixels > max_pixels:
         raise MediaRejected(

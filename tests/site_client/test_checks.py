@@ -10,9 +10,12 @@ from PIL import Image
 
 from demo.photos import stock_bottle_photo, to_jpeg_bytes
 from remote_site_client.checks import check_submission
+from remote_site_client.outbox import Outbox
 from remote_site_client.prepare import prepare_file
+from server.evidence.media import MAX_PHOTO_PIXELS
 from server.evidence.photo_quality import decode_barcodes
-from tests.site_client.world import EXPIRY, NDC
+from tests.site_client.test_end_to_end import enter_rx
+from tests.site_client.world import EXPIRY, NDC, ServerProcess, make_site
 
 TODAY = dt.date(2026, 11, 26)
 
@@ -131,3 +134,30 @@ def test_a_wrong_product_is_named_as_its_ndc_is_printed_on_bottles(
     report = check_submission([("stock_bottle", bottle)], scanned=[], expected_ndc=expected, today=TODAY)
     (problem,) = report.problems
     assert problem.code == "wrong_ndc" and says in problem.message, problem.message
+
+
+async def test_a_photo_with_more_pixels_than_the_server_decodes_is_told_so_and_not_stored(
+    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    """A 108-megapixel camera at full resolution (12000x9000), and a 200-megapixel one (16320x12240),
+    which Pillow refuses to open before saying its size."""
+    await enter_rx(server.url, token, "100234")
+    site = make_site(tmp_path, server.url, token)
+    pills, extra = tmp_path / "pills.jpg", tmp_path / "extra.jpg"
+    Image.new("L", (12000, 9000), 128).save(pills, "JPEG", quality=50)
+    Image.new("L", (16320, 12240), 128).save(extra, "JPEG", quality=50)
+    code, out, err = await site.run(
+        "submit", "--rx", "100234", "--stock-bottle", str(photo_dir / "stock_bottle.jpg"),
+        "--pills", str(pills), "--vial-label", str(photo_dir / "vial_label.jpg"), "--other", str(extra),
+    )  # fmt: skip
+    assert code == 1, out + err
+    assert (
+        "PROBLEM: The pills photo is 108 megapixels, more than the 89 this accepts: lower the camera's "
+        "resolution and retake it." in out
+    )
+    assert "PROBLEM: The extra photo is 200 megapixels, more than the 89 this accepts" in out
+    assert "cannot be opened" not in out and "damaged" not in out
+    with Outbox(site.config.data_dir) as outbox:
+        assert outbox.entries() == []
+    # The limit is the one the server decodes under: Pillow's.
+    assert Image.MAX_IMAGE_PIXELS == MAX_PHOTO_PIXELS
