@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from server.evidence import photo_quality
 from server.evidence.barcodes import ProductCheck, check_product, format_ndc11, normalize_ndc, parse_barcode
 from server.evidence.kinds import KIND_NAMES, PHOTO_KINDS
-from server.evidence.media import MAX_PHOTO_PIXELS
+from server.evidence.media import MAX_PHOTO_PIXELS, MAX_VIDEO_BYTES, sniff_video_container
 
 # Barcodes are read at a power-of-two scale of the photo no smaller than this (the server reads ~2048).
 BARCODE_EDGE = 1800
@@ -67,6 +67,23 @@ def _too_many_pixels(kind: str, pixels: int) -> Problem:
         f"The {KIND_NAMES.get(kind, 'photo')} is {size} megapixels, more than the {limit} this accepts: "
         "lower the camera's resolution and retake it.",
     )
+
+
+def video_refusal(path: Path, given: str) -> str | None:
+    """Why the server would refuse a count video, read from its size and first bytes before it is kept
+    (it may be hundreds of MB); None when it may go. `given` is the option as typed (--video FILE)."""
+    size = path.stat().st_size
+    if size == 0:
+        return f"{given}: the file is empty. Record the count again."
+    if size > MAX_VIDEO_BYTES:
+        return (
+            f"{given}: the count video is {size / 2**20:.0f} MB, more than the {MAX_VIDEO_BYTES // 2**20} "
+            "MB the server takes. Record a shorter count, or at a lower resolution."
+        )
+    with path.open("rb") as f:
+        if sniff_video_container(f.read(64)) is None:
+            return f"{given}: this is not a video the server takes (MP4 or WebM). Record the count again."
+    return None
 
 
 def read_barcodes(path: Path) -> list[str]:

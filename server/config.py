@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 # Named with the evidence rules, which the site shares.
 from server.evidence.kinds import DEFAULT_REQUIRED_MEDIA as DEFAULT_REQUIRED_MEDIA
+from server.evidence.media import MAX_PHOTO_BYTES, MAX_VIDEO_BYTES
 
 
 class SettingError(ValueError):
@@ -244,8 +245,8 @@ class Config:
     # The console holds a decision this long, with Undo, before sending it.
     decision_undo_seconds: float = 4.0
     required_media_kinds: tuple[str, ...] = DEFAULT_REQUIRED_MEDIA
-    max_image_bytes: int = 30 * 1024 * 1024
-    max_video_bytes: int = 200 * 1024 * 1024
+    max_image_bytes: int = MAX_PHOTO_BYTES
+    max_video_bytes: int = MAX_VIDEO_BYTES
     max_image_pixels: int = 50_000_000
     # Pages of a prescription's original (a fax's TIFF, a PDF) taken at most.
     max_original_pages: int = 20

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_site_client.api import SiteApi, TokenRefused
-from remote_site_client.checks import CheckReport, check_submission
+from remote_site_client.checks import CheckReport, check_submission, video_refusal
 from remote_site_client.commands.common import (
     EXIT_CHECKS,
     EXIT_OK,
@@ -193,6 +193,8 @@ def _photo(text: str) -> tuple[str, Path]:
         raise UsageError(f"--photo takes KIND=FILE, KIND one of {', '.join(PHOTO_KINDS)} (not {text!r}).")
     if not Path(path).is_file():
         raise UsageError(f"The {KIND_NAMES.get(kind, kind)} {path} does not exist.")
+    if kind == "count_video" and (why := video_refusal(Path(path), f"--photo {text}")):
+        raise UsageError(f"{why} Nothing was changed.")
     return kind, Path(path)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_site_client.api import ApiError, SiteApi, TokenRefused
-from remote_site_client.checks import CheckReport, check_submission
+from remote_site_client.checks import CheckReport, check_submission, video_refusal
 from remote_site_client.commands.common import (
     EXIT_CHECKS,
     EXIT_OK,
@@ -58,6 +58,8 @@ def _files(args: argparse.Namespace, *, resubmitting: bool = False) -> list[tupl
     for kind, path in files:
         if not path.is_file():
             raise UsageError(f"The {KIND_NAMES.get(kind, kind)} {path} does not exist.")
+        if kind == "count_video" and (why := video_refusal(path, f"--video {path}")):
+            raise UsageError(f"{why} Nothing was stored.")
     if not resubmitting and not any(kind == "stock_bottle" for kind, _ in files):
         raise UsageError("A fill needs the stock bottle photo (--stock-bottle FILE).")
     return files

@@ -1,13 +1,34 @@
-"""What a fill's photo may be, the same on the site (before it is kept) and on the server.
+"""What a fill's photo or video may be, the same on the site (before it is kept) and on the server.
 
 The pixel limit is Pillow's own guard against decompression bombs, which the server decodes under: a
 photo above it is refused there whatever else it is, so the site says so before it keeps the photo,
 with the number, rather than calling it damaged. A 108-megapixel phone camera's full resolution is
 above it; its default (12 megapixels, pixels binned) is far below.
+
+The byte limits are the server's defaults (`max_image_bytes`, `max_video_bytes`), which the site checks
+before it keeps a file; the containers are those the server demuxes a count video from.
 """
 
 from __future__ import annotations
 
+MAX_PHOTO_BYTES = 30 * 1024 * 1024
+MAX_VIDEO_BYTES = 200 * 1024 * 1024
+
 # Pillow's Image.MAX_IMAGE_PIXELS (1 GiB of 24-bit pixels / 4): opening a larger photo warns of a
 # decompression bomb, and twice as large is refused outright.
 MAX_PHOTO_PIXELS = 89_478_485
+
+_MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+# ISO BMFF brands of still images (HEIC, AVIF): same box structure as MP4, but photos.
+_STILL_IMAGE_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"})
+
+
+def sniff_video_container(head: bytes) -> str | None:
+    """'mp4' (ISO BMFF / QuickTime) or 'matroska' (WebM, MKV) from a file's first bytes, else None."""
+    if head[4:8] == b"ftyp" and head[8:12] in _STILL_IMAGE_BRANDS:
+        return None
+    if head[4:8] in _MP4_BOXES:
+        return "mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"
+    return None

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TypedDict
 
 from server.evidence.kinds import CONSULTATION_RECORDING, PHOTO_KINDS, VIDEO_KINDS
+from server.evidence.media import sniff_video_container
 from server.media.errors import MediaRejected
 from server.media.images import ProcessedImage, VariantFile, process_image, sniff_image_format
 from server.media.originals import process_original
 from server.media.store import Handover, MediaStore, file_sha256, is_sha256
-from server.media.video import ProcessedVideo, probe_video, sniff_video_container
+from server.media.video import ProcessedVideo, probe_video
 from server.media.workfiles import WorkFiles
 
 # A consultation's recording is taken in as a video, like a fill's count video.

@@ -11,6 +11,7 @@ from typing import Any
 import av
 from PIL import Image
 
+from server.evidence.media import sniff_video_container
 from server.media.errors import MediaRejected
 from server.media.images import THUMB_EDGE, VariantFile, quality_measures
 from server.media.workfiles import WorkFiles
@@ -19,9 +20,6 @@ VIDEO_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1"})
 # Audio is dropped unless asked for: a count video needs none, and voices can carry patient names.
 AUDIO_CODECS = {"mp4": frozenset({"aac", "mp3", "opus"}), "webm": frozenset({"opus", "vorbis"})}
 _DEMUXERS = {"mp4": "mov,mp4,m4a,3gp,3g2,mj2", "matroska": "matroska,webm"}
-_MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
-# ISO BMFF brands of still images (HEIC, AVIF): same box structure as MP4, but photos.
-_STILL_IMAGE_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"})
 POSTER_EDGE = 2048
 POSTER_QUALITY = 85
 # Container durations are rounded; allow a frame or two over the limit.
@@ -43,17 +41,6 @@ class ProcessedVideo:
     content_type: str
     variants: dict[str, VariantFile]
     quality: dict[str, float] = field(default_factory=dict)
-
-
-def sniff_video_container(head: bytes) -> str | None:
-    """'mp4' (ISO BMFF / QuickTime) or 'matroska' (WebM, MKV) from a file's first bytes, else None."""
-    if head[4:8] == b"ftyp" and head[8:12] in _STILL_IMAGE_BRANDS:
-        return None
-    if head[4:8] in _MP4_BOXES:
-        return "mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "matroska"
-    return None
 
 
 def _source_content_type(container: str, head: bytes) -> str:

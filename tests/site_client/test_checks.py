@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from remote_site_client.outbox import Outbox
 from remote_site_client.prepare import prepare_file
 from server.evidence.media import MAX_PHOTO_PIXELS
 from server.evidence.photo_quality import decode_barcodes
-from tests.site_client.test_end_to_end import enter_rx
+from tests.site_client.test_end_to_end import enter_rx, photos
 from tests.site_client.world import EXPIRY, NDC, ServerProcess, make_site
 
 TODAY = dt.date(2026, 11, 26)
@@ -161,3 +162,28 @@ async def test_a_photo_with_more_pixels_than_the_server_decodes_is_told_so_and_n
         assert outbox.entries() == []
     # The limit is the one the server decodes under: Pillow's.
     assert Image.MAX_IMAGE_PIXELS == MAX_PHOTO_PIXELS
+
+
+async def test_a_count_video_too_large_or_not_a_video_is_refused_before_it_is_stored(
+    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    await enter_rx(server.url, token, "100234")
+    site = make_site(tmp_path, server.url, token)
+    huge, junk = tmp_path / "huge.mp4", tmp_path / "junk.mp4"
+    with huge.open("wb") as f:  # an MP4's first box, then 250 MB (sparse: nothing is written)
+        f.write(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2")
+        f.truncate(250 * 1024 * 1024)
+    junk.write_bytes(random.Random(7).randbytes(4096))
+    for video, says in (
+        (huge, f"--video {huge}: the count video is 250 MB, more than the 200 MB the server takes."),
+        (junk, f"--video {junk}: this is not a video the server takes (MP4 or WebM)."),
+    ):
+        code, out, err = await site.run(
+            "submit", "--rx", "100234", *photos(photo_dir), "--count", "60", "--video", str(video)
+        )
+        assert code == 2, out + err
+        assert says in err and "Nothing was stored." in err, err
+        assert "count_video file" not in out + err and "must be an MP4" not in out + err
+        with Outbox(site.config.data_dir) as outbox:
+            assert outbox.entries() == []
+        assert not [p for p in (site.config.data_dir / "outbox").rglob("*") if p.is_file()]
