@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -88,7 +90,20 @@ async def error_from(resp: aiohttp.ClientResponse) -> ApiError:
     )
 
 
-def network_error(exc: BaseException) -> Unreachable:
+def _connect_failure(error: OSError) -> str:
+    """Why a connection could not be made, in a few words: the system's, without the socket's details."""
+    if isinstance(error, socket.gaierror):
+        return f"its name is not found: {error.strerror}"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if error.errno and error.errno > 0:
+        words = os.strerror(error.errno)
+        return words[:1].lower() + words[1:]
+    return str(error) or type(error).__name__
+
+
+def network_error(exc: BaseException, server: str = "") -> Unreachable:
+    """What went wrong on the way to `server` (its address as configured), for the technician."""
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return Unreachable("The server did not answer in time (slow or dropped link).")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -104,6 +119,11 @@ def network_error(exc: BaseException) -> Unreachable:
         return Unreachable(
             f"No https answers at {exc.host}:{exc.port}: what listens there speaks plain http. Check the "
             "server's address, its http:// or https:// and its port."
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        where = server or f"{exc.host}:{exc.port}"
+        return Unreachable(
+            f"The server cannot be reached: cannot connect to {where} ({_connect_failure(exc.os_error)})"
         )
     return Unreachable(f"The server cannot be reached: {exc or type(exc).__name__}")
 
@@ -162,7 +182,7 @@ class SiteApi:
                 text = await resp.text()
                 return resp.status, json.loads(text) if text else None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise network_error(exc) from exc
+            raise network_error(exc, self.config.server_url) from exc
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -273,7 +293,7 @@ class SiteApi:
                     async for chunk in resp.content.iter_chunked(256 * 1024):
                         fh.write(chunk)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise network_error(exc) from exc
+            raise network_error(exc, self.config.server_url) from exc
 
     async def reasons(self) -> dict[str, str]:
         _, body = await self.call("GET", "/reasons")

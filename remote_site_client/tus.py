@@ -124,7 +124,7 @@ class TusClient:
         except ValueError as exc:
             raise ApiError("The server's answer about the upload had no usable offset.") from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise network_error(exc) from exc
+            raise network_error(exc, self.api.config.server_url) from exc
 
     @staticmethod
     def _location(resp: aiohttp.ClientResponse) -> str:
@@ -145,7 +145,7 @@ class TusClient:
         except (KeyError, ValueError) as exc:
             raise ApiError("The server's answer about the upload had no usable offset.") from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise network_error(exc) from exc
+            raise network_error(exc, self.api.config.server_url) from exc
 
     async def _send(
         self, url: str | None, path: Path, start: int, end: int, counter: _Counter, headers: dict[str, str]
@@ -192,7 +192,7 @@ class TusClient:
                 offset = int(resp.headers.get("Upload-Offset", "0" if created else ""))
                 return created, offset, int(media) if media else None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise network_error(exc) from exc
+            raise network_error(exc, self.api.config.server_url) from exc
         finally:
             free_link()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_site_client import config as site_config
+from remote_site_client.api import ApiError, Unreachable
 from remote_site_client.config import SiteConfig
 from remote_site_client.outbox import DISCARDED, FAILED, PENDING, QUEUED, Entry, Outbox
 from remote_site_client.recordings import RecordingAttempt
@@ -42,6 +43,14 @@ def out(text: str = "") -> None:
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def no_answer(exc: ApiError) -> str:
+    """Why the server did not answer, as the start of a sentence (no full stop): an unreachable server's
+    message says so itself; a busy or failing one's is said to be the server's."""
+    if isinstance(exc, Unreachable):
+        return exc.message.rstrip(".")
+    return f"The server cannot answer now ({exc.message.rstrip('.')})"
 
 
 def whole_number(low: int, high: int, what: str) -> Callable[[str], int]:

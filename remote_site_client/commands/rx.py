@@ -17,6 +17,7 @@ from remote_site_client.commands.common import (
     EXIT_REFUSED,
     EXIT_USAGE,
     load_config,
+    no_answer,
     number,
     out,
     say,
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         except ApiError as exc:
             if not exc.transient:
                 raise
-            say(f"Offline ({exc.message}); showing the prescriptions kept on this computer.")
+            say(f"{no_answer(exc)}; showing the prescriptions kept on this computer.")
             items = outbox.cached_prescriptions()
         for rx in items:
             state = STATE_LABELS.get(rx.get("verification_state", ""), rx.get("verification_state", ""))

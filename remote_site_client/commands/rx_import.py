@@ -14,6 +14,7 @@ from remote_site_client.commands.common import (
     EXIT_REFUSED,
     UsageError,
     load_config,
+    no_answer,
     out,
 )
 from remote_site_client.config import SiteConfig
@@ -38,7 +39,7 @@ async def _send(cfg: SiteConfig, lines: list[Line]) -> int:
                 return EXIT_REFUSED
             except ApiError as exc:
                 if exc.transient:
-                    out(f"The server cannot be reached ({exc.message}); line {line.number} and the "
+                    out(f"{no_answer(exc)}; line {line.number} and the "
                         f"{len(lines) - i - 1} after it were not sent. Run the import again: lines already "
                         "imported are recognised.")  # fmt: skip
                     _summary(taken, again, refused)

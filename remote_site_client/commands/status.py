@@ -20,6 +20,7 @@ from remote_site_client.commands.common import (
     fill_id_digits,
     load_config,
     local_time,
+    no_answer,
     number,
     out,
     outbox_candidates,
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         except ApiError as exc:
             if not exc.transient:
                 raise
-            say(f"The server cannot be reached ({exc.message}); what this computer knows:")
+            say(f"{no_answer(exc)}; what this computer knows:")
             _print_local(outbox, args.fill_id)
     return EXIT_OK
 

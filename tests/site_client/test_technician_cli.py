@@ -320,3 +320,25 @@ async def test_the_station_names_what_it_cannot_listen_on(tmp_path: Path) -> Non
     ), err
     code, out, err = await site.run("station", "--port", "99999")
     assert code == 2 and "argument --port: a port is from 0 to 65535" in err and "Traceback" not in err
+
+
+async def test_a_server_down_is_named_by_its_address_once(
+    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    """Was 'Not sent yet (The server cannot be reached: Cannot connect to host 127.0.0.1:PORT ssl:default
+    ...)' for an http address, and `status` said 'The server cannot be reached' twice."""
+    await enter_rx(server.url, token, "100234")
+    site = make_site(tmp_path, server.url, token)
+    code, out, err = await site.run("rx", "list")
+    assert code == 0, out + err
+    await server.stop()
+    down = f"The server cannot be reached: cannot connect to {server.url} (connection refused)"
+    code, out, err = await site.run("submit", "--rx", "100234", *photos(photo_dir), "--wait", "1")
+    assert code == 3, out + err
+    assert f"Not sent yet ({down}). It is safe in the outbox" in out
+    assert "ssl:default" not in out + err
+    code, out, err = await site.run("status")
+    assert code == 0, out + err
+    assert err.splitlines() == [f"{down}; what this computer knows:"]
+    code, out, err = await site.run("rx", "list")
+    assert code == 0 and err.splitlines() == [f"{down}; showing the prescriptions kept on this computer."]
