@@ -20,6 +20,7 @@ from remote_site_client.config import SiteConfig
 from remote_site_client.outbox import DISCARDED, FAILED, PENDING, QUEUED, Entry, Outbox
 from remote_site_client.recordings import RecordingAttempt
 from server.evidence.counts import read_count
+from server.evidence.kinds import KIND_NAMES
 
 EXIT_OK = 0
 EXIT_CHECKS = 1
@@ -43,6 +44,18 @@ def out(text: str = "") -> None:
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def not_a_file(kind: str, path: Path) -> str | None:
+    """Why the file given for a photo or video of `kind` cannot be taken; None when it is a file."""
+    name = KIND_NAMES.get(kind, kind)
+    if path.is_dir():
+        return f"The {name} {path} is a folder: give the file itself."
+    if not path.exists():
+        return f"The {name} {path} does not exist."
+    if not path.is_file():
+        return f"The {name} {path} is not a file."
+    return None
 
 
 def no_answer(exc: ApiError) -> str:

@@ -30,6 +30,7 @@ from remote_site_client.commands.common import (
     entry_id,
     entry_line,
     load_config,
+    not_a_file,
     out,
     wait_seconds,
     when,
@@ -191,8 +192,8 @@ def _photo(text: str) -> tuple[str, Path]:
     kind = kind.strip().lower().replace("-", "_")
     if not sep or kind not in PHOTO_KINDS or not path:
         raise UsageError(f"--photo takes KIND=FILE, KIND one of {', '.join(PHOTO_KINDS)} (not {text!r}).")
-    if not Path(path).is_file():
-        raise UsageError(f"The {KIND_NAMES.get(kind, kind)} {path} does not exist.")
+    if why := not_a_file(kind, Path(path)):
+        raise UsageError(why)
     if kind == "count_video" and (why := video_refusal(Path(path), f"--photo {text}")):
         raise UsageError(f"{why} Nothing was changed.")
     return kind, Path(path)

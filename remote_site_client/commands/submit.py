@@ -22,6 +22,7 @@ from remote_site_client.commands.common import (
     UsageError,
     counted,
     load_config,
+    not_a_file,
     out,
     outbox_candidates,
     pick_fill,
@@ -56,8 +57,8 @@ def _files(args: argparse.Namespace, *, resubmitting: bool = False) -> list[tupl
     if args.video:
         files.append(("count_video", Path(args.video)))
     for kind, path in files:
-        if not path.is_file():
-            raise UsageError(f"The {KIND_NAMES.get(kind, kind)} {path} does not exist.")
+        if why := not_a_file(kind, path):
+            raise UsageError(why)
         if kind == "count_video" and (why := video_refusal(path, f"--video {path}")):
             raise UsageError(f"{why} Nothing was stored.")
     if not resubmitting and not any(kind == "stock_bottle" for kind, _ in files):

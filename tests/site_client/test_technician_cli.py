@@ -342,3 +342,17 @@ async def test_a_server_down_is_named_by_its_address_once(
     assert err.splitlines() == [f"{down}; what this computer knows:"]
     code, out, err = await site.run("rx", "list")
     assert code == 0 and err.splitlines() == [f"{down}; showing the prescriptions kept on this computer."]
+
+
+async def test_a_folder_given_as_a_photo_is_said_to_be_a_folder(
+    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    site = make_site(tmp_path, server.url, token)
+    folder = tmp_path / "x"
+    folder.mkdir()
+    given = ["--stock-bottle", str(photo_dir / "stock_bottle.jpg"), "--pills", str(folder)]
+    code, out, err = await site.run("submit", "--rx", "100234", *given)
+    assert code == 2, out + err
+    assert err.strip() == f"error: The pills photo {folder} is a folder: give the file itself."
+    code, out, err = await site.run("submit", "--rx", "100234", *given[:2], "--video", str(folder))
+    assert code == 2 and f"The count video {folder} is a folder" in err, out + err
