@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -25,7 +27,14 @@ from remote_site_client.commands import (
     sync,
     watch,
 )
-from remote_site_client.commands.common import EXIT_PENDING, EXIT_REFUSED, EXIT_USAGE, UsageError, say
+from remote_site_client.commands.common import (
+    EXIT_PENDING,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    OutputClosed,
+    UsageError,
+    say,
+)
 from remote_site_client.config import ConfigError
 
 # In the order `tp-site --help` lists them.
@@ -64,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiError as exc:
         say(f"error: {exc.message}")
         return EXIT_PENDING if exc.transient else EXIT_REFUSED
+    except OutputClosed:
+        # As Unix tools do when the reader went away (`| head`): no traceback, no message. Later
+        # writes (the interpreter's last flush) go nowhere rather than fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         say("Stopped. Anything stored in the outbox is safe and will be sent by `tp-site sync`.")
         return 130

@@ -38,8 +38,15 @@ class UsageError(Exception):
     """A mistake on the command line or in the site's setup; the message says what to do."""
 
 
+class OutputClosed(Exception):
+    """What the command writes is read no further (`tp-site status | head`): it stops quietly."""
+
+
 def out(text: str = "") -> None:
-    print(text, flush=True)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise OutputClosed from None
 
 
 def say(text: str) -> None:

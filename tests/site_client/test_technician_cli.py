@@ -3,9 +3,13 @@ their own clock, the token file as the administrator hands it over, retakes that
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import fcntl
 import ipaddress
+import os
 import re
+import signal
 import ssl
 import subprocess
 import sys
@@ -24,7 +28,7 @@ from remote_site_client.api import SiteApi
 from remote_site_client.outbox import Outbox
 from remote_site_client.sender import Sender
 from tests.site_client.test_end_to_end import FILL_ID, enter_rx, fill_detail, photos, site_fills
-from tests.site_client.world import ROOT, Pharmacist, ServerProcess, Site, free_port, make_site
+from tests.site_client.world import ROOT, Pharmacist, ServerProcess, Site, free_port, make_site, rx_body
 
 # North Dakota's south-west, where the demo's Hettinger Drug is, keeps Mountain time.
 COUNTER_TZ = "America/Denver"
@@ -356,3 +360,28 @@ async def test_a_folder_given_as_a_photo_is_said_to_be_a_folder(
     assert err.strip() == f"error: The pills photo {folder} is a folder: give the file itself."
     code, out, err = await site.run("submit", "--rx", "100234", *given[:2], "--video", str(folder))
     assert code == 2 and f"The count video {folder} is a folder" in err, out + err
+
+
+@pytest.mark.parametrize("command", [["status"], ["outbox", "--all"], ["rx", "list"]])
+async def test_a_listing_read_by_head_stops_quietly(tmp_path: Path, command: list[str]) -> None:
+    """`tp-site status | head` ended in a BrokenPipeError traceback."""
+    site = make_site(tmp_path, f"http://127.0.0.1:{free_port()}", "t" * 43)  # offline: what is kept here
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff a photo")
+    with Outbox(site.config.data_dir) as outbox:
+        outbox.cache_prescriptions(
+            [{**rx_body(f"7{n:05d}"), "id": n, "expected_ndc": "00378180501"} for n in range(1, 101)]
+        )
+        for n in range(1, 101):
+            outbox.add({"prescription_id": n, "barcodes": []}, [("pills", photo)], rx_number=f"7{n:05d}")
+    read, write = os.pipe()
+    fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)  # full at once: the listing waits for its reader
+    proc = await asyncio.create_subprocess_exec(
+        *site.argv(*command), cwd=ROOT, env=site.env(), stdout=write, stderr=asyncio.subprocess.PIPE
+    )
+    os.close(write)
+    with os.fdopen(read, "rb") as reader:
+        assert reader.readline()  # as `head -1` reads, then goes away
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert "Traceback" not in err.decode() and "Exception ignored" not in err.decode(), err.decode()
+    assert proc.returncode == 128 + signal.SIGPIPE, err.decode()
