@@ -64,13 +64,15 @@ async def test_a_pharmacist_enrols_an_authenticator_and_then_signs_in_with_its_c
     assert wrong["error"] == "bad_second_factor"
     # A password is no second factor.
     await pending.json("POST", "/api/v1/session/second-factor", 400, json={"password": PASSWORD})
-    await pending.json("POST", "/api/v1/session/second-factor", json={"totp": next_code(app)})
+    code = next_code(app)
+    await pending.json("POST", "/api/v1/session/second-factor", json={"totp": code})
     assert (await pending.json("GET", "/api/v1/session"))["stage"] == "ready"
     await pending.json("GET", "/api/v1/queue")
 
-    # The same code again (another tab, a replay) is refused: each time step is taken once.
+    # The same code again (another tab, a replay) is refused: each time step is taken once. (Asked for
+    # anew, a code could be the next step's, when a step's 30 s end between the two sign-ins.)
     again, _ = await password_only(world, "nd_rph")
-    await again.json("POST", "/api/v1/session/second-factor", 401, json={"totp": next_code(app)})
+    await again.json("POST", "/api/v1/session/second-factor", 401, json={"totp": code})
 
     async with world.services.db.read() as s:
         actions = list((await s.execute(select(AuditEvent.action))).scalars())
