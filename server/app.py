@@ -148,7 +148,7 @@ def build_services(
         prescriptions=Prescriptions(db),
         data_entry=data_entry,
         fills=fills,
-        queries=FillQueries(db, compliance),
+        queries=FillQueries(db, compliance, step_up_after_seconds=config.step_up_after_seconds),
         hub=hub,
         store=store,
         media=MediaAccess(db, may_read_media),

@@ -347,6 +347,8 @@ class Config:
                 cls.refill_too_soon_percent,
                 100,
             ),
+            # At most 30 s: a proof of identity asked for before a decision is held is good for five
+            # minutes (server/security/step_up.py), so it still is when the decision is sent.
             decision_undo_seconds=_bounded(
                 "TP_DECISION_UNDO_SECONDS", env.get("TP_DECISION_UNDO_SECONDS"), cls.decision_undo_seconds, 30
             ),

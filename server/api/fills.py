@@ -20,6 +20,7 @@ from server.fills.records import FillRecord
 from server.fills.requests import DECISION, NEW_FILL, DecisionInput, NewFill
 from server.fills.rules import ACKNOWLEDGEMENT_REASONS, FLAG_LABELS, PRIORITIES, REJECTION_REASONS, FillState
 from server.inputs import ID, OneOf
+from server.security import step_up
 from server.services import services_of
 
 STATE_FILTER = Query(
@@ -163,6 +164,8 @@ async def reasons(request: web.Request) -> web.Response:
             "acknowledgement_reasons": [{"code": k, "label": v} for k, v in ACKNOWLEDGEMENT_REASONS.items()],
             "flag_labels": FLAG_LABELS,
             "return_reasons": [{"code": k, "label": v} for k, v in RETURN_REASONS.items()],
+            # Why a decision asks the pharmacist to prove who they are (a fill's record says which apply).
+            "step_up_reasons": step_up.REASONS,
             "undo_seconds": services_of(request).config.decision_undo_seconds,
             "video_seen_fraction": VIDEO_SEEN_FRACTION,
         }

@@ -30,6 +30,7 @@ from server.fills.history import EarlierFill, FillHistory
 from server.fills.queries import FillQueue, SiteFill, SummaryFill, SummarySite
 from server.fills.records import FillRecord
 from server.fills.rules import FillState
+from server.security.step_up import Outlook
 
 
 def _num(v: Any) -> float | None:
@@ -254,7 +255,16 @@ def detail_view(record: FillRecord) -> dict[str, Any]:
     out["counselling_options"] = counselling_options_view(options) if options else None
     if record.history is not None:
         out["history"] = history_view(record.history)
+    out["step_up"] = step_up_view(record.step_up) if record.step_up else None
     return out
+
+
+def step_up_view(o: Outlook) -> dict[str, Any]:
+    """What a decision on the fill would ask the reading pharmacist to prove, as the decision's 403
+    step_up_required would: the reasons for approving and for rejecting it (`approve`, `reject`), when
+    the session's last proof grows too old so that any decision asks for one (`stale_at`, null:
+    never), and the proofs that do (`methods`: none when the site wants a second factor not enrolled)."""
+    return {"approve": o.approve, "reject": o.reject, "stale_at": o.stale_at, "methods": o.methods}
 
 
 def counselling_view(r: CounsellingRecord) -> dict[str, Any]:

@@ -60,6 +60,7 @@ from server.fills.records import (
     FillRecord,
     decisions_of,
     load_record,
+    with_step_up,
 )
 from server.fills.requests import DecisionInput, NewFill
 from server.fills.rules import (
@@ -662,7 +663,7 @@ class FillService:
             return Claimed(*await self._visible_fill(s, actor, fill_id))
         record = await load_record(s, actor, fill_id)
         assert record is not None  # the actor was shown to see it
-        return record
+        return await with_step_up(s, actor, record, self.config.step_up_after_seconds)
 
     async def claim(self, actor: Principal, fill_id: str, *, whole: bool = True) -> FillRecord | Claimed:
         """Claims one fill: a lease of lease_seconds, renewed by heartbeat. The fill's record, or (not

@@ -12,13 +12,14 @@ from sqlalchemy import ColumnElement, Integer, Select, String, bindparam, func, 
 
 from server.compliance.checks import Compliance
 from server.compliance.controlled import schedules_of
+from server.config import Config
 from server.db.bound import one_of
 from server.db.engine import Database
 from server.db.models import Decision, Fill, Media, Prescription, Site
 from server.errors import NotFound
 from server.fills.lifecycle import PRIORITY_RANK
 from server.fills.live import IS_OPEN
-from server.fills.records import FillRecord, load_record
+from server.fills.records import FillRecord, load_record, with_step_up
 from server.fills.rules import PRIORITIES, VIDEO_KINDS, Counselling, FillState
 from server.keyset import Keyset, Page
 from server.security.principal import Principal, Role
@@ -169,9 +170,17 @@ class SiteFill:
 
 
 class FillQueries:
-    def __init__(self, db: Database, compliance: Compliance) -> None:
+    def __init__(
+        self,
+        db: Database,
+        compliance: Compliance,
+        *,
+        step_up_after_seconds: float = Config.step_up_after_seconds,
+    ) -> None:
         self.db = db
         self.compliance = compliance
+        # TP_STEP_UP_AFTER_MINUTES: a fill's record says when a decision on it asks for a proof again.
+        self.step_up_after_seconds = step_up_after_seconds
 
     async def queue(
         self,
@@ -279,6 +288,8 @@ class FillQueries:
         """One fill with its prescription, evidence, decision and earlier attempts."""
         async with self.db.read() as s:
             record = await load_record(s, actor, fill_id)
+            if record is not None:
+                record = await with_step_up(s, actor, record, self.step_up_after_seconds)
         if record is None:
             raise NotFound("No such fill.")
         if record.fill.state == FillState.APPROVED and record.fill.counselling == Counselling.DUE:

@@ -6,6 +6,7 @@ rows their own transaction holds already, so the answer to either costs no secon
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.compliance.checks import CounsellingOptions, schedule_of
 from server.db.models import CounsellingRecord, Decision, Fill, Media, Prescription, Site, User
 from server.fills.history import FillHistory, history_of
-from server.fills.rules import COUNSELLING_RECORDED
+from server.fills.rules import COUNSELLING_RECORDED, OPEN_STATES
 from server.security.principal import Principal, Role
+from server.security.step_up import Outlook, outlook
 
 # Built once: submitting a fill runs the first two, and so does every read of a fill in full.
 # The fill, its site, prescription and technician's name (names only: a User entity would load its
@@ -59,6 +61,8 @@ class FillRecord:
     # On an approved fill whose counselling is due: what the rules in force let be recorded besides a
     # video call (the patient's decline, a telephone call), and why not.
     counselling_options: CounsellingOptions | None = None
+    # For a pharmacist who may decide the fill: what a decision on it would ask them to prove.
+    step_up: Outlook | None = None
 
 
 async def decisions_of(s: AsyncSession, prescription_id: int) -> Sequence[Any]:
@@ -83,3 +87,23 @@ async def load_record(s: AsyncSession, actor: Principal, fill_id: str) -> FillRe
     return FillRecord(
         fill, row.Site, row.Prescription, row.display_name, media, decisions, history, schedule, counselling
     )
+
+
+async def with_step_up(
+    s: AsyncSession, actor: Principal, record: FillRecord, after_seconds: float
+) -> FillRecord:
+    """The record with what approving or rejecting the open fill would ask the pharmacist to prove
+    (server/security/step_up.py), read in the record's transaction and using up nothing."""
+    if actor.role is not Role.PHARMACIST or record.fill.state not in OPEN_STATES:
+        return record
+    read = await outlook(
+        s,
+        actor,
+        flag_codes=[f.get("code") for f in record.fill.flags or []],
+        # The stricter of the prescription's schedule and the drug reference's: Schedule II if either
+        # is, as the decision reads it.
+        schedules=[record.schedule],
+        site_requires_factor=record.site.require_second_factor,
+        after_seconds=after_seconds,
+    )
+    return dataclasses.replace(record, step_up=read)

@@ -7,12 +7,17 @@ decision is about, it asks for a proof when overriding a product-check flag, app
 site that requires a second factor, or a session whose last proof is older than the configured time.
 A proof counts for one decision, within STEP_UP_VALID_SECONDS. `confirm` is the same check for other
 changes that want a fresh proof (a second factor removed), with reasons of their own.
+
+`outlook` reads, without using anything up, what the same check would ask of a decision made now, so
+that the console asks for the proof when the pharmacist decides, before it holds the decision for Undo:
+a held decision may be sent as the tab closes, when nobody is left to answer a prompt.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,6 +43,20 @@ SCHEDULE_II = "CII"
 class StepUpRequired(DomainError):
     status = 403
     code = "step_up_required"
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """What a decision on a fill would ask of the pharmacist, as of the session's proofs now."""
+
+    # The reasons an approval and a rejection would need a proof for, besides the session's age.
+    approve: list[str]
+    reject: list[str]
+    # From then on a decision also needs one for the session's age (session_age); None: never.
+    stale_at: dt.datetime | None
+    # The proofs that would do (as step_up_required lists them); none when the site's policy wants a
+    # second factor and none is enrolled (the decision is refused until one is).
+    methods: list[str]
 
 
 def decision_reasons(
@@ -84,6 +103,61 @@ async def confirm_decision(
     return await confirm(s, actor, reasons, now=now, after_seconds=after_seconds)
 
 
+async def outlook(
+    s: AsyncSession,
+    actor: Principal,
+    *,
+    flag_codes: Sequence[str],
+    schedules: Sequence[str | None],
+    site_requires_factor: bool,
+    after_seconds: float,
+) -> Outlook | None:
+    """What confirm_decision would ask of an approval and of a rejection with these facts, read without
+    using up a step-up; None outside a console session (no decision is made there)."""
+    if actor.session_id is None:
+        return None
+    row = await s.get(ConsoleSession, actor.session_id)
+    if row is None:
+        return None
+
+    def wanted(approving: bool) -> list[str]:
+        reasons = decision_reasons(
+            approving=approving,
+            flag_codes=flag_codes,
+            schedules=schedules,
+            site_requires_factor=site_requires_factor,
+        )
+        return _unanswered(row, reasons)
+
+    approve, reject = wanted(True), wanted(False)
+    factors = await SecondFactors.methods_of(s, actor.user_id)
+    return Outlook(approve, reject, _stale_at(row, after_seconds), _proofs([*approve, *reject], factors))
+
+
+def _unanswered(row: ConsoleSession, reasons: Sequence[str]) -> list[str]:
+    """The reasons the session has not answered already: a second factor proved in it meets the site's
+    policy."""
+    return [r for r in reasons if r != "site_policy" or row.factor_at is None]
+
+
+def _stale_at(row: ConsoleSession, after_seconds: float) -> dt.datetime | None:
+    """When the session's last proof grows too old for a decision: TP_STEP_UP_AFTER_MINUTES after it,
+    from its start for a session never proved, never (None) when the age is not counted."""
+    if after_seconds <= 0:
+        return None
+    if row.proved_at is None:
+        return row.created_at
+    return row.proved_at + dt.timedelta(seconds=after_seconds)
+
+
+def _proofs(wanted: Sequence[str], factors: list[str]) -> list[str]:
+    """The proofs that answer `wanted`: the second factors where any is enrolled, else the password;
+    none when the site's policy wants a second factor and none is enrolled."""
+    if factors:
+        return factors
+    return [] if "site_policy" in wanted else ["password"]
+
+
 async def confirm(
     s: AsyncSession, actor: Principal, reasons: Sequence[str], *, now: dt.datetime, after_seconds: float
 ) -> list[str]:
@@ -95,13 +169,14 @@ async def confirm(
     row = await s.get(ConsoleSession, actor.session_id)
     if row is None:
         raise Forbidden("Sign in again.")
-    wanted = [r for r in reasons if r != "site_policy" or row.factor_at is None]
-    if after_seconds > 0 and (row.proved_at is None or (now - row.proved_at).total_seconds() > after_seconds):
+    wanted = _unanswered(row, reasons)
+    stale_at = _stale_at(row, after_seconds)
+    if stale_at is not None and (row.proved_at is None or now > stale_at):
         wanted.append("session_age")
     if not wanted:
         return []
-    methods = await SecondFactors.methods_of(s, actor.user_id)
-    if "site_policy" in wanted and not methods:
+    methods = _proofs(wanted, await SecondFactors.methods_of(s, actor.user_id))
+    if not methods:
         raise Forbidden(
             "This site's fills are decided with a second factor: enrol an authenticator or a security key.",
             code="enrol_second_factor",
@@ -118,5 +193,5 @@ async def confirm(
     raise StepUpRequired(
         "Confirm it is you: " + "; ".join(REASONS[r] for r in wanted) + ".",
         reasons=wanted,
-        methods=methods or ["password"],
+        methods=methods,
     )

@@ -4,12 +4,14 @@ ask the pharmacist to prove who they are again; the server refuses until they ha
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from server.db.models import AuditEvent
+from server.db.models import AuditEvent, ConsoleSession
+from server.db.models import User as DbUser
 from server.reference import store
 from tests.api.test_second_factor import enrol_totp, next_code, password_only
 from tests.api.world import PASSWORD, User, World, approval, build_world, queued_fill, rx_body
@@ -41,6 +43,26 @@ async def _decision_trail(world: World, fill_id: str) -> dict[str, Any]:
         )
     assert event is not None
     return dict(event.detail)
+
+
+async def _session(world: World, username: str) -> ConsoleSession:
+    """The user's newest console session, as the server keeps it."""
+    async with world.services.db.read() as s:
+        row = await s.scalar(
+            select(ConsoleSession)
+            .join(DbUser, DbUser.id == ConsoleSession.user_id)
+            .where(DbUser.username == username)
+            .order_by(ConsoleSession.id.desc())
+            .limit(1)
+        )
+    assert row is not None
+    return row
+
+
+def _stale_at(session: ConsoleSession, world: World) -> dt.datetime:
+    """When the session's last proof grows too old for a decision (TP_STEP_UP_AFTER_MINUTES after it)."""
+    assert session.proved_at is not None
+    return session.proved_at + dt.timedelta(seconds=world.services.config.step_up_after_seconds)
 
 
 async def test_overriding_a_product_check_flag_asks_for_the_password_once_per_decision(world: World) -> None:
@@ -145,3 +167,92 @@ async def test_a_site_that_requires_a_second_factor_is_decided_only_with_one(wor
     await later.json("POST", "/api/v1/session/second-factor", json={"totp": next_code(app)})
     again = await _claimed(world, later, tech, rx, **_clean(), seed=99)
     await later.json("POST", f"/api/v1/fills/{again['id']}/decision", json=approval(again))
+
+
+async def test_a_fill_s_record_says_what_deciding_it_asks_and_reading_it_uses_no_proof_up(
+    world: World,
+) -> None:
+    """The console asks for the proof when the pharmacist decides, before it holds the decision for Undo:
+    the record the claim answers and GET /api/v1/fills/{id} say what a decision would ask for."""
+    tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+    rx = await _rx(tech, "RX1", refills_authorized=5)
+    fill = await _claimed(world, rph, tech, rx)  # no barcode scanned: a product-check flag
+    signed_in = await _session(world, "nd_rph")
+    said = fill["step_up"]
+    assert {k: v for k, v in said.items() if k != "stale_at"} == {
+        "approve": ["product_check"],
+        "reject": [],
+        "methods": ["password"],
+    }
+    assert dt.datetime.fromisoformat(said["stale_at"]) == _stale_at(signed_in, world)
+    assert (await rph.json("GET", f"/api/v1/fills/{fill['id']}"))["step_up"] == said
+
+    # Proved before the decision is held: reading the fill again, as a claim or a read, uses nothing up.
+    world.clock.advance(5)
+    await rph.step_up()
+    proved = await _session(world, "nd_rph")
+    assert proved.stepped_up_at is not None
+    again = dict((await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"])
+    read = await rph.json("GET", f"/api/v1/fills/{fill['id']}")
+    assert again["step_up"] == read["step_up"]
+    assert dt.datetime.fromisoformat(read["step_up"]["stale_at"]) == _stale_at(proved, world)
+    assert (await _session(world, "nd_rph")).stepped_up_at == proved.stepped_up_at
+    # Sent when the longest Undo window ran out: the proof is still good for it.
+    world.clock.advance(30)
+    decided = await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json=approval(again))
+    assert decided["state"] == "approved" and decided["step_up"] is None
+    assert (await _decision_trail(world, fill["id"]))["step_up"] == ["product_check"]
+
+    # A fill with nothing flagged asks for nothing; the site's technician is told nothing of it.
+    clean = await _claimed(world, rph, tech, rx, **_clean())
+    assert (clean["step_up"]["approve"], clean["step_up"]["reject"]) == ([], [])
+    assert (await tech.json("GET", f"/api/v1/fills/{clean['id']}"))["step_up"] is None
+
+
+async def test_a_site_that_requires_a_second_factor_says_so_in_its_fills_until_one_is_proved(
+    world: World,
+) -> None:
+    admin = await world.login("admin")
+    await admin.json(
+        "POST", f"/api/v1/sites/{world.sites['ND-1']}/status", json={"require_second_factor": True}
+    )
+    tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+    rx = await _rx(tech, "RX1", refills_authorized=5)
+    fill = await _claimed(world, rph, tech, rx, **_clean())
+    said = fill["step_up"]
+    # Either decision wants a second factor, and none is enrolled: no proof would do until one is.
+    assert (said["approve"], said["reject"], said["methods"]) == (["site_policy"], ["site_policy"], [])
+    refused = await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", 403, json=approval(fill))
+    assert refused["error"] == "enrol_second_factor"
+
+    await enrol_totp(rph)  # enrolling proves the factor in this session: the site's policy is met
+    said = (await rph.json("GET", f"/api/v1/fills/{fill['id']}"))["step_up"]
+    assert (said["approve"], said["reject"], said["methods"]) == ([], [], ["totp", "recovery_code"])
+    await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", json=approval(fill))
+
+
+async def test_a_fill_s_record_says_when_the_session_s_last_proof_grows_too_old(
+    tmp_path: Path, database_url: str
+) -> None:
+    world = await build_world(tmp_path, database_url, step_up_after_seconds=1800, idle_lock_seconds=3600)
+    try:
+        tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+        fill = await _claimed(world, rph, tech, await _rx(tech, "RX1"), **_clean())
+        said = fill["step_up"]
+        assert (said["approve"], said["reject"]) == ([], [])
+        stale_at = dt.datetime.fromisoformat(said["stale_at"])
+        assert stale_at == _stale_at(await _session(world, "nd_rph"), world)
+        # Past that time the record still names it (the console adds the session's age itself), and a
+        # decision asks for a proof.
+        world.clock.advance(1801)
+        fill = dict((await rph.json("POST", f"/api/v1/fills/{fill['id']}/claim"))["fill"])
+        assert dt.datetime.fromisoformat(fill["step_up"]["stale_at"]) == stale_at < world.clock()
+        body = {"version": fill["version"], **REJECTION}
+        asked = await rph.json("POST", f"/api/v1/fills/{fill['id']}/decision", 403, json=body)
+        assert asked["detail"]["reasons"] == ["session_age"]
+        await rph.step_up()
+        other = await _claimed(world, rph, tech, await _rx(tech, "RX2"), **_clean())
+        renewed = dt.datetime.fromisoformat(other["step_up"]["stale_at"])
+        assert renewed == _stale_at(await _session(world, "nd_rph"), world) > world.clock()
+    finally:
+        await world.close()
