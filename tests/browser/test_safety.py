@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, Request, expect
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from demo import photos
-from server.db.models import Consultation, Decision, Fill, User
+from server.db.models import AuditEvent, ConsoleSession, Consultation, Decision, Fill, User
 from tests.api.world import PASSWORD, World, approval, new_fill_id, photo, queued_fill, rx_body, upload
 from tests.browser.conftest import (
     MATCHING_SCAN,
@@ -548,18 +548,18 @@ async def test_each_flag_demands_its_acknowledgement_and_the_a_key_alone_never_a
     await page.keyboard.type("Patient moving away; prescriber called.")
     assert sent == []
     await page.keyboard.press("Enter")
-    await expect(page.locator("#queue-view")).to_be_visible()
-    await until(page, "() => document.querySelector('#q-undo').hidden", timeout=10)
-    # Overriding the product check asks who decides; with the password given, the decision goes again.
+    # Overriding the product check asks who decides first; with the password given, it is held.
     step_up = page.locator(".identity-step-up")
-    await expect(step_up).to_contain_text("you override a product-check flag")
+    await expect(step_up).to_contain_text(
+        "Approve Rx RX1 for J. P. at ND-1 — confirm it is you: you override a product-check flag."
+    )
     await step_up.locator("#proof-password").fill(PASSWORD)
     await step_up.locator("#proof-submit").click()
     await expect(step_up).to_have_count(0)
-    async with asyncio.timeout(8):
-        while len(sent) < 2:
-            await asyncio.sleep(0.05)
-    assert sent[0] == sent[1]
+    await expect(page.locator("#queue-view")).to_be_visible()
+    await until(page, "() => document.querySelector('#q-undo').hidden", timeout=10)
+    await reported(sent)
+    assert len(sent) == 1
     assert sent[0]["acknowledgements"] == [
         {"flag": "product_check", "reason": "verified_visually", "note": None},
         {"flag": "quantity_mismatch", "reason": "partial_fill_documented", "note": None},
@@ -569,6 +569,156 @@ async def test_each_flag_demands_its_acknowledgement_and_the_a_key_alone_never_a
     detail = await decided(world, fill_id)
     assert detail["state"] == "approved"
     assert [a["flag"] for a in detail["decision"]["acknowledgements"]] == codes
+
+
+async def prompt_before_holding(c: Console, fill_id: str, sent: list[dict[str, Any]]) -> Any:
+    """Approves the open fill over its product-check flag; returns the prompt that asks who decides,
+    checked to come before the decision is held: nothing sent, no Undo bar, the fill still on screen."""
+    page = c.page
+    await page.keyboard.press("a")
+    await expect(page.locator("#v-acks .ack-row")).to_have_count(1)
+    await page.keyboard.press("1")  # verified visually
+    await page.keyboard.press("Enter")
+    prompt = page.locator(".identity-step-up")
+    await expect(prompt).to_be_visible()
+    await expect(prompt.locator(".identity-intro")).to_have_text(
+        "Approve Rx RX1 for J. P. at ND-1 — confirm it is you: you override a product-check flag."
+    )
+    for undo in ("#v-undo", "#q-undo"):
+        await expect(page.locator(undo)).to_be_hidden()
+    await expect(page.locator("body")).to_have_attribute("data-shown-fill", fill_id)
+    assert sent == []
+    return prompt
+
+
+async def test_a_decision_that_needs_a_proof_asks_for_it_naming_the_fill_before_it_is_held(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    """The proof is asked for when the pharmacist decides, over the fill decided, not after the Undo
+    window over the next one; the decision held is then one the server takes, even sent as the page
+    goes away."""
+    world = await make_world(decision_undo_seconds=30)
+    flagged = await submit(world, "tech_nd1", "RX1", counted_quantity=60, priority="waiting")  # no scan
+    clean = await submit_clean(world, "tech_nd1", "RX2")
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    sent = decisions_sent(page)
+    await open_fill(c, flagged["id"])
+    await look_at_every_photo(page)
+    prompt = await prompt_before_holding(c, flagged["id"], sent)
+    await shot(page, "tp-step-up-before-hold")
+    await prompt.locator("#proof-password").fill(PASSWORD)
+    await prompt.locator("#proof-submit").click()
+    await expect(prompt).to_have_count(0)
+
+    # Proved: held for Undo as any decision, while the next fill (its product check a match) opens.
+    await expect(page.locator("#v-undo")).to_be_visible()
+    await expect(page.locator("#v-undo")).to_contain_text("Approved Rx RX1")
+    await expect(page.locator("body")).to_have_attribute("data-shown-fill", clean["id"])
+    assert sent == [] and await claim_of(world, flagged["id"]) == ("in_review", "nd_rph", 0)
+
+    # Undone, the fill is open and undecided again; deciding it again is a new decision, proved anew.
+    await page.keyboard.press("u")
+    await expect(page.locator("body")).to_have_attribute("data-shown-fill", flagged["id"])
+    await expect(page.locator("#v-undo")).to_be_hidden()
+    await expect(c.row(clean["id"])).to_contain_text("Waiting")
+    prompt = await prompt_before_holding(c, flagged["id"], sent)
+    await prompt.locator("#proof-password").fill(PASSWORD)
+    await prompt.locator("#proof-submit").click()
+    await expect(prompt).to_have_count(0)
+    await expect(page.locator("#v-undo")).to_be_visible()
+    await expect(page.locator("body")).to_have_attribute("data-shown-fill", clean["id"])
+    assert sent == [] and await claim_of(world, flagged["id"]) == ("in_review", "nd_rph", 0)
+    # The page is reloaded well within the window: the decision sent as it goes is recorded.
+    await page.reload()
+    detail = await decided(world, flagged["id"])
+    assert detail["state"] == "approved" and detail["decision"]["pharmacist"]["name"] == "Nd Rph"
+    assert await claim_of(world, flagged["id"]) == ("approved", None, 1)
+    async with world.services.db.read() as s:
+        trail = await s.scalar(
+            select(AuditEvent.detail).where(
+                AuditEvent.entity_id == flagged["id"], AuditEvent.action == "fill.decided"
+            )
+        )
+    assert trail is not None and trail["step_up"] == ["product_check"]
+    await expect(page.locator("#queue-view")).to_be_visible()
+    await expect(page.locator(".identity-step-up")).to_have_count(0)
+    assert not any(line.startswith("pageerror") for line in c.logs), c.logs
+
+
+async def test_cancelling_the_proof_leaves_the_fill_open_undecided_and_claimed(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    world = await make_world(decision_undo_seconds=0.5)
+    flagged = await submit(world, "tech_nd1", "RX1", counted_quantity=60, priority="waiting")  # no scan
+    await submit_clean(world, "tech_nd1", "RX2")
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    sent = decisions_sent(page)
+    await open_fill(c, flagged["id"])
+    await look_at_every_photo(page)
+    prompt = await prompt_before_holding(c, flagged["id"], sent)
+    await prompt.locator("button", has_text="Cancel").click()
+    await expect(prompt).to_have_count(0)
+
+    # Nothing held or sent: the fill is still on screen and the pharmacist's, its acknowledgement kept.
+    await expect(page.locator("#v-banner")).to_contain_text("Approve Rx RX1 for J. P. at ND-1: not sent.")
+    await expect(page.locator("#v-lease")).to_contain_text("Claimed by you")
+    await expect(page.locator("#v-acks")).to_be_visible()
+    await page.wait_for_timeout(1500)  # past the Undo window
+    assert sent == []
+    assert await claim_of(world, flagged["id"]) == ("in_review", "nd_rph", 0)
+    for undo in ("#v-undo", "#q-undo"):
+        await expect(page.locator(undo)).to_be_hidden()
+    await expect(page.locator("body")).to_have_attribute("data-shown-fill", flagged["id"])
+
+    # Esc closes the prompt as Cancel does; then, proved, the same decision is held and sent.
+    await page.keyboard.press("Enter")
+    await expect(prompt).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(prompt).to_have_count(0)
+    await expect(page.locator("#v-ack-confirm")).to_be_enabled()
+    await page.keyboard.press("Enter")
+    await prompt.locator("#proof-password").fill(PASSWORD)
+    await prompt.locator("#proof-submit").click()
+    assert (await decided(world, flagged["id"]))["state"] == "approved"
+    await reported(sent)
+    assert len(sent) == 1
+
+
+async def test_a_proof_gone_by_the_time_the_held_decision_is_sent_is_asked_for_naming_the_fill(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    """Should the server still want a proof when the held decision reaches it, the prompt, over the next
+    fill, names the fill it is for; cancelled, that fill goes back to the queue at once."""
+    world = await make_world(decision_undo_seconds=1)
+    flagged = await submit(world, "tech_nd1", "RX1", counted_quantity=60, priority="waiting")  # no scan
+    clean = await submit_clean(world, "tech_nd1", "RX2")
+    c = await sign_in(browser, world, "nd_rph")
+    page = c.page
+    sent = decisions_sent(page)
+    await open_fill(c, flagged["id"])
+    await look_at_every_photo(page)
+    prompt = await prompt_before_holding(c, flagged["id"], sent)
+    await prompt.locator("#proof-password").fill(PASSWORD)
+    await prompt.locator("#proof-submit").click()
+    await expect(page.locator("#v-undo")).to_be_visible()
+    # The proof is gone before the window ends (in the console, another tab's decision used it).
+    async with world.services.db.write() as s:
+        await s.execute(update(ConsoleSession).values(stepped_up_at=None))
+
+    await expect(page.locator("body")).to_have_attribute("data-shown-fill", clean["id"])
+    await expect(prompt.locator(".identity-intro")).to_have_text(
+        "Approve Rx RX1 for J. P. at ND-1 — confirm it is you: you override a product-check flag."
+    )
+    await prompt.locator("button", has_text="Cancel").click()
+    await expect(page.locator(".toast-error")).to_contain_text(
+        "Approved Rx RX1 was not recorded: you did not confirm it is you. The fill is back in the queue."
+    )
+    await expect(c.row(flagged["id"])).to_contain_text("Waiting")
+    assert await claim_of(world, flagged["id"]) == ("queued", None, 0)
+    assert len(sent) == 1  # refused, not recorded
+    await expect(page.locator("#v-lease")).to_contain_text("Claimed by you")  # the next fill is still open
 
 
 async def test_a_fill_open_when_another_of_the_drug_is_approved_shows_its_new_flag(

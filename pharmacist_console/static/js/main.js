@@ -251,6 +251,7 @@ async function startSession(user, csrf) {
   dataEntry.setReasons(reasons.return_reasons);
   workspace.setReasons(reasons.reasons, {
     acknowledgementReasons: reasons.acknowledgement_reasons, undoSeconds: reasons.undo_seconds,
+    stepUpReasons: reasons.step_up_reasons,
   });
   live.start();
 }
@@ -309,7 +310,7 @@ onUnauthorized(() => {
 onLocked(() => {
   if (me) idleLock.lock();
 });
-workspace.confirmIdentity = (err) => identity.stepUp(err);
+workspace.confirmIdentity = (ask) => identity.confirmDecision(ask);
 dataEntry.confirmIdentity = (err) => identity.stepUp(err);
 $("#security-button").addEventListener("click", () => identity.manage().catch((err) => toast(err.message, "error")));
 

@@ -126,26 +126,34 @@ export class Identity {
           if (stepUp && !done.stepped_up) {
             throw new ApiError(403, "second_factor_needed", "This needs your second factor, not the password.");
           }
-          dialog.close();
           resolve(true);
+          dialog.close();
         },
-        onCancel: () => { dialog.close(); resolve(false); },
+        onCancel: () => { resolve(false); dialog.close(); },
         cancelLabel,
       }));
       dialog.addEventListener("cancel", (e) => { if (!cancellable) e.preventDefault(); });
+      // Closed by Esc: cancelled, as by the button (once proved, the answer was given already).
+      dialog.addEventListener("close", () => resolve(false));
       dialog.showModal();
+    });
+  }
+
+  /** The prompt before a decision: `what` names it ("Approve Rx 7100457 for J. W. at ND-1"), so that
+   * the pharmacist knows which fill it is for whatever is on screen; `why` says what asks for a proof
+   * and `methods` which proofs do. True once the person proved it. */
+  confirmDecision({ what, why, methods }) {
+    return this.prove({
+      title: "Confirm it is you",
+      intro: what ? [h("strong", { class: "identity-what" }, what), ` — confirm it is you: ${why}`] : `Before this decision is recorded: ${why}`,
+      methods: methods || ["password"],
+      stepUp: true,
     });
   }
 
   /** The server's step_up_required answer, as a prompt: true once the person proved it. */
   stepUp(err) {
-    const reasons = err.message.replace(/^Confirm it is you: /, "");
-    return this.prove({
-      title: "Confirm it is you",
-      intro: `Before this decision is recorded: ${reasons}`,
-      methods: err.detail?.methods || ["password"],
-      stepUp: true,
-    });
+    return this.confirmDecision({ why: err.message.replace(/^Confirm it is you: /, ""), methods: err.detail?.methods });
   }
 
   /** Enrolment: an authenticator app (QR code) or a security key; recovery codes shown once at the

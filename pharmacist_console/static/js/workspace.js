@@ -5,6 +5,8 @@
 // Approve waits until every photo and video was shown (seen.js) and every flag acknowledged. A decision
 // is held for the undo window (the claim kept alive meanwhile) while the next fill opens at once; Undo
 // sends nothing and reopens the fill. A held decision is sent when the tab closes or on signing out.
+// A decision the server will want a proof of identity for (the fill's record says so, `step_up`) asks
+// for it before it is held, naming the fill: by the time it is sent nobody may be left to answer.
 //
 // A Schedule II fill (the server says so in `controlled`) is approved with the count the pharmacist
 // types, and its decision is never held: it is sent at once, and the fill stays open until the server
@@ -15,6 +17,7 @@ import { h, fill, isTyping, toast } from "./dom.js";
 import { ACK_REASONS, describeFlag, flagBadge, flagLabel } from "./flags.js";
 import { KIND_LABELS, formatDateTime, formatTime } from "./format.js";
 import { isVideo, mediaUrl, thumbVariant, viewVariant } from "./prefetch.js";
+import { initials } from "./queue.js";
 import { SeenTracker, orderedMedia } from "./seen.js";
 import * as timing from "./timing.js";
 import { markSeen, renderRxPanel, renderStrip, renderTitle, selectInStrip } from "./verify_view.js";
@@ -22,6 +25,9 @@ import { markSeen, renderRxPanel, renderStrip, renderTitle, selectInStrip } from
 const HEARTBEAT_MAX_MS = 30000;
 const HEARTBEAT_MIN_MS = 500;
 const DEFAULT_UNDO_SECONDS = 4;
+// A held decision leaves when its window ends: a session's last proof that grows too old this soon after
+// is asked for now (the request takes its time, the console's idea of the server's clock may be off).
+const SEND_MARGIN_MS = 10000;
 const REFUSED_TEXT = {
   flags_unacknowledged: "The server refused the approval: a flag was not acknowledged",
   views_unseen: "The server refused the approval: not every photo or video was recorded as seen",
@@ -83,8 +89,11 @@ export class Workspace {
     this.undoSeconds = DEFAULT_UNDO_SECONDS;
     this.held = null;
     this.undoTicker = null;
-    // Asked when the server wants the pharmacist to prove who they are before a decision (main.js).
+    // Asks the pharmacist to prove who they are before a decision ({what, why, methods}; main.js):
+    // resolves true once they have.
     this.confirmIdentity = null;
+    // What asks for a proof, in the server's words, by reason code (/api/v1/reasons).
+    this.stepUpReasons = {};
 
     viewer.onPlaced = (id) => this.current?.seen?.placed(id);
     viewer.onZoom = (id, factor) => this.current?.seen?.zoomed(id, factor);
@@ -125,9 +134,11 @@ export class Workspace {
     this.me = me;
   }
 
-  /** What /api/v1/reasons says: rejection reasons, acknowledgement reasons, the undo window. */
-  setReasons(reasons, { acknowledgementReasons, undoSeconds } = {}) {
+  /** What /api/v1/reasons says: rejection reasons, acknowledgement reasons, the undo window, and the
+   * words for what asks for a proof of identity. */
+  setReasons(reasons, { acknowledgementReasons, undoSeconds, stepUpReasons } = {}) {
     if (acknowledgementReasons?.length) this.ackReasons = acknowledgementReasons;
+    if (stepUpReasons) this.stepUpReasons = stepUpReasons;
     if (typeof undoSeconds === "number" && undoSeconds >= 0) this.undoSeconds = undoSeconds;
     this.reasons = reasons;
     this.reasonLabels = new Map(reasons.map((r) => [r.code, r.label]));
@@ -152,7 +163,7 @@ export class Workspace {
     this.current?.seen?.pause();
     const cached = this.details.peek(fillId);
     const cur = { id: fillId, detail: cached, version: null, claimed: false, conflict: null, deciding: false,
-      decided: false, released: false, leaseExpiresAt: null, failures: 0, mediaIndex: 0, renewedAt: null, auto,
+      proving: false, decided: false, released: false, leaseExpiresAt: null, failures: 0, mediaIndex: 0, renewedAt: null, auto,
       media: [], seen: null, comparing: false };
     this.current = cur;
     this.setBanner(null);
@@ -481,7 +492,7 @@ export class Workspace {
 
   canDecide() {
     const cur = this.current;
-    return Boolean(cur && cur.claimed && !cur.conflict && !cur.deciding && !cur.decided);
+    return Boolean(cur && cur.claimed && !cur.conflict && !cur.deciding && !cur.proving && !cur.decided);
   }
 
   /** The labels of what this fill still has unseen (empty: everything was shown). */
@@ -498,6 +509,7 @@ export class Workspace {
     const cur = this.current;
     if (cur && !cur.claimed && !cur.conflict) fill(this.els.status, "Claiming…");
     else if (cur?.deciding) fill(this.els.status, "Recording the decision…");
+    else if (cur?.proving) fill(this.els.status, "Confirm it is you to record the decision…");
     else if (cur && unseen.length && !cur.conflict) {
       fill(this.els.status, h("span", { class: "unseen", id: "v-unseen" }, h("strong", {}, "Not yet seen: "), unseen.join(", ")));
     } else {
@@ -529,8 +541,9 @@ export class Workspace {
     this.commit("approve", { acknowledgements: [] });
   }
 
-  /** The decision is made: held for the undo window while the next fill opens at once. */
-  commit(outcome, { reasonCodes = [], note = null, acknowledgements = [], count = null } = {}) {
+  /** The decision is made: once the pharmacist proved who they are where the server will want it,
+   * held for the undo window while the next fill opens at once. */
+  async commit(outcome, { reasonCodes = [], note = null, acknowledgements = [], count = null } = {}) {
     const cur = this.current;
     if (!this.canDecide()) return;
     const body = {
@@ -538,17 +551,92 @@ export class Workspace {
     };
     if (count !== null) body.count_confirmation = { count };
     if (cur.detail?.controlled?.undo === false) {
+      this.closePicker();
       this.sendNow(cur, body);
       return;
     }
+    const what = this.decisionName(cur, outcome);
+    const needed = this.proofNeeded(cur.detail, outcome);
+    if (needed.length && !(await this.proveFirst(cur, body, what, needed))) return;
     cur.seen.pause();
     cur.decided = true;
     this.stopHeartbeat();
     this.setBanner(null);
     this.closeAcks();
-    this.hold(cur, body);
+    this.closePicker();
+    this.hold(cur, body, what);
     this.skipped.delete(cur.id);
     this.advance();
+  }
+
+  /** The decision as the pharmacist would say it, naming the fill: "Approve Rx 7100457 for J. W. at ND-1". */
+  decisionName(cur, outcome) {
+    const d = cur.detail || {};
+    const rx = d.prescription || {};
+    const patient = initials(rx.patient_name);
+    return [outcome === "approve" ? "Approve" : "Reject", rx.rx_number ? `Rx ${rx.rx_number}` : "this fill",
+      patient ? `for ${patient}` : null, d.site?.code ? `at ${d.site.code}` : null].filter(Boolean).join(" ");
+  }
+
+  /** What the server will want a proof of identity for when this decision reaches it (the record's
+   * `step_up`): the decision's own reasons, and the session's age when its last proof will be too old
+   * by the time a held decision is sent. */
+  proofNeeded(d, outcome) {
+    const stepUp = d?.step_up;
+    if (!stepUp) return [];
+    const needed = [...(stepUp[outcome] || [])];
+    const sentBy = this.store.now() + this.undoSeconds * 1000 + SEND_MARGIN_MS;
+    if (stepUp.stale_at && Date.parse(stepUp.stale_at) <= sentBy) needed.push("session_age");
+    return needed;
+  }
+
+  /** Asks for the proof a decision needs before it is held; true when it was given and the fill can
+   * still be decided as it was. Cancelled, nothing is sent and the fill stays open and claimed. */
+  async proveFirst(cur, body, what, needed) {
+    const methods = cur.detail.step_up.methods;
+    if (!methods.length) {
+      this.setBanner("error", `${what}: not sent.`,
+        "This site's fills are decided with a second factor: add one under Security, then decide again.");
+      return false;
+    }
+    cur.proving = true;
+    this.refreshDecisionControls();
+    let proved = false;
+    try {
+      // The server keeps one proof for the next decision that needs one: a decision still waiting for
+      // its Undo window goes first, so that it cannot use the proof given for this one.
+      if (this.held) await this.sendHeld();
+      if (this.current === cur && !cur.conflict && this.confirmIdentity) {
+        proved = await this.confirmIdentity({ what, why: this.whyProof(needed), methods });
+      }
+    } finally {
+      cur.proving = false;
+    }
+    if (this.current !== cur) return false;
+    this.refreshDecisionControls();
+    if (!this.canDecide()) return false;
+    if (cur.version !== body.version) {
+      // The fill changed while the prompt was open (a flag added): what was decided is not what it is.
+      this.closeAcks();
+      this.closePicker();
+      return false;
+    }
+    if (!proved) {
+      this.setBanner("warn", `${what}: not sent.`, "You did not confirm it is you. The fill is still open and yours.");
+      return false;
+    }
+    return true;
+  }
+
+  /** What asks for a proof, as the prompt says it: "you override a product-check flag; ...". */
+  whyProof(reasons) {
+    return `${reasons.map((r) => this.stepUpReasons[r] || r).join("; ")}.`;
+  }
+
+  refreshDecisionControls() {
+    this.updateButtons();
+    if (this.acks.open) this.updateAcks();
+    if (this.picker.open) this.updatePicker();
   }
 
   // -- sent at once (Schedule II) -----------------------------------------------------------------
@@ -564,14 +652,19 @@ export class Workspace {
       try {
         return await post(`/api/v1/fills/${encodeURIComponent(cur.id)}/decision`, body);
       } catch (err) {
-        if (!(err.code === "step_up_required" && this.confirmIdentity && (await this.confirmIdentity(err)))) throw err;
+        if (!(await this.provedAfter(err, this.decisionName(cur, body.outcome)))) throw err;
       }
     }
   }
 
+  /** The server's 403 step_up_required to a decision, as the prompt naming it: true once proved. */
+  async provedAfter(err, what) {
+    if (err.code !== "step_up_required" || !this.confirmIdentity) return false;
+    return this.confirmIdentity({ what, why: this.whyProof(err.detail?.reasons || []), methods: err.detail?.methods });
+  }
+
   /** A decision with no Undo: sent now, the fill open until the server answers. */
   async sendNow(cur, body) {
-    if (this.held) this.sendHeld(); // an earlier decision waiting for its Undo window goes first
     const label = this.decisionLabel(cur, body);
     cur.deciding = true;
     cur.seen.pause();
@@ -579,6 +672,9 @@ export class Workspace {
     this.updateButtons();
     if (this.acks.open) this.updateAcks();
     this.setBanner("info", "Sending your decision now.", NO_UNDO_WHY);
+    // An earlier decision waiting for its Undo window goes first, and is answered before this one
+    // leaves: it may have been proved for, and the server keeps one proof, for the next decision.
+    if (this.held) await this.sendHeld();
     let result;
     try {
       result = await this.postDecision(cur, body);
@@ -630,11 +726,11 @@ export class Workspace {
 
   // -- the undo window -----------------------------------------------------------------------------
 
-  hold(cur, body) {
+  hold(cur, body, what) {
     if (this.held) this.sendHeld(); // one decision waits at a time: the earlier one goes now
     const rx = cur.detail?.prescription?.rx_number;
     const held = {
-      cur, body, until: performance.now() + this.undoSeconds * 1000,
+      cur, body, what, until: performance.now() + this.undoSeconds * 1000,
       label: `${body.outcome === "approve" ? "Approved" : "Rejected"}${rx ? ` Rx ${rx}` : ""}`,
       timer: null, beat: null,
     };
@@ -725,11 +821,9 @@ export class Workspace {
       },
       async (err) => {
         cur.deciding = false;
-        // The server asks who decides (a product-check flag overridden, Schedule II, an old session):
-        // once it is proved, the same decision goes again.
-        if (err.code === "step_up_required" && this.confirmIdentity && (await this.confirmIdentity(err))) {
-          return this.deliver(held);
-        }
+        // The server still asks who decides (the proof given before it was held lapsed, or was used by
+        // another decision): once it is proved, the same decision goes again.
+        if (await this.provedAfter(err, held.what)) return this.deliver(held);
         return this.heldFailed(held, err);
       },
     );
@@ -737,6 +831,13 @@ export class Workspace {
 
   async heldFailed(held, err) {
     const cur = held.cur;
+    if (err.code === "step_up_required") {
+      // Not proved: nothing was recorded, and the fill goes back to the queue rather than wait, claimed,
+      // for its lease to run out while the pharmacist is on another.
+      post(`/api/v1/fills/${encodeURIComponent(cur.id)}/release`).catch(() => {});
+      toast(`${held.label} was not recorded: you did not confirm it is you. The fill is back in the queue.`, "error");
+      return;
+    }
     if (err.status === 0) {
       // No answer: ask whether it was recorded before saying anything else.
       try {
@@ -1027,7 +1128,7 @@ export class Workspace {
     }
     const reasons = this.reasons.map((r) => r.code).filter((c) => this.picker.selected.has(c));
     const note = this.els.note.value.trim() || null;
-    this.closePicker();
+    // Closed once the decision is held or sent: a prompt for a proof, cancelled, leaves it as it was.
     this.commit("reject", { reasonCodes: reasons, note });
   }
 
@@ -1036,7 +1137,7 @@ export class Workspace {
   /** N: put this fill back (remembered as skipped) and open the next one. */
   skip() {
     const cur = this.current;
-    if (!cur || cur.deciding) return;
+    if (!cur || cur.deciding || cur.proving) return;
     this.release(cur);
     this.skipped.add(cur.id);
     const next = this.store.nextWaiting(this.excluded());
