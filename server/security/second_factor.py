@@ -20,8 +20,9 @@ from typing import Any
 import pyotp
 import segno
 import webauthn
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, Label, RowMapping, bindparam, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 from webauthn.helpers import bytes_to_base64url, options_to_json_dict
 from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
@@ -50,6 +51,31 @@ RECOVERY_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 TOTP_WINDOW = 1
 # How long a WebAuthn ceremony or a TOTP enrolment may take before it must start again.
 PENDING_SECONDS = 300
+
+
+def proof_columns(user_id: ColumnElement[int] | InstrumentedAttribute[int]) -> list[Label[bool]]:
+    """Whether the user has a second factor of each kind and recovery codes left, as columns of one row
+    (read by methods_from): a statement that reads them costs one round trip."""
+    return [
+        *(
+            exists().where(SecondFactor.user_id == user_id, SecondFactor.kind == kind).label(kind)
+            for kind in KINDS
+        ),
+        exists()
+        .where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
+        .label("recovery_code"),
+    ]
+
+
+def methods_from(has: RowMapping) -> list[str]:
+    """The second factors a row with proof_columns says the user can prove (SecondFactors.methods_of)."""
+    methods = [k for k in KINDS if has[k]]
+    if methods and has["recovery_code"]:
+        methods.append("recovery_code")
+    return methods
+
+
+_METHODS = select(*proof_columns(bindparam("user_id")))
 
 
 @dataclass(frozen=True)
@@ -130,17 +156,7 @@ class SecondFactors:
     @staticmethod
     async def methods_of(s: AsyncSession, user_id: int) -> list[str]:
         """The second factors the user can prove: "totp", "webauthn", and "recovery_code" when any is left."""
-        kinds = set(
-            (await s.execute(select(SecondFactor.kind).where(SecondFactor.user_id == user_id))).scalars()
-        )
-        methods = [k for k in KINDS if k in kinds]
-        if methods:
-            left = await s.scalar(
-                select(func.count()).where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
-            )
-            if left:
-                methods.append("recovery_code")
-        return methods
+        return methods_from((await s.execute(_METHODS, {"user_id": user_id})).one()._mapping)
 
     async def listing(self, user_id: int) -> dict[str, Any]:
         async with self.db.read() as s:

@@ -19,13 +19,13 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import ConsoleSession, License
 from server.errors import DomainError, Forbidden
 from server.security.principal import Principal
-from server.security.second_factor import SecondFactors
+from server.security.second_factor import SecondFactors, methods_from, proof_columns
 
 # What about a decision asks for a proof, in words the console shows.
 REASONS = {
@@ -38,6 +38,14 @@ REASONS = {
 # A step-up is used by the decision it was asked for; one left unused lapses after this.
 STEP_UP_VALID_SECONDS = 300
 SCHEDULE_II = "CII"
+# The session's proofs and its person's second factors in one round trip: read with each open fill a
+# pharmacist reads (outlook).
+_SESSION_PROOFS = select(
+    ConsoleSession.proved_at,
+    ConsoleSession.factor_at,
+    ConsoleSession.created_at,
+    *proof_columns(ConsoleSession.user_id),
+).where(ConsoleSession.id == bindparam("session_id"))
 
 
 class StepUpRequired(DomainError):
@@ -116,7 +124,7 @@ async def outlook(
     using up a step-up; None outside a console session (no decision is made there)."""
     if actor.session_id is None:
         return None
-    row = await s.get(ConsoleSession, actor.session_id)
+    row = (await s.execute(_SESSION_PROOFS, {"session_id": actor.session_id})).first()
     if row is None:
         return None
 
@@ -127,27 +135,33 @@ async def outlook(
             schedules=schedules,
             site_requires_factor=site_requires_factor,
         )
-        return _unanswered(row, reasons)
+        return _unanswered(reasons, row.factor_at)
 
     approve, reject = wanted(True), wanted(False)
-    factors = await SecondFactors.methods_of(s, actor.user_id)
-    return Outlook(approve, reject, _stale_at(row, after_seconds), _proofs([*approve, *reject], factors))
+    return Outlook(
+        approve,
+        reject,
+        _stale_at(row.proved_at, row.created_at, after_seconds),
+        _proofs([*approve, *reject], methods_from(row._mapping)),
+    )
 
 
-def _unanswered(row: ConsoleSession, reasons: Sequence[str]) -> list[str]:
+def _unanswered(reasons: Sequence[str], factor_at: dt.datetime | None) -> list[str]:
     """The reasons the session has not answered already: a second factor proved in it meets the site's
     policy."""
-    return [r for r in reasons if r != "site_policy" or row.factor_at is None]
+    return [r for r in reasons if r != "site_policy" or factor_at is None]
 
 
-def _stale_at(row: ConsoleSession, after_seconds: float) -> dt.datetime | None:
+def _stale_at(
+    proved_at: dt.datetime | None, started_at: dt.datetime, after_seconds: float
+) -> dt.datetime | None:
     """When the session's last proof grows too old for a decision: TP_STEP_UP_AFTER_MINUTES after it,
     from its start for a session never proved, never (None) when the age is not counted."""
     if after_seconds <= 0:
         return None
-    if row.proved_at is None:
-        return row.created_at
-    return row.proved_at + dt.timedelta(seconds=after_seconds)
+    if proved_at is None:
+        return started_at
+    return proved_at + dt.timedelta(seconds=after_seconds)
 
 
 def _proofs(wanted: Sequence[str], factors: list[str]) -> list[str]:
@@ -169,8 +183,8 @@ async def confirm(
     row = await s.get(ConsoleSession, actor.session_id)
     if row is None:
         raise Forbidden("Sign in again.")
-    wanted = _unanswered(row, reasons)
-    stale_at = _stale_at(row, after_seconds)
+    wanted = _unanswered(reasons, row.factor_at)
+    stale_at = _stale_at(row.proved_at, row.created_at, after_seconds)
     if stale_at is not None and (row.proved_at is None or now > stale_at):
         wanted.append("session_age")
     if not wanted:
