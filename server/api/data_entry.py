@@ -137,6 +137,10 @@ async def verify(request: web.Request) -> web.Response:
     d = VERIFICATION.parse(await json_body(request, max_bytes=16384))
     note = (d.get("note") or "").strip() or None
     svc, actor = services_of(request), principal_of(request)
+    # A verification is checked against the message; a return needs neither it nor the worker's reading.
+    message = None
+    if d["outcome"] == "verify":
+        message = await _message(request, await svc.data_entry.source(actor, _rx_id(request)))
     decision = VerificationInput(
         d["version"],
         d["outcome"],
@@ -144,7 +148,7 @@ async def verify(request: web.Request) -> web.Response:
         note,
         differences_confirmed=tuple(d.get("differences_confirmed") or ()),
         original_seen=tuple(d.get("original_seen") or ()),
-        message=await _message(request, await svc.data_entry.source(actor, _rx_id(request))),
+        message=message,
     )
     rx, _ = await svc.data_entry.decide(actor, _rx_id(request), decision)
     return await _view(request, rx.id)
