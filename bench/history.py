@@ -34,7 +34,7 @@ import aiohttp
 import psutil
 
 from bench.harness import calibrate, emit, free_port, serve_command, start_server, stop_server
-from bench.history_build import DAY_US, EPOCH, PASSWORD, History, Roster, build
+from bench.history_build import DAY_US, EPOCH, PASSWORD, History, Roster, build, top_up_queue
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 # Claim-next answered with the fill as a queue row, the record left to the read that follows.
@@ -444,6 +444,8 @@ def main() -> None:
             names.clear()
             result["fills"] = fills
             result["reused"] = True
+            # The queue as the build left it: the last run's pharmacists approved some of it.
+            result["queue_topped_up"] = asyncio.run(top_up_queue(history))
         else:
             history = asyncio.run(
                 build(

@@ -519,15 +519,21 @@ class PostgresWriter:
                         table, records=rows[table], columns=list(getattr(Columns, table))
                     )
 
-    async def finish(self) -> None:
-        for sql in self.dropped:
-            await self.conn.execute(sql)
-        # Ids the server hands out from a sequence continue after the history's.
+    async def follow_sequences(self) -> None:
+        """Ids the server hands out from a sequence continue after the rows written."""
         for table in ("prescriptions", "decisions", "media", "access_log"):
             await self.conn.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
             )
+
+    async def finish(self) -> None:
+        for sql in self.dropped:
+            await self.conn.execute(sql)
+        await self.follow_sequences()
         await self.conn.execute("ANALYZE")
+
+    async def close(self) -> None:
+        await self.conn.close()
         await self.conn.close()
 
 
@@ -618,3 +624,50 @@ async def build(
         "total": round(time.perf_counter() - t0, 1),
     }
     return history
+
+
+# The fills the build numbers itself: fill n is FILL_ID_PREFIX followed by n in 12 digits.
+FILL_ID_PREFIX = "00000000-0000-4000-8000-"
+
+
+async def top_up_queue(history: History, seed: int = 1) -> int:
+    """Puts the live queue back to the `history.queued` open fills the build left, after a run's
+    pharmacists claimed and approved some of them: new fills at the back of the queue, made and written
+    as the build makes them (the next audit rows continue the chain), so that each `--reuse` run
+    measures the same queue. Returns how many fills were added."""
+    from server.config import Config
+
+    config = Config(data_dir=history.data_dir, database_url=history.url)
+    open_fills = "SELECT count(*) FROM fills WHERE state IN ('queued', 'in_review')"
+    numbered = f"SELECT max(id) FROM fills WHERE id LIKE '{FILL_ID_PREFIX}%'"
+    writer: Any
+    if config.is_sqlite:
+        writer = SqliteWriter(Path(make_url(config.effective_database_url).database or ""))
+        waiting, last = (writer.conn.execute(q).fetchone()[0] for q in (open_fills, numbered))
+    else:
+        writer = await PostgresWriter.open(history.url)
+        waiting = await writer.conn.fetchval(open_fills)
+        last = await writer.conn.fetchval(numbered)
+    try:
+        missing = history.queued - int(waiting)
+        if missing <= 0:
+            return 0
+        first = int(str(last).removeprefix(FILL_ID_PREFIX)) + 1
+        counters = writer.counters() if config.is_sqlite else await writer.counters()
+        gen = Generator(
+            history.roster, store_photos(config.media_dir), counters, sqlite=config.is_sqlite, seed=seed
+        )
+        now_us = _us(dt.datetime.now(dt.UTC))
+        # Created over the last `missing` seconds, in the order of their numbers.
+        rows = gen.chunk(first, missing, lambda n: now_us - (first + missing - n) * 1_000_000, live=True)
+        if config.is_sqlite:
+            writer.write(rows)
+        else:
+            await writer.write(rows)
+            await writer.follow_sequences()
+        return missing
+    finally:
+        if config.is_sqlite:
+            writer.conn.close()
+        else:
+            await writer.close()

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bench.history import ingest_ratio
-from bench.history_build import build
+from bench.history_build import build, top_up_queue
 from server.audit import chain
 from server.compliance.checks import Compliance
 from server.compliance.rules import load_rules
@@ -70,6 +70,37 @@ async def test_built_history_passes_audit_verify_and_fills_the_queue(tmp_path: P
         await db.dispose()
     # Every photo row points at a file the media store holds.
     assert len(list((tmp_path / "server" / "media").rglob("*"))) > 6
+
+
+async def test_a_reused_history_gets_its_queue_back(tmp_path: Path) -> None:
+    """A run's pharmacists approve part of the live queue; the next --reuse run first puts back as many
+    new fills at the queue's back, as the build makes them, so that every run measures the same queue."""
+    history = await build("", tmp_path / "server", fills=60, sites=3, pharmacists=2, queued=8)
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'server' / 'telepharmacy.sqlite3'}")
+    try:
+        async with db.write() as s:
+            first_five = select(Fill.id).where(Fill.state == "queued").order_by(Fill.id).limit(5)
+            await s.execute(update(Fill).where(Fill.id.in_(first_five)).values(state="approved"))
+        before = await db_fills(db)
+        assert await top_up_queue(history) == 5
+        assert await top_up_queue(history) == 0
+        after = await db_fills(db)
+        added = sorted(set(after) - set(before))
+        assert len(added) == 5 and sum(1 for state, _ in after.values() if state == "queued") == 8
+        # At the back of the queue: submitted after every fill there was.
+        assert min(after[f][1] for f in added) > max(at for _, at in before.values())
+        report = await chain.verify(db)
+        assert report.ok, report
+    finally:
+        await db.dispose()
+
+
+async def db_fills(db: Database) -> dict[str, tuple[str, object]]:
+    async with db.read() as s:
+        return {
+            f: (state, at)
+            for f, state, at in (await s.execute(select(Fill.id, Fill.state, Fill.submitted_at))).all()
+        }
 
 
 @pytest.mark.slow
