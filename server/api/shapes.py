@@ -182,6 +182,7 @@ def data_entry_view(record: DataEntryRecord, said: dict[str, Any] | None) -> dic
             }
             for r, name in record.revisions
         ],
+        "step_up": step_up_view(record.step_up) if record.step_up else None,
     }
 
 
@@ -260,10 +261,11 @@ def detail_view(record: FillRecord) -> dict[str, Any]:
 
 
 def step_up_view(o: Outlook) -> dict[str, Any]:
-    """What a decision on the fill would ask the reading pharmacist to prove, as the decision's 403
-    step_up_required would: the reasons for approving and for rejecting it (`approve`, `reject`), when
-    the session's last proof grows too old so that any decision asks for one (`stale_at`, null:
-    never), and the proofs that do (`methods`: none when the site wants a second factor not enrolled)."""
+    """What a decision on the fill (or a prescription's PV1: approve is verify, reject is return)
+    would ask the reading pharmacist to prove, as the decision's 403 step_up_required would: the
+    reasons for approving and for rejecting it (`approve`, `reject`), when the session's last proof
+    grows too old so that any decision asks for one (`stale_at`, null: never), and the proofs that do
+    (`methods`: none when the site wants a second factor not enrolled)."""
     return {"approve": o.approve, "reject": o.reject, "stale_at": o.stale_at, "methods": o.methods}
 
 

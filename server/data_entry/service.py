@@ -47,6 +47,7 @@ from server.reference.compare import describe
 from server.reference.store import lookup
 from server.security import step_up
 from server.security.principal import Principal, Role
+from server.security.step_up import DecisionFacts, Outlook
 
 RX_IMAGE = "rx_image"
 # The PV1 queue's order: waiting longest first (a prescription never set waiting counts from its entry).
@@ -78,6 +79,12 @@ def _waiting(postgres: bool, *, role: Role, by_site: bool, paged: bool) -> Selec
         .order_by(*DATA_ENTRY_ORDER.order_by())
         .limit(bindparam("limit", type_=Integer()))
     )
+
+
+def _step_up_facts(site: Site) -> DecisionFacts:
+    """What about a PV1 decision asks for a proof (server/security/step_up.py), for the check at the
+    decision and the outlook read with the prescription alike: no flags, no schedule, the site's policy."""
+    return {"flag_codes": [], "schedules": [], "site_requires_factor": site.require_second_factor}
 
 
 def _original_of(rx_id: int) -> tuple[Any, ...]:
@@ -117,6 +124,9 @@ class DataEntryRecord:
     verifications: list[tuple[PrescriptionVerification, str]]
     # (revision, editor's name), oldest first.
     revisions: list[tuple[PrescriptionRevision, str]]
+    # For a pharmacist who may decide it (waiting or in review): what verifying or returning it would
+    # ask them to prove.
+    step_up: Outlook | None = None
 
 
 @dataclass(frozen=True)
@@ -319,11 +329,9 @@ class DataEntryService:
                     s,
                     actor,
                     approving=target == VerificationState.VERIFIED,
-                    flag_codes=[],
-                    schedules=[],
-                    site_requires_factor=site.require_second_factor,
                     now=now,
                     after_seconds=self.config.step_up_after_seconds,
+                    **_step_up_facts(site),
                 )
             if not await update_if(
                 s,
@@ -604,6 +612,13 @@ class DataEntryService:
                     .order_by(PrescriptionRevision.id)
                 )
             ).all()
+            outlook = None
+            if actor.role is Role.PHARMACIST and rx.verification_state in OPEN_STATES:
+                # Read in the record's transaction and using nothing up: the console asks for the proof
+                # before it sends the decision.
+                outlook = await step_up.outlook(
+                    s, actor, after_seconds=self.config.step_up_after_seconds, **_step_up_facts(site)
+                )
         return DataEntryRecord(
             rx,
             site,
@@ -613,4 +628,5 @@ class DataEntryService:
             others,
             [(v, str(name)) for v, name in verifications],
             [(r, str(name)) for r, name in revisions],
+            outlook,
         )

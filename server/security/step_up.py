@@ -9,8 +9,8 @@ A proof counts for one decision, within STEP_UP_VALID_SECONDS. `confirm` is the 
 changes that want a fresh proof (a second factor removed), with reasons of their own.
 
 `outlook` reads, without using anything up, what the same check would ask of a decision made now, so
-that the console asks for the proof when the pharmacist decides, before it holds the decision for Undo:
-a held decision may be sent as the tab closes, when nobody is left to answer a prompt.
+that the console asks for the proof when the pharmacist decides, before it holds the decision for Undo
+(a held decision may be sent as the tab closes, when nobody is left to answer a prompt) or sends it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,9 +54,18 @@ class StepUpRequired(DomainError):
     code = "step_up_required"
 
 
+class DecisionFacts(TypedDict):
+    """What about a decision asks for a proof, as confirm_decision and outlook take it."""
+
+    flag_codes: Sequence[str]
+    schedules: Sequence[str | None]
+    site_requires_factor: bool
+
+
 @dataclass(frozen=True)
 class Outlook:
-    """What a decision on a fill would ask of the pharmacist, as of the session's proofs now."""
+    """What a decision on a fill or a prescription would ask of the pharmacist, as of the session's
+    proofs now."""
 
     # The reasons an approval and a rejection would need a proof for, besides the session's age.
     approve: list[str]

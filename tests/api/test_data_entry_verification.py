@@ -4,6 +4,7 @@ returned with reasons, is corrected at the site and waits again; one of two raci
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,10 +20,12 @@ from server.db.models import AuditEvent, PrescriptionRevision, Site
 from server.reference.store import import_ndc
 from tests.api.test_fhir_intake import _integration, _send, contained_request
 from tests.api.test_prescription_originals import fax_tiff, upload_original
+from tests.api.test_step_up import _session, _stale_at
 from tests.api.world import (
     User,
     World,
     build_world,
+    checked,
     connect,
     new_fill_id,
     queued_fill,
@@ -422,3 +425,61 @@ async def test_verifying_long_after_the_last_proof_asks_who_verifies(
         assert verified["prescription"]["verification_state"] == "verified"
     finally:
         await world.close()
+
+
+async def test_a_prescription_s_pv1_record_says_what_deciding_it_asks_and_reading_it_uses_no_proof_up(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The console asks for the proof before it sends a PV1 decision: the record the claim answers and
+    GET /api/v1/prescriptions/{id} say what verifying or returning it would ask, as for a fill."""
+    world = await build_world(
+        tmp_path, database_url, pv1=True, step_up_after_seconds=1800, idle_lock_seconds=3600
+    )
+    try:
+        tech, rph = await world.device("tech_nd1"), await world.login("nd_rph")
+        rx = await _entered(tech)
+        # Signed in a moment ago: the proof is fresh, and nothing about the decision asks for another.
+        view = await _claim(rph, rx["id"])
+        said = view["step_up"]
+        stale_at = dt.datetime.fromisoformat(said["stale_at"])
+        assert (said["approve"], said["reject"], said["methods"]) == ([], [], ["password"])
+        assert stale_at == _stale_at(await _session(world, "nd_rph"), world) > world.clock()
+        assert (await rph.json("GET", f"/api/v1/prescriptions/{rx['id']}"))["step_up"] == said
+
+        # Past that time the record still names it (the console adds the session's age itself), and a
+        # decision asks for a proof.
+        world.clock.advance(1801)
+        view = await rph.json("GET", f"/api/v1/prescriptions/{rx['id']}")
+        assert dt.datetime.fromisoformat(view["step_up"]["stale_at"]) == stale_at < world.clock()
+        asked = await _decide(rph, view, 403, **checked(view))
+        assert asked["detail"]["reasons"] == ["session_age"]
+
+        # Proved again: the record says so, and reading it, as a claim or a read, uses the proof up
+        # no more than it did before.
+        await rph.step_up()
+        proved = await _session(world, "nd_rph")
+        again = await _claim(rph, rx["id"])
+        assert again["step_up"] == (await rph.json("GET", f"/api/v1/prescriptions/{rx['id']}"))["step_up"]
+        renewed = dt.datetime.fromisoformat(again["step_up"]["stale_at"])
+        assert renewed == _stale_at(proved, world) > world.clock()
+        assert (await _session(world, "nd_rph")).stepped_up_at == proved.stepped_up_at
+        done = await _decide(rph, again, **checked(again))
+        assert done["prescription"]["verification_state"] == "verified" and done["step_up"] is None
+        # The site's technician is told nothing of a pharmacist's proofs.
+        assert (await tech.json("GET", f"/api/v1/prescriptions/{rx['id']}"))["step_up"] is None
+    finally:
+        await world.close()
+
+
+async def test_a_site_that_requires_a_second_factor_says_so_in_its_prescriptions(pv1_world: World) -> None:
+    admin = await pv1_world.login("admin")
+    await admin.json(
+        "POST", f"/api/v1/sites/{pv1_world.sites['ND-1']}/status", json={"require_second_factor": True}
+    )
+    tech, rph = await pv1_world.device("tech_nd1"), await pv1_world.login("nd_rph")
+    view = await _claim(rph, (await _entered(tech))["id"])
+    said = view["step_up"]
+    # Either decision wants a second factor, and none is enrolled: no proof would do until one is.
+    assert (said["approve"], said["reject"], said["methods"]) == (["site_policy"], ["site_policy"], [])
+    refused = await _decide(rph, view, 403, outcome="return", reason_codes=["wrong_drug"])
+    assert refused["error"] == "enrol_second_factor"
