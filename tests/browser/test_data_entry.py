@@ -1,21 +1,25 @@
 """Data-entry verification (PV1) in Chromium: an e-prescription whose entered strength differs from the
 message is shown with the difference highlighted and returned; a paper one is verified beside the
-image of its original, zoomed."""
+image of its original, zoomed; a decision that needs a proof of identity asks for it first."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import json
+from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
-from playwright.async_api import Browser, expect
-from sqlalchemy import select
+from playwright.async_api import Browser, Page, Request, expect
+from sqlalchemy import select, update
 
-from server.db.models import Prescription, PrescriptionVerification
+from server.db.models import ConsoleSession, Prescription, PrescriptionVerification, User
 from tests.api.test_fhir_intake import _integration, _send, contained_request
 from tests.api.test_prescription_originals import fax_tiff, upload_original
-from tests.api.world import rx_body
+from tests.api.world import PASSWORD, World, rx_body
 from tests.browser.conftest import SiteSocket, WorldFactory, sign_in, until
+from tests.browser.test_safety import shot
 
 pytestmark = pytest.mark.browser
 
@@ -162,3 +166,114 @@ async def test_a_correction_made_while_the_pharmacist_has_it_open_is_reloaded_be
     async with world.services.db.read() as s:
         state = (await s.execute(select(Prescription.verification_state))).scalar_one()
     assert state == "verified"
+
+
+def verifications_sent(page: Page) -> list[dict[str, Any]]:
+    """Every PV1 decision the page sends, as the JSON body it sent."""
+    sent: list[dict[str, Any]] = []
+
+    def seen(r: Request) -> None:
+        if r.url.endswith("/verification") and r.method == "POST":
+            sent.append(json.loads(r.post_data or "{}"))
+
+    page.on("request", seen)
+    return sent
+
+
+async def last_proved_long_ago(world: World, username: str) -> None:
+    """The user's console sessions last proved who they are longer ago than a decision allows."""
+    ago = world.clock() - dt.timedelta(seconds=world.services.config.step_up_after_seconds + 60)
+    async with world.services.db.write() as s:
+        user_id = await s.scalar(select(User.id).where(User.username == username))
+        await s.execute(update(ConsoleSession).where(ConsoleSession.user_id == user_id).values(proved_at=ago))
+
+
+async def pv1_state(world: World, rx_id: int) -> tuple[str, str | None]:
+    """The prescription's PV1 state and who holds it."""
+    async with world.services.db.read() as s:
+        row = (
+            await s.execute(
+                select(Prescription.verification_state, User.username)
+                .outerjoin(User, User.id == Prescription.claimed_by)
+                .where(Prescription.id == rx_id)
+            )
+        ).one()
+    return row.verification_state, row.username
+
+
+async def test_a_verification_that_needs_a_proof_asks_first_naming_the_prescription(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    """Long after the session's last proof, Verify asks who verifies before anything is sent, over the
+    prescription it names; cancelled, nothing is sent and the prescription stays open and the
+    pharmacist's; proved, the same verification is sent and recorded."""
+    world = await make_world(pv1=True, step_up_after_seconds=1800, idle_lock_seconds=3600)
+    tech = await world.device("tech_nd1")
+    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("P400"))  # entered at the counter
+    console = await sign_in(browser, world, "nd_rph")
+    page = console.page
+    sent = verifications_sent(page)
+    await last_proved_long_ago(world, "nd_rph")
+    await page.keyboard.press("e")
+    await page.locator(f'#pv1-body tr[data-id="{rx["id"]}"]').click()
+    await expect(page.locator("#pv1-review .verify-title")).to_contain_text("Rx P400")
+
+    await page.keyboard.press("a")
+    prompt = page.locator(".identity-step-up")
+    await expect(prompt.locator(".identity-intro")).to_have_text(
+        "Verify Rx P400 (Metformin HCl 500 mg) for J. P. at ND-1 — confirm it is you: "
+        "your last sign-in or confirmation was a while ago."
+    )
+    await shot(page, "tp-pv1-step-up-first")
+    assert sent == []
+    assert await pv1_state(world, rx["id"]) == ("in_review", "nd_rph")
+
+    await prompt.locator("button", has_text="Cancel").click()
+    await expect(prompt).to_have_count(0)
+    await expect(page.locator(".pv1-banner")).to_contain_text(
+        "Verify Rx P400 (Metformin HCl 500 mg) for J. P. at ND-1: not sent."
+    )
+    await expect(page.locator("#pv1-review")).to_be_visible()
+    await expect(page.locator("#pv1-review .lease")).to_have_text("Claimed by you")
+    assert sent == []
+    assert await pv1_state(world, rx["id"]) == ("in_review", "nd_rph")
+
+    await page.keyboard.press("a")
+    await prompt.locator("#proof-password").fill(PASSWORD)
+    await prompt.locator("#proof-submit").click()
+    await expect(page.locator("#pv1-empty")).to_be_visible()
+    assert len(sent) == 1 and sent[0]["outcome"] == "verify"
+    assert await pv1_state(world, rx["id"]) == ("verified", None)
+    assert not [line for line in console.logs if "pageerror" in line], console.logs
+
+
+async def test_a_proof_gone_stale_after_the_prescription_was_read_is_asked_for_when_the_server_refuses(
+    browser: Browser, make_world: WorldFactory
+) -> None:
+    """The record said no proof was needed, but the server wants one when the return reaches it: the
+    prompt names the prescription, and once proved the same return goes again."""
+    world = await make_world(pv1=True, step_up_after_seconds=1800, idle_lock_seconds=3600)
+    tech = await world.device("tech_nd1")
+    rx = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("P500"))
+    console = await sign_in(browser, world, "nd_rph")
+    page = console.page
+    sent = verifications_sent(page)
+    await page.keyboard.press("e")
+    await page.locator(f'#pv1-body tr[data-id="{rx["id"]}"]').click()
+    await expect(page.locator("#pv1-review .verify-title")).to_contain_text("Rx P500")
+    await last_proved_long_ago(world, "nd_rph")
+
+    await page.keyboard.press("r")
+    await page.keyboard.press("2")  # wrong_drug
+    await page.keyboard.press("Control+Enter")
+    prompt = page.locator(".identity-step-up")
+    await expect(prompt.locator(".identity-intro")).to_have_text(
+        "Return Rx P500 (Metformin HCl 500 mg) for J. P. at ND-1 — confirm it is you: "
+        "your last sign-in or confirmation was a while ago."
+    )
+    assert len(sent) == 1 and await pv1_state(world, rx["id"]) == ("in_review", "nd_rph")
+    await prompt.locator("#proof-password").fill(PASSWORD)
+    await prompt.locator("#proof-submit").click()
+    await expect(page.locator("#pv1-empty")).to_be_visible()
+    assert len(sent) == 2 and sent[1] == sent[0]
+    assert await pv1_state(world, rx["id"]) == ("returned", None)

@@ -81,7 +81,9 @@ let dashboard = null;
 let compliance = null;
 let knownSites = [];
 // Data-entry verification (PV1): its own list and review, in its own module.
-const dataEntry = new DataEntry({ root: $("#pv1-view"), onCount: (n) => { $("#pv1-count").textContent = n ? String(n) : ""; } });
+const dataEntry = new DataEntry({
+  root: $("#pv1-view"), onCount: (n) => { $("#pv1-count").textContent = n ? String(n) : ""; }, now: () => store.now(),
+});
 
 const workspace = new Workspace({
   store, details, images, prefetcher, viewer,
@@ -248,7 +250,7 @@ async function startSession(user, csrf) {
     sites.sites.map((s) => h("option", { value: s.id }, `${s.code} · ${s.name} (${s.state})`)));
   setFlagLabels(reasons.flag_labels);
   setVideoSeenFraction(reasons.video_seen_fraction);
-  dataEntry.setReasons(reasons.return_reasons);
+  dataEntry.setReasons(reasons.return_reasons, { stepUpReasons: reasons.step_up_reasons });
   workspace.setReasons(reasons.reasons, {
     acknowledgementReasons: reasons.acknowledgement_reasons, undoSeconds: reasons.undo_seconds,
     stepUpReasons: reasons.step_up_reasons,
@@ -311,7 +313,12 @@ onLocked(() => {
   if (me) idleLock.lock();
 });
 workspace.confirmIdentity = (ask) => identity.confirmDecision(ask);
-dataEntry.confirmIdentity = (err) => identity.stepUp(err);
+dataEntry.confirmIdentity = async (ask) => {
+  // The server keeps one proof for the next decision that needs one: a fill's decision still waiting for
+  // its Undo window goes first, so that it cannot use the proof given for this prescription.
+  await workspace.sendHeld().catch(() => {});
+  return identity.confirmDecision(ask);
+};
 $("#security-button").addEventListener("click", () => identity.manage().catch((err) => toast(err.message, "error")));
 
 // -- live ------------------------------------------------------------------------------------------

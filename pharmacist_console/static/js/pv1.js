@@ -2,11 +2,15 @@
 // source (an e-prescription's message with every difference highlighted, or the paper original's pages
 // with zoom), the NDC's reference data and the patient's other prescriptions. Verify (A) or return to
 // the site with reasons (R). A claim is a lease, renewed while the view is open, as for fills.
+// A decision the server will want a proof of identity for (the prescription's record says so, `step_up`)
+// asks for it before it is sent, naming the prescription; cancelled, nothing is sent and the prescription
+// stays open and claimed.
 
 import { api, get, ApiError } from "./api.js";
-import { dataEntryRows } from "./queue.js";
+import { dataEntryRows, initials } from "./queue.js";
 import { h, fill, isTyping, toast } from "./dom.js";
 import { formatNdc } from "./format.js";
+import { stepUpNeeded, stepUpWhy } from "./second_factor.js";
 
 const FIELDS = [
   ["patient_name", "Patient"],
@@ -26,10 +30,14 @@ const SOURCE_LABELS = { fhir: "E-prescription (FHIR)", ncpdp: "E-prescription (N
 const ZOOMS = [1, 1.5, 2, 3, 4];
 
 export class DataEntry {
-  constructor({ root, onCount = () => {} }) {
+  constructor({ root, onCount = () => {}, now = () => Date.now() }) {
     this.root = root;
     this.onCount = onCount;
+    this.now = now; // the server's time, as the console reckons it
     this.confirmIdentity = null; // set by main.js: the step-up prompt
+    // What asks for a proof, in the server's words, by reason code (/api/v1/reasons).
+    this.stepUpReasons = {};
+    this.deciding = false; // a decision is being proved or sent
     this.rows = [];
     this.selected = 0;
     this.current = null; // the open prescription's view
@@ -72,8 +80,9 @@ export class DataEntry {
     this.setRows([]);
   }
 
-  setReasons(reasons) {
+  setReasons(reasons, { stepUpReasons } = {}) {
     this.reasons = reasons || [];
+    if (stepUpReasons) this.stepUpReasons = stepUpReasons;
   }
 
   // -- the list ------------------------------------------------------------------------------------
@@ -337,18 +346,74 @@ export class DataEntry {
     await this.decide({ outcome: "return", reason_codes: codes, note: note || null });
   }
 
+  /** The decision as the pharmacist would say it, naming the prescription as a fill's prompt names the
+   * fill: "Verify Rx 7100457 (Metformin HCl 500 mg) for J. P. at ND-1". */
+  decisionName(v, outcome) {
+    const rx = v.prescription;
+    const drug = [rx.drug, rx.strength].filter(Boolean).join(" ");
+    const patient = initials(rx.patient_name);
+    return [outcome === "verify" ? "Verify" : "Return", `Rx ${rx.rx_number}`, drug ? `(${drug})` : null,
+      patient ? `for ${patient}` : null, v.site?.code ? `at ${v.site.code}` : null].filter(Boolean).join(" ");
+  }
+
+  /** Sends the decision, once the pharmacist proved who they are where the record says the server will
+   * want it. */
   async decide(body) {
-    const rx = this.current.prescription;
+    const v = this.current;
+    if (!v || this.deciding) return;
+    const what = this.decisionName(v, body.outcome);
+    const needed = stepUpNeeded(v.step_up, body.outcome === "verify" ? "approve" : "reject", { now: this.now() });
+    this.deciding = true;
     try {
-      await api("POST", `/api/v1/prescriptions/${rx.id}/verification`, { version: rx.version, ...body });
-    } catch (err) {
-      // The server asks who decides (an old session, a site's policy): once it is proved, the same
-      // decision goes again.
-      if (err instanceof ApiError && err.code === "step_up_required" && this.confirmIdentity && (await this.confirmIdentity(err))) {
-        return this.decide(body);
+      if (needed.length && !(await this.proveFirst(v, what, needed))) return;
+      await this.send(v, body, what);
+    } finally {
+      this.deciding = false;
+    }
+  }
+
+  /** Asks for the proof a decision needs before it is sent; true when it was given and the prescription
+   * can still be decided as it was read. */
+  async proveFirst(v, what, needed) {
+    const methods = v.step_up.methods;
+    if (!methods.length) {
+      this.banner(`${what}: not sent. This site's prescriptions are verified with a second factor: add one under Security, then decide again.`, "error");
+      return false;
+    }
+    const proved = this.confirmIdentity && (await this.confirmIdentity({ what, why: stepUpWhy(needed, this.stepUpReasons), methods }));
+    if (this.current !== v) return false;
+    if (!proved) {
+      this.banner(`${what}: not sent. You did not confirm it is you; the prescription is still open and yours.`, "warn");
+      return false;
+    }
+    if (this.stale) {
+      // Corrected at the site while the prompt was open: what was decided is not what it is now.
+      this.banner(`${what}: not sent. The site corrected this prescription meanwhile: reload it to see the correction before you decide.`, "warn",
+        ["Reload", "L", () => this.open(v.prescription.id)]);
+      return false;
+    }
+    return true;
+  }
+
+  async send(v, body, what) {
+    const rx = v.prescription;
+    for (;;) {
+      try {
+        await api("POST", `/api/v1/prescriptions/${rx.id}/verification`, { version: rx.version, ...body });
+        break;
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.code !== "step_up_required" || !this.confirmIdentity) {
+          this.banner(err instanceof ApiError ? err.message : "The decision could not be sent.", "error");
+          return;
+        }
+        // The server still asks who decides (the session's last proof went stale since the record was
+        // read): once it is proved, the same decision goes again.
+        const why = stepUpWhy(err.detail?.reasons || [], this.stepUpReasons);
+        if (!(await this.confirmIdentity({ what, why, methods: err.detail?.methods }))) {
+          if (this.current === v) this.banner(`${what}: not sent. You did not confirm it is you; the prescription is still open and yours.`, "warn");
+          return;
+        }
       }
-      this.banner(err instanceof ApiError ? err.message : "The decision could not be sent.", "error");
-      return;
     }
     toast(body.outcome === "verify" ? `Rx ${rx.rx_number} verified.` : `Rx ${rx.rx_number} returned to the site.`, "info");
     await this.close({ release: false });

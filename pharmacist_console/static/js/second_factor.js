@@ -5,12 +5,34 @@
 import { api, get, post, ApiError } from "./api.js";
 import { h, fill } from "./dom.js";
 
+// A decision reaches the server a while after its record was read: a session's last proof that grows too
+// old this soon after it is sent is asked for now (the request takes its time, the console's idea of the
+// server's clock may be off).
+const SEND_MARGIN_MS = 10000;
+
 const METHOD_TEXT = {
   totp: "Code from your authenticator app",
   recovery_code: "A recovery code",
   webauthn: "Your security key or passkey",
   password: "Your password",
 };
+
+/** What the server will want a proof of identity for when a decision reaches it, as the record read
+ * says (`step_up`): the decision's own reasons (`side`: "approve" or "reject"; a PV1 verification is
+ * "approve", a return "reject"), and the session's age when its last proof will be too old by then
+ * (`now` by the server's clock; the decision held for `waitMs` first). */
+export function stepUpNeeded(stepUp, side, { now, waitMs = 0 }) {
+  if (!stepUp) return [];
+  const needed = [...(stepUp[side] || [])];
+  if (stepUp.stale_at && Date.parse(stepUp.stale_at) <= now + waitMs + SEND_MARGIN_MS) needed.push("session_age");
+  return needed;
+}
+
+/** What asks for a proof, as the prompt says it ("you override a product-check flag; ..."): `words`,
+ * the server's, by reason code (/api/v1/reasons, `step_up_reasons`). */
+export function stepUpWhy(reasons, words) {
+  return `${reasons.map((r) => words[r] || r).join("; ")}.`;
+}
 
 /** A modal dialog of this module's own: a title, a body built by the caller, closed by the caller. */
 function modal(title, className = "") {
@@ -140,7 +162,7 @@ export class Identity {
   }
 
   /** The prompt before a decision: `what` names it ("Approve Rx 7100457 for J. W. at ND-1"), so that
-   * the pharmacist knows which fill it is for whatever is on screen; `why` says what asks for a proof
+   * the pharmacist knows which fill or prescription it is for whatever is on screen; `why` says what asks for a proof
    * and `methods` which proofs do. True once the person proved it. */
   confirmDecision({ what, why, methods }) {
     return this.prove({

@@ -18,6 +18,7 @@ import { ACK_REASONS, describeFlag, flagBadge, flagLabel } from "./flags.js";
 import { KIND_LABELS, formatDateTime, formatTime } from "./format.js";
 import { isVideo, mediaUrl, thumbVariant, viewVariant } from "./prefetch.js";
 import { initials } from "./queue.js";
+import { stepUpNeeded, stepUpWhy } from "./second_factor.js";
 import { SeenTracker, orderedMedia } from "./seen.js";
 import * as timing from "./timing.js";
 import { markSeen, renderRxPanel, renderStrip, renderTitle, selectInStrip } from "./verify_view.js";
@@ -25,9 +26,6 @@ import { markSeen, renderRxPanel, renderStrip, renderTitle, selectInStrip } from
 const HEARTBEAT_MAX_MS = 30000;
 const HEARTBEAT_MIN_MS = 500;
 const DEFAULT_UNDO_SECONDS = 4;
-// A held decision leaves when its window ends: a session's last proof that grows too old this soon after
-// is asked for now (the request takes its time, the console's idea of the server's clock may be off).
-const SEND_MARGIN_MS = 10000;
 const REFUSED_TEXT = {
   flags_unacknowledged: "The server refused the approval: a flag was not acknowledged",
   views_unseen: "The server refused the approval: not every photo or video was recorded as seen",
@@ -582,12 +580,7 @@ export class Workspace {
    * `step_up`): the decision's own reasons, and the session's age when its last proof will be too old
    * by the time a held decision is sent. */
   proofNeeded(d, outcome) {
-    const stepUp = d?.step_up;
-    if (!stepUp) return [];
-    const needed = [...(stepUp[outcome] || [])];
-    const sentBy = this.store.now() + this.undoSeconds * 1000 + SEND_MARGIN_MS;
-    if (stepUp.stale_at && Date.parse(stepUp.stale_at) <= sentBy) needed.push("session_age");
-    return needed;
+    return stepUpNeeded(d?.step_up, outcome, { now: this.store.now(), waitMs: this.undoSeconds * 1000 });
   }
 
   /** Asks for the proof a decision needs before it is held; true when it was given and the fill can
@@ -630,7 +623,7 @@ export class Workspace {
 
   /** What asks for a proof, as the prompt says it: "you override a product-check flag; ...". */
   whyProof(reasons) {
-    return `${reasons.map((r) => this.stepUpReasons[r] || r).join("; ")}.`;
+    return stepUpWhy(reasons, this.stepUpReasons);
   }
 
   refreshDecisionControls() {
