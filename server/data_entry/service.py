@@ -19,6 +19,7 @@ from sqlalchemy import Integer, Select, String, and_, bindparam, func, literal_c
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import chain as audit
+from server.compliance.checks import schedule_of
 from server.config import Config
 from server.data_entry.rules import (
     DATA_ENTRY,
@@ -81,10 +82,16 @@ def _waiting(postgres: bool, *, role: Role, by_site: bool, paged: bool) -> Selec
     )
 
 
-def _step_up_facts(site: Site) -> DecisionFacts:
+async def _step_up_facts(s: AsyncSession, rx: Prescription, site: Site) -> DecisionFacts:
     """What about a PV1 decision asks for a proof (server/security/step_up.py), for the check at the
-    decision and the outlook read with the prescription alike: no flags, no schedule, the site's policy."""
-    return {"flag_codes": [], "schedules": [], "site_requires_factor": site.require_second_factor}
+    decision and the outlook read with the prescription alike: no flags; the prescription's schedule,
+    as a fill's approval reads it (a Schedule II prescription is verified by a proven pharmacist); the
+    site's policy."""
+    return {
+        "flag_codes": [],
+        "schedules": [await schedule_of(s, rx)],
+        "site_requires_factor": site.require_second_factor,
+    }
 
 
 def _original_of(rx_id: int) -> tuple[Any, ...]:
@@ -331,7 +338,7 @@ class DataEntryService:
                     approving=target == VerificationState.VERIFIED,
                     now=now,
                     after_seconds=self.config.step_up_after_seconds,
-                    **_step_up_facts(site),
+                    **await _step_up_facts(s, rx, site),
                 )
             if not await update_if(
                 s,
@@ -617,7 +624,10 @@ class DataEntryService:
                 # Read in the record's transaction and using nothing up: the console asks for the proof
                 # before it sends the decision.
                 outlook = await step_up.outlook(
-                    s, actor, after_seconds=self.config.step_up_after_seconds, **_step_up_facts(site)
+                    s,
+                    actor,
+                    after_seconds=self.config.step_up_after_seconds,
+                    **await _step_up_facts(s, rx, site),
                 )
         return DataEntryRecord(
             rx,

@@ -32,7 +32,7 @@ from tests.api.world import (
     rx_body,
     verified,
 )
-from tests.ndc_directory import write_sample
+from tests.ndc_directory import SCHEDULE_II, write_sample
 
 
 @pytest.fixture
@@ -469,6 +469,32 @@ async def test_a_prescription_s_pv1_record_says_what_deciding_it_asks_and_readin
         assert (await tech.json("GET", f"/api/v1/prescriptions/{rx['id']}"))["step_up"] is None
     finally:
         await world.close()
+
+
+async def test_verifying_a_schedule_ii_prescription_asks_who_verifies(
+    pv1_world: World, tmp_path: Path
+) -> None:
+    """As approving a Schedule II fill does: the schedule as the drug reference gives it, though the
+    prescription was entered naming none; returning it asks nothing more."""
+    tech, rph = await pv1_world.device("tech_nd1"), await pv1_world.login("nd_rph")
+    rx = await _entered(tech, ndc=SCHEDULE_II, drug="Hydrocodone/APAP", strength="5 mg/325 mg")
+    await import_ndc(pv1_world.services.db, *write_sample(tmp_path / "ndc"))
+    view = await _claim(rph, rx["id"])
+    assert (view["step_up"]["approve"], view["step_up"]["reject"]) == (["schedule_ii"], [])
+    asked = await _decide(rph, view, 403, **checked(view))
+    assert asked["error"] == "step_up_required" and asked["detail"]["reasons"] == ["schedule_ii"]
+    await rph.step_up()
+    done = await _decide(rph, view, **checked(view))
+    assert done["prescription"]["verification_state"] == "verified"
+    async with pv1_world.services.db.read() as s:
+        trail = (
+            await s.execute(
+                select(AuditEvent).where(
+                    AuditEvent.entity_id == str(rx["id"]), AuditEvent.action == "prescription.verified"
+                )
+            )
+        ).scalar_one()
+    assert trail.detail["step_up"] == ["schedule_ii"]
 
 
 async def test_a_site_that_requires_a_second_factor_says_so_in_its_prescriptions(pv1_world: World) -> None:
