@@ -23,11 +23,10 @@ import aiohttp
 import av
 
 from remote_site_client.checks import Problem, check_photo, check_submission
+from server.evidence import media
 from server.evidence.kinds import KIND_NAMES, MEDIA_KINDS, VIDEO_KINDS
 from server.evidence.photo_quality import QualityThresholds
 
-MAX_PHOTO_BYTES = 30 * 1024 * 1024
-MAX_VIDEO_BYTES = 200 * 1024 * 1024
 MAX_VIDEO_SECONDS = 60.0
 # What the server takes in a count video (server/media/video.py decides; this is the site's early word).
 VIDEO_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1"})
@@ -79,18 +78,9 @@ class Capture:
         }
 
 
-def video_container(head: bytes) -> str | None:
-    """'mp4' or 'matroska' (WebM) from a file's first bytes, else None."""
-    if head[4:8] == b"ftyp":
-        return "mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "matroska"
-    return None
-
-
 def suffix_of(kind: str, head: bytes) -> str:
     if kind in VIDEO_KINDS:
-        return ".mp4" if video_container(head) == "mp4" else ".webm"
+        return ".mp4" if media.sniff_video_container(head) == "mp4" else ".webm"
     return next((s for magic, s in PHOTO_SUFFIXES.items() if head.startswith(magic)), ".bin")
 
 
@@ -118,7 +108,7 @@ def check_video(path: Path, max_seconds: float = MAX_VIDEO_SECONDS) -> list[Prob
     """The count video plays: a known container and codec, a frame that decodes, not too long. A page's
     recording may carry no duration, so the last packet's time is what counts."""
     with path.open("rb") as f:
-        container = video_container(f.read(64))
+        container = media.sniff_video_container(f.read(64))
     if container is None:
         return _video_problem("not_a_video", "this is not a video. Record it again (MP4 or WebM).")
     try:
@@ -171,7 +161,8 @@ class Captures:
         return cid, self.folder / f"{cid}-{kind}{suffix_of(kind, head)}"
 
     def limit(self, kind: str) -> int:
-        return MAX_VIDEO_BYTES if kind in VIDEO_KINDS else MAX_PHOTO_BYTES
+        """The most bytes a file of this kind may have: the server's limit, so what it refuses stops here."""
+        return media.MAX_VIDEO_BYTES if kind in VIDEO_KINDS else media.MAX_PHOTO_BYTES
 
     async def receive(
         self,
@@ -196,7 +187,9 @@ class Captures:
                     size += len(chunk)
                     if size > limit:
                         raise CaptureRefused(
-                            413, "too_large", f"That file is larger than {limit // (1024 * 1024)} MB."
+                            413,
+                            "too_large",
+                            f"That file is larger than the {limit // (1024 * 1024)} MB the server takes.",
                         )
                     f.write(chunk)
         except BaseException:

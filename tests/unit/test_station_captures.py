@@ -1,15 +1,21 @@
-"""The station's early word on a count video, and the views a rejection's reasons ask to retake."""
+"""The station's early word on a photo or count video, and the views a rejection's reasons ask to retake."""
 
 from __future__ import annotations
 
+import asyncio
 from fractions import Fraction
 from pathlib import Path
+from unittest import mock
 
+import aiohttp
 import av
+import pytest
 from PIL import Image
 
-from remote_site_client.station.captures import check_video
+from remote_site_client.station.captures import CaptureRefused, Captures, check_video
 from remote_site_client.station.worklist import views_to_retake
+from server.evidence import media
+from server.evidence.photo_quality import QualityThresholds
 
 
 def _webm(path: Path, seconds: float, fps: int = 10) -> Path:
@@ -49,3 +55,27 @@ def test_rejection_reasons_name_the_views_to_retake() -> None:
     assert views_to_retake(["wrong_quantity"]) == ["pills"]
     assert views_to_retake(["label_error", "barcode_mismatch"]) == ["stock_bottle", "vial_label"]
     assert views_to_retake(["image_unclear", "other"]) == []
+
+
+async def _sent(data: bytes) -> aiohttp.StreamReader:
+    """What the page sent, as the station's handler reads it."""
+    content = aiohttp.StreamReader(mock.Mock(_reading_paused=False), 2**16, loop=asyncio.get_running_loop())
+    content.feed_data(data)
+    content.feed_eof()
+    return content
+
+
+async def test_a_file_over_the_servers_byte_limit_stops_at_the_station_naming_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server's limit, made small here so that a test file need not be 30 MB: the station follows it.
+    monkeypatch.setattr(media, "MAX_PHOTO_BYTES", 1024 * 1024)
+    captures = Captures(tmp_path / "captures")
+    photo = b"\xff\xd8\xff" + b"\0" * (1024 * 1024)
+    with pytest.raises(CaptureRefused) as refused:
+        await captures.receive(
+            "pills", 1, await _sent(photo), expected_ndc=None, thresholds=QualityThresholds()
+        )
+    assert refused.value.status == 413
+    assert refused.value.message == "That file is larger than the 1 MB the server takes."
+    assert list((tmp_path / "captures").iterdir()) == []  # nothing half-written is kept
