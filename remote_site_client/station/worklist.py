@@ -14,6 +14,7 @@ from remote_site_client.api import ApiError, SiteApi
 from remote_site_client.commands.status import prescriptions_of
 from remote_site_client.live import Decisions
 from remote_site_client.outbox import DISCARDED, FAILED, OPEN_STATES, QUEUED, Entry, Outbox, short_id
+from remote_site_client.refusals import cured_by_waiting, not_cured_by_a_change
 from server.evidence.kinds import MEDIA_KINDS
 
 # The server's newest fills the work list shows (pages of the site's fill list).
@@ -124,6 +125,9 @@ def _local_view(outbox: Outbox, e: Entry) -> dict[str, Any]:
         "state": e.state,
         "refused": e.failed_reason,
         "refused_code": e.failed_code,
+        # A refusal no change to the fill cures (why), or one cured by waiting (for what): no "Fix it".
+        "no_change_cures": not_cured_by_a_change(e.failed_code) if e.state == FAILED else None,
+        "waits_for": cured_by_waiting(e.failed_code) if e.state == FAILED else None,
         "missing": e.failed_detail.get("missing") or [],
         "refused_view": e.failed_detail.get("kind"),
         "views": e.kinds(),

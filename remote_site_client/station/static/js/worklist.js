@@ -214,14 +214,30 @@ export class WorkList {
     $("#declined-by").focus();
   }
 
+  /** A fill the server refused, and what cures it (the station says, by the server's code): a change to
+   * the fill (Fix it), waiting for something done elsewhere (then Send again as it is), or nothing. */
   refusedPanel(fillId, local) {
-    return h("div", { class: "banner banner-bad", role: "alert", id: "refusal" },
-      h("strong", {}, "The server refused this fill: it is not sent again until you fix it."),
+    const fix = h("button", { type: "button", class: "btn primary big", id: "fix-btn", onclick: () => this.fix(fillId, local) }, "Fix it");
+    const retry = (main) => h("button", { type: "button", class: ["btn", "big", main ? "primary" : null], id: "retry-btn", onclick: () => this.retry(fillId) }, "Send again as it is");
+    const discard = h("button", { type: "button", class: "btn big", id: "discard-btn", onclick: () => this.discard(fillId) }, "Discard…");
+    let said, advice, buttons;
+    if (local.no_change_cures) {
+      said = "The server refused this fill, and no change to it sends it.";
+      advice = `No change sends it: ${local.no_change_cures}. Discard it, saying why.`;
+      buttons = [discard];
+    } else if (local.waits_for) {
+      said = "The server refused this fill for now: it is not sent again by itself.";
+      advice = `It waits for ${local.waits_for}; then send it again as it is.`;
+      buttons = [retry(true), discard];
+    } else {
+      said = "The server refused this fill: it is not sent again until you fix it.";
+      buttons = [fix, retry(false), discard];
+    }
+    return h("div", { class: "banner banner-bad", role: "alert", id: "refusal", dataset: { code: local.refused_code || "" } },
+      h("strong", {}, said),
       h("p", {}, local.refused || ""),
-      h("div", { class: "row" },
-        h("button", { type: "button", class: "btn primary big", id: "fix-btn", onclick: () => this.fix(fillId, local) }, "Fix it"),
-        h("button", { type: "button", class: "btn big", id: "retry-btn", onclick: () => this.retry(fillId) }, "Send again as it is"),
-        h("button", { type: "button", class: "btn big", id: "discard-btn", onclick: () => this.discard(fillId) }, "Discard…")));
+      advice ? h("p", { id: "refusal-advice" }, advice) : null,
+      h("div", { class: "row" }, buttons));
   }
 
   async resubmit(fillId) {
