@@ -44,16 +44,22 @@ class ApiError(Exception):
         return self.message
 
 
+def enrol_again(how: str) -> str:
+    """A refused device token in words, whatever was asked: what happened, and to enrol the computer
+    again `how` (each front end's way: a command, or the station's page)."""
+    return (
+        "The server refused this computer's device token (revoked, or from another server): enrol it "
+        f"again {how}."
+    )
+
+
 class TokenRefused(ApiError):
     """The server refused the device token (401): nothing gets through until the computer is enrolled
     again. What waits in the outbox stays there (`transient`), but trying again now cannot help."""
 
     CODE = "token_refused"
-    # What the technician reads, whatever was asked.
-    MESSAGE = (
-        "The server refused this computer's device token (revoked, or from another server): enrol it "
-        "again with `tp-site enroll --token-file ...`."
-    )
+    # What the technician reads at the command line, whatever was asked.
+    MESSAGE = enrol_again("with `tp-site enroll --token-file ...`")
 
     def __init__(self, message: str = MESSAGE) -> None:
         super().__init__(message, status=401, code=self.CODE, transient=True)

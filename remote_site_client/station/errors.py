@@ -8,13 +8,17 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from remote_site_client.api import ApiError
+from remote_site_client.api import ApiError, TokenRefused, enrol_again
 from remote_site_client.config import ConfigError
 from remote_site_client.outbox import NotFixable
 from remote_site_client.station.captures import CaptureRefused
 from remote_site_client.station.routes import Handler
 
 log = logging.getLogger(__name__)
+
+# A refused device token, as the page says it: tp-site's words, with the page's way to enrol again. Not
+# the server "cannot be reached": the link is fine, and only a new token gets anything through.
+TOKEN_REFUSED = enrol_again("here, with a new device token from the administrator (Enrol again)")
 
 
 class StationError(Exception):
@@ -62,6 +66,8 @@ def middleware() -> Middleware:
             return _answer(409, "not_fixable", str(exc))
         except ConfigError as exc:
             return _answer(400, "config", str(exc))
+        except TokenRefused:
+            return _answer(502, TokenRefused.CODE, TOKEN_REFUSED)
         except ApiError as exc:
             if exc.transient:
                 return _answer(

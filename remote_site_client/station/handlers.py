@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from remote_site_client.api import ApiError, network_error
+from remote_site_client.api import ApiError, TokenRefused, network_error
 from remote_site_client.config import ConfigError, server_address
 from remote_site_client.outbox import Outbox
 from remote_site_client.station.captures import Capture, Captures
@@ -158,7 +158,11 @@ async def enroll(request: web.Request) -> web.Response:
     token = str(body.get("token") or "")
     if not token.strip():
         raise StationError(400, "no_token", "Paste the device token, or the line from the token file.")
-    user = await _station(request).enroll(server_url, token)
+    try:
+        user = await _station(request).enroll(server_url, token)
+    except TokenRefused as exc:
+        # The token given here is the one refused: its message says to ask for a new one.
+        raise StationError(502, TokenRefused.CODE, exc.message) from None
     return web.json_response({"enrolled": True, "display_name": user.get("display_name")})
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_site_client import config as site_config
-from remote_site_client.api import ApiError, SiteApi
+from remote_site_client.api import ApiError, SiteApi, TokenRefused
 from remote_site_client.config import ConfigError, SiteConfig
 from remote_site_client.delivery import wake_on_other_writers
 from remote_site_client.live import Decisions, listen
@@ -27,6 +27,7 @@ from remote_site_client.progress import FileProgress
 from remote_site_client.recordings import RecordingSender
 from remote_site_client.sender import Attempt, Sender
 from remote_site_client.station.captures import Captures
+from remote_site_client.station.errors import TOKEN_REFUSED
 from remote_site_client.station.hub import PageHub
 from server.evidence.kinds import DEFAULT_REQUIRED_MEDIA
 
@@ -37,6 +38,8 @@ ServerEventListener = Callable[[dict[str, Any]], Awaitable[None]]
 PROGRESS_EVERY = 0.2
 
 NOT_ENROLLED, CONNECTING, UP, DOWN = "not_enrolled", "connecting", "up", "down"
+# The server answers but refuses the device token: nothing goes until the station is enrolled again.
+REFUSED = TokenRefused.CODE
 
 
 @dataclass
@@ -267,7 +270,9 @@ class Station:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _disconnected(self, why: str) -> None:
-        self.uplink, self.uplink_why = DOWN, why
+        # The live connection says a refused token in tp-site's words; the page says it in its own.
+        refused = why == TokenRefused.MESSAGE
+        self.uplink, self.uplink_why = (REFUSED, TOKEN_REFUSED) if refused else (DOWN, why)
         self.hub.post(self.status())
 
     def wake(self) -> None:
@@ -285,6 +290,8 @@ class Station:
 
     async def attempted(self, result: Attempt) -> None:
         self.progress.pop(result.fill_id, None)
+        if result.token_refused:  # the sender may hear it before the live connection does
+            self.uplink, self.uplink_why = REFUSED, TOKEN_REFUSED
         await self.hub.broadcast(
             {"type": "outbox", "fill_id": result.fill_id, "state": result.state, "error": result.error}
         )

@@ -37,6 +37,8 @@ export const station = {
   },
   show,
   state: null,
+  /** The station's last status: enrolled, uplink ("up", "down", "token_refused", ...), why, waiting. */
+  status: null,
 };
 
 const capture = new Capture(station, prescriptionActions);
@@ -55,6 +57,7 @@ function show(view) {
 }
 
 function setStatus(status) {
+  station.status = status;
   const state = !status.enrolled ? "not_enrolled" : status.uplink;
   const uplink = $("#uplink");
   uplink.dataset.state = state;
@@ -63,14 +66,31 @@ function setStatus(status) {
     down: "Offline",
     connecting: "Connecting…",
     not_enrolled: "Not connected",
+    token_refused: "Token refused",
   }[state] || state;
   const banner = $("#offline-banner");
   banner.hidden = !(status.enrolled && status.uplink === "down");
   const n = status.waiting || 0;
+  const fills = `${n} saved fill${n === 1 ? "" : "s"} wait${n === 1 ? "s" : ""} here`;
   $("#offline-text").textContent = n
-    ? `${n} saved fill${n === 1 ? "" : "s"} wait${n === 1 ? "s" : ""} here and will be sent when the connection returns. You can keep working.`
+    ? `${fills} and will be sent when the connection returns. You can keep working.`
     : "You can keep working: saved fills wait here and are sent when the connection returns.";
   banner.dataset.waiting = String(n);
+  // The server answers but refuses this station's device token: not a network problem, and only
+  // enrolling again (the station's words, in `why`) gets anything through.
+  const refused = status.enrolled && status.uplink === "token_refused";
+  $("#token-banner").hidden = !refused;
+  $("#token-text").textContent = refused ? status.why : "";
+  $("#token-waiting").textContent = n ? `${fills} and will be sent once this station is enrolled again. You can keep working.` : "";
+}
+
+function enrolAgain() {
+  $("#enrol-server").value = station.state?.server_url || "";
+  $("#enrol-token").value = "";
+  $("#enrol-error").hidden = true;
+  $("#enrol-cancel").hidden = false;
+  show("enrol");
+  $("#enrol-token").focus();
 }
 
 feed.addEventListener("message", (e) => {
@@ -112,6 +132,7 @@ async function boot() {
   station.state = state;
   if (!state.enrolled) {
     setStatus(state);
+    $("#enrol-cancel").hidden = true;
     show("enrol");
     $("#enrol-server").focus();
     return;
@@ -140,6 +161,9 @@ $("#pair-form").addEventListener("submit", async (e) => {
     error.hidden = false;
   }
 });
+
+$("#enrol-again").addEventListener("click", enrolAgain);
+$("#enrol-cancel").addEventListener("click", () => show("capture"));
 
 $("#enrol-form").addEventListener("submit", async (e) => {
   e.preventDefault();

@@ -37,6 +37,10 @@ export class WorkList {
     this.render();
   }
 
+  tokenRefused() {
+    return this.station.status?.uplink === "token_refused";
+  }
+
   visible() {
     return !$("#worklist-view").hidden;
   }
@@ -46,6 +50,9 @@ export class WorkList {
       const body = await api("GET", "/api/fills");
       this.items = body.fills;
       $("#worklist-offline").hidden = body.online;
+      $("#worklist-offline").textContent = this.tokenRefused()
+        ? "The server refuses this station's device token (see above): showing what this station knows."
+        : "Offline: showing what this station knows.";
     } catch (err) {
       toast(err.message, "error");
     }
@@ -123,7 +130,8 @@ export class WorkList {
     const parts = [h("p", { class: "fill-patient" }, rx.patient_name || "")];
     if (local && local.state === "failed") parts.push(this.refusedPanel(fillId, local));
     else if (local && local.state !== "queued" && local.state !== "discarded") {
-      parts.push(h("div", { class: "banner banner-info", role: "status" }, "Waiting to send: it goes as soon as the connection allows."),
+      const when = this.tokenRefused() ? "once this station is enrolled again" : "as soon as the connection allows";
+      parts.push(h("div", { class: "banner banner-info", role: "status", id: "waiting-to-send" }, `Waiting to send: it goes ${when}.`),
         h("button", { type: "button", class: "btn", id: "discard-btn", onclick: () => this.discard(fillId) }, "Discard…"));
     }
     if (s) parts.push(this.serverPanel(fillId, s));

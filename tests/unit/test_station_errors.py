@@ -1,0 +1,41 @@
+"""What the station's page reads when the server did not take a request: a refused device token is
+said as such, with what to do, and not as a server that cannot be reached."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from remote_site_client.api import ApiError, TokenRefused, Unreachable
+from remote_site_client.station import errors
+
+AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
+
+
+async def _answer_to(aiohttp_client: AiohttpClient, refusal: ApiError) -> tuple[int, dict[str, Any]]:
+    async def handler(request: web.Request) -> web.Response:
+        raise refusal
+
+    app = web.Application(middlewares=[errors.middleware()])
+    app.router.add_post("/api/fills/x/hand-out", handler)
+    client = await aiohttp_client(app)
+    resp = await client.post("/api/fills/x/hand-out")
+    return resp.status, await resp.json()
+
+
+async def test_a_refused_token_says_to_enrol_again_not_that_the_server_cannot_be_reached(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    status, body = await _answer_to(aiohttp_client, TokenRefused())
+    assert (status, body["error"]) == (502, "token_refused")
+    assert body["message"] == (
+        "The server refused this computer's device token (revoked, or from another server): enrol it "
+        "again here, with a new device token from the administrator (Enrol again)."
+    )
+
+    status, body = await _answer_to(aiohttp_client, Unreachable("connection refused"))
+    assert (status, body["error"]) == (503, "offline")
+    assert body["message"].startswith("The server cannot be reached right now (connection refused).")
