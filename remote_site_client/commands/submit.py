@@ -45,6 +45,10 @@ PHOTO_OPTIONS = (
     ("bottle_label", "--bottle-label"),
     ("final_package", "--final-package"),
 )
+# A fill's priorities, as the server takes them (server.fills.rules), in its queue's order. A fill sent
+# without one is DEFAULT_PRIORITY, but a resubmission keeps the priority of the fill it replaces.
+PRIORITIES = ("waiting", "routine", "delivery")
+DEFAULT_PRIORITY = "routine"
 
 
 def _files(args: argparse.Namespace, *, resubmitting: bool = False) -> list[tuple[str, Path]]:
@@ -323,8 +327,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--count", type=counted, help="the counted quantity")
     p.add_argument(
         "--priority",
-        choices=["waiting", "routine", "delivery"],
-        help="routine when not given; a resubmission keeps the rejected fill's",
+        choices=PRIORITIES,
+        help=f"{DEFAULT_PRIORITY} when not given; a resubmission keeps the rejected fill's",
     )
     p.add_argument("--override", metavar="REASON", help="send although a check failed; the reason is audited")
     p.add_argument(

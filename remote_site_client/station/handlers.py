@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from remote_site_client.api import ApiError, TokenRefused, network_error
+from remote_site_client.commands.submit import DEFAULT_PRIORITY, PRIORITIES
 from remote_site_client.config import ConfigError, server_address
 from remote_site_client.outbox import Outbox
 from remote_site_client.station.captures import Capture, Captures
@@ -123,7 +124,7 @@ async def static(request: web.Request) -> web.FileResponse:
 
 
 async def state(request: web.Request) -> web.Response:
-    """What the page needs to start: enrolled or not, who, the views required, the uplink."""
+    """What the page needs to start: enrolled or not, who, the views required, the priorities, the uplink."""
     station = _station(request)
     return web.json_response(
         {
@@ -134,6 +135,8 @@ async def state(request: web.Request) -> web.Response:
             "required_views": station.required_views,
             "view_names": KIND_NAMES,
             "optional_views": ["count_video"],
+            "priorities": PRIORITIES,
+            "default_priority": DEFAULT_PRIORITY,
             "features": ["calls"] if importlib.util.find_spec("remote_site_client.station.calls") else [],
         }
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_site_client.commands.outbox import fix_needs_new_id
-from remote_site_client.commands.submit import rejected_fill
+from remote_site_client.commands.submit import PRIORITIES, rejected_fill
 from remote_site_client.outbox import FAILED, Outbox, short_id
 from remote_site_client.station.captures import Capture, Captures, check_capture
 from remote_site_client.station.errors import Question, StationError, not_enrolled
@@ -22,7 +22,6 @@ from remote_site_client.station.worklist import views_to_retake
 from server.evidence.counts import read_count
 from server.evidence.kinds import KIND_NAMES, MEDIA_KINDS
 
-PRIORITIES = ("waiting", "routine", "delivery")
 MAX_REASON = 500
 
 
@@ -130,16 +129,18 @@ def save_fill(station: Station, captures: Captures, payload: dict[str, Any]) -> 
             400, "missing_views", f"Take the {_names(missing)} before saving.", {"missing": missing}
         )
     _refuse_problems(found)
-    priority = str(payload.get("priority") or "routine")
-    if priority not in PRIORITIES:
+    # None chosen, none sent: the server's default, which for a resubmission is the rejected fill's.
+    priority = payload.get("priority") or None
+    if priority is not None and priority not in PRIORITIES:
         raise StationError(400, "bad_priority", f"Priority is one of {', '.join(PRIORITIES)}.")
     bottle = next((c for c in found if c.kind == "stock_bottle"), None)
     body: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "prescription_id": prescription_id,
-        "priority": priority,
         "barcodes": (bottle.barcodes if bottle else [])[:10],
     }
+    if priority is not None:
+        body["priority"] = priority
     count = _count(payload.get("counted_quantity"))
     if count is None:
         raise _no_count()

@@ -1,5 +1,6 @@
 """Decisions as they land: a rejection opens with its reasons, note and the views to retake; the
-resubmission keeps every photo not asked for and links to the rejected fill."""
+resubmission keeps every photo not asked for, and the priority the technician gave the rejected fill,
+and links to it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from playwright.async_api import Browser, Page, expect
 
+from server.fills.rules import PRIORITIES
 from tests.site_client.world import Pharmacist, ServerProcess, site_api
 from tests.station.world import (
     StationProcess,
@@ -30,12 +32,15 @@ async def queued(server: ServerProcess, token: str, fill_id: str) -> dict[str, A
             await asyncio.sleep(0.1)
 
 
-async def capture_and_save(page: Page, rx_number: str, photo_dir: Path) -> str:
+async def capture_and_save(page: Page, rx_number: str, photo_dir: Path, *, priority: str = "") -> str:
+    """A fill taken and saved at the counter; `priority` as the page words it, else none chosen."""
     await pick(page, rx_number)
     await camera_photo(page, "stock_bottle")
     await file_photo(page, "pills", photo_dir / "pills.jpg")
     await file_photo(page, "vial_label", photo_dir / "vial_label.jpg")
     await page.fill("#count", "58")  # the prescription is for 60: the rejection below says so
+    if priority:
+        await page.select_option("#priority", label=priority)
     return await save_fill(page, count_differs=True)
 
 
@@ -47,8 +52,16 @@ async def test_a_rejection_is_retaken_for_one_view_and_resubmitted_with_the_othe
     page = sp.page
     await page.click("#notify-button")
     await expect(page.locator("#notify-button")).to_be_hidden()
-    first_id = await capture_and_save(page, "300001", photo_dir)
+    await pick(page, "300001")
+    # None chosen, the server's default holds: routine. What `tp-site submit --priority` takes is offered.
+    priority = page.locator("#priority")
+    await expect(priority.locator("option:checked")).to_have_text("Routine")
+    offered = await priority.locator("option").evaluate_all("(options) => options.map((o) => o.value)")
+    assert offered == ["", "waiting", "delivery"] and set(PRIORITIES) == {"routine", *offered[1:]}
+    await page.click("#rx-change")
+    first_id = await capture_and_save(page, "300001", photo_dir, priority="Patient waiting")
     first = await queued(server, token, first_id)
+    assert first["priority"] == "waiting"
     async with Pharmacist(server.url) as rph:
         await rph.decide(first_id, "reject", ["wrong_quantity"], "Count again: I see 58, the Rx says 60.")
 
@@ -73,6 +86,7 @@ async def test_a_rejection_is_retaken_for_one_view_and_resubmitted_with_the_othe
     await expect(steps.locator('[data-kind="stock_bottle"]')).to_have_attribute("data-state", "kept")
     await expect(steps.locator('[data-kind="vial_label"]')).to_have_attribute("data-state", "kept")
     await expect(page.locator("#count")).to_have_value("58")
+    await expect(priority.locator("option:checked")).to_have_text("As the rejected fill")
     await page.click("#save-btn")
     await expect(page.locator("#missing-views")).to_contain_text("take the pills photo first")
     await file_photo(page, "pills", photo_dir / "pills.jpg")
@@ -81,6 +95,7 @@ async def test_a_rejection_is_retaken_for_one_view_and_resubmitted_with_the_othe
 
     second = await queued(server, token, second_id)
     assert second["previous_fill_id"] == first_id
+    assert second["priority"] == "waiting"  # the patient still waits: kept, not made routine
     assert second["counted_quantity"] == 60
     sha = {m["kind"]: m["sha256"] for m in first["media"]}
     again = {m["kind"]: m["sha256"] for m in second["media"]}

@@ -3,7 +3,7 @@
 
 import { api, upload, withToken, StationError } from "./api.js";
 import { $, h, fill, toast } from "./dom.js";
-import { bytes, product, shortId } from "./format.js";
+import { PRIORITY_WORDS, bytes, product, shortId } from "./format.js";
 
 const PHOTO_TYPES = ["image/jpeg", "image/png", "image/webp"];
 const VIDEO_TYPES = ["video/mp4", "video/webm"];
@@ -34,6 +34,8 @@ export class Capture {
     this.siteOptional = ["count_video"];
     this.names = {};
     this.optional = this.siteOptional;
+    this.priorities = ["waiting", "routine", "delivery"];
+    this.defaultPriority = "routine";
     this.views = [];
     this.index = 0;
     this.captures = new Map(); // kind -> {id, ok, problems, notes, url, kept, video}
@@ -52,6 +54,8 @@ export class Capture {
     this.names = state.view_names;
     this.siteOptional = state.optional_views;
     this.optional = state.optional_views.filter((k) => !this.required.includes(k));
+    this.priorities = state.priorities;
+    this.defaultPriority = state.default_priority;
   }
 
   wire() {
@@ -204,6 +208,7 @@ export class Capture {
     $("#capture-steps").hidden = false;
     $("#count").value = "";
     this.countSaid("");
+    this.renderPriority();
     $("#missing-views").hidden = true;
     fill($("#rx-details"),
       h("dt", {}, "Rx"), h("dd", { id: "rx-number" }, rx.rx_number),
@@ -239,6 +244,19 @@ export class Capture {
     }
     banner.hidden = this.mode.kind === "new";
     $("#save-btn").firstChild.textContent = this.mode.kind === "fix" ? "Save the fix " : "Save ";
+  }
+
+  /** The priority field: left as it is, none is sent and the server's default holds (for a
+   * resubmission, the rejected fill's priority); a fix keeps the refused fill's, so it has none. */
+  renderPriority() {
+    const resubmit = this.mode.kind === "resubmit";
+    const given = resubmit ? this.priorities : this.priorities.filter((p) => p !== this.defaultPriority);
+    const unchosen = resubmit ? "As the rejected fill" : PRIORITY_WORDS[this.defaultPriority] || this.defaultPriority;
+    fill($("#priority"),
+      h("option", { value: "" }, unchosen),
+      given.map((p) => h("option", { value: p }, PRIORITY_WORDS[p] || p)));
+    $("#priority").value = "";
+    $("#priority-field").hidden = this.mode.kind === "fix";
   }
 
   reset() {
@@ -556,6 +574,7 @@ export class Capture {
         result = await api("POST", "/api/fills", {
           prescription_id: this.rx.id, captures: ids, counted_quantity: count, count_confirmed: countConfirmed,
           previous_fill_id: this.mode.kind === "resubmit" ? this.mode.fillId : null,
+          priority: $("#priority").value || null,
         });
       }
       if (result.question === "count_differs") {

@@ -11,6 +11,9 @@ export const STATE_WORDS = {
   discarded: "Discarded",
 };
 
+// A fill's priority (what `tp-site submit --priority` takes), as the pharmacist's queue names it.
+export const PRIORITY_WORDS = { waiting: "Patient waiting", routine: "Routine", delivery: "Delivery" };
+
 // Where an approved fill's counselling stands, in the technician's words.
 export const COUNSELLING_WORDS = {
   due: "counselling due",
