@@ -165,6 +165,12 @@ class SiteApi:
             await self._session.close()
             self._session = None
 
+    async def use_token(self, token: str) -> None:
+        """Goes on with another device token (the computer was enrolled again): the requests and live
+        connections made from now on carry it."""
+        self.config = self.config.with_(token=token)
+        await self.close()
+
     def url(self, path: str) -> str:
         """An absolute URL for an API path ("/fills") or a server path ("/api/v1/uploads/x")."""
         if path.startswith(("http://", "https://")):

@@ -35,6 +35,8 @@ DECIDED_STATES = ("approved", "rejected")
 # The fills sent from here that a reload asks the server about (those still waiting for a decision).
 RELOAD_FILLS = 500
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
+# Why the link was dropped when the server refused the old device token and the new enrolment's is used.
+ENROLLED_AGAIN = "the old device token was refused; going on with the one of the new enrolment"
 
 
 @dataclass(frozen=True)
@@ -215,10 +217,12 @@ async def listen(
     base_delay: float = 0.5,
     max_delay: float = 30.0,
     give_up_on_refused_token: bool = False,
+    enrolled_token: Callable[[], str] | None = None,
 ) -> None:
     """Runs until cancelled: connect, catch up from the cursor, handle live events, reconnect. With
     `give_up_on_refused_token` a refused device token raises TokenRefused instead: reconnecting with
-    it cannot help."""
+    it cannot help. Unless `enrolled_token` (the token the site's configuration holds now) gives
+    another one: the computer was enrolled again meanwhile, and it goes on with the new token."""
     failures = 0
     while True:
         cursor = outbox.cursor(cursor_name)
@@ -247,8 +251,13 @@ async def listen(
             why = "the server closed the connection"
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException, ApiError, ValueError) as exc:
             if give_up_on_refused_token and _token_refused(exc):
-                raise TokenRefused() from exc
-            why = _why_lost(exc)
+                renewed = enrolled_token() if enrolled_token else None
+                if renewed is None or renewed == api.config.token:
+                    raise TokenRefused() from exc
+                await api.use_token(renewed)
+                why = ENROLLED_AGAIN
+            else:
+                why = _why_lost(exc)
         failures += 1
         if on_disconnect:
             on_disconnect(why)

@@ -83,6 +83,8 @@ async def _watch(cfg: SiteConfig, outbox: Outbox, args: argparse.Namespace) -> i
                 on_connect=link.connected,
                 on_disconnect=link.lost,
                 give_up_on_refused_token=True,
+                # Enrolled again while watching (`tp-site enroll`): the new token is in the settings file.
+                enrolled_token=lambda: load_config(args).token,
             )
         )
         await until_stopped(done, task)

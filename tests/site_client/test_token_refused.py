@@ -4,14 +4,15 @@ what it holds until the computer is enrolled again, then sends it."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
 from remote_site_client.outbox import OPEN_STATES, Outbox
-from tests.site_client.test_end_to_end import FILL_ID, enter_rx, fill_detail, photos
+from tests.site_client.test_end_to_end import FILL_ID, enter_rx, fill_detail, photos, wait_for_line
 from tests.site_client.test_rx_import import EXPORT
-from tests.site_client.world import ROOT, TECH, ServerProcess, make_site
+from tests.site_client.world import ROOT, TECH, Pharmacist, ServerProcess, make_site
 
 REFUSED = (
     "The server refused this computer's device token (revoked, or from another server): enrol it again "
@@ -33,9 +34,11 @@ def admin(data_dir: Path, *args: str) -> str:
     return done.stdout
 
 
-async def revoke_the_sites_token(server: ServerProcess) -> None:
+async def revoke_the_sites_token(server: ServerProcess, label: str = "ND-1 counter") -> None:
+    """Revokes the technician's device token of that label, as the operator does with the server down."""
     await server.stop()
-    (token_id,) = [line.split()[0] for line in admin(server.data_dir, "tokens").splitlines() if TECH in line]
+    tokens = admin(server.data_dir, "tokens").splitlines()
+    (token_id,) = [line.split()[0] for line in tokens if TECH in line and line.endswith(f" {label}")]
     assert f"token {token_id} revoked" in admin(server.data_dir, "revoke-token", "--token-id", token_id)
     await server.start()
 
@@ -122,3 +125,68 @@ async def test_enrolling_with_a_refused_token_says_to_ask_for_a_new_one(
     code, out, err = await site.run("enroll", "--server", server.url, "--token-file", str(token_file))
     assert code == 4, out + err
     assert "refused this device token (revoked, or from another server): ask the administrator" in err
+
+
+async def lines_until(stream: asyncio.StreamReader, text: str, timeout: float = 90) -> list[str]:
+    """The lines read up to the first that holds `text`, that one included (a client retries at most
+    30 s apart: a server down for a while is seen back that late)."""
+    lines: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not lines or text not in lines[-1]:
+            line = (await stream.readline()).decode()
+            if not line:
+                raise AssertionError(f"stream ended before {text!r}: {lines}")
+            lines.append(line.rstrip("\n"))
+    return lines
+
+
+async def test_a_running_watch_goes_on_with_the_token_of_a_new_enrolment_and_stops_without_one(
+    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    await enter_rx(server.url, token, "100234")
+    site = make_site(tmp_path, server.url, token)
+    watch = await site.start("watch", "--exit-after", "1")
+    try:
+        assert watch.stdout is not None and watch.stderr is not None
+        await wait_for_line(watch.stderr, "Connected")
+        # The computer is enrolled again with a new token while watch runs; then the old one is revoked.
+        token_file = tmp_path / "token.txt"
+        new_token = admin(server.data_dir, "token", "--username", TECH, "--label", "ND-1 counter 2")
+        token_file.write_text(new_token)
+        code, out, err = await site.run("enroll", "--server", server.url, "--token-file", str(token_file))
+        assert code == 0, out + err
+        await revoke_the_sites_token(server)
+        told = await lines_until(watch.stderr, "Connected")
+        assert (
+            "Link lost (the old device token was refused; going on with the one of the new enrolment); "
+            "reconnecting..." in told
+        ), told
+        assert REFUSED not in "".join(told), told
+
+        code, out, err = await site.run("submit", "--rx", "100234", *photos(photo_dir), "--count", "60")
+        assert code == 0, out + err
+        fill_id = FILL_ID.search(out).group(1)  # type: ignore[union-attr]
+        async with Pharmacist(server.url) as rph:
+            await rph.decide(fill_id, "reject", ["wrong_strength"], "The vial label says 850 mg.")
+        shown, _ = await asyncio.wait_for(watch.communicate(), 30)
+    finally:
+        if watch.returncode is None:
+            watch.kill()
+            await watch.wait()
+    assert watch.returncode == 0
+    assert f"REJECTED  Rx 100234  Metformin HCl 500 mg  (fill {fill_id[:8]})" in shown.decode()
+
+    # Its token revoked with no new enrolment: one line says so, and watch stops rather than retrying.
+    watch = await site.start("watch")
+    try:
+        assert watch.stderr is not None
+        await wait_for_line(watch.stderr, "Connected")
+        await revoke_the_sites_token(server, "ND-1 counter 2")
+        _, told_bytes = await asyncio.wait_for(watch.communicate(), 90)
+    finally:
+        if watch.returncode is None:
+            watch.kill()
+            await watch.wait()
+    assert watch.returncode == 4
+    assert told_bytes.decode().splitlines()[-1] == f"error: {REFUSED}", told_bytes.decode()
+    assert told_bytes.decode().count(REFUSED) == 1
