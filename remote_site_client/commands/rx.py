@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from remote_site_client.commands.common import (
     EXIT_PENDING,
     EXIT_REFUSED,
     EXIT_USAGE,
+    UsageError,
     load_config,
     no_answer,
     number,
@@ -26,8 +28,10 @@ from remote_site_client.commands.common import (
 from remote_site_client.config import SiteConfig
 from remote_site_client.originals import OriginalSender
 from remote_site_client.outbox import DELIVERED, FAILED, Outbox
+from remote_site_client.progress import human_bytes
+from server.evidence.media import MAX_PHOTO_BYTES
 
-# What the server takes as a prescription's original, by the file's first bytes.
+# What the server takes as a prescription's original, by the file's first bytes (up to MAX_PHOTO_BYTES).
 ORIGINAL_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"%PDF-")
 # How the state of a prescription's data-entry verification reads in a list.
 STATE_LABELS = {
@@ -70,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     with Outbox(cfg.data_dir) as outbox:
         if args.rx_command == "create":
-            original = _original_file(args.original) if args.original else None
+            original = (
+                _original_file(args.original, "The prescription was not entered.") if args.original else None
+            )
             body: dict[str, Any] = {name: getattr(args, name) for name in RX_FIELDS}
             body["dea_schedule"] = args.dea_schedule
             body["fill_type"] = args.fill_type
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 return EXIT_OK
             return asyncio.run(_send_original(cfg, outbox, int(rx["id"]), original, args.wait))
         if args.rx_command == "original":
-            original = _original_file(args.file)
+            original = _original_file(args.file, "Nothing was stored.")
             rx = asyncio.run(_find(cfg, args.rx_number))
             return asyncio.run(_send_original(cfg, outbox, int(rx["id"]), original, args.wait))
         if args.rx_command == "show":
@@ -131,16 +137,32 @@ def _waits(rx: dict[str, Any]) -> bool:
     return rx.get("verification_state") in ("awaiting_verification", "in_review")
 
 
-def _original_file(name: str) -> Path:
-    """The original's file, checked here before it is kept: a photo or scan, a fax's TIFF or a PDF."""
+def _original_file(name: str, untouched: str) -> Path:
+    """The original's file, checked here before anything is entered or kept: a photo or scan, a fax's
+    TIFF or a PDF, no larger than the server takes. What is wrong with it is for the technician to put
+    right (a UsageError naming the file); `untouched` says what was left as it was."""
     path = Path(name)
+    if path.is_dir():
+        raise UsageError(f"The original {name} is a folder: give the scan or photo itself. {untouched}")
     try:
         with path.open("rb") as f:
-            head = f.read(8)
+            head, size = f.read(8), os.fstat(f.fileno()).st_size
+    except FileNotFoundError as exc:
+        raise UsageError(
+            f"The original {name} does not exist: check the file's name and folder. {untouched}"
+        ) from exc
     except OSError as exc:
-        raise ApiError(f"The original {name} cannot be read: {exc.strerror}.") from exc
+        raise UsageError(f"The original {name} cannot be read ({exc.strerror}). {untouched}") from exc
     if not head.startswith(ORIGINAL_MAGIC):
-        raise ApiError(f"{name} is not a JPEG, PNG, TIFF or PDF; scan or photograph the original again.")
+        raise UsageError(
+            f"The original {name} is not a JPEG, PNG, TIFF or PDF: scan or photograph the paper "
+            f"prescription again. {untouched}"
+        )
+    if size > MAX_PHOTO_BYTES:
+        raise UsageError(
+            f"The original {name} is {human_bytes(size)}, more than the {human_bytes(MAX_PHOTO_BYTES)} "
+            f"the server takes: scan it again at a lower resolution. {untouched}"
+        )
     return path
 
 
@@ -160,7 +182,7 @@ async def _find(cfg: SiteConfig, rx_number: str) -> dict[str, Any]:
         for rx in await api.prescriptions():
             if rx["rx_number"] == rx_number:
                 return rx
-    raise ApiError(f"No prescription Rx {rx_number} at this site.")
+    raise UsageError(f"No prescription Rx {rx_number} at this site: enter it with `tp-site rx create`.")
 
 
 async def _show(cfg: SiteConfig, rx_number: str) -> int:

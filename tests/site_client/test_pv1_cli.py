@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from remote_site_client.outbox import Outbox
 from tests.site_client.world import Pharmacist, ServerProcess, free_port, make_site
 
 
@@ -115,3 +116,46 @@ async def test_a_returned_paper_prescription_is_seen_live_corrected_and_verified
     assert "REFUSED" in out and "Correct the prescription first" in out
     code, out, err = await site.run("outbox")
     assert "original of prescription" in out and "(again.tif)" in out and "REFUSED" in out, out + err
+
+
+async def test_an_original_given_wrong_is_named_with_what_to_do_and_nothing_is_kept(
+    pv1_server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    """A missing, wrong or too large file for the original exited 3, which says the original waits in
+    the outbox for `tp-site sync`: it is a mistake in what was given (2), and nothing is kept."""
+    site = make_site(tmp_path, pv1_server.url, token)
+    missing = tmp_path / "fax.tiff"
+    code, out, err = await site.run("rx", "create", *RX, "--original", str(missing))
+    assert code == 2, out + err
+    assert err.splitlines() == [
+        f"error: The original {missing} does not exist: check the file's name and folder. "
+        "The prescription was not entered."
+    ]
+    code, out, err = await site.run("rx", "list")
+    assert code == 0 and out.strip() == "No prescriptions yet.", out + err
+
+    code, out, err = await site.run("rx", "create", *RX)
+    assert code == 0, out + err
+    note, folder, huge = tmp_path / "note.txt", tmp_path / "scans", tmp_path / "huge.pdf"
+    note.write_text("Metformin 500 mg #60\n")
+    folder.mkdir()
+    with huge.open("wb") as f:  # a PDF's first bytes, then 31 MB (sparse: nothing is written)
+        f.write(b"%PDF-1.7\n")
+        f.truncate(31 * 1024 * 1024)
+    for given, says in (
+        (missing, "does not exist: check the file's name and folder."),
+        (note, "is not a JPEG, PNG, TIFF or PDF: scan or photograph the paper prescription again."),
+        (folder, "is a folder: give the scan or photo itself."),
+        (huge, "is 31.0 MB, more than the 30.0 MB the server takes: scan it again at a lower resolution."),
+    ):
+        code, out, err = await site.run("rx", "original", "100234", str(given))
+        assert code == 2, (given, out, err)
+        assert err.splitlines() == [f"error: The original {given} {says} Nothing was stored."], err
+    for command in (["original", "100243", str(fax(tmp_path / "fax.tif", 1))], ["show", "100243"]):
+        code, out, err = await site.run("rx", *command)
+        assert code == 2, (command, out, err)
+        assert err.splitlines() == [
+            "error: No prescription Rx 100243 at this site: enter it with `tp-site rx create`."
+        ]
+    with Outbox(site.config.data_dir) as outbox:
+        assert outbox.originals(None) == []
