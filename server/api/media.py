@@ -14,6 +14,7 @@ from server.api.params import PATH_PARAMS, Query, accepts, path_param, query_par
 from server.api.table import principal_of
 from server.data_entry.service import RX_IMAGE
 from server.errors import DomainError, InvalidInput
+from server.evidence.media import too_large
 from server.fills.rules import MEDIA_KINDS, VIDEO_KINDS
 from server.inputs import ID, Text, parse_field
 from server.media.errors import MediaRejected
@@ -132,7 +133,7 @@ async def authorize_upload(request: web.Request, metadata: dict[str, str], lengt
             raise InvalidInput(f"Upload-Metadata 'kind' must be one of {', '.join(MEDIA_KINDS)}.")
         limit = svc.config.max_video_bytes if kind in VIDEO_KINDS else svc.config.max_image_bytes
         if length > limit:
-            raise http_error(413, "too_large", f"A {kind} file may be at most {limit // (1024 * 1024)} MB.")
+            raise http_error(413, "too_large", too_large(kind, limit))
         fill_id = parse_field(PATH_PARAMS["fill_id"], metadata.get("fill_id", ""), "fill_id")
         await svc.fills.authorize_upload(principal_of(request), fill_id, kind)
     except MediaRejected as exc:

@@ -30,7 +30,7 @@ CONSULTATION_RECORDING = "consultation_recording"
 # queue a fill without them, and the site's station asks for them before saving.
 DEFAULT_REQUIRED_MEDIA = (MediaKind.STOCK_BOTTLE.value, MediaKind.PILLS.value, MediaKind.VIAL_LABEL.value)
 
-# How the site names each kind to the technician.
+# How the site and the server name each kind to the technician.
 KIND_NAMES: dict[str, str] = {
     MediaKind.STOCK_BOTTLE: "stock bottle photo",
     MediaKind.PILLS: "pills photo",

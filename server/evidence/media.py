@@ -11,12 +11,21 @@ before it keeps a file; the containers are those the server demuxes a count vide
 
 from __future__ import annotations
 
+from server.evidence.kinds import KIND_NAMES, VIDEO_KINDS
+
 MAX_PHOTO_BYTES = 30 * 1024 * 1024
 MAX_VIDEO_BYTES = 200 * 1024 * 1024
 
 # Pillow's Image.MAX_IMAGE_PIXELS (1 GiB of 24-bit pixels / 4): opening a larger photo warns of a
 # decompression bomb, and twice as large is refused outright.
 MAX_PHOTO_PIXELS = 89_478_485
+
+
+def too_large(kind: str, limit: int) -> str:
+    """Why a photo or video of `kind` larger than `limit` bytes is refused, as the technician reads it."""
+    retake = "record a shorter one" if kind in VIDEO_KINDS else "take it again at a lower resolution"
+    return f"The {KIND_NAMES.get(kind, kind)} may be at most {limit // (1024 * 1024)} MB; {retake}."
+
 
 _MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
 # ISO BMFF brands of still images (HEIC, AVIF): same box structure as MP4, but photos.
