@@ -13,7 +13,10 @@ def count_problem(count: float) -> str | None:
     """Why a technician's count cannot be sent, or None. Zero is refused too: a count is of something
     in the vial (the server takes 0, which no site tool sends)."""
     if not math.isfinite(count) or not 0 < count <= MAX_COUNT:
-        return f"The counted quantity must be more than 0 and at most {MAX_COUNT} (e.g. 60, or 2.5 for millilitres)."
+        return (
+            f"The counted quantity must be more than 0 and at most {MAX_COUNT} "
+            "(e.g. 60, or 2.5 for millilitres)."
+        )
     return None
 
 

@@ -79,7 +79,8 @@ async def test_submit_names_the_views_a_prescription_needs_before_storing_anythi
     assert code == 0 and "100901" not in out, out + err
     # A count no fill can carry is refused as it is typed, too.
     code, out, err = await site.run("submit", "--rx", "100901", *photos(photo_dir), "--count", "-60")
-    assert code == 2 and "--count: The counted quantity must be more than 0 and at most 100000 (e.g. 60, or 2.5 for millilitres)." in err, out + err
+    said = "The counted quantity must be more than 0 and at most 100000 (e.g. 60, or 2.5 for millilitres)."
+    assert code == 2 and f"--count: {said}" in err, out + err
     # And one mistyped, in the words the station's page uses for it.
     code, out, err = await site.run("submit", "--rx", "100901", *photos(photo_dir), "--count", "3O")
     said = "--count: The counted quantity must be a number, e.g. 60, not '3O'."
