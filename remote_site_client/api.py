@@ -244,6 +244,17 @@ class SiteApi:
         """The site's prescriptions, newest first (up to `at_most`)."""
         return await self.pages("/prescriptions", "prescriptions", at_most)
 
+    async def prescription_numbered(self, rx_number: str) -> dict[str, Any] | None:
+        """The site's prescription with this Rx number, however old, or None when there is none."""
+        try:
+            _, body = await self.call("GET", "/prescriptions?" + urlencode({"rx_number": rx_number}))
+        except ApiError as exc:
+            if exc.status == 400:  # no Rx number could be this (too long, say): there is none
+                return None
+            raise
+        found = body["prescriptions"]
+        return dict(found[0]) if found else None
+
     async def create_prescription(self, rx: Mapping[str, Any]) -> dict[str, Any]:
         _, body = await self.call("POST", "/prescriptions", dict(rx))
         return dict(body)

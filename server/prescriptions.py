@@ -598,13 +598,22 @@ class Prescriptions:
             return {int(pid): int(n) for pid, n in rows.all()}
 
     async def list_for(
-        self, actor: Principal, *, after: tuple[Any, ...] | None = None, limit: int = 200
+        self,
+        actor: Principal,
+        *,
+        rx_number: str | None = None,
+        after: tuple[Any, ...] | None = None,
+        limit: int = 200,
     ) -> Page[Prescription]:
-        """A page of the prescriptions the actor may list (a technician: their site's), newest first."""
+        """A page of the prescriptions the actor may list (a technician: their site's), newest first;
+        only those numbered `rx_number` when given (a site's one, however old: a refill's prescription
+        is rarely among the newest)."""
         async with self.db.read() as s:
             q = select(Prescription).order_by(*PRESCRIPTIONS_ORDER.order_by()).limit(limit + 1)
             if actor.role is Role.TECHNICIAN:
                 q = q.where(Prescription.site_id == actor.site_id)
+            if rx_number is not None:
+                q = q.where(Prescription.rx_number == rx_number)
             if after is not None:
                 q = q.where(PRESCRIPTIONS_ORDER.after(after))
             rows = list((await s.execute(q)).scalars())

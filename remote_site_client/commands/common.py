@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_site_client import config as site_config
-from remote_site_client.api import ApiError, Unreachable
+from remote_site_client.api import ApiError, SiteApi, Unreachable
 from remote_site_client.config import SiteConfig
 from remote_site_client.outbox import DISCARDED, FAILED, PENDING, QUEUED, Entry, Outbox
 from remote_site_client.recordings import RecordingAttempt
@@ -36,6 +36,17 @@ ONCE_ENROLLED = (
 
 class UsageError(Exception):
     """A mistake on the command line or in the site's setup; the message says what to do."""
+
+
+async def rx_numbered(api: SiteApi, outbox: Outbox | None, rx_number: str) -> dict[str, Any]:
+    """The site's prescription with this Rx number as the server has it now, however old (a refill's
+    prescription is rarely among the newest), kept in this computer's copy; else a UsageError."""
+    rx = await api.prescription_numbered(rx_number)
+    if rx is None:
+        raise UsageError(f"No prescription Rx {rx_number} at this site: enter it with `tp-site rx create`.")
+    if outbox is not None:
+        outbox.cache_prescriptions([rx])
+    return rx
 
 
 class OutputClosed(Exception):

@@ -32,6 +32,7 @@ from remote_site_client.commands.common import (
     load_config,
     not_a_file,
     out,
+    rx_numbered,
     wait_seconds,
     when,
     who,
@@ -200,14 +201,10 @@ def _photo(text: str) -> tuple[str, Path]:
 
 
 async def _prescription(cfg: SiteConfig, outbox: Outbox, rx_number: str) -> dict[str, Any]:
-    rx = outbox.cached_prescription(rx_number=rx_number)
-    if rx is None:
-        async with SiteApi(cfg) as api:
-            outbox.cache_prescriptions(await api.prescriptions())
-        rx = outbox.cached_prescription(rx_number=rx_number)
-    if rx is None:
-        raise UsageError(f"No prescription Rx {rx_number} at this site: enter it with `tp-site rx create`.")
-    return rx
+    if (rx := outbox.cached_prescription(rx_number=rx_number)) is not None:
+        return rx
+    async with SiteApi(cfg) as api:
+        return await rx_numbered(api, outbox, rx_number)
 
 
 def _check(cfg: SiteConfig, files: list[tuple[str, Path]], rx: dict[str, Any] | None) -> CheckReport:

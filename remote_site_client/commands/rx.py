@@ -22,6 +22,7 @@ from remote_site_client.commands.common import (
     no_answer,
     number,
     out,
+    rx_numbered,
     say,
     wait_seconds,
 )
@@ -179,10 +180,7 @@ async def _send_original(cfg: SiteConfig, outbox: Outbox, rx_id: int, path: Path
 
 async def _find(cfg: SiteConfig, rx_number: str) -> dict[str, Any]:
     async with SiteApi(cfg) as api:
-        for rx in await api.prescriptions():
-            if rx["rx_number"] == rx_number:
-                return rx
-    raise UsageError(f"No prescription Rx {rx_number} at this site: enter it with `tp-site rx create`.")
+        return await rx_numbered(api, None, rx_number)
 
 
 async def _show(cfg: SiteConfig, rx_number: str) -> int:

@@ -26,6 +26,7 @@ from remote_site_client.commands.common import (
     out,
     outbox_candidates,
     pick_fill,
+    rx_numbered,
     wait_seconds,
 )
 from remote_site_client.commands.outbox import how_to_fix
@@ -161,17 +162,17 @@ async def _find_rx(cfg: SiteConfig, outbox: Outbox, args: argparse.Namespace) ->
         return rx
     try:
         async with SiteApi(cfg) as api:
+            if args.rx is not None:
+                return await rx_numbered(api, outbox, args.rx)
             items = await api.prescriptions()
     except ApiError as exc:
         if not exc.transient or (isinstance(exc, TokenRefused) and rx_id is None):
             raise
         return None
     outbox.cache_prescriptions(items)
-    rx = outbox.cached_prescription(rx_id=rx_id, rx_number=args.rx)
+    rx = outbox.cached_prescription(rx_id=rx_id)
     if rx is None:
-        raise UsageError(
-            f"No prescription {args.rx or rx_id} at this site: enter it with `tp-site rx create`."
-        )
+        raise UsageError(f"No prescription {rx_id} at this site: enter it with `tp-site rx create`.")
     return rx
 
 

@@ -188,12 +188,17 @@ async def events(request: web.Request) -> web.WebSocketResponse:
 
 
 async def prescriptions(request: web.Request) -> web.Response:
-    """The site's prescriptions: from the server, else (offline) the copy kept here."""
+    """The site's prescriptions: from the server, else (offline) the copy kept here. With `rx_number`,
+    the one with that number is asked for too, however old (the list has the newest only), and kept."""
     station, outbox = _station(request), _outbox(request)
+    rx_number = request.query.get("rx_number", "").strip()
     online = False
     if station.api is not None:
         try:
             outbox.cache_prescriptions(await station.api.prescriptions())
+            if rx_number and outbox.cached_prescription(rx_number=rx_number) is None:
+                found = await station.api.prescription_numbered(rx_number)
+                outbox.cache_prescriptions([found] if found else [])
             online = True
         except ApiError as exc:
             if not exc.transient:

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from server.api.paging import paging
-from server.api.params import accepts, body_of, path_param
+from server.api.params import Query, accepts, body_of, path_param, query_param
 from server.api.responses import json_response
 from server.api.shapes import prescription_view, site_view, user_view
 from server.api.table import json_body, principal_of
@@ -16,7 +16,7 @@ from server.errors import InvalidInput
 from server.fills.rules import MEDIA_KINDS
 from server.inputs import ID, Body, Date, Field, Flag, ListOf, Nullable, OneOf, Text
 from server.keyset import MAX_LIMIT
-from server.prescriptions import PRESCRIPTION, PRESCRIPTIONS_ORDER
+from server.prescriptions import PRESCRIPTION, PRESCRIPTIONS_ORDER, TEXT_FIELDS
 from server.security.principal import PEOPLE, Role
 from server.services import services_of
 
@@ -68,6 +68,12 @@ NEW_LICENSE = Body(
     }
 )
 PRESCRIPTIONS_PAGE = paging(PRESCRIPTIONS_ORDER, 200)
+# As a prescription's Rx number is entered (server.prescriptions.TEXT_FIELDS): blanks around it dropped.
+RX_NUMBER_FILTER = Query(
+    "rx_number",
+    Text(TEXT_FIELDS["rx_number"], 1, strip=True),
+    "Only the prescription with this Rx number (at a technician's site: one at most)",
+)
 # The directory's lists were whole lists: a page holds as many as a page may by default.
 SITES_PAGE = paging(SITES_ORDER, MAX_LIMIT)
 USERS_PAGE = paging(USERS_ORDER, MAX_LIMIT)
@@ -97,11 +103,12 @@ async def create_prescription(request: web.Request) -> web.Response:
     )
 
 
-@accepts(query=PRESCRIPTIONS_PAGE.queries)
+@accepts(query=(RX_NUMBER_FILTER, *PRESCRIPTIONS_PAGE.queries))
 async def list_prescriptions(request: web.Request) -> web.Response:
     svc, actor = services_of(request), principal_of(request)
     after, limit = PRESCRIPTIONS_PAGE.read(request)
-    page = await svc.prescriptions.list_for(actor, after=after, limit=limit)
+    rx_number = query_param(request, RX_NUMBER_FILTER, None)
+    page = await svc.prescriptions.list_for(actor, rx_number=rx_number, after=after, limit=limit)
     prescriptions = page.rows
     svc.access_log.read(actor, "prescription", [rx.id for rx in prescriptions])
     used = await svc.prescriptions.fills_used([rx.id for rx in prescriptions])

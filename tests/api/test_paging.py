@@ -106,6 +106,23 @@ async def test_prescriptions_users_sites_and_tokens_page_by_key(world: World) ->
     assert [s["code"] for s in rows] == ["MN-1"] and cursor is None
 
 
+async def test_a_site_s_prescription_is_found_by_its_rx_number_however_old(world: World) -> None:
+    """A refill's prescription was entered weeks ago, far past the newest page: asked for by its Rx
+    number, it is found at its own site only, blanks around the number as entry drops them."""
+    tech, other = await world.device("tech_nd1"), await world.device("tech_mn1")
+    old = await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body("RXOLD-1"))
+    for i in range(3):
+        await tech.json("POST", "/api/v1/prescriptions", 201, json=rx_body(f"RXNEW{i}"))
+    newest = (await tech.json("GET", "/api/v1/prescriptions?limit=2"))["prescriptions"]
+    assert "RXOLD-1" not in [rx["rx_number"] for rx in newest]
+    found = await tech.json("GET", "/api/v1/prescriptions?rx_number=%20RXOLD-1%20&limit=2")
+    assert [rx["id"] for rx in found["prescriptions"]] == [old["id"]] and found["next"] is None
+    assert (await tech.json("GET", "/api/v1/prescriptions?rx_number=RXOLD"))["prescriptions"] == []
+    assert (await other.json("GET", "/api/v1/prescriptions?rx_number=RXOLD-1"))["prescriptions"] == []
+    refused = await tech.json("GET", "/api/v1/prescriptions?rx_number=" + "9" * 33, 400)
+    assert "rx_number" in refused["message"]
+
+
 def _cursor(*values: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
 

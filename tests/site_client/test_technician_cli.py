@@ -385,3 +385,26 @@ async def test_a_listing_read_by_head_stops_quietly(tmp_path: Path, command: lis
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert "Traceback" not in err.decode() and "Exception ignored" not in err.decode(), err.decode()
     assert proc.returncode == 128 + signal.SIGPIPE, err.decode()
+
+
+async def test_a_prescription_older_than_the_newest_two_hundred_is_found_by_its_rx_number(
+    server: ServerProcess, token: str, photo_dir: Path, tmp_path: Path
+) -> None:
+    """A refill's prescription was entered weeks ago: at a busy site it is far past the newest page of
+    prescriptions, and on a computer that never saw it `tp-site rx show` and `submit --rx` said it
+    did not exist."""
+    await enter_rx(server.url, token, "100234")
+    site = make_site(tmp_path, server.url, token)
+    gate = asyncio.Semaphore(8)
+
+    async def newer(n: int) -> None:
+        async with gate:
+            await enter_rx(server.url, token, f"2{n:05d}")
+
+    await asyncio.gather(*(newer(n) for n in range(201)))
+    code, out, err = await site.run("rx", "show", "100234")
+    assert code == 0 and "Rx 100234" in out, out + err
+    code, out, err = await site.run("submit", "--rx", "100234", *photos(photo_dir), "--count", "60")
+    assert code == 0 and "queued for verification" in out, out + err
+    code, out, err = await site.run("rx", "show", "100235")
+    assert code == 2 and "No prescription Rx 100235 at this site" in err, out + err

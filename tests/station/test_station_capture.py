@@ -3,6 +3,7 @@ and the pharmacist's decision shown as it lands."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -187,3 +188,21 @@ async def test_a_file_chosen_after_a_good_photo_goes_to_the_next_view_missing(
     await expect(page.locator("#stage")).to_have_attribute("data-kind", "vial_label")
     await expect(result).to_have_attribute("data-state", "ok")
     await expect(steps.locator("[data-state=ok]")).to_have_count(3)
+
+
+async def test_a_label_scanned_for_a_prescription_older_than_the_list_picks_it(
+    browser: Browser, server: ServerProcess, token: str, station: StationProcess
+) -> None:
+    """A refill's label: its prescription was entered weeks ago, past the newest the page lists."""
+    await create_prescription(server.url, token, "100234")
+    gate = asyncio.Semaphore(8)
+
+    async def newer(n: int) -> None:
+        async with gate:
+            await create_prescription(server.url, token, f"2{n:05d}")
+
+    await asyncio.gather(*(newer(n) for n in range(201)))
+    page = (await open_station(browser, station)).page
+    await pick(page, "100234")
+    await expect(page.locator("#rx-number")).to_have_text("100234")
+    await expect(page.locator("#capture-steps")).to_be_visible()

@@ -135,10 +135,12 @@ export class Capture {
 
   // -- prescriptions ---------------------------------------------------------------------------
 
-  loadPrescriptions() {
+  /** The site's newest prescriptions, and the one numbered `rxNumber` when given, however old. */
+  loadPrescriptions(rxNumber = "") {
     this.loading = (async () => {
       try {
-        const body = await api("GET", "/api/prescriptions");
+        const query = rxNumber ? `?rx_number=${encodeURIComponent(rxNumber)}` : "";
+        const body = await api("GET", `/api/prescriptions${query}`);
         this.prescriptions = body.prescriptions;
       } catch (err) {
         toast(err.message, "error");
@@ -167,7 +169,8 @@ export class Capture {
   }
 
   /** What a USB scanner typed (the label's barcode) or the technician typed, then Enter. A label not
-   * in the list yet (entered since) makes the list load again once. */
+   * in the list (entered since, or older than the newest the list holds) makes it load again once,
+   * asking for that Rx number too. */
   async pickByText(text, again = true) {
     const raw = text.trim();
     if (!raw) return;
@@ -183,7 +186,7 @@ export class Capture {
     if (found.length !== 1) found = this.matches(raw);
     if (found.length === 1) this.pick(found[0]);
     else if (!found.length && again) {
-      await this.loadPrescriptions();
+      await this.loadPrescriptions(raw);
       this.pickByText(raw, false);
     } else toast(found.length ? `${found.length} prescriptions match: pick one.` : `No prescription matches ${raw}.`, "warn");
   }
