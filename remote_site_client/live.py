@@ -31,6 +31,8 @@ from remote_site_client.outbox import QUEUED, Outbox, short_id
 log = logging.getLogger(__name__)
 
 CLOSE_LAGGING = 4000
+# The server withdrew the connection's rights (server/realtime/hub.py), its reason in the close frame.
+CLOSE_ACCESS_WITHDRAWN = 4401
 DECIDED_STATES = ("approved", "rejected")
 # The fills sent from here that a reload asks the server about (those still waiting for a decision).
 RELOAD_FILLS = 500
@@ -200,6 +202,9 @@ def _why_lost(exc: Exception) -> str:
         return TokenRefused.MESSAGE
     if isinstance(exc, websockets.exceptions.ConnectionClosed):
         code = exc.rcvd.code if exc.rcvd else None
+        if code == CLOSE_ACCESS_WITHDRAWN:
+            reason = (exc.rcvd.reason if exc.rcvd else "") or "no reason given"
+            return f"the server withdrew this computer's access: {reason}"
         return "too slow for the event stream" if code == CLOSE_LAGGING else f"connection closed ({code})"
     if isinstance(exc, websockets.exceptions.InvalidStatus):
         return f"the server refused the live connection ({exc.response.status_code})"
