@@ -82,6 +82,11 @@ class Rejected:
     files: list[tuple[str, Path]]
 
 
+class NoCopyOffline(UsageError):
+    """The server cannot be reached, and this computer holds no copy of the rejected fill (another one
+    sent it, or its rejection never reached this one): only the server can give its photos."""
+
+
 async def rejected_fill(
     cfg: SiteConfig, outbox: Outbox, text: str, workdir: Path, keep: set[str]
 ) -> Rejected:
@@ -119,7 +124,7 @@ async def rejected_fill(
     if entry is None or entry.fill_state != "rejected":
         if refused is not None:
             raise refused
-        raise UsageError(
+        raise NoCopyOffline(
             f"The server cannot be reached, and no rejected fill {text} is known here: try again when "
             "the link is back."
         )

@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from remote_site_client.api import ApiError, TokenRefused, enrol_again
+from remote_site_client.commands.common import UsageError
 from remote_site_client.config import ConfigError
 from remote_site_client.outbox import NotFixable
 from remote_site_client.station.captures import CaptureRefused
@@ -64,6 +65,10 @@ def middleware() -> Middleware:
             return _answer(exc.status, exc.code, exc.message)
         except NotFixable as exc:
             return _answer(409, "not_fixable", str(exc))
+        except UsageError as exc:
+            # The command line's rules, shared with the page (a rejected fill resubmitted already): its
+            # message says what to do.
+            return _answer(409, "not_possible", str(exc))
         except ConfigError as exc:
             return _answer(400, "config", str(exc))
         except TokenRefused:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_site_client.commands.outbox import fix_needs_new_id
-from remote_site_client.commands.submit import PRIORITIES, rejected_fill
+from remote_site_client.commands.submit import PRIORITIES, NoCopyOffline, rejected_fill
 from remote_site_client.outbox import FAILED, Outbox, short_id
 from remote_site_client.station.captures import Capture, Captures, check_capture
 from remote_site_client.station.errors import Question, StationError, not_enrolled
@@ -218,7 +218,16 @@ async def prepare_resubmission(station: Station, captures: Captures, fill_id: st
     outbox = _outbox(station)
     assert station.config is not None
     with tempfile.TemporaryDirectory(prefix="tp-station-") as work:
-        previous = await rejected_fill(station.config, outbox, fill_id, Path(work), set())
+        try:
+            previous = await rejected_fill(station.config, outbox, fill_id, Path(work), set())
+        except NoCopyOffline:
+            raise StationError(
+                503,
+                "offline",
+                f"The server cannot be reached, and this station holds no copy of rejected fill "
+                f"{short_id(fill_id)}: only the server has its photos. Resubmit it once the station shows "
+                "Connected again; nothing was changed.",
+            ) from None
         kept = []
         for kind, path in previous.files:
             with path.open("rb") as f:

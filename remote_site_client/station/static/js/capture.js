@@ -42,6 +42,7 @@ export class Capture {
     this.retake = new Set();
     this.mode = { kind: "new" };
     this.stream = null;
+    this.cameraTurn = 0; // counts the camera's starts and stops
     this.recorder = null;
     this.lastSaved = null;
     this.busy = false;
@@ -363,12 +364,16 @@ export class Capture {
       return;
     }
     this.stopCamera();
+    // A stop (the screen left) or another start while the camera opens makes this one stale.
+    const turn = this.cameraTurn;
     const chosen = localStorage.getItem(CAMERA_KEY) || "";
     const video = { width: { ideal: 2048 }, height: { ideal: 1536 } };
     if (chosen) video.deviceId = { exact: chosen };
+    let stream;
     try {
-      this.stream = await navigator.mediaDevices.getUserMedia({ video, audio: false });
+      stream = await navigator.mediaDevices.getUserMedia({ video, audio: false });
     } catch (err) {
+      if (turn !== this.cameraTurn) return;
       if (chosen) {
         localStorage.removeItem(CAMERA_KEY);
         return this.startCamera();
@@ -377,15 +382,22 @@ export class Capture {
       $("#stage-empty").textContent = `No camera (${err.name}): choose a file or drop it here.`;
       return;
     }
+    if (turn !== this.cameraTurn) {
+      for (const t of stream.getTracks()) t.stop();
+      return;
+    }
+    this.stream = stream;
     $("#stage-empty").hidden = true;
-    $("#preview").srcObject = this.stream;
+    $("#preview").srcObject = stream;
     const devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
-    const current = this.stream.getVideoTracks()[0]?.getSettings().deviceId || "";
+    if (turn !== this.cameraTurn) return;
+    const current = stream.getVideoTracks()[0]?.getSettings().deviceId || "";
     fill($("#camera"), devices.map((d, i) => h("option", { value: d.deviceId, selected: d.deviceId === current }, d.label || `Camera ${i + 1}`)));
     $("#camera").hidden = devices.length < 2;
   }
 
   stopCamera() {
+    this.cameraTurn += 1;
     if (this.recorder && this.recorder.state !== "inactive") this.recorder.stop();
     for (const t of this.stream?.getTracks() || []) t.stop();
     this.stream = null;

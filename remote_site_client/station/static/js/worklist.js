@@ -253,6 +253,8 @@ export class WorkList {
       this.station.show("capture");
       await this.capture.resubmit(fillId);
     } catch (err) {
+      // Not prepared (offline, resubmitted already): back to the fill, whose button tries again.
+      this.station.show("fill");
       toast(err.message, "error");
     }
   }
