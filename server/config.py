@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 # Named with the evidence rules, which the site shares.
 from server.evidence.kinds import DEFAULT_REQUIRED_MEDIA as DEFAULT_REQUIRED_MEDIA
-from server.evidence.media import MAX_PHOTO_BYTES, MAX_VIDEO_BYTES
+from server.evidence.media import MAX_PHOTO_BYTES, MAX_VIDEO_BYTES, MAX_VIDEO_SECONDS
 
 
 class SettingError(ValueError):
@@ -250,7 +250,7 @@ class Config:
     max_image_pixels: int = 50_000_000
     # Pages of a prescription's original (a fax's TIFF, a PDF) taken at most.
     max_original_pages: int = 20
-    max_video_seconds: float = 60.0
+    max_video_seconds: float = MAX_VIDEO_SECONDS
     # A consultation's recording (mp4, with its audio): a 10-minute call is tens of MB; an hour at
     # aiortc's highest video rate is under 1 GB.
     max_recording_bytes: int = 1024 * 1024 * 1024

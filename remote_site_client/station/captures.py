@@ -27,10 +27,6 @@ from server.evidence import media
 from server.evidence.kinds import KIND_NAMES, MEDIA_KINDS, VIDEO_KINDS
 from server.evidence.photo_quality import QualityThresholds
 
-MAX_VIDEO_SECONDS = 60.0
-# What the server takes in a count video (server/media/video.py decides; this is the site's early word).
-VIDEO_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1"})
-_DEMUXERS = {"mp4": "mov,mp4,m4a,3gp,3g2,mj2", "matroska": "matroska,webm"}
 # Captures not saved in a fill are dropped after this long (seconds).
 KEEP_UNSAVED = 12 * 3600
 PHOTO_SUFFIXES = {b"\xff\xd8\xff": ".jpg", b"\x89PNG": ".png", b"RIFF": ".webp"}
@@ -104,7 +100,7 @@ def _video_problem(code: str, message: str) -> list[Problem]:
     return [Problem("count_video", code, f"Count video: {message}")]
 
 
-def check_video(path: Path, max_seconds: float = MAX_VIDEO_SECONDS) -> list[Problem]:
+def check_video(path: Path, max_seconds: float = media.MAX_VIDEO_SECONDS) -> list[Problem]:
     """The count video plays: a known container and codec, a frame that decodes, not too long. A page's
     recording may carry no duration, so the last packet's time is what counts."""
     with path.open("rb") as f:
@@ -112,12 +108,12 @@ def check_video(path: Path, max_seconds: float = MAX_VIDEO_SECONDS) -> list[Prob
     if container is None:
         return _video_problem("not_a_video", "this is not a video. Record it again (MP4 or WebM).")
     try:
-        with av.open(str(path), format=_DEMUXERS[container]) as inp:
+        with av.open(str(path), format=media.VIDEO_DEMUXERS[container]) as inp:
             if not inp.streams.video:
                 return _video_problem("no_video", "the file holds no picture. Record it again.")
             stream = inp.streams.video[0]
-            if stream.codec_context.name not in VIDEO_CODECS:
-                return _video_problem("codec", f"{stream.codec_context.name} video cannot be checked.")
+            if (codec := media.video_codec(stream)) not in media.VIDEO_CODECS:
+                return _video_problem("codec", f"{codec} video cannot be checked.")
             decoded, seconds = False, 0.0
             for packet in inp.demux(stream):
                 if packet.pts is not None and packet.time_base is not None:
@@ -128,7 +124,7 @@ def check_video(path: Path, max_seconds: float = MAX_VIDEO_SECONDS) -> list[Prob
         return _video_problem("corrupt", "the video is damaged or incomplete. Record it again.")
     if not decoded:
         return _video_problem("corrupt", "no picture of the video could be shown. Record it again.")
-    if seconds > max_seconds + 0.1:
+    if seconds > max_seconds + media.VIDEO_DURATION_SLACK:
         return _video_problem(
             "too_long", f"it lasts {seconds:.0f} s; at most {max_seconds:.0f} s. Record a shorter count."
         )

@@ -11,19 +11,22 @@ from typing import Any
 import av
 from PIL import Image
 
-from server.evidence.media import sniff_video_container
+from server.evidence.media import (
+    VIDEO_CODEC_NAMES,
+    VIDEO_CODECS,
+    VIDEO_DEMUXERS,
+    VIDEO_DURATION_SLACK,
+    sniff_video_container,
+    video_codec,
+)
 from server.media.errors import MediaRejected
 from server.media.images import THUMB_EDGE, VariantFile, quality_measures
 from server.media.workfiles import WorkFiles
 
-VIDEO_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1"})
 # Audio is dropped unless asked for: a count video needs none, and voices can carry patient names.
 AUDIO_CODECS = {"mp4": frozenset({"aac", "mp3", "opus"}), "webm": frozenset({"opus", "vorbis"})}
-_DEMUXERS = {"mp4": "mov,mp4,m4a,3gp,3g2,mj2", "matroska": "matroska,webm"}
 POSTER_EDGE = 2048
 POSTER_QUALITY = 85
-# Container durations are rounded; allow a frame or two over the limit.
-_DURATION_SLACK = 0.1
 
 FULL = "full"
 POSTER = "poster"
@@ -76,8 +79,7 @@ def probe_video(
     if container is None:
         raise MediaRejected("not_a_video", "This file is not a video. Upload an MP4 or WebM recording.")
     try:
-        # The demuxer is forced from the magic bytes so FFmpeg never guesses (playlists, image sequences).
-        with av.open(str(src), format=_DEMUXERS[container]) as inp:
+        with av.open(str(src), format=VIDEO_DEMUXERS[container]) as inp:
             return _remux_and_probe(inp, size, work, container, head, max_seconds, keep_audio)
     except av.FFmpegError:
         raise _broken() from None
@@ -95,15 +97,16 @@ def _remux_and_probe(
     if not inp.streams.video:
         raise MediaRejected("not_a_video", "The file holds no video track. Upload an MP4 or WebM recording.")
     vin = inp.streams.video[0]
-    codec = vin.codec_context.codec.canonical_name
+    codec = video_codec(vin)
     if codec not in VIDEO_CODECS:
+        names = list(VIDEO_CODEC_NAMES.values())
         raise MediaRejected(
             "unsupported_codec",
             f"Videos encoded as {codec} are not accepted; record with the camera's default "
-            "(H.264, HEVC, VP8, VP9 or AV1).",
+            f"({', '.join(names[:-1])} or {names[-1]}).",
         )
     declared = inp.duration / 1_000_000 if inp.duration else None
-    if declared is not None and declared > max_seconds + _DURATION_SLACK:
+    if declared is not None and declared > max_seconds + VIDEO_DURATION_SLACK:
         raise _too_long(declared, max_seconds)
     if container == "mp4" and _index_beyond_file(vin, size):
         raise _broken()
@@ -168,7 +171,7 @@ class _Span:
         if self.last_pts is None or pts >= self.last_pts:
             self.last_pts, self.last_duration = pts, duration or 0
         # Headers can understate the length; stop as soon as the packets themselves run over.
-        if self.seconds > self.max_seconds + _DURATION_SLACK:
+        if self.seconds > self.max_seconds + VIDEO_DURATION_SLACK:
             raise _too_long(self.seconds, self.max_seconds)
 
     @property

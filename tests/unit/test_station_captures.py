@@ -14,8 +14,13 @@ from PIL import Image
 
 from remote_site_client.station.captures import CaptureRefused, Captures, check_video
 from remote_site_client.station.worklist import views_to_retake
+from server.config import Config
 from server.evidence import media
 from server.evidence.photo_quality import QualityThresholds
+from server.media.errors import MediaRejected
+from server.media.video import probe_video
+from server.media.workfiles import WorkFiles
+from tests.unit.test_media_video import make_video
 
 
 def _webm(path: Path, seconds: float, fps: int = 10) -> Path:
@@ -38,6 +43,31 @@ def test_a_count_video_that_plays_passes_and_one_too_long_is_named(tmp_path: Pat
     assert check_video(video) == []
     [too_long] = check_video(video, max_seconds=1.0)
     assert too_long.code == "too_long" and "at most 1 s" in too_long.message
+
+
+@pytest.mark.parametrize(
+    ("fmt", "codec", "seconds", "fps", "taken"),
+    [
+        ("webm", "libvpx", 2, 10, True),  # VP8, as the page records it
+        ("webm", "libsvtav1", 2, 10, True),  # AV1, which PyAV decodes with libdav1d
+        ("mp4", "libx264", 2, 10, True),
+        ("mp4", "mpeg4", 2, 10, False),  # MPEG-4 Part 2: not a codec the server takes
+        ("webm", "libvpx", 62, 1, False),  # longer than the server takes
+    ],
+)
+def test_the_station_passes_a_count_video_exactly_when_the_server_takes_it(
+    tmp_path: Path, fmt: str, codec: str, seconds: int, fps: int, taken: bool
+) -> None:
+    video = make_video(tmp_path / f"count.{fmt}", fmt=fmt, codec=codec, seconds=seconds, fps=fps)
+    limit = Config(data_dir=tmp_path).max_video_seconds
+    try:
+        probe_video(video, WorkFiles(tmp_path / "work"), max_seconds=limit)
+    except MediaRejected as exc:
+        assert not taken, exc.message
+    else:
+        assert taken
+    problems = check_video(video)
+    assert (problems == []) is taken, problems
 
 
 def test_what_is_not_a_whole_video_is_refused_with_what_to_do(tmp_path: Path) -> None:
