@@ -26,11 +26,14 @@ import av
 
 from remote_site_client.outbox import Outbox
 from remote_site_client.outbox.store import fsync_dir
+from server.evidence.media import video_codec
 
 log = logging.getLogger(__name__)
 
 # Matroska/WebM starts with the EBML magic.
 EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+# What a browser's MediaRecorder writes, by the codecs' canonical names (server.evidence.media's
+# video_codec: AV1 is "av1" whichever decoder reads it).
 VIDEO_CODECS = frozenset({"vp8", "vp9", "h264", "av1"})
 AUDIO_CODECS = frozenset({"opus", "vorbis", "aac"})
 SIZE = (640, 480)
@@ -50,9 +53,9 @@ def _streams(container: Any) -> tuple[Any, Any]:
     audio = next(iter(container.streams.audio), None)
     if video is None:
         raise RecordingRefused("The recording holds no video.")
-    if video.codec_context.name not in VIDEO_CODECS:
-        raise RecordingRefused(f"The recording's video is {video.codec_context.name}, not a browser codec.")
-    if audio is not None and audio.codec_context.name not in AUDIO_CODECS:
+    if (codec := video_codec(video)) not in VIDEO_CODECS:
+        raise RecordingRefused(f"The recording's video is {codec}, not a browser codec.")
+    if audio is not None and audio.codec_context.codec.canonical_name not in AUDIO_CODECS:
         audio = None  # an unknown sound track is left out rather than the whole recording
     return video, audio
 

@@ -20,10 +20,13 @@ from remote_site_client.station.call_recordings import (
 )
 
 
-def browser_like_webm(path: Path, seconds: float, size: tuple[int, int] = (320, 240)) -> Path:
-    """A WebM as Chromium's MediaRecorder writes it: VP8 video and Opus sound, millisecond times."""
+def browser_like_webm(
+    path: Path, seconds: float, size: tuple[int, int] = (320, 240), encoder: str = "libvpx"
+) -> Path:
+    """A WebM as Chromium's MediaRecorder writes it: VP8 video (or `encoder`'s) and Opus sound,
+    millisecond times."""
     with av.open(str(path), mode="w", format="webm") as out:
-        video = out.add_stream("libvpx", rate=20)
+        video = out.add_stream(encoder, rate=20)
         video.width, video.height = size
         video.pix_fmt = "yuv420p"
         audio = out.add_stream("libopus", rate=48000)
@@ -56,6 +59,14 @@ def test_a_page_recording_becomes_an_h264_aac_mp4_at_one_size(tmp_path: Path) ->
             480,
         )
         assert made.streams.audio[0].codec_context.name == "aac"
+
+
+def test_a_recording_in_av1_is_kept_as_one_in_vp8_is(tmp_path: Path) -> None:
+    """A browser may record AV1, which PyAV decodes with a decoder of another name (libdav1d)."""
+    src = browser_like_webm(tmp_path / "call.webm", 1.0, encoder="libsvtav1")
+    assert 0.8 <= to_mp4(src, tmp_path / "call.mp4", max_seconds=60) <= 1.1
+    with av.open(str(tmp_path / "call.mp4")) as made:
+        assert made.streams.video[0].codec_context.name == "h264"
 
 
 def test_what_is_not_a_call_recording_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
