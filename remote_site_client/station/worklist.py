@@ -149,9 +149,9 @@ async def fill_view(
         try:
             server = await api.fill(fill_id)
             labels = await decisions.labels()
-        except ApiError as exc:
-            if not exc.transient and entry is None:
-                raise
+        except ApiError:
+            if entry is None:
+                raise  # nothing here to show instead: offline is said as such, not as no such fill
             server = None  # offline, or not on the server yet: what the outbox holds
         decision = (server or {}).get("decision")
         if decision:
