@@ -219,6 +219,7 @@ async def listen(
     *,
     on_connect: Callable[[], None] | None = None,
     on_disconnect: Callable[[str], None] | None = None,
+    on_token_refused: Callable[[], None] | None = None,
     base_delay: float = 0.5,
     max_delay: float = 30.0,
     give_up_on_refused_token: bool = False,
@@ -227,11 +228,12 @@ async def listen(
     """Runs until cancelled: connect, catch up from the cursor, handle live events, reconnect. With
     `give_up_on_refused_token` a refused device token raises TokenRefused instead: reconnecting with
     it cannot help. Unless `enrolled_token` (the token the site's configuration holds now) gives
-    another one: the computer was enrolled again meanwhile, and it goes on with the new token."""
+    another one: the computer was enrolled again meanwhile, and it goes on with the new token.
+    Otherwise a refused token is told to `on_token_refused`, when given, instead of `on_disconnect`."""
     failures = 0
     while True:
         cursor = outbox.cursor(cursor_name)
-        why = ""
+        why, refused = "", False
         try:
             async with connect(
                 api.websocket_url(cursor),
@@ -262,9 +264,11 @@ async def listen(
                 await api.use_token(renewed)
                 why = ENROLLED_AGAIN
             else:
-                why = _why_lost(exc)
+                why, refused = _why_lost(exc), _token_refused(exc)
         failures += 1
-        if on_disconnect:
+        if refused and on_token_refused:
+            on_token_refused()
+        elif on_disconnect:
             on_disconnect(why)
         log.info("live connection lost (%s); reconnecting", why)
         await asyncio.sleep(backoff.delay(failures - 1, base_delay, max_delay))

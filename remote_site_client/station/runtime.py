@@ -156,6 +156,7 @@ class Station:
                     self._server_event,
                     on_connect=self._connected,
                     on_disconnect=self._disconnected,
+                    on_token_refused=self._token_refused,
                 ),
                 name="station-live",
             ),
@@ -270,9 +271,12 @@ class Station:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _disconnected(self, why: str) -> None:
-        # The live connection says a refused token in tp-site's words; the page says it in its own.
-        refused = why == TokenRefused.MESSAGE
-        self.uplink, self.uplink_why = (REFUSED, TOKEN_REFUSED) if refused else (DOWN, why)
+        self.uplink, self.uplink_why = DOWN, why
+        self.hub.post(self.status())
+
+    def _token_refused(self) -> None:
+        # Said in the page's words: enrolling again is done on the page.
+        self.uplink, self.uplink_why = REFUSED, TOKEN_REFUSED
         self.hub.post(self.status())
 
     def wake(self) -> None:
@@ -290,7 +294,7 @@ class Station:
 
     async def attempted(self, result: Attempt) -> None:
         self.progress.pop(result.fill_id, None)
-        if result.token_refused:  # the sender may hear it before the live connection does
+        if result.token_refused:  # the sender may hear it before the live connection does (announced below)
             self.uplink, self.uplink_why = REFUSED, TOKEN_REFUSED
         await self.hub.broadcast(
             {"type": "outbox", "fill_id": result.fill_id, "state": result.state, "error": result.error}
