@@ -449,6 +449,8 @@ async def test_a_prescription_s_pv1_record_says_what_deciding_it_asks_and_readin
         # Past that time the record still names it (the console adds the session's age itself), and a
         # decision asks for a proof.
         world.clock.advance(1801)
+        # The claim's lease ran out meanwhile too (the lease sweeper may have put it back): claimed again.
+        await _claim(rph, rx["id"])
         view = await rph.json("GET", f"/api/v1/prescriptions/{rx['id']}")
         assert dt.datetime.fromisoformat(view["step_up"]["stale_at"]) == stale_at < world.clock()
         asked = await _decide(rph, view, 403, **checked(view))
